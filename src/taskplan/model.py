@@ -1,0 +1,216 @@
+"""Definitions and records as frozen dataclasses, and the state machines of runs and task runs.
+
+Nothing here does I/O. `spec` builds these from job files; `store` persists their plain-data form;
+`engine` moves records between the states declared here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UPSTREAM_FAILED = "upstream_failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_TASK_STATES: frozenset[TaskState] = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.UPSTREAM_FAILED,
+        TaskState.SKIPPED,
+        TaskState.CANCELLED,
+    }
+)
+TERMINAL_RUN_STATES: frozenset[RunState] = frozenset(
+    {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}
+)
+# Upstream end states that count as "failed" for trigger rules.
+FAILED_LIKE: frozenset[TaskState] = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
+
+_T = TaskState
+# Every allowed move of a task run. `retry RUN` moves terminal non-success states back to
+# pending/ready, which is why terminal states have outgoing edges.
+TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    _T.PENDING: frozenset({_T.READY, _T.RUNNING, _T.SUCCEEDED, _T.FAILED, _T.UPSTREAM_FAILED,
+                           _T.SKIPPED, _T.CANCELLED}),
+    _T.READY: frozenset({_T.RUNNING, _T.SKIPPED, _T.CANCELLED, _T.PENDING}),
+    _T.RUNNING: frozenset({_T.SUCCEEDED, _T.FAILED, _T.RETRYING, _T.CANCELLED, _T.READY,
+                           _T.PENDING}),
+    _T.RETRYING: frozenset({_T.READY, _T.FAILED, _T.CANCELLED, _T.SKIPPED}),
+    _T.SUCCEEDED: frozenset(),
+    _T.FAILED: frozenset({_T.PENDING, _T.READY}),
+    _T.UPSTREAM_FAILED: frozenset({_T.PENDING, _T.READY}),
+    _T.SKIPPED: frozenset({_T.PENDING, _T.READY}),
+    _T.CANCELLED: frozenset({_T.PENDING, _T.READY}),
+}
+
+_R = RunState
+RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    _R.QUEUED: frozenset({_R.RUNNING, _R.CANCELLED, _R.SUCCEEDED, _R.FAILED}),
+    _R.RUNNING: frozenset({_R.STOPPING, _R.SUCCEEDED, _R.FAILED, _R.CANCELLED}),
+    _R.STOPPING: frozenset({_R.FAILED, _R.CANCELLED}),
+    _R.SUCCEEDED: frozenset(),
+    _R.FAILED: frozenset({_R.RUNNING}),
+    _R.CANCELLED: frozenset({_R.RUNNING}),
+}
+
+
+def can_move(old: TaskState, new: TaskState) -> bool:
+    return new in TASK_TRANSITIONS[old]
+
+
+class TriggerRule(StrEnum):
+    ALL_SUCCESS = "all_success"
+    ALL_DONE = "all_done"
+    ONE_FAILED = "one_failed"
+
+
+class OnFailure(StrEnum):
+    CONTINUE = "continue"
+    STOP = "stop"
+    FINISH_STAGE = "finish_stage"
+    CANCEL = "cancel"
+
+
+class OnMisfire(StrEnum):
+    SKIP = "skip"
+    RUN_ONCE = "run_once"
+    RUN_ALL = "run_all"
+
+
+class OnOverlap(StrEnum):
+    SKIP = "skip"
+    QUEUE = "queue"
+    ALLOW = "allow"
+
+
+TaskKind = Literal["sql", "shell", "python", "job"]
+
+
+@dataclass(frozen=True)
+class Foreach:
+    """Where a foreach task's items come from: exactly one of sql, values, from_task."""
+
+    sql: str | None = None
+    connection: str | None = None
+    values: tuple[Any, ...] | None = None
+    from_task: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    kind: TaskKind
+    # sql: the statement text; shell: a string (sh -c) or an argv tuple; python: "module:function";
+    # job: the name of the job to start.
+    command: str | tuple[str, ...]
+    depends_on: tuple[str, ...] = ()
+    stage: int | None = None
+    trigger: TriggerRule = TriggerRule.ALL_SUCCESS
+    retries: int = 0
+    retry_delay: float = 0.0  # seconds before the first retry
+    retry_backoff: float = 2.0  # multiplier applied after each failed attempt
+    timeout: float | None = None  # seconds
+    priority: int = 0
+    pool: str | None = None
+    connection: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    foreach: Foreach | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # for `job` tasks: the child's params
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """The pgAgent calendar form. Empty tuples mean "any". Also the shape of an exception."""
+
+    at: tuple[time, ...] = ()
+    minutes: tuple[int, ...] = ()
+    hours: tuple[int, ...] = ()
+    weekdays: tuple[int, ...] = ()  # 0 = Monday .. 6 = Sunday
+    monthdays: tuple[int, ...] = ()  # 1..31; -1 means the last day of the month
+    months: tuple[int, ...] = ()  # 1..12
+    dates: tuple[date, ...] = ()  # exceptions only: whole local days
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """One entry of `schedules:`; exactly one of cron, calendar, every, once is set.
+
+    Datetimes are naive and read in the job's timezone.
+    """
+
+    index: int
+    name: str | None = None
+    cron: str | None = None
+    calendar: Calendar | None = None
+    every: float | None = None  # seconds
+    once: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    max_runs: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """What identifies this schedule in the output of `next` and in firing rows."""
+        return self.name if self.name is not None else str(self.index)
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    index: int
+    after: tuple[str, ...]
+    status: Literal["succeeded", "finished"] = "succeeded"
+    within: float | None = None  # seconds
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    tasks: tuple[TaskSpec, ...]
+    description: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    connections: dict[str, str] = field(default_factory=dict)  # ${VAR} left unexpanded
+    on_failure: OnFailure = OnFailure.CONTINUE
+    max_parallel: int | None = None
+    priority: int = 0
+    pools: dict[str, int] = field(default_factory=dict)
+    timezone: str | None = None
+    schedules: tuple[ScheduleSpec, ...] = ()
+    exceptions: tuple[Calendar, ...] = ()
+    on_misfire: OnMisfire = OnMisfire.RUN_ONCE
+    on_overlap: OnOverlap = OnOverlap.SKIP
+    triggers: tuple[TriggerSpec, ...] = ()
+    # The plain-data form of the file (what the store keeps and hashes) and where it came from.
+    definition: dict[str, Any] = field(default_factory=dict, compare=False)
+    source_path: str = ""
+    base_dir: str = ""
+
+    def task(self, name: str) -> TaskSpec:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
