@@ -1,0 +1,188 @@
+"""`shell` tasks: an argv run with no shell, or a string run under `sh -c`.
+
+Each attempt runs in its own session (`start_new_session=True`), so its process group holds the
+command and everything it starts. Timeout and cancel signal the whole group: SIGTERM, then SIGKILL
+after a grace period, so `sh -c 'sleep 100 & sleep 100'` leaves nothing behind.
+
+The group is also cleaned when the main process exits on its own. Background stragglers it left
+behind would otherwise keep the output pipe open, and the attempt would hang waiting for an
+end-of-file that never comes. Only a process that leaves the session (`setsid`, a daemon) escapes;
+if it also keeps the pipe, its reader thread is abandoned after the grace period and what it
+writes later is dropped.
+
+Three threads per attempt: the caller supervises (timeout, cancel, cleanup), a reader streams the
+merged stdout/stderr to the log as it arrives, a waiter reports the main process's exit.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import IO
+
+from taskplan.executors.base import (
+    Cancellation,
+    ExecRequest,
+    ExecResult,
+    GatedSink,
+    LogSink,
+    format_seconds,
+)
+from taskplan.executors.env import process_env
+
+KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
+_CHUNK = 65536
+
+
+class ShellExecutor:
+    def __init__(self, kill_grace: float = KILL_GRACE) -> None:
+        self.kill_grace = kill_grace
+
+    def execute(self, request: ExecRequest, log: LogSink, cancel: Cancellation) -> ExecResult:
+        if cancel.is_set():
+            return ExecResult(ok=False, error="cancelled", cancelled=True)
+        command = request.command
+        if isinstance(command, str):
+            argv = ["/bin/sh", "-c", command]
+        elif command:
+            argv = list(command)
+        else:
+            return _not_started(log, "empty command")
+        cwd = os.path.join(request.base_dir or os.getcwd(), request.spec.cwd or "")
+        if not os.path.isdir(cwd):
+            return _not_started(log, f"working directory not found: {cwd}")
+        env = process_env(request.context, request.spec.env, request.extra_env)
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            return _not_started(log, f"program not found: {argv[0]}")
+        except PermissionError:
+            return _not_started(log, f"program not executable: {argv[0]}")
+        except (OSError, ValueError) as exc:
+            # E2BIG from a huge item in the environment, a NUL byte in an argument, ...
+            return _not_started(log, f"cannot start {argv[0]}: {exc}")
+        return _Attempt(proc, GatedSink(log), self.kill_grace).run(request.timeout, cancel)
+
+
+def _not_started(log: LogSink, message: str) -> ExecResult:
+    log.write(f"taskplan: {message}\n")
+    return ExecResult(ok=False, error=message)
+
+
+class _Attempt:
+    def __init__(self, proc: subprocess.Popen[bytes], sink: GatedSink, grace: float) -> None:
+        self.proc = proc
+        self.sink = sink
+        self.grace = grace
+        self.exited = threading.Event()
+        self.wake = threading.Event()  # exit or cancel: something for the supervisor to look at
+        assert proc.stdout is not None
+        self.reader = threading.Thread(
+            target=self._read, args=(proc.stdout,), name=f"taskplan-out-{proc.pid}", daemon=True
+        )
+        self.waiter = threading.Thread(
+            target=self._wait, name=f"taskplan-wait-{proc.pid}", daemon=True
+        )
+
+    def run(self, timeout: float | None, cancel: Cancellation) -> ExecResult:
+        self.reader.start()
+        self.waiter.start()
+        unhook = cancel.on_cancel(self.wake.set)
+        try:
+            stopped_by = self._supervise(timeout, cancel)
+            self._clean_group()
+            code = self.proc.wait()
+        finally:
+            unhook()
+            self.sink.close()
+        if stopped_by == "cancel":
+            return ExecResult(ok=False, exit_code=code, error="cancelled", cancelled=True)
+        if stopped_by == "timeout":
+            assert timeout is not None
+            return ExecResult(
+                ok=False,
+                exit_code=code,
+                error=f"timed out after {format_seconds(timeout)}",
+                timed_out=True,
+            )
+        if code == 0:
+            return ExecResult(ok=True, exit_code=0)
+        if code < 0:
+            return ExecResult(ok=False, exit_code=code, error=f"killed by {_signal_name(-code)}")
+        return ExecResult(ok=False, exit_code=code, error=f"exit code {code}")
+
+    def _supervise(self, timeout: float | None, cancel: Cancellation) -> str | None:
+        """Block until the main process exits (None), the timeout passes, or cancel is set."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.exited.is_set():
+            if cancel.is_set():
+                return "cancel"
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return "timeout"
+            self.wake.wait(remaining)
+            # Safe to clear: the loop re-reads the flags themselves, never the event.
+            self.wake.clear()
+        return None
+
+    def _clean_group(self) -> None:
+        """SIGTERM the group, give it the grace period to exit and release the pipe, SIGKILL."""
+        self._signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        self.exited.wait(self.grace)
+        self.reader.join(max(0.0, deadline - time.monotonic()))
+        # Unconditional: a member that closed its stdout and ignores SIGTERM is invisible to the
+        # checks above. When everything is gone this reaches only the unreaped leader, harmlessly.
+        self._signal_group(signal.SIGKILL)
+        self.exited.wait()
+        # Now only a process that left the session can hold the pipe.
+        self.reader.join(self.grace)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # The waiter does not reap the leader, so until proc.wait() its zombie keeps the group
+        # id from being reused by an unrelated process group.
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _wait(self) -> None:
+        try:
+            if hasattr(os, "waitid"):
+                os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+            else:  # pragma: no cover - macOS before 3.13: reaps, so the group id is not pinned
+                self.proc.wait()
+        except ChildProcessError:
+            pass
+        finally:
+            self.exited.set()
+            self.wake.set()
+
+    def _read(self, stream: IO[bytes]) -> None:
+        # read1 returns whatever one read(2) brings, so output reaches the log as it is written
+        # rather than when a buffer fills. Incremental decoding keeps a UTF-8 character that is
+        # split across two chunks intact.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        with stream:
+            while chunk := stream.read1(_CHUNK):  # type: ignore[attr-defined]
+                self.sink.write(decoder.decode(chunk))
+            self.sink.write(decoder.decode(b"", final=True))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
