@@ -1,0 +1,31 @@
+"""Pure time maths for schedules: no I/O and no clock; every function takes its instants.
+
+Modules: `zones` (walls vs instants, the DST policy), `walls` (wall-clock schedules across DST),
+`cron`, `calendar` (pgAgent form and exceptions), `sources` (per kind), `schedule` (bounds,
+max_runs, exceptions), `jobs` (a job's schedules merged), `checks` (for the loader).
+"""
+
+from taskplan.timing.checks import (
+    check_calendar,
+    check_cron,
+    check_exception,
+    check_schedule,
+    check_timezone,
+)
+from taskplan.timing.jobs import compile_job, job_timezone, next_firings
+from taskplan.timing.schedule import Schedule, compile_schedule, count_firings_between, firings
+
+__all__ = [
+    "Schedule",
+    "check_calendar",
+    "check_cron",
+    "check_exception",
+    "check_schedule",
+    "check_timezone",
+    "compile_job",
+    "compile_schedule",
+    "count_firings_between",
+    "firings",
+    "job_timezone",
+    "next_firings",
+]

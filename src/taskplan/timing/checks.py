@@ -1,0 +1,55 @@
+"""Validation the job-file loader can call before building a schedule.
+
+Each helper returns messages (no positions: the loader knows where the value came from).
+`compile_schedule` refuses what these report, so a file that validates always compiles.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from taskplan.model import Calendar, ScheduleSpec
+from taskplan.timing.calendar import check_calendar
+from taskplan.timing.cron import check_cron
+
+__all__ = ["check_calendar", "check_cron", "check_exception", "check_schedule", "check_timezone"]
+
+
+def check_timezone(name: str) -> str | None:
+    """Why `name` is not a usable IANA time zone, or None."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r} (expected an IANA name such as Europe/Paris)"
+    return None
+
+
+def check_exception(cal: Calendar) -> list[str]:
+    return check_calendar(cal, exception=True)
+
+
+def check_schedule(spec: ScheduleSpec) -> list[str]:
+    """Everything wrong with one schedule entry; empty if it compiles."""
+    kinds = [k for k in ("cron", "calendar", "every", "once") if getattr(spec, k) is not None]
+    if len(kinds) != 1:
+        found = ", ".join(kinds) if kinds else "none"
+        return [f"a schedule needs exactly one of cron, calendar, every, once (found: {found})"]
+    problems: list[str] = []
+    if spec.cron is not None:
+        problem = check_cron(spec.cron)
+        if problem is not None:
+            problems.append(problem)
+    if spec.calendar is not None:
+        problems += check_calendar(spec.calendar)
+    if spec.every is not None and round(spec.every * 1_000_000) <= 0:
+        problems.append(f"`every` must be a positive duration, got {spec.every!r} s")
+    if spec.max_runs is not None:
+        if spec.max_runs < 0:
+            problems.append("max_runs must not be negative")
+        if spec.start is None and spec.once is None:
+            problems.append("max_runs needs a start to count from")
+    if spec.start is not None and spec.end is not None:
+        naive = (spec.start.tzinfo is None, spec.end.tzinfo is None)
+        if naive[0] == naive[1] and spec.end < spec.start:
+            problems.append("end is before start")
+    return problems

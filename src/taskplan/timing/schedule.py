@@ -1,0 +1,179 @@
+"""A compiled schedule: one `ScheduleSpec` in one time zone, with the job's exceptions.
+
+Policies (SPEC.md section 3, and what it leaves open):
+
+* `start` and `end` are walls in the job's zone (read like any listed time: a gap time is shifted,
+  a repeated one is the first occurrence). Firings before `start` or after `end` never happen;
+  both bounds are inclusive. An aware `start`/`end`/`once` is taken as the instant it names.
+* `max_runs`: only the first `max_runs` firings counted from `start` ever happen, so it needs
+  `start` (except on `once`, which fires at most once anyway); `compile_schedule` refuses it
+  without one. Suppressed firings do not count. The cut-off is found by one walk from `start`
+  (O(max_runs), arithmetic for `every` without exceptions), cached per process.
+* Exceptions: a firing is suppressed when an exception matches its local time, or the wall time
+  it was listed as before a DST shift. A whole-day exception (no times) suppresses every firing on
+  that local day.
+* `every` is absolute time: `start + k * every` exactly; without `start` it counts from local
+  midnight 1970-01-01 in the job's zone.
+* Cron and calendar are wall-clock times; see `walls` for DST (gap: shifted forward once;
+  fall-back: first occurrence; every-hour cadences follow real time).
+* Queries cost does not grow with the age of the schedule: every kind is asked from `after`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from taskplan.model import Calendar, ScheduleSpec
+from taskplan.timing.calendar import ExceptionRule
+from taskplan.timing.sources import EverySource, Source, make_source
+from taskplan.timing.zones import instant_of, require_aware, spec_instant, wall_of
+
+_TICK = timedelta(microseconds=1)
+# Consecutive suppressed firings examined before a schedule is called exhausted. Whole-day
+# exceptions skip a day per step, so this is centuries of daily firings or months of minutely
+# ones suppressed time by time.
+_SUPPRESS_LIMIT = 200_000
+
+
+class Schedule:
+    """The firings of one schedule; build it with `compile_schedule`."""
+
+    def __init__(self, spec: ScheduleSpec, tz: ZoneInfo, exceptions: Sequence[Calendar] = ()):
+        if spec.max_runs is not None and spec.start is None and spec.once is None:
+            raise ValueError(f"schedule {spec.key}: max_runs needs a start to count from")
+        if spec.max_runs is not None and spec.max_runs < 0:
+            raise ValueError(f"schedule {spec.key}: max_runs must not be negative")
+        self.spec = spec
+        self.tz = tz
+        self.exceptions = tuple(exceptions)
+        self._source: Source = make_source(spec, tz)
+        self._rules = tuple(ExceptionRule(c) for c in self.exceptions)
+        self._start = None if spec.start is None else spec_instant(spec.start, tz)
+        self._end = None if spec.end is None else spec_instant(spec.end, tz)
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """The first firing strictly after `after` (aware), in the schedule's zone; None if none."""
+        if self.spec.max_runs == 0:
+            return None
+        hit = self._next_unlimited(require_aware(after, "after"))
+        if hit is None:
+            return None
+        if self.spec.max_runs is not None:
+            last = _last_allowed(self)
+            if last is not None and hit > last:
+                return None
+        return hit.astimezone(self.tz)
+
+    def _next_unlimited(self, after: datetime) -> datetime | None:
+        """next_after without max_runs, in UTC."""
+        if self._start is not None and after < self._start:
+            after = self._start - _TICK
+        for _ in range(_SUPPRESS_LIMIT):
+            found = self._source.next_after(after)
+            if found is None:
+                return None
+            instant, listed = found
+            if self._end is not None and instant > self._end:
+                return None
+            resume = self._suppressed(instant, listed)
+            if resume is None:
+                return instant
+            after = resume
+        return None
+
+    def _suppressed(self, instant: datetime, listed: datetime | None) -> datetime | None:
+        """None if the firing stands, else the instant to resume the search after."""
+        local = wall_of(instant, self.tz)
+        for rule in self._rules:
+            if rule.matches(local):
+                if rule.whole_day:
+                    # Everything else on this local day is suppressed too: skip to its end.
+                    return max(instant, self._end_of_day(local.date()))
+                return instant
+            if listed is not None and rule.matches(listed):
+                return instant
+        return None
+
+    def _end_of_day(self, day: date) -> datetime:
+        if day == date.max:
+            return datetime.max.replace(tzinfo=UTC)
+        return instant_of(datetime.combine(day + timedelta(days=1), time()), self.tz) - _TICK
+
+    def _cache_key(self) -> tuple[object, ...]:
+        s = self.spec
+        return (s.cron, s.calendar, s.every, s.once, s.start, s.end, s.max_runs, self.tz,
+                self.exceptions)
+
+
+def compile_schedule(
+    spec: ScheduleSpec, tz: ZoneInfo, exceptions: Sequence[Calendar] = ()
+) -> Schedule:
+    """Check and prepare one schedule; raises ValueError if the spec is unusable."""
+    return Schedule(spec, tz, exceptions)
+
+
+def _last_allowed(schedule: Schedule) -> datetime | None:
+    """The max_runs-th firing (UTC), or None if the schedule never reaches max_runs."""
+    return _last_allowed_cached(_Keyed(schedule))
+
+
+class _Keyed:
+    """Hashes a schedule by what decides its firings (ScheduleSpec itself holds a dict)."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self.key = schedule._cache_key()
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Keyed) and self.key == other.key
+
+
+@lru_cache(maxsize=1024)
+def _last_allowed_cached(keyed: _Keyed) -> datetime | None:
+    schedule = keyed.schedule
+    runs = schedule.spec.max_runs
+    assert runs is not None and runs > 0
+    source = schedule._source
+    if isinstance(source, EverySource) and not schedule._rules and schedule._start is not None:
+        last = source.nth(runs - 1)  # `every` is anchored at `start`
+        return None if schedule._end is not None and last > schedule._end else last
+    at = datetime.min.replace(tzinfo=UTC)
+    for _ in range(runs):
+        found = schedule._next_unlimited(at)
+        if found is None:
+            return None
+        at = found
+    return at
+
+
+def firings(schedule: Schedule, after: datetime, n: int) -> list[datetime]:
+    """The next `n` firings strictly after `after` (fewer if the schedule runs out)."""
+    out: list[datetime] = []
+    at: datetime | None = after
+    while len(out) < n and at is not None:
+        at = schedule.next_after(at)
+        if at is not None:
+            out.append(at)
+    return out
+
+
+def count_firings_between(
+    schedule: Schedule, start: datetime, end: datetime, limit: int | None = None
+) -> int:
+    """How many firings fall in (start, end]; stops counting at `limit` if given."""
+    end = require_aware(end, "end")
+    count = 0
+    at: datetime | None = start
+    while limit is None or count < limit:
+        assert at is not None
+        at = schedule.next_after(at)
+        if at is None or at > end:
+            break
+        count += 1
+    return count

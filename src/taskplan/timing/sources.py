@@ -1,0 +1,81 @@
+"""The raw firings of each schedule kind, before start/end, max_runs and exceptions.
+
+A source answers one question: the first firing strictly after a UTC instant, as
+(instant in UTC, the wall time it was listed as, or None for `every`, which lists no walls).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from taskplan.model import ScheduleSpec
+from taskplan.timing.calendar import CalendarWalls
+from taskplan.timing.cron import CronWalls
+from taskplan.timing.walls import next_from_walls
+from taskplan.timing.zones import spec_instant, wall_of
+
+Hit = tuple[datetime, datetime | None]
+
+# `every` without `start` counts from local midnight, 1 January 1970, so that intervals that
+# divide a day land on round local times (at the zone's 1970 offset).
+EVERY_EPOCH = datetime(1970, 1, 1)
+
+
+class Source(Protocol):
+    def next_after(self, after: datetime) -> Hit | None: ...
+
+
+class WallSource:
+    def __init__(self, walls: CronWalls | CalendarWalls, tz: ZoneInfo) -> None:
+        self.walls = walls
+        self.tz = tz
+
+    def next_after(self, after: datetime) -> Hit | None:
+        return next_from_walls(self.walls.next_wall, self.tz, after, self.walls.every_hour)
+
+
+class EverySource:
+    """A fixed interval in absolute time: anchor + k * step, k >= 0, whatever DST does."""
+
+    def __init__(self, seconds: float, anchor: datetime) -> None:
+        # Whole microseconds keep `anchor + k * step` exact however large k grows.
+        self.step = timedelta(microseconds=round(seconds * 1_000_000))
+        if self.step <= timedelta(0):
+            raise ValueError(f"`every` must be at least one microsecond, got {seconds!r} s")
+        self.anchor = anchor
+
+    def nth(self, k: int) -> datetime:
+        return self.anchor + k * self.step
+
+    def next_after(self, after: datetime) -> Hit | None:
+        if after < self.anchor:
+            return self.anchor, None
+        k = (after - self.anchor) // self.step + 1
+        try:
+            return self.nth(k), None
+        except OverflowError:
+            return None
+
+
+class OnceSource:
+    def __init__(self, when: datetime, tz: ZoneInfo) -> None:
+        self.instant = spec_instant(when, tz)
+        self.wall = when if when.tzinfo is None else wall_of(self.instant, tz)
+
+    def next_after(self, after: datetime) -> Hit | None:
+        return (self.instant, self.wall) if self.instant > after else None
+
+
+def make_source(spec: ScheduleSpec, tz: ZoneInfo) -> Source:
+    if spec.cron is not None:
+        return WallSource(CronWalls(spec.cron), tz)
+    if spec.calendar is not None:
+        return WallSource(CalendarWalls(spec.calendar), tz)
+    if spec.every is not None:
+        anchor = spec.start if spec.start is not None else EVERY_EPOCH
+        return EverySource(spec.every, spec_instant(anchor, tz))
+    if spec.once is not None:
+        return OnceSource(spec.once, tz)
+    raise ValueError(f"schedule {spec.key} has none of cron, calendar, every, once")
