@@ -1,0 +1,182 @@
+"""Pure graph code over a job's tasks: edges, cycles, topological order, critical path.
+
+Edges come from `depends_on`, from `foreach: {from: X}` (X must finish before its list can be
+read) and from stages: a staged task waits for every task of every lower stage. Stages are
+modelled with one virtual node per stage ("stage N is done") chained in stage order, so a
+barrier costs O(tasks) edges instead of O(tasks of stage N x tasks of stage N+1).
+
+Names that are not tasks of the job are ignored here; the validator reports them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Mapping, Sequence
+
+from taskplan.model import TaskSpec
+
+# Virtual nodes are tuples so they can never collide with a task name.
+Node = str | tuple[str, int]
+
+
+def upstreams(tasks: Sequence[TaskSpec]) -> dict[str, set[str]]:
+    """Each task's explicit upstreams: `depends_on` plus a foreach `from:` task."""
+    names = {t.name for t in tasks}
+    out: dict[str, set[str]] = {}
+    for t in tasks:
+        ups = {d for d in t.depends_on if d in names}
+        if t.foreach is not None and t.foreach.from_task in names:
+            ups.add(t.foreach.from_task)
+        out[t.name] = ups
+    return out
+
+
+def _stage_node(stage: int) -> Node:
+    return ("stage", stage)
+
+
+def waits_for(tasks: Sequence[TaskSpec]) -> dict[Node, list[Node]]:
+    """The full graph, node -> the nodes it waits for, with one virtual node per stage."""
+    graph: dict[Node, list[Node]] = {}
+    for name, ups in upstreams(tasks).items():
+        graph[name] = sorted(ups)
+    stages = sorted({t.stage for t in tasks if t.stage is not None})
+    previous: dict[int, int | None] = {s: (stages[i - 1] if i else None)
+                                       for i, s in enumerate(stages)}
+    for i, s in enumerate(stages):
+        graph[_stage_node(s)] = [_stage_node(stages[i - 1])] if i else []
+    for t in tasks:
+        if t.stage is None:
+            continue
+        graph[_stage_node(t.stage)].append(t.name)
+        before = previous[t.stage]
+        if before is not None:
+            graph[t.name].append(_stage_node(before))
+    return graph
+
+
+def find_cycle(tasks: Sequence[TaskSpec]) -> list[str] | None:
+    """A cycle as task names, first == last, read "waits for": ['a', 'b', 'a'] means a waits
+    for b and b waits for a. It starts at the cycle's task that comes first in `tasks`."""
+    graph = waits_for(tasks)
+    order = {t.name: i for i, t in enumerate(tasks)}
+    raw = _find_raw_cycle(graph, [t.name for t in tasks])
+    if raw is None:
+        return None
+    names = [n for n in raw[:-1] if isinstance(n, str)]
+    start = min(range(len(names)), key=lambda i: order[names[i]])
+    rotated = names[start:] + names[:start]
+    return [*rotated, rotated[0]]
+
+
+def _find_raw_cycle(graph: dict[Node, list[Node]], roots: list[str]) -> list[Node] | None:
+    # Iterative DFS with colours, so deep chains do not hit the recursion limit.
+    colour: dict[Node, int] = {}
+    for root in roots:
+        if root in colour:
+            continue
+        stack: list[tuple[Node, int]] = [(root, 0)]
+        path: list[Node] = [root]
+        colour[root] = 1
+        while stack:
+            node, i = stack[-1]
+            nexts = graph.get(node, [])
+            if i == len(nexts):
+                stack.pop()
+                path.pop()
+                colour[node] = 2
+                continue
+            stack[-1] = (node, i + 1)
+            nxt = nexts[i]
+            state = colour.get(nxt, 0)
+            if state == 1:
+                return [*path[path.index(nxt):], nxt]
+            if state == 0:
+                colour[nxt] = 1
+                stack.append((nxt, 0))
+                path.append(nxt)
+    return None
+
+
+def describe_cycle(tasks: Sequence[TaskSpec], cycle: Sequence[str]) -> str:
+    """`a -> b -> a`, plus a note for each step that exists only because of stages."""
+    ups = upstreams(tasks)
+    stage = {t.name: t.stage for t in tasks}
+    notes = []
+    for a, b in itertools.pairwise(cycle):
+        if b not in ups.get(a, set()) and stage.get(b) is not None:
+            notes.append(
+                f"{a} is in stage {stage[a]} so it waits for every task of stage {stage[b]}"
+            )
+    text = " -> ".join(cycle)
+    return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+class CycleError(ValueError):
+    def __init__(self, cycle: list[str], text: str) -> None:
+        self.cycle = cycle
+        super().__init__(f"dependency cycle: {text}")
+
+
+def _kahn(tasks: Sequence[TaskSpec]) -> list[Node]:
+    graph = waits_for(tasks)
+    rank: dict[Node, tuple[int, int]] = {t.name: (0, i) for i, t in enumerate(tasks)}
+    for node in graph:
+        if not isinstance(node, str):
+            rank[node] = (1, node[1])
+    dependants: dict[Node, list[Node]] = {n: [] for n in graph}
+    missing = {n: len(ups) for n, ups in graph.items()}
+    for node, ups in graph.items():
+        for up in ups:
+            dependants[up].append(node)
+    heap = [(rank[n], n) for n, count in missing.items() if count == 0]
+    heapq.heapify(heap)
+    out: list[Node] = []
+    while heap:
+        _, node = heapq.heappop(heap)
+        out.append(node)
+        for down in dependants[node]:
+            missing[down] -= 1
+            if missing[down] == 0:
+                heapq.heappush(heap, (rank[down], down))
+    if len(out) != len(graph):
+        cycle = find_cycle(tasks) or []
+        raise CycleError(cycle, describe_cycle(tasks, cycle))
+    return out
+
+
+def topological_order(tasks: Sequence[TaskSpec]) -> list[str]:
+    """Every task after all it waits for; ties keep file order. Raises CycleError."""
+    return [n for n in _kahn(tasks) if isinstance(n, str)]
+
+
+def critical_path(
+    tasks: Sequence[TaskSpec], durations: Mapping[str, float]
+) -> tuple[float, list[str]]:
+    """The longest chain of waits by summed duration (missing durations count as 0),
+    as (total seconds, task names from first to last). Raises CycleError."""
+    graph = waits_for(tasks)
+    finish: dict[Node, float] = {}
+    via: dict[Node, Node | None] = {}
+    for node in _kahn(tasks):
+        best: Node | None = None
+        start = 0.0
+        for up in graph[node]:
+            if best is None or finish[up] > start:
+                best, start = up, finish[up]
+        own = durations.get(node, 0.0) if isinstance(node, str) else 0.0
+        finish[node] = start + own
+        via[node] = best
+    if not finish:
+        return 0.0, []
+    end = max((n for n in finish if isinstance(n, str)), key=lambda n: finish[n], default=None)
+    if end is None:
+        return 0.0, []
+    path: list[str] = []
+    step: Node | None = end
+    while step is not None:
+        if isinstance(step, str):
+            path.append(step)
+        step = via[step]
+    return finish[end], path[::-1]

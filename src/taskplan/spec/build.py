@@ -1,0 +1,139 @@
+"""Turn validated schema pieces into the frozen model dataclasses other layers use."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from taskplan.model import (
+    Calendar,
+    Foreach,
+    JobSpec,
+    ScheduleSpec,
+    TaskKind,
+    TaskSpec,
+    TriggerSpec,
+)
+from taskplan.spec.schema import (
+    CALENDAR_KEYS,
+    CalendarModel,
+    ExceptionModel,
+    Header,
+    ScheduleModel,
+    Settings,
+    TaskModel,
+    TriggerModel,
+)
+
+_INHERITED = ("retries", "retry_delay", "retry_backoff", "timeout", "priority", "pool", "cwd",
+              "trigger")
+
+
+def task(name: str, t: TaskModel, defaults: Settings) -> TaskSpec:
+    def pick(key: str) -> Any:
+        return getattr(t if key in t.model_fields_set else defaults, key)
+
+    kind: TaskKind
+    command: str | tuple[str, ...]
+    if t.sql is not None:
+        kind, command = "sql", t.sql
+    elif t.shell is not None:
+        kind, command = "shell", t.shell if isinstance(t.shell, str) else tuple(t.shell)
+    elif t.python is not None:
+        kind, command = "python", t.python
+    else:
+        assert t.job is not None
+        kind, command = "job", t.job
+    connection = pick("connection") if kind == "sql" else None
+    foreach = None
+    if t.foreach is not None:
+        fe = t.foreach
+        fe_conn = None
+        if fe.sql is not None:
+            fe_conn = fe.connection or connection or defaults.connection
+        foreach = Foreach(
+            sql=fe.sql,
+            connection=fe_conn,
+            values=tuple(fe.values) if fe.values is not None else None,
+            from_task=fe.from_,
+        )
+    settings = {key: pick(key) for key in _INHERITED}
+    return TaskSpec(
+        name=name,
+        kind=kind,
+        command=command,
+        depends_on=tuple(dict.fromkeys(t.depends_on)),
+        stage=t.stage,
+        connection=connection,
+        env={**defaults.env, **t.env},
+        foreach=foreach,
+        params=dict(t.params) if kind == "job" else {},
+        **settings,
+    )
+
+
+def calendar(c: CalendarModel) -> Calendar:
+    dates = tuple(sorted(set(c.dates))) if isinstance(c, ExceptionModel) else ()
+    return Calendar(
+        at=tuple(sorted(set(c.at))),
+        minutes=tuple(sorted(set(c.minutes))),
+        hours=tuple(sorted(set(c.hours))),
+        weekdays=tuple(sorted(set(c.weekdays))),
+        monthdays=tuple(sorted(set(c.monthdays))),
+        months=tuple(sorted(set(c.months))),
+        dates=dates,
+    )
+
+
+def schedule(index: int, s: ScheduleModel) -> ScheduleSpec:
+    is_calendar = any(k in s.model_fields_set for k in CALENDAR_KEYS)
+    return ScheduleSpec(
+        index=index,
+        name=s.name,
+        cron=s.cron,
+        calendar=calendar(s) if is_calendar else None,
+        every=s.every,
+        once=s.once,
+        start=s.start,
+        end=s.end,
+        max_runs=s.max_runs,
+        params=dict(s.params),
+    )
+
+
+def trigger(index: int, t: TriggerModel) -> TriggerSpec:
+    return TriggerSpec(index=index, after=tuple(dict.fromkeys(t.after)), status=t.status,
+                       within=t.within, params=dict(t.params))
+
+
+def job(
+    header: Header,
+    defaults: Settings,
+    tasks: Mapping[str, TaskModel],
+    schedules: list[ScheduleModel],
+    exceptions: list[ExceptionModel],
+    triggers: list[TriggerModel],
+    definition: dict[str, Any],
+    source_path: str,
+    base_dir: str,
+) -> JobSpec:
+    return JobSpec(
+        name=header.job,
+        tasks=tuple(task(name, t, defaults) for name, t in tasks.items()),
+        description=header.description,
+        params=dict(header.params),
+        connections=dict(header.connections),
+        on_failure=header.on_failure,
+        max_parallel=header.max_parallel,
+        priority=header.priority,
+        pools=dict(header.pools),
+        timezone=header.timezone,
+        schedules=tuple(schedule(i, s) for i, s in enumerate(schedules)),
+        exceptions=tuple(calendar(e) for e in exceptions),
+        on_misfire=header.on_misfire,
+        on_overlap=header.on_overlap,
+        triggers=tuple(trigger(i, t) for i, t in enumerate(triggers)),
+        definition=definition,
+        source_path=source_path,
+        base_dir=base_dir,
+    )

@@ -1,0 +1,255 @@
+"""Rules that span keys or tasks, each reported with the position of what is wrong.
+
+Shape rules ("exactly one of ...") read the raw mappings so they run even when pydantic
+rejected another field of the same piece. Semantic rules read the pieces that did validate.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+
+from taskplan import dag
+from taskplan.model import Foreach, TaskSpec
+from taskplan.spec import templating
+from taskplan.spec.report import Reporter
+from taskplan.spec.schema import (
+    CALENDAR_KEYS,
+    TASK_KINDS,
+    Header,
+    ScheduleModel,
+    Settings,
+    TaskModel,
+)
+from taskplan.spec.source import Path
+
+FOREACH_SOURCES = ("sql", "values", "from")
+SCHEDULE_KINDS = ("cron", "every", "once")
+
+
+def _one_of(r: Reporter, path: Path, raw: dict[str, Any], keys: list[str], what: str) -> None:
+    """Report unless exactly one of `keys` is present in `raw`."""
+    present = [k for k in keys if k in raw]
+    if not present:
+        r.at_container(path, f"expected exactly one of {what}, found none")
+    elif len(present) > 1:
+        r.at_key((*path, present[1]),
+                 f"expected exactly one of {what}, found both {present[0]} and {present[1]}")
+
+
+def task_shape(r: Reporter, name: str, raw: dict[str, Any]) -> None:
+    path: Path = ("tasks", name)
+    _one_of(r, path, raw, list(TASK_KINDS), "sql, shell, python, job")
+    kinds = [k for k in TASK_KINDS if k in raw]
+    kind = kinds[0] if len(kinds) == 1 else None
+    if "params" in raw and kind is not None and kind != "job":
+        r.at_key((*path, "params"), f"only job tasks take params (this is a {kind} task)")
+    if "connection" in raw and kind is not None and kind != "sql":
+        r.at_key((*path, "connection"),
+                 f"only sql tasks use a connection (this is a {kind} task)")
+    foreach = raw.get("foreach")
+    if isinstance(foreach, dict):
+        fpath = (*path, "foreach")
+        _one_of(r, fpath, foreach, list(FOREACH_SOURCES), "sql, values, from")
+        if "connection" in foreach and "sql" not in foreach:
+            r.at_key((*fpath, "connection"), "a connection only applies to a foreach sql")
+
+
+def schedule_shape(r: Reporter, index: int, raw: dict[str, Any]) -> None:
+    path: Path = ("schedules", index)
+    present = [k for k in SCHEDULE_KINDS if k in raw]
+    calendar = [k for k in CALENDAR_KEYS if k in raw]
+    if calendar:
+        present.append(calendar[0])
+    what = "cron, every, once or calendar keys (" + ", ".join(CALENDAR_KEYS) + ")"
+    if not present:
+        r.at_container(path, f"expected exactly one of {what}, found none")
+    elif len(present) > 1:
+        second = sorted(present, key=lambda k: list(raw).index(k))[1]
+        r.at_key((*path, second), f"expected exactly one of {what}, "
+                 f"found {' and '.join(sorted(present, key=list(raw).index))}")
+
+
+def exception_shape(r: Reporter, index: int, raw: dict[str, Any]) -> None:
+    path: Path = ("exceptions", index)
+    calendar = [k for k in CALENDAR_KEYS if k in raw]
+    if "dates" not in raw and not calendar:
+        r.at_container(path, "expected dates: or calendar keys (" + ", ".join(CALENDAR_KEYS)
+                       + "), found none")
+    elif "dates" in raw and calendar:
+        r.at_key((*path, calendar[0]), "expected either dates: or calendar keys, not both")
+
+
+def _loose_spec(name: str, t: TaskModel, known: set[str]) -> TaskSpec:
+    """A TaskSpec good enough for graph checks, keeping only edges to known tasks."""
+    deps = tuple(d for d in t.depends_on if d in known and d != name)
+    source = t.foreach.from_ if t.foreach else None
+    foreach = Foreach(from_task=source) if source in known and source != name else None
+    return TaskSpec(name=name, kind="shell", command="", depends_on=deps, stage=t.stage,
+                    foreach=foreach)
+
+
+def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
+              tasks: Mapping[str, TaskModel], all_names: list[str]) -> None:
+    known = set(all_names)
+    for name, t in tasks.items():
+        path: Path = ("tasks", name)
+        for i, dep in enumerate(t.depends_on):
+            if dep == name:
+                r.at_value((*path, "depends_on", i), f"task {name!r} cannot depend on itself")
+            elif dep not in known:
+                r.at_value((*path, "depends_on", i), f"unknown task {dep!r}{_hint(dep, known)}")
+        source = t.foreach.from_ if t.foreach else None
+        if source == name:
+            r.at_value((*path, "foreach", "from"), "a task cannot take its items from itself")
+        elif source is not None and source not in known:
+            r.at_value((*path, "foreach", "from"), f"unknown task {source!r}{_hint(source, known)}")
+        if header is not None and t.job == header.job:
+            r.at_value((*path, "job"), f"job {t.job!r} cannot start itself")
+    _connections(r, header, defaults, tasks)
+    specs = [_loose_spec(n, tasks[n], known) for n in all_names if n in tasks]
+    cycle = dag.find_cycle(specs)
+    if cycle is not None:
+        r.at_key(("tasks", cycle[0]), "dependency cycle: " + dag.describe_cycle(specs, cycle))
+    _templates(r, defaults, tasks, specs)
+    if header is not None:
+        _header_rules(r, header)
+
+
+def _hint(name: str, known: set[str]) -> str:
+    guess = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {guess[0]!r}?" if guess else ""
+
+
+def _connections(r: Reporter, header: Header | None, defaults: Settings | None,
+                 tasks: Mapping[str, TaskModel]) -> None:
+    if header is None:
+        return
+    declared = set(header.connections)
+    words = ("declared connections: " + ", ".join(sorted(declared))) if declared \
+        else "the job declares no connections:"
+    fallback = defaults.connection if defaults is not None else None
+    if fallback is not None and fallback not in declared:
+        r.at_value(("defaults", "connection"), f"unknown connection {fallback!r} ({words})")
+    for name, t in tasks.items():
+        path: Path = ("tasks", name)
+        if t.connection is not None and t.connection not in declared:
+            r.at_value((*path, "connection"), f"unknown connection {t.connection!r} ({words})")
+        if t.sql is not None and t.connection is None and fallback is None:
+            r.at_key(path, "a sql task needs a connection: set connection: on the task or "
+                     "in defaults:")
+        fe = t.foreach
+        if fe is not None and fe.connection is not None and fe.connection not in declared:
+            r.at_value((*path, "foreach", "connection"),
+                       f"unknown connection {fe.connection!r} ({words})")
+        if (fe is not None and fe.sql is not None and fe.connection is None
+                and t.connection is None and fallback is None):
+            r.at_key((*path, "foreach"), "a foreach sql needs a connection: set connection: "
+                     "on the foreach, the task or in defaults:")
+
+
+def template_fields(t: TaskModel) -> Iterator[tuple[Path, str, bool]]:
+    """(path below the task, text, may use item) for every templated text of a task."""
+    if t.sql is not None:
+        yield ("sql",), t.sql, True
+    if isinstance(t.shell, str):
+        yield ("shell",), t.shell, True
+    elif t.shell is not None:
+        for i, arg in enumerate(t.shell):
+            yield ("shell", i), arg, True
+    if t.foreach is not None and t.foreach.sql is not None:
+        yield ("foreach", "sql"), t.foreach.sql, False
+    for key, value in t.env.items():
+        yield ("env", key), value, True
+    if t.cwd is not None:
+        yield ("cwd",), t.cwd, True
+    for key, value in t.params.items():
+        if isinstance(value, str):
+            yield ("params", key), value, True
+
+
+def _templates(r: Reporter, defaults: Settings | None, tasks: Mapping[str, TaskModel],
+               specs: list[TaskSpec]) -> None:
+    graph = dag.waits_for(specs)
+    for name, t in tasks.items():
+        ancestors: set[str] | None = None
+        for sub, text, item_ok in template_fields(t):
+            path = ("tasks", name, *sub)
+            used = _check_template(r, path, text)
+            if used is None:
+                continue
+            if "item" in used and (t.foreach is None or not item_ok):
+                why = "a foreach source" if t.foreach is not None else "a task without foreach"
+                r.at_value(path, f"{{{{ item }}}} is not available in {why}")
+            if "tasks" in used:
+                if ancestors is None:
+                    ancestors = _ancestors(graph, name)
+                for other in sorted(templating.referenced_task_results(text)):
+                    if other not in ancestors:
+                        r.at_value(path, f"tasks.{other} is not an upstream of task {name!r}; "
+                                   "a template can only read results of tasks it waits for")
+    if defaults is not None:
+        for key, value in defaults.env.items():
+            _check_template(r, ("defaults", "env", key), value)
+        if defaults.cwd is not None:
+            _check_template(r, ("defaults", "cwd"), defaults.cwd)
+
+
+def _check_template(r: Reporter, path: Path, text: str) -> set[str] | None:
+    if not templating.is_template(text):
+        return None
+    try:
+        used = templating.referenced_roots(text)
+    except TemplateSyntaxError as exc:
+        r.at_value(path, f"template syntax error: {exc.message} (template line {exc.lineno})")
+        return None
+    for root in sorted(used - templating.ALLOWED_ROOTS):
+        r.at_value(path, f"template uses unknown name {root!r}; templates can use "
+                   + ", ".join(sorted(templating.ALLOWED_ROOTS)))
+    return used
+
+
+def _ancestors(graph: dict[dag.Node, list[dag.Node]], name: str) -> set[str]:
+    seen: set[dag.Node] = set()
+    todo: list[dag.Node] = list(graph.get(name, []))
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, []))
+    return {n for n in seen if isinstance(n, str)}
+
+
+def _header_rules(r: Reporter, header: Header) -> None:
+    for sub, job in _after_lists(r.data):
+        if job == header.job:
+            r.at_value(("triggers", *sub), f"job {job!r} cannot trigger itself")
+
+
+def _after_lists(data: Any) -> Iterator[tuple[Any, ...]]:
+    triggers = data.get("triggers") if isinstance(data, dict) else None
+    if not isinstance(triggers, list):
+        return
+    for i, trig in enumerate(triggers):
+        after = trig.get("after") if isinstance(trig, dict) else None
+        items = after if isinstance(after, list) else [after]
+        for j, job in enumerate(items):
+            yield (i, "after", j), job
+
+
+def schedule_rules(r: Reporter, index: int, s: ScheduleModel, names: dict[str, int]) -> None:
+    path: Path = ("schedules", index)
+    if s.start is not None and s.end is not None and s.end <= s.start:
+        r.at_value((*path, "end"), "expected an end after start")
+    if s.name is not None:
+        if s.name.isdigit():
+            r.at_value((*path, "name"), "expected a name that is not a number "
+                       "(numbers stand for schedules without a name)")
+        elif s.name in names:
+            r.at_value((*path, "name"),
+                       f"schedule name {s.name!r} is already used by schedule {names[s.name]}")
+        else:
+            names[s.name] = index

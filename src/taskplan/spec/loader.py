@@ -1,0 +1,206 @@
+"""From job-file text (or stored plain data) to a JobSpec, reporting every problem at once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskplan.errors import DefinitionError, Problem
+from taskplan.model import JobSpec
+from taskplan.spec import build, checks
+from taskplan.spec.report import Reporter, describe
+from taskplan.spec.schema import (
+    ExceptionModel,
+    Header,
+    ScheduleModel,
+    Settings,
+    TaskModel,
+    TriggerModel,
+)
+from taskplan.spec.source import Positions, load_yaml
+
+JOB_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class Outcome:
+    spec: JobSpec | None
+    problems: list[Problem]
+    data: Any
+    positions: Positions
+
+
+def analyse(data: Any, positions: Positions, filename: str, source_path: str, base_dir: str,
+            *, semantic: bool = True) -> Outcome:
+    r = Reporter(filename, positions, data)
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else describe(data)
+        r.at_value((), f"expected a mapping with at least job: and tasks:, got {got}")
+        return Outcome(None, r.problems, data, positions)
+    header: Header | None = r.validate(Header, data, ())
+    raw_defaults = data.get("defaults")
+    defaults: Settings | None = (
+        r.validate(Settings, raw_defaults, ("defaults",))
+        if isinstance(raw_defaults, dict) else Settings() if raw_defaults is None else None
+    )
+    raw_tasks = data.get("tasks")
+    tasks: dict[str, TaskModel] = {}
+    if isinstance(raw_tasks, dict):
+        if not raw_tasks:
+            r.at_value(("tasks",), "expected at least one task")
+        for name, raw in raw_tasks.items():
+            if not isinstance(raw, dict):
+                r.at_value(("tasks", name), "expected a mapping with one of sql, shell, "
+                           f"python, job, got {describe(raw)}")
+                continue
+            checks.task_shape(r, name, raw)
+            model = r.validate(TaskModel, raw, ("tasks", name))
+            if model is not None:
+                tasks[name] = model
+    schedules = _each(r, data, "schedules", ScheduleModel)
+    names: dict[str, int] = {}
+    for i, s in enumerate(schedules):
+        if s is not None:
+            checks.schedule_rules(r, i, s, names)
+    exceptions = _each(r, data, "exceptions", ExceptionModel)
+    triggers = _each(r, data, "triggers", TriggerModel)
+    if semantic:
+        all_names = list(raw_tasks) if isinstance(raw_tasks, dict) else []
+        checks.semantics(r, header, defaults, tasks, all_names)
+    if r.problems:
+        return Outcome(None, r.problems, data, positions)
+    assert header is not None and defaults is not None
+    spec = build.job(
+        header, defaults, tasks, [s for s in schedules if s is not None],
+        [e for e in exceptions if e is not None], [t for t in triggers if t is not None],
+        data, source_path, base_dir,
+    )
+    return Outcome(spec, r.problems, data, positions)
+
+
+def _each(r: Reporter, data: dict[str, Any], key: str, model: type[Any]) -> list[Any]:
+    raw_list = data.get(key)
+    if not isinstance(raw_list, list):
+        return []
+    out: list[Any] = []
+    for i, raw in enumerate(raw_list):
+        if not isinstance(raw, dict):
+            r.at_value((key, i), f"expected a mapping, got {describe(raw)}")
+            out.append(None)
+            continue
+        if model is ScheduleModel:
+            checks.schedule_shape(r, i, raw)
+        elif model is ExceptionModel:
+            checks.exception_shape(r, i, raw)
+        out.append(r.validate(model, raw, (key, i)))
+    return out
+
+
+def _analyse_text(text: str, filename: str, source_path: str, base_dir: str) -> Outcome:
+    loaded = load_yaml(text, filename)
+    if loaded.problems and loaded.data is None:
+        return Outcome(None, loaded.problems, None, loaded.positions)
+    out = analyse(loaded.data, loaded.positions, filename, source_path, base_dir)
+    if loaded.problems:
+        out.problems = loaded.problems + out.problems
+        out.spec = None
+    return out
+
+
+def load_job_text(text: str, filename: str, base_dir: str) -> JobSpec:
+    """Parse and validate a job file's text; raise DefinitionError with every problem."""
+    out = _analyse_text(text, filename, filename, os.path.abspath(base_dir))
+    if out.spec is None:
+        raise DefinitionError(out.problems)
+    return out.spec
+
+
+def _analyse_file(path: str | Path) -> Outcome:
+    shown = str(path)
+    absolute = os.path.abspath(path)
+    try:
+        with open(absolute, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return Outcome(None, [Problem(shown, 1, 1, f"cannot read the file: {reason}")], None,
+                       Positions())
+    return _analyse_text(text, shown, absolute, os.path.dirname(absolute))
+
+
+def load_job_file(path: str | Path) -> JobSpec:
+    """Load one job file; raise DefinitionError listing every problem with file:line:col."""
+    out = _analyse_file(path)
+    if out.spec is None:
+        raise DefinitionError(out.problems)
+    return out.spec
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; a directory stands for its *.yaml and *.yml files (not recursive)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(c for c in p.iterdir()
+                                if c.suffix in JOB_FILE_SUFFIXES and c.is_file()))
+        else:
+            files.append(p)
+    return files
+
+
+def _load_many(paths: Sequence[str | Path]) -> tuple[list[JobSpec], list[Problem]]:
+    specs: list[JobSpec] = []
+    problems: list[Problem] = []
+    owners: dict[str, str] = {}
+    for p in map(Path, paths):
+        if p.is_dir() and not expand_paths([p]):
+            problems.append(Problem(str(p), 1, 1, "no job files (*.yaml, *.yml) in this folder"))
+    for path in expand_paths(paths):
+        out = _analyse_file(path)
+        problems.extend(out.problems)
+        name = out.data.get("job") if isinstance(out.data, dict) else None
+        if isinstance(name, str):
+            if name in owners:
+                line, col = out.positions.value(("job",))
+                problems.append(Problem(str(path), line, col,
+                                        f"job: {name!r} is already defined in {owners[name]}"))
+                continue
+            owners[name] = str(path)
+        if out.spec is not None:
+            specs.append(out.spec)
+    return specs, problems
+
+
+def validate_files(paths: Sequence[str | Path]) -> list[Problem]:
+    """Every problem across the files (directories expanded), including job names defined
+    by two files."""
+    return _load_many(paths)[1]
+
+
+def load_job_files(paths: Sequence[str | Path]) -> list[JobSpec]:
+    """All jobs of the files, or DefinitionError with every problem of every file."""
+    specs, problems = _load_many(paths)
+    if problems:
+        raise DefinitionError(problems)
+    return specs
+
+
+def job_from_definition(definition: dict[str, Any], source_path: str, base_dir: str) -> JobSpec:
+    """Rebuild a JobSpec from its stored plain data. Cross-task rules are not re-checked: the
+    definition was validated when applied, and must keep loading as the rules evolve."""
+    out = analyse(definition, Positions(), source_path or "<definition>", source_path, base_dir,
+                  semantic=False)
+    if out.spec is None:
+        raise DefinitionError(out.problems)
+    return out.spec
+
+
+def definition_hash(definition: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON form: sorted keys, no spaces, UTF-8."""
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,122 @@
+"""Collects problems with positions, and turns pydantic errors into plain-worded problems."""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from taskplan.errors import Problem
+from taskplan.spec.fields import ERROR_TYPE
+from taskplan.spec.source import Path, Positions, dotted
+
+
+def describe(value: Any) -> str:
+    """How to show what we got, short enough for one line."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass
+class Reporter:
+    filename: str
+    positions: Positions
+    data: Any
+    problems: list[Problem] = field(default_factory=list)
+
+    def at_key(self, path: Path, message: str) -> None:
+        self._add(self.positions.key(path), path, message)
+
+    def at_value(self, path: Path, message: str) -> None:
+        self._add(self.positions.value(path), path, message)
+
+    def at_container(self, path: Path, message: str) -> None:
+        self._add(self.positions.container(path), path, message)
+
+    def _add(self, pos: tuple[int, int], path: Path, message: str) -> None:
+        prefix = f"{dotted(path)}: " if path else ""
+        self.problems.append(Problem(self.filename, pos[0], pos[1], prefix + message))
+
+    def validate(self, model: type[BaseModel], raw: Any, prefix: Path) -> Any:
+        """Validate one piece; on failure report every error and return None."""
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self._pydantic(model, dict(err), prefix)
+            return None
+
+    def _pydantic(self, model: type[BaseModel], err: dict[str, Any], prefix: Path) -> None:
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        is_key = bool(loc) and loc[-1] == "[key]"
+        if is_key:
+            loc = loc[:-1]
+        path = self._walk((*prefix, *loc))
+        if kind == "missing":
+            self.at_container(path, f"missing required key {loc[-1]!r}")
+        elif kind == "extra_forbidden":
+            self.at_key(path, self._unknown_key(model, loc))
+        elif is_key:
+            # A bad mapping key: name the mapping, point at the key.
+            self._add(self.positions.key(path), path[:-1],
+                      f"{err['msg']}, got {describe(err['input'])}")
+        elif kind == ERROR_TYPE:
+            self.at_value(path, f"{err['msg']}, got {describe(err['input'])}")
+        elif kind in ("model_type", "dict_type", "model_attributes_type"):
+            self.at_value(path, f"expected a mapping, got {describe(err['input'])}")
+        elif kind == "list_type":
+            self.at_value(path, f"expected a list, got {describe(err['input'])}")
+        else:
+            self.at_value(path, f"{err['msg']}, got {describe(err['input'])}")
+
+    def _walk(self, loc: tuple[Any, ...]) -> Path:
+        """Keep the parts of a pydantic loc that exist in the data; union tags and the keys of
+        missing fields drop out."""
+        node = self.data
+        path: list[str | int] = []
+        for part in loc:
+            in_map = isinstance(node, dict) and isinstance(part, str) and part in node
+            in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            if in_map or in_list:
+                node = node[part]
+                path.append(part)
+        return tuple(path)
+
+    def _unknown_key(self, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+        key = str(loc[-1])
+        allowed = _field_names(_model_at(model, loc[:-1]))
+        guess = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean {guess[0]!r}? " if guess else ""
+        return f"unknown key {key!r}; {hint}expected one of: {', '.join(allowed)}"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:
+    for part in loc:
+        info = next(
+            (f for n, f in model.model_fields.items() if part in (n, f.alias)), None
+        )
+        if info is None:
+            continue
+        candidates = [info.annotation, *typing.get_args(info.annotation)]
+        sub = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if sub is not None:
+            model = sub
+    return model
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]

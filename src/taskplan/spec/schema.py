@@ -1,0 +1,173 @@
+"""The pydantic shape of a job file, validated piece by piece (header, each task, each schedule)
+so one bad piece never hides the problems of another.
+
+Rules that tie keys together ("exactly one of sql/shell/python/job") live in checks.py, on the
+raw mappings, so they are reported even when a field of the same task is also wrong.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from cronsim import CronSim, CronSimError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+)
+
+from taskplan.model import OnFailure, OnMisfire, OnOverlap, TriggerRule
+from taskplan.spec import fields as f
+
+CRON_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+TASK_KINDS = ("sql", "shell", "python", "job")
+CALENDAR_KEYS = ("at", "minutes", "hours", "weekdays", "monthdays", "months")
+
+
+def _cron(v: Any) -> str | None:
+    words = (
+        "expected a cron expression of 5 fields (minute hour day-of-month month day-of-week)"
+        " or one of " + ", ".join(CRON_ALIASES)
+    )
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise f.fail(words)
+    expr = CRON_ALIASES.get(v.strip().lower(), " ".join(v.split()))
+    if expr.startswith("@") or len(expr.split()) != 5:
+        raise f.fail(words)
+    try:
+        CronSim(expr, datetime.now())
+    except CronSimError as exc:
+        raise f.fail(f"expected a valid cron expression ({exc})") from None
+    return expr
+
+
+def _shell_kind(v: Any) -> str:
+    return "argv" if isinstance(v, list) else "command"
+
+
+def _argv(v: Any) -> Any:
+    if isinstance(v, list) and not v:
+        raise f.fail("expected a non-empty list of arguments")
+    return v
+
+
+def _status(v: Any) -> str:
+    if v not in ("succeeded", "finished"):
+        raise f.fail("expected one of succeeded, finished")
+    return str(v)
+
+
+Mapping = Annotated[dict[str, Any], f.MappingIn]
+Cron = Annotated[str | None, PlainValidator(_cron)]
+ShellArg = Annotated[str, PlainValidator(f._text(nonempty=False, numbers=True))]
+ShellCommand = Annotated[
+    Annotated[str, PlainValidator(f._text(nonempty=True)), Tag("command")]
+    | Annotated[list[ShellArg], BeforeValidator(_argv), Tag("argv")],
+    Discriminator(_shell_kind),
+]
+Trigger = Annotated[TriggerRule, PlainValidator(f.choice(TriggerRule))]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+class Header(_Model):
+    job: f.JobName
+    description: f.Text = ""
+    params: Mapping = {}
+    connections: Annotated[dict[str, f.NonEmptyText], f.MappingIn] = {}
+    defaults: Mapping = {}
+    on_failure: Annotated[OnFailure, PlainValidator(f.choice(OnFailure))] = OnFailure.CONTINUE
+    max_parallel: f.OptPosInt = None
+    priority: f.Whole = 0
+    pools: Annotated[dict[str, f.PosInt], f.MappingIn] = {}
+    timezone: f.OptTimeZone = None
+    schedules: Annotated[list[Any], PlainValidator(f.ListOf("a list of schedules"))] = []
+    exceptions: Annotated[list[Any], PlainValidator(f.ListOf("a list of exceptions"))] = []
+    on_misfire: Annotated[OnMisfire, PlainValidator(f.choice(OnMisfire))] = OnMisfire.RUN_ONCE
+    on_overlap: Annotated[OnOverlap, PlainValidator(f.choice(OnOverlap))] = OnOverlap.SKIP
+    triggers: Annotated[list[Any], PlainValidator(f.ListOf("a list of triggers"))] = []
+    tasks: Annotated[dict[f.TaskName, Any], f.MappingIn]
+
+
+class Settings(_Model):
+    """What `defaults:` may set, and every task may override."""
+
+    connection: f.OptName = None
+    retries: f.NonNegInt = 0
+    retry_delay: f.Duration = 0.0
+    retry_backoff: f.Backoff = 2.0
+    timeout: f.OptPosDuration = None
+    priority: f.Whole = 0
+    pool: f.OptName = None
+    env: Annotated[dict[str, f.EnvValue], f.MappingIn] = {}
+    cwd: f.OptText = None
+    trigger: Trigger = TriggerRule.ALL_SUCCESS
+
+
+class ForeachModel(_Model):
+    sql: f.OptName = None
+    connection: f.OptName = None
+    values: Annotated[list[Any] | None, PlainValidator(f._opt(f.ListOf("a list of values")))] = None
+    from_: Annotated[str | None, Field(alias="from"), PlainValidator(
+        f._opt(f._pattern(f.TASK_NAME_RE, "the name of an upstream task")))] = None
+
+
+class TaskModel(Settings):
+    sql: f.OptName = None
+    shell: ShellCommand | None = None
+    python: Annotated[str | None, PlainValidator(f._opt(f._pattern(
+        f.PYTHON_REF_RE, "a callable as module.path:function")))] = None
+    job: Annotated[str | None, PlainValidator(f._opt(f._pattern(
+        f.JOB_NAME_RE, "a job name of lowercase letters, digits, _ and -")))] = None
+    depends_on: Annotated[list[f.TaskName], f.ListOrOne] = []
+    stage: f.OptPosInt = None
+    foreach: ForeachModel | None = None
+    params: Mapping = {}
+
+
+class CalendarModel(_Model):
+    at: Annotated[list[f.Clock], f.ListOrOne] = []
+    minutes: Annotated[list[f.Minute], f.ListOrOne] = []
+    hours: Annotated[list[f.Hour], f.ListOrOne] = []
+    weekdays: Annotated[list[f.Weekday], f.ListOrOne] = []
+    monthdays: Annotated[list[f.Monthday], f.ListOrOne] = []
+    months: Annotated[list[f.Month], f.ListOrOne] = []
+
+
+class ScheduleModel(CalendarModel):
+    name: f.OptName = None
+    cron: Cron = None
+    every: f.OptPosDuration = None
+    once: f.OptStartAt = None
+    start: f.OptStartAt = None
+    end: f.OptEndAt = None
+    max_runs: f.OptPosInt = None
+    params: Mapping = {}
+
+
+class ExceptionModel(CalendarModel):
+    dates: Annotated[list[f.Day], f.ListOrOne] = []
+
+
+class TriggerModel(_Model):
+    after: Annotated[list[f.JobName], f.ListOrOne]
+    status: Annotated[Literal["succeeded", "finished"], PlainValidator(_status)] = "succeeded"
+    within: f.OptPosDuration = None
+    params: Mapping = {}
