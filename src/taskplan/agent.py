@@ -1,0 +1,264 @@
+"""An agent: N slots, a dispatcher that claims ready task runs, leases kept alive by heartbeats.
+
+One dispatcher thread owns the hot path: each turn it records every attempt that ended and
+claims work for every free slot in ONE transaction, then sleeps until a slot frees up, another
+process commits, or a timer (retry, heartbeat) is due. Slot threads only execute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from taskplan.attempt_log import AttemptLog
+from taskplan.engine import Claim, Engine, Outcome
+from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
+from taskplan.model import TaskState
+from taskplan.spec.templating import is_template, render
+from taskplan.store import ops
+
+log = logging.getLogger(__name__)
+
+CANCEL_CHECK_EVERY = 0.1  # seconds between checks that running attempts were not cancelled
+
+
+class UpstreamResults(Mapping[str, Any]):
+    """Upstream results by task name, read from the store only when a task asks for them."""
+
+    def __init__(self, engine: Engine, run_id: int, names: tuple[str, ...]) -> None:
+        self._engine = engine
+        self._run_id = run_id
+        self._names = names
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        if self._cache is None:
+            found: dict[str, Any] = {}
+            if self._names:
+                marks = ", ".join(f":n{i}" for i in range(len(self._names)))
+                params: dict[str, Any] = {f"n{i}": n for i, n in enumerate(self._names)}
+                params["r"] = self._run_id
+                with self._engine.store.read() as tx:
+                    rows = tx.all(
+                        "SELECT task, result FROM task_runs WHERE run_id = :r AND parent_id IS"
+                        f" NULL AND task IN ({marks}) AND state = 'succeeded'", params)
+                found = {str(t): ops.loads(r) for t, r in rows}
+            self._cache = found
+        return self._cache
+
+    def __getitem__(self, key: str) -> Any:
+        return self._load()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+class Agent:
+    def __init__(self, engine: Engine, *, slots: int, name: str | None = None,
+                 root_run_id: int | None = None, lease: float = 30.0,
+                 exit_when_idle: float | None = None) -> None:
+        if slots < 1:
+            raise ValueError("an agent needs at least one slot")
+        self.engine = engine
+        self.store = engine.store
+        self.slots = slots
+        self.host = socket.gethostname()
+        self.name = name or f"{self.host}:{os.getpid()}"
+        self.root_run_id = root_run_id
+        self.lease = lease
+        self.exit_when_idle = exit_when_idle
+        self.agent_id: int | None = None
+        self._done: queue.SimpleQueue[tuple[Claim, Outcome]] = queue.SimpleQueue()
+        self._active: dict[int, tuple[Claim, Cancellation]] = {}
+        self._active_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="taskplan-slot")
+        self._draining = threading.Event()
+        self._cancel_all = threading.Event()
+        self._stopped = threading.Event()
+        self.finished_runs: dict[int, str] = {}
+        self.max_concurrency = 0
+
+    # -- control from other threads (signal handlers, the CLI) -----------------------------
+    def drain(self) -> None:
+        """Finish running attempts, claim nothing new, then return from run()."""
+        self._draining.set()
+        self.store.waker.notify()
+
+    def cancel_running(self) -> None:
+        """Kill running attempts now; they are recorded cancelled."""
+        self._draining.set()
+        self._cancel_all.set()
+        self.store.waker.notify()
+
+    @property
+    def busy(self) -> int:
+        with self._active_lock:
+            return len(self._active)
+
+    # -- the dispatcher ---------------------------------------------------------------------
+    def run(self, until: Callable[[Agent], bool] | None = None) -> None:
+        """Dispatch until `until(self)` is true, or drained and idle, or idle too long."""
+        self.agent_id = self.engine.register_agent(self.name, self.host, os.getpid(),
+                                                   self.slots, self.lease)
+        try:
+            self._loop(until)
+        finally:
+            self._pool.shutdown(wait=not self._cancel_all.is_set(), cancel_futures=True)
+            self._flush_done()
+            self.engine.agent_stopped(self.agent_id)
+            self._stopped.set()
+
+    def _loop(self, until: Callable[[Agent], bool] | None) -> None:
+        assert self.agent_id is not None
+        gen = self.store.waker.generation
+        beat_every = max(0.5, self.lease / 3)
+        next_beat = time.monotonic() + beat_every
+        next_retry = self.engine.promote_retries()
+        last_cancel_check = 0.0
+        idle_since = time.monotonic()
+        cancel_sent = False
+        while True:
+            finished = self._drain_done()
+            free = 0 if self._draining.is_set() else self.slots - self.busy
+            result = None
+            if finished or free > 0:
+                result = self.engine.step(self.agent_id, finished, free, self.root_run_id)
+                for claim in result.claims:
+                    self._start(claim)
+                for run_id, state in result.finished_runs:
+                    self.finished_runs[run_id] = state
+                if result.next_due is not None and (next_retry is None
+                                                    or result.next_due < next_retry):
+                    next_retry = result.next_due
+            if self._cancel_all.is_set() and not cancel_sent:
+                self._cancel_mine()
+                cancel_sent = True
+            now_m = time.monotonic()
+            if now_m >= next_beat:
+                self.engine.heartbeat(self.agent_id, self.lease,
+                                      "draining" if self._draining.is_set() else None)
+                if self.engine.reap():
+                    gen = -1  # recovered work may be ours to claim: go round again
+                next_retry = self.engine.promote_retries()
+                next_beat = now_m + beat_every
+            if next_retry is not None and next_retry <= self.engine.clock():
+                next_retry = self.engine.promote_retries()
+                continue
+            busy = self.busy
+            if busy:
+                idle_since = now_m
+                if (result is not None and result.finished_runs) or (
+                        now_m - last_cancel_check >= CANCEL_CHECK_EVERY):
+                    self._check_cancelled()
+                    last_cancel_check = now_m
+            if until is not None and until(self):
+                return
+            if self._draining.is_set() and busy == 0 and self._done.empty():
+                return
+            if self.exit_when_idle is not None and busy == 0 and (
+                    now_m - idle_since >= self.exit_when_idle):
+                return
+            if result is not None and result.claims and self.busy < self.slots:
+                continue  # there may be more ready work than one claim round took
+            if not self._done.empty():
+                continue
+            timeout = next_beat - now_m
+            if next_retry is not None:
+                timeout = min(timeout, next_retry - self.engine.clock())
+            if busy:
+                timeout = min(timeout, CANCEL_CHECK_EVERY)
+            if self.exit_when_idle is not None and busy == 0:
+                timeout = min(timeout, self.exit_when_idle - (now_m - idle_since))
+            gen = self.store.wait(gen, max(0.0, timeout))
+
+    def _drain_done(self) -> list[tuple[Claim, Outcome]]:
+        out: list[tuple[Claim, Outcome]] = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _flush_done(self) -> None:
+        finished = self._drain_done()
+        if finished and self.agent_id is not None:
+            self.engine.step(self.agent_id, finished, 0, self.root_run_id)
+
+    def _start(self, claim: Claim) -> None:
+        cancel = Cancellation()
+        with self._active_lock:
+            self._active[claim.task_run_id] = (claim, cancel)
+            self.max_concurrency = max(self.max_concurrency, len(self._active))
+        self._pool.submit(self._work, claim, cancel)
+
+    def _check_cancelled(self) -> None:
+        with self._active_lock:
+            tokens = [(c.task_run_id, c.attempt) for c, _ in self._active.values()]
+        if not tokens:
+            return
+        alive = self.engine.still_running(tokens)
+        with self._active_lock:
+            gone = [cancel for tr, (_, cancel) in self._active.items() if tr not in alive]
+        for cancel in gone:
+            cancel.cancel()
+
+    def _cancel_mine(self) -> None:
+        with self._active_lock:
+            active = list(self._active.values())
+        for _, cancel in active:
+            cancel.cancel()
+
+    # -- a slot ------------------------------------------------------------------------------
+    def _work(self, claim: Claim, cancel: Cancellation) -> None:
+        try:
+            outcome = self._execute(claim, cancel)
+        except Exception as exc:  # a bug or a bad definition must not kill the slot
+            log.exception("attempt %s/%s failed inside taskplan", claim.task, claim.attempt)
+            outcome = Outcome(TaskState.FAILED, error=f"{type(exc).__name__}: {exc}")
+        if cancel.is_set() and self._cancel_all.is_set():
+            outcome = Outcome(TaskState.CANCELLED, error="cancelled: agent stopped")
+        with self._active_lock:
+            self._active.pop(claim.task_run_id, None)
+        self._done.put((claim, outcome))
+        self.store.waker.notify()
+
+    def _execute(self, claim: Claim, cancel: Cancellation) -> Outcome:
+        job = self.engine.job_spec(claim.version_id)
+        task = job.task(claim.task)
+        _, params = self.engine.run_meta(claim.run_id)
+        upstream = tuple(sorted(set(task.depends_on)
+                                | ({task.foreach.from_task} if task.foreach
+                                   and task.foreach.from_task else set())))
+        results = UpstreamResults(self.engine, claim.run_id, upstream)
+        context = AttemptContext(run_id=claim.run_id, task=claim.task, attempt=claim.attempt,
+                                 params=params, item=claim.item, results=results)
+        values = {"params": params, "item": claim.item,
+                  "run": {"id": claim.run_id, "job": job.name, "attempt": claim.attempt},
+                  "tasks": {n: {"result": results.get(n)} for n in upstream}}
+        command = task.command
+        if isinstance(command, str):
+            command = render(command, values) if is_template(command) else command
+        else:
+            command = tuple(render(a, values) if is_template(a) else a for a in command)
+        request = ExecRequest(context=context, spec=task, command=command,
+                              base_dir=job.base_dir, timeout=task.timeout)
+        sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
+        try:
+            res = executor_for(task.kind).execute(request, sink, cancel)
+        finally:
+            sink.close()
+        if res.ok:
+            return Outcome(TaskState.SUCCEEDED, exit_code=res.exit_code, result=res.result)
+        if res.cancelled:
+            return Outcome(TaskState.CANCELLED, exit_code=res.exit_code, error=res.error)
+        return Outcome(TaskState.FAILED, exit_code=res.exit_code, error=res.error)

@@ -1,0 +1,93 @@
+"""An attempt's output on its way to the store: buffered, flushed often, and bounded.
+
+Output beyond `limit` bytes is not stored except for its last `tail` bytes, which are kept in
+memory and written when the attempt ends behind a note saying how much was dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from taskplan.store import ops
+from taskplan.store.db import Store
+
+FLUSH_EVERY = 0.25  # seconds: how stale `logs --follow` may be
+FLUSH_SIZE = 32 * 1024
+
+
+class AttemptLog:
+    def __init__(self, store: Store, task_run_id: int, attempt: int, *,
+                 limit: int = 1024 * 1024, tail: int = 64 * 1024) -> None:
+        self._store = store
+        self._tr = task_run_id
+        self._attempt = attempt
+        self._limit = limit
+        self._tail_size = tail
+        self._lock = threading.Lock()
+        self._buf: list[str] = []
+        self._buf_len = 0
+        self._stored = 0
+        self._dropped = 0
+        self._tail = ""
+        self._seq = 0
+        self._last_flush = time.monotonic()
+        self._timer: threading.Timer | None = None
+        self._closed = False
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        with self._lock:
+            if self._closed:
+                return
+            room = self._limit - self._stored - self._buf_len
+            if room > 0:
+                head = text[:room]
+                self._buf.append(head)
+                self._buf_len += len(head)
+                text = text[room:]
+            if text:
+                self._dropped += len(text)
+                self._tail = (self._tail + text)[-self._tail_size:]
+            due = (time.monotonic() - self._last_flush >= FLUSH_EVERY
+                   or self._buf_len >= FLUSH_SIZE)
+            if not due and self._timer is None and self._buf:
+                self._timer = threading.Timer(FLUSH_EVERY, self._timed_flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if due:
+            self.flush()
+
+    def _timed_flush(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        with self._lock:
+            chunk = "".join(self._buf)
+            self._buf.clear()
+            self._buf_len = 0
+            if final and self._dropped:
+                kept = len(self._tail)
+                chunk += (f"\n[taskplan: {self._dropped - kept} characters of output dropped;"
+                          f" the last {kept} follow]\n{self._tail}")
+            if not chunk:
+                return
+            seq = self._seq
+            self._seq += 1
+            self._stored += len(chunk)
+            total = self._stored + (self._dropped if not final else 0)
+            self._last_flush = time.monotonic()
+        with self._store.tx() as tx:
+            ops.append_log(tx, self._tr, self._attempt, seq, chunk, total, self._dropped > 0)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        self.flush(final=True)
+        with self._lock:
+            self._closed = True

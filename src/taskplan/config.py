@@ -1,0 +1,66 @@
+"""Where taskplan finds its store and settings: --db, TASKPLAN_DB, taskplan.toml, a default."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskplan.errors import UsageError
+
+DEFAULT_DB = "sqlite:///taskplan.db"
+CONFIG_NAME = "taskplan.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str
+    timezone: str = "UTC"
+    pools: dict[str, int] = field(default_factory=dict)
+    lease_seconds: float = 30.0
+    config_path: Path | None = None
+
+
+def find_config(start: Path | None = None) -> Path | None:
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def load_settings(db: str | None = None, start: Path | None = None) -> Settings:
+    """Resolve settings with the precedence of SPEC.md section 4."""
+    path = find_config(start)
+    data = _read_toml(path) if path else {}
+    url = db or os.environ.get("TASKPLAN_DB") or data.get("db") or DEFAULT_DB
+    if not isinstance(url, str):
+        raise UsageError(f"{path}: 'db' must be a string URL")
+    pools = data.get("pools", {})
+    if not isinstance(pools, dict) or not all(
+        isinstance(v, int) and v >= 1 for v in pools.values()
+    ):
+        raise UsageError(f"{path}: 'pools' must map names to whole numbers >= 1")
+    if path and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        # A relative SQLite path in taskplan.toml is relative to that file, not to the cwd.
+        if url is data.get("db"):
+            url = "sqlite:///" + str((path.parent / url[len("sqlite:///"):]).resolve())
+    lease = data.get("lease_seconds", 30.0)
+    return Settings(
+        db=url,
+        timezone=str(data.get("timezone", "UTC")),
+        pools={str(k): int(v) for k, v in pools.items()},
+        lease_seconds=float(lease),
+        config_path=path,
+    )

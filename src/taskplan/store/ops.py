@@ -1,0 +1,440 @@
+"""Named operations on the store: each is one or a few SQL statements, values always bound.
+
+The engine decides *what* transition happens; these functions say *how* it is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taskplan.store.db import Row, Tx
+
+ACTIVE_TASK = ("pending", "ready", "running", "retrying")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# -- jobs ---------------------------------------------------------------------------------
+def job_by_name(tx: Tx, name: str) -> Row | None:
+    return tx.one("SELECT id, name, current_version_id FROM jobs WHERE name = :n", {"n": name})
+
+
+def insert_job(tx: Tx, name: str, now: float) -> int:
+    return int(tx.scalar(
+        "INSERT INTO jobs (name, created_at, updated_at) VALUES (:n, :t, :t) RETURNING id",
+        {"n": name, "t": now},
+    ))
+
+
+def version_row(tx: Tx, version_id: int) -> Row | None:
+    return tx.one(
+        "SELECT id, job_id, version, spec_hash, definition, source_path, base_dir, created_at"
+        " FROM job_versions WHERE id = :v",
+        {"v": version_id},
+    )
+
+
+def insert_version(tx: Tx, job_id: int, definition: str, spec_hash: str, source: str,
+                   base_dir: str, now: float) -> tuple[int, int]:
+    number = int(tx.scalar(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM job_versions WHERE job_id = :j", {"j": job_id}
+    ))
+    vid = int(tx.scalar(
+        "INSERT INTO job_versions (job_id, version, spec_hash, definition, source_path, base_dir,"
+        " created_at) VALUES (:j, :n, :h, :d, :s, :b, :t) RETURNING id",
+        {"j": job_id, "n": number, "h": spec_hash, "d": definition, "s": source, "b": base_dir,
+         "t": now},
+    ))
+    tx.run("UPDATE jobs SET current_version_id = :v, updated_at = :t WHERE id = :j",
+           {"v": vid, "t": now, "j": job_id})
+    return vid, number
+
+
+def upsert_pool(tx: Tx, name: str, size: int) -> None:
+    tx.run(
+        "INSERT INTO pools (name, size) VALUES (:n, :s)"
+        " ON CONFLICT (name) DO UPDATE SET size = excluded.size",
+        {"n": name, "s": size},
+    )
+
+
+def pool_sizes(tx: Tx) -> dict[str, int]:
+    return {str(n): int(s) for n, s in tx.all("SELECT name, size FROM pools")}
+
+
+def pool_usage(tx: Tx, names: Iterable[str]) -> dict[str, int]:
+    names = list(names)
+    if not names:
+        return {}
+    marks = ", ".join(f":p{i}" for i in range(len(names)))
+    params = {f"p{i}": n for i, n in enumerate(names)}
+    rows = tx.all(
+        f"SELECT pool, COUNT(*) FROM task_runs WHERE state = 'running' AND pool IN ({marks})"
+        " GROUP BY pool",
+        params,
+    )
+    return {str(p): int(c) for p, c in rows}
+
+
+# -- runs ---------------------------------------------------------------------------------
+RUN_COLS = (
+    "id, job_id, version_id, root_run_id, parent_task_run_id, state, trigger, trigger_ref,"
+    " params, priority, max_parallel, on_failure, halt, halt_stage, unfinished, running,"
+    " ready, failed, created_at, started_at, finished_at, error"
+)
+
+
+@dataclass
+class RunRow:
+    id: int
+    job_id: int
+    version_id: int
+    root_run_id: int | None
+    parent_task_run_id: int | None
+    state: str
+    trigger: str
+    trigger_ref: str | None
+    params: str
+    priority: int
+    max_parallel: int | None
+    on_failure: str
+    halt: str | None
+    halt_stage: int | None
+    unfinished: int
+    running: int
+    ready: int
+    failed: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+
+
+def run_row(tx: Tx, run_id: int, *, lock: bool = False) -> RunRow | None:
+    suffix = " FOR UPDATE" if lock and tx.pg else ""
+    row = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE id = :r{suffix}", {"r": run_id})
+    return RunRow(*row) if row else None
+
+
+def insert_run(tx: Tx, *, job_id: int, version_id: int, params: dict[str, Any], trigger: str,
+               trigger_ref: str | None, priority: int, max_parallel: int | None,
+               on_failure: str, parent_task_run_id: int | None, root_run_id: int | None,
+               now: float) -> int:
+    run_id = int(tx.scalar(
+        "INSERT INTO runs (job_id, version_id, root_run_id, parent_task_run_id, state, trigger,"
+        " trigger_ref, params, priority, max_parallel, on_failure, created_at)"
+        " VALUES (:j, :v, :root, :ptr, 'queued', :tr, :ref, :p, :prio, :mp, :of, :t)"
+        " RETURNING id",
+        {"j": job_id, "v": version_id, "root": root_run_id, "ptr": parent_task_run_id,
+         "tr": trigger, "ref": trigger_ref, "p": dumps(params), "prio": priority,
+         "mp": max_parallel, "of": on_failure, "t": now},
+    ))
+    if root_run_id is None:
+        tx.run("UPDATE runs SET root_run_id = id WHERE id = :r", {"r": run_id})
+    return run_id
+
+
+def bump_run(tx: Tx, run_id: int, *, unfinished: int = 0, running: int = 0, ready: int = 0,
+             failed: int = 0) -> RunRow:
+    """Apply counter deltas and return the run as it now stands.
+
+    The UPDATE takes the row lock, so concurrent finishers of one run see each other's
+    decrements and exactly one of them observes `unfinished == 0`.
+    """
+    row = tx.one(
+        "UPDATE runs SET unfinished = unfinished + :u, running = running + :rn,"
+        " ready = ready + :rd, failed = failed + :f WHERE id = :r"
+        f" RETURNING {RUN_COLS}",
+        {"u": unfinished, "rn": running, "rd": ready, "f": failed, "r": run_id},
+    )
+    assert row is not None
+    return RunRow(*row)
+
+
+def set_run_state(tx: Tx, run_id: int, state: str, *, now: float | None = None,
+                  finished: bool = False, started: bool = False, error: str | None = None
+                  ) -> None:
+    tx.run(
+        "UPDATE runs SET state = :s,"
+        " started_at = CASE WHEN :started = 1 THEN COALESCE(started_at, :t) ELSE started_at END,"
+        " finished_at = CASE WHEN :fin = 1 THEN :t ELSE finished_at END,"
+        " error = COALESCE(:e, error) WHERE id = :r",
+        {"s": state, "t": now, "fin": 1 if finished else 0, "started": 1 if started else 0,
+         "e": error, "r": run_id},
+    )
+    add_events(tx, [(now or 0.0, run_id, None, state, error)])
+
+
+def set_halt(tx: Tx, run_id: int, halt: str | None, halt_stage: int | None) -> None:
+    tx.run("UPDATE runs SET halt = :h, halt_stage = :s WHERE id = :r",
+           {"h": halt, "s": halt_stage, "r": run_id})
+
+
+def add_events(tx: Tx, rows: Sequence[tuple[float, int, int | None, str, str | None]]) -> None:
+    tx.many(
+        "INSERT INTO events (at, run_id, task_run_id, state, detail) VALUES (:a, :b, :c, :d, :e)",
+        [dict(zip("abcde", r, strict=True)) for r in rows],
+    )
+
+
+# -- task runs ----------------------------------------------------------------------------
+TR_INSERT = (
+    "INSERT INTO task_runs (run_id, task, kind, parent_id, item_index, item, stage, state,"
+    " trigger_rule, pending_up, priority, rank, pool, max_attempts, ready_at)"
+    " VALUES (:run, :task, :kind, :parent, :idx, :item, :stage, :state, :rule, :pend, :prio,"
+    " :rank, :pool, :maxa, :ready_at)"
+)
+
+
+def insert_task_runs(tx: Tx, rows: Sequence[dict[str, Any]]) -> None:
+    tx.many(TR_INSERT, rows)
+
+
+def task_ids(tx: Tx, run_id: int) -> dict[str, int]:
+    return {str(t): int(i) for i, t in tx.all(
+        "SELECT id, task FROM task_runs WHERE run_id = :r AND parent_id IS NULL", {"r": run_id}
+    )}
+
+
+def insert_edges(tx: Tx, edges: Sequence[tuple[int, int]]) -> None:
+    tx.many("INSERT INTO task_edges (up_id, down_id) VALUES (:u, :d)",
+            [{"u": u, "d": d} for u, d in edges])
+
+
+CLAIM_COLS = "id, run_id, task, kind, item, attempts, max_attempts, stage, pool, parent_id"
+
+
+def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None) -> list[Row]:
+    stage_cond = "" if max_stage is None else " AND COALESCE(stage, 0) <= :ms"
+    lock = " FOR UPDATE SKIP LOCKED" if tx.pg else ""
+    return tx.all(
+        f"SELECT id, pool FROM task_runs WHERE run_id = :r AND state = 'ready'{stage_cond}"
+        f" ORDER BY rank, ready_at LIMIT :k{lock}",
+        {"r": run_id, "k": limit, "ms": max_stage},
+    )
+
+
+def mark_running(tx: Tx, ids: Sequence[int], agent_id: int, now: float) -> list[Row]:
+    marks = ", ".join(f":i{n}" for n in range(len(ids)))
+    params: dict[str, Any] = {f"i{n}": v for n, v in enumerate(ids)}
+    params.update(a=agent_id, t=now)
+    return tx.all(
+        "UPDATE task_runs SET state = 'running', attempts = attempts + 1, agent_id = :a,"
+        " started_at = :t, finished_at = NULL, exit_code = NULL, error = NULL"
+        f" WHERE id IN ({marks}) AND state = 'ready' RETURNING {CLAIM_COLS}",
+        params,
+    )
+
+
+def insert_attempts(tx: Tx, rows: Sequence[tuple[int, int, int, int, float]]) -> None:
+    tx.many(
+        "INSERT INTO attempts (task_run_id, run_id, attempt, agent_id, state, started_at)"
+        " VALUES (:tr, :r, :a, :ag, 'running', :t)",
+        [{"tr": tr, "r": r, "a": a, "ag": ag, "t": t} for tr, r, a, ag, t in rows],
+    )
+
+
+def finish_attempt(tx: Tx, task_run_id: int, attempt: int, state: str, now: float,
+                   exit_code: int | None, error: str | None) -> None:
+    tx.run(
+        "UPDATE attempts SET state = :s, finished_at = :t, exit_code = :x, error = :e"
+        " WHERE task_run_id = :tr AND attempt = :a",
+        {"s": state, "t": now, "x": exit_code, "e": error, "tr": task_run_id, "a": attempt},
+    )
+
+
+TR_COLS = (
+    "id, run_id, task, kind, parent_id, stage, state, trigger_rule, pending_up, failed_up,"
+    " attempts, max_attempts, pending_children, failed_children"
+)
+
+
+@dataclass
+class TaskRunRow:
+    id: int
+    run_id: int
+    task: str
+    kind: str
+    parent_id: int | None
+    stage: int | None
+    state: str
+    trigger_rule: str
+    pending_up: int
+    failed_up: int
+    attempts: int
+    max_attempts: int
+    pending_children: int
+    failed_children: int
+
+
+def task_run(tx: Tx, tr_id: int) -> TaskRunRow | None:
+    row = tx.one(f"SELECT {TR_COLS} FROM task_runs WHERE id = :i", {"i": tr_id})
+    return TaskRunRow(*row) if row else None
+
+
+def end_running(tx: Tx, tr_id: int, attempt: int, state: str, now: float,
+                exit_code: int | None, result: str | None, error: str | None) -> Row | None:
+    """Leave `running` if and only if the fencing token (the attempt number) still matches."""
+    return tx.one(
+        "UPDATE task_runs SET state = :s, finished_at = :t, exit_code = :x, result = :res,"
+        " error = :e, agent_id = NULL"
+        " WHERE id = :i AND state = 'running' AND attempts = :a"
+        f" RETURNING {TR_COLS}",
+        {"s": state, "t": now, "x": exit_code, "res": result, "e": error, "i": tr_id,
+         "a": attempt},
+    )
+
+
+def set_retrying(tx: Tx, tr_id: int, due: float, error: str | None, exit_code: int | None
+                 ) -> None:
+    tx.run(
+        "UPDATE task_runs SET state = 'retrying', ready_at = :d, error = :e, exit_code = :x"
+        " WHERE id = :i",
+        {"d": due, "e": error, "x": exit_code, "i": tr_id},
+    )
+
+
+def decrement_dependants(tx: Tx, up_id: int, failed: int) -> list[TaskRunRow]:
+    rows = tx.all(
+        "UPDATE task_runs SET pending_up = pending_up - 1, failed_up = failed_up + :f"
+        " WHERE id IN (SELECT down_id FROM task_edges WHERE up_id = :u)"
+        f" RETURNING {TR_COLS}",
+        {"f": failed, "u": up_id},
+    )
+    return [TaskRunRow(*r) for r in rows]
+
+
+def child_done(tx: Tx, parent_id: int, failed: int) -> TaskRunRow | None:
+    row = tx.one(
+        "UPDATE task_runs SET pending_children = pending_children - 1,"
+        " failed_children = failed_children + :f WHERE id = :p"
+        f" RETURNING {TR_COLS}",
+        {"f": failed, "p": parent_id},
+    )
+    return TaskRunRow(*row) if row else None
+
+
+def set_states(tx: Tx, rows: Sequence[tuple[int, str]], now: float) -> None:
+    """Terminal or ready states for task runs that did not run on an agent."""
+    tx.many(
+        "UPDATE task_runs SET state = :s, ready_at = CASE WHEN :s = 'ready' THEN :t"
+        " ELSE ready_at END, finished_at = CASE WHEN :s = 'ready' THEN finished_at ELSE :t END"
+        " WHERE id = :i",
+        [{"s": s, "t": now, "i": i} for i, s in rows],
+    )
+
+
+def running_of_run(tx: Tx, run_id: int) -> list[Row]:
+    return tx.all(
+        "SELECT id, attempts FROM task_runs WHERE run_id = :r AND state = 'running'",
+        {"r": run_id},
+    )
+
+
+def unfinished_of_run(tx: Tx, run_id: int) -> list[Row]:
+    return tx.all(
+        "SELECT id, state FROM task_runs WHERE run_id = :r"
+        " AND state IN ('pending', 'ready', 'running', 'retrying')",
+        {"r": run_id},
+    )
+
+
+def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
+    stage_cond = "" if max_stage is None else " AND COALESCE(stage, 0) <= :ms"
+    return int(tx.scalar(
+        "SELECT COUNT(*) FROM task_runs WHERE run_id = :r AND state IN ('ready', 'retrying')"
+        f"{stage_cond}",
+        {"r": run_id, "ms": max_stage},
+    ))
+
+
+def due_retries(tx: Tx, now: float) -> list[Row]:
+    return tx.all(
+        "UPDATE task_runs SET state = 'ready' WHERE state = 'retrying' AND ready_at <= :t"
+        " RETURNING id, run_id",
+        {"t": now},
+    )
+
+
+def next_retry_due(tx: Tx) -> float | None:
+    value = tx.scalar("SELECT MIN(ready_at) FROM task_runs WHERE state = 'retrying'")
+    return float(value) if value is not None else None
+
+
+def claimable_runs(tx: Tx, root_run_id: int | None) -> list[Row]:
+    scope = "" if root_run_id is None else " AND root_run_id = :root"
+    return tx.all(
+        "SELECT id, priority, running, ready, max_parallel, halt, halt_stage, version_id"
+        " FROM runs WHERE state = 'running' AND ready > 0"
+        f" AND (halt IS NULL OR halt = 'finish_stage'){scope}",
+        {"root": root_run_id},
+    )
+
+
+# -- logs ---------------------------------------------------------------------------------
+def append_log(tx: Tx, task_run_id: int, attempt: int, seq: int, data: str, total: int,
+               truncated: bool) -> None:
+    tx.run(
+        "INSERT INTO log_chunks (task_run_id, attempt, seq, data) VALUES (:tr, :a, :s, :d)",
+        {"tr": task_run_id, "a": attempt, "s": seq, "d": data},
+    )
+    tx.run(
+        "UPDATE attempts SET output_bytes = :n, truncated = :tc"
+        " WHERE task_run_id = :tr AND attempt = :a",
+        {"n": total, "tc": truncated, "tr": task_run_id, "a": attempt},
+    )
+
+
+def read_log(tx: Tx, task_run_id: int, attempt: int, after_seq: int = -1) -> list[Row]:
+    return tx.all(
+        "SELECT seq, data FROM log_chunks WHERE task_run_id = :tr AND attempt = :a"
+        " AND seq > :s ORDER BY seq",
+        {"tr": task_run_id, "a": attempt, "s": after_seq},
+    )
+
+
+# -- agents -------------------------------------------------------------------------------
+def insert_agent(tx: Tx, name: str, host: str, pid: int, slots: int, now: float,
+                 lease: float) -> int:
+    return int(tx.scalar(
+        "INSERT INTO agents (name, host, pid, slots, state, started_at, heartbeat_at,"
+        " lease_until) VALUES (:n, :h, :p, :s, 'alive', :t, :t, :l) RETURNING id",
+        {"n": name, "h": host, "p": pid, "s": slots, "t": now, "l": now + lease},
+    ))
+
+
+def heartbeat(tx: Tx, agent_id: int, now: float, lease: float, state: str | None = None
+              ) -> int:
+    return tx.run(
+        "UPDATE agents SET heartbeat_at = :t, lease_until = :l, state = COALESCE(:s, state)"
+        " WHERE id = :i AND state IN ('alive', 'draining')",
+        {"t": now, "l": now + lease, "s": state, "i": agent_id},
+    )
+
+
+def set_agent_state(tx: Tx, agent_id: int, state: str, now: float) -> None:
+    tx.run("UPDATE agents SET state = :s, heartbeat_at = :t WHERE id = :i",
+           {"s": state, "t": now, "i": agent_id})
+
+
+def expired_agents(tx: Tx, now: float) -> list[int]:
+    return [int(r[0]) for r in tx.all(
+        "SELECT id FROM agents WHERE state IN ('alive', 'draining') AND lease_until < :t",
+        {"t": now},
+    )]
+
+
+def running_of_agent(tx: Tx, agent_id: int) -> list[Row]:
+    return tx.all(
+        "SELECT id, attempts FROM task_runs WHERE agent_id = :a AND state = 'running'",
+        {"a": agent_id},
+    )

@@ -1,0 +1,241 @@
+"""taskplan's own tables, declared once with SQLAlchemy Core.
+
+Times are UTC epoch seconds (double precision): cheap to compare and portable across backends.
+JSON values are stored as text, never pickled.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Named constraints so that migrations and the declared schema compare equal on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = BigInteger().with_variant(Integer(), "sqlite")
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("current_version_id", ID, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+job_versions = Table(
+    "job_versions",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("job_id", ID, ForeignKey("jobs.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("source_path", Text, nullable=False),
+    Column("base_dir", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("job_id", "version"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("job_id", ID, ForeignKey("jobs.id"), nullable=False),
+    Column("version_id", ID, ForeignKey("job_versions.id"), nullable=False),
+    Column("root_run_id", ID, nullable=True),
+    Column("parent_task_run_id", ID, nullable=True),
+    Column("state", String(20), nullable=False),
+    Column("trigger", String(20), nullable=False),
+    Column("trigger_ref", Text, nullable=True),
+    Column("params", Text, nullable=False),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("max_parallel", Integer, nullable=True),
+    Column("on_failure", String(20), nullable=False),
+    # Set when the run stops taking new tasks: stop | finish_stage | cancel.
+    Column("halt", String(20), nullable=True),
+    Column("halt_stage", Integer, nullable=True),
+    # Counters kept by the transactions that move task runs, so that dispatch never scans.
+    Column("unfinished", Integer, nullable=False, server_default="0"),
+    Column("running", Integer, nullable=False, server_default="0"),
+    Column("ready", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("error", Text, nullable=True),
+    Index(None, "state", "priority"),
+    Index(None, "job_id", "id"),
+    Index(None, "root_run_id"),
+)
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("run_id", ID, ForeignKey("runs.id"), nullable=False),
+    Column("task", String(200), nullable=False),
+    # task: runs on an agent; barrier: a stage barrier settled inside transactions;
+    # foreach: the parent of one task run per item.
+    Column("kind", String(10), nullable=False),
+    Column("parent_id", ID, nullable=True),
+    Column("item_index", Integer, nullable=True),
+    Column("item", Text, nullable=True),
+    Column("stage", Integer, nullable=True),
+    Column("state", String(20), nullable=False),
+    Column("trigger_rule", String(20), nullable=False),
+    Column("pending_up", Integer, nullable=False, server_default="0"),
+    Column("failed_up", Integer, nullable=False, server_default="0"),
+    Column("pending_children", Integer, nullable=False, server_default="0"),
+    Column("failed_children", Integer, nullable=False, server_default="0"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    # -priority, so that one ascending index serves "higher priority first, then FIFO".
+    Column("rank", Integer, nullable=False, server_default="0"),
+    Column("pool", String(200), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default="1"),
+    Column("ready_at", Float, nullable=True),
+    Column("agent_id", ID, nullable=True),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("result", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("child_run_id", ID, nullable=True),
+    Index(None, "run_id", "state", "rank", "ready_at"),
+    Index(None, "state", "ready_at"),
+    Index(None, "agent_id", "state"),
+    Index(None, "parent_id", "item_index"),
+    Index(None, "run_id", "task"),
+)
+
+task_edges = Table(
+    "task_edges",
+    metadata,
+    Column("up_id", ID, nullable=False),
+    Column("down_id", ID, nullable=False),
+    PrimaryKeyConstraint("up_id", "down_id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("task_run_id", ID, ForeignKey("task_runs.id"), nullable=False),
+    Column("run_id", ID, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("agent_id", ID, nullable=True),
+    Column("state", String(20), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("output_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("truncated", Boolean, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("task_run_id", "attempt"),
+    Index(None, "run_id"),
+)
+
+log_chunks = Table(
+    "log_chunks",
+    metadata,
+    Column("task_run_id", ID, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("data", Text, nullable=False),
+    PrimaryKeyConstraint("task_run_id", "attempt", "seq"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("run_id", ID, nullable=False),
+    Column("task_run_id", ID, nullable=True),
+    Column("state", String(20), nullable=False),
+    Column("detail", Text, nullable=True),
+    Index(None, "run_id", "id"),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("slots", Integer, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("lease_until", Float, nullable=False),
+    Index(None, "state", "lease_until"),
+)
+
+pools = Table(
+    "pools",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("size", Integer, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("until", Float, nullable=False),
+)
+
+schedule_state = Table(
+    "schedule_state",
+    metadata,
+    Column("job_id", ID, nullable=False),
+    Column("schedule_key", String(200), nullable=False),
+    Column("fired_count", Integer, nullable=False, server_default="0"),
+    Column("last_fire_at", Float, nullable=True),
+    PrimaryKeyConstraint("job_id", "schedule_key"),
+)
+
+schedule_firings = Table(
+    "schedule_firings",
+    metadata,
+    Column("job_id", ID, nullable=False),
+    Column("schedule_key", String(200), nullable=False),
+    Column("fire_at", Float, nullable=False),
+    Column("run_id", ID, nullable=True),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("job_id", "schedule_key", "fire_at"),
+)
+
+trigger_firings = Table(
+    "trigger_firings",
+    metadata,
+    Column("job_id", ID, nullable=False),
+    Column("trigger_index", Integer, nullable=False),
+    Column("upstream_key", String(500), nullable=False),
+    Column("run_id", ID, nullable=True),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("job_id", "trigger_index", "upstream_key"),
+)
