@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 from taskplan.executors.base import LogSink
@@ -61,13 +59,13 @@ def install() -> None:
             sys.stderr = _Router(sys.stderr)
 
 
-@contextmanager
-def routed_to(sink: LogSink) -> Iterator[None]:
-    """Route this thread's prints to `sink` for the duration of the block."""
+def route(sink: LogSink | None) -> LogSink | None:
+    """Send this thread's prints to `sink` (None: the real streams); returns the previous sink.
+
+    A pair of calls rather than a context manager: this sits on the path of every python task,
+    and the generator machinery would cost more than the rest of a no-op task's overhead.
+    """
     install()
-    previous = getattr(_local, "sink", None)
+    previous: LogSink | None = getattr(_local, "sink", None)
     _local.sink = sink
-    try:
-        yield
-    finally:
-        _local.sink = previous
+    return previous

@@ -35,7 +35,7 @@ from taskplan.executors.base import (
     LogSink,
     timed_out_result,
 )
-from taskplan.executors.output import routed_to
+from taskplan.executors.output import route
 
 TaskFunction = Callable[[AttemptContext], Any]
 _MAX_ERROR = 1000
@@ -84,7 +84,8 @@ class PythonExecutor:
         return CANCELLED if cancel.is_set() else timed_out_result(timeout)
 
     def _attempt(self, request: ExecRequest, log: LogSink) -> ExecResult:
-        with routed_to(log):
+        previous = route(log)
+        try:
             function = self._functions.get((request.base_dir, _target(request)))
             if function is None:
                 loaded = self._load(request, log)
@@ -99,6 +100,8 @@ class PythonExecutor:
                 value = None
             except Exception as exc:
                 return _failure(exc, log)
+        finally:
+            route(previous)
         return _to_result(value)
 
     def _load(self, request: ExecRequest, log: LogSink) -> TaskFunction | ExecResult:
@@ -171,12 +174,19 @@ def _failure(exc: BaseException, log: LogSink) -> ExecResult:
     return ExecResult(ok=False, error=one_line(exc))
 
 
+_NONE_RESULT = ExecResult(ok=True)
+# One encoder, built once: json.dumps with any option builds a new one per call (microseconds).
+_encoder = json.JSONEncoder(allow_nan=False)
+
+
 def _to_result(value: Any) -> ExecResult:
+    if value is None:
+        return _NONE_RESULT
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = _encoder.encode(value)
     except (TypeError, ValueError) as exc:
         return ExecResult(ok=False, error=f"result is not JSON-serialisable: {exc}")
-    if value is None or isinstance(value, str | int | float):
+    if isinstance(value, str | int | float):
         return ExecResult(ok=True, result=value)
     # Round-trip containers so the result is what a later reader gets back from the store:
     # tuples become lists, non-string keys become strings.

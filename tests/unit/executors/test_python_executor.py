@@ -1,0 +1,286 @@
+"""The python executor with real imports and real threads."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from executor_helpers import RecordingSink
+
+from taskplan.executors import Cancellation, ExecResult, PythonExecutor, executor_for
+
+ModuleWriter = Callable[[str], str]
+_serial = itertools.count()
+
+
+@pytest.fixture
+def module(tmp_path: Path) -> ModuleWriter:
+    """Write a module into the base dir under a fresh name (sys.modules outlives each test)."""
+
+    def write(source: str) -> str:
+        name = f"tp_task_{next(_serial)}_{id(tmp_path):x}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        return name
+
+    return write
+
+
+@pytest.fixture
+def python() -> PythonExecutor:
+    return PythonExecutor()
+
+
+def test_registered_for_python_kind() -> None:
+    assert isinstance(executor_for("python"), PythonExecutor)
+
+
+def test_called_with_the_context_and_returns_its_result(python, make_request, module, sink):
+    name = module("""
+        def build(ctx):
+            return {"run": ctx.run_id, "task": ctx.task, "attempt": ctx.attempt,
+                    "day": ctx.params["day"], "item": ctx.item, "up": ctx.results["up"],
+                    "pair": (1, 2), 3: "int key"}
+    """)
+    request = make_request(
+        f"{name}:build", kind="python", task="report", params={"day": "d1"}, item={"v": 1}
+    )
+    result = python.execute(request, sink, Cancellation())
+    assert result == ExecResult(
+        ok=True,
+        result={"run": 42, "task": "report", "attempt": 2, "day": "d1", "item": {"v": 1},
+                "up": 1, "pair": [1, 2], "3": "int key"},
+    )
+
+
+def test_dotted_attribute_and_package_module(python, make_request, tmp_path, sink):
+    package = tmp_path / f"tp_pkg_{next(_serial)}"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "jobs.py").write_text(
+        "class Tasks:\n    @staticmethod\n    def go(ctx):\n        return 'went'\n"
+    )
+    request = make_request(f"{package.name}.sub.jobs:Tasks.go", kind="python")
+    assert python.execute(request, sink, Cancellation()) == ExecResult(ok=True, result="went")
+
+
+def test_exception_gives_one_line_error_and_traceback_in_log(python, make_request, module, sink):
+    name = module("""
+        def helper():
+            raise ValueError("bad\\n  thing")
+
+        def build(ctx):
+            helper()
+    """)
+    result = python.execute(make_request(f"{name}:build", kind="python"), sink, Cancellation())
+    assert result == ExecResult(ok=False, error="ValueError: bad thing")
+    log = sink.text
+    assert log.startswith("Traceback (most recent call last):")
+    assert "in build" in log and "in helper" in log and "ValueError: bad" in log
+    assert "executors/python.py" not in log
+
+
+def test_non_json_result_is_a_failure(python, make_request, module, sink):
+    name = module("""
+        def obj(ctx):
+            return {"x": object()}
+
+        def nan(ctx):
+            return float("nan")
+    """)
+    for function in ("obj", "nan"):
+        result = python.execute(
+            make_request(f"{name}:{function}", kind="python"), sink, Cancellation()
+        )
+        assert not result.ok
+        assert (result.error or "").startswith("result is not JSON-serialisable")
+
+
+def test_sys_exit(python, make_request, module, sink):
+    name = module("""
+        import sys
+
+        def clean(ctx):
+            sys.exit(0)
+
+        def dirty(ctx):
+            sys.exit(4)
+    """)
+    clean = python.execute(make_request(f"{name}:clean", kind="python"), sink, Cancellation())
+    assert clean == ExecResult(ok=True, result=None)
+    dirty = python.execute(make_request(f"{name}:dirty", kind="python"), sink, Cancellation())
+    assert dirty == ExecResult(ok=False, error="SystemExit: 4")
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("no_colon", "python task needs 'module:function', got 'no_colon'"),
+        (":fn", "python task needs 'module:function', got ':fn'"),
+        ("tp_absent_module_xyz:fn", "cannot import tp_absent_module_xyz: ModuleNotFoundError"),
+    ],
+)
+def test_bad_targets(python, make_request, sink, target, error):
+    result = python.execute(make_request(target, kind="python"), sink, Cancellation())
+    assert not result.ok
+    assert (result.error or "").startswith(error)
+
+
+def test_missing_attribute_not_callable_and_broken_module(python, make_request, module, sink):
+    name = module("VALUE = 3\n")
+    missing = python.execute(make_request(f"{name}:nope", kind="python"), sink, Cancellation())
+    assert missing == ExecResult(ok=False, error=f"{name} has no attribute nope")
+    value = python.execute(make_request(f"{name}:VALUE", kind="python"), sink, Cancellation())
+    assert value == ExecResult(ok=False, error=f"{name}:VALUE is not callable")
+    broken = module("raise RuntimeError('at import')\n")
+    result = python.execute(make_request(f"{broken}:fn", kind="python"), sink, Cancellation())
+    assert result.error == f"cannot import {broken}: RuntimeError: at import"
+    assert "at import" in sink.text
+
+
+def test_same_module_name_in_two_job_folders_is_refused(python, make_request, tmp_path, sink):
+    name = f"tp_twin_{next(_serial)}"
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, answer in ((first, "a"), (second, "b")):
+        folder.mkdir()
+        (folder / f"{name}.py").write_text(f"def fn(ctx):\n    return {answer!r}\n")
+    ok = python.execute(
+        make_request(f"{name}:fn", kind="python", base_dir=first), sink, Cancellation()
+    )
+    assert ok == ExecResult(ok=True, result="a")
+    clash = python.execute(
+        make_request(f"{name}:fn", kind="python", base_dir=second), sink, Cancellation()
+    )
+    assert not clash.ok and "already loaded from" in (clash.error or "")
+
+
+def test_print_reaches_the_right_log_from_eight_threads(python, make_request, module, capsys):
+    name = module("""
+        import sys, time
+
+        def chatter(ctx):
+            for i in range(40):
+                print(f"{ctx.task} out {i}")
+                sys.stderr.write(f"{ctx.task} err {i}\\n")
+                time.sleep(0.001)
+            return ctx.task
+    """)
+    sinks = [RecordingSink() for _ in range(8)]
+    results: dict[int, ExecResult] = {}
+    barrier = threading.Barrier(8)
+
+    def slot(n: int) -> None:
+        # Half inline (no timeout), half on the executor's own thread (timeout).
+        request = make_request(
+            f"{name}:chatter", kind="python", task=f"task{n}", timeout=None if n % 2 else 30
+        )
+        barrier.wait()
+        results[n] = python.execute(request, sinks[n], Cancellation())
+
+    threads = [threading.Thread(target=slot, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    print("from the test thread")
+    for thread in threads:
+        thread.join(30)
+    for n, task_sink in enumerate(sinks):
+        assert results[n] == ExecResult(ok=True, result=f"task{n}")
+        expected = {f"task{n} out {i}" for i in range(40)} | {f"task{n} err {i}" for i in range(40)}
+        assert set(task_sink.text.splitlines()) == expected
+    assert capsys.readouterr().out == "from the test thread\n"
+
+
+def test_timeout_abandons_the_thread_and_drops_its_output(python, make_request, module, sink):
+    name = module("""
+        import time
+
+        def slow(ctx):
+            print("before")
+            time.sleep(0.5)
+            print("late")
+            return "ignored"
+    """)
+    started = time.monotonic()
+    result = python.execute(
+        make_request(f"{name}:slow", kind="python", timeout=0.1), sink, Cancellation()
+    )
+    assert time.monotonic() - started < 0.4
+    assert result == ExecResult(ok=False, error="timed out after 0.1s", timed_out=True)
+    time.sleep(0.6)
+    assert sink.text == "before\n"
+
+
+def test_cancel_with_timeout_returns_without_waiting(python, make_request, module, sink):
+    name = module("""
+        import threading
+        release = threading.Event()
+
+        def blocked(ctx):
+            release.wait(10)
+    """)
+    cancel = Cancellation()
+    threading.Timer(0.1, cancel.cancel).start()
+    started = time.monotonic()
+    try:
+        result = python.execute(
+            make_request(f"{name}:blocked", kind="python", timeout=30), sink, cancel
+        )
+    finally:
+        sys.modules[name].release.set()
+    assert time.monotonic() - started < 2
+    assert result.cancelled and not result.ok and result.error == "cancelled"
+    assert cancel._callbacks == {}
+
+
+def test_cancel_without_timeout_runs_to_the_end_then_reports_cancelled(
+    python, make_request, module, sink
+):
+    name = module("""
+        import time
+
+        def slow(ctx):
+            time.sleep(0.3)
+            print("finished")
+            return 1
+    """)
+    cancel = Cancellation()
+    threading.Timer(0.05, cancel.cancel).start()
+    result = python.execute(make_request(f"{name}:slow", kind="python"), sink, cancel)
+    assert result.cancelled
+    assert sink.text == "finished\n"
+
+
+def test_not_called_when_already_cancelled(python, make_request, module, sink):
+    name = module("""
+        def fn(ctx):
+            print("called")
+    """)
+    cancel = Cancellation()
+    cancel.cancel()
+    assert python.execute(make_request(f"{name}:fn", kind="python"), sink, cancel).cancelled
+    assert sink.text == ""
+
+
+def test_no_op_task_overhead_is_microseconds(python, make_request, module, sink):
+    name = module("""
+        def noop(ctx):
+            return None
+    """)
+    request = make_request(f"{name}:noop", kind="python")
+    cancel = Cancellation()
+    assert python.execute(request, sink, cancel).ok  # import once
+    rounds = 5000
+    best = math.inf
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            python.execute(request, sink, cancel)
+        best = min(best, (time.perf_counter() - started) / rounds)
+    assert best < 50e-6, f"{best * 1e6:.1f} µs per no-op task"
