@@ -141,7 +141,10 @@ def _last_allowed_cached(keyed: _Keyed) -> datetime | None:
     assert runs is not None and runs > 0
     source = schedule._source
     if isinstance(source, EverySource) and not schedule._rules and schedule._start is not None:
-        last = source.nth(runs - 1)  # `every` is anchored at `start`
+        try:
+            last = source.nth(runs - 1)  # `every` is anchored at `start`
+        except OverflowError:  # beyond year 9999: never reached
+            return None
         return None if schedule._end is not None and last > schedule._end else last
     at = datetime.min.replace(tzinfo=UTC)
     for _ in range(runs):
