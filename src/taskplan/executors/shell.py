@@ -17,6 +17,7 @@ merged stdout/stderr to the log as it arrives, a waiter reports the main process
 from __future__ import annotations
 
 import codecs
+import logging
 import os
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from taskplan.executors.env import process_env
 
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 _CHUNK = 65536
+logger = logging.getLogger(__name__)
 
 
 class ShellExecutor:
@@ -175,10 +177,19 @@ class _Attempt:
         # rather than when a buffer fills. Incremental decoding keeps a UTF-8 character that is
         # split across two chunks intact.
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        sink: GatedSink | None = self.sink
         with stream:
             while chunk := stream.read1(_CHUNK):  # type: ignore[attr-defined]
-                self.sink.write(decoder.decode(chunk))
-            self.sink.write(decoder.decode(b"", final=True))
+                if sink is None:
+                    continue
+                try:
+                    sink.write(decoder.decode(chunk))
+                except Exception:
+                    # Keep draining: a process blocked on a full pipe would hang the attempt.
+                    logger.exception("log sink failed; dropping the rest of the output")
+                    sink = None
+            if sink is not None:
+                sink.write(decoder.decode(b"", final=True))
 
 
 def _signal_name(number: int) -> str:

@@ -223,3 +223,14 @@ def test_utf8_split_across_chunks_and_invalid_bytes(make_request, sink) -> None:
     )
     assert shell.execute(make_request((PY, "-c", script)), sink, Cancellation()).ok
     assert sink.text == "é\ufffd\n"
+
+
+def test_a_failing_sink_does_not_hang_the_process(make_request) -> None:
+    class Broken:
+        def write(self, text: str) -> None:
+            raise OSError("disk full")
+
+    # 1 MB of output: far more than a pipe holds, so the reader must keep draining.
+    script = "import sys; sys.stdout.write('x' * 1_000_000)"
+    result = shell.execute(make_request((PY, "-c", script), timeout=10), Broken(), Cancellation())
+    assert result == ExecResult(ok=True, exit_code=0)
