@@ -1,0 +1,157 @@
+"""What every command shares: finding the store, exit codes, times, JSON and errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import click
+
+from taskplan.config import Settings, load_settings
+from taskplan.engine import Engine
+from taskplan.errors import DefinitionError, StoreUnavailableError, TaskplanError, UsageError
+from taskplan.store.db import Store
+from taskplan.store.urls import mask_url
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_STORE = 0, 1, 2, 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def db_option(fn: F) -> F:
+    """`--db URL` on every command (also accepted before the command name)."""
+    return click.option(
+        "--db", "db", default=None, metavar="URL",
+        help="Store URL (else TASKPLAN_DB, else taskplan.toml, else sqlite:///taskplan.db).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
+class Context:
+    """Lazily opened store and engine for one command invocation."""
+
+    def __init__(self, db: str | None) -> None:
+        self._db = db
+        self._settings: Settings | None = None
+        self._engine: Engine | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self._db)
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            store = Store(self.settings.db)
+            self._engine = Engine(store)
+            if self.settings.pools:
+                from taskplan.store import ops
+
+                with store.tx() as tx:
+                    for name, size in self.settings.pools.items():
+                        ops.upsert_pool(tx, name, size)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.store.close()
+
+
+def get_context(db: str | None) -> Context:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    root_db = root.params.get("db") if root.params else None
+    obj: Context | None = root.obj if isinstance(root.obj, Context) else None
+    if obj is None:
+        obj = Context(db or root_db)
+        root.obj = obj
+        ctx.call_on_close(obj.close)
+    elif db:
+        obj._db = db
+    return obj
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    click.echo(f"taskplan: {mask_url(message)}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn taskplan's errors into one-line messages and the exit codes of SPEC.md."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DefinitionError as exc:
+            for problem in exc.problems:
+                click.echo(mask_url(str(problem)), err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except StoreUnavailableError as exc:
+            fail(str(exc), EXIT_STORE)
+        except UsageError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+        except TaskplanError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+        except OSError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 in local time with its UTC offset."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
+
+def short_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(start: float | None, end: float | None) -> str:
+    if start is None:
+        return "-"
+    if end is None:
+        return "…"
+    seconds = end - start
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param expects KEY=VALUE, got {pair!r}")
+        params[key.strip()] = value
+    return params
+
+
+def parse_run_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"expected a run id (a whole number), got {text!r}") from None
+    if value < 1:
+        raise UsageError(f"expected a run id >= 1, got {value}")
+    return value

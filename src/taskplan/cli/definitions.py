@@ -1,0 +1,108 @@
+"""`validate`, `apply` and `jobs`: job definitions in and out of the store."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from taskplan.cli.common import (
+    EXIT_BAD_INPUT,
+    db_option,
+    get_context,
+    handle_errors,
+    iso,
+    json_option,
+    print_json,
+    short_time,
+)
+from taskplan.errors import DefinitionError
+from taskplan.spec import load_job_files, validate_files
+from taskplan.store import reports
+from taskplan.store.urls import mask_url
+
+
+def _report(problems: list[object]) -> None:
+    for p in problems:
+        click.echo(mask_url(str(p)), err=True)
+
+
+@click.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@handle_errors
+def validate_cmd(files: tuple[str, ...]) -> None:
+    """Check job files and print every error with file:line:column."""
+    problems = validate_files(list(files))
+    if problems:
+        _report(list(problems))
+        click.echo(f"{len(problems)} problem(s)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo("ok")
+
+
+@click.command("apply")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@db_option
+@handle_errors
+def apply_cmd(paths: tuple[str, ...], db: str | None) -> None:
+    """Validate job files (or folders of them) and store them; a change makes a new version."""
+    for p in paths:
+        if not Path(p).exists():
+            click.echo(f"{p}: no such file or folder", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+    try:
+        specs = load_job_files(list(paths))  # all files must be valid before any is stored
+    except DefinitionError as exc:
+        _report(list(exc.problems))
+        sys.exit(EXIT_BAD_INPUT)
+    engine = get_context(db).engine
+    for spec in specs:
+        _, number, changed = engine.apply(spec)
+        click.echo(f"{spec.name}: version {number} ({'new' if changed else 'unchanged'})")
+
+
+def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:
+    from taskplan.engine import Engine
+    from taskplan.timing import next_firings
+
+    assert isinstance(engine, Engine)
+    spec = engine.job_spec(version_id)
+    if not spec.schedules:
+        return None
+    found = next_firings(spec, datetime.now().astimezone(), 1, default_tz=tz)
+    return found[0][0] if found else None
+
+
+@click.command("jobs")
+@db_option
+@json_option
+@handle_errors
+def jobs_cmd(db: str | None, as_json: bool) -> None:
+    """Jobs with their version, next firing and last run."""
+    ctx = get_context(db)
+    engine = ctx.engine
+    with engine.store.read() as tx:
+        rows = reports.jobs(tx)
+    out = []
+    for j in rows:
+        nxt = _next_firing(engine, j.version_id, ctx.settings.timezone)
+        out.append({
+            "job": j.name, "version": j.version, "versions": j.versions,
+            "next": nxt.isoformat() if nxt else None,
+            "last_run_id": j.last_run_id, "last_state": j.last_state,
+            "last_finished_at": iso(j.last_finished_at),
+        })
+    if as_json:
+        print_json(out)
+        return
+    if not out:
+        click.echo("no jobs (taskplan apply FILE to add one)")
+        return
+    click.echo(f"{'JOB':<28} {'VER':>4} {'NEXT FIRING':<26} {'LAST RUN':<22}")
+    for row, j in zip(out, rows, strict=True):
+        last = f"{j.last_run_id} {j.last_state}" if j.last_run_id else "-"
+        nxt = str(row["next"] or "-")
+        click.echo(f"{j.name:<28} {j.version:>4} {nxt:<26} {last:<22}"
+                   f" {short_time(j.last_finished_at) if j.last_finished_at else ''}")

@@ -1,0 +1,159 @@
+"""`taskplan run` and `taskplan retry`: execute a run in this process with N slots."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from taskplan.agent import Agent
+from taskplan.cli.common import (
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    db_option,
+    duration,
+    get_context,
+    handle_errors,
+    parse_params,
+    parse_run_id,
+)
+from taskplan.cli.progress import PlainProgress, RichProgress
+from taskplan.engine import Engine
+from taskplan.errors import UsageError
+from taskplan.model import TERMINAL_RUN_STATES
+from taskplan.spec import load_job_file
+from taskplan.store import reports
+
+DEFAULT_WORKERS = max(2, min(8, os.cpu_count() or 2))
+
+
+def resolve_version(engine: Engine, job_or_file: str) -> int:
+    """A path to a job file is validated and applied first; anything else is a job name."""
+    path = Path(job_or_file)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise UsageError(f"{job_or_file}: no such job file")
+        spec = load_job_file(path)
+        version_id, _, _ = engine.apply(spec)
+        return version_id
+    return engine.current_version(job_or_file)
+
+
+@click.command("run")
+@click.argument("job_or_file")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a job parameter (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
+              show_default=True, help="Slots that execute tasks in parallel.")
+@click.option("--detach", is_flag=True, help="Create the run, print its id and return.")
+@db_option
+@handle_errors
+def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: bool,
+            db: str | None) -> None:
+    """Start a run of a job (a name, or a job file that is applied first)."""
+    ctx = get_context(db)
+    overrides = parse_params(params)
+    engine = ctx.engine
+    version_id = resolve_version(engine, job_or_file)
+    run_id = engine.create_run(version_id, overrides)
+    if detach:
+        click.echo(run_id)
+        return
+    sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds))
+
+
+@click.command("retry")
+@click.argument("run")
+@click.option("--task", default=None, help="Only this task and what depends on it.")
+@click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
+              show_default=True)
+@click.option("--detach", is_flag=True, help="Reset the run and return; agents execute it.")
+@db_option
+@handle_errors
+def retry_cmd(run: str, task: str | None, workers: int, detach: bool, db: str | None) -> None:
+    """Rerun in place every task run of a finished run that did not succeed."""
+    ctx = get_context(db)
+    run_id = parse_run_id(run)
+    count = ctx.engine.retry_run(run_id, task)
+    if detach:
+        click.echo(f"run {run_id}: {count} task run(s) reset")
+        return
+    sys.exit(execute(ctx.engine, run_id, workers, ctx.settings.lease_seconds))
+
+
+def execute(engine: Engine, run_id: int, workers: int, lease: float) -> int:
+    """Execute a run with an in-process agent and live progress; returns the exit code."""
+    store = engine.store
+    with store.read() as tx:
+        info = reports.run_info(tx, run_id)
+    assert info is not None
+    agent = Agent(engine, slots=workers, root_run_id=run_id, lease=lease)
+    state_box: dict[str, str] = {}
+    last_check = [0.0]
+
+    def finished(a: Agent) -> bool:
+        if run_id in a.finished_runs:
+            return True
+        now = time.monotonic()
+        if now - last_check[0] < 0.2:
+            return False
+        last_check[0] = now
+        return engine.run_state(run_id) in TERMINAL_RUN_STATES
+
+    interrupts = [0]
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        interrupts[0] += 1
+        if interrupts[0] == 1:
+            threading.Thread(target=engine.cancel_run, args=(run_id,), daemon=True).start()
+        agent.cancel_running()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    errors: list[BaseException] = []
+
+    def dispatch() -> None:
+        try:
+            agent.run(until=finished)
+        except BaseException as exc:  # surfaced on the main thread below
+            errors.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
+    display = (RichProgress(store, run_id, info.job) if sys.stdout.isatty()
+               else PlainProgress(store, run_id))
+    try:
+        with display:
+            thread.start()
+            while thread.is_alive():
+                thread.join(0.25)
+                display.update()
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    if errors:
+        raise errors[0]
+    state_box["state"] = engine.run_state(run_id)
+    print_summary(engine, run_id, time.monotonic() - started)
+    return EXIT_OK if state_box["state"] == "succeeded" else EXIT_RUN_FAILED
+
+
+def print_summary(engine: Engine, run_id: int, elapsed: float) -> None:
+    with engine.store.read() as tx:
+        info = reports.run_info(tx, run_id)
+        counts = reports.state_counts(tx, run_id)
+        tasks = reports.task_runs(tx, run_id)
+    assert info is not None
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    click.echo(f"run {run_id} ({info.job} v{info.version}) {info.state} in "
+               f"{duration(0.0, elapsed)}: {parts}")
+    for t in tasks:
+        if t.state == "failed":
+            name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
+            click.echo(f"  failed: {name} after {t.attempts} attempt(s): {t.error or ''}")

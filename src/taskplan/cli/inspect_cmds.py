@@ -1,0 +1,165 @@
+"""`status`, `runs` and `logs`: what ran, when, and what it printed."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from taskplan.cli.common import (
+    db_option,
+    duration,
+    get_context,
+    handle_errors,
+    iso,
+    json_option,
+    parse_run_id,
+    print_json,
+    short_time,
+)
+from taskplan.errors import NotFoundError, UsageError
+from taskplan.model import RunState, TaskState
+from taskplan.store import ops, reports
+
+
+@click.command("status")
+@click.argument("run", required=False)
+@db_option
+@json_option
+@handle_errors
+def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
+    """Counts by state; for a run, every task run with its attempts and times."""
+    engine = get_context(db).engine
+    if run is None:
+        with engine.store.read() as tx:
+            runs = reports.state_counts(tx)
+            tasks = reports.active_task_counts(tx)
+        if as_json:
+            print_json({"runs": runs, "active_task_runs": tasks})
+            return
+        click.echo("runs:   " + ("  ".join(f"{s} {n}" for s, n in sorted(runs.items()))
+                                 or "none"))
+        click.echo("active task runs: " + ("  ".join(f"{s} {n}" for s, n in
+                                                     sorted(tasks.items())) or "none"))
+        return
+    run_id = parse_run_id(run)
+    with engine.store.read() as tx:
+        info = reports.run_info(tx, run_id)
+        if info is None:
+            raise NotFoundError(f"no run {run_id}")
+        tasks_ = reports.task_runs(tx, run_id)
+    if as_json:
+        print_json({
+            "run_id": info.run_id, "job": info.job, "version": info.version,
+            "state": info.state, "params": info.params, "created_at": iso(info.created_at),
+            "started_at": iso(info.started_at), "finished_at": iso(info.finished_at),
+            "tasks": [{
+                "name": t.name, "item": t.item, "state": t.state, "attempts": t.attempts,
+                "started_at": iso(t.started_at), "finished_at": iso(t.finished_at),
+                "exit_code": t.exit_code, "result": t.result, "error": t.error,
+                **({"child_run_id": t.child_run_id} if t.child_run_id else {}),
+            } for t in tasks_],
+        })
+        return
+    click.echo(f"run {info.run_id}  {info.job} v{info.version}  {info.state}  "
+               f"trigger {info.trigger}  {short_time(info.started_at)}  "
+               f"{duration(info.started_at, info.finished_at)}")
+    if info.params:
+        click.echo("params: " + ", ".join(f"{k}={v}" for k, v in info.params.items()))
+    click.echo(f"{'TASK':<30} {'STATE':<16} {'TRY':>3} {'STARTED':<20} {'TOOK':>8}  DETAIL")
+    for t in tasks_:
+        name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
+        detail = t.error or ("" if t.result is None else f"result {ops.dumps(t.result)[:40]}")
+        if t.child_run_id:
+            detail = f"child run {t.child_run_id} " + detail
+        click.echo(f"{name:<30} {t.state:<16} {t.attempts:>3} {short_time(t.started_at):<20} "
+                   f"{duration(t.started_at, t.finished_at):>8}  {detail}")
+
+
+@click.command("runs")
+@click.option("--job", default=None, help="Only runs of this job.")
+@click.option("--state", type=click.Choice([s.value for s in RunState]), default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@db_option
+@json_option
+@handle_errors
+def runs_cmd(job: str | None, state: str | None, limit: int, db: str | None,
+             as_json: bool) -> None:
+    """Run history, newest first."""
+    engine = get_context(db).engine
+    with engine.store.read() as tx:
+        rows = reports.list_runs(tx, job, state, limit)
+    if as_json:
+        print_json([{
+            "run_id": r.run_id, "job": r.job, "version": r.version, "state": r.state,
+            "trigger": r.trigger, "created_at": iso(r.created_at),
+            "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+        } for r in rows])
+        return
+    click.echo(f"{'RUN':>6} {'JOB':<24} {'VER':>3} {'STATE':<10} {'TRIGGER':<9} "
+               f"{'STARTED':<20} {'TOOK':>8}")
+    for r in rows:
+        click.echo(f"{r.run_id:>6} {r.job:<24} {r.version:>3} {r.state:<10} {r.trigger:<9} "
+                   f"{short_time(r.started_at):<20} {duration(r.started_at, r.finished_at):>8}")
+
+
+@click.command("logs")
+@click.argument("run")
+@click.argument("task")
+@click.option("--attempt", type=click.IntRange(min=1), default=None,
+              help="Which attempt (default: the latest).")
+@click.option("--item", "item_index", type=click.IntRange(min=0), default=None,
+              help="Which foreach item (its index).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
+@db_option
+@handle_errors
+def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, follow: bool,
+             db: str | None) -> None:
+    """Print the output of one attempt of a task."""
+    engine = get_context(db).engine
+    run_id = parse_run_id(run)
+    store = engine.store
+    with store.read() as tx:
+        if reports.run_info(tx, run_id) is None:
+            raise NotFoundError(f"no run {run_id}")
+        found = reports.find_task_runs(tx, run_id, task)
+    if not found:
+        raise NotFoundError(f"run {run_id} has no task {task!r}")
+    items = [f for f in found if f[1] is not None]
+    if items:
+        if item_index is None:
+            raise UsageError(f"{task} is a foreach task with {len(items)} item(s): "
+                             "pick one with --item N")
+        match = [f for f in items if f[1] == item_index]
+        if not match:
+            raise NotFoundError(f"{task} has no item {item_index}")
+        tr_id, _, attempts, _ = match[0]
+    else:
+        tr_id, _, attempts, _ = found[0]
+    number = attempt or attempts
+    if number == 0 or number > max(attempts, 0):
+        if not follow:
+            raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")
+    seq = -1
+    while True:
+        with store.read() as tx:
+            chunks = ops.read_log(tx, tr_id, max(number, 1), seq)
+            state = reports.attempt_state(tx, tr_id, max(number, 1))
+            task_state = tx.scalar("SELECT state FROM task_runs WHERE id = :i", {"i": tr_id})
+        for s, data in chunks:
+            sys.stdout.write(str(data))
+            seq = int(s)
+        sys.stdout.flush()
+        if not follow:
+            return
+        attempt_over = state is not None and state != "running"
+        if attempt_over or task_state in {t.value for t in TaskState} - {
+                "pending", "ready", "running", "retrying"}:
+            with store.read() as tx:
+                rest = ops.read_log(tx, tr_id, max(number, 1), seq)
+            for _, data in rest:
+                sys.stdout.write(str(data))
+            sys.stdout.flush()
+            return
+        time.sleep(0.2)

@@ -1,0 +1,164 @@
+"""Reads for people: run history, a run's task runs, job listings, logs; and retention purge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from taskplan.store.db import Store, Tx
+from taskplan.store.ops import loads
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: int
+    job: str
+    version: int
+    state: str
+    trigger: str
+    trigger_ref: str | None
+    params: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    parent_task_run_id: int | None
+
+
+_RUN_SELECT = (
+    "SELECT r.id, j.name, v.version, r.state, r.trigger, r.trigger_ref, r.params, r.created_at,"
+    " r.started_at, r.finished_at, r.error, r.parent_task_run_id FROM runs r"
+    " JOIN jobs j ON j.id = r.job_id JOIN job_versions v ON v.id = r.version_id"
+)
+
+
+def _run_info(row: tuple[Any, ...]) -> RunInfo:
+    return RunInfo(int(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), row[5],
+                   loads(row[6]), float(row[7]), row[8], row[9], row[10], row[11])
+
+
+def run_info(tx: Tx, run_id: int) -> RunInfo | None:
+    row = tx.one(_RUN_SELECT + " WHERE r.id = :r", {"r": run_id})
+    return _run_info(row) if row else None
+
+
+def list_runs(tx: Tx, job: str | None = None, state: str | None = None, limit: int = 20
+              ) -> list[RunInfo]:
+    conds, params = [], {"lim": limit}
+    if job:
+        conds.append("j.name = :job")
+        params["job"] = job  # type: ignore[assignment]
+    if state:
+        conds.append("r.state = :state")
+        params["state"] = state  # type: ignore[assignment]
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    rows = tx.all(_RUN_SELECT + where + " ORDER BY r.id DESC LIMIT :lim", params)
+    return [_run_info(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class TaskRunInfo:
+    id: int
+    name: str
+    kind: str
+    item_index: int | None
+    item: Any
+    state: str
+    attempts: int
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    result: Any
+    error: str | None
+    stage: int | None
+    child_run_id: int | None
+
+
+def task_runs(tx: Tx, run_id: int) -> list[TaskRunInfo]:
+    rows = tx.all(
+        "SELECT id, task, kind, item_index, item, state, attempts, started_at, finished_at,"
+        " exit_code, result, error, stage, child_run_id FROM task_runs"
+        " WHERE run_id = :r AND kind <> 'barrier' ORDER BY COALESCE(parent_id, id), item_index,"
+        " id", {"r": run_id})
+    return [TaskRunInfo(int(r[0]), str(r[1]), str(r[2]), r[3], loads(r[4]), str(r[5]),
+                        int(r[6]), r[7], r[8], r[9], loads(r[10]), r[11], r[12], r[13])
+            for r in rows]
+
+
+def state_counts(tx: Tx, run_id: int | None = None) -> dict[str, int]:
+    if run_id is None:
+        rows = tx.all("SELECT state, COUNT(*) FROM runs GROUP BY state")
+    else:
+        rows = tx.all(
+            "SELECT state, COUNT(*) FROM task_runs WHERE run_id = :r AND kind <> 'barrier'"
+            " AND NOT (kind = 'foreach' AND pending_children > 0 AND state = 'running')"
+            " GROUP BY state", {"r": run_id})
+    return {str(s): int(c) for s, c in rows}
+
+
+def active_task_counts(tx: Tx) -> dict[str, int]:
+    rows = tx.all(
+        "SELECT t.state, COUNT(*) FROM task_runs t JOIN runs r ON r.id = t.run_id"
+        " WHERE r.state IN ('queued', 'running', 'stopping') AND t.kind <> 'barrier'"
+        " GROUP BY t.state")
+    return {str(s): int(c) for s, c in rows}
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    name: str
+    job_id: int
+    version: int
+    version_id: int
+    versions: int
+    last_state: str | None
+    last_run_id: int | None
+    last_finished_at: float | None
+
+
+def jobs(tx: Tx) -> list[JobInfo]:
+    rows = tx.all(
+        "SELECT j.name, j.id, v.version, v.id,"
+        " (SELECT COUNT(*) FROM job_versions x WHERE x.job_id = j.id),"
+        " (SELECT r.state FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1),"
+        " (SELECT r.id FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1),"
+        " (SELECT r.finished_at FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1)"
+        " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.name")
+    return [JobInfo(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7])
+            for r in rows]
+
+
+def find_task_runs(tx: Tx, run_id: int, task: str) -> list[tuple[int, int | None, int, str]]:
+    """(task_run_id, item_index, attempts, state) of a task's runs, items in order."""
+    rows = tx.all(
+        "SELECT id, item_index, attempts, state FROM task_runs WHERE run_id = :r AND task = :t"
+        " AND kind <> 'barrier' ORDER BY item_index, id", {"r": run_id, "t": task})
+    return [(int(a), b, int(c), str(d)) for a, b, c, d in rows]
+
+
+def attempt_state(tx: Tx, task_run_id: int, attempt: int) -> str | None:
+    value = tx.scalar("SELECT state FROM attempts WHERE task_run_id = :t AND attempt = :a",
+                      {"t": task_run_id, "a": attempt})
+    return None if value is None else str(value)
+
+
+def purge(store: Store, before: float, batch: int = 500) -> int:
+    """Delete runs that finished before `before`, with everything hanging off them."""
+    total = 0
+    while True:
+        with store.tx() as tx:
+            ids = [int(r[0]) for r in tx.all(
+                "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < :b"
+                " AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :n",
+                {"b": before, "n": batch})]
+            if not ids:
+                return total
+            marks = ", ".join(str(i) for i in ids)
+            tr = f"SELECT id FROM task_runs WHERE run_id IN ({marks})"
+            tx.run(f"DELETE FROM log_chunks WHERE task_run_id IN ({tr})")
+            tx.run(f"DELETE FROM task_edges WHERE down_id IN ({tr})")
+            tx.run(f"DELETE FROM attempts WHERE run_id IN ({marks})")
+            tx.run(f"DELETE FROM events WHERE run_id IN ({marks})")
+            tx.run(f"DELETE FROM task_runs WHERE run_id IN ({marks})")
+            tx.run(f"DELETE FROM runs WHERE id IN ({marks})")
+            total += len(ids)
