@@ -32,7 +32,7 @@ SCHEDULE_KINDS = ("cron", "every", "once")
 
 def _one_of(r: Reporter, path: Path, raw: dict[str, Any], keys: list[str], what: str) -> None:
     """Report unless exactly one of `keys` is present in `raw`."""
-    present = [k for k in keys if k in raw]
+    present = [k for k in raw if k in keys]
     if not present:
         r.at_container(path, f"expected exactly one of {what}, found none")
     elif len(present) > 1:
@@ -109,7 +109,7 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
             r.at_value((*path, "foreach", "from"), f"unknown task {source!r}{_hint(source, known)}")
         if header is not None and t.job == header.job:
             r.at_value((*path, "job"), f"job {t.job!r} cannot start itself")
-    _connections(r, header, defaults, tasks)
+    _connections(r, defaults, tasks)
     specs = [_loose_spec(n, tasks[n], known) for n in all_names if n in tasks]
     cycle = dag.find_cycle(specs)
     if cycle is not None:
@@ -124,11 +124,12 @@ def _hint(name: str, known: set[str]) -> str:
     return f"; did you mean {guess[0]!r}?" if guess else ""
 
 
-def _connections(r: Reporter, header: Header | None, defaults: Settings | None,
+def _connections(r: Reporter, defaults: Settings | None,
                  tasks: Mapping[str, TaskModel]) -> None:
-    if header is None:
+    raw = r.data.get("connections") if isinstance(r.data, dict) else None
+    if raw is not None and not isinstance(raw, dict):
         return
-    declared = set(header.connections)
+    declared = set(raw or ())
     words = ("declared connections: " + ", ".join(sorted(declared))) if declared \
         else "the job declares no connections:"
     fallback = defaults.connection if defaults is not None else None

@@ -139,10 +139,10 @@ def _timezone(v: Any) -> str:
 
 def _clock(v: Any) -> time:
     words = "expected a time of day as HH:MM (00:00 to 23:59)"
-    if not isinstance(v, str) or not re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", v):
+    if not isinstance(v, str) or not re.fullmatch(r"\d{1,2}:\d{2}", v):
         raise fail(words)
     try:
-        return time.fromisoformat(v.zfill(5) if len(v) == 4 else v)
+        return time.fromisoformat(v.zfill(5))
     except ValueError:
         raise fail(words) from None
 

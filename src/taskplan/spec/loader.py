@@ -23,6 +23,7 @@ from taskplan.spec.schema import (
     TriggerModel,
 )
 from taskplan.spec.source import Positions, load_yaml
+from taskplan.timing.checks import check_exception, check_schedule
 
 JOB_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -93,11 +94,23 @@ def _each(r: Reporter, data: dict[str, Any], key: str, model: type[Any]) -> list
             r.at_value((key, i), f"expected a mapping, got {describe(raw)}")
             out.append(None)
             continue
+        before = len(r.problems)
         if model is ScheduleModel:
             checks.schedule_shape(r, i, raw)
         elif model is ExceptionModel:
             checks.exception_shape(r, i, raw)
-        out.append(r.validate(model, raw, (key, i)))
+        piece = r.validate(model, raw, (key, i))
+        out.append(piece)
+        if piece is not None and len(r.problems) == before:
+            # The timing layer's own rules, so a file that validates always compiles.
+            if isinstance(piece, ScheduleModel):
+                reasons = check_schedule(build.schedule(i, piece))
+            elif isinstance(piece, ExceptionModel):
+                reasons = check_exception(build.calendar(piece))
+            else:
+                reasons = []
+            for reason in reasons:
+                r.at_value((key, i), reason)
     return out
 
 
@@ -157,22 +170,24 @@ def _load_many(paths: Sequence[str | Path]) -> tuple[list[JobSpec], list[Problem
     specs: list[JobSpec] = []
     problems: list[Problem] = []
     owners: dict[str, str] = {}
-    for p in map(Path, paths):
-        if p.is_dir() and not expand_paths([p]):
-            problems.append(Problem(str(p), 1, 1, "no job files (*.yaml, *.yml) in this folder"))
-    for path in expand_paths(paths):
-        out = _analyse_file(path)
-        problems.extend(out.problems)
-        name = out.data.get("job") if isinstance(out.data, dict) else None
-        if isinstance(name, str):
-            if name in owners:
-                line, col = out.positions.value(("job",))
-                problems.append(Problem(str(path), line, col,
-                                        f"job: {name!r} is already defined in {owners[name]}"))
-                continue
-            owners[name] = str(path)
-        if out.spec is not None:
-            specs.append(out.spec)
+    for given in map(Path, paths):
+        files = expand_paths([given])
+        if not files:
+            problems.append(Problem(str(given), 1, 1,
+                                    "no job files (*.yaml, *.yml) in this folder"))
+        for path in files:
+            out = _analyse_file(path)
+            problems.extend(sorted(out.problems, key=lambda p: (p.line, p.col)))
+            name = out.data.get("job") if isinstance(out.data, dict) else None
+            if isinstance(name, str):
+                if name in owners:
+                    line, col = out.positions.value(("job",))
+                    message = f"job: {name!r} is already defined in {owners[name]}"
+                    problems.append(Problem(str(path), line, col, message))
+                    continue
+                owners[name] = str(path)
+            if out.spec is not None:
+                specs.append(out.spec)
     return specs, problems
 
 

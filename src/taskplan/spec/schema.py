@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -63,6 +64,12 @@ def _shell_kind(v: Any) -> str:
 def _argv(v: Any) -> Any:
     if isinstance(v, list) and not v:
         raise f.fail("expected a non-empty list of arguments")
+    return v
+
+
+def _nonempty(v: list[Any]) -> list[Any]:
+    if not v:
+        raise f.fail("expected at least one job name")
     return v
 
 
@@ -167,7 +174,7 @@ class ExceptionModel(CalendarModel):
 
 
 class TriggerModel(_Model):
-    after: Annotated[list[f.JobName], f.ListOrOne]
+    after: Annotated[list[f.JobName], f.ListOrOne, AfterValidator(_nonempty)]
     status: Annotated[Literal["succeeded", "finished"], PlainValidator(_status)] = "succeeded"
     within: f.OptPosDuration = None
     params: Mapping = {}

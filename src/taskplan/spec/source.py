@@ -80,6 +80,17 @@ class _Constructor(RoundTripConstructor):
         return True
 
 
+    def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
+        # An impossible date (2026-02-30) stays text, for the schema to reject with a position.
+        try:
+            return super().construct_yaml_timestamp(node, values)
+        except ValueError:
+            return str(node.value)
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp)
+
+
 @dataclass
 class Loaded:
     data: Any
@@ -101,7 +112,7 @@ def load_yaml(text: str, filename: str) -> Loaded:
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         what = exc.problem or exc.context or "invalid YAML"
         return Loaded(None, Positions(), [Problem(filename, line, col, f"YAML syntax: {what}")])
-    except YAMLError as exc:
+    except (YAMLError, ValueError, TypeError) as exc:
         return Loaded(None, Positions(), [Problem(filename, 1, 1, f"YAML syntax: {exc}")])
     problems = [
         Problem(filename, line, col, f"duplicate key {key!r}: already defined"
@@ -123,7 +134,8 @@ def _plain(obj: Any, path: Path, pos: Positions, problems: list[Problem], filena
             lc = _lc(obj, k, "key")
             if lc is not None:
                 pos.keys[child] = lc
-            vlc = _lc(obj, k, "value")
+            # An empty value has no text of its own: ruamel places it on the next line.
+            vlc = _lc(obj, k, "value") if v is not None else None
             if vlc is not None:
                 pos.values[child] = vlc
             elif lc is not None:

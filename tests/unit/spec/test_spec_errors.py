@@ -1,0 +1,182 @@
+"""Every kind of problem, with the exact line:col it must point at."""
+
+import textwrap
+
+import pytest
+
+from taskplan.errors import DefinitionError, Problem
+from taskplan.spec import load_job_text
+
+CASES = [
+    # (id, file text, "line:col", message fragment)
+    ("yaml syntax", "job: x\ntasks: [a, b\n", "3:1", "YAML syntax"),
+    ("not a mapping", "- a\n- b\n", "1:1", "expected a mapping with at least job: and tasks:"),
+    ("missing job", "tasks:\n  a: {shell: x}\n", "1:1", "missing required key 'job'"),
+    ("missing tasks", "job: x\n", "1:1", "missing required key 'tasks'"),
+    ("empty tasks", "job: x\ntasks: {}\n", "2:8", "tasks: expected at least one task"),
+    ("bad job name", "job: Nightly\ntasks: {a: {shell: x}}\n", "1:6",
+     "job: expected a job name of lowercase letters, digits, _ and -, got 'Nightly'"),
+    ("unknown top key", "job: x\nschedule: []\ntasks: {a: {shell: x}}\n", "2:1",
+     "unknown key 'schedule'; did you mean 'schedules'?"),
+    ("unknown task key", "job: x\ntasks:\n  a:\n    shell: x\n    retry: 2\n", "5:5",
+     "tasks.a.retry: unknown key 'retry'; did you mean 'retries'?"),
+    ("bad retries", "job: x\ntasks:\n  load:\n    shell: x\n    retries: two\n", "5:14",
+     "tasks.load.retries: expected a whole number >= 0, got 'two'"),
+    ("bad duration", "job: x\ntasks:\n  a:\n    shell: x\n    retry_delay: 5 minutes\n",
+     "5:18", "tasks.a.retry_delay: expected a duration like 30s"),
+    ("zero timeout", "job: x\ntasks:\n  a:\n    shell: x\n    timeout: 0\n", "5:14",
+     "greater than zero"),
+    ("bad backoff", "job: x\ntasks:\n  a:\n    shell: x\n    retry_backoff: 0.5\n", "5:20",
+     "expected a number >= 1, got 0.5"),
+    ("bad stage", "job: x\ntasks:\n  a:\n    shell: x\n    stage: 0\n", "5:12",
+     "tasks.a.stage: expected a whole number >= 1, got 0"),
+    ("bad trigger", "job: x\ntasks:\n  a:\n    shell: x\n    trigger: any\n", "5:14",
+     "expected one of all_success, all_done, one_failed, got 'any'"),
+    ("two kinds", "job: x\ntasks:\n  a:\n    sql: select 1\n    shell: x\n", "5:5",
+     "tasks.a.shell: expected exactly one of sql, shell, python, job, found both sql and shell"),
+    ("no kind", "job: x\ntasks:\n  a:\n    retries: 1\n", "3:3",
+     "tasks.a: expected exactly one of sql, shell, python, job, found none"),
+    ("task not a mapping", "job: x\ntasks:\n  a: echo hi\n", "3:6",
+     "tasks.a: expected a mapping with one of sql, shell, python, job, got 'echo hi'"),
+    ("bad task name", "job: x\ntasks:\n  bad name: {shell: x}\n", "3:3",
+     "tasks: expected a task name of letters, digits, _ and -"),
+    ("duplicate task", "job: x\ntasks:\n  a: {shell: x}\n  a: {shell: y}\n", "4:3",
+     "duplicate key 'a': already defined at line 3"),
+    ("bad python", "job: x\ntasks:\n  a: {python: reports.daily.build}\n", "3:15",
+     "expected a callable as module.path:function"),
+    ("empty argv", "job: x\ntasks:\n  a: {shell: []}\n", "3:14",
+     "expected a non-empty list of arguments"),
+    ("bad argv item", "job: x\ntasks:\n  a: {shell: [echo, {x: 1}]}\n", "3:21",
+     "tasks.a.shell[1]: expected a string or a number, got a mapping"),
+    ("bad env", "job: x\ntasks:\n  a:\n    shell: x\n    env: {A: [1]}\n", "5:14",
+     "tasks.a.env.A: expected a string (or a number)"),
+    ("job calls itself", "job: x\ntasks:\n  a: {job: x}\n", "3:12", "job 'x' cannot start itself"),
+    ("params on shell", "job: x\ntasks:\n  a:\n    shell: x\n    params: {a: 1}\n", "5:5",
+     "only job tasks take params (this is a shell task)"),
+    ("connection on shell",
+     "job: x\nconnections: {db: 'sqlite://'}\ntasks:\n  a:\n    shell: x\n    connection: db\n",
+     "6:5", "only sql tasks use a connection (this is a shell task)"),
+    ("unknown dependency", "job: x\ntasks:\n  a: {shell: x}\n  b:\n    shell: y\n"
+     "    depends_on: [a, lod]\n", "6:21", "tasks.b.depends_on[1]: unknown task 'lod'"),
+    ("unknown dependency string", "job: x\ntasks:\n  load: {shell: x}\n  b:\n    shell: y\n"
+     "    depends_on: lod\n", "6:17", "unknown task 'lod'; did you mean 'load'?"),
+    ("self dependency", "job: x\ntasks:\n  a:\n    shell: x\n    depends_on: [a]\n", "5:18",
+     "task 'a' cannot depend on itself"),
+    ("cycle", "job: x\ntasks:\n  a: {shell: x, depends_on: [c]}\n  b: {shell: x, depends_on: [a]}\n"
+     "  c: {shell: x, depends_on: [b]}\n", "3:3", "dependency cycle: a -> c -> b -> a"),
+    ("stage cycle", "job: x\ntasks:\n  a: {shell: x, stage: 1, depends_on: [b]}\n"
+     "  b: {shell: x, stage: 2}\n", "3:3",
+     "dependency cycle: a -> b -> a (b is in stage 2 so it waits for every task of stage 1)"),
+    ("unknown connection",
+     "job: x\nconnections: {db: 'sqlite://'}\ntasks:\n  a:\n    sql: select 1\n"
+     "    connection: dbb\n", "6:17", "unknown connection 'dbb' (declared connections: db)"),
+    ("unknown default connection",
+     "job: x\ndefaults: {connection: mart}\ntasks:\n  a: {sql: select 1}\n", "2:24",
+     "unknown connection 'mart' (the job declares no connections:)"),
+    ("sql without connection", "job: x\ntasks:\n  a: {sql: select 1}\n", "3:3",
+     "a sql task needs a connection"),
+    ("foreach two sources", "job: x\ntasks:\n  a:\n    shell: x\n"
+     "    foreach: {values: [1], from: b}\n  b: {shell: y}\n", "5:28",
+     "expected exactly one of sql, values, from, found both values and from"),
+    ("foreach unknown from", "job: x\ntasks:\n  a:\n    shell: x\n    foreach: {from: zz}\n",
+     "5:21", "tasks.a.foreach.from: unknown task 'zz'"),
+    ("foreach unknown key", "job: x\ntasks:\n  a:\n    shell: x\n    foreach: {value: [1]}\n",
+     "5:15", "unknown key 'value'; did you mean 'values'?"),
+    ("template syntax", "job: x\ntasks:\n  a:\n    shell: echo {{ params.x\n", "4:12",
+     "tasks.a.shell: template syntax error"),
+    ("template unknown root", "job: x\ntasks:\n  a:\n    shell: [echo, '{{ env.HOME }}']\n",
+     "4:19", "tasks.a.shell[1]: template uses unknown name 'env'"),
+    ("item without foreach", "job: x\ntasks:\n  a:\n    shell: echo {{ item }}\n", "4:12",
+     "{{ item }} is not available in a task without foreach"),
+    ("result of a non upstream", "job: x\ntasks:\n  a: {shell: x}\n  b:\n"
+     "    shell: echo {{ tasks.a.result }}\n", "5:12",
+     "tasks.a is not an upstream of task 'b'"),
+    ("bad cron", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - cron: '61 * * * *'\n", "4:11",
+     "schedules[0].cron: expected a valid cron expression (Bad minute)"),
+    ("cron field count", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - cron: '* * * *'\n",
+     "4:11", "expected a cron expression of 5 fields"),
+    ("two schedule kinds", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - cron: '@daily'\n"
+     "    every: 1h\n", "5:5", "found cron and every"),
+    ("empty schedule", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - name: nothing\n", "4:5",
+     "schedules[0]: expected exactly one of cron, every, once or calendar keys"),
+    ("bad at", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - at: ['06:00', '6pm']\n", "4:19",
+     "schedules[0].at[1]: expected a time of day as HH:MM"),
+    ("bad weekday", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - weekdays: [mon, fry]\n",
+     "4:21", "expected a weekday: mon, tue"),
+    ("bad monthday", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - monthdays: [0]\n", "4:17",
+     "expected a day of the month from 1 to 31, or last, got 0"),
+    ("end before start", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - every: 1h\n"
+     "    start: 2026-06-01\n    end: 2026-01-01\n", "6:10", "expected an end after start"),
+    ("max_runs without start", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - every: 1h\n"
+     "    max_runs: 3\n", "4:5", "max_runs needs a start"),
+    ("offset datetime", "job: x\ntasks: {a: {shell: x}}\nschedules:\n"
+     "  - once: 2026-01-01T10:00:00+02:00\n", "4:11", "no offset"),
+    ("duplicate schedule name", "job: x\ntasks: {a: {shell: x}}\nschedules:\n"
+     "  - {cron: '@daily', name: n}\n  - {cron: '@hourly', name: n}\n", "5:29",
+     "schedule name 'n' is already used by schedule 0"),
+    ("bad exception date", "job: x\ntasks: {a: {shell: x}}\nexceptions:\n"
+     "  - dates: [2026-02-30]\n", "4:13", "exceptions[0].dates[0]: expected a date as YYYY-MM-DD"),
+    ("exception dates and calendar", "job: x\ntasks: {a: {shell: x}}\nexceptions:\n"
+     "  - dates: [2026-02-03]\n    weekdays: [fri]\n", "5:5", "either dates: or calendar keys"),
+    ("bad timezone", "job: x\ntimezone: Paris\ntasks: {a: {shell: x}}\n", "2:11",
+     "expected an IANA time zone name"),
+    ("bad on_failure", "job: x\non_failure: halt\ntasks: {a: {shell: x}}\n", "2:13",
+     "expected one of continue, stop, finish_stage, cancel, got 'halt'"),
+    ("bad pool size", "job: x\npools: {mart: 0}\ntasks: {a: {shell: x}}\n", "2:15",
+     "pools.mart: expected a whole number >= 1, got 0"),
+    ("empty after", "job: x\ntasks: {a: {shell: x}}\ntriggers:\n  - after: []\n", "4:12",
+     "expected at least one job name"),
+    ("trigger after itself", "job: x\ntasks: {a: {shell: x}}\ntriggers:\n  - after: [y, x]\n",
+     "4:16", "job 'x' cannot trigger itself"),
+    ("bad trigger status", "job: x\ntasks: {a: {shell: x}}\ntriggers:\n  - after: y\n"
+     "    status: done\n", "5:13", "expected one of succeeded, finished, got 'done'"),
+    ("missing after", "job: x\ntasks: {a: {shell: x}}\ntriggers:\n  - status: finished\n", "4:5",
+     "triggers[0]: missing required key 'after'"),
+    ("retries empty value", "job: x\ntasks:\n  a:\n    shell: x\n    retries:\n", "5:5",
+     "tasks.a.retries: expected a whole number >= 0, got nothing"),
+]
+
+
+def _problems(text: str) -> list[Problem]:
+    with pytest.raises(DefinitionError) as info:
+        load_job_text(text, "job.yaml", "/jobs")
+    return info.value.problems
+
+
+@pytest.mark.parametrize(("text", "where", "fragment"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_each_problem(text: str, where: str, fragment: str) -> None:
+    found = _problems(text)
+    matching = [p for p in found if fragment in p.message]
+    assert matching, f"no problem mentions {fragment!r}; got {[str(p) for p in found]}"
+    assert f"{matching[0].line}:{matching[0].col}" == where, str(matching[0])
+    assert matching[0].file == "job.yaml"
+
+
+def test_five_errors_reported_together() -> None:
+    text = textwrap.dedent("""\
+        job: x
+        tasks:
+          load:
+            shell: x
+            retries: two
+          a:
+            python: m:f
+            shell: y
+          b:
+            shell: z
+            depends_on: [nowhere]
+        schedules:
+          - cron: "* * *"
+        timezone: Mars/Base
+    """)
+    found = _problems(text)
+    assert [(p.line, p.col) for p in found] == [(5, 14), (8, 5), (11, 18), (13, 11), (14, 11)]
+    assert len({p.message.split(":")[0] for p in found}) == 5
+
+
+def test_error_text_carries_file_line_col() -> None:
+    with pytest.raises(DefinitionError) as info:
+        load_job_text("job: x\ntasks:\n  a: {shell: x, retries: -1}\n", "jobs/x.yaml", "jobs")
+    assert str(info.value) == (
+        "jobs/x.yaml:3:26: tasks.a.retries: expected a whole number >= 0, got -1")

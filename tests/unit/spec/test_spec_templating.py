@@ -1,0 +1,80 @@
+import pytest
+from jinja2 import TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import SecurityError
+
+from taskplan.spec import templating
+from taskplan.spec.templating import (
+    is_template,
+    referenced_roots,
+    referenced_task_results,
+    render,
+)
+
+
+def test_render_params_and_item() -> None:
+    out = render("{{ params.day }}-{{ item.n }}", {"params": {"day": "2026"}, "item": {"n": 3}})
+    assert out == "2026-3"
+
+
+def test_plain_text_is_returned_as_is() -> None:
+    assert render("SELECT 1", {}) == "SELECT 1"
+
+
+def test_ident_default_double_quotes() -> None:
+    assert render("{{ item.view | ident }}", {"item": {"view": 'we"ird'}}) == '"we""ird"'
+
+
+def test_ident_uses_the_given_quoting() -> None:
+    def backticks(name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    assert render("{{ t | ident }}", {"t": "sales"}, quote_ident=backticks) == "`sales`"
+    # The cached template does not keep the previous caller's quoting.
+    assert render("{{ t | ident }}", {"t": "sales"}) == '"sales"'
+
+
+def test_strict_undefined() -> None:
+    with pytest.raises(UndefinedError):
+        render("{{ params.missing }}", {"params": {}})
+    with pytest.raises(UndefinedError):
+        render("{{ nothing }}", {})
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ params.__init__.__globals__ }}",
+    ],
+)
+def test_sandbox_blocks_internals(template: str) -> None:
+    with pytest.raises((SecurityError, UndefinedError)):
+        render(template, {"params": {}})
+
+
+def test_sandbox_environment_is_sandboxed() -> None:
+    from jinja2.sandbox import SandboxedEnvironment
+
+    assert isinstance(templating.ENV, SandboxedEnvironment)
+
+
+def test_is_template() -> None:
+    assert is_template("a {{ b }}")
+    assert is_template("{% if x %}y{% endif %}")
+    assert not is_template("SELECT :day")
+
+
+def test_referenced_roots() -> None:
+    text = "{{ params.a }} {% for x in item %}{{ x }}{% endfor %} {{ tasks.load.result }} {{ y }}"
+    assert referenced_roots(text) == {"params", "item", "tasks", "y"}
+
+
+def test_referenced_task_results() -> None:
+    text = "{{ tasks.load.result }} {{ tasks['other'].result }} {{ params.tasks }}"
+    assert referenced_task_results(text) == {"load", "other"}
+
+
+def test_syntax_error_raises() -> None:
+    with pytest.raises(TemplateSyntaxError):
+        referenced_roots("{{ params.a ")
