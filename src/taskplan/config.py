@@ -52,10 +52,12 @@ def load_settings(db: str | None = None, start: Path | None = None) -> Settings:
         isinstance(v, int) and v >= 1 for v in pools.values()
     ):
         raise UsageError(f"{path}: 'pools' must map names to whole numbers >= 1")
-    if path and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+    from_file = db is None and "TASKPLAN_DB" not in os.environ and "db" in data
+    if path is not None and from_file and url.startswith("sqlite:///") and not url.startswith(
+        "sqlite:////"
+    ):
         # A relative SQLite path in taskplan.toml is relative to that file, not to the cwd.
-        if url is data.get("db"):
-            url = "sqlite:///" + str((path.parent / url[len("sqlite:///"):]).resolve())
+        url = "sqlite:///" + str((path.parent / url[len("sqlite:///"):]).resolve())
     lease = data.get("lease_seconds", 30.0)
     return Settings(
         db=url,

@@ -103,6 +103,6 @@ def jobs_cmd(db: str | None, as_json: bool) -> None:
     click.echo(f"{'JOB':<28} {'VER':>4} {'NEXT FIRING':<26} {'LAST RUN':<22}")
     for row, j in zip(out, rows, strict=True):
         last = f"{j.last_run_id} {j.last_state}" if j.last_run_id else "-"
-        nxt = str(row["next"] or "-")
-        click.echo(f"{j.name:<28} {j.version:>4} {nxt:<26} {last:<22}"
+        nxt_text = str(row["next"] or "-")
+        click.echo(f"{j.name:<28} {j.version:>4} {nxt_text:<26} {last:<22}"
                    f" {short_time(j.last_finished_at) if j.last_finished_at else ''}")

@@ -138,9 +138,8 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
     else:
         tr_id, _, attempts, _ = found[0]
     number = attempt or attempts
-    if number == 0 or number > max(attempts, 0):
-        if not follow:
-            raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")
+    if (number == 0 or number > max(attempts, 0)) and not follow:
+        raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")
     seq = -1
     while True:
         with store.read() as tx:

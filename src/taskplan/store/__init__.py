@@ -1,0 +1,1 @@
+"""taskplan's own database: the only code that talks to it."""
