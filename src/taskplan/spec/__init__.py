@@ -5,6 +5,7 @@ Choices where SPEC.md is silent:
   a bare ``start``/``once`` date means midnight;
 - cron aliases (@daily, ...) are stored expanded to 5 fields in ScheduleSpec.cron;
 - null for an optional task key (timeout, pool, cwd, ...) means "none" and overrides defaults;
+- top-level keys starting with ``x-`` are ignored, so they can hold YAML anchors;
 - a task's sql, shell, env values, cwd, foreach sql and (for job tasks) string params are
   checked as templates.
 """

@@ -43,7 +43,10 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
         got = "an empty file" if data is None else describe(data)
         r.at_value((), f"expected a mapping with at least job: and tasks:, got {got}")
         return Outcome(None, r.problems, data, positions)
-    header: Header | None = r.validate(Header, data, ())
+    # Top-level `x-...` keys hold YAML anchors for reuse (as in compose files); they are kept
+    # in the definition but mean nothing to taskplan.
+    own = {k: v for k, v in data.items() if not k.startswith("x-")}
+    header: Header | None = r.validate(Header, own, ())
     raw_defaults = data.get("defaults")
     defaults: Settings | None = (
         r.validate(Settings, raw_defaults, ("defaults",))

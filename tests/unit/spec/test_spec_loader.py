@@ -243,3 +243,22 @@ def test_load_job_files_returns_specs(tmp_path: Path) -> None:
     (tmp_path / "b.yaml").write_text("job: b\ntasks: {t: {shell: x}}\n")
     assert [s.name for s in load_job_files([tmp_path])] == ["a", "b"]
     assert os.path.isabs(load_job_files([tmp_path / "a.yaml"])[0].source_path)
+
+
+def test_anchors_under_x_keys_and_merges() -> None:
+    spec = load("""\
+        job: x
+        x-retrying: &retrying
+          retries: 4
+          retry_delay: 1m
+        tasks:
+          a:
+            <<: *retrying
+            shell: x
+          b:
+            <<: *retrying
+            retries: 1
+            shell: y
+    """)
+    assert (spec.task("a").retries, spec.task("a").retry_delay) == (4, 60.0)
+    assert spec.task("b").retries == 1
