@@ -79,8 +79,15 @@ def get_context(db: str | None) -> Context:
     return obj
 
 
+def one_line(message: str) -> str:
+    """Driver errors span lines (hints, SQLAlchemy's "Background on this error"): fold them."""
+    lines = [ln.strip() for ln in message.splitlines()
+             if ln.strip() and not ln.strip().startswith("(Background on this error")]
+    return " ".join(lines)
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    click.echo(f"taskplan: {mask_url(message)}", err=True)
+    click.echo(f"taskplan: {one_line(mask_url(message))}", err=True)
     sys.exit(code)
 
 
