@@ -103,5 +103,7 @@ class RichProgress:
             table.add_row(name, Text(str(state), style=STATE_STYLE.get(str(state), "")),
                           str(attempts), duration(started, now) if state == "running" else "",
                           (error or "")[:60])
-        self.live.update(Group(header, ProgressBar(total=max(total, 1), completed=done),
-                               summary, table))
+        # A ProgressBar does not end its line, so it goes last on its own row of a grid.
+        bar = Table.grid()
+        bar.add_row(ProgressBar(total=max(total, 1), completed=done, width=60))
+        self.live.update(Group(header, summary, bar, table))
