@@ -364,6 +364,10 @@ class Engine:
         """Propagate terminal states through the graph inside the current transaction."""
         work: deque[tuple[TaskRunRow, TaskState]] = deque(first)
         first_id = work[0][0].id if work else None
+        # Outside `continue`, a task that never starts because an upstream failed ends
+        # `skipped` (SPEC 2), yet still counts as failed for its own dependants' rules.
+        skip_failed = run.on_failure != OnFailure.CONTINUE
+        carries_failure: set[int] = set()
         while work:
             row, state = work.popleft()
             delta.unfinished -= 1
@@ -373,7 +377,8 @@ class Engine:
                 delta.failed += 1
                 if row.kind == "task" or (row.kind == "foreach" and not row.failed_children):
                     delta.policy_failures.append(row)
-            failed = 1 if state in FAILED_LIKE or state == TaskState.CANCELLED else 0
+            failed = 1 if (state in FAILED_LIKE or state == TaskState.CANCELLED
+                           or row.id in carries_failure) else 0
             if row.parent_id is not None:
                 parent = ops.child_done(tx, row.parent_id, failed)
                 if parent is not None and parent.pending_children == 0:
@@ -385,6 +390,10 @@ class Engine:
                 if dep.pending_up > 0:
                     continue
                 new = resolve_trigger(dep.kind, dep.trigger_rule, dep.failed_up)
+                if (skip_failed and new == TaskState.UPSTREAM_FAILED
+                        and dep.kind != "barrier"):
+                    new = TaskState.SKIPPED
+                    carries_failure.add(dep.id)
                 delta.writes.append((dep.id, str(new)))
                 if new == TaskState.READY:
                     delta.ready += 1
