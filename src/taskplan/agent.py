@@ -113,6 +113,12 @@ class Agent:
         try:
             self._loop(until)
         finally:
+            # Leaving while attempts run: kill those the store no longer has running (a run
+            # cancelled by another process just before `until` held), or we would wait them out.
+            try:
+                self._check_cancelled()
+            except Exception:
+                log.exception("cannot check for cancelled attempts on exit")
             self._pool.shutdown(wait=not self._cancel_all.is_set(), cancel_futures=True)
             self._flush_done()
             self.engine.agent_stopped(self.agent_id)
