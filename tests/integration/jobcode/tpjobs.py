@@ -14,7 +14,7 @@ from typing import Any
 
 
 def _sleep(ctx: Any) -> None:
-    seconds = ctx.params.get("sleep", 0)
+    seconds = ctx.params.get(f"sleep_{ctx.task}", ctx.params.get("sleep", 0))
     if isinstance(ctx.item, dict) and "sleep" in ctx.item:
         seconds = ctx.item["sleep"]
     if seconds:
@@ -29,6 +29,14 @@ def record(ctx: Any) -> dict[str, Any]:
 
 def fail(ctx: Any) -> None:
     _sleep(ctx)
+    raise RuntimeError(f"{ctx.task} fails on purpose")
+
+
+def fail_when_file(ctx: Any) -> None:
+    """Fails once the file named by params.wait_for exists (another task is then running)."""
+    deadline = time.monotonic() + 20
+    while not os.path.exists(ctx.params["wait_for"]) and time.monotonic() < deadline:
+        time.sleep(0.005)
     raise RuntimeError(f"{ctx.task} fails on purpose")
 
 

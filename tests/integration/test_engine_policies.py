@@ -1,0 +1,208 @@
+"""on_failure policies, stop/cancel from another thread, and retrying a finished run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine_helpers import (
+    attempts,
+    in_thread,
+    pid_alive,
+    run_agent,
+    run_job,
+    start_run,
+    states,
+    tasks,
+    wait_for,
+)
+
+from taskplan.engine import Engine
+from taskplan.store.db import Store
+
+
+def test_continue_lets_independent_branches_finish(engine: Engine, store: Store) -> None:
+    run_id, _ = run_job(engine, """
+        job: pol_continue
+        on_failure: continue
+        params: {sleep_slow: 0.2}
+        tasks:
+          bad: {python: "tpjobs:fail"}
+          after_bad: {python: "tpjobs:record", depends_on: [bad]}
+          deep: {python: "tpjobs:record", depends_on: [after_bad]}
+          slow: {python: "tpjobs:record"}
+          after_slow: {python: "tpjobs:record", depends_on: [slow]}
+        """, slots=2)
+    got = tasks(store, run_id)
+    assert {n: t["state"] for n, t in got.items()} == {
+        "bad": "failed", "after_bad": "upstream_failed", "deep": "upstream_failed",
+        "slow": "succeeded", "after_slow": "succeeded"}
+    # after_slow started after bad had already failed: the failure did not stop the run.
+    assert got["after_slow"]["started_at"] >= got["bad"]["finished_at"]
+    assert engine.run_state(run_id) == "failed"
+
+
+def test_stop_lets_running_finish_and_starts_nothing(engine: Engine, store: Store,
+                                                     tmp_path: Path) -> None:
+    started = tmp_path / "long_started"
+    run_id, _ = run_job(engine, """
+        job: pol_stop
+        on_failure: stop
+        tasks:
+          bad: {python: "tpjobs:fail_when_file", priority: 10}
+          long: {shell: "touch {{ params.flag }}; sleep 0.3", priority: 10}
+          after_long: {python: "tpjobs:record", depends_on: [long]}
+          other1: {python: "tpjobs:record"}
+          other2: {python: "tpjobs:record"}
+        """, params={"wait_for": str(started), "flag": str(started)}, slots=2)
+    got = tasks(store, run_id)
+    assert got["bad"]["state"] == "failed"
+    assert got["long"]["state"] == "succeeded"
+    assert got["long"]["finished_at"] > got["bad"]["finished_at"]
+    for name in ("after_long", "other1", "other2"):
+        assert got[name]["state"] == "skipped", name
+        assert got[name]["attempts"] == 0, name
+    assert engine.run_state(run_id) == "failed"
+
+
+def test_finish_stage_starts_the_failed_stage_but_no_higher(engine: Engine,
+                                                            store: Store) -> None:
+    run_id, _ = run_job(engine, """
+        job: pol_finish_stage
+        on_failure: finish_stage
+        tasks:
+          bad: {python: "tpjobs:fail", stage: 2, priority: 10}
+          same1: {python: "tpjobs:record", stage: 2, priority: 5}
+          same2: {python: "tpjobs:record", stage: 2}
+          low: {python: "tpjobs:record", stage: 1}
+          high1: {python: "tpjobs:record", stage: 3}
+          high2: {python: "tpjobs:record", stage: 4}
+        """, slots=1)
+    got = tasks(store, run_id)
+    assert got["low"]["state"] == "succeeded"
+    assert got["bad"]["state"] == "failed"
+    for name in ("same1", "same2"):
+        # Still ready when `bad` failed (one slot), yet started: same stage.
+        assert got[name]["state"] == "succeeded", name
+        assert got[name]["started_at"] >= got["bad"]["finished_at"]
+    for name in ("high1", "high2"):
+        assert got[name]["attempts"] == 0, name
+        assert got[name]["state"] == "skipped", name
+    assert engine.run_state(run_id) == "failed"
+
+
+def test_cancel_kills_running_tasks_now(engine: Engine, store: Store, tmp_path: Path) -> None:
+    pidfile = tmp_path / "sleeper.pid"
+    run_id, _ = run_job(engine, """
+        job: pol_cancel
+        on_failure: cancel
+        tasks:
+          bad: {python: "tpjobs:fail_when_file", priority: 10}
+          long:
+            shell: >-
+              sleep 30 & echo $! > {{ params.pidfile }}.tmp;
+              mv {{ params.pidfile }}.tmp {{ params.pidfile }}; wait
+            priority: 10
+          unstarted: {python: "tpjobs:record"}
+        """, params={"wait_for": str(pidfile), "pidfile": str(pidfile)}, slots=2)
+    got = tasks(store, run_id)
+    assert got["bad"]["state"] == "failed"
+    assert got["long"]["state"] == "cancelled"
+    assert [a["state"] for a in attempts(store, got["long"]["id"])] == ["cancelled"]
+    assert got["unstarted"]["state"] == "skipped"
+    assert got["unstarted"]["attempts"] == 0
+    assert engine.run_state(run_id) == "failed"
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not pid_alive(pid), timeout=10, what="the cancelled task's sleep to die")
+
+
+def test_stop_run_from_another_thread_drains(engine: Engine, store: Store,
+                                             tmp_path: Path) -> None:
+    flag = tmp_path / "running"
+    run_id = start_run(engine, """
+        job: user_stop
+        tasks:
+          long: {shell: "touch {{ params.flag }}; sleep 0.3", priority: 10}
+          after: {python: "tpjobs:record", depends_on: [long]}
+          waiting: {python: "tpjobs:record"}
+        """, params={"flag": str(flag)})
+    answers: list[str] = []
+
+    def stopper() -> None:
+        wait_for(flag.exists, what="the long task to start")
+        answers.append(engine.stop_run(run_id))
+
+    thread = in_thread(stopper)
+    run_agent(engine, run_id, slots=1)
+    thread.join(5)
+    assert answers == ["stopping"]
+    assert states(store, run_id) == {
+        "long": "succeeded", "after": "skipped", "waiting": "skipped"}
+    assert engine.run_state(run_id) == "cancelled"
+
+
+def test_cancel_run_from_another_thread_kills(engine: Engine, store: Store,
+                                              tmp_path: Path) -> None:
+    pidfile = tmp_path / "sleeper.pid"
+    done = tmp_path / "ran_to_the_end"
+    run_id = start_run(engine, """
+        job: user_cancel
+        tasks:
+          long:
+            shell: >-
+              sleep 30 & echo $! > {{ params.pidfile }}.tmp;
+              mv {{ params.pidfile }}.tmp {{ params.pidfile }}; wait; touch {{ params.done }}
+            priority: 10
+          after: {python: "tpjobs:record", depends_on: [long]}
+          waiting: {python: "tpjobs:record"}
+        """, params={"pidfile": str(pidfile), "done": str(done)})
+    answers: list[str] = []
+
+    def canceller() -> None:
+        wait_for(pidfile.exists, what="the long task to start")
+        answers.append(engine.cancel_run(run_id))
+
+    thread = in_thread(canceller)
+    run_agent(engine, run_id, slots=1)
+    thread.join(5)
+    assert answers == ["cancelled"]
+    assert states(store, run_id) == {
+        "long": "cancelled", "after": "skipped", "waiting": "skipped"}
+    assert engine.run_state(run_id) == "cancelled"
+    pid = int(pidfile.read_text())
+    wait_for(lambda: not pid_alive(pid), timeout=10, what="the cancelled task's sleep to die")
+    assert not done.exists(), "the cancelled task ran to its end instead of being killed"
+
+
+def test_retry_run_reruns_only_what_did_not_succeed(engine: Engine, store: Store,
+                                                    tmp_path: Path) -> None:
+    marker = tmp_path / "fixed"
+    job = """
+        job: retry_me
+        tasks:
+          produce: {python: "tpjobs:produce"}
+          flaky: {python: "tpjobs:flaky", depends_on: [produce]}
+          consume: {python: "tpjobs:consume", depends_on: [produce, flaky]}
+          side: {python: "tpjobs:record"}
+        """
+    run_id, _ = run_job(engine, job, params={"marker": str(marker)})
+    first = tasks(store, run_id)
+    assert {n: t["state"] for n, t in first.items()} == {
+        "produce": "succeeded", "flaky": "failed", "consume": "upstream_failed",
+        "side": "succeeded"}
+    assert engine.run_state(run_id) == "failed"
+
+    marker.write_text("ok")
+    assert engine.retry_run(run_id) == 2
+    run_agent(engine, run_id)
+    second = tasks(store, run_id)
+    assert set(t["state"] for t in second.values()) == {"succeeded"}
+    assert engine.run_state(run_id) == "succeeded"
+    for kept in ("produce", "side"):
+        assert second[kept]["attempts"] == 1
+        assert second[kept]["result"] == first[kept]["result"]
+        assert len(attempts(store, second[kept]["id"])) == 1
+    assert second["flaky"]["attempts"] == 2
+    assert second["flaky"]["result"] == {"attempt": 2}
+    assert [a["state"] for a in attempts(store, second["flaky"]["id"])] == [
+        "failed", "succeeded"]
+    assert second["consume"]["result"]["x"] == 42
