@@ -29,6 +29,7 @@ class AttemptLog:
         self._buf_len = 0
         self._stored = 0
         self._dropped = 0
+        self._produced = 0  # every character the attempt wrote, kept or not
         self._tail = ""
         self._seq = 0
         self._last_flush = time.monotonic()
@@ -41,6 +42,7 @@ class AttemptLog:
         with self._lock:
             if self._closed:
                 return
+            self._produced += len(text)
             room = self._limit - self._stored - self._buf_len
             if room > 0:
                 head = text[:room]
@@ -78,7 +80,7 @@ class AttemptLog:
             seq = self._seq
             self._seq += 1
             self._stored += len(chunk)
-            total = self._stored + (self._dropped if not final else 0)
+            total = self._produced
             self._last_flush = time.monotonic()
         with self._store.tx() as tx:
             ops.append_log(tx, self._tr, self._attempt, seq, chunk, total, self._dropped > 0)
