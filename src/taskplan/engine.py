@@ -517,13 +517,15 @@ class Engine:
         Succeeded task runs keep their state and results. With `task`, only that task and
         the task runs downstream of it are reconsidered. Returns how many were reset.
         """
+        # The pinned definition is read before the write transaction: job_spec opens its own
+        # read, which SQLite refuses inside this thread's open transaction.
+        spec = self.job_spec(self.run_meta(run_id)[0])
         with self.store.tx() as tx:
             run = ops.run_row(tx, run_id, lock=True)
             if run is None:
                 raise NotFoundError(f"no run {run_id}")
             if run.state not in TERMINAL_RUN_STATES:
                 raise UsageError(f"run {run_id} is {run.state}; retry takes a finished run")
-            spec = self.job_spec(run.version_id)
             rows = tx.all(
                 "SELECT id, task, kind, parent_id, state, attempts, pending_children"
                 " FROM task_runs WHERE run_id = :r", {"r": run_id})
