@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 from engine_helpers import attempts, log_text, pid_alive, run_job, tasks, wait_for
@@ -25,7 +26,7 @@ def test_retries_are_spaced_by_delay_and_backoff(engine: Engine, store: Store) -
     assert got["attempts"] == 4
     tries = attempts(store, got["id"])
     assert [a["state"] for a in tries] == ["failed"] * 4
-    gaps = [b["started_at"] - a["finished_at"] for a, b in zip(tries, tries[1:], strict=False)]
+    gaps = [b["started_at"] - a["finished_at"] for a, b in pairwise(tries)]
     for gap, wanted in zip(gaps, (0.05, 0.1, 0.2), strict=True):
         assert gap >= wanted - 1e-6, (gaps, wanted)
 

@@ -1,0 +1,129 @@
+"""A dead agent's work comes back through lease expiry; a zombie's late finish is fenced off."""
+
+from __future__ import annotations
+
+from engine_helpers import apply_job, attempts, run_agent, tasks
+
+from taskplan.engine import Claim, Engine, Outcome
+from taskplan.model import TaskState
+from taskplan.store.db import Store
+
+
+class ManualClock:
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _doomed_claim(engine: Engine, run_id: int, lease: float = 5.0) -> tuple[int, Claim]:
+    """An agent that claims one task run and then dies (never heartbeats nor finishes)."""
+    agent_id = engine.register_agent("doomed", "host", 1, 1, lease)
+    step = engine.step(agent_id, [], 1, run_id)
+    assert len(step.claims) == 1
+    return agent_id, step.claims[0]
+
+
+def test_expired_lease_is_retried_when_retries_remain(store: Store) -> None:
+    clock = ManualClock()
+    engine = Engine(store, clock=clock)
+    run_id = engine.create_run(apply_job(engine, """
+        job: reap_retry
+        tasks:
+          work: {python: "tpjobs:record", retries: 1, retry_delay: 1h}
+        """))
+    agent_id, _ = _doomed_claim(engine, run_id)
+    clock.now += 4.0
+    assert engine.reap() == 0  # lease not yet expired
+    clock.now += 2.0
+    assert engine.reap() == 1
+    assert engine.reap() == 0  # once only
+    got = tasks(store, run_id)["work"]
+    # Recovered at once (no retry_delay for a lost agent) and ready for another agent.
+    assert (got["state"], got["attempts"]) == ("ready", 1)
+    (lost,) = attempts(store, got["id"])
+    assert (lost["state"], lost["error"]) == ("lost", "agent lost")
+    with store.read() as tx:
+        assert tx.scalar("SELECT state FROM agents WHERE id = :a", {"a": agent_id}) == "lost"
+    assert engine.heartbeat(agent_id, 5.0) is False  # a lost agent cannot come back
+
+    run_agent(engine, run_id, slots=1)
+    got = tasks(store, run_id)["work"]
+    assert (got["state"], got["attempts"]) == ("succeeded", 2)
+    assert [a["state"] for a in attempts(store, got["id"])] == ["lost", "succeeded"]
+    assert engine.run_state(run_id) == "succeeded"
+
+
+def test_expired_lease_fails_the_task_when_no_retries_remain(store: Store) -> None:
+    clock = ManualClock()
+    engine = Engine(store, clock=clock)
+    run_id = engine.create_run(apply_job(engine, """
+        job: reap_fail
+        tasks:
+          work: {python: "tpjobs:record"}
+          after: {python: "tpjobs:record", depends_on: [work]}
+        """))
+    _doomed_claim(engine, run_id)
+    clock.now += 60.0
+    assert engine.reap() == 1
+    got = tasks(store, run_id)
+    assert got["work"]["state"] == "failed"
+    assert got["work"]["error"] == "agent lost"
+    assert got["after"]["state"] == "upstream_failed"
+    assert engine.run_state(run_id) == "failed"
+
+
+def test_live_agent_heartbeat_keeps_its_lease(store: Store) -> None:
+    clock = ManualClock()
+    engine = Engine(store, clock=clock)
+    run_id = engine.create_run(apply_job(engine, """
+        job: reap_alive
+        tasks:
+          work: {python: "tpjobs:record"}
+        """))
+    agent_id, _ = _doomed_claim(engine, run_id)
+    for _ in range(5):
+        clock.now += 4.0
+        assert engine.heartbeat(agent_id, 5.0) is True
+        assert engine.reap() == 0
+    assert tasks(store, run_id)["work"]["state"] == "running"
+
+
+def test_stale_attempt_finish_changes_nothing(store: Store) -> None:
+    clock = ManualClock()
+    engine = Engine(store, clock=clock)
+    run_id = engine.create_run(apply_job(engine, """
+        job: fencing
+        tasks:
+          work: {python: "tpjobs:record", retries: 2}
+        """))
+    zombie_id, old = _doomed_claim(engine, run_id)
+    clock.now += 60.0
+    assert engine.reap() == 1
+    heir_id = engine.register_agent("heir", "host", 2, 1, 30.0)
+    (new,) = engine.step(heir_id, [], 1, run_id).claims
+    assert (new.task_run_id, new.attempt) == (old.task_run_id, 2)
+
+    def snapshot() -> tuple[object, ...]:
+        with store.read() as tx:
+            return (tx.all("SELECT * FROM task_runs WHERE run_id = :r ORDER BY id",
+                           {"r": run_id}),
+                    tx.all("SELECT * FROM attempts WHERE run_id = :r ORDER BY attempt",
+                           {"r": run_id}),
+                    tx.all("SELECT * FROM runs WHERE id = :r", {"r": run_id}),
+                    tx.scalar("SELECT COUNT(*) FROM events"))
+
+    before = snapshot()
+    late = engine.step(zombie_id, [(old, Outcome(TaskState.SUCCEEDED, result={"z": 1}))], 0)
+    assert late.stale == [new.task_run_id]
+    late = engine.step(zombie_id, [(old, Outcome(TaskState.FAILED, error="zombie"))], 0)
+    assert late.stale == [new.task_run_id]
+    assert snapshot() == before
+
+    done = engine.step(heir_id, [(new, Outcome(TaskState.SUCCEEDED, result={"ok": 2}))], 0)
+    assert done.stale == []
+    assert done.finished_runs == [(run_id, "succeeded")]
+    got = tasks(store, run_id)["work"]
+    assert (got["state"], got["attempts"], got["result"]) == ("succeeded", 2, {"ok": 2})
+    assert [a["state"] for a in attempts(store, got["id"])] == ["lost", "succeeded"]
