@@ -240,7 +240,7 @@ class Agent:
 
     def _execute(self, claim: Claim, cancel: Cancellation) -> Outcome:
         job = self.engine.job_spec(claim.version_id)
-        task = job.task(claim.task)
+        task = self.engine.task_spec(claim.version_id, claim.task)
         _, params = self.engine.run_meta(claim.run_id)
         upstream = tuple(sorted(set(task.depends_on)
                                 | ({task.foreach.from_task} if task.foreach

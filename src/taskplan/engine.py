@@ -136,6 +136,7 @@ class Engine:
         self.clock = clock
         self._specs: dict[int, JobSpec] = {}
         self._specs_lock = threading.Lock()
+        self._tasks: dict[int, dict[str, TaskSpec]] = {}
         self._run_meta: dict[int, tuple[int, dict[str, Any]]] = {}
 
     # -- definitions ------------------------------------------------------------------------
@@ -174,6 +175,14 @@ class Engine:
             self._specs[version_id] = spec
         return spec
 
+    def task_spec(self, version_id: int, name: str) -> TaskSpec:
+        """One task of a pinned definition, by name (KeyError if absent); O(1), cached."""
+        tasks = self._tasks.get(version_id)
+        if tasks is None:
+            tasks = {t.name: t for t in self.job_spec(version_id).tasks}
+            self._tasks[version_id] = tasks
+        return tasks[name]
+
     def current_version(self, job_name: str) -> int:
         with self.store.read() as tx:
             job = ops.job_by_name(tx, job_name)
@@ -207,11 +216,12 @@ class Engine:
             root_run_id=root_run_id, now=now,
         )
         ups = plan_upstreams(spec)
+        by_name = {t.name: t for t in spec.tasks}  # JobSpec.task() is a linear scan
         rows: list[dict[str, Any]] = []
         ready = 0
         for name, up in ups.items():
             is_barrier = name.startswith("@")
-            task = None if is_barrier else spec.task(name)
+            task = None if is_barrier else by_name[name]
             state = TaskState.READY if not up else TaskState.PENDING
             ready += state == TaskState.READY
             rows.append({
@@ -339,7 +349,7 @@ class Engine:
                            outcome.exit_code, outcome.error)
         if retry:
             delay = 0.0 if outcome.retry_now else retry_delay(
-                self.job_spec(claim.version_id).task(claim.task), claim.attempt)
+                self.task_spec(claim.version_id, claim.task), claim.attempt)
             due = now + delay
             if delay <= 0:
                 ops.set_states(tx, [(claim.task_run_id, "ready")], now)
