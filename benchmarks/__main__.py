@@ -1,0 +1,132 @@
+"""`python -m benchmarks all|ROW... [--db sqlite|URL] [--repeat N] [--json PATH]`.
+
+The parent runs each row in a child process (`--child ROW`) that repeats it on fresh stores and
+prints its figures as one JSON line; the parent prints the table and writes the JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from benchmarks import report, targets
+from benchmarks.workloads import WORKLOADS, summary, write_noop_module
+
+DERIVED = ("wide1000_vs_floor",)
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
+def child(row: str, db: str, repeat: int) -> dict[str, Any]:
+    """Run one row `repeat` times in this process; return its figures."""
+    with tempfile.TemporaryDirectory(prefix=f"taskplan-bench-{row}-") as workdir:
+        write_noop_module(workdir)
+        target = targets.Target(db, workdir)
+        reps: list[dict[str, float]] = []
+        for i in range(repeat):
+            figures = WORKLOADS[row](target)
+            reps.append(figures)
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
+            print(f"  {row} #{i + 1}: {shown}", file=sys.stderr, flush=True)
+    keys = list(reps[0])
+    return {
+        "figures": {k: summary([r[k] for r in reps]) for k in keys},
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _run_child(row: str, db: str, repeat: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks", "--child", row, "--db", db,
+           "--repeat", str(repeat)]
+    env = dict(os.environ)
+    root = os.path.dirname(HERE)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"row {row} failed (exit {proc.returncode})")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _vs_floor(rows: dict[str, Any]) -> dict[str, Any] | None:
+    """wide1000 tasks/s * 2 transitions per task, as a % of the floor's transitions/s."""
+    if "wide1000" not in rows or "floor" not in rows:
+        return None
+    wide = rows["wide1000"]["figures"]["tasks_per_s"]
+    fl = rows["floor"]["figures"]["transitions_per_s"]
+    pct = {k: wide[k] * 2 / fl[k] * 100 for k in ("median", "min", "max")}
+    # Repetitions are not paired: the range is the widest the two ranges allow.
+    pct["min"] = wide["min"] * 2 / fl["max"] * 100
+    pct["max"] = wide["max"] * 2 / fl["min"] * 100
+    pct["values"] = []
+    return {"figures": {"percent": pct}, "peak_rss_mb": None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("rows", nargs="*", help="'all' or row names: " + " ".join(WORKLOADS))
+    parser.add_argument("--db", default="sqlite",
+                        help="'sqlite' (a fresh temp file per repetition) or a store URL")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", dest="json_path", default=None,
+                        help="where to write the results (default benchmarks/results/<ts>.json)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+
+    if args.child:
+        print(json.dumps(child(args.child, args.db, args.repeat)), flush=True)
+        return 0
+
+    names = list(WORKLOADS) if not args.rows or "all" in args.rows else args.rows
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; known: all {' '.join(WORKLOADS)}")
+    targets.check(args.db)
+
+    started = dt.datetime.now().astimezone()
+    doc: dict[str, Any] = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": report.machine(),
+        "db": args.db if args.db == "sqlite" else "url:" + targets.Target(args.db, "").backend,
+        "repeat": args.repeat,
+        "rows": {},
+    }
+    for name in names:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        doc["rows"][name] = _run_child(name, args.db, args.repeat)
+    derived = _vs_floor(doc["rows"])
+    if derived is not None:
+        doc["rows"][DERIVED[0]] = derived
+
+    print()
+    print(f"taskplan benchmarks, {doc['date']}, db={doc['db']}, "
+          f"median of {args.repeat} (min-max)")
+    m = doc["machine"]
+    print(f"nproc={m['nproc']} python={m['python']} sqlite={m['sqlite']}")
+    print(report.table(doc))
+
+    path = args.json_path or os.path.join(
+        HERE, "results", started.strftime("%Y%m%dT%H%M%S") + ".json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2)
+        fh.write("\n")
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

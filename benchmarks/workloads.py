@@ -1,0 +1,184 @@
+"""The taskplan rows of BENCH.md: job texts, one timed execution each, and their figures.
+
+A workload is timed from just before `create_run` to the moment the agent sees the run end;
+parsing the job file, applying it and opening the store are outside the timing, and so is the
+agent's shutdown after the run ended.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.targets import Target
+from taskplan.agent import Agent
+from taskplan.engine import Engine
+from taskplan.spec import load_job_text
+from taskplan.store.db import Store
+
+NOOP_MODULE = "noop"
+NOOP_SOURCE = '"""The no-op python task of the benchmarks."""\n\n\ndef run(ctx):\n    return None\n'
+
+Figures = dict[str, float]
+
+
+def write_noop_module(workdir: str) -> None:
+    with open(os.path.join(workdir, f"{NOOP_MODULE}.py"), "w", encoding="utf-8") as fh:
+        fh.write(NOOP_SOURCE)
+
+
+# -- job texts ------------------------------------------------------------------------------
+def _job(name: str, tasks: list[str]) -> str:
+    return f"job: {name}\ntasks:\n" + "".join(tasks)
+
+
+def _noop(name: str, extra: str = "") -> str:
+    return f"  {name}:\n    python: {NOOP_MODULE}:run\n{extra}"
+
+
+def chain_text(n: int) -> str:
+    return _job(f"chain{n}", [
+        _noop(f"t{i:04d}", f"    depends_on: [t{i - 1:04d}]\n" if i else "") for i in range(n)
+    ])
+
+
+def wide_text(n: int) -> str:
+    return _job(f"wide{n}", [_noop(f"t{i:04d}") for i in range(n)])
+
+
+def stages_text(stages: int, per_stage: int) -> str:
+    return _job(f"stages{stages}x{per_stage}", [
+        _noop(f"s{s:02d}_t{i:03d}", f"    stage: {s}\n")
+        for s in range(1, stages + 1) for i in range(per_stage)
+    ])
+
+
+def shell_text(name: str, n: int, command: str) -> str:
+    return _job(name, [f"  t{i:04d}:\n    shell: \"{command}\"\n" for i in range(n)])
+
+
+# -- one timed execution --------------------------------------------------------------------
+@dataclass
+class Execution:
+    wall: float  # seconds from create_run to the agent seeing the run end
+    tasks: int
+    hop_gaps: list[float]  # finished_at of task i -> started_at of task i+1 (chains only)
+    hop_periods: list[float]  # started_at of task i -> started_at of task i+1 (chains only)
+
+
+def execute(target: Target, label: str, text: str, slots: int, *, chain: bool = False
+            ) -> Execution:
+    with target.fresh(label) as url:
+        store = Store(url)
+        try:
+            engine = Engine(store)
+            spec = load_job_text(text, f"{label}.yaml", target.workdir)
+            version_id, _, _ = engine.apply(spec)
+            engine.job_spec(version_id)  # as an agent that already knows the job would
+            ended: list[float] = []
+
+            def until(agent: Agent) -> bool:
+                if run_id in agent.finished_runs:
+                    ended.append(time.perf_counter())
+                    return True
+                return False
+
+            gc.collect()
+            start = time.perf_counter()
+            run_id = engine.create_run(version_id)
+            Agent(engine, slots=slots, root_run_id=run_id).run(until=until)
+            wall = ended[0] - start
+            return _check(store, engine, run_id, wall, chain)
+        finally:
+            store.close()
+
+
+def _check(store: Store, engine: Engine, run_id: int, wall: float, chain: bool) -> Execution:
+    state = engine.run_state(run_id)
+    with store.read() as tx:
+        rows = tx.all(
+            "SELECT task, state, started_at, finished_at FROM task_runs"
+            " WHERE run_id = :r AND kind = 'task' ORDER BY task", {"r": run_id})
+    bad = [(t, s) for t, s, _, _ in rows if s != "succeeded"]
+    if state != "succeeded" or bad:
+        raise RuntimeError(f"run {run_id} ended {state}; not succeeded: {bad[:5]}")
+    gaps: list[float] = []
+    periods: list[float] = []
+    if chain:
+        for (_, _, start0, end0), (_, _, start1, _) in itertools.pairwise(rows):
+            gaps.append(float(start1) - float(end0))
+            periods.append(float(start1) - float(start0))
+    return Execution(wall, len(rows), gaps, periods)
+
+
+def quantile(values: list[float], q: float) -> float:
+    """Nearest-rank quantile (q in 0..1) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+# -- the rows -------------------------------------------------------------------------------
+def chain200(target: Target) -> Figures:
+    n = 200
+    ex = execute(target, "chain200", chain_text(n), slots=1, chain=True)
+    ms = [g * 1000 for g in ex.hop_gaps]
+    period = [p * 1000 for p in ex.hop_periods]
+    return {
+        "ms_per_hop": ex.wall * 1000 / n,
+        "gap_p50_ms": quantile(ms, 0.5),
+        "gap_p99_ms": quantile(ms, 0.99),
+        "hop_p50_ms": quantile(period, 0.5),
+        "hop_p99_ms": quantile(period, 0.99),
+        "wall_s": ex.wall,
+    }
+
+
+def wide1000(target: Target) -> Figures:
+    ex = execute(target, "wide1000", wide_text(1000), slots=8)
+    return {"tasks_per_s": ex.tasks / ex.wall, "wall_s": ex.wall}
+
+
+def stages10x100(target: Target) -> Figures:
+    ex = execute(target, "stages10x100", stages_text(10, 100), slots=8)
+    return {"wall_s": ex.wall, "tasks_per_s": ex.tasks / ex.wall}
+
+
+def sleep64(target: Target) -> Figures:
+    ex = execute(target, "sleep64", shell_text("sleep64", 64, "sleep 0.5"), slots=8)
+    return {"makespan_s": ex.wall}
+
+
+def shell500(target: Target) -> Figures:
+    ex = execute(target, "shell500", shell_text("shell500", 500, "true"), slots=8)
+    return {"tasks_per_s": ex.tasks / ex.wall, "wall_s": ex.wall}
+
+
+def floor(target: Target) -> Figures:
+    from benchmarks import floor as floor_mod
+
+    return floor_mod.measure(target)
+
+
+WORKLOADS: dict[str, Callable[[Target], Figures]] = {
+    "chain200": chain200,
+    "wide1000": wide1000,
+    "stages10x100": stages10x100,
+    "sleep64": sleep64,
+    "shell500": shell500,
+    "floor": floor,
+}
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {"median": median(values), "min": min(values), "max": max(values), "values": values}
