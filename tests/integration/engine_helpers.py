@@ -40,6 +40,7 @@ def run_agent(engine: Engine, run_id: int | None, *, slots: int = 4, timeout: fl
 
     def done(a: Agent) -> bool:
         if time.monotonic() > deadline:
+            a.cancel_running()  # kill what still runs, so that run() returns and we report
             raise AssertionError(f"run {run_id} did not end within {timeout}s")
         if until is not None:
             return until(a)
