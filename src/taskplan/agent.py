@@ -7,6 +7,7 @@ process commits, or a timer (retry, heartbeat) is due. Slot threads only execute
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -20,7 +21,7 @@ from typing import Any
 from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
-from taskplan.model import TaskState
+from taskplan.model import TaskSpec, TaskState
 from taskplan.spec.templating import is_template, render
 from taskplan.store import ops
 
@@ -252,12 +253,19 @@ class Agent:
                   "run": {"id": claim.run_id, "job": job.name, "attempt": claim.attempt},
                   "tasks": {n: {"result": results.get(n)} for n in upstream}}
         command = task.command
-        if isinstance(command, str):
-            command = render(command, values) if is_template(command) else command
+        if task.kind == "sql":
+            # The sql executor renders the text itself: `ident` quotes per target dialect.
+            request = ExecRequest(
+                context=context, spec=task, command=command, base_dir=job.base_dir,
+                timeout=task.timeout, template_values=values,
+                connection_url=job.connections.get(task.connection or ""))
         else:
-            command = tuple(render(a, values) if is_template(a) else a for a in command)
-        request = ExecRequest(context=context, spec=task, command=command,
-                              base_dir=job.base_dir, timeout=task.timeout)
+            if isinstance(command, str):
+                command = render(command, values) if is_template(command) else command
+            else:
+                command = tuple(render(a, values) if is_template(a) else a for a in command)
+            request = ExecRequest(context=context, spec=_rendered_spec(task, values),
+                                  command=command, base_dir=job.base_dir, timeout=task.timeout)
         sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
         try:
             res = executor_for(task.kind).execute(request, sink, cancel)
@@ -268,3 +276,16 @@ class Agent:
         if res.cancelled:
             return Outcome(TaskState.CANCELLED, exit_code=res.exit_code, error=res.error)
         return Outcome(TaskState.FAILED, exit_code=res.exit_code, error=res.error)
+
+
+def _rendered_spec(task: TaskSpec, values: Mapping[str, Any]) -> TaskSpec:
+    """The task with its `env` values and `cwd` rendered (they are templates too)."""
+    env = task.env
+    if any(is_template(v) for v in env.values()):
+        env = {k: render(v, values) for k, v in env.items()}
+    cwd = task.cwd
+    if cwd is not None and is_template(cwd):
+        cwd = render(cwd, values)
+    if env is task.env and cwd == task.cwd:
+        return task
+    return dataclasses.replace(task, env=env, cwd=cwd)

@@ -17,9 +17,11 @@ from taskplan.executors.base import (
 )
 from taskplan.executors.python import PythonExecutor
 from taskplan.executors.shell import ShellExecutor
+from taskplan.executors.sql import SqlExecutor
 
 register_executor("shell", ShellExecutor())
 register_executor("python", PythonExecutor())
+register_executor("sql", SqlExecutor())
 
 __all__ = [
     "AttemptContext",
@@ -30,6 +32,7 @@ __all__ = [
     "LogSink",
     "PythonExecutor",
     "ShellExecutor",
+    "SqlExecutor",
     "UnknownKindError",
     "executor_for",
     "register_executor",

@@ -40,6 +40,11 @@ class ExecRequest:
     base_dir: str  # the job file's folder: default cwd and python import root
     timeout: float | None  # seconds; None waits forever
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # sql tasks: the job's URL for the task's connection (${VAR} not yet expanded), and the
+    # template values; the sql executor renders `command` itself to quote identifiers for
+    # the target dialect.
+    connection_url: str | None = None
+    template_values: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from taskplan.redact import mask_url
 
-_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
-
-
-def mask_url(text: str) -> str:
-    """Replace the password of every URL inside `text` with ***."""
-    return _PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
+__all__ = ["backend_of", "mask_url", "sqlalchemy_url", "sqlite_path"]
 
 
 def backend_of(url: str) -> str:

@@ -1,0 +1,395 @@
+"""`sql` tasks: a statement, a script or a `CALL` on one of the job's named connections.
+
+- The connection's URL comes from the job (`connections:`), with `${VAR}` read from the
+  environment when the attempt runs; a missing variable fails the attempt with a clear reason.
+  SQLAlchemy engines are cached per URL (postgresql -> psycopg 3, mysql -> PyMySQL).
+- Values reach the server only through binds: `:name` is a run parameter, else `:item_<col>` /
+  `:item` from the foreach item. Identifiers go through the `ident` template filter, quoted by
+  the target dialect; the executor renders the text itself for that reason.
+- A script is split into statements (see sqltext.py) and run in autocommit mode, one statement
+  after the other, so `CALL` of procedures that commit, `VACUUM` and `REFRESH ... CONCURRENTLY`
+  work. Write `BEGIN; ...; COMMIT;` for an atomic script.
+- The attempt log gets each statement's rowcount, up to 100 result rows and the server's
+  messages (PostgreSQL notices, MariaDB/MySQL warnings).
+- Timeout and cancel cancel the statement on the server (psycopg `cancel_safe`, MySQL
+  `KILL QUERY` from a second connection, SQLite `interrupt`), repeated until it stops.
+- Passwords never reach the log or the error: every message goes through `mask_url`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import Connection
+
+from taskplan.errors import TaskplanError
+from taskplan.executors.base import (
+    CANCELLED,
+    Cancellation,
+    ExecRequest,
+    ExecResult,
+    LogSink,
+    format_seconds,
+)
+from taskplan.executors.sqltext import protect_literals, split_statements
+from taskplan.redact import mask_url
+from taskplan.spec.templating import render
+
+MAX_ROWS = 100
+RECANCEL_EVERY = 0.5  # seconds between repeated cancels while a statement keeps running
+logger = logging.getLogger(__name__)
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class SqlSetupError(TaskplanError):
+    """The attempt could not start: a missing variable, an unknown connection, a bad bind."""
+
+
+# -- connections ---------------------------------------------------------------------------
+def expand_url(url: str, connection: str, environ: Mapping[str, str] | None = None) -> str:
+    """`${VAR}` -> its value from the environment; a missing one is an error naming it."""
+    env = os.environ if environ is None else environ
+
+    def sub(m: re.Match[str]) -> str:
+        value = env.get(m.group(1))
+        if value is None:
+            raise SqlSetupError(
+                f"connection {connection!r}: environment variable {m.group(1)} is not set")
+        return value
+
+    return _VAR.sub(sub, url)
+
+
+def driver_url(url: str) -> str:
+    """The SQLAlchemy URL: PostgreSQL through psycopg 3, MySQL/MariaDB through PyMySQL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    base = scheme.lower()
+    if base in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + rest
+    if base in ("mysql", "mariadb"):
+        return "mysql+pymysql://" + rest
+    return url
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(url: str) -> Engine:
+    """One engine (and connection pool) per URL, shared by every slot of the process."""
+    engine = _engines.get(url)
+    if engine is not None:
+        return engine
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            try:
+                engine = create_engine(driver_url(url), isolation_level="AUTOCOMMIT",
+                                       pool_pre_ping=True, max_overflow=-1)
+            except Exception as exc:
+                raise SqlSetupError(f"bad connection URL {mask_url(url)}: "
+                                    f"{mask_url(_first_line(exc))}") from exc
+            _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.dispose()
+
+
+def connection_url(request: ExecRequest) -> tuple[str, str]:
+    """(connection name, expanded URL) of a sql task."""
+    name = request.spec.connection or ""
+    if request.connection_url is None:
+        raise SqlSetupError(f"the job declares no connection {name!r}")
+    return name, expand_url(request.connection_url, name)
+
+
+# -- binds ---------------------------------------------------------------------------------
+def _bind_value(value: Any) -> Any:
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    return value
+
+
+def bind_values(names: list[str] | set[str], params: Mapping[str, Any], item: Any
+                ) -> dict[str, Any]:
+    """Values for `:name` binds: run parameters first, then `item_<col>` / `item`."""
+    out: dict[str, Any] = {}
+    for name in names:
+        if name in params:
+            out[name] = _bind_value(params[name])
+        elif name == "item" and item is not None:
+            out[name] = _bind_value(item)
+        elif (name.startswith("item_") and isinstance(item, Mapping)
+              and name[len("item_"):] in item):
+            out[name] = _bind_value(item[name[len("item_"):]])
+        else:
+            have = sorted(params) + (["item"] if item is not None else []) + (
+                [f"item_{c}" for c in item] if isinstance(item, Mapping) else [])
+            raise SqlSetupError(f"no value for bind :{name} (known: "
+                                + (", ".join(have) or "none") + ")")
+    return out
+
+
+def prepare(sql: str, dialect: str) -> Any:
+    """A SQLAlchemy text() clause whose binds are only the `:name`s written in code."""
+    return text(protect_literals(sql, dialect))
+
+
+def bind_names(clause: Any) -> list[str]:
+    return list(clause._bindparams)
+
+
+# -- values in logs and results --------------------------------------------------------------
+def json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 \
+            else float(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return str(json_safe(value)) if not isinstance(value, str) else value
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text_ = str(orig if orig is not None else exc).strip()
+    return text_.splitlines()[0] if text_ else type(exc).__name__
+
+
+# -- interrupting a running statement ----------------------------------------------------------
+class _Interrupter:
+    """Cancels the statement running on `conn` from another thread, on timeout or cancel."""
+
+    def __init__(self, engine: Engine, conn: Connection) -> None:
+        self.engine = engine
+        driver: Any = conn.connection.driver_connection
+        self.driver: Any = driver
+        self.family = engine.dialect.name
+        self.thread_id: int | None = None
+        if self.family == "mysql":
+            self.thread_id = int(driver.thread_id())
+        self.reason: str | None = None
+        self.done = threading.Event()
+        self._go = threading.Event()
+        self._lock = threading.Lock()
+
+    def fire(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None and not self.done.is_set():
+                self.reason = reason
+        self._go.set()
+
+    def finish(self) -> None:
+        """The statements are over: stop supervising (a later cancel or timeout changes nothing)."""
+        with self._lock:
+            self.done.set()
+        self._go.set()
+
+    def supervise(self, timeout: float | None) -> None:
+        """Runs on its own thread until `done`: waits for a reason, then cancels repeatedly."""
+        if not self._go.wait(timeout):
+            self.fire("timeout")
+        while not self.done.is_set():
+            self._cancel_now()
+            self.done.wait(RECANCEL_EVERY)
+
+    def _cancel_now(self) -> None:
+        try:
+            if self.family == "postgresql":
+                cancel = getattr(self.driver, "cancel_safe", None) or self.driver.cancel
+                cancel()
+            elif self.family == "mysql":
+                with self.engine.connect() as other:
+                    other.exec_driver_sql(f"KILL QUERY {int(self.thread_id or 0)}")
+            elif self.family == "sqlite":
+                self.driver.interrupt()
+        except Exception as exc:
+            logger.warning("cannot cancel a SQL statement: %s", mask_url(_first_line(exc)))
+
+
+# -- the executor ---------------------------------------------------------------------------
+class SqlExecutor:
+    def execute(self, request: ExecRequest, log: LogSink, cancel: Cancellation) -> ExecResult:
+        if cancel.is_set():
+            return CANCELLED
+        try:
+            name, url = connection_url(request)
+            engine = engine_for(url)
+            dialect = engine.dialect.name
+            sql = request.command
+            if not isinstance(sql, str):
+                raise SqlSetupError("a sql task takes one string")
+            if request.template_values is not None:
+                sql = render(sql, request.template_values,
+                             quote_ident=engine.dialect.identifier_preparer.quote)
+            statements = split_statements(sql, dialect)
+            if not statements:
+                raise SqlSetupError("no SQL statement to run")
+            clauses = [prepare(s, dialect) for s in statements]
+            binds = [bind_values(bind_names(c), request.context.params, request.context.item)
+                     for c in clauses]
+        except Exception as exc:
+            message = mask_url(str(exc) if isinstance(exc, SqlSetupError)
+                               else f"{type(exc).__name__}: {exc}")
+            log.write(f"taskplan: {message}\n")
+            return ExecResult(ok=False, error=message)
+        try:
+            conn = engine.connect()
+        except Exception as exc:
+            message = mask_url(f"cannot connect to {name!r} ({url}): {_first_line(exc)}")
+            log.write(f"taskplan: {message}\n")
+            return ExecResult(ok=False, error=message)
+        with conn:
+            return self._run(engine, conn, statements, clauses, binds, request.timeout, log,
+                             cancel)
+
+    def _run(self, engine: Engine, conn: Connection, statements: list[str], clauses: list[Any],
+             binds: list[dict[str, Any]], timeout: float | None, log: LogSink,
+             cancel: Cancellation) -> ExecResult:
+        stop = _Interrupter(engine, conn)
+        unhook_notices = _hook_notices(stop, log)
+        supervisor = threading.Thread(target=stop.supervise, args=(timeout,), daemon=True,
+                                      name="taskplan-sql-cancel")
+        unhook = cancel.on_cancel(lambda: stop.fire("cancel"))
+        supervisor.start()
+        result: dict[str, Any] = {}
+        failed: str | None = None
+        try:
+            for n, (clause, values) in enumerate(zip(clauses, binds, strict=True), 1):
+                if stop.reason is not None:
+                    break
+                if len(statements) > 1:
+                    log.write(f"-- statement {n} of {len(statements)}\n")
+                try:
+                    result = self._statement(conn, clause, values, log)
+                except Exception as exc:
+                    if stop.reason is not None:
+                        break
+                    where = f"statement {n} of {len(statements)}: " if len(statements) > 1 \
+                        else ""
+                    failed = mask_url(where + _first_line(exc))
+                    log.write(mask_url(f"error: {_first_line(exc)}\n"))
+                    break
+                if stop.family == "mysql":
+                    _mysql_warnings(conn, log)
+        finally:
+            stop.finish()
+            unhook()
+            supervisor.join()
+            unhook_notices()
+            if stop.reason is not None or failed is not None:
+                conn.invalidate()  # never hand a half-cancelled session back to the pool
+        if stop.reason == "cancel":
+            log.write("taskplan: cancelled; statement cancelled on the server\n")
+            return CANCELLED
+        if stop.reason == "timeout":
+            assert timeout is not None
+            log.write(f"taskplan: timed out after {format_seconds(timeout)}; statement"
+                      " cancelled on the server\n")
+            return ExecResult(ok=False, error=f"timed out after {format_seconds(timeout)}",
+                              timed_out=True)
+        if failed is not None:
+            return ExecResult(ok=False, error=failed)
+        return ExecResult(ok=True, result=result)
+
+    def _statement(self, conn: Connection, clause: Any, values: dict[str, Any], log: LogSink
+                   ) -> dict[str, Any]:
+        res = conn.execute(clause, values)
+        try:
+            out: dict[str, Any] = {"rowcount": res.rowcount}
+            if res.returns_rows:
+                cols = [str(c) for c in res.keys()]  # noqa: SIM118
+                rows = res.fetchmany(MAX_ROWS + 1)
+                more = len(rows) > MAX_ROWS
+                rows = rows[:MAX_ROWS]
+                log.write(" | ".join(cols) + "\n")
+                for row in rows:
+                    log.write(" | ".join(_cell(v) for v in row) + "\n")
+                if more:
+                    log.write(f"(only the first {MAX_ROWS} rows are shown)\n")
+                out["rows"] = [json_safe(dict(zip(cols, row, strict=True))) for row in rows]
+            log.write(f"rowcount: {res.rowcount}\n")
+            return out
+        finally:
+            res.close()
+
+
+def _hook_notices(stop: _Interrupter, log: LogSink) -> Callable[[], None]:
+    """Send PostgreSQL notices (RAISE NOTICE, warnings) to the attempt log while it runs."""
+    if stop.family != "postgresql":
+        return lambda: None
+    driver = stop.driver
+
+    def handler(diag: Any) -> None:
+        log.write(mask_url(f"{diag.severity or 'NOTICE'}: {diag.message_primary}\n"))
+
+    driver.add_notice_handler(handler)
+    return lambda: driver.remove_notice_handler(handler)
+
+
+def _mysql_warnings(conn: Connection, log: LogSink) -> None:
+    try:
+        for level, code, message in conn.exec_driver_sql("SHOW WARNINGS").fetchall():
+            log.write(mask_url(f"{level} {code}: {message}\n"))
+    except Exception as exc:  # the session may be gone after an error; the error says why
+        logger.debug("SHOW WARNINGS failed: %s", mask_url(_first_line(exc)))
+
+
+def stream_rows(url: str, sql: str, params: Mapping[str, Any], chunk: int = 5000
+                ) -> Iterator[list[dict[str, Any]]]:
+    """Rows of a query as JSON-safe dicts, `chunk` at a time, streamed from the server.
+
+    For `foreach: {sql: ...}`: memory stays flat however many rows the query returns.
+    """
+    engine = engine_for(url)
+    dialect = engine.dialect.name
+    statements = split_statements(sql, dialect)
+    if len(statements) != 1:
+        raise SqlSetupError("a foreach query must be exactly one statement")
+    clause = prepare(statements[0], dialect)
+    values = bind_values(bind_names(clause), params, None)
+    with engine.connect() as conn:
+        # Server-side cursors need a transaction on PostgreSQL: leave autocommit for this one.
+        conn = conn.execution_options(isolation_level="READ COMMITTED" if dialect != "sqlite"
+                                      else "SERIALIZABLE",
+                                      stream_results=True, max_row_buffer=chunk)
+        with conn.begin():
+            res = conn.execute(clause, values)
+            if not res.returns_rows:
+                raise SqlSetupError("a foreach query must return rows")
+            cols = [str(c) for c in res.keys()]  # noqa: SIM118
+            while True:
+                rows = res.fetchmany(chunk)
+                if not rows:
+                    break
+                yield [json_safe(dict(zip(cols, row, strict=True))) for row in rows]

@@ -1,0 +1,3 @@
+"""Fixtures shared by the integration suites."""
+
+from sql_targets import target  # noqa: F401  (user databases for sql tasks)

@@ -1,0 +1,182 @@
+"""sql tasks through the real engine and agent, on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from engine_helpers import log_text, run_agent, run_job, start_run, tasks, wait_for
+from sql_targets import Target
+
+from taskplan.engine import Engine
+from taskplan.store.db import Store
+
+HOSTILE = "x'; DROP TABLE t; --"
+
+
+def job(tasks: dict[str, Any], **extra: Any) -> str:
+    """A job file as JSON (valid YAML 1.2): no quoting puzzles around SQL text."""
+    return json.dumps({"job": "sqljob", "connections": {"db": "${TP_TARGET_URL}"},
+                       "defaults": {"connection": "db"}, **extra, "tasks": tasks})
+
+
+def test_statement_rowcount_rows_and_script(engine: Engine, store: Store, target: Target
+                                            ) -> None:
+    t = target.name("items")
+    q = target.quote(t)
+    script = (f"CREATE TABLE {q} (id INT, label VARCHAR(40));"
+              f" INSERT INTO {q} VALUES (1, 'a;b'), (2, 'it''s; here'); -- c; d\n"
+              f" /* e; */ SELECT id, label FROM {q} ORDER BY id")
+    run_id, _ = run_job(engine, job({"s": {"sql": script}}))
+    t_s = tasks(store, run_id)["s"]
+    assert t_s["state"] == "succeeded", t_s["error"]
+    text = log_text(store, t_s["id"])
+    assert "statement 3 of 3" in text
+    assert "rowcount: 2" in text
+    assert "1 | a;b" in text and "2 | it's; here" in text
+    assert t_s["result"]["rows"] == [{"id": 1, "label": "a;b"}, {"id": 2, "label": "it's; here"}]
+
+
+def test_only_100_rows_reach_the_log(engine: Engine, store: Store, target: Target) -> None:
+    if target.kind == "mysql":
+        sql = "SELECT seq AS n FROM seq_1_to_250"
+    elif target.kind == "postgresql":
+        sql = "SELECT generate_series(1, 250) AS n"
+    else:
+        sql = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 250)"
+               " SELECT n FROM c")
+    run_id, _ = run_job(engine, job({"s": {"sql": sql}}))
+    t_s = tasks(store, run_id)["s"]
+    assert t_s["state"] == "succeeded", t_s["error"]
+    text = log_text(store, t_s["id"])
+    assert "only the first 100 rows" in text
+    assert "\n100\n" in text and "\n101\n" not in text
+    assert len(t_s["result"]["rows"]) == 100
+
+
+def test_hostile_value_arrives_literally_in_binds(engine: Engine, store: Store, target: Target
+                                                  ) -> None:
+    t = target.name("victim")
+    q = target.quote(t)
+    target.run(f"CREATE TABLE {q} (v VARCHAR(100))")
+    run_id, _ = run_job(engine, job({"ins": {"sql": f"INSERT INTO {q} (v) VALUES (:day)"}}),
+                        params={"day": HOSTILE})
+    assert tasks(store, run_id)["ins"]["state"] == "succeeded"
+    assert target.run(f"SELECT v FROM {q}") == [(HOSTILE,)]
+
+
+def test_ident_filter_quotes_for_the_dialect(engine: Engine, store: Store, target: Target
+                                             ) -> None:
+    weird = target.name('odd "name`') if target.kind != "mysql" else target.name("odd name`x")
+    sql = ("CREATE TABLE {{ params.table | ident }} (x INT);"
+           " INSERT INTO {{ params.table | ident }} VALUES (1)")
+    run_id, _ = run_job(engine, job({"mk": {"sql": sql}}), params={"table": weird})
+    t_mk = tasks(store, run_id)["mk"]
+    assert t_mk["state"] == "succeeded", t_mk["error"]
+    quoted = ("`" + weird.replace("`", "``") + "`" if target.kind == "mysql"
+              else '"' + weird.replace('"', '""') + '"')
+    assert target.run(f"SELECT x FROM {quoted}") == [(1,)]
+    if target.kind != "sqlite":
+        target.run(f"DROP TABLE {quoted}")
+
+
+def test_call_procedure_with_binds_and_server_messages(engine: Engine, store: Store,
+                                                       target: Target) -> None:
+    if target.kind == "sqlite":
+        pytest.skip("SQLite has no stored procedures")
+    t, proc = target.name("calls"), target.name("proc")
+    target.run(f"CREATE TABLE {t} (v VARCHAR(100))")
+    if target.kind == "postgresql":
+        target.run(f"CREATE PROCEDURE {proc}(v text) LANGUAGE plpgsql AS $$ BEGIN"
+                   f" INSERT INTO {t} VALUES (v); RAISE NOTICE 'stored %', v; END $$")
+        warn = "SELECT 1"
+    else:
+        target.run(f"CREATE PROCEDURE {proc}(IN v VARCHAR(100)) INSERT INTO {t} VALUES (v)")
+        warn = "SELECT 1/0"
+    run_id, _ = run_job(engine, job({"c": {"sql": f"CALL {proc}(:day); {warn}"}}),
+                        params={"day": HOSTILE})
+    t_c = tasks(store, run_id)["c"]
+    assert t_c["state"] == "succeeded", t_c["error"]
+    assert target.run(f"SELECT v FROM {t}") == [(HOSTILE,)]
+    text = log_text(store, t_c["id"])
+    if target.kind == "postgresql":
+        assert f"NOTICE: stored {HOSTILE}" in text
+    else:
+        assert "Warning 1365: Division by 0" in text
+
+
+def test_sql_error_fails_the_task_with_the_server_reason(engine: Engine, store: Store,
+                                                         target: Target) -> None:
+    run_id, _ = run_job(engine, job({"bad": {"sql": "SELECT 1; SELECT * FROM no_such_table_here"}}))
+    t_bad = tasks(store, run_id)["bad"]
+    assert t_bad["state"] == "failed"
+    assert t_bad["error"].startswith("statement 2 of 2: ")
+    assert "no_such_table_here" in t_bad["error"]
+
+
+def test_missing_environment_variable_is_a_clear_failure(engine: Engine, store: Store,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    monkeypatch.delenv("TP_NOT_SET_ANYWHERE", raising=False)
+    run_id, _ = run_job(engine, """
+        job: noenv
+        connections: {db: "${TP_NOT_SET_ANYWHERE}"}
+        tasks:
+          s: {sql: "SELECT 1", connection: db}
+        """)
+    t_s = tasks(store, run_id)["s"]
+    assert t_s["state"] == "failed"
+    assert t_s["error"] == ("connection 'db': environment variable TP_NOT_SET_ANYWHERE"
+                            " is not set")
+
+
+def test_password_never_appears(engine: Engine, store: Store,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("postgresql://bob:s3cr3tpw@127.0.0.1:1/x", "mysql://bob:s3cr3tpw@127.0.0.1:1/x"):
+        monkeypatch.setenv("TP_SECRET_URL", url)
+        run_id, _ = run_job(engine, """
+            job: secret
+            connections: {db: "${TP_SECRET_URL}"}
+            tasks:
+              s: {sql: "SELECT 1", connection: db}
+            """)
+        t_s = tasks(store, run_id)["s"]
+        assert t_s["state"] == "failed"
+        assert "s3cr3tpw" not in t_s["error"] and "***" in t_s["error"]
+        assert "s3cr3tpw" not in log_text(store, t_s["id"])
+
+
+def test_timeout_cancels_the_statement_on_the_server(engine: Engine, store: Store,
+                                                     target: Target) -> None:
+    marker = target.name("sleeper")
+    slow = {"sql": target.sleep_sql(30, marker), "timeout": "1s"}
+    run_id, _ = run_job(engine, job({"slow": slow}))
+    t_slow = tasks(store, run_id)["slow"]
+    assert t_slow["state"] == "failed"
+    assert t_slow["error"] == "timed out after 1s"
+    assert t_slow["finished_at"] - t_slow["started_at"] < 5
+    wait_for(lambda: target.running_with(marker) == 0, 5, "the statement to leave the server")
+
+
+def test_cancel_cancels_the_statement_on_the_server(engine: Engine, store: Store,
+                                                    target: Target) -> None:
+    marker = target.name("cancelme")
+    run_id = start_run(engine, job({"slow": {"sql": target.sleep_sql(30, marker)}}))
+    done = threading.Event()
+
+    def watch() -> None:
+        wait_for(lambda: tasks(store, run_id)["slow"]["state"] == "running", 10, "start")
+        if target.kind != "sqlite":
+            wait_for(lambda: target.running_with(marker) == 1, 10, "the statement to start")
+        engine.cancel_run(run_id)
+        done.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    run_agent(engine, run_id, timeout=20, until=lambda a: done.is_set() and a.busy == 0)
+    thread.join()
+    assert engine.run_state(run_id) == "cancelled"
+    assert tasks(store, run_id)["slow"]["state"] == "cancelled"
+    wait_for(lambda: target.running_with(marker) == 0, 5, "the statement to leave the server")
