@@ -124,6 +124,9 @@ class CalendarWalls:
         self.times = day_times(cal)
         self.every_hour = {t.hour for t in self.times} == set(range(24))
 
+    def day_matches(self, day: date) -> bool:
+        return self.days.matches(day)
+
     def next_wall(self, wall: datetime) -> datetime | None:
         today = wall.date()
         if self.days.matches(today):

@@ -13,7 +13,7 @@ cadence and follows real time across DST changes (see `walls`).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 
 from cronsim import CronSim, CronSimError
@@ -72,6 +72,13 @@ class CronWalls:
             raise ValueError(problem)
         self.expr = expand(expr)
         self.every_hour = _parse(self.expr).hours == set(range(24))
+
+    def day_matches(self, day: date) -> bool:
+        parsed = _parse(self.expr)
+        match_day = getattr(parsed, "match_day", None)
+        if match_day is None:  # an older cronsim: claim every day, which is merely slower
+            return True
+        return day.month in parsed.months and bool(match_day(day))
 
     def next_wall(self, wall: datetime) -> datetime | None:
         # cronsim ticks one second before matching, so its first result is strictly later.

@@ -4,7 +4,7 @@ the scheduler)."""
 from __future__ import annotations
 
 import heapq
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from taskplan.model import JobSpec, ScheduleSpec
@@ -29,19 +29,21 @@ def next_firings(
     In time order; two schedules firing at the same instant both appear, the lower
     `ScheduleSpec.index` first. Datetimes are in the job's zone.
     """
-    heap: list[tuple[datetime, int, int]] = []
+    # Keyed by UTC: aware datetimes sharing a tzinfo compare as walls, which misorders the two
+    # copies of a fall-back hour.
+    heap: list[tuple[datetime, int, int, datetime]] = []
     schedules = compile_job(job, default_tz)
     for pos, schedule in enumerate(schedules):
         first = schedule.next_after(after)
         if first is not None:
-            heap.append((first, schedule.spec.index, pos))
+            heap.append((first.astimezone(UTC), schedule.spec.index, pos, first))
     heapq.heapify(heap)
     out: list[tuple[datetime, ScheduleSpec]] = []
     while heap and len(out) < n:
-        when, index, pos = heapq.heappop(heap)
+        _, index, pos, when = heapq.heappop(heap)
         schedule = schedules[pos]
         out.append((when, schedule.spec))
         following = schedule.next_after(when)
         if following is not None:
-            heapq.heappush(heap, (following, index, pos))
+            heapq.heappush(heap, (following.astimezone(UTC), index, pos, following))
     return out

@@ -16,7 +16,10 @@ Policies (SPEC.md section 3, and what it leaves open):
   midnight 1970-01-01 in the job's zone.
 * Cron and calendar are wall-clock times; see `walls` for DST (gap: shifted forward once;
   fall-back: first occurrence; every-hour cadences follow real time).
-* Queries cost does not grow with the age of the schedule: every kind is asked from `after`.
+* The cost of a query does not grow with the age of the schedule: every kind is asked from `after`.
+* A schedule whose firings are all suppressed for 100 years after `after` (or for 20,000
+  candidate firings in a row) is treated as exhausted: a pure
+  function cannot prove the exceptions cover every future firing, and the search must end.
 """
 
 from __future__ import annotations
@@ -33,9 +36,15 @@ from taskplan.timing.zones import instant_of, require_aware, spec_instant, wall_
 
 _TICK = timedelta(microseconds=1)
 # Consecutive suppressed firings examined before a schedule is called exhausted. Whole-day
-# exceptions skip a day per step, so this is centuries of daily firings or months of minutely
-# ones suppressed time by time.
-_SUPPRESS_LIMIT = 200_000
+# suppressions jump over days (below), so only time-by-time suppressions add up here: a
+# minutely schedule would need two weeks of consecutive excepted minutes.
+_SUPPRESS_LIMIT = 20_000
+# How far past `after` a search goes through suppressed firings before calling it exhausted.
+_HORIZON_DAYS = 100 * 366
+
+
+class _Exhausted(Exception):
+    """No firing survives the exceptions within the horizon."""
 
 
 class Schedule:
@@ -71,6 +80,9 @@ class Schedule:
         """next_after without max_runs, in UTC."""
         if self._start is not None and after < self._start:
             after = self._start - _TICK
+        from_day = wall_of(after, self.tz).date()
+        horizon = date.max - from_day > timedelta(days=_HORIZON_DAYS)
+        last_day = from_day + timedelta(days=_HORIZON_DAYS) if horizon else date.max
         for _ in range(_SUPPRESS_LIMIT):
             found = self._source.next_after(after)
             if found is None:
@@ -78,29 +90,44 @@ class Schedule:
             instant, listed = found
             if self._end is not None and instant > self._end:
                 return None
-            resume = self._suppressed(instant, listed)
+            try:
+                resume = self._suppressed(instant, listed, last_day)
+            except _Exhausted:
+                return None
             if resume is None:
                 return instant
             after = resume
         return None
 
-    def _suppressed(self, instant: datetime, listed: datetime | None) -> datetime | None:
+    def _suppressed(
+        self, instant: datetime, listed: datetime | None, last_day: date
+    ) -> datetime | None:
         """None if the firing stands, else the instant to resume the search after."""
         local = wall_of(instant, self.tz)
         for rule in self._rules:
             if rule.matches(local):
                 if rule.whole_day:
-                    # Everything else on this local day is suppressed too: skip to its end.
-                    return max(instant, self._end_of_day(local.date()))
+                    # Everything else on this local day is suppressed too: go to the next day
+                    # that can fire at all, without computing the firings in between.
+                    day = self._next_open_day(local.date(), last_day)
+                    return max(instant, self._start_of_day(day) - _TICK)
                 return instant
             if listed is not None and rule.matches(listed):
                 return instant
         return None
 
-    def _end_of_day(self, day: date) -> datetime:
-        if day == date.max:
-            return datetime.max.replace(tzinfo=UTC)
-        return instant_of(datetime.combine(day + timedelta(days=1), time()), self.tz) - _TICK
+    def _next_open_day(self, day: date, last_day: date) -> date:
+        """The first local day after `day` that may hold a firing no whole-day rule suppresses."""
+        whole_day = [r for r in self._rules if r.whole_day]
+        while day < last_day:
+            day += timedelta(days=1)
+            if self._source.may_fire_on(day) and not any(r.matches_day(day) for r in whole_day):
+                return day
+        raise _Exhausted
+
+    def _start_of_day(self, day: date) -> datetime:
+        """The first instant whose local date is `day` (midnight, or the end of a gap there)."""
+        return instant_of(datetime.combine(day, time()), self.tz)
 
     def _cache_key(self) -> tuple[object, ...]:
         s = self.spec

@@ -6,7 +6,7 @@ A source answers one question: the first firing strictly after a UTC instant, as
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -26,6 +26,10 @@ EVERY_EPOCH = datetime(1970, 1, 1)
 class Source(Protocol):
     def next_after(self, after: datetime) -> Hit | None: ...
 
+    def may_fire_on(self, day: date) -> bool:
+        """False only if no firing can fall on this local day (a cheap pre-filter)."""
+        ...
+
 
 class WallSource:
     def __init__(self, walls: CronWalls | CalendarWalls, tz: ZoneInfo) -> None:
@@ -34,6 +38,17 @@ class WallSource:
 
     def next_after(self, after: datetime) -> Hit | None:
         return next_from_walls(self.walls.next_wall, self.tz, after, self.walls.every_hour)
+
+    def may_fire_on(self, day: date) -> bool:
+        if self.walls.day_matches(day):
+            return True
+        # A wall of the day before, shifted by a gap, can land on this day; only possible when
+        # the offset changes around midnight, so that is all that is checked.
+        if day in (date.min, date.max) or not self.walls.day_matches(day - timedelta(days=1)):
+            return False
+        before = datetime.combine(day - timedelta(days=1), time(), self.tz).utcoffset()
+        after = datetime.combine(day + timedelta(days=1), time(), self.tz).utcoffset()
+        return before != after
 
 
 class EverySource:
@@ -45,6 +60,9 @@ class EverySource:
         if self.step <= timedelta(0):
             raise ValueError(f"`every` must be at least one microsecond, got {seconds!r} s")
         self.anchor = anchor
+
+    def may_fire_on(self, day: date) -> bool:
+        return True
 
     def nth(self, k: int) -> datetime:
         return self.anchor + k * self.step
@@ -66,6 +84,9 @@ class OnceSource:
 
     def next_after(self, after: datetime) -> Hit | None:
         return (self.instant, self.wall) if self.instant > after else None
+
+    def may_fire_on(self, day: date) -> bool:
+        return True
 
 
 def make_source(spec: ScheduleSpec, tz: ZoneInfo) -> Source:

@@ -195,6 +195,30 @@ def test_next_firings_merges_schedules_in_time_order_ties_by_index() -> None:
     ]
 
 
+def test_next_firings_orders_by_real_time_through_the_repeated_hour() -> None:
+    spec = job(
+        timezone="Europe/Paris",
+        schedules=(
+            ScheduleSpec(0, cron="*/30 * * * *"),
+            ScheduleSpec(1, calendar=Calendar(at=(time(2, 45),))),
+        ),
+    )
+    got = next_firings(spec, datetime(2026, 10, 25, 0, 50, tzinfo=UTC), 4)
+    assert [(g.isoformat(), s.index) for g, s in got] == [
+        ("2026-10-25T02:00:00+01:00", 0),
+        ("2026-10-25T02:30:00+01:00", 0),
+        ("2026-10-25T03:00:00+01:00", 0),
+        ("2026-10-25T03:30:00+01:00", 0),
+    ]
+    got = next_firings(spec, datetime(2026, 10, 24, 23, 50, tzinfo=UTC), 4)
+    assert [(g.isoformat(), s.index) for g, s in got] == [
+        ("2026-10-25T02:00:00+02:00", 0),
+        ("2026-10-25T02:30:00+02:00", 0),
+        ("2026-10-25T02:45:00+02:00", 1),  # before 02:00+01:00, though it reads later
+        ("2026-10-25T02:00:00+01:00", 0),
+    ]
+
+
 def test_next_firings_uses_the_default_zone_and_stops_when_exhausted() -> None:
     spec = job(schedules=(ScheduleSpec(0, once=datetime(2026, 1, 1, 9)),))
     got = next_firings(spec, datetime(2025, 1, 1, tzinfo=UTC), 5, default_tz="America/New_York")
