@@ -53,7 +53,7 @@ def check_cron(expr: str) -> str | None:
         )
     try:
         _parse(text)
-    except CronSimError as exc:
+    except (CronSimError, ValueError, LookupError) as exc:  # cronsim means CronSimError only
         return f"bad cron expression {expr!r}: {exc}"
     return None
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import calendar as cal_mod
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import pytest
 from cronsim import CronSim
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from taskplan.timing import check_calendar, check_cron, compile_schedule, firing
 
 ZONES = ["UTC", "Europe/Paris", "America/New_York", "Australia/Lord_Howe"]
 TICK = timedelta(microseconds=1)
+T = TypeVar("T")
 
 props = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -33,13 +36,18 @@ cron_exprs = st.builds(
 ).filter(lambda e: check_cron(e) is None)
 
 quarter_times = st.builds(time, st.integers(0, 23), st.sampled_from([0, 15, 30, 45]))
-small = {"max_size": 3, "unique": True}
+
+
+def few(elements: st.SearchStrategy[T]) -> st.SearchStrategy[tuple[T, ...]]:
+    return st.lists(elements, max_size=3, unique=True).map(tuple)
+
+
 calendars = st.builds(
     Calendar,
-    at=st.lists(quarter_times, **small).map(tuple),
-    minutes=st.lists(st.sampled_from([0, 15, 30, 45, 59]), **small).map(tuple),
-    hours=st.lists(st.integers(0, 23), **small).map(tuple),
-    weekdays=st.lists(st.integers(0, 6), **small).map(tuple),
+    at=few(quarter_times),
+    minutes=few(st.sampled_from([0, 15, 30, 45, 59])),
+    hours=few(st.integers(0, 23)),
+    weekdays=few(st.integers(0, 6)),
     monthdays=st.lists(st.sampled_from([1, 2, 15, 28, 29, 30, 31, -1]), max_size=2,
                        unique=True).map(tuple),
     months=st.lists(st.integers(1, 12), max_size=4, unique=True).map(tuple),
@@ -51,16 +59,19 @@ every_seconds = st.sampled_from([60.0, 900.0, 3600.0, 5400.0, 86400.0, 604800.0,
 @st.composite
 def specs(draw: st.DrawFn) -> ScheduleSpec:
     kind = draw(st.sampled_from(["cron", "calendar", "every", "once"]))
-    body: dict[str, object] = {
-        "cron": {"cron": draw(cron_exprs)} if kind == "cron" else {},
-        "calendar": {"calendar": draw(calendars)} if kind == "calendar" else {},
-        "every": {"every": draw(every_seconds)} if kind == "every" else {},
-        "once": {"once": draw(walls)} if kind == "once" else {},
-    }[kind]
     start = draw(st.none() | walls)
-    end = draw(st.none() | walls)
-    max_runs = draw(st.none() | st.integers(0, 40)) if start is not None else None
-    return ScheduleSpec(0, start=start, end=end, max_runs=max_runs, **body)  # type: ignore[arg-type]
+    bounds: dict[str, Any] = {
+        "start": start,
+        "end": draw(st.none() | walls),
+        "max_runs": draw(st.none() | st.integers(0, 40)) if start is not None else None,
+    }
+    if kind == "cron":
+        return ScheduleSpec(0, cron=draw(cron_exprs), **bounds)
+    if kind == "calendar":
+        return ScheduleSpec(0, calendar=draw(calendars), **bounds)
+    if kind == "every":
+        return ScheduleSpec(0, every=draw(every_seconds), **bounds)
+    return ScheduleSpec(0, once=draw(walls), **bounds)
 
 
 @st.composite
@@ -227,3 +238,18 @@ def test_dst_days_match_brute_force(
     got = [g.astimezone(UTC) for g in firings(sched, start, len(expected) + 1)]
     assert got[: len(expected)] == expected
     assert len(got) == len(expected) + 1 and got[-1] >= expected[-1]
+
+
+cron_junk = st.lists(st.text(alphabet="0123456789*/-,LW#?MONFRISAJ ", min_size=1, max_size=6),
+                     min_size=1, max_size=6).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(expr=cron_junk)
+def test_check_cron_answers_anything_and_what_it_accepts_compiles(expr: str) -> None:
+    if check_cron(expr) is None:
+        sched = compile_schedule(ScheduleSpec(0, cron=expr), ZoneInfo("Europe/Paris"))
+        sched.next_after(datetime(2026, 3, 29, 0, 30, tzinfo=UTC))
+    else:
+        with pytest.raises(ValueError):
+            compile_schedule(ScheduleSpec(0, cron=expr), ZoneInfo("UTC"))
