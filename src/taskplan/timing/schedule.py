@@ -18,8 +18,8 @@ Policies (SPEC.md section 3, and what it leaves open):
   fall-back: first occurrence; every-hour cadences follow real time).
 * The cost of a query does not grow with the age of the schedule: every kind is asked from `after`.
 * A schedule whose firings are all suppressed for 100 years after `after` (or for 20,000
-  candidate firings in a row) is treated as exhausted: a pure
-  function cannot prove the exceptions cover every future firing, and the search must end.
+  candidate firings in a row) is treated as exhausted: a pure function cannot prove the
+  exceptions cover every future firing, and the search must end.
 """
 
 from __future__ import annotations

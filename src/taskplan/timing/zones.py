@@ -81,7 +81,3 @@ def earliest_wall(instant: datetime, tz: ZoneInfo) -> datetime:
         assert off is not None
         offsets.append(off)
     return (instant + min(offsets)).replace(tzinfo=None)
-
-
-def to_local(instant: datetime, tz: ZoneInfo) -> datetime:
-    return instant.astimezone(tz)
