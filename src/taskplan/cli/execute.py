@@ -26,20 +26,27 @@ from taskplan.cli.common import (
 from taskplan.cli.progress import PlainProgress, RichProgress
 from taskplan.engine import Engine
 from taskplan.errors import UsageError
-from taskplan.model import TERMINAL_RUN_STATES
+from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.spec import load_job_file
 from taskplan.store import reports
 
 DEFAULT_WORKERS = max(2, min(8, os.cpu_count() or 2))
 
 
-def resolve_version(engine: Engine, job_or_file: str) -> int:
-    """A path to a job file is validated and applied first; anything else is a job name."""
+def load_if_file(job_or_file: str) -> JobSpec | None:
+    """A path to a job file is loaded (and fully validated); anything else is a job name."""
     path = Path(job_or_file)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise UsageError(f"{job_or_file}: no such job file")
-        spec = load_job_file(path)
+        return load_job_file(path)
+    return None
+
+
+def resolve_version(engine: Engine, job_or_file: str, spec: JobSpec | None = None) -> int:
+    """The version to run: a job file is applied first (a new version only if it changed)."""
+    spec = spec or load_if_file(job_or_file)
+    if spec is not None:
         version_id, _, _ = engine.apply(spec)
         return version_id
     return engine.current_version(job_or_file)
@@ -59,8 +66,9 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
     """Start a run of a job (a name, or a job file that is applied first)."""
     ctx = get_context(db)
     overrides = parse_params(params)
+    spec = load_if_file(job_or_file)  # a bad file must fail before the store is touched
     engine = ctx.engine
-    version_id = resolve_version(engine, job_or_file)
+    version_id = resolve_version(engine, job_or_file, spec)
     run_id = engine.create_run(version_id, overrides)
     if detach:
         click.echo(run_id)
@@ -80,14 +88,18 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, db: str | 
     """Rerun in place every task run of a finished run that did not succeed."""
     ctx = get_context(db)
     run_id = parse_run_id(run)
+    with ctx.engine.store.read() as tx:
+        seen = int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM events") or 0)
     count = ctx.engine.retry_run(run_id, task)
     if detach:
         click.echo(f"run {run_id}: {count} task run(s) reset")
         return
-    sys.exit(execute(ctx.engine, run_id, workers, ctx.settings.lease_seconds))
+    # Progress shows this retry's transitions, not a replay of the earlier attempt's.
+    sys.exit(execute(ctx.engine, run_id, workers, ctx.settings.lease_seconds, since_event=seen))
 
 
-def execute(engine: Engine, run_id: int, workers: int, lease: float) -> int:
+def execute(engine: Engine, run_id: int, workers: int, lease: float,
+            since_event: int = 0) -> int:
     """Execute a run with an in-process agent and live progress; returns the exit code."""
     store = engine.store
     with store.read() as tx:
@@ -127,7 +139,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float) -> int:
     started = time.monotonic()
     thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
     display = (RichProgress(store, run_id, info.job) if sys.stdout.isatty()
-               else PlainProgress(store, run_id))
+               else PlainProgress(store, run_id, since_event))
     try:
         with display:
             thread.start()
