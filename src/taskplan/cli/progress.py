@@ -27,10 +27,10 @@ TERMINAL = {"succeeded", "failed", "upstream_failed", "skipped", "cancelled"}
 class PlainProgress:
     """One line per transition, read from the events table (works in pipes and CI logs)."""
 
-    def __init__(self, store: Store, run_id: int) -> None:
+    def __init__(self, store: Store, run_id: int, since_event: int = 0) -> None:
         self.store = store
         self.run_id = run_id
-        self.last_event = 0
+        self.last_event = since_event
         self.names: dict[int, str] = {}
 
     def __enter__(self) -> PlainProgress:
