@@ -8,25 +8,29 @@ process commits, or a timer (retry, heartbeat) is due. Slot threads only execute
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
-from taskplan.model import TaskSpec, TaskState
+from taskplan.executors.sql import SqlSetupError, engine_for, expand_url, stream_rows
+from taskplan.model import JobSpec, TaskSpec, TaskState
+from taskplan.redact import mask_url
 from taskplan.spec.templating import is_template, render
 from taskplan.store import ops
 
 log = logging.getLogger(__name__)
 
+FOREACH_CHUNK = 5000  # items read and inserted per executemany
 CANCEL_CHECK_EVERY = 0.1  # seconds between checks that running attempts were not cancelled
 
 
@@ -252,6 +256,8 @@ class Agent:
         values = {"params": params, "item": claim.item,
                   "run": {"id": claim.run_id, "job": job.name, "attempt": claim.attempt},
                   "tasks": {n: {"result": results.get(n)} for n in upstream}}
+        if claim.kind == "foreach":
+            return self._expand(claim, job, task, values, results)
         command = task.command
         if task.kind == "sql":
             # The sql executor renders the text itself: `ident` quotes per target dialect.
@@ -276,6 +282,54 @@ class Agent:
         if res.cancelled:
             return Outcome(TaskState.CANCELLED, exit_code=res.exit_code, error=res.error)
         return Outcome(TaskState.FAILED, exit_code=res.exit_code, error=res.error)
+
+    def _expand(self, claim: Claim, job: JobSpec, task: TaskSpec, values: dict[str, Any],
+                 results: Mapping[str, Any]) -> Outcome:
+        """A claimed foreach parent: read its items and have the engine insert them."""
+        fe = task.foreach
+        assert fe is not None
+        sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
+        try:
+            chunks: Iterable[Sequence[Any]]
+            if fe.values is not None:
+                chunks = _chunks(fe.values)
+            elif fe.from_task is not None:
+                items = results.get(fe.from_task)
+                if not isinstance(items, list):
+                    raise SqlSetupError(f"foreach from {fe.from_task!r}: its result is not a"
+                                        f" list (got {type(items).__name__})")
+                chunks = _chunks(items)
+            else:
+                assert fe.sql is not None
+                name = fe.connection or ""
+                raw = job.connections.get(name)
+                if raw is None:
+                    raise SqlSetupError(f"the job declares no connection {name!r}")
+                url = expand_url(raw, name)
+                quote = engine_for(url).dialect.identifier_preparer.quote
+                query = render(fe.sql, values, quote_ident=quote)
+                chunks = stream_rows(url, query, values["params"], FOREACH_CHUNK)
+            n = self.engine.expand_foreach(claim, chunks)
+        except Exception as exc:
+            message = mask_url(str(exc) if isinstance(exc, SqlSetupError)
+                               else f"{type(exc).__name__}: {exc}".splitlines()[0])
+            sink.write(f"taskplan: foreach items: {message}\n")
+            sink.close()
+            return Outcome(TaskState.FAILED, error=f"foreach items: {message}")
+        if n is None:
+            sink.close()
+            return Outcome(TaskState.CANCELLED, error="cancelled before its items started")
+        sink.write(f"taskplan: {n} item(s)\n")
+        sink.close()
+        if n == 0:
+            return Outcome(TaskState.SUCCEEDED, result=[])
+        return Outcome(TaskState.SUCCEEDED, expanded=True)
+
+
+def _chunks(items: Iterable[Any], size: int = FOREACH_CHUNK) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 def _rendered_spec(task: TaskSpec, values: Mapping[str, Any]) -> TaskSpec:

@@ -109,6 +109,9 @@ class Outcome:
     result: Any = None
     error: str | None = None
     retry_now: bool = False  # an agent was lost: retry at once, no delay
+    # A foreach parent whose items were inserted by `expand_foreach`, which already recorded
+    # everything: the step has nothing left to write.
+    expanded: bool = False
 
 
 @dataclass
@@ -235,7 +238,8 @@ class Engine:
                 "pend": len(up),
                 "prio": task.priority if task else 0,
                 "rank": -(task.priority if task else 0),
-                "pool": task.pool if task else None,
+                # A foreach parent takes no pool room: its items do.
+                "pool": task.pool if task and not task.foreach else None,
                 "maxa": (task.retries + 1) if task else 1,
                 "ready_at": now if state == TaskState.READY else None,
             })
@@ -332,6 +336,8 @@ class Engine:
 
     def _finish(self, tx: Tx, claim: Claim, outcome: Outcome, now: float,
                 result: StepResult) -> None:
+        if outcome.expanded:
+            return
         run = ops.run_row(tx, claim.run_id)
         assert run is not None
         retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
@@ -462,8 +468,11 @@ class Engine:
         writes: list[tuple[int, str]] = []
         running = ready = 0
         cancelled: list[int] = []
-        for tr_id, state in rows:
-            if state == "running":
+        for tr_id, state, kind, children in rows:
+            if state == "running" and kind == "foreach" and children:
+                # An expanded foreach parent: not on an agent, not in the running counter.
+                writes.append((int(tr_id), "cancelled" if user else "failed"))
+            elif state == "running":
                 if not cancel_running:
                     continue
                 running += 1
@@ -495,6 +504,48 @@ class Engine:
 
     def _on_run_end(self, tx: Tx, run: RunRow, now: float) -> None:
         """Hook for what follows a run's end (sub-job parents, cross-job triggers)."""
+
+    # -- foreach --------------------------------------------------------------------------
+    def expand_foreach(self, claim: Claim, chunks: Iterable[Sequence[Any]]) -> int | None:
+        """Insert one ready task run per item under a claimed foreach parent, in ONE transaction.
+
+        `chunks` is consumed lazily and written chunk by chunk (executemany), so a streamed
+        source of 100,000 rows keeps memory flat. The parent becomes `running` with
+        `pending_children = n`; `_settle` ends it when its last item ends. Returns n, or None
+        when the claim was fenced off (cancelled, or the run is halting); nothing is written
+        then. With zero items nothing is written either: the caller finishes the parent.
+        """
+        with self.store.tx() as tx:
+            run = ops.run_row(tx, claim.run_id, lock=True)
+            if run is None or run.state in TERMINAL_RUN_STATES or (
+                    run.halt is not None and run.halt != "finish_stage"):
+                return None
+            if not ops.hold_foreach_parent(tx, claim.task_run_id, claim.attempt):
+                return None
+            spec = self.task_spec(claim.version_id, claim.task)
+            now = self.clock()
+            n = 0
+            for chunk in chunks:
+                rows = [{
+                    "run": claim.run_id, "task": claim.task, "parent": claim.task_run_id,
+                    "idx": n + i, "item": dumps(item), "kind": "task", "stage": claim.stage,
+                    "state": "ready", "rule": str(spec.trigger), "pend": 0,
+                    "prio": spec.priority, "rank": -spec.priority, "pool": spec.pool,
+                    "maxa": spec.retries + 1, "ready_at": now,
+                } for i, item in enumerate(chunk)]
+                ops.insert_task_runs(tx, rows)
+                n += len(rows)
+            if n == 0:
+                return 0
+            ops.set_foreach_expanded(tx, claim.task_run_id, n)
+            ops.finish_attempt(tx, claim.task_run_id, claim.attempt, "succeeded", now, None,
+                               None)
+            # The parent leaves the running counter: its items are what runs now.
+            ops.bump_run(tx, claim.run_id, unfinished=n, ready=n, running=-1)
+            ops.add_events(tx, [(now, claim.run_id, claim.task_run_id, "running",
+                                 f"expanded into {n} items")])
+            tx.wake = True
+            return n
 
     # -- commands from users ----------------------------------------------------------------
     def cancel_run(self, run_id: int) -> str:

@@ -341,8 +341,9 @@ def running_of_run(tx: Tx, run_id: int) -> list[Row]:
 
 
 def unfinished_of_run(tx: Tx, run_id: int) -> list[Row]:
+    """(id, state, kind, pending_children) of the task runs of a run that are not finished."""
     return tx.all(
-        "SELECT id, state FROM task_runs WHERE run_id = :r"
+        "SELECT id, state, kind, pending_children FROM task_runs WHERE run_id = :r"
         " AND state IN ('pending', 'ready', 'running', 'retrying')",
         {"r": run_id},
     )
@@ -378,6 +379,22 @@ def claimable_runs(tx: Tx, root_run_id: int | None) -> list[Row]:
         f" AND (halt IS NULL OR halt = 'finish_stage'){scope}",
         {"root": root_run_id},
     )
+
+
+# -- foreach ------------------------------------------------------------------------------
+def hold_foreach_parent(tx: Tx, parent_id: int, attempt: int) -> bool:
+    """Check (and row-lock) a claimed foreach parent still under this attempt."""
+    return tx.run(
+        "UPDATE task_runs SET pending_children = 0, failed_children = 0"
+        " WHERE id = :i AND state = 'running' AND attempts = :a",
+        {"i": parent_id, "a": attempt},
+    ) == 1
+
+
+def set_foreach_expanded(tx: Tx, parent_id: int, n: int) -> None:
+    """The parent waits for its n items; it is no longer on an agent."""
+    tx.run("UPDATE task_runs SET pending_children = :n, agent_id = NULL WHERE id = :i",
+           {"n": n, "i": parent_id})
 
 
 # -- logs ---------------------------------------------------------------------------------

@@ -1,0 +1,32 @@
+"""Python task functions for the foreach and sub-job integration tests."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def item(ctx: Any) -> dict[str, Any]:
+    """Echo the item, with times on this process's monotonic clock."""
+    start = time.monotonic()
+    if isinstance(ctx.item, dict) and "sleep" in ctx.item:
+        time.sleep(float(ctx.item["sleep"]))
+    return {"item": ctx.item, "attempt": ctx.attempt, "start": start, "end": time.monotonic()}
+
+
+def fail_on_bad(ctx: Any) -> Any:
+    if ctx.item == "bad":
+        raise RuntimeError(f"item {ctx.item} fails on purpose")
+    return ctx.item
+
+
+def list_files(ctx: Any) -> list[dict[str, Any]]:
+    return [{"path": f"/data/f{i}.csv", "n": i} for i in range(int(ctx.params.get("n", 3)))]
+
+
+def nothing(ctx: Any) -> list[Any]:
+    return []
+
+
+def noop(ctx: Any) -> None:
+    return None

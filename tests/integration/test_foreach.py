@@ -1,0 +1,231 @@
+"""foreach: items from values, an upstream result or a SQL query; one task run per item."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import tracemalloc
+from typing import Any
+
+from engine_helpers import log_text, max_overlap, run_agent, run_job, start_run, tasks, wait_for
+from sql_targets import Target
+
+from taskplan.engine import Engine
+from taskplan.executors.sql import stream_rows
+from taskplan.store import reports
+from taskplan.store.db import Store
+
+HOSTILE = "x'; DROP TABLE t; --"
+
+
+def items(store: Store, run_id: int, task: str) -> list[dict[str, Any]]:
+    with store.read() as tx:
+        rows = tx.all("SELECT item_index, item, state, attempts, result, error FROM task_runs"
+                      " WHERE run_id = :r AND task = :t AND parent_id IS NOT NULL"
+                      " ORDER BY item_index", {"r": run_id, "t": task})
+    return [{"index": int(r[0]), "item": json.loads(r[1]), "state": str(r[2]),
+             "attempts": int(r[3]), "result": None if r[4] is None else json.loads(r[4]),
+             "error": r[5]} for r in rows]
+
+
+def counters(store: Store, run_id: int) -> tuple[int, int, int]:
+    with store.read() as tx:
+        row = tx.one("SELECT unfinished, running, ready FROM runs WHERE id = :r", {"r": run_id})
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def test_values_expand_and_dependants_wait_for_every_item(engine: Engine, store: Store) -> None:
+    run_id, _ = run_job(engine, """
+        job: fe_values
+        max_parallel: 2
+        tasks:
+          each:
+            foreach: {values: [{sleep: 0.05}, {sleep: 0.05}, {sleep: 0.05}, {sleep: 0.05}]}
+            python: "tpforeach:item"
+          after: {python: "tpforeach:item", depends_on: [each]}
+        """, slots=6)
+    top = tasks(store, run_id)
+    assert top["each"]["state"] == "succeeded" and top["after"]["state"] == "succeeded"
+    its = items(store, run_id, "each")
+    assert [i["index"] for i in its] == [0, 1, 2, 3]
+    assert all(i["state"] == "succeeded" for i in its)
+    assert its[0]["result"]["item"] == {"sleep": 0.05}
+    spans = [(i["result"]["start"], i["result"]["end"]) for i in its]
+    assert max(e for _, e in spans) <= top["after"]["result"]["start"]
+    # max_parallel counts items; the expanded parent takes no slot of it.
+    assert max_overlap(spans) == 2
+    assert counters(store, run_id) == (0, 0, 0)
+    assert engine.run_state(run_id) == "succeeded"
+
+
+def test_from_upstream_result_and_shell_item_env(engine: Engine, store: Store) -> None:
+    run_id, _ = run_job(engine, """
+        job: fe_from
+        params: {n: 3}
+        tasks:
+          list_files: {python: "tpforeach:list_files"}
+          load:
+            foreach: {from: list_files}
+            shell: ["sh", "-c", "echo path=$TASKPLAN_ITEM_PATH n=$TASKPLAN_ITEM_N arg=$0",
+                    "{{ item.path }}"]
+        """)
+    assert tasks(store, run_id)["load"]["state"] == "succeeded"
+    its = items(store, run_id, "load")
+    assert [i["item"]["path"] for i in its] == ["/data/f0.csv", "/data/f1.csv", "/data/f2.csv"]
+    with store.read() as tx:
+        ids = [int(r[0]) for r in tx.all(
+            "SELECT id FROM task_runs WHERE run_id = :r AND task = 'load' AND parent_id IS NOT"
+            " NULL ORDER BY item_index", {"r": run_id})]
+    assert log_text(store, ids[1]).strip() == "path=/data/f1.csv n=1 arg=/data/f1.csv"
+
+
+def test_zero_items_succeed_at_once(engine: Engine, store: Store) -> None:
+    run_id, _ = run_job(engine, """
+        job: fe_zero
+        tasks:
+          none: {python: "tpforeach:nothing"}
+          each: {foreach: {from: none}, python: "tpforeach:item"}
+          empty: {foreach: {values: []}, python: "tpforeach:item"}
+          after: {python: "tpforeach:noop", depends_on: [each, empty]}
+        """)
+    assert {k: v["state"] for k, v in tasks(store, run_id).items()} == dict.fromkeys(
+        ["none", "each", "empty", "after"], "succeeded")
+    assert items(store, run_id, "each") == []
+    assert counters(store, run_id) == (0, 0, 0)
+
+
+def test_retries_and_on_failure_apply_per_item(engine: Engine, store: Store) -> None:
+    run_id, _ = run_job(engine, """
+        job: fe_fail
+        on_failure: continue
+        tasks:
+          each:
+            foreach: {values: [a, bad, c]}
+            python: "tpforeach:fail_on_bad"
+            retries: 1
+          after: {python: "tpforeach:noop", depends_on: [each]}
+          side: {python: "tpforeach:noop"}
+        """)
+    its = items(store, run_id, "each")
+    assert [(i["item"], i["state"], i["attempts"]) for i in its] == [
+        ("a", "succeeded", 1), ("bad", "failed", 2), ("c", "succeeded", 1)]
+    top = tasks(store, run_id)
+    assert top["each"]["state"] == "failed"
+    assert top["after"]["state"] == "upstream_failed"
+    assert top["side"]["state"] == "succeeded"
+    assert engine.run_state(run_id) == "failed"
+    assert counters(store, run_id) == (0, 0, 0)
+
+
+def test_status_lists_every_item(engine: Engine, store: Store) -> None:
+    run_id, _ = run_job(engine, """
+        job: fe_status
+        tasks:
+          each: {foreach: {values: [1, 2]}, python: "tpforeach:noop"}
+        """)
+    with store.read() as tx:
+        infos = reports.task_runs(tx, run_id)
+    assert [(t.name, t.item, t.state) for t in infos if t.item_index is not None] == [
+        ("each", 1, "succeeded"), ("each", 2, "succeeded")]
+
+
+def test_foreach_sql_on_each_target(engine: Engine, store: Store, target: Target) -> None:
+    src, dst = target.name("src"), target.name("dst")
+    target.run(f"CREATE TABLE {src} (id INT, label VARCHAR(100), tbl VARCHAR(100))")
+    target.run(f"CREATE TABLE {dst} (id INT, label VARCHAR(100))")
+    for i, label in enumerate(["one", HOSTILE, "three"]):
+        target.run(f"INSERT INTO {src} VALUES (:i, :l, :t)", {"i": i, "l": label, "t": dst})
+    run_id, _ = run_job(engine, json.dumps({
+        "job": "fe_sql",
+        "connections": {"db": "${TP_TARGET_URL}"},
+        "defaults": {"connection": "db"},
+        "tasks": {
+            "copy": {
+                "foreach": {"sql": f"SELECT id, label, tbl FROM {src} WHERE id >= :min_id"
+                                   " ORDER BY id"},
+                "sql": "INSERT INTO {{ item.tbl | ident }} (id, label) VALUES (:item_id,"
+                       " :item_label)",
+            },
+        },
+    }), params={"min_id": 0})
+    top = tasks(store, run_id)
+    assert top["copy"]["state"] == "succeeded", [i["error"] for i in items(store, run_id, "copy")]
+    assert sorted(target.run(f"SELECT id, label FROM {dst}")) == [
+        (0, "one"), (1, HOSTILE), (2, "three")]
+
+
+def test_foreach_sql_error_fails_the_parent(engine: Engine, store: Store, target: Target
+                                            ) -> None:
+    run_id, _ = run_job(engine, json.dumps({
+        "job": "fe_sql_bad",
+        "connections": {"db": "${TP_TARGET_URL}"},
+        "tasks": {"each": {"foreach": {"sql": "SELECT * FROM no_such_table_x",
+                                       "connection": "db"},
+                           "python": "tpforeach:noop"}},
+    }))
+    top = tasks(store, run_id)
+    assert top["each"]["state"] == "failed"
+    assert top["each"]["error"].startswith("foreach items:")
+    assert counters(store, run_id) == (0, 0, 0)
+
+
+def test_20000_items_expand_in_one_transaction_with_flat_memory(engine: Engine, store: Store,
+                                                                tmp_path: Any) -> None:
+    """The expansion alone (items are not run): streamed rows, chunked executemany."""
+    n = 20_000
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    query = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < :count)"
+             " SELECT n, 'some text for item ' || n AS label FROM c")
+    run_id = start_run(engine, """
+        job: fe_many
+        tasks:
+          each: {foreach: {values: [0]}, python: "tpforeach:noop"}
+        """)
+    agent_id = engine.register_agent("t", "h", 1, 1, 30.0)
+    claims = engine.step(agent_id, [], 1, run_id).claims
+    assert [c.kind for c in claims] == ["foreach"]
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    count = engine.expand_foreach(claims[0], stream_rows(url, query, {"count": n}, 5000))
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count == n
+    assert peak < 30 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
+    assert elapsed < 30
+    assert counters(store, run_id) == (n + 1, 0, n)
+    with store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM task_runs WHERE parent_id IS NOT NULL"
+                         " AND state = 'ready'") == n
+        last = tx.one("SELECT item_index, item FROM task_runs WHERE parent_id IS NOT NULL"
+                      " ORDER BY item_index DESC LIMIT 1")
+    assert last is not None and last[0] == n - 1
+    assert json.loads(last[1]) == {"n": n, "label": f"some text for item {n}"}
+
+
+def test_cancel_during_items_ends_parent_and_counters(engine: Engine, store: Store) -> None:
+    run_id = start_run(engine, """
+        job: fe_cancel
+        tasks:
+          each:
+            foreach: {values: [{sleep: 0.01}, {sleep: 5}, {sleep: 5}, {sleep: 5}, {sleep: 5}]}
+            python: "tpforeach:item"
+            timeout: 30s
+        """)
+    done = threading.Event()
+
+    def watch() -> None:
+        wait_for(lambda: any(i["state"] == "running" for i in items(store, run_id, "each")),
+                 10, "an item to run")
+        engine.cancel_run(run_id)
+        done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    run_agent(engine, run_id, slots=2, until=lambda a: done.is_set() and a.busy == 0)
+    assert engine.run_state(run_id) == "cancelled"
+    assert tasks(store, run_id)["each"]["state"] == "cancelled"
+    assert {i["state"] for i in items(store, run_id, "each")} <= {"succeeded", "cancelled",
+                                                                  "skipped"}
+    assert counters(store, run_id) == (0, 0, 0)
