@@ -304,9 +304,11 @@ def set_retrying(tx: Tx, tr_id: int, due: float, error: str | None, exit_code: i
 
 
 def decrement_dependants(tx: Tx, up_id: int, failed: int) -> list[TaskRunRow]:
+    # Only dependants still waiting: after `retry`, a downstream task run that had already
+    # ended (e.g. an all_done task that succeeded) keeps its state when its upstream reruns.
     rows = tx.all(
         "UPDATE task_runs SET pending_up = pending_up - 1, failed_up = failed_up + :f"
-        " WHERE id IN (SELECT down_id FROM task_edges WHERE up_id = :u)"
+        " WHERE id IN (SELECT down_id FROM task_edges WHERE up_id = :u) AND state = 'pending'"
         f" RETURNING {TR_COLS}",
         {"f": failed, "u": up_id},
     )
