@@ -614,6 +614,8 @@ class Engine:
             else:
                 scope = {int(r[0]) for r in top}
             redo = {i for i in scope if state_of[i] != "succeeded"}
+            if not redo:
+                return 0  # nothing to rerun: the finished run is left exactly as it was
             children: dict[int, list[tuple[int, str]]] = {}
             for r in rows:
                 if r[3] is not None:

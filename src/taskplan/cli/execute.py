@@ -91,6 +91,10 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, db: str | 
     with ctx.engine.store.read() as tx:
         seen = int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM events") or 0)
     count = ctx.engine.retry_run(run_id, task)
+    if count == 0:
+        state = ctx.engine.run_state(run_id)
+        click.echo(f"run {run_id}: nothing to retry ({state})")
+        sys.exit(EXIT_OK if state == "succeeded" else EXIT_RUN_FAILED)
     if detach:
         click.echo(f"run {run_id}: {count} task run(s) reset")
         return
