@@ -21,6 +21,7 @@ from typing import Any
 
 from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome
+from taskplan.errors import TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
 from taskplan.executors.sql import SqlSetupError, engine_for, expand_url, stream_rows
 from taskplan.model import JobSpec, TaskSpec, TaskState
@@ -258,6 +259,8 @@ class Agent:
                   "tasks": {n: {"result": results.get(n)} for n in upstream}}
         if claim.kind == "foreach":
             return self._expand(claim, job, task, values, results)
+        if task.kind == "job":
+            return self._start_child(claim, task, values)
         command = task.command
         if task.kind == "sql":
             # The sql executor renders the text itself: `ident` quotes per target dialect.
@@ -282,6 +285,25 @@ class Agent:
         if res.cancelled:
             return Outcome(TaskState.CANCELLED, exit_code=res.exit_code, error=res.error)
         return Outcome(TaskState.FAILED, exit_code=res.exit_code, error=res.error)
+
+    def _start_child(self, claim: Claim, task: TaskSpec, values: dict[str, Any]) -> Outcome:
+        """A `job` task: start the child run; the engine ends this task when the child ends,
+        so no slot waits for it (a one-slot agent can run a parent and its child)."""
+        params = {k: render(v, values) if isinstance(v, str) and is_template(v) else v
+                  for k, v in task.params.items()}
+        sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
+        try:
+            child = self.engine.start_child_run(claim, str(task.command), params)
+        except TaskplanError as exc:
+            sink.write(f"taskplan: {exc}\n")
+            sink.close()
+            return Outcome(TaskState.FAILED, error=str(exc))
+        if child is None:
+            sink.close()
+            return Outcome(TaskState.CANCELLED, error="cancelled")
+        sink.write(f"taskplan: started run {child} of job {task.command}\n")
+        sink.close()
+        return Outcome(TaskState.SUCCEEDED, expanded=True)
 
     def _expand(self, claim: Claim, job: JobSpec, task: TaskSpec, values: dict[str, Any],
                  results: Mapping[str, Any]) -> Outcome:

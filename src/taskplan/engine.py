@@ -109,8 +109,8 @@ class Outcome:
     result: Any = None
     error: str | None = None
     retry_now: bool = False  # an agent was lost: retry at once, no delay
-    # A foreach parent whose items were inserted by `expand_foreach`, which already recorded
-    # everything: the step has nothing left to write.
+    # A foreach parent whose items `expand_foreach` inserted, or a job task whose child run
+    # `start_child_run` started: already recorded, the step has nothing left to write.
     expanded: bool = False
 
 
@@ -148,6 +148,7 @@ class Engine:
         digest = definition_hash(spec.definition)
         now = self.clock()
         with self.store.tx() as tx:
+            self._check_job_calls(tx, spec)
             job = ops.job_by_name(tx, spec.name)
             job_id = int(job[0]) if job else ops.insert_job(tx, spec.name, now)
             if job and job[2] is not None:
@@ -468,7 +469,8 @@ class Engine:
         writes: list[tuple[int, str]] = []
         running = ready = 0
         cancelled: list[int] = []
-        for tr_id, state, kind, children in rows:
+        child_runs: list[int] = []
+        for tr_id, state, kind, children, child_run in rows:
             if state == "running" and kind == "foreach" and children:
                 # An expanded foreach parent: not on an agent, not in the running counter.
                 writes.append((int(tr_id), "cancelled" if user else "failed"))
@@ -477,6 +479,8 @@ class Engine:
                     continue
                 running += 1
                 cancelled.append(int(tr_id))
+                if child_run is not None:
+                    child_runs.append(int(child_run))
                 writes.append((int(tr_id), "cancelled"))
             elif state == "retrying":
                 writes.append((int(tr_id), "cancelled" if user else "failed"))
@@ -500,10 +504,18 @@ class Engine:
         ops.set_run_state(tx, run.id, final, now=now, finished=True)
         run.state = str(final)
         tx.wake = True
+        for child_id in child_runs:  # a cancelled job task cancels the run it started
+            child = ops.run_row(tx, child_id, lock=True)
+            if child is not None and child.state not in TERMINAL_RUN_STATES:
+                ops.set_halt(tx, child_id, "user_cancel", None)
+                child.halt = "user_cancel"
+                self._finalize(tx, child, now, cancel_running=True)
         return run
 
     def _on_run_end(self, tx: Tx, run: RunRow, now: float) -> None:
         """Hook for what follows a run's end (sub-job parents, cross-job triggers)."""
+        if run.parent_task_run_id is not None:
+            self._child_run_ended(tx, run, now)
 
     # -- foreach --------------------------------------------------------------------------
     def expand_foreach(self, claim: Claim, chunks: Iterable[Sequence[Any]]) -> int | None:
@@ -546,6 +558,99 @@ class Engine:
                                  f"expanded into {n} items")])
             tx.wake = True
             return n
+
+    # -- job tasks ------------------------------------------------------------------------
+    def start_child_run(self, claim: Claim, job_name: str, params: dict[str, Any]
+                        ) -> int | None:
+        """Start a run of `job_name` (its current version) for a claimed `job` task.
+
+        The child shares the parent's root run, so the agent of an in-process `taskplan run`
+        executes it too. The job task stays `running`, off its agent's slot, until the child
+        ends (`_child_run_ended`). Returns the child's id, or None when the claim was fenced
+        off. A job that would start itself through its ancestors is refused.
+        """
+        version_id = self.current_version(job_name)
+        spec = self.job_spec(version_id)
+        with self.store.tx() as tx:
+            if tx.run("UPDATE task_runs SET agent_id = NULL WHERE id = :i AND state = 'running'"
+                      " AND attempts = :a", {"i": claim.task_run_id, "a": claim.attempt}) != 1:
+                return None
+            chain = self._job_ancestry(tx, claim.run_id)
+            if job_name in chain:
+                raise UsageError("job cycle: " + " -> ".join([*reversed(chain), job_name]))
+            run = ops.run_row(tx, claim.run_id)
+            assert run is not None
+            child = self._create_run(tx, spec, version_id, {**spec.params, **params}, "job",
+                                     str(claim.task_run_id), claim.task_run_id,
+                                     run.root_run_id)
+            tx.run("UPDATE task_runs SET child_run_id = :c WHERE id = :i",
+                   {"c": child, "i": claim.task_run_id})
+            ops.add_events(tx, [(self.clock(), claim.run_id, claim.task_run_id, "running",
+                                 f"started run {child} of {job_name}")])
+            return child
+
+    @staticmethod
+    def _job_ancestry(tx: Tx, run_id: int | None) -> list[str]:
+        """Job names from this run up through the runs that started it."""
+        names: list[str] = []
+        while run_id is not None and len(names) < 1000:
+            row = tx.one("SELECT r.parent_task_run_id, j.name FROM runs r JOIN jobs j"
+                         " ON j.id = r.job_id WHERE r.id = :r", {"r": run_id})
+            if row is None:
+                break
+            names.append(str(row[1]))
+            run_id = None if row[0] is None else tx.scalar(
+                "SELECT run_id FROM task_runs WHERE id = :i", {"i": row[0]})
+        return names
+
+    def _child_run_ended(self, tx: Tx, run: RunRow, now: float) -> None:
+        """A sub-job run ended: its job task succeeds or fails with it (retries apply)."""
+        row = tx.one(
+            "SELECT t.id, t.run_id, r.version_id, t.task, t.kind, t.item, t.attempts,"
+            " t.max_attempts, t.stage, t.pool, t.parent_id FROM task_runs t JOIN runs r"
+            " ON r.id = t.run_id WHERE t.id = :i AND t.state = 'running' AND t.child_run_id = :c",
+            {"i": run.parent_task_run_id, "c": run.id})
+        if row is None:
+            return
+        claim = Claim(int(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]),
+                      loads(row[5]), int(row[6]), int(row[7]), row[8], row[9], row[10])
+        result = {"run_id": run.id, "state": run.state}
+        outcome = (Outcome(TaskState.SUCCEEDED, result=result) if run.state == RunState.SUCCEEDED
+                   else Outcome(TaskState.FAILED, result=result,
+                                error=f"run {run.id} ended {run.state}"))
+        self._finish(tx, claim, outcome, now, StepResult())
+
+    def _check_job_calls(self, tx: Tx, spec: JobSpec) -> None:
+        """Refuse a definition whose job tasks lead back to itself (a -> b -> a)."""
+        calls: dict[str, list[str]] = {
+            spec.name: sorted({str(t.command) for t in spec.tasks if t.kind == "job"})}
+
+        def callees(name: str) -> list[str]:
+            if name not in calls:
+                found: list[str] = []
+                job = ops.job_by_name(tx, name)
+                if job is not None and job[2] is not None:
+                    row = ops.version_row(tx, int(job[2]))
+                    tasks = loads(row[4]).get("tasks", {}) if row else {}
+                    found = sorted({str(t["job"]) for t in tasks.values()
+                                    if isinstance(t, dict) and "job" in t})
+                calls[name] = found
+            return calls[name]
+
+        path = [spec.name]
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            for callee in callees(name):
+                if callee == spec.name:
+                    raise UsageError("job cycle: " + " -> ".join([*path, callee]))
+                if callee not in seen:
+                    seen.add(callee)
+                    path.append(callee)
+                    visit(callee)
+                    path.pop()
+
+        visit(spec.name)
 
     # -- commands from users ----------------------------------------------------------------
     def cancel_run(self, run_id: int) -> str:

@@ -343,9 +343,10 @@ def running_of_run(tx: Tx, run_id: int) -> list[Row]:
 
 
 def unfinished_of_run(tx: Tx, run_id: int) -> list[Row]:
-    """(id, state, kind, pending_children) of the task runs of a run that are not finished."""
+    """(id, state, kind, pending_children, child_run_id) of a run's unfinished task runs."""
     return tx.all(
-        "SELECT id, state, kind, pending_children FROM task_runs WHERE run_id = :r"
+        "SELECT id, state, kind, pending_children, child_run_id FROM task_runs"
+        " WHERE run_id = :r"
         " AND state IN ('pending', 'ready', 'running', 'retrying')",
         {"r": run_id},
     )

@@ -1,0 +1,120 @@
+"""`job` tasks: start a run of another job, succeed or fail with it, cancel it with the parent."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from engine_helpers import apply_job, run_agent, start_run, tasks, wait_for
+
+from taskplan.engine import Engine
+from taskplan.errors import UsageError
+from taskplan.store.db import Store
+
+CHILD = """
+    job: child
+    params: {day: none, fail: "no"}
+    tasks:
+      work: {python: "tpjobs:record"}
+      check: {shell: 'test "$TASKPLAN_PARAM_FAIL" = no', depends_on: [work]}
+    """
+
+
+def child_of(store: Store, task_run_id: int) -> tuple[int, int, int, str, str]:
+    with store.read() as tx:
+        row = tx.one("SELECT t.child_run_id, r.parent_task_run_id, r.root_run_id, r.state,"
+                     " r.params FROM task_runs t JOIN runs r ON r.id = t.child_run_id"
+                     " WHERE t.id = :i", {"i": task_run_id})
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4])
+
+
+def test_job_task_runs_the_child_and_succeeds_with_it(engine: Engine, store: Store) -> None:
+    apply_job(engine, CHILD)
+    run_id = start_run(engine, """
+        job: parent
+        params: {day: "2026-11-20"}
+        tasks:
+          sub: {job: child, params: {day: "{{ params.day }}"}}
+          after: {python: "tpjobs:record", depends_on: [sub]}
+        """)
+    run_agent(engine, run_id, slots=1)  # one slot: the waiting job task holds none
+    top = tasks(store, run_id)
+    assert top["sub"]["state"] == "succeeded" and top["after"]["state"] == "succeeded"
+    child, parent_tr, root, state, params = child_of(store, top["sub"]["id"])
+    assert (parent_tr, root, state) == (top["sub"]["id"], run_id, "succeeded")
+    assert '"day":"2026-11-20"' in params
+    assert top["sub"]["result"] == {"run_id": child, "state": "succeeded"}
+    assert engine.run_state(run_id) == "succeeded"
+
+
+def test_job_task_fails_with_its_child(engine: Engine, store: Store) -> None:
+    apply_job(engine, CHILD)
+    run_id = start_run(engine, """
+        job: parent_fail
+        tasks:
+          sub: {job: child, params: {fail: "yes"}}
+          after: {python: "tpjobs:record", depends_on: [sub]}
+        """)
+    run_agent(engine, run_id, slots=2)
+    top = tasks(store, run_id)
+    assert top["sub"]["state"] == "failed"
+    assert top["after"]["state"] == "upstream_failed"
+    child = child_of(store, top["sub"]["id"])
+    assert child[3] == "failed"
+    assert top["sub"]["error"] == f"run {child[0]} ended failed"
+    assert engine.run_state(run_id) == "failed"
+
+
+def test_cancelling_the_parent_cancels_the_child(engine: Engine, store: Store) -> None:
+    apply_job(engine, """
+        job: slow_child
+        tasks:
+          nap: {shell: "sleep 30"}
+        """)
+    run_id = start_run(engine, """
+        job: parent_cancel
+        tasks:
+          sub: {job: slow_child}
+        """)
+    done = threading.Event()
+
+    def watch() -> None:
+        def child_running() -> bool:
+            with store.read() as tx:
+                return tx.scalar("SELECT COUNT(*) FROM task_runs t JOIN runs r ON r.id ="
+                                 " t.run_id WHERE r.root_run_id = :r AND r.id <> :r AND"
+                                 " t.state = 'running'", {"r": run_id}) == 1
+        wait_for(child_running, 10, "the child's task to run")
+        engine.cancel_run(run_id)
+        done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    run_agent(engine, run_id, slots=2, timeout=20,
+              until=lambda a: done.is_set() and a.busy == 0)
+    top = tasks(store, run_id)
+    assert top["sub"]["state"] == "cancelled"
+    child = child_of(store, top["sub"]["id"])
+    assert child[3] == "cancelled"
+    with store.read() as tx:
+        assert tx.scalar("SELECT state FROM task_runs WHERE run_id = :c", {"c": child[0]}) \
+            == "cancelled"
+
+
+def test_job_cycles_are_refused_at_apply(engine: Engine) -> None:
+    apply_job(engine, """
+        job: cyc_a
+        tasks:
+          b: {job: cyc_b}
+        """)
+    apply_job(engine, """
+        job: cyc_c
+        tasks:
+          a: {job: cyc_a}
+        """)
+    with pytest.raises(UsageError, match=r"job cycle: cyc_b -> cyc_c -> cyc_a -> cyc_b"):
+        apply_job(engine, """
+            job: cyc_b
+            tasks:
+              c: {job: cyc_c}
+            """)
