@@ -1,0 +1,120 @@
+"""stop and cancel from a second process while `taskplan run` executes the run.
+
+Tasks wait on gate files the test creates, so nothing depends on how long anything takes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from acceptance_helpers import Taskplan, finish, live_processes, states
+
+
+def gated_job(tp: Taskplan, marker: str, *, endless: bool = False) -> None:
+    """`hold` runs until the file `go` exists; `next` depends on it; `quick` runs at once.
+
+    With `endless`, `hold` instead sleeps a minute in a background grandchild (command line
+    carrying `marker`) unless `go` already exists when it starts.
+    """
+    sleeper = tp.home / f"sleep-{marker}"
+    os.symlink("/bin/sleep" if Path("/bin/sleep").exists() else "/usr/bin/sleep", sleeper)
+    wait = (f"[ -f go ] || {{ {sleeper} 60 & wait; }}" if endless
+            else f"while [ ! -f go ]; do {sleeper} 0.05; done")
+    tp.write("gated.yaml", f"""
+        job: gated
+        tasks:
+          quick:
+            shell: echo quick
+          hold:
+            shell: |
+              echo "$TASKPLAN_RUN_ID" > started
+              {wait}
+              echo released
+          next:
+            depends_on: [hold]
+            shell: echo next
+          later:
+            depends_on: [quick, next]
+            shell: echo later
+    """)
+
+
+def wait_running(tp: Taskplan, runner: object) -> dict:
+    return tp.wait_for(1, lambda s: states(s)["hold"] == "running"
+                       and states(s)["quick"] == "succeeded", proc=runner)  # type: ignore[arg-type]
+
+
+def test_stop_from_another_process_drains_the_run(tp: Taskplan) -> None:
+    gated_job(tp, "stop-a1")
+    runner = tp.popen("run", "gated.yaml", "--workers", "2")
+    wait_running(tp, runner)
+    assert (tp.home / "started").read_text().strip() == "1"
+
+    res = tp("stop", "1")
+    assert res.code == 0, res
+    stopping = tp.status(1)
+    # draining: the running task is left to finish, the run is not over yet
+    assert stopping["state"] == "stopping"
+    assert states(stopping)["hold"] == "running"
+    assert runner.poll() is None
+
+    (tp.home / "go").write_text("")
+    run = finish(runner)
+    assert run.code == 1, run
+    final = tp.status(1)
+    assert final["state"] == "cancelled"
+    assert states(final) == {"quick": "succeeded", "hold": "succeeded", "next": "skipped",
+                             "later": "skipped"}
+    assert tp.ok("logs", "1", "hold").out == "released\n"
+    assert final["finished_at"] is not None
+    runs = tp.ok("runs", "--json", "--state", "cancelled").json()
+    assert [r["run_id"] for r in runs] == [1]
+    # stopping a finished run changes nothing
+    again = tp("stop", "1")
+    assert again.code == 0 and "cancelled" in again.out
+    assert tp.status(1) == final
+
+
+def test_cancel_from_another_process_kills_running_tasks(tp: Taskplan) -> None:
+    marker = "cancel-b7"
+    gated_job(tp, marker, endless=True)
+    runner = tp.popen("run", "gated.yaml", "--workers", "2")
+    wait_running(tp, runner)
+    deadline = time.monotonic() + 20
+    while not live_processes(marker):
+        assert time.monotonic() < deadline, "the gated task's sleeper never started"
+        time.sleep(0.05)
+
+    res = tp("cancel", "1")
+    assert res.code == 0, res
+    run = finish(runner)  # nobody opens the gate: only the cancel ends the task
+    assert run.code == 1, run
+    final = tp.status(1)
+    assert final["state"] == "cancelled"
+    assert states(final) == {"quick": "succeeded", "hold": "cancelled", "next": "skipped",
+                             "later": "skipped"}
+    assert not (tp.home / "go").exists()
+    assert live_processes(marker) == []
+    # a cancelled run can be retried: its unfinished work reruns in place
+    (tp.home / "go").write_text("")
+    res = tp("retry", "1")
+    assert res.code == 0, res
+    retried = tp.status(1)
+    assert retried["state"] == "succeeded"
+    assert set(states(retried).values()) == {"succeeded"}
+    by_name = {t["name"]: t for t in retried["tasks"]}
+    assert by_name["quick"]["attempts"] == 1
+    assert by_name["hold"]["attempts"] == 2
+
+
+def test_stop_and_cancel_unknown_run(tp: Taskplan) -> None:
+    for command in ("stop", "cancel", "status", "retry"):
+        res = tp(command, "42")
+        assert res.code == 2, (command, res)
+        assert res.err.count("\n") == 1 and "42" in res.err, (command, res.err)
+    res = tp("logs", "42", "a")
+    assert res.code == 2 and res.err.count("\n") == 1 and "42" in res.err
+    res = tp("status", "abc")
+    assert res.code == 2 and res.err.count("\n") == 1

@@ -1,0 +1,178 @@
+"""validate, apply and jobs: bad files are reported with file:line:col and never half-load."""
+
+from __future__ import annotations
+
+import re
+
+from acceptance_helpers import Taskplan
+
+GOOD = """
+    job: good
+    tasks:
+      a:
+        shell: echo a
+      b:
+        depends_on: [a]
+        shell: echo b
+"""
+
+# One file per error case: (file name, text, a regex the file's error line must match).
+BAD_FILES = {
+    "unknown_key.yaml": ("""
+        job: unknown-key
+        tasks:
+          a:
+            shell: echo a
+            colour: red
+        """, r"^unknown_key\.yaml:5:5: .*unknown key 'colour'"),
+    "no_kind.yaml": ("""
+        job: no-kind
+        tasks:
+          a:
+            retries: 1
+        """, r"^no_kind\.yaml:3:3: .*expected exactly one of .*found none"),
+    "two_kinds.yaml": ("""
+        job: two-kinds
+        tasks:
+          a:
+            shell: echo a
+            python: mod:fn
+        """, r"^two_kinds\.yaml:\d+:\d+: .*found both shell and python"),
+    "unknown_dep.yaml": ("""
+        job: unknown-dep
+        tasks:
+          a:
+            depends_on: [nope]
+            shell: echo a
+        """, r"^unknown_dep\.yaml:4:18: .*unknown task 'nope'"),
+    "cycle.yaml": ("""
+        job: cycle
+        tasks:
+          a:
+            depends_on: [b]
+            shell: echo a
+          b:
+            depends_on: [a]
+            shell: echo b
+          c:
+            shell: echo c
+        """, r"^cycle\.yaml:\d+:\d+: .*cycle.*\b(a -> b -> a|b -> a -> b)\b"),
+    "duplicate.yaml": ("""
+        job: duplicate
+        tasks:
+          a:
+            shell: echo a
+          a:
+            shell: echo again
+        """, r"^duplicate\.yaml:5:3: .*duplicate .*'a'"),
+    "bad_duration.yaml": ("""
+        job: bad-duration
+        tasks:
+          a:
+            timeout: 5 parsecs
+            shell: echo a
+        """, r"^bad_duration\.yaml:4:\d+: .*timeout.*'5 parsecs'"),
+    "bad_job_name.yaml": ("""
+        job: Bad Name
+        tasks:
+          a:
+            shell: echo a
+        """, r"^bad_job_name\.yaml:1:6: .*job name.*'Bad Name'"),
+    "bad_task_name.yaml": ("""
+        job: bad-task-name
+        tasks:
+          "x y":
+            shell: echo a
+        """, r"^bad_task_name\.yaml:3:3: .*task name.*'x y'"),
+}
+
+
+def test_validate_good_file(tp: Taskplan) -> None:
+    tp.write("good.yaml", GOOD)
+    res = tp.ok("validate", "good.yaml", db=False)
+    assert res.err == ""
+    # validate never touches a store.
+    assert not tp.db_path.exists()
+
+
+def test_validate_reports_every_error_with_file_line_col(tp: Taskplan) -> None:
+    for name, (text, _) in BAD_FILES.items():
+        tp.write(name, text)
+    tp.write("good.yaml", GOOD)
+    res = tp("validate", "good.yaml", *BAD_FILES, db=False)
+    assert res.code == 2, res
+    lines = res.err.splitlines()
+    for name, (_, pattern) in BAD_FILES.items():
+        hits = [ln for ln in lines if re.search(pattern, ln)]
+        assert hits, f"{name}: no line matching {pattern!r} in\n{res.err}"
+    # Every problem is one line naming its file:line:col (a last line may count them).
+    located = [ln for ln in lines if re.match(r"^[\w.]+\.yaml:\d+:\d+: ", ln)]
+    assert not [ln for ln in located if ln.startswith("good.yaml")]
+    assert {ln.split(":", 1)[0] for ln in located} == set(BAD_FILES)
+    assert len(lines) - len(located) <= 1, res.err
+
+
+def test_validate_cycle_prints_the_path(tp: Taskplan) -> None:
+    tp.write("loop.yaml", """
+        job: loop
+        tasks:
+          x: {shell: echo, depends_on: [z]}
+          y: {shell: echo, depends_on: [x]}
+          z: {shell: echo, depends_on: [y]}
+    """)
+    res = tp("validate", "loop.yaml", db=False)
+    assert res.code == 2
+    path = re.search(r"cycle: ([a-z]( -> [a-z])+)", res.err)
+    assert path, res.err
+    names = path.group(1).split(" -> ")
+    assert names[0] == names[-1] and sorted(names[:-1]) == ["x", "y", "z"], names
+
+
+def test_apply_bad_file_stores_nothing(tp: Taskplan) -> None:
+    """apply of two files where the second is bad stores neither, and exits 2."""
+    tp.write("good.yaml", GOOD)
+    text, _ = BAD_FILES["cycle.yaml"]
+    tp.write("bad.yaml", text)
+    res = tp("apply", "good.yaml", "bad.yaml")
+    assert res.code == 2, res
+    assert res.out == ""
+    assert re.search(r"^bad\.yaml:\d+:\d+: ", res.err, re.M), res.err
+    assert tp.ok("jobs", "--json").json() == []
+    # a run of the good job by name does not exist either
+    res = tp("run", "good")
+    assert res.code == 2 and "good" in res.err and len(res.err.strip().splitlines()) == 1
+    assert tp.ok("runs", "--json").json() == []
+
+
+def test_apply_versions_only_on_change_and_runs_pin_their_version(tp: Taskplan) -> None:
+    tp.write("jobs/good.yaml", GOOD)
+    tp.write("jobs/other.yml", """
+        job: other
+        tasks:
+          t: {shell: echo other}
+    """)
+    res = tp.ok("apply", "jobs")  # a folder
+    assert "good: version 1" in res.out and "other: version 1" in res.out
+
+    res = tp.ok("apply", "jobs/good.yaml")
+    assert "version 1" in res.out and "new" not in res.out
+
+    run1 = tp.ok("run", "good", "--detach").out.strip()
+
+    tp.write("jobs/good.yaml", GOOD.replace("echo b", "echo bee"))
+    res = tp.ok("apply", "jobs/good.yaml")
+    assert "version 2 (new)" in res.out
+
+    jobs = {j["job"]: j for j in tp.ok("jobs", "--json").json()}
+    assert jobs["good"]["version"] == 2
+    assert jobs["other"]["version"] == 1
+    assert jobs["good"]["last_run_id"] == int(run1)
+    assert jobs["other"]["last_run_id"] is None
+
+    # `run FILE` applies the file first: unchanged file, same version 2.
+    run2 = tp.ok("run", "jobs/good.yaml", "--detach").out.strip()
+    runs = {r["run_id"]: r for r in tp.ok("runs", "--json", "--job", "good").json()}
+    assert runs[int(run1)]["version"] == 1
+    assert runs[int(run2)]["version"] == 2
+    # the first run still shows the version it was created with
+    assert tp.status(run1)["version"] == 1

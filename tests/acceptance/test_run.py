@@ -1,0 +1,239 @@
+"""run, status, runs, logs, retry and purge through the real command line."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from acceptance_helpers import Taskplan, finish, states, tasks_by_name
+
+STATUS_KEYS = {"run_id", "job", "version", "state", "params", "created_at", "started_at",
+               "finished_at", "tasks"}
+TASK_KEYS = {"name", "item", "state", "attempts", "started_at", "finished_at", "exit_code",
+             "result", "error"}
+RUNS_KEYS = {"run_id", "job", "version", "state", "trigger", "created_at", "started_at",
+             "finished_at"}
+
+
+def assert_iso_with_offset(value: object) -> datetime:
+    assert isinstance(value, str), value
+    parsed = datetime.fromisoformat(value)
+    assert parsed.utcoffset() is not None, f"{value} carries no UTC offset"
+    return parsed
+
+
+def test_run_shell_and_python_tasks(tp: Taskplan) -> None:
+    tp.write("code/calc.py", """
+        def base(ctx):
+            return {"day": ctx.params["day"], "n": 20, "task": ctx.task, "run": ctx.run_id}
+
+        def plus(ctx):
+            return ctx.results["base"]["n"] + 1
+    """)
+    tp.write("code/demo.yaml", """
+        job: demo
+        params:
+          day: "2026-01-01"
+          mode: full
+        tasks:
+          env:
+            shell: >-
+              echo "run=$TASKPLAN_RUN_ID task=$TASKPLAN_TASK attempt=$TASKPLAN_ATTEMPT
+              day=$TASKPLAN_PARAM_DAY mode=$TASKPLAN_PARAM_MODE"
+          base:
+            depends_on: [env]
+            python: calc:base
+          plus:
+            depends_on: [base]
+            python: calc:plus
+          argv:
+            shell: [printf, "%s|%s", "two words", "$HOME"]
+    """)
+    res = tp("run", "code/demo.yaml", "--param", "day=2026-02-03", "--workers", "2")
+    assert res.code == 0, res
+    # Plain progress lines (stdout is not a terminal): one line per transition, in order.
+    lines = res.out.splitlines()
+
+    def index(pattern: str) -> int:
+        found = [i for i, ln in enumerate(lines) if re.search(pattern, ln)]
+        assert len(found) == 1, f"{pattern!r}: {found} in\n{res.out}"
+        return found[0]
+
+    assert index(r"\benv\s+running$") < index(r"\benv\s+succeeded$") \
+        < index(r"\bbase\s+running$") < index(r"\bbase\s+succeeded$") \
+        < index(r"\bplus\s+running$") < index(r"\bplus\s+succeeded$") \
+        < index(r"\brun 1\s+succeeded$")
+    assert re.search(r"^run 1 \(demo v1\) succeeded in .*: 4 succeeded$", res.out, re.M)
+
+    status = tp.status(1)
+    assert set(status) == STATUS_KEYS
+    assert status["run_id"] == 1 and status["job"] == "demo" and status["version"] == 1
+    assert status["state"] == "succeeded"
+    assert status["params"] == {"day": "2026-02-03", "mode": "full"}
+    created = assert_iso_with_offset(status["created_at"])
+    started = assert_iso_with_offset(status["started_at"])
+    ended = assert_iso_with_offset(status["finished_at"])
+    assert created <= started <= ended
+    tasks = tasks_by_name(status)
+    assert set(tasks) == {"env", "base", "plus", "argv"}
+    for t in tasks.values():
+        assert set(t) == TASK_KEYS, t
+        assert t["state"] == "succeeded" and t["attempts"] == 1 and t["error"] is None
+        assert t["item"] is None
+        t_start = assert_iso_with_offset(t["started_at"])
+        t_end = assert_iso_with_offset(t["finished_at"])
+        assert started <= t_start <= t_end <= ended
+    assert tasks["env"]["exit_code"] == 0
+    assert tasks["base"]["result"] == {"day": "2026-02-03", "n": 20, "task": "base", "run": 1}
+    assert tasks["plus"]["result"] == 21
+    assert assert_iso_with_offset(tasks["env"]["finished_at"]) <= \
+        assert_iso_with_offset(tasks["base"]["started_at"])
+
+    log = tp.ok("logs", "1", "env").out
+    assert log.strip() == "run=1 task=env attempt=1 day=2026-02-03 mode=full"
+    # A list is an argv: no shell, no word splitting, no expansion.
+    assert tp.ok("logs", "1", "argv").out == "two words|$HOME"
+
+    runs = tp.ok("runs", "--json").json()
+    assert len(runs) == 1 and set(runs[0]) == RUNS_KEYS
+    assert runs[0]["run_id"] == 1 and runs[0]["job"] == "demo" and runs[0]["version"] == 1
+    assert runs[0]["state"] == "succeeded" and runs[0]["trigger"] == "manual"
+    for key in ("created_at", "started_at", "finished_at"):
+        assert runs[0][key] == status[key]
+
+
+def test_failed_run_exits_1_and_retry_reruns_in_place(tp: Taskplan) -> None:
+    tp.write("steps.py", """
+        def produce(ctx):
+            return {"rows": 42, "attempt": ctx.attempt}
+
+        def consume(ctx):
+            return ctx.results["produce"]["rows"] * 2
+    """)
+    tp.write("flaky.yaml", """
+        job: flaky
+        tasks:
+          produce:
+            python: steps:produce
+          gate:
+            shell: 'echo gate; test -f fixed'
+          consume:
+            depends_on: [produce, gate]
+            python: steps:consume
+          side:
+            shell: echo side
+          after_all:
+            depends_on: [consume]
+            trigger: all_done
+            shell: echo done
+    """)
+    res = tp("run", "flaky.yaml")
+    assert res.code == 1, res
+    assert re.search(r"^run 1 \(flaky v1\) failed", res.out, re.M), res.out
+    assert re.search(r"failed: gate after 1 attempt\(s\)", res.out), res.out
+    first = tp.status(1)
+    assert first["state"] == "failed"
+    assert states(first) == {"produce": "succeeded", "gate": "failed",
+                             "consume": "upstream_failed", "side": "succeeded",
+                             "after_all": "succeeded"}
+    before = tasks_by_name(first)
+    assert before["gate"]["exit_code"] == 1 and before["gate"]["error"]
+    assert before["produce"]["result"] == {"rows": 42, "attempt": 1}
+
+    # retry of an unknown run or one that is not finished is bad input
+    assert tp("retry", "7").code == 2
+
+    (tp.home / "fixed").write_text("")
+    res = tp("retry", "1")
+    assert res.code == 0, res
+    # its progress shows this retry, not a replay of the failed first try
+    assert "failed" not in res.out and re.search(r"\bgate\s+succeeded$", res.out, re.M), res.out
+    second = tp.status(1)
+    assert second["state"] == "succeeded"
+    assert second["run_id"] == 1
+    assert len(tp.ok("runs", "--json").json()) == 1  # in place: no new run
+    assert set(states(second).values()) == {"succeeded"}
+    after = tasks_by_name(second)
+    # Succeeded task runs keep their attempts, times and results.
+    for name in ("produce", "side"):
+        assert after[name] == before[name], name
+    assert after["gate"]["attempts"] == 2 and after["gate"]["error"] is None
+    assert after["gate"]["exit_code"] == 0
+    assert after["consume"]["attempts"] == 1 and after["consume"]["result"] == 84
+    # each attempt has its own log
+    assert tp.ok("logs", "1", "gate", "--attempt", "1").out == "gate\n"
+    assert tp.ok("logs", "1", "gate", "--attempt", "2").out == "gate\n"
+    # after_all had succeeded (all_done): it keeps its single attempt
+    assert after["after_all"]["attempts"] == 1
+
+    # a succeeded run has nothing left to rerun and stays succeeded
+    res = tp("retry", "1")
+    assert res.code == 0, res
+    assert tp.status(1) == second
+
+
+def test_detach_prints_only_the_run_id(tp: Taskplan) -> None:
+    tp.write("d.yaml", """
+        job: detached
+        tasks:
+          a: {shell: echo a}
+    """)
+    first = tp("run", "d.yaml", "--detach")
+    assert first.code == 0 and re.fullmatch(r"\d+\n", first.out), first
+    second = tp("run", "detached", "--detach")
+    assert second.code == 0 and re.fullmatch(r"\d+\n", second.out), second
+    assert int(second.out) == int(first.out) + 1
+    runs = tp.ok("runs", "--json").json()
+    # newest first; nothing executed them, so they wait for an agent
+    assert [r["run_id"] for r in runs] == [int(second.out), int(first.out)]
+    assert {r["state"] for r in runs} <= {"queued", "running"}
+    assert states(tp.status(int(first.out))) == {"a": "ready"}
+
+
+def test_logs_follow_streams_until_the_attempt_ends(tp: Taskplan) -> None:
+    tp.write("f.yaml", """
+        job: follow
+        tasks:
+          talk:
+            shell: |
+              echo line-1
+              touch started
+              while [ ! -f go ]; do sleep 0.05; done
+              echo line-2
+              echo line-3
+    """)
+    runner = tp.popen("run", "f.yaml")
+    tp.wait_for(1, lambda s: states(s)["talk"] == "running", proc=runner)
+    follower = tp.popen("logs", "1", "talk", "--follow")
+    assert follower.poll() is None
+    (tp.home / "go").write_text("")
+    followed = finish(follower)
+    assert followed.code == 0, followed
+    assert followed.out == "line-1\nline-2\nline-3\n"
+    run = finish(runner)
+    assert run.code == 0, run
+    # logs of a finished attempt without --follow print the same text
+    assert tp.ok("logs", "1", "talk").out == followed.out
+    # unknown task of a known run: bad input
+    res = tp("logs", "1", "nope")
+    assert res.code == 2 and "nope" in res.err and len(res.err.splitlines()) == 1
+
+
+def test_purge_deletes_only_finished_runs_past_retention(tp: Taskplan) -> None:
+    tp.write("p.yaml", """
+        job: purgeable
+        tasks:
+          a: {shell: echo a}
+    """)
+    tp.ok("run", "p.yaml")  # run 1 finishes
+    tp.ok("run", "purgeable", "--detach")  # run 2 stays unfinished
+    res = tp.ok("purge", "--older-than", "90d")
+    assert re.search(r"\b0 run", res.out), res.out
+    assert [r["run_id"] for r in tp.ok("runs", "--json").json()] == [2, 1]
+    res = tp.ok("purge", "--older-than", "1ms")
+    assert re.search(r"\b1 run", res.out), res.out
+    assert [r["run_id"] for r in tp.ok("runs", "--json").json()] == [2]
+    gone = tp("logs", "1", "a")
+    assert gone.code == 2 and "1" in gone.err
+    bad = tp("purge", "--older-than", "soon")
+    assert bad.code == 2 and len(bad.err.splitlines()) == 1
