@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskplan import dag
+from taskplan import dag, triggers
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import (
     FAILED_LIKE,
@@ -198,19 +198,20 @@ class Engine:
     def create_run(self, version_id: int, params: dict[str, Any] | None = None, *,
                    trigger: str = "manual", trigger_ref: str | None = None,
                    parent_task_run_id: int | None = None, root_run_id: int | None = None,
-                   tx: Tx | None = None) -> int:
+                   tx: Tx | None = None, queued: bool = False) -> int:
+        """A new run; with `queued` it stays `queued` (no claims) until something starts it."""
         spec = self.job_spec(version_id)
         merged = {**spec.params, **(params or {})}
         if tx is not None:
             return self._create_run(tx, spec, version_id, merged, trigger, trigger_ref,
-                                    parent_task_run_id, root_run_id)
+                                    parent_task_run_id, root_run_id, queued)
         with self.store.tx() as new_tx:
             return self._create_run(new_tx, spec, version_id, merged, trigger, trigger_ref,
-                                    parent_task_run_id, root_run_id)
+                                    parent_task_run_id, root_run_id, queued)
 
     def _create_run(self, tx: Tx, spec: JobSpec, version_id: int, params: dict[str, Any],
                     trigger: str, trigger_ref: str | None, parent_task_run_id: int | None,
-                    root_run_id: int | None) -> int:
+                    root_run_id: int | None, queued: bool = False) -> int:
         now = self.clock()
         job_id = tx.scalar("SELECT job_id FROM job_versions WHERE id = :v", {"v": version_id})
         run_id = ops.insert_run(
@@ -248,7 +249,10 @@ class Engine:
         ids = ops.task_ids(tx, run_id)
         ops.insert_edges(tx, [(ids[u], ids[d]) for d, us in ups.items() for u in us])
         ops.bump_run(tx, run_id, unfinished=len(rows), ready=ready)
-        ops.set_run_state(tx, run_id, RunState.RUNNING, now=now, started=True)
+        if queued:
+            ops.add_events(tx, [(now, run_id, None, str(RunState.QUEUED), None)])
+        else:
+            ops.set_run_state(tx, run_id, RunState.RUNNING, now=now, started=True)
         ops.add_events(tx, [(now, run_id, ids[r["task"]], "ready", None)
                             for r in rows if r["state"] == "ready"])
         tx.wake = True
@@ -516,6 +520,7 @@ class Engine:
         """Hook for what follows a run's end (sub-job parents, cross-job triggers)."""
         if run.parent_task_run_id is not None:
             self._child_run_ended(tx, run, now)
+        triggers.after_run_end(self, tx, run, now)
 
     # -- foreach --------------------------------------------------------------------------
     def expand_foreach(self, claim: Claim, chunks: Iterable[Sequence[Any]]) -> int | None:
@@ -671,6 +676,7 @@ class Engine:
             run.halt = halt
             if halt == "user_cancel" or run.running == 0:
                 run = self._finalize(tx, run, now, cancel_running=halt == "user_cancel")
+                self._on_run_end(tx, run, now)
             else:
                 ops.set_run_state(tx, run_id, RunState.STOPPING, now=now)
                 run.state = str(RunState.STOPPING)

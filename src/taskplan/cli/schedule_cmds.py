@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import click
 
 from taskplan.cli.common import db_option, get_context, handle_errors, json_option, print_json
+from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.errors import UsageError
 from taskplan.model import JobSpec
 from taskplan.spec import load_job_file
@@ -75,3 +80,83 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
         offset = at.strftime("%z")
         label = f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
         click.echo(f"{at.isoformat():<32} {at.tzname() or '':<6} {label:<10} schedule {s.key}")
+
+
+def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
+    """Call `handler` on SIGINT/SIGTERM; returns a function restoring the old handlers."""
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        handler()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+    return restore
+
+
+@click.command("scheduler")
+@click.option("--lease", type=click.FloatRange(min=0.5), default=6.0, show_default=True,
+              help="Seconds the leader lease lasts; a standby takes over within about that.")
+@db_option
+@handle_errors
+def scheduler_cmd(lease: float, db: str | None) -> None:
+    """The schedule daemon: one leader at a time creates runs when schedules fire."""
+    from taskplan.scheduler import Scheduler
+
+    ctx = get_context(db)
+    scheduler = Scheduler(ctx.engine, lease=lease, default_tz=ctx.settings.timezone)
+    restore = _on_signals(scheduler.stop)
+    try:
+        scheduler.run()
+    finally:
+        restore()
+
+
+@click.command("serve")
+@click.option("--slots", type=click.IntRange(min=1), default=DEFAULT_WORKERS, show_default=True,
+              help="Slots of the agent.")
+@click.option("--lease", type=click.FloatRange(min=0.5), default=6.0, show_default=True,
+              help="Seconds the scheduler's leader lease lasts.")
+@db_option
+@handle_errors
+def serve_cmd(slots: int, lease: float, db: str | None) -> None:
+    """Scheduler and agent in one process (the web UI comes later)."""
+    from taskplan.agent import Agent
+    from taskplan.scheduler import Scheduler
+
+    ctx = get_context(db)
+    engine = ctx.engine
+    scheduler = Scheduler(engine, lease=lease, default_tz=ctx.settings.timezone)
+    agent = Agent(engine, slots=slots, lease=ctx.settings.lease_seconds)
+    errors: list[BaseException] = []
+
+    def guarded(fn: Callable[[], None]) -> Callable[[], None]:
+        def body() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # re-raised on the main thread
+                errors.append(exc)
+                scheduler.stop()
+                agent.drain()
+        return body
+
+    def shutdown() -> None:
+        scheduler.stop()
+        agent.drain()
+
+    restore = _on_signals(shutdown)
+    threads = [threading.Thread(target=guarded(scheduler.run), name="taskplan-scheduler",
+                                daemon=True),
+               threading.Thread(target=guarded(agent.run), name="taskplan-agent", daemon=True)]
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.25)
+    finally:
+        restore()
+    if errors:
+        raise errors[0]

@@ -226,6 +226,8 @@ schedule_firings = Table(
     Column("fire_at", Float, nullable=False),
     Column("run_id", ID, nullable=True),
     Column("created_at", Float, nullable=False),
+    # Why the firing made no run (run_id NULL): an overlap policy, a run already queued.
+    Column("note", Text, nullable=True),
     PrimaryKeyConstraint("job_id", "schedule_key", "fire_at"),
 )
 

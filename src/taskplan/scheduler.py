@@ -1,0 +1,328 @@
+"""The scheduler: one leader at a time turns due schedule firings into runs, exactly once.
+
+* **Leader.** A row `leases(name='scheduler')` names the holder and `until`. A scheduler takes it
+  when it has expired (or is its own) and renews it every `lease/3` seconds; a standby retries at
+  the same pace, so it takes over within one lease after the leader dies. Every firing
+  transaction re-checks the lease (fencing), and the firing rows' primary key makes a duplicate
+  impossible even if two leaders overlapped.
+* **No polling.** The loop sleeps until the next due firing over every job's current version
+  (computed by `timing`), the next lease renewal, or a commit by another process / thread
+  (`Store.wait`); on a wake it re-reads definitions only if `jobs` changed.
+* **Exactly once.** A firing is `INSERT INTO schedule_firings ... ON CONFLICT DO NOTHING`; only
+  the transaction whose insert took creates the run (trigger `schedule`, trigger_ref the
+  schedule's key, the schedule's `params`), in that same transaction.
+* **Where a schedule starts.** A schedule considers firings strictly after
+  max(its `last_fire_at`, the apply time of the job's current version): applying a job never
+  backfills history, and a changed definition starts afresh from its apply time.
+* **Misfires.** A due firing more than `grace` seconds (1 s) in the past was missed (no
+  scheduler was running). `on_misfire: skip` fires none of the missed (only on-time firings);
+  `run_once` fires the latest due firing once; `run_all` fires every missed one, at most
+  `RUN_ALL_CAP` (100, the latest ones).
+* **Overlap** (a top-level run of the job queued, running or stopping at firing time): `skip`
+  records the firing with no run and a note; `queue` creates the run `queued`; it starts when
+  the job has no run in progress (the engine's run-end hook, and the scheduler's sweep); at
+  most one run per job waits, further firings are recorded as skipped; `allow` starts it.
+* **max_runs.** `timing` stops a schedule after its `max_runs`-th firing from `start`; the
+  scheduler also never creates more than `max_runs` runs for one schedule (`fired_count`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from taskplan.engine import Engine
+from taskplan.errors import StoreUnavailableError
+from taskplan.model import JobSpec, OnMisfire, OnOverlap
+from taskplan.store import sched_ops
+from taskplan.store.db import Tx
+from taskplan.timing import Schedule, compile_job
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+RUN_ALL_CAP = 100
+MISFIRE_GRACE = 1.0
+# The longest sleep without looking at anything: the lease renewal interval bounds it anyway.
+MAX_SLEEP = 60.0
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass
+class _Job:
+    job_id: int
+    name: str
+    version_id: int
+    applied_at: float
+    spec: JobSpec
+    schedules: list[Schedule]
+
+
+@dataclass
+class FireResult:
+    """What one pass did (for tests and logs)."""
+
+    runs: list[int]
+    skipped: int
+    next_due: float | None
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] | None = None,
+                 holder: str | None = None, lease: float = 6.0, default_tz: str = "UTC",
+                 grace: float = MISFIRE_GRACE) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.clock = clock or engine.clock
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = lease
+        self.default_tz = default_tz
+        self.grace = grace
+        self.leader = False
+        self._stop = threading.Event()
+        self._mark: tuple[int, float] | None = None
+        self._jobs: list[_Job] = []
+        self._compiled: dict[int, list[Schedule]] = {}
+
+    # -- leadership -----------------------------------------------------------------------
+    def try_lead(self) -> bool:
+        """Take or renew the leader lease; returns whether this scheduler leads now."""
+        now = self.clock()
+        with self.store.tx() as tx:
+            self.leader = sched_ops.acquire_lease(tx, LEASE_NAME, self.holder, now,
+                                                  now + self.lease)
+        return self.leader
+
+    def release(self) -> None:
+        if self.leader:
+            with self.store.tx() as tx:
+                sched_ops.release_lease(tx, LEASE_NAME, self.holder)
+                tx.wake = True  # a standby in this process may take over at once
+            self.leader = False
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.store.waker.notify()
+
+    # -- definitions ----------------------------------------------------------------------
+    def _refresh(self) -> bool:
+        """Re-read jobs if any was added or re-applied; True if something changed."""
+        with self.store.read() as tx:
+            mark = sched_ops.definitions_mark(tx)
+            if mark == self._mark:
+                return False
+            rows = sched_ops.current_jobs(tx)
+        jobs = []
+        for job_id, name, version_id, applied_at in rows:
+            spec = self.engine.job_spec(int(version_id))
+            if not spec.schedules:
+                continue
+            compiled = self._compiled.get(int(version_id))
+            if compiled is None:
+                try:
+                    compiled = compile_job(spec, self.default_tz)
+                except ValueError as exc:
+                    log.error("job %s: schedules unusable: %s", name, exc)
+                    compiled = []
+                self._compiled[int(version_id)] = compiled
+            jobs.append(_Job(int(job_id), str(name), int(version_id), float(applied_at), spec,
+                             compiled))
+        self._jobs = jobs
+        self._mark = mark
+        return True
+
+    # -- one pass ---------------------------------------------------------------------------
+    def fire_due(self) -> FireResult:
+        """Fire every due firing of every job (as leader); returns when the next one is due."""
+        self._refresh()
+        now = self.clock()
+        result = FireResult([], 0, None)
+        with self.store.read() as tx:
+            states = sched_ops.schedule_states(tx)
+        for job in self._jobs:
+            for schedule in job.schedules:
+                key = schedule.spec.key
+                fired_count, last = states.get((job.job_id, key), (0, None))
+                max_runs = schedule.spec.max_runs
+                if max_runs is not None and fired_count >= max_runs:
+                    continue
+                after = job.applied_at if last is None else max(last, job.applied_at)
+                first = schedule.next_after(_dt(after))
+                if first is None:
+                    continue
+                if first.timestamp() > now:
+                    result.next_due = _earliest(result.next_due, first.timestamp())
+                    continue
+                due = self._due(schedule, job.spec.on_misfire, after, now)
+                if max_runs is not None:
+                    due = due[:max(0, max_runs - fired_count)]
+                self._fire(job, key, due, now, result)
+                following = schedule.next_after(_dt(now))
+                if following is not None:
+                    result.next_due = _earliest(result.next_due, following.timestamp())
+        return result
+
+    def _due(self, schedule: Schedule, policy: OnMisfire, after: float, now: float
+             ) -> list[tuple[float, bool]]:
+        """The firings of (after, now] to fire, as (instant, fire it?); the last one always
+        appears so that the schedule's mark moves up to it."""
+        on_time_from = now - self.grace
+        latest = _latest(schedule, after, now, RUN_ALL_CAP + 1)
+        if not latest:
+            return []
+        missed = [t for t in latest if t < on_time_from]
+        if not missed:
+            return [(t, True) for t in latest]
+        if policy == OnMisfire.RUN_ALL:
+            keep = latest[-RUN_ALL_CAP:]
+            return [(t, True) for t in keep]
+        if policy == OnMisfire.RUN_ONCE:
+            return [(latest[-1], True)]
+        on_time = [t for t in latest if t >= on_time_from]
+        if on_time:
+            return [(t, True) for t in on_time]
+        return [(latest[-1], False)]  # skip: move the mark past the missed ones only
+
+    def _fire(self, job: _Job, key: str, due: list[tuple[float, bool]], now: float,
+              result: FireResult) -> None:
+        if not due:
+            return
+        spec = job.spec
+        schedule_params = next(s.params for s in spec.schedules if s.key == key)
+        with self.store.tx() as tx:
+            if not sched_ops.holds_lease(tx, LEASE_NAME, self.holder, now):
+                self.leader = False
+                return  # fenced: another scheduler leads now
+            made = 0
+            for fire_at, wanted in due:
+                if not wanted:
+                    continue
+                if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
+                    continue  # another scheduler fired it
+                run_id, note = self._make_run(tx, job, key, schedule_params)
+                sched_ops.set_firing_outcome(tx, job.job_id, key, fire_at, run_id, note)
+                if run_id is None:
+                    result.skipped += 1
+                    log.info("%s schedule %s at %s: %s", job.name, key,
+                             _dt(fire_at).isoformat(), note)
+                else:
+                    made += 1
+                    result.runs.append(run_id)
+            sched_ops.advance_schedule(tx, job.job_id, key, due[-1][0], made)
+
+    def _make_run(self, tx: Tx, job: _Job, key: str, params: dict[str, object]
+                  ) -> tuple[int | None, str | None]:
+        active = sched_ops.active_runs(tx, job.job_id)
+        policy = job.spec.on_overlap
+        queued = False
+        if active and policy == OnOverlap.SKIP:
+            return None, "skipped: a run of this job is still active (on_overlap: skip)"
+        if active and policy == OnOverlap.QUEUE:
+            if active.get("queued"):
+                return None, "skipped: a run of this job is already queued (on_overlap: queue)"
+            queued = bool(active.get("running") or active.get("stopping"))
+        run_id = self.engine.create_run(job.version_id, dict(params), trigger="schedule",
+                                        trigger_ref=key, tx=tx, queued=queued)
+        return run_id, None
+
+    def start_queued(self) -> list[int]:
+        """Start queued runs whose job has nothing in progress (a backstop for the run-end
+        hook, which cannot see a queued run created concurrently with the end)."""
+        started: list[int] = []
+        now = self.clock()
+        with self.store.tx() as tx:
+            for (run_id,) in sched_ops.startable_queued(tx):
+                if run_id is not None and sched_ops.start_queued(tx, int(run_id), now):
+                    started.append(int(run_id))
+            tx.wake = bool(started)
+        return started
+
+    # -- the daemon -------------------------------------------------------------------------
+    def run(self) -> None:
+        """Lead (or stand by) until stop(): fire what is due, sleep until the next instant."""
+        gen = self.store.waker.generation
+        renew_every = max(0.2, self.lease / 3)
+        next_renew = 0.0
+        next_due: float | None = None
+        try:
+            while not self._stop.is_set():
+                mono = time.monotonic()
+                fresh_lead = False
+                if mono >= next_renew:
+                    was = self.leader
+                    retrying(self.try_lead, what="taking the scheduler lease",
+                             stop=self._stop.is_set)
+                    fresh_lead = self.leader and not was
+                    if fresh_lead:
+                        log.info("scheduler %s leads", self.holder)
+                    if self.leader:
+                        retrying(self.start_queued, what="starting queued runs",
+                                 stop=self._stop.is_set)
+                    next_renew = mono + renew_every
+                if self.leader:
+                    changed = retrying(self._refresh, what="reading job definitions",
+                                       stop=self._stop.is_set)
+                    if fresh_lead or changed or (next_due is not None
+                                                 and next_due <= self.clock()):
+                        res = retrying(self.fire_due, what="firing schedules",
+                                       stop=self._stop.is_set)
+                        next_due = res.next_due
+                timeout = next_renew - time.monotonic()
+                if self.leader and next_due is not None:
+                    timeout = min(timeout, next_due - self.clock())
+                gen = self.store.wait(gen, max(0.0, min(timeout, MAX_SLEEP)))
+        finally:
+            try:
+                self.release()
+            except Exception:
+                log.exception("cannot release the scheduler lease")
+
+
+T = TypeVar("T")
+
+
+def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool]) -> T:
+    """Call `fn` until the store answers (a daemon rides out a store restart), or stop()."""
+    delay = 0.05
+    while True:
+        try:
+            return fn()
+        except StoreUnavailableError as exc:
+            if stop():
+                raise
+            log.warning("store unavailable while %s, retrying in %.2fs: %s", what, delay, exc)
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
+
+
+def _earliest(a: float | None, b: float) -> float:
+    return b if a is None or b < a else a
+
+
+def _latest(schedule: Schedule, after: float, now: float, k: int) -> list[float]:
+    """Up to the last `k` firings in (after, now], oldest first, without walking the whole
+    downtime: the window before `now` doubles until it holds k firings or reaches `after`."""
+    span = 1.0
+    while True:
+        lo = max(after, now - span)
+        found: list[float] = []
+        at = schedule.next_after(_dt(lo))
+        while at is not None and at.timestamp() <= now:
+            found.append(at.timestamp())
+            if len(found) > 4 * k:
+                found = found[-k:]
+            at = schedule.next_after(at)
+        if len(found) >= k or lo <= after:
+            return found[-k:]
+        span *= 4

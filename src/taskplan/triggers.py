@@ -1,0 +1,133 @@
+"""What follows the end of a run, inside the transaction that ends it: queued runs of the same
+job start, and cross-job `triggers` whose upstream set is now complete fire.
+
+A trigger fires exactly once per set of qualifying upstream runs:
+* the set is the latest ended top-level run of every job in `after`, each `succeeded` (or any
+  end state with `status: finished`), each ended within `within` of now, and each newer than
+  the run of that job used by the trigger's previous firing;
+* the firing is a `trigger_firings` row keyed by that set (`job:run_id` sorted, joined by `,`),
+  inserted with ON CONFLICT DO NOTHING; the dependent run is created in the same transaction
+  only if this transaction's insert took;
+* checks of one dependent job are serialised by a row lock on PostgreSQL (on SQLite every write
+  transaction is already exclusive), so when the last two upstreams end at the same instant in
+  two processes, whichever checks second sees the other's commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from taskplan.model import TriggerSpec
+from taskplan.store import sched_ops
+from taskplan.store.db import Tx
+from taskplan.store.ops import RunRow
+
+if TYPE_CHECKING:
+    from taskplan.engine import Engine
+
+# Primary-key column width of trigger_firings.upstream_key; longer sets are hashed.
+_KEY_MAX = 500
+
+
+@dataclass
+class TriggerCheck:
+    ready: bool
+    key: str | None = None
+    waiting: list[str] = field(default_factory=list)  # why not, one entry per upstream job
+
+
+def parse_key(key: str | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in (key or "").split(","):
+        name, sep, rid = part.rpartition(":")
+        if sep and rid.isdigit():
+            out[name] = int(rid)
+    return out
+
+
+def firing_key(parts: dict[str, int]) -> str:
+    key = ",".join(f"{n}:{r}" for n, r in sorted(parts.items()))
+    if len(key) <= _KEY_MAX:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def check_trigger(tx: Tx, job_id: int, trig: TriggerSpec, now: float) -> TriggerCheck:
+    """Does this trigger of job `job_id` have a complete, new set of upstream runs?"""
+    ids = sched_ops.job_ids(tx, trig.after)
+    last = sched_ops.last_trigger_firing(tx, job_id, trig.index)
+    previous = parse_key(last) if last and not last.startswith("sha256:") else {}
+    parts: dict[str, int] = {}
+    waiting: list[str] = []
+    for name in trig.after:
+        jid = ids.get(name)
+        row = None if jid is None else sched_ops.latest_finished_run(tx, jid)
+        if row is None:
+            waiting.append(f"{name} (no ended run)")
+            continue
+        rid, state, finished = int(row[0]), str(row[1]), float(row[2] or 0.0)
+        if trig.status == "succeeded" and state != "succeeded":
+            waiting.append(f"{name} (run {rid} {state})")
+        elif trig.within is not None and finished < now - trig.within:
+            waiting.append(f"{name} (run {rid} ended over {trig.within:g}s ago)")
+        elif rid <= previous.get(name, 0):
+            waiting.append(f"{name} (a run after {rid})")
+        else:
+            parts[name] = rid
+    if waiting:
+        return TriggerCheck(False, waiting=waiting)
+    return TriggerCheck(True, key=firing_key(parts))
+
+
+@dataclass
+class _Index:
+    mark: tuple[int, float]
+    # upstream job name -> (dependent job id, its current version id, the trigger)
+    by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]]
+
+
+_INDEXES: weakref.WeakKeyDictionary[Engine, _Index] = weakref.WeakKeyDictionary()
+
+
+def _index(engine: Engine, tx: Tx) -> _Index:
+    mark = sched_ops.definitions_mark(tx)
+    found = _INDEXES.get(engine)
+    if found is not None and found.mark == mark:
+        return found
+    by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]] = {}
+    for job_id, _name, version_id, _created in sched_ops.current_jobs(tx):
+        for trig in engine.job_spec(int(version_id)).triggers:
+            for up in trig.after:
+                by_upstream.setdefault(up, []).append((int(job_id), int(version_id), trig))
+    found = _Index(mark, by_upstream)
+    _INDEXES[engine] = found
+    return found
+
+
+def after_run_end(engine: Engine, tx: Tx, run: RunRow, now: float) -> list[int]:
+    """Start the job's next queued run; fire triggers. Returns the ids of runs started."""
+    if run.parent_task_run_id is not None:
+        return []
+    started: list[int] = []
+    for (queued,) in sched_ops.startable_queued(tx, run.job_id):
+        if queued is not None and sched_ops.start_queued(tx, int(queued), now):
+            started.append(int(queued))
+            tx.wake = True
+    name = tx.scalar("SELECT name FROM jobs WHERE id = :j", {"j": run.job_id})
+    dependants = _index(engine, tx).by_upstream.get(str(name), [])
+    for job_id in sorted({d[0] for d in dependants}):
+        sched_ops.lock_job(tx, job_id)
+    for job_id, version_id, trig in dependants:
+        check = check_trigger(tx, job_id, trig, now)
+        if not check.ready or check.key is None:
+            continue
+        if not sched_ops.insert_trigger_firing(tx, job_id, trig.index, check.key, now):
+            continue  # another transaction fired this set already
+        run_id = engine.create_run(version_id, dict(trig.params), trigger="trigger",
+                                   trigger_ref=check.key, tx=tx)
+        sched_ops.set_trigger_run(tx, job_id, trig.index, check.key, run_id)
+        started.append(run_id)
+    return started
