@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from taskplan import __version__
+from taskplan.cli.common import EXIT_BAD_INPUT
 from taskplan.cli.control import cancel_cmd, purge_cmd, stop_cmd
 from taskplan.cli.definitions import apply_cmd, jobs_cmd, validate_cmd
 from taskplan.cli.execute import retry_cmd, run_cmd
@@ -26,4 +29,20 @@ for command in (validate_cmd, apply_cmd, jobs_cmd, run_cmd, status_cmd, runs_cmd
 
 
 def main() -> None:
-    cli()
+    """Click's own usage errors print a usage block; SPEC.md wants a one-line reason, exit 2."""
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx else "taskplan"
+        click.echo(f"{path}: {exc.format_message()} (see {path} --help)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except click.ClickException as exc:
+        click.echo(f"taskplan: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
