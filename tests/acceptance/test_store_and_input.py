@@ -1,0 +1,92 @@
+"""Which store a command uses, what happens when it is unreachable, and bad run input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from acceptance_helpers import Taskplan
+
+JOB = """
+    job: {name}
+    tasks:
+      a: {{shell: echo {name}}}
+"""
+
+
+def one_line(err: str) -> str:
+    assert err.endswith("\n") and err.count("\n") == 1, f"not one line: {err!r}"
+    return err
+
+
+def test_db_precedence(tp: Taskplan) -> None:
+    """--db, then TASKPLAN_DB, then taskplan.toml found upward, then sqlite:///taskplan.db."""
+    project = tp.home / "project"
+    work = project / "deep" / "work"
+    work.mkdir(parents=True)
+    (project / "taskplan.toml").write_text('db = "sqlite:///from-toml.db"\n')
+    for name in ("by-default", "by-toml", "by-env", "by-flag"):
+        tp.write(f"{name}.yaml", JOB.format(name=name))
+    env_db = tp.home / "from-env.db"
+    flag_db = tp.home / "from-flag.db"
+
+    # no toml above `bare`: the default file in the current folder
+    bare = tp.home / "bare"
+    bare.mkdir()
+    tp.ok("apply", str(tp.home / "by-default.yaml"), db=False, cwd=bare)
+    # toml found two folders up; its relative path is relative to the toml file
+    tp.ok("apply", str(tp.home / "by-toml.yaml"), db=False, cwd=work)
+    # the environment beats the toml
+    tp.ok("apply", str(tp.home / "by-env.yaml"), db=False, cwd=work,
+          env={"TASKPLAN_DB": f"sqlite:///{env_db}"})
+    # the flag beats both; after the command name works as well as before it
+    tp.ok("apply", str(tp.home / "by-flag.yaml"), "--db", f"sqlite:///{flag_db}", db=False,
+          cwd=work, env={"TASKPLAN_DB": f"sqlite:///{env_db}"})
+
+    def jobs_in(path: Path) -> list[str]:
+        assert path.is_file(), path
+        return [j["job"] for j in tp.ok("--db", f"sqlite:///{path}", "jobs", "--json",
+                                        db=False).json()]
+
+    assert jobs_in(bare / "taskplan.db") == ["by-default"]
+    assert jobs_in(project / "from-toml.db") == ["by-toml"]
+    assert jobs_in(env_db) == ["by-env"]
+    assert jobs_in(flag_db) == ["by-flag"]
+    assert not (work / "taskplan.db").exists() and not (work / "from-toml.db").exists()
+
+
+def test_unreachable_store_exits_3(tp: Taskplan) -> None:
+    tp.write("j.yaml", JOB.format(name="j"))
+    missing = tp.home / "missing" / "folder" / "t.db"
+    for url in ("postgresql://nobody@127.0.0.1:1/x", f"sqlite:///{missing}"):
+        for args in (("jobs",), ("run", "j.yaml")):
+            res = tp("--db", url, *args, db=False)
+            assert res.code == 3, (url, args, res)
+            assert res.out == ""
+            one_line(res.err)
+            assert "Traceback" not in res.err
+    assert not missing.parent.exists()
+    # the password of a URL never shows
+    res = tp("--db", "postgresql://nobody:s3cret-pw@127.0.0.1:1/x", "runs", db=False)
+    assert res.code == 3 and "s3cret-pw" not in res.err + res.out
+
+
+def test_bad_run_input_exits_2_and_creates_nothing(tp: Taskplan) -> None:
+    tp.write("j.yaml", JOB.format(name="j"))
+    tp.write("bad.yaml", """
+        job: bad
+        tasks:
+          a: {shell: echo, retries: many}
+    """)
+    for args in (("run", "j.yaml", "--param", "no-equals-sign"),
+                 ("run", "j.yaml", "--param", "=value"),
+                 ("run", "nosuchjob"),
+                 ("run", "missing.yaml"),
+                 ("run", "j.yaml", "--workers", "0")):
+        res = tp(*args)
+        assert res.code == 2, (args, res)
+        one_line(res.err)
+    res = tp("run", "bad.yaml")
+    assert res.code == 2 and res.err.startswith("bad.yaml:3:29: tasks.a.retries"), res
+    # nothing was stored by any of them (the good file was only ever named with bad flags)
+    assert tp.ok("runs", "--json").json() == []
+    assert tp.ok("jobs", "--json").json() == []
