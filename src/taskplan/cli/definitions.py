@@ -75,6 +75,28 @@ def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:
     return found[0][0] if found else None
 
 
+def _trigger_waits(engine: object, version_id: int) -> list[dict[str, object]]:
+    """Each cross-job trigger of the job, with the upstream jobs it still waits for."""
+    import time
+
+    from taskplan.engine import Engine
+    from taskplan.triggers import check_trigger
+
+    assert isinstance(engine, Engine)
+    spec = engine.job_spec(version_id)
+    if not spec.triggers:
+        return []
+    out: list[dict[str, object]] = []
+    with engine.store.read() as tx:
+        job_id = int(tx.scalar("SELECT job_id FROM job_versions WHERE id = :v",
+                               {"v": version_id}))
+        for trig in spec.triggers:
+            check = check_trigger(tx, job_id, trig, time.time())
+            out.append({"index": trig.index, "after": list(trig.after), "status": trig.status,
+                        "waiting": check.waiting})
+    return out
+
+
 @click.command("jobs")
 @db_option
 @json_option
@@ -93,6 +115,7 @@ def jobs_cmd(db: str | None, as_json: bool) -> None:
             "next": nxt.isoformat() if nxt else None,
             "last_run_id": j.last_run_id, "last_state": j.last_state,
             "last_finished_at": iso(j.last_finished_at),
+            "triggers": _trigger_waits(engine, j.version_id),
         })
     if as_json:
         print_json(out)
@@ -106,3 +129,7 @@ def jobs_cmd(db: str | None, as_json: bool) -> None:
         nxt_text = str(row["next"] or "-")
         click.echo(f"{j.name:<28} {j.version:>4} {nxt_text:<26} {last:<22}"
                    f" {short_time(j.last_finished_at) if j.last_finished_at else ''}")
+        for t in row["triggers"]:  # type: ignore[attr-defined]
+            waits = ", ".join(t["waiting"]) or "nothing (fires when an upstream run ends)"
+            click.echo(f"  trigger {t['index']} (after {', '.join(t['after'])}) waits for: "
+                       + waits)
