@@ -165,13 +165,19 @@ class Engine:
             tx.wake = True
         return vid, number, True
 
-    def job_spec(self, version_id: int) -> JobSpec:
-        """The definition a run pinned. Versions never change, so they are cached forever."""
+    def job_spec(self, version_id: int, tx: Tx | None = None) -> JobSpec:
+        """The definition a run pinned. Versions never change, so they are cached forever.
+
+        Inside a write transaction pass it as `tx`: the read then goes through it.
+        """
         spec = self._specs.get(version_id)
         if spec is not None:
             return spec
-        with self.store.read() as tx:
+        if tx is not None:
             row = ops.version_row(tx, version_id)
+        else:
+            with self.store.read() as rtx:
+                row = ops.version_row(rtx, version_id)
         if row is None:
             raise NotFoundError(f"no job version {version_id}")
         spec = job_from_definition(loads(row[4]), row[5], row[6])
@@ -200,7 +206,7 @@ class Engine:
                    parent_task_run_id: int | None = None, root_run_id: int | None = None,
                    tx: Tx | None = None, queued: bool = False) -> int:
         """A new run; with `queued` it stays `queued` (no claims) until something starts it."""
-        spec = self.job_spec(version_id)
+        spec = self.job_spec(version_id, tx)
         merged = {**spec.params, **(params or {})}
         if tx is not None:
             return self._create_run(tx, spec, version_id, merged, trigger, trigger_ref,
