@@ -95,6 +95,25 @@ class Taskplan:
                     proc.kill()
                     proc.communicate()
 
+    def many(self, *commands: tuple[str, ...], db: bool = True) -> list[Result]:
+        """Independent commands at once (each start-up costs most of a second of CPU)."""
+        procs = [self.popen(*args, db=db) for args in commands]
+        return [finish(p) for p in procs]
+
+    def wait_file(self, name: str, proc: subprocess.Popen[str] | None = None,
+                  timeout: float = 30.0) -> Path:
+        """Wait until a task has created the file `name` in the test folder."""
+        path = self.home / name
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if proc is not None and proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"taskplan exited {proc.returncode} while waiting\n{out}\n{err}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} never appeared")
+            time.sleep(0.02)
+        return path
+
     def status(self, run_id: int | str) -> dict[str, Any]:
         data = self.ok("status", str(run_id), "--json").json()
         assert isinstance(data, dict)

@@ -203,6 +203,7 @@ def test_logs_follow_streams_until_the_attempt_ends(tp: Taskplan) -> None:
               echo line-3
     """)
     runner = tp.popen("run", "f.yaml")
+    tp.wait_file("started", proc=runner)
     tp.wait_for(1, lambda s: states(s)["talk"] == "running", proc=runner)
     follower = tp.popen("logs", "1", "talk", "--follow")
     assert follower.poll() is None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from acceptance_helpers import Taskplan
 
 JOB = """
@@ -42,32 +40,30 @@ def test_db_precedence(tp: Taskplan) -> None:
     tp.ok("apply", str(tp.home / "by-flag.yaml"), "--db", f"sqlite:///{flag_db}", db=False,
           cwd=work, env={"TASKPLAN_DB": f"sqlite:///{env_db}"})
 
-    def jobs_in(path: Path) -> list[str]:
-        assert path.is_file(), path
-        return [j["job"] for j in tp.ok("--db", f"sqlite:///{path}", "jobs", "--json",
-                                        db=False).json()]
-
-    assert jobs_in(bare / "taskplan.db") == ["by-default"]
-    assert jobs_in(project / "from-toml.db") == ["by-toml"]
-    assert jobs_in(env_db) == ["by-env"]
-    assert jobs_in(flag_db) == ["by-flag"]
+    expected = {bare / "taskplan.db": "by-default", project / "from-toml.db": "by-toml",
+                env_db: "by-env", flag_db: "by-flag"}
+    listings = tp.many(*(("--db", f"sqlite:///{p}", "jobs", "--json") for p in expected),
+                       db=False)
+    for (path, job), res in zip(expected.items(), listings, strict=True):
+        assert path.is_file() and res.code == 0, (path, res)
+        assert [j["job"] for j in res.json()] == [job], path
     assert not (work / "taskplan.db").exists() and not (work / "from-toml.db").exists()
 
 
 def test_unreachable_store_exits_3(tp: Taskplan) -> None:
     tp.write("j.yaml", JOB.format(name="j"))
     missing = tp.home / "missing" / "folder" / "t.db"
-    for url in ("postgresql://nobody@127.0.0.1:1/x", f"sqlite:///{missing}"):
-        for args in (("jobs",), ("run", "j.yaml")):
-            res = tp("--db", url, *args, db=False)
-            assert res.code == 3, (url, args, res)
-            assert res.out == ""
-            one_line(res.err)
-            assert "Traceback" not in res.err
-    assert not missing.parent.exists()
+    commands = [("--db", url, *args)
+                for url in ("postgresql://nobody@127.0.0.1:1/x", f"sqlite:///{missing}")
+                for args in (("jobs",), ("run", "j.yaml"))]
     # the password of a URL never shows
-    res = tp("--db", "postgresql://nobody:s3cret-pw@127.0.0.1:1/x", "runs", db=False)
-    assert res.code == 3 and "s3cret-pw" not in res.err + res.out
+    commands.append(("runs", "--db", "postgresql://nobody:s3cret-pw@127.0.0.1:1/x"))
+    for args, res in zip(commands, tp.many(*commands, db=False), strict=True):
+        assert res.code == 3, (args, res)
+        assert res.out == ""
+        one_line(res.err)
+        assert "Traceback" not in res.err and "s3cret-pw" not in res.err
+    assert not missing.parent.exists()
 
 
 def test_bad_run_input_exits_2_and_creates_nothing(tp: Taskplan) -> None:
@@ -77,16 +73,16 @@ def test_bad_run_input_exits_2_and_creates_nothing(tp: Taskplan) -> None:
         tasks:
           a: {shell: echo, retries: many}
     """)
-    for args in (("run", "j.yaml", "--param", "no-equals-sign"),
-                 ("run", "j.yaml", "--param", "=value"),
-                 ("run", "nosuchjob"),
-                 ("run", "missing.yaml"),
-                 ("run", "j.yaml", "--workers", "0")):
-        res = tp(*args)
+    commands = [("run", "j.yaml", "--param", "no-equals-sign"),
+                ("run", "j.yaml", "--param", "=value"),
+                ("run", "nosuchjob"),
+                ("run", "missing.yaml"),
+                ("run", "j.yaml", "--workers", "0"),
+                ("run", "bad.yaml")]
+    for args, res in zip(commands, tp.many(*commands), strict=True):
         assert res.code == 2, (args, res)
         one_line(res.err)
-    res = tp("run", "bad.yaml")
-    assert res.code == 2 and res.err.startswith("bad.yaml:3:29: tasks.a.retries"), res
+    assert res.err.startswith("bad.yaml:3:29: tasks.a.retries"), res
     # nothing was stored by any of them (the good file was only ever named with bad flags)
     assert tp.ok("runs", "--json").json() == []
     assert tp.ok("jobs", "--json").json() == []
