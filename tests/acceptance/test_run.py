@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
 from datetime import datetime
 
-from acceptance_helpers import Taskplan, finish, states, tasks_by_name
+from acceptance_helpers import Taskplan, clean_env, finish, states, tasks_by_name
 
 STATUS_KEYS = {"run_id", "job", "version", "state", "params", "created_at", "started_at",
                "finished_at", "tasks"}
@@ -228,6 +231,9 @@ def test_purge_deletes_only_finished_runs_past_retention(tp: Taskplan) -> None:
     """)
     tp.ok("run", "p.yaml")  # run 1 finishes
     tp.ok("run", "purgeable", "--detach")  # run 2 stays unfinished
+    counts = tp.ok("status", "--json").json()
+    assert counts["runs"] == {"succeeded": 1, "running": 1}, counts
+    assert counts["active_task_runs"] == {"ready": 1}, counts
     res = tp.ok("purge", "--older-than", "90d")
     assert re.search(r"\b0 run", res.out), res.out
     assert [r["run_id"] for r in tp.ok("runs", "--json").json()] == [2, 1]
@@ -238,3 +244,34 @@ def test_purge_deletes_only_finished_runs_past_retention(tp: Taskplan) -> None:
     assert gone.code == 2 and "1" in gone.err
     bad = tp("purge", "--older-than", "soon")
     assert bad.code == 2 and len(bad.err.splitlines()) == 1
+
+
+def test_live_progress_on_a_terminal(tp: Taskplan) -> None:
+    """On a terminal `run` draws a live panel instead of plain lines, and still exits 0/1."""
+    tp.write("tty.yaml", """
+        job: on-a-tty
+        tasks:
+          ok: {shell: echo fine}
+          broken: {shell: exit 3}
+    """)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(tp.argv(("run", "tty.yaml"), True), cwd=tp.home,
+                            env=clean_env({"COLUMNS": "100", "TERM": "xterm"}),
+                            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 1
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "on-a-tty" in screen and "2/2 done" in screen, screen
+    assert "broken" in screen and "exit code 3" in screen, screen
+    assert re.search(r"run 1 \(on-a-tty v1\) failed", screen), screen
+    assert states(tp.status(1)) == {"ok": "succeeded", "broken": "failed"}
