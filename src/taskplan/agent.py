@@ -21,18 +21,37 @@ from typing import Any
 
 from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome
-from taskplan.errors import TaskplanError
+from taskplan.errors import StoreUnavailableError, TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
 from taskplan.executors.sql import SqlSetupError, engine_for, expand_url, stream_rows
 from taskplan.model import JobSpec, TaskSpec, TaskState
 from taskplan.redact import mask_url
 from taskplan.spec.templating import is_template, render
 from taskplan.store import ops
+from taskplan.store.db import BACKOFF_FIRST, BACKOFF_MAX, retrying
 
 log = logging.getLogger(__name__)
 
 FOREACH_CHUNK = 5000  # items read and inserted per executemany
 CANCEL_CHECK_EVERY = 0.1  # seconds between checks that running attempts were not cancelled
+GIVE_UP_WHEN_CANCELLED = 5.0  # s of store outage after which a cancelled agent just exits
+FLUSH_GIVE_UP = 60.0  # s an exiting agent keeps trying to record its last outcomes
+
+
+class _Outage:
+    """The store is unreachable: when it started, and the backoff before the next try."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.started = time.monotonic()
+        self.delay = BACKOFF_FIRST
+        log.warning("store unavailable, retrying until it is back: %s", exc)
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def sleep(self) -> None:
+        time.sleep(self.delay)
+        self.delay = min(BACKOFF_MAX, self.delay * 2)
 
 
 class UpstreamResults(Mapping[str, Any]):
@@ -51,10 +70,14 @@ class UpstreamResults(Mapping[str, Any]):
                 marks = ", ".join(f":n{i}" for i in range(len(self._names)))
                 params: dict[str, Any] = {f"n{i}": n for i, n in enumerate(self._names)}
                 params["r"] = self._run_id
-                with self._engine.store.read() as tx:
-                    rows = tx.all(
-                        "SELECT task, result FROM task_runs WHERE run_id = :r AND parent_id IS"
-                        f" NULL AND task IN ({marks}) AND state = 'succeeded'", params)
+                sql = ("SELECT task, result FROM task_runs WHERE run_id = :r AND parent_id IS"
+                       f" NULL AND task IN ({marks}) AND state = 'succeeded'")
+
+                def read() -> list[Any]:
+                    with self._engine.store.read() as tx:
+                        return tx.all(sql, params)
+
+                rows = retrying(read, what="reading upstream results", give_up_after=300.0)
                 found = {str(t): ops.loads(r) for t, r in rows}
             self._cache = found
         return self._cache
@@ -93,6 +116,11 @@ class Agent:
         self._stopped = threading.Event()
         self.finished_runs: dict[int, str] = {}
         self.max_concurrency = 0
+        # Dispatcher-only state: outcomes not yet committed, task runs claimed and not yet
+        # recorded, and when reaping other agents may resume after an outage.
+        self._unrecorded: list[tuple[Claim, Outcome]] = []
+        self._claimed: set[int] = set()
+        self._reap_after = 0.0
 
     # -- control from other threads (signal handlers, the CLI) -----------------------------
     def drain(self) -> None:
@@ -105,6 +133,11 @@ class Agent:
         self._draining.set()
         self._cancel_all.set()
         self.store.waker.notify()
+
+    @property
+    def cancelled(self) -> bool:
+        """cancel_running() was called: running attempts were killed, not waited for."""
+        return self._cancel_all.is_set()
 
     @property
     def busy(self) -> int:
@@ -126,9 +159,26 @@ class Agent:
             except Exception:
                 log.exception("cannot check for cancelled attempts on exit")
             self._pool.shutdown(wait=not self._cancel_all.is_set(), cancel_futures=True)
-            self._flush_done()
-            self.engine.agent_stopped(self.agent_id)
-            self._stopped.set()
+            if self._cancel_all.is_set():
+                # Attempts that did not stop in time (a python function cannot be killed):
+                # record them cancelled now rather than leave them running for nobody.
+                time.sleep(0.05)
+                with self._active_lock:
+                    left = [c for c, _ in self._active.values()]
+                    self._active.clear()
+                self._unrecorded.extend((c, Outcome(TaskState.CANCELLED,
+                                                    error="cancelled: agent stopped"))
+                                        for c in left)
+            try:
+                self._flush_done()
+                agent_id = self.agent_id
+                retrying(lambda: self.engine.agent_stopped(agent_id), what="signing off",
+                         give_up_after=FLUSH_GIVE_UP if not self._cancel_all.is_set() else 5.0)
+            except StoreUnavailableError as exc:
+                log.error("store still unavailable, leaving unrecorded outcomes to lease"
+                          " expiry: %s", exc)
+            finally:
+                self._stopped.set()
 
     def _loop(self, until: Callable[[Agent], bool] | None) -> None:
         assert self.agent_id is not None
@@ -139,59 +189,104 @@ class Agent:
         last_cancel_check = 0.0
         idle_since = time.monotonic()
         cancel_sent = False
+        outage: _Outage | None = None
         while True:
-            finished = self._drain_done()
-            free = 0 if self._draining.is_set() else self.slots - self.busy
-            result = None
-            if finished or free > 0:
-                result = self.engine.step(self.agent_id, finished, free, self.root_run_id)
-                for claim in result.claims:
-                    self._start(claim)
-                for run_id, state in result.finished_runs:
-                    self.finished_runs[run_id] = state
-                if result.next_due is not None and (next_retry is None
-                                                    or result.next_due < next_retry):
-                    next_retry = result.next_due
-            if self._cancel_all.is_set() and not cancel_sent:
-                self._cancel_mine()
-                cancel_sent = True
-            now_m = time.monotonic()
-            if now_m >= next_beat:
-                self.engine.heartbeat(self.agent_id, self.lease,
-                                      "draining" if self._draining.is_set() else None)
-                if self.engine.reap():
-                    gen = -1  # recovered work may be ours to claim: go round again
-                next_retry = self.engine.promote_retries()
-                next_beat = now_m + beat_every
-            if next_retry is not None and next_retry <= self.engine.clock():
-                next_retry = self.engine.promote_retries()
-                continue
-            busy = self.busy
-            if busy:
-                idle_since = now_m
-                if (result is not None and result.finished_runs) or (
-                        now_m - last_cancel_check >= CANCEL_CHECK_EVERY):
-                    self._check_cancelled()
-                    last_cancel_check = now_m
-            if until is not None and until(self):
-                return
-            if self._draining.is_set() and busy == 0 and self._done.empty():
-                return
-            if self.exit_when_idle is not None and busy == 0 and (
-                    now_m - idle_since >= self.exit_when_idle):
-                return
-            if result is not None and result.claims and self.busy < self.slots:
-                continue  # there may be more ready work than one claim round took
-            if not self._done.empty():
-                continue
-            timeout = next_beat - now_m
-            if next_retry is not None:
-                timeout = min(timeout, next_retry - self.engine.clock())
-            if busy:
-                timeout = min(timeout, CANCEL_CHECK_EVERY)
-            if self.exit_when_idle is not None and busy == 0:
-                timeout = min(timeout, self.exit_when_idle - (now_m - idle_since))
-            gen = self.store.wait(gen, max(0.0, timeout))
+            try:
+                if outage is not None:
+                    self._recover(outage)
+                    outage = None
+                    next_beat = time.monotonic() + beat_every
+                # Outcomes stay here until a step that records them commits: an attempt that
+                # ends while the store is away is recorded once it is back.
+                self._unrecorded.extend(self._drain_done())
+                finished = list(self._unrecorded)
+                free = 0 if self._draining.is_set() else self.slots - self.busy
+                result = None
+                if finished or free > 0:
+                    result = self.engine.step(self.agent_id, finished, free, self.root_run_id)
+                    self._unrecorded.clear()
+                    for claim, _ in finished:
+                        self._claimed.discard(claim.task_run_id)
+                    for claim in result.claims:
+                        self._claimed.add(claim.task_run_id)
+                        self._start(claim)
+                    for run_id, state in result.finished_runs:
+                        self.finished_runs[run_id] = state
+                    if result.next_due is not None and (next_retry is None
+                                                        or result.next_due < next_retry):
+                        next_retry = result.next_due
+                if self._cancel_all.is_set() and not cancel_sent:
+                    self._cancel_mine()
+                    cancel_sent = True
+                now_m = time.monotonic()
+                if now_m >= next_beat:
+                    self._heartbeat()
+                    if now_m >= self._reap_after and self.engine.reap():
+                        gen = -1  # recovered work may be ours to claim: go round again
+                    next_retry = self.engine.promote_retries()
+                    next_beat = now_m + beat_every
+                if next_retry is not None and next_retry <= self.engine.clock():
+                    next_retry = self.engine.promote_retries()
+                    continue
+                busy = self.busy
+                if busy:
+                    idle_since = now_m
+                    if (result is not None and result.finished_runs) or (
+                            now_m - last_cancel_check >= CANCEL_CHECK_EVERY):
+                        self._check_cancelled()
+                        last_cancel_check = now_m
+                if until is not None and until(self):
+                    return
+                if (self._draining.is_set() and busy == 0 and self._done.empty()
+                        and not self._unrecorded):
+                    return
+                if self.exit_when_idle is not None and busy == 0 and (
+                        now_m - idle_since >= self.exit_when_idle):
+                    return
+                if result is not None and result.claims and self.busy < self.slots:
+                    continue  # there may be more ready work than one claim round took
+                if not self._done.empty():
+                    continue
+                timeout = next_beat - now_m
+                if next_retry is not None:
+                    timeout = min(timeout, next_retry - self.engine.clock())
+                if busy:
+                    timeout = min(timeout, CANCEL_CHECK_EVERY)
+                if self.exit_when_idle is not None and busy == 0:
+                    timeout = min(timeout, self.exit_when_idle - (now_m - idle_since))
+                gen = self.store.wait(gen, max(0.0, timeout))
+            except StoreUnavailableError as exc:
+                if outage is None:
+                    outage = _Outage(exc)
+                if self._cancel_all.is_set() and outage.seconds() > GIVE_UP_WHEN_CANCELLED:
+                    raise  # told to stop now: leave the rest to lease expiry
+                outage.sleep()
+                gen = -1
+
+    def _heartbeat(self) -> None:
+        """Renew the lease; if another agent already declared us lost, register anew."""
+        assert self.agent_id is not None
+        if self.engine.heartbeat(self.agent_id, self.lease,
+                                 "draining" if self._draining.is_set() else None):
+            return
+        log.warning("agent %s (id %s) was declared lost (lease expired); its running"
+                    " attempts were recovered elsewhere; registering again",
+                    self.name, self.agent_id)
+        self.agent_id = self.engine.register_agent(self.name, self.host, os.getpid(),
+                                                   self.slots, self.lease)
+
+    def _recover(self, outage: _Outage) -> None:
+        """First turn after the store came back: lease, then claims we never learnt of."""
+        self._heartbeat()
+        assert self.agent_id is not None
+        with self._active_lock:
+            keep = set(self._active) | self._claimed
+        released = self.engine.release_unstarted(self.agent_id, keep)
+        # Others were cut off too and need a moment to renew their leases: do not reap
+        # them for one lease.
+        self._reap_after = time.monotonic() + self.lease
+        log.warning("store back after %.1fs; %d claim(s) lost in flight given back",
+                    outage.seconds(), released)
 
     def _drain_done(self) -> list[tuple[Claim, Outcome]]:
         out: list[tuple[Claim, Outcome]] = []
@@ -202,9 +297,13 @@ class Agent:
                 return out
 
     def _flush_done(self) -> None:
-        finished = self._drain_done()
-        if finished and self.agent_id is not None:
-            self.engine.step(self.agent_id, finished, 0, self.root_run_id)
+        self._unrecorded.extend(self._drain_done())
+        finished = list(self._unrecorded)
+        agent_id = self.agent_id
+        if finished and agent_id is not None:
+            retrying(lambda: self.engine.step(agent_id, finished, 0, self.root_run_id),
+                     what="recording finished attempts", give_up_after=FLUSH_GIVE_UP)
+            self._unrecorded.clear()
 
     def _start(self, claim: Claim) -> None:
         cancel = Cancellation()
@@ -245,9 +344,11 @@ class Agent:
         self.store.waker.notify()
 
     def _execute(self, claim: Claim, cancel: Cancellation) -> Outcome:
-        job = self.engine.job_spec(claim.version_id)
-        task = self.engine.task_spec(claim.version_id, claim.task)
-        _, params = self.engine.run_meta(claim.run_id)
+        job, task, (_, params) = retrying(
+            lambda: (self.engine.job_spec(claim.version_id),
+                     self.engine.task_spec(claim.version_id, claim.task),
+                     self.engine.run_meta(claim.run_id)),
+            what="reading a task's definition", stop=self._cancel_all.is_set)
         upstream = tuple(sorted(set(task.depends_on)
                                 | ({task.foreach.from_task} if task.foreach
                                    and task.foreach.from_task else set())))

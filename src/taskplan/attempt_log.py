@@ -6,14 +6,19 @@ memory and written when the attempt ends behind a note saying how much was dropp
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+from taskplan.errors import StoreUnavailableError
 from taskplan.store import ops
-from taskplan.store.db import Store
+from taskplan.store.db import Store, retrying
+
+log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 0.25  # seconds: how stale `logs --follow` may be
 FLUSH_SIZE = 32 * 1024
+FINAL_WAIT = 60.0  # seconds the last flush waits for an unreachable store before dropping
 
 
 class AttemptLog:
@@ -82,8 +87,29 @@ class AttemptLog:
             self._stored += len(chunk)
             total = self._produced
             self._last_flush = time.monotonic()
-        with self._store.tx() as tx:
-            ops.append_log(tx, self._tr, self._attempt, seq, chunk, total, self._dropped > 0)
+        def write() -> None:
+            with self._store.tx() as tx:
+                ops.append_log(tx, self._tr, self._attempt, seq, chunk, total,
+                               self._dropped > 0)
+
+        if final:
+            try:  # the attempt has ended: wait a while for a store that is restarting
+                retrying(write, what="storing an attempt's output", give_up_after=FINAL_WAIT)
+            except StoreUnavailableError as exc:
+                log.warning("output of task run %s attempt %s not stored: %s",
+                            self._tr, self._attempt, exc)
+            return
+        try:
+            write()
+        except StoreUnavailableError:
+            # The store is away: keep the chunk (under its sequence number) for the next
+            # flush instead of failing the attempt that printed it.
+            with self._lock:
+                if self._seq == seq + 1:
+                    self._seq = seq
+                    self._stored -= len(chunk)
+                    self._buf.insert(0, chunk)
+                    self._buf_len += len(chunk)
 
     def close(self) -> None:
         with self._lock:

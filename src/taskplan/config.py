@@ -58,7 +58,13 @@ def load_settings(db: str | None = None, start: Path | None = None) -> Settings:
     ):
         # A relative SQLite path in taskplan.toml is relative to that file, not to the cwd.
         url = "sqlite:///" + str((path.parent / url[len("sqlite:///"):]).resolve())
-    lease = data.get("lease_seconds", 30.0)
+    lease = os.environ.get("TASKPLAN_LEASE_SECONDS") or data.get("lease_seconds", 30.0)
+    try:
+        lease = float(lease)
+    except (TypeError, ValueError):
+        raise UsageError(f"lease_seconds must be a number of seconds, got {lease!r}") from None
+    if lease < 1.0:
+        raise UsageError(f"lease_seconds must be at least 1, got {lease}")
     return Settings(
         db=url,
         timezone=str(data.get("timezone", "UTC")),

@@ -12,7 +12,7 @@ import heapq
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -290,6 +290,10 @@ class Engine:
         result = StepResult()
         with self.store.tx() as tx:
             now = self.clock()
+            # Lock order on PostgreSQL: run rows first, by id, then their task runs (see
+            # ops.lock_runs). Finishing in run order keeps two agents from deadlocking.
+            finished = sorted(finished, key=lambda f: (f[0].run_id, f[0].task_run_id))
+            ops.lock_runs(tx, [c.run_id for c, _ in finished])
             for claim, outcome in finished:
                 self._finish(tx, claim, outcome, now, result)
             if free > 0:
@@ -309,7 +313,8 @@ class Engine:
         )
         claims: list[Claim] = []
         pool_room: dict[str, int] | None = None
-        for run_id, n in shares.items():
+        ops.lock_runs(tx, shares)
+        for run_id, n in sorted(shares.items()):
             r = meta[run_id]
             max_stage = int(r[6]) if r[5] == "finish_stage" and r[6] is not None else None
             cands = ops.claim_candidates(tx, run_id, n, max_stage)
@@ -349,7 +354,7 @@ class Engine:
                 result: StepResult) -> None:
         if outcome.expanded:
             return
-        run = ops.run_row(tx, claim.run_id)
+        run = ops.run_row(tx, claim.run_id, lock=True)
         assert run is not None
         retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
                  and run.halt is None)
@@ -801,6 +806,7 @@ class Engine:
         """Make due retries ready; returns when the next one is due."""
         with self.store.tx() as tx:
             now = self.clock()
+            ops.lock_runs(tx, ops.runs_with_due_retries(tx, now))
             rows = ops.due_retries(tx, now)
             per_run: dict[int, int] = {}
             for _tr, run_id in rows:
@@ -854,6 +860,36 @@ class Engine:
                     count += 1
                 tx.wake = True
         return count
+
+    def release_unstarted(self, agent_id: int, keep: Collection[int]) -> int:
+        """Give back task runs held running for this agent that it never started.
+
+        A claim whose commit reply was lost (the store went away mid-commit) may have been
+        applied without the agent knowing it holds those task runs. They go back to `ready`
+        without using up an attempt; the attempt counter still moves on, as the fencing token.
+        Returns how many were given back.
+        """
+        now = self.clock()
+        with self.store.tx() as tx:
+            rows = [r for r in tx.all(
+                "SELECT t.id, t.run_id, r.version_id, t.task, t.kind, t.item, t.attempts,"
+                " t.max_attempts, t.stage, t.pool, t.parent_id FROM task_runs t"
+                " JOIN runs r ON r.id = t.run_id WHERE t.agent_id = :a AND t.state = 'running'",
+                {"a": agent_id}) if int(r[0]) not in keep]
+            if not rows:
+                return 0
+            ops.lock_runs(tx, [int(r[1]) for r in rows])
+            result = StepResult()
+            for r in sorted(rows, key=lambda r: (int(r[1]), int(r[0]))):
+                tx.run("UPDATE task_runs SET max_attempts = max_attempts + 1 WHERE id = :i",
+                       {"i": int(r[0])})
+                claim = Claim(int(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4]),
+                              loads(r[5]), int(r[6]), int(r[7]) + 1, r[8], r[9], r[10])
+                self._finish(tx, claim, Outcome(
+                    TaskState.FAILED, error="claimed during a store outage, never started",
+                    retry_now=True), now, result)
+            tx.wake = True
+        return len(rows)
 
     def still_running(self, tokens: Sequence[tuple[int, int]]) -> set[int]:
         """Which of these (task_run_id, attempt) pairs are still running under that attempt."""

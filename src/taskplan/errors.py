@@ -43,5 +43,12 @@ class StoreUnavailableError(TaskplanError):
     """taskplan's own database cannot be reached (exit code 3)."""
 
 
+class StoreConflictError(StoreUnavailableError):
+    """A transaction lost a deadlock or serialization race and was rolled back.
+
+    Nothing was written, so running it again is safe; daemons retry it like an outage.
+    """
+
+
 class StaleAttemptError(TaskplanError):
     """A finish or heartbeat carried a fencing token that is no longer current."""

@@ -7,23 +7,33 @@ measured gap). SQL is written once with `:name` binds and translated per driver.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 
-from taskplan.errors import StoreUnavailableError
+from taskplan.errors import StoreConflictError, StoreUnavailableError
 from taskplan.store import migrate
 from taskplan.store.urls import backend_of, mask_url, sqlalchemy_url, sqlite_path
 
 Row = tuple[Any, ...]
 Params = dict[str, Any] | Sequence[Any]
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "taskplan"
+# Reconnection backoff: quick at first (a server restart takes about a second), then capped.
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 1.0
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -78,6 +88,24 @@ class Tx:
         if seq:
             self.cur.executemany(self._sql(sql), seq)
 
+    def many_returning(self, sql: str, seq: Sequence[Params]) -> list[Row]:
+        """executemany of an `INSERT/UPDATE ... RETURNING`: every returned row, in order."""
+        if not seq:
+            return []
+        out: list[Row] = []
+        if self.pg:
+            # psycopg pipelines the statements and keeps one result set per parameter set.
+            self.cur.executemany(self._sql(sql), seq, returning=True)
+            while True:
+                out.extend(tuple(r) for r in self.cur.fetchall())
+                if not self.cur.nextset():
+                    return out
+        # sqlite3's executemany refuses statements that return rows: one execute each.
+        for params in seq:
+            self.cur.execute(sql, params)
+            out.extend(tuple(r) for r in self.cur.fetchall())
+        return out
+
 
 class Waker:
     """In-process wake-up: a generation counter under a condition variable."""
@@ -102,6 +130,52 @@ class Waker:
             return self._gen
 
 
+def _is_disconnect(conn: Any, exc: BaseException) -> bool:
+    """Did `exc` leave this psycopg connection unusable (server gone, network cut)?"""
+    import psycopg
+
+    if getattr(conn, "broken", False) or getattr(conn, "closed", False):
+        return True
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(
+        exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
+        | psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.errors.DeadlockDetected
+                      | psycopg.errors.SerializationFailure)
+
+
+def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None = None,
+             give_up_after: float | None = None) -> T:
+    """Call `fn` until it does not raise StoreUnavailableError, backing off between tries.
+
+    For daemons that must ride out a store restart. Gives up (re-raising) when `stop()` turns
+    true or after `give_up_after` seconds.
+    """
+    delay = BACKOFF_FIRST
+    started = time.monotonic()
+    warned = False
+    while True:
+        try:
+            result = fn()
+        except StoreUnavailableError as exc:
+            if (stop is not None and stop()) or (
+                    give_up_after is not None and time.monotonic() - started >= give_up_after):
+                raise
+            if not warned:
+                log.warning("store unavailable while %s, retrying: %s", what, exc)
+                warned = True
+            time.sleep(delay)
+            delay = min(BACKOFF_MAX, delay * 2)
+            continue
+        if warned:
+            log.warning("store back after %.1fs (%s)", time.monotonic() - started, what)
+        return result
+
+
 class Store:
     """taskplan's database: schema upkeep, per-thread connections, transactions, wake-ups."""
 
@@ -118,6 +192,12 @@ class Store:
         self._write_lock = threading.Lock() if self.backend == "sqlite" else None
         self._conns: list[Any] = []
         self._conns_lock = threading.Lock()
+        # PostgreSQL: backend pids of our own connections, whose NOTIFYs the listener ignores
+        # (the in-process waker already told this process).
+        self._own_pids: set[int] = set()
+        self._listener: threading.Thread | None = None
+        self._listener_stop = threading.Event()
+        self._listening = threading.Event()
         self.engine: Engine = self._make_engine()
         if migrate_schema:
             try:
@@ -131,7 +211,13 @@ class Store:
 
     # -- connections ---------------------------------------------------------------------
     def _make_engine(self) -> Engine:
-        engine = create_engine(sqlalchemy_url(self.url))
+        if self.backend == "postgresql":
+            # pre_ping: a pooled connection that died with a server restart is replaced
+            # instead of failing the cold path that picks it up.
+            engine = create_engine(sqlalchemy_url(self.url), pool_pre_ping=True,
+                                   connect_args=_pg_connect_args())
+        else:
+            engine = create_engine(sqlalchemy_url(self.url))
         if self.backend == "sqlite":
             # pysqlite's implicit transactions would defeat BEGIN IMMEDIATE: take them over.
             @event.listens_for(engine, "connect")
@@ -153,14 +239,24 @@ class Store:
                 raise StoreUnavailableError(f"cannot open SQLite store {path}: {exc}") from exc
             _sqlite_pragmas(conn)
             return conn
+        conn = self._pg_connect(autocommit=False)
+        self._own_pids.add(conn.info.backend_pid)
+        return conn
+
+    def _pg_connect(self, *, autocommit: bool) -> Any:
         import psycopg
+        from psycopg.types.string import StrDumper
 
         try:
-            return psycopg.connect(self._pg_dsn(), autocommit=False)
+            conn = psycopg.connect(self._pg_dsn(), autocommit=autocommit, **_pg_connect_args())
         except psycopg.Error as exc:
             raise StoreUnavailableError(
                 f"cannot reach the store {mask_url(self.url)}: {mask_url(str(exc))}"
             ) from exc
+        # Strings go as `text`, not `unknown`: one bind used both as a column value and in a
+        # comparison (`state = :s ... CASE WHEN :s = 'ready'`) then has one type.
+        conn.adapters.register_dumper(str, StrDumper)
+        return conn
 
     def _pg_dsn(self) -> str:
         return self.url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -187,6 +283,11 @@ class Store:
                 pass
 
     def close(self) -> None:
+        self._listener_stop.set()
+        listener = self._listener
+        if listener is not None and listener is not threading.current_thread():
+            listener.join(2.0)
+        self._listener = None
         with self._conns_lock:
             conns, self._conns = self._conns, []
         for conn in conns:
@@ -197,47 +298,115 @@ class Store:
         self._local = threading.local()
         self.engine.dispose()
 
+    def _lost(self, conn: Any, exc: BaseException) -> StoreUnavailableError:
+        """Forget this thread's dead connection; the next transaction opens a new one."""
+        self.drop_connection()
+        return StoreUnavailableError(
+            f"lost the connection to the store {mask_url(self.url)}: "
+            f"{mask_url(str(exc).strip())}")
+
     # -- transactions --------------------------------------------------------------------
     @contextmanager
     def tx(self) -> Iterator[Tx]:
-        """A write transaction. Commits on success, rolls back on any exception."""
+        """A write transaction. Commits on success, rolls back on any exception.
+
+        On PostgreSQL a broken connection (server restart, network cut) is dropped and
+        surfaces as StoreUnavailableError; the caller decides whether to retry. A commit that
+        fails that way may or may not have been applied: callers' writes are fenced, so
+        replaying them is safe.
+        """
+        if getattr(self._local, "open_tx", None) is not None:
+            yield self._local.open_tx  # nested on this thread: join the open transaction
+            return
+        if self.backend == "postgresql":
+            with self._pg_tx() as tx:
+                yield tx
+            return
         lock = self._write_lock
         if lock is not None:
             lock.acquire()
         try:
             conn = self.connection()
-            if self.backend == "sqlite":
-                conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             tx = Tx(self, conn)
+            self._local.open_tx = tx
             try:
                 yield tx
-                conn.commit() if self.backend == "postgresql" else conn.execute("COMMIT")
+                conn.execute("COMMIT")
             except BaseException:
                 try:
-                    conn.rollback() if self.backend == "postgresql" else conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
                 except Exception:
                     self.drop_connection()
                 raise
         finally:
+            self._local.open_tx = None
             if lock is not None:
                 lock.release()
         if tx.wake:
             self.waker.notify()
 
     @contextmanager
+    def _pg_tx(self) -> Iterator[Tx]:
+        conn = self.connection()
+        tx = Tx(self, conn)
+        self._local.open_tx = tx
+        try:
+            yield tx
+            if tx.wake:
+                # Delivered to listeners at commit, once per transaction however many rows.
+                tx.cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            conn.commit()
+        except BaseException as exc:
+            if _is_disconnect(conn, exc) and isinstance(exc, Exception):
+                raise self._lost(conn, exc) from exc
+            try:
+                conn.rollback()
+            except Exception:
+                self.drop_connection()
+            if _is_conflict(exc):
+                raise StoreConflictError(f"transaction rolled back: {str(exc).strip()}"
+                                         ) from exc
+            raise
+        finally:
+            self._local.open_tx = None
+        if tx.wake:
+            self.waker.notify()
+
+    @contextmanager
     def read(self) -> Iterator[Tx]:
-        """A read-only snapshot (a deferred transaction on SQLite)."""
+        """A read-only snapshot (a deferred transaction on SQLite).
+
+        Inside an open write transaction on the same thread it reads through that transaction
+        (it shares the thread's connection, so ending a snapshot would end the write too).
+        """
+        if getattr(self._local, "open_tx", None) is not None:
+            yield self._local.open_tx
+            return
         conn = self.connection()
         if self.backend == "sqlite":
             conn.execute("BEGIN")
+            tx = Tx(self, conn)
+            try:
+                yield tx
+            finally:
+                conn.execute("COMMIT")
+            return
         tx = Tx(self, conn)
         try:
             yield tx
-        finally:
-            if self.backend == "sqlite":
-                conn.execute("COMMIT")
-            else:
+        except BaseException as exc:
+            if _is_disconnect(conn, exc) and isinstance(exc, Exception):
+                raise self._lost(conn, exc) from exc
+            try:
                 conn.rollback()
+            except Exception:
+                self.drop_connection()
+            raise
+        try:
+            conn.rollback()
+        except Exception as exc:
+            raise self._lost(conn, exc) from exc
 
     # -- waiting for other processes -----------------------------------------------------
     def data_version(self) -> int:
@@ -252,6 +421,7 @@ class Store:
         """
         deadline = time.monotonic() + max(0.0, timeout)
         if self.backend != "sqlite":
+            self.listen()
             return self.waker.wait(seen, timeout)
         version = self.data_version()
         while True:
@@ -263,3 +433,73 @@ class Store:
                 return gen
             if self.data_version() != version:
                 return gen + 0  # another process committed: the caller re-reads
+
+    # -- PostgreSQL LISTEN -----------------------------------------------------------------
+    def listen(self) -> None:
+        """Start (once) the thread that turns other processes' NOTIFYs into in-process wakes.
+
+        It holds one extra connection that only listens: no queries while idle. Whenever it
+        (re)connects it wakes every waiter, since notifications may have been missed.
+        """
+        if self.backend != "postgresql" or self._listener is not None:
+            return
+        with self._conns_lock:
+            if self._listener is not None:
+                return
+            self._listener_stop.clear()
+            thread = threading.Thread(target=self._listen_loop, name="taskplan-listen",
+                                      daemon=True)
+            self._listener = thread
+        thread.start()
+
+    def wait_listening(self, timeout: float = 5.0) -> bool:
+        """Block until the listener has issued LISTEN (for tests and benchmarks)."""
+        self.listen()
+        return self._listening.wait(timeout)
+
+    def _listen_loop(self) -> None:
+        delay = BACKOFF_FIRST
+        stop = self._listener_stop
+        while not stop.is_set():
+            try:
+                conn = self._pg_connect(autocommit=True)
+            except StoreUnavailableError:
+                stop.wait(delay)
+                delay = min(BACKOFF_MAX, delay * 2)
+                continue
+            try:
+                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                self._listening.set()
+                delay = BACKOFF_FIRST
+                self.waker.notify()  # whatever happened while we were not listening
+                own = self._own_pids
+                while not stop.is_set():
+                    # Returns every 0.25 s to look at `stop`: a select() on the socket, not a
+                    # query. Each notification wakes the waiters at once.
+                    for note in conn.notifies(timeout=0.25):
+                        if note.pid not in own:
+                            self.waker.notify()
+            except Exception as exc:  # the server went away: reconnect with backoff
+                self._listening.clear()
+                if not stop.is_set():
+                    log.warning("store listener lost its connection, reconnecting: %s",
+                                mask_url(str(exc).strip()))
+                    stop.wait(delay)
+            finally:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+        self._listening.clear()
+
+
+def _pg_connect_args() -> dict[str, Any]:
+    """Fail fast on a dead server and notice a silently dropped one (TCP keepalives)."""
+    return {
+        "connect_timeout": int(os.environ.get("TASKPLAN_PG_CONNECT_TIMEOUT", "5")),
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "application_name": "taskplan",
+    }

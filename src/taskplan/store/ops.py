@@ -361,6 +361,26 @@ def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
     ))
 
 
+def lock_runs(tx: Tx, run_ids: Iterable[int]) -> None:
+    """PostgreSQL: lock these run rows, in id order, before touching their task runs.
+
+    Every transaction that changes task runs takes its runs' row locks first and in one order
+    (a cancel, a finish, a claim, a retry), so two transactions cannot wait on each other in a
+    cycle. SQLite has one writer at a time and needs nothing.
+    """
+    ids = sorted({int(i) for i in run_ids})
+    if not tx.pg or not ids:
+        return
+    tx.all("SELECT id FROM runs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE", {"ids": ids})
+
+
+def runs_with_due_retries(tx: Tx, now: float) -> list[int]:
+    return [int(r[0]) for r in tx.all(
+        "SELECT DISTINCT run_id FROM task_runs WHERE state = 'retrying' AND ready_at <= :t",
+        {"t": now},
+    )]
+
+
 def due_retries(tx: Tx, now: float) -> list[Row]:
     return tx.all(
         "UPDATE task_runs SET state = 'ready' WHERE state = 'retrying' AND ready_at <= :t"
@@ -404,7 +424,9 @@ def set_foreach_expanded(tx: Tx, parent_id: int, n: int) -> None:
 def append_log(tx: Tx, task_run_id: int, attempt: int, seq: int, data: str, total: int,
                truncated: bool) -> None:
     tx.run(
-        "INSERT INTO log_chunks (task_run_id, attempt, seq, data) VALUES (:tr, :a, :s, :d)",
+        # DO NOTHING: a flush replayed after a commit whose reply was lost is a no-op.
+        "INSERT INTO log_chunks (task_run_id, attempt, seq, data) VALUES (:tr, :a, :s, :d)"
+        " ON CONFLICT DO NOTHING",
         {"tr": task_run_id, "a": attempt, "s": seq, "d": data},
     )
     tx.run(
