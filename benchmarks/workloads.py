@@ -23,7 +23,10 @@ from taskplan.spec import load_job_text
 from taskplan.store.db import Store
 
 NOOP_MODULE = "noop"
-NOOP_SOURCE = '"""The no-op python task of the benchmarks."""\n\n\ndef run(ctx):\n    return None\n'
+NOOP_SOURCE = (
+    '"""The no-op python task of the benchmarks."""\n\n\ndef run(ctx):\n    return None\n'
+    "\n\ndef items(ctx):\n    return list(range(int(ctx.params['n'])))\n"
+)
 
 Figures = dict[str, float]
 
@@ -57,6 +60,13 @@ def stages_text(stages: int, per_stage: int) -> str:
         _noop(f"s{s:02d}_t{i:03d}", f"    stage: {s}\n")
         for s in range(1, stages + 1) for i in range(per_stage)
     ])
+
+
+def fanout_text(n: int) -> str:
+    """One foreach task whose items come from an upstream task's list result."""
+    return (f"job: fanout{n}\nparams:\n  n: {n}\ntasks:\n"
+            f"  make_items:\n    python: {NOOP_MODULE}:items\n"
+            f"  each:\n    foreach:\n      from: make_items\n    python: {NOOP_MODULE}:run\n")
 
 
 def shell_text(name: str, n: int, command: str) -> str:
@@ -160,6 +170,19 @@ def shell500(target: Target) -> Figures:
     return {"tasks_per_s": ex.tasks / ex.wall, "wall_s": ex.wall}
 
 
+def _fanout(target: Target, n: int) -> Figures:
+    ex = execute(target, f"fanout{n}", fanout_text(n), slots=8)
+    return {"wall_s": ex.wall, "tasks_per_s": ex.tasks / ex.wall}
+
+
+def fanout10k(target: Target) -> Figures:
+    return _fanout(target, 10_000)
+
+
+def fanout100k(target: Target) -> Figures:
+    return _fanout(target, 100_000)
+
+
 def floor(target: Target) -> Figures:
     from benchmarks import floor as floor_mod
 
@@ -172,6 +195,8 @@ WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "stages10x100": stages10x100,
     "sleep64": sleep64,
     "shell500": shell500,
+    "fanout10k": fanout10k,
+    "fanout100k": fanout100k,
     "floor": floor,
 }
 

@@ -92,6 +92,26 @@ class UpstreamResults(Mapping[str, Any]):
         return len(self._load())
 
 
+class TaskResultsView(Mapping[str, Any]):
+    """`tasks.<name>.result` for templates, loaded only if a template reads it.
+
+    A foreach item must not parse its upstream's 100,000-element result just to render a
+    command that never mentions it.
+    """
+
+    def __init__(self, results: UpstreamResults) -> None:
+        self._results = results
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        return {"result": self._results[key]}
+
+    def __iter__(self) -> Any:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+
 class Agent:
     def __init__(self, engine: Engine, *, slots: int, name: str | None = None,
                  root_run_id: int | None = None, lease: float = 30.0,
@@ -357,7 +377,7 @@ class Agent:
                                  params=params, item=claim.item, results=results)
         values = {"params": params, "item": claim.item,
                   "run": {"id": claim.run_id, "job": job.name, "attempt": claim.attempt},
-                  "tasks": {n: {"result": results.get(n)} for n in upstream}}
+                  "tasks": TaskResultsView(results)}
         if claim.kind == "foreach":
             return self._expand(claim, job, task, values, results)
         if task.kind == "job":

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 # Named constraints so that migrations and the declared schema compare equal on every backend.
@@ -124,7 +125,10 @@ task_runs = Table(
     Column("error", Text, nullable=True),
     Column("child_run_id", ID, nullable=True),
     Index(None, "run_id", "state", "rank", "ready_at"),
-    Index(None, "state", "ready_at"),
+    # Partial: only retry timers read it. A full (state, ...) index tempts SQLite's planner
+    # to scan every ready row for `id IN (...) AND state = 'ready'` claims.
+    Index(None, "state", "ready_at", sqlite_where=text("state = 'retrying'"),
+          postgresql_where=text("state = 'retrying'")),
     Index(None, "agent_id", "state"),
     Index(None, "parent_id", "item_index"),
     Index(None, "run_id", "task"),

@@ -253,7 +253,12 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_task_runs_run_id_task"), "task_runs", ["run_id", "task"], unique=False)
     op.create_index(
-        op.f("ix_task_runs_state_ready_at"), "task_runs", ["state", "ready_at"], unique=False
+        op.f("ix_task_runs_state_ready_at"),
+        "task_runs",
+        ["state", "ready_at"],
+        unique=False,
+        sqlite_where=sa.text("state = 'retrying'"),
+        postgresql_where=sa.text("state = 'retrying'"),
     )
     op.create_table(
         "attempts",
