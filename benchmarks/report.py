@@ -33,6 +33,10 @@ FIGURES = (
     Figure("stages10x100", "wall_s", "stages10x100 wall", "s", 0.5, False),
     Figure("sleep64", "makespan_s", "sleep64 makespan", "s", 4.1, False),
     Figure("shell500", "tasks_per_s", "shell500", "tasks/s", 400.0, True),
+    Figure("fanout10k", "wall_s", "fanout10k wall", "s", 6.0, False),
+    Figure("fanout100k", "wall_s", "fanout100k wall", "s", 60.0, False),
+    Figure("sched_jitter", "p50_ms", "sched_jitter p50 (start - due)", "ms", None, False),
+    Figure("sched_jitter", "p99_ms", "sched_jitter p99 (start - due)", "ms", 50.0, False),
     Figure("floor", "transitions_per_s", "floor (claim or finish)", "transitions/s", None, True),
     Figure("wide1000_vs_floor", "percent", "wide1000 against the floor", "%", 20.0, True),
 )

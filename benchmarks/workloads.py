@@ -189,6 +189,12 @@ def floor(target: Target) -> Figures:
     return floor_mod.measure(target)
 
 
+def sched_jitter(target: Target) -> Figures:
+    from benchmarks import sched  # imports this module: load it only when asked
+
+    return sched.sched_jitter(target)
+
+
 WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "chain200": chain200,
     "wide1000": wide1000,
@@ -198,6 +204,7 @@ WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "fanout10k": fanout10k,
     "fanout100k": fanout100k,
     "floor": floor,
+    "sched_jitter": sched_jitter,
 }
 
 
