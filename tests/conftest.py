@@ -166,3 +166,10 @@ def store(store_url: str) -> Iterator[Store]:
 @pytest.fixture
 def engine(store: Store) -> Engine:
     return Engine(store)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database, dropped afterwards (skipped or failed like the
+    postgresql param when no server answers)."""
+    yield from _fresh_pg_database()

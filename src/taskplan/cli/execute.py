@@ -25,10 +25,11 @@ from taskplan.cli.common import (
 )
 from taskplan.cli.progress import PlainProgress, RichProgress
 from taskplan.engine import Engine
-from taskplan.errors import UsageError
+from taskplan.errors import StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.spec import load_job_file
 from taskplan.store import reports
+from taskplan.store.db import retrying
 
 DEFAULT_WORKERS = max(2, min(8, os.cpu_count() or 2))
 
@@ -149,14 +150,19 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
             thread.start()
             while thread.is_alive():
                 thread.join(0.25)
-                display.update()
+                try:
+                    display.update()
+                except StoreUnavailableError:
+                    pass  # the agent rides out the outage; the display catches up after
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     if errors:
         raise errors[0]
-    state_box["state"] = engine.run_state(run_id)
-    print_summary(engine, run_id, time.monotonic() - started)
+    state_box["state"] = retrying(lambda: engine.run_state(run_id), what="reading the outcome",
+                                  give_up_after=60.0)
+    retrying(lambda: print_summary(engine, run_id, time.monotonic() - started),
+             what="printing the summary", give_up_after=60.0)
     return EXIT_OK if state_box["state"] == "succeeded" else EXIT_RUN_FAILED
 
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from taskplan import __version__
+from taskplan.cli.agent_cmds import agent_cmd, agents_cmd
 from taskplan.cli.common import EXIT_BAD_INPUT
 from taskplan.cli.control import cancel_cmd, purge_cmd, stop_cmd
 from taskplan.cli.definitions import apply_cmd, jobs_cmd, validate_cmd
@@ -24,7 +25,7 @@ def cli(db: str | None) -> None:
 
 for command in (validate_cmd, apply_cmd, jobs_cmd, run_cmd, status_cmd, runs_cmd, logs_cmd,
                 stop_cmd, cancel_cmd, retry_cmd, purge_cmd, next_cmd,
-                scheduler_cmd, serve_cmd):
+                scheduler_cmd, serve_cmd, agent_cmd, agents_cmd):
     cli.add_command(command)
 
 

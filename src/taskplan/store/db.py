@@ -303,7 +303,7 @@ class Store:
         self.drop_connection()
         return StoreUnavailableError(
             f"lost the connection to the store {mask_url(self.url)}: "
-            f"{mask_url(str(exc).strip())}")
+            f"{mask_url(' '.join(str(exc).split()))}")
 
     # -- transactions --------------------------------------------------------------------
     @contextmanager
@@ -483,7 +483,7 @@ class Store:
                 self._listening.clear()
                 if not stop.is_set():
                     log.warning("store listener lost its connection, reconnecting: %s",
-                                mask_url(str(exc).strip()))
+                                mask_url(" ".join(str(exc).split())))
                     stop.wait(delay)
             finally:
                 try:

@@ -213,14 +213,17 @@ def insert_edges(tx: Tx, edges: Sequence[tuple[int, int]]) -> None:
 CLAIM_COLS = "id, run_id, task, kind, item, attempts, max_attempts, stage, pool, parent_id"
 
 
+def claim_candidates_sql(pg: bool, staged: bool) -> str:
+    """The claim query; reads ix_task_runs_run_id_state_rank_ready_at (tested by EXPLAIN)."""
+    stage_cond = " AND COALESCE(stage, 0) <= :ms" if staged else ""
+    lock = " FOR UPDATE SKIP LOCKED" if pg else ""
+    return (f"SELECT id, pool FROM task_runs WHERE run_id = :r AND state = 'ready'{stage_cond}"
+            f" ORDER BY rank, ready_at LIMIT :k{lock}")
+
+
 def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None) -> list[Row]:
-    stage_cond = "" if max_stage is None else " AND COALESCE(stage, 0) <= :ms"
-    lock = " FOR UPDATE SKIP LOCKED" if tx.pg else ""
-    return tx.all(
-        f"SELECT id, pool FROM task_runs WHERE run_id = :r AND state = 'ready'{stage_cond}"
-        f" ORDER BY rank, ready_at LIMIT :k{lock}",
-        {"r": run_id, "k": limit, "ms": max_stage},
-    )
+    return tx.all(claim_candidates_sql(tx.pg, max_stage is not None),
+                  {"r": run_id, "k": limit, "ms": max_stage})
 
 
 def mark_running(tx: Tx, ids: Sequence[int], agent_id: int, now: float) -> list[Row]:

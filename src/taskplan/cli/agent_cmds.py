@@ -1,0 +1,149 @@
+"""`taskplan agent` (a worker daemon) and `taskplan agents` (who is working)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import click
+
+from taskplan.agent import Agent
+from taskplan.cli.common import (
+    db_option,
+    get_context,
+    handle_errors,
+    iso,
+    json_option,
+    print_json,
+    short_time,
+)
+from taskplan.cli.execute import DEFAULT_WORKERS
+from taskplan.errors import UsageError
+from taskplan.spec.durations import parse_duration
+from taskplan.store.urls import mask_url
+
+log = logging.getLogger("taskplan.agent")
+
+
+@click.command("agent")
+@click.option("--slots", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
+              show_default=True, help="Task runs executed at once.")
+@click.option("--name", default=None, help="Shown by `taskplan agents` (default HOST:PID).")
+@click.option("--exit-when-idle", "exit_when_idle", default=None, metavar="DURATION",
+              help="Exit after this long with nothing to run (e.g. 30s).")
+@db_option
+@handle_errors
+def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None,
+              db: str | None) -> None:
+    """A worker: claims ready task runs of every run in the store and executes them.
+
+    SIGTERM drains (running tasks finish, nothing new is claimed); a second SIGTERM, or
+    SIGINT, kills running tasks and records them cancelled.
+    """
+    idle: float | None = None
+    if exit_when_idle is not None:
+        try:
+            idle = parse_duration(exit_when_idle)
+        except ValueError as exc:
+            raise UsageError(f"--exit-when-idle: {exc}") from None
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    ctx = get_context(db)
+    engine = ctx.engine
+    agent = Agent(engine, slots=slots, name=name, root_run_id=None,
+                  lease=ctx.settings.lease_seconds, exit_when_idle=idle)
+    terms = [0]
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGTERM:
+            terms[0] += 1
+        if signum == signal.SIGTERM and terms[0] == 1:
+            log.info("SIGTERM: draining (running tasks finish, nothing new starts)")
+            agent.drain()
+        else:
+            log.info("%s: cancelling running tasks", signal.Signals(signum).name)
+            agent.cancel_running()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    errors: list[BaseException] = []
+
+    def dispatch() -> None:
+        try:
+            agent.run()
+        except BaseException as exc:  # surfaced on the main thread
+            errors.append(exc)
+
+    # The dispatcher runs on its own thread so that signals, which Python delivers to the
+    # main thread, are handled at once.
+    thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
+    log.info("agent %s: %d slot(s) on %s", agent.name, slots, mask_url(engine.store.url))
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if errors:
+        raise errors[0]
+    log.info("agent %s stopped", agent.name)
+    if agent.cancelled:
+        # A python task running inline cannot be killed: its thread would keep the process.
+        ctx.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+@click.command("agents")
+@click.option("--all", "show_all", is_flag=True, help="Also agents that stopped or were lost.")
+@json_option
+@db_option
+@handle_errors
+def agents_cmd(show_all: bool, as_json: bool, db: str | None) -> None:
+    """Agents: host, pid, slots, running task runs, last heartbeat, state."""
+    ctx = get_context(db)
+    store = ctx.engine.store
+    now = time.time()
+    where = "" if show_all else " WHERE a.state IN ('alive', 'draining')"
+    with store.read() as tx:
+        rows = tx.all(
+            "SELECT a.id, a.name, a.host, a.pid, a.slots, a.state, a.started_at,"
+            " a.heartbeat_at, a.lease_until,"
+            " (SELECT COUNT(*) FROM task_runs t WHERE t.agent_id = a.id"
+            "  AND t.state = 'running')"
+            f" FROM agents a{where} ORDER BY a.id")
+    agents: list[dict[str, Any]] = []
+    for r in rows:
+        state = str(r[5])
+        if state in ("alive", "draining") and float(r[8]) < now:
+            state = "expired"  # lease ran out; the next reaper marks it lost
+        agents.append({
+            "id": int(r[0]), "name": str(r[1]), "host": str(r[2]), "pid": int(r[3]),
+            "slots": int(r[4]), "running": int(r[9]), "state": state,
+            "started_at": float(r[6]), "heartbeat_at": float(r[7]),
+            "lease_until": float(r[8]),
+        })
+    if as_json:
+        print_json([{**a, "started_at": iso(a["started_at"]),
+                     "heartbeat_at": iso(a["heartbeat_at"]),
+                     "lease_until": iso(a["lease_until"])} for a in agents])
+        return
+    if not agents:
+        click.echo("no agents" + ("" if show_all else " running (--all shows past ones)"))
+        return
+    header = ("ID", "NAME", "HOST", "PID", "SLOTS", "RUNNING", "HEARTBEAT", "STATE")
+    table = [header] + [
+        (str(a["id"]), a["name"], a["host"], str(a["pid"]), str(a["slots"]),
+         str(a["running"]), f"{short_time(a['heartbeat_at'])} ({now - a['heartbeat_at']:.0f}s"
+         " ago)", a["state"]) for a in agents]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                   .rstrip())
