@@ -293,7 +293,8 @@ class Engine:
             # Lock order on PostgreSQL: run rows first, by id, then their task runs (see
             # ops.lock_runs). Finishing in run order keeps two agents from deadlocking.
             finished = sorted(finished, key=lambda f: (f[0].run_id, f[0].task_run_id))
-            ops.lock_runs(tx, [c.run_id for c, _ in finished])
+            if len({c.run_id for c, _ in finished}) > 1:  # one run: _finish locks it
+                ops.lock_runs(tx, [c.run_id for c, _ in finished])
             for claim, outcome in finished:
                 self._finish(tx, claim, outcome, now, result)
             if free > 0:

@@ -63,6 +63,7 @@ class Tx:
         self.cur = conn.cursor()
         self.pg = store.backend == "postgresql"
         self.wake = False  # set by operations whose effect other processes should see now
+        self.locked_runs: set[int] = set()  # run rows this transaction holds FOR UPDATE
 
     def _sql(self, sql: str) -> str:
         return to_pyformat(sql) if self.pg else sql

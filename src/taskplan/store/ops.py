@@ -120,8 +120,10 @@ class RunRow:
 
 
 def run_row(tx: Tx, run_id: int, *, lock: bool = False) -> RunRow | None:
-    suffix = " FOR UPDATE" if lock and tx.pg else ""
+    suffix = " FOR UPDATE" if lock and tx.pg and run_id not in tx.locked_runs else ""
     row = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE id = :r{suffix}", {"r": run_id})
+    if suffix:
+        tx.locked_runs.add(run_id)
     return RunRow(*row) if row else None
 
 
@@ -371,10 +373,12 @@ def lock_runs(tx: Tx, run_ids: Iterable[int]) -> None:
     (a cancel, a finish, a claim, a retry), so two transactions cannot wait on each other in a
     cycle. SQLite has one writer at a time and needs nothing.
     """
-    ids = sorted({int(i) for i in run_ids})
-    if not tx.pg or not ids:
+    if not tx.pg:
         return
-    tx.all("SELECT id FROM runs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE", {"ids": ids})
+    ids = sorted({int(i) for i in run_ids} - tx.locked_runs)
+    if ids:
+        tx.all("SELECT id FROM runs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE", {"ids": ids})
+        tx.locked_runs.update(ids)
 
 
 def runs_with_due_retries(tx: Tx, now: float) -> list[int]:
