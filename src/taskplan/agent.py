@@ -216,6 +216,8 @@ class Agent:
                     self._recover(outage)
                     outage = None
                     next_beat = time.monotonic() + beat_every
+                # Every wake before this point is answered by this turn's reads.
+                turn_gen = gen = self.store.waker.generation
                 # Outcomes stay here until a step that records them commits: an attempt that
                 # ends while the store is away is recorded once it is back.
                 self._unrecorded.extend(self._drain_done())
@@ -224,6 +226,10 @@ class Agent:
                 result = None
                 if finished or free > 0:
                     result = self.engine.step(self.agent_id, finished, free, self.root_run_id)
+                    if finished and self.store.waker.generation == turn_gen + 1:
+                        # The one wake since the turn began is this step's own commit, which
+                        # is for other threads: do not spend a turn (a transaction) on it.
+                        gen = turn_gen + 1
                     self._unrecorded.clear()
                     for claim, _ in finished:
                         self._claimed.discard(claim.task_run_id)
@@ -263,8 +269,11 @@ class Agent:
                 if self.exit_when_idle is not None and busy == 0 and (
                         now_m - idle_since >= self.exit_when_idle):
                     return
-                if result is not None and result.claims and self.busy < self.slots:
-                    continue  # there may be more ready work than one claim round took
+                if (result is not None and result.claims and len(result.claims) >= free
+                        and self.busy < self.slots):
+                    # Every free slot got work: there may be more ready than one round took.
+                    # (Fewer claims than slots means the ready work ran out; new work wakes us.)
+                    continue
                 if not self._done.empty():
                     continue
                 timeout = next_beat - now_m
