@@ -28,7 +28,6 @@ from taskplan.model import (
     TaskState,
     TriggerRule,
 )
-from taskplan.spec import definition_hash, job_from_definition
 from taskplan.store import ops
 from taskplan.store.db import Store, Tx
 from taskplan.store.ops import RunRow, TaskRunRow, dumps, loads
@@ -145,6 +144,8 @@ class Engine:
     # -- definitions ------------------------------------------------------------------------
     def apply(self, spec: JobSpec) -> tuple[int, int, bool]:
         """Store a job definition. Returns (version_id, version number, changed)."""
+        from taskplan.spec import definition_hash  # the parser is heavy; load it on use
+
         digest = definition_hash(spec.definition)
         now = self.clock()
         with self.store.tx() as tx:
@@ -180,6 +181,8 @@ class Engine:
                 row = ops.version_row(rtx, version_id)
         if row is None:
             raise NotFoundError(f"no job version {version_id}")
+        from taskplan.spec import job_from_definition
+
         spec = job_from_definition(loads(row[4]), row[5], row[6])
         with self._specs_lock:
             self._specs[version_id] = spec

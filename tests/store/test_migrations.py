@@ -149,3 +149,19 @@ def test_processes_opening_a_fresh_file_at_once_all_succeed(tmp_path: Path) -> N
 def test_every_declared_table_is_usable_after_migration(store: Store, table: str) -> None:
     with store.read() as tx:
         assert tx.scalar(f"SELECT COUNT(*) FROM {table}") == 0
+
+
+def test_head_constant_matches_the_migration_scripts() -> None:
+    # The store skips importing Alembic when the schema is at migrate.HEAD, so HEAD must be
+    # the newest script's revision or a new migration would never be applied.
+    assert migrate.head_revision() == migrate.HEAD
+
+
+def test_a_store_at_head_is_detected_without_alembic(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        assert migrate.is_current(store.connection())
+        store.connection().execute("UPDATE alembic_version SET version_num = 'old'")
+        assert not migrate.is_current(store.connection())
+    finally:
+        store.close()

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from taskplan.config import Settings, load_settings
-from taskplan.engine import Engine
 from taskplan.errors import DefinitionError, StoreUnavailableError, TaskplanError, UsageError
-from taskplan.store.db import Store
 from taskplan.store.urls import mask_url
+
+if TYPE_CHECKING:
+    from taskplan.engine import Engine
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_STORE = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,6 +52,9 @@ class Context:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            from taskplan.engine import Engine
+            from taskplan.store.db import Store
+
             store = Store(self.settings.db)
             self._engine = Engine(store)
             if self.settings.pools:
@@ -108,6 +113,10 @@ def handle_errors(fn: F) -> F:
             fail(str(exc), EXIT_BAD_INPUT)
         except TaskplanError as exc:
             fail(str(exc), EXIT_BAD_INPUT)
+        except BrokenPipeError:
+            # The reader went away (`taskplan runs | head`): not an error worth a message.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_OK)
         except OSError as exc:
             fail(str(exc), EXIT_BAD_INPUT)
 

@@ -2,31 +2,55 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from taskplan import __version__
-from taskplan.cli.agent_cmds import agent_cmd, agents_cmd
 from taskplan.cli.common import EXIT_BAD_INPUT
-from taskplan.cli.control import cancel_cmd, purge_cmd, stop_cmd
-from taskplan.cli.definitions import apply_cmd, jobs_cmd, validate_cmd
-from taskplan.cli.execute import retry_cmd, run_cmd
-from taskplan.cli.inspect_cmds import logs_cmd, runs_cmd, status_cmd
-from taskplan.cli.schedule_cmds import next_cmd, scheduler_cmd, serve_cmd
+
+# Each command's module is imported only when that command runs: `status` must not pay for
+# the agent, the job-file parser and the SQL executors at every start.
+COMMANDS: dict[str, str] = {
+    "validate": "taskplan.cli.definitions:validate_cmd",
+    "apply": "taskplan.cli.definitions:apply_cmd",
+    "jobs": "taskplan.cli.definitions:jobs_cmd",
+    "run": "taskplan.cli.execute:run_cmd",
+    "status": "taskplan.cli.inspect_cmds:status_cmd",
+    "runs": "taskplan.cli.inspect_cmds:runs_cmd",
+    "logs": "taskplan.cli.inspect_cmds:logs_cmd",
+    "stop": "taskplan.cli.control:stop_cmd",
+    "cancel": "taskplan.cli.control:cancel_cmd",
+    "retry": "taskplan.cli.execute:retry_cmd",
+    "purge": "taskplan.cli.control:purge_cmd",
+    "next": "taskplan.cli.schedule_cmds:next_cmd",
+    "scheduler": "taskplan.cli.schedule_cmds:scheduler_cmd",
+    "serve": "taskplan.cli.schedule_cmds:serve_cmd",
+    "agent": "taskplan.cli.agent_cmds:agent_cmd",
+    "agents": "taskplan.cli.agent_cmds:agents_cmd",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "db", default=None, metavar="URL", help="Store URL for every command.")
 @click.version_option(__version__, prog_name="taskplan")
 def cli(db: str | None) -> None:
     """taskplan: jobs as task graphs, every state in a database."""
-
-
-for command in (validate_cmd, apply_cmd, jobs_cmd, run_cmd, status_cmd, runs_cmd, logs_cmd,
-                stop_cmd, cancel_cmd, retry_cmd, purge_cmd, next_cmd,
-                scheduler_cmd, serve_cmd, agent_cmd, agents_cmd):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, TypeVar
-
-from sqlalchemy import Engine, create_engine, event
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskplan.errors import StoreConflictError, StoreUnavailableError
 from taskplan.store import migrate
 from taskplan.store.urls import backend_of, mask_url, sqlalchemy_url, sqlite_path
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 Row = tuple[Any, ...]
 Params = dict[str, Any] | Sequence[Any]
@@ -199,10 +200,11 @@ class Store:
         self._listener: threading.Thread | None = None
         self._listener_stop = threading.Event()
         self._listening = threading.Event()
-        self.engine: Engine = self._make_engine()
+        self._engine: Engine | None = None
         if migrate_schema:
             try:
-                migrate.upgrade(self.engine)
+                if not self._schema_current():
+                    migrate.upgrade(self.engine)
             except StoreUnavailableError:
                 raise
             except Exception as exc:
@@ -210,8 +212,20 @@ class Store:
                     f"cannot open the store {mask_url(url)}: {mask_url(str(exc))}"
                 ) from exc
 
+    @property
+    def engine(self) -> Engine:
+        """SQLAlchemy engine for migrations and cold paths, created on first use."""
+        if self._engine is None:
+            self._engine = self._make_engine()
+        return self._engine
+
+    def _schema_current(self) -> bool:
+        return migrate.is_current(self.connection())
+
     # -- connections ---------------------------------------------------------------------
     def _make_engine(self) -> Engine:
+        from sqlalchemy import create_engine, event
+
         if self.backend == "postgresql":
             # pre_ping: a pooled connection that died with a server restart is replaced
             # instead of failing the cold path that picks it up.
@@ -297,7 +311,8 @@ class Store:
             except Exception:
                 pass
         self._local = threading.local()
-        self.engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def _lost(self, conn: Any, exc: BaseException) -> StoreUnavailableError:
         """Forget this thread's dead connection; the next transaction opens a new one."""

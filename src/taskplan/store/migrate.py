@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, text
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy import Connection, Engine
 
+# The newest migration. Checking it with one plain SELECT lets a CLI command skip importing
+# Alembic and SQLAlchemy when the schema is current; a test keeps it equal to the scripts' head.
+HEAD = "0002"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # An arbitrary constant: the PostgreSQL advisory lock key that serialises migrations.
 _PG_LOCK_KEY = 7_251_031_001
 
 
+def is_current(dbapi_conn: Any) -> bool:
+    """True when the store's schema is at HEAD; any error (no table yet) means no."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("SELECT version_num FROM alembic_version")
+        rows = cur.fetchall()
+    except Exception:
+        dbapi_conn.rollback()
+        return False
+    dbapi_conn.rollback()
+    return [r[0] for r in rows] == [HEAD]
+
+
 def alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -23,6 +40,9 @@ def alembic_config(connection: Connection) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     head = ScriptDirectory.from_config(cfg).get_current_head()
@@ -31,11 +51,16 @@ def head_revision() -> str:
 
 
 def current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to head. Cheap when already there (one SELECT)."""
+    from alembic import command
+    from sqlalchemy import text
+
     head = head_revision()
     with engine.connect() as conn:
         if current_revision(conn) == head:
