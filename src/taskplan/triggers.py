@@ -26,7 +26,7 @@ from taskplan.store.db import Tx
 from taskplan.store.ops import RunRow
 
 if TYPE_CHECKING:
-    from taskplan.engine import Engine
+    from taskplan.engine.definitions import Definitions as Engine
 
 # Primary-key column width of trigger_firings.upstream_key; longer sets are hashed.
 _KEY_MAX = 500

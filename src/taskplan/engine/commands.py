@@ -1,0 +1,155 @@
+"""What users ask of runs: stop (drain), cancel (kill now), and retry in place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskplan.engine.records import _Delta
+from taskplan.engine.rules import (
+    resolve_trigger,
+)
+from taskplan.engine.subruns import SubRuns
+from taskplan.errors import NotFoundError, UsageError
+from taskplan.model import (
+    FAILED_LIKE,
+    TERMINAL_RUN_STATES,
+    RunState,
+    TaskState,
+)
+from taskplan.store import ops
+
+
+class Commands(SubRuns):
+    # -- commands from users ----------------------------------------------------------------
+    def cancel_run(self, run_id: int) -> str:
+        return self._halt_by_user(run_id, "user_cancel")
+
+    def stop_run(self, run_id: int) -> str:
+        return self._halt_by_user(run_id, "user_stop")
+
+    def _halt_by_user(self, run_id: int, halt: str) -> str:
+        with self.store.tx() as tx:
+            run = ops.run_row(tx, run_id, lock=True)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            if run.state in TERMINAL_RUN_STATES:
+                return run.state
+            now = self.clock()
+            ops.set_halt(tx, run_id, halt, None)
+            run.halt = halt
+            if halt == "user_cancel" or run.running == 0:
+                run = self._finalize(tx, run, now, cancel_running=halt == "user_cancel")
+                self._on_run_end(tx, run, now)
+            else:
+                ops.set_run_state(tx, run_id, RunState.STOPPING, now=now)
+                run.state = str(RunState.STOPPING)
+            tx.wake = True
+            return run.state
+
+    def retry_run(self, run_id: int, task: str | None = None) -> int:
+        """Rerun in place every task run of a finished run that did not succeed.
+
+        Succeeded task runs keep their state and results. With `task`, only that task and
+        the task runs downstream of it are reconsidered. Returns how many were reset.
+        """
+        # The pinned definition is read before the write transaction: job_spec opens its own
+        # read, which SQLite refuses inside this thread's open transaction.
+        spec = self.job_spec(self.run_meta(run_id)[0])
+        with self.store.tx() as tx:
+            run = ops.run_row(tx, run_id, lock=True)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            if run.state not in TERMINAL_RUN_STATES:
+                raise UsageError(f"run {run_id} is {run.state}; retry takes a finished run")
+            rows = tx.all(
+                "SELECT id, task, kind, parent_id, state, attempts, pending_children"
+                " FROM task_runs WHERE run_id = :r", {"r": run_id})
+            edges = tx.all(
+                "SELECT e.up_id, e.down_id FROM task_edges e JOIN task_runs t"
+                " ON t.id = e.down_id WHERE t.run_id = :r", {"r": run_id})
+            state_of = {int(r[0]): str(r[4]) for r in rows}
+            downs: dict[int, list[int]] = {}
+            ups: dict[int, list[int]] = {}
+            for u, d in edges:
+                downs.setdefault(int(u), []).append(int(d))
+                ups.setdefault(int(d), []).append(int(u))
+            top = [r for r in rows if r[3] is None]
+            if task is not None:
+                starts = [int(r[0]) for r in top if r[1] == task]
+                if not starts:
+                    raise NotFoundError(f"run {run_id} has no task {task!r}")
+                scope: set[int] = set()
+                todo = list(starts)
+                while todo:
+                    n = todo.pop()
+                    if n not in scope:
+                        scope.add(n)
+                        todo.extend(downs.get(n, []))
+            else:
+                scope = {int(r[0]) for r in top}
+            redo = {i for i in scope if state_of[i] != "succeeded"}
+            if not redo:
+                return 0  # nothing to rerun: the finished run is left exactly as it was
+            children: dict[int, list[tuple[int, str]]] = {}
+            for r in rows:
+                if r[3] is not None:
+                    children.setdefault(int(r[3]), []).append((int(r[0]), str(r[4])))
+            now = self.clock()
+            writes: list[dict[str, Any]] = []
+            settle: list[tuple[int, TaskState]] = []
+            ready = 0
+            for r in top:
+                tr_id = int(r[0])
+                if tr_id not in redo:
+                    continue
+                name, kind = str(r[1]), str(r[2])
+                task_spec = None if kind == "barrier" else spec.task(name)
+                extra = 1 + (task_spec.retries if task_spec else 0)
+                kids = [k for k, s in children.get(tr_id, []) if s != "succeeded"]
+                pending = sum(1 for u in ups.get(tr_id, []) if u in redo)
+                failed = sum(1 for u in ups.get(tr_id, [])
+                             if u not in redo and state_of[u] in FAILED_LIKE)
+                if kids:
+                    # An expanded foreach reruns its unfinished items under the same parent.
+                    writes.extend({"i": k, "s": "ready", "p": 0, "f": 0, "c": 0, "m": extra,
+                                   "t": now} for k in kids)
+                    ready += len(kids)
+                    new_state = "running"
+                elif pending:
+                    new_state = "pending"
+                else:
+                    rule = str(task_spec.trigger) if task_spec else "all_done"
+                    resolved = resolve_trigger(kind, rule, failed)
+                    new_state = str(resolved)
+                    if resolved == TaskState.READY:
+                        ready += 1
+                    else:
+                        settle.append((tr_id, resolved))
+                writes.append({"i": tr_id, "s": new_state, "p": pending, "f": failed,
+                               "c": len(kids), "m": extra, "t": now})
+            tx.many(
+                "UPDATE task_runs SET state = :s, pending_up = :p, failed_up = :f,"
+                " pending_children = :c, failed_children = 0, max_attempts = attempts + :m,"
+                " error = NULL, exit_code = NULL, finished_at = NULL, result = NULL,"
+                " ready_at = CASE WHEN :s = 'ready' THEN :t ELSE NULL END, agent_id = NULL"
+                " WHERE id = :i",
+                writes,
+            )
+            tx.run(
+                "UPDATE runs SET state = 'running', halt = NULL, halt_stage = NULL,"
+                " unfinished = :u, running = 0, ready = :rd, failed = 0, finished_at = NULL,"
+                " error = NULL WHERE id = :r",
+                {"u": len(writes), "rd": ready, "r": run_id},
+            )
+            ops.add_events(tx, [(now, run_id, None, "running", "retry")]
+                           + [(now, run_id, int(w["i"]), str(w["s"]), "retry") for w in writes
+                              if (int(w["i"]), w["s"]) not in settle])
+            fresh = ops.run_row(tx, run_id)
+            assert fresh is not None
+            delta = _Delta()
+            firsts = [(ops.task_run(tx, i), st) for i, st in settle]
+            self._settle(tx, fresh, [(t, st) for t, st in firsts if t is not None], now, delta)
+            self._close_step(tx, fresh, now, delta, None)
+            tx.wake = True
+            return len(writes)
+

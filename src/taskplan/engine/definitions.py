@@ -1,0 +1,213 @@
+"""Job definitions and run creation: versions pinned by runs, task runs and edges laid down."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from taskplan.engine.rules import (
+    plan_upstreams,
+)
+from taskplan.errors import NotFoundError, UsageError
+from taskplan.model import (
+    JobSpec,
+    RunState,
+    TaskSpec,
+    TaskState,
+    TriggerRule,
+)
+from taskplan.store import ops
+from taskplan.store.db import Store, Tx
+from taskplan.store.ops import dumps, loads
+
+Clock = Callable[[], float]
+
+
+class Definitions:
+    def __init__(self, store: Store, clock: Clock = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self._specs: dict[int, JobSpec] = {}
+        self._specs_lock = threading.Lock()
+        self._tasks: dict[int, dict[str, TaskSpec]] = {}
+        self._run_meta: dict[int, tuple[int, dict[str, Any]]] = {}
+
+    # -- definitions ------------------------------------------------------------------------
+    def apply(self, spec: JobSpec) -> tuple[int, int, bool]:
+        """Store a job definition. Returns (version_id, version number, changed)."""
+        from taskplan.spec import definition_hash  # the parser is heavy; load it on use
+
+        digest = definition_hash(spec.definition)
+        now = self.clock()
+        with self.store.tx() as tx:
+            self._check_job_calls(tx, spec)
+            job = ops.job_by_name(tx, spec.name)
+            job_id = int(job[0]) if job else ops.insert_job(tx, spec.name, now)
+            if job and job[2] is not None:
+                current = ops.version_row(tx, int(job[2]))
+                if current and current[3] == digest:
+                    for name, size in spec.pools.items():
+                        ops.upsert_pool(tx, name, size)
+                    return int(current[0]), int(current[2]), False
+            vid, number = ops.insert_version(
+                tx, job_id, dumps(spec.definition), digest, spec.source_path, spec.base_dir, now
+            )
+            for name, size in spec.pools.items():
+                ops.upsert_pool(tx, name, size)
+            tx.wake = True
+        return vid, number, True
+
+    def job_spec(self, version_id: int, tx: Tx | None = None) -> JobSpec:
+        """The definition a run pinned. Versions never change, so they are cached forever.
+
+        Inside a write transaction pass it as `tx`: the read then goes through it.
+        """
+        spec = self._specs.get(version_id)
+        if spec is not None:
+            return spec
+        if tx is not None:
+            row = ops.version_row(tx, version_id)
+        else:
+            with self.store.read() as rtx:
+                row = ops.version_row(rtx, version_id)
+        if row is None:
+            raise NotFoundError(f"no job version {version_id}")
+        from taskplan.spec import job_from_definition
+
+        spec = job_from_definition(loads(row[4]), row[5], row[6])
+        with self._specs_lock:
+            self._specs[version_id] = spec
+        return spec
+
+    def task_spec(self, version_id: int, name: str) -> TaskSpec:
+        """One task of a pinned definition, by name (KeyError if absent); O(1), cached."""
+        tasks = self._tasks.get(version_id)
+        if tasks is None:
+            tasks = {t.name: t for t in self.job_spec(version_id).tasks}
+            self._tasks[version_id] = tasks
+        return tasks[name]
+
+    def current_version(self, job_name: str) -> int:
+        with self.store.read() as tx:
+            job = ops.job_by_name(tx, job_name)
+        if job is None or job[2] is None:
+            raise NotFoundError(f"no job named {job_name!r} (apply it first)")
+        return int(job[2])
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, version_id: int, params: dict[str, Any] | None = None, *,
+                   trigger: str = "manual", trigger_ref: str | None = None,
+                   parent_task_run_id: int | None = None, root_run_id: int | None = None,
+                   tx: Tx | None = None, queued: bool = False) -> int:
+        """A new run; with `queued` it stays `queued` (no claims) until something starts it."""
+        spec = self.job_spec(version_id, tx)
+        merged = {**spec.params, **(params or {})}
+        if tx is not None:
+            return self._create_run(tx, spec, version_id, merged, trigger, trigger_ref,
+                                    parent_task_run_id, root_run_id, queued)
+        with self.store.tx() as new_tx:
+            return self._create_run(new_tx, spec, version_id, merged, trigger, trigger_ref,
+                                    parent_task_run_id, root_run_id, queued)
+
+    def _create_run(self, tx: Tx, spec: JobSpec, version_id: int, params: dict[str, Any],
+                    trigger: str, trigger_ref: str | None, parent_task_run_id: int | None,
+                    root_run_id: int | None, queued: bool = False) -> int:
+        now = self.clock()
+        job_id = tx.scalar("SELECT job_id FROM job_versions WHERE id = :v", {"v": version_id})
+        run_id = ops.insert_run(
+            tx, job_id=int(job_id), version_id=version_id, params=params, trigger=trigger,
+            trigger_ref=trigger_ref, priority=spec.priority, max_parallel=spec.max_parallel,
+            on_failure=str(spec.on_failure), parent_task_run_id=parent_task_run_id,
+            root_run_id=root_run_id, now=now,
+        )
+        ups = plan_upstreams(spec)
+        by_name = {t.name: t for t in spec.tasks}  # JobSpec.task() is a linear scan
+        rows: list[dict[str, Any]] = []
+        ready = 0
+        for name, up in ups.items():
+            is_barrier = name.startswith("@")
+            task = None if is_barrier else by_name[name]
+            state = TaskState.READY if not up else TaskState.PENDING
+            ready += state == TaskState.READY
+            rows.append({
+                "run": run_id, "task": name, "parent": None, "idx": None, "item": None,
+                "kind": "barrier" if is_barrier else ("foreach" if task and task.foreach
+                                                       else "task"),
+                "stage": int(name[len("@stage"):]) if is_barrier else (task.stage if task
+                                                                        else None),
+                "state": str(state),
+                "rule": str(task.trigger) if task else str(TriggerRule.ALL_DONE),
+                "pend": len(up),
+                "prio": task.priority if task else 0,
+                "rank": -(task.priority if task else 0),
+                # A foreach parent takes no pool room: its items do.
+                "pool": task.pool if task and not task.foreach else None,
+                "maxa": (task.retries + 1) if task else 1,
+                "ready_at": now if state == TaskState.READY else None,
+            })
+        ops.insert_task_runs(tx, rows)
+        ids = ops.task_ids(tx, run_id)
+        ops.insert_edges(tx, [(ids[u], ids[d]) for d, us in ups.items() for u in us])
+        ops.bump_run(tx, run_id, unfinished=len(rows), ready=ready)
+        if queued:
+            ops.add_events(tx, [(now, run_id, None, str(RunState.QUEUED), None)])
+        else:
+            ops.set_run_state(tx, run_id, RunState.RUNNING, now=now, started=True)
+        ops.add_events(tx, [(now, run_id, ids[r["task"]], "ready", None)
+                            for r in rows if r["state"] == "ready"])
+        tx.wake = True
+        return run_id
+
+    def run_state(self, run_id: int) -> str:
+        with self.store.read() as tx:
+            state = tx.scalar("SELECT state FROM runs WHERE id = :r", {"r": run_id})
+        if state is None:
+            raise NotFoundError(f"no run {run_id}")
+        return str(state)
+
+    def run_meta(self, run_id: int) -> tuple[int, dict[str, Any]]:
+        """(version_id, params) of a run; immutable, so cached."""
+        meta = self._run_meta.get(run_id)
+        if meta is None:
+            with self.store.read() as tx:
+                row = tx.one("SELECT version_id, params FROM runs WHERE id = :r", {"r": run_id})
+            if row is None:
+                raise NotFoundError(f"no run {run_id}")
+            meta = (int(row[0]), loads(row[1]))
+            self._run_meta[run_id] = meta
+        return meta
+
+    def _check_job_calls(self, tx: Tx, spec: JobSpec) -> None:
+        """Refuse a definition whose job tasks lead back to itself (a -> b -> a)."""
+        calls: dict[str, list[str]] = {
+            spec.name: sorted({str(t.command) for t in spec.tasks if t.kind == "job"})}
+
+        def callees(name: str) -> list[str]:
+            if name not in calls:
+                found: list[str] = []
+                job = ops.job_by_name(tx, name)
+                if job is not None and job[2] is not None:
+                    row = ops.version_row(tx, int(job[2]))
+                    tasks = loads(row[4]).get("tasks", {}) if row else {}
+                    found = sorted({str(t["job"]) for t in tasks.values()
+                                    if isinstance(t, dict) and "job" in t})
+                calls[name] = found
+            return calls[name]
+
+        path = [spec.name]
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            for callee in callees(name):
+                if callee == spec.name:
+                    raise UsageError("job cycle: " + " -> ".join([*path, callee]))
+                if callee not in seen:
+                    seen.add(callee)
+                    path.append(callee)
+                    visit(callee)
+                    path.pop()
+
+        visit(spec.name)
+

@@ -1,0 +1,281 @@
+"""The hot path: one agent step records finished attempts and claims free slots; finishing
+propagates states through the graph, applies on_failure, and ends runs."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from taskplan import triggers
+from taskplan.engine.definitions import Definitions
+from taskplan.engine.records import Claim, Outcome, StepResult, _Delta
+from taskplan.engine.rules import (
+    RunShare,
+    fair_shares,
+    resolve_trigger,
+    retry_delay,
+)
+from taskplan.model import (
+    FAILED_LIKE,
+    TERMINAL_RUN_STATES,
+    OnFailure,
+    RunState,
+    TaskState,
+)
+from taskplan.store import ops
+from taskplan.store.db import Tx
+from taskplan.store.ops import RunRow, TaskRunRow, dumps, loads
+
+USER_HALTS = ("user_stop", "user_cancel")
+
+
+class Dispatch(Definitions):
+    # -- the agent's step: finish what ended, claim what is free ---------------------------
+    def step(self, agent_id: int, finished: Sequence[tuple[Claim, Outcome]], free: int,
+             root_run_id: int | None = None) -> StepResult:
+        """One transaction: record finished attempts, then claim up to `free` task runs."""
+        result = StepResult()
+        with self.store.tx() as tx:
+            now = self.clock()
+            # Lock order on PostgreSQL: run rows first, by id, then their task runs (see
+            # ops.lock_runs). Finishing in run order keeps two agents from deadlocking.
+            finished = sorted(finished, key=lambda f: (f[0].run_id, f[0].task_run_id))
+            if len({c.run_id for c, _ in finished}) > 1:  # one run: _finish locks it
+                ops.lock_runs(tx, [c.run_id for c, _ in finished])
+            for claim, outcome in finished:
+                self._finish(tx, claim, outcome, now, result)
+            if free > 0:
+                result.claims = self._claim(tx, agent_id, free, root_run_id, now)
+            if finished:
+                tx.wake = True
+        return result
+
+    def _claim(self, tx: Tx, agent_id: int, free: int, root_run_id: int | None, now: float
+               ) -> list[Claim]:
+        runs = ops.claimable_runs(tx, root_run_id)
+        if not runs:
+            return []
+        meta = {int(r[0]): r for r in runs}
+        shares = fair_shares(
+            [RunShare(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4]) for r in runs], free
+        )
+        claims: list[Claim] = []
+        pool_room: dict[str, int] | None = None
+        ops.lock_runs(tx, shares)
+        for run_id, n in sorted(shares.items()):
+            r = meta[run_id]
+            max_stage = int(r[6]) if r[5] == "finish_stage" and r[6] is not None else None
+            cands = ops.claim_candidates(tx, run_id, n, max_stage)
+            ids = [int(c[0]) for c in cands if c[1] is None]
+            pooled = [(int(c[0]), str(c[1])) for c in cands if c[1] is not None]
+            if pooled:
+                if pool_room is None:
+                    sizes = ops.pool_sizes(tx)
+                    used = ops.pool_usage(tx, sizes)
+                    pool_room = {p: sizes[p] - used.get(p, 0) for p in sizes}
+                for tr_id, pool in pooled:
+                    room = pool_room.get(pool)
+                    if room is None or room > 0:  # an undeclared pool is unlimited
+                        ids.append(tr_id)
+                        if room is not None:
+                            pool_room[pool] = room - 1
+            if not ids:
+                continue
+            rows = ops.mark_running(tx, ids, agent_id, now)
+            version_id = int(r[7])
+            for row in rows:
+                claims.append(Claim(
+                    task_run_id=int(row[0]), run_id=int(row[1]), version_id=version_id,
+                    task=str(row[2]), kind=str(row[3]), item=loads(row[4]),
+                    attempt=int(row[5]), max_attempts=int(row[6]), stage=row[7], pool=row[8],
+                    parent_id=row[9],
+                ))
+            ops.bump_run(tx, run_id, running=len(rows), ready=-len(rows))
+        if claims:
+            ops.insert_attempts(tx, [(c.task_run_id, c.run_id, c.attempt, agent_id, now)
+                                     for c in claims])
+            ops.add_events(tx, [(now, c.run_id, c.task_run_id, "running", None)
+                                for c in claims])
+        return claims
+
+    def _finish(self, tx: Tx, claim: Claim, outcome: Outcome, now: float,
+                result: StepResult) -> None:
+        if outcome.expanded:
+            return
+        run = ops.run_row(tx, claim.run_id, lock=True)
+        assert run is not None
+        retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
+                 and run.halt is None)
+        state = TaskState.RUNNING if retry else outcome.state
+        row = ops.end_running(
+            tx, claim.task_run_id, claim.attempt, str(state), now, outcome.exit_code,
+            None if outcome.result is None else dumps(outcome.result), outcome.error,
+        )
+        attempt_state = "lost" if outcome.retry_now else str(outcome.state)
+        if row is None:
+            result.stale.append(claim.task_run_id)  # fenced off: a newer owner or a cancel
+            return
+        ops.finish_attempt(tx, claim.task_run_id, claim.attempt, attempt_state, now,
+                           outcome.exit_code, outcome.error)
+        if retry:
+            delay = 0.0 if outcome.retry_now else retry_delay(
+                self.task_spec(claim.version_id, claim.task), claim.attempt)
+            due = now + delay
+            if delay <= 0:
+                ops.set_states(tx, [(claim.task_run_id, "ready")], now)
+                run = ops.bump_run(tx, claim.run_id, running=-1, ready=1)
+                ops.add_events(tx, [(now, claim.run_id, claim.task_run_id, "ready",
+                                     outcome.error)])
+            else:
+                ops.set_retrying(tx, claim.task_run_id, due, outcome.error, outcome.exit_code)
+                ops.bump_run(tx, claim.run_id, running=-1)
+                ops.add_events(tx, [(now, claim.run_id, claim.task_run_id, "retrying",
+                                     outcome.error)])
+                if result.next_due is None or due < result.next_due:
+                    result.next_due = due
+            return
+        delta = _Delta(running=-1)
+        self._settle(tx, run, [(TaskRunRow(*row), outcome.state)], now, delta,
+                     detail=outcome.error)
+        self._close_step(tx, run, now, delta, result)
+
+    def _settle(self, tx: Tx, run: RunRow, first: Iterable[tuple[TaskRunRow, TaskState]],
+                now: float, delta: _Delta, detail: str | None = None) -> None:
+        """Propagate terminal states through the graph inside the current transaction."""
+        work: deque[tuple[TaskRunRow, TaskState]] = deque(first)
+        first_id = work[0][0].id if work else None
+        # Outside `continue`, a task that never starts because an upstream failed ends
+        # `skipped` (SPEC 2), yet still counts as failed for its own dependants' rules.
+        skip_failed = run.on_failure != OnFailure.CONTINUE
+        carries_failure: set[int] = set()
+        while work:
+            row, state = work.popleft()
+            delta.unfinished -= 1
+            delta.events.append((now, run.id, row.id, str(state),
+                                 detail if row.id == first_id else None))
+            if state == TaskState.FAILED:
+                delta.failed += 1
+                if row.kind == "task" or (row.kind == "foreach" and not row.failed_children):
+                    delta.policy_failures.append(row)
+            failed = 1 if (state in FAILED_LIKE or state == TaskState.CANCELLED
+                           or row.id in carries_failure) else 0
+            if row.parent_id is not None:
+                parent = ops.child_done(tx, row.parent_id, failed)
+                if parent is not None and parent.pending_children == 0:
+                    pstate = TaskState.FAILED if parent.failed_children else TaskState.SUCCEEDED
+                    delta.writes.append((parent.id, str(pstate)))
+                    work.append((parent, pstate))
+                continue
+            for dep in ops.decrement_dependants(tx, row.id, failed):
+                if dep.pending_up > 0:
+                    continue
+                new = resolve_trigger(dep.kind, dep.trigger_rule, dep.failed_up)
+                if (skip_failed and new == TaskState.UPSTREAM_FAILED
+                        and dep.kind != "barrier"):
+                    new = TaskState.SKIPPED
+                    carries_failure.add(dep.id)
+                delta.writes.append((dep.id, str(new)))
+                if new == TaskState.READY:
+                    delta.ready += 1
+                    delta.events.append((now, run.id, dep.id, "ready", None))
+                else:
+                    work.append((dep, new))
+
+    def _close_step(self, tx: Tx, run: RunRow, now: float, delta: _Delta,
+                    result: StepResult | None) -> RunRow:
+        """Write the collected states, apply on_failure, and end the run if nothing is left."""
+        ops.set_states(tx, delta.writes, now)
+        ops.add_events(tx, delta.events)
+        if delta.policy_failures and run.halt is None:
+            self._apply_policy(tx, run, delta.policy_failures)
+        run = ops.bump_run(tx, run.id, unfinished=delta.unfinished, running=delta.running,
+                           ready=delta.ready, failed=delta.failed)
+        if run.state in TERMINAL_RUN_STATES:
+            return run
+        if run.halt == "cancel":
+            run = self._finalize(tx, run, now, cancel_running=True)
+        elif run.unfinished == 0:
+            final = (RunState.CANCELLED if run.halt in USER_HALTS
+                     else RunState.FAILED if run.failed else RunState.SUCCEEDED)
+            ops.set_run_state(tx, run.id, final, now=now, finished=True)
+            run.state = str(final)
+        elif run.halt is not None and run.running == 0:
+            stage = run.halt_stage if run.halt == "finish_stage" else None
+            if run.halt != "finish_stage" or ops.count_claimable(tx, run.id, stage) == 0:
+                run = self._finalize(tx, run, now, cancel_running=False)
+        if run.state in TERMINAL_RUN_STATES:
+            tx.wake = True
+            if result is not None:
+                result.finished_runs.append((run.id, run.state))
+            self._on_run_end(tx, run, now)
+        return run
+
+    def _apply_policy(self, tx: Tx, run: RunRow, failures: Sequence[TaskRunRow]) -> None:
+        policy = run.on_failure
+        if policy == OnFailure.CONTINUE:
+            return
+        if policy == OnFailure.FINISH_STAGE:
+            stage = min(f.stage or 0 for f in failures)
+            ops.set_halt(tx, run.id, "finish_stage", stage)
+            run.halt, run.halt_stage = "finish_stage", stage
+            return
+        halt = "cancel" if policy == OnFailure.CANCEL else "stop"
+        ops.set_halt(tx, run.id, halt, None)
+        run.halt = halt
+        if halt == "stop":
+            tx.run("UPDATE runs SET state = 'stopping' WHERE id = :r", {"r": run.id})
+
+    def _finalize(self, tx: Tx, run: RunRow, now: float, *, cancel_running: bool) -> RunRow:
+        """End a halted run: unstarted task runs are skipped; running ones cancelled if asked."""
+        user = run.halt in USER_HALTS
+        rows = ops.unfinished_of_run(tx, run.id)
+        writes: list[tuple[int, str]] = []
+        running = ready = 0
+        cancelled: list[int] = []
+        child_runs: list[int] = []
+        for tr_id, state, kind, children, child_run in rows:
+            if state == "running" and kind == "foreach" and children:
+                # An expanded foreach parent: not on an agent, not in the running counter.
+                writes.append((int(tr_id), "cancelled" if user else "failed"))
+            elif state == "running":
+                if not cancel_running:
+                    continue
+                running += 1
+                cancelled.append(int(tr_id))
+                if child_run is not None:
+                    child_runs.append(int(child_run))
+                writes.append((int(tr_id), "cancelled"))
+            elif state == "retrying":
+                writes.append((int(tr_id), "cancelled" if user else "failed"))
+            else:
+                ready += state == "ready"
+                writes.append((int(tr_id), "skipped"))
+        ops.set_states(tx, writes, now)
+        if cancelled:
+            tx.run(
+                "UPDATE task_runs SET agent_id = NULL WHERE id IN ("
+                + ", ".join(str(i) for i in cancelled) + ")"
+            )
+            tx.run(
+                "UPDATE attempts SET state = 'cancelled', finished_at = :t WHERE state ="
+                " 'running' AND task_run_id IN (" + ", ".join(str(i) for i in cancelled) + ")",
+                {"t": now},
+            )
+        ops.add_events(tx, [(now, run.id, i, s, None) for i, s in writes])
+        run = ops.bump_run(tx, run.id, unfinished=-len(writes), running=-running, ready=-ready)
+        final = RunState.CANCELLED if user else RunState.FAILED
+        ops.set_run_state(tx, run.id, final, now=now, finished=True)
+        run.state = str(final)
+        tx.wake = True
+        for child_id in child_runs:  # a cancelled job task cancels the run it started
+            child = ops.run_row(tx, child_id, lock=True)
+            if child is not None and child.state not in TERMINAL_RUN_STATES:
+                ops.set_halt(tx, child_id, "user_cancel", None)
+                child.halt = "user_cancel"
+                self._finalize(tx, child, now, cancel_running=True)
+        return run
+
+
+    def _on_run_end(self, tx: Tx, run: RunRow, now: float) -> None:
+        """What follows a run's end inside its transaction: cross-job triggers."""
+        triggers.after_run_end(self, tx, run, now)
