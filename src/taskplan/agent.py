@@ -367,6 +367,8 @@ class Agent:
             outcome = Outcome(TaskState.FAILED, error=f"{type(exc).__name__}: {exc}")
         if cancel.is_set() and self._cancel_all.is_set():
             outcome = Outcome(TaskState.CANCELLED, error="cancelled: agent stopped")
+        if outcome.ended_at is None:
+            outcome = dataclasses.replace(outcome, ended_at=self.engine.clock())
         with self._active_lock:
             self._active.pop(claim.task_run_id, None)
         self._done.put((claim, outcome))

@@ -107,15 +107,16 @@ class Dispatch(Definitions):
         retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
                  and run.halt is None)
         state = TaskState.RUNNING if retry else outcome.state
+        ended = now if outcome.ended_at is None else min(outcome.ended_at, now)
         row = ops.end_running(
-            tx, claim.task_run_id, claim.attempt, str(state), now, outcome.exit_code,
+            tx, claim.task_run_id, claim.attempt, str(state), ended, outcome.exit_code,
             None if outcome.result is None else dumps(outcome.result), outcome.error,
         )
         attempt_state = "lost" if outcome.retry_now else str(outcome.state)
         if row is None:
             result.stale.append(claim.task_run_id)  # fenced off: a newer owner or a cancel
             return
-        ops.finish_attempt(tx, claim.task_run_id, claim.attempt, attempt_state, now,
+        ops.finish_attempt(tx, claim.task_run_id, claim.attempt, attempt_state, ended,
                            outcome.exit_code, outcome.error)
         if retry:
             delay = 0.0 if outcome.retry_now else retry_delay(

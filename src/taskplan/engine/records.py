@@ -38,6 +38,9 @@ class Outcome:
     # A foreach parent whose items `expand_foreach` inserted, or a job task whose child run
     # `start_child_run` started: already recorded, the step has nothing left to write.
     expanded: bool = False
+    # When the attempt really ended (the slot's clock); recorded as finished_at, so history
+    # does not include the time the outcome waited for the dispatcher's next transaction.
+    ended_at: float | None = None
 
 
 @dataclass
