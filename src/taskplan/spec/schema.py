@@ -24,16 +24,8 @@ from pydantic import (
 
 from taskplan.model import OnFailure, OnMisfire, OnOverlap, TriggerRule
 from taskplan.spec import fields as f
+from taskplan.timing.cron import CRON_ALIASES
 
-CRON_ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 TASK_KINDS = ("sql", "shell", "python", "job")
 CALENDAR_KEYS = ("at", "minutes", "hours", "weekdays", "monthdays", "months")
 

@@ -314,6 +314,16 @@ class Store:
         if self._engine is not None:
             self._engine.dispose()
 
+    def _roll_back(self, conn: Any, exc: BaseException) -> None:
+        """After a failed transaction: a dead connection surfaces as StoreUnavailableError,
+        a live one is rolled back (or dropped if even that fails)."""
+        if _is_disconnect(conn, exc) and isinstance(exc, Exception):
+            raise self._lost(conn, exc) from exc
+        try:
+            conn.rollback()
+        except Exception:
+            self.drop_connection()
+
     def _lost(self, conn: Any, exc: BaseException) -> StoreUnavailableError:
         """Forget this thread's dead connection; the next transaction opens a new one."""
         self.drop_connection()
@@ -374,12 +384,7 @@ class Store:
                 tx.cur.execute(f"NOTIFY {NOTIFY_CHANNEL}")
             conn.commit()
         except BaseException as exc:
-            if _is_disconnect(conn, exc) and isinstance(exc, Exception):
-                raise self._lost(conn, exc) from exc
-            try:
-                conn.rollback()
-            except Exception:
-                self.drop_connection()
+            self._roll_back(conn, exc)
             if _is_conflict(exc):
                 raise StoreConflictError(f"transaction rolled back: {str(exc).strip()}"
                                          ) from exc
@@ -412,12 +417,7 @@ class Store:
         try:
             yield tx
         except BaseException as exc:
-            if _is_disconnect(conn, exc) and isinstance(exc, Exception):
-                raise self._lost(conn, exc) from exc
-            try:
-                conn.rollback()
-            except Exception:
-                self.drop_connection()
+            self._roll_back(conn, exc)
             raise
         try:
             conn.rollback()

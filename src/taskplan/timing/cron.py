@@ -18,7 +18,8 @@ from functools import lru_cache
 
 from cronsim import CronSim, CronSimError
 
-_MACROS = {
+# The @names cron accepts, as the 5-field expressions they stand for.
+CRON_ALIASES = {
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
     "@monthly": "0 0 1 * *",
@@ -34,7 +35,7 @@ _PROBE = datetime(2000, 1, 1)
 def expand(expr: str) -> str:
     """The five-field form of `expr` (macros replaced, blanks normalised)."""
     text = " ".join(expr.split())
-    return _MACROS.get(text.lower(), text)
+    return CRON_ALIASES.get(text.lower(), text)
 
 
 def check_cron(expr: str) -> str | None:
@@ -43,7 +44,7 @@ def check_cron(expr: str) -> str | None:
     if not text:
         return "empty cron expression"
     if text.startswith("@"):
-        known = ", ".join(sorted(_MACROS))
+        known = ", ".join(sorted(CRON_ALIASES))
         return f"unknown cron macro {text.split()[0]!r} (expected one of {known})"
     fields = text.split()
     if len(fields) != 5:
