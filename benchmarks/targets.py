@@ -1,18 +1,39 @@
-"""Where a repetition's store lives: a fresh SQLite file, or a URL given on the command line.
+"""Where a repetition's store lives: a fresh SQLite file, or a fresh PostgreSQL database.
 
-PostgreSQL comes later: give `Target` a `fresh()` that creates (and drops) a database per
-repetition, and a floor of its own in floor.py. Only SQLite is implemented now.
+`--db sqlite` gives each repetition a new file in a temp folder; `--db sqlite:///path.db`
+reuses the caller's file. `--db postgresql://...` names a server (and a database to connect
+to for administration): each repetition gets `CREATE DATABASE tp_bench_<random>` on that
+server, dropped afterwards (`DROP DATABASE ... WITH (FORCE)`, so a crashed agent's
+connections do not keep it alive).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from taskplan.store.urls import backend_of, mask_url
+
+
+def pg_dsn(url: str) -> str:
+    """A URL psycopg accepts (no SQLAlchemy driver suffix)."""
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest if scheme.lower() != "postgresql" else url
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL with another database name."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def database_of(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
 
 
 @dataclass(frozen=True)
@@ -47,10 +68,25 @@ class Target:
         if self.backend == "sqlite":
             yield self.spec  # the caller's own file: runs are scoped by run id, so it can grow
             return
-        raise SystemExit(
-            f"--db {self.shown}: the {self.backend} rows are not implemented yet"
-            " (only --db sqlite or a sqlite:/// URL)"
-        )
+        if self.backend == "postgresql":
+            with self._fresh_pg() as url:
+                yield url
+            return
+        raise SystemExit(f"--db {self.shown}: expected 'sqlite', sqlite:/// or postgresql://")
+
+    @contextmanager
+    def _fresh_pg(self) -> Iterator[str]:
+        import psycopg
+
+        name = f"tp_bench_{secrets.token_hex(6)}"
+        admin = pg_dsn(self.spec)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield with_database(self.spec, name)
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def check(spec: str) -> None:
@@ -58,5 +94,12 @@ def check(spec: str) -> None:
     if spec == "sqlite" or backend_of(spec) == "sqlite":
         return
     if backend_of(spec) == "postgresql":
-        raise SystemExit("--db postgresql://...: the PostgreSQL rows are not implemented yet")
-    raise SystemExit(f"--db {mask_url(spec)}: expected 'sqlite' or a sqlite:/// URL")
+        import psycopg
+
+        try:
+            with psycopg.connect(pg_dsn(spec), autocommit=True, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise SystemExit(f"--db {mask_url(spec)}: cannot connect: {exc}") from None
+        return
+    raise SystemExit(f"--db {mask_url(spec)}: expected 'sqlite', sqlite:/// or postgresql://")

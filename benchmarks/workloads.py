@@ -1,8 +1,16 @@
 """The taskplan rows of BENCH.md: job texts, one timed execution each, and their figures.
 
-A workload is timed from just before `create_run` to the moment the agent sees the run end;
-parsing the job file, applying it and opening the store are outside the timing, and so is the
-agent's shutdown after the run ended.
+SQLite: one process, an in-process `Agent` with N slots. A workload is timed from just before
+`create_run` to the moment the agent sees the run end.
+
+PostgreSQL (BENCH.md: `run --detach` plus 2 agent processes of 4 slots each): the job is
+applied and the run created in this process, as `taskplan run --detach` would; two real
+`taskplan agent --slots 4` subprocesses are started and have registered and issued LISTEN
+before the run is created. The timing runs from just before `create_run` to the moment this
+process sees the `runs` row terminal (woken by the agents' NOTIFYs, one SELECT per wake).
+
+Either way parsing the job file, applying it, opening the store and starting agents are
+outside the timing, and so is the agents' shutdown after the run ended.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.procs import Agents
 from benchmarks.targets import Target
 from taskplan.agent import Agent
 from taskplan.engine import Engine
@@ -27,6 +36,14 @@ NOOP_SOURCE = (
     '"""The no-op python task of the benchmarks."""\n\n\ndef run(ctx):\n    return None\n'
     "\n\ndef items(ctx):\n    return list(range(int(ctx.params['n'])))\n"
 )
+NAP_MODULE = "nap"  # fairness: a python task of 10 ms
+NAP_SOURCE = (
+    '"""A 10 ms python task (fairness)."""\n\nimport time\n\n\ndef run(ctx):\n'
+    "    time.sleep(0.01)\n"
+)
+PG_AGENTS = 2  # BENCH.md: 2 agent processes of 4 slots each on PostgreSQL
+PG_SLOTS = 4
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 Figures = dict[str, float]
 
@@ -34,6 +51,8 @@ Figures = dict[str, float]
 def write_noop_module(workdir: str) -> None:
     with open(os.path.join(workdir, f"{NOOP_MODULE}.py"), "w", encoding="utf-8") as fh:
         fh.write(NOOP_SOURCE)
+    with open(os.path.join(workdir, f"{NAP_MODULE}.py"), "w", encoding="utf-8") as fh:
+        fh.write(NAP_SOURCE)
 
 
 # -- job texts ------------------------------------------------------------------------------
@@ -80,10 +99,13 @@ class Execution:
     tasks: int
     hop_gaps: list[float]  # finished_at of task i -> started_at of task i+1 (chains only)
     hop_periods: list[float]  # started_at of task i -> started_at of task i+1 (chains only)
+    agent_rss_mb: float | None = None  # PostgreSQL: the larger peak RSS of the two agents
 
 
 def execute(target: Target, label: str, text: str, slots: int, *, chain: bool = False
             ) -> Execution:
+    if target.backend == "postgresql":
+        return execute_pg(target, label, text, chain=chain)
     with target.fresh(label) as url:
         store = Store(url)
         try:
@@ -107,6 +129,55 @@ def execute(target: Target, label: str, text: str, slots: int, *, chain: bool = 
             return _check(store, engine, run_id, wall, chain)
         finally:
             store.close()
+
+
+def execute_pg(target: Target, label: str, text: str, *, chain: bool = False) -> Execution:
+    """PostgreSQL: the run created here, executed by 2 agent subprocesses of 4 slots."""
+    with target.fresh(label) as url:
+        store = Store(url)
+        try:
+            engine = Engine(store)
+            spec = load_job_text(text, f"{label}.yaml", target.workdir)
+            version_id, _, _ = engine.apply(spec)
+            store.wait_listening()
+            with Agents(url, target.workdir, PG_AGENTS, PG_SLOTS) as agents:
+                agents.start(store)
+                gc.collect()
+                start = time.perf_counter()
+                run_id = engine.create_run(version_id)
+                end = wait_run_end(store, run_id, agents)
+                rss = agents.peak_rss_mb()
+            ex = _check(store, engine, run_id, end - start, chain)
+            ex.agent_rss_mb = rss
+            return ex
+        finally:
+            store.close()
+
+
+def run_state_pg(store: Store, run_id: int) -> str:
+    with store.read() as tx:
+        return str(tx.scalar("SELECT state FROM runs WHERE id = :r", {"r": run_id}))
+
+
+def wait_run_end(store: Store, run_id: int, agents: Agents, timeout: float = 1800.0
+                 ) -> float:
+    """perf_counter() when this process first sees the run's row terminal.
+
+    Woken by the agents' NOTIFYs (every step that finishes work sends one; wakes that arrive
+    during a read are coalesced into one), with a 1 s fallback in which it also checks that
+    the agents are alive.
+    """
+    deadline = time.monotonic() + timeout
+    gen = store.waker.generation
+    while True:
+        if run_state_pg(store, run_id) in TERMINAL:
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"run {run_id} did not end in {timeout:.0f}s")
+        new = store.wait(gen, 1.0)
+        if new == gen:
+            agents.check_alive()
+        gen = new
 
 
 def _check(store: Store, engine: Engine, run_id: int, wall: float, chain: bool) -> Execution:
@@ -135,44 +206,50 @@ def quantile(values: list[float], q: float) -> float:
 
 
 # -- the rows -------------------------------------------------------------------------------
+def _rss(ex: Execution, figures: Figures) -> Figures:
+    if ex.agent_rss_mb is not None:
+        figures["agent_peak_rss_mb"] = ex.agent_rss_mb
+    return figures
+
+
 def chain200(target: Target) -> Figures:
     n = 200
     ex = execute(target, "chain200", chain_text(n), slots=1, chain=True)
     ms = [g * 1000 for g in ex.hop_gaps]
     period = [p * 1000 for p in ex.hop_periods]
-    return {
+    return _rss(ex, {
         "ms_per_hop": ex.wall * 1000 / n,
         "gap_p50_ms": quantile(ms, 0.5),
         "gap_p99_ms": quantile(ms, 0.99),
         "hop_p50_ms": quantile(period, 0.5),
         "hop_p99_ms": quantile(period, 0.99),
         "wall_s": ex.wall,
-    }
+    })
 
 
 def wide1000(target: Target) -> Figures:
     ex = execute(target, "wide1000", wide_text(1000), slots=8)
-    return {"tasks_per_s": ex.tasks / ex.wall, "wall_s": ex.wall}
+    return _rss(ex, {"tasks_per_s": ex.tasks / ex.wall, "wall_s": ex.wall})
 
 
 def stages10x100(target: Target) -> Figures:
     ex = execute(target, "stages10x100", stages_text(10, 100), slots=8)
-    return {"wall_s": ex.wall, "tasks_per_s": ex.tasks / ex.wall}
+    return _rss(ex, {"wall_s": ex.wall, "tasks_per_s": ex.tasks / ex.wall})
 
 
 def sleep64(target: Target) -> Figures:
     ex = execute(target, "sleep64", shell_text("sleep64", 64, "sleep 0.5"), slots=8)
-    return {"makespan_s": ex.wall}
+    return _rss(ex, {"makespan_s": ex.wall})
 
 
 def shell500(target: Target) -> Figures:
     ex = execute(target, "shell500", shell_text("shell500", 500, "true"), slots=8)
-    return {"tasks_per_s": ex.tasks / ex.wall, "wall_s": ex.wall}
+    return _rss(ex, {"tasks_per_s": ex.tasks / ex.wall, "wall_s": ex.wall})
 
 
 def _fanout(target: Target, n: int) -> Figures:
     ex = execute(target, f"fanout{n}", fanout_text(n), slots=8)
-    return {"wall_s": ex.wall, "tasks_per_s": ex.tasks / ex.wall}
+    return _rss(ex, {"wall_s": ex.wall, "tasks_per_s": ex.tasks / ex.wall})
 
 
 def fanout10k(target: Target) -> Figures:
@@ -187,6 +264,18 @@ def floor(target: Target) -> Figures:
     from benchmarks import floor as floor_mod
 
     return floor_mod.measure(target)
+
+
+def fairness(target: Target) -> Figures:
+    from benchmarks import fairness as fairness_mod  # imports this module
+
+    return fairness_mod.fairness(target)
+
+
+def idle50(target: Target) -> Figures:
+    from benchmarks import idle  # imports this module
+
+    return idle.idle50(target)
 
 
 def sched_jitter(target: Target) -> Figures:
@@ -205,6 +294,8 @@ WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "fanout100k": fanout100k,
     "floor": floor,
     "sched_jitter": sched_jitter,
+    "fairness": fairness,
+    "idle50": idle50,
 }
 
 
