@@ -36,6 +36,9 @@ NOTIFY_CHANNEL = "taskplan"
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 
+# An idle waiter asks SQLite whether another process committed at least this often (s).
+VERSION_CHECK_EVERY = 5.0
+
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -425,6 +428,13 @@ class Store:
             raise self._lost(conn, exc) from exc
 
     # -- waiting for other processes -----------------------------------------------------
+    def _wal_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(sqlite_path(self.url) + "-wal")
+        except (OSError, ValueError):
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def data_version(self) -> int:
         """A number that changes when another connection commits (SQLite only)."""
         conn = self.connection()
@@ -440,6 +450,8 @@ class Store:
             self.listen()
             return self.waker.wait(seen, timeout)
         version = self.data_version()
+        wal = self._wal_signature()
+        checked = time.monotonic()
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -447,8 +459,14 @@ class Store:
             gen = self.waker.wait(seen, min(left, poll))
             if gen != seen:
                 return gen
-            if self.data_version() != version:
-                return gen + 0  # another process committed: the caller re-reads
+            # Stat the WAL file (a syscall, not a query) every poll; ask SQLite only when it
+            # changed, and every few seconds in case a change hid inside one mtime tick.
+            now = time.monotonic()
+            signature = self._wal_signature()
+            if signature != wal or now - checked >= VERSION_CHECK_EVERY:
+                wal, checked = signature, now
+                if self.data_version() != version:
+                    return gen
 
     # -- PostgreSQL LISTEN -----------------------------------------------------------------
     def listen(self) -> None:
