@@ -9,44 +9,39 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from taskplan.errors import StoreConflictError, StoreUnavailableError
 from taskplan.store import migrate
+from taskplan.store.resilience import (  # re-exported: daemons import them from here
+    BACKOFF_FIRST,
+    BACKOFF_MAX,
+    is_conflict,
+    is_disconnect,
+    retrying,
+)
+from taskplan.store.tx import Params, Row, Tx, to_pyformat
 from taskplan.store.urls import backend_of, mask_url, sqlalchemy_url, sqlite_path
+from taskplan.store.wake import Waker
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-Row = tuple[Any, ...]
-Params = dict[str, Any] | Sequence[Any]
-T = TypeVar("T")
+__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Params", "Row", "Store", "Tx", "Waker", "retrying",
+           "to_pyformat"]
+
 
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "taskplan"
-# Reconnection backoff: quick at first (a server restart takes about a second), then capped.
-BACKOFF_FIRST = 0.05
-BACKOFF_MAX = 1.0
 
 # An idle waiter asks SQLite whether another process committed at least this often (s).
 VERSION_CHECK_EVERY = 5.0
-
-_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
-
-
-@lru_cache(maxsize=512)
-def to_pyformat(sql: str) -> str:
-    """`:name` binds -> `%(name)s` for psycopg; literal % doubled."""
-    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
-
 
 def _sqlite_pragmas(conn: Any) -> None:
     # WAL lets readers (status, logs --follow) run beside the writer; NORMAL is durable
@@ -56,129 +51,6 @@ def _sqlite_pragmas(conn: Any) -> None:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA foreign_keys=OFF")
-
-
-class Tx:
-    """One open transaction: thin helpers over a DBAPI cursor."""
-
-    def __init__(self, store: Store, conn: Any) -> None:
-        self.store = store
-        self.conn = conn
-        self.cur = conn.cursor()
-        self.pg = store.backend == "postgresql"
-        self.wake = False  # set by operations whose effect other processes should see now
-        self.locked_runs: set[int] = set()  # run rows this transaction holds FOR UPDATE
-
-    def _sql(self, sql: str) -> str:
-        return to_pyformat(sql) if self.pg else sql
-
-    def all(self, sql: str, params: Params = ()) -> list[Row]:
-        self.cur.execute(self._sql(sql), params)
-        return list(self.cur.fetchall())
-
-    def one(self, sql: str, params: Params = ()) -> Row | None:
-        self.cur.execute(self._sql(sql), params)
-        row = self.cur.fetchone()
-        return tuple(row) if row is not None else None
-
-    def scalar(self, sql: str, params: Params = ()) -> Any:
-        row = self.one(sql, params)
-        return row[0] if row else None
-
-    def run(self, sql: str, params: Params = ()) -> int:
-        self.cur.execute(self._sql(sql), params)
-        return int(self.cur.rowcount)
-
-    def many(self, sql: str, seq: Sequence[Params]) -> None:
-        if seq:
-            self.cur.executemany(self._sql(sql), seq)
-
-    def many_returning(self, sql: str, seq: Sequence[Params]) -> list[Row]:
-        """executemany of an `INSERT/UPDATE ... RETURNING`: every returned row, in order."""
-        if not seq:
-            return []
-        out: list[Row] = []
-        if self.pg:
-            # psycopg pipelines the statements and keeps one result set per parameter set.
-            self.cur.executemany(self._sql(sql), seq, returning=True)
-            while True:
-                out.extend(tuple(r) for r in self.cur.fetchall())
-                if not self.cur.nextset():
-                    return out
-        # sqlite3's executemany refuses statements that return rows: one execute each.
-        for params in seq:
-            self.cur.execute(sql, params)
-            out.extend(tuple(r) for r in self.cur.fetchall())
-        return out
-
-
-class Waker:
-    """In-process wake-up: a generation counter under a condition variable."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._gen = 0
-
-    @property
-    def generation(self) -> int:
-        return self._gen
-
-    def notify(self) -> None:
-        with self._cond:
-            self._gen += 1
-            self._cond.notify_all()
-
-    def wait(self, seen: int, timeout: float | None) -> int:
-        with self._cond:
-            if self._gen == seen:
-                self._cond.wait(timeout)
-            return self._gen
-
-
-def _is_disconnect(conn: Any, exc: BaseException) -> bool:
-    """Did `exc` leave this psycopg connection unusable (server gone, network cut)?"""
-    import psycopg
-
-    if getattr(conn, "broken", False) or getattr(conn, "closed", False):
-        return True
-    return isinstance(exc, psycopg.OperationalError) and not isinstance(
-        exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
-        | psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    import psycopg
-
-    return isinstance(exc, psycopg.errors.DeadlockDetected
-                      | psycopg.errors.SerializationFailure)
-
-
-def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None = None,
-             give_up_after: float | None = None) -> T:
-    """Call `fn` until it does not raise StoreUnavailableError, backing off between tries.
-
-    For daemons that must ride out a store restart. Gives up (re-raising) when `stop()` turns
-    true or after `give_up_after` seconds.
-    """
-    delay = BACKOFF_FIRST
-    started = time.monotonic()
-    warned = False
-    while True:
-        try:
-            result = fn()
-        except StoreUnavailableError as exc:
-            if (stop is not None and stop()) or (
-                    give_up_after is not None and time.monotonic() - started >= give_up_after):
-                raise
-            if not warned:
-                log.warning("store unavailable while %s, retrying: %s", what, exc)
-                warned = True
-            time.sleep(delay)
-            delay = min(BACKOFF_MAX, delay * 2)
-            continue
-        if warned:
-            log.warning("store back after %.1fs (%s)", time.monotonic() - started, what)
-        return result
 
 
 class Store:
@@ -320,7 +192,7 @@ class Store:
     def _roll_back(self, conn: Any, exc: BaseException) -> None:
         """After a failed transaction: a dead connection surfaces as StoreUnavailableError,
         a live one is rolled back (or dropped if even that fails)."""
-        if _is_disconnect(conn, exc) and isinstance(exc, Exception):
+        if is_disconnect(conn, exc) and isinstance(exc, Exception):
             raise self._lost(conn, exc) from exc
         try:
             conn.rollback()
@@ -388,7 +260,7 @@ class Store:
             conn.commit()
         except BaseException as exc:
             self._roll_back(conn, exc)
-            if _is_conflict(exc):
+            if is_conflict(exc):
                 raise StoreConflictError(f"transaction rolled back: {str(exc).strip()}"
                                          ) from exc
             raise
