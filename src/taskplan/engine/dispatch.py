@@ -4,7 +4,8 @@ propagates states through the graph, applies on_failure, and ends runs."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from itertools import groupby
 
 from taskplan import triggers
 from taskplan.engine.definitions import Definitions
@@ -40,10 +41,10 @@ class Dispatch(Definitions):
             # Lock order on PostgreSQL: run rows first, by id, then their task runs (see
             # ops.lock_runs). Finishing in run order keeps two agents from deadlocking.
             finished = sorted(finished, key=lambda f: (f[0].run_id, f[0].task_run_id))
-            if len({c.run_id for c, _ in finished}) > 1:  # one run: _finish locks it
+            if len({c.run_id for c, _ in finished}) > 1:  # one run: its first read locks it
                 ops.lock_runs(tx, [c.run_id for c, _ in finished])
-            for claim, outcome in finished:
-                self._finish(tx, claim, outcome, now, result)
+            for _run_id, group in groupby(finished, key=lambda f: f[0].run_id):
+                self._finish_run(tx, list(group), now, result)
             if free > 0:
                 result.claims = self._claim(tx, agent_id, free, root_run_id, now)
             if finished:
@@ -98,11 +99,86 @@ class Dispatch(Definitions):
                                 for c in claims])
         return claims
 
+    def _finish_run(self, tx: Tx, finished: Sequence[tuple[Claim, Outcome]], now: float,
+                    result: StepResult) -> None:
+        """The finishes of one run in one step, in order.
+
+        Successes of a run with no halt are recorded together (`_finish_batch`): one read of
+        the run row, one fenced UPDATE of their task runs, one counter bump. That is the same
+        as finishing them one by one: a success applies no on_failure policy and, with no
+        halt, a close before the last one ends nothing (each later one is still running,
+        hence unfinished). Anything else (a failure, a cancel, a halted run) first closes
+        what was batched, then takes the one-by-one path, which reads the run afresh.
+        """
+        run: RunRow | None = None
+        halted = False  # a halt is never lifted inside a step
+        batch: list[tuple[Claim, Outcome]] = []
+        ids: set[int] = set()
+        for claim, outcome in finished:
+            if outcome.expanded:
+                continue  # already recorded by expand_foreach / start_child_run
+            if (outcome.state == TaskState.SUCCEEDED and not halted
+                    and claim.task_run_id not in ids):
+                if run is None:
+                    run = ops.run_row(tx, claim.run_id, lock=True)
+                    assert run is not None
+                    halted = run.halt is not None
+                if not halted:
+                    batch.append((claim, outcome))
+                    ids.add(claim.task_run_id)
+                    continue
+            if batch:
+                assert run is not None
+                self._finish_batch(tx, run, batch, now, result)
+                batch, ids = [], set()
+            self._finish(tx, claim, outcome, now, result)
+            run = None  # it may have changed: read it again for the next batch
+        if batch:
+            assert run is not None
+            self._finish_batch(tx, run, batch, now, result)
+
+    def _finish_batch(self, tx: Tx, run: RunRow, batch: Sequence[tuple[Claim, Outcome]],
+                      now: float, result: StepResult) -> None:
+        """Successful attempts of one run (distinct task runs, the run not halted)."""
+        if len(batch) == 1:  # the plain statements are cheaper for one (a chain's hop)
+            self._finish(tx, batch[0][0], batch[0][1], now, result, run=run)
+            return
+        ends = [now if o.ended_at is None else min(o.ended_at, now) for _, o in batch]
+        rows = ops.end_running_many(tx, [
+            (c.task_run_id, c.attempt, str(o.state), ended, o.exit_code,
+             None if o.result is None else dumps(o.result), o.error)
+            for (c, o), ended in zip(batch, ends, strict=True)
+        ])
+        done: list[tuple[int, int, str, float, int | None, str | None]] = []
+        for (claim, outcome), ended in zip(batch, ends, strict=True):
+            if claim.task_run_id not in rows:
+                result.stale.append(claim.task_run_id)  # fenced off: a newer owner or a cancel
+            else:
+                done.append((claim.task_run_id, claim.attempt,
+                             "lost" if outcome.retry_now else str(outcome.state), ended,
+                             outcome.exit_code, outcome.error))
+        if not done:
+            return
+        ops.finish_attempts(tx, done)
+        delta = _Delta()
+        for claim, outcome in batch:
+            got = rows.get(claim.task_run_id)
+            if got is None:
+                continue
+            row, has_dependants = got
+            delta.running -= 1
+            self._settle(tx, run, [(row, outcome.state)], now, delta, detail=outcome.error,
+                         leaves=() if has_dependants else (row.id,))
+        self._close_step(tx, run, now, delta, result)
+
     def _finish(self, tx: Tx, claim: Claim, outcome: Outcome, now: float,
-                result: StepResult) -> None:
+                result: StepResult, run: RunRow | None = None) -> None:
+        """Record one ended attempt. `run`: the run's row as this transaction last saw it,
+        when nothing changed it since (else it is read here)."""
         if outcome.expanded:
             return
-        run = ops.run_row(tx, claim.run_id, lock=True)
+        if run is None:
+            run = ops.run_row(tx, claim.run_id, lock=True)
         assert run is not None
         retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
                  and run.halt is None)
@@ -141,8 +217,13 @@ class Dispatch(Definitions):
         self._close_step(tx, run, now, delta, result)
 
     def _settle(self, tx: Tx, run: RunRow, first: Iterable[tuple[TaskRunRow, TaskState]],
-                now: float, delta: _Delta, detail: str | None = None) -> None:
-        """Propagate terminal states through the graph inside the current transaction."""
+                now: float, delta: _Delta, detail: str | None = None,
+                leaves: Collection[int] = ()) -> None:
+        """Propagate terminal states through the graph inside the current transaction.
+
+        `leaves`: task runs known to have no dependants (no task_edges from them), whose
+        decrement would change nothing.
+        """
         work: deque[tuple[TaskRunRow, TaskState]] = deque(first)
         first_id = work[0][0].id if work else None
         # Outside `continue`, a task that never starts because an upstream failed ends
@@ -166,6 +247,8 @@ class Dispatch(Definitions):
                     pstate = TaskState.FAILED if parent.failed_children else TaskState.SUCCEEDED
                     delta.writes.append((parent.id, str(pstate)))
                     work.append((parent, pstate))
+                continue
+            if row.id in leaves:
                 continue
             for dep in ops.decrement_dependants(tx, row.id, failed):
                 if dep.pending_up > 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from taskplan.store.db import Row, Tx
@@ -296,6 +297,57 @@ def end_running(tx: Tx, tr_id: int, attempt: int, state: str, now: float,
         f" RETURNING {TR_COLS}",
         {"s": state, "t": now, "x": exit_code, "res": result, "e": error, "i": tr_id,
          "a": attempt},
+    )
+
+
+@lru_cache(maxsize=64)
+def _end_running_many_sql(n: int) -> str:
+    values = ", ".join(f"(:i{k}, :a{k}, :s{k}, :t{k}, :x{k}, :r{k}, :e{k})" for k in range(n))
+    return (
+        f"WITH v(i, a, s, t, x, res, e) AS (VALUES {values})"
+        " UPDATE task_runs SET state = v.s, finished_at = v.t, exit_code = CAST(v.x AS INTEGER),"
+        " result = v.res, error = v.e, agent_id = NULL"
+        " FROM v WHERE task_runs.id = v.i AND task_runs.state = 'running'"
+        " AND task_runs.attempts = v.a"
+        f" RETURNING {TR_COLS},"
+        " EXISTS (SELECT 1 FROM task_edges WHERE task_edges.up_id = task_runs.id)"
+    )
+
+
+def end_running_many(tx: Tx, rows: Sequence[tuple[int, int, str, float, int | None,
+                                                   str | None, str | None]]
+                     ) -> dict[int, tuple[TaskRunRow, bool]]:
+    """`end_running` for several attempts in ONE statement, with the same fencing check.
+
+    `rows` are (task_run_id, attempt, state, now, exit_code, result, error), one per task run
+    (ids must be distinct). Returns, for each task run that really left `running`, its row
+    and whether it has dependants (task_edges from it); a stale (id, attempt) changes
+    nothing and is absent.
+    """
+    params: dict[str, Any] = {}
+    for k, (i, a, s, t, x, res, e) in enumerate(rows):
+        params[f"i{k}"] = i
+        params[f"a{k}"] = a
+        params[f"s{k}"] = s
+        params[f"t{k}"] = t
+        params[f"x{k}"] = x
+        params[f"r{k}"] = res
+        params[f"e{k}"] = e
+    out: dict[int, tuple[TaskRunRow, bool]] = {}
+    for r in tx.all(_end_running_many_sql(len(rows)), params):
+        row = TaskRunRow(*r[:-1])
+        out[row.id] = (row, bool(r[-1]))
+    return out
+
+
+def finish_attempts(tx: Tx, rows: Sequence[tuple[int, int, str, float, int | None,
+                                                  str | None]]) -> None:
+    """`finish_attempt` for several attempts: (task_run_id, attempt, state, now, exit_code,
+    error) each, one executemany."""
+    tx.many(
+        "UPDATE attempts SET state = :s, finished_at = :t, exit_code = :x, error = :e"
+        " WHERE task_run_id = :tr AND attempt = :a",
+        [{"s": s, "t": t, "x": x, "e": e, "tr": tr, "a": a} for tr, a, s, t, x, e in rows],
     )
 
 
