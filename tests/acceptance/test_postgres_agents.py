@@ -332,9 +332,11 @@ def test_the_run_succeeds_across_a_store_outage(pgtp: PgTaskplan) -> None:
         wait_until("the run to end", lambda: run_state(pgtp, run_id) != "running", timeout=45,
                    procs=tuple(agents))
         assert done_before < n  # the outage really happened mid-run
-        # Attempts that ended while the store was away were recorded once it was back.
-        assert sql(pgtp, "SELECT COUNT(*) > 0 FROM attempts WHERE run_id = %s"
-                         " AND started_at < %s AND finished_at > %s",
+        # Attempts that were running when the store went away were recorded once it was back
+        # (the event's time is when the store recorded it; finished_at is when it ended).
+        assert sql(pgtp, "SELECT COUNT(*) > 0 FROM attempts a JOIN events e"
+                         " ON e.task_run_id = a.task_run_id AND e.state = 'succeeded'"
+                         " WHERE a.run_id = %s AND a.started_at < %s AND e.at > %s",
                    run_id, cut_at, cut_at + 2.0) == [(True,)]
         assert_exactly_once(pgtp, run_id, n)
         for proc in agents:

@@ -47,9 +47,21 @@ def _sqlite_pragmas(conn: Any) -> None:
     # WAL lets readers (status, logs --follow) run beside the writer; NORMAL is durable
     # across process crashes, which is the failure that matters for a job store.
     conn.isolation_level = None
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    # The busy timeout first: switching a fresh file to WAL needs a lock that a concurrent
+    # opener may hold for a moment.
     conn.execute("PRAGMA busy_timeout=30000")
+    # SQLite skips the busy handler when the switch would deadlock with another opener's lock
+    # upgrade, so "database is locked" can come back at once: retry for a while.
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
 
 
@@ -107,7 +119,7 @@ class Store:
             engine = create_engine(sqlalchemy_url(self.url), pool_pre_ping=True,
                                    connect_args=_pg_connect_args())
         else:
-            engine = create_engine(sqlalchemy_url(self.url))
+            engine = create_engine(sqlalchemy_url(self.url), connect_args={"timeout": 30.0})
         if self.backend == "sqlite":
             # pysqlite's implicit transactions would defeat BEGIN IMMEDIATE: take them over.
             @event.listens_for(engine, "connect")
