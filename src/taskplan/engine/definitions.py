@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,9 @@ from taskplan.store.ops import dumps, loads
 Clock = Callable[[], float]
 
 
+RUN_META_CACHE = 4096  # runs whose (version, params) an engine keeps in memory
+
+
 class Definitions:
     def __init__(self, store: Store, clock: Clock = time.time) -> None:
         self.store = store
@@ -32,7 +36,8 @@ class Definitions:
         self._specs: dict[int, JobSpec] = {}
         self._specs_lock = threading.Lock()
         self._tasks: dict[int, dict[str, TaskSpec]] = {}
-        self._run_meta: dict[int, tuple[int, dict[str, Any]]] = {}
+        # Bounded: a daemon sees runs without end, but only the active ones are asked about.
+        self._run_meta: OrderedDict[int, tuple[int, dict[str, Any]]] = OrderedDict()
 
     # -- definitions ------------------------------------------------------------------------
     def apply(self, spec: JobSpec) -> tuple[int, int, bool]:
@@ -169,14 +174,20 @@ class Definitions:
 
     def run_meta(self, run_id: int) -> tuple[int, dict[str, Any]]:
         """(version_id, params) of a run; immutable, so cached."""
-        meta = self._run_meta.get(run_id)
-        if meta is None:
-            with self.store.read() as tx:
-                row = tx.one("SELECT version_id, params FROM runs WHERE id = :r", {"r": run_id})
-            if row is None:
-                raise NotFoundError(f"no run {run_id}")
-            meta = (int(row[0]), loads(row[1]))
+        with self._specs_lock:
+            meta = self._run_meta.get(run_id)
+            if meta is not None:
+                self._run_meta.move_to_end(run_id)
+                return meta
+        with self.store.read() as tx:
+            row = tx.one("SELECT version_id, params FROM runs WHERE id = :r", {"r": run_id})
+        if row is None:
+            raise NotFoundError(f"no run {run_id}")
+        meta = (int(row[0]), loads(row[1]))
+        with self._specs_lock:
             self._run_meta[run_id] = meta
+            if len(self._run_meta) > RUN_META_CACHE:
+                self._run_meta.popitem(last=False)
         return meta
 
     def _check_job_calls(self, tx: Tx, spec: JobSpec) -> None:
