@@ -281,6 +281,35 @@ class Store:
         if tx.wake:
             self.waker.notify()
 
+    def call(self, sql: str, params: Params, *, wake: bool) -> list[Row] | None:
+        """PostgreSQL: one statement as a transaction of its own, in one round trip.
+
+        For server-side functions that do a whole transaction's work. None when a
+        transaction is already open on this thread (the caller takes its general path).
+        """
+        if getattr(self._local, "open_tx", None) is not None:
+            return None
+        conn = self.connection()
+        try:
+            conn.autocommit = True
+            try:
+                cur = conn.cursor()
+                cur.execute(to_pyformat(sql), params)
+                rows = [tuple(r) for r in cur.fetchall()]
+            finally:
+                if not (conn.closed or conn.broken):
+                    conn.autocommit = False
+        except Exception as exc:
+            if is_disconnect(conn, exc):
+                raise self._lost(conn, exc) from exc
+            if is_conflict(exc):
+                raise StoreConflictError(f"transaction rolled back: {str(exc).strip()}"
+                                         ) from exc
+            raise
+        if wake:
+            self.waker.notify()
+        return rows
+
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A read-only snapshot (a deferred transaction on SQLite).

@@ -1,0 +1,355 @@
+"""PostgreSQL: the agent's common step as one server-side function, `taskplan_step`.
+
+An agent step that only records successes and claims free slots is a dozen statements; on
+PostgreSQL each is a round trip (about 0.2 ms here) and the step holds its run's row lock for
+all of them. The function does the same writes in one call, in the same order of locks, so
+the engine sends one statement per step in a transaction of its own.
+
+It covers successes of runs that are not halted: fenced ends, attempts, events, foreach
+parents and stage barriers that finish with them, dependants made ready, counters, then
+claims by fair share, pools, max_parallel and finish_stage. Anything else (a failure, a
+halted run, a run that ends, a dependant that would not simply become ready) rolls the
+function's work back and answers `fallback`: the engine then takes the general path in
+Python, which owns every policy. SQLite has no such function; its statements are in-process.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+# Raised inside the finishing part to hand the step to the engine's general path.
+FALLBACK = "TP001"
+
+# Statements that target task runs by id go one row at a time with `id = <scalar>`: that
+# plan is a primary-key lookup whatever the statistics say. Set-based forms (`id = ANY(...)`
+# plus a `state` condition, or a join on unnest) were planned on fresh tables as a scan of an
+# index on `state`, i.e. of every ready row, per statement.
+FINISH_SUCCESSES = f"""
+CREATE OR REPLACE FUNCTION taskplan_finish_successes(p_now double precision, p_done jsonb)
+RETURNS bigint[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    p_runs bigint[];
+    v record;
+    got record;
+    stale bigint[] := '{{}}';
+    e_ids bigint[] := '{{}}';
+    e_runs bigint[] := '{{}}';
+    e_parents bigint[] := '{{}}';
+    e_errors text[] := '{{}}';
+    cur_ids bigint[];
+    cur_parents bigint[];
+    next_ids bigint[];
+    set_ids bigint[] := '{{}}';
+    set_runs bigint[] := '{{}}';
+    ready_ids bigint[] := '{{}}';
+    ready_runs bigint[] := '{{}}';
+    k integer;
+BEGIN
+    SELECT array_agg(DISTINCT r ORDER BY r) INTO p_runs
+    FROM jsonb_to_recordset(p_done) AS d(r bigint);
+    -- Lock order of every writer: run rows first, by id.
+    PERFORM 1 FROM runs WHERE id = ANY(p_runs) ORDER BY id FOR UPDATE;
+    IF EXISTS (SELECT 1 FROM runs WHERE id = ANY(p_runs) AND halt IS NOT NULL) THEN
+        RAISE SQLSTATE '{FALLBACK}';
+    END IF;
+    FOR v IN SELECT * FROM jsonb_to_recordset(p_done)
+            AS d(i bigint, a integer, t double precision, x integer, res text, e text)
+    LOOP
+        -- Leave `running` only under the attempt's own fencing token.
+        UPDATE task_runs SET state = 'succeeded', finished_at = v.t, exit_code = v.x,
+            result = v.res, error = v.e, agent_id = NULL
+        WHERE id = v.i AND state = 'running' AND attempts = v.a
+        RETURNING run_id, parent_id INTO got;
+        IF NOT FOUND THEN
+            stale := stale || v.i;
+            CONTINUE;
+        END IF;
+        UPDATE attempts SET state = 'succeeded', finished_at = v.t, exit_code = v.x,
+            error = v.e
+        WHERE task_run_id = v.i AND attempt = v.a;
+        e_ids := e_ids || v.i;
+        e_runs := e_runs || got.run_id;
+        e_parents := e_parents || got.parent_id;
+        e_errors := e_errors || v.e;
+    END LOOP;
+    INSERT INTO events (at, run_id, task_run_id, state, detail)
+    SELECT p_now, r, i, 'succeeded', e FROM unnest(e_runs, e_ids, e_errors) AS u(r, i, e);
+
+    cur_ids := e_ids;
+    cur_parents := e_parents;
+    WHILE cardinality(cur_ids) > 0 LOOP
+        next_ids := '{{}}';
+        -- Items of a foreach: the parent ends with its last item.
+        FOR v IN SELECT p, count(*) AS n FROM unnest(cur_parents) AS p WHERE p IS NOT NULL
+                GROUP BY p ORDER BY p
+        LOOP
+            UPDATE task_runs SET pending_children = pending_children - v.n WHERE id = v.p
+            RETURNING pending_children, failed_children INTO got;
+            IF got.pending_children = 0 THEN
+                IF got.failed_children > 0 THEN
+                    RAISE SQLSTATE '{FALLBACK}';  -- a foreach that failed: policies apply
+                END IF;
+                next_ids := next_ids || v.p;
+            END IF;
+        END LOOP;
+        -- Dependants of the rest: one decrement per finished upstream.
+        FOR v IN SELECT e.down_id, count(*) AS n
+                FROM task_edges e
+                JOIN unnest(cur_ids, cur_parents) AS s(i, p) ON e.up_id = s.i AND s.p IS NULL
+                GROUP BY e.down_id ORDER BY e.down_id
+        LOOP
+            UPDATE task_runs SET pending_up = pending_up - v.n
+            WHERE id = v.down_id AND state = 'pending'
+            RETURNING run_id, kind, trigger_rule, pending_up, failed_up INTO got;
+            CONTINUE WHEN NOT FOUND OR got.pending_up > 0;
+            IF got.kind = 'barrier' THEN
+                IF got.failed_up > 0 THEN
+                    RAISE SQLSTATE '{FALLBACK}';  -- upstream_failed: the general path
+                END IF;
+                next_ids := next_ids || v.down_id;
+            ELSIF (got.trigger_rule = 'all_done'
+                   OR (got.trigger_rule = 'one_failed' AND got.failed_up > 0)
+                   OR (got.trigger_rule NOT IN ('all_done', 'one_failed')
+                       AND got.failed_up = 0)) THEN
+                UPDATE task_runs SET state = 'ready', ready_at = p_now WHERE id = v.down_id;
+                ready_ids := ready_ids || v.down_id;
+                ready_runs := ready_runs || got.run_id;
+            ELSE
+                RAISE SQLSTATE '{FALLBACK}';  -- skipped or upstream_failed: the general path
+            END IF;
+        END LOOP;
+        -- Barriers and foreach parents that ended succeed here and pass it on.
+        cur_ids := next_ids;
+        cur_parents := '{{}}';
+        FOR k IN 1..COALESCE(cardinality(next_ids), 0) LOOP
+            UPDATE task_runs SET state = 'succeeded', finished_at = p_now
+            WHERE id = next_ids[k] RETURNING run_id, parent_id INTO got;
+            cur_parents := cur_parents || got.parent_id;
+            set_ids := set_ids || next_ids[k];
+            set_runs := set_runs || got.run_id;
+            INSERT INTO events (at, run_id, task_run_id, state, detail)
+            VALUES (p_now, got.run_id, next_ids[k], 'succeeded', NULL);
+        END LOOP;
+    END LOOP;
+    INSERT INTO events (at, run_id, task_run_id, state, detail)
+    SELECT p_now, r, i, 'ready', NULL FROM unnest(ready_runs, ready_ids) AS u(r, i);
+
+    -- Counters; a run whose last task run ended is ended by the general path (triggers).
+    FOR v IN
+        SELECT r, sum(u) AS u, sum(rn) AS rn, sum(rd) AS rd FROM (
+            SELECT r, 1 AS u, 1 AS rn, 0 AS rd FROM unnest(e_runs) AS r
+            UNION ALL SELECT r, 1, 0, 0 FROM unnest(set_runs) AS r
+            UNION ALL SELECT r, 0, 0, 1 FROM unnest(ready_runs) AS r
+        ) m GROUP BY r ORDER BY r
+    LOOP
+        UPDATE runs SET unfinished = unfinished - v.u, running = running - v.rn,
+            ready = ready + v.rd
+        WHERE id = v.r RETURNING unfinished INTO got;
+        IF got.unfinished <= 0 THEN
+            RAISE SQLSTATE '{FALLBACK}';
+        END IF;
+    END LOOP;
+    RETURN stale;
+END
+$fn$
+"""
+
+CLAIM = """
+CREATE OR REPLACE FUNCTION taskplan_claim(
+    p_agent bigint, p_now double precision, p_free integer, p_root bigint
+) RETURNS TABLE (
+    id bigint, run_id bigint, version_id bigint, task text, kind text, item text,
+    attempt integer, max_attempts integer, stage integer, pool text, parent_id bigint
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    r_id bigint[];
+    r_prio integer[];
+    r_running integer[];
+    r_ready integer[];
+    r_maxp integer[];
+    r_stage integer[];
+    r_ver bigint[];
+    given integer[];
+    n integer;
+    k integer;
+    best integer;
+    load_k integer;
+    load_b integer;
+    left_slots integer := p_free;
+    locked bigint[];
+    cand record;
+    take bigint[];
+    room integer;
+    pool_room jsonb;
+    cnt integer;
+    j integer;
+    c_ids bigint[] := '{}';
+    c_runs bigint[] := '{}';
+    c_attempts integer[] := '{}';
+BEGIN
+    SELECT array_agg(r.id ORDER BY r.id), array_agg(r.priority ORDER BY r.id),
+           array_agg(r.running ORDER BY r.id), array_agg(r.ready ORDER BY r.id),
+           array_agg(r.max_parallel ORDER BY r.id),
+           array_agg(CASE WHEN r.halt = 'finish_stage' THEN r.halt_stage END ORDER BY r.id),
+           array_agg(r.version_id ORDER BY r.id)
+    INTO r_id, r_prio, r_running, r_ready, r_maxp, r_stage, r_ver
+    FROM runs r WHERE r.state = 'running' AND r.ready > 0
+        AND (r.halt IS NULL OR r.halt = 'finish_stage')
+        AND (p_root IS NULL OR r.root_run_id = p_root);
+    n := COALESCE(cardinality(r_id), 0);
+    IF n = 0 OR p_free <= 0 THEN
+        RETURN;
+    END IF;
+    -- Fair shares (engine/rules.py fair_shares): one slot at a time to the run of highest
+    -- priority, then fewest running (counting what this step gave), then lowest id.
+    given := array_fill(0, ARRAY[n]);
+    WHILE left_slots > 0 LOOP
+        best := NULL;
+        FOR k IN 1..n LOOP
+            CONTINUE WHEN given[k] >= r_ready[k];
+            CONTINUE WHEN r_maxp[k] IS NOT NULL AND r_running[k] + given[k] >= r_maxp[k];
+            load_k := r_running[k] + given[k];
+            IF best IS NULL OR r_prio[k] > r_prio[best]
+                    OR (r_prio[k] = r_prio[best] AND load_k < load_b) THEN
+                best := k;
+                load_b := load_k;
+            END IF;
+        END LOOP;
+        EXIT WHEN best IS NULL;
+        given[best] := given[best] + 1;
+        left_slots := left_slots - 1;
+    END LOOP;
+    -- A run another transaction holds is left for the next step: waiting here, after this
+    -- step's finishes took their runs, could deadlock with a step that did the reverse.
+    SELECT COALESCE(array_agg(r.id ORDER BY r.id), '{}') INTO locked FROM (
+        SELECT runs.id FROM runs
+        WHERE runs.id = ANY(ARRAY(SELECT r_id[i] FROM generate_subscripts(r_id, 1) AS i
+                                  WHERE given[i] > 0))
+        ORDER BY runs.id FOR UPDATE SKIP LOCKED
+    ) r;
+    FOR k IN 1..n LOOP
+        CONTINUE WHEN given[k] = 0 OR NOT (r_id[k] = ANY(locked));
+        take := '{}';
+        FOR cand IN
+            SELECT t.id, t.pool FROM task_runs t
+            WHERE t.run_id = r_id[k] AND t.state = 'ready'
+                AND (r_stage[k] IS NULL OR COALESCE(t.stage, 0) <= r_stage[k])
+            ORDER BY t.rank, t.ready_at LIMIT given[k] FOR UPDATE SKIP LOCKED
+        LOOP
+            IF cand.pool IS NULL THEN
+                take := take || cand.id;
+                CONTINUE;
+            END IF;
+            IF pool_room IS NULL THEN
+                SELECT COALESCE(jsonb_object_agg(p.name, p.size - COALESCE(u.n, 0)), '{}')
+                INTO pool_room
+                FROM pools p LEFT JOIN (
+                    SELECT t.pool, count(*) AS n FROM task_runs t
+                    WHERE t.state = 'running' AND t.pool IS NOT NULL GROUP BY t.pool
+                ) u ON u.pool = p.name;
+            END IF;
+            room := (pool_room ->> cand.pool)::integer;
+            IF room IS NULL OR room > 0 THEN  -- an undeclared pool is unlimited
+                take := take || cand.id;
+                IF room IS NOT NULL THEN
+                    pool_room := jsonb_set(pool_room, ARRAY[cand.pool], to_jsonb(room - 1));
+                END IF;
+            END IF;
+        END LOOP;
+        CONTINUE WHEN cardinality(take) = 0;
+        -- Each candidate is row-locked by this transaction: it is still ready.
+        cnt := 0;
+        FOR j IN 1..cardinality(take) LOOP
+            UPDATE task_runs t SET state = 'running', attempts = t.attempts + 1,
+                agent_id = p_agent, started_at = p_now, finished_at = NULL, exit_code = NULL,
+                error = NULL
+            WHERE t.id = take[j]
+            RETURNING t.id, t.run_id, t.task, t.kind, t.item, t.attempts, t.max_attempts,
+                t.stage, t.pool, t.parent_id INTO cand;
+            id := cand.id;
+            run_id := cand.run_id;
+            version_id := r_ver[k];
+            task := cand.task;
+            kind := cand.kind;
+            item := cand.item;
+            attempt := cand.attempts;
+            max_attempts := cand.max_attempts;
+            stage := cand.stage;
+            pool := cand.pool;
+            parent_id := cand.parent_id;
+            RETURN NEXT;
+            c_ids := c_ids || cand.id;
+            c_runs := c_runs || cand.run_id;
+            c_attempts := c_attempts || cand.attempts;
+            cnt := cnt + 1;
+        END LOOP;
+        UPDATE runs SET running = running + cnt, ready = ready - cnt WHERE runs.id = r_id[k];
+    END LOOP;
+    INSERT INTO attempts (task_run_id, run_id, attempt, agent_id, state, started_at)
+    SELECT u.i, u.r, u.a, p_agent, 'running', p_now
+    FROM unnest(c_ids, c_runs, c_attempts) AS u(i, r, a);
+    INSERT INTO events (at, run_id, task_run_id, state, detail)
+    SELECT p_now, u.r, u.i, 'running', NULL FROM unnest(c_runs, c_ids) AS u(r, i);
+END
+$fn$
+"""
+
+STEP = f"""
+CREATE OR REPLACE FUNCTION taskplan_step(
+    p_agent bigint, p_now double precision, p_free integer, p_root bigint, p_wake boolean,
+    p_done jsonb
+) RETURNS TABLE (
+    tag text, id bigint, run_id bigint, version_id bigint, task text, kind text, item text,
+    attempt integer, max_attempts integer, stage integer, pool text, parent_id bigint
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    stale bigint[] := '{{}}';
+BEGIN
+    IF jsonb_array_length(p_done) > 0 THEN
+        BEGIN
+            stale := taskplan_finish_successes(p_now, p_done);
+        EXCEPTION WHEN SQLSTATE '{FALLBACK}' THEN
+            -- Nothing of this step was written: the engine redoes it on its general path.
+            RETURN QUERY SELECT 'fallback'::text, NULL::bigint, NULL::bigint, NULL::bigint,
+                NULL::text, NULL::text, NULL::text, NULL::integer, NULL::integer,
+                NULL::integer, NULL::text, NULL::bigint;
+            RETURN;
+        END;
+    END IF;
+    IF p_wake THEN
+        PERFORM pg_notify('taskplan', '');
+    END IF;
+    RETURN QUERY SELECT 'stale'::text, s, NULL::bigint, NULL::bigint, NULL::text, NULL::text,
+        NULL::text, NULL::integer, NULL::integer, NULL::integer, NULL::text, NULL::bigint
+        FROM unnest(stale) AS s;
+    IF p_free > 0 THEN
+        RETURN QUERY SELECT 'claim'::text, c.*
+            FROM taskplan_claim(p_agent, p_now, p_free, p_root) c;
+    END IF;
+END
+$fn$
+"""
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(FINISH_SUCCESSES)
+    op.execute(CLAIM)
+    op.execute(STEP)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute("DROP FUNCTION IF EXISTS taskplan_step(bigint, double precision, integer, bigint,"
+               " boolean, jsonb)")
+    op.execute("DROP FUNCTION IF EXISTS taskplan_claim(bigint, double precision, integer,"
+               " bigint)")
+    op.execute("DROP FUNCTION IF EXISTS taskplan_finish_successes(double precision, jsonb)")
