@@ -154,30 +154,34 @@ def execute_pg(target: Target, label: str, text: str, *, chain: bool = False) ->
             store.close()
 
 
-def run_state_pg(store: Store, run_id: int) -> str:
+def run_end_pg(store: Store, run_id: int) -> tuple[str, float | None]:
     with store.read() as tx:
-        return str(tx.scalar("SELECT state FROM runs WHERE id = :r", {"r": run_id}))
+        row = tx.one("SELECT state, finished_at FROM runs WHERE id = :r", {"r": run_id})
+    assert row is not None
+    return str(row[0]), None if row[1] is None else float(row[1])
 
 
-def wait_run_end(store: Store, run_id: int, agents: Agents, timeout: float = 1800.0
-                 ) -> float:
-    """perf_counter() when this process first sees the run's row terminal.
+def wait_run_end(store: Store, run_id: int, agents: Agents, timeout: float = 1800.0,
+                 poll: float = 0.02) -> float:
+    """The run's end as recorded by the agent that ended it (`runs.finished_at`), on this
+    process's perf_counter() timeline.
 
-    Woken by the agents' NOTIFYs (every step that finishes work sends one; wakes that arrive
-    during a read are coalesced into one), with a 1 s fallback in which it also checks that
-    the agents are alive.
+    `run --detach` leaves nobody watching the run, so the watcher here must not load the
+    agents: it polls every `poll` seconds (one read) and takes the end time from the store,
+    not from when it happened to look. Both clocks are this machine's.
     """
     deadline = time.monotonic() + timeout
-    gen = store.waker.generation
+    checked = time.monotonic()
     while True:
-        if run_state_pg(store, run_id) in TERMINAL:
-            return time.perf_counter()
+        state, finished_at = run_end_pg(store, run_id)
+        if state in TERMINAL and finished_at is not None:
+            return time.perf_counter() - (time.time() - finished_at)
         if time.monotonic() > deadline:
             raise RuntimeError(f"run {run_id} did not end in {timeout:.0f}s")
-        new = store.wait(gen, 1.0)
-        if new == gen:
+        if time.monotonic() - checked >= 1.0:
             agents.check_alive()
-        gen = new
+            checked = time.monotonic()
+        time.sleep(poll)
 
 
 def _check(store: Store, engine: Engine, run_id: int, wall: float, chain: bool) -> Execution:

@@ -335,6 +335,12 @@ class Agent:
             self._unrecorded.clear()
 
     def _start(self, claim: Claim) -> None:
+        try:
+            # Read once here on the dispatcher's connection (cached afterwards), rather than
+            # in every slot thread, each of which would first open a connection of its own.
+            self.engine.run_meta(claim.run_id)
+        except StoreUnavailableError:
+            pass  # the slot reads it itself, riding out the outage
         cancel = Cancellation()
         with self._active_lock:
             self._active[claim.task_run_id] = (claim, cancel)

@@ -23,21 +23,35 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# Raised inside the finishing part to hand the step to the engine's general path.
+# Raised inside the step to hand it to the engine's general path.
 FALLBACK = "TP001"
+
+CLAIM_ROW = """
+CREATE TYPE taskplan_claim_row AS (
+    id bigint, run_id bigint, version_id bigint, task text, kind text, item text,
+    attempt integer, max_attempts integer, stage integer, pool text, parent_id bigint
+)
+"""
 
 # Statements that target task runs by id go one row at a time with `id = <scalar>`: that
 # plan is a primary-key lookup whatever the statistics say. Set-based forms (`id = ANY(...)`
 # plus a `state` condition, or a join on unnest) were planned on fresh tables as a scan of an
 # index on `state`, i.e. of every ready row, per statement.
+#
+# Locks: the general path takes its runs FOR UPDATE before their task runs. These functions
+# take their runs FOR KEY SHARE instead, which waits for (and then holds off) any FOR UPDATE
+# holder but not another step; the counters are written last, in run id order, so two steps
+# of one run overlap everything but that last UPDATE and their commits.
 FINISH_SUCCESSES = f"""
-CREATE OR REPLACE FUNCTION taskplan_finish_successes(p_now double precision, p_done jsonb)
-RETURNS bigint[] LANGUAGE plpgsql AS $fn$
+CREATE OR REPLACE FUNCTION taskplan_finish_successes(
+    p_now double precision, p_done jsonb,
+    OUT stale bigint[], OUT d_runs bigint[], OUT d_unfinished integer[],
+    OUT d_running integer[], OUT d_ready integer[]
+) LANGUAGE plpgsql AS $fn$
 DECLARE
     p_runs bigint[];
     v record;
     got record;
-    stale bigint[] := '{{}}';
     e_ids bigint[] := '{{}}';
     e_runs bigint[] := '{{}}';
     e_parents bigint[] := '{{}}';
@@ -45,16 +59,15 @@ DECLARE
     cur_ids bigint[];
     cur_parents bigint[];
     next_ids bigint[];
-    set_ids bigint[] := '{{}}';
     set_runs bigint[] := '{{}}';
     ready_ids bigint[] := '{{}}';
     ready_runs bigint[] := '{{}}';
     k integer;
 BEGIN
+    stale := '{{}}';
     SELECT array_agg(DISTINCT r ORDER BY r) INTO p_runs
     FROM jsonb_to_recordset(p_done) AS d(r bigint);
-    -- Lock order of every writer: run rows first, by id.
-    PERFORM 1 FROM runs WHERE id = ANY(p_runs) ORDER BY id FOR UPDATE;
+    PERFORM 1 FROM runs WHERE id = ANY(p_runs) ORDER BY id FOR KEY SHARE;
     IF EXISTS (SELECT 1 FROM runs WHERE id = ANY(p_runs) AND halt IS NOT NULL) THEN
         RAISE SQLSTATE '{FALLBACK}';
     END IF;
@@ -131,7 +144,6 @@ BEGIN
             UPDATE task_runs SET state = 'succeeded', finished_at = p_now
             WHERE id = next_ids[k] RETURNING run_id, parent_id INTO got;
             cur_parents := cur_parents || got.parent_id;
-            set_ids := set_ids || next_ids[k];
             set_runs := set_runs || got.run_id;
             INSERT INTO events (at, run_id, task_run_id, state, detail)
             VALUES (p_now, got.run_id, next_ids[k], 'succeeded', NULL);
@@ -140,22 +152,16 @@ BEGIN
     INSERT INTO events (at, run_id, task_run_id, state, detail)
     SELECT p_now, r, i, 'ready', NULL FROM unnest(ready_runs, ready_ids) AS u(r, i);
 
-    -- Counters; a run whose last task run ended is ended by the general path (triggers).
-    FOR v IN
-        SELECT r, sum(u) AS u, sum(rn) AS rn, sum(rd) AS rd FROM (
-            SELECT r, 1 AS u, 1 AS rn, 0 AS rd FROM unnest(e_runs) AS r
+    SELECT COALESCE(array_agg(r ORDER BY r), '{{}}'), COALESCE(array_agg(u ORDER BY r), '{{}}'),
+           COALESCE(array_agg(rn ORDER BY r), '{{}}'), COALESCE(array_agg(rd ORDER BY r), '{{}}')
+    INTO d_runs, d_unfinished, d_running, d_ready
+    FROM (
+        SELECT r, sum(u)::integer AS u, sum(rn)::integer AS rn, sum(rd)::integer AS rd FROM (
+            SELECT r, 1 AS u, -1 AS rn, 0 AS rd FROM unnest(e_runs) AS r
             UNION ALL SELECT r, 1, 0, 0 FROM unnest(set_runs) AS r
             UNION ALL SELECT r, 0, 0, 1 FROM unnest(ready_runs) AS r
-        ) m GROUP BY r ORDER BY r
-    LOOP
-        UPDATE runs SET unfinished = unfinished - v.u, running = running - v.rn,
-            ready = ready + v.rd
-        WHERE id = v.r RETURNING unfinished INTO got;
-        IF got.unfinished <= 0 THEN
-            RAISE SQLSTATE '{FALLBACK}';
-        END IF;
-    END LOOP;
-    RETURN stale;
+        ) m GROUP BY r
+    ) d;
 END
 $fn$
 """
@@ -163,10 +169,7 @@ $fn$
 CLAIM = """
 CREATE OR REPLACE FUNCTION taskplan_claim(
     p_agent bigint, p_now double precision, p_free integer, p_root bigint
-) RETURNS TABLE (
-    id bigint, run_id bigint, version_id bigint, task text, kind text, item text,
-    attempt integer, max_attempts integer, stage integer, pool text, parent_id bigint
-) LANGUAGE plpgsql AS $fn$
+) RETURNS SETOF taskplan_claim_row LANGUAGE plpgsql AS $fn$
 DECLARE
     r_id bigint[];
     r_prio integer[];
@@ -178,17 +181,18 @@ DECLARE
     given integer[];
     n integer;
     k integer;
+    j integer;
     best integer;
     load_k integer;
     load_b integer;
     left_slots integer := p_free;
-    locked bigint[];
+    held bigint[];
     cand record;
+    got record;
     take bigint[];
     room integer;
     pool_room jsonb;
-    cnt integer;
-    j integer;
+    out taskplan_claim_row;
     c_ids bigint[] := '{}';
     c_runs bigint[] := '{}';
     c_attempts integer[] := '{}';
@@ -225,16 +229,16 @@ BEGIN
         given[best] := given[best] + 1;
         left_slots := left_slots - 1;
     END LOOP;
-    -- A run another transaction holds is left for the next step: waiting here, after this
-    -- step's finishes took their runs, could deadlock with a step that did the reverse.
-    SELECT COALESCE(array_agg(r.id ORDER BY r.id), '{}') INTO locked FROM (
+    -- A run that the general path holds FOR UPDATE is left for the next step: waiting for
+    -- it here, after this step's finishes took theirs, could deadlock.
+    SELECT COALESCE(array_agg(x.id), '{}') INTO held FROM (
         SELECT runs.id FROM runs
-        WHERE runs.id = ANY(ARRAY(SELECT r_id[i] FROM generate_subscripts(r_id, 1) AS i
-                                  WHERE given[i] > 0))
-        ORDER BY runs.id FOR UPDATE SKIP LOCKED
-    ) r;
+        WHERE runs.id = ANY(ARRAY(SELECT r_id[g] FROM generate_subscripts(r_id, 1) AS g
+                                  WHERE given[g] > 0))
+        ORDER BY runs.id FOR KEY SHARE SKIP LOCKED
+    ) x;
     FOR k IN 1..n LOOP
-        CONTINUE WHEN given[k] = 0 OR NOT (r_id[k] = ANY(locked));
+        CONTINUE WHEN given[k] = 0 OR NOT (r_id[k] = ANY(held));
         take := '{}';
         FOR cand IN
             SELECT t.id, t.pool FROM task_runs t
@@ -262,34 +266,21 @@ BEGIN
                 END IF;
             END IF;
         END LOOP;
-        CONTINUE WHEN cardinality(take) = 0;
         -- Each candidate is row-locked by this transaction: it is still ready.
-        cnt := 0;
-        FOR j IN 1..cardinality(take) LOOP
+        FOR j IN 1..COALESCE(cardinality(take), 0) LOOP
             UPDATE task_runs t SET state = 'running', attempts = t.attempts + 1,
                 agent_id = p_agent, started_at = p_now, finished_at = NULL, exit_code = NULL,
                 error = NULL
             WHERE t.id = take[j]
             RETURNING t.id, t.run_id, t.task, t.kind, t.item, t.attempts, t.max_attempts,
-                t.stage, t.pool, t.parent_id INTO cand;
-            id := cand.id;
-            run_id := cand.run_id;
-            version_id := r_ver[k];
-            task := cand.task;
-            kind := cand.kind;
-            item := cand.item;
-            attempt := cand.attempts;
-            max_attempts := cand.max_attempts;
-            stage := cand.stage;
-            pool := cand.pool;
-            parent_id := cand.parent_id;
-            RETURN NEXT;
-            c_ids := c_ids || cand.id;
-            c_runs := c_runs || cand.run_id;
-            c_attempts := c_attempts || cand.attempts;
-            cnt := cnt + 1;
+                t.stage, t.pool, t.parent_id INTO got;
+            out := ROW(got.id, got.run_id, r_ver[k], got.task, got.kind, got.item,
+                       got.attempts, got.max_attempts, got.stage, got.pool, got.parent_id);
+            RETURN NEXT out;
+            c_ids := c_ids || got.id;
+            c_runs := c_runs || got.run_id;
+            c_attempts := c_attempts || got.attempts;
         END LOOP;
-        UPDATE runs SET running = running + cnt, ready = ready - cnt WHERE runs.id = r_id[k];
     END LOOP;
     INSERT INTO attempts (task_run_id, run_id, attempt, agent_id, state, started_at)
     SELECT u.i, u.r, u.a, p_agent, 'running', p_now
@@ -309,29 +300,63 @@ CREATE OR REPLACE FUNCTION taskplan_step(
     attempt integer, max_attempts integer, stage integer, pool text, parent_id bigint
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
-    stale bigint[] := '{{}}';
+    f_stale bigint[] := '{{}}';
+    f_runs bigint[] := '{{}}';
+    f_unfinished integer[] := '{{}}';
+    f_running integer[] := '{{}}';
+    f_ready integer[] := '{{}}';
+    claims taskplan_claim_row[] := '{{}}';
+    v record;
+    got record;
 BEGIN
-    IF jsonb_array_length(p_done) > 0 THEN
-        BEGIN
-            stale := taskplan_finish_successes(p_now, p_done);
-        EXCEPTION WHEN SQLSTATE '{FALLBACK}' THEN
-            -- Nothing of this step was written: the engine redoes it on its general path.
-            RETURN QUERY SELECT 'fallback'::text, NULL::bigint, NULL::bigint, NULL::bigint,
-                NULL::text, NULL::text, NULL::text, NULL::integer, NULL::integer,
-                NULL::integer, NULL::text, NULL::bigint;
-            RETURN;
-        END;
-    END IF;
+    BEGIN
+        IF jsonb_array_length(p_done) > 0 THEN
+            SELECT * INTO f_stale, f_runs, f_unfinished, f_running, f_ready
+            FROM taskplan_finish_successes(p_now, p_done);
+        END IF;
+        IF p_free > 0 THEN
+            SELECT COALESCE(array_agg(c), '{{}}') INTO claims
+            FROM taskplan_claim(p_agent, p_now, p_free, p_root) c;
+        END IF;
+        -- The counters, last and in run id order; each UPDATE holds the run until commit,
+        -- so what it reads back (halt, unfinished) cannot change before this step commits.
+        FOR v IN
+            SELECT m.r, sum(m.u)::integer AS u, sum(m.rn)::integer AS rn,
+                   sum(m.rd)::integer AS rd, bool_or(m.fin) AS fin,
+                   max(m.stage) FILTER (WHERE NOT m.fin) AS stage,
+                   bool_or(NOT m.fin) AS claimed
+            FROM (
+                SELECT d.r, d.u, d.rn, d.rd, true AS fin, NULL::integer AS stage
+                FROM unnest(f_runs, f_unfinished, f_running, f_ready)
+                    AS d(r, u, rn, rd)
+                UNION ALL
+                SELECT c.run_id, 0, 1, -1, false, COALESCE(c.stage, 0) FROM unnest(claims) c
+            ) m GROUP BY m.r ORDER BY m.r
+        LOOP
+            UPDATE runs SET unfinished = runs.unfinished - v.u, running = runs.running + v.rn,
+                ready = runs.ready + v.rd
+            WHERE runs.id = v.r RETURNING runs.unfinished, runs.halt, runs.halt_stage INTO got;
+            IF got.unfinished <= 0  -- the run ends: the general path runs its end (triggers)
+                    OR (v.fin AND got.halt IS NOT NULL)
+                    OR (v.claimed AND got.halt IS NOT NULL
+                        AND NOT (got.halt = 'finish_stage' AND v.stage <= got.halt_stage)) THEN
+                RAISE SQLSTATE '{FALLBACK}';
+            END IF;
+        END LOOP;
+    EXCEPTION WHEN SQLSTATE '{FALLBACK}' THEN
+        -- Nothing of this step was written: the engine redoes it on its general path.
+        RETURN QUERY SELECT 'fallback'::text, NULL::bigint, NULL::bigint, NULL::bigint,
+            NULL::text, NULL::text, NULL::text, NULL::integer, NULL::integer,
+            NULL::integer, NULL::text, NULL::bigint;
+        RETURN;
+    END;
     IF p_wake THEN
         PERFORM pg_notify('taskplan', '');
     END IF;
     RETURN QUERY SELECT 'stale'::text, s, NULL::bigint, NULL::bigint, NULL::text, NULL::text,
         NULL::text, NULL::integer, NULL::integer, NULL::integer, NULL::text, NULL::bigint
-        FROM unnest(stale) AS s;
-    IF p_free > 0 THEN
-        RETURN QUERY SELECT 'claim'::text, c.*
-            FROM taskplan_claim(p_agent, p_now, p_free, p_root) c;
-    END IF;
+        FROM unnest(f_stale) AS s;
+    RETURN QUERY SELECT 'claim'::text, c.* FROM unnest(claims) c;
 END
 $fn$
 """
@@ -340,6 +365,7 @@ $fn$
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    op.execute(CLAIM_ROW)
     op.execute(FINISH_SUCCESSES)
     op.execute(CLAIM)
     op.execute(STEP)
@@ -353,3 +379,4 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS taskplan_claim(bigint, double precision, integer,"
                " bigint)")
     op.execute("DROP FUNCTION IF EXISTS taskplan_finish_successes(double precision, jsonb)")
+    op.execute("DROP TYPE IF EXISTS taskplan_claim_row")
