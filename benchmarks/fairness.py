@@ -112,7 +112,6 @@ def _pg(target: Target, url: str, store: Store, engine: Engine, va: int, vb: int
         ) -> tuple[dict[str, float], dict[str, int]]:
     ids: dict[str, int] = {}
     times: dict[str, float] = {}
-    store.wait_listening()
     with Agents(url, target.workdir, PG_AGENTS, PG_SLOTS) as agents:
         agents.start(store)
         gc.collect()

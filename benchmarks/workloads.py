@@ -139,7 +139,6 @@ def execute_pg(target: Target, label: str, text: str, *, chain: bool = False) ->
             engine = Engine(store)
             spec = load_job_text(text, f"{label}.yaml", target.workdir)
             version_id, _, _ = engine.apply(spec)
-            store.wait_listening()
             with Agents(url, target.workdir, PG_AGENTS, PG_SLOTS) as agents:
                 agents.start(store)
                 gc.collect()

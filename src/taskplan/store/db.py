@@ -176,13 +176,16 @@ class Store:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
-            with self._conns_lock:
-                if conn in self._conns:
-                    self._conns.remove(conn)
-            try:
-                conn.close()
-            except Exception:
-                pass
+            self._discard(conn)
+
+    def _discard(self, conn: Any) -> None:
+        with self._conns_lock:
+            if conn in self._conns:
+                self._conns.remove(conn)
+        try:
+            conn.close()
+        except Exception:
+            pass
 
     def close(self) -> None:
         self._listener_stop.set()
@@ -214,6 +217,9 @@ class Store:
     def _lost(self, conn: Any, exc: BaseException) -> StoreUnavailableError:
         """Forget this thread's dead connection; the next transaction opens a new one."""
         self.drop_connection()
+        return self._lost_error(exc)
+
+    def _lost_error(self, exc: BaseException) -> StoreUnavailableError:
         return StoreUnavailableError(
             f"lost the connection to the store {mask_url(self.url)}: "
             f"{mask_url(' '.join(str(exc).split()))}")
@@ -284,24 +290,29 @@ class Store:
     def call(self, sql: str, params: Params, *, wake: bool) -> list[Row] | None:
         """PostgreSQL: one statement as a transaction of its own, in one round trip.
 
-        For server-side functions that do a whole transaction's work. None when a
-        transaction is already open on this thread (the caller takes its general path).
+        For server-side functions that do a whole transaction's work. It runs on a second
+        connection of this thread, kept in autocommit. None when a transaction is open on
+        this thread (the caller takes its general path, inside that transaction).
         """
         if getattr(self._local, "open_tx", None) is not None:
             return None
-        conn = self.connection()
+        conn = getattr(self._local, "call_conn", None)
+        if conn is None:
+            conn = self._pg_connect(autocommit=True)
+            self._own_pids.add(conn.info.backend_pid)
+            with self._conns_lock:
+                self._conns.append(conn)
+            self._local.call_conn = conn
+            self._local.call_cur = conn.cursor()
         try:
-            conn.autocommit = True
-            try:
-                cur = conn.cursor()
-                cur.execute(to_pyformat(sql), params)
-                rows = [tuple(r) for r in cur.fetchall()]
-            finally:
-                if not (conn.closed or conn.broken):
-                    conn.autocommit = False
+            cur = self._local.call_cur
+            cur.execute(to_pyformat(sql), params)
+            rows = [tuple(r) for r in cur.fetchall()]
         except Exception as exc:
             if is_disconnect(conn, exc):
-                raise self._lost(conn, exc) from exc
+                self._local.call_conn = None
+                self._discard(conn)
+                raise self._lost_error(exc) from exc
             if is_conflict(exc):
                 raise StoreConflictError(f"transaction rolled back: {str(exc).strip()}"
                                          ) from exc

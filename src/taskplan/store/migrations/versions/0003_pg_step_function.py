@@ -168,7 +168,8 @@ $fn$
 
 CLAIM = """
 CREATE OR REPLACE FUNCTION taskplan_claim(
-    p_agent bigint, p_now double precision, p_free integer, p_root bigint
+    p_agent bigint, p_now double precision, p_free integer, p_root bigint,
+    p_runs bigint[], p_running integer[], p_ready integer[]
 ) RETURNS SETOF taskplan_claim_row LANGUAGE plpgsql AS $fn$
 DECLARE
     r_id bigint[];
@@ -197,13 +198,17 @@ DECLARE
     c_runs bigint[] := '{}';
     c_attempts integer[] := '{}';
 BEGIN
+    -- The counters as this step will leave them: its finishes (p_runs: their deltas) are
+    -- written to `runs` only at its end.
     SELECT array_agg(r.id ORDER BY r.id), array_agg(r.priority ORDER BY r.id),
-           array_agg(r.running ORDER BY r.id), array_agg(r.ready ORDER BY r.id),
+           array_agg(r.running + COALESCE(d.rn, 0) ORDER BY r.id),
+           array_agg(r.ready + COALESCE(d.rd, 0) ORDER BY r.id),
            array_agg(r.max_parallel ORDER BY r.id),
            array_agg(CASE WHEN r.halt = 'finish_stage' THEN r.halt_stage END ORDER BY r.id),
            array_agg(r.version_id ORDER BY r.id)
     INTO r_id, r_prio, r_running, r_ready, r_maxp, r_stage, r_ver
-    FROM runs r WHERE r.state = 'running' AND r.ready > 0
+    FROM runs r LEFT JOIN unnest(p_runs, p_running, p_ready) AS d(i, rn, rd) ON d.i = r.id
+    WHERE r.state = 'running' AND r.ready + COALESCE(d.rd, 0) > 0
         AND (r.halt IS NULL OR r.halt = 'finish_stage')
         AND (p_root IS NULL OR r.root_run_id = p_root);
     n := COALESCE(cardinality(r_id), 0);
@@ -316,7 +321,7 @@ BEGIN
         END IF;
         IF p_free > 0 THEN
             SELECT COALESCE(array_agg(c), '{{}}') INTO claims
-            FROM taskplan_claim(p_agent, p_now, p_free, p_root) c;
+            FROM taskplan_claim(p_agent, p_now, p_free, p_root, f_runs, f_running, f_ready) c;
         END IF;
         -- The counters, last and in run id order; each UPDATE holds the run until commit,
         -- so what it reads back (halt, unfinished) cannot change before this step commits.
@@ -377,6 +382,6 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION IF EXISTS taskplan_step(bigint, double precision, integer, bigint,"
                " boolean, jsonb)")
     op.execute("DROP FUNCTION IF EXISTS taskplan_claim(bigint, double precision, integer,"
-               " bigint)")
+               " bigint, bigint[], integer[], integer[])")
     op.execute("DROP FUNCTION IF EXISTS taskplan_finish_successes(double precision, jsonb)")
     op.execute("DROP TYPE IF EXISTS taskplan_claim_row")
