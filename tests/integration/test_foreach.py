@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import tracemalloc
 from typing import Any
 
@@ -187,14 +186,11 @@ def test_20000_items_expand_in_one_transaction_with_flat_memory(engine: Engine, 
     claims = engine.step(agent_id, [], 1, run_id).claims
     assert [c.kind for c in claims] == ["foreach"]
     tracemalloc.start()
-    t0 = time.perf_counter()
     count = engine.expand_foreach(claims[0], stream_rows(url, query, {"count": n}, 5000))
-    elapsed = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert count == n
     assert peak < 30 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
-    assert elapsed < 30
     assert counters(store, run_id) == (n + 1, 0, n)
     with store.read() as tx:
         assert tx.scalar("SELECT COUNT(*) FROM task_runs WHERE parent_id IS NOT NULL"

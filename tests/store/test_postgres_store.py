@@ -3,6 +3,7 @@ and the claim query's plan. Backend-neutral helpers run on both backends."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +14,11 @@ import pytest
 
 from taskplan.agent import Agent
 from taskplan.engine import Engine
+from taskplan.engine.dispatch import STEP_CALL
 from taskplan.errors import StoreUnavailableError
+from taskplan.spec import load_job_text
 from taskplan.store import ops
-from taskplan.store.db import NOTIFY_CHANNEL, Store, Tx
+from taskplan.store.db import NOTIFY_CHANNEL, Store, Tx, to_pyformat
 
 
 @pytest.fixture
@@ -58,16 +61,19 @@ def test_a_nested_read_joins_the_open_write(store: Store) -> None:
 
 
 def test_a_commit_in_one_process_wakes_a_waiter_in_another(pg: Store, other: Store) -> None:
+    """The waiter returns because the NOTIFY reached it, not at its timeout (the latency is
+    printed; benchmarks/ measures it)."""
     assert other.wait_listening()
     gen = other.waker.wait(-1, 0)  # absorb the wake every (re)LISTEN gives
     latencies = []
     for _ in range(20):
         woke = threading.Event()
         stamp: list[float] = []
+        returned: list[int] = []
 
-        def waiter(seen: int = gen, stamp: list[float] = stamp,
-                   woke: threading.Event = woke) -> None:
-            other.wait(seen, 5.0)
+        def waiter(seen: int = gen, stamp: list[float] = stamp, woke: threading.Event = woke,
+                   returned: list[int] = returned) -> None:
+            returned.append(other.wait(seen, 30.0))
             stamp.append(time.perf_counter())
             woke.set()
 
@@ -78,13 +84,13 @@ def test_a_commit_in_one_process_wakes_a_waiter_in_another(pg: Store, other: Sto
             tx.run("UPDATE pools SET size = size WHERE name = 'x'")
             tx.wake = True
             t0 = time.perf_counter()
-        assert woke.wait(5), "the other store was not woken"
+        assert woke.wait(60), "the other store was not woken"
         thread.join()
+        assert returned[0] != gen  # a new generation: woken, not timed out
         latencies.append(stamp[0] - t0)
         gen = other.waker.generation
     latencies.sort()
     print(f"wake latency p50 {latencies[len(latencies) // 2] * 1000:.2f} ms")
-    assert latencies[len(latencies) // 2] < 0.05, latencies
 
 
 def test_one_notify_per_transaction_and_none_without_wake(pg: Store) -> None:
@@ -193,3 +199,58 @@ def test_the_claim_query_reads_its_index(pg: Store) -> None:
             plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}"))
             assert "ix_task_runs_run_id_state_rank_ready_at" in plan, plan
             assert "Sort" not in plan, plan  # the index gives the order: no sort of the run
+
+
+def test_the_server_step_reads_task_runs_by_index_only(pg: Store) -> None:
+    """Every statement of `taskplan_step`, as PostgreSQL plans it inside the function (generic
+    plans after the fifth call, on a fresh table without statistics), reaches task runs
+    through an index that fits: the primary key, or the claim index in claim order."""
+    engine = Engine(pg)
+    spec = load_job_text(
+        "job: wide\ntasks:\n" + "".join(f"  t{i:03d}: {{python: 'm:f'}}\n" for i in range(400)),
+        "wide.yaml", ".")
+    version_id, _, _ = engine.apply(spec)
+    run_id = engine.create_run(version_id)
+    agent_id = engine.register_agent("a", "h", 1, 4, 60.0)
+    plans: list[str] = []
+    with raw(pg) as conn:
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on",
+                        "log_level = 'notice'"):
+            conn.execute(f"SET auto_explain.{setting}")
+        done: list[dict[str, Any]] = []
+        for _ in range(8):
+            rows = conn.execute(to_pyformat(STEP_CALL), {
+                "agent": agent_id, "now": time.time(), "free": 4, "root": run_id,
+                "wake": bool(done), "done": json.dumps(done)}).fetchall()
+            done = [{"i": r[1], "r": r[2], "a": r[7], "t": time.time(), "x": None,
+                     "res": None, "e": None} for r in rows if r[0] == "claim"]
+            assert len(done) == 4, rows
+    touching = [p for p in plans if " on task_runs" in p]
+    claims = [p for p in touching if "t.state = 'ready'" in p and "LIMIT" in p]
+    assert claims and touching
+    for plan in claims:
+        assert "ix_task_runs_run_id_state_rank_ready_at" in plan and "Sort" not in plan, plan
+    for plan in touching:
+        assert "Seq Scan on task_runs" not in plan, plan
+        assert "ix_task_runs_agent_id_state" not in plan, plan
+    assert engine.run_state(run_id) == "running"
+    with pg.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM task_runs WHERE run_id = :r"
+                         " AND state = 'succeeded'", {"r": run_id}) == 28
+
+
+def test_a_broken_server_call_connection_is_dropped_and_replaced(pg: Store) -> None:
+    assert pg.call("SELECT pg_backend_pid()", {}, wake=False) is not None
+    pid = pg.call("SELECT pg_backend_pid()", {}, wake=False)
+    assert pid is not None
+    with raw(pg) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid[0][0],))
+    time.sleep(0.1)
+    with pytest.raises(StoreUnavailableError, match="lost the connection"):
+        pg.call("SELECT 1", {}, wake=False)
+    again = pg.call("SELECT pg_backend_pid()", {}, wake=False)
+    assert again is not None and again[0][0] != pid[0][0]
+    with pg.tx():
+        assert pg.call("SELECT 1", {}, wake=False) is None  # a transaction is open here

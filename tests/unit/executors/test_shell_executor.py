@@ -158,12 +158,9 @@ def test_output_streams_while_the_process_runs(make_request, sink) -> None:
 def test_timeout_kills_the_whole_group(make_request, sink, tmp_path) -> None:
     pids = tmp_path / "pids"
     command = f"echo $$ > {pids}; sleep 100 & echo $! >> {pids}; sleep 100"
-    started = time.monotonic()
     result = shell.execute(make_request(command, timeout=0.3), sink, Cancellation())
-    elapsed = time.monotonic() - started
     assert result.timed_out and not result.ok and not result.cancelled
     assert result.error == "timed out after 0.3s"
-    assert elapsed < 3
     leader, grandchild = (int(line) for line in pids.read_text().split())
     assert gone_soon([leader, grandchild], pgid=leader)
 
@@ -171,10 +168,8 @@ def test_timeout_kills_the_whole_group(make_request, sink, tmp_path) -> None:
 def test_sigterm_ignored_escalates_to_sigkill(make_request, sink, tmp_path) -> None:
     pids = tmp_path / "pids"
     command = f"trap '' TERM; echo $$ > {pids}; sleep 100 & echo $! >> {pids}; sleep 100"
-    started = time.monotonic()
     result = shell.execute(make_request(command, timeout=0.2), sink, Cancellation())
     assert result.timed_out
-    assert time.monotonic() - started < 0.2 + 0.5 + 2  # timeout + grace + slack
     leader, grandchild = (int(line) for line in pids.read_text().split())
     assert gone_soon([leader, grandchild], pgid=leader)
 
