@@ -53,18 +53,26 @@ class Definitions:
             self._check_job_calls(tx, spec)
             job = ops.job_by_name(tx, spec.name)
             job_id = int(job[0]) if job else ops.insert_job(tx, spec.name, now)
-            if job and job[2] is not None:
-                current = ops.version_row(tx, int(job[2]))
-                if current and current[3] == digest:
-                    for name, size in spec.pools.items():
-                        ops.upsert_pool(tx, name, size)
-                    return int(current[0]), int(current[2]), False
-            vid, number = ops.insert_version(
-                tx, job_id, dumps(spec.definition), digest, spec.source_path, spec.base_dir, now
-            )
-            for name, size in spec.pools.items():
-                ops.upsert_pool(tx, name, size)
-            tx.wake = True
+            current = ops.version_row(tx, int(job[2])) if job and job[2] is not None else None
+            if current and current[3] == digest:
+                for name, size in spec.pools.items():
+                    ops.upsert_pool(tx, name, size)
+                vid, number, changed = int(current[0]), int(current[2]), False
+            else:
+                vid, number, changed = self._insert_version(tx, spec, job_id, digest, now)
+        # The version holds exactly this definition: `run` after `apply` need not rebuild it.
+        with self._specs_lock:
+            self._specs.setdefault(vid, spec)
+        return vid, number, changed
+
+    def _insert_version(self, tx: Tx, spec: JobSpec, job_id: int, digest: str, now: float
+                        ) -> tuple[int, int, bool]:
+        vid, number = ops.insert_version(
+            tx, job_id, dumps(spec.definition), digest, spec.source_path, spec.base_dir, now
+        )
+        for name, size in spec.pools.items():
+            ops.upsert_pool(tx, name, size)
+        tx.wake = True
         return vid, number, True
 
     def job_spec(self, version_id: int, tx: Tx | None = None) -> JobSpec:

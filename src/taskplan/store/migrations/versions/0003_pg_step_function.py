@@ -46,10 +46,10 @@ FINISH_SUCCESSES = f"""
 CREATE OR REPLACE FUNCTION taskplan_finish_successes(
     p_now double precision, p_done jsonb,
     OUT stale bigint[], OUT d_runs bigint[], OUT d_unfinished integer[],
-    OUT d_running integer[], OUT d_ready integer[]
+    OUT d_running integer[], OUT d_ready integer[], OUT pooled boolean
 ) LANGUAGE plpgsql AS $fn$
 DECLARE
-    p_runs bigint[];
+    halted boolean;
     v record;
     got record;
     e_ids bigint[] := '{{}}';
@@ -65,10 +65,13 @@ DECLARE
     k integer;
 BEGIN
     stale := '{{}}';
-    SELECT array_agg(DISTINCT r ORDER BY r) INTO p_runs
-    FROM jsonb_to_recordset(p_done) AS d(r bigint);
-    PERFORM 1 FROM runs WHERE id = ANY(p_runs) ORDER BY id FOR KEY SHARE;
-    IF EXISTS (SELECT 1 FROM runs WHERE id = ANY(p_runs) AND halt IS NOT NULL) THEN
+    pooled := false;
+    SELECT COALESCE(bool_or(x.halt IS NOT NULL), false) INTO halted FROM (
+        SELECT runs.halt FROM runs
+        WHERE runs.id IN (SELECT (e ->> 'r')::bigint FROM jsonb_array_elements(p_done) e)
+        ORDER BY runs.id FOR KEY SHARE
+    ) x;
+    IF halted THEN
         RAISE SQLSTATE '{FALLBACK}';
     END IF;
     FOR v IN SELECT * FROM jsonb_to_recordset(p_done)
@@ -78,11 +81,12 @@ BEGIN
         UPDATE task_runs SET state = 'succeeded', finished_at = v.t, exit_code = v.x,
             result = v.res, error = v.e, agent_id = NULL
         WHERE id = v.i AND state = 'running' AND attempts = v.a
-        RETURNING run_id, parent_id INTO got;
+        RETURNING run_id, parent_id, pool INTO got;
         IF NOT FOUND THEN
             stale := stale || v.i;
             CONTINUE;
         END IF;
+        pooled := pooled OR got.pool IS NOT NULL;
         UPDATE attempts SET state = 'succeeded', finished_at = v.t, exit_code = v.x,
             error = v.e
         WHERE task_run_id = v.i AND attempt = v.a;
@@ -310,13 +314,15 @@ DECLARE
     f_unfinished integer[] := '{{}}';
     f_running integer[] := '{{}}';
     f_ready integer[] := '{{}}';
+    f_pooled boolean := false;
+    wake_others boolean := false;
     claims taskplan_claim_row[] := '{{}}';
     v record;
     got record;
 BEGIN
     BEGIN
         IF jsonb_array_length(p_done) > 0 THEN
-            SELECT * INTO f_stale, f_runs, f_unfinished, f_running, f_ready
+            SELECT * INTO f_stale, f_runs, f_unfinished, f_running, f_ready, f_pooled
             FROM taskplan_finish_successes(p_now, p_done);
         END IF;
         IF p_free > 0 THEN
@@ -340,13 +346,17 @@ BEGIN
         LOOP
             UPDATE runs SET unfinished = runs.unfinished - v.u, running = runs.running + v.rn,
                 ready = runs.ready + v.rd
-            WHERE runs.id = v.r RETURNING runs.unfinished, runs.halt, runs.halt_stage INTO got;
+            WHERE runs.id = v.r
+            RETURNING runs.unfinished, runs.halt, runs.halt_stage, runs.max_parallel INTO got;
             IF got.unfinished <= 0  -- the run ends: the general path runs its end (triggers)
                     OR (v.fin AND got.halt IS NOT NULL)
                     OR (v.claimed AND got.halt IS NOT NULL
                         AND NOT (got.halt = 'finish_stage' AND v.stage <= got.halt_stage)) THEN
                 RAISE SQLSTATE '{FALLBACK}';
             END IF;
+            -- Others need waking only if claimable work grew: more ready than this step
+            -- claimed, or room freed under max_parallel (or, below, in a pool).
+            wake_others := wake_others OR v.rd > 0 OR (v.fin AND got.max_parallel IS NOT NULL);
         END LOOP;
     EXCEPTION WHEN SQLSTATE '{FALLBACK}' THEN
         -- Nothing of this step was written: the engine redoes it on its general path.
@@ -355,7 +365,7 @@ BEGIN
             NULL::integer, NULL::text, NULL::bigint;
         RETURN;
     END;
-    IF p_wake THEN
+    IF p_wake AND (wake_others OR f_pooled) THEN
         PERFORM pg_notify('taskplan', '');
     END IF;
     RETURN QUERY SELECT 'stale'::text, s, NULL::bigint, NULL::bigint, NULL::text, NULL::text,
