@@ -20,7 +20,7 @@ from typing import Any
 
 from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome
-from taskplan.errors import StoreUnavailableError, TaskplanError
+from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
 from taskplan.executors.sql import SqlSetupError, engine_for, expand_url, stream_rows
 from taskplan.model import JobSpec, TaskSpec, TaskState
@@ -286,6 +286,11 @@ class Agent:
                 if self.exit_when_idle is not None and busy == 0:
                     timeout = min(timeout, self.exit_when_idle - (now_m - idle_since))
                 gen = self.store.wait(gen, max(0.0, timeout))
+            except StoreConflictError as exc:
+                # A deadlock or serialization failure wrote nothing and left the connection
+                # usable: go round again (outcomes wait in _unrecorded), no outage to recover.
+                log.info("store conflict, retrying the turn: %s", exc)
+                gen = -1
             except StoreUnavailableError as exc:
                 if outage is None:
                     outage = _Outage(exc)
@@ -308,6 +313,9 @@ class Agent:
 
     def _recover(self, outage: _Outage) -> None:
         """First turn after the store came back: lease, then claims we never learnt of."""
+        # A step sent just before the cut may still be running on the server and commit
+        # claims we never hear of: end that session first, then look.
+        self.store.fence_orphans()
         self._heartbeat()
         assert self.agent_id is not None
         with self._active_lock:

@@ -110,6 +110,13 @@ class Dispatch(Definitions):
         claims: list[Claim] = []
         pool_room: dict[str, int] | None = None
         ops.lock_runs(tx, shares)
+        if tx.pg:
+            # The shares came from counters read before the locks: read them again now that
+            # no other claimer of these runs can commit, so max_parallel holds.
+            runs = [r for r in ops.claimable_runs(tx, root_run_id) if int(r[0]) in shares]
+            meta = {int(r[0]): r for r in runs}
+            shares = fair_shares([RunShare(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4])
+                                  for r in runs], free)
         for run_id, n in sorted(shares.items()):
             r = meta[run_id]
             max_stage = int(r[6]) if r[5] == "finish_stage" and r[6] is not None else None

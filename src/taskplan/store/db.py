@@ -80,6 +80,8 @@ class Store:
         # Writers in one process queue here instead of spinning in SQLite's busy handler.
         self._write_lock = threading.Lock() if self.backend == "sqlite" else None
         self._conns: list[Any] = []
+        # (backend pid, backend_start) of autocommit sessions lost mid-call: see fence_orphans.
+        self._orphans: list[tuple[int, str]] = []
         self._conns_lock = threading.Lock()
         # PostgreSQL: backend pids of our own connections, whose NOTIFYs the listener ignores
         # (the in-process waker already told this process).
@@ -177,6 +179,52 @@ class Store:
         self._local.conn = None
         if conn is not None:
             self._discard(conn)
+        self._drop_call_connection()
+
+    def _drop_call_connection(self) -> None:
+        """Forget this thread's autocommit connection. Its server session may still be running
+        a call whose reply never came, and would then commit it on its own: `fence_orphans`
+        ends such sessions before anyone reasons about what is committed."""
+        conn = getattr(self._local, "call_conn", None)
+        self._local.call_conn = None
+        if conn is None:
+            return
+        session = getattr(self._local, "call_session", None)
+        if session is not None:
+            with self._conns_lock:
+                self._orphans.append((int(session[0]), str(session[1])))
+        self._discard(conn)
+
+    def fence_orphans(self, timeout: float = 30.0) -> int:
+        """Terminate server sessions of lost autocommit connections that still exist, and wait
+        until they are gone (their last call then either committed or never will). Returns how
+        many were still there. Raises StoreUnavailableError while the server is away."""
+        with self._conns_lock:
+            orphans, self._orphans = self._orphans, []
+        found = 0
+        try:
+            for pid, started in orphans:
+                deadline = time.monotonic() + timeout
+                first = True
+                while True:
+                    with self.read() as tx:
+                        alive = tx.scalar(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE pid = :p AND CAST(backend_start AS text) = :s",
+                            {"p": pid, "s": started})
+                    if alive is None:
+                        break
+                    found += first
+                    first = False
+                    if time.monotonic() > deadline:
+                        log.warning("server session %s of a lost connection did not end", pid)
+                        break
+                    time.sleep(0.05)
+        except BaseException:
+            with self._conns_lock:
+                self._orphans.extend(orphans)
+            raise
+        return found
 
     def _discard(self, conn: Any) -> None:
         with self._conns_lock:
@@ -300,6 +348,9 @@ class Store:
         if conn is None:
             conn = self._pg_connect(autocommit=True)
             self._own_pids.add(conn.info.backend_pid)
+            self._local.call_session = conn.execute(
+                "SELECT pg_backend_pid(), CAST(backend_start AS text) FROM pg_stat_activity"
+                " WHERE pid = pg_backend_pid()").fetchone()
             with self._conns_lock:
                 self._conns.append(conn)
             self._local.call_conn = conn
@@ -310,8 +361,7 @@ class Store:
             rows = [tuple(r) for r in cur.fetchall()]
         except Exception as exc:
             if is_disconnect(conn, exc):
-                self._local.call_conn = None
-                self._discard(conn)
+                self._drop_call_connection()
                 raise self._lost_error(exc) from exc
             if is_conflict(exc):
                 raise StoreConflictError(f"transaction rolled back: {str(exc).strip()}"

@@ -69,7 +69,10 @@ def upsert_pool(tx: Tx, name: str, size: int) -> None:
 
 
 def pool_sizes(tx: Tx) -> dict[str, int]:
-    return {str(n): int(s) for n, s in tx.all("SELECT name, size FROM pools")}
+    """Pool sizes; on PostgreSQL the rows stay locked until commit, so claims that count a
+    pool's room take turns and each reads the usage the previous one committed."""
+    lock = " ORDER BY name FOR UPDATE" if tx.pg else ""
+    return {str(n): int(s) for n, s in tx.all(f"SELECT name, size FROM pools{lock}")}
 
 
 def pool_usage(tx: Tx, names: Iterable[str]) -> dict[str, int]:
@@ -121,10 +124,10 @@ class RunRow:
 
 
 def run_row(tx: Tx, run_id: int, *, lock: bool = False) -> RunRow | None:
-    suffix = " FOR UPDATE" if lock and tx.pg and run_id not in tx.locked_runs else ""
-    row = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE id = :r{suffix}", {"r": run_id})
-    if suffix:
-        tx.locked_runs.add(run_id)
+    """The run; with `lock`, locked as `lock_runs` does (PostgreSQL)."""
+    if lock:
+        lock_runs(tx, [run_id])
+    row = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE id = :r", {"r": run_id})
     return RunRow(*row) if row else None
 
 
@@ -448,19 +451,31 @@ def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
     ))
 
 
-def lock_runs(tx: Tx, run_ids: Iterable[int]) -> None:
-    """PostgreSQL: lock these run rows, in id order, before touching their task runs.
+# The advisory lock class of runs; the server step (migration 0003) takes the same keys shared.
+RUN_LOCK_CLASS = 7251
+_RUN_KEY = "CAST(:r % 2147483647 AS integer)"
 
-    Every transaction that changes task runs takes its runs' row locks first and in one order
-    (a cancel, a finish, a claim, a retry), so two transactions cannot wait on each other in a
-    cycle. SQLite has one writer at a time and needs nothing.
+
+def lock_runs(tx: Tx, run_ids: Iterable[int]) -> None:
+    """PostgreSQL: lock these runs, in id order, before touching their task runs.
+
+    Every transaction of the general path that changes task runs takes its runs' advisory
+    locks (exclusive) and then their rows FOR UPDATE, first and in one order (a cancel, a
+    finish, a claim, a retry), so two transactions cannot wait on each other in a cycle. The
+    server step takes the advisory locks shared; PostgreSQL queues lock requests fairly, so an
+    exclusive request is not starved by a stream of steps. A claim that found a run held skips
+    it, so every holder wakes all agents when it commits. SQLite has one writer at a time and
+    needs nothing.
     """
     if not tx.pg:
         return
     ids = sorted({int(i) for i in run_ids} - tx.locked_runs)
+    for run_id in ids:
+        tx.run(f"SELECT pg_advisory_xact_lock({RUN_LOCK_CLASS}, {_RUN_KEY})", {"r": run_id})
     if ids:
         tx.all("SELECT id FROM runs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE", {"ids": ids})
         tx.locked_runs.update(ids)
+        tx.wake = True
 
 
 def runs_with_due_retries(tx: Tx, now: float) -> list[int]:

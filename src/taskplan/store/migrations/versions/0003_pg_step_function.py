@@ -38,10 +38,17 @@ CREATE TYPE taskplan_claim_row AS (
 # plus a `state` condition, or a join on unnest) were planned on fresh tables as a scan of an
 # index on `state`, i.e. of every ready row, per statement.
 #
-# Locks: the general path takes its runs FOR UPDATE before their task runs. These functions
-# take their runs FOR KEY SHARE instead, which waits for (and then holds off) any FOR UPDATE
-# holder but not another step; the counters are written last, in run id order, so two steps
-# of one run overlap everything but that last UPDATE and their commits.
+# Locks: every writer of a run's task runs first takes the run's advisory lock, key
+# (RUN_LOCK_CLASS, run id): the general path exclusively (ops.lock_runs, then the row FOR
+# UPDATE), these functions shared. Shared holders do not exclude one another, so two steps of
+# one run overlap everything but their counter UPDATE (written last, in run id order) and their
+# commits; and PostgreSQL's lock queue is fair, so a cancel or a failure waiting for the
+# exclusive lock holds off steps that come after it instead of waiting for a busy run to run
+# dry (which row locks FOR KEY SHARE against FOR UPDATE did not do). Pool rows are locked FOR
+# UPDATE by any claim that counts their room, so pool limits hold across runs and agents.
+RUN_LOCK_CLASS = 7251
+
+
 FINISH_SUCCESSES = f"""
 CREATE OR REPLACE FUNCTION taskplan_finish_successes(
     p_now double precision, p_done jsonb,
@@ -66,11 +73,11 @@ DECLARE
 BEGIN
     stale := '{{}}';
     pooled := false;
-    SELECT COALESCE(bool_or(x.halt IS NOT NULL), false) INTO halted FROM (
-        SELECT runs.halt FROM runs
-        WHERE runs.id IN (SELECT (e ->> 'r')::bigint FROM jsonb_array_elements(p_done) e)
-        ORDER BY runs.id FOR KEY SHARE
-    ) x;
+    PERFORM pg_advisory_xact_lock_shared({RUN_LOCK_CLASS}, (r % 2147483647)::integer)
+    FROM (SELECT DISTINCT (e ->> 'r')::bigint AS r FROM jsonb_array_elements(p_done) e
+          ORDER BY 1) x;
+    SELECT COALESCE(bool_or(runs.halt IS NOT NULL), false) INTO halted FROM runs
+    WHERE runs.id IN (SELECT (e ->> 'r')::bigint FROM jsonb_array_elements(p_done) e);
     IF halted THEN
         RAISE SQLSTATE '{FALLBACK}';
     END IF;
@@ -170,7 +177,7 @@ END
 $fn$
 """
 
-CLAIM = """
+CLAIM = f"""
 CREATE OR REPLACE FUNCTION taskplan_claim(
     p_agent bigint, p_now double precision, p_free integer, p_root bigint,
     p_runs bigint[], p_running integer[], p_ready integer[]
@@ -198,9 +205,9 @@ DECLARE
     room integer;
     pool_room jsonb;
     out taskplan_claim_row;
-    c_ids bigint[] := '{}';
-    c_runs bigint[] := '{}';
-    c_attempts integer[] := '{}';
+    c_ids bigint[] := '{{}}';
+    c_runs bigint[] := '{{}}';
+    c_attempts integer[] := '{{}}';
 BEGIN
     -- The counters as this step will leave them: its finishes (p_runs: their deltas) are
     -- written to `runs` only at its end.
@@ -238,17 +245,16 @@ BEGIN
         given[best] := given[best] + 1;
         left_slots := left_slots - 1;
     END LOOP;
-    -- A run that the general path holds FOR UPDATE is left for the next step: waiting for
-    -- it here, after this step's finishes took theirs, could deadlock.
-    SELECT COALESCE(array_agg(x.id), '{}') INTO held FROM (
-        SELECT runs.id FROM runs
-        WHERE runs.id = ANY(ARRAY(SELECT r_id[g] FROM generate_subscripts(r_id, 1) AS g
-                                  WHERE given[g] > 0))
-        ORDER BY runs.id FOR KEY SHARE SKIP LOCKED
-    ) x;
+    -- A run that the general path holds (or waits for) is left for the next step: waiting
+    -- for it here, after this step's finishes took theirs, could deadlock. The holder wakes
+    -- every agent when it commits.
+    SELECT COALESCE(array_agg(x.id), '{{}}') INTO held FROM (
+        SELECT r_id[g] AS id FROM generate_subscripts(r_id, 1) AS g
+        WHERE given[g] > 0 ORDER BY r_id[g]
+    ) x WHERE pg_try_advisory_xact_lock_shared({RUN_LOCK_CLASS}, (x.id % 2147483647)::integer);
     FOR k IN 1..n LOOP
         CONTINUE WHEN given[k] = 0 OR NOT (r_id[k] = ANY(held));
-        take := '{}';
+        take := '{{}}';
         FOR cand IN
             SELECT t.id, t.pool FROM task_runs t
             WHERE t.run_id = r_id[k] AND t.state = 'ready'
@@ -260,7 +266,10 @@ BEGIN
                 CONTINUE;
             END IF;
             IF pool_room IS NULL THEN
-                SELECT COALESCE(jsonb_object_agg(p.name, p.size - COALESCE(u.n, 0)), '{}')
+                -- Claims that count pool room take turns (usage is then read after the
+                -- previous taker committed).
+                PERFORM 1 FROM pools ORDER BY pools.name FOR UPDATE;
+                SELECT COALESCE(jsonb_object_agg(p.name, p.size - COALESCE(u.n, 0)), '{{}}')
                 INTO pool_room
                 FROM pools p LEFT JOIN (
                     SELECT t.pool, count(*) AS n FROM task_runs t
@@ -347,9 +356,13 @@ BEGIN
             UPDATE runs SET unfinished = runs.unfinished - v.u, running = runs.running + v.rn,
                 ready = runs.ready + v.rd
             WHERE runs.id = v.r
-            RETURNING runs.unfinished, runs.halt, runs.halt_stage, runs.max_parallel INTO got;
+            RETURNING runs.unfinished, runs.running, runs.halt, runs.halt_stage,
+                runs.max_parallel INTO got;
             IF got.unfinished <= 0  -- the run ends: the general path runs its end (triggers)
                     OR (v.fin AND got.halt IS NOT NULL)
+                    -- Steps overlap: one that claimed past max_parallel from a stale count
+                    -- (read before another step's claims committed) hands over.
+                    OR (v.claimed AND got.running > got.max_parallel)
                     OR (v.claimed AND got.halt IS NOT NULL
                         AND NOT (got.halt = 'finish_stage' AND v.stage <= got.halt_stage)) THEN
                 RAISE SQLSTATE '{FALLBACK}';
