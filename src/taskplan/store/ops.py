@@ -124,10 +124,13 @@ class RunRow:
 
 
 def run_row(tx: Tx, run_id: int, *, lock: bool = False) -> RunRow | None:
-    """The run; with `lock`, locked as `lock_runs` does (PostgreSQL)."""
-    if lock:
-        lock_runs(tx, [run_id])
-    row = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE id = :r", {"r": run_id})
+    """The run; with `lock`, locked as `lock_runs` does (PostgreSQL), reading the row in the
+    same statement that takes it FOR UPDATE."""
+    suffix = ""
+    if lock and tx.pg and run_id not in tx.locked_runs:
+        _lock_runs(tx, [run_id])
+        suffix = " FOR UPDATE"
+    row = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE id = :r{suffix}", {"r": run_id})
     return RunRow(*row) if row else None
 
 
@@ -453,7 +456,11 @@ def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
 
 # The advisory lock class of runs; the server step (migration 0003) takes the same keys shared.
 RUN_LOCK_CLASS = 7251
-_RUN_KEY = "CAST(:r % 2147483647 AS integer)"
+# One statement takes them all, in id order (the sorted subquery's order is the scan's).
+_ADVISORY_LOCK_RUNS = (
+    f"SELECT pg_advisory_xact_lock({RUN_LOCK_CLASS}, CAST(r % 2147483647 AS integer))"
+    " FROM (SELECT r FROM unnest(CAST(:ids AS bigint[])) AS r ORDER BY r) AS s"
+)
 
 
 def lock_runs(tx: Tx, run_ids: Iterable[int]) -> None:
@@ -470,12 +477,16 @@ def lock_runs(tx: Tx, run_ids: Iterable[int]) -> None:
     if not tx.pg:
         return
     ids = sorted({int(i) for i in run_ids} - tx.locked_runs)
-    for run_id in ids:
-        tx.run(f"SELECT pg_advisory_xact_lock({RUN_LOCK_CLASS}, {_RUN_KEY})", {"r": run_id})
     if ids:
+        _lock_runs(tx, ids)
         tx.all("SELECT id FROM runs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE", {"ids": ids})
-        tx.locked_runs.update(ids)
-        tx.wake = True
+
+
+def _lock_runs(tx: Tx, ids: list[int]) -> None:
+    """The advisory part of `lock_runs`; the caller then takes the rows FOR UPDATE."""
+    tx.all(_ADVISORY_LOCK_RUNS, {"ids": ids})
+    tx.locked_runs.update(ids)
+    tx.wake = True
 
 
 def runs_with_due_retries(tx: Tx, now: float) -> list[int]:
