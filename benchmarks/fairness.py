@@ -71,6 +71,17 @@ def fairness(target: Target) -> Figures:
     }
 
 
+def _create_a_then_b(engine: Engine, va: int, vb: int, times: dict[str, float],
+                     ids: dict[str, int]) -> None:
+    """Run A at once, run B B_DELAY later, each timed from just before its creation."""
+    gc.collect()
+    times["a_start"] = time.perf_counter()
+    ids["a"] = engine.create_run(va)
+    time.sleep(max(0.0, times["a_start"] + B_DELAY - time.perf_counter()))
+    times["b_start"] = time.perf_counter()
+    ids["b"] = engine.create_run(vb)
+
+
 def _sqlite(engine: Engine, va: int, vb: int) -> tuple[dict[str, float], dict[str, int]]:
     ids: dict[str, int] = {}
     times: dict[str, float] = {}
@@ -93,12 +104,7 @@ def _sqlite(engine: Engine, va: int, vb: int) -> tuple[dict[str, float], dict[st
     thread = threading.Thread(target=work, name="bench-agent", daemon=True)
     thread.start()
     time.sleep(0.2)  # the agent has registered and waits for work
-    gc.collect()
-    times["a_start"] = time.perf_counter()
-    ids["a"] = engine.create_run(va)
-    time.sleep(max(0.0, times["a_start"] + B_DELAY - time.perf_counter()))
-    times["b_start"] = time.perf_counter()
-    ids["b"] = engine.create_run(vb)
+    _create_a_then_b(engine, va, vb, times, ids)
     thread.join(600)
     if errors:
         raise errors[0]
@@ -114,12 +120,7 @@ def _pg(target: Target, url: str, store: Store, engine: Engine, va: int, vb: int
     times: dict[str, float] = {}
     with Agents(url, target.workdir, PG_AGENTS, PG_SLOTS) as agents:
         agents.start(store)
-        gc.collect()
-        times["a_start"] = time.perf_counter()
-        ids["a"] = engine.create_run(va)
-        time.sleep(max(0.0, times["a_start"] + B_DELAY - time.perf_counter()))
-        times["b_start"] = time.perf_counter()
-        ids["b"] = engine.create_run(vb)
+        _create_a_then_b(engine, va, vb, times, ids)
         times["b_end"] = wait_run_end(store, ids["b"], agents)
         times["a_end"] = wait_run_end(store, ids["a"], agents)
     return times, ids

@@ -20,7 +20,8 @@ import itertools
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,55 +103,55 @@ class Execution:
     agent_rss_mb: float | None = None  # PostgreSQL: the larger peak RSS of the two agents
 
 
+@contextmanager
+def applied(target: Target, label: str, text: str) -> Iterator[tuple[str, Store, Engine, int]]:
+    """A fresh store of the target with the job applied: (url, store, engine, version id)."""
+    with target.fresh(label) as url:
+        store = Store(url)
+        try:
+            engine = Engine(store)
+            version_id, _, _ = engine.apply(load_job_text(text, f"{label}.yaml",
+                                                          target.workdir))
+            yield url, store, engine, version_id
+        finally:
+            store.close()
+
+
 def execute(target: Target, label: str, text: str, slots: int, *, chain: bool = False
             ) -> Execution:
     if target.backend == "postgresql":
         return execute_pg(target, label, text, chain=chain)
-    with target.fresh(label) as url:
-        store = Store(url)
-        try:
-            engine = Engine(store)
-            spec = load_job_text(text, f"{label}.yaml", target.workdir)
-            version_id, _, _ = engine.apply(spec)
-            engine.job_spec(version_id)  # as an agent that already knows the job would
-            ended: list[float] = []
+    with applied(target, label, text) as (_, store, engine, version_id):
+        engine.job_spec(version_id)  # as an agent that already knows the job would
+        ended: list[float] = []
 
-            def until(agent: Agent) -> bool:
-                if run_id in agent.finished_runs:
-                    ended.append(time.perf_counter())
-                    return True
-                return False
+        def until(agent: Agent) -> bool:
+            if run_id in agent.finished_runs:
+                ended.append(time.perf_counter())
+                return True
+            return False
 
-            gc.collect()
-            start = time.perf_counter()
-            run_id = engine.create_run(version_id)
-            Agent(engine, slots=slots, root_run_id=run_id).run(until=until)
-            wall = ended[0] - start
-            return _check(store, engine, run_id, wall, chain)
-        finally:
-            store.close()
+        gc.collect()
+        start = time.perf_counter()
+        run_id = engine.create_run(version_id)
+        Agent(engine, slots=slots, root_run_id=run_id).run(until=until)
+        wall = ended[0] - start
+        return _check(store, engine, run_id, wall, chain)
 
 
 def execute_pg(target: Target, label: str, text: str, *, chain: bool = False) -> Execution:
     """PostgreSQL: the run created here, executed by 2 agent subprocesses of 4 slots."""
-    with target.fresh(label) as url:
-        store = Store(url)
-        try:
-            engine = Engine(store)
-            spec = load_job_text(text, f"{label}.yaml", target.workdir)
-            version_id, _, _ = engine.apply(spec)
-            with Agents(url, target.workdir, PG_AGENTS, PG_SLOTS) as agents:
-                agents.start(store)
-                gc.collect()
-                start = time.perf_counter()
-                run_id = engine.create_run(version_id)
-                end = wait_run_end(store, run_id, agents)
-                rss = agents.peak_rss_mb()
-            ex = _check(store, engine, run_id, end - start, chain)
-            ex.agent_rss_mb = rss
-            return ex
-        finally:
-            store.close()
+    with applied(target, label, text) as (url, store, engine, version_id):
+        with Agents(url, target.workdir, PG_AGENTS, PG_SLOTS) as agents:
+            agents.start(store)
+            gc.collect()
+            start = time.perf_counter()
+            run_id = engine.create_run(version_id)
+            end = wait_run_end(store, run_id, agents)
+            rss = agents.peak_rss_mb()
+        ex = _check(store, engine, run_id, end - start, chain)
+        ex.agent_rss_mb = rss
+        return ex
 
 
 def run_end_pg(store: Store, run_id: int) -> tuple[str, float | None]:
