@@ -18,13 +18,13 @@ from taskplan.cli.common import (
     db_option,
     get_context,
     handle_errors,
-    iso,
     json_option,
     print_json,
     short_time,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.errors import UsageError
+from taskplan.shapes import iso
 from taskplan.spec.durations import parse_duration
 from taskplan.store.urls import mask_url
 

@@ -123,13 +123,6 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds -> ISO 8601 in local time with its UTC offset."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
-
-
 def short_time(ts: float | None) -> str:
     if ts is None:
         return "-"

@@ -13,12 +13,12 @@ from taskplan.cli.common import (
     db_option,
     get_context,
     handle_errors,
-    iso,
     json_option,
     print_json,
     short_time,
 )
 from taskplan.errors import DefinitionError
+from taskplan.shapes import iso
 from taskplan.spec import load_job_files, validate_files
 from taskplan.store import reports
 from taskplan.store.urls import mask_url

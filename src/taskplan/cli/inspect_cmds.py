@@ -7,12 +7,12 @@ import time
 
 import click
 
+from taskplan import shapes
 from taskplan.cli.common import (
     db_option,
     duration,
     get_context,
     handle_errors,
-    iso,
     json_option,
     parse_run_id,
     print_json,
@@ -50,17 +50,7 @@ def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
             raise NotFoundError(f"no run {run_id}")
         tasks_ = reports.task_runs(tx, run_id)
     if as_json:
-        print_json({
-            "run_id": info.run_id, "job": info.job, "version": info.version,
-            "state": info.state, "params": info.params, "created_at": iso(info.created_at),
-            "started_at": iso(info.started_at), "finished_at": iso(info.finished_at),
-            "tasks": [{
-                "name": t.name, "item": t.item, "state": t.state, "attempts": t.attempts,
-                "started_at": iso(t.started_at), "finished_at": iso(t.finished_at),
-                "exit_code": t.exit_code, "result": t.result, "error": t.error,
-                **({"child_run_id": t.child_run_id} if t.child_run_id else {}),
-            } for t in tasks_],
-        })
+        print_json(shapes.run_status(info, tasks_))
         return
     click.echo(f"run {info.run_id}  {info.job} v{info.version}  {info.state}  "
                f"trigger {info.trigger}  {short_time(info.started_at)}  "
@@ -91,11 +81,7 @@ def runs_cmd(job: str | None, state: str | None, limit: int, db: str | None,
     with engine.store.read() as tx:
         rows = reports.list_runs(tx, job, state, limit)
     if as_json:
-        print_json([{
-            "run_id": r.run_id, "job": r.job, "version": r.version, "state": r.state,
-            "trigger": r.trigger, "created_at": iso(r.created_at),
-            "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-        } for r in rows])
+        print_json([shapes.run_summary(r) for r in rows])
         return
     click.echo(f"{'RUN':>6} {'JOB':<24} {'VER':>3} {'STATE':<10} {'TRIGGER':<9} "
                f"{'STARTED':<20} {'TOOK':>8}")

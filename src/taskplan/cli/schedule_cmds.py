@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from taskplan import shapes
 from taskplan.cli.common import db_option, get_context, handle_errors, json_option, print_json
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.errors import UsageError
@@ -65,8 +66,7 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
         found = next_firings(job, start, count, default_tz=default_tz)
     except ValueError as exc:
         raise UsageError(f"{job.name}: {exc}") from None
-    out = [{"at": at.isoformat(), "schedule": s.name if s.name is not None else s.index}
-           for at, s in found]
+    out = [shapes.next_firing(at, s) for at, s in found]
     if as_json:
         print_json(out)
         return

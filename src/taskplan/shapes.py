@@ -1,0 +1,53 @@
+"""The JSON shapes of the public contract (`runs --json`, `status RUN --json`, `next --json`),
+built in one place so that the CLI and the web API print exactly the same objects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskplan.model import ScheduleSpec
+    from taskplan.store.reports import RunInfo, TaskRunInfo
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> ISO 8601 in local time with its UTC offset."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
+
+def run_summary(r: RunInfo) -> dict[str, Any]:
+    """One element of `runs --json`."""
+    return {
+        "run_id": r.run_id, "job": r.job, "version": r.version, "state": r.state,
+        "trigger": r.trigger, "created_at": iso(r.created_at),
+        "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+    }
+
+
+def task_run(t: TaskRunInfo) -> dict[str, Any]:
+    """One element of the `tasks` list of `status RUN --json`."""
+    return {
+        "name": t.name, "item": t.item, "state": t.state, "attempts": t.attempts,
+        "started_at": iso(t.started_at), "finished_at": iso(t.finished_at),
+        "exit_code": t.exit_code, "result": t.result, "error": t.error,
+        **({"child_run_id": t.child_run_id} if t.child_run_id else {}),
+    }
+
+
+def run_status(info: RunInfo, tasks: list[TaskRunInfo]) -> dict[str, Any]:
+    """The object of `status RUN --json`."""
+    return {
+        "run_id": info.run_id, "job": info.job, "version": info.version,
+        "state": info.state, "params": info.params, "created_at": iso(info.created_at),
+        "started_at": iso(info.started_at), "finished_at": iso(info.finished_at),
+        "tasks": [task_run(t) for t in tasks],
+    }
+
+
+def next_firing(at: datetime, schedule: ScheduleSpec) -> dict[str, Any]:
+    """One element of `next --json`: `schedule` is its name, else its index in the file."""
+    return {"at": at.isoformat(),
+            "schedule": schedule.name if schedule.name is not None else schedule.index}
