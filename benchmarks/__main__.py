@@ -21,7 +21,7 @@ from benchmarks.workloads import WORKLOADS, summary, write_noop_module
 
 DERIVED = ("wide1000_vs_floor",)
 # Rows `all` leaves out on PostgreSQL (still runnable by name): fanout100k takes ~10x
-# fanout10k (~4-5 min a repetition here), and BENCH.md's PostgreSQL rows were asked without
+# fanout10k (~4-5 min a repetition here), and the plan.s PostgreSQL rows were asked without
 # sched_jitter (60 s a repetition, scheduler and agent in one process).
 PG_SKIP_IN_ALL = ("fanout100k", "sched_jitter")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -82,7 +82,7 @@ def _source() -> dict[str, Any]:
 def _vs_floor(rows: dict[str, Any]) -> dict[str, Any] | None:
     """wide1000 tasks/s * 2 transitions per task, as a % of the floor's transitions/s.
 
-    PostgreSQL: of the 8-connection floor (BENCH.md: "above the unbatched floor")."""
+    PostgreSQL: of the 8-connection floor (the plan: "above the unbatched floor")."""
     if "wide1000" not in rows or "floor" not in rows:
         return None
     wide = rows["wide1000"]["figures"]["tasks_per_s"]

@@ -10,7 +10,7 @@ Figures, over the window (after the agent registered, and 2 s to settle):
 - PostgreSQL also: server_tx_per_s, the delta of xact_commit + xact_rollback of the
   benchmark's database in pg_stat_database (read from the admin database, so the reading
   itself is not counted; it includes any autovacuum transaction in that database).
-BENCH.md's row says 60 s; the brief for these figures asked for 30 s (`SECONDS`).
+The plan says 60 s; the brief for these figures asked for 30 s (`SECONDS`).
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ class Figure:
     key: str  # the metric key in the row's figures
     label: str
     unit: str
-    target: float | None  # the SQLite target of BENCH.md
+    target: float | None  # the SQLite target of the benchmark plan
     higher_is_better: bool
-    pg_target: float | None = None  # the PostgreSQL target of BENCH.md
+    pg_target: float | None = None  # the PostgreSQL target of the benchmark plan
 
     def target_for(self, backend: str) -> float | None:
         return self.pg_target if backend == "postgresql" else self.target
@@ -38,7 +38,7 @@ FIGURES = (
     Figure("stages10x100", "wall_s", "stages10x100 wall", "s", 0.5, False, 1.0),
     Figure("sleep64", "makespan_s", "sleep64 makespan", "s", 4.1, False, 4.2),
     Figure("shell500", "tasks_per_s", "shell500", "tasks/s", 400.0, True, 300.0),
-    # fanout10k: a tenth of the fanout100k targets (BENCH.md: cost grows linearly).
+    # fanout10k: a tenth of the fanout100k targets (the plan: cost grows linearly).
     Figure("fanout10k", "wall_s", "fanout10k wall", "s", 6.0, False, 9.0),
     Figure("fanout10k", "agent_peak_rss_mb", "fanout10k agent peak RSS", "MB", None, False,
            300.0),

@@ -1,9 +1,9 @@
-"""The taskplan rows of BENCH.md: job texts, one timed execution each, and their figures.
+"""The taskplan rows of the benchmark plan: job texts, one timed execution each, and their figures.
 
 SQLite: one process, an in-process `Agent` with N slots. A workload is timed from just before
 `create_run` to the moment the agent sees the run end.
 
-PostgreSQL (BENCH.md: `run --detach` plus 2 agent processes of 4 slots each): the job is
+PostgreSQL (the plan: `run --detach` plus 2 agent processes of 4 slots each): the job is
 applied and the run created in this process, as `taskplan run --detach` would; two real
 `taskplan agent --slots 4` subprocesses are started and have registered and issued LISTEN
 before the run is created. The timing runs from just before `create_run` to the moment this
@@ -42,7 +42,7 @@ NAP_SOURCE = (
     '"""A 10 ms python task (fairness)."""\n\nimport time\n\n\ndef run(ctx):\n'
     "    time.sleep(0.01)\n"
 )
-PG_AGENTS = 2  # BENCH.md: 2 agent processes of 4 slots each on PostgreSQL
+PG_AGENTS = 2  # the plan: 2 agent processes of 4 slots each on PostgreSQL
 PG_SLOTS = 4
 TERMINAL = ("succeeded", "failed", "cancelled")
 

@@ -41,7 +41,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_settings(db: str | None = None, start: Path | None = None) -> Settings:
-    """Resolve settings with the precedence of SPEC.md section 4."""
+    """Resolve settings in order: --db, TASKPLAN_DB, taskplan.toml, default."""
     path = find_config(start)
     data = _read_toml(path) if path else {}
     url = db or os.environ.get("TASKPLAN_DB") or data.get("db") or DEFAULT_DB

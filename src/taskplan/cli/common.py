@@ -97,7 +97,7 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn taskplan's errors into one-line messages and the exit codes of SPEC.md."""
+    """Turn taskplan's errors into one-line messages and the documented exit codes."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -54,7 +54,7 @@ def cli(db: str | None) -> None:
 
 
 def main() -> None:
-    """Click's own usage errors print a usage block; SPEC.md wants a one-line reason, exit 2."""
+    """Click's own usage errors print a usage block; the contract is a one-line reason, exit 2."""
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

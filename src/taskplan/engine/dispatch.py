@@ -281,7 +281,7 @@ class Dispatch(Definitions):
         work: deque[tuple[TaskRunRow, TaskState]] = deque(first)
         first_id = work[0][0].id if work else None
         # Outside `continue`, a task that never starts because an upstream failed ends
-        # `skipped` (SPEC 2), yet still counts as failed for its own dependants' rules.
+        # `skipped` (docs/job-file.md), yet still counts as failed for its own dependants' rules.
         skip_failed = run.on_failure != OnFailure.CONTINUE
         carries_failure: set[int] = set()
         while work:

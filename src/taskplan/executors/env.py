@@ -1,4 +1,4 @@
-"""The TASKPLAN_* environment of SPEC.md section 2, for tasks that run as processes."""
+"""The TASKPLAN_* environment (docs/job-file.md), for tasks that run as processes."""
 
 from __future__ import annotations
 

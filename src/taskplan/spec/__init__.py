@@ -1,6 +1,6 @@
 """Job files: YAML 1.2 with positions -> validated JobSpec, with every problem reported at once.
 
-Choices where SPEC.md is silent:
+Choices the contract leaves open:
 - a schedule's ``end`` is inclusive; a bare date means the end of that day (23:59:59.999999);
   a bare ``start``/``once`` date means midnight;
 - cron aliases (@daily, ...) are stored expanded to 5 fields in ScheduleSpec.cron;

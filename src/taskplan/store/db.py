@@ -1,7 +1,7 @@
 """Connections and transactions on taskplan's own database.
 
 The hot path (claim, finish, ready the dependants) runs named SQL on the DBAPI connection:
-SQLAlchemy Core is used for the schema, migrations and cold paths only (see DESIGN.md for the
+SQLAlchemy Core is used for the schema, migrations and cold paths only (docs/architecture.md has the
 measured gap). SQL is written once with `:name` binds and translated per driver.
 """
 

@@ -9,7 +9,7 @@ Times of a matching day: the `at` times, plus every `hours` x `minutes` combinat
 alone means minute 0, `minutes` alone means every hour. With none of them the day fires at
 00:00. Times that cover all 24 hours make an every-hour cadence (see `walls`).
 
-As an exception (SPEC.md section 3), the same fields select what to suppress: `dates` and the day
+As an exception (docs/schedules.md), the same fields select what to suppress: `dates` and the day
 filters select local days; without `at`/`hours`/`minutes` the whole day is suppressed, with them
 only firings at exactly those local times.
 """

@@ -1,6 +1,6 @@
 """A compiled schedule: one `ScheduleSpec` in one time zone, with the job's exceptions.
 
-Policies (SPEC.md section 3, and what it leaves open):
+Policies (docs/schedules.md):
 
 * `start` and `end` are walls in the job's zone (read like any listed time: a gap time is shifted,
   a repeated one is the first occurrence). Firings before `start` or after `end` never happen;

@@ -2,7 +2,7 @@
 
 A *wall* is a naive datetime read on the clocks of a zone; an *instant* is an aware datetime in
 UTC. Most walls name exactly one instant. Around a DST change a wall may name none (the gap of a
-spring-forward) or two (the repeated hour of a fall-back). The policy of SPEC.md section 3 is
+spring-forward) or two (the repeated hour of a fall-back). The policy of docs/schedules.md is
 carried by `instant_of`: a wall in a gap is shifted forward by the gap, a repeated wall is its
 first occurrence. Both come out of PEP 495's `fold=0` reading, which uses the offset in force
 *before* the change.

@@ -1,4 +1,4 @@
-"""The job file of SPEC.md sections 2 and 3, shared by the loader tests."""
+"""The job file of docs/job-file.md and docs/schedules.md, shared by the loader tests."""
 
 SPEC_EXAMPLE = """\
 job: nightly_sales

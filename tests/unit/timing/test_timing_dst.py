@@ -1,4 +1,4 @@
-"""Every DST case of SPEC.md section 3, in three zones, with the UTC offsets spelled out.
+"""Every DST case of docs/schedules.md, in three zones, with the UTC offsets spelled out.
 
 2026 transitions used:
   Europe/Paris        spring 03-29 02:00 -> 03:00 (+01 -> +02)  fall 10-25 03:00 -> 02:00

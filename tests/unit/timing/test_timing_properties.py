@@ -92,7 +92,7 @@ def exception_lists(draw: st.DrawFn, near: datetime) -> list[Calendar]:
 
 
 def _excepted(c: Calendar, wall: datetime) -> bool:
-    """An independent reading of SPEC.md's exception rule."""
+    """An independent reading of the documented exception rule."""
     d = wall.date()
     last = cal_mod.monthrange(d.year, d.month)[1]
     if c.dates and d not in c.dates:
