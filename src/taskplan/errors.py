@@ -39,6 +39,14 @@ class NotFoundError(UsageError):
     """A named job, run or task does not exist."""
 
 
+class ConflictError(TaskplanError):
+    """The request contradicts the current state of what it names (exit code 2).
+
+    For example retrying a run that already succeeded, or stopping a run that has ended:
+    nothing is changed. The web API answers it with HTTP 409.
+    """
+
+
 class StoreUnavailableError(TaskplanError):
     """taskplan's own database cannot be reached (exit code 3)."""
 

@@ -73,9 +73,11 @@ def test_stop_from_another_process_drains_the_run(tp: Taskplan) -> None:
     assert final["finished_at"] is not None
     runs = tp.ok("runs", "--json", "--state", "cancelled").json()
     assert [r["run_id"] for r in runs] == [1]
-    # stopping a finished run changes nothing
-    again = tp("stop", "1")
-    assert again.code == 0 and "cancelled" in again.out
+    # stopping or cancelling a finished run is refused and changes nothing
+    for verb in ("stop", "cancel"):
+        again = tp(verb, "1")
+        assert again.code == 2, again
+        assert again.err == f"taskplan: run 1 already cancelled, nothing to {verb}\n", again
     assert tp.status(1) == final
 
 

@@ -169,9 +169,10 @@ def test_failed_run_exits_1_and_retry_reruns_in_place(tp: Taskplan) -> None:
     # after_all had succeeded (all_done): it keeps its single attempt
     assert after["after_all"]["attempts"] == 1
 
-    # a succeeded run has nothing left to rerun and stays succeeded
+    # a succeeded run has nothing left to rerun: refused, and it stays exactly as it was
     res = tp("retry", "1")
-    assert res.code == 0, res
+    assert res.code == 2, res
+    assert res.err == "taskplan: run 1 already succeeded, nothing to retry\n", res
     assert tp.status(1) == second
 
 

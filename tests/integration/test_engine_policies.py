@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from engine_helpers import (
     attempts,
     in_thread,
@@ -17,6 +18,7 @@ from engine_helpers import (
 )
 
 from taskplan.engine import Engine
+from taskplan.errors import ConflictError
 from taskplan.store.db import Store
 
 
@@ -206,3 +208,33 @@ def test_retry_run_reruns_only_what_did_not_succeed(engine: Engine, store: Store
     assert [a["state"] for a in attempts(store, second["flaky"]["id"])] == [
         "failed", "succeeded"]
     assert second["consume"]["result"]["x"] == 42
+
+
+def test_finished_runs_refuse_retry_stop_and_cancel(engine: Engine, store: Store) -> None:
+    run_id, _ = run_job(engine, """
+        job: settled
+        tasks:
+          a: {python: "tpjobs:record"}
+          b: {python: "tpjobs:fail"}
+          c: {python: "tpjobs:record", depends_on: [a]}
+        """)
+    assert engine.run_state(run_id) == "failed"
+    before = tasks(store, run_id)
+    with pytest.raises(ConflictError, match=rf"^run {run_id}: task a and what depends on it"
+                                            " already succeeded, nothing to retry$"):
+        engine.retry_run(run_id, "a")
+    for verb, command in (("stop", engine.stop_run), ("cancel", engine.cancel_run)):
+        with pytest.raises(ConflictError,
+                           match=rf"^run {run_id} already failed, nothing to {verb}$"):
+            command(run_id)
+    assert tasks(store, run_id) == before and engine.run_state(run_id) == "failed"
+
+    run_id, _ = run_job(engine, """
+        job: all_good
+        tasks:
+          a: {python: "tpjobs:record"}
+        """)
+    before = tasks(store, run_id)
+    with pytest.raises(ConflictError, match=rf"^run {run_id} already succeeded, nothing to retry$"):
+        engine.retry_run(run_id)
+    assert tasks(store, run_id) == before and engine.run_state(run_id) == "succeeded"

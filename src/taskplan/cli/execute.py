@@ -25,7 +25,7 @@ from taskplan.cli.common import (
 )
 from taskplan.cli.progress import PlainProgress, RichProgress
 from taskplan.engine import Engine
-from taskplan.errors import StoreUnavailableError, UsageError
+from taskplan.errors import ConflictError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.spec import load_job_file
 from taskplan.store import reports
@@ -92,10 +92,6 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, db: str | 
     with ctx.engine.store.read() as tx:
         seen = int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM events") or 0)
     count = ctx.engine.retry_run(run_id, task)
-    if count == 0:
-        state = ctx.engine.run_state(run_id)
-        click.echo(f"run {run_id}: nothing to retry ({state})")
-        sys.exit(EXIT_OK if state == "succeeded" else EXIT_RUN_FAILED)
     if detach:
         click.echo(f"run {run_id}: {count} task run(s) reset")
         return
@@ -128,7 +124,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         interrupts[0] += 1
         if interrupts[0] == 1:
-            threading.Thread(target=engine.cancel_run, args=(run_id,), daemon=True).start()
+            threading.Thread(target=cancel_quietly, args=(engine, run_id), daemon=True).start()
         agent.cancel_running()
 
     old_int = signal.signal(signal.SIGINT, on_signal)
@@ -164,6 +160,14 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
     retrying(lambda: print_summary(engine, run_id, time.monotonic() - started),
              what="printing the summary", give_up_after=60.0)
     return EXIT_OK if state_box["state"] == "succeeded" else EXIT_RUN_FAILED
+
+
+def cancel_quietly(engine: Engine, run_id: int) -> None:
+    """Ctrl-C cancels the run; it may have ended meanwhile, which needs no message."""
+    try:
+        engine.cancel_run(run_id)
+    except ConflictError:
+        pass
 
 
 def print_summary(engine: Engine, run_id: int, elapsed: float) -> None:

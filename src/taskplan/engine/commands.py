@@ -9,7 +9,7 @@ from taskplan.engine.rules import (
     resolve_trigger,
 )
 from taskplan.engine.subruns import SubRuns
-from taskplan.errors import NotFoundError, UsageError
+from taskplan.errors import ConflictError, NotFoundError
 from taskplan.model import (
     FAILED_LIKE,
     TERMINAL_RUN_STATES,
@@ -22,9 +22,11 @@ from taskplan.store import ops
 class Commands(SubRuns):
     # -- commands from users ----------------------------------------------------------------
     def cancel_run(self, run_id: int) -> str:
+        """Kill the run's running tasks and end it cancelled; ConflictError if it has ended."""
         return self._halt_by_user(run_id, "user_cancel")
 
     def stop_run(self, run_id: int) -> str:
+        """Drain the run (nothing new starts); ConflictError if it has ended."""
         return self._halt_by_user(run_id, "user_stop")
 
     def _halt_by_user(self, run_id: int, halt: str) -> str:
@@ -33,7 +35,8 @@ class Commands(SubRuns):
             if run is None:
                 raise NotFoundError(f"no run {run_id}")
             if run.state in TERMINAL_RUN_STATES:
-                return run.state
+                verb = "cancel" if halt == "user_cancel" else "stop"
+                raise ConflictError(f"run {run_id} already {run.state}, nothing to {verb}")
             now = self.clock()
             ops.set_halt(tx, run_id, halt, None)
             run.halt = halt
@@ -50,7 +53,8 @@ class Commands(SubRuns):
         """Rerun in place every task run of a finished run that did not succeed.
 
         Succeeded task runs keep their state and results. With `task`, only that task and
-        the task runs downstream of it are reconsidered. Returns how many were reset.
+        the task runs downstream of it are reconsidered. Returns how many were reset;
+        ConflictError if the run is not finished or nothing in scope is left to rerun.
         """
         # The pinned definition is read before the write transaction: job_spec opens its own
         # read, which SQLite refuses inside this thread's open transaction.
@@ -60,7 +64,9 @@ class Commands(SubRuns):
             if run is None:
                 raise NotFoundError(f"no run {run_id}")
             if run.state not in TERMINAL_RUN_STATES:
-                raise UsageError(f"run {run_id} is {run.state}; retry takes a finished run")
+                raise ConflictError(f"run {run_id} is {run.state}; retry takes a finished run")
+            if run.state == "succeeded":
+                raise ConflictError(f"run {run_id} already succeeded, nothing to retry")
             rows = tx.all(
                 "SELECT id, task, kind, parent_id, state, attempts, pending_children"
                 " FROM task_runs WHERE run_id = :r", {"r": run_id})
@@ -89,7 +95,10 @@ class Commands(SubRuns):
                 scope = {int(r[0]) for r in top}
             redo = {i for i in scope if state_of[i] != "succeeded"}
             if not redo:
-                return 0  # nothing to rerun: the finished run is left exactly as it was
+                # Nothing to rerun: the finished run is left exactly as it was.
+                what = f"task {task} and what depends on it" if task else "every task"
+                raise ConflictError(
+                    f"run {run_id}: {what} already succeeded, nothing to retry")
             children: dict[int, list[tuple[int, str]]] = {}
             for r in rows:
                 if r[3] is not None:
