@@ -139,6 +139,8 @@ class TaskSpec:
     cwd: str | None = None
     foreach: Foreach | None = None
     params: dict[str, Any] = field(default_factory=dict)  # for `job` tasks: the child's params
+    # Labels an agent must all have to claim this task (the job's and the task's own), sorted.
+    agent_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ class JobSpec:
     on_misfire: OnMisfire = OnMisfire.RUN_ONCE
     on_overlap: OnOverlap = OnOverlap.SKIP
     triggers: tuple[TriggerSpec, ...] = ()
+    agent_labels: tuple[str, ...] = ()  # required of every task's agent
     # The plain-data form of the file (what the store keeps and hashes) and where it came from.
     definition: dict[str, Any] = field(default_factory=dict, compare=False)
     source_path: str = ""

@@ -29,7 +29,8 @@ _INHERITED = ("retries", "retry_delay", "retry_backoff", "timeout", "priority", 
               "trigger")
 
 
-def task(name: str, t: TaskModel, defaults: Settings) -> TaskSpec:
+def task(name: str, t: TaskModel, defaults: Settings, job_labels: tuple[str, ...] = ()
+         ) -> TaskSpec:
     def pick(key: str) -> Any:
         return getattr(t if key in t.model_fields_set else defaults, key)
 
@@ -68,6 +69,7 @@ def task(name: str, t: TaskModel, defaults: Settings) -> TaskSpec:
         env={**defaults.env, **t.env},
         foreach=foreach,
         params=dict(t.params) if kind == "job" else {},
+        agent_labels=tuple(sorted({*job_labels, *t.agent_labels})),
         **settings,
     )
 
@@ -119,7 +121,8 @@ def job(
 ) -> JobSpec:
     return JobSpec(
         name=header.job,
-        tasks=tuple(task(name, t, defaults) for name, t in tasks.items()),
+        tasks=tuple(task(name, t, defaults, tuple(header.agent_labels))
+                    for name, t in tasks.items()),
         description=header.description,
         params=dict(header.params),
         connections=dict(header.connections),
@@ -133,6 +136,7 @@ def job(
         on_misfire=header.on_misfire,
         on_overlap=header.on_overlap,
         triggers=tuple(trigger(i, t) for i, t in enumerate(triggers)),
+        agent_labels=tuple(sorted(set(header.agent_labels))),
         definition=definition,
         source_path=source_path,
         base_dir=base_dir,

@@ -102,6 +102,7 @@ class Header(_Model):
     on_misfire: Annotated[OnMisfire, PlainValidator(f.choice(OnMisfire))] = OnMisfire.RUN_ONCE
     on_overlap: Annotated[OnOverlap, PlainValidator(f.choice(OnOverlap))] = OnOverlap.SKIP
     triggers: Annotated[list[Any], PlainValidator(f.ListOf("a list of triggers"))] = []
+    agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = []
     tasks: Annotated[dict[f.TaskName, Any], f.MappingIn]
 
 
@@ -139,6 +140,7 @@ class TaskModel(Settings):
     stage: f.OptPosInt = None
     foreach: ForeachModel | None = None
     params: Mapping = {}
+    agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = []
 
 
 class CalendarModel(_Model):

@@ -262,3 +262,19 @@ def test_anchors_under_x_keys_and_merges() -> None:
     """)
     assert (spec.task("a").retries, spec.task("a").retry_delay) == (4, 60.0)
     assert spec.task("b").retries == 1
+
+
+def test_agent_labels_job_and_task_levels_add_up() -> None:
+    spec = load_job_text(textwrap.dedent("""\
+        job: routed
+        agent_labels: [etl, "host=db1"]
+        tasks:
+          a: {shell: x}
+          b: {shell: x, agent_labels: gpu}
+          c: {shell: x, agent_labels: [etl]}
+        """), "job.yaml", "/jobs")
+    assert {t.name: t.agent_labels for t in spec.tasks} == {
+        "a": ("etl", "host=db1"), "b": ("etl", "gpu", "host=db1"), "c": ("etl", "host=db1")}
+    assert spec.agent_labels == ("etl", "host=db1")
+    assert load_job_text("job: y\ntasks: {a: {shell: x}}\n", "j.yaml", "/").tasks[0] \
+        .agent_labels == ()
