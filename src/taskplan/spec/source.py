@@ -4,6 +4,11 @@ The round-trip loader gives positions (``.lc``); we turn its objects into plain 
 (dates as ISO strings) because that plain form is what gets stored, hashed and validated.
 Duplicate keys are recorded as problems instead of aborting, so the rest of the file is still
 checked.
+
+A job file may come from anyone (an upload, a shared folder), so the reader bounds what a small
+file can cost: its size, its nesting depth and the number of nodes it expands to once every
+alias is followed (a "billion laughs" file is a few KB of anchors that expand exponentially).
+The bounds are checked while the document is composed, before anything is expanded.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.scanner import RoundTripScanner
 
 from taskplan.errors import Problem
 
@@ -60,6 +68,76 @@ class Positions:
         return self.key(path)
 
 
+# Far above any real job file (a 1000-task file is ~100 KB and ~10,000 nodes), and low enough
+# that reaching a bound costs about a second of parsing at most.
+MAX_DOCUMENT_CHARS = 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 50_000
+
+
+class LimitExceeded(Exception):
+    def __init__(self, line: int, col: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.col, self.message = line, col, message
+
+
+class _BoundedScanner(RoundTripScanner):
+    """Stops deep flow nesting (`[[[[...`) while scanning: the scanner's work per token grows
+    with the flow depth, so it would be quadratic before the composer sees a node."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:
+        if len(self.flow_context) >= MAX_DEPTH:
+            mark = self.reader.get_mark()
+            raise LimitExceeded(mark.line + 1, mark.column + 1,
+                                f"nested more than {MAX_DEPTH} levels deep")
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
+def _limit() -> int:
+    return MAX_NODES  # read at call time, so a test can lower it
+
+
+class _BoundedComposer(Composer):
+    """Counts the nodes the document expands to (an alias counts as the whole subtree it
+    names) and the nesting depth, and stops at the first node past a bound."""
+
+    def compose_document(self) -> Any:
+        self._expanded = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        mark = event.start_mark
+        if isinstance(event, AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                size = self._sizes.get(id(target))
+                if size is None:
+                    raise LimitExceeded(mark.line + 1, mark.column + 1,
+                                        f"alias *{event.anchor} refers to a node that contains "
+                                        "it (recursive alias)")
+                self._count(size, mark, f"too many aliases: *{event.anchor} makes the document "
+                            f"expand to more than {_limit()} nodes")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise LimitExceeded(mark.line + 1, mark.column + 1,
+                                f"nested more than {MAX_DEPTH} levels deep")
+        before = self._expanded
+        self._count(1, mark, f"more than {_limit()} nodes in the document")
+        node = super().compose_node(parent, index)
+        self._sizes[id(node)] = self._expanded - before
+        self._depth -= 1
+        return node
+
+    def _count(self, n: int, mark: Any, message: str) -> None:
+        self._expanded += n
+        if self._expanded > _limit():
+            raise LimitExceeded(mark.line + 1, mark.column + 1, message)
+
+
 class _Constructor(RoundTripConstructor):
     """Keeps the first of duplicate keys and notes where each later one is."""
 
@@ -99,7 +177,13 @@ class Loaded:
 
 
 def load_yaml(text: str, filename: str) -> Loaded:
+    if len(text) > MAX_DOCUMENT_CHARS:
+        line = text.count("\n", 0, MAX_DOCUMENT_CHARS) + 1
+        return Loaded(None, Positions(), [Problem(
+            filename, line, 1, f"file too large: more than {MAX_DOCUMENT_CHARS} characters")])
     yaml = YAML(typ="rt")
+    yaml.Scanner = _BoundedScanner
+    yaml.Composer = _BoundedComposer
     yaml.Constructor = _Constructor
     yaml.version = (1, 2)
     constructor = yaml.constructor
@@ -107,6 +191,8 @@ def load_yaml(text: str, filename: str) -> Loaded:
     constructor.duplicates = []
     try:
         raw = yaml.load(text)
+    except LimitExceeded as exc:
+        return Loaded(None, Positions(), [Problem(filename, exc.line, exc.col, exc.message)])
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)

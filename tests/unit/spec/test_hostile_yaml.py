@@ -1,0 +1,77 @@
+"""Job files built to exhaust the reader: refused early, with one line pointing at the cause."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskplan.errors import DefinitionError
+from taskplan.spec import load_job_text, source
+from taskplan.spec.source import MAX_DEPTH, MAX_DOCUMENT_CHARS, MAX_NODES, load_yaml
+
+TASKS = "tasks:\n  t:\n    shell: echo hi\n"
+
+
+def laughs(levels: int) -> str:
+    """The "billion laughs": each anchor is a list of ten aliases of the previous one."""
+    lines = ["job: bomb", "x-a0: &a0 [" + ", ".join(['"lol"'] * 10) + "]"]
+    lines += [f"x-a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]"
+              for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n" + TASKS
+
+
+def problem_of(text: str) -> str:
+    with pytest.raises(DefinitionError) as info:
+        load_job_text(text, "bomb.yaml", ".")
+    assert len(info.value.problems) == 1
+    return str(info.value.problems[0])
+
+
+def test_billion_laughs_is_refused_at_the_alias_that_overflows() -> None:
+    # Nine levels expand to 10**9 nodes: the old reader spent minutes on it.
+    msg = problem_of(laughs(9))
+    # Level 4 (line 6) is the first whose aliases expand past the bound.
+    assert msg.startswith("bomb.yaml:6:")
+    assert "too many aliases: *a" in msg
+    assert f"more than {MAX_NODES} nodes" in msg
+
+
+def test_aliases_below_the_bound_still_work() -> None:
+    # Three levels of laughs (11,111 nodes) are allowed: the bound is on size, not on style
+    # (merges and anchors are covered in test_spec_loader).
+    assert load_job_text(laughs(3), "ok.yaml", ".").name == "bomb"
+
+
+def test_recursive_alias_is_refused() -> None:
+    msg = problem_of("job: x\nx-a: &a [1, *a]\n" + TASKS)
+    assert msg.startswith("bomb.yaml:2:13:") and "recursive alias" in msg
+
+
+@pytest.mark.parametrize("opening", ["[", "{a: "])
+def test_deep_flow_nesting_is_refused(opening: str) -> None:
+    # 20,000 levels made the old reader crash with a RecursionError traceback (and the
+    # scanner's work grows with the square of the depth).
+    msg = problem_of("job: x\nx-deep: " + opening * 20_000 + "\n" + TASKS)
+    assert msg.startswith("bomb.yaml:2:") and f"nested more than {MAX_DEPTH} levels" in msg
+
+
+def test_deep_block_nesting_is_refused() -> None:
+    deep = "".join(f"{' ' * i}k{i}:\n" for i in range(MAX_DEPTH + 5))
+    msg = problem_of("job: x\nx-deep:\n" + "\n".join(" " + line for line in deep.splitlines())
+                     + "\n" + TASKS)
+    assert f"nested more than {MAX_DEPTH} levels" in msg
+
+
+def test_too_many_nodes_without_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bound is lowered so the test does not spend seconds parsing a big list.
+    monkeypatch.setattr(source, "MAX_NODES", 1000)
+    items = ", ".join(["1"] * 1001)
+    msg = problem_of(f"job: x\nx-big: [{items}]\n" + TASKS)
+    assert "more than 1000 nodes in the document" in msg
+
+
+def test_oversized_document_is_refused_without_parsing() -> None:
+    text = "job: x\n" + TASKS + ("# padding\n" * (MAX_DOCUMENT_CHARS // 10 + 1))
+    loaded = load_yaml(text, "big.yaml")
+    assert loaded.data is None
+    [p] = loaded.problems
+    assert p.line > 1 and f"file too large: more than {MAX_DOCUMENT_CHARS}" in p.message
