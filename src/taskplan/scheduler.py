@@ -22,6 +22,8 @@
   records the firing with no run and a note; `queue` creates the run `queued`; it starts when
   the job has no run in progress (the engine's run-end hook, and the scheduler's sweep); at
   most one run per job waits, further firings are recorded as skipped; `allow` starts it.
+* **Paused jobs** (`taskplan pause`): each due firing is recorded with no run and a note, so the
+  schedule moves on and `resume` does not make up the pause (`backfill` does, on request).
 * **max_runs.** `timing` stops a schedule after its `max_runs`-th firing from `start`; the
   scheduler also never creates more than `max_runs` runs for one schedule (`fired_count`).
 """
@@ -205,12 +207,14 @@ class Scheduler:
                 self.leader = False
                 return  # fenced: another scheduler leads now
             made = 0
+            paused = sched_ops.job_paused(tx, job.job_id)
             for fire_at, wanted in due:
                 if not wanted:
                     continue
                 if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
                     continue  # another scheduler fired it
-                run_id, note = self._make_run(tx, job, key, schedule_params)
+                run_id, note = ((None, "skipped: the job is paused") if paused
+                                else self._make_run(tx, job, key, schedule_params))
                 sched_ops.set_firing_outcome(tx, job.job_id, key, fire_at, run_id, note)
                 if run_id is None:
                     result.skipped += 1

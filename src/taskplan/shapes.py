@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from taskplan.model import ScheduleSpec
-    from taskplan.store.reports import RunInfo, TaskRunInfo
+    from taskplan.store.reports import JobInfo, RunInfo, TaskRunInfo
 
 
 def iso(ts: float | None) -> str | None:
@@ -51,3 +51,13 @@ def next_firing(at: datetime, schedule: ScheduleSpec) -> dict[str, Any]:
     """One element of `next --json`: `schedule` is its name, else its index in the file."""
     return {"at": at.isoformat(),
             "schedule": schedule.name if schedule.name is not None else schedule.index}
+
+
+def job(j: JobInfo, next_at: datetime | None, triggers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One element of `jobs --json`; a paused job has no next firing (`next` is null)."""
+    return {
+        "job": j.name, "version": j.version, "versions": j.versions, "paused": j.paused,
+        "next": None if j.paused or next_at is None else next_at.isoformat(),
+        "last_run_id": j.last_run_id, "last_state": j.last_state,
+        "last_finished_at": iso(j.last_finished_at), "triggers": triggers,
+    }

@@ -8,6 +8,8 @@ A trigger fires exactly once per set of qualifying upstream runs:
 * the firing is a `trigger_firings` row keyed by that set (`job:run_id` sorted, joined by `,`),
   inserted with ON CONFLICT DO NOTHING; the dependent run is created in the same transaction
   only if this transaction's insert took;
+* a paused dependent job fires nothing (and records nothing), so once resumed it fires when
+  its next upstream run ends, if the set is then complete;
 * checks of one dependent job are serialised by a row lock on PostgreSQL (on SQLite every write
   transaction is already exclusive), so when the last two upstreams end at the same instant in
   two processes, whichever checks second sees the other's commit.
@@ -121,6 +123,8 @@ def after_run_end(engine: Engine, tx: Tx, run: RunRow, now: float) -> list[int]:
     for job_id in sorted({d[0] for d in dependants}):
         sched_ops.lock_job(tx, job_id)
     for job_id, version_id, trig in dependants:
+        if sched_ops.job_paused(tx, job_id):
+            continue  # no firing recorded: the upstream set still counts once resumed
         check = check_trigger(tx, job_id, trig, now)
         if not check.ready or check.key is None:
             continue

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from taskplan import shapes
 from taskplan.cli.common import (
     EXIT_BAD_INPUT,
     db_option,
@@ -18,7 +19,6 @@ from taskplan.cli.common import (
     short_time,
 )
 from taskplan.errors import DefinitionError
-from taskplan.shapes import iso
 from taskplan.spec import load_job_files, validate_files
 from taskplan.store import reports
 from taskplan.store.urls import mask_url
@@ -107,16 +107,9 @@ def jobs_cmd(db: str | None, as_json: bool) -> None:
     engine = ctx.engine
     with engine.store.read() as tx:
         rows = reports.jobs(tx)
-    out = []
-    for j in rows:
-        nxt = _next_firing(engine, j.version_id, ctx.settings.timezone)
-        out.append({
-            "job": j.name, "version": j.version, "versions": j.versions,
-            "next": nxt.isoformat() if nxt else None,
-            "last_run_id": j.last_run_id, "last_state": j.last_state,
-            "last_finished_at": iso(j.last_finished_at),
-            "triggers": _trigger_waits(engine, j.version_id),
-        })
+    out = [shapes.job(j, None if j.paused else _next_firing(engine, j.version_id,
+                                                            ctx.settings.timezone),
+                      _trigger_waits(engine, j.version_id)) for j in rows]
     if as_json:
         print_json(out)
         return
@@ -126,10 +119,10 @@ def jobs_cmd(db: str | None, as_json: bool) -> None:
     click.echo(f"{'JOB':<28} {'VER':>4} {'NEXT FIRING':<26} {'LAST RUN':<22}")
     for row, j in zip(out, rows, strict=True):
         last = f"{j.last_run_id} {j.last_state}" if j.last_run_id else "-"
-        nxt_text = str(row["next"] or "-")
+        nxt_text = "paused" if j.paused else str(row["next"] or "-")
         click.echo(f"{j.name:<28} {j.version:>4} {nxt_text:<26} {last:<22}"
                    f" {short_time(j.last_finished_at) if j.last_finished_at else ''}")
-        for t in row["triggers"]:  # type: ignore[attr-defined]
+        for t in row["triggers"]:
             waits = ", ".join(t["waiting"]) or "nothing (fires when an upstream run ends)"
             click.echo(f"  trigger {t['index']} (after {', '.join(t['after'])}) waits for: "
                        + waits)

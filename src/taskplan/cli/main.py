@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "serve": "taskplan.cli.schedule_cmds:serve_cmd",
     "agent": "taskplan.cli.agent_cmds:agent_cmd",
     "agents": "taskplan.cli.agent_cmds:agents_cmd",
+    "pause": "taskplan.cli.job_cmds:pause_cmd",
+    "resume": "taskplan.cli.job_cmds:resume_cmd",
 }
 
 

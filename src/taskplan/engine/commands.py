@@ -16,10 +16,38 @@ from taskplan.model import (
     RunState,
     TaskState,
 )
-from taskplan.store import ops
+from taskplan.store import ops, sched_ops
+from taskplan.store.db import Tx
+
+
+def unknown_job(tx: Tx, name: str) -> NotFoundError:
+    """"no job named 'nightyl'; did you mean 'nightly'?" (the names come from the store)."""
+    import difflib
+
+    guess = difflib.get_close_matches(name, sched_ops.job_names(tx), n=1)
+    hint = f"; did you mean {guess[0]!r}?" if guess else " (taskplan jobs lists them)"
+    return NotFoundError(f"no job named {name!r}{hint}")
 
 
 class Commands(SubRuns):
+    # -- jobs -------------------------------------------------------------------------------
+    def pause_job(self, name: str) -> bool:
+        """Schedules and triggers of the job make no runs until resumed; manual runs still
+        start. Returns False if it was paused already."""
+        return self._set_paused(name, True)
+
+    def resume_job(self, name: str) -> bool:
+        """Undo pause_job. Firings that fell in the pause are not made up (see backfill)."""
+        return self._set_paused(name, False)
+
+    def _set_paused(self, name: str, paused: bool) -> bool:
+        with self.store.tx() as tx:
+            changed = sched_ops.set_job_paused(tx, name, paused)
+            if changed is None:
+                raise unknown_job(tx, name)
+            tx.wake = changed
+            return changed
+
     # -- commands from users ----------------------------------------------------------------
     def cancel_run(self, run_id: int) -> str:
         """Kill the run's running tasks and end it cancelled; ConflictError if it has ended."""

@@ -114,6 +114,7 @@ class JobInfo:
     last_state: str | None
     last_run_id: int | None
     last_finished_at: float | None
+    paused: bool = False
 
 
 def jobs(tx: Tx) -> list[JobInfo]:
@@ -122,10 +123,11 @@ def jobs(tx: Tx) -> list[JobInfo]:
         " (SELECT COUNT(*) FROM job_versions x WHERE x.job_id = j.id),"
         " (SELECT r.state FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1),"
         " (SELECT r.id FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1),"
-        " (SELECT r.finished_at FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1)"
+        " (SELECT r.finished_at FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1),"
+        " j.paused"
         " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.name")
-    return [JobInfo(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7])
-            for r in rows]
+    return [JobInfo(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7],
+                    bool(r[8])) for r in rows]
 
 
 def find_task_runs(tx: Tx, run_id: int, task: str) -> list[tuple[int, int | None, int, str]]:

@@ -62,6 +62,25 @@ def current_jobs(tx: Tx) -> list[Row]:
         " JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.id")
 
 
+def job_names(tx: Tx) -> list[str]:
+    return [str(n) for (n,) in tx.all("SELECT name FROM jobs ORDER BY name")]
+
+
+def set_job_paused(tx: Tx, name: str, paused: bool) -> bool | None:
+    """Pause or resume a job; None if there is no such job, else whether it changed."""
+    was = tx.scalar("SELECT paused FROM jobs WHERE name = :n", {"n": name})
+    if was is None:
+        return None
+    if bool(was) == paused:
+        return False
+    tx.run("UPDATE jobs SET paused = :p WHERE name = :n", {"p": paused, "n": name})
+    return True
+
+
+def job_paused(tx: Tx, job_id: int) -> bool:
+    return bool(tx.scalar("SELECT paused FROM jobs WHERE id = :j", {"j": job_id}))
+
+
 def lock_job(tx: Tx, job_id: int) -> None:
     """Serialise trigger checks of one dependent job across processes (PostgreSQL)."""
     if tx.pg:

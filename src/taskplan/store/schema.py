@@ -43,6 +43,8 @@ jobs = Table(
     Column("current_version_id", ID, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Paused: schedules and cross-job triggers make no runs; manual runs still start.
+    Column("paused", Boolean, nullable=False, server_default="0"),
 )
 
 job_versions = Table(
@@ -86,6 +88,8 @@ runs = Table(
     Column("started_at", Float, nullable=True),
     Column("finished_at", Float, nullable=True),
     Column("error", Text, nullable=True),
+    # The schedule instant a scheduled or backfilled run stands for (`run.fire_time`).
+    Column("fire_at", Float, nullable=True),
     Index(None, "state", "priority"),
     Index(None, "job_id", "id"),
     Index(None, "root_run_id"),
@@ -244,4 +248,15 @@ trigger_firings = Table(
     Column("run_id", ID, nullable=True),
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("job_id", "trigger_index", "upstream_key"),
+)
+
+# Shared connections applied from a connections file: the URL as written, with its `${VAR}` /
+# `${file:...}` references unresolved, so no secret is stored; agents resolve it at run time.
+connections = Table(
+    "connections",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("source_path", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )

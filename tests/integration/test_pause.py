@@ -1,0 +1,88 @@
+"""Paused jobs: schedules record their firings as skipped and make no run, cross-job triggers
+do not fire, manual runs still start; resuming fires from then on without making up the pause."""
+
+from __future__ import annotations
+
+import pytest
+from engine_helpers import apply_job, run_agent
+from test_scheduler import T0, Clock, apply, fire, firings, job, runs, scheduler
+
+from taskplan.engine import Engine
+from taskplan.errors import NotFoundError
+from taskplan.store import reports
+from taskplan.store.db import Store
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0 + 0.5)
+
+
+@pytest.fixture
+def eng(store: Store, clock: Clock) -> Engine:
+    return Engine(store, clock=clock)
+
+
+def test_a_paused_schedule_records_skips_and_resume_does_not_make_them_up(
+        eng: Engine, store: Store, clock: Clock) -> None:
+    apply(eng, job())
+    s = scheduler(eng, clock)
+    assert eng.pause_job("tick") is True
+    assert eng.pause_job("tick") is False  # already paused: nothing changes
+    for k in (1, 2, 3):
+        clock.set(T0 + k)
+        assert fire(s).runs == []
+    assert runs(store) == []
+    assert [(f, r) for f, r, _ in firings(store)] == [(T0 + 1, None), (T0 + 2, None),
+                                                       (T0 + 3, None)]
+    assert all("paused" in (n or "") for _, _, n in firings(store))
+    with store.read() as tx:
+        assert [j.paused for j in reports.jobs(tx)] == [True]
+    # Manual runs are still allowed while paused.
+    manual = eng.create_run(eng.current_version("tick"))
+    assert eng.run_state(manual) == "running"
+    assert eng.resume_job("tick") is True
+    clock.set(T0 + 4)
+    made = fire(s).runs
+    assert len(made) == 1  # T0+4 only: the paused firings are not made up
+    with store.read() as tx:
+        assert [j.paused for j in reports.jobs(tx)] == [False]
+
+
+def test_unknown_job_says_did_you_mean(eng: Engine) -> None:
+    apply(eng, job("nightly"))
+    with pytest.raises(NotFoundError, match="did you mean 'nightly'"):
+        eng.pause_job("nightyl")
+    with pytest.raises(NotFoundError, match="no job named 'zzz'"):
+        eng.resume_job("zzz")
+
+
+def test_a_paused_job_is_not_triggered_until_resumed(eng: Engine, store: Store) -> None:
+    up = apply_job(eng, """
+        job: up
+        tasks:
+          a: {shell: "true"}
+    """)
+    apply_job(eng, """
+        job: down
+        triggers:
+          - after: [up]
+        tasks:
+          b: {shell: "true"}
+    """)
+
+    def down_runs() -> int:
+        with store.read() as tx:
+            return int(tx.scalar("SELECT COUNT(*) FROM runs r JOIN jobs j ON j.id = r.job_id"
+                                 " WHERE j.name = 'down'"))
+
+    eng.pause_job("down")
+    first = eng.create_run(up)
+    run_agent(eng, first)
+    assert down_runs() == 0
+    with store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM trigger_firings") == 0
+    eng.resume_job("down")
+    second = eng.create_run(up)
+    run_agent(eng, second)
+    assert down_runs() == 1
