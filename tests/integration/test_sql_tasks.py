@@ -180,3 +180,16 @@ def test_cancel_cancels_the_statement_on_the_server(engine: Engine, store: Store
     assert engine.run_state(run_id) == "cancelled"
     assert tasks(store, run_id)["slow"]["state"] == "cancelled"
     wait_for(lambda: target.running_with(marker) == 0, 5, "the statement to leave the server")
+
+
+def test_a_cast_right_after_a_bind(engine: Engine, store: Store, target: Target) -> None:
+    if target.kind == "postgresql":
+        sql = "SELECT :day::date + 1 AS next_day, CAST(:n AS int)::text AS n, '1::2' AS s"
+        want = {"next_day": "2026-03-02", "n": "7", "s": "1::2"}
+    else:  # no `::` operator here: binds and literals with colons are unchanged
+        sql = "SELECT :day AS next_day, :n AS n, '1::2' AS s"
+        want = {"next_day": "2026-03-01", "n": "7", "s": "1::2"}
+    run_id, _ = run_job(engine, job({"s": {"sql": sql}}), params={"day": "2026-03-01", "n": "7"})
+    got = tasks(store, run_id)["s"]
+    assert got["state"] == "succeeded", got["error"]
+    assert got["result"]["rows"] == [want]

@@ -140,5 +140,10 @@ def split_statements(sql: str, dialect: str = "postgresql") -> list[str]:
 
 
 def protect_literals(sql: str, dialect: str = "postgresql") -> str:
-    """Escape `:` outside code (`\\:`), so SQLAlchemy's text() finds binds only in code."""
-    return "".join(t if k == CODE else t.replace(":", "\\:") for k, t in segments(sql, dialect))
+    """Escape `:` outside code (`\\:`), so SQLAlchemy's text() finds binds only in code.
+
+    In code, a `::` cast is escaped too: text() refuses a bind followed by `:`, so without
+    this `:day::date` would reach the server as written instead of binding `day`.
+    """
+    return "".join(t.replace("::", "\\:\\:") if k == CODE else t.replace(":", "\\:")
+                   for k, t in segments(sql, dialect))

@@ -84,4 +84,14 @@ def test_segments_round_trip() -> None:
 
 def test_protect_literals_escapes_colons_outside_code() -> None:
     assert protect_literals("select :a, ':b', x::int, $$:c$$ -- :d\n") == (
-        "select :a, '\\:b', x::int, $$\\:c$$ -- \\:d\n")
+        "select :a, '\\:b', x\\:\\:int, $$\\:c$$ -- \\:d\n")
+
+
+def test_a_cast_right_after_a_bind_keeps_the_bind() -> None:
+    from sqlalchemy import text
+    from sqlalchemy.dialects import postgresql
+
+    clause = text(protect_literals("SELECT :day::date + 1, x::int, ':a::b'"))
+    assert list(clause._bindparams) == ["day"]
+    compiled = str(clause.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
+    assert compiled == "SELECT %(day)s::date + 1, x::int, ':a::b'"
