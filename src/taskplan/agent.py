@@ -53,8 +53,19 @@ class _Outage:
         self.delay = min(BACKOFF_MAX, self.delay * 2)
 
 
+class MissingResultError(KeyError):
+    """`results[name]` for a name with no result; says which names there are."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class UpstreamResults(Mapping[str, Any]):
-    """Upstream results by task name, read from the store only when a task asks for them."""
+    """Results of the tasks a task waits for (by edge or by stage), by task name.
+
+    Read from the store only when a task asks for them. Only tasks that succeeded have one; a
+    foreach's is the list of its items' results, in item order.
+    """
 
     def __init__(self, engine: Engine, run_id: int, names: tuple[str, ...]) -> None:
         self._engine = engine
@@ -66,29 +77,37 @@ class UpstreamResults(Mapping[str, Any]):
         if self._cache is None:
             found: dict[str, Any] = {}
             if self._names:
-                marks = ", ".join(f":n{i}" for i in range(len(self._names)))
-                params: dict[str, Any] = {f"n{i}": n for i, n in enumerate(self._names)}
-                params["r"] = self._run_id
-                sql = ("SELECT task, result FROM task_runs WHERE run_id = :r AND parent_id IS"
-                       f" NULL AND task IN ({marks}) AND state = 'succeeded'")
-
-                def read() -> list[Any]:
+                def read() -> dict[str, Any]:
                     with self._engine.store.read() as tx:
-                        return tx.all(sql, params)
+                        return ops.upstream_results(tx, self._run_id, self._names)
 
-                rows = retrying(read, what="reading upstream results", give_up_after=300.0)
-                found = {str(t): ops.loads(r) for t, r in rows}
+                found = retrying(read, what="reading upstream results", give_up_after=300.0)
             self._cache = found
         return self._cache
 
     def __getitem__(self, key: str) -> Any:
-        return self._load()[key]
+        found = self._load()
+        try:
+            return found[key]
+        except KeyError:
+            raise MissingResultError(missing_result(key, self._names, found)) from None
 
     def __iter__(self) -> Any:
         return iter(self._load())
 
     def __len__(self) -> int:
         return len(self._load())
+
+    def __repr__(self) -> str:
+        return repr(self._load())
+
+
+def missing_result(key: object, waits_for: Sequence[str], found: Mapping[str, Any]) -> str:
+    have = ", ".join(sorted(found)) or "none"
+    if key in waits_for:
+        return f"no result for {key!r}: it did not succeed (results has: {have})"
+    return (f"no result for {key!r}: not a task this one waits for"
+            f" (results has: {have})")
 
 
 class TaskResultsView(Mapping[str, Any]):
@@ -143,6 +162,7 @@ class Agent:
         self._unrecorded: list[tuple[Claim, Outcome]] = []
         self._claimed: set[int] = set()
         self._reap_after = 0.0
+        self._upstream_names: dict[tuple[int, str], tuple[str, ...]] = {}
 
     # -- control from other threads (signal handlers, the CLI) -----------------------------
     def drain(self) -> None:
@@ -413,10 +433,8 @@ class Agent:
                      self.engine.task_spec(claim.version_id, claim.task),
                      self.engine.run_meta(claim.run_id)),
             what="reading a task's definition", stop=self._cancel_all.is_set)
-        upstream = tuple(sorted(set(task.depends_on)
-                                | ({task.foreach.from_task} if task.foreach
-                                   and task.foreach.from_task else set())))
-        results = UpstreamResults(self.engine, claim.run_id, upstream)
+        results = UpstreamResults(self.engine, claim.run_id,
+                                  self._waits_for(claim.version_id, job, task))
         context = AttemptContext(run_id=claim.run_id, task=claim.task, attempt=claim.attempt,
                                  params=params, item=claim.item, results=results)
         values = {"params": params, "item": claim.item,
@@ -450,6 +468,20 @@ class Agent:
         if res.cancelled:
             return Outcome(TaskState.CANCELLED, exit_code=res.exit_code, error=res.error)
         return Outcome(TaskState.FAILED, exit_code=res.exit_code, error=res.error)
+
+    def _waits_for(self, version_id: int, job: JobSpec, task: TaskSpec) -> tuple[str, ...]:
+        """Every task `task` waits for: its depends_on, its foreach source, lower stages."""
+        key = (version_id, task.name)
+        names = self._upstream_names.get(key)
+        if names is None:
+            found = set(task.depends_on)
+            if task.foreach is not None and task.foreach.from_task:
+                found.add(task.foreach.from_task)
+            if task.stage is not None:
+                found.update(t.name for t in job.tasks
+                             if t.stage is not None and t.stage < task.stage)
+            names = self._upstream_names[key] = tuple(sorted(found))
+        return names
 
     def _start_child(self, claim: Claim, task: TaskSpec, values: dict[str, Any]) -> Outcome:
         """A `job` task: start the child run; the engine ends this task when the child ends,

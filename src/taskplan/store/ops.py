@@ -535,6 +535,38 @@ def set_foreach_expanded(tx: Tx, parent_id: int, n: int) -> None:
            {"n": n, "i": parent_id})
 
 
+def upstream_results(tx: Tx, run_id: int, names: Sequence[str]) -> dict[str, Any]:
+    """Results of the run's succeeded top-level task runs among `names`, by task name.
+
+    A foreach's result is the list of its items' results in item order (None for an item
+    that did not succeed), read from its item rows.
+    """
+    if not names:
+        return {}
+    params: dict[str, Any] = {"r": run_id}
+    if len(names) <= 50:
+        params.update({f"n{i}": n for i, n in enumerate(names)})
+        marks = ", ".join(f":n{i}" for i in range(len(names)))
+        where = f" AND task IN ({marks})"
+    else:  # a stage barrier over many tasks: one scan of the run beats a huge IN list
+        where = ""
+    rows = tx.all("SELECT id, task, kind, result FROM task_runs WHERE run_id = :r AND"
+                  f" parent_id IS NULL AND state = 'succeeded'{where}", params)
+    wanted = set(names)
+    found: dict[str, Any] = {}
+    for tr_id, task, kind, result in rows:
+        if task not in wanted:
+            continue
+        if kind == "foreach":
+            items = tx.all("SELECT result, state FROM task_runs WHERE parent_id = :p"
+                           " ORDER BY item_index", {"p": tr_id})
+            found[str(task)] = ([loads(r) if st == "succeeded" else None for r, st in items]
+                                if items else loads(result) or [])
+        else:
+            found[str(task)] = loads(result)
+    return found
+
+
 # -- logs ---------------------------------------------------------------------------------
 def append_log(tx: Tx, task_run_id: int, attempt: int, seq: int, data: str, total: int,
                truncated: bool) -> None:

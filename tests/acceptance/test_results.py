@@ -1,0 +1,56 @@
+"""What a task sees of the tasks it waits for: by edge, by stage barrier, and a foreach's items."""
+
+from __future__ import annotations
+
+from acceptance_helpers import Taskplan, tasks_by_name
+
+
+def test_results_cross_stage_barriers_and_collect_foreach_items(tp: Taskplan) -> None:
+    tp.write("steps.py", """
+        def extract(ctx):
+            return {"rows": 3}
+
+        def side(ctx):
+            return "side-done"
+
+        def transform(ctx):
+            try:
+                ctx.results["extrakt"]
+            except KeyError as exc:
+                missing = str(exc)
+            return {"rows": ctx.results["extract"]["rows"] * 2, "shown": repr(ctx.results),
+                    "missing": missing}
+
+        def square(ctx):
+            return ctx.item * ctx.item
+
+        def collect(ctx):
+            return ctx.results["each"]
+    """)
+    tp.write("stages.yaml", """
+        job: stages
+        tasks:
+          extract: {stage: 1, python: "steps:extract"}
+          side: {stage: 1, python: "steps:side"}
+          transform: {stage: 2, python: "steps:transform"}
+          each:
+            stage: 2
+            foreach: {values: [3, 1, 2]}
+            python: steps:square
+          collect: {depends_on: [each], python: "steps:collect"}
+          show:
+            depends_on: [each]
+            shell: "echo items={{ tasks.each.result | join(',') }}"
+    """)
+    res = tp("run", "stages.yaml")
+    assert res.code == 0, res
+    got = tasks_by_name(tp.status(1))
+    transform = got["transform"]["result"]
+    assert transform["rows"] == 6
+    # every task of a lower stage is visible, printed as a plain mapping
+    assert transform["shown"] == "{'extract': {'rows': 3}, 'side': 'side-done'}"
+    assert transform["missing"] == ("no result for 'extrakt': not a task this one waits for"
+                                    " (results has: extract, side)")
+    # a foreach's result downstream: its items' results in item order
+    assert got["collect"]["result"] == [9, 1, 4]
+    assert tp.ok("logs", "1", "show").out == "items=9,1,4\n"
