@@ -28,12 +28,16 @@ def run_summary(r: RunInfo) -> dict[str, Any]:
 
 
 def task_run(t: TaskRunInfo) -> dict[str, Any]:
-    """One element of the `tasks` list of `status RUN --json`."""
+    """One element of the `tasks` list of `status RUN --json`: `kind` tells a fan-out's group
+    row (`foreach`, with `items`: counts by state) from its items (`item`) and sub-job tasks
+    (`job`, with `child_run_id`, null until the child run exists) from the rest (`task`)."""
     return {
-        "name": t.name, "item": t.item, "state": t.state, "attempts": t.attempts,
-        "started_at": iso(t.started_at), "finished_at": iso(t.finished_at),
-        "exit_code": t.exit_code, "result": t.result, "error": t.error,
-        **({"child_run_id": t.child_run_id} if t.child_run_id else {}),
+        "name": t.name, "kind": t.kind, "item": t.item, "state": t.state,
+        "attempts": t.attempts, "started_at": iso(t.started_at),
+        "finished_at": iso(t.finished_at), "exit_code": t.exit_code, "result": t.result,
+        "error": t.error,
+        **({"items": t.items} if t.kind == "foreach" else {}),
+        **({"child_run_id": t.child_run_id} if t.kind == "job" or t.child_run_id else {}),
     }
 
 

@@ -276,3 +276,40 @@ def test_live_progress_on_a_terminal(tp: Taskplan) -> None:
     assert "broken" in screen and "exit code 3" in screen, screen
     assert re.search(r"run 1 \(on-a-tty v1\) failed", screen), screen
     assert states(tp.status(1)) == {"ok": "succeeded", "broken": "failed"}
+
+
+def test_status_rows_say_their_kind(tp: Taskplan) -> None:
+    tp.write("child.yaml", """
+        job: child
+        tasks:
+          work: {shell: "true"}
+        """)
+    tp.write("kinds.yaml", """
+        job: kinds
+        tasks:
+          plain: {shell: "true"}
+          each:
+            foreach: {values: [1, 2, 3]}
+            shell: 'test "$TASKPLAN_ITEM" != 2'
+            depends_on: [plain]
+          sub: {job: child}
+        """)
+    tp.ok("apply", "child.yaml")
+    assert tp("run", "kinds.yaml").code == 1
+    run_id = tp.ok("runs", "--job", "kinds", "--json").json()[0]["run_id"]
+    rows = tp.status(run_id)["tasks"]
+    # One group row and three item rows, told apart by kind and not by `item` being null.
+    assert [(r["name"], r["kind"], r["item"]) for r in rows if r["name"] == "each"] == [
+        ("each", "foreach", None), ("each", "item", 1), ("each", "item", 2), ("each", "item", 3)]
+    by_kind = {r["kind"]: r for r in rows}
+    assert by_kind["foreach"]["items"] == {"failed": 1, "succeeded": 2}
+    assert "items" not in by_kind["item"] and "child_run_id" not in by_kind["item"]
+    assert by_kind["task"]["name"] == "plain" and "items" not in by_kind["task"]
+    child = by_kind["job"]["child_run_id"]
+    assert isinstance(child, int) and tp.status(child)["job"] == "child"
+    text = tp.ok("status", str(run_id)).out.splitlines()
+    assert any(line.split()[:2] == ["each", "foreach"] and "items: 1 failed, 2 succeeded" in line
+               for line in text), text
+    assert any(line.split()[:3] == ["each[1]", "item", "failed"] for line in text), text
+    assert any(line.split()[:2] == ["sub", "job"] and f"child run {child}" in line
+               for line in text), text

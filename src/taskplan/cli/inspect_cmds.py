@@ -57,14 +57,19 @@ def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
                f"{duration(info.started_at, info.finished_at)}")
     if info.params:
         click.echo("params: " + ", ".join(f"{k}={v}" for k, v in info.params.items()))
-    click.echo(f"{'TASK':<30} {'STATE':<16} {'TRY':>3} {'STARTED':<20} {'TOOK':>8}  DETAIL")
+    click.echo(f"{'TASK':<30} {'KIND':<7} {'STATE':<16} {'TRY':>3} {'STARTED':<20} "
+               f"{'TOOK':>8}  DETAIL")
     for t in tasks_:
         name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
         detail = t.error or ("" if t.result is None else f"result {ops.dumps(t.result)[:40]}")
         if t.child_run_id:
             detail = f"child run {t.child_run_id} " + detail
-        click.echo(f"{name:<30} {t.state:<16} {t.attempts:>3} {short_time(t.started_at):<20} "
-                   f"{duration(t.started_at, t.finished_at):>8}  {detail}")
+        if t.items is not None:
+            counts = ", ".join(f"{n} {s}" for s, n in sorted(t.items.items()))
+            detail = f"items: {counts or 'none yet'} " + detail
+        click.echo(f"{name:<30} {t.kind:<7} {t.state:<16} {t.attempts:>3} "
+                   f"{short_time(t.started_at):<20} {duration(t.started_at, t.finished_at):>8}"
+                   f"  {detail}".rstrip())
 
 
 @click.command("runs")

@@ -60,6 +60,7 @@ def list_runs(tx: Tx, job: str | None = None, state: str | None = None, limit: i
 class TaskRunInfo:
     id: int
     name: str
+    # task | foreach (a fan-out's group row) | item (one item of a fan-out) | job (a sub-job).
     kind: str
     item_index: int | None
     item: Any
@@ -72,6 +73,8 @@ class TaskRunInfo:
     error: str | None
     stage: int | None
     child_run_id: int | None
+    # On a foreach row: how many of its items are in each state.
+    items: dict[str, int] | None = None
 
 
 def task_runs(tx: Tx, run_id: int) -> list[TaskRunInfo]:
@@ -80,9 +83,33 @@ def task_runs(tx: Tx, run_id: int) -> list[TaskRunInfo]:
         " exit_code, result, error, stage, child_run_id FROM task_runs"
         " WHERE run_id = :r AND kind <> 'barrier' ORDER BY COALESCE(parent_id, id), item_index,"
         " id", {"r": run_id})
-    return [TaskRunInfo(int(r[0]), str(r[1]), str(r[2]), r[3], loads(r[4]), str(r[5]),
-                        int(r[6]), r[7], r[8], r[9], loads(r[10]), r[11], r[12], r[13])
-            for r in rows]
+    items: dict[int, dict[str, int]] = {}
+    for parent, state, count in tx.all(
+            "SELECT parent_id, state, COUNT(*) FROM task_runs WHERE run_id = :r"
+            " AND parent_id IS NOT NULL GROUP BY parent_id, state", {"r": run_id}):
+        items.setdefault(int(parent), {})[str(state)] = int(count)
+    sub_jobs = _sub_job_tasks(tx, run_id)
+    out = []
+    for r in rows:
+        stored, index = str(r[2]), r[3]
+        kind = ("foreach" if stored == "foreach" else "item" if index is not None
+                else "job" if str(r[1]) in sub_jobs else "task")
+        out.append(TaskRunInfo(
+            int(r[0]), str(r[1]), kind, index, loads(r[4]), str(r[5]), int(r[6]), r[7], r[8],
+            r[9], loads(r[10]), r[11], r[12], r[13],
+            items.get(int(r[0]), {}) if kind == "foreach" else None))
+    return out
+
+
+def _sub_job_tasks(tx: Tx, run_id: int) -> set[str]:
+    """Names of the run's tasks that start a job (its definition says so before any child
+    run exists)."""
+    text = tx.scalar("SELECT v.definition FROM runs r JOIN job_versions v ON v.id = r.version_id"
+                     " WHERE r.id = :r", {"r": run_id})
+    tasks = loads(text).get("tasks") if text else None
+    if not isinstance(tasks, dict):
+        return set()
+    return {name for name, t in tasks.items() if isinstance(t, dict) and "job" in t}
 
 
 def state_counts(tx: Tx, run_id: int | None = None) -> dict[str, int]:
