@@ -12,7 +12,7 @@ from acceptance_helpers import Taskplan, clean_env, finish, states, tasks_by_nam
 
 STATUS_KEYS = {"run_id", "job", "version", "state", "params", "created_at", "started_at",
                "finished_at", "tasks"}
-TASK_KEYS = {"name", "item", "state", "attempts", "started_at", "finished_at", "exit_code",
+TASK_KEYS = {"name", "kind", "item", "state", "attempts", "started_at", "finished_at", "exit_code",
              "result", "error"}
 RUNS_KEYS = {"run_id", "job", "version", "state", "trigger", "created_at", "started_at",
              "finished_at"}
