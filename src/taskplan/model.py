@@ -141,6 +141,7 @@ class TaskSpec:
     params: dict[str, Any] = field(default_factory=dict)  # for `job` tasks: the child's params
     # Labels an agent must all have to claim this task (the job's and the task's own), sorted.
     agent_labels: tuple[str, ...] = ()
+    enabled: bool = True  # False: every run records this task `skipped` at creation
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,8 @@ class ScheduleSpec:
     end: datetime | None = None
     max_runs: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True  # False: the schedule never fires
+    exceptions: tuple[Calendar, ...] = ()  # this schedule's own, on top of the job's
 
     @property
     def key(self) -> str:
@@ -207,6 +210,8 @@ class JobSpec:
     on_overlap: OnOverlap = OnOverlap.SKIP
     triggers: tuple[TriggerSpec, ...] = ()
     agent_labels: tuple[str, ...] = ()  # required of every task's agent
+    enabled: bool = True  # False: no scheduled or triggered runs; manual runs still allowed
+    tags: tuple[str, ...] = ()
     # The plain-data form of the file (what the store keeps and hashes) and where it came from.
     definition: dict[str, Any] = field(default_factory=dict, compare=False)
     source_path: str = ""

@@ -3,6 +3,7 @@ built in one place so that the CLI and the web API print exactly the same object
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +58,14 @@ def next_firing(at: datetime, schedule: ScheduleSpec) -> dict[str, Any]:
             "schedule": schedule.name if schedule.name is not None else schedule.index}
 
 
-def job(j: JobInfo, next_at: datetime | None, triggers: list[dict[str, Any]]) -> dict[str, Any]:
-    """One element of `jobs --json`; a paused job has no next firing (`next` is null)."""
+def job(j: JobInfo, next_at: datetime | None, triggers: list[dict[str, Any]], *,
+        enabled: bool = True, tags: Sequence[str] = ()) -> dict[str, Any]:
+    """One element of `jobs --json`; a paused job has no next firing (`next` is null).
+    `enabled`/`tags` are the current definition's (`enabled: false`, `tags:`)."""
     return {
         "job": j.name, "version": j.version, "versions": j.versions, "paused": j.paused,
         "next": None if j.paused or next_at is None else next_at.isoformat(),
         "last_run_id": j.last_run_id, "last_state": j.last_state,
         "last_finished_at": iso(j.last_finished_at), "triggers": triggers,
+        "enabled": enabled, "tags": list(tags),
     }

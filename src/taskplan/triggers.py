@@ -101,7 +101,10 @@ def _index(engine: Engine, tx: Tx) -> _Index:
         return found
     by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]] = {}
     for job_id, _name, version_id, _created in sched_ops.current_jobs(tx):
-        for trig in engine.job_spec(int(version_id), tx).triggers:
+        spec = engine.job_spec(int(version_id), tx)
+        if not spec.enabled:
+            continue  # a disabled job is started by hand only
+        for trig in spec.triggers:
             for up in trig.after:
                 by_upstream.setdefault(up, []).append((int(job_id), int(version_id), trig))
     found = _Index(mark, by_upstream)

@@ -107,9 +107,11 @@ def jobs_cmd(db: str | None, as_json: bool) -> None:
     engine = ctx.engine
     with engine.store.read() as tx:
         rows = reports.jobs(tx)
+    specs = [engine.job_spec(j.version_id) for j in rows]
     out = [shapes.job(j, None if j.paused else _next_firing(engine, j.version_id,
                                                             ctx.settings.timezone),
-                      _trigger_waits(engine, j.version_id)) for j in rows]
+                      _trigger_waits(engine, j.version_id), enabled=spec.enabled,
+                      tags=spec.tags) for j, spec in zip(rows, specs, strict=True)]
     if as_json:
         print_json(out)
         return
@@ -120,8 +122,10 @@ def jobs_cmd(db: str | None, as_json: bool) -> None:
     for row, j in zip(out, rows, strict=True):
         last = f"{j.last_run_id} {j.last_state}" if j.last_run_id else "-"
         nxt_text = "paused" if j.paused else str(row["next"] or "-")
+        flags = ("  [disabled]" if not row["enabled"] else "") + "".join(
+            f"  #{tag}" for tag in row["tags"])
         click.echo(f"{j.name:<28} {j.version:>4} {nxt_text:<26} {last:<22}"
-                   f" {short_time(j.last_finished_at) if j.last_finished_at else ''}")
+                   f" {short_time(j.last_finished_at) if j.last_finished_at else ''}{flags}")
         for t in row["triggers"]:
             waits = ", ".join(t["waiting"]) or "nothing (fires when an upstream run ends)"
             click.echo(f"  trigger {t['index']} (after {', '.join(t['after'])}) waits for: "

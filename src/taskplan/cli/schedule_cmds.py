@@ -73,6 +73,9 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
     if not job.schedules:
         click.echo(f"{job.name} has no schedules")
         return
+    if not job.enabled:
+        click.echo(f"{job.name} is disabled (enabled: false): no scheduled runs")
+        return
     if not out:
         click.echo(f"{job.name}: no firings after {start.isoformat()}")
         return

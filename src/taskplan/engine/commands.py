@@ -121,7 +121,9 @@ class Commands(SubRuns):
                         todo.extend(downs.get(n, []))
             else:
                 scope = {int(r[0]) for r in top}
-            redo = {i for i in scope if state_of[i] != "succeeded"}
+            disabled = {t.name for t in spec.tasks if not t.enabled}
+            redo = {int(r[0]) for r in top if int(r[0]) in scope
+                    and state_of[int(r[0])] != "succeeded" and str(r[1]) not in disabled}
             if not redo:
                 # Nothing to rerun: the finished run is left exactly as it was.
                 what = f"task {task} and what depends on it" if task else "every task"

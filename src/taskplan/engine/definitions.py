@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from taskplan.engine.rules import (
+    initial_states,
     plan_upstreams,
 )
 from taskplan.errors import NotFoundError, UsageError
@@ -21,7 +22,7 @@ from taskplan.model import (
 )
 from taskplan.store import ops
 from taskplan.store.db import Store, Tx
-from taskplan.store.ops import dumps, loads
+from taskplan.store.ops import RunRow, dumps, loads
 
 Clock = Callable[[], float]
 
@@ -146,14 +147,16 @@ class Definitions:
             root_run_id=root_run_id, now=now,
         )
         ups = plan_upstreams(spec)
+        initial = initial_states(spec, ups)
         by_name = {t.name: t for t in spec.tasks}  # JobSpec.task() is a linear scan
         rows: list[dict[str, Any]] = []
-        ready = 0
-        for name, up in ups.items():
+        ready = unfinished = 0
+        for name in ups:
             is_barrier = name.startswith("@")
             task = None if is_barrier else by_name[name]
-            state = TaskState.READY if not up else TaskState.PENDING
+            state, pend = initial[name]
             ready += state == TaskState.READY
+            unfinished += state in (TaskState.READY, TaskState.PENDING)
             rows.append({
                 "run": run_id, "task": name, "parent": None, "idx": None, "item": None,
                 "kind": "barrier" if is_barrier else ("foreach" if task and task.foreach
@@ -162,7 +165,7 @@ class Definitions:
                                                                         else None),
                 "state": str(state),
                 "rule": str(task.trigger) if task else str(TriggerRule.ALL_DONE),
-                "pend": len(up),
+                "pend": pend,
                 "prio": task.priority if task else 0,
                 "rank": -(task.priority if task else 0),
                 # A foreach parent takes no pool room: its items do.
@@ -173,15 +176,27 @@ class Definitions:
         ops.insert_task_runs(tx, rows)
         ids = ops.task_ids(tx, run_id)
         ops.insert_edges(tx, [(ids[u], ids[d]) for d, us in ups.items() for u in us])
-        ops.bump_run(tx, run_id, unfinished=len(rows), ready=ready)
+        ops.bump_run(tx, run_id, unfinished=unfinished, ready=ready)
+        ended = [(ids[r["task"]], r["state"]) for r in rows
+                 if r["state"] not in ("ready", "pending")]
+        if ended:  # disabled tasks, and what they resolved at creation
+            ops.set_states(tx, ended, now)
         if queued:
             ops.add_events(tx, [(now, run_id, None, str(RunState.QUEUED), None)])
         else:
             ops.set_run_state(tx, run_id, RunState.RUNNING, now=now, started=True)
-        ops.add_events(tx, [(now, run_id, ids[r["task"]], "ready", None)
-                            for r in rows if r["state"] == "ready"])
+        ops.add_events(tx, [(now, run_id, ids[r["task"]], r["state"], None)
+                            for r in rows if r["state"] != "pending"])
+        if not unfinished and not queued:  # every task disabled: nothing to wait for
+            ops.set_run_state(tx, run_id, RunState.SUCCEEDED, now=now, finished=True)
+            run = ops.run_row(tx, run_id)
+            assert run is not None
+            self._on_run_end(tx, run, now)
         tx.wake = True
         return run_id
+
+    def _on_run_end(self, tx: Tx, run: RunRow, now: float) -> None:
+        """What follows a run's end inside its transaction (the dispatch layer fills it in)."""
 
     def run_state(self, run_id: int) -> str:
         with self.store.read() as tx:

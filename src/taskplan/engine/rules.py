@@ -83,3 +83,41 @@ def plan_upstreams(spec: JobSpec) -> dict[str, list[str]]:
     for s in stages:
         ups[f"@stage{s}"] = [t.name for t in spec.tasks if t.stage == s]
     return ups
+
+
+def initial_states(spec: JobSpec, ups: dict[str, list[str]]) -> dict[str, tuple[TaskState, int]]:
+    """Each task run's state at creation and its count of upstreams not yet finished.
+
+    A disabled task (`enabled: false`) ends `skipped` at creation. Its dependants see an
+    upstream that already ended skipped, so one whose upstreams are all like that is resolved at
+    creation by its trigger rule (ready; skipped for one_failed; a stage barrier succeeds), and
+    the resolution carries on downstream.
+    """
+    pending = {name: len(up) for name, up in ups.items()}
+    states = {name: TaskState.READY if not up else TaskState.PENDING
+              for name, up in ups.items()}
+    disabled = [t.name for t in spec.tasks if not t.enabled]
+    if not disabled:
+        return {name: (states[name], pending[name]) for name in ups}
+    by_name = {t.name: t for t in spec.tasks}
+    downs: dict[str, list[str]] = {}
+    for name, up in ups.items():
+        for u in up:
+            downs.setdefault(u, []).append(name)
+    ended = list(disabled)
+    for name in disabled:
+        states[name], pending[name] = TaskState.SKIPPED, 0
+    while ended:
+        for down in downs.get(ended.pop(), []):
+            if states[down] != TaskState.PENDING:
+                continue
+            pending[down] -= 1
+            if pending[down]:
+                continue
+            task = by_name.get(down)
+            kind = "barrier" if task is None else "task"
+            rule = str(task.trigger) if task is not None else str(TriggerRule.ALL_DONE)
+            states[down] = resolve_trigger(kind, rule, 0)
+            if states[down] != TaskState.READY:
+                ended.append(down)
+    return {name: (states[name], pending[name]) for name in ups}

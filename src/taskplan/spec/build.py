@@ -70,6 +70,7 @@ def task(name: str, t: TaskModel, defaults: Settings, job_labels: tuple[str, ...
         foreach=foreach,
         params=dict(t.params) if kind == "job" else {},
         agent_labels=tuple(sorted({*job_labels, *t.agent_labels})),
+        enabled=t.enabled,
         **settings,
     )
 
@@ -87,7 +88,8 @@ def calendar(c: CalendarModel) -> Calendar:
     )
 
 
-def schedule(index: int, s: ScheduleModel) -> ScheduleSpec:
+def schedule(index: int, s: ScheduleModel,
+             exceptions: list[ExceptionModel] | None = None) -> ScheduleSpec:
     is_calendar = any(k in s.model_fields_set for k in CALENDAR_KEYS)
     return ScheduleSpec(
         index=index,
@@ -100,6 +102,8 @@ def schedule(index: int, s: ScheduleModel) -> ScheduleSpec:
         end=s.end,
         max_runs=s.max_runs,
         params=dict(s.params),
+        enabled=s.enabled,
+        exceptions=tuple(calendar(e) for e in exceptions or ()),
     )
 
 
@@ -112,7 +116,7 @@ def job(
     header: Header,
     defaults: Settings,
     tasks: Mapping[str, TaskModel],
-    schedules: list[ScheduleModel],
+    schedules: list[tuple[ScheduleModel, list[ExceptionModel]]],
     exceptions: list[ExceptionModel],
     triggers: list[TriggerModel],
     definition: dict[str, Any],
@@ -131,12 +135,14 @@ def job(
         priority=header.priority,
         pools=dict(header.pools),
         timezone=header.timezone,
-        schedules=tuple(schedule(i, s) for i, s in enumerate(schedules)),
+        schedules=tuple(schedule(i, s, own) for i, (s, own) in enumerate(schedules)),
         exceptions=tuple(calendar(e) for e in exceptions),
         on_misfire=header.on_misfire,
         on_overlap=header.on_overlap,
         triggers=tuple(trigger(i, t) for i, t in enumerate(triggers)),
         agent_labels=tuple(sorted(set(header.agent_labels))),
+        enabled=header.enabled,
+        tags=tuple(dict.fromkeys(header.tags)),
         definition=definition,
         source_path=source_path,
         base_dir=base_dir,

@@ -73,8 +73,7 @@ def schedule_shape(r: Reporter, index: int, raw: dict[str, Any]) -> None:
                  f"found {' and '.join(sorted(present, key=list(raw).index))}")
 
 
-def exception_shape(r: Reporter, index: int, raw: dict[str, Any]) -> None:
-    path: Path = ("exceptions", index)
+def exception_shape(r: Reporter, path: Path, raw: dict[str, Any]) -> None:
     calendar = [k for k in CALENDAR_KEYS if k in raw]
     if "dates" not in raw and not calendar:
         r.at_container(path, "expected dates: or calendar keys (" + ", ".join(CALENDAR_KEYS)

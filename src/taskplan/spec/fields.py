@@ -261,6 +261,13 @@ def _list_of(words: str) -> Callable[[Any], Any]:
     return check
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise fail("expected true or false")
+    return v
+
+
+Bool = Annotated[bool, PlainValidator(_bool)]
 OptPosInt = Annotated[int | None, PlainValidator(_opt(_whole(1)))]
 OptPosDuration = Annotated[float | None, PlainValidator(_opt(_duration(positive=True)))]
 OptText = Annotated[str | None, PlainValidator(_opt(_text(nonempty=False)))]

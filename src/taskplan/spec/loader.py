@@ -22,6 +22,7 @@ from taskplan.spec.schema import (
     TaskModel,
     TriggerModel,
 )
+from taskplan.spec.source import Path as KeyPath
 from taskplan.spec.source import Positions, load_yaml
 from taskplan.timing.checks import check_exception, check_schedule
 
@@ -70,7 +71,7 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
     names: dict[str, int] = {}
     for i, s in enumerate(schedules):
         if s is not None:
-            checks.schedule_rules(r, i, s, names)
+            checks.schedule_rules(r, i, s[0], names)
     exceptions = _each(r, data, "exceptions", ExceptionModel)
     triggers = _each(r, data, "triggers", TriggerModel)
     if semantic:
@@ -87,33 +88,38 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
     return Outcome(spec, r.problems, data, positions)
 
 
-def _each(r: Reporter, data: dict[str, Any], key: str, model: type[Any]) -> list[Any]:
+def _each(r: Reporter, data: dict[str, Any], key: str, model: type[Any],
+          prefix: KeyPath = ()) -> list[Any]:
     raw_list = data.get(key)
     if not isinstance(raw_list, list):
         return []
     out: list[Any] = []
     for i, raw in enumerate(raw_list):
+        path: KeyPath = (*prefix, key, i)
         if not isinstance(raw, dict):
-            r.at_value((key, i), f"expected a mapping, got {describe(raw)}")
+            r.at_value(path, f"expected a mapping, got {describe(raw)}")
             out.append(None)
             continue
         before = len(r.problems)
         if model is ScheduleModel:
             checks.schedule_shape(r, i, raw)
         elif model is ExceptionModel:
-            checks.exception_shape(r, i, raw)
-        piece = r.validate(model, raw, (key, i))
+            checks.exception_shape(r, path, raw)
+        piece = r.validate(model, raw, path)
+        if model is ScheduleModel:  # its own exceptions, checked even if the rest is wrong
+            own = _each(r, raw, "exceptions", ExceptionModel, path)
+            piece = None if piece is None or None in own else (piece, own)
         out.append(piece)
         if piece is not None and len(r.problems) == before:
             # The timing layer's own rules, so a file that validates always compiles.
-            if isinstance(piece, ScheduleModel):
-                reasons = check_schedule(build.schedule(i, piece))
+            if isinstance(piece, tuple):
+                reasons = check_schedule(build.schedule(i, *piece))
             elif isinstance(piece, ExceptionModel):
                 reasons = check_exception(build.calendar(piece))
             else:
                 reasons = []
             for reason in reasons:
-                r.at_value((key, i), reason)
+                r.at_value(path, reason)
     return out
 
 

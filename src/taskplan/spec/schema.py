@@ -103,6 +103,8 @@ class Header(_Model):
     on_overlap: Annotated[OnOverlap, PlainValidator(f.choice(OnOverlap))] = OnOverlap.SKIP
     triggers: Annotated[list[Any], PlainValidator(f.ListOf("a list of triggers"))] = []
     agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = []
+    enabled: f.Bool = True
+    tags: Annotated[list[f.NonEmptyText], f.ListOrOne] = []
     tasks: Annotated[dict[f.TaskName, Any], f.MappingIn]
 
 
@@ -141,6 +143,7 @@ class TaskModel(Settings):
     foreach: ForeachModel | None = None
     params: Mapping = {}
     agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = []
+    enabled: f.Bool = True
 
 
 class CalendarModel(_Model):
@@ -161,6 +164,9 @@ class ScheduleModel(CalendarModel):
     end: f.OptEndAt = None
     max_runs: f.OptPosInt = None
     params: Mapping = {}
+    enabled: f.Bool = True
+    # Checked entry by entry by the loader, like the job's own `exceptions:`.
+    exceptions: Annotated[list[Any], PlainValidator(f.ListOf("a list of exceptions"))] = []
 
 
 class ExceptionModel(CalendarModel):

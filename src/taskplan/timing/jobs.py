@@ -17,8 +17,13 @@ def job_timezone(job: JobSpec, default_tz: str = "UTC") -> ZoneInfo:
 
 
 def compile_job(job: JobSpec, default_tz: str = "UTC") -> list[Schedule]:
+    """The job's enabled schedules, each with the job's exceptions and its own; none at all
+    when the job itself is disabled (`enabled: false`)."""
     tz = job_timezone(job, default_tz)
-    return [compile_schedule(s, tz, job.exceptions) for s in job.schedules]
+    if not job.enabled:
+        return []
+    return [compile_schedule(s, tz, job.exceptions + s.exceptions)
+            for s in job.schedules if s.enabled]
 
 
 def next_firings(

@@ -1,0 +1,111 @@
+"""`enabled: false` at job, schedule and task level, and job `tags:`, on a real store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from engine_helpers import run_agent, start_run, tasks
+from test_scheduler import T0, Clock, apply, fire, runs, scheduler
+
+from taskplan.engine import Engine
+from taskplan.spec import load_job_text
+from taskplan.store.db import Store
+from taskplan.timing import next_firings
+
+CHAIN = """
+job: chain
+tasks:
+  a: {shell: "true"}
+  b: {shell: "true", depends_on: [a], enabled: false}
+  c: {shell: "true", depends_on: [b]}
+  d: {shell: "true", depends_on: [b], trigger: one_failed}
+  e: {shell: "true", stage: 1, enabled: false}
+  f: {shell: "true", stage: 2}
+"""
+
+
+def test_a_disabled_task_is_skipped_and_counts_as_skipped_downstream(engine: Engine,
+                                                                     store: Store) -> None:
+    run_id = start_run(engine, CHAIN)
+    run_agent(engine, run_id)
+    states = {name: t["state"] for name, t in tasks(store, run_id).items()}
+    # c waits for b, which ended skipped: a success for all_success; d (one_failed) is skipped.
+    assert states == {"a": "succeeded", "b": "skipped", "c": "succeeded", "d": "skipped",
+                      "e": "skipped", "f": "succeeded"}
+    with store.read() as tx:
+        assert tx.scalar("SELECT state FROM runs WHERE id = :r", {"r": run_id}) == "succeeded"
+        # the disabled task never ran: no attempt
+        assert tx.scalar("SELECT count(*) FROM attempts a JOIN task_runs t ON t.id ="
+                         " a.task_run_id WHERE t.run_id = :r AND t.task = 'b'",
+                         {"r": run_id}) == 0
+
+
+def test_retry_keeps_disabled_tasks_skipped(engine: Engine, store: Store) -> None:
+    run_id = start_run(engine, """
+        job: flaky
+        tasks:
+          off: {shell: "true", enabled: false}
+          boom: {shell: "exit 3", depends_on: [off]}
+        """)
+    run_agent(engine, run_id)
+    assert engine.run_state(run_id) == "failed"
+    assert engine.retry_run(run_id) == 1  # boom only
+    run_agent(engine, run_id)
+    assert tasks(store, run_id)["off"]["state"] == "skipped"
+
+
+def test_a_run_of_only_disabled_tasks_succeeds_at_once(engine: Engine) -> None:
+    run_id = start_run(engine, """
+        job: idle
+        tasks:
+          a: {shell: "exit 1", enabled: false}
+        """)
+    assert engine.run_state(run_id) == "succeeded"
+
+
+def _job(extra: str) -> str:
+    return ("job: tick\non_overlap: allow\nschedules:\n  - every: 1s\n"
+            + extra + "tasks:\n  a:\n    shell: \"true\"\n")
+
+
+@pytest.mark.parametrize("extra", ["enabled: false\n", "    enabled: false\n"])
+def test_disabled_jobs_and_schedules_never_fire(store: Store, extra: str) -> None:
+    clock = Clock(T0 + 0.5)
+    eng = Engine(store, clock=clock)
+    apply(eng, _job(extra))
+    s = scheduler(eng, clock)
+    clock.set(T0 + 5.0)
+    assert fire(s).runs == []
+    assert runs(store) == []
+
+
+def test_a_disabled_job_is_not_started_by_its_trigger(engine: Engine, store: Store) -> None:
+    apply(engine, "job: up\ntasks:\n  a: {shell: \"true\"}\n")
+    apply(engine, "job: down\nenabled: false\ntriggers:\n  - after: [up]\n"
+          "tasks:\n  a: {shell: \"true\"}\n")
+    run_id = engine.create_run(engine.current_version("up"))
+    run_agent(engine, run_id)
+    assert [r[2] for r in runs(store)] == ["manual"]
+
+
+def test_schedule_level_exceptions_and_tags_load() -> None:
+    spec = load_job_text("""
+job: tagged
+tags: [Routine Maintenance, nightly]
+timezone: UTC
+schedules:
+  - name: a
+    at: "06:00"
+    exceptions:
+      - dates: [2030-01-02]
+  - name: b
+    at: "07:00"
+    enabled: false
+tasks:
+  a: {shell: "true"}
+""", "job.yaml", ".")
+    assert spec.tags == ("Routine Maintenance", "nightly") and spec.enabled
+    after = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    got = [(at.day, s.key) for at, s in next_firings(spec, after, 2)]
+    assert got == [(3, "a"), (4, "a")]  # the 2nd is excepted for `a` only; `b` is disabled
