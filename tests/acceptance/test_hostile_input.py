@@ -18,3 +18,35 @@ def test_billion_laughs_is_refused_quickly_with_one_line(tp: Taskplan) -> None:
         assert first.startswith("bomb.yaml:6:") and "too many aliases" in first, res.err
         assert "Traceback" not in res.err
     assert "bomb" not in tp.ok("jobs").out
+
+
+EVIL = "hello\x1b]0;owned\x07\x1b[2J\r\nuser@host:~$ \rrm -rf /\x1b[31m\u202e"
+
+
+def test_escape_sequences_in_task_output_do_not_reach_the_terminal(tp: Taskplan) -> None:
+    tp.write("evil.py", f"""
+        def boom(ctx):
+            print({EVIL!r})
+            raise RuntimeError({EVIL!r})
+        """)
+    tp.write("evil.yaml", """
+        job: evil
+        tasks:
+          boom: {python: "evil:boom"}
+        """)
+    run = tp("run", "evil.yaml")
+    assert run.code == 1
+    status = tp.ok("status", "1")
+    logs = tp.ok("logs", "1", "boom")
+    for res in (run, status, logs):
+        for raw in ("\x1b", "\x07", "\r", "\u202e"):
+            assert raw not in res.out, (raw, res.out)
+        assert "\\x1b]0;owned\\a\\x1b[2J" in res.out, res.out
+    assert "\\u202e" in logs.out
+    assert "user@host:~$ \\rrm -rf /\\x1b[31m" in logs.out
+    # The CRLF line end stays a line end; --raw gives the bytes back as printed.
+    assert logs.out.startswith("hello\\x1b]0;owned\\a\\x1b[2J\nuser@host")
+    raw_out = tp.ok("logs", "1", "boom", "--raw").out  # (\r reads as \n in text mode)
+    assert "hello\x1b]0;owned\x07\x1b[2J" in raw_out and "/\x1b[31m\u202e" in raw_out
+    # JSON escapes them by itself (the error is the exception's message on one line).
+    assert "hello\x1b]0;owned\x07\x1b[2J" in str(tp.status(1)["tasks"][0]["error"])

@@ -24,6 +24,7 @@ from taskplan.cli.common import (
     parse_run_id,
 )
 from taskplan.cli.progress import PlainProgress, RichProgress
+from taskplan.cli.terminal_text import safe_line
 from taskplan.engine import Engine
 from taskplan.errors import ConflictError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
@@ -182,4 +183,5 @@ def print_summary(engine: Engine, run_id: int, elapsed: float) -> None:
     for t in tasks:
         if t.state == "failed":
             name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
-            click.echo(f"  failed: {name} after {t.attempts} attempt(s): {t.error or ''}")
+            click.echo(f"  failed: {name} after {t.attempts} attempt(s): "
+                       f"{safe_line(t.error or '')}")

@@ -18,6 +18,7 @@ from taskplan.cli.common import (
     print_json,
     short_time,
 )
+from taskplan.cli.terminal_text import safe, safe_line
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import RunState, TaskState
 from taskplan.store import ops, reports
@@ -56,7 +57,7 @@ def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
                f"trigger {info.trigger}  {short_time(info.started_at)}  "
                f"{duration(info.started_at, info.finished_at)}")
     if info.params:
-        click.echo("params: " + ", ".join(f"{k}={v}" for k, v in info.params.items()))
+        click.echo("params: " + safe_line(", ".join(f"{k}={v}" for k, v in info.params.items())))
     click.echo(f"{'TASK':<30} {'KIND':<7} {'STATE':<16} {'TRY':>3} {'STARTED':<20} "
                f"{'TOOK':>8}  DETAIL")
     for t in tasks_:
@@ -69,7 +70,7 @@ def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
             detail = f"items: {counts or 'none yet'} " + detail
         click.echo(f"{name:<30} {t.kind:<7} {t.state:<16} {t.attempts:>3} "
                    f"{short_time(t.started_at):<20} {duration(t.started_at, t.finished_at):>8}"
-                   f"  {detail}".rstrip())
+                   f"  {safe_line(detail)}".rstrip())
 
 
 @click.command("runs")
@@ -103,10 +104,13 @@ def runs_cmd(job: str | None, state: str | None, limit: int, db: str | None,
 @click.option("--item", "item_index", type=click.IntRange(min=0), default=None,
               help="Which foreach item (its index).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
+@click.option("--raw", is_flag=True,
+              help="Print the output byte for byte, terminal escape sequences included "
+                   "(for piping); by default control characters are shown escaped.")
 @db_option
 @handle_errors
 def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, follow: bool,
-             db: str | None) -> None:
+             raw: bool, db: str | None) -> None:
     """Print the output of one attempt of a task."""
     engine = get_context(db).engine
     run_id = parse_run_id(run)
@@ -132,24 +136,48 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
     if (number == 0 or number > max(attempts, 0)) and not follow:
         raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")
     seq = -1
+    out = _LogWriter(raw)
     while True:
         with store.read() as tx:
             chunks = ops.read_log(tx, tr_id, max(number, 1), seq)
             state = reports.attempt_state(tx, tr_id, max(number, 1))
             task_state = tx.scalar("SELECT state FROM task_runs WHERE id = :i", {"i": tr_id})
         for s, data in chunks:
-            sys.stdout.write(str(data))
+            out.write(str(data))
             seq = int(s)
-        sys.stdout.flush()
         if not follow:
+            out.close()
             return
+        sys.stdout.flush()
         attempt_over = state is not None and state != "running"
         if attempt_over or task_state in {t.value for t in TaskState} - {
                 "pending", "ready", "running", "retrying"}:
             with store.read() as tx:
                 rest = ops.read_log(tx, tr_id, max(number, 1), seq)
             for _, data in rest:
-                sys.stdout.write(str(data))
-            sys.stdout.flush()
+                out.write(str(data))
+            out.close()
             return
         time.sleep(0.2)
+
+
+class _LogWriter:
+    """Writes log chunks to stdout, escaped unless raw; a CR ending a chunk waits for the
+    next one, in case it is half of a CRLF line end."""
+
+    def __init__(self, raw: bool) -> None:
+        self.raw = raw
+        self.held = ""
+
+    def write(self, data: str) -> None:
+        if self.raw:
+            sys.stdout.write(data)
+            return
+        data = self.held + data
+        self.held = "\r" if data.endswith("\r") else ""
+        sys.stdout.write(safe(data[:len(data) - len(self.held)]))
+
+    def close(self) -> None:
+        sys.stdout.write(safe(self.held))
+        self.held = ""
+        sys.stdout.flush()

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from taskplan.cli.common import duration, short_time
+from taskplan.cli.terminal_text import safe_line
 from taskplan.store import reports
 from taskplan.store.db import Store
 
@@ -53,7 +54,7 @@ class PlainProgress:
                 continue
             what = f"run {run_id}" if tr_id is None else (
                 f"{task}[{idx}]" if idx is not None else str(task))
-            tail = f"  ({detail})" if detail else ""
+            tail = f"  ({safe_line(str(detail))})" if detail else ""
             click.echo(f"{short_time(at)}  {what:<28} {state}{tail}")
 
 
@@ -102,7 +103,7 @@ class RichProgress:
             name = f"{task}[{idx}]" if idx is not None else str(task)
             table.add_row(name, Text(str(state), style=STATE_STYLE.get(str(state), "")),
                           str(attempts), duration(started, now) if state == "running" else "",
-                          (error or "")[:60])
+                          Text(safe_line(error or "")[:60]))
         # A ProgressBar does not end its line, so it goes last on its own row of a grid.
         bar = Table.grid()
         bar.add_row(ProgressBar(total=max(total, 1), completed=done, width=60))
