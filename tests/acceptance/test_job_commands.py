@@ -35,3 +35,57 @@ def test_pause_of_an_unknown_job_exits_2_with_a_guess(tp: Taskplan) -> None:
     assert res.code == 2 and "did you mean 'nightly'" in res.err and "Traceback" not in res.err
     res = tp("resume")
     assert res.code == 2
+
+
+def test_delete_keeps_history_or_purges_it(tp: Taskplan) -> None:
+    tp.write("nightly.yaml", JOB)
+    tp.ok("apply", "nightly.yaml")
+    tp.ok("run", "nightly")
+    dry = tp.ok("delete", "nightly", "--dry-run").out
+    assert "would be deleted" in dry and tp.ok("jobs", "--json").json() != []
+    out = tp.ok("delete", "nightly").out
+    assert "deleted" in out and "history kept: 1 run(s)" in out
+    assert tp.ok("jobs", "--json").json() == []
+    assert [r["job"] for r in tp.ok("runs", "--json").json()] == ["nightly"]
+    res = tp("delete", "nightly")
+    assert res.code == 2 and "no job named 'nightly'" in res.err
+    assert "version 2 (new)" in tp.ok("apply", "nightly.yaml").out
+    assert "with its 1 run(s)" in tp.ok("delete", "nightly", "--purge-history").out
+    assert tp.ok("runs", "--json").json() == []
+
+
+def test_delete_is_refused_while_a_run_is_active_unless_forced(tp: Taskplan) -> None:
+    tp.write("slow.yaml", """
+        job: slow
+        tasks:
+          wait:
+            shell: sleep 30
+    """)
+    tp.ok("apply", "slow.yaml")
+    run_id = tp.ok("run", "slow", "--detach").out.strip()
+    res = tp("delete", "slow")
+    assert res.code == 2 and f"active run(s) ({run_id})" in res.err and "--force" in res.err
+    assert f"cancelled active run(s) {run_id}" in tp.ok("delete", "slow", "--force").out
+    assert tp.status(run_id)["state"] == "cancelled"
+
+
+def test_apply_prune_lists_then_removes_jobs_whose_files_are_gone(tp: Taskplan) -> None:
+    for name in ("a", "b", "c"):
+        tp.write(f"jobs/{name}.yaml", JOB.replace("nightly", name))
+    tp.ok("apply", "jobs")
+    (tp.home / "jobs" / "b.yaml").unlink()
+    (tp.home / "jobs" / "c.yaml").write_text(JOB.replace("nightly", "c2"))  # renamed job
+    dry = tp.ok("apply", "--prune", "--dry-run", "jobs").out
+    assert "b: would be removed (b.yaml is gone" in dry
+    assert "c: would be removed (c.yaml no longer defines it" in dry
+    assert "c2: would be version 1 (new)" in dry
+    assert sorted(j["job"] for j in tp.ok("jobs", "--json").json()) == ["a", "b", "c"]
+    out = tp.ok("apply", "--prune", "jobs").out
+    assert "b: removed" in out and "c: removed" in out and "a: version 1 (unchanged)" in out
+    assert sorted(j["job"] for j in tp.ok("jobs", "--json").json()) == ["a", "c2"]
+    res = tp("apply", "--prune", "jobs/a.yaml")
+    assert res.code == 2 and "--prune takes folders" in res.err
+    for f in (tp.home / "jobs").iterdir():
+        f.unlink()
+    assert "a: removed" in tp.ok("apply", "--prune", "jobs").out  # an emptied folder
+    assert tp.ok("jobs", "--json").json() == []

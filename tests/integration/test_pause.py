@@ -1,5 +1,6 @@
-"""Paused jobs: schedules record their firings as skipped and make no run, cross-job triggers
-do not fire, manual runs still start; resuming fires from then on without making up the pause."""
+"""Paused and deleted jobs. Paused: schedules record their firings as skipped and make no run, cross-job triggers
+do not fire, manual runs still start; resuming fires from then on without making up the pause. Deleted: gone from listings and the
+scheduler, history kept or purged, refused while a run is active unless forced."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from engine_helpers import apply_job, run_agent
 from test_scheduler import T0, Clock, apply, fire, firings, job, runs, scheduler
 
 from taskplan.engine import Engine
-from taskplan.errors import NotFoundError
+from taskplan.errors import ConflictError, NotFoundError
+from taskplan.model import JobSpec
+from taskplan.spec import load_job_text
 from taskplan.store import reports
 from taskplan.store.db import Store
+
+
+def load(text: str) -> JobSpec:
+    return load_job_text(text, "job.yaml", ".")
 
 
 @pytest.fixture
@@ -86,3 +93,47 @@ def test_a_paused_job_is_not_triggered_until_resumed(eng: Engine, store: Store) 
     second = eng.create_run(up)
     run_agent(eng, second)
     assert down_runs() == 1
+
+
+def test_delete_keeps_history_and_a_reapply_continues_the_versions(
+        eng: Engine, store: Store, clock: Clock) -> None:
+    apply(eng, job())
+    s = scheduler(eng, clock)
+    clock.set(T0 + 1)
+    [run] = fire(s).runs
+    with pytest.raises(ConflictError, match=rf"active run\(s\) \({run}\).*--force"):
+        eng.delete_job("tick")
+    assert eng.run_state(run) == "running"  # a refusal changes nothing
+    done = eng.delete_job("tick", force=True)
+    assert done.cancelled == [run] and done.runs == 1 and not done.purged
+    assert eng.run_state(run) == "cancelled"
+    with store.read() as tx:
+        assert reports.jobs(tx) == []
+        assert [r.run_id for r in reports.list_runs(tx, job="tick")] == [run]
+    clock.set(T0 + 2)
+    assert fire(s).runs == []  # the scheduler forgot it
+    with pytest.raises(NotFoundError):
+        eng.pause_job("tick")
+    with pytest.raises(NotFoundError):
+        eng.delete_job("tick")
+    assert eng.apply_preview(load(job())) == (2, True)
+    apply(eng, job())
+    with store.read() as tx:
+        [info] = reports.jobs(tx)
+    assert (info.version, info.versions) == (2, 2)
+
+
+def test_delete_with_purge_history_removes_every_trace(eng: Engine, store: Store) -> None:
+    version = apply_job(eng, """
+        job: gone
+        tasks:
+          a: {shell: "echo hi"}
+    """)
+    run = eng.create_run(version)
+    run_agent(eng, run)
+    done = eng.delete_job("gone", purge_history=True)
+    assert done.purged and done.runs == 1
+    with store.read() as tx:
+        for table in ("jobs", "job_versions", "runs", "task_runs", "attempts", "log_chunks",
+                      "events"):
+            assert tx.scalar(f"SELECT COUNT(*) FROM {table}") == 0, table

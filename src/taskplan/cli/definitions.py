@@ -19,7 +19,7 @@ from taskplan.cli.common import (
     short_time,
 )
 from taskplan.errors import DefinitionError
-from taskplan.spec import load_job_files, validate_files
+from taskplan.spec import expand_paths, load_job_files, validate_files
 from taskplan.store import reports
 from taskplan.store.urls import mask_url
 
@@ -44,23 +44,42 @@ def validate_cmd(files: tuple[str, ...]) -> None:
 
 @click.command("apply")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--prune", is_flag=True,
+              help="Also delete the jobs applied from these folders that no file there defines"
+                   " any more (their run history is kept).")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Print what would change; change nothing.")
 @db_option
 @handle_errors
-def apply_cmd(paths: tuple[str, ...], db: str | None) -> None:
+def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None) -> None:
     """Validate job files (or folders of them) and store them; a change makes a new version."""
     for p in paths:
         if not Path(p).exists():
             click.echo(f"{p}: no such file or folder", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        if prune and not Path(p).is_dir():
+            click.echo(f"{p}: --prune takes folders of job files, not files", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+    # A pruned folder may have no job file left: nothing to load there, everything to prune.
+    loadable = [p for p in paths if not prune or expand_paths([p])]
     try:
-        specs = load_job_files(list(paths))  # all files must be valid before any is stored
+        specs = load_job_files(loadable) if loadable else []  # all valid before any is stored
     except DefinitionError as exc:
         _report(list(exc.problems))
         sys.exit(EXIT_BAD_INPUT)
     engine = get_context(db).engine
     for spec in specs:
+        if dry_run:
+            number, changed = engine.apply_preview(spec)
+            click.echo(f"{spec.name}: would be version {number}"
+                       f" ({'new' if changed else 'unchanged'})")
+            continue
         _, number, changed = engine.apply(spec)
         click.echo(f"{spec.name}: version {number} ({'new' if changed else 'unchanged'})")
+    if prune:
+        from taskplan.cli.job_cmds import prune_folders
+
+        if not prune_folders(engine, paths, {s.name for s in specs}, dry_run):
+            sys.exit(EXIT_BAD_INPUT)
 
 
 def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:

@@ -1,10 +1,19 @@
-"""`pause` and `resume`: whether a job's schedules and triggers make runs."""
+"""`pause`, `resume` and `delete`: what happens to a job as a whole (and `apply --prune`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from taskplan.cli.common import db_option, get_context, handle_errors
+from taskplan.errors import ConflictError
+
+if TYPE_CHECKING:
+    from taskplan.engine import Engine
+    from taskplan.engine.commands import JobDeletion
 
 
 @click.command("pause")
@@ -25,3 +34,56 @@ def resume_cmd(job: str, db: str | None) -> None:
     """Let a paused job's schedules and triggers make runs again, from now on."""
     changed = get_context(db).engine.resume_job(job)
     click.echo(f"{job}: resumed" if changed else f"{job}: not paused")
+
+
+def _deleted(d: JobDeletion, dry_run: bool) -> str:
+    verb = "would be deleted" if dry_run else "deleted"
+    cancel = ""
+    if d.cancelled:
+        ids = ", ".join(str(r) for r in d.cancelled)
+        cancel = f"; {'would cancel' if dry_run else 'cancelled'} active run(s) {ids}"
+    if d.purged:
+        return f"{d.name}: {verb} with its {d.runs} run(s){cancel}"
+    kept = f"history kept: {d.runs} run(s), see taskplan runs --job {d.name}" if d.runs \
+        else "no runs"
+    return f"{d.name}: {verb} ({kept}){cancel}"
+
+
+@click.command("delete")
+@click.argument("job")
+@click.option("--force", is_flag=True, help="Cancel the job's active runs instead of refusing.")
+@click.option("--purge-history", "purge_history", is_flag=True,
+              help="Also delete its runs, logs and firings (default: keep them readable).")
+@click.option("--dry-run", "dry_run", is_flag=True, help="Say what would happen; change nothing.")
+@db_option
+@handle_errors
+def delete_cmd(job: str, force: bool, purge_history: bool, dry_run: bool,
+               db: str | None) -> None:
+    """Delete a job: it leaves jobs, schedules and triggers; apply it again to bring it back."""
+    engine = get_context(db).engine
+    done = engine.delete_job(job, force=force, purge_history=purge_history, dry_run=dry_run)
+    click.echo(_deleted(done, dry_run))
+
+
+def prune_folders(engine: Engine, folders: Iterable[str], defined: set[str],
+                  dry_run: bool) -> bool:
+    """Delete (keeping history) the jobs applied from `folders` that none of their files
+    defines any more; False if one could not be, because a run of it is active."""
+    from taskplan.store import job_admin
+
+    ok = True
+    for folder in folders:
+        with engine.store.read() as tx:
+            stale = [j for j in job_admin.jobs_from_folder(tx, folder) if j.name not in defined]
+        for j in stale:
+            why = (f"{Path(j.source_path).name} is gone" if not Path(j.source_path).exists()
+                   else f"{Path(j.source_path).name} no longer defines it")
+            try:
+                engine.delete_job(j.name, dry_run=dry_run)
+            except ConflictError as exc:
+                click.echo(f"{j.name}: not removed: {exc}", err=True)
+                ok = False
+                continue
+            verb = "would be removed" if dry_run else "removed"
+            click.echo(f"{j.name}: {verb} ({why}; history kept)")
+    return ok

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "agents": "taskplan.cli.agent_cmds:agents_cmd",
     "pause": "taskplan.cli.job_cmds:pause_cmd",
     "resume": "taskplan.cli.job_cmds:resume_cmd",
+    "delete": "taskplan.cli.job_cmds:delete_cmd",
 }
 
 

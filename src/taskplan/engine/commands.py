@@ -1,7 +1,9 @@
-"""What users ask of runs: stop (drain), cancel (kill now), and retry in place."""
+"""What users ask of jobs (pause, resume, delete) and of runs: stop (drain), cancel (kill now),
+and retry in place."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from taskplan.engine.records import _Delta
@@ -13,10 +15,11 @@ from taskplan.errors import ConflictError, NotFoundError
 from taskplan.model import (
     FAILED_LIKE,
     TERMINAL_RUN_STATES,
+    JobSpec,
     RunState,
     TaskState,
 )
-from taskplan.store import ops, sched_ops
+from taskplan.store import job_admin, ops, sched_ops
 from taskplan.store.db import Tx
 
 
@@ -29,6 +32,14 @@ def unknown_job(tx: Tx, name: str) -> NotFoundError:
     return NotFoundError(f"no job named {name!r}{hint}")
 
 
+@dataclass(frozen=True)
+class JobDeletion:
+    name: str
+    cancelled: list[int]  # active runs cancelled first (with force)
+    runs: int  # runs of the job: kept as history, or deleted with purge_history
+    purged: bool
+
+
 class Commands(SubRuns):
     # -- jobs -------------------------------------------------------------------------------
     def pause_job(self, name: str) -> bool:
@@ -39,6 +50,59 @@ class Commands(SubRuns):
     def resume_job(self, name: str) -> bool:
         """Undo pause_job. Firings that fell in the pause are not made up (see backfill)."""
         return self._set_paused(name, False)
+
+    def delete_job(self, name: str, *, force: bool = False, purge_history: bool = False,
+                   dry_run: bool = False) -> JobDeletion:
+        """Delete a job: it leaves `jobs`, the scheduler and triggers; its runs stay readable
+        unless `purge_history`. Refused (ConflictError) while a run of it is active, unless
+        `force`, which cancels those runs first."""
+        cancelled: list[int] = []
+        for _ in range(5):  # a run created between the cancel and the delete: cancel it too
+            with self.store.read() as tx:
+                job = job_admin.live_job(tx, name)
+                if job is None:
+                    raise unknown_job(tx, name)
+                active = job_admin.active_runs(tx, job.job_id)
+                total = job_admin.run_count(tx, job.job_id)
+            if active and not force:
+                ids = ", ".join(str(r) for r in active)
+                raise ConflictError(
+                    f"job {name} has {len(active)} active run(s) ({ids}); stop or cancel them"
+                    " first, or delete with --force to cancel them")
+            if dry_run:
+                return JobDeletion(name, active, total, purge_history)
+            for run_id in active:
+                try:
+                    self.cancel_run(run_id)
+                    cancelled.append(run_id)
+                except ConflictError:
+                    pass  # it ended meanwhile
+            with self.store.tx() as tx:
+                job = job_admin.live_job(tx, name)
+                if job is None:
+                    raise unknown_job(tx, name)
+                if job_admin.active_runs(tx, job.job_id):
+                    continue
+                if purge_history:
+                    total = job_admin.purge_job(tx, job.job_id)
+                else:
+                    job_admin.retire_job(tx, job.job_id, self.clock())
+                tx.wake = True
+                return JobDeletion(name, cancelled, total, purge_history)
+        raise ConflictError(f"job {name} keeps starting runs; pause it, then delete it")
+
+    def apply_preview(self, spec: JobSpec) -> tuple[int, bool]:
+        """What apply(spec) would do, writing nothing: (version number, changed)."""
+        from taskplan.spec import definition_hash
+
+        with self.store.read() as tx:
+            job = ops.job_by_name(tx, spec.name)
+            if job is None:
+                return 1, True
+            current = ops.version_row(tx, int(job[2])) if job[2] is not None else None
+            if current is not None and current[3] == definition_hash(spec.definition):
+                return int(current[2]), False
+            return job_admin.latest_version(tx, int(job[0])) + 1, True
 
     def _set_paused(self, name: str, paused: bool) -> bool:
         with self.store.tx() as tx:

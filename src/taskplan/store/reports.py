@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskplan.store.db import Store, Tx
+from taskplan.store.job_admin import delete_runs
 from taskplan.store.ops import loads
 
 
@@ -182,12 +183,5 @@ def purge(store: Store, before: float, batch: int = 500) -> int:
                 {"b": before, "n": batch})]
             if not ids:
                 return total
-            marks = ", ".join(str(i) for i in ids)
-            tr = f"SELECT id FROM task_runs WHERE run_id IN ({marks})"
-            tx.run(f"DELETE FROM log_chunks WHERE task_run_id IN ({tr})")
-            tx.run(f"DELETE FROM task_edges WHERE down_id IN ({tr})")
-            tx.run(f"DELETE FROM attempts WHERE run_id IN ({marks})")
-            tx.run(f"DELETE FROM events WHERE run_id IN ({marks})")
-            tx.run(f"DELETE FROM task_runs WHERE run_id IN ({marks})")
-            tx.run(f"DELETE FROM runs WHERE id IN ({marks})")
+            delete_runs(tx, ids)
             total += len(ids)

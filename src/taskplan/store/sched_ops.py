@@ -63,12 +63,15 @@ def current_jobs(tx: Tx) -> list[Row]:
 
 
 def job_names(tx: Tx) -> list[str]:
-    return [str(n) for (n,) in tx.all("SELECT name FROM jobs ORDER BY name")]
+    """Names of the jobs that exist (a deleted job has no current version)."""
+    return [str(n) for (n,) in tx.all(
+        "SELECT name FROM jobs WHERE current_version_id IS NOT NULL ORDER BY name")]
 
 
 def set_job_paused(tx: Tx, name: str, paused: bool) -> bool | None:
     """Pause or resume a job; None if there is no such job, else whether it changed."""
-    was = tx.scalar("SELECT paused FROM jobs WHERE name = :n", {"n": name})
+    was = tx.scalar("SELECT paused FROM jobs WHERE name = :n"
+                    " AND current_version_id IS NOT NULL", {"n": name})
     if was is None:
         return None
     if bool(was) == paused:
