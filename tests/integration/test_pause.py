@@ -1,6 +1,9 @@
-"""Paused and deleted jobs. Paused: schedules record their firings as skipped and make no run, cross-job triggers
-do not fire, manual runs still start; resuming fires from then on without making up the pause. Deleted: gone from listings and the
-scheduler, history kept or purged, refused while a run is active unless forced."""
+"""Paused and deleted jobs.
+
+Paused: schedules record their firings as skipped and make no run, cross-job triggers do not
+fire, manual runs still start; resuming fires from then on without making up the pause.
+Deleted: gone from listings and the scheduler, history kept or purged, refused while a run is
+active unless forced."""
 
 from __future__ import annotations
 
