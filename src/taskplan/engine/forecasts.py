@@ -1,0 +1,152 @@
+"""Forecasts from the store: read the history and the present, hand them to the pure simulator.
+
+`forecast_for_run` predicts a running run together with every other run that takes slots now
+(they share the agents' slots by the same fair shares); `forecast_job` predicts a run not
+created yet, alone on a given number of slots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from taskplan.forecast import DurationModel, History, Node, RunForecast, SimRun, simulate
+from taskplan.forecast.durations import SAMPLES
+from taskplan.forecast.plan import barrier_node, forecast_plan, task_node, to_forecast
+from taskplan.model import JobSpec
+from taskplan.rules import plan_upstreams
+from taskplan.store import history as hist
+from taskplan.store import ops
+from taskplan.store.db import Store, Tx
+
+RUNS_READ = SAMPLES  # past runs of a job read for its duration model
+SpecOf = Callable[[int], JobSpec]
+
+
+def read_history(tx: Tx, job_id: int | None, spec: JobSpec,
+                 params: dict[str, Any] | None = None) -> History:
+    """The bounded history of a job. With `params`, only past runs that had those parameter
+    values, when there are any (a full load and an incremental one differ)."""
+    history = History()
+    if job_id is not None:
+        past = hist.recent_runs(tx, job_id, RUNS_READ * 3 if params else RUNS_READ)
+        if params:
+            same = [r for r in past
+                    if all(str(r.params.get(k)) == str(v) for k, v in params.items())]
+            past = same or past
+        ids = [r.run_id for r in past[:RUNS_READ]]
+        history.runs = len(ids)
+        for task, seconds in hist.task_durations(tx, ids):
+            history.tasks.setdefault(task, []).append(seconds)
+        for task, seconds in hist.item_durations(tx, ids):
+            history.items.setdefault(task, []).append(seconds)
+        for task, count in hist.item_counts(tx, ids):
+            history.item_counts.setdefault(task, []).append(count)
+    for child in sorted({str(t.command) for t in spec.tasks if t.kind == "job"}):
+        history.jobs[child] = hist.run_durations(tx, child, RUNS_READ)
+    return history
+
+
+def spec_loader(store: Store) -> SpecOf:
+    """Definitions by version id, each parsed once per loader."""
+    from taskplan.spec import job_from_definition
+
+    cache: dict[int, JobSpec] = {}
+
+    def spec_of(version_id: int) -> JobSpec:
+        if version_id not in cache:
+            with store.read() as tx:
+                row = ops.version_row(tx, version_id)
+            if row is None:
+                raise KeyError(version_id)
+            cache[version_id] = job_from_definition(ops.loads(row[4]), row[5], row[6])
+        return cache[version_id]
+
+    return spec_of
+
+
+def _run_nodes(spec: JobSpec, rows: list[hist.TaskRunState], model: DurationModel
+               ) -> list[Node]:
+    ups = plan_upstreams(spec)
+    by_name = {t.name: t for t in spec.tasks}
+    nodes: list[Node] = []
+    for row in rows:
+        common: dict[str, object] = {"state": row.state, "started_at": row.started_at,
+                                     "ready_at": row.ready_at}
+        task = by_name.get(row.task)
+        if row.kind == "barrier":
+            nodes.append(barrier_node(row.task, ups.get(row.task, []), **common))
+        elif task is None:  # not in the pinned definition: keep the graph whole anyway
+            nodes.append(Node(key=row.task, task=row.task, kind="task",
+                              seconds=model.default, **common))  # type: ignore[arg-type]
+        elif row.parent_id is not None:
+            nodes.append(Node(key=f"{row.task}[{row.item_index}]", task=row.task, kind="item",
+                              parent=row.task, seconds=model.task(task).seconds,
+                              priority=row.priority, pool=row.pool, stage=row.stage,
+                              **common))  # type: ignore[arg-type]
+        else:
+            nodes.append(task_node(task, model, ups=tuple(ups.get(row.task, [])),
+                                   child_run=row.child_run_id, priority=row.priority,
+                                   **common))
+    return nodes
+
+
+def forecast_runs(store: Store, now: float, spec_of: SpecOf | None = None,
+                  only: int | None = None) -> dict[int, RunForecast]:
+    """Forecasts of the runs taking slots now (or of `only`, if it is one of them), simulated
+    together on the slots of the agents alive now. Empty when no agent is alive."""
+    spec_of = spec_of or spec_loader(store)
+    with store.read() as tx:
+        runs = hist.active_runs(tx)
+        slots = hist.alive_slots(tx, now)
+        pools = hist.pool_sizes(tx)
+    if slots <= 0 or (only is not None and only not in {r.run_id for r in runs}):
+        return {}
+    specs = {r.run_id: spec_of(r.version_id) for r in runs}
+    models: dict[int, DurationModel] = {}
+    sims: list[SimRun] = []
+    with store.read() as tx:
+        histories: dict[int, History] = {}
+        for r in runs:
+            spec = specs[r.run_id]
+            if r.job_id not in histories:
+                histories[r.job_id] = read_history(tx, r.job_id, spec)
+            model = models[r.run_id] = DurationModel(histories[r.job_id])
+            nodes = _run_nodes(spec, hist.run_task_states(tx, r.run_id), model)
+            sims.append(SimRun(r.run_id, nodes, priority=r.priority,
+                               max_parallel=r.max_parallel, on_failure=r.on_failure,
+                               halt=r.halt, halt_stage=r.halt_stage))
+    for spec in specs.values():
+        for name, size in spec.pools.items():
+            pools.setdefault(name, size)
+    predictions = simulate(sims, now, slots, pools)
+    out: dict[int, RunForecast] = {}
+    for run_id, pred in predictions.items():
+        if only is not None and run_id != only:
+            continue
+        forecast = to_forecast(pred, models[run_id].basis(slots))
+        if forecast is not None:
+            out[run_id] = forecast
+    return out
+
+
+def forecast_for_run(store: Store, run_id: int, now: float,
+                     spec_of: SpecOf | None = None) -> RunForecast | None:
+    """The forecast of a running (or stopping) run; None when it is not running or no agent
+    is alive to run it."""
+    return forecast_runs(store, now, spec_of, only=run_id).get(run_id)
+
+
+def forecast_job(store: Store, spec: JobSpec, start: float, slots: int,
+                 params: dict[str, Any] | None = None) -> RunForecast | None:
+    """A run of `spec` created at `start`, alone on `slots` slots, from the job's history."""
+    with store.read() as tx:
+        job_id = hist.job_id(tx, spec.name)
+        history = read_history(tx, job_id, spec, params)
+        pools = hist.pool_sizes(tx)
+    return forecast_plan(spec, DurationModel(history), start, slots, pools)
+
+
+def alive_slots(store: Store, now: float) -> int:
+    with store.read() as tx:
+        return hist.alive_slots(tx, now)

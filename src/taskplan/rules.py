@@ -1,0 +1,123 @@
+"""Pure decisions of dispatch: trigger rules, retry delays, fair shares of slots, and
+the task-run graph (with one barrier node per stage) a run is created with."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from taskplan import dag
+from taskplan.model import (
+    JobSpec,
+    TaskSpec,
+    TaskState,
+    TriggerRule,
+)
+
+
+def resolve_trigger(kind: str, rule: str, failed_up: int) -> TaskState:
+    """The state a task run takes once all its upstreams have finished."""
+    if kind == "barrier":
+        return TaskState.UPSTREAM_FAILED if failed_up else TaskState.SUCCEEDED
+    if rule == TriggerRule.ALL_DONE:
+        return TaskState.READY
+    if rule == TriggerRule.ONE_FAILED:
+        return TaskState.READY if failed_up else TaskState.SKIPPED
+    return TaskState.UPSTREAM_FAILED if failed_up else TaskState.READY
+
+
+def retry_delay(spec: TaskSpec, failed_attempt: int) -> float:
+    """Delay before the attempt after `failed_attempt` (1-based): delay * backoff^(n-1)."""
+    return float(spec.retry_delay * (spec.retry_backoff ** max(0, failed_attempt - 1)))
+
+
+@dataclass(frozen=True)
+class RunShare:
+    run_id: int
+    priority: int
+    running: int
+    ready: int
+    max_parallel: int | None
+
+
+def fair_shares(runs: Sequence[RunShare], slots: int) -> dict[int, int]:
+    """Split free slots: higher job priority first, then the run with the fewest running tasks.
+
+    A run with 10,000 ready tasks therefore cannot starve one with 10 that started later.
+    """
+    heap = [(-r.priority, r.running, r.run_id) for r in runs if r.ready > 0]
+    heapq.heapify(heap)
+    by_id = {r.run_id: r for r in runs}
+    given: dict[int, int] = {}
+    while heap and slots > 0:
+        neg_prio, load, run_id = heapq.heappop(heap)
+        share = by_id[run_id]
+        n = given.get(run_id, 0)
+        if n >= share.ready:
+            continue
+        if share.max_parallel is not None and share.running + n >= share.max_parallel:
+            continue
+        given[run_id] = n + 1
+        slots -= 1
+        heapq.heappush(heap, (neg_prio, load + 1, run_id))
+    return given
+
+
+
+def plan_upstreams(spec: JobSpec) -> dict[str, list[str]]:
+    """Upstream names of every task run to create, with one barrier node per stage.
+
+    A staged task waits for the barrier of the stage below it; a barrier waits for every task
+    of its own stage. This keeps stage barriers O(tasks) edges instead of O(n*m).
+    """
+    explicit = dag.upstreams(spec.tasks)
+    stages = sorted({t.stage for t in spec.tasks if t.stage is not None})
+    previous = {s: (stages[i - 1] if i else None) for i, s in enumerate(stages)}
+    ups: dict[str, list[str]] = {}
+    for t in spec.tasks:
+        names = sorted(explicit.get(t.name, set()))
+        if t.stage is not None and previous[t.stage] is not None:
+            names.append(f"@stage{previous[t.stage]}")
+        ups[t.name] = names
+    for s in stages:
+        ups[f"@stage{s}"] = [t.name for t in spec.tasks if t.stage == s]
+    return ups
+
+
+def initial_states(spec: JobSpec, ups: dict[str, list[str]]) -> dict[str, tuple[TaskState, int]]:
+    """Each task run's state at creation and its count of upstreams not yet finished.
+
+    A disabled task (`enabled: false`) ends `skipped` at creation. Its dependants see an
+    upstream that already ended skipped, so one whose upstreams are all like that is resolved at
+    creation by its trigger rule (ready; skipped for one_failed; a stage barrier succeeds), and
+    the resolution carries on downstream.
+    """
+    pending = {name: len(up) for name, up in ups.items()}
+    states = {name: TaskState.READY if not up else TaskState.PENDING
+              for name, up in ups.items()}
+    disabled = [t.name for t in spec.tasks if not t.enabled]
+    if not disabled:
+        return {name: (states[name], pending[name]) for name in ups}
+    by_name = {t.name: t for t in spec.tasks}
+    downs: dict[str, list[str]] = {}
+    for name, up in ups.items():
+        for u in up:
+            downs.setdefault(u, []).append(name)
+    ended = list(disabled)
+    for name in disabled:
+        states[name], pending[name] = TaskState.SKIPPED, 0
+    while ended:
+        for down in downs.get(ended.pop(), []):
+            if states[down] != TaskState.PENDING:
+                continue
+            pending[down] -= 1
+            if pending[down]:
+                continue
+            task = by_name.get(down)
+            kind = "barrier" if task is None else "task"
+            rule = str(task.trigger) if task is not None else str(TriggerRule.ALL_DONE)
+            states[down] = resolve_trigger(kind, rule, 0)
+            if states[down] != TaskState.READY:
+                ended.append(down)
+    return {name: (states[name], pending[name]) for name in ups}
