@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from taskplan.forecast import RunForecast
     from taskplan.model import ScheduleSpec
     from taskplan.store.reports import JobInfo, RunInfo, TaskRunInfo
 
@@ -42,14 +43,34 @@ def task_run(t: TaskRunInfo) -> dict[str, Any]:
     }
 
 
-def run_status(info: RunInfo, tasks: list[TaskRunInfo]) -> dict[str, Any]:
-    """The object of `status RUN --json`."""
-    return {
+def run_status(info: RunInfo, tasks: list[TaskRunInfo],
+               forecast: RunForecast | None = None) -> dict[str, Any]:
+    """The object of `status RUN --json`; `forecast` only for a run that has one."""
+    out = {
         "run_id": info.run_id, "job": info.job, "version": info.version,
         "state": info.state, "params": info.params, "created_at": iso(info.created_at),
         "started_at": iso(info.started_at), "finished_at": iso(info.finished_at),
         "tasks": [task_run(t) for t in tasks],
     }
+    if forecast is not None:
+        out["forecast"] = run_forecast(forecast)
+    return out
+
+
+def run_forecast(f: RunForecast) -> dict[str, Any]:
+    """The `forecast` object of `status RUN --json`: predicted finish, the critical path
+    (task names, first to last), each unfinished task run's predicted span, and the basis."""
+    return {
+        "finish_at": iso(f.finish_at), "critical_path": list(f.critical_path),
+        "tasks": {name: {"start_at": iso(start), "finish_at": iso(end)}
+                  for name, (start, end) in f.tasks.items()},
+        "basis": f.basis,
+    }
+
+
+def planned_forecast(f: RunForecast, start: float) -> dict[str, Any]:
+    """The object of `forecast JOB --json`: a run not started yet, created at `start`."""
+    return {"makespan_s": round(f.finish_at - start, 3), **run_forecast(f)}
 
 
 def next_firing(at: datetime, schedule: ScheduleSpec) -> dict[str, Any]:

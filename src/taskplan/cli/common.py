@@ -18,6 +18,7 @@ from taskplan.store.urls import mask_url
 
 if TYPE_CHECKING:
     from taskplan.engine import Engine
+    from taskplan.forecast import RunForecast
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_STORE = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
@@ -127,6 +128,21 @@ def short_time(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def clock_time(ts: float, now: float) -> str:
+    """06:42 today, else the date too: a time people read at a glance."""
+    local = datetime.fromtimestamp(ts).astimezone()
+    same_day = local.date() == datetime.fromtimestamp(now).astimezone().date()
+    return local.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+
+
+def forecast_line(forecast: RunForecast | None, now: float) -> str:
+    """`finishes ~06:42 (critical path: a -> b -> c)`, or why there is no forecast."""
+    if forecast is None:
+        return "finishes: no forecast (no agent is alive to run it)"
+    path = " -> ".join(forecast.critical_path) or "nothing left to start"
+    return f"finishes ~{clock_time(forecast.finish_at, now)} (critical path: {path})"
 
 
 def duration(start: float | None, end: float | None) -> str:

@@ -11,6 +11,7 @@ from taskplan import shapes
 from taskplan.cli.common import (
     db_option,
     duration,
+    forecast_line,
     get_context,
     handle_errors,
     json_option,
@@ -50,12 +51,19 @@ def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
         if info is None:
             raise NotFoundError(f"no run {run_id}")
         tasks_ = reports.task_runs(tx, run_id)
+    forecast = None
+    if info.state in ("running", "stopping"):
+        from taskplan.engine.forecasts import forecast_for_run
+
+        forecast = forecast_for_run(engine.store, run_id, engine.clock(), engine.job_spec)
     if as_json:
-        print_json(shapes.run_status(info, tasks_))
+        print_json(shapes.run_status(info, tasks_, forecast))
         return
     click.echo(f"run {info.run_id}  {info.job} v{info.version}  {info.state}  "
                f"trigger {info.trigger}  {short_time(info.started_at)}  "
                f"{duration(info.started_at, info.finished_at)}")
+    if info.state in ("running", "stopping"):
+        click.echo(forecast_line(forecast, engine.clock()))
     if info.params:
         click.echo("params: " + safe_line(", ".join(f"{k}={v}" for k, v in info.params.items())))
     click.echo(f"{'TASK':<30} {'KIND':<7} {'STATE':<16} {'TRY':>3} {'STARTED':<20} "

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "pause": "taskplan.cli.job_cmds:pause_cmd",
     "resume": "taskplan.cli.job_cmds:resume_cmd",
     "delete": "taskplan.cli.job_cmds:delete_cmd",
+    "forecast": "taskplan.cli.forecast_cmd:forecast_cmd",
 }
 
 

@@ -1,0 +1,114 @@
+"""`taskplan forecast`: the predicted makespan, a text Gantt and the critical path of a run
+that has not started, from the job's history (docs/forecasts.md)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+import click
+
+from taskplan import shapes
+from taskplan.cli.common import (
+    db_option,
+    get_context,
+    handle_errors,
+    json_option,
+    parse_params,
+    print_json,
+)
+from taskplan.errors import UsageError
+from taskplan.forecast import RunForecast
+from taskplan.model import JobSpec
+
+GANTT_WIDTH = 50
+
+
+def parse_at(text: str, job: JobSpec, default_tz: str, now: datetime) -> datetime:
+    """`--at`: an ISO 8601 instant (no offset: a wall time in the job's zone), or HH:MM, the
+    next such wall time in the job's zone (today, else tomorrow)."""
+    from taskplan.timing import job_timezone
+
+    zone = job_timezone(job, default_tz)
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if clock:
+        hour, minute = int(clock.group(1)), int(clock.group(2))
+        if hour > 23 or minute > 59:
+            raise UsageError(f"--at expects a time of day 00:00 to 23:59, got {text!r}")
+        local = now.astimezone(zone)
+        at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        return at if at >= local else at + timedelta(days=1)
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            "--at expects HH:MM or an ISO 8601 date-time such as 2026-03-29T01:00+01:00,"
+            f" got {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def gantt(forecast: RunForecast, start: float, width: int = GANTT_WIDTH) -> list[str]:
+    """One line per task, earliest first: name, start offset, duration and a bar; the tasks
+    of the critical path are drawn with '#', the others with '='."""
+    total = max(forecast.finish_at - start, 1e-9)
+    critical = set(forecast.critical_path)
+    rows = sorted(forecast.tasks.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
+    name_w = max([len(n) for n, _ in rows] + [4])
+    lines = [f"{'TASK':<{name_w}}  {'START':>8}  {'TOOK':>8}  |{'':<{width}}|"]
+    for name, (s, e) in rows:
+        lo = round((s - start) / total * width)
+        hi = max(lo + 1, round((e - start) / total * width))
+        bar = " " * lo + ("#" if name in critical else "=") * (hi - lo)
+        lines.append(f"{name:<{name_w}}  {'+' + _span(s - start):>8}  {_span(e - s):>8}  "
+                     f"|{bar:<{width}}|")
+    return lines
+
+
+@click.command("forecast")
+@click.argument("job_or_file")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter of the run (repeatable); history of runs with the same values"
+                   " is preferred.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Slots to run it on [default: the slots of the agents alive now, else the"
+                   " default of `taskplan run`].")
+@click.option("--at", "at", default=None, metavar="TIME",
+              help="When the run would start: HH:MM or ISO 8601 (default: now).")
+@db_option
+@json_option
+@handle_errors
+def forecast_cmd(job_or_file: str, params: tuple[str, ...], workers: int | None,
+                 at: str | None, db: str | None, as_json: bool) -> None:
+    """Predict a run not started yet: its makespan, a text Gantt and its critical path."""
+    from taskplan.cli.execute import DEFAULT_WORKERS
+    from taskplan.cli.schedule_cmds import _job_spec
+    from taskplan.engine.forecasts import alive_slots, forecast_job
+
+    overrides = parse_params(params)
+    ctx = get_context(db)
+    spec = _job_spec(ctx, job_or_file)
+    engine = ctx.engine
+    now = engine.clock()
+    start = (parse_at(at, spec, ctx.settings.timezone, datetime.fromtimestamp(now).astimezone())
+             .timestamp() if at is not None else now)
+    slots = workers or alive_slots(engine.store, now) or DEFAULT_WORKERS
+    forecast = forecast_job(engine.store, spec, start, slots, overrides)
+    assert forecast is not None  # slots >= 1: a run alone always finishes
+    if as_json:
+        print_json(shapes.planned_forecast(forecast, start))
+        return
+    makespan = forecast.finish_at - start
+    click.echo(f"{spec.name}: makespan ~{_span(makespan)} on {slots} slot(s), "
+               f"{shapes.iso(start)} -> {shapes.iso(forecast.finish_at)}")
+    click.echo("critical path: " + (" -> ".join(forecast.critical_path) or "-"))
+    click.echo(f"basis: {forecast.basis}")
+    for line in gantt(forecast, start):
+        click.echo(line)

@@ -1,0 +1,87 @@
+"""`taskplan forecast` and the forecast in `taskplan status`, from outside."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from acceptance_helpers import Taskplan
+
+JOB = """
+job: nightly
+tasks:
+  extract: {shell: "sleep 0.2"}
+  load: {shell: "sleep 0.1", depends_on: extract}
+  report: {shell: "true", depends_on: load}
+"""
+
+
+def test_forecast_of_a_job_file_before_any_run(tp: Taskplan) -> None:
+    tp.write("job.yaml", JOB)
+    out = tp.ok("forecast", "job.yaml", "--workers", "2", "--json").json()
+    assert set(out) == {"makespan_s", "finish_at", "critical_path", "tasks", "basis"}
+    assert out["makespan_s"] == 180.0  # three tasks never seen: 60 s each, one after another
+    assert out["critical_path"] == ["extract", "load", "report"]
+    assert set(out["tasks"]) == {"extract", "load", "report"}
+    assert datetime.fromisoformat(out["tasks"]["load"]["start_at"]).utcoffset() is not None
+    text = tp.ok("forecast", "job.yaml").out
+    assert "critical path: extract -> load -> report" in text
+    assert "makespan ~3m00s" in text
+
+
+def test_forecast_after_history_and_at_a_given_time(tp: Taskplan) -> None:
+    tp.write("job.yaml", JOB)
+    tp.ok("run", "job.yaml")
+    out = tp.ok("forecast", "nightly", "--json", "--at", "2030-01-02T06:00:00+00:00").json()
+    assert 0.3 <= out["makespan_s"] < 5
+    start = datetime.fromisoformat(out["tasks"]["extract"]["start_at"])
+    assert start == datetime.fromisoformat("2030-01-02T06:00:00+00:00")
+    assert "last 1 run(s)" in out["basis"]
+
+
+def test_forecast_bad_input(tp: Taskplan) -> None:
+    tp.write("job.yaml", JOB)
+    for args, words in [
+        (("forecast", "nope"), "no job named 'nope'"),
+        (("forecast", "missing.yaml"), "no such job file"),
+        (("forecast", "job.yaml", "--param", "oops"), "--param expects KEY=VALUE"),
+        (("forecast", "job.yaml", "--at", "soon"), "--at expects HH:MM or an ISO 8601"),
+        (("forecast", "job.yaml", "--at", "24:30"), "--at expects a time of day"),
+        (("forecast", "job.yaml", "--workers", "0"), "--workers"),
+    ]:
+        res = tp(*args)
+        assert res.code == 2, (args, res)
+        assert words in res.err and "Traceback" not in res.err, (args, res.err)
+        assert len(res.err.strip().splitlines()) == 1, res.err
+
+
+def test_status_of_a_running_run_says_when_it_finishes(tp: Taskplan) -> None:
+    tp.write("job.yaml", """
+        job: slow
+        tasks:
+          first: {shell: "sleep 0.1"}
+          wait: {shell: "sleep 30", depends_on: first}
+          last: {shell: "true", depends_on: wait}
+    """)
+    run_id = tp.ok("run", "job.yaml", "--detach").out.strip()
+    text = tp.ok("status", run_id).out
+    assert "finishes: no forecast (no agent is alive to run it)" in text
+    assert "forecast" not in tp.ok("status", run_id, "--json").json()
+    agent = tp.popen("agent", "--slots", "2")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = tp.ok("status", run_id, "--json").json()
+            if any(t["name"] == "wait" and t["state"] == "running" for t in status["tasks"]):
+                break
+            time.sleep(0.1)
+        status = tp.ok("status", run_id, "--json").json()
+        forecast = status["forecast"]
+        assert forecast["critical_path"] == ["wait", "last"]
+        assert set(forecast["tasks"]) == {"wait", "last"}
+        text = tp.ok("status", run_id).out
+        assert "(critical path: wait -> last)" in text and "finishes ~" in text
+    finally:
+        tp.ok("cancel", run_id)
+        agent.terminate()
+        agent.wait(10)

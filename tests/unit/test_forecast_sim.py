@@ -1,0 +1,67 @@
+"""Properties of the forecast simulator on random graphs: it never beats the critical path,
+reaches it with unlimited slots, and keeps Graham's bound for greedy list scheduling."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taskplan import dag
+from taskplan.forecast import DurationModel, History, forecast_plan
+from taskplan.model import JobSpec, TaskSpec
+
+
+@st.composite
+def jobs(draw: st.DrawFn) -> tuple[JobSpec, dict[str, float]]:
+    n = draw(st.integers(min_value=1, max_value=12))
+    tasks: list[TaskSpec] = []
+    seconds: dict[str, float] = {}
+    top = 0  # stages never go down along the file, or stage barriers could make a cycle
+    for i in range(n):
+        ups = draw(st.sets(st.integers(min_value=0, max_value=i - 1), max_size=3)) if i else set()
+        stage = None
+        if draw(st.booleans()):
+            top = stage = max(1, top + draw(st.integers(min_value=0, max_value=1)))
+        name = f"t{i}"
+        tasks.append(TaskSpec(name=name, kind="shell", command="true",
+                              depends_on=tuple(f"t{u}" for u in sorted(ups)), stage=stage,
+                              priority=draw(st.integers(min_value=-2, max_value=2))))
+        seconds[name] = float(draw(st.integers(min_value=0, max_value=50)))
+    return JobSpec(name="j", tasks=tuple(tasks)), seconds
+
+
+def _forecast(spec: JobSpec, seconds: dict[str, float], slots: int) -> float:
+    model = DurationModel(History(tasks={k: [v] for k, v in seconds.items()}, runs=1))
+    got = forecast_plan(spec, model, 0.0, slots)
+    assert got is not None
+    return got.finish_at
+
+
+@settings(max_examples=150, deadline=None)
+@given(jobs(), st.integers(min_value=1, max_value=4))
+def test_makespan_is_bounded_by_the_critical_path_and_graham(
+        job: tuple[JobSpec, dict[str, float]], slots: int) -> None:
+    spec, seconds = job
+    length, _ = dag.critical_path(spec.tasks, seconds)
+    finish = _forecast(spec, seconds, slots)
+    assert finish >= length - 1e-9
+    assert finish <= sum(seconds.values()) / slots + length + 1e-9
+
+
+@settings(max_examples=150, deadline=None)
+@given(jobs())
+def test_unlimited_slots_reach_the_critical_path(job: tuple[JobSpec, dict[str, float]]) -> None:
+    spec, seconds = job
+    length, _ = dag.critical_path(spec.tasks, seconds)
+    model = DurationModel(History(tasks={k: [v] for k, v in seconds.items()}, runs=1))
+    got = forecast_plan(spec, model, 0.0, slots=len(spec.tasks))
+    assert got is not None
+    assert got.finish_at == length
+    # The reported path is a chain of waits whose durations add up to the finish.
+    ups = dag.upstreams(spec.tasks)
+    stage = {t.name: t.stage for t in spec.tasks}
+    total = sum(seconds[name] for name in got.critical_path)
+    assert total == length or not got.critical_path and length == 0
+    for a, b in zip(got.critical_path, got.critical_path[1:], strict=False):
+        assert a in ups[b] or (stage[b] is not None and stage[a] is not None
+                               and stage[a] < stage[b])
