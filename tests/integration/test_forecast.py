@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.replay import Clock, Replay  # noqa: E402
+from benchmarks.replay import Clock, Replay
 
-from taskplan.engine import Claim, Engine  # noqa: E402
-from taskplan.engine.forecasts import forecast_for_run, forecast_job  # noqa: E402
-from taskplan.forecast import DEFAULT_SECONDS  # noqa: E402
-from taskplan.spec import load_job_text  # noqa: E402
-from taskplan.store.db import Store  # noqa: E402
+from taskplan.engine import Claim, Engine
+from taskplan.engine.forecasts import forecast_for_run, forecast_job
+from taskplan.forecast import DEFAULT_SECONDS
+from taskplan.spec import load_job_text
+from taskplan.store.db import Store
 
 T0 = 1_800_000_000.0
 

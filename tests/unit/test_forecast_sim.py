@@ -61,7 +61,7 @@ def test_unlimited_slots_reach_the_critical_path(job: tuple[JobSpec, dict[str, f
     ups = dag.upstreams(spec.tasks)
     stage = {t.name: t.stage for t in spec.tasks}
     total = sum(seconds[name] for name in got.critical_path)
-    assert total == length or not got.critical_path and length == 0
+    assert total == length or (not got.critical_path and length == 0)
     for a, b in zip(got.critical_path, got.critical_path[1:], strict=False):
         assert a in ups[b] or (stage[b] is not None and stage[a] is not None
                                and stage[a] < stage[b])
