@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from taskplan.forecast.durations import DurationModel
 from taskplan.forecast.simulate import Node, Prediction, SimRun, simulate
 from taskplan.model import JobSpec, TaskSpec, TriggerRule
-from taskplan.rules import plan_upstreams
+from taskplan.rules import initial_states, plan_upstreams
 
 PLANNED_RUN = 0  # the run id the simulator knows a planned run by
 
@@ -52,14 +52,14 @@ def barrier_node(name: str, ups: list[str], **state: object) -> Node:
 def planned_nodes(spec: JobSpec, model: DurationModel, start: float) -> list[Node]:
     by_name = {t.name: t for t in spec.tasks}
     nodes: list[Node] = []
-    for name, ups in plan_upstreams(spec).items():
-        state = "pending" if ups else "ready"
+    plan = plan_upstreams(spec)
+    for name, (initial, _) in initial_states(spec, plan).items():
+        state = str(initial)
+        ups = plan[name]
         task = by_name.get(name)
         if task is None:
             nodes.append(barrier_node(name, ups, state=state))
             continue
-        if getattr(task, "enabled", True) is False:
-            state = "skipped"
         nodes.append(task_node(task, model, ups=tuple(ups), state=state,
                                ready_at=start if state == "ready" else None))
     return nodes
