@@ -155,6 +155,38 @@ class Calendar:
     monthdays: tuple[int, ...] = ()  # 1..31; -1 means the last day of the month
     months: tuple[int, ...] = ()  # 1..12
     dates: tuple[date, ...] = ()  # exceptions only: whole local days
+    closed_on: str | None = None  # exceptions only: the closed days of this named calendar
+
+
+class Shift(StrEnum):
+    """What a schedule bound to a business calendar does with a firing on a closed day."""
+
+    SKIP = "skip"
+    NEXT = "next"
+    PREVIOUS = "previous"
+
+
+@dataclass(frozen=True)
+class HolidaySource:
+    """Public holidays of a country (ISO 3166 code) and optional subdivision, as the
+    `holidays` package knows them."""
+
+    country: str
+    subdiv: str | None = None
+
+
+@dataclass(frozen=True)
+class BusinessCalendar:
+    """A named calendar of closed days (weekends, public holidays, explicit dates), applied
+    from its own file and versioned like a job. Every other day is a business day."""
+
+    name: str
+    description: str = ""
+    holidays: tuple[HolidaySource, ...] = ()
+    dates: tuple[date, ...] = ()
+    weekends: tuple[int, ...] = (5, 6)  # 0 = Monday .. 6 = Sunday
+    definition: dict[str, Any] = field(default_factory=dict, compare=False)
+    source_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -176,6 +208,11 @@ class ScheduleSpec:
     params: dict[str, Any] = field(default_factory=dict)
     enabled: bool = True  # False: the schedule never fires
     exceptions: tuple[Calendar, ...] = ()  # this schedule's own, on top of the job's
+    # Bound to a named business calendar: fire on its business days only, moving or skipping
+    # firings that fall on a closed day (`shift`), or on the Nth business day of each month.
+    business_calendar: str | None = None
+    business_day: int | None = None  # 1 = first, -1 = last business day of the month
+    shift: Shift = Shift.SKIP
 
     @property
     def key(self) -> str:

@@ -93,7 +93,8 @@ class Scheduler:
         self.grace = grace
         self.leader = False
         self._stop = threading.Event()
-        self._mark: tuple[int, float] | None = None
+        self._mark: tuple[tuple[int, float], tuple[int, float]] | None = None
+        self._calendar_stamp: tuple[int, float] | None = None
         self._jobs: list[_Job] = []
         self._compiled: dict[int, list[Schedule]] = {}
 
@@ -120,11 +121,15 @@ class Scheduler:
     # -- definitions ----------------------------------------------------------------------
     def _refresh(self) -> bool:
         """Re-read jobs if any was added or re-applied; True if something changed."""
+        stamp, calendars = self.engine.closed_days()
         with self.store.read() as tx:
-            mark = sched_ops.definitions_mark(tx)
+            mark = (sched_ops.definitions_mark(tx), stamp)
             if mark == self._mark:
                 return False
             rows = sched_ops.current_jobs(tx)
+        if stamp != self._calendar_stamp:  # a calendar changed: recompile what uses calendars
+            self._compiled.clear()
+            self._calendar_stamp = stamp
         jobs = []
         for job_id, name, version_id, applied_at in rows:
             spec = self.engine.job_spec(int(version_id))
@@ -133,7 +138,7 @@ class Scheduler:
             compiled = self._compiled.get(int(version_id))
             if compiled is None:
                 try:
-                    compiled = compile_job(spec, self.default_tz)
+                    compiled = compile_job(spec, self.default_tz, calendars)
                 except ValueError as exc:
                     log.error("job %s: schedules unusable: %s", name, exc)
                     compiled = []

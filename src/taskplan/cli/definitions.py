@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,7 +20,7 @@ from taskplan.cli.common import (
     short_time,
 )
 from taskplan.errors import DefinitionError
-from taskplan.spec import expand_paths, load_job_files, validate_files
+from taskplan.spec import Definitions, expand_paths, load_definitions, validate_files
 from taskplan.store import reports
 from taskplan.store.urls import mask_url
 
@@ -62,11 +63,21 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
     # A pruned folder may have no job file left: nothing to load there, everything to prune.
     loadable = [p for p in paths if not prune or expand_paths([p])]
     try:
-        specs = load_job_files(loadable) if loadable else []  # all valid before any is stored
+        found = (load_definitions(loadable) if loadable  # all valid before any is stored
+                 else Definitions([], []))
     except DefinitionError as exc:
         _report(list(exc.problems))
         sys.exit(EXIT_BAD_INPUT)
     engine = get_context(db).engine
+    _check_calendar_names(engine, found)
+    for cal in found.calendars:  # first: the jobs of the same command may name them
+        if dry_run:
+            click.echo(f"calendar {cal.name}: would be applied")
+            continue
+        number, changed = engine.apply_calendar(cal)
+        click.echo(f"calendar {cal.name}: version {number} "
+                   f"({'new' if changed else 'unchanged'})")
+    specs = found.jobs
     for spec in specs:
         if dry_run:
             number, changed = engine.apply_preview(spec)
@@ -82,6 +93,23 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
             sys.exit(EXIT_BAD_INPUT)
 
 
+def _check_calendar_names(engine: Any, found: Definitions) -> None:
+    """Refuse, before storing anything, jobs that name a calendar neither applied nor given."""
+    from taskplan.timing import calendar_names
+
+    needed = {(spec.source_path, spec.name, name)
+              for spec in found.jobs for name in calendar_names(spec)}
+    if not needed:
+        return
+    known = set(engine.business_calendars()) | {c.name for c in found.calendars}
+    missing = sorted(n for n in needed if n[2] not in known)
+    for path, job, name in missing:
+        click.echo(f"{path}: job {job} names calendar {name!r}, which is not applied "
+                   "(apply its file first, or with this one)", err=True)
+    if missing:
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:
     from taskplan.engine import Engine
     from taskplan.timing import next_firings
@@ -90,7 +118,14 @@ def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:
     spec = engine.job_spec(version_id)
     if not spec.schedules:
         return None
-    found = next_firings(spec, datetime.now().astimezone(), 1, default_tz=tz)
+    from taskplan.timing import calendar_names
+
+    calendars = engine.closed_days()[1] if calendar_names(spec) else None
+    try:
+        found = next_firings(spec, datetime.now().astimezone(), 1, default_tz=tz,
+                             calendars=calendars)
+    except ValueError:  # a calendar it names is gone: no firing to show
+        return None
     return found[0][0] if found else None
 
 

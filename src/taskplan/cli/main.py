@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "resume": "taskplan.cli.job_cmds:resume_cmd",
     "delete": "taskplan.cli.job_cmds:delete_cmd",
     "forecast": "taskplan.cli.forecast_cmd:forecast_cmd",
+    "calendars": "taskplan.cli.calendar_cmds:calendars_cmd",
 }
 
 

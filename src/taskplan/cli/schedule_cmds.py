@@ -16,9 +16,9 @@ from taskplan import shapes
 from taskplan.cli.common import db_option, get_context, handle_errors, json_option, print_json
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.errors import UsageError
-from taskplan.model import JobSpec
+from taskplan.model import JobSpec, ScheduleSpec
 from taskplan.spec import load_job_file
-from taskplan.timing import job_timezone, next_firings
+from taskplan.timing import calendar_names, calendar_skips, job_timezone, next_firings
 
 
 def _job_spec(ctx: Any, job_or_file: str) -> JobSpec:
@@ -30,6 +30,14 @@ def _job_spec(ctx: Any, job_or_file: str) -> JobSpec:
         return load_job_file(path)
     engine = ctx.engine
     return engine.job_spec(engine.current_version(job_or_file))  # type: ignore[no-any-return]
+
+
+def job_calendars(ctx: Any, job: JobSpec) -> dict[str, Any] | None:
+    """The closed days of the business calendars the job names, read from the store only when
+    it names any (a job file without calendars needs no store)."""
+    if not calendar_names(job):
+        return None
+    return ctx.engine.closed_days()[1]  # type: ignore[no-any-return]
 
 
 def parse_after(text: str, job: JobSpec, default_tz: str) -> datetime:
@@ -62,11 +70,20 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
     default_tz = ctx.settings.timezone
     start = (parse_after(after, job, default_tz) if after is not None
              else datetime.now().astimezone())
+    calendars = job_calendars(ctx, job)
     try:
-        found = next_firings(job, start, count, default_tz=default_tz)
+        found = next_firings(job, start, count, default_tz=default_tz, calendars=calendars)
+        until = found[-1][0] if len(found) == count else start.replace(year=start.year + 1)
+        skips = ([] if calendars is None else
+                 calendar_skips(job, start, until, default_tz=default_tz, calendars=calendars))
     except ValueError as exc:
         raise UsageError(f"{job.name}: {exc}") from None
-    out = [shapes.next_firing(at, s) for at, s in found]
+    # Firings and calendar skips in one time line; a skip carries its reason.
+    fired: list[tuple[datetime, ScheduleSpec, str | None]] = [(at, s, None) for at, s in found]
+    entries = sorted(fired + list(skips),
+                     key=lambda e: (e[0].timestamp(), e[2] is None))
+    out = [{**shapes.next_firing(at, s), **({"skipped": why} if why else {})}
+           for at, s, why in entries]
     if as_json:
         print_json(out)
         return
@@ -79,7 +96,11 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
     if not out:
         click.echo(f"{job.name}: no firings after {start.isoformat()}")
         return
-    for at, s in found:
+    for at, s, why in entries:
+        if why is not None:
+            click.echo(f"{at.date().isoformat()} {at.strftime('%H:%M')} skipped: {why}"
+                       f"  (schedule {s.key})")
+            continue
         offset = at.strftime("%z")
         label = f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
         click.echo(f"{at.isoformat():<32} {at.tzname() or '':<6} {label:<10} schedule {s.key}")

@@ -14,15 +14,18 @@ from taskplan.engine.rules import (
 )
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import (
+    BusinessCalendar,
     JobSpec,
     RunState,
     TaskSpec,
     TaskState,
     TriggerRule,
 )
+from taskplan.store import calendars as calendar_ops
 from taskplan.store import ops
 from taskplan.store.db import Store, Tx
 from taskplan.store.ops import RunRow, dumps, loads
+from taskplan.timing.business import ClosedDays, closed_days_of
 
 Clock = Callable[[], float]
 
@@ -42,6 +45,37 @@ class Definitions:
         self._tasks: dict[int, dict[str, TaskSpec]] = {}
         # Bounded: a daemon sees runs without end, but only the active ones are asked about.
         self._run_meta: OrderedDict[int, tuple[int, dict[str, Any]]] = OrderedDict()
+        self._calendars: tuple[tuple[int, float], dict[str, ClosedDays]] | None = None
+
+    # -- business calendars -----------------------------------------------------------------
+    def apply_calendar(self, cal: BusinessCalendar) -> tuple[int, bool]:
+        """Store a business calendar. Returns (version number, changed)."""
+        from taskplan.spec import definition_hash
+
+        with self.store.tx() as tx:
+            return calendar_ops.apply_calendar(
+                tx, cal.name, dumps(cal.definition), definition_hash(cal.definition),
+                cal.source_path, self.clock())
+
+    def business_calendars(self) -> dict[str, BusinessCalendar]:
+        """Every applied calendar at its current version."""
+        from taskplan.spec import calendar_from_definition
+
+        with self.store.read() as tx:
+            rows = calendar_ops.current_calendars(tx)
+        return {r.name: calendar_from_definition(r.definition, r.source_path) for r in rows}
+
+    def closed_days(self) -> tuple[tuple[int, float], dict[str, ClosedDays]]:
+        """The closed days of every applied calendar, and the stamp they were read at; rebuilt
+        only when a calendar changed (one cheap query otherwise)."""
+        with self.store.read() as tx:
+            stamp = calendar_ops.calendars_stamp(tx)
+        cached = self._calendars
+        if cached is not None and cached[0] == stamp:
+            return cached
+        fresh = (stamp, closed_days_of(self.business_calendars()) if stamp[0] else {})
+        self._calendars = fresh
+        return fresh
 
     # -- definitions ------------------------------------------------------------------------
     def apply(self, spec: JobSpec) -> tuple[int, int, bool]:

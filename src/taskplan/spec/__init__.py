@@ -11,9 +11,12 @@ Choices the contract leaves open:
 """
 
 from taskplan.spec.loader import (
+    Definitions,
+    calendar_from_definition,
     definition_hash,
     expand_paths,
     job_from_definition,
+    load_definitions,
     load_job_file,
     load_job_files,
     load_job_text,
@@ -21,11 +24,14 @@ from taskplan.spec.loader import (
 )
 
 __all__ = [
+    "Definitions",
+    "calendar_from_definition",
     "definition_hash",
     "expand_paths",
     "job_from_definition",
     "load_job_file",
     "load_job_files",
+    "load_definitions",
     "load_job_text",
     "validate_files",
 ]

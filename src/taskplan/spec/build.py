@@ -6,8 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from taskplan.model import (
+    BusinessCalendar,
     Calendar,
     Foreach,
+    HolidaySource,
     JobSpec,
     ScheduleSpec,
     TaskKind,
@@ -16,6 +18,7 @@ from taskplan.model import (
 )
 from taskplan.spec.schema import (
     CALENDAR_KEYS,
+    CalendarFile,
     CalendarModel,
     ExceptionModel,
     Header,
@@ -77,7 +80,9 @@ def task(name: str, t: TaskModel, defaults: Settings, job_labels: tuple[str, ...
 
 def calendar(c: CalendarModel) -> Calendar:
     dates = tuple(sorted(set(c.dates))) if isinstance(c, ExceptionModel) else ()
+    closed_on = c.calendar if isinstance(c, ExceptionModel) else None
     return Calendar(
+        closed_on=closed_on,
         at=tuple(sorted(set(c.at))),
         minutes=tuple(sorted(set(c.minutes))),
         hours=tuple(sorted(set(c.hours))),
@@ -90,8 +95,12 @@ def calendar(c: CalendarModel) -> Calendar:
 
 def schedule(index: int, s: ScheduleModel,
              exceptions: list[ExceptionModel] | None = None) -> ScheduleSpec:
-    is_calendar = any(k in s.model_fields_set for k in CALENDAR_KEYS)
+    is_calendar = s.business_day is not None or any(
+        k in s.model_fields_set for k in CALENDAR_KEYS)
     return ScheduleSpec(
+        business_calendar=s.calendar,
+        business_day=s.business_day,
+        shift=s.shift,
         index=index,
         name=s.name,
         cron=s.cron,
@@ -146,4 +155,17 @@ def job(
         definition=definition,
         source_path=source_path,
         base_dir=base_dir,
+    )
+
+
+def business_calendar(c: CalendarFile, definition: dict[str, Any], source_path: str
+                      ) -> BusinessCalendar:
+    return BusinessCalendar(
+        name=c.calendar,
+        description=c.description,
+        holidays=tuple(dict.fromkeys(HolidaySource(h.country, h.subdiv) for h in c.holidays)),
+        dates=tuple(sorted(set(c.dates))),
+        weekends=tuple(sorted(set(c.weekends))),
+        definition=definition,
+        source_path=source_path,
     )

@@ -61,7 +61,7 @@ def task_shape(r: Reporter, name: str, raw: dict[str, Any]) -> None:
 def schedule_shape(r: Reporter, index: int, raw: dict[str, Any]) -> None:
     path: Path = ("schedules", index)
     present = [k for k in SCHEDULE_KINDS if k in raw]
-    calendar = [k for k in CALENDAR_KEYS if k in raw]
+    calendar = [k for k in (*CALENDAR_KEYS, "business_day") if k in raw]
     if calendar:
         present.append(calendar[0])
     what = "cron, every, once or calendar keys (" + ", ".join(CALENDAR_KEYS) + ")"
@@ -71,13 +71,22 @@ def schedule_shape(r: Reporter, index: int, raw: dict[str, Any]) -> None:
         second = sorted(present, key=lambda k: list(raw).index(k))[1]
         r.at_key((*path, second), f"expected exactly one of {what}, "
                  f"found {' and '.join(sorted(present, key=list(raw).index))}")
+    for key in ("shift", "business_day"):
+        if key in raw and "calendar" not in raw:
+            r.at_key((*path, key), f"{key} needs calendar: naming a business calendar")
 
 
 def exception_shape(r: Reporter, path: Path, raw: dict[str, Any]) -> None:
     calendar = [k for k in CALENDAR_KEYS if k in raw]
+    if "calendar" in raw:
+        others = [k for k in raw if k != "calendar"]
+        if others:
+            r.at_key((*path, others[0]), "a calendar: exception takes no other keys "
+                     "(it skips every closed day of that calendar)")
+        return
     if "dates" not in raw and not calendar:
-        r.at_container(path, "expected dates: or calendar keys (" + ", ".join(CALENDAR_KEYS)
-                       + "), found none")
+        r.at_container(path, "expected dates:, calendar: or calendar keys ("
+                       + ", ".join(CALENDAR_KEYS) + "), found none")
     elif "dates" in raw and calendar:
         r.at_key((*path, calendar[0]), "expected either dates: or calendar keys, not both")
 

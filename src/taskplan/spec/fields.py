@@ -22,6 +22,7 @@ from taskplan.spec.durations import parse_duration
 
 ERROR_TYPE = "taskplan"
 JOB_NAME_RE = re.compile(r"[a-z0-9_-]+")
+COUNTRY_RE = re.compile(r"[A-Z]{2,3}")
 TASK_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 # An agent label: `etl`, `gpu`, `host=db1.example.com`; no commas or spaces (they separate).
 AGENT_LABEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,99}")
@@ -276,3 +277,9 @@ OptTimeZone = Annotated[str | None, PlainValidator(_opt(_timezone))]
 OptStartAt = Annotated[datetime | None, PlainValidator(_opt(_local_datetime(False)))]
 OptEndAt = Annotated[datetime | None, PlainValidator(_opt(_local_datetime(True)))]
 ListOf = _list_of
+CalendarName = Annotated[str, PlainValidator(_pattern(
+    JOB_NAME_RE, "a calendar name of lowercase letters, digits, _ and -"))]
+OptCalendarName = Annotated[str | None, PlainValidator(_opt(_pattern(
+    JOB_NAME_RE, "a calendar name of lowercase letters, digits, _ and -")))]
+BusinessDay = Annotated[int | None, PlainValidator(_opt(_int_range(
+    -23, 23, "a business day of the month: 1..23, or -1..-23 counted from the end")))]

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from taskplan.errors import DefinitionError, Problem
-from taskplan.model import JobSpec
+from taskplan.model import BusinessCalendar, HolidaySource, JobSpec
 from taskplan.spec import build, checks
 from taskplan.spec.report import Reporter, describe
 from taskplan.spec.schema import (
+    CalendarFile,
     ExceptionModel,
     Header,
     ScheduleModel,
@@ -24,6 +25,7 @@ from taskplan.spec.schema import (
 )
 from taskplan.spec.source import Path as KeyPath
 from taskplan.spec.source import Positions, load_yaml
+from taskplan.timing.business import check_holiday_source
 from taskplan.timing.checks import check_exception, check_schedule
 
 JOB_FILE_SUFFIXES = (".yaml", ".yml")
@@ -35,6 +37,31 @@ class Outcome:
     problems: list[Problem]
     data: Any
     positions: Positions
+    calendar: BusinessCalendar | None = None
+
+
+def is_calendar_file(data: Any) -> bool:
+    """A file with a top-level `calendar:` and no `job:` defines a business calendar."""
+    return isinstance(data, dict) and "calendar" in data and "job" not in data
+
+
+def analyse_calendar(data: dict[str, Any], positions: Positions, filename: str,
+                     source_path: str) -> Outcome:
+    r = Reporter(filename, positions, data)
+    model: CalendarFile | None = r.validate(CalendarFile, data, ())
+    if model is not None:
+        for i, h in enumerate(model.holidays):
+            problem = check_holiday_source(HolidaySource(h.country, h.subdiv))
+            if problem is not None:
+                r.at_value(("holidays", i) if isinstance(data.get("holidays"), list)
+                           else ("holidays",), problem)
+        if len(set(model.weekends)) == 7:
+            r.at_value(("weekends",), "expected at most six weekend days (a calendar closed "
+                       "every day has no business days)")
+    if r.problems or model is None:
+        return Outcome(None, r.problems, data, positions)
+    cal = build.business_calendar(model, data, source_path)
+    return Outcome(None, [], data, positions, calendar=cal)
 
 
 def analyse(data: Any, positions: Positions, filename: str, source_path: str, base_dir: str,
@@ -127,10 +154,14 @@ def _analyse_text(text: str, filename: str, source_path: str, base_dir: str) -> 
     loaded = load_yaml(text, filename)
     if loaded.problems and loaded.data is None:
         return Outcome(None, loaded.problems, None, loaded.positions)
-    out = analyse(loaded.data, loaded.positions, filename, source_path, base_dir)
+    if is_calendar_file(loaded.data):
+        out = analyse_calendar(loaded.data, loaded.positions, filename, source_path)
+    else:
+        out = analyse(loaded.data, loaded.positions, filename, source_path, base_dir)
     if loaded.problems:
         out.problems = loaded.problems + out.problems
         out.spec = None
+        out.calendar = None
     return out
 
 
@@ -159,6 +190,9 @@ def load_job_file(path: str | Path) -> JobSpec:
     """Load one job file; raise DefinitionError listing every problem with file:line:col."""
     out = _analyse_file(path)
     if out.spec is None:
+        if out.calendar is not None:
+            raise DefinitionError([Problem(str(path), 1, 1, "this file defines a calendar, "
+                                           "not a job (apply it with taskplan apply)")])
         raise DefinitionError(out.problems)
     return out.spec
 
@@ -175,10 +209,20 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _load_many(paths: Sequence[str | Path]) -> tuple[list[JobSpec], list[Problem]]:
+@dataclass
+class Definitions:
+    """What a set of files defines: jobs and business calendars."""
+
+    jobs: list[JobSpec]
+    calendars: list[BusinessCalendar]
+
+
+def _load_many(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]:
     specs: list[JobSpec] = []
+    calendars: list[BusinessCalendar] = []
     problems: list[Problem] = []
     owners: dict[str, str] = {}
+    calendar_owners: dict[str, str] = {}
     for given in map(Path, paths):
         files = expand_paths([given])
         if not files:
@@ -187,6 +231,18 @@ def _load_many(paths: Sequence[str | Path]) -> tuple[list[JobSpec], list[Problem
         for path in files:
             out = _analyse_file(path)
             problems.extend(sorted(out.problems, key=lambda p: (p.line, p.col)))
+            if is_calendar_file(out.data):
+                cal_name = out.data.get("calendar")
+                if isinstance(cal_name, str) and cal_name in calendar_owners:
+                    line, col = out.positions.value(("calendar",))
+                    problems.append(Problem(str(path), line, col, f"calendar: {cal_name!r} is "
+                                            f"already defined in {calendar_owners[cal_name]}"))
+                    continue
+                if isinstance(cal_name, str):
+                    calendar_owners[cal_name] = str(path)
+                if out.calendar is not None:
+                    calendars.append(out.calendar)
+                continue
             name = out.data.get("job") if isinstance(out.data, dict) else None
             if isinstance(name, str):
                 if name in owners:
@@ -197,7 +253,7 @@ def _load_many(paths: Sequence[str | Path]) -> tuple[list[JobSpec], list[Problem
                 owners[name] = str(path)
             if out.spec is not None:
                 specs.append(out.spec)
-    return specs, problems
+    return Definitions(specs, calendars), problems
 
 
 def validate_files(paths: Sequence[str | Path]) -> list[Problem]:
@@ -208,10 +264,23 @@ def validate_files(paths: Sequence[str | Path]) -> list[Problem]:
 
 def load_job_files(paths: Sequence[str | Path]) -> list[JobSpec]:
     """All jobs of the files, or DefinitionError with every problem of every file."""
-    specs, problems = _load_many(paths)
+    return load_definitions(paths).jobs
+
+
+def load_definitions(paths: Sequence[str | Path]) -> Definitions:
+    """All jobs and calendars of the files, or DefinitionError with every problem."""
+    found, problems = _load_many(paths)
     if problems:
         raise DefinitionError(problems)
-    return specs
+    return found
+
+
+def calendar_from_definition(definition: dict[str, Any], source_path: str) -> BusinessCalendar:
+    """Rebuild a business calendar from its stored plain data."""
+    out = analyse_calendar(definition, Positions(), source_path or "<calendar>", source_path)
+    if out.calendar is None:
+        raise DefinitionError(out.problems)
+    return out.calendar
 
 
 def job_from_definition(definition: dict[str, Any], source_path: str, base_dir: str) -> JobSpec:

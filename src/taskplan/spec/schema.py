@@ -22,7 +22,7 @@ from pydantic import (
     Tag,
 )
 
-from taskplan.model import OnFailure, OnMisfire, OnOverlap, TriggerRule
+from taskplan.model import OnFailure, OnMisfire, OnOverlap, Shift, TriggerRule
 from taskplan.spec import fields as f
 from taskplan.timing.cron import CRON_ALIASES
 
@@ -157,6 +157,9 @@ class CalendarModel(_Model):
 
 class ScheduleModel(CalendarModel):
     name: f.OptName = None
+    calendar: f.OptCalendarName = None
+    business_day: f.BusinessDay = None
+    shift: Annotated[Shift, PlainValidator(f.choice(Shift))] = Shift.SKIP
     cron: Cron = None
     every: f.OptPosDuration = None
     once: f.OptStartAt = None
@@ -171,6 +174,23 @@ class ScheduleModel(CalendarModel):
 
 class ExceptionModel(CalendarModel):
     dates: Annotated[list[f.Day], f.ListOrOne] = []
+    calendar: f.OptCalendarName = None
+
+
+class HolidaysModel(_Model):
+    country: Annotated[str, PlainValidator(f._pattern(
+        f.COUNTRY_RE, "a country as an ISO 3166 code such as GB, US or FR"))]
+    subdiv: f.OptName = None
+
+
+class CalendarFile(_Model):
+    """A business calendar file: the days it is closed."""
+
+    calendar: f.CalendarName
+    description: f.Text = ""
+    holidays: Annotated[list[HolidaysModel], f.ListOrOne] = []
+    dates: Annotated[list[f.Day], f.ListOrOne] = []
+    weekends: Annotated[list[f.Weekday], f.ListOrOne] = [5, 6]
 
 
 class TriggerModel(_Model):

@@ -260,3 +260,28 @@ connections = Table(
     Column("source_path", Text, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# Named business calendars, applied from their own files and versioned like jobs. Schedules
+# name them, so a new version takes effect without re-applying the jobs that use it.
+calendars = Table(
+    "calendars",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("current_version_id", ID, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+calendar_versions = Table(
+    "calendar_versions",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("calendar_id", ID, ForeignKey("calendars.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("source_path", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("calendar_id", "version"),
+)

@@ -5,6 +5,7 @@ Modules: `zones` (walls vs instants, the DST policy), `walls` (wall-clock schedu
 max_runs, exceptions), `jobs` (a job's schedules merged), `checks` (for the loader).
 """
 
+from taskplan.timing.business import ClosedDays, closed_days_of
 from taskplan.timing.checks import (
     check_calendar,
     check_cron,
@@ -12,11 +13,21 @@ from taskplan.timing.checks import (
     check_schedule,
     check_timezone,
 )
-from taskplan.timing.jobs import compile_job, job_timezone, next_firings
+from taskplan.timing.jobs import (
+    calendar_names,
+    calendar_skips,
+    compile_job,
+    job_timezone,
+    next_firings,
+)
 from taskplan.timing.schedule import Schedule, compile_schedule, count_firings_between, firings
 
 __all__ = [
+    "ClosedDays",
     "Schedule",
+    "calendar_names",
+    "calendar_skips",
+    "closed_days_of",
     "check_calendar",
     "check_cron",
     "check_exception",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import calendar as _cal
 from datetime import date, datetime, time, timedelta
+from typing import Protocol
 
 from taskplan.model import Calendar
 
@@ -44,6 +45,10 @@ def check_calendar(cal: Calendar, *, exception: bool = False) -> list[str]:
     if cal.dates and not exception:
         problems.append("`dates` is only allowed in exceptions")
     if problems:
+        return problems
+    if exception and cal.closed_on is not None:
+        if cal != Calendar(closed_on=cal.closed_on):
+            problems.append("a calendar: exception takes no other keys")
         return problems
     if exception and cal == Calendar():
         problems.append("an empty exception would suppress every firing")
@@ -140,10 +145,16 @@ class CalendarWalls:
         return None if day is None else datetime.combine(day, self.times[0])
 
 
-class ExceptionRule:
-    """One exception, tested against a local wall time."""
+class ClosedDayTest(Protocol):
+    def is_open(self, day: date) -> bool: ...
 
-    def __init__(self, cal: Calendar) -> None:
+
+class ExceptionRule:
+    """One exception, tested against a local wall time. `closed` is the named business
+    calendar of a `calendar:` exception, whose closed days are suppressed whole."""
+
+    def __init__(self, cal: Calendar, closed: ClosedDayTest | None = None) -> None:
+        self.closed = closed
         self.dates = frozenset(cal.dates)
         self.days = DayFilter(cal)
         self.has_day_filter = bool(cal.weekdays or cal.monthdays or cal.months)
@@ -154,6 +165,8 @@ class ExceptionRule:
         return self.times is None
 
     def matches_day(self, day: date) -> bool:
+        if self.closed is not None and self.closed.is_open(day):
+            return False
         if self.dates and day not in self.dates:
             return False
         return not self.has_day_filter or self.days.matches(day)

@@ -41,6 +41,15 @@ def check_schedule(spec: ScheduleSpec) -> list[str]:
             problems.append(problem)
     if spec.calendar is not None:
         problems += check_calendar(spec.calendar)
+    if spec.business_day is not None:
+        if spec.business_calendar is None:
+            problems.append("business_day needs a calendar: naming the business calendar")
+        if spec.business_day == 0 or abs(spec.business_day) > 23:
+            problems.append(f"business_day must be 1..23 or -1..-23, got {spec.business_day}")
+        if spec.calendar is not None and (spec.calendar.weekdays or spec.calendar.monthdays):
+            problems.append("business_day picks the day itself: drop weekdays and monthdays")
+        if spec.cron is not None:
+            problems.append("business_day goes with at/hours/minutes, not cron")
     if spec.every is not None and round(spec.every * 1_000_000) <= 0:
         problems.append(f"`every` must be a positive duration, got {spec.every!r} s")
     if spec.max_runs is not None:

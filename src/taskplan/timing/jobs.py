@@ -3,12 +3,17 @@ the scheduler)."""
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from taskplan.model import JobSpec, ScheduleSpec
+from taskplan.model import JobSpec, ScheduleSpec, Shift
+from taskplan.timing.business import ClosedDays
 from taskplan.timing.schedule import Schedule, compile_schedule
+
+Calendars = Mapping[str, ClosedDays] | None
 
 
 def job_timezone(job: JobSpec, default_tz: str = "UTC") -> ZoneInfo:
@@ -16,18 +21,26 @@ def job_timezone(job: JobSpec, default_tz: str = "UTC") -> ZoneInfo:
     return ZoneInfo(job.timezone or default_tz)
 
 
-def compile_job(job: JobSpec, default_tz: str = "UTC") -> list[Schedule]:
+def calendar_names(job: JobSpec) -> set[str]:
+    """The named business calendars the job's schedules and exceptions use."""
+    names = {s.business_calendar for s in job.schedules if s.business_calendar}
+    exceptions = [*job.exceptions, *(e for s in job.schedules for e in s.exceptions)]
+    return names | {e.closed_on for e in exceptions if e.closed_on}
+
+
+def compile_job(job: JobSpec, default_tz: str = "UTC", calendars: Calendars = None
+                ) -> list[Schedule]:
     """The job's enabled schedules, each with the job's exceptions and its own; none at all
     when the job itself is disabled (`enabled: false`)."""
     tz = job_timezone(job, default_tz)
     if not job.enabled:
         return []
-    return [compile_schedule(s, tz, job.exceptions + s.exceptions)
+    return [compile_schedule(s, tz, job.exceptions + s.exceptions, calendars)
             for s in job.schedules if s.enabled]
 
 
 def next_firings(
-    job: JobSpec, after: datetime, n: int, default_tz: str = "UTC"
+    job: JobSpec, after: datetime, n: int, default_tz: str = "UTC", calendars: Calendars = None
 ) -> list[tuple[datetime, ScheduleSpec]]:
     """The job's next `n` firings strictly after `after`, across all its schedules.
 
@@ -37,7 +50,7 @@ def next_firings(
     # Keyed by UTC: aware datetimes sharing a tzinfo compare as walls, which misorders the two
     # copies of a fall-back hour.
     heap: list[tuple[datetime, int, int, datetime]] = []
-    schedules = compile_job(job, default_tz)
+    schedules = compile_job(job, default_tz, calendars)
     for pos, schedule in enumerate(schedules):
         first = schedule.next_after(after)
         if first is not None:
@@ -51,4 +64,49 @@ def next_firings(
         following = schedule.next_after(when)
         if following is not None:
             heapq.heappush(heap, (following.astimezone(UTC), index, pos, following))
+    return out
+
+
+def calendar_skips(
+    job: JobSpec, after: datetime, until: datetime, default_tz: str = "UTC",
+    calendars: Calendars = None, limit: int = 100,
+) -> list[tuple[datetime, ScheduleSpec, str]]:
+    """Firings in (after, until] that a business calendar dropped or moved, with why.
+
+    Each schedule is replayed without its calendar (its `calendar:` binding and the job's
+    `calendar:` exceptions); a firing of that replay on a closed day is reported with the day's
+    reason, prefixed "moved to ..." when the schedule shifts it rather than skipping it.
+    """
+    tz = job_timezone(job, default_tz)
+    known = calendars or {}
+    out: list[tuple[datetime, ScheduleSpec, str]] = []
+    for spec in (job.schedules if job.enabled else ()):
+        if not spec.enabled:
+            continue
+        exceptions = job.exceptions + spec.exceptions
+        plain_exceptions = tuple(e for e in exceptions if e.closed_on is None)
+        closing = [known[e.closed_on] for e in exceptions
+                   if e.closed_on is not None and e.closed_on in known]
+        own = known.get(spec.business_calendar or "")
+        if spec.business_day is not None or (own is None and not closing):
+            continue
+        free = dataclasses.replace(spec, business_calendar=None, shift=Shift.SKIP,
+                                   max_runs=None)
+        replay = compile_schedule(free, tz, plain_exceptions)
+        at: datetime | None = after
+        while len(out) < limit:
+            at = replay.next_after(at) if at is not None else None
+            if at is None or at > until:
+                break
+            day = at.astimezone(tz).date()
+            reason = own.reason(day) if own is not None else None
+            if reason is None:
+                reason = next((r for c in closing if (r := c.reason(day)) is not None), None)
+                if reason is not None:
+                    out.append((at, spec, reason))
+                continue
+            if own is not None and spec.shift is not Shift.SKIP:
+                reason = f"moved to the {spec.shift.value} business day: {reason}"
+            out.append((at, spec, reason))
+    out.sort(key=lambda e: (e[0].astimezone(UTC), e[1].index))
     return out

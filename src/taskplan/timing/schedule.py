@@ -24,12 +24,13 @@ Policies (docs/schedules.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from taskplan.model import Calendar, ScheduleSpec
+from taskplan.timing.business import ClosedDays, resolve
 from taskplan.timing.calendar import ExceptionRule
 from taskplan.timing.sources import EverySource, Source, make_source
 from taskplan.timing.zones import instant_of, require_aware, spec_instant, wall_of
@@ -50,7 +51,8 @@ class _Exhausted(Exception):
 class Schedule:
     """The firings of one schedule; build it with `compile_schedule`."""
 
-    def __init__(self, spec: ScheduleSpec, tz: ZoneInfo, exceptions: Sequence[Calendar] = ()):
+    def __init__(self, spec: ScheduleSpec, tz: ZoneInfo, exceptions: Sequence[Calendar] = (),
+                 calendars: Mapping[str, ClosedDays] | None = None):
         if spec.max_runs is not None and spec.start is None and spec.once is None:
             raise ValueError(f"schedule {spec.key}: max_runs needs a start to count from")
         if spec.max_runs is not None and spec.max_runs < 0:
@@ -58,8 +60,14 @@ class Schedule:
         self.spec = spec
         self.tz = tz
         self.exceptions = tuple(exceptions)
-        self._source: Source = make_source(spec, tz)
-        self._rules = tuple(ExceptionRule(c) for c in self.exceptions)
+        self._source: Source = make_source(spec, tz, calendars)
+        self._rules = tuple(
+            ExceptionRule(c, None if c.closed_on is None else resolve(c.closed_on, calendars))
+            for c in self.exceptions)
+        # What decides the firings of a named calendar: its object (rebuilt on a new version).
+        self._calendar_ids = tuple(sorted(
+            id(c) for name, c in (calendars or {}).items()
+            if name == spec.business_calendar or any(e.closed_on == name for e in exceptions)))
         self._start = None if spec.start is None else spec_instant(spec.start, tz)
         self._end = None if spec.end is None else spec_instant(spec.end, tz)
 
@@ -132,14 +140,17 @@ class Schedule:
     def _cache_key(self) -> tuple[object, ...]:
         s = self.spec
         return (s.cron, s.calendar, s.every, s.once, s.start, s.end, s.max_runs, self.tz,
-                self.exceptions)
+                self.exceptions, s.business_calendar, s.business_day, s.shift,
+                self._calendar_ids)
 
 
 def compile_schedule(
-    spec: ScheduleSpec, tz: ZoneInfo, exceptions: Sequence[Calendar] = ()
+    spec: ScheduleSpec, tz: ZoneInfo, exceptions: Sequence[Calendar] = (),
+    calendars: Mapping[str, ClosedDays] | None = None,
 ) -> Schedule:
-    """Check and prepare one schedule; raises ValueError if the spec is unusable."""
-    return Schedule(spec, tz, exceptions)
+    """Check and prepare one schedule; raises ValueError if the spec is unusable (including a
+    named calendar missing from `calendars`)."""
+    return Schedule(spec, tz, exceptions, calendars)
 
 
 def _last_allowed(schedule: Schedule) -> datetime | None:

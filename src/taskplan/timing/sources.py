@@ -6,11 +6,13 @@ A source answers one question: the first firing strictly after a UTC instant, as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from taskplan.model import ScheduleSpec
+from taskplan.timing.business import BusinessDayWalls, ClosedDays, ShiftedWalls, resolve
 from taskplan.timing.calendar import CalendarWalls
 from taskplan.timing.cron import CronWalls
 from taskplan.timing.walls import next_from_walls
@@ -31,8 +33,11 @@ class Source(Protocol):
         ...
 
 
+Walls = CronWalls | CalendarWalls | ShiftedWalls | BusinessDayWalls
+
+
 class WallSource:
-    def __init__(self, walls: CronWalls | CalendarWalls, tz: ZoneInfo) -> None:
+    def __init__(self, walls: Walls, tz: ZoneInfo) -> None:
         self.walls = walls
         self.tz = tz
 
@@ -89,14 +94,50 @@ class OnceSource:
         return True
 
 
-def make_source(spec: ScheduleSpec, tz: ZoneInfo) -> Source:
+class BusinessDaysOnly:
+    """An `every` or `once` source bound to a business calendar: firings on closed local days
+    are dropped (those kinds list no walls to move)."""
+
+    def __init__(self, inner: Source, closed: ClosedDays, tz: ZoneInfo) -> None:
+        self.inner = inner
+        self.closed = closed
+        self.tz = tz
+
+    def may_fire_on(self, day: date) -> bool:
+        return self.closed.is_open(day) and self.inner.may_fire_on(day)
+
+    def next_after(self, after: datetime) -> Hit | None:
+        hit = self.inner.next_after(after)
+        while hit is not None and not self.closed.is_open(wall_of(hit[0], self.tz).date()):
+            day = wall_of(hit[0], self.tz).date()
+            # Jump to the end of the closed day rather than firing by firing through it.
+            midnight = datetime.combine(day + timedelta(days=1), time(), self.tz)
+            hit = self.inner.next_after(max(hit[0], midnight - timedelta(microseconds=1)))
+        return hit
+
+
+def make_source(spec: ScheduleSpec, tz: ZoneInfo,
+                calendars: Mapping[str, ClosedDays] | None = None) -> Source:
+    closed = (None if spec.business_calendar is None
+              else resolve(spec.business_calendar, calendars))
+    walls: Walls | None = None
     if spec.cron is not None:
-        return WallSource(CronWalls(spec.cron), tz)
-    if spec.calendar is not None:
-        return WallSource(CalendarWalls(spec.calendar), tz)
+        walls = CronWalls(spec.cron)
+    elif spec.calendar is not None and spec.business_day is not None:
+        assert closed is not None
+        walls = BusinessDayWalls(spec.calendar, spec.business_day, closed)
+    elif spec.calendar is not None:
+        walls = CalendarWalls(spec.calendar)
+    if walls is not None:
+        if closed is not None and not isinstance(walls, BusinessDayWalls):
+            walls = ShiftedWalls(walls, closed, spec.shift)
+        return WallSource(walls, tz)
+    source: Source
     if spec.every is not None:
         anchor = spec.start if spec.start is not None else EVERY_EPOCH
-        return EverySource(spec.every, spec_instant(anchor, tz))
-    if spec.once is not None:
-        return OnceSource(spec.once, tz)
-    raise ValueError(f"schedule {spec.key} has none of cron, calendar, every, once")
+        source = EverySource(spec.every, spec_instant(anchor, tz))
+    elif spec.once is not None:
+        source = OnceSource(spec.once, tz)
+    else:
+        raise ValueError(f"schedule {spec.key} has none of cron, calendar, every, once")
+    return source if closed is None else BusinessDaysOnly(source, closed, tz)

@@ -1,0 +1,72 @@
+"""The scheduler with a business calendar, on a real store with an injected clock: the firing
+due on a holiday is not made, the next one is, and a new calendar version is picked up by a
+running scheduler without re-applying the job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from taskplan.engine import Engine
+from taskplan.scheduler import Scheduler
+from taskplan.spec import load_definitions
+from taskplan.store.db import Store
+
+JOB = """job: pay
+timezone: UTC
+on_misfire: skip
+schedules:
+  - at: "06:00"
+    calendar: closing
+tasks:
+  a: {shell: "true"}
+"""
+CALENDAR = "calendar: closing\nholidays: {country: GB, subdiv: ENG}\ndates: [%s]\n"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ts(*args: int) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()
+
+
+def apply(engine: Engine, folder: Path, listed: str) -> None:
+    (folder / "cal.yaml").write_text(CALENDAR % listed)
+    (folder / "job.yaml").write_text(JOB)
+    found = load_definitions([folder / "cal.yaml", folder / "job.yaml"])
+    for cal in found.calendars:
+        engine.apply_calendar(cal)
+    for job in found.jobs:
+        engine.apply(job)
+
+
+def fire_at(s: Scheduler, clock: Clock, when: float) -> list[int]:
+    clock.now = when
+    assert s.try_lead()
+    return s.fire_due().runs
+
+
+def test_holidays_make_no_run_and_new_versions_apply_at_once(store: Store,
+                                                             tmp_path: Path) -> None:
+    clock = Clock(ts(2026, 12, 23, 12))
+    engine = Engine(store, clock=clock)
+    apply(engine, tmp_path, "2026-12-24")
+    s = Scheduler(engine, clock=clock, holder="s1", lease=600.0)
+    assert fire_at(s, clock, ts(2026, 12, 23, 13)) == []
+    # 24 Dec (listed date), 25/26/28 (holidays) and 27 (Sunday): the next firing is the 29th.
+    assert s.fire_due().next_due == ts(2026, 12, 29, 6)
+    assert len(fire_at(s, clock, ts(2026, 12, 29, 6))) == 1
+    # Close the 30th too: the running scheduler skips it without the job being re-applied.
+    (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-24, 2026-12-30")
+    [cal] = load_definitions([tmp_path / "cal.yaml"]).calendars
+    assert engine.apply_calendar(cal) == (2, True)
+    assert fire_at(s, clock, ts(2026, 12, 29, 7)) == []
+    assert s.fire_due().next_due == ts(2026, 12, 31, 6)
+    with store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM runs") == 1
