@@ -85,8 +85,8 @@ def exception_shape(r: Reporter, path: Path, raw: dict[str, Any]) -> None:
                      "(it skips every closed day of that calendar)")
         return
     if "dates" not in raw and not calendar:
-        r.at_container(path, "expected dates:, calendar: or calendar keys ("
-                       + ", ".join(CALENDAR_KEYS) + "), found none")
+        r.at_container(path, "expected dates: or calendar keys ("
+                       + ", ".join(CALENDAR_KEYS) + ") or calendar: NAME, found none")
     elif "dates" in raw and calendar:
         r.at_key((*path, calendar[0]), "expected either dates: or calendar keys, not both")
 
