@@ -35,6 +35,7 @@ FOREACH_CHUNK = 5000  # items read and inserted per executemany
 CANCEL_CHECK_EVERY = 0.1  # seconds between checks that running attempts were not cancelled
 GIVE_UP_WHEN_CANCELLED = 5.0  # s of store outage after which a cancelled agent just exits
 FLUSH_GIVE_UP = 60.0  # s an exiting agent keeps trying to record its last outcomes
+HOLD_CHECK_EVERY = 1.0  # s between looks for a sign of life of agents holding work
 
 
 class _Outage:
@@ -226,7 +227,9 @@ class Agent:
         assert self.agent_id is not None
         gen = self.store.waker.generation
         beat_every = max(0.5, self.lease / 3)
-        next_beat = time.monotonic() + beat_every
+        # The first beat is now: it reaps at once the agents of this machine whose process
+        # died (a killed `taskplan run`), so their work is not left for a lease to expire.
+        next_beat = time.monotonic()
         next_retry = self.engine.promote_retries()
         last_cancel_check = 0.0
         idle_since = time.monotonic()
@@ -271,6 +274,7 @@ class Agent:
                     self._heartbeat()
                     if now_m >= self._reap_after and self.engine.reap():
                         gen = -1  # recovered work may be ours to claim: go round again
+                        idle_since = now_m
                     next_retry = self.engine.promote_retries()
                     next_beat = now_m + beat_every
                 if next_retry is not None and next_retry <= self.engine.clock():
@@ -288,9 +292,18 @@ class Agent:
                 if (self._draining.is_set() and busy == 0 and self._done.empty()
                         and not self._unrecorded):
                     return
+                holding = False
                 if self.exit_when_idle is not None and busy == 0 and (
                         now_m - idle_since >= self.exit_when_idle):
-                    return
+                    # Not idle while other agents hold work and have not heartbeated since we
+                    # became idle: if they are dead, their work comes back when their lease
+                    # ends, and we are there to reap and run it.
+                    now = self.engine.clock()
+                    due = self.engine.recovery_due(self.agent_id, now - (now_m - idle_since))
+                    if due is None:
+                        return
+                    holding = True
+                    next_beat = min(next_beat, now_m + max(0.0, due - now) + 0.05)
                 if (result is not None and result.claims and len(result.claims) >= free
                         and self.busy < self.slots):
                     # Every free slot got work: there may be more ready than one round took.
@@ -303,7 +316,9 @@ class Agent:
                     timeout = min(timeout, next_retry - self.engine.clock())
                 if busy:
                     timeout = min(timeout, CANCEL_CHECK_EVERY)
-                if self.exit_when_idle is not None and busy == 0:
+                if holding:
+                    timeout = min(timeout, HOLD_CHECK_EVERY)
+                elif self.exit_when_idle is not None and busy == 0:
                     timeout = min(timeout, self.exit_when_idle - (now_m - idle_since))
                 gen = self.store.wait(gen, max(0.0, timeout))
             except StoreConflictError as exc:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 from engine_helpers import apply_job, attempts, run_agent, tasks
 
+from taskplan import procs
+from taskplan.agent import Agent
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.model import TaskState
 from taskplan.store.db import Store
@@ -127,3 +132,59 @@ def test_stale_attempt_finish_changes_nothing(store: Store) -> None:
     got = tasks(store, run_id)["work"]
     assert (got["state"], got["attempts"], got["result"]) == ("succeeded", 2, {"ok": 2})
     assert [a["state"] for a in attempts(store, got["id"])] == ["lost", "succeeded"]
+
+
+def test_agent_of_a_dead_process_on_this_machine_is_reaped_at_once(store: Store) -> None:
+    """No waiting for the lease: the owner's pid is gone (or is another process now)."""
+    clock = ManualClock()
+    engine = Engine(store, clock=clock)
+    run_id = engine.create_run(apply_job(engine, """
+        job: reap_pid
+        tasks:
+          work: {python: "tpjobs:record", retries: 1}
+        """))
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        agent_id = engine.register_agent("doomed", "host", owner.pid, 1, 300.0)
+        assert len(engine.step(agent_id, [], 1, run_id).claims) == 1
+        assert engine.reap() == 0  # its process runs: the lease decides
+    finally:
+        owner.kill()
+        owner.wait()
+    assert engine.reap() == 1  # the lease has 300 s left
+    got = tasks(store, run_id)["work"]
+    assert (got["state"], got["attempts"]) == ("ready", 1)
+    with store.read() as tx:
+        assert tx.scalar("SELECT state FROM agents WHERE id = :a", {"a": agent_id}) == "lost"
+
+
+def test_reused_pid_is_not_mistaken_for_the_owner() -> None:
+    me = os.getpid()
+    recorded = procs.identity(me)
+    assert recorded is not None and not procs.is_gone(me, recorded)
+    # The same pid, started at another time: another process that reused the number.
+    head, _, ticks = recorded.rpartition("/")
+    assert procs.is_gone(me, f"{head}/{int(ticks) + 1}")
+    # Another machine (or pid namespace): nothing is known, so not gone.
+    assert not procs.is_gone(me, f"other-boot/1/{ticks}")
+    assert not procs.is_gone(me, None)
+
+
+def test_exit_when_idle_waits_for_work_a_lease_will_hand_back(store: Store) -> None:
+    """An agent on another machine claimed and went silent: an idle agent stays for the lease
+    to end and runs the work, instead of leaving it stuck."""
+    engine = Engine(store)
+    run_id = engine.create_run(apply_job(engine, """
+        job: idle_wait
+        tasks:
+          work: {python: "tpjobs:record", retries: 1}
+        """))
+    # A pid that cannot exist here: its process is unknown, as for another machine's agent.
+    silent = engine.register_agent("elsewhere", "other-host", 2**22 + 1, 1, 3.0)
+    assert len(engine.step(silent, [], 1, run_id).claims) == 1
+    with store.read() as tx:
+        assert tx.scalar("SELECT process FROM agents WHERE id = :a", {"a": silent}) is None
+    Agent(engine, slots=1, exit_when_idle=0.2).run()
+    got = tasks(store, run_id)["work"]
+    assert (got["state"], got["attempts"]) == ("succeeded", 2)
+    assert engine.run_state(run_id) == "succeeded"

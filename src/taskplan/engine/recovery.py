@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
+from taskplan import procs
 from taskplan.engine.commands import Commands
 from taskplan.engine.records import Claim, Outcome, StepResult
 from taskplan.model import (
@@ -38,8 +39,9 @@ class Engine(Commands):
             return ops.next_retry_due(tx)
 
     def register_agent(self, name: str, host: str, pid: int, slots: int, lease: float) -> int:
+        process = procs.identity(pid)
         with self.store.tx() as tx:
-            return ops.insert_agent(tx, name, host, pid, slots, self.clock(), lease)
+            return ops.insert_agent(tx, name, host, pid, slots, self.clock(), lease, process)
 
     def heartbeat(self, agent_id: int, lease: float, state: str | None = None) -> bool:
         with self.store.tx() as tx:
@@ -50,16 +52,19 @@ class Engine(Commands):
             ops.set_agent_state(tx, agent_id, "stopped", self.clock())
 
     def reap(self) -> int:
-        """Recover the task runs of agents whose lease expired. Returns how many."""
+        """Recover the task runs of agents whose lease expired, and at once those of agents
+        of this machine whose process is gone (killed, crashed). Returns how many."""
         now = self.clock()
+        machine = procs.machine()
         with self.store.read() as tx:
-            dead = ops.expired_agents(tx, now)
+            dead: list[tuple[int, str | None]] = [(a, None) for a in ops.expired_agents(tx, now)]
+            local = ops.agents_of_machine(tx, machine) if machine else []
+        dead += [(a, process) for a, pid, process in local
+                 if procs.is_gone(pid, process) and (a, None) not in dead]
         count = 0
-        for agent_id in dead:
+        for agent_id, process in dead:
             with self.store.tx() as tx:
-                if tx.run("UPDATE agents SET state = 'lost' WHERE id = :a AND state IN"
-                          " ('alive', 'draining') AND lease_until < :t",
-                          {"a": agent_id, "t": now}) == 0:
+                if not ops.mark_agent_lost(tx, agent_id, now, process):
                     continue  # another reaper got it first
                 rows = tx.all(
                     "SELECT t.id, t.run_id, r.version_id, t.task, t.kind, t.item, t.attempts,"
@@ -75,6 +80,12 @@ class Engine(Commands):
                     count += 1
                 tx.wake = True
         return count
+
+    def recovery_due(self, agent_id: int | None, since: float) -> float | None:
+        """When lease expiry would hand back work held by other agents that have given no
+        sign of life (a heartbeat) since `since`, or None if there is no such work."""
+        with self.store.read() as tx:
+            return ops.recovery_due(tx, agent_id, since)
 
     def release_unstarted(self, agent_id: int, keep: Collection[int]) -> int:
         """Give back task runs held running for this agent that it never started.

@@ -593,11 +593,13 @@ def read_log(tx: Tx, task_run_id: int, attempt: int, after_seq: int = -1) -> lis
 
 # -- agents -------------------------------------------------------------------------------
 def insert_agent(tx: Tx, name: str, host: str, pid: int, slots: int, now: float,
-                 lease: float) -> int:
+                 lease: float, process: str | None = None) -> int:
     return int(tx.scalar(
         "INSERT INTO agents (name, host, pid, slots, state, started_at, heartbeat_at,"
-        " lease_until) VALUES (:n, :h, :p, :s, 'alive', :t, :t, :l) RETURNING id",
-        {"n": name, "h": host, "p": pid, "s": slots, "t": now, "l": now + lease},
+        " lease_until, process) VALUES (:n, :h, :p, :s, 'alive', :t, :t, :l, :pr)"
+        " RETURNING id",
+        {"n": name, "h": host, "p": pid, "s": slots, "t": now, "l": now + lease,
+         "pr": process},
     ))
 
 
@@ -620,6 +622,37 @@ def expired_agents(tx: Tx, now: float) -> list[int]:
         "SELECT id FROM agents WHERE state IN ('alive', 'draining') AND lease_until < :t",
         {"t": now},
     )]
+
+
+def agents_of_machine(tx: Tx, machine: str) -> list[tuple[int, int, str]]:
+    """(id, pid, process) of live agents whose process ran on this machine (same boot, same
+    pid namespace)."""
+    return [(int(a), int(p), str(pr)) for a, p, pr in tx.all(
+        "SELECT id, pid, process FROM agents WHERE state IN ('alive', 'draining')"
+        " AND process LIKE :m", {"m": machine + "/%"},
+    )]
+
+
+def mark_agent_lost(tx: Tx, agent_id: int, now: float, process: str | None) -> bool:
+    """Lost if its lease ran out, or (process given) if it is still that process's agent."""
+    if process is None:
+        return tx.run("UPDATE agents SET state = 'lost' WHERE id = :a AND state IN"
+                      " ('alive', 'draining') AND lease_until < :t",
+                      {"a": agent_id, "t": now}) > 0
+    return tx.run("UPDATE agents SET state = 'lost' WHERE id = :a AND state IN"
+                  " ('alive', 'draining') AND process = :p",
+                  {"a": agent_id, "p": process}) > 0
+
+
+def recovery_due(tx: Tx, me: int | None, since: float) -> float | None:
+    """The earliest lease end of other agents that hold running task runs and have not
+    heartbeated since `since`: work that comes back if they turn out to be dead."""
+    value = tx.scalar(
+        "SELECT MIN(a.lease_until) FROM agents a WHERE a.state IN ('alive', 'draining')"
+        " AND a.id <> :me AND a.heartbeat_at < :since"
+        " AND EXISTS (SELECT 1 FROM task_runs t WHERE t.agent_id = a.id"
+        " AND t.state = 'running')", {"since": since, "me": -1 if me is None else me})
+    return None if value is None else float(value)
 
 
 def running_of_agent(tx: Tx, agent_id: int) -> list[Row]:

@@ -198,6 +198,8 @@ agents = Table(
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
     Column("lease_until", Float, nullable=False),
+    # `<boot id>/<pid namespace>/<start time>` of the owning process (procs.identity).
+    Column("process", String(200), nullable=True),
     Index(None, "state", "lease_until"),
 )
 
