@@ -1,15 +1,15 @@
 """The owning process of an agent (agents.process: boot id, pid namespace, start time), so an
 agent on the same machine can tell at once that another one's process is gone.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
