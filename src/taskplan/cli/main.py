@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "delete": "taskplan.cli.job_cmds:delete_cmd",
     "forecast": "taskplan.cli.forecast_cmd:forecast_cmd",
     "calendars": "taskplan.cli.calendar_cmds:calendars_cmd",
+    "web": "taskplan.cli.web_cmds:web_cmd",
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from taskplan import shapes
+from taskplan.cli import web_cmds
 from taskplan.cli.common import db_option, get_context, handle_errors, json_option, print_json
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.errors import UsageError
@@ -143,17 +144,30 @@ def scheduler_cmd(lease: float, db: str | None) -> None:
               help="Slots of the agent.")
 @click.option("--lease", type=click.FloatRange(min=0.5), default=6.0, show_default=True,
               help="Seconds the scheduler's leader lease lasts.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve the web console and API on this port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help=web_cmds.HOST_HELP)
+@click.option("--token-file", default=None, metavar="FILE", help=web_cmds.TOKEN_HELP)
 @db_option
 @handle_errors
-def serve_cmd(slots: int, lease: float, db: str | None) -> None:
-    """Scheduler and agent in one process (the web UI comes later)."""
+def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file: str | None,
+              db: str | None) -> None:
+    """Scheduler and agent in one process; with --port, the web console too."""
     from taskplan.agent import Agent
     from taskplan.scheduler import Scheduler
 
+    web = web_cmds.listen(host, port, token_file) if port is not None else None
     ctx = get_context(db)
     engine = ctx.engine
     scheduler = Scheduler(engine, lease=lease, default_tz=ctx.settings.timezone)
     agent = Agent(engine, slots=slots, lease=ctx.settings.lease_seconds)
+    server = None
+    if web is not None:
+        from taskplan.web.server import make_server, start_in_thread, url_of
+
+        server = make_server(engine, web[0], timezone=ctx.settings.timezone, token=web[1])
+        start_in_thread(server, web[0])
+        click.echo(f"taskplan serve: console at {url_of(web[0])}", err=True)
     errors: list[BaseException] = []
 
     def guarded(fn: Callable[[], None]) -> Callable[[], None]:
@@ -169,6 +183,8 @@ def serve_cmd(slots: int, lease: float, db: str | None) -> None:
     def shutdown() -> None:
         scheduler.stop()
         agent.drain()
+        if server is not None:
+            server.should_exit = True
 
     restore = _on_signals(shutdown)
     threads = [threading.Thread(target=guarded(scheduler.run), name="taskplan-scheduler",

@@ -1,0 +1,387 @@
+"""Reads for the web console and its metrics: job overviews, paged run history, a run's graph
+aggregated per foreach group, attempts, agents, and cluster-wide aggregates.
+
+Every read is bounded by what one page shows (keyset pages, foreach items counted, not listed),
+so a run of 100,000 task runs or a history of 100,000 runs costs a page, not the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskplan.store.db import Tx
+from taskplan.store.ops import loads
+from taskplan.store.reports import _RUN_SELECT, RunInfo, TaskRunInfo, _run_info
+
+
+@dataclass(frozen=True)
+class JobOverview:
+    name: str
+    job_id: int
+    version: int
+    version_id: int
+    versions: int
+    recent: list[tuple[int, str]]  # (run id, state) of the newest runs, newest first
+
+
+def job_overviews(tx: Tx, recent: int = 20, name: str | None = None) -> list[JobOverview]:
+    """Every job (or one) with its current version and its newest `recent` top-level runs."""
+    where = " WHERE j.name = :n" if name is not None else ""
+    params: dict[str, Any] = {"n": name} if name is not None else {}
+    rows = tx.all(
+        "SELECT j.name, j.id, v.version, v.id,"
+        " (SELECT COUNT(*) FROM job_versions x WHERE x.job_id = j.id)"
+        " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id" + where
+        + " ORDER BY j.name", params)
+    # One index range per job on runs(job_id, id): the newest `recent` ids start at the
+    # recent-th newest, found by a LIMIT/OFFSET on that index, never by scanning the history.
+    marks = tx.all(
+        "SELECT r.job_id, r.id, r.state FROM jobs j JOIN runs r ON r.job_id = j.id"
+        " AND r.id >= COALESCE((SELECT x.id FROM runs x WHERE x.job_id = j.id"
+        f" ORDER BY x.id DESC LIMIT 1 OFFSET {int(recent) - 1}), 0)" + where
+        + " ORDER BY r.job_id, r.id DESC", params)
+    by_job: dict[int, list[tuple[int, str]]] = {}
+    for job_id, run_id, state in marks:
+        by_job.setdefault(int(job_id), []).append((int(run_id), str(state)))
+    return [JobOverview(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]),
+                        by_job.get(int(r[1]), [])[:recent]) for r in rows]
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    job: str | None = None
+    state: str | None = None
+    trigger: str | None = None
+    since: float | None = None  # created_at >= since
+    until: float | None = None  # created_at < until
+    before_id: int | None = None  # keyset: ids below this one (the next page, newest first)
+
+
+def runs_page(tx: Tx, f: RunFilter, limit: int) -> list[RunInfo]:
+    """Runs newest first matching the filter: a keyset page (id < before_id), never OFFSET."""
+    conds: list[str] = []
+    params: dict[str, Any] = {"lim": int(limit)}
+    if f.job is not None:
+        conds.append("r.job_id = (SELECT id FROM jobs WHERE name = :job)")
+        params["job"] = f.job
+    if f.state is not None:
+        conds.append("r.state = :state")
+        params["state"] = f.state
+    if f.trigger is not None:
+        conds.append("r.trigger = :trig")
+        params["trig"] = f.trigger
+    if f.since is not None:
+        conds.append("r.created_at >= :since")
+        params["since"] = f.since
+    if f.until is not None:
+        conds.append("r.created_at < :until")
+        params["until"] = f.until
+    if f.before_id is not None:
+        conds.append("r.id < :before")
+        params["before"] = f.before_id
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    rows = tx.all(_RUN_SELECT + where + " ORDER BY r.id DESC LIMIT :lim", params)
+    return [_run_info(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class RunLinks:
+    parent_run_id: int | None
+    parent_task: str | None
+    children: list[tuple[str, int | None, int]]  # (task, item index, child run id)
+
+
+def run_links(tx: Tx, run: RunInfo) -> RunLinks:
+    parent = None
+    if run.parent_task_run_id is not None:
+        parent = tx.one("SELECT run_id, task FROM task_runs WHERE id = :i",
+                        {"i": run.parent_task_run_id})
+    kids = tx.all(
+        "SELECT task, item_index, child_run_id FROM task_runs WHERE run_id = :r"
+        " AND child_run_id IS NOT NULL ORDER BY id LIMIT 200", {"r": run.run_id})
+    return RunLinks(int(parent[0]) if parent else None, str(parent[1]) if parent else None,
+                    [(str(t), i, int(c)) for t, i, c in kids])
+
+
+@dataclass
+class GraphNode:
+    """One top-level task run (a foreach parent stands for all its items)."""
+
+    id: int
+    name: str
+    kind: str
+    state: str
+    stage: int | None
+    attempts: int
+    started_at: float | None
+    finished_at: float | None
+    exit_code: int | None
+    error: str | None
+    child_run_id: int | None
+    ready_at: float | None
+    pool: str | None
+    items: dict[str, int] = field(default_factory=dict)  # foreach: item count per state
+    items_started: float | None = None
+    items_finished: float | None = None
+
+
+@dataclass(frozen=True)
+class RunGraph:
+    nodes: list[GraphNode]
+    edges: list[tuple[int, int]]  # (up id, down id) between top-level task runs
+    total: int  # task runs of the run, items included, barriers excluded
+
+
+_NODE_COLS = ("id, task, kind, state, stage, attempts, started_at, finished_at, exit_code,"
+              " error, child_run_id, ready_at, pool")
+
+
+def run_graph(tx: Tx, run_id: int) -> RunGraph:
+    """The run's top-level task runs and edges, foreach items counted per state."""
+    nodes = [GraphNode(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], int(r[5]), r[6], r[7],
+                       r[8], r[9], r[10], r[11], r[12])
+             for r in tx.all(f"SELECT {_NODE_COLS} FROM task_runs WHERE run_id = :r"
+                             " AND parent_id IS NULL ORDER BY id", {"r": run_id})]
+    by_id = {n.id: n for n in nodes}
+    total = sum(1 for n in nodes if n.kind not in ("barrier", "foreach"))
+    if any(n.kind == "foreach" for n in nodes):
+        for parent, state, count, first, last in tx.all(
+                "SELECT parent_id, state, COUNT(*), MIN(started_at), MAX(finished_at)"
+                " FROM task_runs WHERE run_id = :r AND parent_id IS NOT NULL"
+                " GROUP BY parent_id, state", {"r": run_id}):
+            node = by_id.get(int(parent))
+            if node is None:
+                continue
+            node.items[str(state)] = int(count)
+            total += int(count)
+            if first is not None and (node.items_started is None or first < node.items_started):
+                node.items_started = float(first)
+            if last is not None and (node.items_finished is None or last > node.items_finished):
+                node.items_finished = float(last)
+    edges = [(int(u), int(d)) for u, d in tx.all(
+        "SELECT e.up_id, e.down_id FROM task_edges e JOIN task_runs t ON t.id = e.down_id"
+        " WHERE t.run_id = :r AND t.parent_id IS NULL", {"r": run_id})]
+    return RunGraph(nodes, edges, total)
+
+
+_TR_COLS = ("id, task, kind, item_index, item, state, attempts, started_at, finished_at,"
+            " exit_code, result, error, stage, child_run_id")
+
+
+def _task_run_info(r: tuple[Any, ...]) -> TaskRunInfo:
+    return TaskRunInfo(int(r[0]), str(r[1]), str(r[2]), r[3], loads(r[4]), str(r[5]), int(r[6]),
+                       r[7], r[8], r[9], loads(r[10]), r[11], r[12], r[13])
+
+
+def task_runs_page(tx: Tx, run_id: int, *, task: str | None = None, state: str | None = None,
+                   after_id: int = 0, limit: int = 100) -> list[TaskRunInfo]:
+    """Task runs of a run in id order, a keyset page; with `task`, that task's items too."""
+    conds = ["run_id = :r", "kind <> 'barrier'", "id > :after"]
+    params: dict[str, Any] = {"r": run_id, "after": after_id, "lim": int(limit)}
+    if task is not None:
+        conds.append("task = :t")
+        params["t"] = task
+    if state is not None:
+        conds.append("state = :s")
+        params["s"] = state
+    rows = tx.all(f"SELECT {_TR_COLS} FROM task_runs WHERE " + " AND ".join(conds)
+                  + " ORDER BY id LIMIT :lim", params)
+    return [_task_run_info(r) for r in rows]
+
+
+def task_run_by_name(tx: Tx, run_id: int, task: str, item: int | None) -> TaskRunInfo | None:
+    """The task run of `task` (its item `item` for a foreach task; the parent without one)."""
+    if item is None:
+        row = tx.one(f"SELECT {_TR_COLS} FROM task_runs WHERE run_id = :r AND task = :t"
+                     " AND parent_id IS NULL AND kind <> 'barrier'", {"r": run_id, "t": task})
+    else:
+        row = tx.one(f"SELECT {_TR_COLS} FROM task_runs WHERE run_id = :r AND task = :t"
+                     " AND item_index = :i AND parent_id IS NOT NULL",
+                     {"r": run_id, "t": task, "i": item})
+    return _task_run_info(row) if row else None
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    attempt: int
+    state: str
+    agent: str | None
+    started_at: float
+    finished_at: float | None
+    exit_code: int | None
+    error: str | None
+    output_bytes: int
+    truncated: bool
+
+
+def attempts_of(tx: Tx, task_run_id: int) -> list[AttemptInfo]:
+    rows = tx.all(
+        "SELECT a.attempt, a.state, g.name, a.started_at, a.finished_at, a.exit_code, a.error,"
+        " a.output_bytes, a.truncated FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id"
+        " WHERE a.task_run_id = :t ORDER BY a.attempt", {"t": task_run_id})
+    return [AttemptInfo(int(r[0]), str(r[1]), r[2], float(r[3]), r[4], r[5], r[6], int(r[7]),
+                        bool(r[8])) for r in rows]
+
+
+@dataclass(frozen=True)
+class AttemptBar:
+    task_run_id: int
+    attempt: int
+    state: str
+    started_at: float
+    finished_at: float | None
+
+
+def attempt_bars(tx: Tx, task_run_ids: list[int]) -> list[AttemptBar]:
+    """Every attempt of these task runs, for a Gantt chart with its retries."""
+    if not task_run_ids:
+        return []
+    marks = ", ".join(str(int(i)) for i in task_run_ids)
+    rows = tx.all("SELECT task_run_id, attempt, state, started_at, finished_at FROM attempts"
+                  f" WHERE task_run_id IN ({marks}) ORDER BY task_run_id, attempt")
+    return [AttemptBar(int(r[0]), int(r[1]), str(r[2]), float(r[3]), r[4]) for r in rows]
+
+
+def log_chunks(tx: Tx, task_run_id: int, attempt: int, from_seq: int, limit: int = 200
+               ) -> list[tuple[int, str]]:
+    rows = tx.all(
+        "SELECT seq, data FROM log_chunks WHERE task_run_id = :t AND attempt = :a"
+        " AND seq >= :s ORDER BY seq LIMIT :n",
+        {"t": task_run_id, "a": attempt, "s": from_seq, "n": int(limit)})
+    return [(int(s), str(d)) for s, d in rows]
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    id: int
+    name: str
+    host: str
+    pid: int
+    slots: int
+    running: int
+    state: str  # alive | draining | stopped | lost | expired (lease ran out, not yet reaped)
+    started_at: float
+    heartbeat_at: float
+    lease_until: float
+
+
+def agents(tx: Tx, now: float, include_gone: bool = True) -> list[AgentInfo]:
+    where = "" if include_gone else " WHERE a.state IN ('alive', 'draining')"
+    rows = tx.all(
+        "SELECT a.id, a.name, a.host, a.pid, a.slots, a.state, a.started_at, a.heartbeat_at,"
+        " a.lease_until, (SELECT COUNT(*) FROM task_runs t WHERE t.agent_id = a.id"
+        "  AND t.state = 'running')"
+        f" FROM agents a{where} ORDER BY a.id")
+    out = []
+    for r in rows:
+        state = str(r[5])
+        if state in ("alive", "draining") and float(r[8]) < now:
+            state = "expired"
+        out.append(AgentInfo(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[9]),
+                             state, float(r[6]), float(r[7]), float(r[8])))
+    return out
+
+
+def running_on_agents(tx: Tx, limit: int = 500) -> list[tuple[int, int, str, int | None]]:
+    """(agent id, run id, task, item index) of task runs running now."""
+    rows = tx.all("SELECT agent_id, run_id, task, item_index FROM task_runs"
+                  " WHERE state = 'running' AND agent_id IS NOT NULL AND kind = 'task'"
+                  " ORDER BY agent_id, id LIMIT :n", {"n": int(limit)})
+    return [(int(a), int(r), str(t), i) for a, r, t, i in rows]
+
+
+def latest_event_id(tx: Tx, run_id: int | None = None) -> int:
+    """The newest event id (of one run): what the live pages watch for change."""
+    if run_id is None:
+        return int(tx.scalar("SELECT MAX(id) FROM events") or 0)
+    return int(tx.scalar("SELECT MAX(id) FROM events WHERE run_id = :r", {"r": run_id}) or 0)
+
+
+@dataclass(frozen=True)
+class TriggerWatch:
+    job: str
+    state: str | None  # its newest finished top-level run's state, None if none
+    run_id: int | None
+    finished_at: float | None
+
+
+def upstream_outcomes(tx: Tx, names: list[str]) -> list[TriggerWatch]:
+    """What a cross-job trigger waits on: each upstream job's newest finished run."""
+    out = []
+    for name in names:
+        row = tx.one(
+            "SELECT r.id, r.state, r.finished_at FROM runs r JOIN jobs j ON j.id = r.job_id"
+            " WHERE j.name = :n AND r.parent_task_run_id IS NULL"
+            " AND r.state IN ('succeeded', 'failed', 'cancelled')"
+            " ORDER BY r.finished_at DESC, r.id DESC LIMIT 1", {"n": name})
+        out.append(TriggerWatch(name, str(row[1]), int(row[0]), row[2]) if row
+                   else TriggerWatch(name, None, None, None))
+    return out
+
+
+# -- metrics ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Histogram:
+    """Cumulative bucket counts (same order as the bounds asked), sum and count."""
+
+    buckets: list[int]
+    total: float
+    count: int
+
+
+@dataclass(frozen=True)
+class ClusterMetrics:
+    runs: dict[tuple[str, str], int]  # (job, state) -> runs
+    task_runs: dict[tuple[str, str], int]  # (job, state) -> task runs (items included)
+    ready_unclaimed: int
+    agents: dict[str, int]  # state -> agents
+    slots_total: int
+    slots_busy: int
+    task_duration: dict[str, Histogram]  # job -> finished attempts' durations
+    schedule_lag: Histogram
+    dispatch_latency: Histogram
+
+
+def _histogram_sql(expr: str, bounds: list[float]) -> str:
+    parts = [f"SUM(CASE WHEN {expr} <= {b!r} THEN 1 ELSE 0 END)" for b in bounds]
+    return ", ".join([*parts, f"SUM({expr})", "COUNT(*)"])
+
+
+def _histogram(row: tuple[Any, ...], n: int) -> Histogram:
+    return Histogram([int(v or 0) for v in row[:n]], float(row[n] or 0.0), int(row[n + 1] or 0))
+
+
+def cluster_metrics(tx: Tx, now: float, bounds: list[float]) -> ClusterMetrics:
+    n = len(bounds)
+    runs = {(str(j), str(s)): int(c) for j, s, c in tx.all(
+        "SELECT j.name, r.state, COUNT(*) FROM runs r JOIN jobs j ON j.id = r.job_id"
+        " GROUP BY j.name, r.state")}
+    task_runs = {(str(j), str(s)): int(c) for j, s, c in tx.all(
+        "SELECT j.name, t.state, COUNT(*) FROM task_runs t JOIN runs r ON r.id = t.run_id"
+        " JOIN jobs j ON j.id = r.job_id WHERE t.kind <> 'barrier' GROUP BY j.name, t.state")}
+    ready = int(tx.scalar("SELECT COUNT(*) FROM task_runs WHERE state = 'ready'"
+                          " AND kind = 'task'") or 0)
+    agent_states: dict[str, int] = {}
+    total = busy = 0
+    for a in agents(tx, now):
+        agent_states[a.state] = agent_states.get(a.state, 0) + 1
+        if a.state in ("alive", "draining"):
+            total += a.slots
+            busy += a.running
+    durations = {str(r[0]): _histogram(tuple(r[1:]), n) for r in tx.all(
+        "SELECT j.name, " + _histogram_sql("a.finished_at - a.started_at", bounds)
+        + " FROM attempts a JOIN runs r ON r.id = a.run_id JOIN jobs j ON j.id = r.job_id"
+        " WHERE a.finished_at IS NOT NULL GROUP BY j.name")}
+    lag = tx.one("SELECT " + _histogram_sql("r.started_at - f.fire_at", bounds)
+                 + " FROM schedule_firings f JOIN runs r ON r.id = f.run_id"
+                 " WHERE r.started_at IS NOT NULL")
+    # The latest attempt of a task run started when it was claimed; ready_at is when it
+    # became claimable (retries move it forward).
+    latency = tx.one("SELECT " + _histogram_sql("a.started_at - t.ready_at", bounds)
+                     + " FROM task_runs t JOIN attempts a ON a.task_run_id = t.id"
+                     " AND a.attempt = t.attempts WHERE t.ready_at IS NOT NULL"
+                     " AND a.started_at >= t.ready_at")
+    return ClusterMetrics(runs, task_runs, ready, agent_states, total, busy, durations,
+                          _histogram(lag or (), n) if lag else Histogram([0] * n, 0.0, 0),
+                          _histogram(latency, n) if latency else Histogram([0] * n, 0.0, 0))

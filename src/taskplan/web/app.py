@@ -1,0 +1,163 @@
+"""The FastAPI application: API, pages, metrics, static files, auth and error mapping."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from taskplan import __version__
+from taskplan.engine import Engine
+from taskplan.errors import TaskplanError
+from taskplan.web import api, pages
+from taskplan.web.auth import COOKIE, CSRF_HEADER, Auth
+from taskplan.web.errors import message_of, status_of
+from taskplan.web.live import ChangeWatcher
+from taskplan.web.views import Ctx
+
+log = logging.getLogger("taskplan.web")
+HERE = Path(__file__).parent
+OPEN_PATHS = ("/static/", "/login", "/favicon.ico")
+
+
+def _is_api(path: str) -> bool:
+    return path.startswith(("/api/", "/metrics"))
+
+
+def _from_browser(request: Request) -> bool:
+    h = request.headers
+    return "origin" in h or "sec-fetch-site" in h or "cookie" in h
+
+
+def _cross_site(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        return urlsplit(origin).netloc != request.headers.get("host", "")
+    return request.headers.get("sec-fetch-site") == "cross-site" or origin == "null"
+
+
+def error_response(request: Request, status: int, message: str) -> Response:
+    if _is_api(request.url.path) or request.method != "GET":
+        return JSONResponse({"error": message, "status": status}, status_code=status)
+    return pages.error_page(request, status, message)
+
+
+def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = None) -> FastAPI:
+    watcher = ChangeWatcher(engine.store)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        watcher.stop()
+
+    app = FastAPI(title="taskplan", version=__version__, docs_url="/api/docs",
+                  openapi_url="/api/v1/openapi.json", redoc_url=None, lifespan=lifespan)
+    auth = Auth.create(token)
+    app.state.ctx = Ctx(engine, timezone)
+    app.state.auth = auth
+    app.state.watcher = watcher
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        path = request.url.path
+        if path.startswith(OPEN_PATHS):
+            return await call_next(request)  # type: ignore[no-any-return]
+        by_bearer = auth.bearer_ok(request.headers.get("authorization"))
+        by_cookie = auth.cookie_ok(request.cookies.get(COOKIE))
+        if auth.required and not (by_bearer or by_cookie):
+            if _is_api(path) or request.method != "GET":
+                return JSONResponse({"error": "a token is required (Authorization: Bearer"
+                                     " TOKEN)", "status": 401}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            target = path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not by_bearer:
+            if _cross_site(request):
+                return JSONResponse({"error": "cross-site request refused", "status": 403},
+                                    status_code=403)
+            if _from_browser(request) and not auth.csrf_ok(request.headers.get(CSRF_HEADER)):
+                return JSONResponse({"error": "missing or wrong CSRF token (reload the page)",
+                                     "status": 403}, status_code=403)
+        response: Response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.headers.get("content-type", "").startswith("text/html"):
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; script-src 'self'; style-src 'self';"
+                " img-src 'self' data:; frame-ancestors 'none'")
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = str(exc.detail) if exc.status_code != 404 else (
+            f"no such page: {request.url.path}" if exc.detail == "Not Found" else str(exc.detail))
+        return error_response(request, exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "path"))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else
+                         str(err.get("msg", "invalid")))
+        return error_response(request, 422, "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(NotImplementedError)
+    async def not_implemented(request: Request, exc: NotImplementedError) -> Response:
+        return error_response(request, 501, message_of(exc))
+
+    @app.exception_handler(TaskplanError)
+    async def taskplan_error(request: Request, exc: TaskplanError) -> Response:
+        return error_response(request, status_of(exc), message_of(exc))
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/login", include_in_schema=False)
+    def login_form(request: Request, next: str = "/") -> Response:
+        return pages.login_page(request, next, None)
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        target = (form.get("next") or ["/"])[0]
+        if not target.startswith("/") or target.startswith("//") or "\\" in target:
+            target = "/"
+        if not auth.login_ok((form.get("token") or [""])[0]):
+            return pages.login_page(request, target, "wrong token", status=401)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(COOKIE, auth.session, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout() -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        from taskplan.web.metrics import render
+
+        body, content_type = render(engine.store)
+        return Response(body, media_type=content_type)
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app
+
+
+__all__ = ["create_app"]

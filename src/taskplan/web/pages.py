@@ -1,0 +1,253 @@
+"""The console's HTML pages, rendered on the server with Jinja2 (autoescaped)."""
+
+from __future__ import annotations
+
+import calendar as cal
+import json
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from taskplan import shapes
+from taskplan.errors import NotFoundError, UsageError
+from taskplan.model import RunState, TaskState
+from taskplan.store import console, reports
+from taskplan.timing.calendar import ExceptionRule
+from taskplan.web import svg, text, views
+from taskplan.web.api import ctx_of, resolve_task_run, run_filter
+from taskplan.web.auth import Auth
+from taskplan.web.views import Ctx
+
+router = APIRouter(include_in_schema=False)
+TABLE_PAGE = 100
+RUNS_PAGE = 50
+
+env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                  autoescape=select_autoescape(default=True, default_for_string=True),
+                  trim_blocks=True, lstrip_blocks=True)
+env.filters.update(when=text.when, ansi=text.ansi_html, masked=text.masked,
+                   tojson_pretty=lambda v: json.dumps(v, indent=2, default=str,
+                                                      ensure_ascii=False))
+env.globals.update(took=text.took, quote=lambda s: quote(str(s), safe=""),
+                   RUN_STATES=[s.value for s in RunState],
+                   TASK_STATES=[s.value for s in TaskState])
+
+
+def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
+    auth: Auth = request.app.state.auth
+    body = env.get_template(name).render(
+        request=request, path=request.url.path, csrf=auth.csrf, login=auth.required,
+        now=time.time(), **values)
+    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    return render(request, "error.html", status=status, status_code=status, message=message)
+
+
+def login_page(request: Request, target: str, error: str | None, status: int = 200
+               ) -> HTMLResponse:
+    return render(request, "login.html", status=status, target=target, error=error)
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/jobs", status_code=303)
+
+
+@router.get("/jobs")
+def jobs_page(request: Request) -> Response:
+    return render(request, "jobs.html", jobs=views.jobs_list(ctx_of(request)))
+
+
+@router.get("/jobs/{job}")
+def job_page(request: Request, job: str) -> Response:
+    ctx = ctx_of(request)
+    obj = views.job_detail(ctx, job)
+    spec = views.job_spec(ctx, job)
+    upcoming = [shapes.next_firing(at, s) for at, s in views.next_of(ctx, spec, 10)]
+    with ctx.engine.store.read() as tx:
+        runs = console.runs_page(tx, console.RunFilter(job=job), 20)
+    return render(request, "job.html", job=obj, upcoming=upcoming, runs=runs,
+                  params_json={k: json.dumps(v) if not isinstance(v, str) else v
+                               for k, v in spec.params.items()})
+
+
+@router.get("/runs")
+def runs_page(request: Request, job: str | None = None, state: str | None = None,
+              trigger: str | None = None, since: str | None = None, until: str | None = None,
+              before: int | None = Query(None, ge=1)) -> Response:
+    f = run_filter(job, state, trigger, since, until, before)
+    with ctx_of(request).engine.store.read() as tx:
+        rows = console.runs_page(tx, f, RUNS_PAGE + 1)
+    more = len(rows) > RUNS_PAGE
+    rows = rows[:RUNS_PAGE]
+    query = {k: v for k, v in (("job", job), ("state", state), ("trigger", trigger),
+                               ("since", since), ("until", until)) if v}
+    return render(request, "runs.html", runs=rows, filters=query,
+                  next_before=rows[-1].run_id if more and rows else None)
+
+
+def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str, Any]:
+    """What the live region of the run page shows (re-fetched on each change)."""
+    store = ctx.engine.store
+    with store.read() as tx:
+        info = reports.run_info(tx, run_id)
+        if info is None:
+            raise NotFoundError(f"no run {run_id}")
+        graph = console.run_graph(tx, run_id)
+        links = console.run_links(tx, info)
+        counts: dict[str, int] = {}
+        for n in graph.nodes:
+            if n.kind == "foreach":
+                for s, c in n.items.items():
+                    counts[s] = counts.get(s, 0) + c
+            elif n.kind != "barrier":
+                counts[n.state] = counts.get(n.state, 0) + 1
+        gantt_ids = [n.id for n in graph.nodes if n.kind == "task"][: svg.MAX_GANTT_ROWS]
+        bars = console.attempt_bars(tx, gantt_ids)
+        table = console.task_runs_page(tx, run_id, state=state, after_id=after,
+                                       limit=TABLE_PAGE + 1)
+    reasons = views.waiting_reasons(ctx, info, graph)
+    critical = set(svg.critical_path(graph)) if info.state != "queued" else set()
+    predicted = views.forecast(ctx, run_id) if info.state in ("running", "stopping") else None
+    return {
+        "run": info, "links": links, "counts": counts, "total": graph.total,
+        "graph_svg": svg.graph_svg(run_id, graph, reasons, critical),
+        "gantt_svg": svg.gantt_svg(graph, bars, run_start=info.started_at, critical=critical,
+                                   predicted=predicted),
+        "table": table[:TABLE_PAGE], "table_more": len(table) > TABLE_PAGE,
+        "reasons": reasons, "predicted": predicted,
+        "foreach": [n for n in graph.nodes if n.kind == "foreach"],
+    }
+
+
+@router.get("/runs/{run_id}")
+def run_page(request: Request, run_id: int, after: int = Query(0, ge=0),
+             state: str | None = None) -> Response:
+    if state and state not in {s.value for s in TaskState}:
+        raise UsageError(f"state must be a task run state, got {state!r}")
+    parts = run_parts(ctx_of(request), run_id, after, state or None)
+    return render(request, "run.html", after=after,
+                  state_filter=state or "", **parts)
+
+
+@router.get("/runs/{run_id}/tasks/{task}")
+def task_page(request: Request, run_id: int, task: str, item: int | None = Query(None, ge=0),
+              attempt: int | None = Query(None, ge=1), after: int = Query(0, ge=0),
+              state: str | None = None) -> Response:
+    ctx = ctx_of(request)
+    info = views.run_or_404(ctx, run_id)
+    tr = resolve_task_run(ctx, run_id, task, item)
+    store = ctx.engine.store
+    values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item}
+    if tr.kind == "foreach":
+        with store.read() as tx:
+            graph = console.run_graph(tx, run_id)
+            items = [t for t in console.task_runs_page(
+                tx, run_id, task=task, state=state or None, after_id=after,
+                limit=TABLE_PAGE + 1) if t.item_index is not None]
+        node = next((n for n in graph.nodes if n.id == tr.id), None)
+        values.update(items=items[:TABLE_PAGE], items_more=len(items) > TABLE_PAGE,
+                      counts=node.items if node else {}, after=after, state_filter=state or "")
+    else:
+        with store.read() as tx:
+            attempts = console.attempts_of(tx, tr.id)
+            number = attempt or tr.attempts
+            if attempt is not None and not any(a.attempt == attempt for a in attempts):
+                raise NotFoundError(f"{task} has no attempt {attempt}")
+            chunks = console.log_chunks(tx, tr.id, number, 0, 5000) if number else []
+        values.update(attempts=attempts, attempt=number,
+                      output="".join(d for _, d in chunks),
+                      next_offset=chunks[-1][0] + 1 if chunks else 0,
+                      running=any(a.attempt == number and a.state == "running"
+                                  for a in attempts))
+    return render(request, "task.html", **values)
+
+
+@router.get("/agents")
+def agents_page(request: Request) -> Response:
+    now = time.time()
+    with ctx_of(request).engine.store.read() as tx:
+        found = console.agents(tx, now)
+        running = console.running_on_agents(tx)
+    by_agent: dict[int, list[tuple[int, str, int | None]]] = {}
+    for agent_id, run_id, task, item in running:
+        by_agent.setdefault(agent_id, []).append((run_id, task, item))
+    live = [a for a in found if a.state in ("alive", "draining", "expired")]
+    gone = [a for a in found if a not in live][-50:]
+    return render(request, "agents.html", live=live, gone=gone, running=by_agent)
+
+
+def _month(text: str | None) -> date:
+    if not text:
+        return date.today().replace(day=1)
+    try:
+        return datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        raise UsageError(f"month expects YYYY-MM, got {text!r}") from None
+
+
+def _dst_days(zone: ZoneInfo, first: date, last: date) -> set[date]:
+    out = set()
+    day = first
+    while day <= last:
+        start = datetime.combine(day, datetime.min.time(), zone)
+        end = datetime.combine(day + timedelta(days=1), datetime.min.time(), zone)
+        if start.utcoffset() != end.utcoffset():
+            out.add(day)
+        day += timedelta(days=1)
+    return out
+
+
+@router.get("/calendar")
+def calendar_page(request: Request, month: str | None = None) -> Response:
+    ctx = ctx_of(request)
+    first = _month(month)
+    days_in = cal.monthrange(first.year, first.month)[1]
+    last = first.replace(day=days_in)
+    per_day: dict[date, dict[str, list[str]]] = {}
+    skipped: dict[date, list[str]] = {}
+    dst: dict[date, list[str]] = {}
+    zones: set[str] = {ctx.timezone}
+    with ctx.engine.store.read() as tx:
+        overviews = console.job_overviews(tx, recent=1)
+    now = datetime.now().astimezone()
+    for ov in overviews:
+        spec = ctx.engine.job_spec(ov.version_id)
+        if not spec.schedules:
+            continue
+        zone = ZoneInfo(spec.timezone or ctx.timezone)
+        zones.add(str(zone))
+        start = max(datetime.combine(first, datetime.min.time(), zone) - timedelta(seconds=1),
+                    now)
+        end = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone)
+        if start < end:
+            for at, _ in views.next_of(ctx, spec, 400, start):
+                if at >= end:
+                    break
+                per_day.setdefault(at.date(), {}).setdefault(spec.name, []).append(
+                    at.strftime("%H:%M"))
+        for exc in spec.exceptions:
+            rule = ExceptionRule(exc)
+            for d in range(1, days_in + 1):
+                day = first.replace(day=d)
+                if rule.matches_day(day):
+                    skipped.setdefault(day, []).append(
+                        spec.name + ("" if rule.whole_day else " (some times)"))
+    for z in sorted(zones):
+        for day in _dst_days(ZoneInfo(z), first, last):
+            dst.setdefault(day, []).append(z)
+    weeks = cal.Calendar().monthdatescalendar(first.year, first.month)
+    prev = (first - timedelta(days=1)).replace(day=1)
+    nxt = last + timedelta(days=1)
+    return render(request, "calendar.html", first=first, weeks=weeks, per_day=per_day,
+                  skipped=skipped, dst=dst, prev=prev.strftime("%Y-%m"),
+                  next=nxt.strftime("%Y-%m"), today=date.today())

@@ -1,0 +1,112 @@
+// taskplan console: live regions (server-sent events), action buttons, log tails.
+// No framework: server-rendered HTML is fetched again and swapped in; text from the server
+// is set with textContent, never parsed as markup by this script.
+"use strict";
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+  function flash(message, bad) {
+    const box = document.getElementById("flash");
+    const div = document.createElement("div");
+    div.textContent = message;
+    if (bad) div.className = "bad";
+    box.appendChild(div);
+    setTimeout(() => div.remove(), bad ? 10000 : 5000);
+  }
+
+  // -- live regions: refetch this page and swap each [data-live] element ------------------
+  let busy = false, again = false, lastSwap = 0;
+  async function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const wait = 500 - (Date.now() - lastSwap);  // at most two swaps a second
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const resp = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+      if (resp.ok) {
+        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        const fresh = doc.querySelectorAll("[data-live]");
+        document.querySelectorAll("[data-live]").forEach((el, i) => {
+          if (fresh[i]) el.replaceChildren(...Array.from(fresh[i].childNodes).map((n) => document.importNode(n, true)));
+        });
+        lastSwap = Date.now();
+        bindActions(document);
+        startTails();
+      }
+    } finally {
+      busy = false;
+      if (again) { again = false; refresh(); }
+    }
+  }
+  const live = document.querySelector("[data-live][data-watch]");
+  if (live && window.EventSource) {
+    const source = new EventSource(live.dataset.watch);
+    source.addEventListener("change", refresh);
+    window.addEventListener("beforeunload", () => source.close());
+  }
+
+  // -- actions: POST with the CSRF token, show the outcome --------------------------------
+  function paramsOf(form) {
+    const params = {};
+    form.querySelectorAll("[data-param]").forEach((input) => { params[input.name] = input.value; });
+    return params;
+  }
+  async function submit(event) {
+    const form = event.currentTarget;
+    event.preventDefault();
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    const button = form.querySelector("button");
+    if (button) button.disabled = true;
+    try {
+      const body = form.hasAttribute("data-params") ? JSON.stringify({ params: paramsOf(form) }) : null;
+      const resp = await fetch(form.action, {
+        method: "POST", credentials: "same-origin", body,
+        headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json", "Accept": "application/json" },
+      });
+      let data = {};
+      try { data = await resp.json(); } catch (e) { data = { error: resp.statusText }; }
+      if (!resp.ok) { flash(data.error || ("HTTP " + resp.status), true); return; }
+      if (form.hasAttribute("data-goto-run") && data.run_id) { location.href = "/runs/" + data.run_id; return; }
+      const parts = [];
+      if (data.run_id) parts.push("run " + data.run_id);
+      if (data.job) parts.push(data.job);
+      if (data.reset !== undefined) parts.push(data.reset + " task run(s) reset");
+      if (data.state) parts.push(data.state);
+      if (data.paused !== undefined) parts.push(data.paused ? "paused" : "resumed");
+      flash(parts.join(": ") || "done", false);
+      refresh();
+    } catch (e) {
+      flash(String(e), true);
+    } finally {
+      if (button) button.disabled = false;
+    }
+  }
+  function bindActions(root) {
+    root.querySelectorAll("form.action").forEach((form) => {
+      if (!form.dataset.bound) { form.dataset.bound = "1"; form.addEventListener("submit", submit); }
+    });
+  }
+  bindActions(document);
+
+  // -- log tails: poll the logs API from an offset while the attempt runs -------------------
+  const ESC = /\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
+  function startTails() {
+    document.querySelectorAll("pre[data-tail]").forEach((pre) => {
+      if (pre.dataset.tailing) return;
+      pre.dataset.tailing = "1";
+      let offset = parseInt(pre.dataset.offset || "0", 10);
+      async function poll() {
+        try {
+          const resp = await fetch(pre.dataset.tail + "&offset=" + offset, { credentials: "same-origin" });
+          if (!resp.ok) return;
+          const data = await resp.json();
+          if (data.data) pre.appendChild(document.createTextNode(data.data.replace(ESC, "")));
+          offset = data.next_offset;
+          if (!data.done) setTimeout(poll, 1000);
+        } catch (e) { setTimeout(poll, 3000); }
+      }
+      setTimeout(poll, 1000);
+    });
+  }
+  startTails();
+})();

@@ -1,0 +1,78 @@
+"""Text helpers for the pages: times, durations, and task output with ANSI colours.
+
+Output is escaped first; only then are SGR colour codes turned into spans of our own classes
+(any other escape sequence is dropped), so what a task printed can never become markup.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from taskplan.redact import mask_url
+
+_SGR = re.compile(r"\x1b\[([0-9;]*)m")
+_OTHER_ESC = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def took(start: float | None, end: float | None, now: float | None = None) -> str:
+    if start is None:
+        return "-"
+    if end is None:
+        if now is None:
+            return "…"
+        end = now
+    seconds = max(0.0, end - start)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def strip_ansi(text: str) -> str:
+    return _CONTROL.sub("", _OTHER_ESC.sub("", _SGR.sub("", text)))
+
+
+def ansi_html(text: str) -> Markup:
+    """Escaped text with SGR colours as <span class="ansi-N"> (bold, 8+8 colours)."""
+    text = mask_url(text)
+    out: list[str] = []
+    open_span = False
+    pos = 0
+    for m in _SGR.finditer(text):
+        out.append(_plain(text[pos:m.start()]))
+        pos = m.end()
+        if open_span:
+            out.append("</span>")
+            open_span = False
+        codes = [c for c in m.group(1).split(";") if c]
+        classes = [f"ansi-{c}" for c in codes if c.isdigit() and (
+            c == "1" or 30 <= int(c) <= 37 or 90 <= int(c) <= 97)]
+        if classes:
+            out.append(f'<span class="{" ".join(classes)}">')
+            open_span = True
+    out.append(_plain(text[pos:]))
+    if open_span:
+        out.append("</span>")
+    return Markup("".join(out))
+
+
+def _plain(text: str) -> str:
+    return str(escape(_CONTROL.sub("", _OTHER_ESC.sub("", text))))
+
+
+def masked(value: Any) -> str:
+    return mask_url("" if value is None else str(value))

@@ -1,0 +1,213 @@
+"""What the API and the pages show, assembled from engine and store reads (no SQL here)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from taskplan import shapes
+from taskplan.engine import Engine
+from taskplan.errors import NotFoundError, UsageError
+from taskplan.model import TERMINAL_TASK_STATES, JobSpec, ScheduleSpec
+from taskplan.redact import mask_url
+from taskplan.store import console, reports
+from taskplan.store.reports import RunInfo
+from taskplan.timing import next_firings
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass
+class Ctx:
+    """What every view needs: the engine and the zone schedules default to."""
+
+    engine: Engine
+    timezone: str = "UTC"
+
+
+def _duration_words(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def schedule_words(s: ScheduleSpec) -> str:
+    """A schedule in words, as the jobs page shows it."""
+    if s.cron is not None:
+        text = f"cron {s.cron}"
+    elif s.every is not None:
+        text = f"every {_duration_words(s.every)}"
+    elif s.once is not None:
+        text = f"once at {s.once.isoformat(sep=' ', timespec='minutes')}"
+    elif s.calendar is not None:
+        c = s.calendar
+        parts = []
+        if c.at:
+            parts.append("at " + ", ".join(t.strftime("%H:%M") for t in c.at))
+        if c.hours:
+            parts.append("hours " + ",".join(map(str, c.hours)))
+        if c.minutes:
+            parts.append("minutes " + ",".join(map(str, c.minutes)))
+        if c.weekdays:
+            parts.append("on " + ",".join(WEEKDAYS[d] for d in c.weekdays))
+        if c.monthdays:
+            parts.append("days " + ",".join("last" if d == -1 else str(d) for d in c.monthdays))
+        if c.months:
+            parts.append("months " + ",".join(map(str, c.months)))
+        text = "calendar " + (" ".join(parts) or "every day")
+    else:
+        text = "?"
+    if s.name:
+        text = f"{s.name}: {text}"
+    if s.max_runs is not None:
+        text += f" (at most {s.max_runs} runs)"
+    return text
+
+
+def job_spec(ctx: Ctx, name: str) -> JobSpec:
+    return ctx.engine.job_spec(ctx.engine.current_version(name))
+
+
+def next_of(ctx: Ctx, spec: JobSpec, n: int, after: datetime | None = None
+            ) -> list[tuple[datetime, ScheduleSpec]]:
+    if not spec.schedules:
+        return []
+    start = after or datetime.now().astimezone()
+    try:
+        return next_firings(spec, start, n, default_tz=ctx.timezone)
+    except ValueError as exc:
+        raise UsageError(f"{spec.name}: {exc}") from None
+
+
+def _paused(ctx: Ctx) -> dict[str, bool]:
+    with ctx.engine.store.read() as tx:
+        infos = reports.jobs(tx)
+    return {i.name: bool(getattr(i, "paused", False)) for i in infos}
+
+
+def _trigger_waits(ctx: Ctx, spec: JobSpec) -> list[dict[str, Any]]:
+    out = []
+    for trig in spec.triggers:
+        with ctx.engine.store.read() as tx:
+            ups = console.upstream_outcomes(tx, list(trig.after))
+        out.append({
+            "after": list(trig.after), "status": trig.status,
+            "upstreams": [{"job": u.job, "last_state": u.state, "last_run_id": u.run_id,
+                           "finished_at": shapes.iso(u.finished_at)} for u in ups],
+            "waiting_for": [u.job for u in ups if u.state is None or (
+                trig.status == "succeeded" and u.state != "succeeded")],
+        })
+    return out
+
+
+def job_object(ctx: Ctx, ov: console.JobOverview, paused: bool | None, *, detail: bool = False
+               ) -> dict[str, Any]:
+    spec = ctx.engine.job_spec(ov.version_id)
+    nxt = next_of(ctx, spec, 1)
+    obj: dict[str, Any] = {
+        "name": ov.name, "version": ov.version, "versions": ov.versions, "paused": paused,
+        "description": spec.description,
+        "schedules": [{"schedule": s.name if s.name is not None else s.index,
+                       "text": schedule_words(s)} for s in spec.schedules],
+        "next": shapes.next_firing(*nxt[0]) if nxt else None,
+        "triggers": _trigger_waits(ctx, spec),
+        "recent_runs": [{"run_id": r, "state": s} for r, s in ov.recent],
+    }
+    if detail:
+        obj["params"] = spec.params
+        obj["tasks"] = [{"name": t.name, "kind": t.kind, "depends_on": list(t.depends_on),
+                         "stage": t.stage, "foreach": t.foreach is not None}
+                        for t in spec.tasks]
+        obj["connections"] = {k: mask_url(v) for k, v in spec.connections.items()}
+        obj["timezone"] = spec.timezone or ctx.timezone
+    return obj
+
+
+def jobs_list(ctx: Ctx) -> list[dict[str, Any]]:
+    with ctx.engine.store.read() as tx:
+        overviews = console.job_overviews(tx)
+    paused = _paused(ctx)
+    return [job_object(ctx, ov, paused.get(ov.name)) for ov in overviews]
+
+
+def job_detail(ctx: Ctx, name: str) -> dict[str, Any]:
+    with ctx.engine.store.read() as tx:
+        found = console.job_overviews(tx, name=name)
+    if not found:
+        ctx.engine.current_version(name)  # raises the engine's own "no job named" error
+        raise NotFoundError(f"no job named {name!r}")
+    return job_object(ctx, found[0], _paused(ctx).get(name), detail=True)
+
+
+def run_or_404(ctx: Ctx, run_id: int) -> RunInfo:
+    with ctx.engine.store.read() as tx:
+        info = reports.run_info(tx, run_id)
+    if info is None:
+        raise NotFoundError(f"no run {run_id}")
+    return info
+
+
+def run_status(ctx: Ctx, run_id: int) -> dict[str, Any]:
+    """The object of `status RUN --json`."""
+    with ctx.engine.store.read() as tx:
+        info = reports.run_info(tx, run_id)
+        if info is None:
+            raise NotFoundError(f"no run {run_id}")
+        tasks = reports.task_runs(tx, run_id)
+    return shapes.run_status(info, tasks)
+
+
+def waiting_reasons(ctx: Ctx, run: RunInfo, graph: console.RunGraph) -> dict[int, str]:
+    """task run id -> why it is not running yet (the engine's explanation when it has one)."""
+    if run.state not in ("queued", "running", "stopping"):
+        return {}
+    try:
+        waiting = importlib.import_module("taskplan.engine.waiting")
+    except ImportError:
+        waiting = None
+    if waiting is not None:
+        found: dict[int, str] = waiting.explain(ctx.engine.store, run.run_id)
+        return found
+    by_id = {n.id: n for n in graph.nodes}
+    ups: dict[int, list[int]] = {}
+    for u, d in graph.edges:
+        ups.setdefault(d, []).append(u)
+    out: dict[int, str] = {}
+    now = time.time()
+    for n in graph.nodes:
+        if n.kind == "barrier":
+            continue
+        if run.state == "queued":
+            out[n.id] = "the run is queued (overlap policy)"
+        elif n.state == "pending":
+            waits = []
+            for u in ups.get(n.id, []):
+                up = by_id.get(u)
+                if up is None or up.state in TERMINAL_TASK_STATES:
+                    continue
+                waits.append(f"stage {up.stage} not finished" if up.kind == "barrier"
+                             else up.name)
+            out[n.id] = ("waiting for upstreams: " + ", ".join(waits)) if waits else "pending"
+        elif n.state == "ready":
+            out[n.id] = "ready: waiting for a free agent slot"
+        elif n.state == "retrying" and n.ready_at:
+            left = max(0.0, n.ready_at - now)
+            out[n.id] = (f"retry at {datetime.fromtimestamp(n.ready_at).strftime('%H:%M:%S')}"
+                         f" (in {left:.0f}s)")
+    return out
+
+
+def forecast(ctx: Ctx, run_id: int) -> Any:
+    """The forecast of a running run, when the forecast package is installed in this tree."""
+    try:
+        module = importlib.import_module("taskplan.forecast")
+    except ImportError:
+        return None
+    try:
+        return module.forecast_for_run(ctx.engine.store, run_id, time.time())
+    except Exception:  # a forecast is a nicety: never the reason a page fails
+        return None

@@ -1,0 +1,190 @@
+"""The REST API in process (FastAPI's TestClient) on SQLite and PostgreSQL: every endpoint,
+the CLI's JSON shapes, and each error status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import run_to_end
+from taskplan import shapes
+from taskplan.engine import Engine
+from taskplan.store import reports
+
+
+def test_jobs_and_next(client: Any) -> None:
+    jobs = client.get("/api/v1/jobs").json()
+    assert [j["name"] for j in jobs] == ["demo"]
+    job = jobs[0]
+    assert job["version"] == 1 and job["schedules"] == [
+        {"schedule": "nightly", "text": "nightly: cron 0 2 * * *"}]
+    assert job["next"]["schedule"] == "nightly" and job["next"]["at"].endswith(":00")
+    assert [r["state"] for r in job["recent_runs"]] == ["failed"]
+    detail = client.get("/api/v1/jobs/demo").json()
+    assert detail["params"] == {"day": "2026-11-20", "note": "x"}
+    assert [t["name"] for t in detail["tasks"]] == ["extract", "items", "fail", "load"]
+    nxt = client.get("/api/v1/jobs/demo/next", params={"n": 3}).json()
+    assert len(nxt) == 3 and all(f["schedule"] == "nightly" for f in nxt)
+    after = client.get("/api/v1/jobs/demo/next",
+                       params={"n": 1, "after": "2030-01-01T03:00+00:00"}).json()
+    assert after[0]["at"].startswith("2030-01-02T02:00")
+
+
+def test_unknown_job_and_bad_query(client: Any) -> None:
+    for url in ("/api/v1/jobs/nope", "/api/v1/jobs/nope/next"):
+        r = client.get(url)
+        assert r.status_code == 404 and "nope" in r.json()["error"]
+    r = client.get("/api/v1/jobs/demo/next", params={"n": 0})
+    assert r.status_code == 422 and r.json()["error"]
+    r = client.get("/api/v1/jobs/demo/next", params={"after": "yesterday"})
+    assert r.status_code == 422 and "ISO 8601" in r.json()["error"]
+    assert client.get("/api/v1/runs", params={"state": "bogus"}).status_code == 422
+    assert client.get("/api/v1/runs", params={"limit": 0}).status_code == 422
+    assert client.get("/api/v1/runs/abc").status_code == 422
+
+
+def test_runs_are_the_cli_shapes(client: Any, demo: tuple[Engine, int]) -> None:
+    engine, run_id = demo
+    with engine.store.read() as tx:
+        info = reports.run_info(tx, run_id)
+        tasks = reports.task_runs(tx, run_id)
+        listed = reports.list_runs(tx)
+    assert info is not None
+    assert client.get("/api/v1/runs").json() == [shapes.run_summary(r) for r in listed]
+    assert client.get(f"/api/v1/runs/{run_id}").json() == shapes.run_status(info, tasks)
+    r = client.get("/api/v1/runs/999")
+    assert r.status_code == 404 and r.json() == {"error": "no run 999", "status": 404}
+
+
+def test_runs_keyset_pages_and_filters(client: Any, demo: tuple[Engine, int]) -> None:
+    engine, first = demo
+    version = engine.current_version("demo")
+    made = [engine.create_run(version) for _ in range(4)]
+    for run_id in made[:2]:
+        engine.cancel_run(run_id)
+    page = client.get("/api/v1/runs", params={"limit": 2})
+    assert [r["run_id"] for r in page.json()] == made[:-3:-1]
+    before = page.headers["X-Next-Before"]
+    page2 = client.get("/api/v1/runs", params={"limit": 2, "before": before}).json()
+    assert [r["run_id"] for r in page2] == [made[1], made[0]]
+    cancelled = client.get("/api/v1/runs", params={"state": "cancelled"}).json()
+    assert [r["run_id"] for r in cancelled] == [made[1], made[0]]
+    assert client.get("/api/v1/runs", params={"job": "other"}).json() == []
+    assert client.get("/api/v1/runs", params={"trigger": "schedule"}).json() == []
+    assert len(client.get("/api/v1/runs", params={"since": "2000-01-01"}).json()) == 5
+    assert client.get("/api/v1/runs", params={"until": "2000-01-01"}).json() == []
+    assert client.get("/api/v1/runs", params={"since": "nope"}).status_code == 422
+    for run_id in made[2:]:
+        engine.cancel_run(run_id)
+    assert first not in [r["run_id"] for r in cancelled]
+
+
+def test_logs_by_offset(client: Any, demo: tuple[Engine, int]) -> None:
+    _, run_id = demo
+    r = client.get(f"/api/v1/runs/{run_id}/tasks/extract/logs").json()
+    assert r["attempt"] == 1 and r["done"] and r["state"] == "succeeded"
+    assert "extract 2026-11-20" in r["data"] and "<script>" in r["data"]
+    again = client.get(f"/api/v1/runs/{run_id}/tasks/extract/logs",
+                       params={"offset": r["next_offset"]}).json()
+    assert again["data"] == "" and again["next_offset"] == r["next_offset"]
+    item = client.get(f"/api/v1/runs/{run_id}/tasks/items/logs", params={"item": 1}).json()
+    assert item["data"].strip() == "item 2"
+    bad = client.get(f"/api/v1/runs/{run_id}/tasks/items/logs")
+    assert bad.status_code == 422 and "item=N" in bad.json()["error"]
+    assert client.get(f"/api/v1/runs/{run_id}/tasks/items/logs",
+                      params={"item": 9}).status_code == 404
+    assert client.get(f"/api/v1/runs/{run_id}/tasks/extract/logs",
+                      params={"attempt": 2}).status_code == 404
+    assert client.get(f"/api/v1/runs/{run_id}/tasks/nope/logs").status_code == 404
+    assert client.get("/api/v1/runs/999/tasks/extract/logs").status_code == 404
+    # Ids, never paths: a path-like task name is just a name that does not exist.
+    assert client.get(f"/api/v1/runs/{run_id}/tasks/..%2F..%2Fetc%2Fpasswd/logs"
+                      ).status_code == 404
+
+
+def test_agents(client: Any) -> None:
+    agents = client.get("/api/v1/agents").json()
+    assert len(agents) == 1 and agents[0]["state"] == "stopped"
+    assert set(agents[0]) == {"id", "name", "host", "pid", "slots", "running", "state",
+                              "started_at", "heartbeat_at", "lease_until"}
+
+
+def test_actions(client: Any, demo: tuple[Engine, int]) -> None:
+    engine, run_id = demo
+    r = client.post("/api/v1/jobs/demo/runs", json={"params": {"day": "2026-12-24"}})
+    assert r.status_code == 201
+    new = r.json()["run_id"]
+    assert r.json()["state"] == "running"
+    assert client.get(f"/api/v1/runs/{new}").json()["params"]["day"] == "2026-12-24"
+    assert client.post("/api/v1/jobs/demo/runs").status_code == 201  # no body: defaults
+    bad = client.post("/api/v1/jobs/demo/runs", json={"params": {"dya": "x"}})
+    assert bad.status_code == 422 and "dya" in bad.json()["error"]
+    assert client.post("/api/v1/jobs/demo/runs", json={"params": [1]}).status_code == 422
+    assert client.post("/api/v1/jobs/demo/runs", json=[1]).status_code == 422
+    assert client.post("/api/v1/jobs/nope/runs", json={}).status_code == 404
+    # stop, cancel; then both again on the finished run: 409
+    assert client.post(f"/api/v1/runs/{new}/stop").json() == {"run_id": new,
+                                                               "state": "cancelled"}
+    other = client.post("/api/v1/jobs/demo/runs").json()["run_id"]
+    assert client.post(f"/api/v1/runs/{other}/cancel").json()["state"] == "cancelled"
+    for verb in ("stop", "cancel"):
+        r = client.post(f"/api/v1/runs/{other}/{verb}")
+        assert r.status_code == 409 and "already cancelled" in r.json()["error"]
+        assert client.post(f"/api/v1/runs/999/{verb}").status_code == 404
+    # retry one task of the failed run, then the whole run: each resets what failed
+    r = client.post(f"/api/v1/runs/{run_id}/tasks/fail/retry")
+    assert r.status_code == 200 and r.json()["reset"] == 1  # load (all_done) succeeded
+    busy = client.post(f"/api/v1/runs/{run_id}/retry")
+    assert busy.status_code == 409 and "running" in busy.json()["error"]
+    assert run_to_end(engine, run_id) == "failed"
+    assert client.post(f"/api/v1/runs/{run_id}/tasks/nope/retry").status_code == 404
+    assert client.post(f"/api/v1/runs/{run_id}/tasks/load/retry").status_code == 409
+    assert client.post(f"/api/v1/runs/{run_id}/retry").json()["reset"] == 1
+    assert client.post("/api/v1/runs/999/retry").status_code == 404
+
+
+def test_succeeded_run_has_nothing_to_retry(client: Any, engine: Engine) -> None:
+    from conftest import apply_text
+
+    version = apply_text(engine, "job: ok\ntasks:\n  a: {shell: 'true'}\n")
+    run_id = engine.create_run(version)
+    assert run_to_end(engine, run_id) == "succeeded"
+    r = client.post(f"/api/v1/runs/{run_id}/retry")
+    assert r.status_code == 409 and "already succeeded" in r.json()["error"]
+
+
+def test_pause_and_resume(client: Any, engine: Engine) -> None:
+    if not hasattr(engine, "pause_job"):
+        r = client.post("/api/v1/jobs/demo/pause")
+        assert r.status_code == 501
+    else:
+        assert client.post("/api/v1/jobs/demo/pause").json() == {"job": "demo", "paused": True}
+        assert client.get("/api/v1/jobs/demo").json()["paused"] is True
+        assert client.post("/api/v1/jobs/demo/resume").json() == {"job": "demo",
+                                                                   "paused": False}
+    assert client.post("/api/v1/jobs/nope/pause").status_code == 404
+    assert client.post("/api/v1/jobs/nope/resume").status_code == 404
+
+
+def test_openapi_lists_the_api(client: Any) -> None:
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    for p in ("/api/v1/jobs", "/api/v1/jobs/{job}", "/api/v1/jobs/{job}/next",
+              "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/agents",
+              "/api/v1/runs/{run_id}/tasks/{task}/logs", "/api/v1/jobs/{job}/runs",
+              "/api/v1/runs/{run_id}/stop", "/api/v1/runs/{run_id}/cancel",
+              "/api/v1/runs/{run_id}/retry", "/api/v1/runs/{run_id}/tasks/{task}/retry",
+              "/api/v1/jobs/{job}/pause", "/api/v1/jobs/{job}/resume"):
+        assert p in paths, p
+
+
+def test_metrics(client: Any) -> None:
+    text = client.get("/metrics").text
+    assert 'taskplan_runs{job="demo",state="failed"} 1.0' in text
+    assert 'taskplan_task_runs{job="demo",state="succeeded"} 6.0' in text
+    assert 'taskplan_task_runs{job="demo",state="failed"} 1.0' in text
+    assert "taskplan_task_runs_ready_unclaimed 0.0" in text
+    assert 'taskplan_agents{state="stopped"} 1.0' in text
+    assert 'taskplan_task_duration_seconds_count{job="demo"} 7.0' in text
+    assert 'taskplan_task_duration_seconds_bucket{job="demo",le="+Inf"} 7.0' in text
+    assert "taskplan_dispatch_latency_seconds_count 7.0" in text
+    assert "taskplan_schedule_lag_seconds_count 0.0" in text
+    assert "taskplan_agent_slots_busy 0.0" in text

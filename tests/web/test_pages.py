@@ -1,0 +1,98 @@
+"""The console's pages in process: each renders, links resolve, hostile text stays text, and a
+big foreach run is summarised and paged instead of listed."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from conftest import HOSTILE, apply_text, run_to_end
+from taskplan.engine import Engine
+
+
+def test_every_page_renders(client: Any, demo: tuple[Engine, int]) -> None:
+    _, run_id = demo
+    for url in ("/jobs", "/jobs/demo", "/runs", f"/runs/{run_id}", "/agents", "/calendar",
+                "/calendar?month=2026-03", f"/runs/{run_id}/tasks/extract",
+                f"/runs/{run_id}/tasks/items", f"/runs/{run_id}/tasks/items?item=2",
+                f"/runs/{run_id}/tasks/fail?attempt=1", "/runs?state=failed&job=demo",
+                f"/runs/{run_id}?state=failed", "/login"):
+        r = client.get(url)
+        assert r.status_code == 200, url
+        assert "<title>" in r.text
+    assert client.get("/", follow_redirects=False).headers["location"] == "/jobs"
+
+
+def test_page_errors(client: Any, demo: tuple[Engine, int]) -> None:
+    _, run_id = demo
+    for url, status in (("/runs/999", 404), ("/jobs/nope", 404), (f"/runs/{run_id}/tasks/no", 404),
+                        (f"/runs/{run_id}/tasks/extract?attempt=5", 404), ("/nowhere", 404),
+                        ("/calendar?month=13", 422), ("/runs?state=nope", 422),
+                        ("/runs/abc", 422)):
+        r = client.get(url)
+        assert r.status_code == status, url
+        assert r.headers["content-type"].startswith("text/html")
+
+
+def test_run_page_draws_graph_gantt_and_reasons(client: Any, demo: tuple[Engine, int]) -> None:
+    engine, run_id = demo
+    html = client.get(f"/runs/{run_id}").text
+    assert 'class="graph"' in html and 'class="gantt"' in html
+    for task, state in (("extract", "succeeded"), ("fail", "failed"), ("load", "succeeded")):
+        assert f'data-task="{task}" data-state="{state}"' in html
+    assert "3 succeeded" in html  # the foreach group, counted
+    assert "★ extract" in html  # critical path: extract -> items/fail -> load
+    assert "exit code 3" in html
+    # a run waiting on its upstreams says why
+    waiting = engine.create_run(engine.current_version("demo"))
+    html = client.get(f"/runs/{waiting}").text
+    assert "waiting for upstreams: extract" in html
+    engine.cancel_run(waiting)
+
+
+def test_passwords_are_masked(client: Any, demo: tuple[Engine, int]) -> None:
+    _, run_id = demo
+    html = client.get(f"/runs/{run_id}/tasks/fail").text
+    assert "bob:***@db" in html and "secret" not in html
+
+
+def test_hostile_text_is_escaped(client: Any, engine: Engine) -> None:
+    apply_text(engine, f"""
+        job: hostile
+        params: {{who: "{HOSTILE}"}}
+        tasks:
+          say:
+            shell: "echo '{HOSTILE}'; exit 1"
+        """)
+    run_id = engine.create_run(engine.current_version("hostile"), {"who": HOSTILE})
+    run_to_end(engine, run_id)
+    for url in (f"/runs/{run_id}", f"/runs/{run_id}/tasks/say", "/jobs", "/jobs/hostile",
+                "/runs"):
+        html = client.get(url).text
+        assert "<script>alert" not in html and "<img src=x" not in html, url
+        assert "onerror=alert(2)&gt;" in html or url in ("/jobs", "/runs"), url
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in client.get(f"/runs/{run_id}/tasks/say").text
+
+
+def test_big_foreach_is_summarised_and_paged(client: Any, engine: Engine) -> None:
+    values = ", ".join(str(i) for i in range(450))
+    apply_text(engine, f"""
+        job: wide
+        tasks:
+          many:
+            foreach: {{values: [{values}]}}
+            shell: "true"
+        """)
+    run_id = engine.create_run(engine.current_version("wide"))
+    run_to_end(engine, run_id, timeout=120)
+    html = client.get(f"/runs/{run_id}").text
+    assert "450 succeeded" in html
+    assert len(re.findall(r"<tr data-task=", html)) == 100  # one page of the table
+    nxt = re.search(r'href="\?after=(\d+)"', html)
+    assert nxt
+    page2 = client.get(f"/runs/{run_id}?after={nxt[1]}").text
+    assert len(re.findall(r"<tr data-task=", page2)) == 100
+    items = client.get(f"/runs/{run_id}/tasks/many").text
+    assert len(re.findall(r"<tr data-state=", items)) == 100
+    assert client.get(f"/runs/{run_id}/tasks/many?state=failed").text.count(
+        "<tr data-state=") == 0

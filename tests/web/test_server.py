@@ -1,0 +1,147 @@
+"""`taskplan web` and `taskplan serve --port` as subprocesses: the bind rules, the token, the
+login cookie, CSRF, and a run started through the API executed by serve's agent, with its
+changes pushed as server-sent events (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import DEMO, TASKPLAN, Server, clean_env, wait_until
+from taskplan.store.db import Store
+
+
+def run_cli(args: list[str], db: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TASKPLAN, *args], cwd=cwd, env=clean_env(db), capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "demo.yaml").write_text(DEMO.lstrip())
+    db = f"sqlite:///{tmp_path / 'taskplan.db'}"
+    return tmp_path, db
+
+
+@pytest.mark.parametrize("cmd", [["web"], ["serve", "--port", "0"]])
+def test_non_loopback_needs_a_token(home: tuple[Path, str], cmd: list[str]) -> None:
+    cwd, db = home
+    done = run_cli([*cmd, "--host", "0.0.0.0"], db, cwd)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "--token-file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (cwd / "taskplan.db").exists()  # refused before the store was touched
+
+
+def test_bad_token_file_and_port_in_use(home: tuple[Path, str]) -> None:
+    cwd, db = home
+    missing = run_cli(["web", "--token-file", str(cwd / "nope")], db, cwd)
+    assert missing.returncode == 2 and "nope" in missing.stderr
+    (cwd / "empty").write_text("\n")
+    empty = run_cli(["web", "--token-file", str(cwd / "empty")], db, cwd)
+    assert empty.returncode == 2 and "empty" in empty.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        busy = run_cli(["web", "--port", str(port)], db, cwd)
+    assert busy.returncode == 2 and f"127.0.0.1:{port}" in busy.stderr
+    assert busy.stderr.count("\n") == 1
+
+
+def test_token_login_cookie_and_csrf(home: tuple[Path, str]) -> None:
+    import httpx
+
+    cwd, db = home
+    assert run_cli(["apply", "demo.yaml"], db, cwd).returncode == 0
+    (cwd / "token").write_text("s3cret-token\n")
+    server = Server(["web", "--token-file", str(cwd / "token")], db, cwd, token="s3cret-token")
+    try:
+        anon = httpx.Client(base_url=server.base, follow_redirects=False)
+        r = anon.get("/api/v1/jobs")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert anon.get("/metrics").status_code == 401
+        assert anon.get("/api/v1/jobs", headers={"Authorization": "Bearer wrong"}
+                        ).status_code == 401
+        assert anon.post("/api/v1/jobs/demo/runs").status_code == 401
+        page = anon.get("/runs/1?x=1")
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/runs/1%3Fx%3D1"
+        assert anon.get("/login").status_code == 200
+        assert anon.get("/static/console.js").status_code == 200
+        assert server.http.get("/api/v1/jobs").json()[0]["name"] == "demo"
+        wrong = anon.post("/login", data={"token": "nope", "next": "/jobs"})
+        assert wrong.status_code == 401 and "taskplan_session" not in wrong.headers.get(
+            "set-cookie", "")
+        ok = anon.post("/login", data={"token": "s3cret-token", "next": "//evil.example/x"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/"
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert "s3cret-token" not in cookie
+        session = re.search(r"taskplan_session=([^;]+)", cookie)
+        assert session
+        browser = httpx.Client(base_url=server.base, cookies={"taskplan_session": session[1]})
+        jobs_page = browser.get("/jobs")
+        assert jobs_page.status_code == 200 and "demo" in jobs_page.text
+        csrf = re.search(r'name="csrf-token" content="([0-9a-f]+)"', jobs_page.text)
+        assert csrf
+        refused = browser.post("/api/v1/jobs/demo/runs", json={})
+        assert refused.status_code == 403 and "CSRF" in refused.json()["error"]
+        cross = browser.post("/api/v1/jobs/demo/runs", json={},
+                             headers={"X-CSRF-Token": csrf[1], "Origin": "http://evil.example"})
+        assert cross.status_code == 403
+        made = browser.post("/api/v1/jobs/demo/runs", json={},
+                            headers={"X-CSRF-Token": csrf[1], "Origin": server.base})
+        assert made.status_code == 201
+        by_bearer = server.http.post(f"/api/v1/runs/{made.json()['run_id']}/cancel")
+        assert by_bearer.status_code == 200 and by_bearer.json()["state"] == "cancelled"
+        anon.close()
+        browser.close()
+    finally:
+        server.stop()
+
+
+def _serve_and_watch(cwd: Path, db: str) -> None:
+    import httpx
+
+    assert run_cli(["apply", "demo.yaml"], db, cwd).returncode == 0
+    server = Server(["serve", "--slots", "2"], db, cwd)
+    try:
+        assert server.http.get("/runs").status_code == 200  # the console shares the process
+        with httpx.Client(base_url=server.base, timeout=30.0) as sse, \
+                sse.stream("GET", "/api/v1/stream") as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            # A run created by another process: the stream tells about it.
+            made = run_cli(["run", "demo", "--detach", "--param", "day=2026-01-02"], db, cwd)
+            assert made.returncode == 0, made.stderr
+            for line in lines:
+                if line.startswith("event: change"):
+                    break
+        run_id = int(made.stdout.strip())
+
+        def ended() -> bool:
+            return bool(server.http.get(f"/api/v1/runs/{run_id}").json()["state"] == "failed")
+
+        wait_until(ended, 60.0, "serve's agent to finish the run")
+        status: dict[str, Any] = server.http.get(f"/api/v1/runs/{run_id}").json()
+        assert {t["name"]: t["state"] for t in status["tasks"]}["load"] == "succeeded"
+        logs = server.http.get(f"/api/v1/runs/{run_id}/tasks/extract/logs").json()
+        assert "extract 2026-01-02" in logs["data"]
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0
+
+
+def test_serve_runs_and_streams_on_sqlite(home: tuple[Path, str]) -> None:
+    _serve_and_watch(*home)
+
+
+@pytest.mark.postgres
+def test_serve_runs_and_streams_on_postgres(home: tuple[Path, str], pg_url: str) -> None:
+    Store(pg_url).close()  # migrated once here, not raced by two processes
+    _serve_and_watch(home[0], pg_url)
