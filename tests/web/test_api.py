@@ -16,7 +16,7 @@ def test_jobs_and_next(client: Any) -> None:
     assert [j["name"] for j in jobs] == ["demo"]
     job = jobs[0]
     assert job["version"] == 1 and job["schedules"] == [
-        {"schedule": "nightly", "text": "nightly: cron 0 2 * * *"}]
+        {"schedule": "nightly", "text": "nightly: cron 0 2 * * *", "enabled": True}]
     assert job["next"]["schedule"] == "nightly" and job["next"]["at"].endswith(":00")
     assert [r["state"] for r in job["recent_runs"]] == ["failed"]
     detail = client.get("/api/v1/jobs/demo").json()
@@ -153,14 +153,13 @@ def test_succeeded_run_has_nothing_to_retry(client: Any, engine: Engine) -> None
 
 
 def test_pause_and_resume(client: Any, engine: Engine) -> None:
-    if not hasattr(engine, "pause_job"):
-        r = client.post("/api/v1/jobs/demo/pause")
-        assert r.status_code == 501
-    else:
-        assert client.post("/api/v1/jobs/demo/pause").json() == {"job": "demo", "paused": True}
-        assert client.get("/api/v1/jobs/demo").json()["paused"] is True
-        assert client.post("/api/v1/jobs/demo/resume").json() == {"job": "demo",
-                                                                   "paused": False}
+    assert client.post("/api/v1/jobs/demo/pause").json() == {"job": "demo", "paused": True,
+                                                             "changed": True}
+    assert client.get("/api/v1/jobs/demo").json()["paused"] is True
+    assert client.post("/api/v1/jobs/demo/pause").json()["changed"] is False
+    assert "paused" in client.get("/jobs").text
+    assert client.post("/api/v1/jobs/demo/resume").json() == {"job": "demo", "paused": False,
+                                                              "changed": True}
     assert client.post("/api/v1/jobs/nope/pause").status_code == 404
     assert client.post("/api/v1/jobs/nope/resume").status_code == 404
 

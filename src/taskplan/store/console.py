@@ -22,6 +22,7 @@ class JobOverview:
     version: int
     version_id: int
     versions: int
+    paused: bool
     recent: list[tuple[int, str]]  # (run id, state) of the newest runs, newest first
 
 
@@ -31,7 +32,7 @@ def job_overviews(tx: Tx, recent: int = 20, name: str | None = None) -> list[Job
     params: dict[str, Any] = {"n": name} if name is not None else {}
     rows = tx.all(
         "SELECT j.name, j.id, v.version, v.id,"
-        " (SELECT COUNT(*) FROM job_versions x WHERE x.job_id = j.id)"
+        " (SELECT COUNT(*) FROM job_versions x WHERE x.job_id = j.id), j.paused"
         " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id" + where
         + " ORDER BY j.name", params)
     # One index range per job on runs(job_id, id): the newest `recent` ids start at the
@@ -44,7 +45,7 @@ def job_overviews(tx: Tx, recent: int = 20, name: str | None = None) -> list[Job
     by_job: dict[int, list[tuple[int, str]]] = {}
     for job_id, run_id, state in marks:
         by_job.setdefault(int(job_id), []).append((int(run_id), str(state)))
-    return [JobOverview(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]),
+    return [JobOverview(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), bool(r[5]),
                         by_job.get(int(r[1]), [])[:recent]) for r in rows]
 
 

@@ -112,10 +112,6 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
                          str(err.get("msg", "invalid")))
         return error_response(request, 422, "; ".join(parts) or "invalid request")
 
-    @app.exception_handler(NotImplementedError)
-    async def not_implemented(request: Request, exc: NotImplementedError) -> Response:
-        return error_response(request, 501, message_of(exc))
-
     @app.exception_handler(TaskplanError)
     async def taskplan_error(request: Request, exc: TaskplanError) -> Response:
         return error_response(request, status_of(exc), message_of(exc))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from taskplan import errors as tp_errors
 from taskplan.errors import (
+    ConflictError,
     DefinitionError,
     NotFoundError,
     StoreUnavailableError,
@@ -11,11 +11,6 @@ from taskplan.errors import (
     UsageError,
 )
 from taskplan.redact import mask_url
-
-# Until the engine raises it itself, the web layer raises its own for "run 9 already
-# succeeded" and the like; a subclass of UsageError, like the engine's will be.
-ConflictError: type[TaskplanError] = getattr(tp_errors, "ConflictError", None) or type(
-    "ConflictError", (UsageError,), {"__doc__": "The request conflicts with the run's state."})
 
 
 def status_of(exc: BaseException) -> int:

@@ -6,7 +6,7 @@ import importlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskplan import shapes
 from taskplan.engine import Engine
@@ -16,6 +16,9 @@ from taskplan.redact import mask_url
 from taskplan.store import console, reports
 from taskplan.store.reports import RunInfo
 from taskplan.timing import next_firings
+
+if TYPE_CHECKING:
+    from taskplan.forecast.plan import RunForecast
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -65,6 +68,8 @@ def schedule_words(s: ScheduleSpec) -> str:
         text = f"{s.name}: {text}"
     if s.max_runs is not None:
         text += f" (at most {s.max_runs} runs)"
+    if not s.enabled:
+        text += " (disabled)"
     return text
 
 
@@ -83,12 +88,6 @@ def next_of(ctx: Ctx, spec: JobSpec, n: int, after: datetime | None = None
         raise UsageError(f"{spec.name}: {exc}") from None
 
 
-def _paused(ctx: Ctx) -> dict[str, bool]:
-    with ctx.engine.store.read() as tx:
-        infos = reports.jobs(tx)
-    return {i.name: bool(getattr(i, "paused", False)) for i in infos}
-
-
 def _trigger_waits(ctx: Ctx, spec: JobSpec) -> list[dict[str, Any]]:
     out = []
     for trig in spec.triggers:
@@ -104,15 +103,15 @@ def _trigger_waits(ctx: Ctx, spec: JobSpec) -> list[dict[str, Any]]:
     return out
 
 
-def job_object(ctx: Ctx, ov: console.JobOverview, paused: bool | None, *, detail: bool = False
-               ) -> dict[str, Any]:
+def job_object(ctx: Ctx, ov: console.JobOverview, *, detail: bool = False) -> dict[str, Any]:
     spec = ctx.engine.job_spec(ov.version_id)
     nxt = next_of(ctx, spec, 1)
     obj: dict[str, Any] = {
-        "name": ov.name, "version": ov.version, "versions": ov.versions, "paused": paused,
-        "description": spec.description,
+        "name": ov.name, "version": ov.version, "versions": ov.versions, "paused": ov.paused,
+        "enabled": spec.enabled, "tags": list(spec.tags), "description": spec.description,
         "schedules": [{"schedule": s.name if s.name is not None else s.index,
-                       "text": schedule_words(s)} for s in spec.schedules],
+                       "text": schedule_words(s), "enabled": s.enabled}
+                      for s in spec.schedules],
         "next": shapes.next_firing(*nxt[0]) if nxt else None,
         "triggers": _trigger_waits(ctx, spec),
         "recent_runs": [{"run_id": r, "state": s} for r, s in ov.recent],
@@ -130,8 +129,7 @@ def job_object(ctx: Ctx, ov: console.JobOverview, paused: bool | None, *, detail
 def jobs_list(ctx: Ctx) -> list[dict[str, Any]]:
     with ctx.engine.store.read() as tx:
         overviews = console.job_overviews(tx)
-    paused = _paused(ctx)
-    return [job_object(ctx, ov, paused.get(ov.name)) for ov in overviews]
+    return [job_object(ctx, ov) for ov in overviews]
 
 
 def job_detail(ctx: Ctx, name: str) -> dict[str, Any]:
@@ -140,7 +138,7 @@ def job_detail(ctx: Ctx, name: str) -> dict[str, Any]:
     if not found:
         ctx.engine.current_version(name)  # raises the engine's own "no job named" error
         raise NotFoundError(f"no job named {name!r}")
-    return job_object(ctx, found[0], _paused(ctx).get(name), detail=True)
+    return job_object(ctx, found[0], detail=True)
 
 
 def run_or_404(ctx: Ctx, run_id: int) -> RunInfo:
@@ -201,13 +199,12 @@ def waiting_reasons(ctx: Ctx, run: RunInfo, graph: console.RunGraph) -> dict[int
     return out
 
 
-def forecast(ctx: Ctx, run_id: int) -> Any:
-    """The forecast of a running run, when the forecast package is installed in this tree."""
+def forecast(ctx: Ctx, run_id: int) -> RunForecast | None:
+    """The predicted finish of a running run (None when no agent is alive to run it)."""
+    from taskplan.engine.forecasts import forecast_for_run
+
     try:
-        module = importlib.import_module("taskplan.forecast")
-    except ImportError:
-        return None
-    try:
-        return module.forecast_for_run(ctx.engine.store, run_id, time.time())
+        return forecast_for_run(ctx.engine.store, run_id, time.time(),
+                                spec_of=ctx.engine.job_spec)
     except Exception:  # a forecast is a nicety: never the reason a page fails
         return None
