@@ -43,16 +43,54 @@ NOTIFY_CHANNEL = "taskplan"
 # An idle waiter asks SQLite whether another process committed at least this often (s).
 VERSION_CHECK_EVERY = 5.0
 
+def sqlite_busy_timeout() -> float:
+    """Seconds a SQLite writer waits for another connection's write lock before giving up
+    (TASKPLAN_SQLITE_BUSY_TIMEOUT, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("TASKPLAN_SQLITE_BUSY_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0
+
+
+# SQLite primary result codes that say the file cannot be used now (or at all), not that a
+# statement is wrong: what the store says about each.
+_SQLITE_FAULTS = {
+    5: "is locked by another program (still locked after the busy timeout of {busy:g}s)",
+    6: "is locked by another program (still locked after the busy timeout of {busy:g}s)",
+    8: "is read-only (taskplan writes the file and, beside it, its -wal and -shm files)",
+    10: "could not be written or read (disk I/O error: is its disk full?)",
+    13: "is on a full disk (database or disk is full)",
+    14: "cannot be opened (check that its folder exists and is writable)",
+}
+
+
+def sqlite_fault(path: str, exc: BaseException) -> StoreUnavailableError | None:
+    """The store-level error for a SQLite error that is about the file, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None:
+        return None
+    primary = int(code) & 0xFF
+    what = _SQLITE_FAULTS.get(primary)
+    if what is None:
+        return None
+    if primary == 14 and os.path.exists(path) and not (
+            os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK)):
+        what = _SQLITE_FAULTS[8]  # WAL needs to write beside the file: a read-only folder
+    return StoreUnavailableError(
+        f"SQLite store {path} {what.format(busy=sqlite_busy_timeout())}: {exc}")
+
+
 def _sqlite_pragmas(conn: Any) -> None:
     # WAL lets readers (status, logs --follow) run beside the writer; NORMAL is durable
     # across process crashes, which is the failure that matters for a job store.
     conn.isolation_level = None
     # The busy timeout first: switching a fresh file to WAL needs a lock that a concurrent
     # opener may hold for a moment.
-    conn.execute("PRAGMA busy_timeout=30000")
+    busy = sqlite_busy_timeout()
+    conn.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
     # SQLite skips the busy handler when the switch would deadlock with another opener's lock
     # upgrade, so "database is locked" can come back at once: retry for a while.
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + busy
     while True:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -121,7 +159,8 @@ class Store:
             engine = create_engine(sqlalchemy_url(self.url), pool_pre_ping=True,
                                    connect_args=_pg_connect_args())
         else:
-            engine = create_engine(sqlalchemy_url(self.url), connect_args={"timeout": 30.0})
+            engine = create_engine(sqlalchemy_url(self.url),
+                                   connect_args={"timeout": sqlite_busy_timeout()})
         if self.backend == "sqlite":
             # pysqlite's implicit transactions would defeat BEGIN IMMEDIATE: take them over.
             @event.listens_for(engine, "connect")
@@ -138,10 +177,15 @@ class Store:
             path = sqlite_path(self.url)
             try:
                 conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                       timeout=30.0)
+                                       timeout=sqlite_busy_timeout())
             except sqlite3.Error as exc:
                 raise StoreUnavailableError(f"cannot open SQLite store {path}: {exc}") from exc
-            _sqlite_pragmas(conn)
+            try:
+                _sqlite_pragmas(conn)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise (sqlite_fault(path, exc) or StoreUnavailableError(
+                    f"cannot open SQLite store {path}: {exc}")) from exc
             return conn
         conn = self._pg_connect(autocommit=False)
         self._own_pids.add(conn.info.backend_pid)
@@ -272,6 +316,16 @@ class Store:
             f"lost the connection to the store {mask_url(self.url)}: "
             f"{mask_url(' '.join(str(exc).split()))}")
 
+    def _sqlite_error(self, exc: sqlite3.Error) -> BaseException:
+        """A full disk, a read-only file, a lock held past the busy timeout: the store is
+        unavailable (daemons ride it out, commands exit 3 with this line). The connection is
+        replaced, since an I/O error can leave it unusable. Anything else is a bug: as is."""
+        fault = sqlite_fault(sqlite_path(self.url), exc)
+        if fault is None:
+            return exc
+        self.drop_connection()
+        return fault
+
     # -- transactions --------------------------------------------------------------------
     @contextmanager
     def tx(self) -> Iterator[Tx]:
@@ -294,17 +348,22 @@ class Store:
             lock.acquire()
         try:
             conn = self.connection()
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._sqlite_error(exc) from exc
             tx = Tx(self, conn)
             self._local.open_tx = tx
             try:
                 yield tx
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 try:
                     conn.execute("ROLLBACK")
                 except Exception:
                     self.drop_connection()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._sqlite_error(exc) from exc
                 raise
         finally:
             self._local.open_tx = None
@@ -383,12 +442,20 @@ class Store:
             return
         conn = self.connection()
         if self.backend == "sqlite":
-            conn.execute("BEGIN")
+            try:
+                conn.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise self._sqlite_error(exc) from exc
             tx = Tx(self, conn)
             try:
                 yield tx
+            except sqlite3.Error as exc:
+                raise self._sqlite_error(exc) from exc
             finally:
-                conn.execute("COMMIT")
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error:
+                    self.drop_connection()
             return
         tx = Tx(self, conn)
         try:
