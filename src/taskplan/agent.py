@@ -16,7 +16,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome
@@ -453,7 +455,10 @@ class Agent:
         context = AttemptContext(run_id=claim.run_id, task=claim.task, attempt=claim.attempt,
                                  params=params, item=claim.item, results=results)
         values = {"params": params, "item": claim.item,
-                  "run": {"id": claim.run_id, "job": job.name, "attempt": claim.attempt},
+                  "run": {"id": claim.run_id, "job": job.name, "attempt": claim.attempt,
+                          "fire_time": datetime.fromtimestamp(
+                              self.engine.run_fire_at(claim.run_id),
+                              ZoneInfo(job.timezone or self.engine.default_tz))},
                   "tasks": TaskResultsView(results)}
         if claim.kind == "foreach":
             return self._expand(claim, job, task, values, results)

@@ -219,7 +219,7 @@ class Scheduler:
                 if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
                     continue  # another scheduler fired it
                 run_id, note = ((None, "skipped: the job is paused") if paused
-                                else self._make_run(tx, job, key, schedule_params))
+                                else self._make_run(tx, job, key, schedule_params, fire_at))
                 sched_ops.set_firing_outcome(tx, job.job_id, key, fire_at, run_id, note)
                 if run_id is None:
                     result.skipped += 1
@@ -230,8 +230,8 @@ class Scheduler:
                     result.runs.append(run_id)
             sched_ops.advance_schedule(tx, job.job_id, key, due[-1][0], made)
 
-    def _make_run(self, tx: Tx, job: _Job, key: str, params: dict[str, object]
-                  ) -> tuple[int | None, str | None]:
+    def _make_run(self, tx: Tx, job: _Job, key: str, params: dict[str, object],
+                  fire_at: float) -> tuple[int | None, str | None]:
         active = sched_ops.active_runs(tx, job.job_id)
         policy = job.spec.on_overlap
         queued = False
@@ -242,7 +242,8 @@ class Scheduler:
                 return None, "skipped: a run of this job is already queued (on_overlap: queue)"
             queued = bool(active.get("running") or active.get("stopping"))
         run_id = self.engine.create_run(job.version_id, dict(params), trigger="schedule",
-                                        trigger_ref=key, tx=tx, queued=queued)
+                                        trigger_ref=key, tx=tx, queued=queued,
+                                        fire_at=fire_at)
         return run_id, None
 
     def start_queued(self) -> list[int]:
@@ -254,6 +255,8 @@ class Scheduler:
             for (run_id,) in sched_ops.startable_queued(tx):
                 if run_id is not None and sched_ops.start_queued(tx, int(run_id), now):
                     started.append(int(run_id))
+            for backfill_id in sched_ops.queued_backfills(tx):
+                started.extend(sched_ops.start_backfill_runs(tx, backfill_id, now))
             tx.wake = bool(started)
         return started
 

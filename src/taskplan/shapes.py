@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from taskplan.forecast import RunForecast
+    from taskplan.backfill import Backfill
     from taskplan.model import ScheduleSpec
     from taskplan.store.reports import JobInfo, RunInfo, TaskRunInfo
 
@@ -89,4 +90,15 @@ def job(j: JobInfo, next_at: datetime | None, triggers: list[dict[str, Any]], *,
         "last_run_id": j.last_run_id, "last_state": j.last_state,
         "last_finished_at": iso(j.last_finished_at), "triggers": triggers,
         "enabled": enabled, "tags": list(tags),
+    }
+
+
+def backfill(b: Backfill, dry_run: bool) -> dict[str, Any]:
+    """The object of `backfill --json`: every firing in the range and its run."""
+    return {
+        "job": b.job, "backfill_id": b.backfill_id, "dry_run": dry_run,
+        "from": b.start.isoformat(), "to": b.end.isoformat(),
+        "firings": [{"at": f.at.isoformat(), "schedule": f.schedule, "run_id": f.run_id,
+                     "new": f.new} for f in b.firings],
+        "created": len(b.created),
     }

@@ -1,5 +1,6 @@
 """What follows the end of a run, inside the transaction that ends it: queued runs of the same
-job start, and cross-job `triggers` whose upstream set is now complete fire.
+job start (the next runs of a backfill, up to its max_active), and cross-job `triggers` whose
+upstream set is now complete fire.
 
 A trigger fires exactly once per set of qualifying upstream runs:
 * the set is the latest ended top-level run of every job in `after`, each `succeeded` (or any
@@ -121,6 +122,10 @@ def after_run_end(engine: Engine, tx: Tx, run: RunRow, now: float) -> list[int]:
         if queued is not None and sched_ops.start_queued(tx, int(queued), now):
             started.append(int(queued))
             tx.wake = True
+    if run.trigger == "backfill" and run.trigger_ref and run.trigger_ref.isdigit():
+        more = sched_ops.start_backfill_runs(tx, int(run.trigger_ref), now)
+        started.extend(more)
+        tx.wake = tx.wake or bool(more)
     name = tx.scalar("SELECT name FROM jobs WHERE id = :j", {"j": run.job_id})
     dependants = _index(engine, tx).by_upstream.get(str(name), [])
     for job_id in sorted({d[0] for d in dependants}):

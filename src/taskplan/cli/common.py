@@ -58,6 +58,7 @@ class Context:
 
             store = Store(self.settings.db)
             self._engine = Engine(store)
+            self._engine.default_tz = self.settings.timezone
             if self.settings.pools:
                 from taskplan.store import ops
 

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "forecast": "taskplan.cli.forecast_cmd:forecast_cmd",
     "calendars": "taskplan.cli.calendar_cmds:calendars_cmd",
     "web": "taskplan.cli.web_cmds:web_cmd",
+    "backfill": "taskplan.cli.firing_cmds:backfill_cmd",
 }
 
 

@@ -37,6 +37,8 @@ class Definitions:
     def __init__(self, store: Store, clock: Clock = time.time) -> None:
         self.store = store
         self.clock = clock
+        # The zone of jobs that name none (taskplan.toml `timezone`): `run.fire_time` uses it.
+        self.default_tz = "UTC"
         self._specs: dict[int, JobSpec] = {}
         self._specs_lock = threading.Lock()
         # One thread at a time rebuilds a definition: the slots that claim the first tasks of
@@ -44,7 +46,8 @@ class Definitions:
         self._load_lock = threading.Lock()
         self._tasks: dict[int, dict[str, TaskSpec]] = {}
         # Bounded: a daemon sees runs without end, but only the active ones are asked about.
-        self._run_meta: OrderedDict[int, tuple[int, dict[str, Any]]] = OrderedDict()
+        # run id -> (version id, params, fire_at or else created_at)
+        self._run_meta: OrderedDict[int, tuple[int, dict[str, Any], float]] = OrderedDict()
         self._calendars: tuple[tuple[int, float], dict[str, ClosedDays]] | None = None
 
     # -- business calendars -----------------------------------------------------------------
@@ -158,27 +161,30 @@ class Definitions:
     def create_run(self, version_id: int, params: dict[str, Any] | None = None, *,
                    trigger: str = "manual", trigger_ref: str | None = None,
                    parent_task_run_id: int | None = None, root_run_id: int | None = None,
-                   tx: Tx | None = None, queued: bool = False) -> int:
-        """A new run; with `queued` it stays `queued` (no claims) until something starts it."""
+                   tx: Tx | None = None, queued: bool = False,
+                   fire_at: float | None = None) -> int:
+        """A new run; with `queued` it stays `queued` (no claims) until something starts it.
+        `fire_at`: the schedule instant it stands for (templates' `run.fire_time`)."""
         spec = self.job_spec(version_id, tx)
         merged = {**spec.params, **(params or {})}
         if tx is not None:
             return self._create_run(tx, spec, version_id, merged, trigger, trigger_ref,
-                                    parent_task_run_id, root_run_id, queued)
+                                    parent_task_run_id, root_run_id, queued, fire_at)
         with self.store.tx() as new_tx:
             return self._create_run(new_tx, spec, version_id, merged, trigger, trigger_ref,
-                                    parent_task_run_id, root_run_id, queued)
+                                    parent_task_run_id, root_run_id, queued, fire_at)
 
     def _create_run(self, tx: Tx, spec: JobSpec, version_id: int, params: dict[str, Any],
                     trigger: str, trigger_ref: str | None, parent_task_run_id: int | None,
-                    root_run_id: int | None, queued: bool = False) -> int:
+                    root_run_id: int | None, queued: bool = False,
+                    fire_at: float | None = None) -> int:
         now = self.clock()
         job_id = tx.scalar("SELECT job_id FROM job_versions WHERE id = :v", {"v": version_id})
         run_id = ops.insert_run(
             tx, job_id=int(job_id), version_id=version_id, params=params, trigger=trigger,
             trigger_ref=trigger_ref, priority=spec.priority, max_parallel=spec.max_parallel,
             on_failure=str(spec.on_failure), parent_task_run_id=parent_task_run_id,
-            root_run_id=root_run_id, now=now,
+            root_run_id=root_run_id, now=now, fire_at=fire_at,
         )
         ups = plan_upstreams(spec)
         initial = initial_states(spec, ups)
@@ -241,16 +247,25 @@ class Definitions:
 
     def run_meta(self, run_id: int) -> tuple[int, dict[str, Any]]:
         """(version_id, params) of a run; immutable, so cached."""
+        meta = self._meta(run_id)
+        return meta[0], meta[1]
+
+    def run_fire_at(self, run_id: int) -> float:
+        """The schedule instant a scheduled or backfilled run stands for; else its creation."""
+        return self._meta(run_id)[2]
+
+    def _meta(self, run_id: int) -> tuple[int, dict[str, Any], float]:
         with self._specs_lock:
             meta = self._run_meta.get(run_id)
             if meta is not None:
                 self._run_meta.move_to_end(run_id)
                 return meta
         with self.store.read() as tx:
-            row = tx.one("SELECT version_id, params FROM runs WHERE id = :r", {"r": run_id})
+            row = tx.one("SELECT version_id, params, COALESCE(fire_at, created_at) FROM runs"
+                         " WHERE id = :r", {"r": run_id})
         if row is None:
             raise NotFoundError(f"no run {run_id}")
-        meta = (int(row[0]), loads(row[1]))
+        meta = (int(row[0]), loads(row[1]), float(row[2]))
         with self._specs_lock:
             self._run_meta[run_id] = meta
             if len(self._run_meta) > RUN_META_CACHE:

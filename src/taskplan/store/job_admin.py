@@ -32,6 +32,10 @@ def live_job(tx: Tx, name: str) -> LiveJob | None:
     return LiveJob(int(row[0]), str(row[1]), str(row[2])) if row else None
 
 
+def current_version_id(tx: Tx, job_id: int) -> int:
+    return int(tx.scalar("SELECT current_version_id FROM jobs WHERE id = :j", {"j": job_id}))
+
+
 def jobs_from_folder(tx: Tx, folder: str) -> list[LiveJob]:
     """Live jobs whose current version was applied from a file directly in `folder`."""
     wanted = os.path.normcase(os.path.abspath(folder))

@@ -137,15 +137,15 @@ def run_row(tx: Tx, run_id: int, *, lock: bool = False) -> RunRow | None:
 def insert_run(tx: Tx, *, job_id: int, version_id: int, params: dict[str, Any], trigger: str,
                trigger_ref: str | None, priority: int, max_parallel: int | None,
                on_failure: str, parent_task_run_id: int | None, root_run_id: int | None,
-               now: float) -> int:
+               now: float, fire_at: float | None = None) -> int:
     run_id = int(tx.scalar(
         "INSERT INTO runs (job_id, version_id, root_run_id, parent_task_run_id, state, trigger,"
-        " trigger_ref, params, priority, max_parallel, on_failure, created_at)"
-        " VALUES (:j, :v, :root, :ptr, 'queued', :tr, :ref, :p, :prio, :mp, :of, :t)"
+        " trigger_ref, params, priority, max_parallel, on_failure, created_at, fire_at)"
+        " VALUES (:j, :v, :root, :ptr, 'queued', :tr, :ref, :p, :prio, :mp, :of, :t, :fa)"
         " RETURNING id",
         {"j": job_id, "v": version_id, "root": root_run_id, "ptr": parent_task_run_id,
          "tr": trigger, "ref": trigger_ref, "p": dumps(params), "prio": priority,
-         "mp": max_parallel, "of": on_failure, "t": now},
+         "mp": max_parallel, "of": on_failure, "t": now, "fa": fire_at},
     ))
     if root_run_id is None:
         tx.run("UPDATE runs SET root_run_id = id WHERE id = :r", {"r": run_id})

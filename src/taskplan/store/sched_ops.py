@@ -128,10 +128,12 @@ def set_firing_outcome(tx: Tx, job_id: int, key: str, fire_at: float, run_id: in
 
 
 def active_runs(tx: Tx, job_id: int) -> dict[str, int]:
-    """Top-level runs of a job that have not ended, counted by state."""
+    """Top-level runs of a job that have not ended, counted by state (backfill runs aside:
+    they take no part in on_overlap, their backfill's max_active paces them)."""
     rows = tx.all(
         "SELECT state, COUNT(*) FROM runs WHERE job_id = :j AND parent_task_run_id IS NULL"
-        " AND state IN ('queued', 'running', 'stopping') GROUP BY state", {"j": job_id})
+        " AND state IN ('queued', 'running', 'stopping') AND trigger <> 'backfill'"
+        " GROUP BY state", {"j": job_id})
     return {str(s): int(n) for s, n in rows}
 
 
@@ -139,10 +141,10 @@ def startable_queued(tx: Tx, job_id: int | None = None) -> list[Row]:
     """The oldest queued run of each job (or of one job) that has no run in progress."""
     scope = "" if job_id is None else " AND q.job_id = :j"
     return tx.all(
-        "SELECT MIN(q.id) FROM runs q WHERE q.state = 'queued'"
+        "SELECT MIN(q.id) FROM runs q WHERE q.state = 'queued' AND q.trigger <> 'backfill'"
         f" AND q.parent_task_run_id IS NULL{scope} AND NOT EXISTS (SELECT 1 FROM runs a"
         " WHERE a.job_id = q.job_id AND a.state IN ('running', 'stopping')"
-        " AND a.parent_task_run_id IS NULL) GROUP BY q.job_id",
+        " AND a.parent_task_run_id IS NULL AND a.trigger <> 'backfill') GROUP BY q.job_id",
         {"j": job_id},
     )
 
@@ -155,6 +157,60 @@ def start_queued(tx: Tx, run_id: int, now: float) -> bool:
            " VALUES (:t, :r, NULL, 'running', 'started after the run before it ended')",
            {"t": now, "r": run_id})
     return True
+
+
+# -- backfills -----------------------------------------------------------------------------
+def claim_backfill_firing(tx: Tx, job_id: int, key: str, fire_at: float, now: float) -> bool:
+    """Take a firing for a backfill: a new firing row, or a recorded one that made no run
+    (skipped while paused, or by on_overlap). False if a run exists for it already."""
+    if insert_schedule_firing(tx, job_id, key, fire_at, now):
+        return True
+    return tx.run(
+        "UPDATE schedule_firings SET note = NULL WHERE job_id = :j AND schedule_key = :k"
+        " AND fire_at = :f AND run_id IS NULL", {"j": job_id, "k": key, "f": fire_at}) == 1
+
+
+def firing_outcomes(tx: Tx, job_id: int, lo: float, hi: float
+                    ) -> dict[tuple[str, float], tuple[int | None, str | None]]:
+    """(schedule key, instant) -> (run id, note) of the job's recorded firings in [lo, hi]."""
+    return {(str(k), float(f)): (None if r is None else int(r), n) for k, f, r, n in tx.all(
+        "SELECT schedule_key, fire_at, run_id, note FROM schedule_firings WHERE job_id = :j"
+        " AND fire_at >= :lo AND fire_at <= :hi", {"j": job_id, "lo": lo, "hi": hi})}
+
+
+def insert_backfill(tx: Tx, job_id: int, from_at: float, to_at: float,
+                    max_active: int | None, now: float) -> int:
+    return int(tx.scalar(
+        "INSERT INTO backfills (job_id, from_at, to_at, max_active, created_at)"
+        " VALUES (:j, :f, :t, :m, :n) RETURNING id",
+        {"j": job_id, "f": from_at, "t": to_at, "m": max_active, "n": now}))
+
+
+def queued_backfills(tx: Tx, job_id: int | None = None) -> list[int]:
+    """Backfills (of one job, or all) that have runs waiting for room."""
+    scope = "" if job_id is None else " AND job_id = :j"
+    return [int(r) for (r,) in tx.all(
+        "SELECT DISTINCT trigger_ref FROM runs WHERE state = 'queued'"
+        f" AND trigger = 'backfill'{scope}", {"j": job_id}) if r is not None]
+
+
+def start_backfill_runs(tx: Tx, backfill_id: int, now: float) -> list[int]:
+    """Start the earliest queued runs of a backfill while fewer than its max_active run."""
+    lock = " FOR UPDATE" if tx.pg else ""  # serialise the count of one backfill's runs
+    row = tx.one(f"SELECT job_id, max_active FROM backfills WHERE id = :b{lock}",
+                 {"b": backfill_id})
+    if row is None:
+        return []
+    ref = {"j": row[0], "ref": str(backfill_id)}
+    where = " FROM runs WHERE job_id = :j AND trigger = 'backfill' AND trigger_ref = :ref"
+    room = 1_000_000 if row[1] is None else int(row[1]) - int(tx.scalar(
+        "SELECT COUNT(*)" + where + " AND state IN ('running', 'stopping')", ref))
+    if room <= 0:
+        return []
+    ids = [int(r) for (r,) in tx.all(
+        "SELECT id" + where + " AND state = 'queued' ORDER BY fire_at, id LIMIT :n",
+        {**ref, "n": room})]
+    return [i for i in ids if start_queued(tx, i, now)]
 
 
 # -- cross-job triggers ---------------------------------------------------------------------

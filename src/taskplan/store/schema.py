@@ -287,3 +287,16 @@ calendar_versions = Table(
     Column("created_at", Float, nullable=False),
     UniqueConstraint("calendar_id", "version"),
 )
+
+# One row per `taskplan backfill`; its runs carry trigger 'backfill' and trigger_ref its id, and
+# at most `max_active` of them are running at once (the rest wait `queued`).
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("job_id", ID, nullable=False),
+    Column("from_at", Float, nullable=False),
+    Column("to_at", Float, nullable=False),
+    Column("max_active", Integer, nullable=True),
+    Column("created_at", Float, nullable=False),
+)

@@ -1,0 +1,94 @@
+"""`backfill` and `firings`: a job's schedule firings, made up for and looked back on."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time, timedelta
+from typing import Any
+
+import click
+
+from taskplan.cli.common import (
+    db_option,
+    get_context,
+    handle_errors,
+    json_option,
+    parse_params,
+    print_json,
+)
+from taskplan.errors import UsageError
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_bound(text: str, option: str, tz: Any, *, end: bool) -> datetime:
+    """ISO 8601 date or date-time; without an offset it is a wall time in the job's zone. A
+    bare date means the start of that day for --from and its end for --to."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option} expects an ISO 8601 date or time such as 2026-01-31 or"
+                         f" 2026-01-31T02:00+01:00, got {text!r}") from None
+    if _DATE_ONLY.match(text.strip()) and end:
+        value = datetime.combine(value.date() + timedelta(days=1), time()) \
+            - timedelta(microseconds=1)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=tz)
+    return value
+
+
+@click.command("backfill")
+@click.argument("job")
+@click.option("--from", "start", required=True, metavar="DATE",
+              help="First instant (a bare date: that day's start), in the job's zone unless"
+                   " it carries an offset.")
+@click.option("--to", "end", required=True, metavar="DATE",
+              help="Last instant (a bare date: that day's end); capped at now.")
+@click.option("--max-active", "max_active", type=click.IntRange(min=1), default=None,
+              help="At most this many of the backfill's runs running at once (the rest wait"
+                   " queued).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Override a parameter in every run (repeatable).")
+@click.option("--dry-run", "dry_run", is_flag=True,
+              help="List the firings and what would be made; make nothing.")
+@db_option
+@json_option
+@handle_errors
+def backfill_cmd(job: str, start: str, end: str, max_active: int | None,
+                 params: tuple[str, ...], dry_run: bool, db: str | None, as_json: bool) -> None:
+    """One run per firing the job's schedules would have made between two dates."""
+    from taskplan import shapes
+    from taskplan.backfill import backfill, locate
+    from taskplan.timing import job_timezone
+
+    ctx = get_context(db)
+    engine = ctx.engine
+    tz = job_timezone(locate(engine, job)[2], ctx.settings.timezone)
+    out = backfill(engine, job, parse_bound(start, "--from", tz, end=False),
+                   parse_bound(end, "--to", tz, end=True), max_active=max_active,
+                   params=parse_params(params), dry_run=dry_run,
+                   default_tz=ctx.settings.timezone)
+    if as_json:
+        print_json(shapes.backfill(out, dry_run))
+        return
+    new = [f for f in out.firings if f.new]
+    for f in out.firings:
+        if f.new:
+            what = "would run" if dry_run else f"run {f.run_id}"
+            if f.note:
+                what += f" (earlier: {f.note})"
+        else:
+            what = f"already run {f.run_id}" if f.run_id else "taken meanwhile"
+        click.echo(f"{f.at.isoformat():<26} schedule {f.schedule:<10} {what}")
+    span = f"{out.start.isoformat()} .. {out.end.isoformat()}"
+    if not out.firings:
+        click.echo(f"{job}: no firings between {span}")
+    elif dry_run:
+        click.echo(f"{job}: {len(out.firings)} firing(s) in {span}; {len(new)} would be run")
+    elif not new:
+        click.echo(f"{job}: {len(out.firings)} firing(s) in {span}; every one already has a"
+                   " run, nothing created")
+    else:
+        pace = f", at most {max_active} running at once" if max_active else ""
+        click.echo(f"{job}: backfill {out.backfill_id} created {len(new)} run(s){pace}"
+                   f" ({len(out.firings) - len(new)} firing(s) already had one)")

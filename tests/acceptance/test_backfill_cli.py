@@ -1,0 +1,56 @@
+"""`taskplan backfill` through the real CLI: dry run, JSON, idempotence, bad input, and
+`run.fire_time` in the runs' templates (a wall time in the job's zone)."""
+
+from __future__ import annotations
+
+from acceptance_helpers import Taskplan
+
+JOB = """
+job: daily
+timezone: Europe/Paris
+schedules:
+  - cron: "0 0 * * *"
+    params: {mode: sched}
+tasks:
+  show:
+    shell: "echo day={{ run.fire_time.strftime('%Y-%m-%d') }} at={{ run.fire_time }}"
+"""
+
+
+def test_backfill_makes_one_run_per_day_once_with_the_fire_time(tp: Taskplan) -> None:
+    tp.write("daily.yaml", JOB)
+    tp.ok("apply", "daily.yaml")
+    args = ("backfill", "daily", "--from", "2026-01-01", "--to", "2026-01-03")
+    dry = tp.ok(*args, "--dry-run", "--json").json()
+    assert dry["dry_run"] and [f["new"] for f in dry["firings"]] == [True, True, True]
+    assert tp.ok("runs", "--json").json() == []
+    made = tp.ok(*args, "--max-active", "2", "--json").json()
+    assert made["created"] == 3
+    assert [f["at"] for f in made["firings"]] == [
+        "2026-01-01T00:00:00+01:00", "2026-01-02T00:00:00+01:00", "2026-01-03T00:00:00+01:00"]
+    again = tp.ok(*args)
+    assert "nothing created" in again.out
+    runs = tp.ok("runs", "--json").json()
+    assert len(runs) == 3 and {r["trigger"] for r in runs} == {"backfill"}
+    assert sorted(r["state"] for r in runs) == ["queued", "running", "running"]
+    tp.ok("agent", "--exit-when-idle", "1s", timeout=90)
+    first = min(r["run_id"] for r in runs)
+    assert tp.status(first)["state"] == "succeeded"
+    log = tp.ok("logs", str(first), "show").out
+    assert "day=2026-01-01 at=2026-01-01 00:00:00+01:00" in log
+
+
+def test_backfill_bad_input_is_one_line_and_exit_2(tp: Taskplan) -> None:
+    tp.write("daily.yaml", JOB)
+    tp.ok("apply", "daily.yaml")
+    for args, words in [
+        (("backfill", "dayly", "--from", "2026-01-01", "--to", "2026-01-02"), "did you mean"),
+        (("backfill", "daily", "--from", "2026-13-01", "--to", "2026-01-02"), "--from expects"),
+        (("backfill", "daily", "--from", "2026-01-05", "--to", "2026-01-02"), "after --to"),
+        (("backfill", "daily", "--from", "2026-01-01"), "--to"),
+        (("backfill", "daily", "--from", "2026-01-01", "--to", "2026-01-02",
+          "--max-active", "0"), "--max-active"),
+    ]:
+        res = tp(*args)
+        assert res.code == 2 and words in res.err and "Traceback" not in res.err, (args, res)
+    assert tp.ok("runs", "--json").json() == []
