@@ -1,8 +1,8 @@
 """Backfill: the runs a job's schedules would have made over a past range, made now.
 
-* **The firings** are those of the job's current definition (its enabled schedules, calendars
-  and exceptions, computed by `timing`) in [start, end]; `end` is capped at now (the scheduler
-  makes the future ones).
+* **The firings** are those of the job's current definition (its enabled schedules, business
+  calendars as applied now, and exceptions, computed by `timing`) in [start, end]; `end` is
+  capped at now (the scheduler makes the future ones).
 * **Exactly once per firing**, by the scheduler's own constraint: a firing is a
   `schedule_firings` row keyed (job, schedule, instant). A backfill takes a firing that has no
   row yet (missed while no scheduler ran, or skipped by `on_misfire: skip`) or a row that made
@@ -27,7 +27,7 @@ from taskplan.engine import Engine
 from taskplan.errors import UsageError
 from taskplan.model import JobSpec
 from taskplan.store import job_admin, sched_ops
-from taskplan.timing import compile_job
+from taskplan.timing import calendar_names, compile_job
 
 MAX_FIRINGS = 10_000  # per backfill: a mistyped range should not create a million runs
 CHUNK = 200  # firings per transaction
@@ -71,8 +71,9 @@ def firings_in(engine: Engine, version_id: int, start: datetime, end: datetime,
                default_tz: str) -> list[Firing]:
     """Every firing of the job's schedules in [start, end], in time order."""
     spec = engine.job_spec(version_id)
+    calendars = engine.closed_days()[1] if calendar_names(spec) else None
     try:
-        schedules = compile_job(spec, default_tz)
+        schedules = compile_job(spec, default_tz, calendars)
     except ValueError as exc:
         raise UsageError(f"{spec.name}: {exc}") from None
     found: list[Firing] = []

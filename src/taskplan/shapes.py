@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from taskplan.forecast import RunForecast
     from taskplan.backfill import Backfill
+    from taskplan.forecast import RunForecast
     from taskplan.model import ScheduleSpec
     from taskplan.store.reports import JobInfo, RunInfo, TaskRunInfo
 
