@@ -1,29 +1,25 @@
 """Read YAML 1.2 into plain data while remembering where every key and value sits.
 
-The round-trip loader gives positions (``.lc``); we turn its objects into plain JSON-ready data
-(dates as ISO strings) because that plain form is what gets stored, hashed and validated.
-Duplicate keys are recorded as problems instead of aborting, so the rest of the file is still
-checked.
+libyaml (the C parser inside PyYAML) scans and parses the text; the plain JSON-ready data
+(timestamps as ISO text) is built here from its events, because that plain form is what gets
+stored, hashed and validated, and building it ourselves keeps the position of every key and
+value. The pure-Python parsers cost about a second per 1,000 tasks; this costs a few percent of
+that. Duplicate keys are recorded as problems instead of aborting, so the rest of the file is
+still checked.
 
 A job file may come from anyone (an upload, a shared folder), so the reader bounds what a small
 file can cost: its size, its nesting depth and the number of nodes it expands to once every
 alias is followed (a "billion laughs" file is a few KB of anchors that expand exponentially).
-The bounds are checked while the document is composed, before anything is expanded.
+The bounds are checked event by event, before anything is expanded: an alias counts as the
+size of what it names, and nothing is copied (aliased values are shared, read-only).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.composer import Composer
-from ruamel.yaml.constructor import RoundTripConstructor
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
-from ruamel.yaml.scanner import RoundTripScanner
 
 from taskplan.errors import Problem
 
@@ -69,7 +65,7 @@ class Positions:
 
 
 # Far above any real job file (a 1000-task file is ~100 KB and ~10,000 nodes), and low enough
-# that reaching a bound costs about a second of parsing at most.
+# that reaching a bound costs a fraction of a second.
 MAX_DOCUMENT_CHARS = 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 50_000
@@ -81,92 +77,8 @@ class LimitExceeded(Exception):
         self.line, self.col, self.message = line, col, message
 
 
-class _BoundedScanner(RoundTripScanner):
-    """Stops deep flow nesting (`[[[[...`) while scanning: the scanner's work per token grows
-    with the flow depth, so it would be quadratic before the composer sees a node."""
-
-    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:
-        if len(self.flow_context) >= MAX_DEPTH:
-            mark = self.reader.get_mark()
-            raise LimitExceeded(mark.line + 1, mark.column + 1,
-                                f"nested more than {MAX_DEPTH} levels deep")
-        super().fetch_flow_collection_start(TokenClass, to_push)
-
-
 def _limit() -> int:
     return MAX_NODES  # read at call time, so a test can lower it
-
-
-class _BoundedComposer(Composer):
-    """Counts the nodes the document expands to (an alias counts as the whole subtree it
-    names) and the nesting depth, and stops at the first node past a bound."""
-
-    def compose_document(self) -> Any:
-        self._expanded = 0
-        self._depth = 0
-        self._sizes: dict[int, int] = {}
-        return super().compose_document()
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.parser.peek_event()
-        mark = event.start_mark
-        if isinstance(event, AliasEvent):
-            target = self.anchors.get(event.anchor)
-            if target is not None:
-                size = self._sizes.get(id(target))
-                if size is None:
-                    raise LimitExceeded(mark.line + 1, mark.column + 1,
-                                        f"alias *{event.anchor} refers to a node that contains "
-                                        "it (recursive alias)")
-                self._count(size, mark, f"too many aliases: *{event.anchor} makes the document "
-                            f"expand to more than {_limit()} nodes")
-            return super().compose_node(parent, index)
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise LimitExceeded(mark.line + 1, mark.column + 1,
-                                f"nested more than {MAX_DEPTH} levels deep")
-        before = self._expanded
-        self._count(1, mark, f"more than {_limit()} nodes in the document")
-        node = super().compose_node(parent, index)
-        self._sizes[id(node)] = self._expanded - before
-        self._depth -= 1
-        return node
-
-    def _count(self, n: int, mark: Any, message: str) -> None:
-        self._expanded += n
-        if self._expanded > _limit():
-            raise LimitExceeded(mark.line + 1, mark.column + 1, message)
-
-
-class _Constructor(RoundTripConstructor):
-    """Keeps the first of duplicate keys and notes where each later one is."""
-
-    duplicates: list[tuple[Any, int, int, int | None]]
-
-    def check_mapping_key(
-        self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any
-    ) -> bool:
-        if key in mapping:
-            mark = key_node.start_mark
-            first = None
-            try:
-                first = mapping.lc.key(key)[0] + 1
-            except (KeyError, TypeError, AttributeError):
-                pass
-            self.duplicates.append((key, mark.line + 1, mark.column + 1, first))
-            return False
-        return True
-
-
-    def construct_yaml_timestamp(self, node: Any, values: Any = None) -> Any:
-        # An impossible date (2026-02-30) stays text, for the schema to reject with a position.
-        try:
-            return super().construct_yaml_timestamp(node, values)
-        except ValueError:
-            return str(node.value)
-
-
-_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp)
 
 
 @dataclass
@@ -177,84 +89,350 @@ class Loaded:
 
 
 def load_yaml(text: str, filename: str) -> Loaded:
+    """Parse one YAML 1.2 document into plain data with the position of every key and value.
+
+    libyaml (PyYAML's C parser) scans and parses; this module builds the plain data from its
+    events, so it can bound the cost of what it builds (depth, nodes after alias expansion)
+    before building it, keep every position, and report duplicate keys instead of aborting.
+    """
     if len(text) > MAX_DOCUMENT_CHARS:
         line = text.count("\n", 0, MAX_DOCUMENT_CHARS) + 1
         return Loaded(None, Positions(), [Problem(
             filename, line, 1, f"file too large: more than {MAX_DOCUMENT_CHARS} characters")])
-    yaml = YAML(typ="rt")
-    yaml.Scanner = _BoundedScanner
-    yaml.Composer = _BoundedComposer
-    yaml.Constructor = _Constructor
-    yaml.version = (1, 2)
-    constructor = yaml.constructor
-    assert isinstance(constructor, _Constructor)
-    constructor.duplicates = []
+    from yaml import MarkedYAMLError, YAMLError
+
+    builder = _Builder(filename)
     try:
-        raw = yaml.load(text)
+        data = builder.build(text)
     except LimitExceeded as exc:
         return Loaded(None, Positions(), [Problem(filename, exc.line, exc.col, exc.message)])
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        what = exc.problem or exc.context or "invalid YAML"
-        return Loaded(None, Positions(), [Problem(filename, line, col, f"YAML syntax: {what}")])
+        return Loaded(None, Positions(), [Problem(filename, line, col,
+                                                  f"YAML syntax: {plain_words(exc, text)}")])
     except (YAMLError, ValueError, TypeError) as exc:
         return Loaded(None, Positions(), [Problem(filename, 1, 1, f"YAML syntax: {exc}")])
-    problems = [
-        Problem(filename, line, col, f"duplicate key {key!r}: already defined"
-                + (f" at line {first}" if first else " above"))
-        for key, line, col, first in constructor.duplicates
-    ]
-    positions = Positions()
-    positions.values[()] = (1, 1)
-    data = _plain(raw, (), positions, problems, filename)
-    return Loaded(data, positions, problems)
+    return Loaded(data, builder.positions, builder.problems)
 
 
-def _plain(obj: Any, path: Path, pos: Positions, problems: list[Problem], filename: str) -> Any:
-    if isinstance(obj, CommentedMap):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            key = _plain_key(k)
-            child: Path = (*path, key if key is not None else str(k))
-            lc = _lc(obj, k, "key")
-            if lc is not None:
-                pos.keys[child] = lc
-            # An empty value has no text of its own: ruamel places it on the next line.
-            vlc = _lc(obj, k, "value") if v is not None else None
-            if vlc is not None:
-                pos.values[child] = vlc
-            elif lc is not None:
-                pos.values[child] = lc
-            if key is None:
-                where = pos.key(child)
-                problems.append(
-                    Problem(filename, *where, f"{dotted(path)}: expected a simple key, got {k!r}")
-                )
-                continue
-            out[key] = _plain(v, child, pos, problems, filename)
-        return out
-    if isinstance(obj, CommentedSeq):
-        items = []
-        for i, v in enumerate(obj):
-            child = (*path, i)
-            try:
-                line, col = obj.lc.item(i)
-                pos.values[child] = (line + 1, col + 1)
-            except (KeyError, TypeError, AttributeError):
-                pass
-            items.append(_plain(v, child, pos, problems, filename))
-        return items
-    return plain_scalar(obj)
+def plain_words(exc: Any, text: str) -> str:
+    """libyaml's words for the common mistakes (mostly indentation), said plainly."""
+    problem = str(exc.problem or "invalid YAML")
+    context = str(exc.context or "")
+    start = exc.context_mark.line + 1 if exc.context_mark is not None else None
+    since = f" at line {start}" if start else ""
+    if problem == "exceeded maximum nesting depth":  # libyaml's own bound, past ours
+        return f"nested more than {MAX_DEPTH} levels deep"
+    if problem == "mapping values are not allowed in this context":
+        return ("unexpected ':' (indentation: this line is indented deeper than the key above "
+                "it, or a value containing ': ' needs quotes)")
+    if problem == "did not find expected key" and "block mapping" in context:
+        return (f"bad indentation: this line does not line up with the keys of the mapping "
+                f"that starts{since} (keys of one mapping must start in the same column)")
+    if problem == "did not find expected '-' indicator":
+        return (f"bad indentation: this line does not line up with the list that starts{since}"
+                " (each item of a list starts with '- ' in the same column)")
+    if problem == "found character that cannot start any token":
+        mark = exc.problem_mark
+        line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+        char = line[mark.column] if mark.column < len(line) else ""
+        if char == "\t":
+            return "a tab character: YAML is indented with spaces, not tabs"
+        return f"{char!r} cannot start a value here (put the value in quotes)"
+    if problem == "found unexpected end of stream" and "quoted scalar" in context:
+        return f"the quoted text that starts{since} is never closed"
+    for closing, what in (("]", "list"), ("}", "mapping")):
+        if problem == f"did not find expected ',' or '{closing}'":
+            return (f"the {what} that starts{since} is not closed with '{closing}' "
+                    "(or a ',' is missing between two items)")
+    return f"{problem} ({context}{since})" if context else problem
 
 
-def _lc(mapping: CommentedMap, key: Any, which: str) -> Pos | None:
-    # Keys brought in by a merge (`<<: *anchor`) have no position of their own.
-    try:
-        line, col = getattr(mapping.lc, which)(key)
-    except (KeyError, TypeError, AttributeError):
+# YAML 1.2 core schema: what an unquoted scalar means. `yes`/`no`/`on`/`off` and `9:30` stay
+# text (YAML 1.1 read them as booleans and as 570).
+_NULL = re.compile(r"~|null|Null|NULL|")
+_BOOL = re.compile(r"true|True|TRUE|false|False|FALSE")
+_INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"
+                    r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+_TIMESTAMP = re.compile(
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{1,2})-(?P<day>[0-9]{1,2})"
+    r"(?:(?:[Tt]|[ \t]+)(?P<hour>[0-9]{1,2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]*))?"
+    r"(?:[ \t]*(?P<tz>Z|(?P<tz_sign>[-+])(?P<tz_hour>[0-9]{1,2})(?::(?P<tz_minute>[0-9]{2}))?))?)?")
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def resolve_plain(value: str) -> Any:
+    """The value of an unquoted scalar under the YAML 1.2 core schema (timestamps as ISO text,
+    as the stored definition keeps them)."""
+    if _NULL.fullmatch(value):
         return None
-    return (line + 1, col + 1)
+    if _BOOL.fullmatch(value):
+        return value[0] in "tT"
+    if _INT.fullmatch(value):
+        if value.startswith(("0o", "0x")):
+            return int(value, 0)
+        return int(value, 10)
+    if _FLOAT.fullmatch(value):
+        lowered = value.lower()
+        if lowered.endswith(".inf"):
+            return float("-inf") if lowered.startswith("-") else float("inf")
+        if lowered == ".nan":
+            return float("nan")
+        return float(value)
+    stamp = _TIMESTAMP.fullmatch(value)
+    if stamp is not None:
+        return _timestamp(stamp, value)
+    return value
+
+
+def _timestamp(m: re.Match[str], text: str) -> str:
+    """ISO text of a YAML timestamp; an impossible date (2026-02-30) stays as written, for the
+    schema to reject with a position."""
+    try:
+        day = date(int(m["year"]), int(m["month"]), int(m["day"]))
+        if m["hour"] is None:
+            return day.isoformat()
+        fraction = (m["fraction"] or "")[:6].ljust(6, "0")
+        tz = None
+        if m["tz"] == "Z":
+            tz = UTC
+        elif m["tz"]:
+            delta = timedelta(hours=int(m["tz_hour"]), minutes=int(m["tz_minute"] or 0))
+            tz = timezone(-delta if m["tz_sign"] == "-" else delta)
+        return datetime(day.year, day.month, day.day, int(m["hour"]), int(m["minute"]),
+                        int(m["second"]), int(fraction), tzinfo=tz).isoformat()
+    except ValueError:
+        return text
+
+
+def _scalar(event: Any) -> Any:
+    tag = event.tag
+    if tag in (None, "!") and event.implicit[0]:
+        return resolve_plain(event.value)
+    if tag in (None, "!", _STR_TAG):
+        return event.value
+    if tag.startswith("tag:yaml.org,2002:") and tag != "tag:yaml.org,2002:binary":
+        resolved = resolve_plain(event.value)
+        kind = tag.rsplit(":", 1)[1]
+        wanted = {"int": int, "float": float, "bool": bool, "null": type(None)}.get(kind)
+        if wanted is not None and isinstance(resolved, wanted):
+            return resolved
+    return event.value  # any other tag: the text as written
+
+
+class _Frame:
+    """A mapping or sequence being built, with where it sits."""
+
+    __slots__ = ("anchor", "expanded", "is_map", "key", "key_pos", "merges", "path", "pos",
+                 "value")
+
+    def __init__(self, is_map: bool, path: Path, anchor: str | None, expanded: int,
+                 pos: Pos) -> None:
+        self.pos = pos
+        self.is_map = is_map
+        self.path = path
+        self.anchor = anchor
+        self.expanded = expanded  # the document's node count when this collection started
+        self.value: Any = {} if is_map else []
+        self.key: Any = _NO_KEY
+        self.key_pos: Pos = (0, 0)
+        self.merges: list[dict[str, Any]] = []
+
+
+_NO_KEY = object()
+_MERGE = object()
+
+
+class _Builder:
+    """Plain data and positions from libyaml's events, bounded as it goes."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.positions = Positions()
+        self.positions.values[()] = (1, 1)
+        self.problems: list[Problem] = []
+        self.anchors: dict[str, tuple[Any, int]] = {}  # value, nodes it expands to
+        self.open_anchors: set[str] = set()
+        self.stack: list[_Frame] = []
+        self.expanded = 0
+
+    def build(self, text: str) -> Any:
+        from yaml import events as ev
+
+        try:
+            from yaml._yaml import CParser as Parser
+        except ImportError:  # PyYAML built without libyaml: same events, slower
+            from yaml import BaseLoader as Parser  # type: ignore[assignment]
+        parser = Parser(text)
+        try:
+            root: Any = None
+            documents = 0
+            while True:
+                event = parser.get_event()
+                if event is None or isinstance(event, ev.StreamEndEvent):
+                    return root
+                if isinstance(event, ev.DocumentStartEvent):
+                    documents += 1
+                    if documents > 1:
+                        mark = event.start_mark
+                        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+                        raise LimitExceeded(line, col, "YAML syntax: expected one document in "
+                                            "the file, found a second one")
+                    continue
+                if isinstance(event, ev.StreamStartEvent | ev.DocumentEndEvent):
+                    continue
+                done = self._event(event, ev)
+                if done is not _NO_KEY:
+                    root = done
+        finally:
+            parser.dispose()
+
+    def _event(self, event: Any, ev: Any) -> Any:
+        """Feed one node event; returns the root value once it is complete, else _NO_KEY."""
+        mark = event.start_mark
+        pos = (mark.line + 1, mark.column + 1)
+        if isinstance(event, ev.AliasEvent):
+            return self._alias(event.anchor, pos)
+        if isinstance(event, ev.ScalarEvent):
+            value = _scalar(event)
+            if self._is_merge_key(event):
+                value = _MERGE
+            else:
+                self._count(1, pos, f"more than {_limit()} nodes in the document")
+            if event.anchor is not None:
+                self.anchors[event.anchor] = (value, 1)
+            empty = event.value == "" and event.implicit[0]
+            return self._add(value, pos, empty=empty)
+        if isinstance(event, ev.SequenceStartEvent | ev.MappingStartEvent):
+            if len(self.stack) >= MAX_DEPTH:
+                raise LimitExceeded(*pos, f"nested more than {MAX_DEPTH} levels deep")
+            self._count(1, pos, f"more than {_limit()} nodes in the document")
+            path = self._child_path()
+            if path is not None:
+                self._note_value(path, pos)
+            if event.anchor is not None:
+                self.open_anchors.add(event.anchor)
+            frame = _Frame(isinstance(event, ev.MappingStartEvent), path or (),
+                           event.anchor, self.expanded - 1, pos)
+            self.stack.append(frame)
+            return _NO_KEY
+        if isinstance(event, ev.SequenceEndEvent | ev.MappingEndEvent):
+            frame = self.stack.pop()
+            value = frame.value
+            for merged in frame.merges:  # explicit keys win; earlier merges win over later
+                for k, v in merged.items():
+                    value.setdefault(k, v)
+            if frame.anchor is not None:
+                self.open_anchors.discard(frame.anchor)
+                self.anchors[frame.anchor] = (value, self.expanded - frame.expanded)
+            return self._add(value, frame.pos, empty=False, placed=True)
+        raise LimitExceeded(*pos, f"YAML syntax: unexpected {type(event).__name__}")
+
+    @staticmethod
+    def _is_merge_key(event: Any) -> bool:
+        return bool(event.value == "<<" and event.implicit[0] and event.tag in (None, "!"))
+
+    def _alias(self, anchor: str, pos: Pos) -> Any:
+        if anchor in self.open_anchors:
+            raise LimitExceeded(*pos, f"alias *{anchor} refers to a node that contains it "
+                                "(recursive alias)")
+        found = self.anchors.get(anchor)
+        if found is None:
+            raise LimitExceeded(*pos, f"YAML syntax: alias *{anchor} is used before any "
+                                f"anchor &{anchor} defines it")
+        value, size = found
+        self._count(size, pos, f"too many aliases: *{anchor} makes the document expand to "
+                    f"more than {_limit()} nodes")
+        path = self._child_path()
+        if path is not None:
+            self._note_value(path, pos)
+        return self._add(value, pos, empty=False, placed=True)
+
+    def _count(self, n: int, pos: Pos, message: str) -> None:
+        self.expanded += n
+        if self.expanded > _limit():
+            raise LimitExceeded(*pos, message)
+
+    def _child_path(self) -> Path | None:
+        """The path of the value about to be added (None for a key or the root)."""
+        if not self.stack:
+            return None
+        top = self.stack[-1]
+        if not top.is_map:
+            return (*top.path, len(top.value))
+        if top.key is _NO_KEY or top.key is _MERGE:
+            return None
+        return (*top.path, top.key)
+
+    def _note_value(self, path: Path, pos: Pos) -> None:
+        self.positions.values[path] = pos
+
+    def _add(self, value: Any, pos: Pos | None, *, empty: bool, placed: bool = False) -> Any:
+        """Put a finished value where it belongs; returns it if it is the root."""
+        if not self.stack:
+            return value
+        top = self.stack[-1]
+        if not top.is_map:
+            if pos is not None and not placed:
+                self._note_value((*top.path, len(top.value)), pos)
+            top.value.append(value)
+            return _NO_KEY
+        if top.key is _NO_KEY:  # this value is a key
+            self._take_key(top, value, pos)
+            return _NO_KEY
+        key, top.key = top.key, _NO_KEY
+        if key is _MERGE:
+            self._merge(top, value, pos)
+            return _NO_KEY
+        if key is _DUPLICATE:
+            return _NO_KEY
+        child = (*top.path, key)
+        if not placed and pos is not None:
+            # An empty value has no text of its own: point at its key.
+            self._note_value(child, top.key_pos if empty else pos)
+        top.value[key] = value
+        return _NO_KEY
+
+    def _take_key(self, top: _Frame, key: Any, pos: Pos | None) -> None:
+        if key is _MERGE:
+            top.key = _MERGE
+            return
+        where = pos or (0, 0)
+        plain = _plain_key(key)
+        if plain is None:
+            shown = dotted(top.path)
+            self.problems.append(Problem(self.filename, *where,
+                                         f"{shown}: expected a simple key, got {key!r}"))
+            top.key = _DUPLICATE
+            return
+        if plain in top.value:
+            first = self.positions.keys.get((*top.path, plain))
+            self.problems.append(Problem(
+                self.filename, *where, f"duplicate key {plain!r}: already defined"
+                + (f" at line {first[0]}" if first else " above")))
+            top.key = _DUPLICATE
+            return
+        top.key = plain
+        top.key_pos = where
+        self.positions.keys[(*top.path, plain)] = where
+        self.positions.values[(*top.path, plain)] = where
+
+    def _merge(self, top: _Frame, value: Any, pos: Pos | None) -> None:
+        sources = value if isinstance(value, list) else [value]
+        for source in sources:
+            if not isinstance(source, dict):
+                where = pos or (0, 0)
+                self.problems.append(Problem(self.filename, *where, "YAML syntax: << merges "
+                                             "mappings only (an alias of a mapping, or a list "
+                                             "of them)"))
+                return
+            top.merges.append(source)
+
+
+_DUPLICATE = object()
 
 
 def _plain_key(key: Any) -> str | None:
@@ -265,33 +443,3 @@ def _plain_key(key: Any) -> str | None:
     if isinstance(key, date):
         return key.isoformat()
     return None
-
-
-def plain_scalar(value: Any) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, datetime | date | time):
-        return _iso(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, dict):
-        return {str(k): plain_scalar(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain_scalar(v) for v in value]
-    return str(value)
-
-
-def _iso(value: datetime | date | time) -> str:
-    if isinstance(value, datetime):
-        # ruamel's TimeStamp keeps the offset in a side attribute; rebuild a clean datetime.
-        tz = value.tzinfo
-        clean = datetime(
-            value.year, value.month, value.day, value.hour, value.minute, value.second,
-            value.microsecond, tzinfo=tz,
-        )
-        return clean.isoformat()
-    return value.isoformat()
