@@ -58,7 +58,10 @@ def write_noop_module(workdir: str) -> None:
 
 # -- job texts ------------------------------------------------------------------------------
 def _job(name: str, tasks: list[str]) -> str:
-    return f"job: {name}\ntasks:\n" + "".join(tasks)
+    # The rows measure dispatch, so their no-op python tasks run on the agent's slot threads
+    # (`in_process`); in worker processes, the default, each call adds a pipe round trip
+    # (docs/benchmarks.md gives both figures).
+    return f"job: {name}\ndefaults:\n  in_process: true\ntasks:\n" + "".join(tasks)
 
 
 def _noop(name: str, extra: str = "") -> str:
@@ -84,7 +87,7 @@ def stages_text(stages: int, per_stage: int) -> str:
 
 def fanout_text(n: int) -> str:
     """One foreach task whose items come from an upstream task's list result."""
-    return (f"job: fanout{n}\nparams:\n  n: {n}\ntasks:\n"
+    return (f"job: fanout{n}\nparams:\n  n: {n}\ndefaults:\n  in_process: true\ntasks:\n"
             f"  make_items:\n    python: {NOOP_MODULE}:items\n"
             f"  each:\n    foreach:\n      from: make_items\n    python: {NOOP_MODULE}:run\n")
 

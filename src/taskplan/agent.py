@@ -24,6 +24,7 @@ from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
+from taskplan.executors.base import missing_result
 from taskplan.executors.sql import SqlSetupError, engine_for, expand_url, stream_rows
 from taskplan.model import JobSpec, TaskSpec, TaskState
 from taskplan.redact import mask_url
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 FOREACH_CHUNK = 5000  # items read and inserted per executemany
 CANCEL_CHECK_EVERY = 0.1  # seconds between checks that running attempts were not cancelled
 GIVE_UP_WHEN_CANCELLED = 5.0  # s of store outage after which a cancelled agent just exits
+# s a cancelled agent waits for killed attempts to end; an in-process python function cannot
+# be killed, so past this it is recorded cancelled and left behind
+CANCEL_GRACE = 1.0
 FLUSH_GIVE_UP = 60.0  # s an exiting agent keeps trying to record its last outcomes
 HOLD_CHECK_EVERY = 1.0  # s between looks for a sign of life of agents holding work
 
@@ -54,13 +58,6 @@ class _Outage:
     def sleep(self) -> None:
         time.sleep(self.delay)
         self.delay = min(BACKOFF_MAX, self.delay * 2)
-
-
-class MissingResultError(KeyError):
-    """`results[name]` for a name with no result; says which names there are."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class UpstreamResults(Mapping[str, Any]):
@@ -93,7 +90,7 @@ class UpstreamResults(Mapping[str, Any]):
         try:
             return found[key]
         except KeyError:
-            raise MissingResultError(missing_result(key, self._names, found)) from None
+            raise missing_result(key, self._names, found) from None
 
     def __iter__(self) -> Any:
         return iter(self._load())
@@ -104,13 +101,9 @@ class UpstreamResults(Mapping[str, Any]):
     def __repr__(self) -> str:
         return repr(self._load())
 
-
-def missing_result(key: object, waits_for: Sequence[str], found: Mapping[str, Any]) -> str:
-    have = ", ".join(sorted(found)) or "none"
-    if key in waits_for:
-        return f"no result for {key!r}: it did not succeed (results has: {have})"
-    return (f"no result for {key!r}: not a task this one waits for"
-            f" (results has: {have})")
+    @property
+    def waits_for(self) -> tuple[str, ...]:
+        return self._names
 
 
 class TaskResultsView(Mapping[str, Any]):
@@ -236,6 +229,7 @@ class Agent:
         last_cancel_check = 0.0
         idle_since = time.monotonic()
         cancel_sent = False
+        give_up_at = 0.0
         outage: _Outage | None = None
         while True:
             try:
@@ -271,6 +265,7 @@ class Agent:
                 if self._cancel_all.is_set() and not cancel_sent:
                     self._cancel_mine()
                     cancel_sent = True
+                    give_up_at = time.monotonic() + CANCEL_GRACE
                 now_m = time.monotonic()
                 if now_m >= next_beat:
                     self._heartbeat()
@@ -294,6 +289,8 @@ class Agent:
                 if (self._draining.is_set() and busy == 0 and self._done.empty()
                         and not self._unrecorded):
                     return
+                if cancel_sent and now_m >= give_up_at:
+                    return  # what still runs cannot be killed: run()'s exit records it
                 holding = False
                 if self.exit_when_idle is not None and busy == 0 and (
                         now_m - idle_since >= self.exit_when_idle):

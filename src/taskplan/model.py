@@ -142,6 +142,8 @@ class TaskSpec:
     # Labels an agent must all have to claim this task (the job's and the task's own), sorted.
     agent_labels: tuple[str, ...] = ()
     enabled: bool = True  # False: every run records this task `skipped` at creation
+    # python tasks: call the function on the agent's own thread (fast, but cannot be killed)
+    in_process: bool = False
 
 
 @dataclass(frozen=True)

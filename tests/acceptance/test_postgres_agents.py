@@ -40,18 +40,21 @@ def _conn(dsn):
 
 
 def effect(ctx):
-    """Record this task once (unique name); optionally mark the start and sleep first."""
+    """Record this task once (unique name); optionally mark the start and sleep first.
+
+    The pid recorded is the agent's: python tasks run in worker processes it starts.
+    """
     here = ctx.params["dir"]
     if ctx.params.get("mark"):
         path = os.path.join(here, f"started-{ctx.task}")
         with open(path + ".tmp", "w") as fh:
-            fh.write(str(os.getpid()))
+            fh.write(str(os.getppid()))
         os.replace(path + ".tmp", path)
     time.sleep(float(ctx.params.get("sleep", 0)))
     _conn(ctx.params["dsn"]).execute(
         "INSERT INTO effects (name, pid, attempt) VALUES (%s, %s, %s)",
-        (ctx.task, os.getpid(), ctx.attempt))
-    return {"pid": os.getpid()}
+        (ctx.task, os.getppid(), ctx.attempt))
+    return {"pid": os.getppid()}
 '''
 
 

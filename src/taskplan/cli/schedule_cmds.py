@@ -152,7 +152,11 @@ def scheduler_cmd(lease: float, db: str | None) -> None:
 @handle_errors
 def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file: str | None,
               db: str | None) -> None:
-    """Scheduler and agent in one process; with --port, the web console too."""
+    """Scheduler and agent in one process; with --port, the web console too.
+
+    SIGINT or SIGTERM drains (running tasks finish, nothing new starts); a second one kills
+    running tasks and records them cancelled.
+    """
     from taskplan.agent import Agent
     from taskplan.scheduler import Scheduler
 
@@ -180,9 +184,16 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
                 agent.drain()
         return body
 
+    signals = [0]
+
     def shutdown() -> None:
+        # The first signal drains (running tasks finish); a second one kills them now.
+        signals[0] += 1
         scheduler.stop()
-        agent.drain()
+        if signals[0] == 1:
+            agent.drain()
+        else:
+            agent.cancel_running()
         if server is not None:
             server.should_exit = True
 

@@ -1,8 +1,11 @@
 """How one attempt of a task is executed: one protocol (base), one module per task kind.
 
-Importing the package registers the built-in kinds. Other kinds plug in with
-`register_executor(kind, executor)`, from their own module or from here.
+The built-in kinds (shell, python, sql) are registered on first use, and the executor classes
+are imported only when named: a python worker process imports this package and must not pay
+for SQLAlchemy. Other kinds plug in with `register_executor(kind, executor)`.
 """
+
+from typing import Any
 
 from taskplan.executors.base import (
     AttemptContext,
@@ -15,13 +18,22 @@ from taskplan.executors.base import (
     executor_for,
     register_executor,
 )
-from taskplan.executors.python import PythonExecutor
-from taskplan.executors.shell import ShellExecutor
-from taskplan.executors.sql import SqlExecutor
 
-register_executor("shell", ShellExecutor())
-register_executor("python", PythonExecutor())
-register_executor("sql", SqlExecutor())
+_CLASSES = {
+    "PythonExecutor": "taskplan.executors.python",
+    "ShellExecutor": "taskplan.executors.shell",
+    "SqlExecutor": "taskplan.executors.sql",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "AttemptContext",

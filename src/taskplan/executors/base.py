@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +30,23 @@ class AttemptContext:
     params: Mapping[str, Any]
     item: Any | None  # the foreach item: a dict for sql rows, any JSON value otherwise
     results: Mapping[str, Any]  # upstream results by task name
+
+
+class MissingResultError(KeyError):
+    """`ctx.results[name]` for a name with no result; its message lists the names there are."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def missing_result(key: object, waits_for: Sequence[str], found: Mapping[str, Any]
+                   ) -> MissingResultError:
+    have = ", ".join(sorted(found)) or "none"
+    if key in waits_for:
+        return MissingResultError(f"no result for {key!r}: it did not succeed"
+                                  f" (results has: {have})")
+    return MissingResultError(f"no result for {key!r}: not a task this one waits for"
+                              f" (results has: {have})")
 
 
 @dataclass(frozen=True)
@@ -167,8 +184,27 @@ def register_executor(kind: str, executor: Executor) -> None:
     _registry[kind] = executor
 
 
+# Built-in kinds, created on first use (module, class): importing the package stays cheap.
+_BUILTIN = {
+    "shell": ("taskplan.executors.shell", "ShellExecutor"),
+    "python": ("taskplan.executors.python", "PythonExecutor"),
+    "sql": ("taskplan.executors.sql", "SqlExecutor"),
+}
+_builtin_lock = threading.Lock()
+
+
 def executor_for(kind: str) -> Executor:
-    try:
-        return _registry[kind]
-    except KeyError:
-        raise UnknownKindError(f"no executor for task kind {kind!r}") from None
+    executor = _registry.get(kind)
+    if executor is not None:
+        return executor
+    builtin = _BUILTIN.get(kind)
+    if builtin is None:
+        raise UnknownKindError(f"no executor for task kind {kind!r}")
+    import importlib
+
+    with _builtin_lock:
+        executor = _registry.get(kind)
+        if executor is None:
+            executor = getattr(importlib.import_module(builtin[0]), builtin[1])()
+            _registry[kind] = executor
+    return executor

@@ -1,16 +1,17 @@
-"""`python` tasks: call `module.path:function` with the AttemptContext, in this process.
+"""`python` tasks: call `module.path:function` with the AttemptContext, in a worker process.
 
-The module is imported from the job file's folder (put at the front of sys.path) and the function
-is cached per (folder, target): code is loaded once per process, like any import. Module names
-share one interpreter-wide namespace, so two job folders that each hold a `reports.py` cannot both
-be used by one agent; that conflict is reported as an error rather than silently running the
-other folder's code (only for the target's top-level module; helpers it imports are not checked).
+Each attempt runs in a worker process taken from a warm pool (see pyworker.py for the worker's
+side), so a python task is as killable as a shell task: cancel, a timeout or an agent told to
+stop kills the worker's whole process group at once, and a fresh worker replaces it. Workers
+are started when first needed and kept between attempts, so the cost of a no-op task is one
+round trip over a pipe, not a process start.
 
-Timeouts: a thread cannot be killed. With a timeout the function runs on a daemon thread and the
-attempt stops waiting when the time is up (or on cancel): the thread is abandoned, keeps running
-to its end, and its result and output are dropped. Without a timeout the function runs inline on
-the calling slot thread, which keeps a no-op task to a few microseconds; cancel then cannot
-interrupt it, and the attempt is reported cancelled once the function returns.
+In the worker the module is imported from the job file's folder (put at the front of sys.path)
+and the function is cached per (folder, target): code is loaded once per worker, like any
+import. Module names share one interpreter-wide namespace, so two job folders that each hold a
+`reports.py` cannot both be used by one worker; that conflict is reported as an error rather
+than silently running the other folder's code (only for the target's top-level module; helpers
+it imports are not checked).
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import importlib
 import importlib.machinery
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from taskplan.executors.base import (
@@ -42,58 +47,26 @@ _MAX_ERROR = 1000
 _path_lock = threading.Lock()
 
 
-class PythonExecutor:
+class InProcessRunner:
+    """Imports task functions (cached per folder and target) and calls them in this process."""
+
     def __init__(self) -> None:
         # Plain dict reads and writes are atomic; two threads loading the same target at once
         # both import it, and importlib's own per-module locks make that safe.
         self._functions: dict[tuple[str, str], TaskFunction] = {}
 
-    def execute(self, request: ExecRequest, log: LogSink, cancel: Cancellation) -> ExecResult:
-        if cancel.is_set():
-            return CANCELLED
-        if request.timeout is None:
-            outcome = self._attempt(request, log)
-            return CANCELLED if cancel.is_set() else outcome
-        return self._attempt_in_thread(request, log, cancel, request.timeout)
-
-    def _attempt_in_thread(
-        self, request: ExecRequest, log: LogSink, cancel: Cancellation, timeout: float
-    ) -> ExecResult:
-        gate = GatedSink(log)
-        wake = threading.Event()
-        outcome: list[ExecResult] = []
-
-        def body() -> None:
-            try:
-                outcome.append(self._attempt(request, gate))
-            finally:
-                wake.set()
-
-        thread = threading.Thread(
-            target=body, name=f"taskplan-py-{request.context.task}", daemon=True
-        )
-        unhook = cancel.on_cancel(wake.set)
-        try:
-            thread.start()
-            wake.wait(timeout)
-        finally:
-            unhook()
-        if outcome:
-            return outcome[0]
-        gate.close()  # the abandoned thread may print on; none of it belongs to this attempt
-        return CANCELLED if cancel.is_set() else timed_out_result(timeout)
-
-    def _attempt(self, request: ExecRequest, log: LogSink) -> ExecResult:
+    def attempt(self, target: str, base_dir: str, context: AttemptContext, log: LogSink
+                ) -> ExecResult:
         previous = route(log)
         try:
-            function = self._functions.get((request.base_dir, _target(request)))
+            function = self._functions.get((base_dir, target))
             if function is None:
-                loaded = self._load(request, log)
+                loaded = self._load(target, base_dir, log)
                 if isinstance(loaded, ExecResult):
                     return loaded
                 function = loaded
             try:
-                value = function(request.context)
+                value = function(context)
             except SystemExit as exc:
                 if exc.code not in (None, 0):
                     return _failure(exc, log)
@@ -104,21 +77,20 @@ class PythonExecutor:
             route(previous)
         return _to_result(value)
 
-    def _load(self, request: ExecRequest, log: LogSink) -> TaskFunction | ExecResult:
-        target = _target(request)
+    def _load(self, target: str, base_dir: str, log: LogSink) -> TaskFunction | ExecResult:
         module_name, _, attr_path = target.partition(":")
         if not module_name or not attr_path:
             return ExecResult(
                 ok=False, error=f"python task needs 'module:function', got {target!r}"
             )
-        base_dir = os.path.abspath(request.base_dir or os.curdir)
-        _put_first_on_path(base_dir)
+        folder = os.path.abspath(base_dir or os.curdir)
+        _put_first_on_path(folder)
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
             failed = _failure(exc, log)
             return ExecResult(ok=False, error=f"cannot import {module_name}: {failed.error}")
-        conflict = _shadowed_by(module_name, base_dir)
+        conflict = _shadowed_by(module_name, folder)
         if conflict:
             return ExecResult(ok=False, error=conflict)
         function: Any = module
@@ -129,8 +101,179 @@ class PythonExecutor:
                 return ExecResult(ok=False, error=f"{module_name} has no attribute {attr_path}")
         if not callable(function):
             return ExecResult(ok=False, error=f"{target} is not callable")
-        self._functions[(request.base_dir, target)] = function
+        self._functions[(base_dir, target)] = function
         return function  # type: ignore[no-any-return]
+
+
+class _Worker:
+    """One worker process and the agent's ends of its pipes."""
+
+    def __init__(self) -> None:
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        life_r, self._life_w = os.pipe()
+        try:
+            # Its own session: a kill takes the function's own children with it, and Ctrl-C
+            # in the agent's terminal reaches the agent, which decides what stops.
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "taskplan.executors.pyworker",
+                 str(to_r), str(from_w), str(life_r)],
+                pass_fds=(to_r, from_w, life_r), stdin=subprocess.DEVNULL,
+                start_new_session=True)
+        except BaseException:
+            for fd in (to_w, from_r, self._life_w):
+                os.close(fd)
+            raise
+        finally:
+            for fd in (to_r, from_w, life_r):
+                os.close(fd)
+        self.to_worker = Connection(to_w, readable=False)
+        self.from_worker = Connection(from_r, writable=False)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def close(self) -> None:
+        """Kill (if still running) and reap; the pipes go with it."""
+        self.kill()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.to_worker.close()
+        self.from_worker.close()
+        os.close(self._life_w)
+
+    def describe_death(self) -> str:
+        try:
+            code = self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            return "the python worker stopped answering"
+        if code < 0:
+            return f"the python worker was killed by {signal.Signals(-code).name}"
+        return f"the python worker exited with code {code}"
+
+
+class PythonExecutor:
+    """Runs each attempt in a worker process from a warm pool; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._idle: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._runner = InProcessRunner()
+
+    def close(self) -> None:
+        """Stop the idle workers (busy ones are closed when their attempt ends)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.close()
+
+    def execute(self, request: ExecRequest, log: LogSink, cancel: Cancellation) -> ExecResult:
+        if cancel.is_set():
+            return CANCELLED
+        if request.spec.in_process:
+            return self._in_process(request, log, cancel)
+        worker = self._take()
+        unhook = cancel.on_cancel(worker.kill)
+        keep = False
+        try:
+            outcome, keep = self._converse(worker, request, log, cancel)
+        finally:
+            unhook()
+            if keep and not cancel.is_set():
+                with self._lock:
+                    self._idle.append(worker)
+            else:
+                worker.close()
+        return outcome
+
+    def _in_process(self, request: ExecRequest, log: LogSink, cancel: Cancellation
+                    ) -> ExecResult:
+        """`in_process: true`: on the calling slot thread, a few microseconds per no-op call.
+
+        A thread cannot be killed. Without a timeout the function runs inline and a cancel
+        is reported once it returns; with one it runs on a daemon thread that is abandoned
+        (left running, its output dropped) when the time is up or on cancel.
+        """
+        target = _target(request)
+        if request.timeout is None:
+            outcome = self._runner.attempt(target, request.base_dir, request.context, log)
+            return CANCELLED if cancel.is_set() else outcome
+        gate = GatedSink(log)
+        wake = threading.Event()
+        box: list[ExecResult] = []
+
+        def body() -> None:
+            try:
+                box.append(self._runner.attempt(target, request.base_dir, request.context, gate))
+            finally:
+                wake.set()
+
+        thread = threading.Thread(target=body, name=f"taskplan-py-{request.context.task}",
+                                  daemon=True)
+        unhook = cancel.on_cancel(wake.set)
+        try:
+            thread.start()
+            wake.wait(request.timeout)
+        finally:
+            unhook()
+        if box:
+            return box[0]
+        gate.close()  # the abandoned thread may print on; none of it belongs to this attempt
+        return CANCELLED if cancel.is_set() else timed_out_result(request.timeout)
+
+    def _take(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.proc.poll() is None:
+                    return worker
+                worker.close()
+        return _Worker()
+
+    def _converse(self, worker: _Worker, request: ExecRequest, log: LogSink,
+                  cancel: Cancellation) -> tuple[ExecResult, bool]:
+        """Send the attempt, relay its frames; (outcome, whether the worker may be reused)."""
+        ctx = request.context
+        frame = {"target": _target(request), "base_dir": request.base_dir, "run_id": ctx.run_id,
+                 "task": ctx.task, "attempt": ctx.attempt, "params": dict(ctx.params),
+                 "item": ctx.item}
+        deadline = None if request.timeout is None else time.monotonic() + request.timeout
+        try:
+            worker.to_worker.send_bytes(_encoder.encode(frame).encode())
+            while True:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not worker.from_worker.poll(left):
+                        worker.kill()
+                        assert request.timeout is not None
+                        return timed_out_result(request.timeout), False
+                message = json.loads(worker.from_worker.recv_bytes())
+                kind = message[0]
+                if kind == "log":
+                    log.write(message[1])
+                elif kind == "results":
+                    results = ctx.results
+                    names = getattr(results, "waits_for", None)
+                    reply = ["results", dict(results),
+                             list(names) if names is not None else list(results)]
+                    worker.to_worker.send_bytes(json.dumps(reply).encode())
+                else:
+                    _, ok, value, error = message
+                    if cancel.is_set():
+                        return CANCELLED, False
+                    if ok:
+                        return (_NONE_RESULT if value is None
+                                else ExecResult(ok=True, result=value)), True
+                    return ExecResult(ok=False, error=error), True
+        except (EOFError, OSError):
+            if cancel.is_set():
+                return CANCELLED, False
+            return ExecResult(ok=False, error=worker.describe_death()), False
 
 
 def _target(request: ExecRequest) -> str:

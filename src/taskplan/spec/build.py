@@ -29,7 +29,7 @@ from taskplan.spec.schema import (
 )
 
 _INHERITED = ("retries", "retry_delay", "retry_backoff", "timeout", "priority", "pool", "cwd",
-              "trigger")
+              "trigger", "in_process")
 
 
 def task(name: str, t: TaskModel, defaults: Settings, job_labels: tuple[str, ...] = ()

@@ -121,6 +121,7 @@ class Settings(_Model):
     env: Annotated[dict[str, f.EnvValue], f.MappingIn] = {}
     cwd: f.OptText = None
     trigger: Trigger = TriggerRule.ALL_SUCCESS
+    in_process: f.Bool = False
 
 
 class ForeachModel(_Model):

@@ -22,7 +22,14 @@ RequestFactory = Callable[..., ExecRequest]
 
 
 @pytest.fixture
-def make_request(tmp_path: Path) -> RequestFactory:
+def make_request(plain_request: RequestFactory) -> RequestFactory:
+    return plain_request
+
+
+@pytest.fixture
+def plain_request(tmp_path: Path) -> RequestFactory:
+    """The request builder (a module may override `make_request` and still reach this one)."""
+
     def make(
         command: str | tuple[str, ...],
         *,
@@ -35,11 +42,13 @@ def make_request(tmp_path: Path) -> RequestFactory:
         cwd: str | None = None,
         base_dir: str | Path | None = None,
         extra_env: Mapping[str, str] | None = None,
+        in_process: bool = False,
     ) -> ExecRequest:
         context = AttemptContext(
             run_id=42, task=task, attempt=2, params=params or {}, item=item, results={"up": 1}
         )
-        spec = TaskSpec(name=task, kind=kind, command=command, env=env or {}, cwd=cwd)
+        spec = TaskSpec(name=task, kind=kind, command=command, env=env or {}, cwd=cwd,
+                        in_process=in_process)
         return ExecRequest(
             context=context,
             spec=spec,

@@ -1,22 +1,29 @@
-"""The python executor with real imports and real threads."""
+"""The python executor with real imports, real worker processes and real threads.
+
+Tests of what a task sees run both ways: in a worker process (the default) and in the agent's
+own thread (`in_process: true`).
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from executor_helpers import RecordingSink
+from executor_helpers import RecordingSink, gone_soon, process_alive
 
-from taskplan.executors import Cancellation, ExecResult, PythonExecutor, executor_for
+from taskplan.executors import Cancellation, ExecRequest, ExecResult, PythonExecutor, executor_for
 
 ModuleWriter = Callable[[str], str]
+RequestFactory = Callable[..., ExecRequest]
 _serial = itertools.count()
 
 
@@ -33,8 +40,32 @@ def module(tmp_path: Path) -> ModuleWriter:
 
 
 @pytest.fixture
-def python() -> PythonExecutor:
-    return PythonExecutor()
+def python() -> Iterator[PythonExecutor]:
+    executor = PythonExecutor()
+    yield executor
+    executor.close()
+
+
+@pytest.fixture(params=[False, True], ids=["worker", "in_process"])
+def make_request(request: pytest.FixtureRequest, plain_request: RequestFactory
+                 ) -> RequestFactory:
+    """Every test below that takes `make_request` runs in a worker and in process."""
+    in_process = request.param
+
+    def make(*args: Any, **kw: Any) -> ExecRequest:
+        return plain_request(*args, in_process=in_process, **kw)
+
+    return make
+
+
+@pytest.fixture
+def in_thread(plain_request: RequestFactory) -> RequestFactory:
+    """Requests of `in_process: true` tasks only."""
+
+    def make(*args: Any, **kw: Any) -> ExecRequest:
+        return plain_request(*args, in_process=True, **kw)
+
+    return make
 
 
 def test_registered_for_python_kind() -> None:
@@ -197,7 +228,8 @@ def test_print_reaches_the_right_log_from_eight_threads(python, make_request, mo
     assert capsys.readouterr().out == "from the test thread\n"
 
 
-def test_timeout_abandons_the_thread_and_drops_its_output(python, make_request, module, sink):
+def test_in_process_timeout_abandons_the_thread_and_drops_its_output(python, in_thread, module,
+                                                                   sink):
     name = module("""
         import time
 
@@ -211,7 +243,7 @@ def test_timeout_abandons_the_thread_and_drops_its_output(python, make_request, 
             return "ignored"
     """)
     result = python.execute(
-        make_request(f"{name}:slow", kind="python", timeout=0.1), sink, Cancellation()
+        in_thread(f"{name}:slow", kind="python", timeout=0.1), sink, Cancellation()
     )
     assert sys.modules[name].finished == []  # returned at the timeout, not at the end
     assert result == ExecResult(ok=False, error="timed out after 0.1s", timed_out=True)
@@ -219,7 +251,7 @@ def test_timeout_abandons_the_thread_and_drops_its_output(python, make_request, 
     assert sink.text == "before\n"
 
 
-def test_cancel_with_timeout_returns_without_waiting(python, make_request, module, sink):
+def test_in_process_cancel_with_timeout_returns_without_waiting(python, in_thread, module, sink):
     name = module("""
         import threading
         release = threading.Event()
@@ -232,7 +264,7 @@ def test_cancel_with_timeout_returns_without_waiting(python, make_request, modul
     started = time.monotonic()
     try:
         result = python.execute(
-            make_request(f"{name}:blocked", kind="python", timeout=30), sink, cancel
+            in_thread(f"{name}:blocked", kind="python", timeout=30), sink, cancel
         )
     finally:
         sys.modules[name].release.set()
@@ -241,8 +273,8 @@ def test_cancel_with_timeout_returns_without_waiting(python, make_request, modul
     assert cancel._callbacks == {}
 
 
-def test_cancel_without_timeout_runs_to_the_end_then_reports_cancelled(
-    python, make_request, module, sink
+def test_in_process_cancel_without_timeout_runs_to_the_end_then_reports_cancelled(
+    python, in_thread, module, sink
 ):
     name = module("""
         import time
@@ -254,7 +286,7 @@ def test_cancel_without_timeout_runs_to_the_end_then_reports_cancelled(
     """)
     cancel = Cancellation()
     threading.Timer(0.05, cancel.cancel).start()
-    result = python.execute(make_request(f"{name}:slow", kind="python"), sink, cancel)
+    result = python.execute(in_thread(f"{name}:slow", kind="python"), sink, cancel)
     assert result.cancelled
     assert sink.text == "finished\n"
 
@@ -270,12 +302,12 @@ def test_not_called_when_already_cancelled(python, make_request, module, sink):
     assert sink.text == ""
 
 
-def test_no_op_task_overhead_is_microseconds(python, make_request, module, sink):
+def test_in_process_no_op_task_overhead_is_microseconds(python, in_thread, module, sink):
     name = module("""
         def noop(ctx):
             return None
     """)
-    request = make_request(f"{name}:noop", kind="python")
+    request = in_thread(f"{name}:noop", kind="python")
     cancel = Cancellation()
     assert python.execute(request, sink, cancel).ok  # import once
     rounds = 5000
@@ -286,3 +318,77 @@ def test_no_op_task_overhead_is_microseconds(python, make_request, module, sink)
             python.execute(request, sink, cancel)
         best = min(best, (time.perf_counter() - started) / rounds)
     assert best < 50e-6, f"{best * 1e6:.1f} µs per no-op task"
+
+
+# -- in a worker process (the default) --------------------------------------------------------
+_BLOCKER = """
+    import os, subprocess, sys, time
+
+    def blocked(ctx):
+        child = subprocess.Popen(["sleep", "60"])
+        with open(ctx.params["pids"] + ".tmp", "w") as f:
+            f.write(f"{os.getpid()} {child.pid}")
+        os.replace(ctx.params["pids"] + ".tmp", ctx.params["pids"])
+        print("started", flush=True)
+        while True:  # busy in Python code: no signal or thread trick stops this but a kill
+            time.sleep(0.01)
+
+    def pid(ctx):
+        return os.getpid()
+"""
+
+
+def _wait_pids(path: Path) -> list[int]:
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert time.monotonic() < deadline, "the function never started"
+        time.sleep(0.01)
+    return [int(p) for p in path.read_text().split()]
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_worker_task_is_killed_with_its_children(python, plain_request, module, sink, tmp_path,
+                                                   how):
+    name = module(_BLOCKER)
+    pids = tmp_path / "pids"
+    cancel = Cancellation()
+    request = plain_request(f"{name}:blocked", kind="python", params={"pids": str(pids)},
+                            timeout=None if how == "cancel" else 1.0)
+    if how == "cancel":
+        watcher = threading.Thread(target=lambda: (_wait_pids(pids), cancel.cancel()))
+        watcher.start()
+    result = python.execute(request, sink, cancel)
+    worker_pid, child_pid = _wait_pids(pids)
+    if how == "cancel":
+        watcher.join()
+        assert result == ExecResult(ok=False, error="cancelled", cancelled=True)
+    else:
+        assert result == ExecResult(ok=False, error="timed out after 1s", timed_out=True)
+    assert sink.text == "started\n"
+    assert gone_soon([worker_pid, child_pid])
+    assert cancel._callbacks == {}
+    # the next attempt gets a fresh worker
+    fresh = python.execute(plain_request(f"{name}:pid", kind="python"), sink, Cancellation())
+    assert fresh.ok and fresh.result != worker_pid and process_alive(fresh.result)
+
+
+def test_workers_are_reused_and_a_dead_one_is_reported(python, plain_request, module, sink):
+    name = module("""
+        import os
+
+        def pid(ctx):
+            return os.getpid()
+
+        def die(ctx):
+            print("going")
+            os._exit(3)
+    """)
+    pid = plain_request(f"{name}:pid", kind="python")
+    first = python.execute(pid, sink, Cancellation())
+    assert first.ok and first.result != os.getpid()
+    assert python.execute(pid, sink, Cancellation()) == first  # a warm worker, imports kept
+    died = python.execute(plain_request(f"{name}:die", kind="python"), sink, Cancellation())
+    assert died == ExecResult(ok=False, error="the python worker exited with code 3")
+    assert sink.text == "going\n"
+    after = python.execute(pid, sink, Cancellation())
+    assert after.ok and after.result not in (first.result, None)
