@@ -232,6 +232,17 @@ class TriggerSpec:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """`deadline:` of a job: exactly one of `finish_by` (a wall time in `timezone`, else the
+    job's) or `within` (seconds after the firing, or after the start with `of: start`)."""
+
+    finish_by: time | None = None
+    timezone: str | None = None
+    within: float | None = None
+    of: Literal["firing", "start"] = "firing"
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str
     tasks: tuple[TaskSpec, ...]
@@ -251,6 +262,7 @@ class JobSpec:
     agent_labels: tuple[str, ...] = ()  # required of every task's agent
     enabled: bool = True  # False: no scheduled or triggered runs; manual runs still allowed
     tags: tuple[str, ...] = ()
+    deadline: Deadline | None = None
     # The plain-data form of the file (what the store keeps and hashes) and where it came from.
     definition: dict[str, Any] = field(default_factory=dict, compare=False)
     source_path: str = ""

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from taskplan.engine import Engine
+from taskplan.engine.deadlines import DeadlineWatch
 from taskplan.errors import StoreUnavailableError
 from taskplan.model import JobSpec, OnMisfire, OnOverlap
 from taskplan.store import sched_ops
@@ -97,6 +98,7 @@ class Scheduler:
         self._calendar_stamp: tuple[int, float] | None = None
         self._jobs: list[_Job] = []
         self._compiled: dict[int, list[Schedule]] = {}
+        self.deadlines = DeadlineWatch(engine, default_tz=default_tz, clock=self.clock)
 
     # -- leadership -----------------------------------------------------------------------
     def try_lead(self) -> bool:
@@ -260,6 +262,18 @@ class Scheduler:
             tx.wake = bool(started)
         return started
 
+    def check_deadlines(self) -> list[tuple[int, str]]:
+        """Deadline events due now (docs/forecasts.md); a failure is logged, never fatal."""
+        try:
+            return retrying(self.deadlines.check, what="checking deadlines",
+                            stop=self._stop.is_set)
+        except StoreUnavailableError:
+            raise
+        except Exception:
+            log.exception("deadline check failed")
+            self.deadlines.next_at = self.clock() + self.deadlines.every
+            return []
+
     # -- the daemon -------------------------------------------------------------------------
     def run(self) -> None:
         """Lead (or stand by) until stop(): fire what is due, sleep until the next instant."""
@@ -290,9 +304,13 @@ class Scheduler:
                         res = retrying(self.fire_due, what="firing schedules",
                                        stop=self._stop.is_set)
                         next_due = res.next_due
+                    if self.deadlines.due():
+                        self.check_deadlines()
                 timeout = next_renew - time.monotonic()
                 if self.leader and next_due is not None:
                     timeout = min(timeout, next_due - self.clock())
+                if self.leader:
+                    timeout = min(timeout, self.deadlines.next_at - self.clock())
                 gen = self.store.wait(gen, max(0.0, min(timeout, MAX_SLEEP)))
         finally:
             try:

@@ -3,6 +3,7 @@ built in one place so that the CLI and the web API print exactly the same object
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -21,13 +22,30 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
-def run_summary(r: RunInfo) -> dict[str, Any]:
-    """One element of `runs --json`."""
-    return {
+def run_summary(r: RunInfo, now: float | None = None) -> dict[str, Any]:
+    """One element of `runs --json`; `deadline` only for a run of a job that has one."""
+    out = {
         "run_id": r.run_id, "job": r.job, "version": r.version, "state": r.state,
         "trigger": r.trigger, "created_at": iso(r.created_at),
         "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
     }
+    deadline = run_deadline(r, now)
+    if deadline is not None:
+        out["deadline"] = deadline
+    return out
+
+
+def run_deadline(r: RunInfo, now: float | None = None) -> dict[str, Any] | None:
+    """`{"at", "state"}` for a run of a job with a deadline, else None. `state`: pending (it
+    counts from a start still to come), on_track, at_risk, missed; once the run ended: met,
+    missed or not_met (failed or cancelled in time)."""
+    if r.deadline_at is None and r.deadline_state is None:
+        return None
+    from taskplan.forecast.deadlines import standing
+
+    state = standing(r.deadline_at, r.deadline_state, r.state, r.finished_at,
+                     time.time() if now is None else now)
+    return {"at": iso(r.deadline_at), "state": state}
 
 
 def task_run(t: TaskRunInfo) -> dict[str, Any]:
@@ -53,6 +71,9 @@ def run_status(info: RunInfo, tasks: list[TaskRunInfo],
         "started_at": iso(info.started_at), "finished_at": iso(info.finished_at),
         "tasks": [task_run(t) for t in tasks],
     }
+    deadline = run_deadline(info)
+    if deadline is not None:
+        out["deadline"] = deadline
     if forecast is not None:
         out["forecast"] = run_forecast(forecast)
     return out

@@ -85,3 +85,43 @@ def test_status_of_a_running_run_says_when_it_finishes(tp: Taskplan) -> None:
         tp.ok("cancel", run_id)
         agent.terminate()
         agent.wait(10)
+
+
+def test_a_foreground_run_records_its_deadline_at_risk_then_missed(tp: Taskplan) -> None:
+    tp.write("job.yaml", """
+        job: late
+        deadline: {within: 1s}
+        tasks:
+          slow: {shell: "sleep 2.5"}
+    """)
+    tp.ok("run", "job.yaml")  # the history: 2.5 s, with a 1 s deadline
+    first = tp.ok("runs", "--json").json()[0]
+    assert first["deadline"]["state"] == "missed"
+    assert tp.ok("run", "late").code == 0
+    runs = tp.ok("runs", "--json").json()
+    assert runs[0]["deadline"]["state"] == "missed"
+    created = datetime.fromisoformat(runs[0]["created_at"])
+    assert (datetime.fromisoformat(runs[0]["deadline"]["at"]) - created).total_seconds() == 1
+    status = tp.ok("status", str(runs[0]["run_id"]), "--json").json()
+    assert status["deadline"]["state"] == "missed"
+    assert "missed" in tp.ok("runs").out.splitlines()[1]
+    assert "deadline: " in tp.ok("status", str(runs[0]["run_id"])).out
+    import sqlite3
+
+    with sqlite3.connect(tp.db_path) as conn:
+        events = conn.execute("SELECT state, detail FROM events WHERE run_id = ? AND state"
+                              " LIKE 'deadline%' ORDER BY id", (runs[0]["run_id"],)).fetchall()
+    assert [e[0] for e in events] == ["deadline_at_risk", "deadline_missed"]
+    assert '"critical_path": ["slow"]' in events[0][1]
+
+
+def test_a_bad_deadline_is_refused_with_its_line(tp: Taskplan) -> None:
+    tp.write("job.yaml", """
+        job: bad
+        deadline: {within: 2h, finish_by: "06:00"}
+        tasks:
+          a: {shell: "true"}
+    """)
+    res = tp("validate", "job.yaml")
+    assert res.code == 2
+    assert "job.yaml:2:" in res.err and "exactly one of finish_by, within" in res.err

@@ -26,6 +26,7 @@ from taskplan.cli.common import (
 from taskplan.cli.progress import PlainProgress, RichProgress
 from taskplan.cli.terminal_text import safe_line
 from taskplan.engine import Engine
+from taskplan.engine.deadlines import DeadlineWatch
 from taskplan.errors import ConflictError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.spec import load_job_file
@@ -140,6 +141,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
 
     started = time.monotonic()
     thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
+    watch = deadline_watch(engine, run_id)
     display = (RichProgress(store, run_id, info.job) if sys.stdout.isatty()
                else PlainProgress(store, run_id, since_event))
     try:
@@ -149,6 +151,8 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
                 thread.join(0.25)
                 try:
                     display.update()
+                    if watch is not None and watch.due():
+                        watch.check()
                 except StoreUnavailableError:
                     pass  # the agent rides out the outage; the display catches up after
     finally:
@@ -161,6 +165,14 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
     retrying(lambda: print_summary(engine, run_id, time.monotonic() - started),
              what="printing the summary", give_up_after=60.0)
     return EXIT_OK if state_box["state"] == "succeeded" else EXIT_RUN_FAILED
+
+
+def deadline_watch(engine: Engine, run_id: int) -> DeadlineWatch | None:
+    """A foreground run of a job with a deadline watches it itself: no scheduler may run."""
+    version_id, _ = engine.run_meta(run_id)
+    if engine.job_spec(version_id).deadline is None:
+        return None
+    return DeadlineWatch(engine, default_tz=engine.default_tz, only=run_id)
 
 
 def cancel_quietly(engine: Engine, run_id: int) -> None:

@@ -9,6 +9,7 @@ import click
 
 from taskplan import shapes
 from taskplan.cli.common import (
+    clock_time,
     db_option,
     duration,
     forecast_line,
@@ -64,6 +65,8 @@ def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
                f"{duration(info.started_at, info.finished_at)}")
     if info.state in ("running", "stopping"):
         click.echo(forecast_line(forecast, engine.clock()))
+    if info.deadline_at is not None or info.deadline_state is not None:
+        click.echo(f"deadline: {deadline_text(info, engine.clock())}")
     if info.params:
         click.echo("params: " + safe_line(", ".join(f"{k}={v}" for k, v in info.params.items())))
     click.echo(f"{'TASK':<30} {'KIND':<7} {'STATE':<16} {'TRY':>3} {'STARTED':<20} "
@@ -98,10 +101,22 @@ def runs_cmd(job: str | None, state: str | None, limit: int, db: str | None,
         print_json([shapes.run_summary(r) for r in rows])
         return
     click.echo(f"{'RUN':>6} {'JOB':<24} {'VER':>3} {'STATE':<10} {'TRIGGER':<9} "
-               f"{'STARTED':<20} {'TOOK':>8}")
+               f"{'STARTED':<20} {'TOOK':>8}  DEADLINE")
+    now = engine.clock()
     for r in rows:
         click.echo(f"{r.run_id:>6} {r.job:<24} {r.version:>3} {r.state:<10} {r.trigger:<9} "
-                   f"{short_time(r.started_at):<20} {duration(r.started_at, r.finished_at):>8}")
+                   f"{short_time(r.started_at):<20} {duration(r.started_at, r.finished_at):>8}"
+                   f"  {deadline_text(r, now)}".rstrip())
+
+
+def deadline_text(r: reports.RunInfo, now: float) -> str:
+    """`06:00 at_risk`, `pending`, or nothing for a run without a deadline."""
+    shown = shapes.run_deadline(r, now)
+    if shown is None:
+        return ""
+    if r.deadline_at is None:
+        return str(shown["state"])
+    return f"{clock_time(r.deadline_at, now)} {shown['state']}"
 
 
 @click.command("logs")

@@ -37,7 +37,8 @@ class Definitions:
     def __init__(self, store: Store, clock: Clock = time.time) -> None:
         self.store = store
         self.clock = clock
-        # The zone of jobs that name none (taskplan.toml `timezone`): `run.fire_time` uses it.
+        # The zone of jobs that name none (taskplan.toml `timezone`): `run.fire_time` and a
+        # deadline's `finish_by` use it.
         self.default_tz = "UTC"
         self._specs: dict[int, JobSpec] = {}
         self._specs_lock = threading.Lock()
@@ -232,8 +233,19 @@ class Definitions:
             run = ops.run_row(tx, run_id)
             assert run is not None
             self._on_run_end(tx, run, now)
+        if spec.deadline is not None:
+            self._set_deadline(tx, spec, run_id)
         tx.wake = True
         return run_id
+
+    def _set_deadline(self, tx: Tx, spec: JobSpec, run_id: int) -> None:
+        from taskplan.forecast.deadlines import PENDING, deadline_at
+        from taskplan.store import deadlines
+
+        assert spec.deadline is not None
+        fired, started = deadlines.run_times(tx, run_id)
+        at = deadline_at(spec.deadline, spec.timezone or self.default_tz, fired, started)
+        deadlines.set_deadline(tx, run_id, at, None if at is not None else PENDING)
 
     def _on_run_end(self, tx: Tx, run: RunRow, now: float) -> None:
         """What follows a run's end inside its transaction (the dispatch layer fills it in)."""

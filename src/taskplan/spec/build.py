@@ -8,6 +8,7 @@ from typing import Any
 from taskplan.model import (
     BusinessCalendar,
     Calendar,
+    Deadline,
     Foreach,
     HolidaySource,
     JobSpec,
@@ -152,6 +153,9 @@ def job(
         agent_labels=tuple(sorted(set(header.agent_labels))),
         enabled=header.enabled,
         tags=tuple(dict.fromkeys(header.tags)),
+        deadline=None if header.deadline is None else Deadline(
+            finish_by=header.deadline.finish_by, timezone=header.deadline.timezone,
+            within=header.deadline.within, of=header.deadline.of),
         definition=definition,
         source_path=source_path,
         base_dir=base_dir,

@@ -76,6 +76,15 @@ def schedule_shape(r: Reporter, index: int, raw: dict[str, Any]) -> None:
             r.at_key((*path, key), f"{key} needs calendar: naming a business calendar")
 
 
+def deadline_shape(r: Reporter, raw: dict[str, Any]) -> None:
+    path: Path = ("deadline",)
+    _one_of(r, path, raw, ["finish_by", "within"], "finish_by, within")
+    if "timezone" in raw and "finish_by" not in raw:
+        r.at_key((*path, "timezone"), "a timezone only applies to finish_by")
+    if "of" in raw and "within" not in raw:
+        r.at_key((*path, "of"), "of: (firing or start) only applies to within")
+
+
 def exception_shape(r: Reporter, path: Path, raw: dict[str, Any]) -> None:
     calendar = [k for k in CALENDAR_KEYS if k in raw]
     if "calendar" in raw:

@@ -75,6 +75,8 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
     # in the definition but mean nothing to taskplan.
     own = {k: v for k, v in data.items() if not k.startswith("x-")}
     header: Header | None = r.validate(Header, own, ())
+    if isinstance(data.get("deadline"), dict):
+        checks.deadline_shape(r, data["deadline"])
     raw_defaults = data.get("defaults")
     defaults: Settings | None = (
         r.validate(Settings, raw_defaults, ("defaults",))

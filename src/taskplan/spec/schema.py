@@ -7,7 +7,7 @@ raw mappings, so they are reported even when a field of the same task is also wr
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 from typing import Annotated, Any, Literal
 
 from cronsim import CronSim, CronSimError
@@ -86,6 +86,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
 
 
+def _deadline_of(v: Any) -> str:
+    if v not in ("firing", "start"):
+        raise f.fail("expected one of firing, start")
+    return str(v)
+
+
+class DeadlineModel(_Model):
+    """`deadline:` (exactly one of finish_by, within: checks.deadline_shape)."""
+
+    finish_by: Annotated[time | None, PlainValidator(f._opt(f._clock))] = None
+    timezone: f.OptTimeZone = None
+    within: f.OptPosDuration = None
+    of: Annotated[Literal["firing", "start"], PlainValidator(_deadline_of)] = "firing"
+
+
 class Header(_Model):
     job: f.JobName
     description: f.Text = ""
@@ -105,6 +120,7 @@ class Header(_Model):
     agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = []
     enabled: f.Bool = True
     tags: Annotated[list[f.NonEmptyText], f.ListOrOne] = []
+    deadline: DeadlineModel | None = None
     tasks: Annotated[dict[f.TaskName, Any], f.MappingIn]
 
 

@@ -24,18 +24,22 @@ class RunInfo:
     finished_at: float | None
     error: str | None
     parent_task_run_id: int | None
+    deadline_at: float | None = None
+    deadline_state: str | None = None  # what the deadline checker recorded (docs/forecasts.md)
 
 
 _RUN_SELECT = (
     "SELECT r.id, j.name, v.version, r.state, r.trigger, r.trigger_ref, r.params, r.created_at,"
-    " r.started_at, r.finished_at, r.error, r.parent_task_run_id FROM runs r"
+    " r.started_at, r.finished_at, r.error, r.parent_task_run_id, r.deadline_at,"
+    " r.deadline_state FROM runs r"
     " JOIN jobs j ON j.id = r.job_id JOIN job_versions v ON v.id = r.version_id"
 )
 
 
 def _run_info(row: tuple[Any, ...]) -> RunInfo:
     return RunInfo(int(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), row[5],
-                   loads(row[6]), float(row[7]), row[8], row[9], row[10], row[11])
+                   loads(row[6]), float(row[7]), row[8], row[9], row[10], row[11], row[12],
+                   row[13])
 
 
 def run_info(tx: Tx, run_id: int) -> RunInfo | None:

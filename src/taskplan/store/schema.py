@@ -90,6 +90,10 @@ runs = Table(
     Column("error", Text, nullable=True),
     # The schedule instant a scheduled or backfilled run stands for (`run.fire_time`).
     Column("fire_at", Float, nullable=True),
+    # The job's deadline for this run, and what the deadline checker found: NULL (none yet),
+    # pending (counted from a start still to come), at_risk, missed (docs/forecasts.md).
+    Column("deadline_at", Float, nullable=True),
+    Column("deadline_state", String(20), nullable=True),
     Index(None, "state", "priority"),
     Index(None, "job_id", "id"),
     Index(None, "root_run_id"),
