@@ -39,9 +39,50 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# What `taskplan --help` prints for each command, so that listing the commands imports none of
+# them (that would load every module of the package: about a second). A command missing here
+# is imported for its own short help instead.
+SUMMARIES: dict[str, str] = {
+    "validate": "Check job and calendar files; every error with file:line:column.",
+    "apply": "Store job and calendar files (a new version only when changed).",
+    "jobs": "Jobs, versions, next firing, last run.",
+    "run": "Run a job now, in this process with live progress, or detached.",
+    "status": "Counts by state; a run's task runs with attempts and times.",
+    "runs": "Run history, newest first.",
+    "logs": "The output of one attempt of a task.",
+    "stop": "Drain a run: running tasks finish, nothing new starts.",
+    "cancel": "Cancel a run now, killing its running tasks.",
+    "retry": "Re-run in place what did not succeed in a finished run.",
+    "purge": "Delete finished runs past retention.",
+    "next": "The next firings of a job, and the calendar skips between them.",
+    "scheduler": "The schedule and trigger daemon (one leader at a time).",
+    "serve": "Scheduler, agent and web console in one process.",
+    "agent": "A worker daemon that claims and runs ready tasks.",
+    "agents": "Registered agents, their slots and heartbeats.",
+    "pause": "Stop schedules and triggers from creating runs of a job.",
+    "resume": "Let schedules and triggers create runs of a job again.",
+    "delete": "Delete a job (refused while it has active runs).",
+    "forecast": "Predicted makespan, text Gantt and critical path of a run.",
+    "calendars": "Business calendars, and the days each one closes.",
+    "web": "The web console, REST API and /metrics.",
+    "backfill": "One run per firing a job's schedules would have made in a range.",
+}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            summary = SUMMARIES.get(name)
+            if summary is None:
+                command = self.get_command(ctx, name)
+                summary = command.get_short_help_str(80) if command is not None else ""
+            rows.append((name, summary))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)
