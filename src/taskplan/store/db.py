@@ -106,7 +106,7 @@ def _sqlite_pragmas(conn: Any) -> None:
 class Store:
     """taskplan's database: schema upkeep, per-thread connections, transactions, wake-ups."""
 
-    def __init__(self, url: str, *, migrate_schema: bool = True) -> None:
+    def __init__(self, url: str, *, migrate_schema: bool = True, fresh: bool = True) -> None:
         self.url = url
         self.backend = backend_of(url)
         if self.backend not in ("sqlite", "postgresql"):
@@ -130,7 +130,7 @@ class Store:
         self._engine: Engine | None = None
         if migrate_schema:
             try:
-                if not self._schema_current():
+                if not self._schema_current() and not (fresh and self._create_fresh()):
                     migrate.upgrade(self.engine)
             except StoreUnavailableError:
                 raise
@@ -148,6 +148,14 @@ class Store:
 
     def _schema_current(self) -> bool:
         return migrate.is_current(self.connection())
+
+    def _create_fresh(self) -> bool:
+        """A new SQLite file gets the whole schema in one step (store/fresh.py)."""
+        if self.backend != "sqlite":
+            return False
+        from taskplan.store.fresh import create_sqlite
+
+        return create_sqlite(self.connection())
 
     # -- connections ---------------------------------------------------------------------
     def _make_engine(self) -> Engine:
