@@ -74,7 +74,7 @@ def job_next(request: Request, job: str, n: int = Query(10, ge=1, le=1000),
         at = parse_when(after, "after")
         assert at is not None
         start = datetime.fromtimestamp(at).astimezone()
-    return [shapes.next_firing(at, s) for at, s in views.next_of(ctx, spec, n, start)]
+    return views.next_list(ctx, spec, n, start)
 
 
 @router.post("/jobs/{job}/runs", status_code=201,

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from taskplan import shapes
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import RunState, TaskState
 from taskplan.store import console, reports
@@ -72,7 +71,7 @@ def job_page(request: Request, job: str) -> Response:
     ctx = ctx_of(request)
     obj = views.job_detail(ctx, job)
     spec = views.job_spec(ctx, job)
-    upcoming = [shapes.next_firing(at, s) for at, s in views.next_of(ctx, spec, 10)]
+    upcoming = views.next_list(ctx, spec, 10)
     with ctx.engine.store.read() as tx:
         runs = console.runs_page(tx, console.RunFilter(job=job), 20)
     return render(request, "job.html", job=obj, upcoming=upcoming, runs=runs,
@@ -235,7 +234,12 @@ def calendar_page(request: Request, month: str | None = None) -> Response:
                     break
                 per_day.setdefault(at.date(), {}).setdefault(spec.name, []).append(
                     at.strftime("%H:%M"))
-        for exc in spec.exceptions:
+            for at, _, why in views.skips_of(ctx, spec, start, end):
+                skipped.setdefault(at.date(), []).append(f"{spec.name}: {why}")
+        plain = [e for e in spec.exceptions if e.closed_on is None]
+        for s in spec.schedules:
+            plain += [e for e in s.exceptions if e.closed_on is None]
+        for exc in plain:
             rule = ExceptionRule(exc)
             for d in range(1, days_in + 1):
                 day = first.replace(day=d)

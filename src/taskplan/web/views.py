@@ -16,6 +16,7 @@ from taskplan.redact import mask_url
 from taskplan.store import console, reports
 from taskplan.store.reports import RunInfo
 from taskplan.timing import next_firings
+from taskplan.timing.jobs import calendar_names, calendar_skips
 
 if TYPE_CHECKING:
     from taskplan.forecast.plan import RunForecast
@@ -77,15 +78,46 @@ def job_spec(ctx: Ctx, name: str) -> JobSpec:
     return ctx.engine.job_spec(ctx.engine.current_version(name))
 
 
+def calendars_of(ctx: Ctx, spec: JobSpec) -> dict[str, Any] | None:
+    """The closed days of the business calendars the job names (None if it names none)."""
+    return ctx.engine.closed_days()[1] if calendar_names(spec) else None
+
+
 def next_of(ctx: Ctx, spec: JobSpec, n: int, after: datetime | None = None
             ) -> list[tuple[datetime, ScheduleSpec]]:
     if not spec.schedules:
         return []
     start = after or datetime.now().astimezone()
     try:
-        return next_firings(spec, start, n, default_tz=ctx.timezone)
+        return next_firings(spec, start, n, default_tz=ctx.timezone,
+                            calendars=calendars_of(ctx, spec))
     except ValueError as exc:
         raise UsageError(f"{spec.name}: {exc}") from None
+
+
+def skips_of(ctx: Ctx, spec: JobSpec, start: datetime, until: datetime
+             ) -> list[tuple[datetime, ScheduleSpec, str]]:
+    """Firings a business calendar dropped or moved in (start, until], with why."""
+    calendars = calendars_of(ctx, spec)
+    if calendars is None:
+        return []
+    try:
+        return calendar_skips(spec, start, until, default_tz=ctx.timezone, calendars=calendars)
+    except ValueError as exc:
+        raise UsageError(f"{spec.name}: {exc}") from None
+
+
+def next_list(ctx: Ctx, spec: JobSpec, n: int, after: datetime | None = None
+              ) -> list[dict[str, Any]]:
+    """`taskplan next --json`: firings and the calendar skips among them, in time order."""
+    start = after or datetime.now().astimezone()
+    found = next_of(ctx, spec, n, start)
+    until = found[-1][0] if len(found) == n else start.replace(year=start.year + 1)
+    entries: list[tuple[datetime, ScheduleSpec, str | None]] = [(at, s, None) for at, s in found]
+    entries += skips_of(ctx, spec, start, until)
+    entries.sort(key=lambda e: (e[0].timestamp(), e[2] is None))
+    return [{**shapes.next_firing(at, s), **({"skipped": why} if why else {})}
+            for at, s, why in entries]
 
 
 def _trigger_waits(ctx: Ctx, spec: JobSpec) -> list[dict[str, Any]]:
