@@ -41,7 +41,7 @@ tasks:
     shell: "sleep 0.$((RANDOM % 5 + 3)); echo region {{ item }}"
     depends_on: [extract]
   currency:
-    shell: "sleep 0.4; test -f attempted || { touch attempted; echo 'rate feed timeout' >&2; exit 1; }"
+    shell: "sleep 0.4; test -f tried || { touch tried; echo 'rate feed timeout' >&2; exit 1; }"
     retries: 1
     depends_on: [extract]
   aggregate:

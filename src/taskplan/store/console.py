@@ -378,11 +378,11 @@ def cluster_metrics(tx: Tx, now: float, bounds: list[float]) -> ClusterMetrics:
                  + " FROM schedule_firings f JOIN runs r ON r.id = f.run_id"
                  " WHERE r.started_at IS NOT NULL")
     # The latest attempt of a task run started when it was claimed; ready_at is when it
-    # became claimable (retries move it forward).
+    # became claimable (retries move it forward). The two may come from different clocks
+    # (PostgreSQL's server step), so a claim can look a hair earlier: it counts as 0.
     latency = tx.one("SELECT " + _histogram_sql("a.started_at - t.ready_at", bounds)
                      + " FROM task_runs t JOIN attempts a ON a.task_run_id = t.id"
-                     " AND a.attempt = t.attempts WHERE t.ready_at IS NOT NULL"
-                     " AND a.started_at >= t.ready_at")
+                     " AND a.attempt = t.attempts WHERE t.ready_at IS NOT NULL")
     return ClusterMetrics(runs, task_runs, ready, agent_states, total, busy, durations,
                           _histogram(lag or (), n) if lag else Histogram([0] * n, 0.0, 0),
                           _histogram(latency, n) if latency else Histogram([0] * n, 0.0, 0))
