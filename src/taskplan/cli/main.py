@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "calendars": "taskplan.cli.calendar_cmds:calendars_cmd",
     "web": "taskplan.cli.web_cmds:web_cmd",
     "backfill": "taskplan.cli.firing_cmds:backfill_cmd",
+    "import": "taskplan.cli.import_cmds:import_group",
 }
 
 
@@ -66,6 +67,7 @@ SUMMARIES: dict[str, str] = {
     "calendars": "Business calendars, and the days each one closes.",
     "web": "The web console, REST API and /metrics.",
     "backfill": "One run per firing a job's schedules would have made in a range.",
+    "import": "Job files from pgAgent's catalog or a crontab.",
 }
 
 

@@ -85,6 +85,9 @@ def deadline_shape(r: Reporter, raw: dict[str, Any]) -> None:
         r.at_key((*path, "of"), "of: (firing or start) only applies to within")
 
 
+_TIME_KEYS = ("at", "hours", "minutes")
+
+
 def exception_shape(r: Reporter, path: Path, raw: dict[str, Any]) -> None:
     calendar = [k for k in CALENDAR_KEYS if k in raw]
     if "calendar" in raw:
@@ -96,8 +99,10 @@ def exception_shape(r: Reporter, path: Path, raw: dict[str, Any]) -> None:
     if "dates" not in raw and not calendar:
         r.at_container(path, "expected dates: or calendar keys ("
                        + ", ".join(CALENDAR_KEYS) + ") or calendar: NAME, found none")
-    elif "dates" in raw and calendar:
-        r.at_key((*path, calendar[0]), "expected either dates: or calendar keys, not both")
+    elif "dates" in raw and (days := [k for k in calendar if k not in _TIME_KEYS]):
+        # dates may take times (only those firings of those days); day filters would be moot.
+        r.at_key((*path, days[0]), "expected either dates: or the day keys weekdays, "
+                 "monthdays, months, not both (dates may take at, hours, minutes)")
 
 
 def _loose_spec(name: str, t: TaskModel, known: set[str]) -> TaskSpec:

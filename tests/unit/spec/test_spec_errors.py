@@ -121,7 +121,7 @@ CASES = [
     ("bad exception date", "job: x\ntasks: {a: {shell: x}}\nexceptions:\n"
      "  - dates: [2026-02-30]\n", "4:13", "exceptions[0].dates[0]: expected a date as YYYY-MM-DD"),
     ("exception dates and calendar", "job: x\ntasks: {a: {shell: x}}\nexceptions:\n"
-     "  - dates: [2026-02-03]\n    weekdays: [fri]\n", "5:5", "either dates: or calendar keys"),
+     "  - dates: [2026-02-03]\n    weekdays: [fri]\n", "5:5", "either dates: or the day keys"),
     ("bad timezone", "job: x\ntimezone: Paris\ntasks: {a: {shell: x}}\n", "2:11",
      "expected an IANA time zone name"),
     ("bad on_failure", "job: x\non_failure: halt\ntasks: {a: {shell: x}}\n", "2:13",

@@ -1,0 +1,135 @@
+"""`taskplan import pgagent|crontab`: job files from another scheduler (docs/migrating.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from taskplan.cli.common import (
+    EXIT_BAD_INPUT,
+    db_option,
+    fail,
+    get_context,
+    handle_errors,
+    json_option,
+    print_json,
+)
+from taskplan.importers.documents import Imported, write_all
+
+
+@click.group("import")
+def import_group() -> None:
+    """Write job files from pgAgent's catalog or a crontab."""
+
+
+def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
+            as_json: bool) -> None:
+    """Validate and write every document, apply them if asked, and report job by job."""
+    write_all(items, out_dir)
+    applied: dict[str, int] = {}
+    if apply:
+        engine = get_context(db).engine
+        for item in items:
+            if item.spec is not None:
+                applied[item.name] = engine.apply(item.spec)[1]
+    if as_json:
+        print_json([{
+            "job": item.name if item.document is not None else None,
+            "source": item.origin, "file": str(item.path) if item.document else None,
+            "version": applied.get(item.name), "not_expressed": item.notes,
+        } for item in items])
+        return
+    for item in items:
+        if item.document is None:
+            click.echo(f"{item.origin}: not imported")
+        else:
+            version = f", applied as version {applied[item.name]}" if item.name in applied \
+                else ""
+            click.echo(f"{item.path}: {item.origin}{version}")
+        for note in item.notes:
+            click.echo(f"  not expressed: {note}")
+    written = sum(item.document is not None for item in items)
+    click.echo(f"{written} job file(s) written to {out_dir}"
+               + (f", {len(applied)} applied" if apply else ""))
+
+
+def _out_option(fn: Any) -> Any:
+    return click.option("--out", "out", default=".", show_default=True, metavar="DIR",
+                        type=click.Path(file_okay=False),
+                        help="Folder for the job files (created if missing).")(fn)
+
+
+def _apply_option(fn: Any) -> Any:
+    return click.option("--apply", "apply", is_flag=True,
+                        help="Also store the imported jobs (like taskplan apply).")(fn)
+
+
+@import_group.command("pgagent")
+@click.option("--from", "source", required=True, metavar="POSTGRES_URL",
+              help="The database holding pgAgent's catalog (schema pgagent).")
+@_out_option
+@click.option("--job", "names", multiple=True, metavar="NAME",
+              help="Import only this pgAgent job (its name or id); repeatable.")
+@_apply_option
+@click.option("--timezone", "timezone", default=None, metavar="TZ",
+              help="Zone of the schedules (default: the server's TimeZone setting).")
+@db_option
+@json_option
+@handle_errors
+def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
+                timezone: str | None, db: str | None, as_json: bool) -> None:
+    """Job files from pgAgent's catalog: one per job, steps as tasks, schedules alike."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from taskplan.importers.pgagent import convert
+    from taskplan.importers.pgagent_catalog import CatalogError, read_catalog
+
+    try:
+        catalog = read_catalog(source)
+    except CatalogError as exc:
+        fail(f"import pgagent --from {source}: {exc}", EXIT_BAD_INPUT)
+    zone = timezone or catalog.timezone
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        where = "--timezone" if timezone else "the server's TimeZone setting"
+        fail(f"import pgagent: {where} {zone!r} is not an IANA time zone name"
+             + ("" if timezone else "; give one with --timezone"), EXIT_BAD_INPUT)
+    items = convert(catalog, zone)
+    if names:
+        wanted: list[Imported] = []
+        for name in names:
+            found = [item for item, job in zip(items, catalog.jobs, strict=True)
+                     if name in (job.name, str(job.id), item.name)]
+            if not found:
+                known = ", ".join(repr(j.name) for j in catalog.jobs) or "none"
+                fail(f"import pgagent: no pgAgent job {name!r} (jobs: {known})", EXIT_BAD_INPUT)
+            wanted.extend(f for f in found if f not in wanted)
+        items = wanted
+    _finish(items, Path(out), apply, db, as_json)
+
+
+@import_group.command("crontab")
+@click.argument("file", type=click.Path(dir_okay=False))
+@_out_option
+@_apply_option
+@click.option("--timezone", "timezone", default=None, metavar="TZ",
+              help="Zone of entries before any CRON_TZ line (default: the config's).")
+@db_option
+@json_option
+@handle_errors
+def crontab_cmd(file: str, out: str, apply: bool, timezone: str | None, db: str | None,
+                as_json: bool) -> None:
+    """Job files from a crontab: one per entry; environment lines become task env."""
+    from taskplan.importers.crontab import convert_crontab
+
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        fail(f"{file}: cannot read the crontab: {reason}", EXIT_BAD_INPUT)
+    items = convert_crontab(text, file, timezone)
+    _finish(items, Path(out), apply, db, as_json)

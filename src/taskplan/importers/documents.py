@@ -1,0 +1,127 @@
+"""What an importer produces, and how it becomes a job file on disk.
+
+Each imported job is a plain-data document (what a job file holds) plus notes: what could not be
+expressed, and why. A document is rendered to YAML and loaded back through the job-file loader
+before anything is written, so every written file passes `taskplan validate`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import LiteralScalarString
+
+from taskplan.errors import DefinitionError
+from taskplan.model import JobSpec
+from taskplan.spec import load_job_text
+
+# Lists of plain values printed on one line (minutes: [0, 15, 30, 45]).
+_FLOW_KEYS = frozenset({"at", "minutes", "hours", "weekdays", "monthdays", "months", "dates",
+                        "depends_on", "tags", "agent_labels"})
+_JINJA = ("{{", "{%", "{#")
+
+
+@dataclass
+class Imported:
+    """One job out of an importer: its document (None if nothing could be imported)."""
+
+    name: str
+    origin: str  # where it came from, for the report and the file's header comment
+    document: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+    spec: JobSpec | None = None
+    path: Path | None = None
+
+
+def job_name(text: str, taken: set[str], fallback: str) -> str:
+    """A job name ([a-z0-9_-]+) derived from free text, unique among `taken`."""
+    base = re.sub(r"[^a-z0-9_-]+", "_", text.lower()).strip("_-") or fallback
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def task_name(text: str, taken: set[str], fallback: str) -> str:
+    """A task name ([A-Za-z0-9_][A-Za-z0-9_-]*) derived from free text, unique among `taken`."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-") or fallback
+    if base.startswith("-"):
+        base = "_" + base
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    taken.add(name)
+    return name
+
+
+def literal_text(text: str) -> str:
+    """`text` as a template that renders to itself (job-file commands are Jinja templates)."""
+    if any(mark in text for mark in _JINJA):
+        return "{% raw %}" + text + "{% endraw %}"
+    return text
+
+
+def _styled(value: Any, key: str | None = None) -> Any:
+    if isinstance(value, dict):
+        out = CommentedMap()
+        for k, v in value.items():
+            out[k] = _styled(v, k)
+        return out
+    if isinstance(value, list):
+        seq = CommentedSeq(_styled(v) for v in value)
+        if key in _FLOW_KEYS and all(not isinstance(v, dict | list) for v in value):
+            seq.fa.set_flow_style()
+        return seq
+    # Block style keeps scripts readable; trailing spaces on a line would not survive it.
+    if isinstance(value, str) and "\n" in value and not any(
+            line != line.rstrip() for line in value.splitlines()):
+        return LiteralScalarString(value)
+    return value
+
+
+def render(item: Imported) -> str:
+    """The job file's text: a header comment (origin, notes) and the document as YAML."""
+    assert item.document is not None
+    yaml = YAML()
+    yaml.width = 100
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    buf = io.StringIO()
+    yaml.dump(_styled(item.document), buf)
+    header = [f"# {item.origin}"]
+    for note in item.notes:
+        header.append("# not expressed: " + " ".join(note.split()))
+    return "\n".join(line.rstrip() for line in header) + "\n" + buf.getvalue()
+
+
+def check(item: Imported, out_dir: Path) -> str | None:
+    """Render and load the document back; returns the text, or None (with a note) if the job
+    file would not validate."""
+    if item.document is None:
+        return None
+    text = render(item)
+    path = out_dir / f"{item.name}.yaml"
+    try:
+        item.spec = load_job_text(text, str(path), str(out_dir))
+    except DefinitionError as exc:
+        item.notes.append("the job file did not validate, not written: "
+                          + "; ".join(str(p) for p in exc.problems[:3]))
+        item.document = None
+        return None
+    item.path = path
+    return text
+
+
+def write_all(items: list[Imported], out_dir: Path) -> None:
+    """Validate every document, then write the valid ones (a failing one writes nothing)."""
+    texts = [(item, check(item, out_dir)) for item in items]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item, text in texts:
+        if text is not None and item.path is not None:
+            item.path.write_text(text, encoding="utf-8")

@@ -1,0 +1,336 @@
+"""pgAgent jobs -> taskplan job documents (pure; the catalog is read by `pgagent_catalog`).
+
+What maps to what (docs/migrating.md has the table):
+
+* steps -> tasks, each depending on the one before, in pgAgent's order (jstname, jstid); a
+  disabled step -> `enabled: false` (skipped; its successor still runs, as in pgAgent);
+* SQL steps -> `sql` tasks on a connection built from `jstconnstr`, or the catalog's server
+  with `jstdbname`; batch steps -> `shell` tasks run by `sh` like pgAgent's script file;
+* `jstonerror`: f -> a failure fails the run and the following steps do not run; s and i ->
+  the step's failure is logged and the chain goes on, the run succeeding as pgAgent's job does;
+* schedules -> calendar schedules read in the server's zone: pgAgent's boolean arrays become
+  minutes/hours/weekdays/monthdays/months (an array with nothing set means "any"), `jscstart`
+  and `jscend` the bounds, each exception row an exception of that schedule only;
+* the job class -> a tag, `jobhostagent` -> `agent_labels: ["host=<name>"]`, disabled jobs and
+  schedules -> `enabled: false`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, time
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from taskplan.executors.sqltext import split_statements
+from taskplan.importers.documents import Imported, job_name, literal_text, task_name
+from taskplan.importers.pgagent_catalog import Catalog, PgJob, PgSchedule, PgStep
+from taskplan.model import Calendar
+from taskplan.spec.fields import AGENT_LABEL_RE
+from taskplan.timing.calendar import check_calendar
+
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+               "dec")
+# Statements PostgreSQL refuses inside a DO block (a function's transaction).
+_NO_DO = re.compile(r"\b(vacuum|commit|rollback|begin|start\s+transaction|savepoint|"
+                    r"concurrently|create\s+database|drop\s+database|alter\s+system|"
+                    r"create\s+tablespace|drop\s+tablespace|checkpoint|call)\b", re.I)
+_HEREDOC = "TASKPLAN_PGAGENT_STEP"
+
+
+def convert(catalog: Catalog, zone: str) -> list[Imported]:
+    """Every job of the catalog as a document, in jobid order."""
+    ZoneInfo(zone)  # the caller checked it; fail loudly otherwise
+    taken: set[str] = set()
+    return [convert_job(job, catalog, zone, taken) for job in catalog.jobs]
+
+
+def convert_job(job: PgJob, catalog: Catalog, zone: str, taken: set[str]) -> Imported:
+    name = job_name(job.name, taken, f"pgagent_{job.id}")
+    item = Imported(name, f"pgAgent job {job.id} {job.name!r}, imported by taskplan import "
+                    "pgagent", None)
+    if not job.steps:
+        item.notes.append("the job has no steps (a job file needs at least one task): "
+                          "not imported")
+        return item
+    doc: dict[str, Any] = {"job": name}
+    doc["description"] = job.description or job.name
+    doc["timezone"] = zone
+    if not job.enabled:
+        doc["enabled"] = False
+    if job.job_class:
+        doc["tags"] = [job.job_class]
+    if job.host_agent:
+        label = f"host={job.host_agent}"
+        if AGENT_LABEL_RE.fullmatch(label):
+            doc["agent_labels"] = [label]
+        else:
+            item.notes.append(f"jobhostagent {job.host_agent!r} is not a usable agent label "
+                              "(letters, digits and _ . : / @ + = -): the job may run on any "
+                              "agent")
+    connections: dict[str, str] = {}
+    tasks: dict[str, Any] = {}
+    used: set[str] = set()
+    previous: str | None = None
+    for step in job.steps:
+        tname = task_name(step.name, used, f"step_{step.id}")
+        task = _task(step, catalog, connections, item.notes)
+        if previous is not None:
+            task = {"depends_on": [previous], **task}
+        if not step.enabled:
+            task["enabled"] = False
+        tasks[tname] = task
+        previous = tname
+    if connections:
+        doc["connections"] = connections
+    schedules = [s for s in (_schedule(sc, zone, job, item.notes) for sc in job.schedules)
+                 if s is not None]
+    _name_schedules(schedules)
+    if schedules:
+        doc["schedules"] = schedules
+    doc["tasks"] = tasks
+    item.document = doc
+    return item
+
+
+# -- steps -------------------------------------------------------------------------------------
+def _task(step: PgStep, catalog: Catalog, connections: dict[str, str],
+          notes: list[str]) -> dict[str, Any]:
+    tolerant = step.on_error in ("s", "i")
+    if step.kind == "s":
+        conn = _connection(step, catalog, connections, notes)
+        sql = step.code
+        if not tolerant and not _NO_DO.search(sql) and len(split_statements(sql)) > 1:
+            # pgAgent sends the step as one query string: one implicit transaction.
+            sql = f"BEGIN;\n{sql}\n;\nCOMMIT;"
+        elif tolerant:
+            if _NO_DO.search(sql):
+                notes.append(f"step {step.name!r}: on error {_ON_ERROR[step.on_error]}, but its"
+                             " SQL cannot run inside a DO block (it controls transactions or"
+                             " runs VACUUM/CONCURRENTLY/CALL): a failure fails the taskplan run"
+                             " and stops the steps after it")
+            else:
+                sql = _tolerant_sql(sql, step)
+        return {"sql": literal_text(sql), "connection": conn}
+    return {"shell": literal_text(_script(step.code, step, tolerant))}
+
+
+_ON_ERROR = {"f": "fail", "s": "succeed", "i": "ignore"}
+
+
+def _tolerant_sql(sql: str, step: PgStep) -> str:
+    """The step's SQL in a DO block that reports a failure as a notice instead of failing.
+
+    pgAgent sends a step's SQL as one query string, i.e. one implicit transaction: EXECUTE of the
+    same string inside the block is rolled back whole on an error, as there.
+    """
+    tag = "tp"
+    while f"${tag}$" in sql or f"$q{tag}$" in sql:
+        tag += "_"
+    verdict = "succeeded" if step.on_error == "s" else "ignored"
+    return (f"DO ${tag}$ BEGIN EXECUTE $q{tag}${sql}$q{tag}$; EXCEPTION WHEN OTHERS THEN"
+            f" RAISE NOTICE 'step failed (%), {verdict} as pgAgent''s on error"
+            f" {_ON_ERROR[step.on_error]} says', SQLERRM; END ${tag}$")
+
+
+def _script(code: str, step: PgStep, tolerant: bool) -> str:
+    """A shell command that runs the step's code as pgAgent does: saved to a file and executed,
+    so a `#!` line picks the interpreter and anything else runs under sh."""
+    code = code.replace("\r\n", "\n")
+    if not tolerant and not code.lstrip().startswith("#!"):
+        return code
+    end = _HEREDOC
+    while end in code:
+        end += "_"
+    if not code.endswith("\n"):
+        code += "\n"
+    if tolerant:
+        verdict = "succeeded" if step.on_error == "s" else "ignored"
+        finish = (f'[ "$rc" -eq 0 ] || echo "taskplan: step failed (exit code $rc),'
+                  f' {verdict} as pgAgent\'s on error {_ON_ERROR[step.on_error]} says"\nexit 0')
+    else:
+        finish = 'exit "$rc"'
+    return (f'f=$(mktemp) || exit 1\ncat > "$f" <<\'{end}\'\n{code}{end}\nchmod 700 "$f"\n'
+            f'"$f"; rc=$?\nrm -f "$f"\n{finish}\n')
+
+
+def parse_conninfo(text: str) -> dict[str, str]:
+    """libpq's `key=value key='quoted \\' value'` form as a dict."""
+    out: dict[str, str] = {}
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        m = re.compile(r"(\w+)\s*=\s*").match(text, i)
+        if not m:
+            raise ValueError(f"cannot read the connection string near {text[i:i + 20]!r}")
+        key, i = m.group(1), m.end()
+        value = []
+        if i < n and text[i] == "'":
+            i += 1
+            while i < n and text[i] != "'":
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+            i += 1
+        else:
+            while i < n and not text[i].isspace():
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(text[i])
+                i += 1
+        out[key] = "".join(value)
+    return out
+
+
+def _url(host: str, port: str | int | None, user: str | None, dbname: str,
+         extra: dict[str, str]) -> str:
+    netloc = (quote(user, safe="") + "@" if user else "") + (
+        f"[{host}]" if ":" in host else quote(host, safe="/"))
+    if port:
+        netloc += f":{port}"
+    query = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in sorted(extra.items()))
+    return f"postgresql://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
+
+
+def _connection(step: PgStep, catalog: Catalog, connections: dict[str, str],
+                notes: list[str]) -> str:
+    """The name of the step's connection, added to `connections` when new."""
+    if step.connstr:
+        try:
+            info = parse_conninfo(step.connstr)
+        except ValueError as exc:
+            notes.append(f"step {step.name!r}: {exc}; it runs on the catalog's server instead")
+            info = {"dbname": step.dbname or "postgres"}
+        if info.pop("password", None) is not None:
+            notes.append(f"step {step.name!r}: the password of its connection string is not "
+                         "written to the job file (give the agents PGPASSWORD or a ~/.pgpass)")
+        dbname = info.pop("dbname", "") or info.get("user", "") or catalog.user
+        url = _url(info.pop("host", "") or catalog.host, info.pop("port", "") or catalog.port,
+                   info.pop("user", "") or catalog.user, dbname, info)
+    else:
+        dbname = step.dbname
+        url = _url(catalog.host, catalog.port, catalog.user, dbname, {})
+    for name, known in connections.items():
+        if known == url:
+            return name
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", dbname).strip("_") or "db"
+    name, n = base, 2
+    while name in connections:
+        name, n = f"{base}_{n}", n + 1
+    connections[name] = url
+    return name
+
+
+# -- schedules ---------------------------------------------------------------------------------
+def calendar_fields(sc: PgSchedule) -> dict[str, list[Any]]:
+    """pgAgent's arrays as calendar keys. An array with nothing set means "any"; taskplan's
+    calendar reads `hours` alone as minute 0, so minutes are always listed when hours are."""
+    minutes = [i for i, on in enumerate(sc.minutes) if on] or list(range(60))
+    hours = [i for i, on in enumerate(sc.hours) if on]
+    out: dict[str, list[Any]] = {}
+    if hours and len(hours) < 24:
+        out["hours"] = hours
+    out["minutes"] = minutes
+    # pgAgent: index 1 = Sunday (date_part DOW + 1); taskplan: 0 = Monday.
+    days = sorted((i + 6) % 7 for i, on in enumerate(sc.weekdays) if on)
+    if days and len(days) < 7:
+        out["weekdays"] = [WEEKDAY_NAMES[d] for d in days]
+    monthdays: list[Any] = [i + 1 for i, on in enumerate(sc.monthdays[:31]) if on]
+    if sc.monthdays[31]:
+        monthdays.append("last")
+    if monthdays:
+        out["monthdays"] = monthdays
+    months = [MONTH_NAMES[i] for i, on in enumerate(sc.months) if on]
+    if months and len(months) < 12:
+        out["months"] = months
+    return out
+
+
+def _as_calendar(fields: dict[str, list[Any]]) -> Calendar:
+    return Calendar(
+        minutes=tuple(fields.get("minutes", ())), hours=tuple(fields.get("hours", ())),
+        weekdays=tuple(WEEKDAY_NAMES.index(d) for d in fields.get("weekdays", ())),
+        monthdays=tuple(-1 if d == "last" else d for d in fields.get("monthdays", ())),
+        months=tuple(MONTH_NAMES.index(m) + 1 for m in fields.get("months", ())))
+
+
+def _wall(at: datetime, zone: str, *, floor_minute: bool) -> str:
+    local = at.astimezone(ZoneInfo(zone)).replace(tzinfo=None, microsecond=0)
+    if floor_minute:
+        local = local.replace(second=0)
+    return local.isoformat(timespec="seconds" if local.second else "minutes")
+
+
+def _schedule(sc: PgSchedule, zone: str, job: PgJob, notes: list[str]) -> dict[str, Any] | None:
+    label = f"schedule {sc.name!r}"
+    fields = calendar_fields(sc)
+    problems = check_calendar(_as_calendar(fields))
+    if problems:
+        notes.append(f"{label}: {'; '.join(problems)} (pgAgent would never run it): "
+                     "not imported")
+        return None
+    out: dict[str, Any] = {"name": sc.name}
+    out.update(fields)
+    # pgAgent's first firing is at or after jscstart truncated to the minute, in local time.
+    out["start"] = _wall(sc.start, zone, floor_minute=True)
+    if sc.end is not None:
+        out["end"] = _wall(sc.end, zone, floor_minute=False)
+        if datetime.fromisoformat(out["end"]) <= datetime.fromisoformat(out["start"]):
+            notes.append(f"{label}: it ends at or before its start ({out['end']}), so it fires"
+                         " once at most: not imported")
+            return None
+    if not sc.enabled:
+        out["enabled"] = False
+    exceptions = list(_exceptions(sc, label, notes))
+    if exceptions:
+        out["exceptions"] = exceptions
+    return out
+
+
+def _exceptions(sc: PgSchedule, label: str, notes: list[str]) -> Iterable[dict[str, Any]]:
+    """pgAgent suppresses a firing whose local date and time equal an exception's (a missing
+    date or time matching any)."""
+    for ex in sc.exceptions:
+        if ex.date is None and ex.time is None:
+            notes.append(f"{label}: exception {ex.id} has neither date nor time (pgAgent "
+                         "ignores it): left out")
+            continue
+        if ex.time is not None and (ex.time.second or ex.time.microsecond):
+            notes.append(f"{label}: exception {ex.id} at {ex.time.isoformat()} is not a whole "
+                         "minute, so it never matches a firing (as in pgAgent): left out")
+            continue
+        entry: dict[str, Any] = {}
+        if ex.date is not None:
+            entry["dates"] = [_day(ex.date)]
+        if ex.time is not None:
+            entry["at"] = [_clock(ex.time)]
+        yield entry
+
+
+def _day(d: date) -> str:
+    return d.isoformat()
+
+
+def _clock(t: time) -> str:
+    return f"{t.hour:02d}:{t.minute:02d}"
+
+
+def _name_schedules(schedules: Sequence[dict[str, Any]]) -> None:
+    """Schedule names must be unique, non-empty and not a number."""
+    seen: set[str] = set()
+    for i, s in enumerate(schedules):
+        base = " ".join(str(s["name"]).split())
+        if not base or base.isdigit():
+            base = f"schedule {base or i + 1}"
+        name, n = base, 2
+        while name in seen:
+            name, n = f"{base} ({n})", n + 1
+        seen.add(name)
+        s["name"] = name
