@@ -17,13 +17,17 @@ import tempfile
 from typing import Any
 
 from benchmarks import report, targets
-from benchmarks.workloads import WORKLOADS, summary, write_noop_module
+from benchmarks.commands import COMMAND_WORKLOADS
+from benchmarks.workloads import WORKLOADS as ENGINE_WORKLOADS
+from benchmarks.workloads import summary, write_noop_module
+
+WORKLOADS = {**ENGINE_WORKLOADS, **COMMAND_WORKLOADS}
 
 DERIVED = ("wide1000_vs_floor",)
 # Rows `all` leaves out on PostgreSQL (still runnable by name): fanout100k takes ~10x
 # fanout10k (~4-5 min a repetition here), and the plan.s PostgreSQL rows were asked without
 # sched_jitter (60 s a repetition, scheduler and agent in one process).
-PG_SKIP_IN_ALL = ("fanout100k", "sched_jitter")
+PG_SKIP_IN_ALL = ("fanout100k", "sched_jitter", *COMMAND_WORKLOADS)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -64,6 +64,24 @@ FIGURES = (
     # floor, "above the unbatched floor, by batching" = at least 100 %.
     Figure("wide1000_vs_floor", "percent", "wide1000 against the floor", "%", 20.0, True,
            100.0),
+    # Command level (SQLite): ratios and differences against references measured alongside.
+    Figure("cli_help", "help_ratio", "taskplan --help / python -c 'import click'", "x", 3.0,
+           False),
+    Figure("cli_help", "version_ratio", "taskplan --version / import click", "x", 3.0, False),
+    Figure("cli_help", "status_ratio", "taskplan status / import click", "x", 3.0, False),
+    Figure("cli_help", "runs_ratio", "taskplan runs / import click", "x", 3.0, False),
+    Figure("cli_run_one", "over_ref_s", "run one shell task, over python+task", "s", 0.3,
+           False),
+    Figure("cli_run_one_fresh", "over_existing_s", "same on a new store, over existing", "s",
+           0.2, False),
+    Figure("load1000", "wall_s", "parse+validate+apply 1,000 tasks", "s", 0.15, False),
+    Figure("load10000", "wall_s", "parse+validate+apply 10,000 tasks", "s", 1.5, False),
+    Figure("cli_chain200", "process_wall_s", "taskplan run chain200, whole process", "s", None,
+           False),
+    Figure("cli_wide1000", "process_wall_s", "taskplan run wide1000, whole process", "s", None,
+           False),
+    Figure("cli_stages10x100", "process_wall_s", "taskplan run stages10x100, whole process",
+           "s", None, False),
 )
 
 

@@ -64,11 +64,12 @@ class Positions:
         return self.key(path)
 
 
-# Far above any real job file (a 1000-task file is ~100 KB and ~10,000 nodes), and low enough
-# that reaching a bound costs a fraction of a second.
-MAX_DOCUMENT_CHARS = 1024 * 1024
+# Above any real job file (a 10,000-task file is about 1 MB and 70,000 nodes), and low enough
+# that reaching a bound costs about a second at most; an alias bomb is refused at the first
+# alias that crosses MAX_NODES, before anything is expanded.
+MAX_DOCUMENT_CHARS = 8 * 1024 * 1024
 MAX_DEPTH = 64
-MAX_NODES = 50_000
+MAX_NODES = 500_000
 
 
 class LimitExceeded(Exception):

@@ -29,8 +29,12 @@ def problem_of(text: str) -> str:
 def test_billion_laughs_is_refused_at_the_alias_that_overflows() -> None:
     # Nine levels expand to 10**9 nodes: the old reader spent minutes on it.
     msg = problem_of(laughs(9))
-    # Level 4 (line 6) is the first whose aliases expand past the bound.
-    assert msg.startswith("bomb.yaml:6:")
+    # Level k's list expands to 1 + 10 * (level k-1's); the first level whose running total
+    # passes the bound is where the reader stops (level k is on line k + 2).
+    total, size, level = 0, 11, 0
+    while total + size <= MAX_NODES:
+        total, size, level = total + size, 1 + 10 * size, level + 1
+    assert msg.startswith(f"bomb.yaml:{level + 2}:")
     assert "too many aliases: *a" in msg
     assert f"more than {MAX_NODES} nodes" in msg
 

@@ -1,0 +1,195 @@
+"""Command-level rows: what a user times, from the shell prompt back to the prompt.
+
+Every figure here is a ratio or a difference against a reference measured in the same
+repetition on the same machine (machines differ from day to day):
+
+* `cli_help`: `taskplan --help`, `--version`, `status` and `runs` against
+  `python -c "import click"` (target: at most 3x).
+* `cli_run_one` / `cli_run_one_fresh`: `taskplan run` of a one-task shell job on an existing
+  (or a new) SQLite store, minus `python -c pass` and the task's own command run alone
+  (targets: at most 0.3 s over; a new store at most 0.2 s more than an existing one).
+* `load1000` / `load10000`: parse, validate and apply a 1,000 (10,000)-task file in one process
+  (targets: 0.15 s and 1.5 s).
+* `cli_chain200`, `cli_wide1000`, `cli_stages10x100`: the whole `taskplan run FILE` process, as a
+  peer harness times Luigi or Prefect (their figures are not measured here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+from benchmarks.targets import Target
+from benchmarks.workloads import chain_text, stages_text, wide_text
+
+Figures = dict[str, float]
+TASKPLAN = os.path.join(os.path.dirname(sys.executable), "taskplan")
+SAMPLES = 5  # per command per repetition; the median is kept
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKPLAN_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wall(argv: Sequence[str], cwd: str, samples: int = SAMPLES,
+         before: Callable[[], None] | None = None) -> float:
+    """Median wall seconds of a command, its output discarded (as a pipe would take it)."""
+    times = []
+    for _ in range(samples):
+        if before is not None:
+            before()
+        start = time.perf_counter()
+        subprocess.run(argv, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _sqlite_only(target: Target) -> None:
+    if target.backend != "sqlite":
+        raise SystemExit("command-level rows run on SQLite (a user's first store)")
+
+
+def cli_help(target: Target) -> Figures:
+    _sqlite_only(target)
+    work = target.workdir
+    db = ["--db", f"sqlite:///{os.path.join(work, 'help.db')}"]
+    subprocess.run([TASKPLAN, *db, "validate", os.devnull], cwd=work, env=_env(),
+                   capture_output=True, check=False)
+    _one_run(work, db)  # `status` and `runs` on a store that has a run
+    ref = wall([sys.executable, "-c", "import click"], work)
+    figures = {"ref_import_click_s": ref}
+    for name, args in (("help", ["--help"]), ("version", ["--version"]),
+                       ("status", [*db, "status"]), ("runs", [*db, "runs"])):
+        took = wall([TASKPLAN, *args], work)
+        figures[f"{name}_s"] = took
+        figures[f"{name}_ratio"] = took / ref
+    return figures
+
+
+ONE_TASK = "job: one\ntasks:\n  only:\n    shell: [\"true\"]\n"
+
+
+def _one_run(work: str, db: list[str]) -> None:
+    path = os.path.join(work, "one.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(ONE_TASK)
+    subprocess.run([TASKPLAN, *db, "run", path], cwd=work, env=_env(), capture_output=True,
+                   check=True)
+
+
+def _run_one(target: Target, fresh: bool) -> Figures:
+    _sqlite_only(target)
+    work = target.workdir
+    store = os.path.join(work, "run-one.db")
+    path = os.path.join(work, "one.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(ONE_TASK)
+    db = ["--db", f"sqlite:///{store}"]
+
+    def remove_store() -> None:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(store + suffix):
+                os.unlink(store + suffix)
+
+    if not fresh:
+        _one_run(work, db)
+    took = wall([TASKPLAN, *db, "run", path], work, before=remove_store if fresh else None)
+    ref = wall([sys.executable, "-c", "pass"], work) + wall([shutil.which("true") or "true"],
+                                                           work)
+    return {"wall_s": took, "ref_s": ref, "over_ref_s": took - ref}
+
+
+def cli_run_one(target: Target) -> Figures:
+    return _run_one(target, fresh=False)
+
+
+def cli_run_one_fresh(target: Target) -> Figures:
+    figures = _run_one(target, fresh=True)
+    existing = _run_one(target, fresh=False)
+    figures["over_existing_s"] = figures["wall_s"] - existing["wall_s"]
+    return figures
+
+
+def _load(target: Target, n: int) -> Figures:
+    """Parse, validate and apply an n-task file in this process, as `apply` does."""
+    from taskplan.engine import Engine
+    from taskplan.spec import load_job_file
+    from taskplan.store.db import Store
+
+    text = chain_text(n)
+    with tempfile.TemporaryDirectory(dir=target.workdir) as folder:
+        path = os.path.join(folder, f"load{n}.yaml")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        with target.fresh(f"load{n}") as url:
+            store = Store(url)
+            try:
+                engine = Engine(store)
+                start = time.perf_counter()
+                spec = load_job_file(path)
+                parsed = time.perf_counter()
+                engine.apply(spec)
+                done = time.perf_counter()
+            finally:
+                store.close()
+    return {"wall_s": done - start, "parse_validate_s": parsed - start,
+            "apply_s": done - parsed}
+
+
+def load1000(target: Target) -> Figures:
+    return _load(target, 1000)
+
+
+def load10000(target: Target) -> Figures:
+    return _load(target, 10_000)
+
+
+def _cli_run(target: Target, label: str, text: str, workers: int) -> Figures:
+    _sqlite_only(target)
+    work = target.workdir
+    path = os.path.join(work, f"{label}.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    store = os.path.join(work, f"{label}.db")
+
+    def remove_store() -> None:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(store + suffix):
+                os.unlink(store + suffix)
+
+    took = wall([TASKPLAN, "--db", f"sqlite:///{store}", "run", path, "--workers",
+                 str(workers)], work, samples=1, before=remove_store)
+    return {"process_wall_s": took}
+
+
+def cli_chain200(target: Target) -> Figures:
+    return _cli_run(target, "chain200", chain_text(200), 1)
+
+
+def cli_wide1000(target: Target) -> Figures:
+    return _cli_run(target, "wide1000", wide_text(1000), 8)
+
+
+def cli_stages10x100(target: Target) -> Figures:
+    return _cli_run(target, "stages10x100", stages_text(10, 100), 8)
+
+
+COMMAND_WORKLOADS: dict[str, Callable[[Target], Figures]] = {
+    "cli_help": cli_help,
+    "cli_run_one": cli_run_one,
+    "cli_run_one_fresh": cli_run_one_fresh,
+    "load1000": load1000,
+    "load10000": load10000,
+    "cli_chain200": cli_chain200,
+    "cli_wide1000": cli_wide1000,
+    "cli_stages10x100": cli_stages10x100,
+}
