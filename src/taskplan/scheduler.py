@@ -17,7 +17,8 @@
 * **Misfires.** A due firing more than `grace` seconds (1 s) in the past was missed (no
   scheduler was running). `on_misfire: skip` fires none of the missed (only on-time firings);
   `run_once` fires the latest due firing once; `run_all` fires every missed one, at most
-  `RUN_ALL_CAP` (100, the latest ones).
+  `RUN_ALL_CAP` (100, the latest ones). Missed firings that make no run are recorded with a
+  note (the latest RUN_ALL_CAP + 1 of them: older ones are not looked at).
 * **Overlap** (a top-level run of the job queued, running or stopping at firing time): `skip`
   records the firing with no run and a note; `queue` creates the run `queued`; it starts when
   the job has no run in progress (the engine's run-end hook, and the scheduler's sweep); at
@@ -175,7 +176,7 @@ class Scheduler:
                     continue
                 due = self._due(schedule, job.spec.on_misfire, after, now)
                 if max_runs is not None:
-                    due = due[:max(0, max_runs - fired_count)]
+                    due = _within_budget(due, max(0, max_runs - fired_count))
                 self._fire(job, key, due, now, result)
                 following = schedule.next_after(_dt(now))
                 if following is not None:
@@ -183,27 +184,28 @@ class Scheduler:
         return result
 
     def _due(self, schedule: Schedule, policy: OnMisfire, after: float, now: float
-             ) -> list[tuple[float, bool]]:
-        """The firings of (after, now] to fire, as (instant, fire it?); the last one always
-        appears so that the schedule's mark moves up to it."""
+             ) -> list[tuple[float, str | None]]:
+        """The firings of (after, now], as (instant, None to fire it, else why it is missed);
+        the last one always appears so that the schedule's mark moves up to it. Missed firings
+        are looked at only as far back as the latest RUN_ALL_CAP + 1."""
         on_time_from = now - self.grace
         latest = _latest(schedule, after, now, RUN_ALL_CAP + 1)
         if not latest:
             return []
         missed = [t for t in latest if t < on_time_from]
         if not missed:
-            return [(t, True) for t in latest]
+            return [(t, None) for t in latest]
+        why = "skipped: missed while no scheduler ran"
         if policy == OnMisfire.RUN_ALL:
-            keep = latest[-RUN_ALL_CAP:]
-            return [(t, True) for t in keep]
+            cut = len(latest) - RUN_ALL_CAP
+            return [(t, f"{why} (on_misfire: run_all makes up {RUN_ALL_CAP} at most)"
+                     if i < cut else None) for i, t in enumerate(latest)]
         if policy == OnMisfire.RUN_ONCE:
-            return [(latest[-1], True)]
-        on_time = [t for t in latest if t >= on_time_from]
-        if on_time:
-            return [(t, True) for t in on_time]
-        return [(latest[-1], False)]  # skip: move the mark past the missed ones only
+            return [(t, f"{why} (on_misfire: run_once ran the latest only)" if t != latest[-1]
+                     else None) for t in latest]
+        return [(t, f"{why} (on_misfire: skip)" if t < on_time_from else None) for t in latest]
 
-    def _fire(self, job: _Job, key: str, due: list[tuple[float, bool]], now: float,
+    def _fire(self, job: _Job, key: str, due: list[tuple[float, str | None]], now: float,
               result: FireResult) -> None:
         if not due:
             return
@@ -215,21 +217,22 @@ class Scheduler:
                 return  # fenced: another scheduler leads now
             made = 0
             paused = sched_ops.job_paused(tx, job.job_id)
-            for fire_at, wanted in due:
-                if not wanted:
-                    continue
+            for fire_at, missed in due:
                 if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
                     continue  # another scheduler fired it
-                run_id, note = ((None, "skipped: the job is paused") if paused
-                                else self._make_run(tx, job, key, schedule_params, fire_at))
+                run_id, note = (None, missed) if missed else (
+                    (None, "skipped: the job is paused") if paused
+                    else self._make_run(tx, job, key, schedule_params, fire_at))
                 sched_ops.set_firing_outcome(tx, job.job_id, key, fire_at, run_id, note)
                 if run_id is None:
                     result.skipped += 1
-                    log.info("%s schedule %s at %s: %s", job.name, key,
+                    log.info("firing skipped: job %s schedule %s at %s: %s", job.name, key,
                              _dt(fire_at).isoformat(), note)
                 else:
                     made += 1
                     result.runs.append(run_id)
+                    log.info("firing: job %s schedule %s at %s: run %s", job.name, key,
+                             _dt(fire_at).isoformat(), run_id)
             sched_ops.advance_schedule(tx, job.job_id, key, due[-1][0], made)
 
     def _make_run(self, tx: Tx, job: _Job, key: str, params: dict[str, object],
@@ -334,6 +337,19 @@ def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool]) -> T:
             log.warning("store unavailable while %s, retrying in %.2fs: %s", what, delay, exc)
             time.sleep(delay)
             delay = min(1.0, delay * 2)
+
+
+def _within_budget(due: list[tuple[float, str | None]], budget: int
+                   ) -> list[tuple[float, str | None]]:
+    """The firings up to the `budget`-th one to fire (max_runs); missed ones do not count."""
+    out: list[tuple[float, str | None]] = []
+    for entry in due:
+        if entry[1] is None:
+            if budget <= 0:
+                break
+            budget -= 1
+        out.append(entry)
+    return out
 
 
 def _earliest(a: float | None, b: float) -> float:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from taskplan.backfill import Backfill
     from taskplan.forecast import RunForecast
     from taskplan.model import ScheduleSpec
-    from taskplan.store.reports import JobInfo, RunInfo, TaskRunInfo
+    from taskplan.store.reports import AttemptInfo, JobInfo, RunInfo, TaskRunInfo
 
 
 def iso(ts: float | None) -> str | None:
@@ -62,14 +62,30 @@ def task_run(t: TaskRunInfo) -> dict[str, Any]:
     }
 
 
+def attempt(a: AttemptInfo) -> dict[str, Any]:
+    """One element of a task's `attempt_list` (`status RUN --attempts --json`)."""
+    return {
+        "attempt": a.attempt, "state": a.state, "agent": a.agent, "host": a.host,
+        "started_at": iso(a.started_at), "finished_at": iso(a.finished_at),
+        "exit_code": a.exit_code, "error": a.error, "output_bytes": a.output_bytes,
+        "truncated": a.truncated,
+    }
+
+
 def run_status(info: RunInfo, tasks: list[TaskRunInfo],
-               forecast: RunForecast | None = None) -> dict[str, Any]:
-    """The object of `status RUN --json`; `forecast` only for a run that has one."""
+               forecast: RunForecast | None = None,
+               attempts: dict[int, list[AttemptInfo]] | None = None) -> dict[str, Any]:
+    """The object of `status RUN --json`; `forecast` only for a run that has one; with
+    `attempts` (`--attempts`) each task also has `attempt_list`, every attempt in order."""
+    rows = [task_run(t) for t in tasks]
+    if attempts is not None:
+        for row, t in zip(rows, tasks, strict=True):
+            row["attempt_list"] = [attempt(a) for a in attempts.get(t.id, [])]
     out = {
         "run_id": info.run_id, "job": info.job, "version": info.version,
         "state": info.state, "params": info.params, "created_at": iso(info.created_at),
         "started_at": iso(info.started_at), "finished_at": iso(info.finished_at),
-        "tasks": [task_run(t) for t in tasks],
+        "tasks": rows,
     }
     deadline = run_deadline(info)
     if deadline is not None:
@@ -122,4 +138,18 @@ def backfill(b: Backfill, dry_run: bool) -> dict[str, Any]:
         "firings": [{"at": f.at.isoformat(), "schedule": f.schedule, "run_id": f.run_id,
                      "new": f.new} for f in b.firings],
         "created": len(b.created),
+    }
+
+
+def firing(at: datetime, schedule: str, run_id: int | None, run_state: str | None,
+           note: str | None, recorded: bool = True) -> dict[str, Any]:
+    """One element of `firings JOB --json`: a schedule instant and what came of it."""
+    made = run_id is not None
+    return {
+        "at": at.isoformat(), "schedule": schedule,
+        "outcome": "run" if made else "skipped",
+        "run_id": run_id, "run_state": run_state,
+        "by": ("backfill" if note == "backfill" else "scheduler") if made else None,
+        "reason": None if made else (note or "skipped"),
+        "recorded": recorded,
     }

@@ -124,7 +124,10 @@ def test_skip_with_nothing_on_time_moves_the_mark(eng: Engine, store: Store,
     clock.set(T0 + 35.0)  # T0+10, +20, +30 all missed (the last one 5 s late)
     res = fire(s)
     assert res.runs == [] and res.next_due == T0 + 40
-    assert firings(store) == []
+    # Each missed firing is recorded without a run, saying why (`taskplan firings`).
+    assert [(f, r) for f, r, _ in firings(store)] == [(T0 + 10, None), (T0 + 20, None),
+                                                      (T0 + 30, None)]
+    assert all("on_misfire: skip" in (n or "") for _, _, n in firings(store))
     with store.read() as tx:
         assert tx.all("SELECT fired_count, last_fire_at FROM schedule_state") == [(0, T0 + 30)]
     clock.set(T0 + 40.0)
@@ -138,6 +141,8 @@ def test_run_once_after_downtime_fires_the_latest_missed(eng: Engine, store: Sto
     clock.set(T0 + 7.6)  # T0+1..T0+7 due; T0+7 is 0.6 s late (on time), the rest missed
     fire(s)
     assert [f for f, r, _ in firings(store) if r is not None] == [T0 + 7]
+    assert [f for f, r, n in firings(store) if "run_once" in (n or "")] == [
+        T0 + k for k in range(1, 7)]
 
 
 def test_run_all_is_capped(eng: Engine, store: Store, clock: Clock) -> None:

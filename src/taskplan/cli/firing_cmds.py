@@ -92,3 +92,97 @@ def backfill_cmd(job: str, start: str, end: str, max_active: int | None,
         pace = f", at most {max_active} running at once" if max_active else ""
         click.echo(f"{job}: backfill {out.backfill_id} created {len(new)} run(s){pace}"
                    f" ({len(out.firings) - len(new)} firing(s) already had one)")
+
+
+def suppressed_firings(spec: Any, lo: datetime, hi: datetime, default_tz: str,
+                       calendars: Any, limit: int) -> list[tuple[datetime, str, str]]:
+    """(instant, schedule key, why) of the firings in (lo, hi] that the job's exceptions or
+    business calendars dropped or moved: each schedule replayed without them, compared with
+    what it really fires (schedules on the Nth business day have no such replay)."""
+    import dataclasses
+
+    from taskplan.model import Shift
+    from taskplan.timing import calendar_skips, compile_job, compile_schedule, job_timezone
+
+    tz = job_timezone(spec, default_tz)
+    reasons = {(at.timestamp(), s.key): why for at, s, why in calendar_skips(
+        spec, lo, hi, default_tz=default_tz, calendars=calendars, limit=limit)}
+    out: list[tuple[datetime, str, str]] = []
+    for real in compile_job(spec, default_tz, calendars):
+        s = real.spec
+        if s.business_day is not None:
+            continue
+        raw = compile_schedule(dataclasses.replace(s, business_calendar=None, shift=Shift.SKIP,
+                                                   max_runs=None), tz, ())
+        at = raw.next_after(lo)
+        fired = real.next_after(lo)
+        steps = 0
+        while at is not None and at <= hi and len(out) < limit and steps < 10 * limit:
+            steps += 1
+            while fired is not None and fired < at:
+                fired = real.next_after(fired)
+            if fired is None or fired != at:
+                why = reasons.get((at.timestamp(), s.key),
+                                  f"{at.date().isoformat()} is excepted (exceptions:)")
+                out.append((at, s.key, f"skipped: {why}"))
+            at = raw.next_after(at)
+    return out
+
+
+@click.command("firings")
+@click.argument("job")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many of the latest firings to print.")
+@db_option
+@json_option
+@handle_errors
+def firings_cmd(job: str, limit: int, db: str | None, as_json: bool) -> None:
+    """A job's latest schedule firings: the run each made, or why it made none."""
+    import time as _time
+
+    from taskplan import shapes
+    from taskplan.backfill import locate
+    from taskplan.store import job_admin, sched_ops
+    from taskplan.timing import calendar_names, job_timezone
+
+    ctx = get_context(db)
+    engine = ctx.engine
+    found, version_id, spec = locate(engine, job)
+    default_tz = ctx.settings.timezone
+    tz = job_timezone(spec, default_tz)
+    with engine.store.read() as tx:
+        rows = sched_ops.recent_firings(tx, found.job_id, limit)
+        applied = job_admin.version_applied_at(tx, version_id)
+    now = _time.time()
+    # Dropped firings are looked for back to the oldest recorded one printed, or, when every
+    # recorded one fits, back to the apply of this version (a year at most).
+    lo = rows[-1].fire_at if len(rows) >= limit else max(
+        min([applied, *(r.fire_at for r in rows[-1:])]), now - 366 * 86400)
+    calendars = engine.closed_days()[1] if calendar_names(spec) else None
+    try:
+        gaps = suppressed_firings(spec, datetime.fromtimestamp(lo, tz),
+                                  datetime.fromtimestamp(now, tz), default_tz, calendars, limit)
+    except ValueError:
+        gaps = []  # a calendar it names is gone: only what was recorded
+    entries = [shapes.firing(datetime.fromtimestamp(r.fire_at, tz), r.schedule, r.run_id,
+                             r.run_state, r.note) for r in rows]
+    entries += [shapes.firing(at, key, None, None, why, recorded=False)
+                for at, key, why in gaps]
+    entries.sort(key=lambda e: (datetime.fromisoformat(e["at"]).timestamp(), e["schedule"]),
+                 reverse=True)
+    entries = entries[:limit]
+    if as_json:
+        print_json(entries)
+        return
+    if not entries:
+        click.echo(f"{job}: no schedule firings yet")
+        return
+    click.echo(f"{'AT':<26} {'SCHEDULE':<10} OUTCOME")
+    for e in entries:
+        if e["outcome"] == "run":
+            what = f"run {e['run_id']} {e['run_state'] or '(purged)'}"
+            if e["by"] == "backfill":
+                what += " (backfill)"
+        else:
+            what = str(e["reason"])
+        click.echo(f"{e['at']:<26} {e['schedule']!s:<10} {what}")

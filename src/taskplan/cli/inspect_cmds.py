@@ -28,10 +28,13 @@ from taskplan.store import ops, reports
 
 @click.command("status")
 @click.argument("run", required=False)
+@click.option("--attempts", "show_attempts", is_flag=True,
+              help="Also every attempt of each task run: agent and host, exit code, error,"
+                   " times (JSON: attempt_list).")
 @db_option
 @json_option
 @handle_errors
-def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
+def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bool) -> None:
     """Counts by state; for a run, every task run with its attempts and times."""
     engine = get_context(db).engine
     if run is None:
@@ -52,13 +55,14 @@ def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
         if info is None:
             raise NotFoundError(f"no run {run_id}")
         tasks_ = reports.task_runs(tx, run_id)
+        tries = reports.attempts_of_run(tx, run_id) if show_attempts else None
     forecast = None
     if info.state in ("running", "stopping"):
         from taskplan.engine.forecasts import forecast_for_run
 
         forecast = forecast_for_run(engine.store, run_id, engine.clock(), engine.job_spec)
     if as_json:
-        print_json(shapes.run_status(info, tasks_, forecast))
+        print_json(shapes.run_status(info, tasks_, forecast, tries))
         return
     click.echo(f"run {info.run_id}  {info.job} v{info.version}  {info.state}  "
                f"trigger {info.trigger}  {short_time(info.started_at)}  "
@@ -82,6 +86,16 @@ def status_cmd(run: str | None, db: str | None, as_json: bool) -> None:
         click.echo(f"{name:<30} {t.kind:<7} {t.state:<16} {t.attempts:>3} "
                    f"{short_time(t.started_at):<20} {duration(t.started_at, t.finished_at):>8}"
                    f"  {safe_line(detail)}".rstrip())
+        for a in (tries or {}).get(t.id, []):
+            _print_attempt(a)
+
+
+def _print_attempt(a: reports.AttemptInfo) -> None:
+    where = f"{a.agent or '?'}@{a.host}" if a.host else "no agent recorded"
+    code = "-" if a.exit_code is None else str(a.exit_code)
+    click.echo(f"    attempt {a.attempt:<3} {a.state:<10} {short_time(a.started_at):<20}"
+               f" {duration(a.started_at, a.finished_at):>8}  exit {code:<4} on {where}"
+               + (f"  {safe_line(a.error)}" if a.error else ""))
 
 
 @click.command("runs")

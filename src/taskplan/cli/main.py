@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "web": "taskplan.cli.web_cmds:web_cmd",
     "backfill": "taskplan.cli.firing_cmds:backfill_cmd",
     "import": "taskplan.cli.import_cmds:import_group",
+    "firings": "taskplan.cli.firing_cmds:firings_cmd",
 }
 
 

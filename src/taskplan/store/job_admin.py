@@ -36,6 +36,11 @@ def current_version_id(tx: Tx, job_id: int) -> int:
     return int(tx.scalar("SELECT current_version_id FROM jobs WHERE id = :j", {"j": job_id}))
 
 
+def version_applied_at(tx: Tx, version_id: int) -> float:
+    return float(tx.scalar("SELECT created_at FROM job_versions WHERE id = :v",
+                           {"v": version_id}))
+
+
 def jobs_from_folder(tx: Tx, folder: str) -> list[LiveJob]:
     """Live jobs whose current version was applied from a file directly in `folder`."""
     wanted = os.path.normcase(os.path.abspath(folder))

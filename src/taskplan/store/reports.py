@@ -117,6 +117,36 @@ def _sub_job_tasks(tx: Tx, run_id: int) -> set[str]:
     return {name for name, t in tasks.items() if isinstance(t, dict) and "job" in t}
 
 
+@dataclass(frozen=True)
+class AttemptInfo:
+    task_run_id: int
+    attempt: int
+    state: str
+    agent: str | None  # the agent's name (None: no agent recorded)
+    host: str | None
+    started_at: float
+    finished_at: float | None
+    exit_code: int | None
+    error: str | None
+    output_bytes: int
+    truncated: bool
+
+
+def attempts_of_run(tx: Tx, run_id: int) -> dict[int, list[AttemptInfo]]:
+    """Every attempt of every task run of the run, by task run id, oldest first."""
+    rows = tx.all(
+        "SELECT a.task_run_id, a.attempt, a.state, g.name, g.host, a.started_at,"
+        " a.finished_at, a.exit_code, a.error, a.output_bytes, a.truncated FROM attempts a"
+        " LEFT JOIN agents g ON g.id = a.agent_id WHERE a.run_id = :r"
+        " ORDER BY a.task_run_id, a.attempt", {"r": run_id})
+    out: dict[int, list[AttemptInfo]] = {}
+    for r in rows:
+        out.setdefault(int(r[0]), []).append(AttemptInfo(
+            int(r[0]), int(r[1]), str(r[2]), r[3], r[4], float(r[5]), r[6], r[7], r[8],
+            int(r[9] or 0), bool(r[10])))
+    return out
+
+
 def state_counts(tx: Tx, run_id: int | None = None) -> dict[str, int]:
     if run_id is None:
         rows = tx.all("SELECT state, COUNT(*) FROM runs GROUP BY state")

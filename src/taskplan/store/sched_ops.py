@@ -7,6 +7,7 @@ says whether this transaction won; the run is created in the same transaction on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from taskplan.store.db import Row, Tx
@@ -176,6 +177,25 @@ def firing_outcomes(tx: Tx, job_id: int, lo: float, hi: float
     return {(str(k), float(f)): (None if r is None else int(r), n) for k, f, r, n in tx.all(
         "SELECT schedule_key, fire_at, run_id, note FROM schedule_firings WHERE job_id = :j"
         " AND fire_at >= :lo AND fire_at <= :hi", {"j": job_id, "lo": lo, "hi": hi})}
+
+
+@dataclass(frozen=True)
+class FiringRow:
+    fire_at: float
+    schedule: str
+    run_id: int | None
+    note: str | None
+    run_state: str | None
+
+
+def recent_firings(tx: Tx, job_id: int, limit: int) -> list[FiringRow]:
+    """The job's recorded schedule firings, newest first, with their run's state."""
+    rows = tx.all(
+        "SELECT f.fire_at, f.schedule_key, f.run_id, f.note, r.state FROM schedule_firings f"
+        " LEFT JOIN runs r ON r.id = f.run_id WHERE f.job_id = :j"
+        " ORDER BY f.fire_at DESC, f.schedule_key LIMIT :n", {"j": job_id, "n": limit})
+    return [FiringRow(float(a), str(k), None if r is None else int(r), n, st)
+            for a, k, r, n, st in rows]
 
 
 def insert_backfill(tx: Tx, job_id: int, from_at: float, to_at: float,
