@@ -1,0 +1,148 @@
+"""`taskplan import pgagent` end to end: pgAgent jobs written into its catalog, imported through
+the CLI, the files checked, applied and run; and the bad inputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pgagent_db import PG_ADMIN_URL, add_job, bits, pgagent_database
+
+from taskplan.spec import load_job_file
+
+TASKPLAN = str(Path(sys.executable).parent / "taskplan")
+START = datetime(2030, 1, 1, 5, 0, 30, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def pga() -> Iterator[tuple[str, Any]]:
+    import psycopg
+
+    with pgagent_database() as url, psycopg.connect(url, autocommit=True) as conn:
+        yield url, conn
+
+
+def taskplan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TASKPLAN, "--db", f"sqlite:///{cwd / 'tp.db'}", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_job_with_everything_pgagent_has(pga: tuple[str, Any], tmp_path: Path) -> None:
+    url, conn = pga
+    dbname = url.rsplit("/", 1)[1]
+    add_job(conn, "Nightly Load!", desc="load the mart", jclid=2, host="etl-1", enabled=False,
+            steps=[
+                # pgAgent runs steps by name: c, then a_..., then b
+                {"name": "b shell", "code": "echo b", "onerror": "i"},
+                {"name": "a sql", "kind": "s", "code": "SELECT 1", "dbname": dbname},
+                {"name": "c", "kind": "s", "code": "SELECT 2", "onerror": "s",
+                 "connstr": "host=db.example port=5433 dbname=mart user=etl password='s3 cret'"},
+                {"name": "d off", "code": "echo off", "enabled": False},
+            ],
+            schedules=[
+                {"name": "weekdays", "start": START, "hours": bits(24, [6, 18]),
+                 "minutes": bits(60, [0, 30]), "weekdays": bits(7, [1, 2, 3, 4, 5]),
+                 "exceptions": [(date(2030, 12, 25), None), (None, time(18, 30)),
+                                (date(2030, 12, 24), time(18, 0)), (None, time(6, 0, 15))]},
+                {"name": "month ends", "start": START, "end": datetime(2031, 1, 1, tzinfo=UTC),
+                 "enabled": False, "hours": bits(24, [23]), "minutes": bits(60, [55]),
+                 "monthdays": bits(32, [32], base=1), "months": bits(12, [3, 6, 9, 12], base=1)},
+                {"name": "never", "start": START, "monthdays": bits(32, [31], base=1),
+                 "months": bits(12, [4], base=1)},
+            ])
+    got = taskplan("import", "pgagent", "--from", url, "--out", "jobs", "--job",
+                   "Nightly Load!", "--json", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    [row] = json.loads(got.stdout)
+    assert row["job"] == "nightly_load" and row["file"] == "jobs/nightly_load.yaml"
+    notes = " | ".join(row["not_expressed"])
+    assert "password" in notes and "'never'" in notes and "06:00:15" in notes
+    assert "s3 cret" not in (tmp_path / "jobs" / "nightly_load.yaml").read_text()
+    spec = load_job_file(tmp_path / "jobs" / "nightly_load.yaml")
+    assert spec.description == "load the mart" and spec.timezone == "Europe/Paris"
+    assert not spec.enabled and spec.tags == ("Data Import",)
+    assert spec.agent_labels == ("host=etl-1",)
+    assert [t.name for t in spec.tasks] == ["a_sql", "b_shell", "c", "d_off"]
+    assert [t.depends_on for t in spec.tasks] == [(), ("a_sql",), ("b_shell",), ("c",)]
+    assert [t.enabled for t in spec.tasks] == [True, True, True, False]
+    assert spec.connections == {
+        dbname: f"{PG_ADMIN_URL}/{dbname}", "mart": "postgresql://etl@db.example:5433/mart"}
+    on_error = spec.task("c").command
+    assert isinstance(on_error, str) and on_error.startswith("DO $tp$ BEGIN EXECUTE $qtp$SELECT 2")
+    weekdays, month_ends = spec.schedules
+    assert weekdays.key == "weekdays" and weekdays.start == datetime(2030, 1, 1, 6, 0)
+    assert weekdays.calendar is not None and weekdays.calendar.weekdays == (0, 1, 2, 3, 4)
+    assert weekdays.calendar.hours == (6, 18) and weekdays.calendar.minutes == (0, 30)
+    assert [(e.dates, e.at) for e in weekdays.exceptions] == [
+        ((date(2030, 12, 25),), ()), ((), (time(18, 30),)),
+        ((date(2030, 12, 24),), (time(18, 0),))]
+    assert not month_ends.enabled and month_ends.end == datetime(2031, 1, 1, 1, 0)
+    assert month_ends.calendar is not None and month_ends.calendar.monthdays == (-1,)
+    assert month_ends.calendar.months == (3, 6, 9, 12)
+    assert taskplan("validate", "jobs/nightly_load.yaml", cwd=tmp_path).returncode == 0
+    # --apply stores it; jobs shows what was kept
+    got = taskplan("import", "pgagent", "--from", url, "--out", "jobs", "--job", "nightly_load",
+                   "--apply", cwd=tmp_path)
+    assert got.returncode == 0 and "applied as version 1" in got.stdout, got.stdout + got.stderr
+    [job] = json.loads(taskplan("jobs", "--json", cwd=tmp_path).stdout)
+    assert (job["job"], job["enabled"], job["tags"], job["next"]) == (
+        "nightly_load", False, ["Data Import"], None)
+
+
+def test_on_error_keeps_its_meaning_when_the_job_runs(pga: tuple[str, Any],
+                                                      tmp_path: Path) -> None:
+    url, conn = pga
+    dbname = url.rsplit("/", 1)[1]
+    conn.execute("CREATE TABLE IF NOT EXISTS landed (step text)")
+    add_job(conn, "tolerant", steps=[
+        {"name": "1", "kind": "s", "dbname": dbname, "code": "INSERT INTO landed VALUES ('1')"},
+        {"name": "2", "code": "echo two; exit 4", "onerror": "i"},
+        {"name": "3", "code": "#!/bin/sh\nexit 5", "onerror": "s"},
+        {"name": "4", "kind": "s", "dbname": dbname, "onerror": "i",
+         "code": "INSERT INTO landed VALUES ('4'); SELECT 1/0"},
+        {"name": "5", "kind": "s", "dbname": dbname,
+         "code": "INSERT INTO landed VALUES ('5a'); INSERT INTO landed VALUES ('5b')"},
+        {"name": "6", "code": "echo six"}])
+    add_job(conn, "strict", steps=[
+        {"name": "1", "kind": "s", "dbname": dbname,
+         "code": "INSERT INTO landed VALUES ('s1'); SELECT 1/0"},
+        {"name": "2", "kind": "s", "dbname": dbname, "code": "INSERT INTO landed VALUES ('s2')"},
+    ])
+    got = taskplan("import", "pgagent", "--from", url, "--out", ".", "--job", "tolerant",
+                   "--job", "strict", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert taskplan("run", "tolerant.yaml", cwd=tmp_path).returncode == 0
+    states = json.loads(taskplan("status", "1", "--json", cwd=tmp_path).stdout)
+    assert [t["state"] for t in states["tasks"]] == ["succeeded"] * 6
+    log = taskplan("logs", "1", "2", cwd=tmp_path).stdout
+    assert "two" in log and "step failed (exit code 4), ignored" in log
+    assert taskplan("run", "strict.yaml", cwd=tmp_path).returncode == 1
+    states = json.loads(taskplan("status", "2", "--json", cwd=tmp_path).stdout)
+    assert [t["state"] for t in states["tasks"]] == ["failed", "upstream_failed"]
+    # pgAgent's step is one transaction: the failed ones left nothing behind
+    landed = [r[0] for r in conn.execute("SELECT step FROM landed ORDER BY step").fetchall()]
+    assert landed == ["1", "5a", "5b"]
+
+
+def test_bad_inputs_exit_2_with_one_line(pga: tuple[str, Any], tmp_path: Path) -> None:
+    url, _ = pga
+    unreachable = taskplan("import", "pgagent", "--from",
+                           "postgresql://nobody:secret@127.0.0.1:1/x", cwd=tmp_path)
+    assert unreachable.returncode == 2
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+    assert "cannot connect" in unreachable.stderr and "secret" not in unreachable.stderr
+    empty = taskplan("import", "pgagent", "--from", f"{PG_ADMIN_URL}/postgres", cwd=tmp_path)
+    assert empty.returncode == 2 and "no pgAgent catalog" in empty.stderr
+    unknown = taskplan("import", "pgagent", "--from", url, "--job", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no pgAgent job 'nope'" in unknown.stderr
+    zone = taskplan("import", "pgagent", "--from", url, "--timezone", "Mars/Base", cwd=tmp_path)
+    assert zone.returncode == 2 and "Mars/Base" in zone.stderr
+    missing = taskplan("import", "crontab", "nope.cron", cwd=tmp_path)
+    assert missing.returncode == 2 and "nope.cron" in missing.stderr
+    assert not list(tmp_path.glob("*.yaml"))
