@@ -42,6 +42,8 @@ GIVE_UP_WHEN_CANCELLED = 5.0  # s of store outage after which a cancelled agent 
 CANCEL_GRACE = 1.0
 FLUSH_GIVE_UP = 60.0  # s an exiting agent keeps trying to record its last outcomes
 HOLD_CHECK_EVERY = 1.0  # s between looks for a sign of life of agents holding work
+CLOCK_JUMP = 2.0  # s of wall clock gained or lost against the monotonic clock between beats
+CLOCK_JUMP_HOLD = 30.0  # s without reaping after a jump (the default lease)
 
 
 class _Outage:
@@ -158,6 +160,7 @@ class Agent:
         self._unrecorded: list[tuple[Claim, Outcome]] = []
         self._claimed: set[int] = set()
         self._reap_after = 0.0
+        self._clock_offset: float | None = None
         self._upstream_names: dict[tuple[int, str], tuple[str, ...]] = {}
 
     # -- control from other threads (signal handlers, the CLI) -----------------------------
@@ -269,6 +272,7 @@ class Agent:
                 now_m = time.monotonic()
                 if now_m >= next_beat:
                     self._heartbeat()
+                    self._watch_clock(now_m)
                     if now_m >= self._reap_after and self.engine.reap():
                         gen = -1  # recovered work may be ours to claim: go round again
                         idle_since = now_m
@@ -344,6 +348,19 @@ class Agent:
                     self.name, self.agent_id)
         self.agent_id = self.engine.register_agent(self.name, self.host, os.getpid(),
                                                    self.slots, self.lease)
+
+    def _watch_clock(self, now_m: float) -> None:
+        """A wall-clock jump (NTP step, VM resume, an operator) shifts every lease at once:
+        forward, every other agent's lease looks expired. Reap nobody for a while after a
+        jump (one lease, at least the default 30 s, as others' leases may be longer than
+        ours), so that live agents renew theirs on the new clock first."""
+        offset = self.engine.clock() - now_m
+        last, self._clock_offset = self._clock_offset, offset
+        if last is not None and abs(offset - last) > CLOCK_JUMP:
+            hold = max(self.lease, CLOCK_JUMP_HOLD)
+            self._reap_after = now_m + hold
+            log.warning("the clock jumped by %+.0fs; not reaping other agents for %.0fs",
+                        offset - last, hold)
 
     def _recover(self, outage: _Outage) -> None:
         """First turn after the store came back: lease, then claims we never learnt of."""
