@@ -24,8 +24,7 @@ from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
-from taskplan.executors.base import missing_result
-from taskplan.executors.sql import SqlSetupError, engine_for, expand_url, stream_rows
+from taskplan.executors.base import SqlSetupError, missing_result
 from taskplan.model import JobSpec, TaskSpec, TaskState
 from taskplan.redact import mask_url
 from taskplan.spec.templating import is_template, render
@@ -553,6 +552,9 @@ class Agent:
                                         f" list (got {type(items).__name__})")
                 chunks = _chunks(items)
             else:
+                # Only a foreach over a SQL query pays for SQLAlchemy's import.
+                from taskplan.executors.sql import engine_for, expand_url, stream_rows
+
                 assert fe.sql is not None
                 name = fe.connection or ""
                 raw = job.connections.get(name)

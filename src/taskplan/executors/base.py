@@ -208,3 +208,10 @@ def executor_for(kind: str) -> Executor:
             executor = getattr(importlib.import_module(builtin[0]), builtin[1])()
             _registry[kind] = executor
     return executor
+
+
+class SqlSetupError(TaskplanError):
+    """The attempt could not start: a missing variable, an unknown connection, a bad bind.
+
+    Defined here, not beside the SQL executor, so that code handling it (the agent's foreach
+    expansion) does not import SQLAlchemy for jobs that run no SQL."""

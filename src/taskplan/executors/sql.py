@@ -31,13 +31,13 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection
 
-from taskplan.errors import TaskplanError
 from taskplan.executors.base import (
     CANCELLED,
     Cancellation,
     ExecRequest,
     ExecResult,
     LogSink,
+    SqlSetupError,
     format_seconds,
 )
 from taskplan.executors.sqltext import protect_literals, split_statements
@@ -50,8 +50,6 @@ logger = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class SqlSetupError(TaskplanError):
-    """The attempt could not start: a missing variable, an unknown connection, a bad bind."""
 
 
 # -- connections ---------------------------------------------------------------------------
