@@ -60,6 +60,16 @@ FIGURES = (
            "transitions/s", None, True),
     Figure("floor", "transitions_per_s_8conn", "floor, 8 connections", "transitions/s", None,
            True),
+    Figure("forecast_accuracy", "err10_median_pct", "forecast error at 10 % of a run (median)",
+           "%", None, False),
+    Figure("forecast_accuracy", "err25_median_pct", "forecast error at 25 % (median)", "%",
+           None, False),
+    Figure("forecast_accuracy", "err50_median_pct", "forecast error at 50 % (median)", "%",
+           10.0, False, 10.0),
+    Figure("forecast_accuracy", "err50_p90_pct", "forecast error at 50 % (p90)", "%", None,
+           False),
+    Figure("forecast_accuracy", "err75_median_pct", "forecast error at 75 % (median)", "%",
+           None, False),
     # SQLite: wide1000 x 2 against the one-loop floor. PostgreSQL: against the 8-connection
     # floor, "above the unbatched floor, by batching" = at least 100 %.
     Figure("wide1000_vs_floor", "percent", "wide1000 against the floor", "%", 20.0, True,

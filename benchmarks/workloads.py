@@ -291,6 +291,12 @@ def sched_jitter(target: Target) -> Figures:
     return sched.sched_jitter(target)
 
 
+def forecast_accuracy(target: Target) -> Figures:
+    from benchmarks import forecast_accuracy as accuracy
+
+    return accuracy.forecast_accuracy(target)
+
+
 WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "chain200": chain200,
     "wide1000": wide1000,
@@ -303,6 +309,7 @@ WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "sched_jitter": sched_jitter,
     "fairness": fairness,
     "idle50": idle50,
+    "forecast_accuracy": forecast_accuracy,
 }
 
 

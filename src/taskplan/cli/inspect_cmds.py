@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -21,9 +22,11 @@ from taskplan.cli.common import (
     short_time,
 )
 from taskplan.cli.terminal_text import safe, safe_line
-from taskplan.errors import NotFoundError, UsageError
+from taskplan.errors import NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import RunState, TaskState
 from taskplan.store import ops, reports
+
+log = logging.getLogger(__name__)
 
 
 @click.command("status")
@@ -60,7 +63,12 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
     if info.state in ("running", "stopping"):
         from taskplan.engine.forecasts import forecast_for_run
 
-        forecast = forecast_for_run(engine.store, run_id, engine.clock(), engine.job_spec)
+        try:
+            forecast = forecast_for_run(engine.store, run_id, engine.clock(), engine.job_spec)
+        except StoreUnavailableError:
+            raise
+        except Exception:  # a forecast is a courtesy: status must print whatever happens
+            log.exception("no forecast for run %s", run_id)
     if as_json:
         print_json(shapes.run_status(info, tasks_, forecast, tries))
         return
