@@ -7,15 +7,12 @@ before anything is written, so every written file passes `taskplan validate`.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.scalarstring import LiteralScalarString
+import yaml
 
 from taskplan.errors import DefinitionError
 from taskplan.model import JobSpec
@@ -68,36 +65,48 @@ def literal_text(text: str) -> str:
     return text
 
 
+class _Flow(list[Any]):
+    """A list printed on one line."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    # Block style keeps scripts readable (the emitter falls back when a text cannot be one).
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+def _flow(dumper: yaml.SafeDumper, value: _Flow) -> yaml.Node:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+
+
+_Dumper.add_representer(str, _text)
+_Dumper.add_representer(_Flow, _flow)
+
+
 def _styled(value: Any, key: str | None = None) -> Any:
     if isinstance(value, dict):
-        out = CommentedMap()
-        for k, v in value.items():
-            out[k] = _styled(v, k)
-        return out
+        return {k: _styled(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        seq = CommentedSeq(_styled(v) for v in value)
+        items = [_styled(v) for v in value]
         if key in _FLOW_KEYS and all(not isinstance(v, dict | list) for v in value):
-            seq.fa.set_flow_style()
-        return seq
-    # Block style keeps scripts readable; trailing spaces on a line would not survive it.
-    if isinstance(value, str) and "\n" in value and not any(
-            line != line.rstrip() for line in value.splitlines()):
-        return LiteralScalarString(value)
+            return _Flow(items)
+        return items
     return value
 
 
 def render(item: Imported) -> str:
     """The job file's text: a header comment (origin, notes) and the document as YAML."""
     assert item.document is not None
-    yaml = YAML()
-    yaml.width = 100
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    buf = io.StringIO()
-    yaml.dump(_styled(item.document), buf)
+    body = yaml.dump(_styled(item.document), Dumper=_Dumper, sort_keys=False,
+                     allow_unicode=True, width=100, default_flow_style=False)
     header = [f"# {item.origin}"]
     for note in item.notes:
         header.append("# not expressed: " + " ".join(note.split()))
-    return "\n".join(line.rstrip() for line in header) + "\n" + buf.getvalue()
+    return "\n".join(line.rstrip() for line in header) + "\n" + body
 
 
 def check(item: Imported, out_dir: Path) -> str | None:
