@@ -21,6 +21,12 @@ class Settings:
     pools: dict[str, int] = field(default_factory=dict)
     lease_seconds: float = 30.0
     config_path: Path | None = None
+    # Notifications (docs/operations.md): `[[notify]]` default rules, checked when the store
+    # is opened (notify.config); `[smtp]` host/port/sender; the web console's base URL for
+    # the links in notifications.
+    notify: tuple[dict[str, Any], ...] = ()
+    smtp: dict[str, Any] = field(default_factory=dict)
+    console_url: str | None = None
 
 
 def find_config(start: Path | None = None) -> Path | None:
@@ -65,10 +71,22 @@ def load_settings(db: str | None = None, start: Path | None = None) -> Settings:
         raise UsageError(f"lease_seconds must be a number of seconds, got {lease!r}") from None
     if lease < 1.0:
         raise UsageError(f"lease_seconds must be at least 1, got {lease}")
+    notify = data.get("notify", [])
+    if not isinstance(notify, list) or not all(isinstance(n, dict) for n in notify):
+        raise UsageError(f"{path}: 'notify' must be a list of tables ([[notify]] entries)")
+    smtp = data.get("smtp", {})
+    if not isinstance(smtp, dict):
+        raise UsageError(f"{path}: 'smtp' must be a table ([smtp])")
+    console_url = data.get("console_url")
+    if console_url is not None and not isinstance(console_url, str):
+        raise UsageError(f"{path}: 'console_url' must be a string URL")
     return Settings(
         db=url,
         timezone=str(data.get("timezone", "UTC")),
         pools={str(k): int(v) for k, v in pools.items()},
         lease_seconds=float(lease),
         config_path=path,
+        notify=tuple(notify),
+        smtp=dict(smtp),
+        console_url=console_url,
     )

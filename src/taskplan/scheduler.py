@@ -46,7 +46,7 @@ from taskplan.engine import Engine
 from taskplan.engine.deadlines import DeadlineWatch
 from taskplan.errors import StoreUnavailableError
 from taskplan.model import JobSpec, OnMisfire, OnOverlap
-from taskplan.store import sched_ops
+from taskplan.store import notify_ops, sched_ops
 from taskplan.store.db import Tx
 from taskplan.timing import Schedule, compile_job
 
@@ -216,10 +216,13 @@ class Scheduler:
                 self.leader = False
                 return  # fenced: another scheduler leads now
             made = 0
+            late: list[float] = []  # firings missed while no scheduler ran
             paused = sched_ops.job_paused(tx, job.job_id)
             for fire_at, missed in due:
                 if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
                     continue  # another scheduler fired it
+                if fire_at < now - self.grace:
+                    late.append(fire_at)
                 run_id, note = (None, missed) if missed else (
                     (None, "skipped: the job is paused") if paused
                     else self._make_run(tx, job, key, schedule_params, fire_at))
@@ -234,6 +237,11 @@ class Scheduler:
                     log.info("firing: job %s schedule %s at %s: run %s", job.name, key,
                              _dt(fire_at).isoformat(), run_id)
             sched_ops.advance_schedule(tx, job.job_id, key, due[-1][0], made)
+            if late:
+                notify_ops.schedule_misfired(
+                    tx, job=job.name, version_id=job.version_id, schedule=key, missed=late,
+                    policy=str(job.spec.on_misfire), run_ids=result.runs[len(result.runs) - made:],
+                    at=now)
 
     def _make_run(self, tx: Tx, job: _Job, key: str, params: dict[str, object],
                   fire_at: float) -> tuple[int | None, str | None]:

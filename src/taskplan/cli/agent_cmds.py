@@ -24,6 +24,7 @@ from taskplan.cli.common import (
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.errors import UsageError
+from taskplan.notify.sender import start_sender
 from taskplan.shapes import iso
 from taskplan.spec.durations import parse_duration
 from taskplan.store.urls import mask_url
@@ -84,12 +85,14 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None,
     thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
     log.info("agent %s: %d slot(s) on %s", agent.name, slots, mask_url(engine.store.url))
     thread.start()
+    sender = start_sender(engine.store, ctx.settings)
     try:
         while thread.is_alive():
             thread.join(0.5)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        sender.stop()
     if errors:
         raise errors[0]
     log.info("agent %s stopped", agent.name)

@@ -54,9 +54,11 @@ class Context:
     def engine(self) -> Engine:
         if self._engine is None:
             from taskplan.engine import Engine
+            from taskplan.notify.config import configure_store
             from taskplan.store.db import Store
 
             store = Store(self.settings.db)
+            configure_store(store, self.settings)
             self._engine = Engine(store)
             self._engine.default_tz = self.settings.timezone
             if self.settings.pools:

@@ -25,15 +25,19 @@ from taskplan.cli.common import (
 )
 from taskplan.cli.progress import PlainProgress, RichProgress
 from taskplan.cli.terminal_text import safe_line
+from taskplan.config import Settings
 from taskplan.engine import Engine
 from taskplan.engine.deadlines import DeadlineWatch
 from taskplan.errors import ConflictError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
+from taskplan.notify.sender import Sender, start_sender
 from taskplan.spec import load_job_file
 from taskplan.store import reports
 from taskplan.store.db import retrying
 
 DEFAULT_WORKERS = max(2, min(8, os.cpu_count() or 2))
+# How long `taskplan run` waits at the end for its notifications' first try.
+FLUSH_SECONDS = 15.0
 
 
 def load_if_file(job_or_file: str) -> JobSpec | None:
@@ -76,7 +80,8 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
     if detach:
         click.echo(run_id)
         return
-    sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds))
+    sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds,
+                     settings=ctx.settings))
 
 
 @click.command("retry")
@@ -98,12 +103,15 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, db: str | 
         click.echo(f"run {run_id}: {count} task run(s) reset")
         return
     # Progress shows this retry's transitions, not a replay of the earlier attempt's.
-    sys.exit(execute(ctx.engine, run_id, workers, ctx.settings.lease_seconds, since_event=seen))
+    sys.exit(execute(ctx.engine, run_id, workers, ctx.settings.lease_seconds, since_event=seen,
+                     settings=ctx.settings))
 
 
 def execute(engine: Engine, run_id: int, workers: int, lease: float,
-            since_event: int = 0) -> int:
-    """Execute a run with an in-process agent and live progress; returns the exit code."""
+            since_event: int = 0, settings: Settings | None = None) -> int:
+    """Execute a run with an in-process agent and live progress; returns the exit code.
+    With `settings`, this process also sends notifications (and waits, briefly, for the
+    first try of its run's ones before it returns)."""
     store = engine.store
     with store.read() as tx:
         info = reports.run_info(tx, run_id)
@@ -140,6 +148,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
             errors.append(exc)
 
     started = time.monotonic()
+    sender = start_sender(store, settings) if settings is not None else None
     thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
     watch = deadline_watch(engine, run_id)
     display = (RichProgress(store, run_id, info.job) if sys.stdout.isatty()
@@ -158,6 +167,8 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+        if sender is not None:
+            _flush_notifications(sender, run_id)
     if errors:
         raise errors[0]
     state_box["state"] = retrying(lambda: engine.run_state(run_id), what="reading the outcome",
@@ -181,6 +192,19 @@ def cancel_quietly(engine: Engine, run_id: int) -> None:
         engine.cancel_run(run_id)
     except ConflictError:
         pass
+
+
+def _flush_notifications(sender: Sender, run_id: int) -> None:
+    """The run's notifications get their first try before the process exits (retries, if
+    any, are left to agents, schedulers and `serve`)."""
+    try:
+        left = sender.flush(run_id, FLUSH_SECONDS)
+    except StoreUnavailableError:
+        left = 0
+    sender.stop()
+    if left:
+        click.echo(f"taskplan: {left} notification(s) of run {run_id} not sent yet; a running"
+                   " agent, scheduler or serve sends them (taskplan notifications)", err=True)
 
 
 def print_summary(engine: Engine, run_id: int, elapsed: float) -> None:

@@ -38,6 +38,8 @@ COMMANDS: dict[str, str] = {
     "backfill": "taskplan.cli.firing_cmds:backfill_cmd",
     "import": "taskplan.cli.import_cmds:import_group",
     "firings": "taskplan.cli.firing_cmds:firings_cmd",
+    "notifications": "taskplan.cli.notify_cmds:notifications_cmd",
+    "notify": "taskplan.cli.notify_cmds:notify_cmd",
 }
 
 
@@ -69,6 +71,8 @@ SUMMARIES: dict[str, str] = {
     "web": "The web console, REST API and /metrics.",
     "backfill": "One run per firing a job's schedules would have made in a range.",
     "import": "Job files from pgAgent's catalog or a crontab.",
+    "notifications": "Notification deliveries and their tries; resend one.",
+    "notify": "Notification channels: send a test event (notify test CHANNEL).",
 }
 
 

@@ -128,15 +128,18 @@ def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
 @handle_errors
 def scheduler_cmd(lease: float, db: str | None) -> None:
     """The schedule daemon: one leader at a time creates runs when schedules fire."""
+    from taskplan.notify.sender import start_sender
     from taskplan.scheduler import Scheduler
 
     ctx = get_context(db)
     scheduler = Scheduler(ctx.engine, lease=lease, default_tz=ctx.settings.timezone)
     restore = _on_signals(scheduler.stop)
+    sender = start_sender(ctx.engine.store, ctx.settings)
     try:
         scheduler.run()
     finally:
         restore()
+        sender.stop()
 
 
 @click.command("serve")
@@ -197,7 +200,10 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
         if server is not None:
             server.should_exit = True
 
+    from taskplan.notify.sender import start_sender
+
     restore = _on_signals(shutdown)
+    sender = start_sender(engine.store, ctx.settings)
     threads = [threading.Thread(target=guarded(scheduler.run), name="taskplan-scheduler",
                                 daemon=True),
                threading.Thread(target=guarded(agent.run), name="taskplan-agent", daemon=True)]
@@ -209,5 +215,6 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
                 t.join(0.25)
     finally:
         restore()
+        sender.stop()
     if errors:
         raise errors[0]

@@ -24,7 +24,7 @@ from taskplan.model import (
     RunState,
     TaskState,
 )
-from taskplan.store import ops
+from taskplan.store import notify_ops, ops
 from taskplan.store.db import Tx
 from taskplan.store.ops import RunRow, TaskRunRow, dumps, loads
 
@@ -257,6 +257,9 @@ class Dispatch(Definitions):
                 run = ops.bump_run(tx, claim.run_id, running=-1, ready=1)
                 ops.add_events(tx, [(now, claim.run_id, claim.task_run_id, "ready",
                                      outcome.error)])
+                if not outcome.retry_now:  # retried at once (no delay): still a retry
+                    notify_ops.record(tx, [(now, claim.run_id, claim.task_run_id, "retrying",
+                                            outcome.error)])
             else:
                 ops.set_retrying(tx, claim.task_run_id, due, outcome.error, outcome.exit_code)
                 ops.bump_run(tx, claim.run_id, running=-1)

@@ -10,7 +10,7 @@ from taskplan.engine.records import Claim, Outcome, StepResult
 from taskplan.model import (
     TaskState,
 )
-from taskplan.store import ops
+from taskplan.store import notify_ops, ops
 from taskplan.store.ops import loads
 
 
@@ -78,6 +78,7 @@ class Engine(Commands):
                     self._finish(tx, claim, Outcome(TaskState.FAILED, error="agent lost",
                                                     retry_now=True), now, result)
                     count += 1
+                notify_ops.agent_lost(tx, agent_id, [int(r[1]) for r in rows], now)
                 tx.wake = True
         return count
 

@@ -18,6 +18,7 @@ from taskplan.spec.schema import (
     CalendarFile,
     ExceptionModel,
     Header,
+    NotifyModel,
     ScheduleModel,
     Settings,
     TaskModel,
@@ -103,6 +104,7 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
             checks.schedule_rules(r, i, s[0], names)
     exceptions = _each(r, data, "exceptions", ExceptionModel)
     triggers = _each(r, data, "triggers", TriggerModel)
+    _each(r, data, "notify", NotifyModel)  # checked here, read by the store (notify_ops)
     if semantic:
         all_names = list(raw_tasks) if isinstance(raw_tasks, dict) else []
         checks.semantics(r, header, defaults, tasks, all_names)

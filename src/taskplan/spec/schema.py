@@ -20,9 +20,11 @@ from pydantic import (
     Field,
     PlainValidator,
     Tag,
+    model_validator,
 )
 
 from taskplan.model import OnFailure, OnMisfire, OnOverlap, Shift, TriggerRule
+from taskplan.notify.rules import CHANNEL_KINDS, EVENTS
 from taskplan.spec import fields as f
 from taskplan.timing.cron import CRON_ALIASES
 
@@ -62,6 +64,12 @@ def _argv(v: Any) -> Any:
 def _nonempty(v: list[Any]) -> list[Any]:
     if not v:
         raise f.fail("expected at least one job name")
+    return v
+
+
+def _nonempty_events(v: list[Any]) -> list[Any]:
+    if not v:
+        raise f.fail("expected at least one event")
     return v
 
 
@@ -121,6 +129,9 @@ class Header(_Model):
     enabled: f.Bool = True
     tags: Annotated[list[f.NonEmptyText], f.ListOrOne] = []
     deadline: DeadlineModel | None = None
+    # None (no key) means "taskplan.toml's defaults"; [] means no notifications at all.
+    notify: Annotated[list[Any] | None, PlainValidator(
+        f._opt(f.ListOf("a list of notification rules")))] = None
     tasks: Annotated[dict[f.TaskName, Any], f.MappingIn]
 
 
@@ -215,3 +226,59 @@ class TriggerModel(_Model):
     status: Annotated[Literal["succeeded", "finished"], PlainValidator(_status)] = "succeeded"
     within: f.OptPosDuration = None
     params: Mapping = {}
+
+
+def _event(v: Any) -> str:
+    if v not in EVENTS:
+        raise f.fail("expected one of " + ", ".join(EVENTS))
+    return str(v)
+
+
+def _http_url(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v.startswith(("http://", "https://")):
+        raise f.fail("expected an http:// or https:// URL")
+    return v
+
+
+def _address(v: Any) -> str:
+    if not isinstance(v, str) or "@" not in v or any(c.isspace() for c in v):
+        raise f.fail("expected an e-mail address like ops@example.com")
+    return v
+
+
+def _service_url(v: Any) -> str | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or "://" not in v:
+        raise f.fail("expected an Apprise URL like slack://token or tgram://bot/chat")
+    return v
+
+
+class NotifyModel(_Model):
+    """One entry of `notify:` (job file) or `[[notify]]` (taskplan.toml): events -> a channel."""
+
+    on: Annotated[list[Annotated[str, PlainValidator(_event)]], f.ListOrOne,
+                  AfterValidator(_nonempty_events)]
+    webhook: Annotated[str | None, PlainValidator(_http_url)] = None
+    email: Annotated[list[Annotated[str, PlainValidator(_address)]] | None,
+                     BeforeValidator(lambda v: v if v is None or isinstance(v, list) else [v])
+                     ] = None
+    command: ShellCommand | None = None
+    apprise: Annotated[str | None, PlainValidator(_service_url)] = None
+    secret: f.OptName = None
+    name: f.OptName = None
+    timeout: f.OptPosDuration = None
+
+    @model_validator(mode="after")
+    def _one_channel(self) -> NotifyModel:
+        given = [k for k in CHANNEL_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise f.fail("expected exactly one channel: " + ", ".join(CHANNEL_KINDS)
+                         + (f" (found {', '.join(given)})" if given else ""))
+        if self.secret is not None and given != ["webhook"]:
+            raise f.fail("expected `secret` only with a webhook (it signs the request)")
+        if self.email is not None and not self.email:
+            raise f.fail("expected at least one e-mail address")
+        return self

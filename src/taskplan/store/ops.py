@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from taskplan.store import notify_ops
 from taskplan.store.db import Row, Tx
 
 ACTIVE_TASK = ("pending", "ready", "running", "retrying")
@@ -196,6 +197,8 @@ BULK_FROM = 8
 
 
 def add_events(tx: Tx, rows: Sequence[tuple[float, int, int | None, str, str | None]]) -> None:
+    """Record events; the notifiable ones (a run's end, a task's final failure or retry, a
+    deadline) also get their outbox rows here, in the same transaction (notify_ops)."""
     if tx.pg and len(rows) >= BULK_FROM:
         tx.run(
             "INSERT INTO events (at, run_id, task_run_id, state, detail)"
@@ -203,11 +206,13 @@ def add_events(tx: Tx, rows: Sequence[tuple[float, int, int | None, str, str | N
             " AS x(a double precision, b bigint, c bigint, d text, e text)",
             {"rows": json.dumps([dict(zip("abcde", r, strict=True)) for r in rows])},
         )
-        return
-    tx.many(
-        "INSERT INTO events (at, run_id, task_run_id, state, detail) VALUES (:a, :b, :c, :d, :e)",
-        [dict(zip("abcde", r, strict=True)) for r in rows],
-    )
+    else:
+        tx.many(
+            "INSERT INTO events (at, run_id, task_run_id, state, detail)"
+            " VALUES (:a, :b, :c, :d, :e)",
+            [dict(zip("abcde", r, strict=True)) for r in rows],
+        )
+    notify_ops.record(tx, rows)
 
 
 # -- task runs ----------------------------------------------------------------------------

@@ -290,6 +290,42 @@ calendar_versions = Table(
     Column("source_path", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("calendar_id", "version"),
+# The notification outbox (docs/operations.md): one row per (event, channel), written in the
+# transaction that records the event; the sender delivers it and logs each try.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("event", String(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("job", String(200), nullable=True),
+    Column("run_id", ID, nullable=True),
+    Column("task_run_id", ID, nullable=True),
+    Column("channel", Text, nullable=False),  # JSON (notify.rules.Channel)
+    Column("payload", Text, nullable=False),  # JSON, what the channel sends
+    Column("state", String(20), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # Tries made before the current round (a resend starts a new round of tries).
+    Column("round_from", Integer, nullable=False, server_default="0"),
+    Column("next_at", Float, nullable=False),
+    Column("delivered_at", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(None, "state", "next_at"),
+    Index(None, "run_id"),
+)
+
+notification_attempts = Table(
+    "notification_attempts",
+    metadata,
+    Column("notification_id", ID, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("sender", String(200), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),  # NULL: in flight, or its sender died
+    Column("ok", Boolean, nullable=True),
+    Column("status", Integer, nullable=True),  # HTTP status or exit code
+    Column("error", Text, nullable=True),
+    PrimaryKeyConstraint("notification_id", "attempt"),
 )
 
 # One row per `taskplan backfill`; its runs carry trigger 'backfill' and trigger_ref its id, and

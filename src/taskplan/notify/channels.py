@@ -1,0 +1,232 @@
+"""How each channel sends one notification: webhook (JSON POST, HMAC-signed), email (SMTP,
+STARTTLS when offered), command (argv, the JSON on stdin), apprise (other services).
+
+Every call has a timeout; none raises: the outcome says whether it worked and whether trying
+again could help. httpx, smtplib and apprise are imported on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from taskplan import __version__
+from taskplan.notify.rules import Channel
+
+DEFAULT_TIMEOUT = 10.0  # seconds, for webhook, email and apprise
+COMMAND_TIMEOUT = 30.0
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Sent:
+    ok: bool
+    status: int | None = None  # HTTP status or exit code
+    error: str | None = None
+    retry: bool = True  # False: trying again cannot help (a missing extra, a bad URL)
+
+
+@dataclass(frozen=True)
+class Smtp:
+    """Where e-mail goes: `[smtp]` of taskplan.toml, then TASKPLAN_SMTP_* variables."""
+
+    host: str = "localhost"
+    port: int = 25
+    sender: str = ""
+    user: str | None = None
+    password: str | None = None
+    starttls: str = "auto"  # auto (when the server offers it) | always | never
+    ssl: bool = False  # SMTP over TLS from the first byte (port 465)
+    cafile: str | None = None  # trust this CA file (else the system's) for the server's cert
+
+    @classmethod
+    def from_settings(cls, raw: dict[str, Any], env: dict[str, str] | None = None) -> Smtp:
+        env = dict(os.environ) if env is None else env
+
+        def pick(key: str, default: Any) -> Any:
+            return env.get(f"TASKPLAN_SMTP_{key.upper()}", raw.get(key, default))
+
+        starttls = str(pick("starttls", "auto")).lower()
+        if starttls not in ("auto", "always", "never"):
+            starttls = "auto"
+        return cls(host=str(pick("host", "localhost")), port=int(pick("port", 25)),
+                   sender=str(pick("from", "") or f"taskplan@{socket.getfqdn()}"),
+                   user=pick("user", None) or None, password=pick("password", None) or None,
+                   starttls=starttls,
+                   ssl=str(pick("ssl", "false")).lower() in ("1", "true", "yes"),
+                   cafile=pick("cafile", None) or None)
+
+
+def expand(text: str | None) -> str | None:
+    """`${VAR}` from the sender's environment (KeyError naming a missing variable)."""
+    if text is None:
+        return None
+    return _VAR.sub(lambda m: os.environ[m.group(1)], text)
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The X-Taskplan-Signature header value for this body."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def body_of(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+def summary(payload: dict[str, Any]) -> tuple[str, str]:
+    """A readable subject and body (email, apprise)."""
+    event = str(payload.get("event"))
+    job = payload.get("job")
+    run = payload.get("run") or {}
+    task = payload.get("task") or {}
+    what = {
+        "run_failed": "failed", "run_succeeded": "succeeded",
+        "task_failed": f"task {task.get('name')} failed",
+        "task_retrying": f"task {task.get('name')} is retrying",
+        "deadline_at_risk": "may miss its deadline", "deadline_missed": "missed its deadline",
+        "schedule_misfired": "missed schedule firings", "agent_lost": "lost an agent",
+        "test": "test notification",
+    }.get(event, event)
+    if event == "agent_lost" and job is None:
+        agent = payload.get("agent") or {}
+        subject = f"[taskplan] agent {agent.get('name')} lost"
+    elif event == "test":
+        subject = "[taskplan] test notification"
+    else:
+        subject = f"[taskplan] {job}" + (f" run {run['id']}" if run.get("id") else "") \
+            + f" {what}"
+    lines = [f"Event: {event}", f"At: {payload.get('at')}"]
+    if job:
+        lines.append(f"Job: {job}")
+    if run.get("id"):
+        lines.append(f"Run: {run['id']} ({run.get('state')})")
+    if task:
+        lines.append(f"Task: {task.get('name')} (attempt {task.get('attempt')} of "
+                     f"{task.get('max_attempts')})")
+    if payload.get("error"):
+        lines.append(f"Error: {payload['error']}")
+    detail = payload.get("detail")
+    if detail:
+        lines.append("Detail: " + (detail if isinstance(detail, str) else json.dumps(detail)))
+    if run.get("url"):
+        lines.append(f"Console: {run['url']}")
+    lines += ["", "The event as JSON:", json.dumps(payload, indent=2, sort_keys=True)]
+    return subject, "\n".join(lines) + "\n"
+
+
+def send(channel: Channel, payload: dict[str, Any], smtp: Smtp | None = None) -> Sent:
+    try:
+        if channel.kind == "webhook":
+            return webhook(channel, payload)
+        if channel.kind == "email":
+            return email(channel, payload, smtp or Smtp.from_settings({}))
+        if channel.kind == "command":
+            return command(channel, payload)
+        if channel.kind == "apprise":
+            return apprise(channel, payload)
+        return Sent(False, error=f"unknown channel kind {channel.kind!r}", retry=False)
+    except KeyError as exc:
+        return Sent(False, error=f"environment variable {exc.args[0]} is not set")
+    except Exception as exc:  # a channel must never take the sender down
+        return Sent(False, error=f"{type(exc).__name__}: {exc}")
+
+
+def webhook(channel: Channel, payload: dict[str, Any]) -> Sent:
+    import httpx
+
+    body = body_of(payload)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": f"taskplan/{__version__}",
+        "X-Taskplan-Event": str(payload.get("event")),
+        # The same value on every try of one notification: receivers drop repeats by it.
+        "X-Taskplan-Delivery": str(payload.get("delivery")),
+        "Idempotency-Key": str(payload.get("delivery")),
+    }
+    secret = expand(channel.secret)
+    if secret:
+        headers["X-Taskplan-Signature"] = sign(secret, body)
+    url = expand(channel.target[0]) or ""
+    try:
+        response = httpx.post(url, content=body, headers=headers,
+                              timeout=channel.timeout or DEFAULT_TIMEOUT)
+    except httpx.HTTPError as exc:
+        return Sent(False, error=f"{type(exc).__name__}: {exc}")
+    if 200 <= response.status_code < 300:
+        return Sent(True, status=response.status_code)
+    text = " ".join(response.text.split())[:200]
+    return Sent(False, status=response.status_code,
+                error=f"HTTP {response.status_code}" + (f": {text}" if text else ""))
+
+
+def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
+    import smtplib
+    from email.message import EmailMessage
+
+    subject, text = summary(payload)
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    msg["From"] = smtp.sender
+    msg["To"] = ", ".join(channel.target)
+    msg["X-Taskplan-Delivery"] = str(payload.get("delivery"))
+    msg.set_content(text)
+    timeout = channel.timeout or DEFAULT_TIMEOUT
+    # The server's certificate is verified (smtplib's own default context would not).
+    context = ssl.create_default_context(cafile=smtp.cafile)
+    try:
+        client = (smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=timeout, context=context)
+                  if smtp.ssl else smtplib.SMTP(smtp.host, smtp.port, timeout=timeout))
+        with client:
+            client.ehlo()
+            if not smtp.ssl and (smtp.starttls == "always" or (
+                    smtp.starttls == "auto" and client.has_extn("starttls"))):
+                client.starttls(context=context)
+                client.ehlo()
+            if smtp.user:
+                client.login(smtp.user, smtp.password or "")
+            client.send_message(msg)
+    except (OSError, smtplib.SMTPException) as exc:
+        return Sent(False, error=f"{type(exc).__name__}: {exc}")
+    return Sent(True)
+
+
+def command(channel: Channel, payload: dict[str, Any]) -> Sent:
+    env = {**os.environ, "TASKPLAN_EVENT": str(payload.get("event")),
+           "TASKPLAN_DELIVERY": str(payload.get("delivery"))}
+    try:
+        done = subprocess.run(list(channel.target), input=body_of(payload), env=env,
+                              capture_output=True, timeout=channel.timeout or COMMAND_TIMEOUT,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return Sent(False, error=f"timed out after {channel.timeout or COMMAND_TIMEOUT:g}s")
+    except OSError as exc:
+        return Sent(False, error=f"cannot start {channel.target[0]}: {exc.strerror or exc}")
+    if done.returncode == 0:
+        return Sent(True, status=0)
+    tail = " ".join(done.stderr.decode("utf-8", "replace").split())[-200:]
+    return Sent(False, status=done.returncode,
+                error=f"exit code {done.returncode}" + (f": {tail}" if tail else ""))
+
+
+def apprise(channel: Channel, payload: dict[str, Any]) -> Sent:
+    try:
+        import apprise as apprise_lib  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return Sent(False, retry=False, error=(
+            "the apprise channel needs the optional extra: pip install 'taskplan[apprise]'"))
+    notifier = apprise_lib.Apprise()
+    url = expand(channel.target[0]) or ""
+    if not notifier.add(url):
+        return Sent(False, retry=False, error="Apprise does not understand this URL")
+    subject, text = summary(payload)
+    if notifier.notify(title=subject, body=text):
+        return Sent(True)
+    return Sent(False, error="Apprise could not deliver (see the sender's log)")

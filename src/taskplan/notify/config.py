@@ -1,0 +1,45 @@
+"""taskplan.toml's notification settings, checked with the job file's rules for `notify:`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskplan.config import Settings
+from taskplan.errors import UsageError
+from taskplan.notify.rules import Channel, Rule, rules_from
+
+if TYPE_CHECKING:
+    from taskplan.store.db import Store
+
+
+def default_rules(settings: Settings) -> tuple[Rule, ...]:
+    """The `[[notify]]` entries of taskplan.toml as rules; UsageError naming the first bad one
+    (file, entry, key and what was expected)."""
+    if not settings.notify:
+        return ()
+    from taskplan.spec.report import Reporter
+    from taskplan.spec.schema import NotifyModel
+    from taskplan.spec.source import Positions
+
+    data = {"notify": list(settings.notify)}
+    reporter = Reporter(str(settings.config_path), Positions(), data)
+    for i, entry in enumerate(settings.notify):
+        reporter.validate(NotifyModel, entry, ("notify", i))
+    if reporter.problems:
+        raise UsageError(f"{settings.config_path}: {reporter.problems[0].message}")
+    return rules_from(settings.notify)
+
+
+def named_channel(settings: Settings, name: str) -> Channel | None:
+    """The channel of the `[[notify]]` entry called `name`, if any."""
+    for rule in default_rules(settings):
+        if rule.channel.name == name:
+            return rule.channel
+    return None
+
+
+def configure_store(store: Store, settings: Settings) -> None:
+    """Give the store this process's defaults, so events it records find them."""
+    from taskplan.store import notify_ops
+
+    notify_ops.configure(store, default_rules(settings), settings.console_url)

@@ -1,0 +1,88 @@
+"""Notification rules as plain data: the events that can be notified and the channel of each
+rule. Pure: the store reads these from a job's stored definition and from taskplan.toml."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+EVENTS = (
+    "run_failed", "run_succeeded", "task_failed", "task_retrying",
+    "deadline_at_risk", "deadline_missed", "agent_lost", "schedule_misfired",
+)
+CHANNEL_KINDS = ("webhook", "email", "command", "apprise")
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Where a notification goes. `target`: the URL (webhook, apprise), the addresses
+    (email) or the argv (command). `secret` is kept as written: `${VAR}` is expanded by the
+    sender, so a secret given that way never reaches the store."""
+
+    kind: str
+    target: tuple[str, ...]
+    secret: str | None = None
+    name: str | None = None
+    timeout: float | None = None
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"kind": self.kind, "target": list(self.target)}
+        for key in ("secret", "name", "timeout"):
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Channel:
+        data = json.loads(text)
+        return cls(kind=str(data["kind"]), target=tuple(str(t) for t in data["target"]),
+                   secret=data.get("secret"), name=data.get("name"),
+                   timeout=data.get("timeout"))
+
+    def describe(self) -> str:
+        """One line naming the channel, with no secret in it."""
+        from taskplan.redact import mask_url
+
+        shown = " ".join(self.target) if self.kind == "command" else ", ".join(
+            mask_url(t) for t in self.target)
+        return f"{self.kind} {shown}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    events: frozenset[str]
+    channel: Channel
+
+
+def _list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def channel_from(entry: dict[str, Any]) -> Channel:
+    """The channel of one validated entry (`webhook: URL`, `email: [a@b]`, `command: argv or
+    a string split like a shell would`, `apprise: URL`)."""
+    kind = next(k for k in CHANNEL_KINDS if entry.get(k) is not None)
+    value = entry[kind]
+    if kind == "command":
+        target = tuple(shlex.split(value)) if isinstance(value, str) else tuple(
+            str(v) for v in value)
+    else:
+        target = tuple(str(v) for v in _list(value))
+    timeout = entry.get("timeout")
+    if timeout is not None:
+        from taskplan.spec.durations import parse_duration  # job files write "10s"
+
+        timeout = parse_duration(timeout)
+    return Channel(kind=kind, target=target, secret=entry.get("secret"),
+                   name=entry.get("name"), timeout=timeout)
+
+
+def rules_from(entries: Iterable[dict[str, Any]]) -> tuple[Rule, ...]:
+    """Rules of already validated `notify:` entries (job file or taskplan.toml)."""
+    return tuple(Rule(frozenset(str(e) for e in _list(entry.get("on"))), channel_from(entry))
+                 for entry in entries)

@@ -1,0 +1,382 @@
+"""The notification outbox: rows written in the transaction of the event they report, read and
+updated by the sender (notify.sender). docs/operations.md describes the payload.
+
+Only the rare notifiable states pay anything: `wanted` is a filter over the event rows a
+transaction writes anyway; the job's rules are parsed once per job version and store object.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+from taskplan.notify.rules import Channel, Rule, rules_from
+from taskplan.shapes import iso
+from taskplan.store.tx import Row, Tx
+
+if TYPE_CHECKING:
+    from taskplan.store.db import Store
+
+EventRow = tuple[float, int, int | None, str, str | None]
+
+# (task run or not, event state) -> notification event.
+_RUN_EVENTS = {"failed": "run_failed", "succeeded": "run_succeeded",
+               "deadline_at_risk": "deadline_at_risk", "deadline_missed": "deadline_missed"}
+_TASK_EVENTS = {"failed": "task_failed", "retrying": "task_retrying"}
+_STATES = frozenset(_RUN_EVENTS) | frozenset(_TASK_EVENTS)
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a process knows from its taskplan.toml: default rules and the console's URL."""
+
+    defaults: tuple[Rule, ...] = ()
+    console_url: str | None = None
+
+
+_CONFIG: WeakKeyDictionary[Store, Config] = WeakKeyDictionary()
+# Per store: set when this process writes outbox rows, so its sender looks at once.
+_KICKS: WeakKeyDictionary[Store, threading.Event] = WeakKeyDictionary()
+# Per store: version id -> the job's own rules, or None when its file has no `notify:` key.
+_RULES: WeakKeyDictionary[Store, dict[int, tuple[Rule, ...] | None]] = WeakKeyDictionary()
+
+
+def configure(store: Store, defaults: Sequence[Rule] = (), console_url: str | None = None
+              ) -> None:
+    _CONFIG[store] = Config(tuple(defaults), console_url.rstrip("/") if console_url else None)
+
+
+def config(store: Store) -> Config:
+    return _CONFIG.get(store) or Config()
+
+
+def kick_event(store: Store) -> threading.Event:
+    return _KICKS.setdefault(store, threading.Event())
+
+
+def event_name(task_run_id: int | None, state: str) -> str | None:
+    return (_RUN_EVENTS if task_run_id is None else _TASK_EVENTS).get(state)
+
+
+def wanted(rows: Iterable[EventRow]) -> list[tuple[EventRow, str]]:
+    """The event rows that are notifiable, with their notification event."""
+    out = []
+    for row in rows:
+        if row[3] in _STATES:
+            name = event_name(row[2], row[3])
+            if name is not None:
+                out.append((row, name))
+    return out
+
+
+def record(tx: Tx, rows: Sequence[EventRow]) -> None:
+    """Outbox rows for whichever of these event rows is notifiable (usually none)."""
+    items = wanted(rows)
+    if items:
+        from_events(tx, items)
+
+
+def _rules_of_version(tx: Tx, version_id: int) -> tuple[Rule, ...] | None:
+    cache = _RULES.setdefault(tx.store, {})
+    if version_id not in cache:
+        text = tx.scalar("SELECT definition FROM job_versions WHERE id = :v", {"v": version_id})
+        raw = json.loads(text).get("notify") if text else None
+        cache[version_id] = None if raw is None else rules_from(raw)
+    return cache[version_id]
+
+
+def rules_for(tx: Tx, version_id: int | None, *, own_only: bool = False) -> tuple[Rule, ...]:
+    """A job's rules: its own `notify:` list, else taskplan.toml's (unless `own_only`)."""
+    own = None if version_id is None else _rules_of_version(tx, version_id)
+    if own is not None:
+        return own
+    return () if own_only else config(tx.store).defaults
+
+
+def _run_url(store: Store, run_id: int | None) -> str | None:
+    if run_id is None:
+        return None
+    base = config(store).console_url or ""
+    return f"{base}/runs/{run_id}"
+
+
+def _insert(tx: Tx, rules: Iterable[Rule], event: str, at: float, payload: dict[str, Any],
+            job: str | None, run_id: int | None, task_run_id: int | None) -> int:
+    rows = []
+    for rule in rules:
+        if event not in rule.events:
+            continue
+        body = {"event": event, "delivery": uuid.uuid4().hex, "at": iso(at), **payload}
+        rows.append({"e": event, "t": at, "j": job, "r": run_id, "tr": task_run_id,
+                     "c": rule.channel.to_json(), "p": json.dumps(body, default=str)})
+    tx.many(
+        "INSERT INTO notifications (event, created_at, job, run_id, task_run_id, channel,"
+        " payload, state, attempts, next_at)"
+        " VALUES (:e, :t, :j, :r, :tr, :c, :p, 'pending', 0, :t)", rows)
+    if rows:
+        kick_event(tx.store).set()
+    return len(rows)
+
+
+def _ids(values: Iterable[int]) -> str:
+    return ", ".join(str(int(v)) for v in sorted(set(values)))
+
+
+def from_events(tx: Tx, items: Sequence[tuple[EventRow, str]]) -> int:
+    """Outbox rows for notifiable event rows (see `wanted`) of this transaction."""
+    runs = {int(r[0]): r for r in tx.all(
+        "SELECT r.id, r.version_id, j.name, r.state, r.trigger, r.created_at, r.started_at,"
+        " r.finished_at, r.error, r.params FROM runs r JOIN jobs j ON j.id = r.job_id"
+        f" WHERE r.id IN ({_ids(row[1] for row, _ in items)})")}
+    task_ids = [row[2] for row, _ in items if row[2] is not None]
+    tasks: dict[int, Row] = {}
+    if task_ids:
+        tasks = {int(t[0]): t for t in tx.all(
+            "SELECT id, task, kind, parent_id, item_index, attempts, max_attempts, error,"
+            f" exit_code, failed_children FROM task_runs WHERE id IN ({_ids(task_ids)})")}
+    count = 0
+    for (at, run_id, tr_id, _state, detail), event in items:
+        run = runs.get(run_id)
+        if run is None:
+            continue
+        rules = rules_for(tx, int(run[1]))
+        if not any(event in r.events for r in rules):
+            continue
+        task = None
+        error = detail
+        if tr_id is not None:
+            t = tasks.get(tr_id)
+            # Stage barriers are bookkeeping; foreach items report through their foreach task
+            # (one notification when it fails, not one per item).
+            if t is None or t[2] == "barrier" or t[3] is not None:
+                continue
+            task = {"name": str(t[1]), "kind": str(t[2]), "attempt": int(t[5]),
+                    "max_attempts": int(t[6]), "exit_code": t[8],
+                    "error": t[7] if detail is None else detail}
+            if t[2] == "foreach":
+                task["failed_items"] = int(t[9] or 0)
+            error = task["error"]
+        elif event == "run_failed":
+            error = run[8] or _failed_tasks(tx, run_id)
+        payload: dict[str, Any] = {
+            "job": str(run[2]),
+            "run": {"id": run_id, "state": str(run[3]), "trigger": str(run[4]),
+                    "params": json.loads(run[9]) if run[9] else {},
+                    "created_at": iso(run[5]), "started_at": iso(run[6]),
+                    "finished_at": iso(run[7]), "url": _run_url(tx.store, run_id)},
+            "task": task,
+            "error": error if event in ("run_failed", "task_failed", "task_retrying") else None,
+            "detail": _detail(detail) if event.startswith("deadline") else None,
+        }
+        count += _insert(tx, rules, event, at, payload, str(run[2]), run_id, tr_id)
+    return count
+
+
+def _detail(text: str | None) -> Any:
+    """Deadline events carry JSON (predicted finish, critical path); anything else as text."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _failed_tasks(tx: Tx, run_id: int) -> str | None:
+    rows = tx.all(
+        "SELECT task, item_index FROM task_runs WHERE run_id = :r AND state = 'failed'"
+        " AND kind <> 'barrier' AND parent_id IS NULL ORDER BY id LIMIT 6", {"r": run_id})
+    if not rows:
+        return None
+    names = [str(r[0]) for r in rows[:5]]
+    return "failed: " + ", ".join(names) + (", ..." if len(rows) > 5 else "")
+
+
+def agent_lost(tx: Tx, agent_id: int, run_ids: Iterable[int], at: float) -> int:
+    """An agent's lease expired. taskplan.toml's rules hear of it once; a job whose own rules
+    list agent_lost hears of it once per run of that job the agent was working on."""
+    row = tx.one("SELECT name, host, pid, heartbeat_at FROM agents WHERE id = :a",
+                 {"a": agent_id})
+    agent = {"id": agent_id, "name": row[0] if row else None, "host": row[1] if row else None,
+             "pid": row[2] if row else None, "last_heartbeat_at": iso(row[3]) if row else None}
+    count = _insert(tx, config(tx.store).defaults, "agent_lost", at,
+                    {"job": None, "run": None, "task": None, "agent": agent,
+                     "runs": sorted(set(run_ids)), "error": "agent lost",
+                     "detail": None}, None, None, None)
+    ids = sorted(set(run_ids))
+    if not ids:
+        return count
+    for run_id, version_id, job, state in tx.all(
+            "SELECT r.id, r.version_id, j.name, r.state FROM runs r JOIN jobs j"
+            f" ON j.id = r.job_id WHERE r.id IN ({_ids(ids)})"):
+        own = rules_for(tx, int(version_id), own_only=True)
+        count += _insert(tx, own, "agent_lost", at, {
+            "job": str(job), "run": {"id": int(run_id), "state": str(state),
+                                     "url": _run_url(tx.store, int(run_id))},
+            "task": None, "agent": agent, "error": "agent lost", "detail": None,
+        }, str(job), int(run_id), None)
+    return count
+
+
+def schedule_misfired(tx: Tx, *, job: str, version_id: int, schedule: str,
+                      missed: Sequence[float], policy: str, run_ids: Sequence[int],
+                      at: float) -> int:
+    """Firings of a schedule were missed (no scheduler was running at their time)."""
+    rules = rules_for(tx, version_id)
+    if not any("schedule_misfired" in r.events for r in rules):
+        return 0
+    what = {"schedule": schedule, "missed": len(missed),
+            "first_missed_at": iso(min(missed)), "last_missed_at": iso(max(missed)),
+            "on_misfire": policy, "runs": list(run_ids)}
+    run_id = run_ids[-1] if run_ids else None
+    return _insert(tx, rules, "schedule_misfired", at, {
+        "job": job, "run": None if run_id is None else {
+            "id": run_id, "url": _run_url(tx.store, run_id)},
+        "task": None, "error": None, "detail": what,
+    }, job, run_id, None)
+
+
+# -- the sender's side --------------------------------------------------------------------
+@dataclass
+class Delivery:
+    id: int
+    event: str
+    channel: Channel
+    payload: dict[str, Any]
+    attempts: int  # tries made before this one
+    round_from: int  # tries made before this round (a resend starts a new one)
+
+
+def claim_due(tx: Tx, now: float, limit: int, hold: Callable[[Channel], float]
+              ) -> list[Delivery]:
+    """Pending notifications due now, each pushed `hold(channel)` seconds ahead so that no
+    other sender takes it while this try runs (if this sender dies, it is due again then)."""
+    rows = tx.all(
+        "SELECT id, event, channel, payload, attempts, round_from FROM notifications"
+        " WHERE state = 'pending' AND next_at <= :t ORDER BY next_at, id LIMIT :n",
+        {"t": now, "n": limit})
+    out = []
+    for i, event, text, payload, attempts, round_from in rows:
+        channel = Channel.from_json(text)
+        if tx.run("UPDATE notifications SET next_at = :h, attempts = attempts + 1"
+                  " WHERE id = :i AND state = 'pending' AND attempts = :a",
+                  {"h": now + hold(channel), "i": i, "a": attempts}) != 1:
+            continue
+        out.append(Delivery(int(i), str(event), channel, json.loads(payload), int(attempts),
+                            int(round_from)))
+    return out
+
+
+def start_attempt(tx: Tx, d: Delivery, sender: str, now: float) -> None:
+    # A try whose sender died never got an end: say so.
+    tx.run("UPDATE notification_attempts SET finished_at = :t, ok = :f, error ="
+           " 'interrupted: the sender stopped before the outcome was known'"
+           " WHERE notification_id = :i AND finished_at IS NULL",
+           {"t": now, "i": d.id, "f": False})
+    tx.run("INSERT INTO notification_attempts (notification_id, attempt, sender, started_at)"
+           " VALUES (:i, :a, :s, :t)", {"i": d.id, "a": d.attempts + 1, "s": sender, "t": now})
+
+
+def end_attempt(tx: Tx, d: Delivery, now: float, *, ok: bool, status: int | None,
+                error: str | None, retry_at: float | None) -> None:
+    """Record a try's outcome: delivered, due again at `retry_at`, or given up (None)."""
+    tx.run("UPDATE notification_attempts SET finished_at = :t, ok = :ok, status = :s,"
+           " error = :e WHERE notification_id = :i AND attempt = :a",
+           {"t": now, "ok": ok, "s": status, "e": error, "i": d.id, "a": d.attempts + 1})
+    if ok:
+        tx.run("UPDATE notifications SET state = 'delivered', delivered_at = :t,"
+               " last_error = NULL WHERE id = :i", {"t": now, "i": d.id})
+    elif retry_at is None:
+        tx.run("UPDATE notifications SET state = 'failed', last_error = :e WHERE id = :i",
+               {"e": error, "i": d.id})
+    else:
+        tx.run("UPDATE notifications SET next_at = :n, last_error = :e WHERE id = :i",
+               {"n": retry_at, "e": error, "i": d.id})
+
+
+def next_due(tx: Tx) -> float | None:
+    value = tx.scalar("SELECT MIN(next_at) FROM notifications WHERE state = 'pending'")
+    return None if value is None else float(value)
+
+
+def untried_of_root(tx: Tx, root_run_id: int) -> int:
+    """Notifications of a run and its sub-runs not tried yet (what `taskplan run` waits for
+    before it exits)."""
+    return int(tx.scalar(
+        "SELECT COUNT(*) FROM notifications WHERE state = 'pending' AND attempts = 0"
+        " AND run_id IN (SELECT id FROM runs WHERE root_run_id = :r)", {"r": root_run_id}
+    ) or 0)
+
+
+# -- what `taskplan notifications` shows ---------------------------------------------------
+@dataclass
+class NotificationInfo:
+    id: int
+    event: str
+    created_at: float
+    job: str | None
+    run_id: int | None
+    task_run_id: int | None
+    channel: Channel
+    state: str
+    attempts: int
+    next_at: float | None
+    delivered_at: float | None
+    last_error: str | None
+    tries: list[AttemptInfo]
+
+
+@dataclass
+class AttemptInfo:
+    attempt: int
+    sender: str
+    started_at: float
+    finished_at: float | None
+    ok: bool | None
+    status: int | None
+    error: str | None
+
+
+def list_notifications(tx: Tx, *, failed_only: bool = False, limit: int = 50,
+                       ids: Sequence[int] = ()) -> list[NotificationInfo]:
+    where = []
+    if failed_only:
+        where.append("state = 'failed'")
+    if ids:
+        where.append(f"id IN ({_ids(ids)})")
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    rows = tx.all(
+        "SELECT id, event, created_at, job, run_id, task_run_id, channel, state, attempts,"
+        f" next_at, delivered_at, last_error FROM notifications{clause}"
+        " ORDER BY id DESC LIMIT :n", {"n": limit})
+    out = [NotificationInfo(int(r[0]), str(r[1]), float(r[2]), r[3], r[4], r[5],
+                            Channel.from_json(r[6]), str(r[7]), int(r[8]),
+                            float(r[9]) if r[7] == "pending" else None, r[10], r[11], [])
+           for r in rows]
+    if out:
+        by_id = {n.id: n for n in out}
+        for a in tx.all(
+                "SELECT notification_id, attempt, sender, started_at, finished_at, ok, status,"
+                " error FROM notification_attempts WHERE notification_id IN"
+                f" ({_ids(by_id)}) ORDER BY notification_id, attempt"):
+            by_id[int(a[0])].tries.append(AttemptInfo(
+                int(a[1]), str(a[2]), float(a[3]), a[4], None if a[5] is None else bool(a[5]),
+                a[6], a[7]))
+    return out
+
+
+def resend(tx: Tx, notification_id: int, now: float) -> str | None:
+    """Queue a notification again (a new round of tries). Returns its state before, or None
+    if there is no such notification."""
+    state = tx.scalar("SELECT state FROM notifications WHERE id = :i", {"i": notification_id})
+    if state is None:
+        return None
+    tx.run("UPDATE notifications SET state = 'pending', next_at = :t, round_from = attempts,"
+           " delivered_at = NULL WHERE id = :i", {"t": now, "i": notification_id})
+    tx.wake = True
+    return str(state)

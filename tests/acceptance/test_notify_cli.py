@@ -1,0 +1,123 @@
+"""Notifications through the real CLI: `taskplan run` delivers its run's notifications before
+it exits; a sender killed mid-delivery is replaced and the notification delivered once more
+under the same delivery id; `notify test`, `notifications` and `resend`; bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from acceptance_helpers import Taskplan
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
+from notify_helpers import start_hook  # noqa: E402
+
+
+def test_run_delivers_its_notifications_before_exiting(tp: Taskplan) -> None:
+    hook = start_hook()
+    try:
+        tp.write("taskplan.toml", f"""
+            console_url = "http://console.example:8080"
+            [[notify]]
+            on = ["run_failed"]
+            webhook = "{hook.url}"
+            secret = "toml-secret"
+            """)
+        tp.write("job.yaml", "job: broken\ntasks:\n  a: {shell: 'exit 2'}\n")
+        res = tp("run", "job.yaml", db=False)
+        assert res.code == 1
+        [got] = hook.received
+        assert got.json["event"] == "run_failed" and got.json["job"] == "broken"
+        assert got.json["run"]["url"] == "http://console.example:8080/runs/1"
+        expected = "sha256=" + hmac.new(b"toml-secret", got.body, hashlib.sha256).hexdigest()
+        assert got.headers["X-Taskplan-Signature"] == expected
+        listed = tp.ok("notifications", "--json", db=False).json()
+        assert [(n["event"], n["state"], n["attempts"]) for n in listed] == [
+            ("run_failed", "delivered", 1)]
+        assert "toml-secret" not in tp.ok("notifications", "--json", db=False).out
+        assert tp.ok("notifications", "--failed", db=False).out.strip() == (
+            "no failed notifications")
+    finally:
+        hook.close()
+
+
+@pytest.mark.slow
+def test_a_sender_killed_mid_delivery_is_replaced_and_delivers_once(tp: Taskplan) -> None:
+    hook = start_hook(hold=True)
+    tp.env["TASKPLAN_LEASE_SECONDS"] = "1"
+    try:
+        tp.write("job.yaml", f"""
+            job: nightly
+            notify: [{{on: run_succeeded, webhook: "{hook.url}", timeout: 2s}}]
+            tasks:
+              a: {{shell: "true"}}
+            """)
+        run_id = tp.ok("run", "job.yaml", "--detach").out.strip()
+        first = tp.popen("agent", "--slots", "1")
+        assert hook.arrived.wait(30), "the first sender never posted"
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+        hook.hold.set()  # type: ignore[union-attr]  # the next try is answered at once
+        second = tp.popen("agent", "--slots", "1")
+        deadline = time.monotonic() + 30
+        while True:
+            [n] = tp.ok("notifications", "--json").json()
+            if n["state"] == "delivered" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=30)
+        assert (n["state"], n["attempts"]) == ("delivered", 2)
+        assert n["run_id"] == int(run_id)
+        assert n["tries"][0]["ok"] is False
+        assert n["tries"][0]["error"].startswith("interrupted")
+        assert n["tries"][1]["ok"] is True and n["tries"][1]["status"] == 200
+        assert n["tries"][0]["sender"] != n["tries"][1]["sender"]
+        # Sent twice (the first answer never reached the killed sender), under one id.
+        assert len(hook.received) == 2
+        assert len({r.headers["X-Taskplan-Delivery"] for r in hook.received}) == 1
+    finally:
+        hook.close()
+
+
+def test_notify_test_and_bad_input(tp: Taskplan) -> None:
+    hook = start_hook()
+    try:
+        res = tp.ok("notify", "test", hook.url, "--secret", "abc", db=False)
+        assert res.out.strip() == f"sent a test notification to webhook {hook.url} (status 200)"
+        [got] = hook.received
+        assert got.json["event"] == "test"
+        assert got.headers["X-Taskplan-Signature"] == "sha256=" + hmac.new(
+            b"abc", got.body, hashlib.sha256).hexdigest()
+        tp.write("taskplan.toml", f"""
+            [[notify]]
+            name = "ops"
+            on = ["run_failed"]
+            webhook = "{hook.url}/ops"
+            """)
+        tp.ok("notify", "test", "ops", db=False)
+        assert hook.received[-1].path == "/hook/ops"
+    finally:
+        hook.close()
+    dead = tp("notify", "test", "http://127.0.0.1:9/nothing", db=False)
+    assert dead.code == 1 and "ConnectError" in dead.err
+    unknown = tp("notify", "test", "nonsense", db=False)
+    assert unknown.code == 2 and "unknown channel 'nonsense'" in unknown.err
+    assert "Traceback" not in unknown.err
+
+    tp.write("taskplan.toml", '[[notify]]\non = ["run_failed"]\nwebhook = "ftp://x"\n')
+    bad = tp("notifications", db=False)
+    assert bad.code == 2 and "Traceback" not in bad.err
+    assert "taskplan.toml: notify[0].webhook: expected an http:// or https:// URL" in bad.err
+    (tp.home / "taskplan.toml").unlink()
+
+    missing = tp("notifications", "resend", "99")
+    assert missing.code == 2 and "no notification 99" in missing.err
+    word = tp("notifications", "resend", "abc")
+    assert word.code == 2 and "expected a notification id" in word.err
+    assert tp.ok("notifications").out.strip() == "no notifications"

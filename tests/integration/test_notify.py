@@ -1,0 +1,290 @@
+"""Notifications on a real store (SQLite and PostgreSQL) to a real HTTP receiver: every
+notifiable event reaches its channel once, signed; defaults and silencing; foreach items;
+retries with backoff, giving up and resending; agent_lost and schedule_misfired; a hanging
+webhook does not hold up a run."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_helpers import apply_job, run_agent, run_job, start_run
+from notify_helpers import Hook, start_hook
+
+from taskplan.engine import Engine
+from taskplan.notify.rules import Channel, Rule
+from taskplan.notify.sender import Sender
+from taskplan.scheduler import Scheduler
+from taskplan.spec import load_job_text
+from taskplan.store import notify_ops
+from taskplan.store.db import Store
+
+SECRET = "s3cret"
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    h = start_hook()
+    yield h
+    h.close()
+
+
+def drain(store: Store, **kw: Any) -> Sender:
+    """One sender, leading, delivering until nothing is due."""
+    sender = Sender(store, lease=5.0, holder="test-sender", **kw)
+    assert sender.try_lead()
+    while sender.deliver_due():
+        pass
+    return sender
+
+
+def outbox(store: Store) -> list[tuple[Any, ...]]:
+    with store.read() as tx:
+        return tx.all("SELECT event, state, attempts FROM notifications ORDER BY id")
+
+
+def flaky(tmp_path: Path, name: str) -> str:
+    """A shell command failing on its first attempt only."""
+    mark = tmp_path / f"{name}.tried"
+    return f"test -f {mark} || {{ touch {mark}; exit 4; }}"
+
+
+def test_each_event_reaches_the_webhook_once_signed(engine: Engine, store: Store, hook: Hook,
+                                                    tmp_path: Path) -> None:
+    events = "[run_failed, run_succeeded, task_failed, task_retrying]"
+    notify = f"notify:\n  - on: {events}\n    webhook: {hook.url}\n    secret: {SECRET}\n"
+    run_failed, _ = run_job(engine, f"""
+job: breaks
+{notify}tasks:
+  now: {{shell: "exit 3", retries: 1}}
+  later: {{shell: "exit 5", retries: 1, retry_delay: 50ms}}
+""")
+    run_ok, _ = run_job(engine, f"""
+job: works
+{notify}tasks:
+  a: {{shell: "{flaky(tmp_path, 'a')}", retries: 2}}
+""")
+    assert engine.run_state(run_failed) == "failed"
+    assert engine.run_state(run_ok) == "succeeded"
+    drain(store)
+    got = sorted((r.json["job"], r.json["event"], (r.json["task"] or {}).get("name"))
+                 for r in hook.received)
+    assert got == [
+        ("breaks", "run_failed", None),
+        ("breaks", "task_failed", "later"), ("breaks", "task_failed", "now"),
+        ("breaks", "task_retrying", "later"), ("breaks", "task_retrying", "now"),
+        ("works", "run_succeeded", None), ("works", "task_retrying", "a"),
+    ]
+    for r in hook.received:
+        expected = "sha256=" + hmac.new(SECRET.encode(), r.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(r.headers["X-Taskplan-Signature"], expected)
+        assert r.headers["X-Taskplan-Delivery"] == r.json["delivery"]
+        assert r.headers["X-Taskplan-Event"] == r.json["event"]
+        assert r.json["run"]["url"] == f"/runs/{r.json['run']['id']}"
+    failed = next(r.json for r in hook.received if r.json["event"] == "run_failed")
+    assert failed["run"]["state"] == "failed" and failed["run"]["finished_at"]
+    assert failed["error"] == "failed: now, later"
+    final = next(r.json for r in hook.received if r.json["event"] == "task_failed"
+                 and r.json["task"]["name"] == "now")
+    assert final["task"]["attempt"] == 2 and final["task"]["max_attempts"] == 2
+    assert final["error"] == "exit code 3"
+    assert [s for _, s, _ in outbox(store)] == ["delivered"] * 7
+    drain(store)  # nothing is sent twice
+    assert len(hook.received) == 7
+
+
+def test_defaults_apply_to_jobs_without_notify_and_an_empty_list_silences(
+        engine: Engine, store: Store, hook: Hook) -> None:
+    notify_ops.configure(store, [Rule(frozenset({"run_succeeded"}),
+                                      Channel("webhook", (hook.url,)))],
+                         console_url="http://console:8080/")
+    run_job(engine, "job: plain\ntasks:\n  a: {shell: 'true'}\n")
+    run_job(engine, "job: quiet\nnotify: []\ntasks:\n  a: {shell: 'true'}\n")
+    drain(store)
+    assert [(r.json["job"], r.json["event"]) for r in hook.received] == [
+        ("plain", "run_succeeded")]
+    assert hook.received[0].json["run"]["url"].startswith("http://console:8080/runs/")
+    assert "X-Taskplan-Signature" not in hook.received[0].headers
+
+
+def test_a_foreach_reports_once_not_per_item(engine: Engine, store: Store,
+                                             hook: Hook) -> None:
+    run_job(engine, f"""
+job: many
+notify: [{{on: [task_failed, run_failed], webhook: "{hook.url}"}}]
+tasks:
+  each:
+    foreach: {{values: [1, 2, 3]}}
+    shell: "test {{{{ item }}}} -ne 2"
+""")
+    drain(store)
+    assert sorted(hook.events()) == ["run_failed", "task_failed"]
+    task = next(r.json["task"] for r in hook.received if r.json["event"] == "task_failed")
+    assert (task["name"], task["kind"], task["failed_items"]) == ("each", "foreach", 1)
+
+
+def test_retries_back_off_give_up_and_resend(engine: Engine, store: Store) -> None:
+    hook = start_hook(statuses=[500, 502, 503])
+    try:
+        run_job(engine, f"job: x\nnotify: [{{on: run_succeeded, webhook: '{hook.url}'}}]\n"
+                        "tasks:\n  a: {shell: 'true'}\n")
+        clock = [time.time() + 1]
+        sender = drain(store, clock=lambda: clock[0], max_tries=3, backoff=(10.0, 20.0))
+        assert outbox(store) == [("run_succeeded", "pending", 1)]
+        def deliver() -> int:
+            assert sender.try_lead()  # the clock jumped past the lease: renew it
+            return sender.deliver_due()
+
+        clock[0] += 10
+        assert deliver() == 1
+        assert outbox(store) == [("run_succeeded", "pending", 2)]
+        clock[0] += 19
+        assert deliver() == 0  # the second wait is longer
+        clock[0] += 1
+        assert deliver() == 1
+        assert outbox(store) == [("run_succeeded", "failed", 3)]
+        with store.read() as tx:
+            [info] = notify_ops.list_notifications(tx, failed_only=True)
+        assert [(a.attempt, a.ok, a.status) for a in info.tries] == [
+            (1, False, 500), (2, False, 502), (3, False, 503)]
+        assert info.last_error == "HTTP 503: ok"
+        # A resend starts a new round of tries; the receiver answers 200 now.
+        with store.tx() as tx:
+            assert notify_ops.resend(tx, info.id, clock[0]) == "failed"
+        assert deliver() == 1
+        assert outbox(store) == [("run_succeeded", "delivered", 4)]
+        assert len({r.json["delivery"] for r in hook.received}) == 1  # one id for every try
+    finally:
+        hook.close()
+
+
+def test_agent_lost_goes_to_defaults_once_and_to_jobs_that_ask(store: Store,
+                                                               hook: Hook) -> None:
+    now = [1e9]
+    engine = Engine(store, clock=lambda: now[0])
+    notify_ops.configure(store, [Rule(frozenset({"agent_lost"}),
+                                      Channel("webhook", (hook.url + "/ops",)))])
+    run_id = start_run(engine, f"""
+job: watched
+notify: [{{on: agent_lost, webhook: "{hook.url}/team"}}]
+tasks:
+  a: {{shell: "true", retries: 1}}
+  b: {{shell: "true"}}
+""")
+    agent_id = engine.register_agent("doomed", "h1", 99, 2, 5.0)
+    assert len(engine.step(agent_id, [], 2, run_id).claims) == 2
+    now[0] += 6
+    assert engine.reap() == 2
+    drain(store)
+    got = sorted((r.path, r.json["event"], (r.json["run"] or {}).get("id"))
+                 for r in hook.received)
+    assert got == [("/hook/ops", "agent_lost", None), ("/hook/team", "agent_lost", run_id)]
+    ops = next(r.json for r in hook.received if r.path == "/hook/ops")
+    assert ops["agent"]["name"] == "doomed" and ops["runs"] == [run_id]
+
+
+def test_schedule_misfired(store: Store, hook: Hook) -> None:
+    t0 = 1_800_000_000.0
+    now = [t0 + 0.5]
+    engine = Engine(store, clock=lambda: now[0])
+    engine.apply(load_job_text(f"""
+job: tick
+on_misfire: run_once
+on_overlap: allow
+notify: [{{on: schedule_misfired, webhook: "{hook.url}"}}]
+schedules: [{{every: 1s}}]
+tasks:
+  a: {{shell: "true"}}
+""", "job.yaml", "."))
+    s = Scheduler(engine, clock=lambda: now[0], holder="s1", lease=5.0)
+    assert s.try_lead()
+    now[0] = t0 + 1.0
+    assert len(s.fire_due().runs) == 1  # on time: no misfire
+    now[0] = t0 + 5.5  # t0 + 2, 3 and 4 were missed (more than 1 s late)
+    assert s.try_lead()
+    res = s.fire_due()
+    assert len(res.runs) == 1
+    drain(store, clock=lambda: now[0])
+    [got] = [r.json for r in hook.received]
+    assert got["event"] == "schedule_misfired" and got["job"] == "tick"
+    assert got["detail"]["missed"] == 3 and got["detail"]["on_misfire"] == "run_once"
+    assert got["detail"]["runs"] == res.runs and got["run"]["id"] == res.runs[0]
+
+
+def test_deadline_events_recorded_as_run_events_are_notified(engine: Engine, store: Store,
+                                                             hook: Hook) -> None:
+    from taskplan.store import ops
+
+    run_id = start_run(engine, f"""
+job: late
+notify: [{{on: [deadline_at_risk, deadline_missed], webhook: "{hook.url}"}}]
+tasks:
+  a: {{shell: "true"}}
+""")
+    detail = json.dumps({"finish_at": "2027-01-01T07:40:00+00:00", "critical_path": ["a"]})
+    with store.tx() as tx:
+        ops.add_events(tx, [(1e9, run_id, None, "deadline_at_risk", detail)])
+    drain(store)
+    [got] = [r.json for r in hook.received]
+    assert got["event"] == "deadline_at_risk" and got["detail"]["critical_path"] == ["a"]
+
+
+@pytest.mark.slow
+def test_a_hanging_webhook_does_not_hold_up_the_run(engine: Engine, store: Store,
+                                                    tmp_path: Path) -> None:
+    """The retry notification's request stays open while the run goes on and ends."""
+    hook = start_hook(hold=True)
+    seen = tmp_path / "webhook-open"
+    wait_for_hook = f"while [ ! -f {seen} ]; do sleep 0.02; done"
+    sender = Sender(store, lease=5.0).start()
+    try:
+        run_id = start_run(engine, f"""
+job: busy
+notify: [{{on: task_retrying, webhook: "{hook.url}", timeout: 30s}}]
+tasks:
+  a: {{shell: "{flaky(tmp_path, 'a')}", retries: 1}}
+  b: {{shell: "{wait_for_hook}", depends_on: [a]}}
+""")
+
+        def mark() -> None:
+            assert hook.arrived.wait(30)
+            seen.touch()
+
+        threading.Thread(target=mark, daemon=True).start()
+        run_agent(engine, run_id)
+        assert engine.run_state(run_id) == "succeeded"
+        # The run ended while the webhook was still holding its request open.
+        assert hook.open_requests == 1
+        assert outbox(store) == [("task_retrying", "pending", 1)]
+    finally:
+        hook.close()
+        sender.stop()
+    with store.read() as tx:
+        state = tx.scalar("SELECT state FROM notifications")
+    assert state in ("pending", "delivered")
+
+
+def test_apply_rejects_bad_notify_entries() -> None:
+    from taskplan.errors import DefinitionError
+
+    with pytest.raises(DefinitionError) as err:
+        load_job_text("job: j\nnotify:\n  - on: [run_failed]\n    email: ops@x\n"
+                      "    secret: s\ntasks:\n  a: {shell: 'true'}\n", "job.yaml", ".")
+    assert "job.yaml:3:5: notify[0]: expected `secret` only with a webhook" in str(
+        err.value.problems[0])
+
+
+def test_rules_of_a_version_are_read_once(engine: Engine, store: Store, hook: Hook) -> None:
+    version = apply_job(engine, f"job: v\nnotify: [{{on: run_failed, webhook: '{hook.url}'}}]"
+                                "\ntasks:\n  a: {shell: 'true'}\n")
+    with store.read() as tx:
+        first = notify_ops.rules_for(tx, version)
+        assert notify_ops.rules_for(tx, version) is first
+    assert [r.channel.target for r in first] == [(hook.url,)]

@@ -1,0 +1,182 @@
+"""Each channel against a real receiver on 127.0.0.1: e-mail through aiosmtpd with STARTTLS
+and a login, a command reading the event on stdin, a webhook; Apprise without its extra."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_helpers import run_job
+from notify_helpers import start_hook
+
+from taskplan.engine import Engine
+from taskplan.notify import channels
+from taskplan.notify.channels import Smtp
+from taskplan.notify.rules import Channel
+from taskplan.notify.sender import Sender
+from taskplan.store.db import Store
+
+aiosmtpd = pytest.importorskip("aiosmtpd")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+    key, crt = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    return crt, key
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.logins: list[tuple[str, str]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                              "tls": session.ssl is not None,
+                              "msg": message_from_bytes(envelope.content)})
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server(cert: tuple[Path, Path]) -> Iterator[tuple[Mailbox, Smtp]]:
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    box = Mailbox()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert[0]), str(cert[1]))
+
+    def auth(server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+             ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            b"robot", b"pw")
+        if ok:
+            box.logins.append((data.login.decode(), mechanism))
+        return AuthResult(success=ok)
+
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True, authenticator=auth, auth_require_tls=True)
+    controller.start()
+    # Credentials come from the environment, the rest from taskplan.toml's [smtp].
+    smtp = Smtp.from_settings({"host": "127.0.0.1", "port": port, "from": "tp@example.com",
+                               "cafile": str(cert[0])},
+                              env={"TASKPLAN_SMTP_USER": "robot",
+                                   "TASKPLAN_SMTP_PASSWORD": "pw"})
+    try:
+        yield box, smtp
+    finally:
+        controller.stop()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_each_event_reaches_each_channel_once(engine: Engine, store: Store, tmp_path: Path,
+                                              smtp_server: tuple[Mailbox, Smtp]) -> None:
+    box, smtp = smtp_server
+    hook = start_hook()
+    out = tmp_path / "events.jsonl"
+    script = tmp_path / "receive.py"
+    script.write_text("import json, os, sys\n"
+                      "event = json.load(sys.stdin)\n"
+                      "assert os.environ['TASKPLAN_EVENT'] == event['event']\n"
+                      f"open({str(out)!r}, 'a').write(json.dumps(event) + '\\n')\n")
+    events = "[run_failed, task_failed]"
+    try:
+        run_job(engine, f"""
+job: nightly
+notify:
+  - {{on: {events}, webhook: "{hook.url}"}}
+  - {{on: {events}, email: [ops@example.com, dba@example.com]}}
+  - {{on: {events}, command: ["{sys.executable}", "{script}"]}}
+tasks:
+  load: {{shell: "echo boom >&2; exit 7"}}
+""")
+        sender = Sender(store, smtp=smtp, lease=5.0)
+        assert sender.try_lead()
+        while sender.deliver_due():
+            pass
+        assert sorted(hook.events()) == ["run_failed", "task_failed"]
+    finally:
+        hook.close()
+    assert sorted(json.loads(line)["event"] for line in out.read_text().splitlines()) == [
+        "run_failed", "task_failed"]
+    assert len(box.messages) == 2 and all(m["tls"] for m in box.messages)
+    assert [login for login, _ in box.logins] == ["robot", "robot"]
+    subjects = sorted(m["msg"]["Subject"] for m in box.messages)
+    assert subjects[0].startswith("[taskplan] nightly run 1 failed")
+    assert subjects[1] == "[taskplan] nightly run 1 task load failed"
+    mail = next(m for m in box.messages if "task load" in m["msg"]["Subject"])
+    assert mail["to"] == ["ops@example.com", "dba@example.com"]
+    body = mail["msg"].get_payload(decode=True).decode()
+    assert "Error: exit code 7" in body and "Task: load (attempt 1 of 1)" in body
+    with store.read() as tx:
+        states = tx.all("SELECT state, COUNT(*) FROM notifications GROUP BY state")
+    assert states == [("delivered", 6)]
+
+
+def test_email_refuses_a_server_whose_certificate_it_cannot_verify(
+        smtp_server: tuple[Mailbox, Smtp]) -> None:
+    box, smtp = smtp_server
+    untrusted = Smtp(host=smtp.host, port=smtp.port, sender=smtp.sender, user=smtp.user,
+                     password=smtp.password)
+    sent = channels.send(Channel("email", ("ops@example.com",)),
+                         {"event": "test", "delivery": "d1"}, untrusted)
+    assert not sent.ok and "CERTIFICATE_VERIFY_FAILED" in (sent.error or "")
+    assert box.messages == []
+
+
+def test_command_failures_and_timeouts_are_reported(tmp_path: Path) -> None:
+    bad = channels.send(Channel("command", ("sh", "-c", "echo nope >&2; exit 3")),
+                        {"event": "test"})
+    assert (bad.ok, bad.status, bad.error) == (False, 3, "exit code 3: nope")
+    slow = channels.send(Channel("command", ("sleep", "5"), timeout=0.2), {"event": "test"})
+    assert not slow.ok and slow.error == "timed out after 0.2s"
+    missing = channels.send(Channel("command", (str(tmp_path / "nothing"),)), {"event": "x"})
+    assert not missing.ok and "cannot start" in (missing.error or "")
+
+
+def test_apprise_without_its_extra_gives_up_at_once_with_a_clear_error() -> None:
+    try:
+        import apprise  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("apprise is installed here")
+    sent = channels.send(Channel("apprise", ("json://127.0.0.1:9/",)), {"event": "test"})
+    assert not sent.ok and not sent.retry
+    assert sent.error == ("the apprise channel needs the optional extra:"
+                          " pip install 'taskplan[apprise]'")
+
+
+def test_a_webhook_secret_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = start_hook()
+    try:
+        channel = Channel("webhook", (hook.url,), secret="${HOOK_SECRET}")
+        missing = channels.send(channel, {"event": "test", "delivery": "d"})
+        assert missing.error == "environment variable HOOK_SECRET is not set"
+        monkeypatch.setenv("HOOK_SECRET", "from-env")
+        assert channels.send(channel, {"event": "test", "delivery": "d"}).ok
+        [got] = hook.received
+        assert got.headers["X-Taskplan-Signature"] == channels.sign("from-env", got.body)
+    finally:
+        hook.close()
