@@ -15,7 +15,7 @@ import pytest
 from acceptance_helpers import Taskplan
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "integration"))
-from notify_helpers import start_hook  # noqa: E402
+from notify_helpers import start_hook
 
 
 def test_run_delivers_its_notifications_before_exiting(tp: Taskplan) -> None:

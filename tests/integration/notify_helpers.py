@@ -50,7 +50,7 @@ def start_hook(statuses: list[int] | None = None, hold: bool = False) -> Hook:
     hook = Hook(statuses=list(statuses or []), hold=threading.Event() if hold else None)
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with hook.lock:
                 hook.received.append(Received(self.path, dict(self.headers.items()), body))

@@ -48,7 +48,7 @@ class Mailbox:
         self.messages: list[dict[str, Any]] = []
         self.logins: list[tuple[str, str]] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
                               "tls": session.ssl is not None,
                               "msg": message_from_bytes(envelope.content)})

@@ -106,8 +106,9 @@ def resend_cmd(notification_id: str, as_json: bool, db: str | None) -> None:
                          f"{notification_id!r}") from None
     ctx = get_context(db)
     store = ctx.engine.store
+    queued_at = time.time()
     with store.tx() as tx:
-        before = notify_ops.resend(tx, nid, time.time())
+        before = notify_ops.resend(tx, nid, queued_at)
     if before is None:
         raise NotFoundError(f"no notification {nid} (see taskplan notifications)")
     sender = Sender(store, smtp=_smtp(ctx), lease=ctx.settings.lease_seconds)
@@ -118,17 +119,20 @@ def resend_cmd(notification_id: str, as_json: bool, db: str | None) -> None:
             sender.release()
     with store.read() as tx:
         info = notify_ops.list_notifications(tx, ids=[nid])[0]
+    last = info.tries[-1] if info.tries else None
+    tried = last is not None and last.finished_at is not None and last.started_at >= queued_at
+    failed = tried and info.state != "delivered"
     if as_json:
         print_json(_shape(info))
-    elif (info.state == "pending" and info.attempts == 0) or not info.tries:
-        click.echo(f"notification {nid} queued again (was {before}); a running agent,"
-                   " scheduler or serve sends it")
+    elif not tried:
+        click.echo(f"notification {nid} queued again (was {before}); the running agent,"
+                   " scheduler or serve that leads sends it")
+    elif failed:
+        click.echo(f"notification {nid} queued again (was {before}); the try failed:"
+                   f" {info.last_error} (taskplan notifications shows the next try)")
     else:
-        last = info.tries[-1]
-        outcome = "delivered" if info.state == "delivered" else (
-            f"{info.state}: {last.error}")
-        click.echo(f"notification {nid} queued again (was {before}): {outcome}")
-    sys.exit(EXIT_OK if info.state != "failed" else EXIT_RUN_FAILED)
+        click.echo(f"notification {nid} delivered (was {before})")
+    sys.exit(EXIT_RUN_FAILED if failed else EXIT_OK)
 
 
 def _smtp(ctx: Any) -> Any:

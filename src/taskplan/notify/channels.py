@@ -13,7 +13,6 @@ import json
 import os
 import re
 import socket
-import ssl
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +168,7 @@ def webhook(channel: Channel, payload: dict[str, Any]) -> Sent:
 
 def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
     import smtplib
+    import ssl
     from email.message import EmailMessage
 
     subject, text = summary(payload)
