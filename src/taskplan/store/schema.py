@@ -290,6 +290,8 @@ calendar_versions = Table(
     Column("source_path", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("calendar_id", "version"),
+)
+
 # The notification outbox (docs/operations.md): one row per (event, channel), written in the
 # transaction that records the event; the sender delivers it and logs each try.
 notifications = Table(
