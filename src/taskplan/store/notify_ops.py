@@ -12,17 +12,24 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from taskplan.notify.rules import Channel, Rule, rules_from
-from taskplan.shapes import iso
 from taskplan.store.tx import Row, Tx
 
 if TYPE_CHECKING:
     from taskplan.store.db import Store
 
 EventRow = tuple[float, int, int | None, str, str | None]
+
+
+def iso(ts: float | None) -> str | None:
+    """As shapes.iso (which the store may not import): local time with its UTC offset."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 # (task run or not, event state) -> notification event.
 _RUN_EVENTS = {"failed": "run_failed", "succeeded": "run_succeeded",
