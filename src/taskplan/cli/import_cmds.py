@@ -117,11 +117,14 @@ def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
 @_apply_option
 @click.option("--timezone", "timezone", default=None, metavar="TZ",
               help="Zone of entries before any CRON_TZ line (default: the config's).")
+@click.option("--system", "system", is_flag=True,
+              help="A system crontab (a user field before the command); the default for "
+                   "/etc/crontab and /etc/cron.d/*.")
 @db_option
 @json_option
 @handle_errors
-def crontab_cmd(file: str, out: str, apply: bool, timezone: str | None, db: str | None,
-                as_json: bool) -> None:
+def crontab_cmd(file: str, out: str, apply: bool, timezone: str | None, system: bool,
+                db: str | None, as_json: bool) -> None:
     """Job files from a crontab: one per entry; environment lines become task env."""
     from taskplan.importers.crontab import convert_crontab
 
@@ -131,5 +134,7 @@ def crontab_cmd(file: str, out: str, apply: bool, timezone: str | None, db: str 
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         fail(f"{file}: cannot read the crontab: {reason}", EXIT_BAD_INPUT)
-    items = convert_crontab(text, file, timezone)
+    where = path.resolve()
+    system = system or where == Path("/etc/crontab") or where.parent == Path("/etc/cron.d")
+    items = convert_crontab(text, file, timezone, system=system)
     _finish(items, Path(out), apply, db, as_json)

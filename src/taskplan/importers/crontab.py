@@ -62,23 +62,29 @@ def _unquote(value: str) -> str:
 
 def _name_source(command: str) -> str:
     """The words a job name is made of: program names without their folders, then arguments,
-    up to the first redirection or operator."""
-    words: list[str] = []
-    for word in command.split():
-        if word.startswith((">", "<", "|", "&", ";", "2>", "1>")) or len(words) == 4:
-            break
-        word = word.strip("'\"")
-        if "/" in word:
-            word = PurePath(word).name or word
-        if word in ("cd", "exec", "nice", "ionice", "flock", "sudo") or not re.search(
-                r"[A-Za-z0-9]", word) or word.startswith("-") or "=" in word:
-            continue
-        words.append(word)
-    return "_".join(words)[:48]
+    up to the first redirection or operator; from the first part of a `a && b` chain that has
+    any (`cd /x && make` -> make)."""
+    for part in re.split(r"[;|&]+", command):
+        words: list[str] = []
+        for word in re.split(r"[<>]", part, maxsplit=1)[0].split():
+            word = word.strip("'\"$")
+            if "/" in word:
+                word = PurePath(word).name or word
+            if word in ("cd", "exec", "nice", "ionice", "flock", "sudo") or not re.search(
+                    r"[A-Za-z0-9]", word) or word.startswith("-") or "=" in word:
+                continue
+            words.append(word)
+            if len(words) == 4:
+                break
+        if words and not (part.split()[0] == "cd" and len(words) == 1):
+            return "_".join(words)[:48]
+    return ""
 
 
-def convert_crontab(text: str, filename: str, timezone: str | None = None) -> list[Imported]:
-    """Every entry of a crontab as a job document, in file order."""
+def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
+                    system: bool = False) -> list[Imported]:
+    """Every entry of a crontab as a job document, in file order. `system`: the format of
+    /etc/crontab and /etc/cron.d, with a user name between the time fields and the command."""
     env: dict[str, str] = {}
     shell = "/bin/sh"
     zone = timezone
@@ -104,31 +110,36 @@ def convert_crontab(text: str, filename: str, timezone: str | None = None) -> li
             else:
                 env[key] = value
             continue
-        item = _entry(line, where, env, shell, zone, taken)
+        item = _entry(line, where, env, shell, zone, taken, system)
         item.notes[:0] = settings
         items.append(item)
     return items
 
 
 def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | None,
-           taken: set[str]) -> Imported:
-    if line.startswith("@"):
-        macro, _, command = line.partition(" ")
-        fields = macro.lower()
-        command = command.strip()
-        origin_expr = macro
-    else:
-        parts = line.split(None, 5)
-        if len(parts) < 6:
-            item = Imported("", f"{where}: {line}", None)
-            item.notes.append("expected five time fields and a command")
-            return item
-        fields = " ".join(parts[:5])
-        command = parts[5]
-        origin_expr = fields
+           taken: set[str], system: bool) -> Imported:
+    n_fields = 1 if line.startswith("@") else 5
+    parts = line.split(None, n_fields + system)
+    if len(parts) < n_fields + system + 1:
+        item = Imported("", f"{where}: {line}", None)
+        what = "@macro" if n_fields == 1 else "five time fields"
+        item.notes.append(f"expected {what}, {'a user, ' if system else ''}and a command: "
+                          "not imported")
+        return item
+    fields = " ".join(parts[:n_fields])
+    if n_fields == 1:
+        fields = fields.lower()
+    origin_expr = " ".join(parts[:n_fields + system])
+    command = parts[-1]
+    user = parts[n_fields] if system else None
     cmd, stdin = split_command(command)
     name = job_name(_name_source(cmd), taken, "cron_job")
     item = Imported(name, f"{where}: {origin_expr} {command}", None)
+    if user is not None and user != "root":
+        item.notes.append(f"cron runs it as user {user!r}; taskplan runs it as the agent's "
+                          "user (route it with agent_labels to an agent running as that user)")
+    elif user == "root":
+        item.notes.append("cron runs it as root; taskplan runs it as the agent's user")
     if fields == "@reboot":
         item.notes.append("@reboot runs when cron starts, which has no taskplan equivalent "
                           "(a schedule fires at times; run the job from the machine's boot "

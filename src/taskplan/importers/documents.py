@@ -38,7 +38,7 @@ class Imported:
 
 def job_name(text: str, taken: set[str], fallback: str) -> str:
     """A job name ([a-z0-9_-]+) derived from free text, unique among `taken`."""
-    base = re.sub(r"[^a-z0-9_-]+", "_", text.lower()).strip("_-") or fallback
+    base = re.sub(r"[^a-z0-9-]+", "_", text.lower()).strip("_-") or fallback
     name, n = base, 2
     while name in taken:
         name, n = f"{base}_{n}", n + 1

@@ -69,5 +69,5 @@ def test_a_crontab_becomes_one_valid_job_per_entry(tmp_path: Path) -> None:
 def test_names_are_stable_and_unique() -> None:
     text = "0 1 * * * /opt/a/run.sh x\n0 2 * * * /opt/b/run.sh x\n@hourly cd /srv && make\n"
     first = [i.name for i in convert_crontab(text, "c")]
-    assert first == ["run_sh_x", "run_sh_x_2", "srv"]
+    assert first == ["run_sh_x", "run_sh_x_2", "make"]
     assert [i.name for i in convert_crontab("# new line\n" + text, "c")] == first

@@ -1,0 +1,43 @@
+"""`taskplan import crontab` from outside: files written, applied, and an imported entry run
+with cron's `%` standard input and environment lines."""
+
+from __future__ import annotations
+
+from acceptance_helpers import Taskplan
+
+
+def test_a_crontab_imported_applied_and_run(tp: Taskplan) -> None:
+    tp.write("my.cron", """
+        # comment
+        MAILTO=ops@example.com
+        GREETING = "hello there"
+        CRON_TZ=Europe/Paris
+        15 6 * * 1-5 echo "$GREETING"; cat -n%first line%second \\% line
+        @reboot /usr/bin/start-thing
+        """)
+    res = tp.ok("import", "crontab", "my.cron", "--out", "jobs", "--apply", "--json")
+    rows = res.json()
+    assert [r["job"] for r in rows] == ["echo_greeting", None]
+    assert rows[0]["version"] == 1 and rows[0]["file"] == "jobs/echo_greeting.yaml"
+    assert any("MAILTO" in n for n in rows[0]["not_expressed"])
+    assert any("@reboot" in n for n in rows[1]["not_expressed"])
+    tp.ok("validate", "jobs/echo_greeting.yaml")
+    nxt = tp.ok("next", "echo_greeting", "-n", "1", "--after", "2030-01-04T12:00",
+                "--json").json()
+    assert nxt == [{"at": "2030-01-07T06:15:00+01:00", "schedule": 0}]
+    tp.ok("run", "echo_greeting")
+    log = tp.ok("logs", "1", "run").out
+    assert log.splitlines()[:3] == ["hello there", "     1\tfirst line", "     2\tsecond % line"]
+
+
+def test_a_system_crontab_has_a_user_field(tp: Taskplan) -> None:
+    tp.write("sys.cron", """
+        17 * * * * root cd / && run-parts --report /etc/cron.hourly
+        @daily backup /usr/local/bin/dump.sh
+        """)
+    rows = tp.ok("import", "crontab", "sys.cron", "--system", "--out", "jobs", "--json").json()
+    assert [r["job"] for r in rows] == ["run-parts_cron_hourly", "dump_sh"]
+    assert "as root" in rows[0]["not_expressed"][0]
+    assert "user 'backup'" in rows[1]["not_expressed"][0]
+    text = (tp.home / "jobs" / "dump_sh.yaml").read_text()
+    assert "shell: /usr/local/bin/dump.sh" in text
