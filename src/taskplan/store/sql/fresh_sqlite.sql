@@ -1,4 +1,4 @@
--- revision: 0008
+-- revision: 0009
 -- Rendered by `python -m taskplan.store.fresh` from the migrations; do not edit.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
@@ -213,4 +213,34 @@ CREATE TABLE backfills (
 	max_active INTEGER, 
 	created_at FLOAT NOT NULL, 
 	CONSTRAINT pk_backfills PRIMARY KEY (id)
+);
+CREATE TABLE notifications (
+	id INTEGER NOT NULL, 
+	event VARCHAR(40) NOT NULL, 
+	created_at FLOAT NOT NULL, 
+	job VARCHAR(200), 
+	run_id INTEGER, 
+	task_run_id INTEGER, 
+	channel TEXT NOT NULL, 
+	payload TEXT NOT NULL, 
+	state VARCHAR(20) NOT NULL, 
+	attempts INTEGER DEFAULT '0' NOT NULL, 
+	round_from INTEGER DEFAULT '0' NOT NULL, 
+	next_at FLOAT NOT NULL, 
+	delivered_at FLOAT, 
+	last_error TEXT, 
+	CONSTRAINT pk_notifications PRIMARY KEY (id)
+);
+CREATE INDEX ix_notifications_state_next_at ON notifications (state, next_at);
+CREATE INDEX ix_notifications_run_id ON notifications (run_id);
+CREATE TABLE notification_attempts (
+	notification_id INTEGER NOT NULL, 
+	attempt INTEGER NOT NULL, 
+	sender VARCHAR(200) NOT NULL, 
+	started_at FLOAT NOT NULL, 
+	finished_at FLOAT, 
+	ok BOOLEAN, 
+	status INTEGER, 
+	error TEXT, 
+	CONSTRAINT pk_notification_attempts PRIMARY KEY (notification_id, attempt)
 );
