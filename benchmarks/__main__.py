@@ -27,7 +27,7 @@ DERIVED = ("wide1000_vs_floor",)
 # Rows `all` leaves out on PostgreSQL (still runnable by name): fanout100k takes ~10x
 # fanout10k (~4-5 min a repetition here), and the plan.s PostgreSQL rows were asked without
 # sched_jitter (60 s a repetition, scheduler and agent in one process).
-PG_SKIP_IN_ALL = ("fanout100k", "sched_jitter", *COMMAND_WORKLOADS)
+PG_SKIP_IN_ALL = ("fanout100k", "sched_jitter", "web_run100k", *COMMAND_WORKLOADS)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -297,6 +297,18 @@ def forecast_accuracy(target: Target) -> Figures:
     return accuracy.forecast_accuracy(target)
 
 
+def web_run100k(target: Target) -> Figures:
+    from benchmarks import web  # imports this module, and FastAPI: load it only when asked
+
+    return web.web_run100k(target)
+
+
+def web_history(target: Target) -> Figures:
+    from benchmarks import web
+
+    return web.web_history(target)
+
+
 WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "chain200": chain200,
     "wide1000": wide1000,
@@ -310,6 +322,8 @@ WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "fairness": fairness,
     "idle50": idle50,
     "forecast_accuracy": forecast_accuracy,
+    "web_run100k": web_run100k,
+    "web_history": web_history,
 }
 
 

@@ -32,6 +32,7 @@ env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                   autoescape=select_autoescape(default=True, default_for_string=True),
                   trim_blocks=True, lstrip_blocks=True)
 env.filters.update(when=text.when, ansi=text.ansi_html, masked=text.masked,
+                   marks=text.run_marks,
                    tojson_pretty=lambda v: json.dumps(v, indent=2, default=str,
                                                       ensure_ascii=False))
 env.globals.update(took=text.took, quote=lambda s: quote(str(s), safe=""),

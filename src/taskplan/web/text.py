@@ -76,3 +76,12 @@ def _plain(text: str) -> str:
 
 def masked(value: Any) -> str:
     return mask_url("" if value is None else str(value))
+
+
+def run_marks(recent: list[dict[str, Any]]) -> Markup:
+    """The coloured marks of a job's last runs, oldest first (built here rather than by a
+    template macro: the jobs page draws 20 of them for each of a thousand jobs)."""
+    return Markup('<span class="marks">' + "".join(
+        f'<a href="/runs/{int(r["run_id"])}" class="mark st-{escape(r["state"])}"'
+        f' title="run {int(r["run_id"])}: {escape(r["state"])}"></a>'
+        for r in reversed(recent)) + "</span>")

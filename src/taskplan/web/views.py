@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,9 @@ class Ctx:
 
     engine: Engine
     timezone: str = "UTC"
+    # version id -> (calendars stamp, next firing computed, its schedule): the next firing
+    # after `now` stays the one computed earlier until `now` reaches it.
+    next_cache: dict[int, tuple[Any, datetime, ScheduleSpec]] = field(default_factory=dict)
 
 
 def _duration_words(seconds: float) -> str:
@@ -135,16 +138,36 @@ def _trigger_waits(ctx: Ctx, spec: JobSpec) -> list[dict[str, Any]]:
     return out
 
 
+def next_firing_of(ctx: Ctx, version_id: int, spec: JobSpec
+                   ) -> tuple[datetime, ScheduleSpec] | None:
+    """The job's next firing from now, remembered until it passes (the jobs page asks for a
+    thousand of them at each refresh)."""
+    if not spec.schedules:
+        return None
+    now = datetime.now().astimezone()
+    stamp = ctx.engine.closed_days()[0] if calendar_names(spec) else None
+    cached = ctx.next_cache.get(version_id)
+    if cached is not None and cached[0] == stamp and now < cached[1]:
+        return cached[1], cached[2]
+    found = next_of(ctx, spec, 1, now)
+    if not found:
+        return None
+    if len(ctx.next_cache) > 10_000:
+        ctx.next_cache.clear()
+    ctx.next_cache[version_id] = (stamp, found[0][0], found[0][1])
+    return found[0]
+
+
 def job_object(ctx: Ctx, ov: console.JobOverview, *, detail: bool = False) -> dict[str, Any]:
     spec = ctx.engine.job_spec(ov.version_id)
-    nxt = next_of(ctx, spec, 1)
+    nxt = next_firing_of(ctx, ov.version_id, spec)
     obj: dict[str, Any] = {
         "name": ov.name, "version": ov.version, "versions": ov.versions, "paused": ov.paused,
         "enabled": spec.enabled, "tags": list(spec.tags), "description": spec.description,
         "schedules": [{"schedule": s.name if s.name is not None else s.index,
                        "text": schedule_words(s), "enabled": s.enabled}
                       for s in spec.schedules],
-        "next": shapes.next_firing(*nxt[0]) if nxt else None,
+        "next": shapes.next_firing(*nxt) if nxt else None,
         "triggers": _trigger_waits(ctx, spec),
         "recent_runs": [{"run_id": r, "state": s} for r, s in ov.recent],
     }
