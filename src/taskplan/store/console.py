@@ -93,14 +93,19 @@ class RunLinks:
     children: list[tuple[str, int | None, int]]  # (task, item index, child run id)
 
 
-def run_links(tx: Tx, run: RunInfo) -> RunLinks:
+def run_links(tx: Tx, run: RunInfo, job_tasks: list[str]) -> RunLinks:
+    """The run's parent (a `job` task of another run) and the child runs of its `job` tasks
+    (`job_tasks`: their names, so that only their rows are read)."""
     parent = None
     if run.parent_task_run_id is not None:
         parent = tx.one("SELECT run_id, task FROM task_runs WHERE id = :i",
                         {"i": run.parent_task_run_id})
-    kids = tx.all(
-        "SELECT task, item_index, child_run_id FROM task_runs WHERE run_id = :r"
-        " AND child_run_id IS NOT NULL ORDER BY id LIMIT 200", {"r": run.run_id})
+    kids: list[tuple[Any, ...]] = []
+    for task in job_tasks[:50]:
+        kids += tx.all(
+            "SELECT task, item_index, child_run_id FROM task_runs WHERE run_id = :r"
+            " AND task = :t AND child_run_id IS NOT NULL ORDER BY id LIMIT 200",
+            {"r": run.run_id, "t": task})
     return RunLinks(int(parent[0]) if parent else None, str(parent[1]) if parent else None,
                     [(str(t), i, int(c)) for t, i, c in kids])
 
@@ -177,8 +182,13 @@ def _task_run_info(r: tuple[Any, ...]) -> TaskRunInfo:
 
 def task_runs_page(tx: Tx, run_id: int, *, task: str | None = None, state: str | None = None,
                    after_id: int = 0, limit: int = 100) -> list[TaskRunInfo]:
-    """Task runs of a run in id order, a keyset page; with `task`, that task's items too."""
-    conds = ["run_id = :r", "kind <> 'barrier'", "id > :after"]
+    """Task runs of a run in id order, a keyset page; with `task`, that task's items too.
+
+    Without a filter, pass an `after_id` at least just below the run's first task run id: the
+    page is then read along the primary key from there (`+run_id` keeps SQLite off the run_id
+    index, which would sort every task run of the run to return a hundred)."""
+    by_key = task is None and state is None
+    conds = ["+run_id = :r" if by_key else "run_id = :r", "kind <> 'barrier'", "id > :after"]
     params: dict[str, Any] = {"r": run_id, "after": after_id, "lim": int(limit)}
     if task is not None:
         conds.append("task = :t")
@@ -193,13 +203,13 @@ def task_runs_page(tx: Tx, run_id: int, *, task: str | None = None, state: str |
 
 def task_run_by_name(tx: Tx, run_id: int, task: str, item: int | None) -> TaskRunInfo | None:
     """The task run of `task` (its item `item` for a foreach task; the parent without one)."""
-    if item is None:
-        row = tx.one(f"SELECT {_TR_COLS} FROM task_runs WHERE run_id = :r AND task = :t"
-                     " AND parent_id IS NULL AND kind <> 'barrier'", {"r": run_id, "t": task})
-    else:
-        row = tx.one(f"SELECT {_TR_COLS} FROM task_runs WHERE run_id = :r AND task = :t"
-                     " AND item_index = :i AND parent_id IS NOT NULL",
-                     {"r": run_id, "t": task, "i": item})
+    # The parent was created before its items: the first row of the task is the one.
+    row = tx.one(f"SELECT {_TR_COLS} FROM task_runs WHERE run_id = :r AND task = :t"
+                 " AND parent_id IS NULL AND kind <> 'barrier' ORDER BY id LIMIT 1",
+                 {"r": run_id, "t": task})
+    if row is not None and item is not None:
+        row = tx.one(f"SELECT {_TR_COLS} FROM task_runs WHERE parent_id = :p"
+                     " AND item_index = :i", {"p": int(row[0]), "i": item})
     return _task_run_info(row) if row else None
 
 

@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import RunState, TaskState
-from taskplan.store import console, reports
+from taskplan.store import console
 from taskplan.timing.calendar import ExceptionRule
 from taskplan.web import svg, text, views
 from taskplan.web.api import ctx_of, resolve_task_run, run_filter
@@ -98,12 +98,12 @@ def runs_page(request: Request, job: str | None = None, state: str | None = None
 def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str, Any]:
     """What the live region of the run page shows (re-fetched on each change)."""
     store = ctx.engine.store
+    graph = views.run_graph(ctx, run_id)
+    info = views.run_or_404(ctx, run_id)
+    spec = ctx.engine.job_spec(ctx.engine.run_meta(run_id)[0])
+    first = min((n.id for n in graph.nodes), default=1)
     with store.read() as tx:
-        info = reports.run_info(tx, run_id)
-        if info is None:
-            raise NotFoundError(f"no run {run_id}")
-        graph = console.run_graph(tx, run_id)
-        links = console.run_links(tx, info)
+        links = console.run_links(tx, info, [t.name for t in spec.tasks if t.kind == "job"])
         counts: dict[str, int] = {}
         for n in graph.nodes:
             if n.kind == "foreach":
@@ -113,7 +113,8 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
                 counts[n.state] = counts.get(n.state, 0) + 1
         gantt_ids = [n.id for n in graph.nodes if n.kind == "task"][: svg.MAX_GANTT_ROWS]
         bars = console.attempt_bars(tx, gantt_ids)
-        table = console.task_runs_page(tx, run_id, state=state, after_id=after,
+        table = console.task_runs_page(tx, run_id, state=state,
+                                       after_id=after if state else max(after, first - 1),
                                        limit=TABLE_PAGE + 1)
     reasons = views.waiting_reasons(ctx, info, graph)
     critical = set(svg.critical_path(graph)) if info.state != "queued" else set()
@@ -149,8 +150,8 @@ def task_page(request: Request, run_id: int, task: str, item: int | None = Query
     store = ctx.engine.store
     values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item}
     if tr.kind == "foreach":
+        graph = views.run_graph(ctx, run_id)
         with store.read() as tx:
-            graph = console.run_graph(tx, run_id)
             items = [t for t in console.task_runs_page(
                 tx, run_id, task=task, state=state or None, after_id=after,
                 limit=TABLE_PAGE + 1) if t.item_index is not None]

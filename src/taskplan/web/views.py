@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,10 @@ class Ctx:
     # version id -> (calendars stamp, next firing computed, its schedule): the next firing
     # after `now` stays the one computed earlier until `now` reaches it.
     next_cache: dict[int, tuple[Any, datetime, ScheduleSpec]] = field(default_factory=dict)
+    # run id -> (its newest event id, its graph): a run's graph is rebuilt only after it moved.
+    graph_cache: OrderedDict[int, tuple[int, console.RunGraph]] = field(
+        default_factory=OrderedDict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _duration_words(seconds: float) -> str:
@@ -194,6 +200,27 @@ def job_detail(ctx: Ctx, name: str) -> dict[str, Any]:
         ctx.engine.current_version(name)  # raises the engine's own "no job named" error
         raise NotFoundError(f"no job named {name!r}")
     return job_object(ctx, found[0], detail=True)
+
+
+GRAPH_CACHE = 16
+
+
+def run_graph(ctx: Ctx, run_id: int) -> console.RunGraph:
+    """A run's graph (foreach items counted per state: a scan of a big run's task runs),
+    read again only when the run has a new event."""
+    with ctx.engine.store.read() as tx:
+        mark = console.latest_event_id(tx, run_id)
+        with ctx.lock:
+            cached = ctx.graph_cache.get(run_id)
+        if cached is not None and cached[0] == mark:
+            return cached[1]
+        graph = console.run_graph(tx, run_id)
+    with ctx.lock:
+        ctx.graph_cache[run_id] = (mark, graph)
+        ctx.graph_cache.move_to_end(run_id)
+        while len(ctx.graph_cache) > GRAPH_CACHE:
+            ctx.graph_cache.popitem(last=False)
+    return graph
 
 
 def run_or_404(ctx: Ctx, run_id: int) -> RunInfo:
