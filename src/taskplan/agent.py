@@ -483,7 +483,7 @@ class Agent:
             request = ExecRequest(
                 context=context, spec=task, command=command, base_dir=job.base_dir,
                 timeout=task.timeout, template_values=values,
-                connection_url=job.connections.get(task.connection or ""))
+                connection_url=self._connection(job, task.connection or ""))
         else:
             if isinstance(command, str):
                 command = render(command, values) if is_template(command) else command
@@ -515,6 +515,20 @@ class Agent:
                              if t.stage is not None and t.stage < task.stage)
             names = self._upstream_names[key] = tuple(sorted(found))
         return names
+
+    def _connection(self, job: JobSpec, name: str) -> str | None:
+        """A connection's URL as written (references unresolved): the job's own, else
+        taskplan.toml's [connections], else an applied connections file's."""
+        url = job.connections.get(name) or self.engine.shared_connections.get(name)
+        if url is not None or not name:
+            return url
+        from taskplan.store import connection_ops
+
+        def read() -> str | None:
+            with self.store.read() as tx:
+                return connection_ops.url_of(tx, name)
+
+        return retrying(read, what="reading a shared connection", stop=self._cancel_all.is_set)
 
     def _start_child(self, claim: Claim, task: TaskSpec, values: dict[str, Any]) -> Outcome:
         """A `job` task: start the child run; the engine ends this task when the child ends,
@@ -557,9 +571,10 @@ class Agent:
 
                 assert fe.sql is not None
                 name = fe.connection or ""
-                raw = job.connections.get(name)
+                raw = self._connection(job, name)
                 if raw is None:
-                    raise SqlSetupError(f"the job declares no connection {name!r}")
+                    raise SqlSetupError(f"no connection {name!r}: neither the job nor the"
+                                        " shared connections declare it")
                 url = expand_url(raw, name)
                 quote = engine_for(url).dialect.identifier_preparer.quote
                 query = render(fe.sql, values, quote_ident=quote)

@@ -27,6 +27,8 @@ class Settings:
     notify: tuple[dict[str, Any], ...] = ()
     smtp: dict[str, Any] = field(default_factory=dict)
     console_url: str | None = None
+    # [connections]: shared connection name -> URL with ${VAR} / ${file:...} unresolved.
+    connections: dict[str, str] = field(default_factory=dict)
 
 
 def find_config(start: Path | None = None) -> Path | None:
@@ -80,8 +82,15 @@ def load_settings(db: str | None = None, start: Path | None = None) -> Settings:
     console_url = data.get("console_url")
     if console_url is not None and not isinstance(console_url, str):
         raise UsageError(f"{path}: 'console_url' must be a string URL")
+    connections = data.get("connections", {})
+    if not isinstance(connections, dict) or not all(
+        isinstance(v, str) and "://" in v for v in connections.values()
+    ):
+        raise UsageError(f"{path}: [connections] must map names to URLs"
+                         " (e.g. mart = \"postgresql://etl:${MART_PASSWORD}@db/mart\")")
     return Settings(
         db=url,
+        connections={str(k): v for k, v in connections.items()},
         timezone=str(data.get("timezone", "UTC")),
         pools={str(k): int(v) for k, v in pools.items()},
         lease_seconds=float(lease),

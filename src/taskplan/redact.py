@@ -11,6 +11,22 @@ import re
 _PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
 
 
+# Secret values this process resolved (`${file:...}`, a password from the environment): shown
+# as *** wherever they appear, e.g. in a driver's error message that quotes them.
+_SECRETS: set[str] = set()
+_MIN_SECRET = 4  # shorter values would mask ordinary words
+
+
+def remember_secret(value: str) -> None:
+    if len(value) >= _MIN_SECRET:
+        _SECRETS.add(value)
+
+
 def mask_url(text: str) -> str:
-    """Replace the password of every URL inside `text` with ***."""
-    return _PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
+    """Replace the password of every URL inside `text`, and every remembered secret, with
+    ***."""
+    text = _PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
+    for secret in tuple(_SECRETS):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text

@@ -61,6 +61,7 @@ class Context:
             configure_store(store, self.settings)
             self._engine = Engine(store)
             self._engine.default_tz = self.settings.timezone
+            self._engine.shared_connections = dict(self.settings.connections)
             if self.settings.pools:
                 from taskplan.store import ops
 
@@ -72,6 +73,26 @@ class Context:
     def close(self) -> None:
         if self._engine is not None:
             self._engine.store.close()
+
+
+def share_connections(ctx: Context) -> None:
+    """Let job files name the shared connections (taskplan.toml's [connections], and those
+    applied to the store) without declaring them. A SQLite store that does not exist yet is
+    not created for this."""
+    from taskplan.spec.connections import SHARED
+
+    names = set(ctx.settings.connections)
+    url = ctx.settings.db
+    local = url.startswith("sqlite:///") and ":memory:" not in url
+    if not local or os.path.exists(url[len("sqlite:///"):]):
+        from taskplan.store import connection_ops
+
+        try:
+            with ctx.engine.store.read() as tx:
+                names |= {c.name for c in connection_ops.all_connections(tx)}
+        except StoreUnavailableError:
+            pass  # checking files needs no store: only the store's own names are unknown
+    SHARED.set(frozenset(names))
 
 
 def get_context(db: str | None) -> Context:

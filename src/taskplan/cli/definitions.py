@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from taskplan.cli.common import (
     handle_errors,
     json_option,
     print_json,
+    share_connections,
     short_time,
 )
 from taskplan.errors import DefinitionError
@@ -35,6 +37,7 @@ def _report(problems: list[object]) -> None:
 @handle_errors
 def validate_cmd(files: tuple[str, ...]) -> None:
     """Check job files and print every error with file:line:column."""
+    share_connections(get_context(None))
     problems = validate_files(list(files))
     if problems:
         _report(list(problems))
@@ -62,6 +65,7 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
             sys.exit(EXIT_BAD_INPUT)
     # A pruned folder may have no job file left: nothing to load there, everything to prune.
     loadable = [p for p in paths if not prune or expand_paths([p])]
+    share_connections(get_context(db))
     try:
         found = (load_definitions(loadable) if loadable  # all valid before any is stored
                  else Definitions([], []))
@@ -70,6 +74,7 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
         sys.exit(EXIT_BAD_INPUT)
     engine = get_context(db).engine
     _check_calendar_names(engine, found)
+    _apply_connections(engine, found, dry_run)
     for cal in found.calendars:  # first: the jobs of the same command may name them
         if dry_run:
             click.echo(f"calendar {cal.name}: would be applied")
@@ -91,6 +96,24 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
 
         if not prune_folders(engine, paths, {s.name for s in specs}, dry_run):
             sys.exit(EXIT_BAD_INPUT)
+
+
+def _apply_connections(engine: Any, found: Definitions, dry_run: bool) -> None:
+    """Store the shared connections of connections files (URLs as written, never resolved)."""
+    if not found.connections:
+        return
+    import time
+
+    from taskplan.store import connection_ops
+
+    if dry_run:
+        for name in sorted(found.connections):
+            click.echo(f"connection {name}: would be applied")
+        return
+    with engine.store.tx() as tx:
+        for name, (url, source) in sorted(found.connections.items()):
+            what = connection_ops.upsert(tx, name, url, os.path.abspath(source), time.time())
+            click.echo(f"connection {name}: {what}")
 
 
 def _check_calendar_names(engine: Any, found: Definitions) -> None:

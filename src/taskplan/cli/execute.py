@@ -22,6 +22,7 @@ from taskplan.cli.common import (
     handle_errors,
     parse_params,
     parse_run_id,
+    share_connections,
 )
 from taskplan.cli.progress import PlainProgress, RichProgress
 from taskplan.cli.terminal_text import safe_line
@@ -46,6 +47,7 @@ def load_if_file(job_or_file: str) -> JobSpec | None:
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise UsageError(f"{job_or_file}: no such job file")
+        share_connections(get_context(None))
         return load_job_file(path)
     return None
 

@@ -1,4 +1,5 @@
-"""`pause`, `resume` and `delete`: what happens to a job as a whole (and `apply --prune`)."""
+"""`pause`, `resume` and `delete`: what happens to a job as a whole (and `apply --prune`);
+`connections`: the shared connections jobs may use."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from taskplan.cli.common import db_option, get_context, handle_errors
+from taskplan.cli.common import db_option, get_context, handle_errors, json_option, print_json
 from taskplan.errors import ConflictError
 
 if TYPE_CHECKING:
@@ -87,3 +88,34 @@ def prune_folders(engine: Engine, folders: Iterable[str], defined: set[str],
             verb = "would be removed" if dry_run else "removed"
             click.echo(f"{j.name}: {verb} ({why}; history kept)")
     return ok
+
+
+@click.command("connections")
+@db_option
+@json_option
+@handle_errors
+def connections_cmd(db: str | None, as_json: bool) -> None:
+    """The shared connections: taskplan.toml's [connections] and applied connections files."""
+    from taskplan.redact import mask_url
+    from taskplan.spec.connections import clear_password
+    from taskplan.store import connection_ops
+
+    ctx = get_context(db)
+    with ctx.engine.store.read() as tx:
+        applied = connection_ops.all_connections(tx)
+    rows = [(c.name, c.url, c.source) for c in applied]
+    local = ctx.settings.connections
+    where = str(ctx.settings.config_path or "taskplan.toml")
+    # taskplan.toml wins over an applied file of the same name (this host's own setting).
+    rows = [r for r in rows if r[0] not in local] + [(n, u, where) for n, u in local.items()]
+    out = [{"name": n, "url": mask_url(u) if clear_password(u) else u, "source": s}
+           for n, u, s in sorted(rows)]
+    if as_json:
+        print_json(out)
+        return
+    if not out:
+        click.echo("no shared connections ([connections] in taskplan.toml, or apply a"
+                   " connections file)")
+        return
+    for c in out:
+        click.echo(f"{c['name']:<20} {c['url']}  ({c['source']})")

@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "firings": "taskplan.cli.firing_cmds:firings_cmd",
     "notifications": "taskplan.cli.notify_cmds:notifications_cmd",
     "notify": "taskplan.cli.notify_cmds:notify_cmd",
+    "connections": "taskplan.cli.job_cmds:connections_cmd",
 }
 
 

@@ -14,7 +14,14 @@ import click
 
 from taskplan import shapes
 from taskplan.cli import web_cmds
-from taskplan.cli.common import db_option, get_context, handle_errors, json_option, print_json
+from taskplan.cli.common import (
+    db_option,
+    get_context,
+    handle_errors,
+    json_option,
+    print_json,
+    share_connections,
+)
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.errors import UsageError
 from taskplan.model import JobSpec, ScheduleSpec
@@ -28,6 +35,7 @@ def _job_spec(ctx: Any, job_or_file: str) -> JobSpec:
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise UsageError(f"{job_or_file}: no such job file")
+        share_connections(get_context(None))
         return load_job_file(path)
     engine = ctx.engine
     return engine.job_spec(engine.current_version(job_or_file))  # type: ignore[no-any-return]

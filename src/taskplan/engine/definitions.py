@@ -40,6 +40,8 @@ class Definitions:
         # The zone of jobs that name none (taskplan.toml `timezone`): `run.fire_time` and a
         # deadline's `finish_by` use it.
         self.default_tz = "UTC"
+        # taskplan.toml's [connections] (name -> URL, references unresolved), for sql tasks.
+        self.shared_connections: dict[str, str] = {}
         self._specs: dict[int, JobSpec] = {}
         self._specs_lock = threading.Lock()
         # One thread at a time rebuilds a definition: the slots that claim the first tasks of

@@ -41,28 +41,44 @@ from taskplan.executors.base import (
     format_seconds,
 )
 from taskplan.executors.sqltext import protect_literals, split_statements
-from taskplan.redact import mask_url
+from taskplan.redact import mask_url, remember_secret
 from taskplan.spec.templating import render
 
 MAX_ROWS = 100
 RECANCEL_EVERY = 0.5  # seconds between repeated cancels while a statement keeps running
 logger = logging.getLogger(__name__)
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
+_VAR = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<var>[A-Za-z_][A-Za-z0-9_]*))\}")
+_PASSWORD_SPAN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:(?P<pw>[^@\s]*)@")
 
 
 # -- connections ---------------------------------------------------------------------------
 def expand_url(url: str, connection: str, environ: Mapping[str, str] | None = None) -> str:
-    """`${VAR}` -> its value from the environment; a missing one is an error naming it."""
+    """`${VAR}` -> its value from the environment, `${file:/path}` -> the file's content
+    (without its final line end); a missing one is an error naming it (never its value).
+
+    Values read from files, and environment values standing for the password, are remembered
+    as secrets, so that `mask_url` hides them wherever they show up later."""
     env = os.environ if environ is None else environ
+    pw = _PASSWORD_SPAN.match(url)
+    pw_span = pw.span("pw") if pw else (0, 0)
 
     def sub(m: re.Match[str]) -> str:
-        value = env.get(m.group(1))
-        if value is None:
+        if m["file"] is not None:
+            try:
+                with open(m["file"], encoding="utf-8") as fh:
+                    value = fh.read().rstrip("\r\n")
+            except OSError as exc:
+                raise SqlSetupError(f"connection {connection!r}: cannot read secret file"
+                                    f" {m['file']}: {exc.strerror or exc}") from None
+            remember_secret(value)
+            return value
+        found = env.get(m["var"])
+        if found is None:
             raise SqlSetupError(
-                f"connection {connection!r}: environment variable {m.group(1)} is not set")
-        return value
+                f"connection {connection!r}: environment variable {m['var']} is not set")
+        if pw_span[0] <= m.start() < pw_span[1]:
+            remember_secret(found)
+        return found
 
     return _VAR.sub(sub, url)
 

@@ -15,6 +15,7 @@ from jinja2 import TemplateSyntaxError
 from taskplan import dag
 from taskplan.model import Foreach, TaskSpec
 from taskplan.spec import templating
+from taskplan.spec.connections import SHARED
 from taskplan.spec.report import Reporter
 from taskplan.spec.schema import (
     CALENDAR_KEYS,
@@ -151,7 +152,7 @@ def _connections(r: Reporter, defaults: Settings | None,
     raw = r.data.get("connections") if isinstance(r.data, dict) else None
     if raw is not None and not isinstance(raw, dict):
         return
-    declared = set(raw or ())
+    declared = set(raw or ()) | SHARED.get()
     words = ("declared connections: " + ", ".join(sorted(declared))) if declared \
         else "the job declares no connections:"
     fallback = defaults.connection if defaults is not None else None

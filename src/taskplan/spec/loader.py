@@ -6,13 +6,14 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from taskplan.errors import DefinitionError, Problem
 from taskplan.model import BusinessCalendar, HolidaySource, JobSpec
 from taskplan.spec import build, checks
+from taskplan.spec.connections import SHARED, analyse_connections, is_connections_file
 from taskplan.spec.report import Reporter, describe
 from taskplan.spec.schema import (
     CalendarFile,
@@ -39,6 +40,7 @@ class Outcome:
     data: Any
     positions: Positions
     calendar: BusinessCalendar | None = None
+    connections: dict[str, str] | None = None  # a connections file's name -> URL
 
 
 def is_calendar_file(data: Any) -> bool:
@@ -160,12 +162,16 @@ def _analyse_text(text: str, filename: str, source_path: str, base_dir: str) -> 
         return Outcome(None, loaded.problems, None, loaded.positions)
     if is_calendar_file(loaded.data):
         out = analyse_calendar(loaded.data, loaded.positions, filename, source_path)
+    elif is_connections_file(loaded.data):
+        found, problems = analyse_connections(loaded.data, loaded.positions, filename)
+        out = Outcome(None, problems, loaded.data, loaded.positions, connections=found)
     else:
         out = analyse(loaded.data, loaded.positions, filename, source_path, base_dir)
     if loaded.problems:
         out.problems = loaded.problems + out.problems
         out.spec = None
         out.calendar = None
+        out.connections = None
     return out
 
 
@@ -219,14 +225,30 @@ class Definitions:
 
     jobs: list[JobSpec]
     calendars: list[BusinessCalendar]
+    # Shared connections from connections files: name -> (URL as written, file).
+    connections: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def _load_many(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]:
+    found, problems = _load_once(paths)
+    if found.connections and problems:
+        # Jobs may use the connections of a connections file given with them: check again
+        # knowing those names.
+        token = SHARED.set(SHARED.get() | set(found.connections))
+        try:
+            found, problems = _load_once(paths)
+        finally:
+            SHARED.reset(token)
+    return found, problems
+
+
+def _load_once(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]:
     specs: list[JobSpec] = []
     calendars: list[BusinessCalendar] = []
     problems: list[Problem] = []
     owners: dict[str, str] = {}
     calendar_owners: dict[str, str] = {}
+    connections: dict[str, tuple[str, str]] = {}
     for given in map(Path, paths):
         files = expand_paths([given])
         if not files:
@@ -235,6 +257,15 @@ def _load_many(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
         for path in files:
             out = _analyse_file(path)
             problems.extend(sorted(out.problems, key=lambda p: (p.line, p.col)))
+            if is_connections_file(out.data):
+                for cname, url in (out.connections or {}).items():
+                    if cname in connections:
+                        line, col = out.positions.key(("connections", cname))
+                        problems.append(Problem(str(path), line, col, f"connection {cname!r}"
+                                                f" is already defined in {connections[cname][1]}"))
+                    else:
+                        connections[cname] = (url, str(path))
+                continue
             if is_calendar_file(out.data):
                 cal_name = out.data.get("calendar")
                 if isinstance(cal_name, str) and cal_name in calendar_owners:
@@ -257,7 +288,7 @@ def _load_many(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
                 owners[name] = str(path)
             if out.spec is not None:
                 specs.append(out.spec)
-    return Definitions(specs, calendars), problems
+    return Definitions(specs, calendars, connections), problems
 
 
 def validate_files(paths: Sequence[str | Path]) -> list[Problem]:
