@@ -65,3 +65,45 @@ def test_unlimited_slots_reach_the_critical_path(job: tuple[JobSpec, dict[str, f
     for a, b in zip(got.critical_path, got.critical_path[1:], strict=False):
         assert a in ups[b] or (stage[b] is not None and stage[a] is not None
                                and stage[a] < stage[b])
+
+
+def test_a_running_job_task_ends_with_its_simulated_child_run() -> None:
+    from taskplan.forecast import Node, SimRun, simulate
+
+    parent = SimRun(1, [
+        Node(key="sub", task="sub", kind="job", state="running", started_at=0.0,
+             seconds=999.0, child_run=2),
+        Node(key="after", task="after", kind="task", ups=("sub",), seconds=5.0),
+    ])
+    child = SimRun(2, [
+        Node(key="x", task="x", kind="task", state="running", started_at=5.0, seconds=20.0),
+        Node(key="y", task="y", kind="task", ups=("x",), seconds=10.0),
+    ])
+    got = simulate([parent, child], now=10.0, slots=1)
+    assert got[2].finish_at == 35.0  # x ends at 25, y 25-35
+    assert got[1].finish_at == 40.0  # sub ends with its child, then after
+    assert got[1].spans["sub"] == (0.0, 35.0)
+    assert got[1].critical_path == ["sub", "after"]
+
+
+def test_a_stopping_run_ends_when_what_runs_has_ended() -> None:
+    from taskplan.forecast import Node, SimRun, simulate
+
+    run = SimRun(1, [
+        Node(key="a", task="a", kind="task", state="running", started_at=0.0, seconds=30.0),
+        Node(key="b", task="b", kind="task", state="ready", seconds=30.0),
+    ], halt="stop")
+    got = simulate([run], now=10.0, slots=4)
+    assert got[1].finish_at == 30.0
+    assert "b" not in got[1].spans
+
+
+def test_fair_shares_between_runs_follow_job_priority() -> None:
+    from taskplan.forecast import Node, SimRun, simulate
+
+    low = SimRun(1, [Node(key=f"l{i}", task=f"l{i}", kind="task", state="ready", seconds=10.0)
+                     for i in range(2)])
+    high = SimRun(2, [Node(key=f"h{i}", task=f"h{i}", kind="task", state="ready",
+                           seconds=10.0) for i in range(2)], priority=5)
+    got = simulate([low, high], now=0.0, slots=1)
+    assert got[2].finish_at == 20.0 and got[1].finish_at == 40.0
