@@ -188,3 +188,29 @@ def test_params_prefer_the_history_of_runs_with_the_same_values(store: Store) ->
     assert full is not None and usual is not None
     assert full.finish_at - T0 == pytest.approx(100.0)
     assert usual.finish_at - T0 == pytest.approx(10.0)
+
+
+def test_many_ready_items_are_simulated_in_groups(store: Store,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import taskplan.engine.forecasts as forecasts
+
+    items = ", ".join(str(i) for i in range(26))
+    engine, clock, version_id = _setup(store, f"""
+        job: many
+        tasks:
+          fan: {{shell: "true", foreach: {{values: [{items}]}}}}
+          after: {{shell: "true", depends_on: fan}}
+    """)
+    replay = Replay(engine, clock, 2, _fixed({"fan": 1.0, "after": 3.0}))
+    _history(engine, replay, version_id, 1)
+    run_id = engine.create_run(version_id)
+    replay.start()
+    replay.advance_to(clock.t + 0.5)  # 2 items running, 24 ready
+    exact = forecast_for_run(store, run_id, clock.t)
+    monkeypatch.setattr(forecasts, "MAX_ITEMS", 6)  # 24 ready items > 6: 6 groups of 4
+    grouped = forecast_for_run(store, run_id, clock.t)
+    assert exact is not None and grouped is not None
+    assert grouped.finish_at == pytest.approx(exact.finish_at)
+    assert len(exact.tasks) == 2 + 26 and set(grouped.tasks) == {"fan", "fan[0]", "fan[1]",
+                                                                 "after"}
+    assert replay.finish(run_id) == pytest.approx(exact.finish_at)

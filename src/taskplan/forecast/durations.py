@@ -58,9 +58,16 @@ class DurationModel:
         self.history = history
         self.default = default
         self.unknown: list[str] = []
+        self._known: dict[str, Estimate] = {}
 
     def task(self, spec: TaskSpec) -> Estimate:
         """One attempt of a plain or job task; for a foreach task, one of its items."""
+        got = self._known.get(spec.name)
+        if got is None:
+            got = self._known[spec.name] = self._estimate(spec)
+        return got
+
+    def _estimate(self, spec: TaskSpec) -> Estimate:
         if spec.foreach is not None:
             found = self.history.items.get(spec.name, [])
         elif spec.kind == "job":

@@ -387,20 +387,21 @@ class _Sim:
 
     # -- results --------------------------------------------------------------------------
     def predictions(self) -> dict[int, Prediction]:
+        spans: dict[int, dict[str, tuple[float, float]]] = {r: {} for r in self.runs}
+        ends: dict[int, float] = {}
+        for n in self.nodes:
+            if n.finish is not None:
+                ends[n.run] = max(ends.get(n.run, n.finish), n.finish)
+            if (n.start is not None and n.finish is not None and n.node.kind != "barrier"
+                    and n.node.shown and n.node.state in ACTIVE):
+                spans[n.run][n.node.key] = (n.start, n.finish)
         out: dict[int, Prediction] = {}
         for run_id, run in self.runs.items():
             finish = self.run_end.get(run_id)
             if finish is None and run.halt is not None:
                 # A halted run ends once what runs has ended; the rest is skipped then.
-                ends = [n.finish for n in self.nodes if n.run == run_id and n.finish is not None]
-                finish = max(ends, default=self.now)
-            pred = Prediction(finish_at=finish)
-            for n in self.nodes:
-                if n.run != run_id or n.node.kind == "barrier" or not n.node.shown:
-                    continue
-                if n.start is not None and n.finish is not None and (
-                        n.node.state in ACTIVE):
-                    pred.spans[n.node.key] = (n.start, n.finish)
+                finish = ends.get(run_id, self.now)
+            pred = Prediction(finish_at=finish, spans=spans[run_id])
             last = self.last_end.get(run_id)
             if finish is not None and last is not None:
                 pred.critical_path = self._chain(last)

@@ -156,13 +156,52 @@ class TaskRunState:
     child_run_id: int | None
 
 
-def run_task_states(tx: Tx, run_id: int) -> list[TaskRunState]:
-    rows = tx.all(
-        "SELECT id, task, kind, parent_id, item_index, state, priority, pool, stage,"
-        " trigger_rule, started_at, ready_at, child_run_id FROM task_runs WHERE run_id = :r"
-        " ORDER BY id", {"r": run_id})
+_TR_STATE_COLS = (
+    "id, task, kind, parent_id, item_index, state, priority, pool, stage, trigger_rule,"
+    " started_at, ready_at, child_run_id"
+)
+
+
+def _states(rows: Sequence[Any]) -> list[TaskRunState]:
     return [TaskRunState(int(r[0]), str(r[1]), str(r[2]), r[3], r[4], str(r[5]), int(r[6]),
                          r[7], r[8], str(r[9]), r[10], r[11], r[12]) for r in rows]
+
+
+@dataclass(frozen=True)
+class ReadyItems:
+    """The ready items of one foreach parent, counted instead of listed."""
+
+    parent_id: int
+    count: int
+    first: TaskRunState  # the first of them, standing for all (same task, pool, priority)
+
+
+def run_task_states(tx: Tx, run_id: int, max_items: int
+                    ) -> tuple[list[TaskRunState], list[ReadyItems]]:
+    """What a simulation of the run needs: its task runs, except succeeded items (they change
+    nothing any more) and the ready items of a foreach that has more than `max_items` of them
+    (counted, one row standing for them)."""
+    rows = _states(tx.all(
+        f"SELECT {_TR_STATE_COLS} FROM task_runs WHERE run_id = :r AND (parent_id IS NULL"
+        " OR state NOT IN ('ready', 'succeeded')) ORDER BY id", {"r": run_id}))
+    counts = tx.all(
+        "SELECT parent_id, COUNT(*), MIN(id) FROM task_runs WHERE run_id = :r"
+        " AND state = 'ready' AND parent_id IS NOT NULL GROUP BY parent_id", {"r": run_id})
+    few = [int(p) for p, n, _ in counts if int(n) <= max_items]
+    crowded: list[ReadyItems] = []
+    for parent_id, n, first_id in counts:
+        if int(n) > max_items:
+            first = _states(tx.all(f"SELECT {_TR_STATE_COLS} FROM task_runs WHERE id = :i",
+                                   {"i": first_id}))[0]
+            crowded.append(ReadyItems(int(parent_id), int(n), first))
+    if few:
+        marks, params = _marks("p", few)
+        params["r"] = run_id
+        rows += _states(tx.all(
+            f"SELECT {_TR_STATE_COLS} FROM task_runs WHERE run_id = :r AND state = 'ready'"
+            f" AND parent_id IN ({marks}) ORDER BY id", params))
+        rows.sort(key=lambda r: r.id)
+    return rows, crowded
 
 
 def alive_slots(tx: Tx, now: float) -> int:
