@@ -130,7 +130,7 @@ class TaskResultsView(Mapping[str, Any]):
 class Agent:
     def __init__(self, engine: Engine, *, slots: int, name: str | None = None,
                  root_run_id: int | None = None, lease: float = 30.0,
-                 exit_when_idle: float | None = None) -> None:
+                 exit_when_idle: float | None = None, labels: Iterable[str] = ()) -> None:
         if slots < 1:
             raise ValueError("an agent needs at least one slot")
         self.engine = engine
@@ -139,6 +139,8 @@ class Agent:
         self.host = socket.gethostname()
         self.name = name or f"{self.host}:{os.getpid()}"
         self.root_run_id = root_run_id
+        # Routing: a task run is claimed only by an agent with all its labels (docs/routing.md).
+        self.labels = agent_labels(labels, self.host)
         self.lease = lease
         self.exit_when_idle = exit_when_idle
         self.agent_id: int | None = None
@@ -185,10 +187,16 @@ class Agent:
             return len(self._active)
 
     # -- the dispatcher ---------------------------------------------------------------------
+    def register(self) -> int:
+        """Register in the store (run() does it if not done yet); returns the agent id."""
+        if self.agent_id is None:
+            self.agent_id = self.engine.register_agent(self.name, self.host, os.getpid(),
+                                                       self.slots, self.lease, self.labels)
+        return self.agent_id
+
     def run(self, until: Callable[[Agent], bool] | None = None) -> None:
         """Dispatch until `until(self)` is true, or drained and idle, or idle too long."""
-        self.agent_id = self.engine.register_agent(self.name, self.host, os.getpid(),
-                                                   self.slots, self.lease)
+        self.register()
         try:
             self._loop(until)
         finally:
@@ -211,7 +219,7 @@ class Agent:
                                         for c in left)
             try:
                 self._flush_done()
-                agent_id = self.agent_id
+                agent_id = self.register()
                 retrying(lambda: self.engine.agent_stopped(agent_id), what="signing off",
                          give_up_after=FLUSH_GIVE_UP if not self._cancel_all.is_set() else 5.0)
             except StoreUnavailableError as exc:
@@ -346,7 +354,7 @@ class Agent:
                     " attempts were recovered elsewhere; registering again",
                     self.name, self.agent_id)
         self.agent_id = self.engine.register_agent(self.name, self.host, os.getpid(),
-                                                   self.slots, self.lease)
+                                                   self.slots, self.lease, self.labels)
 
     def _watch_clock(self, now_m: float) -> None:
         """A wall-clock jump (NTP step, VM resume, an operator) shifts every lease at once:
@@ -594,6 +602,11 @@ class Agent:
         if n == 0:
             return Outcome(TaskState.SUCCEEDED, result=[])
         return Outcome(TaskState.SUCCEEDED, expanded=True)
+
+
+def agent_labels(labels: Iterable[str], host: str) -> tuple[str, ...]:
+    """An agent's labels: those given plus `host=<hostname>`, sorted, without duplicates."""
+    return tuple(sorted({*labels, f"host={host}"}))
 
 
 def _chunks(items: Iterable[Any], size: int = FOREACH_CHUNK) -> Iterator[list[Any]]:

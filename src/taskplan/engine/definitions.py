@@ -52,6 +52,13 @@ class Definitions:
         # run id -> (version id, params, fire_at or else created_at)
         self._run_meta: OrderedDict[int, tuple[int, dict[str, Any], float]] = OrderedDict()
         self._calendars: tuple[tuple[int, float], dict[str, ClosedDays]] | None = None
+        # Label sets (sorted, comma-joined) -> id, only those known committed: never change.
+        self._label_set_ids: dict[str, int] = {}
+        # The label_sets rows read so far (by id, up to _label_sets_upto) and agents' labels,
+        # both immutable; what an agent may claim is derived from them (Dispatch._claim).
+        self._label_sets: dict[int, frozenset[str]] = {}
+        self._label_sets_upto = 0
+        self._agent_labels: dict[int, frozenset[str]] = {}
 
     # -- business calendars -----------------------------------------------------------------
     def apply_calendar(self, cal: BusinessCalendar) -> tuple[int, bool]:
@@ -165,22 +172,38 @@ class Definitions:
                    trigger: str = "manual", trigger_ref: str | None = None,
                    parent_task_run_id: int | None = None, root_run_id: int | None = None,
                    tx: Tx | None = None, queued: bool = False,
-                   fire_at: float | None = None) -> int:
+                   fire_at: float | None = None, pin_agent_id: int | None = None) -> int:
         """A new run; with `queued` it stays `queued` (no claims) until something starts it.
-        `fire_at`: the schedule instant it stands for (templates' `run.fire_time`)."""
+        `fire_at`: the schedule instant it stands for (templates' `run.fire_time`).
+        `pin_agent_id`: only that agent claims the run's task runs while it is alive (a
+        foreground `taskplan run`); see docs/routing.md."""
         spec = self.job_spec(version_id, tx)
         merged = {**spec.params, **(params or {})}
         if tx is not None:
             return self._create_run(tx, spec, version_id, merged, trigger, trigger_ref,
-                                    parent_task_run_id, root_run_id, queued, fire_at)
+                                    parent_task_run_id, root_run_id, queued, fire_at,
+                                    pin_agent_id)
         with self.store.tx() as new_tx:
             return self._create_run(new_tx, spec, version_id, merged, trigger, trigger_ref,
-                                    parent_task_run_id, root_run_id, queued, fire_at)
+                                    parent_task_run_id, root_run_id, queued, fire_at,
+                                    pin_agent_id)
+
+    def _label_set(self, tx: Tx, labels: tuple[str, ...]) -> int | None:
+        """The label_sets id of a task's required labels (None: it needs none)."""
+        if not labels:
+            return None
+        key = ",".join(labels)
+        found = self._label_set_ids.get(key)
+        if found is None:
+            found, committed = ops.label_set_id(tx, key)
+            if committed:  # a new row may still roll back with this transaction
+                self._label_set_ids[key] = found
+        return found
 
     def _create_run(self, tx: Tx, spec: JobSpec, version_id: int, params: dict[str, Any],
                     trigger: str, trigger_ref: str | None, parent_task_run_id: int | None,
                     root_run_id: int | None, queued: bool = False,
-                    fire_at: float | None = None) -> int:
+                    fire_at: float | None = None, pin_agent_id: int | None = None) -> int:
         now = self.clock()
         job_id = tx.scalar("SELECT job_id FROM job_versions WHERE id = :v", {"v": version_id})
         run_id = ops.insert_run(
@@ -194,9 +217,12 @@ class Definitions:
         by_name = {t.name: t for t in spec.tasks}  # JobSpec.task() is a linear scan
         rows: list[dict[str, Any]] = []
         ready = unfinished = 0
+        max_label_set = 0
         for name in ups:
             is_barrier = name.startswith("@")
             task = None if is_barrier else by_name[name]
+            label_set = self._label_set(tx, task.agent_labels) if task else None
+            max_label_set = max(max_label_set, label_set or 0)
             state, pend = initial[name]
             ready += state == TaskState.READY
             unfinished += state in (TaskState.READY, TaskState.PENDING)
@@ -215,8 +241,12 @@ class Definitions:
                 "pool": task.pool if task and not task.foreach else None,
                 "maxa": (task.retries + 1) if task else 1,
                 "ready_at": now if state == TaskState.READY else None,
+                "ls": label_set,
             })
         ops.insert_task_runs(tx, rows)
+        if pin_agent_id is not None or max_label_set:
+            ops.set_run_routing(tx, run_id, pin_agent_id=pin_agent_id,
+                                max_label_set=max_label_set)
         ids = ops.task_ids(tx, run_id)
         ops.insert_edges(tx, [(ids[u], ids[d]) for d, us in ups.items() for u in us])
         ops.bump_run(tx, run_id, unfinished=unfinished, ready=ready)

@@ -25,7 +25,7 @@ from taskplan.model import (
     TaskState,
 )
 from taskplan.store import notify_ops, ops
-from taskplan.store.db import Tx
+from taskplan.store.db import Row, Tx
 from taskplan.store.ops import RunRow, TaskRunRow, dumps, loads
 
 USER_HALTS = ("user_stop", "user_cancel")
@@ -100,58 +100,108 @@ class Dispatch(Definitions):
 
     def _claim(self, tx: Tx, agent_id: int, free: int, root_run_id: int | None, now: float
                ) -> list[Claim]:
-        runs = ops.claimable_runs(tx, root_run_id)
+        runs = ops.claimable_runs(tx, root_run_id, agent_id)
         if not runs:
             return []
         meta = {int(r[0]): r for r in runs}
-        shares = fair_shares(
-            [RunShare(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4]) for r in runs], free
-        )
+        mine = self._label_sets_of(tx, agent_id, max(int(r[8]) for r in runs))
+        taken: dict[int, int] = {}
+        dry: set[int] = set()  # runs that gave fewer than asked: nothing more for us there
+
+        def shares_of(left: int, among: Collection[int] | None = None) -> dict[int, int]:
+            return fair_shares([
+                RunShare(i, int(r[1]), int(r[2]) + taken.get(i, 0),
+                         int(r[3]) - taken.get(i, 0), r[4])
+                for i, r in meta.items() if i not in dry and (among is None or i in among)
+            ], left)
+
         claims: list[Claim] = []
         pool_room: dict[str, int] | None = None
-        ops.lock_runs(tx, shares)
-        if tx.pg:
-            # The shares came from counters read before the locks: read them again now that
-            # no other claimer of these runs can commit, so max_parallel holds.
-            runs = [r for r in ops.claimable_runs(tx, root_run_id) if int(r[0]) in shares]
-            meta = {int(r[0]): r for r in runs}
-            shares = fair_shares([RunShare(int(r[0]), int(r[1]), int(r[2]), int(r[3]), r[4])
-                                  for r in runs], free)
-        for run_id, n in sorted(shares.items()):
-            r = meta[run_id]
-            max_stage = int(r[6]) if r[5] == "finish_stage" and r[6] is not None else None
-            cands = ops.claim_candidates(tx, run_id, n, max_stage)
-            ids = [int(c[0]) for c in cands if c[1] is None]
-            pooled = [(int(c[0]), str(c[1])) for c in cands if c[1] is not None]
-            if pooled:
-                if pool_room is None:
-                    sizes = ops.pool_sizes(tx)
-                    used = ops.pool_usage(tx, sizes)
-                    pool_room = {p: sizes[p] - used.get(p, 0) for p in sizes}
-                for tr_id, pool in pooled:
-                    room = pool_room.get(pool)
-                    if room is None or room > 0:  # an undeclared pool is unlimited
-                        ids.append(tr_id)
-                        if room is not None:
-                            pool_room[pool] = room - 1
-            if not ids:
-                continue
-            rows = ops.mark_running(tx, ids, agent_id, now)
-            version_id = int(r[7])
-            for row in rows:
-                claims.append(Claim(
-                    task_run_id=int(row[0]), run_id=int(row[1]), version_id=version_id,
-                    task=str(row[2]), kind=str(row[3]), item=loads(row[4]),
-                    attempt=int(row[5]), max_attempts=int(row[6]), stage=row[7], pool=row[8],
-                    parent_id=row[9],
-                ))
-            ops.bump_run(tx, run_id, running=len(rows), ready=-len(rows))
+        left = free
+        # Rounds: a run whose ready task runs need labels this agent lacks (or whose pool is
+        # full) gives fewer than its share; the next round offers the rest to the other runs.
+        while left > 0:
+            shares = shares_of(left)
+            if tx.pg:
+                new = set(shares) - tx.locked_runs
+                if new:
+                    ops.lock_runs(tx, new)
+                    # The shares came from counters read before the locks: read them again
+                    # now that no other claimer of these runs can commit, so max_parallel holds.
+                    fresh = {int(r[0]): r for r in ops.claimable_runs(tx, root_run_id, agent_id)
+                             if int(r[0]) in new}
+                    for run_id in new:
+                        if run_id in fresh:
+                            meta[run_id] = fresh[run_id]
+                        else:
+                            dry.add(run_id)
+                    shares = shares_of(left, tx.locked_runs)
+            if not shares:
+                break
+            for run_id, n in sorted(shares.items()):
+                got, pool_room = self._claim_run(tx, meta[run_id], n, agent_id, now, mine,
+                                                 pool_room)
+                claims.extend(got)
+                taken[run_id] = taken.get(run_id, 0) + len(got)
+                left -= len(got)
+                if len(got) < n:
+                    dry.add(run_id)
         if claims:
             ops.insert_attempts(tx, [(c.task_run_id, c.run_id, c.attempt, agent_id, now)
                                      for c in claims])
             ops.add_events(tx, [(now, c.run_id, c.task_run_id, "running", None)
                                 for c in claims])
         return claims
+
+    def _claim_run(self, tx: Tx, r: Row, n: int, agent_id: int, now: float,
+                   mine: frozenset[int], pool_room: dict[str, int] | None
+                   ) -> tuple[list[Claim], dict[str, int] | None]:
+        """Claim up to n ready task runs of one run (r: its claimable_runs row); also the
+        pools' room left, once a pooled candidate made the claim count it."""
+        run_id = int(r[0])
+        max_stage = int(r[6]) if r[5] == "finish_stage" and r[6] is not None else None
+        cands = ops.claim_candidates(tx, run_id, n, max_stage, mine if int(r[8]) else None)
+        ids = [int(c[0]) for c in cands if c[1] is None]
+        pooled = [(int(c[0]), str(c[1])) for c in cands if c[1] is not None]
+        if pooled:
+            if pool_room is None:
+                sizes = ops.pool_sizes(tx)
+                used = ops.pool_usage(tx, sizes)
+                pool_room = {p: sizes[p] - used.get(p, 0) for p in sizes}
+            for tr_id, pool in pooled:
+                room = pool_room.get(pool)
+                if room is None or room > 0:  # an undeclared pool is unlimited
+                    ids.append(tr_id)
+                    if room is not None:
+                        pool_room[pool] = room - 1
+        if not ids:
+            return [], pool_room
+        rows = ops.mark_running(tx, ids, agent_id, now)
+        version_id = int(r[7])
+        ops.bump_run(tx, run_id, running=len(rows), ready=-len(rows))
+        return [Claim(
+            task_run_id=int(row[0]), run_id=int(row[1]), version_id=version_id,
+            task=str(row[2]), kind=str(row[3]), item=loads(row[4]), attempt=int(row[5]),
+            max_attempts=int(row[6]), stage=row[7], pool=row[8], parent_id=row[9],
+        ) for row in rows], pool_room
+
+    def _label_sets_of(self, tx: Tx, agent_id: int, upto: int) -> frozenset[int]:
+        """The label sets (ids) this agent has every label of, among those up to `upto`.
+
+        Sets get ids in commit order (ops.label_set_id), so a run whose task runs need sets
+        up to `upto` is fully known once every set up to it has been read.
+        """
+        if upto == 0:
+            return frozenset()
+        labels = self._agent_labels.get(agent_id)
+        if labels is None:
+            labels = frozenset(x for x in ops.agent_labels(tx, agent_id).split(",") if x)
+            self._agent_labels[agent_id] = labels
+        if upto > self._label_sets_upto:
+            for set_id, text in ops.label_sets_after(tx, self._label_sets_upto):
+                self._label_sets[set_id] = frozenset(text.split(","))
+                self._label_sets_upto = max(self._label_sets_upto, set_id)
+        return frozenset(i for i, need in self._label_sets.items() if need <= labels)
 
     def _finish_run(self, tx: Tx, finished: Sequence[tuple[Claim, Outcome]], now: float,
                     result: StepResult) -> None:

@@ -38,10 +38,14 @@ class Engine(Commands):
         with self.store.read() as tx:
             return ops.next_retry_due(tx)
 
-    def register_agent(self, name: str, host: str, pid: int, slots: int, lease: float) -> int:
+    def register_agent(self, name: str, host: str, pid: int, slots: int, lease: float,
+                       labels: Collection[str] = ()) -> int:
         process = procs.identity(pid)
         with self.store.tx() as tx:
-            return ops.insert_agent(tx, name, host, pid, slots, self.clock(), lease, process)
+            agent_id = ops.insert_agent(tx, name, host, pid, slots, self.clock(), lease, process,
+                                        ",".join(sorted(set(labels))))
+        self._agent_labels[agent_id] = frozenset(labels)
+        return agent_id
 
     def heartbeat(self, agent_id: int, lease: float, state: str | None = None) -> bool:
         with self.store.tx() as tx:

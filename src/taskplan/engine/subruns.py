@@ -42,6 +42,7 @@ class SubRuns(Dispatch):
             if not ops.hold_foreach_parent(tx, claim.task_run_id, claim.attempt):
                 return None
             spec = self.task_spec(claim.version_id, claim.task)
+            label_set = self._label_set(tx, spec.agent_labels)
             now = self.clock()
             n = 0
             for chunk in chunks:
@@ -50,7 +51,7 @@ class SubRuns(Dispatch):
                     "idx": n + i, "item": dumps(item), "kind": "task", "stage": claim.stage,
                     "state": "ready", "rule": str(spec.trigger), "pend": 0,
                     "prio": spec.priority, "rank": -spec.priority, "pool": spec.pool,
-                    "maxa": spec.retries + 1, "ready_at": now,
+                    "maxa": spec.retries + 1, "ready_at": now, "ls": label_set,
                 } for i, item in enumerate(chunk)]
                 ops.insert_task_runs(tx, rows)
                 n += len(rows)
@@ -87,9 +88,10 @@ class SubRuns(Dispatch):
                 raise UsageError("job cycle: " + " -> ".join([*reversed(chain), job_name]))
             run = ops.run_row(tx, claim.run_id)
             assert run is not None
+            # A foreground run's children stay with its process, like the run itself.
             child = self._create_run(tx, spec, version_id, {**spec.params, **params}, "job",
                                      str(claim.task_run_id), claim.task_run_id,
-                                     run.root_run_id)
+                                     run.root_run_id, pin_agent_id=ops.run_pin(tx, run.id))
             tx.run("UPDATE task_runs SET child_run_id = :c WHERE id = :i",
                    {"c": child, "i": claim.task_run_id})
             ops.add_events(tx, [(self.clock(), claim.run_id, claim.task_run_id, "running",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskplan.errors import StoreConflictError, StoreUnavailableError
 from taskplan.store import migrate
+from taskplan.store.pgserver import NOTIFY_CHANNEL
 from taskplan.store.resilience import (  # re-exported: daemons import them from here
     BACKOFF_FIRST,
     BACKOFF_MAX,
@@ -38,7 +39,6 @@ __all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "Params", "Row", "Store", "Tx", "Wake
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "taskplan"
 
 # An idle waiter asks SQLite whether another process committed at least this often (s).
 VERSION_CHECK_EVERY = 5.0

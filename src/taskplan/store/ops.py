@@ -13,6 +13,7 @@ from typing import Any
 
 from taskplan.store import notify_ops
 from taskplan.store.db import Row, Tx
+from taskplan.store.pgserver import RUN_LOCK_CLASS
 
 ACTIVE_TASK = ("pending", "ready", "running", "retrying")
 
@@ -218,20 +219,20 @@ def add_events(tx: Tx, rows: Sequence[tuple[float, int, int | None, str, str | N
 # -- task runs ----------------------------------------------------------------------------
 TR_INSERT = (
     "INSERT INTO task_runs (run_id, task, kind, parent_id, item_index, item, stage, state,"
-    " trigger_rule, pending_up, priority, rank, pool, max_attempts, ready_at)"
+    " trigger_rule, pending_up, priority, rank, pool, max_attempts, ready_at, label_set)"
     " VALUES (:run, :task, :kind, :parent, :idx, :item, :stage, :state, :rule, :pend, :prio,"
-    " :rank, :pool, :maxa, :ready_at)"
+    " :rank, :pool, :maxa, :ready_at, :ls)"
 )
 
 
 _TR_COLUMNS = (
     "run bigint, task text, kind text, parent bigint, idx integer, item text, stage integer,"
     " state text, rule text, pend integer, prio integer, rank integer, pool text,"
-    " maxa integer, ready_at double precision"
+    " maxa integer, ready_at double precision, ls bigint"
 )
 TR_INSERT_BULK = (
     "INSERT INTO task_runs (run_id, task, kind, parent_id, item_index, item, stage, state,"
-    " trigger_rule, pending_up, priority, rank, pool, max_attempts, ready_at)"
+    " trigger_rule, pending_up, priority, rank, pool, max_attempts, ready_at, label_set)"
     f" SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({_TR_COLUMNS})"
 )
 
@@ -257,16 +258,26 @@ def insert_edges(tx: Tx, edges: Sequence[tuple[int, int]]) -> None:
 CLAIM_COLS = "id, run_id, task, kind, item, attempts, max_attempts, stage, pool, parent_id"
 
 
-def claim_candidates_sql(pg: bool, staged: bool) -> str:
-    """The claim query; reads ix_task_runs_run_id_state_rank_ready_at (tested by EXPLAIN)."""
+def claim_candidates_sql(pg: bool, staged: bool, label_sets: Iterable[int] | None = None
+                         ) -> str:
+    """The claim query; reads ix_task_runs_run_id_state_rank_ready_at (tested by EXPLAIN).
+
+    `label_sets`: for a run whose task runs need labels, the label sets this agent has
+    (None: the run needs none, no filter).
+    """
     stage_cond = " AND COALESCE(stage, 0) <= :ms" if staged else ""
+    if label_sets is not None:
+        ok = ", ".join(str(int(i)) for i in sorted(label_sets))
+        stage_cond += (f" AND (label_set IS NULL OR label_set IN ({ok}))" if ok
+                       else " AND label_set IS NULL")
     lock = " FOR UPDATE SKIP LOCKED" if pg else ""
     return (f"SELECT id, pool FROM task_runs WHERE run_id = :r AND state = 'ready'{stage_cond}"
             f" ORDER BY rank, ready_at LIMIT :k{lock}")
 
 
-def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None) -> list[Row]:
-    return tx.all(claim_candidates_sql(tx.pg, max_stage is not None),
+def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None,
+                     label_sets: Iterable[int] | None = None) -> list[Row]:
+    return tx.all(claim_candidates_sql(tx.pg, max_stage is not None, label_sets),
                   {"r": run_id, "k": limit, "ms": max_stage})
 
 
@@ -459,8 +470,7 @@ def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
     ))
 
 
-# The advisory lock class of runs; the server step (migration 0003) takes the same keys shared.
-RUN_LOCK_CLASS = 7251
+# RUN_LOCK_CLASS (store/pgserver.py): the server step takes the same keys shared.
 # One statement takes them all, in id order (the sorted subquery's order is the scan's).
 _ADVISORY_LOCK_RUNS = (
     f"SELECT pg_advisory_xact_lock({RUN_LOCK_CLASS}, CAST(r % 2147483647 AS integer))"
@@ -514,14 +524,67 @@ def next_retry_due(tx: Tx) -> float | None:
     return float(value) if value is not None else None
 
 
-def claimable_runs(tx: Tx, root_run_id: int | None) -> list[Row]:
+# A run pinned to an agent (a foreground `taskplan run`) is that agent's alone while the
+# agent is alive; once it stopped or was declared lost, anyone may take the run over.
+PIN_FREE = (
+    "(runs.pin_agent_id IS NULL OR runs.pin_agent_id = :agent OR NOT EXISTS (SELECT 1 FROM"
+    " agents WHERE agents.id = runs.pin_agent_id AND agents.state IN ('alive', 'draining')))"
+)
+
+
+def claimable_runs(tx: Tx, root_run_id: int | None, agent_id: int) -> list[Row]:
+    """(id, priority, running, ready, max_parallel, halt, halt_stage, version_id,
+    max_label_set) of the runs this agent may claim from."""
     scope = "" if root_run_id is None else " AND root_run_id = :root"
     return tx.all(
-        "SELECT id, priority, running, ready, max_parallel, halt, halt_stage, version_id"
-        " FROM runs WHERE state = 'running' AND ready > 0"
-        f" AND (halt IS NULL OR halt = 'finish_stage'){scope}",
-        {"root": root_run_id},
+        "SELECT id, priority, running, ready, max_parallel, halt, halt_stage, version_id,"
+        " max_label_set FROM runs WHERE state = 'running' AND ready > 0"
+        f" AND (halt IS NULL OR halt = 'finish_stage'){scope} AND {PIN_FREE}",
+        {"root": root_run_id, "agent": agent_id},
     )
+
+
+# -- routing ------------------------------------------------------------------------------
+def label_set_id(tx: Tx, labels: str) -> tuple[int, bool]:
+    """The id of this set of labels (sorted, comma-joined), created if new; and whether it
+    was already committed (a new one is not, until this transaction commits)."""
+    found = tx.scalar("SELECT id FROM label_sets WHERE labels = :l", {"l": labels})
+    if found is not None:
+        return int(found), True
+    if tx.pg:
+        # New sets get ids in commit order, so an agent that has read every set up to a
+        # run's max_label_set knows them all (see Dispatch._label_sets_of).
+        tx.run("LOCK TABLE label_sets IN SHARE ROW EXCLUSIVE MODE")
+        found = tx.scalar("SELECT id FROM label_sets WHERE labels = :l", {"l": labels})
+        if found is not None:
+            return int(found), True
+    return int(tx.scalar("INSERT INTO label_sets (labels) VALUES (:l) RETURNING id",
+                         {"l": labels})), False
+
+
+def label_sets_after(tx: Tx, after_id: int) -> list[tuple[int, str]]:
+    return [(int(i), str(s)) for i, s in tx.all(
+        "SELECT id, labels FROM label_sets WHERE id > :a ORDER BY id", {"a": after_id})]
+
+
+def agent_labels(tx: Tx, agent_id: int) -> str:
+    return str(tx.scalar("SELECT labels FROM agents WHERE id = :a", {"a": agent_id}) or "")
+
+
+def run_pin(tx: Tx, run_id: int) -> int | None:
+    value = tx.scalar("SELECT pin_agent_id FROM runs WHERE id = :r", {"r": run_id})
+    return None if value is None else int(value)
+
+
+def set_run_routing(tx: Tx, run_id: int, *, pin_agent_id: int | None,
+                    max_label_set: int | None = None) -> None:
+    """Pin a run to an agent (None: unpin); with `max_label_set`, record that too."""
+    if max_label_set is None:
+        tx.run("UPDATE runs SET pin_agent_id = :p WHERE id = :r",
+               {"p": pin_agent_id, "r": run_id})
+    else:
+        tx.run("UPDATE runs SET pin_agent_id = :p, max_label_set = :m WHERE id = :r",
+               {"p": pin_agent_id, "m": max_label_set, "r": run_id})
 
 
 # -- foreach ------------------------------------------------------------------------------
@@ -598,13 +661,13 @@ def read_log(tx: Tx, task_run_id: int, attempt: int, after_seq: int = -1) -> lis
 
 # -- agents -------------------------------------------------------------------------------
 def insert_agent(tx: Tx, name: str, host: str, pid: int, slots: int, now: float,
-                 lease: float, process: str | None = None) -> int:
+                 lease: float, process: str | None = None, labels: str = "") -> int:
     return int(tx.scalar(
         "INSERT INTO agents (name, host, pid, slots, state, started_at, heartbeat_at,"
-        " lease_until, process) VALUES (:n, :h, :p, :s, 'alive', :t, :t, :l, :pr)"
+        " lease_until, process, labels) VALUES (:n, :h, :p, :s, 'alive', :t, :t, :l, :pr, :lb)"
         " RETURNING id",
         {"n": name, "h": host, "p": pid, "s": slots, "t": now, "l": now + lease,
-         "pr": process},
+         "pr": process, "lb": labels},
     ))
 
 

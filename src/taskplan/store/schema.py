@@ -94,6 +94,11 @@ runs = Table(
     # pending (counted from a start still to come), at_risk, missed (docs/forecasts.md).
     Column("deadline_at", Float, nullable=True),
     Column("deadline_state", String(20), nullable=True),
+    # Routing: the agent a foreground `taskplan run` pinned this run to (others may claim it
+    # once that agent is no longer alive), and the highest label set its task runs need
+    # (0: none, so claims skip the label filter).
+    Column("pin_agent_id", ID, nullable=True),
+    Column("max_label_set", ID, nullable=False, server_default="0"),
     Index(None, "state", "priority"),
     Index(None, "job_id", "id"),
     Index(None, "root_run_id"),
@@ -132,6 +137,7 @@ task_runs = Table(
     Column("result", Text, nullable=True),
     Column("error", Text, nullable=True),
     Column("child_run_id", ID, nullable=True),
+    Column("label_set", ID, nullable=True),  # labels its agent needs (label_sets.id)
     Index(None, "run_id", "state", "rank", "ready_at"),
     # Partial: only retry timers read it. A full (state, ...) index tempts SQLite's planner
     # to scan every ready row for `id IN (...) AND state = 'ready'` claims.
@@ -204,7 +210,18 @@ agents = Table(
     Column("lease_until", Float, nullable=False),
     # `<boot id>/<pid namespace>/<start time>` of the owning process (procs.identity).
     Column("process", String(200), nullable=True),
+    # Its routing labels, sorted and comma-joined (`host=<hostname>` always among them).
+    Column("labels", Text, nullable=False, server_default=text("''")),
     Index(None, "state", "lease_until"),
+)
+
+# Each distinct set of labels some task requires, sorted and comma-joined; task runs point at
+# it by id. Rows are never changed: agents cache them.
+label_sets = Table(
+    "label_sets",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("labels", String(2000), nullable=False, unique=True),
 )
 
 pools = Table(
