@@ -4,7 +4,7 @@ built in one place so that the CLI and the web API print exactly the same object
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +48,12 @@ def run_deadline(r: RunInfo, now: float | None = None) -> dict[str, Any] | None:
     return {"at": iso(r.deadline_at), "state": state}
 
 
-def task_run(t: TaskRunInfo) -> dict[str, Any]:
+def task_run(t: TaskRunInfo, waiting: str | None = None) -> dict[str, Any]:
     """One element of the `tasks` list of `status RUN --json`: `kind` tells a fan-out's group
     row (`foreach`, with `items`: counts by state) from its items (`item`) and sub-job tasks
-    (`job`, with `child_run_id`, null until the child run exists) from the rest (`task`)."""
+    (`job`, with `child_run_id`, null until the child run exists) from the rest (`task`).
+    `waiting` (why a pending, ready or retrying task run has not started:
+    engine.waiting.explain) is on those rows only."""
     return {
         "name": t.name, "kind": t.kind, "item": t.item, "state": t.state,
         "attempts": t.attempts, "started_at": iso(t.started_at),
@@ -59,6 +61,7 @@ def task_run(t: TaskRunInfo) -> dict[str, Any]:
         "error": t.error,
         **({"items": t.items} if t.kind == "foreach" else {}),
         **({"child_run_id": t.child_run_id} if t.kind == "job" or t.child_run_id else {}),
+        **({"waiting": waiting} if waiting is not None else {}),
     }
 
 
@@ -74,10 +77,13 @@ def attempt(a: AttemptInfo) -> dict[str, Any]:
 
 def run_status(info: RunInfo, tasks: list[TaskRunInfo],
                forecast: RunForecast | None = None,
-               attempts: dict[int, list[AttemptInfo]] | None = None) -> dict[str, Any]:
+               attempts: dict[int, list[AttemptInfo]] | None = None,
+               waiting: Mapping[int, str] | None = None) -> dict[str, Any]:
     """The object of `status RUN --json`; `forecast` only for a run that has one; with
-    `attempts` (`--attempts`) each task also has `attempt_list`, every attempt in order."""
-    rows = [task_run(t) for t in tasks]
+    `attempts` (`--attempts`) each task also has `attempt_list`, every attempt in order;
+    `waiting`: task_run_id -> why it waits (engine.waiting.explain)."""
+    why = waiting or {}
+    rows = [task_run(t, why.get(t.id)) for t in tasks]
     if attempts is not None:
         for row, t in zip(rows, tasks, strict=True):
             row["attempt_list"] = [attempt(a) for a in attempts.get(t.id, [])]

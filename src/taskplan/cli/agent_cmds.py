@@ -23,6 +23,7 @@ from taskplan.cli.common import (
     short_time,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
+from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.errors import UsageError
 from taskplan.notify.sender import start_sender
 from taskplan.shapes import iso
@@ -38,15 +39,17 @@ log = logging.getLogger("taskplan.agent")
 @click.option("--name", default=None, help="Shown by `taskplan agents` (default HOST:PID).")
 @click.option("--exit-when-idle", "exit_when_idle", default=None, metavar="DURATION",
               help="Exit after this long with nothing to run (e.g. 30s).")
+@labels_option
 @db_option
 @handle_errors
-def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None,
+def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: str | None,
               db: str | None) -> None:
     """A worker: claims ready task runs of every run in the store and executes them.
 
     SIGTERM drains (running tasks finish, nothing new is claimed); a second SIGTERM, or
     SIGINT, kills running tasks and records them cancelled.
     """
+    mine = parse_labels(labels)
     idle: float | None = None
     if exit_when_idle is not None:
         try:
@@ -58,7 +61,7 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None,
     ctx = get_context(db)
     engine = ctx.engine
     agent = Agent(engine, slots=slots, name=name, root_run_id=None,
-                  lease=ctx.settings.lease_seconds, exit_when_idle=idle)
+                  lease=ctx.settings.lease_seconds, exit_when_idle=idle, labels=mine)
     terms = [0]
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -83,7 +86,8 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None,
     # The dispatcher runs on its own thread so that signals, which Python delivers to the
     # main thread, are handled at once.
     thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
-    log.info("agent %s: %d slot(s) on %s", agent.name, slots, mask_url(engine.store.url))
+    log.info("agent %s: %d slot(s), labels %s, on %s", agent.name, slots,
+             ",".join(agent.labels), mask_url(engine.store.url))
     thread.start()
     sender = start_sender(engine.store, ctx.settings)
     try:

@@ -22,6 +22,7 @@ from taskplan.cli.common import (
     short_time,
 )
 from taskplan.cli.terminal_text import safe, safe_line
+from taskplan.engine import waiting
 from taskplan.errors import NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import RunState, TaskState
 from taskplan.store import ops, reports
@@ -69,8 +70,9 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
             raise
         except Exception:  # a forecast is a courtesy: status must print whatever happens
             log.exception("no forecast for run %s", run_id)
+    why = waiting.explain(engine.store, run_id)
     if as_json:
-        print_json(shapes.run_status(info, tasks_, forecast, tries))
+        print_json(shapes.run_status(info, tasks_, forecast, tries, why))
         return
     click.echo(f"run {info.run_id}  {info.job} v{info.version}  {info.state}  "
                f"trigger {info.trigger}  {short_time(info.started_at)}  "
@@ -91,6 +93,8 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
         if t.items is not None:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(t.items.items()))
             detail = f"items: {counts or 'none yet'} " + detail
+        if t.id in why:
+            detail = why[t.id]
         click.echo(f"{name:<30} {t.kind:<7} {t.state:<16} {t.attempts:>3} "
                    f"{short_time(t.started_at):<20} {duration(t.started_at, t.finished_at):>8}"
                    f"  {safe_line(detail)}".rstrip())

@@ -23,6 +23,7 @@ from taskplan.cli.common import (
     share_connections,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
+from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.errors import UsageError
 from taskplan.model import JobSpec, ScheduleSpec
 from taskplan.spec import load_job_file
@@ -159,10 +160,11 @@ def scheduler_cmd(lease: float, db: str | None) -> None:
               help="Also serve the web console and API on this port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help=web_cmds.HOST_HELP)
 @click.option("--token-file", default=None, metavar="FILE", help=web_cmds.TOKEN_HELP)
+@labels_option
 @db_option
 @handle_errors
 def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file: str | None,
-              db: str | None) -> None:
+              labels: str | None, db: str | None) -> None:
     """Scheduler and agent in one process; with --port, the web console too.
 
     SIGINT or SIGTERM drains (running tasks finish, nothing new starts); a second one kills
@@ -175,7 +177,8 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
     ctx = get_context(db)
     engine = ctx.engine
     scheduler = Scheduler(engine, lease=lease, default_tz=ctx.settings.timezone)
-    agent = Agent(engine, slots=slots, lease=ctx.settings.lease_seconds)
+    agent = Agent(engine, slots=slots, lease=ctx.settings.lease_seconds,
+                  labels=parse_labels(labels))
     server = None
     if web is not None:
         from taskplan.web.server import make_server, start_in_thread, url_of

@@ -188,6 +188,11 @@ class Definitions:
                                     parent_task_run_id, root_run_id, queued, fire_at,
                                     pin_agent_id)
 
+    def pin_run(self, run_id: int, agent_id: int | None) -> None:
+        """Pin a run to an agent (None: unpin), e.g. before a foreground `retry`."""
+        with self.store.tx() as tx:
+            ops.set_run_routing(tx, run_id, pin_agent_id=agent_id)
+
     def _label_set(self, tx: Tx, labels: tuple[str, ...]) -> int | None:
         """The label_sets id of a task's required labels (None: it needs none)."""
         if not labels:

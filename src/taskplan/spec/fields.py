@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, PlainValidator
 from pydantic_core import PydanticCustomError
 
+from taskplan.model import AGENT_LABEL_RE, AGENT_LABEL_WORDS
 from taskplan.spec.durations import EXPECTED as DURATION_EXPECTED
 from taskplan.spec.durations import parse_duration
 
@@ -24,8 +25,6 @@ ERROR_TYPE = "taskplan"
 JOB_NAME_RE = re.compile(r"[a-z0-9_-]+")
 COUNTRY_RE = re.compile(r"[A-Z]{2,3}")
 TASK_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
-# An agent label: `etl`, `gpu`, `host=db1.example.com`; no commas or spaces (they separate).
-AGENT_LABEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,99}")
 PYTHON_REF_RE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
@@ -221,9 +220,7 @@ TaskName = Annotated[
     PlainValidator(_pattern(
         TASK_NAME_RE, "a task name of letters, digits, _ and - (not starting with -)")),
 ]
-AgentLabel = Annotated[str, PlainValidator(_pattern(
-    AGENT_LABEL_RE, "an agent label of letters, digits and _ . : / @ + = - (no commas or spaces)"
-))]
+AgentLabel = Annotated[str, PlainValidator(_pattern(AGENT_LABEL_RE, AGENT_LABEL_WORDS))]
 PythonRef = Annotated[
     str, PlainValidator(_pattern(PYTHON_REF_RE, "a callable as module.path:function"))
 ]

@@ -27,7 +27,8 @@ def upgrade() -> None:
         sa.UniqueConstraint("labels", name=op.f("uq_label_sets_labels")),
     )
     with op.batch_alter_table("agents") as batch:
-        batch.add_column(sa.Column("labels", sa.Text(), nullable=False, server_default=sa.text("''")))
+        batch.add_column(sa.Column("labels", sa.Text(), nullable=False,
+                                   server_default=sa.text("''")))
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("pin_agent_id", ID, nullable=True))
         batch.add_column(sa.Column("max_label_set", ID, nullable=False, server_default="0"))

@@ -1,0 +1,100 @@
+"""Why a task run waits: one line per waiting task run of a run, for `status` and the web UI.
+
+The reasons, in the order they are checked for a ready task run: the run is queued or
+stopping, `max_parallel` is reached, its pool is full, the run is pinned to the foreground
+process that started it, no agent is alive, no live agent has the labels it needs; otherwise
+every capable agent is busy. A pending task run waits for its upstreams (a stage barrier reads
+"stage N not finished"); a retrying one for its retry time.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from taskplan.model import JobSpec
+from taskplan.store.db import Store
+from taskplan.store.routing import RunWaitFacts, WaitingTaskRun, live_agents, wait_facts
+
+MAX_NAMES = 5  # upstream names listed before "and N more"
+
+
+def explain(store: Store, run_id: int, now: float | None = None) -> dict[int, str]:
+    """task_run_id -> a one-line reason, for every pending, ready or retrying task run of the
+    run (stage barriers excluded). Empty for an unknown or finished run."""
+    now = time.time() if now is None else now
+    with store.read() as tx:
+        facts = wait_facts(tx, run_id, now)
+    if facts is None or facts.state not in ("queued", "running", "stopping"):
+        return {}
+    return {t.id: reason(facts, t, now) for t in facts.tasks}
+
+
+def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
+    if t.state == "retrying":
+        return f"retry at {clock(t.ready_at, now)}" if t.ready_at is not None else "retrying"
+    if t.state == "pending":
+        return _upstreams(t)
+    if facts.state == "queued":
+        return "run queued: it starts when the job's active run ends"
+    if facts.halt is not None and not (facts.halt == "finish_stage"
+                                       and (t.stage or 0) <= (facts.halt_stage or 0)):
+        return "run stopping: nothing new starts"
+    if facts.max_parallel is not None and facts.running >= facts.max_parallel:
+        return f"max_parallel {facts.max_parallel} reached"
+    if t.pool is not None and t.pool in facts.pools:
+        size, used = facts.pools[t.pool]
+        if used >= size:
+            return f"pool {t.pool} full ({used}/{size})"
+    alive = [a for a in facts.agents if a.state == "alive"]
+    pinned = next((a for a in facts.agents if a.id == facts.pin_agent_id), None)
+    if pinned is not None:
+        if not set(t.labels) <= pinned.labels:
+            return ("the foreground agent lacks labels "
+                    + ", ".join(sorted(set(t.labels) - pinned.labels)))
+        return f"waiting for a free slot of {pinned.name} (the run's foreground process)"
+    if not alive:
+        return "no agent alive" + (" (one is draining)" if facts.agents else "")
+    capable = [a for a in alive if set(t.labels) <= a.labels]
+    if not capable:
+        return "waiting for an agent with labels " + ", ".join(t.labels)
+    return "waiting for a free slot (every capable agent is busy)"
+
+
+def _upstreams(t: WaitingTaskRun) -> str:
+    names = [n for n, stage in t.upstreams if stage is None]
+    stages = sorted({s for _, s in t.upstreams if s is not None})
+    parts: list[str] = []
+    if names:
+        shown = ", ".join(names[:MAX_NAMES])
+        more = len(names) - MAX_NAMES
+        parts.append("waiting for upstreams: " + shown + (f" and {more} more" if more > 0
+                                                          else ""))
+    parts.extend(f"stage {s} not finished" for s in stages)
+    return "; ".join(parts) or "waiting for upstreams"
+
+
+def clock(ts: float, now: float) -> str:
+    """A local time of day, with the date when it is not today."""
+    at = datetime.fromtimestamp(ts)
+    same_day = at.date() == datetime.fromtimestamp(now).date()
+    return at.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
+
+
+def unserved(store: Store, spec: JobSpec, now: float | None = None) -> list[str]:
+    """Why no live agent could take (some of) a new run of this job: [] when one can.
+
+    For `run --detach`: "no agent alive", or, per set of labels no live agent has all of,
+    "no live agent has labels etl, gpu (needed by load, score)".
+    """
+    now = time.time() if now is None else now
+    with store.read() as tx:
+        agents = [a for a in live_agents(tx, now) if a.state == "alive"]
+    if not agents:
+        return ["no agent alive"]
+    needs: dict[tuple[str, ...], list[str]] = {}
+    for task in spec.tasks:
+        if task.agent_labels and not any(set(task.agent_labels) <= a.labels for a in agents):
+            needs.setdefault(task.agent_labels, []).append(task.name)
+    return [f"no live agent has labels {', '.join(labels)} (needed by {', '.join(names)})"
+            for labels, names in sorted(needs.items())]

@@ -1,0 +1,88 @@
+"""Reads behind "why does this task run wait?": a run's waiting task runs with what they wait
+for, its pools, and the agents alive with their labels (engine/waiting.py words the reasons)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskplan.store.db import Tx
+
+WAITING_STATES = ("pending", "ready", "retrying")
+
+
+@dataclass(frozen=True)
+class LiveAgent:
+    id: int
+    name: str
+    labels: frozenset[str]
+    state: str  # alive | draining
+
+
+@dataclass(frozen=True)
+class WaitingTaskRun:
+    id: int
+    task: str
+    state: str
+    stage: int | None
+    pool: str | None
+    ready_at: float | None
+    labels: tuple[str, ...]  # what its agent needs
+    # Upstreams not finished yet: (task name, stage of a barrier or None).
+    upstreams: list[tuple[str, int | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunWaitFacts:
+    state: str
+    halt: str | None
+    halt_stage: int | None
+    running: int
+    max_parallel: int | None
+    pin_agent_id: int | None
+    tasks: list[WaitingTaskRun]
+    pools: dict[str, tuple[int, int]]  # name -> (size, running), for the pools tasks wait on
+    agents: list[LiveAgent]  # alive or draining, lease not expired
+
+
+def live_agents(tx: Tx, now: float) -> list[LiveAgent]:
+    return [LiveAgent(int(i), str(n), frozenset(x for x in str(lb).split(",") if x), str(s))
+            for i, n, lb, s in tx.all(
+                "SELECT id, name, labels, state FROM agents WHERE state IN ('alive', 'draining')"
+                " AND lease_until >= :t ORDER BY id", {"t": now})]
+
+
+def wait_facts(tx: Tx, run_id: int, now: float) -> RunWaitFacts | None:
+    run = tx.one("SELECT state, halt, halt_stage, running, max_parallel, pin_agent_id"
+                 " FROM runs WHERE id = :r", {"r": run_id})
+    if run is None:
+        return None
+    tasks = [WaitingTaskRun(int(i), str(t), str(s), st, p, ra,
+                            tuple(x for x in str(lb or "").split(",") if x))
+             for i, t, s, st, p, ra, lb in tx.all(
+                 "SELECT t.id, t.task, t.state, t.stage, t.pool, t.ready_at, l.labels"
+                 " FROM task_runs t LEFT JOIN label_sets l ON l.id = t.label_set"
+                 " WHERE t.run_id = :r AND t.state IN ('pending', 'ready', 'retrying')"
+                 " AND t.kind <> 'barrier' ORDER BY t.id", {"r": run_id})]
+    by_id = {t.id: t for t in tasks}
+    if any(t.state == "pending" for t in tasks):
+        # From the unfinished side: task_edges is keyed by (up_id, down_id).
+        for down, name, kind, stage in tx.all(
+                "SELECT e.down_id, u.task, u.kind, u.stage FROM task_runs u"
+                " JOIN task_edges e ON e.up_id = u.id WHERE u.run_id = :r"
+                " AND u.state IN ('pending', 'ready', 'running', 'retrying')"
+                " AND u.parent_id IS NULL ORDER BY u.task", {"r": run_id}):
+            waiting = by_id.get(int(down))
+            if waiting is not None:
+                waiting.upstreams.append((str(name), stage if kind == "barrier" else None))
+    pools: dict[str, tuple[int, int]] = {}
+    names = sorted({t.pool for t in tasks if t.pool is not None and t.state == "ready"})
+    if names:
+        marks = ", ".join(f":p{i}" for i in range(len(names)))
+        params: dict[str, object] = {f"p{i}": n for i, n in enumerate(names)}
+        for name, size, used in tx.all(
+                "SELECT p.name, p.size, (SELECT COUNT(*) FROM task_runs t WHERE t.state ="
+                f" 'running' AND t.pool = p.name) FROM pools p WHERE p.name IN ({marks})",
+                params):
+            pools[str(name)] = (int(size), int(used))
+    return RunWaitFacts(str(run[0]), run[1], run[2], int(run[3]), run[4], run[5], tasks, pools,
+                        live_agents(tx, now))
