@@ -194,6 +194,11 @@ class Agent:
                                                        self.slots, self.lease, self.labels)
         return self.agent_id
 
+    def sign_off(self) -> None:
+        """Record a registered agent stopped without running (its command failed first)."""
+        if self.agent_id is not None:
+            self.engine.agent_stopped(self.agent_id)
+
     def run(self, until: Callable[[Agent], bool] | None = None) -> None:
         """Dispatch until `until(self)` is true, or drained and idle, or idle too long."""
         self.register()

@@ -25,9 +25,10 @@ from taskplan.cli.common import (
     share_connections,
 )
 from taskplan.cli.progress import PlainProgress, RichProgress
+from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.cli.terminal_text import safe_line
 from taskplan.config import Settings
-from taskplan.engine import Engine
+from taskplan.engine import Engine, waiting
 from taskplan.engine.deadlines import DeadlineWatch
 from taskplan.errors import ConflictError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
@@ -68,22 +69,66 @@ def resolve_version(engine: Engine, job_or_file: str, spec: JobSpec | None = Non
 @click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
               show_default=True, help="Slots that execute tasks in parallel.")
 @click.option("--detach", is_flag=True, help="Create the run, print its id and return.")
+@click.option("--distributed", is_flag=True,
+              help="Share the run's tasks with the agents alive (by default a foreground run"
+                   " executes every task in this process).")
+@labels_option
 @db_option
 @handle_errors
 def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: bool,
-            db: str | None) -> None:
+            distributed: bool, labels: str | None, db: str | None) -> None:
     """Start a run of a job (a name, or a job file that is applied first)."""
     ctx = get_context(db)
     overrides = parse_params(params)
+    mine = parse_labels(labels)
+    if detach and (distributed or labels is not None):
+        raise UsageError("--detach leaves the run to agents: --distributed and --labels"
+                         " apply to a foreground run only")
     spec = load_if_file(job_or_file)  # a bad file must fail before the store is touched
     engine = ctx.engine
     version_id = resolve_version(engine, job_or_file, spec)
-    run_id = engine.create_run(version_id, overrides)
     if detach:
+        run_id = engine.create_run(version_id, overrides)
         click.echo(run_id)
+        warn_unserved(engine, version_id, run_id)
         return
-    sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds,
+    agent = foreground_agent(engine, version_id, workers, ctx.settings.lease_seconds, mine,
+                             distributed)
+    try:
+        run_id = engine.create_run(version_id, overrides,
+                                   pin_agent_id=None if distributed else agent.register())
+    except BaseException:
+        agent.sign_off()
+        raise
+    sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds, agent=agent,
                      settings=ctx.settings))
+
+
+def foreground_agent(engine: Engine, version_id: int, workers: int, lease: float,
+                     labels: tuple[str, ...], distributed: bool) -> Agent:
+    """The agent of a foreground run or retry. Unless `distributed`, the run is pinned to it
+    (no other agent claims its tasks while it lives), so it must have every label the job's
+    tasks need: otherwise this is a usage error, before anything is written."""
+    agent = Agent(engine, slots=workers, lease=lease, labels=labels)
+    if not distributed:
+        have = set(agent.labels)
+        lacking = {t.name: sorted(set(t.agent_labels) - have)
+                   for t in engine.job_spec(version_id).tasks if not set(t.agent_labels) <= have}
+        if lacking:
+            name, need = next(iter(lacking.items()))
+            more = f" (and {len(lacking) - 1} more task(s))" if len(lacking) > 1 else ""
+            raise UsageError(
+                f"task {name}{more} needs agent label(s) {', '.join(need)}, which this process"
+                f" lacks (it has {', '.join(agent.labels)}): give them with --labels, or use"
+                " --distributed to let agents that have them run it")
+    return agent
+
+
+def warn_unserved(engine: Engine, version_id: int, run_id: int) -> None:
+    """`--detach`: say on stderr when no live agent can take (some of) the run's work."""
+    for why in waiting.unserved(engine.store, engine.job_spec(version_id)):
+        click.echo(f"warning: {why}: run {run_id} waits until one starts"
+                   " (taskplan agent [--labels ...], or taskplan serve)", err=True)
 
 
 @click.command("retry")
@@ -92,33 +137,54 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
 @click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
               show_default=True)
 @click.option("--detach", is_flag=True, help="Reset the run and return; agents execute it.")
+@click.option("--distributed", is_flag=True,
+              help="Share the retried tasks with the agents alive.")
+@labels_option
 @db_option
 @handle_errors
-def retry_cmd(run: str, task: str | None, workers: int, detach: bool, db: str | None) -> None:
+def retry_cmd(run: str, task: str | None, workers: int, detach: bool, distributed: bool,
+              labels: str | None, db: str | None) -> None:
     """Rerun in place every task run of a finished run that did not succeed."""
     ctx = get_context(db)
     run_id = parse_run_id(run)
-    with ctx.engine.store.read() as tx:
+    mine = parse_labels(labels)
+    engine = ctx.engine
+    with engine.store.read() as tx:
         seen = int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM events") or 0)
-    count = ctx.engine.retry_run(run_id, task)
-    if detach:
+    agent = None
+    if not detach:
+        agent = foreground_agent(engine, engine.run_meta(run_id)[0], workers,
+                                 ctx.settings.lease_seconds, mine, distributed)
+        # Pinned before its task runs are reset, so no other agent claims one meanwhile.
+        engine.pin_run(run_id, None if distributed else agent.register())
+    try:
+        count = engine.retry_run(run_id, task)
+    except BaseException:
+        if agent is not None:
+            agent.sign_off()
+        raise
+    if agent is None:
         click.echo(f"run {run_id}: {count} task run(s) reset")
+        warn_unserved(engine, engine.run_meta(run_id)[0], run_id)
         return
     # Progress shows this retry's transitions, not a replay of the earlier attempt's.
-    sys.exit(execute(ctx.engine, run_id, workers, ctx.settings.lease_seconds, since_event=seen,
-                     settings=ctx.settings))
+    sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds, since_event=seen,
+                     agent=agent, settings=ctx.settings))
 
 
 def execute(engine: Engine, run_id: int, workers: int, lease: float,
-            since_event: int = 0, settings: Settings | None = None) -> int:
-    """Execute a run with an in-process agent and live progress; returns the exit code.
-    With `settings`, this process also sends notifications (and waits, briefly, for the
-    first try of its run's ones before it returns)."""
+            since_event: int = 0, agent: Agent | None = None,
+            settings: Settings | None = None) -> int:
+    """Execute a run with an in-process agent (`agent`, else a new one) and live progress;
+    returns the exit code. With `settings`, this process also sends notifications (and
+    waits, briefly, for the first try of its run's ones before it returns)."""
     store = engine.store
     with store.read() as tx:
         info = reports.run_info(tx, run_id)
     assert info is not None
-    agent = Agent(engine, slots=workers, root_run_id=run_id, lease=lease)
+    if agent is None:
+        agent = Agent(engine, slots=workers, lease=lease)
+    agent.root_run_id = run_id
     state_box: dict[str, str] = {}
     last_check = [0.0]
 
