@@ -122,7 +122,7 @@ def agents_cmd(show_all: bool, as_json: bool, db: str | None) -> None:
     with store.read() as tx:
         rows = tx.all(
             "SELECT a.id, a.name, a.host, a.pid, a.slots, a.state, a.started_at,"
-            " a.heartbeat_at, a.lease_until,"
+            " a.heartbeat_at, a.lease_until, a.labels,"
             " (SELECT COUNT(*) FROM task_runs t WHERE t.agent_id = a.id"
             "  AND t.state = 'running')"
             f" FROM agents a{where} ORDER BY a.id")
@@ -133,7 +133,8 @@ def agents_cmd(show_all: bool, as_json: bool, db: str | None) -> None:
             state = "expired"  # lease ran out; the next reaper marks it lost
         agents.append({
             "id": int(r[0]), "name": str(r[1]), "host": str(r[2]), "pid": int(r[3]),
-            "slots": int(r[4]), "running": int(r[9]), "state": state,
+            "slots": int(r[4]), "running": int(r[10]), "state": state,
+            "labels": [x for x in str(r[9]).split(",") if x],
             "started_at": float(r[6]), "heartbeat_at": float(r[7]),
             "lease_until": float(r[8]),
         })
@@ -145,11 +146,11 @@ def agents_cmd(show_all: bool, as_json: bool, db: str | None) -> None:
     if not agents:
         click.echo("no agents" + ("" if show_all else " running (--all shows past ones)"))
         return
-    header = ("ID", "NAME", "HOST", "PID", "SLOTS", "RUNNING", "HEARTBEAT", "STATE")
+    header = ("ID", "NAME", "HOST", "PID", "SLOTS", "RUNNING", "HEARTBEAT", "STATE", "LABELS")
     table = [header] + [
         (str(a["id"]), a["name"], a["host"], str(a["pid"]), str(a["slots"]),
          str(a["running"]), f"{short_time(a['heartbeat_at'])} ({now - a['heartbeat_at']:.0f}s"
-         " ago)", a["state"]) for a in agents]
+         " ago)", a["state"], ",".join(a["labels"])) for a in agents]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))

@@ -1,0 +1,161 @@
+"""Routing through the CLI: agents with different labels in different processes on
+PostgreSQL, foreground runs executed in their own process, and the warnings and reasons a
+user sees when nobody can take the work."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psycopg
+import pytest
+from acceptance_helpers import Taskplan, finish, states, tasks_by_name
+from test_postgres_agents import PgTaskplan, pgtp, sql, wait_until
+
+__all__ = ["pgtp"]  # the fixture, shared with the other PostgreSQL acceptance tests
+
+ROUTED = """
+job: routed
+tasks:
+{tasks}
+"""
+NEEDS = {"plain": [], "etl": ["etl"], "gpu": ["gpu"], "both": ["etl", "gpu"]}
+
+
+def agents_up(tp: PgTaskplan) -> int:
+    """Agents registered so far (0 while the first one still creates the schema)."""
+    try:
+        return len(sql(tp, "SELECT 1 FROM agents WHERE state = 'alive'"))
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
+def routed_job(tp: Taskplan, per_kind: int = 3) -> Path:
+    lines = [f"  {kind}{i}: {{shell: 'sleep 0.05', agent_labels: {labels}}}"
+             for kind, labels in NEEDS.items() for i in range(per_kind)]
+    return tp.write("routed.yaml", ROUTED.format(tasks="\n".join(lines)))
+
+
+def test_agents_of_different_labels_run_only_what_they_may(pgtp: PgTaskplan) -> None:
+    path = routed_job(pgtp)
+    etl = pgtp.agent("--slots", "2", "--name", "etl", "--labels", "etl")
+    gpu = pgtp.agent("--slots", "2", "--name", "gpu", "--labels", "gpu")
+    wait_until("two agents", lambda: agents_up(pgtp) == 2,
+               procs=(etl, gpu))
+    res = pgtp.ok("run", str(path), "--detach")
+    run_id = int(res.out)  # stdout is the id alone, the warning went to stderr
+    assert "no live agent has labels etl, gpu (needed by both0, both1, both2)" in res.err
+    # Everything but the tasks needing both labels runs; those wait, visibly.
+    wait_until("the tasks some agent may run", lambda: sql(
+        pgtp, "SELECT COUNT(*) FROM task_runs WHERE run_id = %s AND state = 'succeeded'",
+        run_id) == [(9,)], procs=(etl, gpu))
+    status = pgtp.status(run_id)
+    for name in ("both0", "both1", "both2"):
+        row = tasks_by_name(status)[name]
+        assert row["state"] == "ready"
+        assert row["waiting"] == "waiting for an agent with labels etl, gpu"
+    text = pgtp.ok("status", str(run_id)).out
+    assert "waiting for an agent with labels etl, gpu" in text
+    both = pgtp.agent("--slots", "2", "--name", "both", "--labels", "gpu,etl",
+                      "--exit-when-idle", "1s")
+    assert finish(both).code == 0
+    assert sql(pgtp, "SELECT state FROM runs WHERE id = %s", run_id) == [("succeeded",)]
+    # Every attempt ran on an agent having every label its task needs.
+    ran = sql(pgtp, "SELECT t.task, a.name, a.labels FROM attempts x JOIN task_runs t"
+                    " ON t.id = x.task_run_id JOIN agents a ON a.id = x.agent_id"
+                    " WHERE x.run_id = %s", run_id)
+    assert len(ran) == 12
+    for task, agent, labels in ran:
+        assert set(NEEDS[task.rstrip("0123456789")]) <= set(labels.split(",")), (task, agent)
+        assert f"host={os.uname().nodename}" in labels.split(",")
+    assert {a for t, a, _ in ran if t.startswith("both")} == {"both"}
+    listed = {a["name"]: a for a in pgtp.ok("agents", "--json", "--all").json()}
+    assert listed["both"]["labels"] == sorted(["etl", "gpu", f"host={os.uname().nodename}"])
+    for proc in (etl, gpu):
+        proc.send_signal(signal.SIGTERM)
+        assert finish(proc).code == 0
+
+
+FOREGROUND = """
+job: fg
+tasks:
+{tasks}
+"""
+
+
+def test_a_foreground_run_executes_in_its_own_process(pgtp: PgTaskplan) -> None:
+    # Each task fails unless it sees the variable only the foreground shell has.
+    tasks = "\n".join(f"  t{i}: {{shell: 'sleep 0.1; test \"$FG_MARK\" = here'}}"
+                      for i in range(4))
+    path = pgtp.write("fg.yaml", FOREGROUND.format(tasks=tasks))
+    other = pgtp.agent("--slots", "4", "--name", "other")
+    wait_until("the agent", lambda: agents_up(pgtp) == 1,
+               procs=(other,))
+    res = pgtp("run", str(path), "--workers", "1", env={"FG_MARK": "here"})
+    assert res.code == 0, res.out + res.err
+    assert sql(pgtp, "SELECT DISTINCT a.name <> 'other' FROM attempts x JOIN agents a"
+                     " ON a.id = x.agent_id") == [(True,)]
+    # --distributed shares them: the agent (without the variable) takes some and fails them.
+    res = pgtp("run", str(path), "--workers", "1", "--distributed", env={"FG_MARK": "here"})
+    assert res.code == 1, res.out + res.err
+    assert ("other",) in sql(pgtp, "SELECT DISTINCT a.name FROM attempts x JOIN agents a"
+                                   " ON a.id = x.agent_id WHERE x.run_id = 2")
+    other.send_signal(signal.SIGTERM)
+    assert finish(other).code == 0
+
+
+@pytest.mark.slow
+def test_a_dead_foreground_process_leaves_its_run_to_other_agents(pgtp: PgTaskplan) -> None:
+    path = pgtp.write("fg.yaml", """
+        job: fgdead
+        tasks:
+          slow: {shell: "echo $$ > s.tmp && mv s.tmp started && exec sleep 30", retries: 1}
+          after: {shell: "true", depends_on: [slow]}
+        """)
+    lease = {"TASKPLAN_LEASE_SECONDS": "2"}
+    fg = pgtp.popen("run", str(path))
+    pgtp.wait_file("started", fg)
+    other = pgtp.agent("--slots", "2", "--name", "other", env=lease)
+    status = pgtp.status(1)
+    assert tasks_by_name(status)["after"]["waiting"] == "waiting for upstreams: slow"
+    os.kill(fg.pid, signal.SIGKILL)
+    fg.wait()
+    os.kill(int((pgtp.home / "started").read_text()), signal.SIGKILL)  # its orphaned task
+    (pgtp.home / "started").unlink()
+    # The pin held by the dead process lapses once its agent is declared lost (lease 30 s by
+    # default for `run`; the other agent's reaper marks it): make it expire now.
+    with psycopg.connect(pgtp.pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE agents SET lease_until = 0 WHERE name <> 'other'")
+    pgtp.wait_file("started", other, timeout=20)
+    ran = sql(pgtp, "SELECT a.name, x.state FROM attempts x JOIN agents a ON a.id = x.agent_id"
+                    " ORDER BY x.attempt")
+    assert ran[0][1] == "lost" and ran[-1] == ("other", "running")
+    other.send_signal(signal.SIGINT)
+    finish(other)
+
+
+def test_detach_warns_and_status_says_no_agent_alive(tp: Taskplan) -> None:
+    path = routed_job(tp, per_kind=1)
+    res = tp.ok("run", str(path), "--detach")
+    assert res.out.strip() == "1"
+    assert res.err.startswith("warning: no agent alive: run 1 waits until one starts")
+    status = tp.status(1)
+    assert {t["name"]: t.get("waiting") for t in status["tasks"]} == {
+        n: "no agent alive" for n in ("plain0", "etl0", "gpu0", "both0")}
+    assert states(status) == {n: "ready" for n in ("plain0", "etl0", "gpu0", "both0")}
+
+
+def test_bad_labels_and_foreground_runs_lacking_labels_are_refused(tp: Taskplan) -> None:
+    path = routed_job(tp, per_kind=1)
+    res = tp("run", str(path), "--labels", "etl,has space")
+    assert res.code == 2 and "--labels: 'has space' is not an agent label" in res.err
+    res = tp("run", str(path), "--labels", "etl")
+    assert res.code == 2, res.err
+    assert res.err.strip().startswith("taskplan: task gpu0 (and 1 more task(s)) needs agent"
+                                      " label(s) gpu, which this process lacks")
+    assert tp.ok("runs", "--json").json() == []  # nothing was written
+    res = tp("run", str(path), "--labels", "etl,gpu")
+    assert res.code == 0, res.err
+    res = tp("agent", "--labels", ",,bad,label!", "--exit-when-idle", "1s")
+    assert res.code == 2 and "'label!'" in res.err
