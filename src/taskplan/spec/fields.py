@@ -17,7 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BeforeValidator, PlainValidator
 from pydantic_core import PydanticCustomError
 
-from taskplan.model import AGENT_LABEL_RE, AGENT_LABEL_WORDS
+from taskplan.model import AGENT_LABEL_RE as AGENT_LABEL_RE  # re-exported: importers use it
+from taskplan.model import AGENT_LABEL_WORDS
 from taskplan.spec.durations import EXPECTED as DURATION_EXPECTED
 from taskplan.spec.durations import parse_duration
 
