@@ -1,22 +1,9 @@
--- revision: 0009
+-- revision: 0010
 -- Rendered by `python -m taskplan.store.fresh` from the migrations; do not edit.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 );
-CREATE TABLE agents (
-	id INTEGER NOT NULL, 
-	name VARCHAR(200) NOT NULL, 
-	host VARCHAR(200) NOT NULL, 
-	pid INTEGER NOT NULL, 
-	slots INTEGER NOT NULL, 
-	state VARCHAR(20) NOT NULL, 
-	started_at FLOAT NOT NULL, 
-	heartbeat_at FLOAT NOT NULL, 
-	lease_until FLOAT NOT NULL, process VARCHAR(200), 
-	CONSTRAINT pk_agents PRIMARY KEY (id)
-);
-CREATE INDEX ix_agents_state_lease_until ON agents (state, lease_until);
 CREATE TABLE events (
 	id INTEGER NOT NULL, 
 	at FLOAT NOT NULL, 
@@ -117,7 +104,7 @@ CREATE TABLE runs (
 	created_at FLOAT NOT NULL, 
 	started_at FLOAT, 
 	finished_at FLOAT, 
-	error TEXT, fire_at FLOAT, deadline_at FLOAT, deadline_state VARCHAR(20), 
+	error TEXT, fire_at FLOAT, deadline_at FLOAT, deadline_state VARCHAR(20), pin_agent_id INTEGER, max_label_set INTEGER DEFAULT '0' NOT NULL, 
 	CONSTRAINT pk_runs PRIMARY KEY (id), 
 	CONSTRAINT fk_runs_job_id_jobs FOREIGN KEY(job_id) REFERENCES jobs (id), 
 	CONSTRAINT fk_runs_version_id_job_versions FOREIGN KEY(version_id) REFERENCES job_versions (id)
@@ -152,7 +139,7 @@ CREATE TABLE task_runs (
 	exit_code INTEGER, 
 	result TEXT, 
 	error TEXT, 
-	child_run_id INTEGER, 
+	child_run_id INTEGER, label_set INTEGER, 
 	CONSTRAINT pk_task_runs PRIMARY KEY (id), 
 	CONSTRAINT fk_task_runs_run_id_runs FOREIGN KEY(run_id) REFERENCES runs (id)
 );
@@ -244,3 +231,24 @@ CREATE TABLE notification_attempts (
 	error TEXT, 
 	CONSTRAINT pk_notification_attempts PRIMARY KEY (notification_id, attempt)
 );
+CREATE TABLE label_sets (
+	id INTEGER NOT NULL, 
+	labels VARCHAR(2000) NOT NULL, 
+	CONSTRAINT pk_label_sets PRIMARY KEY (id), 
+	CONSTRAINT uq_label_sets_labels UNIQUE (labels)
+);
+CREATE TABLE "agents" (
+	id INTEGER NOT NULL, 
+	name VARCHAR(200) NOT NULL, 
+	host VARCHAR(200) NOT NULL, 
+	pid INTEGER NOT NULL, 
+	slots INTEGER NOT NULL, 
+	state VARCHAR(20) NOT NULL, 
+	started_at FLOAT NOT NULL, 
+	heartbeat_at FLOAT NOT NULL, 
+	lease_until FLOAT NOT NULL, 
+	process VARCHAR(200), 
+	labels TEXT DEFAULT '' NOT NULL, 
+	CONSTRAINT pk_agents PRIMARY KEY (id)
+);
+CREATE INDEX ix_agents_state_lease_until ON agents (state, lease_until);
