@@ -550,7 +550,10 @@ class Agent:
                   for k, v in task.params.items()}
         sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
         try:
-            child = self.engine.start_child_run(claim, str(task.command), params)
+            # Through a store outage: a start whose commit reply was lost is found, not redone.
+            child = retrying(lambda: self.engine.start_child_run(claim, str(task.command),
+                                                                 params),
+                             what="starting a child run", stop=self._cancel_all.is_set)
         except TaskplanError as exc:
             sink.write(f"taskplan: {exc}\n")
             sink.close()
@@ -569,15 +572,16 @@ class Agent:
         assert fe is not None
         sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
         try:
-            chunks: Iterable[Sequence[Any]]
+            chunks: Callable[[], Iterable[Sequence[Any]]]
             if fe.values is not None:
-                chunks = _chunks(fe.values)
+                values_ = fe.values
+                chunks = lambda: _chunks(values_)  # noqa: E731
             elif fe.from_task is not None:
                 items = results.get(fe.from_task)
                 if not isinstance(items, list):
                     raise SqlSetupError(f"foreach from {fe.from_task!r}: its result is not a"
                                         f" list (got {type(items).__name__})")
-                chunks = _chunks(items)
+                chunks = lambda: _chunks(items)  # noqa: E731
             else:
                 # Only a foreach over a SQL query pays for SQLAlchemy's import.
                 from taskplan.executors.sql import engine_for, expand_url, stream_rows
@@ -591,8 +595,12 @@ class Agent:
                 url = expand_url(raw, name)
                 quote = engine_for(url).dialect.identifier_preparer.quote
                 query = render(fe.sql, values, quote_ident=quote)
-                chunks = stream_rows(url, query, values["params"], FOREACH_CHUNK)
-            n = self.engine.expand_foreach(claim, chunks)
+                chunks = lambda: stream_rows(url, query, values["params"],  # noqa: E731
+                                             FOREACH_CHUNK)
+            # Through a store outage the items are read again and inserted in a new
+            # transaction; one whose commit reply was lost is found, not redone.
+            n = retrying(lambda: self.engine.expand_foreach(claim, chunks()),
+                         what="inserting foreach items", stop=self._cancel_all.is_set)
         except Exception as exc:
             message = mask_url(str(exc) if isinstance(exc, SqlSetupError)
                                else f"{type(exc).__name__}: {exc}".splitlines()[0])

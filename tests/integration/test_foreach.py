@@ -7,7 +7,16 @@ import threading
 import tracemalloc
 from typing import Any
 
-from engine_helpers import log_text, max_overlap, run_agent, run_job, start_run, tasks, wait_for
+from engine_helpers import (
+    apply_job,
+    log_text,
+    max_overlap,
+    run_agent,
+    run_job,
+    start_run,
+    tasks,
+    wait_for,
+)
 from sql_targets import Target
 
 from taskplan.engine import Engine
@@ -225,3 +234,28 @@ def test_cancel_during_items_ends_parent_and_counters(engine: Engine, store: Sto
     assert {i["state"] for i in items(store, run_id, "each")} <= {"succeeded", "cancelled",
                                                                   "skipped"}
     assert counters(store, run_id) == (0, 0, 0)
+
+
+def test_expansion_replayed_after_a_lost_commit_reply_is_not_redone(engine: Engine,
+                                                                      store: Store) -> None:
+    """A store that crashes right after committing an expansion (or a child run's start)
+    leaves the agent unsure: it tries again, and must find the work done, not do it twice."""
+    apply_job(engine, "job: fe_child\ntasks:\n  a: {python: 'tpforeach:noop'}\n")
+    run_id = start_run(engine, """
+        job: fe_replay
+        tasks:
+          each: {foreach: {values: [1, 2, 3]}, python: "tpforeach:noop"}
+          sub: {job: fe_child}
+        """)
+    agent_id = engine.register_agent("a", "host", 1, 2, 30.0)
+    claims = {c.task: c for c in engine.step(agent_id, [], 2, run_id).claims}
+    each, sub = claims["each"], claims["sub"]
+    assert engine.expand_foreach(each, [[1, 2, 3]]) == 3
+    assert engine.expand_foreach(each, [[1, 2, 3]]) == 3  # the replay
+    child = engine.start_child_run(sub, "fe_child", {})
+    assert child is not None and engine.start_child_run(sub, "fe_child", {}) == child
+    with store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM task_runs WHERE parent_id = :p",
+                         {"p": each.task_run_id}) == 3
+        assert tx.scalar("SELECT COUNT(*) FROM runs WHERE parent_task_run_id = :t",
+                         {"t": sub.task_run_id}) == 1

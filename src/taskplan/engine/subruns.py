@@ -39,6 +39,9 @@ class SubRuns(Dispatch):
             if run is None or run.state in TERMINAL_RUN_STATES or (
                     run.halt is not None and run.halt != "finish_stage"):
                 return None
+            done = ops.foreach_items_of_attempt(tx, claim.task_run_id, claim.attempt)
+            if done:
+                return done  # a retry after a commit whose reply was lost: already expanded
             if not ops.hold_foreach_parent(tx, claim.task_run_id, claim.attempt):
                 return None
             spec = self.task_spec(claim.version_id, claim.task)
@@ -80,6 +83,9 @@ class SubRuns(Dispatch):
         version_id = self.current_version(job_name)
         spec = self.job_spec(version_id)
         with self.store.tx() as tx:
+            started = ops.child_of_attempt(tx, claim.task_run_id, claim.attempt)
+            if started is not None:
+                return started  # a retry after a commit whose reply was lost
             if tx.run("UPDATE task_runs SET agent_id = NULL WHERE id = :i AND state = 'running'"
                       " AND attempts = :a", {"i": claim.task_run_id, "a": claim.attempt}) != 1:
                 return None

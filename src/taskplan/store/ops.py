@@ -597,6 +597,23 @@ def hold_foreach_parent(tx: Tx, parent_id: int, attempt: int) -> bool:
     ) == 1
 
 
+def foreach_items_of_attempt(tx: Tx, parent_id: int, attempt: int) -> int:
+    """How many items this attempt of a foreach parent already inserted (0: not expanded)."""
+    # Expanding clears the parent's agent: a parent still on its agent has not expanded yet.
+    return int(tx.scalar(
+        "SELECT COUNT(*) FROM task_runs c JOIN task_runs p ON p.id = c.parent_id"
+        " WHERE p.id = :i AND p.attempts = :a AND p.state = 'running' AND p.agent_id IS NULL",
+        {"i": parent_id, "a": attempt}) or 0)
+
+
+def child_of_attempt(tx: Tx, task_run_id: int, attempt: int) -> int | None:
+    """The child run this attempt of a job task already started, if it did."""
+    value = tx.scalar(
+        "SELECT child_run_id FROM task_runs WHERE id = :i AND attempts = :a"
+        " AND state = 'running' AND agent_id IS NULL", {"i": task_run_id, "a": attempt})
+    return None if value is None else int(value)
+
+
 def set_foreach_expanded(tx: Tx, parent_id: int, n: int) -> None:
     """The parent waits for its n items; it is no longer on an agent."""
     tx.run("UPDATE task_runs SET pending_children = :n, agent_id = NULL WHERE id = :i",
