@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from taskplan.attempt_log import AttemptLog
-from taskplan.engine import Claim, Engine, Outcome
+from taskplan.engine import Claim, Engine, Outcome, StepResult
 from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
 from taskplan.executors.base import SqlSetupError, missing_result
@@ -32,6 +32,7 @@ from taskplan.store import ops
 from taskplan.store.db import BACKOFF_FIRST, BACKOFF_MAX, retrying
 
 log = logging.getLogger(__name__)
+StepObserver = Callable[[list[tuple[Claim, Outcome]], StepResult], None]
 
 FOREACH_CHUNK = 5000  # items read and inserted per executemany
 CANCEL_CHECK_EVERY = 0.1  # seconds between checks that running attempts were not cancelled
@@ -130,7 +131,8 @@ class TaskResultsView(Mapping[str, Any]):
 class Agent:
     def __init__(self, engine: Engine, *, slots: int, name: str | None = None,
                  root_run_id: int | None = None, lease: float = 30.0,
-                 exit_when_idle: float | None = None, labels: Iterable[str] = ()) -> None:
+                 exit_when_idle: float | None = None, labels: Iterable[str] = (),
+                 on_step: StepObserver | None = None) -> None:
         if slots < 1:
             raise ValueError("an agent needs at least one slot")
         self.engine = engine
@@ -143,6 +145,9 @@ class Agent:
         self.labels = agent_labels(labels, self.host)
         self.lease = lease
         self.exit_when_idle = exit_when_idle
+        # Told, on the dispatcher thread, what each committed step recorded and claimed: the
+        # foreground runner's progress comes from here, not from reading the store back.
+        self.on_step = on_step
         self.agent_id: int | None = None
         self._done: queue.SimpleQueue[tuple[Claim, Outcome]] = queue.SimpleQueue()
         self._active: dict[int, tuple[Claim, Cancellation]] = {}
@@ -274,6 +279,8 @@ class Agent:
                         self._start(claim)
                     for run_id, state in result.finished_runs:
                         self.finished_runs[run_id] = state
+                    if self.on_step is not None and (finished or result.claims):
+                        self.on_step(finished, result)
                     if result.next_due is not None and (next_retry is None
                                                         or result.next_due < next_retry):
                         next_retry = result.next_due

@@ -24,7 +24,7 @@ from taskplan.cli.common import (
     parse_run_id,
     share_connections,
 )
-from taskplan.cli.progress import PlainProgress, RichProgress
+from taskplan.cli.progress import PipeProgress, RichProgress
 from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.cli.terminal_text import safe_line
 from taskplan.config import Settings
@@ -149,8 +149,6 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, distribute
     run_id = parse_run_id(run)
     mine = parse_labels(labels)
     engine = ctx.engine
-    with engine.store.read() as tx:
-        seen = int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM events") or 0)
     agent = None
     if not detach:
         agent = foreground_agent(engine, engine.run_meta(run_id)[0], workers,
@@ -167,14 +165,13 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, distribute
         click.echo(f"run {run_id}: {count} task run(s) reset")
         warn_unserved(engine, engine.run_meta(run_id)[0], run_id)
         return
-    # Progress shows this retry's transitions, not a replay of the earlier attempt's.
-    sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds, since_event=seen,
-                     agent=agent, settings=ctx.settings))
+    # Progress shows what this process executes: this retry's attempts only.
+    sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds, agent=agent,
+                     settings=ctx.settings))
 
 
 def execute(engine: Engine, run_id: int, workers: int, lease: float,
-            since_event: int = 0, agent: Agent | None = None,
-            settings: Settings | None = None) -> int:
+            agent: Agent | None = None, settings: Settings | None = None) -> int:
     """Execute a run with an in-process agent (`agent`, else a new one) and live progress;
     returns the exit code. With `settings`, this process also sends notifications (and
     waits, briefly, for the first try of its run's ones before it returns)."""
@@ -182,9 +179,13 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
     with store.read() as tx:
         info = reports.run_info(tx, run_id)
     assert info is not None
+    display: RichProgress | PipeProgress = (
+        RichProgress(store, run_id, info.job) if sys.stdout.isatty() else PipeProgress(run_id))
     if agent is None:
         agent = Agent(engine, slots=workers, lease=lease)
     agent.root_run_id = run_id
+    if isinstance(display, PipeProgress):
+        agent.on_step = display.observe
     state_box: dict[str, str] = {}
     last_check = [0.0]
 
@@ -219,8 +220,6 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
     sender = start_sender(store, settings) if settings is not None else None
     thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
     watch = deadline_watch(engine, run_id)
-    display = (RichProgress(store, run_id, info.job) if sys.stdout.isatty()
-               else PlainProgress(store, run_id, since_event))
     try:
         with display:
             thread.start()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
+from collections import Counter, deque
 from typing import Any
 
 import click
@@ -14,6 +17,7 @@ from rich.text import Text
 
 from taskplan.cli.common import duration, short_time
 from taskplan.cli.terminal_text import safe_line
+from taskplan.engine import Claim, Outcome, StepResult
 from taskplan.store import reports
 from taskplan.store.db import Store
 
@@ -25,37 +29,89 @@ STATE_STYLE = {
 TERMINAL = {"succeeded", "failed", "upstream_failed", "skipped", "cancelled"}
 
 
-class PlainProgress:
-    """One line per transition, read from the events table (works in pipes and CI logs)."""
+class PipeProgress:
+    """Progress for a pipe or a CI log, fed by the in-process agent (no store reads).
 
-    def __init__(self, store: Store, run_id: int, since_event: int = 0) -> None:
-        self.store = store
+    One line per attempt that starts or ends and per run that ends, up to LINES_PER_SECOND;
+    past that rate one summary line a second instead, so a 1,000-task fan-out does not print
+    2,000 lines; the caller prints the end summary. Task runs of a child run are named with
+    their run.
+    """
+
+    LINES_PER_SECOND = 20
+
+    def __init__(self, run_id: int) -> None:
         self.run_id = run_id
-        self.last_event = since_event
-        self.names: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._ended: deque[str] = deque()
+        self._counts: Counter[str] = Counter()
+        self._running = 0
+        self._window_start = time.monotonic()
+        self._printed_in_window = 0
+        self._held_back = 0
 
-    def __enter__(self) -> PlainProgress:
+    def __enter__(self) -> PipeProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.update()
+        self.update(final=True)
 
-    def update(self) -> None:
-        with self.store.read() as tx:
-            rows = tx.all(
-                "SELECT e.id, e.at, e.run_id, e.task_run_id, e.state, e.detail, t.task,"
-                " t.item_index, t.kind FROM events e LEFT JOIN task_runs t"
-                " ON t.id = e.task_run_id WHERE e.id > :last AND e.run_id IN"
-                " (SELECT id FROM runs WHERE root_run_id = :root) ORDER BY e.id",
-                {"last": self.last_event, "root": self.run_id})
-        for eid, at, run_id, tr_id, state, detail, task, idx, kind in rows:
-            self.last_event = int(eid)
-            if kind == "barrier" or state == "ready":
+    def observe(self, finished: list[tuple[Claim, Outcome]], result: StepResult) -> None:
+        """Called by the agent's dispatcher after each committed step: one line per attempt
+        that ended, then per attempt started, then per run that ended, in that order."""
+        stamp = short_time(time.time())
+        lines = []
+        for claim, outcome in finished:
+            if outcome.expanded:
                 continue
-            what = f"run {run_id}" if tr_id is None else (
-                f"{task}[{idx}]" if idx is not None else str(task))
-            tail = f"  ({safe_line(str(detail))})" if detail else ""
-            click.echo(f"{short_time(at)}  {what:<28} {state}{tail}")
+            state = str(outcome.state)
+            self._counts[state] += 1
+            if state == "failed" and claim.attempt < claim.max_attempts:
+                state = f"failed, retrying (attempt {claim.attempt} of {claim.max_attempts})"
+            tail = f"  ({safe_line(outcome.error)})" if outcome.error else ""
+            lines.append(f"{stamp}  {self._name(claim):<28} {state}{tail}")
+        for claim in result.claims:
+            lines.append(f"{stamp}  {self._name(claim):<28} running")
+        for run_id, state in result.finished_runs:
+            lines.append(f"{stamp}  {'run ' + str(run_id):<28} {state}")
+        with self._lock:
+            self._running += len(result.claims) - len(finished)
+            self._ended.extend(lines)
+
+    def _name(self, claim: Claim) -> str:
+        name = claim.task if claim.item is None else f"{claim.task}[{_short(claim.item)}]"
+        return name if claim.run_id == self.run_id else f"run {claim.run_id}: {name}"
+
+    def update(self, final: bool = False) -> None:
+        with self._lock:
+            lines = list(self._ended)
+            self._ended.clear()
+            counts = dict(self._counts)
+            running = self._running
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            if self._held_back:
+                done = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                click.echo(f"{short_time(time.time())}  ... {self._held_back} more lines "
+                           f"(ended so far: {done}; {max(running, 0)} running)")
+            self._window_start, self._printed_in_window, self._held_back = now, 0, 0
+        room = max(self.LINES_PER_SECOND - self._printed_in_window, 0)
+        shown, rest = lines[:room], lines[room:]
+        for line in shown:
+            click.echo(line)
+        self._printed_in_window += len(shown)
+        self._held_back += len(rest)
+        if final and self._held_back:
+            done = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            click.echo(f"{short_time(time.time())}  ... {self._held_back} more lines "
+                       f"(ended: {done})")
+            self._held_back = 0
+
+
+def _short(item: object) -> str:
+    """A foreach item as a name suffix: its compact JSON, cut to a readable length."""
+    text = json.dumps(item, separators=(",", ":"), default=str)
+    return safe_line(text if len(text) <= 24 else text[:23] + "…")
 
 
 class RichProgress:
