@@ -57,6 +57,7 @@ class Dispatch(Definitions):
                 result.claims = self._claim(tx, agent_id, free, root_run_id, now)
             if finished:
                 tx.wake = True
+            result.finished_runs.extend(tx.ended_runs)
         return result
 
     def _step_on_server(self, agent_id: int, finished: Sequence[tuple[Claim, Outcome]],

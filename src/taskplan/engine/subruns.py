@@ -133,5 +133,7 @@ class SubRuns(Dispatch):
         outcome = (Outcome(TaskState.SUCCEEDED, result=result) if run.state == RunState.SUCCEEDED
                    else Outcome(TaskState.FAILED, result=result,
                                 error=f"run {run.id} ended {run.state}"))
-        self._finish(tx, claim, outcome, now, StepResult())
+        ended = StepResult()
+        self._finish(tx, claim, outcome, now, ended)
+        tx.ended_runs.extend(ended.finished_runs)
 

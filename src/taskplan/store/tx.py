@@ -35,6 +35,9 @@ class Tx:
         self.pg = store.backend == "postgresql"
         self.wake = False  # set by operations whose effect other processes should see now
         self.locked_runs: set[int] = set()  # run rows this transaction holds FOR UPDATE
+        # Runs that ended as a side effect of another run's end (a sub-job's parent), for the
+        # step to report with the runs it ended itself.
+        self.ended_runs: list[tuple[int, str]] = []
 
     def _sql(self, sql: str) -> str:
         return to_pyformat(sql) if self.pg else sql

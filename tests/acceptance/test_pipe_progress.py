@@ -1,0 +1,32 @@
+"""`taskplan run` with stdout on a pipe: lines come from the in-process agent, are capped at a
+rate with a summary line for the rest, and a child run's tasks are named with their run."""
+
+from __future__ import annotations
+
+import re
+
+from acceptance_helpers import Taskplan
+
+
+def test_a_wide_run_prints_a_bounded_number_of_lines(tp: Taskplan) -> None:
+    tasks = "".join(f"  t{i}:\n    shell: \"true\"\n" for i in range(300))
+    tp.write("wide.yaml", "job: wide\ntasks:\n" + tasks)
+    res = tp.ok("run", "wide.yaml", "--workers", "8")
+    lines = res.out.splitlines()
+    # 300 starts and 300 ends: the cap leaves far fewer lines, and says what it held back.
+    assert len(lines) < 300, res.out
+    assert any(re.search(r"\.\.\. \d+ more lines", ln) for ln in lines), res.out
+    assert lines[-1].startswith("run 1 (wide v1) succeeded in ") and "300 succeeded" in lines[-1]
+
+
+def test_child_run_tasks_are_named_with_their_run(tp: Taskplan) -> None:
+    tp.write("child.yaml", "job: child\ntasks:\n  inner:\n    shell: \"true\"\n")
+    tp.ok("apply", "child.yaml")
+    tp.write("parent.yaml", "job: parent\ntasks:\n  outer:\n    shell: \"true\"\n"
+             "  sub:\n    job: child\n    depends_on: [outer]\n")
+    res = tp.ok("run", "parent.yaml")
+    inner = [ln for ln in res.out.splitlines() if "inner" in ln]
+    assert inner and all(re.search(r"run 2: inner\s", ln) for ln in inner), res.out
+    assert re.search(r"\bouter\s+succeeded$", res.out, re.M)
+    assert re.search(r"\brun 2\s+succeeded$", res.out, re.M)
+    assert re.search(r"\brun 1\s+succeeded$", res.out, re.M)
