@@ -100,6 +100,21 @@ job: works
     assert len(hook.received) == 7
 
 
+def test_own_rows_go_out_at_once_while_another_sender_holds_the_lease(
+        engine: Engine, store: Store, hook: Hook) -> None:
+    elsewhere = Sender(store, lease=60.0, holder="another-process")
+    assert elsewhere.try_lead()
+    sender = Sender(store, lease=60.0).start()
+    try:
+        run_job(engine, f"job: x\nnotify: [{{on: run_succeeded, webhook: '{hook.url}'}}]\n"
+                        "tasks:\n  a: {shell: 'true'}\n")
+        assert hook.arrived.wait(30)
+        assert not sender.leader
+    finally:
+        sender.stop()
+    assert hook.events() == ["run_succeeded"]
+
+
 def test_defaults_apply_to_jobs_without_notify_and_an_empty_list_silences(
         engine: Engine, store: Store, hook: Hook) -> None:
     notify_ops.configure(store, [Rule(frozenset({"run_succeeded"}),

@@ -155,13 +155,28 @@ def test_command_failures_and_timeouts_are_reported(tmp_path: Path) -> None:
     assert not missing.ok and "cannot start" in (missing.error or "")
 
 
-def test_apprise_without_its_extra_gives_up_at_once_with_a_clear_error() -> None:
+def test_apprise_delivers_through_a_service_url() -> None:
+    pytest.importorskip("apprise")
+    hook = start_hook()
     try:
-        import apprise  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("apprise is installed here")
+        url = hook.url.replace("http://", "json://")  # Apprise's generic JSON service
+        sent = channels.send(Channel("apprise", (url,)), {
+            "event": "run_failed", "delivery": "d1", "job": "nightly",
+            "run": {"id": 3, "state": "failed"}, "error": "boom"})
+        assert sent.ok, sent.error
+        [got] = hook.received
+        assert got.json["title"] == "[taskplan] nightly run 3 failed"
+        assert "Error: boom" in got.json["message"]
+    finally:
+        hook.close()
+    unknown = channels.send(Channel("apprise", ("nosuchservice://x",)), {"event": "test"})
+    assert not unknown.ok and not unknown.retry
+    assert unknown.error == "Apprise does not understand this URL"
+
+
+def test_apprise_without_its_extra_gives_up_at_once_with_a_clear_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "apprise", None)  # as if not installed
     sent = channels.send(Channel("apprise", ("json://127.0.0.1:9/",)), {"event": "test"})
     assert not sent.ok and not sent.retry
     assert sent.error == ("the apprise channel needs the optional extra:"

@@ -111,12 +111,7 @@ def resend_cmd(notification_id: str, as_json: bool, db: str | None) -> None:
         before = notify_ops.resend(tx, nid, queued_at)
     if before is None:
         raise NotFoundError(f"no notification {nid} (see taskplan notifications)")
-    sender = Sender(store, smtp=_smtp(ctx), lease=ctx.settings.lease_seconds)
-    if sender.try_lead():
-        try:
-            sender.deliver_due()
-        finally:
-            sender.release()
+    Sender(store, smtp=_smtp(ctx), lease=ctx.settings.lease_seconds).deliver_ids([nid])
     with store.read() as tx:
         info = notify_ops.list_notifications(tx, ids=[nid])[0]
     last = info.tries[-1] if info.tries else None
@@ -124,9 +119,9 @@ def resend_cmd(notification_id: str, as_json: bool, db: str | None) -> None:
     failed = tried and info.state != "delivered"
     if as_json:
         print_json(_shape(info))
-    elif not tried:
-        click.echo(f"notification {nid} queued again (was {before}); the running agent,"
-                   " scheduler or serve that leads sends it")
+    elif not tried:  # another sender is trying it right now
+        click.echo(f"notification {nid} queued again (was {before}); a running agent,"
+                   " scheduler or serve sends it")
     elif failed:
         click.echo(f"notification {nid} queued again (was {before}); the try failed:"
                    f" {info.last_error} (taskplan notifications shows the next try)")

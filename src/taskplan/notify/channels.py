@@ -39,7 +39,7 @@ class Smtp:
 
     host: str = "localhost"
     port: int = 25
-    sender: str = ""
+    sender: str = ""  # the From address; default taskplan@<this host>
     user: str | None = None
     password: str | None = None
     starttls: str = "auto"  # auto (when the server offers it) | always | never
@@ -57,7 +57,7 @@ class Smtp:
         if starttls not in ("auto", "always", "never"):
             starttls = "auto"
         return cls(host=str(pick("host", "localhost")), port=int(pick("port", 25)),
-                   sender=str(pick("from", "") or f"taskplan@{socket.getfqdn()}"),
+                   sender=str(pick("from", "")),
                    user=pick("user", None) or None, password=pick("password", None) or None,
                    starttls=starttls,
                    ssl=str(pick("ssl", "false")).lower() in ("1", "true", "yes"),
@@ -174,7 +174,7 @@ def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
     subject, text = summary(payload)
     msg = EmailMessage()
     msg["Subject"] = subject
-    msg["From"] = smtp.sender
+    msg["From"] = smtp.sender or f"taskplan@{socket.gethostname()}"
     msg["To"] = ", ".join(channel.target)
     msg["X-Taskplan-Delivery"] = str(payload.get("delivery"))
     msg.set_content(text)

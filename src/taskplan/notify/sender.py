@@ -1,13 +1,16 @@
-"""The sender: delivers the outbox's notifications, one sender at a time across processes.
+"""The sender: delivers the outbox's notifications.
 
-Every agent, scheduler and `serve` runs one on its own thread; the one holding the lease
-`leases(name='notify')` delivers, the others stand by and take over within a lease when it
-dies. A try is recorded before it starts and after it ends; a notification whose sender died
+Every agent, scheduler, `serve` and `taskplan run` runs one on its own thread. A process
+delivers the notifications it wrote itself, at once; everything else (retries, rows whose
+writer died or runs no sender) is delivered by the one sender holding the lease
+`leases(name='notify')`, which the others take over within a lease when it dies. Each row is
+claimed before its try (pushed past the try's timeout), so two senders never try one row at
+once. A try is recorded before it starts and after it ends; a notification whose sender died
 mid-try is due again once its hold passes, and is sent again with the same delivery id
 (at-least-once: receivers drop repeats by the `X-Taskplan-Delivery` header).
 
 Nothing here runs on the dispatcher's thread, and every channel call has a timeout, so a
-slow or dead receiver never delays a task.
+slow or dead receiver never delays a task. An idle sender sends one statement per lease.
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ from taskplan.store.notify_ops import Delivery
 
 log = logging.getLogger("taskplan.notify")
 
-LEASE_NAME = "notify"
 # Tries of one notification, and the wait after each failed one: about 1 h 45 min in all.
 MAX_TRIES = 8
 BACKOFF = (5.0, 15.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
-POLL = 2.0  # how often the leader looks for rows other processes wrote
+# The lease lasts LEASE_FACTOR x lease_seconds and is renewed every lease_seconds: the holder
+# only sends retries and rows nobody else sent, so a slow takeover costs little, and an idle
+# sender stays at one statement per lease_seconds (each commit also wakes the agent's
+# dispatcher on SQLite).
+LEASE_FACTOR = 3.0
+FRESH_FOR = 5.0  # how long a sender looks for its own rows before leaving them to the holder
 BATCH = 16
 WORKERS = 4
 
@@ -43,8 +50,7 @@ WORKERS = 4
 class Sender:
     def __init__(self, store: Store, *, smtp: Smtp | None = None, lease: float = 30.0,
                  holder: str | None = None, clock: Callable[[], float] = time.time,
-                 max_tries: int = MAX_TRIES, backoff: Sequence[float] = BACKOFF,
-                 poll: float = POLL) -> None:
+                 max_tries: int = MAX_TRIES, backoff: Sequence[float] = BACKOFF) -> None:
         self.store = store
         self.smtp = smtp or Smtp.from_settings({})
         self.lease = lease
@@ -52,46 +58,79 @@ class Sender:
         self.clock = clock
         self.max_tries = max_tries
         self.backoff = tuple(backoff)
-        self.poll = poll
         self.leader = False
+        self.next_due: float | None = None  # as the leader last saw it
         self._stop = threading.Event()
         self._kick = notify_ops.kick_event(store)
         self._thread: threading.Thread | None = None
+        self._lease_row = False  # seen or made: a standby's renewal is then one statement
+        self._fresh: dict[int, float] = {}  # own rows not claimed yet -> when first looked for
 
     # -- leadership -----------------------------------------------------------------------
     def try_lead(self) -> bool:
         now = self.clock()
         with self.store.tx() as tx:
-            self.leader = sched_ops.acquire_lease(tx, LEASE_NAME, self.holder, now,
-                                                  now + self.lease)
+            self.leader, self.next_due = notify_ops.renew_lease(
+                tx, self.holder, now, now + LEASE_FACTOR * self.lease,
+                create=not self._lease_row)
+        self._lease_row = True
         return self.leader
 
     def release(self) -> None:
         if self.leader:
             with self.store.tx() as tx:
-                sched_ops.release_lease(tx, LEASE_NAME, self.holder)
+                sched_ops.release_lease(tx, notify_ops.LEASE_NAME, self.holder)
             self.leader = False
 
     # -- delivering -------------------------------------------------------------------------
     def deliver_due(self) -> int:
-        """Claim what is due, deliver it (up to WORKERS at once), record each outcome."""
+        """As the lease holder: claim what is due, deliver it, record each outcome."""
         now = self.clock()
         with self.store.tx() as tx:
-            if not sched_ops.holds_lease(tx, LEASE_NAME, self.holder, now):
+            if not sched_ops.holds_lease(tx, notify_ops.LEASE_NAME, self.holder, now):
                 self.leader = False
                 return 0
             due = notify_ops.claim_due(tx, now, BATCH, self._hold)
             for d in due:
                 notify_ops.start_attempt(tx, d, self.holder, now)
-        if not due:
-            return 0
+        self._deliver_all(due)
+        if due:
+            with self.store.read() as tx:
+                self.next_due = notify_ops.next_due(tx)
+        return len(due)
+
+    def deliver_ids(self, ids: Sequence[int]) -> list[int]:
+        """Deliver these notifications now if due, lease or not (rows this process wrote, a
+        resend). Returns the ids claimed."""
+        if not ids:
+            return []
+        now = self.clock()
+        with self.store.tx() as tx:
+            due = notify_ops.claim_due(tx, now, len(ids), self._hold, ids=ids)
+            for d in due:
+                notify_ops.start_attempt(tx, d, self.holder, now)
+        self._deliver_all(due)
+        return [d.id for d in due]
+
+    def _deliver_fresh(self) -> None:
+        mono = time.monotonic()
+        for i in notify_ops.take_fresh(self.store):
+            self._fresh.setdefault(i, mono)
+        if not self._fresh:
+            return
+        for i in self.deliver_ids(sorted(self._fresh)):
+            del self._fresh[i]
+        # Not visible yet (the writer has not committed) or rolled back: look again for a
+        # while; the lease holder sends whatever is left.
+        self._fresh = {i: t for i, t in self._fresh.items() if mono - t < FRESH_FOR}
+
+    def _deliver_all(self, due: Sequence[Delivery]) -> None:
         if len(due) == 1:
             self._deliver(due[0])
-        else:
+        elif due:
             with ThreadPoolExecutor(min(WORKERS, len(due)),
                                     thread_name_prefix="taskplan-notify") as pool:
                 list(pool.map(self._deliver, due))
-        return len(due)
 
     def _hold(self, channel: Channel) -> float:
         """How long a claimed try keeps other senders off it: its timeout plus one lease
@@ -125,24 +164,23 @@ class Sender:
 
     # -- the thread -------------------------------------------------------------------------
     def run(self) -> None:
-        """Lead (or stand by) until stop(): deliver what is due, sleep until the next."""
-        renew_every = max(0.2, self.lease / 3)
+        """Until stop(): deliver own rows at once, and as the lease holder what is due."""
+        renew_every = max(0.2, self.lease)
         next_renew = 0.0
         while not self._stop.is_set():
             try:
-                mono = time.monotonic()
-                if mono >= next_renew:
+                if time.monotonic() >= next_renew:
                     self.try_lead()
-                    next_renew = mono + renew_every
-                timeout = next_renew - time.monotonic()
-                if self.leader:
+                    next_renew = time.monotonic() + renew_every
+                self._deliver_fresh()
+                if self.leader and self.next_due is not None and self.next_due <= self.clock():
                     while self.deliver_due() and not self._stop.is_set():
                         pass
-                    with self.store.read() as tx:
-                        due = notify_ops.next_due(tx)
-                    timeout = min(timeout, self.poll)
-                    if due is not None:
-                        timeout = min(timeout, due - self.clock())
+                timeout = next_renew - time.monotonic()
+                if self._fresh:
+                    timeout = min(timeout, 0.2)
+                if self.leader and self.next_due is not None:
+                    timeout = min(timeout, self.next_due - self.clock())
             except StoreUnavailableError as exc:
                 log.warning("notifications: store unavailable, retrying: %s", exc)
                 timeout = 1.0

@@ -47,8 +47,12 @@ class Config:
 
 
 _CONFIG: WeakKeyDictionary[Store, Config] = WeakKeyDictionary()
-# Per store: set when this process writes outbox rows, so its sender looks at once.
+# Per store: set when this process writes outbox rows, so its sender looks at once, and the
+# ids it wrote (its sender delivers those itself, without waiting for the lease holder).
 _KICKS: WeakKeyDictionary[Store, threading.Event] = WeakKeyDictionary()
+_FRESH: WeakKeyDictionary[Store, list[int]] = WeakKeyDictionary()
+_FRESH_LOCK = threading.Lock()
+FRESH_CAP = 10_000
 # Per store: version id -> the job's own rules, or None when its file has no `notify:` key.
 _RULES: WeakKeyDictionary[Store, dict[int, tuple[Rule, ...] | None]] = WeakKeyDictionary()
 
@@ -64,6 +68,14 @@ def config(store: Store) -> Config:
 
 def kick_event(store: Store) -> threading.Event:
     return _KICKS.setdefault(store, threading.Event())
+
+
+def take_fresh(store: Store) -> list[int]:
+    """The ids of outbox rows this process wrote since the last call (committed or not)."""
+    with _FRESH_LOCK:
+        ids = _FRESH.get(store) or []
+        _FRESH[store] = []
+    return ids
 
 
 def event_name(task_run_id: int | None, state: str) -> str | None:
@@ -121,12 +133,17 @@ def _insert(tx: Tx, rules: Iterable[Rule], event: str, at: float, payload: dict[
         body = {"event": event, "delivery": uuid.uuid4().hex, "at": iso(at), **payload}
         rows.append({"e": event, "t": at, "j": job, "r": run_id, "tr": task_run_id,
                      "c": rule.channel.to_json(), "p": json.dumps(body, default=str)})
-    tx.many(
+    if not rows:
+        return 0
+    ids = [int(r[0]) for r in tx.many_returning(
         "INSERT INTO notifications (event, created_at, job, run_id, task_run_id, channel,"
         " payload, state, attempts, next_at)"
-        " VALUES (:e, :t, :j, :r, :tr, :c, :p, 'pending', 0, :t)", rows)
-    if rows:
-        kick_event(tx.store).set()
+        " VALUES (:e, :t, :j, :r, :tr, :c, :p, 'pending', 0, :t) RETURNING id", rows)]
+    with _FRESH_LOCK:
+        fresh = _FRESH.setdefault(tx.store, [])
+        fresh.extend(ids)
+        del fresh[:-FRESH_CAP]  # a process without a sender: the lease holder sends them
+    kick_event(tx.store).set()
     return len(rows)
 
 
@@ -259,13 +276,36 @@ class Delivery:
     round_from: int  # tries made before this round (a resend starts a new one)
 
 
-def claim_due(tx: Tx, now: float, limit: int, hold: Callable[[Channel], float]
-              ) -> list[Delivery]:
-    """Pending notifications due now, each pushed `hold(channel)` seconds ahead so that no
-    other sender takes it while this try runs (if this sender dies, it is due again then)."""
+LEASE_NAME = "notify"
+
+
+def renew_lease(tx: Tx, holder: str, now: float, until: float, *, create: bool
+                ) -> tuple[bool, float | None]:
+    """Take or renew the sender lease; if held, also when the next pending notification is
+    due. One statement for a holder (an idle sender's only query); `create` also inserts the
+    lease row when no sender ever took it."""
+    row = tx.one(
+        "UPDATE leases SET holder = :h, until = :u WHERE name = :n AND (until < :t OR holder"
+        " = :h) RETURNING (SELECT MIN(next_at) FROM notifications WHERE state = 'pending')",
+        {"h": holder, "u": until, "n": LEASE_NAME, "t": now})
+    if row is not None:
+        return True, None if row[0] is None else float(row[0])
+    if create and tx.run("INSERT INTO leases (name, holder, until) VALUES (:n, :h, :u)"
+                         " ON CONFLICT (name) DO NOTHING",
+                         {"n": LEASE_NAME, "h": holder, "u": until}) == 1:
+        return True, next_due(tx)
+    return False, None
+
+
+def claim_due(tx: Tx, now: float, limit: int, hold: Callable[[Channel], float],
+              ids: Sequence[int] | None = None) -> list[Delivery]:
+    """Pending notifications due now (of `ids` only, if given), each pushed `hold(channel)`
+    seconds ahead so that no other sender takes it while this try runs (if this sender dies,
+    it is due again then)."""
+    only = "" if ids is None else f" AND id IN ({_ids(ids) or 'NULL'})"
     rows = tx.all(
         "SELECT id, event, channel, payload, attempts, round_from FROM notifications"
-        " WHERE state = 'pending' AND next_at <= :t ORDER BY next_at, id LIMIT :n",
+        f" WHERE state = 'pending' AND next_at <= :t{only} ORDER BY next_at, id LIMIT :n",
         {"t": now, "n": limit})
     out = []
     for i, event, text, payload, attempts, round_from in rows:
