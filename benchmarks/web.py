@@ -115,10 +115,25 @@ def web_history(target: Target) -> Figures:
                 by_job_ms, _, _, _ = _time_page(client, "/runs?job=job0500")
                 by_state_ms, _, _, _ = _time_page(client, "/runs?state=failed")
                 job_ms, _, _, _ = _time_page(client, "/jobs/job0500")
+            watch_qps = _idle_watch(engine)
         finally:
             store.close()
     return {"jobs_page_ms": jobs_ms, "jobs_page_cold_ms": jobs_cold_ms,
             "jobs_page_kb": jobs_size / 1024, "jobs_page_elements": float(jobs_elements),
             "api_jobs_ms": api_jobs_ms, "runs_page_ms": runs_ms, "runs_page_50k_deep_ms": deep_ms,
             "runs_by_job_ms": by_job_ms, "runs_by_state_ms": by_state_ms, "job_page_ms": job_ms,
-            "fill_s": fill_s}
+            "idle_watch_queries_per_s": watch_qps, "fill_s": fill_s}
+
+
+def _idle_watch(engine: Engine, seconds: float = 10.0) -> float:
+    """Store reads per second of the live-update watcher while nothing changes (one watcher
+    serves every open tab of a process)."""
+    from taskplan.web.live import ChangeWatcher
+
+    watcher = ChangeWatcher(engine.store)
+    watcher.start()
+    time.sleep(1.0)  # its first read
+    before = watcher.queries
+    time.sleep(seconds)
+    watcher.stop()
+    return (watcher.queries - before) / seconds

@@ -96,3 +96,22 @@ def test_big_foreach_is_summarised_and_paged(client: Any, engine: Engine) -> Non
     assert len(re.findall(r"<tr data-state=", items)) == 100
     assert client.get(f"/runs/{run_id}/tasks/many?state=failed").text.count(
         "<tr data-state=") == 0
+
+
+def test_two_foreach_tasks_are_counted_apart(client: Any, engine: Engine) -> None:
+    apply_text(engine, """
+        job: twofans
+        tasks:
+          odd:
+            foreach: {values: [1, 3, 5]}
+            shell: "true"
+          even:
+            foreach: {values: [2, 4]}
+            shell: "exit {{ item - 2 }}"
+        """)
+    run_id = engine.create_run(engine.current_version("twofans"))
+    run_to_end(engine, run_id)
+    html = client.get(f"/runs/{run_id}").text
+    assert "3 succeeded</text>" in html
+    assert "1 succeeded · 1 failed</text>" in html
+    assert "Task runs</dt><dd>5:" in html

@@ -37,13 +37,14 @@ def job_overviews(tx: Tx, recent: int = 20, name: str | None = None) -> list[Job
         + " ORDER BY j.name", params)
     # One index range per job on runs(job_id, id): the newest `recent` ids start at the
     # recent-th newest, found by a LIMIT/OFFSET on that index, never by scanning the history.
+    # (CROSS JOIN: SQLite must walk the jobs first, else it scans every run.)
     marks = tx.all(
-        "SELECT r.job_id, r.id, r.state FROM jobs j JOIN runs r ON r.job_id = j.id"
-        " AND r.id >= COALESCE((SELECT x.id FROM runs x WHERE x.job_id = j.id"
-        f" ORDER BY x.id DESC LIMIT 1 OFFSET {int(recent) - 1}), 0)" + where
-        + " ORDER BY r.job_id, r.id DESC", params)
+        "SELECT r.job_id, r.id, r.state FROM (SELECT j.id AS jid, COALESCE((SELECT x.id"
+        " FROM runs x WHERE x.job_id = j.id ORDER BY x.id DESC LIMIT 1"
+        f" OFFSET {int(recent) - 1}), 0) AS lo FROM jobs j{where}) b"
+        " CROSS JOIN runs r WHERE r.job_id = b.jid AND r.id >= b.lo", params)
     by_job: dict[int, list[tuple[int, str]]] = {}
-    for job_id, run_id, state in marks:
+    for job_id, run_id, state in sorted(marks, key=lambda m: (m[0], -m[1])):
         by_job.setdefault(int(job_id), []).append((int(run_id), str(state)))
     return [JobOverview(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), bool(r[5]),
                         by_job.get(int(r[1]), [])[:recent]) for r in rows]
@@ -144,30 +145,45 @@ _NODE_COLS = ("id, task, kind, state, stage, attempts, started_at, finished_at, 
 
 
 def run_graph(tx: Tx, run_id: int) -> RunGraph:
-    """The run's top-level task runs and edges, foreach items counted per state."""
-    nodes = [GraphNode(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], int(r[5]), r[6], r[7],
-                       r[8], r[9], r[10], r[11], r[12])
-             for r in tx.all(f"SELECT {_NODE_COLS} FROM task_runs WHERE run_id = :r"
-                             " AND parent_id IS NULL ORDER BY id", {"r": run_id})]
-    by_id = {n.id: n for n in nodes}
+    """The run's top-level task runs and edges, foreach items counted per state.
+
+    Read through indexes only, however many items: a task's top-level row is its first (an
+    index-only MIN over runs(run_id, task)), and the items of a run's only foreach task are
+    the run's state counts (index-only over (run_id, state, ...)) less its top-level rows.
+    Several foreach tasks in one run are counted per parent instead.
+    """
+    firsts = [int(r[0]) for r in tx.all(
+        "SELECT MIN(id) FROM task_runs WHERE run_id = :r GROUP BY task", {"r": run_id})]
+    nodes: list[GraphNode] = []
+    if firsts:
+        marks = ", ".join(str(i) for i in firsts)
+        nodes = [GraphNode(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], int(r[5]), r[6],
+                           r[7], r[8], r[9], r[10], r[11], r[12])
+                 for r in tx.all(f"SELECT {_NODE_COLS} FROM task_runs WHERE id IN ({marks})"
+                                 " AND parent_id IS NULL ORDER BY id")]
+    fans = [n for n in nodes if n.kind == "foreach"]
     total = sum(1 for n in nodes if n.kind not in ("barrier", "foreach"))
-    if any(n.kind == "foreach" for n in nodes):
-        for parent, state, count, first, last in tx.all(
-                "SELECT parent_id, state, COUNT(*), MIN(started_at), MAX(finished_at)"
-                " FROM task_runs WHERE run_id = :r AND parent_id IS NOT NULL"
-                " GROUP BY parent_id, state", {"r": run_id}):
-            node = by_id.get(int(parent))
-            if node is None:
-                continue
-            node.items[str(state)] = int(count)
-            total += int(count)
-            if first is not None and (node.items_started is None or first < node.items_started):
-                node.items_started = float(first)
-            if last is not None and (node.items_finished is None or last > node.items_finished):
-                node.items_finished = float(last)
-    edges = [(int(u), int(d)) for u, d in tx.all(
-        "SELECT e.up_id, e.down_id FROM task_edges e JOIN task_runs t ON t.id = e.down_id"
-        " WHERE t.run_id = :r AND t.parent_id IS NULL", {"r": run_id})]
+    if len(fans) == 1:
+        counts = {str(s): int(c) for s, c in tx.all(
+            "SELECT state, COUNT(*) FROM task_runs WHERE run_id = :r GROUP BY state",
+            {"r": run_id})}
+        for n in nodes:
+            counts[n.state] -= 1
+        fans[0].items = {s: c for s, c in counts.items() if c > 0}
+    else:
+        for n in fans:
+            n.items = {str(s): int(c) for s, c in tx.all(
+                "SELECT state, COUNT(*) FROM task_runs WHERE parent_id = :p GROUP BY state",
+                {"p": n.id})}
+    for n in fans:
+        total += sum(n.items.values())
+        n.items_started, n.items_finished = n.started_at, n.finished_at
+    ids = {n.id for n in nodes}
+    edges: list[tuple[int, int]] = []
+    if ids:  # by up_id, the key's first column (no index leads with down_id)
+        edges = [(int(u), int(d)) for u, d in tx.all(
+            "SELECT up_id, down_id FROM task_edges WHERE up_id IN ("
+            + ", ".join(str(i) for i in sorted(ids)) + ")") if int(d) in ids]
     return RunGraph(nodes, edges, total)
 
 

@@ -82,6 +82,13 @@ def run_marks(recent: list[dict[str, Any]]) -> Markup:
     """The coloured marks of a job's last runs, oldest first (built here rather than by a
     template macro: the jobs page draws 20 of them for each of a thousand jobs)."""
     return Markup('<span class="marks">' + "".join(
-        f'<a href="/runs/{int(r["run_id"])}" class="mark st-{escape(r["state"])}"'
-        f' title="run {int(r["run_id"])}: {escape(r["state"])}"></a>'
+        f'<a href="/runs/{int(r["run_id"])}" class="mark st-{_known(r["state"])}"'
+        f' title="run {int(r["run_id"])}: {_known(r["state"])}"></a>'
         for r in reversed(recent)) + "</span>")
+
+
+_STATES = frozenset({"queued", "running", "stopping", "succeeded", "failed", "cancelled"})
+
+
+def _known(state: str) -> str:
+    return state if state in _STATES else str(escape(state))
