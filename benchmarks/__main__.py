@@ -18,16 +18,19 @@ from typing import Any
 
 from benchmarks import report, targets
 from benchmarks.commands import COMMAND_WORKLOADS
+from benchmarks.scale import agents_scale
 from benchmarks.workloads import WORKLOADS as ENGINE_WORKLOADS
 from benchmarks.workloads import summary, write_noop_module
 
-WORKLOADS = {**ENGINE_WORKLOADS, **COMMAND_WORKLOADS}
+WORKLOADS = {**ENGINE_WORKLOADS, **COMMAND_WORKLOADS, "agents_scale": agents_scale}
 
 DERIVED = ("wide1000_vs_floor",)
 # Rows `all` leaves out on PostgreSQL (still runnable by name): fanout100k takes ~10x
 # fanout10k (~4-5 min a repetition here), and the plan.s PostgreSQL rows were asked without
 # sched_jitter (60 s a repetition, scheduler and agent in one process).
 PG_SKIP_IN_ALL = ("fanout100k", "sched_jitter", "web_run100k", *COMMAND_WORKLOADS)
+# Rows `all` leaves out on SQLite: agents_scale is a PostgreSQL row.
+SQLITE_SKIP_IN_ALL = ("agents_scale",)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     if (not args.rows or "all" in args.rows) and args.db != "sqlite" and (
             targets.Target(args.db, "").backend == "postgresql"):
         names = [n for n in names if n not in PG_SKIP_IN_ALL]
+    elif not args.rows or "all" in args.rows:
+        names = [n for n in names if n not in SQLITE_SKIP_IN_ALL]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         parser.error(f"unknown rows {unknown}; known: all {' '.join(WORKLOADS)}")

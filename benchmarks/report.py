@@ -95,6 +95,17 @@ FIGURES = (
 )
 
 
+# agents_scale (PostgreSQL), read against the machine's cores (its busy %).
+FIGURES += tuple(
+    Figure("agents_scale", f"{work}_{n}a_{key}", f"{work}, {n} agent(s) x 4 slots: {what}", unit,
+           None, key == "tasks_per_s")
+    for n in (1, 2, 4) for work in ("wide1000", "fanout10k")
+    for key, what, unit in (("tasks_per_s", "throughput", "tasks/s"),
+                            ("db_cpu_ms_per_task", "DB CPU per task", "ms"),
+                            ("machine_busy_pct", "machine busy", "%"))
+)
+
+
 def machine() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
