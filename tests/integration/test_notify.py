@@ -303,3 +303,18 @@ def test_rules_of_a_version_are_read_once(engine: Engine, store: Store, hook: Ho
         first = notify_ops.rules_for(tx, version)
         assert notify_ops.rules_for(tx, version) is first
     assert [r.channel.target for r in first] == [(hook.url,)]
+
+
+def test_errors_in_payloads_are_masked(engine: Engine, store: Store, hook: Hook) -> None:
+    from taskplan.store import ops
+
+    run_id = start_run(engine, f"job: m\nnotify: [{{on: task_retrying, webhook: '{hook.url}'}}]"
+                               "\ntasks:\n  a: {shell: 'true'}\n")
+    with store.tx() as tx:
+        tr = tx.scalar("SELECT id FROM task_runs WHERE run_id = :r", {"r": run_id})
+        ops.add_events(tx, [(time.time(), run_id, tr, "retrying",
+                             "cannot connect to postgresql://etl:hunter2@db/x")])
+    drain(store)
+    [got] = hook.received
+    assert "hunter2" not in got.body.decode()
+    assert got.json["task"]["error"].startswith("cannot connect to postgresql://etl:")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
 from taskplan.notify.rules import Channel, Rule, rules_from
+from taskplan.redact import mask_url
 from taskplan.store.tx import Row, Tx
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
 
 # (task run or not, event state) -> notification event.
 _RUN_EVENTS = {"failed": "run_failed", "succeeded": "run_succeeded",
@@ -181,7 +183,7 @@ def from_events(tx: Tx, items: Sequence[tuple[EventRow, str]]) -> int:
                 continue
             task = {"name": str(t[1]), "kind": str(t[2]), "attempt": int(t[5]),
                     "max_attempts": int(t[6]), "exit_code": t[8],
-                    "error": t[7] if detail is None else detail}
+                    "error": _masked(t[7] if detail is None else detail)}
             if t[2] == "foreach":
                 task["failed_items"] = int(t[9] or 0)
             error = task["error"]
@@ -194,11 +196,17 @@ def from_events(tx: Tx, items: Sequence[tuple[EventRow, str]]) -> int:
                     "created_at": iso(run[5]), "started_at": iso(run[6]),
                     "finished_at": iso(run[7]), "url": _run_url(tx.store, run_id)},
             "task": task,
-            "error": error if event in ("run_failed", "task_failed", "task_retrying") else None,
+            "error": _masked(error) if event in ("run_failed", "task_failed",
+                                                 "task_retrying") else None,
             "detail": _detail(detail) if event.startswith("deadline") else None,
         }
         count += _insert(tx, rules, event, at, payload, str(run[2]), run_id, tr_id)
     return count
+
+
+def _masked(text: str | None) -> str | None:
+    """Errors quote what failed: URL passwords and known secret values are masked."""
+    return None if text is None else mask_url(text)
 
 
 def _detail(text: str | None) -> Any:
