@@ -40,6 +40,8 @@ def test_run_delivers_its_notifications_before_exiting(tp: Taskplan) -> None:
         assert [(n["event"], n["state"], n["attempts"]) for n in listed] == [
             ("run_failed", "delivered", 1)]
         assert "toml-secret" not in tp.ok("notifications", "--json", db=False).out
+        assert tp.ok("notifications", "--run", "1", "--json", db=False).json() == listed
+        assert tp.ok("notifications", "--run", "2", db=False).out.strip() == "no notifications"
         assert tp.ok("notifications", "--failed", db=False).out.strip() == (
             "no failed notifications")
     finally:

@@ -18,6 +18,7 @@ from taskplan.cli.common import (
     get_context,
     handle_errors,
     json_option,
+    parse_run_id,
     print_json,
     short_time,
 )
@@ -63,23 +64,26 @@ def _short(channel: Channel) -> str:
 @click.group("notifications", invoke_without_command=True)
 @click.option("--failed", "failed_only", is_flag=True,
               help="Only notifications that were given up on.")
+@click.option("--run", "run", default=None, metavar="RUN", help="Only those of this run.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
               help="The newest this many.")
 @json_option
 @db_option
 @click.pass_context
 @handle_errors
-def notifications_cmd(click_ctx: click.Context, failed_only: bool, limit: int, as_json: bool,
-                      db: str | None) -> None:
+def notifications_cmd(click_ctx: click.Context, failed_only: bool, run: str | None, limit: int,
+                      as_json: bool, db: str | None) -> None:
     """Notification deliveries, newest first, with their tries (`resend ID` queues one
     again)."""
     if click_ctx.invoked_subcommand is not None:
         return
     from taskplan.store import notify_ops
 
+    run_id = None if run is None else parse_run_id(run)
     ctx = get_context(db)
     with ctx.engine.store.read() as tx:
-        items = notify_ops.list_notifications(tx, failed_only=failed_only, limit=limit)
+        items = notify_ops.list_notifications(tx, failed_only=failed_only, limit=limit,
+                                              run_id=run_id)
     if as_json:
         print_json([_shape(n) for n in items])
         return

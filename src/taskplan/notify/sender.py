@@ -192,16 +192,17 @@ class Sender:
                 # Set inside the writing transaction: let it commit before looking.
                 self._stop.wait(0.05)
         try:
+            self._deliver_fresh()  # what this process wrote just before stopping
             self.release()
         except Exception:
-            log.exception("cannot release the notification lease")
+            log.exception("notifications: sender could not finish cleanly")
 
     def start(self) -> Sender:
         self._thread = threading.Thread(target=self.run, name="taskplan-notify", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = channels.DEFAULT_TIMEOUT + 2.0) -> None:
         self._stop.set()
         self._kick.set()
         if self._thread is not None:

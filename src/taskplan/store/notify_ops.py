@@ -398,10 +398,13 @@ class AttemptInfo:
 
 
 def list_notifications(tx: Tx, *, failed_only: bool = False, limit: int = 50,
-                       ids: Sequence[int] = ()) -> list[NotificationInfo]:
+                       ids: Sequence[int] = (), run_id: int | None = None
+                       ) -> list[NotificationInfo]:
     where = []
     if failed_only:
         where.append("state = 'failed'")
+    if run_id is not None:
+        where.append(f"run_id = {int(run_id)}")
     if ids:
         where.append(f"id IN ({_ids(ids)})")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
