@@ -318,3 +318,18 @@ def test_errors_in_payloads_are_masked(engine: Engine, store: Store, hook: Hook)
     [got] = hook.received
     assert "hunter2" not in got.body.decode()
     assert got.json["task"]["error"].startswith("cannot connect to postgresql://etl:")
+
+
+def test_purged_runs_take_their_done_notifications_along(engine: Engine, store: Store,
+                                                         hook: Hook) -> None:
+    from taskplan.store import reports
+
+    text = f"job: p\nnotify: [{{on: run_succeeded, webhook: '{hook.url}'}}]\n" \
+           "tasks:\n  a: {shell: 'true'}\n"
+    run_job(engine, text)
+    drain(store)  # the first run's notification is delivered
+    run_job(engine, text)  # the second's is still pending
+    assert reports.purge(store, time.time() + 60) == 2
+    with store.read() as tx:
+        assert tx.all("SELECT state FROM notifications") == [("pending",)]
+        assert tx.scalar("SELECT COUNT(*) FROM notification_attempts") == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from taskplan.store import notify_ops
 from taskplan.store.db import Tx
 from taskplan.store.sched_ops import ACTIVE_RUN
 
@@ -84,6 +85,7 @@ def delete_runs(tx: Tx, ids: list[int]) -> None:
     tx.run(f"DELETE FROM task_edges WHERE down_id IN ({tr})")
     tx.run(f"DELETE FROM attempts WHERE run_id IN ({marks})")
     tx.run(f"DELETE FROM events WHERE run_id IN ({marks})")
+    notify_ops.delete_of_runs(tx, marks)
     tx.run(f"DELETE FROM task_runs WHERE run_id IN ({marks})")
     tx.run(f"DELETE FROM runs WHERE id IN ({marks})")
 

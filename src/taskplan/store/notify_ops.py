@@ -438,3 +438,21 @@ def resend(tx: Tx, notification_id: int, now: float) -> str | None:
            " delivered_at = NULL WHERE id = :i", {"t": now, "i": notification_id})
     tx.wake = True
     return str(state)
+
+
+def delete_of_runs(tx: Tx, run_ids_sql: str) -> None:
+    """With purged runs: their notifications that are done (pending ones still go out), and
+    the tries of those."""
+    done = (f"SELECT id FROM notifications WHERE run_id IN ({run_ids_sql})"
+            " AND state <> 'pending'")
+    tx.run(f"DELETE FROM notification_attempts WHERE notification_id IN ({done})")
+    tx.run(f"DELETE FROM notifications WHERE run_id IN ({run_ids_sql}) AND state <> 'pending'")
+
+
+def purge_runless(tx: Tx, before: float) -> None:
+    """Done notifications of no run (agent_lost, ...) created before `before`."""
+    old = ("SELECT id FROM notifications WHERE run_id IS NULL AND state <> 'pending'"
+           " AND created_at < :b")
+    tx.run(f"DELETE FROM notification_attempts WHERE notification_id IN ({old})", {"b": before})
+    tx.run("DELETE FROM notifications WHERE run_id IS NULL AND state <> 'pending'"
+           " AND created_at < :b", {"b": before})

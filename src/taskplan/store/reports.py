@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from taskplan.store import notify_ops
 from taskplan.store.db import Store, Tx
 from taskplan.store.job_admin import delete_runs
 from taskplan.store.ops import loads
@@ -216,6 +217,7 @@ def purge(store: Store, before: float, batch: int = 500) -> int:
                 " AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :n",
                 {"b": before, "n": batch})]
             if not ids:
+                notify_ops.purge_runless(tx, before)
                 return total
             delete_runs(tx, ids)
             total += len(ids)
