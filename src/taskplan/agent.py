@@ -415,6 +415,9 @@ class Agent:
             self._unrecorded.clear()
 
     def _start(self, claim: Claim) -> None:
+        if log.isEnabledFor(logging.INFO):
+            log.info("claim: run %s task %s attempt %s/%s", claim.run_id, claim.task,
+                     claim.attempt, claim.max_attempts, extra=_fields(claim, "claim"))
         try:
             # Read once here on the dispatcher's connection (cached afterwards), rather than
             # in every slot thread, each of which would first open a connection of its own.
@@ -462,6 +465,11 @@ class Agent:
             self._work(*job)
 
     def _work(self, claim: Claim, cancel: Cancellation) -> None:
+        talk = log.isEnabledFor(logging.INFO)
+        if talk:
+            log.info("task start: run %s task %s attempt %s", claim.run_id, claim.task,
+                     claim.attempt, extra=_fields(claim, "task_start"))
+        began = time.monotonic()
         try:
             outcome = self._execute(claim, cancel)
         except Exception as exc:  # a bug or a bad definition must not kill the slot
@@ -472,6 +480,14 @@ class Agent:
         if outcome.ended_at is None:  # (dataclasses.replace costs ~10x this on the hot path)
             outcome = Outcome(outcome.state, outcome.exit_code, outcome.result, outcome.error,
                               outcome.retry_now, outcome.expanded, self.engine.clock())
+        if talk:
+            took = time.monotonic() - began
+            log.info("task end: run %s task %s attempt %s %s exit %s in %.3fs%s", claim.run_id,
+                     claim.task, claim.attempt, outcome.state, outcome.exit_code, took,
+                     f": {mask_url(outcome.error)}" if outcome.error else "",
+                     extra={**_fields(claim, "task_end"), "state": str(outcome.state),
+                            "exit_code": outcome.exit_code, "seconds": round(took, 3),
+                            "error": mask_url(outcome.error) if outcome.error else None})
         with self._active_lock:
             self._active.pop(claim.task_run_id, None)
         self._done.put((claim, outcome))
@@ -627,6 +643,12 @@ class Agent:
 def agent_labels(labels: Iterable[str], host: str) -> tuple[str, ...]:
     """An agent's labels: those given plus `host=<hostname>`, sorted, without duplicates."""
     return tuple(sorted({*labels, f"host={host}"}))
+
+
+def _fields(claim: Claim, event: str) -> dict[str, Any]:
+    """The JSON log fields of an event about one claimed task run."""
+    return {"event": event, "run_id": claim.run_id, "task": claim.task,
+            "task_run_id": claim.task_run_id, "attempt": claim.attempt}
 
 
 def _chunks(items: Iterable[Any], size: int = FOREACH_CHUNK) -> Iterator[list[Any]]:

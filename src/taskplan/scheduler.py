@@ -227,15 +227,18 @@ class Scheduler:
                     (None, "skipped: the job is paused") if paused
                     else self._make_run(tx, job, key, schedule_params, fire_at))
                 sched_ops.set_firing_outcome(tx, job.job_id, key, fire_at, run_id, note)
+                fields = {"job": job.name, "schedule": key, "fire_at": _dt(fire_at).isoformat()}
                 if run_id is None:
                     result.skipped += 1
-                    log.info("firing skipped: job %s schedule %s at %s: %s", job.name, key,
-                             _dt(fire_at).isoformat(), note)
+                    log.info("firing: job %s schedule %s at %s: %s", job.name, key,
+                             fields["fire_at"], note,
+                             extra={"event": "firing_skipped", **fields, "reason": note})
                 else:
                     made += 1
                     result.runs.append(run_id)
                     log.info("firing: job %s schedule %s at %s: run %s", job.name, key,
-                             _dt(fire_at).isoformat(), run_id)
+                             fields["fire_at"], run_id,
+                             extra={"event": "firing", **fields, "run_id": run_id})
             sched_ops.advance_schedule(tx, job.job_id, key, due[-1][0], made)
             if late:
                 notify_ops.schedule_misfired(
@@ -302,7 +305,13 @@ class Scheduler:
                              stop=self._stop.is_set)
                     fresh_lead = self.leader and not was
                     if fresh_lead:
-                        log.info("scheduler %s leads", self.holder)
+                        log.info("scheduler %s leads", self.holder,
+                                 extra={"event": "leader", "holder": self.holder,
+                                        "leader": True})
+                    elif was and not self.leader:
+                        log.warning("scheduler %s lost the lead (another holds the lease)",
+                                    self.holder, extra={"event": "leader",
+                                                        "holder": self.holder, "leader": False})
                     if self.leader:
                         retrying(self.start_queued, what="starting queued runs",
                                  stop=self._stop.is_set)

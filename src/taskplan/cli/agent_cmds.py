@@ -19,7 +19,9 @@ from taskplan.cli.common import (
     get_context,
     handle_errors,
     json_option,
+    log_options,
     print_json,
+    setup_logging,
     short_time,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
@@ -40,10 +42,11 @@ log = logging.getLogger("taskplan.agent")
 @click.option("--exit-when-idle", "exit_when_idle", default=None, metavar="DURATION",
               help="Exit after this long with nothing to run (e.g. 30s).")
 @labels_option
+@log_options
 @db_option
 @handle_errors
 def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: str | None,
-              db: str | None) -> None:
+              log_format: str, quiet: bool, verbose: int, db: str | None) -> None:
     """A worker: claims ready task runs of every run in the store and executes them.
 
     SIGTERM drains (running tasks finish, nothing new is claimed); a second SIGTERM, or
@@ -56,8 +59,7 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
             idle = parse_duration(exit_when_idle)
         except ValueError as exc:
             raise UsageError(f"--exit-when-idle: {exc}") from None
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    setup_logging(log_format, quiet, verbose)
     ctx = get_context(db)
     engine = ctx.engine
     agent = Agent(engine, slots=slots, name=name, root_run_id=None,

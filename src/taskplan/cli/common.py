@@ -32,6 +32,23 @@ def db_option(fn: F) -> F:
     )(fn)
 
 
+def log_options(fn: F) -> F:
+    """`--log-format text|json`, `--quiet`, `-v`: what a daemon prints on stderr."""
+    fn = click.option("-v", "--verbose", "verbose", count=True,
+                      help="More detail (-v: debug).")(fn)
+    fn = click.option("--quiet", "-q", "quiet", is_flag=True,
+                      help="Only warnings and errors.")(fn)
+    return click.option("--log-format", "log_format", type=click.Choice(["text", "json"]),
+                        default="text", show_default=True,
+                        help="One line per event: plain text, or a JSON object.")(fn)
+
+
+def setup_logging(log_format: str, quiet: bool, verbose: int) -> None:
+    from taskplan.logsetup import configure
+
+    configure(log_format, -1 if quiet else verbose)
+
+
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 

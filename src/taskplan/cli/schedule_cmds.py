@@ -19,7 +19,9 @@ from taskplan.cli.common import (
     get_context,
     handle_errors,
     json_option,
+    log_options,
     print_json,
+    setup_logging,
     share_connections,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
@@ -133,10 +135,13 @@ def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
 @click.command("scheduler")
 @click.option("--lease", type=click.FloatRange(min=0.5), default=6.0, show_default=True,
               help="Seconds the leader lease lasts; a standby takes over within about that.")
+@log_options
 @db_option
 @handle_errors
-def scheduler_cmd(lease: float, db: str | None) -> None:
+def scheduler_cmd(lease: float, log_format: str, quiet: bool, verbose: int,
+                  db: str | None) -> None:
     """The schedule daemon: one leader at a time creates runs when schedules fire."""
+    setup_logging(log_format, quiet, verbose)
     from taskplan.notify.sender import start_sender
     from taskplan.scheduler import Scheduler
 
@@ -161,10 +166,12 @@ def scheduler_cmd(lease: float, db: str | None) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help=web_cmds.HOST_HELP)
 @click.option("--token-file", default=None, metavar="FILE", help=web_cmds.TOKEN_HELP)
 @labels_option
+@log_options
 @db_option
 @handle_errors
 def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file: str | None,
-              labels: str | None, db: str | None) -> None:
+              labels: str | None, log_format: str, quiet: bool, verbose: int,
+              db: str | None) -> None:
     """Scheduler and agent in one process; with --port, the web console too.
 
     SIGINT or SIGTERM drains (running tasks finish, nothing new starts); a second one kills
@@ -173,6 +180,7 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
     from taskplan.agent import Agent
     from taskplan.scheduler import Scheduler
 
+    setup_logging(log_format, quiet, verbose)
     web = web_cmds.listen(host, port, token_file) if port is not None else None
     ctx = get_context(db)
     engine = ctx.engine

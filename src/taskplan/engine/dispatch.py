@@ -4,6 +4,7 @@ propagates states through the graph, applies on_failure, and ends runs."""
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from itertools import groupby
@@ -24,9 +25,12 @@ from taskplan.model import (
     RunState,
     TaskState,
 )
+from taskplan.redact import mask_url
 from taskplan.store import notify_ops, ops
 from taskplan.store.db import Row, Tx
 from taskplan.store.ops import RunRow, TaskRunRow, dumps, loads
+
+log = logging.getLogger(__name__)
 
 USER_HALTS = ("user_stop", "user_cancel")
 
@@ -303,6 +307,12 @@ class Dispatch(Definitions):
             delay = 0.0 if outcome.retry_now else retry_delay(
                 self.task_spec(claim.version_id, claim.task), claim.attempt)
             due = now + delay
+            log.info("retry: run %s task %s attempt %s/%s failed, next in %.1fs: %s",
+                     claim.run_id, claim.task, claim.attempt, claim.max_attempts, delay,
+                     mask_url(outcome.error or "failed"),
+                     extra={"event": "retry", "run_id": claim.run_id, "task": claim.task,
+                            "task_run_id": claim.task_run_id, "attempt": claim.attempt,
+                            "delay": delay})
             if delay <= 0:
                 ops.set_states(tx, [(claim.task_run_id, "ready")], now)
                 run = ops.bump_run(tx, claim.run_id, running=-1, ready=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 
 from taskplan import procs
@@ -12,6 +13,8 @@ from taskplan.model import (
 )
 from taskplan.store import notify_ops, ops
 from taskplan.store.ops import loads
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Commands):
@@ -83,6 +86,10 @@ class Engine(Commands):
                                                     retry_now=True), now, result)
                     count += 1
                 notify_ops.agent_lost(tx, agent_id, [int(r[1]) for r in rows], now)
+                log.warning("agent lost: agent %s (%s); %d running task run(s) recovered",
+                            agent_id, "its process is gone" if process else "lease expired",
+                            len(rows), extra={"event": "agent_lost", "agent_id": agent_id,
+                                              "recovered": len(rows)})
                 tx.wake = True
         return count
 
