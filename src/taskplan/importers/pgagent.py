@@ -191,11 +191,16 @@ def parse_conninfo(text: str) -> dict[str, str]:
 
 def _url(host: str, port: str | int | None, user: str | None, dbname: str,
          extra: dict[str, str]) -> str:
+    params = dict(extra)
+    if host.startswith("/"):  # a Unix-socket folder goes in the query, as libpq reads it
+        params["host"], host = host, ""
     netloc = (quote(user, safe="") + "@" if user else "") + (
-        f"[{host}]" if ":" in host else quote(host, safe="/"))
-    if port:
+        f"[{host}]" if ":" in host else quote(host, safe=""))
+    if port and host:
         netloc += f":{port}"
-    query = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in sorted(extra.items()))
+    elif port:
+        params["port"] = str(port)
+    query = "&".join(f"{quote(k)}={quote(v, safe='/')}" for k, v in sorted(params.items()))
     return f"postgresql://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
 
 
