@@ -267,6 +267,16 @@ def fanout100k(target: Target) -> Figures:
     return _fanout(target, 100_000)
 
 
+def fanout1m(target: Target) -> Figures:
+    return _fanout(target, 1_000_000)
+
+
+def history1m(target: Target) -> Figures:
+    from benchmarks import history  # imports this module
+
+    return history.history1m(target)
+
+
 def floor(target: Target) -> Figures:
     from benchmarks import floor as floor_mod
 
@@ -317,6 +327,8 @@ WORKLOADS: dict[str, Callable[[Target], Figures]] = {
     "shell500": shell500,
     "fanout10k": fanout10k,
     "fanout100k": fanout100k,
+    "fanout1m": fanout1m,
+    "history1m": history1m,
     "floor": floor,
     "sched_jitter": sched_jitter,
     "fairness": fairness,
