@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,17 +208,36 @@ def attempt_state(tx: Tx, task_run_id: int, attempt: int) -> str | None:
     return None if value is None else str(value)
 
 
-def purge(store: Store, before: float, batch: int = 500) -> int:
-    """Delete runs that finished before `before`, with everything hanging off them."""
-    total = 0
+def purge(store: Store, before: float, batch: int = 500, pause: float | None = None) -> int:
+    """Delete runs that finished before `before`, with everything hanging off them.
+
+    In batches of `batch` runs, each its own short write transaction: the batch is found
+    in a read snapshot (walking the primary key from where the last one ended, so the whole
+    purge reads the table once), then re-checked by id and deleted. On SQLite the write lock
+    is then left free for `pause` seconds (default 0.1, SQLite's longest busy-handler sleep)
+    so that agents waiting for it get it between batches instead of being starved.
+    """
+    if pause is None:
+        pause = 0.1 if store.backend == "sqlite" else 0.0
+    total, last = 0, 0
     while True:
-        with store.tx() as tx:
-            ids = [int(r[0]) for r in tx.all(
-                "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < :b"
-                " AND state IN ('succeeded', 'failed', 'cancelled') LIMIT :n",
-                {"b": before, "n": batch})]
-            if not ids:
+        with store.read() as tx:
+            found = [int(r[0]) for r in tx.all(
+                "SELECT id FROM runs WHERE id > :last AND finished_at IS NOT NULL"
+                " AND finished_at < :b AND state IN ('succeeded', 'failed', 'cancelled')"
+                " ORDER BY id LIMIT :n", {"last": last, "b": before, "n": batch})]
+        if not found:
+            with store.tx() as tx:
                 notify_ops.purge_runless(tx, before)
-                return total
+            return total
+        last = found[-1]
+        marks = ", ".join(str(i) for i in found)
+        with store.tx() as tx:
+            # Still finished (`retry` may have restarted one since the snapshot).
+            ids = [int(r[0]) for r in tx.all(
+                f"SELECT id FROM runs WHERE id IN ({marks}) AND finished_at < :b"
+                " AND state IN ('succeeded', 'failed', 'cancelled')", {"b": before})]
             delete_runs(tx, ids)
-            total += len(ids)
+        total += len(ids)
+        if pause:
+            time.sleep(pause)
