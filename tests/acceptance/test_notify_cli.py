@@ -106,6 +106,12 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
         assert hook.received[-1].path == "/hook/ops"
     finally:
         hook.close()
+    tp.write("dead.yaml", 'job: dead\nnotify: [{on: run_failed, webhook: "http://127.0.0.1:9/"}]'
+                          '\ntasks:\n  a: {shell: "exit 1"}\n')
+    res = tp("run", "dead.yaml")
+    assert res.code == 1
+    assert "notification 1 (run_failed, webhook http://127.0.0.1:9/) failed: ConnectError" \
+        in res.err
     dead = tp("notify", "test", "http://127.0.0.1:9/nothing", db=False)
     assert dead.code == 1 and "ConnectError" in dead.err
     unknown = tp("notify", "test", "nonsense", db=False)
@@ -122,4 +128,5 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
     assert missing.code == 2 and "no notification 99" in missing.err
     word = tp("notifications", "resend", "abc")
     assert word.code == 2 and "expected a notification id" in word.err
-    assert tp.ok("notifications").out.strip() == "no notifications"
+    listed = tp.ok("notifications").out
+    assert "pending" in listed and "last error: ConnectError" in listed

@@ -264,14 +264,23 @@ def cancel_quietly(engine: Engine, run_id: int) -> None:
 def _flush_notifications(sender: Sender, run_id: int) -> None:
     """The run's notifications get their first try before the process exits (retries, if
     any, are left to agents, schedulers and `serve`)."""
+    from taskplan.store import notify_ops
+
     try:
         left = sender.flush(run_id, FLUSH_SECONDS)
+        sender.stop()
+        with sender.store.read() as tx:
+            failed = [n for n in notify_ops.list_notifications(tx, run_id=run_id)
+                      if n.state != "delivered" and n.last_error]
     except StoreUnavailableError:
-        left = 0
-    sender.stop()
-    if left:
-        click.echo(f"taskplan: {left} notification(s) of run {run_id} not sent yet; a running"
-                   " agent, scheduler or serve sends them (taskplan notifications)", err=True)
+        sender.stop()
+        return
+    for n in failed:
+        click.echo(f"taskplan: notification {n.id} ({n.event}, {n.channel.describe()}) failed:"
+                   f" {n.last_error}", err=True)
+    if left or any(n.state == "pending" for n in failed):
+        click.echo(f"taskplan: notification(s) of run {run_id} not sent yet; a running agent,"
+                   " scheduler or serve sends them (taskplan notifications)", err=True)
 
 
 def print_summary(engine: Engine, run_id: int, elapsed: float) -> None:
