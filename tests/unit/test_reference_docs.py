@@ -1,0 +1,100 @@
+"""The reference in docs/ stays complete: every command and flag, every job-file key, every
+`--json` shape is there, and every job-file example in it is valid."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from pydantic import BaseModel
+
+from taskplan.cli.main import COMMANDS, cli
+from taskplan.spec import schema, validate_files
+from taskplan.spec.connections import ConnectionsFile
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+CLI_DOC = (DOCS / "reference" / "cli.md").read_text()
+JOB_DOC = (DOCS / "reference" / "job-file.md").read_text()
+JSON_DOC = (DOCS / "json-output.md").read_text()
+
+
+def commands() -> Iterator[tuple[str, click.Command]]:
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None, name
+        if isinstance(cmd, click.Group):
+            yield name, cmd
+            for sub in cmd.list_commands(ctx):
+                found = cmd.get_command(ctx, sub)
+                assert found is not None
+                yield f"{name} {sub}", found
+        else:
+            yield name, cmd
+
+
+def cli_section(name: str) -> str | None:
+    m = re.search(r"^### `taskplan " + re.escape(name) + r"(?: [^`]*)?`\n(.*?)(?=^#{2,3} |\Z)",
+                  CLI_DOC, re.S | re.M)
+    return m.group(1) if m else None
+
+
+def test_every_command_and_flag_is_in_the_command_reference() -> None:
+    missing = []
+    for name, cmd in commands():
+        if isinstance(cmd, click.Group) and not [
+                p for p in cmd.params if isinstance(p, click.Option) and "--db" not in p.opts]:
+            continue  # a bare group: its subcommands have the sections
+        text = cli_section(name)
+        if text is None:
+            missing.append(f"taskplan {name}")
+            continue
+        for p in cmd.params:
+            if isinstance(p, click.Option) and "--db" not in p.opts:
+                flag = max(p.opts, key=len)
+                if f"`{flag}`" not in text:
+                    missing.append(f"taskplan {name} {flag}")
+        if "```sh" not in text:
+            missing.append(f"taskplan {name}: an example")
+    assert missing == []
+
+
+def model_keys(model: type[BaseModel]) -> set[str]:
+    return {f.alias or k for k, f in model.model_fields.items()}
+
+
+def test_every_job_file_key_is_in_the_job_file_reference() -> None:
+    models = [m for m in vars(schema).values()
+              if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ ==
+              schema.__name__ and m is not schema._Model] + [ConnectionsFile]
+    assert schema.Header in models and schema.TaskModel in models
+    missing = sorted(f"{m.__name__}.{k}" for m in models for k in model_keys(m)
+                     if f"`{k}`" not in JOB_DOC)
+    assert missing == []
+
+
+def test_every_json_listing_is_in_the_json_reference() -> None:
+    missing = [name for name, cmd in commands()
+               if any(isinstance(p, click.Option) and "--json" in p.opts for p in cmd.params)
+               and f"`{name.split()[0]}" not in JSON_DOC]
+    assert missing == []
+
+
+def yaml_examples() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", JOB_DOC, re.S)
+
+
+@pytest.mark.parametrize("index", range(len(yaml_examples())))
+def test_every_job_file_example_validates(index: int, tmp_path: Path) -> None:
+    text = yaml_examples()[index]
+    path = tmp_path / f"example{index}.yaml"
+    path.write_text(text)
+    assert [str(p) for p in validate_files([path])] == []
+
+
+def test_the_readme_says_what_to_run_after_the_example() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    assert "taskplan status" in readme and "taskplan logs" in readme
