@@ -1,0 +1,218 @@
+"""One definition of the dispatch rules: random job graphs driven through the engine's batched
+step (on PostgreSQL, the server-side step function) and through the reference that records every
+finish on its own in Python must write exactly the same rows, and both must respect every limit.
+
+Graphs mix dependencies, stages, the three trigger rules, the four on_failure policies, retries,
+priorities, a pool, max_parallel and a foreach, with two runs at once sharing the slots.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from engine_helpers import apply_job
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from taskplan.engine import Claim, Engine, Outcome
+from taskplan.model import TaskState
+from taskplan.store.db import Store, Tx
+
+SLOTS = 3
+MAX_STEPS = 80
+_names = itertools.count()
+
+
+class OneByOne(Engine):
+    """The reference: every finish recorded on its own by the Python path, on every backend."""
+
+    def _step_on_server(self, *args: Any) -> None:
+        return None
+
+    def _finish_run(self, tx: Tx, finished: Any, now: float, result: Any) -> None:
+        for claim, outcome in finished:
+            self._finish(tx, claim, outcome, now, result)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 2_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(frozen=True)
+class Shape:
+    tasks: list[dict[str, Any]]
+    policy: str
+    max_parallel: int | None
+    pool_size: int
+    fails_once: frozenset[str]
+    fails_always: frozenset[str]
+
+
+@st.composite
+def shapes(draw: Any) -> Shape:
+    n = draw(st.integers(3, 8))
+    tasks = []
+    for i in range(n):
+        deps = sorted(draw(st.sets(st.integers(0, i - 1), max_size=2))) if i else []
+        tasks.append({
+            "deps": [f"t{d}" for d in deps],
+            "stage": draw(st.none() | st.integers(1, 2)),
+            "trigger": draw(st.sampled_from(["all_success", "all_success", "all_done",
+                                             "one_failed"])),
+            "retries": draw(st.integers(0, 1)),
+            "priority": draw(st.integers(-1, 1)),
+            "pool": draw(st.booleans()),
+            "foreach": draw(st.none() | st.integers(1, 3)) if i == n - 1 or not deps else None,
+        })
+    # Stages never go down along the index order that dependencies follow: a dependency on
+    # a later stage would be a cycle through that stage's barrier.
+    staged = sorted(t["stage"] for t in tasks if t["stage"] is not None)
+    for t in tasks:
+        if t["stage"] is not None:
+            t["stage"] = staged.pop(0)
+    names = [f"t{i}" for i in range(n)]
+    return Shape(
+        tasks=tasks,
+        policy=draw(st.sampled_from(["continue", "stop", "cancel", "finish_stage"])),
+        max_parallel=draw(st.none() | st.integers(1, 2)),
+        pool_size=draw(st.integers(1, 2)),
+        fails_once=frozenset(draw(st.sets(st.sampled_from(names), max_size=2))),
+        fails_always=frozenset(draw(st.sets(st.sampled_from(names), max_size=1))),
+    )
+
+
+def job_text(shape: Shape, name: str) -> str:
+    lines = [f"job: {name}", f"on_failure: {shape.policy}", f"pools: {{p_{name}: "
+             f"{shape.pool_size}}}"]
+    if shape.max_parallel is not None:
+        lines.append(f"max_parallel: {shape.max_parallel}")
+    lines.append("tasks:")
+    for i, t in enumerate(shape.tasks):
+        lines.append(f"  t{i}:")
+        lines.append('    python: "tpjobs:record"')
+        if t["deps"]:
+            lines.append(f"    depends_on: [{', '.join(t['deps'])}]")
+        if t["stage"] is not None:
+            lines.append(f"    stage: {t['stage']}")
+        lines.append(f"    trigger: {t['trigger']}")
+        lines.append(f"    retries: {t['retries']}")
+        lines.append(f"    priority: {t['priority']}")
+        if t["pool"]:
+            lines.append(f"    pool: p_{name}")
+        if t["foreach"] is not None:
+            lines.append(f"    foreach: {{values: {list(range(t['foreach']))}}}")
+    return "\n".join(lines) + "\n"
+
+
+def outcome(shape: Shape, claim: Claim, now: float) -> Outcome:
+    ended = now - 0.25
+    if claim.task in shape.fails_always or (claim.task in shape.fails_once
+                                           and claim.attempt == 1):
+        return Outcome(TaskState.FAILED, exit_code=1, error=f"{claim.task} failed",
+                       ended_at=ended)
+    return Outcome(TaskState.SUCCEEDED, exit_code=0, result={"t": claim.task}, ended_at=ended)
+
+
+def limits_held(store: Store, runs: list[int], shape: Shape, pool: str) -> None:
+    with store.read() as tx:
+        for run_id in runs:
+            running = tx.scalar("SELECT COUNT(*) FROM task_runs WHERE run_id = :r AND state ="
+                                " 'running' AND kind <> 'foreach'", {"r": run_id})
+            if shape.max_parallel is not None:
+                assert running <= shape.max_parallel, (run_id, running)
+        in_pool = tx.scalar("SELECT COUNT(*) FROM task_runs WHERE pool = :p AND state ="
+                            " 'running'", {"p": pool})
+        assert in_pool <= shape.pool_size, in_pool
+
+
+def leave_nothing_active(engine: Engine, store: Store) -> None:
+    """A failed example (hypothesis shrinks by re-running) may leave runs going: end them so
+    they do not take this example's slots."""
+    with store.read() as tx:
+        active = [int(r[0]) for r in tx.all(
+            "SELECT id FROM runs WHERE state IN ('queued', 'running', 'stopping')")]
+    for run_id in active:
+        engine.cancel_run(run_id)
+
+
+def drive(engine: Engine, clock: Clock, store: Store, shape: Shape, name: str
+          ) -> tuple[list[int], list[Any]]:
+    leave_nothing_active(engine, store)
+    version_id = apply_job(engine, job_text(shape, name))
+    runs = [engine.create_run(version_id), engine.create_run(version_id)]
+    order = {r: n for n, r in enumerate(runs)}
+    agent_id = engine.register_agent(f"a-{name}", "host", 1, SLOTS, 3600.0)
+    pending: list[tuple[Claim, Outcome]] = []
+    trace = []
+    ended: set[int] = set()
+    for _ in range(MAX_STEPS):
+        clock.now += 1.0
+        engine.promote_retries()
+        free = SLOTS - sum(1 for c, o in pending if not o.expanded)
+        step = engine.step(agent_id, pending, max(free, 0))
+        limits_held(store, runs, shape, f"p_{name}")
+        ended.update(r for r, _ in step.finished_runs)
+        trace.append((sorted((order.get(r, -1), s) for r, s in step.finished_runs),
+                      sorted((order[c.run_id], c.task, str(c.item), c.attempt)
+                             for c in step.claims)))
+        pending = []
+        for claim in step.claims:
+            if claim.kind == "foreach":
+                items = [[i] for i in range(shape.tasks[int(claim.task[1:])]["foreach"] or 0)]
+                n = engine.expand_foreach(claim, iter(items))
+                pending.append((claim, Outcome(TaskState.SUCCEEDED, expanded=True)
+                                if n else Outcome(TaskState.SUCCEEDED, result=[])))
+            else:
+                pending.append((claim, outcome(shape, claim, clock.now)))
+        if set(runs) <= ended and not pending:
+            break
+    assert set(runs) <= ended, f"runs did not end in {MAX_STEPS} steps: {trace[-3:]}"
+    return runs, trace
+
+
+def snapshot(store: Store, runs: list[int]) -> list[Any]:
+    out = []
+    with store.read() as tx:
+        for run_id in runs:
+            names = {int(i): f"{t}[{x}]" for i, t, x in tx.all(
+                "SELECT id, task, item_index FROM task_runs WHERE run_id = :r", {"r": run_id})}
+            out.append({
+                "task_runs": sorted((names[int(r[0])], *r[1:]) for r in tx.all(
+                    "SELECT id, kind, state, attempts, max_attempts, pending_up, failed_up,"
+                    " ready_at, started_at, finished_at, exit_code, result, error"
+                    " FROM task_runs WHERE run_id = :r", {"r": run_id})),
+                "attempts": sorted((names[int(r[0])], *r[1:]) for r in tx.all(
+                    "SELECT task_run_id, attempt, state, started_at, finished_at, exit_code,"
+                    " error FROM attempts WHERE run_id = :r", {"r": run_id})),
+                "run": tx.all(
+                    "SELECT state, halt, halt_stage, unfinished, running, ready, failed,"
+                    " started_at, finished_at, error FROM runs WHERE id = :r", {"r": run_id}),
+                "events": sorted(
+                    (r[0], "" if r[1] is None else names[int(r[1])], r[2], r[3] or "")
+                    for r in tx.all("SELECT at, task_run_id, state, detail FROM events"
+                                    " WHERE run_id = :r", {"r": run_id})),
+            })
+    return out
+
+
+@pytest.mark.slow
+@settings(max_examples=15, report_multiple_bugs=False, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(shape=shapes())
+def test_batched_and_server_steps_write_what_the_reference_writes(store: Store,
+                                                                  shape: Shape) -> None:
+    got = []
+    for cls in (OneByOne, Engine):
+        clock = Clock()
+        engine = cls(store, clock=clock)
+        name = f"eq{next(_names)}"
+        runs, trace = drive(engine, clock, store, shape, name)
+        got.append((trace, snapshot(store, runs)))
+    assert got[1] == got[0]
