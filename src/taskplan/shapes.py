@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from taskplan.backfill import Backfill
     from taskplan.forecast import RunForecast
     from taskplan.model import ScheduleSpec
+    from taskplan.store.console import AgentInfo
     from taskplan.store.reports import AttemptInfo, JobInfo, RunInfo, TaskRunInfo
 
 
@@ -159,3 +160,11 @@ def firing(at: datetime, schedule: str, run_id: int | None, run_state: str | Non
         "reason": None if made else (note or "skipped"),
         "recorded": recorded,
     }
+
+
+def agent(a: AgentInfo) -> dict[str, Any]:
+    """One element of `agents --json`."""
+    return {"id": a.id, "name": a.name, "host": a.host, "pid": a.pid, "slots": a.slots,
+            "running": a.running, "state": a.state, "labels": a.labels,
+            "started_at": iso(a.started_at), "heartbeat_at": iso(a.heartbeat_at),
+            "lease_until": iso(a.lease_until)}

@@ -104,7 +104,7 @@ def test_logs_by_offset(client: Any, demo: tuple[Engine, int]) -> None:
 def test_agents(client: Any) -> None:
     agents = client.get("/api/v1/agents").json()
     assert len(agents) == 1 and agents[0]["state"] == "stopped"
-    assert set(agents[0]) == {"id", "name", "host", "pid", "slots", "running", "state",
+    assert set(agents[0]) == {"id", "name", "host", "pid", "slots", "running", "state", "labels",
                               "started_at", "heartbeat_at", "lease_until"}
 
 
@@ -187,3 +187,19 @@ def test_metrics(client: Any) -> None:
     assert "taskplan_dispatch_latency_seconds_count 7.0" in text
     assert "taskplan_schedule_lag_seconds_count 0.0" in text
     assert "taskplan_agent_slots_busy 0.0" in text
+
+
+def test_jobs_by_keyset_and_name(client: Any, engine: Engine) -> None:
+    from conftest import apply_text
+
+    for name in ("alpha", "beta_1", "beta-2"):
+        apply_text(engine, f"job: {name}\ntasks:\n  a: {{shell: 'true'}}\n")
+    page = client.get("/api/v1/jobs", params={"limit": 2})
+    assert [j["name"] for j in page.json()] == ["alpha", "beta-2"]
+    rest = client.get("/api/v1/jobs", params={"after": page.headers["X-Next-After"]}).json()
+    assert [j["name"] for j in rest] == ["beta_1", "demo"]
+    assert client.get("/api/v1/jobs", params={"q": "%"}).json() == []
+    assert [j["name"] for j in client.get("/api/v1/jobs", params={"q": "a_"}).json()] == [
+        "beta_1"]
+    html = client.get("/jobs", params={"q": "beta"}).text
+    assert 'data-job="beta_1"' in html and 'data-job="alpha"' not in html

@@ -9,10 +9,10 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any
 
 import click
 
+from taskplan import shapes
 from taskplan.agent import Agent
 from taskplan.cli.common import (
     db_option,
@@ -28,8 +28,8 @@ from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.errors import UsageError
 from taskplan.notify.sender import start_sender
-from taskplan.shapes import iso
 from taskplan.spec.durations import parse_duration
+from taskplan.store import console
 from taskplan.store.urls import mask_url
 
 log = logging.getLogger("taskplan.agent")
@@ -118,41 +118,20 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
 def agents_cmd(show_all: bool, as_json: bool, db: str | None) -> None:
     """Agents: host, pid, slots, running task runs, last heartbeat, state."""
     ctx = get_context(db)
-    store = ctx.engine.store
     now = time.time()
-    where = "" if show_all else " WHERE a.state IN ('alive', 'draining')"
-    with store.read() as tx:
-        rows = tx.all(
-            "SELECT a.id, a.name, a.host, a.pid, a.slots, a.state, a.started_at,"
-            " a.heartbeat_at, a.lease_until, a.labels,"
-            " (SELECT COUNT(*) FROM task_runs t WHERE t.agent_id = a.id"
-            "  AND t.state = 'running')"
-            f" FROM agents a{where} ORDER BY a.id")
-    agents: list[dict[str, Any]] = []
-    for r in rows:
-        state = str(r[5])
-        if state in ("alive", "draining") and float(r[8]) < now:
-            state = "expired"  # lease ran out; the next reaper marks it lost
-        agents.append({
-            "id": int(r[0]), "name": str(r[1]), "host": str(r[2]), "pid": int(r[3]),
-            "slots": int(r[4]), "running": int(r[10]), "state": state,
-            "labels": [x for x in str(r[9]).split(",") if x],
-            "started_at": float(r[6]), "heartbeat_at": float(r[7]),
-            "lease_until": float(r[8]),
-        })
+    with ctx.engine.store.read() as tx:
+        agents = console.agents(tx, now, include_gone=show_all)
     if as_json:
-        print_json([{**a, "started_at": iso(a["started_at"]),
-                     "heartbeat_at": iso(a["heartbeat_at"]),
-                     "lease_until": iso(a["lease_until"])} for a in agents])
+        print_json([shapes.agent(a) for a in agents])
         return
     if not agents:
         click.echo("no agents" + ("" if show_all else " running (--all shows past ones)"))
         return
     header = ("ID", "NAME", "HOST", "PID", "SLOTS", "RUNNING", "HEARTBEAT", "STATE", "LABELS")
     table = [header] + [
-        (str(a["id"]), a["name"], a["host"], str(a["pid"]), str(a["slots"]),
-         str(a["running"]), f"{short_time(a['heartbeat_at'])} ({now - a['heartbeat_at']:.0f}s"
-         " ago)", a["state"], ",".join(a["labels"])) for a in agents]
+        (str(a.id), a.name, a.host, str(a.pid), str(a.slots), str(a.running),
+         f"{short_time(a.heartbeat_at)} ({now - a.heartbeat_at:.0f}s ago)", a.state,
+         ",".join(a.labels)) for a in agents]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))

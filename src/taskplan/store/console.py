@@ -26,23 +26,41 @@ class JobOverview:
     recent: list[tuple[int, str]]  # (run id, state) of the newest runs, newest first
 
 
-def job_overviews(tx: Tx, recent: int = 20, name: str | None = None) -> list[JobOverview]:
-    """Every job (or one) with its current version and its newest `recent` top-level runs."""
-    where = " WHERE j.name = :n" if name is not None else ""
-    params: dict[str, Any] = {"n": name} if name is not None else {}
+def job_overviews(tx: Tx, recent: int = 20, name: str | None = None, *,
+                  after: str | None = None, contains: str | None = None,
+                  limit: int | None = None) -> list[JobOverview]:
+    """Jobs by name (one, or a keyset page: names after `after`, containing `contains`) with
+    their current version and their newest `recent` runs."""
+    conds: list[str] = []
+    params: dict[str, Any] = {}
+    if name is not None:
+        conds.append("j.name = :n")
+        params["n"] = name
+    if after is not None:
+        conds.append("j.name > :after")
+        params["after"] = after
+    if contains:
+        conds.append("j.name LIKE :like ESCAPE '!'")
+        params["like"] = "%" + contains.replace("!", "!!").replace("%", "!%").replace(
+            "_", "!_") + "%"
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    page = f" ORDER BY j.name LIMIT {int(limit)}" if limit is not None else " ORDER BY j.name"
     rows = tx.all(
         "SELECT j.name, j.id, v.version, v.id,"
         " (SELECT COUNT(*) FROM job_versions x WHERE x.job_id = j.id), j.paused"
-        " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id" + where
-        + " ORDER BY j.name", params)
+        " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id" + where + page,
+        params)
+    if not rows:
+        return []
+    ids = ", ".join(str(int(r[1])) for r in rows)
     # One index range per job on runs(job_id, id): the newest `recent` ids start at the
     # recent-th newest, found by a LIMIT/OFFSET on that index, never by scanning the history.
     # (CROSS JOIN: SQLite must walk the jobs first, else it scans every run.)
     marks = tx.all(
         "SELECT r.job_id, r.id, r.state FROM (SELECT j.id AS jid, COALESCE((SELECT x.id"
         " FROM runs x WHERE x.job_id = j.id ORDER BY x.id DESC LIMIT 1"
-        f" OFFSET {int(recent) - 1}), 0) AS lo FROM jobs j{where}) b"
-        " CROSS JOIN runs r WHERE r.job_id = b.jid AND r.id >= b.lo", params)
+        f" OFFSET {int(recent) - 1}), 0) AS lo FROM jobs j WHERE j.id IN ({ids})) b"
+        " CROSS JOIN runs r WHERE r.job_id = b.jid AND r.id >= b.lo")
     by_job: dict[int, list[tuple[int, str]]] = {}
     for job_id, run_id, state in sorted(marks, key=lambda m: (m[0], -m[1])):
         by_job.setdefault(int(job_id), []).append((int(run_id), str(state)))
@@ -291,22 +309,25 @@ class AgentInfo:
     started_at: float
     heartbeat_at: float
     lease_until: float
+    labels: list[str]
 
 
 def agents(tx: Tx, now: float, include_gone: bool = True) -> list[AgentInfo]:
+    """Agents with their running task runs counted (`taskplan agents`, the console)."""
     where = "" if include_gone else " WHERE a.state IN ('alive', 'draining')"
     rows = tx.all(
         "SELECT a.id, a.name, a.host, a.pid, a.slots, a.state, a.started_at, a.heartbeat_at,"
-        " a.lease_until, (SELECT COUNT(*) FROM task_runs t WHERE t.agent_id = a.id"
+        " a.lease_until, a.labels, (SELECT COUNT(*) FROM task_runs t WHERE t.agent_id = a.id"
         "  AND t.state = 'running')"
         f" FROM agents a{where} ORDER BY a.id")
     out = []
     for r in rows:
         state = str(r[5])
         if state in ("alive", "draining") and float(r[8]) < now:
-            state = "expired"
-        out.append(AgentInfo(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[9]),
-                             state, float(r[6]), float(r[7]), float(r[8])))
+            state = "expired"  # lease ran out; the next reaper marks it lost
+        out.append(AgentInfo(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[10]),
+                             state, float(r[6]), float(r[7]), float(r[8]),
+                             [x for x in str(r[9] or "").split(",") if x]))
     return out
 
 

@@ -54,9 +54,15 @@ def run_filter(job: str | None, state: str | None, trigger: str | None, since: s
                              parse_when(since, "since"), parse_when(until, "until"), before)
 
 
-@router.get("/jobs", summary="Every job: version, schedules, next firing, last 20 runs")
-def list_jobs(request: Request) -> list[dict[str, Any]]:
-    return views.jobs_list(ctx_of(request))
+@router.get("/jobs", summary="Jobs by name: version, schedules, next firing, last 20 runs")
+def list_jobs(request: Request, response: Response,
+              q: str | None = Query(None, description="only names containing this"),
+              after: str | None = Query(None, description="keyset: names after this one"),
+              limit: int | None = Query(None, ge=1, le=10_000)) -> list[dict[str, Any]]:
+    jobs = views.jobs_list(ctx_of(request), after=after, contains=q, limit=limit)
+    if limit is not None and len(jobs) == limit:
+        response.headers["X-Next-After"] = jobs[-1]["name"]
+    return jobs
 
 
 @router.get("/jobs/{job}", summary="One job, with its declared params and tasks")
@@ -181,10 +187,7 @@ def task_logs(request: Request, run_id: int, task: str,
 def list_agents(request: Request) -> list[dict[str, Any]]:
     with ctx_of(request).engine.store.read() as tx:
         found = console.agents(tx, time.time())
-    return [{"id": a.id, "name": a.name, "host": a.host, "pid": a.pid, "slots": a.slots,
-             "running": a.running, "state": a.state, "started_at": shapes.iso(a.started_at),
-             "heartbeat_at": shapes.iso(a.heartbeat_at),
-             "lease_until": shapes.iso(a.lease_until)} for a in found]
+    return [shapes.agent(a) for a in found]
 
 
 @router.get("/stream", summary="Server-sent events: `change` when the store (or a run) moved",

@@ -27,6 +27,7 @@ from taskplan.web.views import Ctx
 router = APIRouter(include_in_schema=False)
 TABLE_PAGE = 100
 RUNS_PAGE = 50
+JOBS_PAGE = 200
 
 env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                   autoescape=select_autoescape(default=True, default_for_string=True),
@@ -63,8 +64,13 @@ def home() -> Response:
 
 
 @router.get("/jobs")
-def jobs_page(request: Request) -> Response:
-    return render(request, "jobs.html", jobs=views.jobs_list(ctx_of(request)))
+def jobs_page(request: Request, q: str | None = None, after: str | None = None) -> Response:
+    jobs = views.jobs_list(ctx_of(request), after=after or None, contains=q or None,
+                           limit=JOBS_PAGE + 1)
+    more = len(jobs) > JOBS_PAGE
+    jobs = jobs[:JOBS_PAGE]
+    return render(request, "jobs.html", jobs=jobs, q=q or "", after=after or "",
+                  next_after=jobs[-1]["name"] if more else None)
 
 
 @router.get("/jobs/{job}")
@@ -116,7 +122,7 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
         table = console.task_runs_page(tx, run_id, state=state,
                                        after_id=after if state else max(after, first - 1),
                                        limit=TABLE_PAGE + 1)
-    reasons = views.waiting_reasons(ctx, info, graph)
+    reasons = views.waiting_reasons(ctx, info)
     critical = set(svg.critical_path(graph)) if info.state != "queued" else set()
     predicted = views.forecast(ctx, run_id) if info.state in ("running", "stopping") else None
     return {

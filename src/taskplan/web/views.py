@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
 import time
 from collections import OrderedDict
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from taskplan import shapes
 from taskplan.engine import Engine
 from taskplan.errors import NotFoundError, UsageError
-from taskplan.model import TERMINAL_TASK_STATES, JobSpec, ScheduleSpec
+from taskplan.model import JobSpec, ScheduleSpec
 from taskplan.redact import mask_url
 from taskplan.store import console, reports
 from taskplan.store.reports import RunInfo
@@ -187,9 +186,10 @@ def job_object(ctx: Ctx, ov: console.JobOverview, *, detail: bool = False) -> di
     return obj
 
 
-def jobs_list(ctx: Ctx) -> list[dict[str, Any]]:
+def jobs_list(ctx: Ctx, *, after: str | None = None, contains: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
     with ctx.engine.store.read() as tx:
-        overviews = console.job_overviews(tx)
+        overviews = console.job_overviews(tx, after=after, contains=contains, limit=limit)
     return [job_object(ctx, ov) for ov in overviews]
 
 
@@ -241,44 +241,13 @@ def run_status(ctx: Ctx, run_id: int) -> dict[str, Any]:
     return shapes.run_status(info, tasks)
 
 
-def waiting_reasons(ctx: Ctx, run: RunInfo, graph: console.RunGraph) -> dict[int, str]:
-    """task run id -> why it is not running yet (the engine's explanation when it has one)."""
+def waiting_reasons(ctx: Ctx, run: RunInfo) -> dict[int, str]:
+    """task run id -> why it is not running yet, in the engine's words."""
     if run.state not in ("queued", "running", "stopping"):
         return {}
-    try:
-        waiting = importlib.import_module("taskplan.engine.waiting")
-    except ImportError:
-        waiting = None
-    if waiting is not None:
-        found: dict[int, str] = waiting.explain(ctx.engine.store, run.run_id)
-        return found
-    by_id = {n.id: n for n in graph.nodes}
-    ups: dict[int, list[int]] = {}
-    for u, d in graph.edges:
-        ups.setdefault(d, []).append(u)
-    out: dict[int, str] = {}
-    now = time.time()
-    for n in graph.nodes:
-        if n.kind == "barrier":
-            continue
-        if run.state == "queued":
-            out[n.id] = "the run is queued (overlap policy)"
-        elif n.state == "pending":
-            waits = []
-            for u in ups.get(n.id, []):
-                up = by_id.get(u)
-                if up is None or up.state in TERMINAL_TASK_STATES:
-                    continue
-                waits.append(f"stage {up.stage} not finished" if up.kind == "barrier"
-                             else up.name)
-            out[n.id] = ("waiting for upstreams: " + ", ".join(waits)) if waits else "pending"
-        elif n.state == "ready":
-            out[n.id] = "ready: waiting for a free agent slot"
-        elif n.state == "retrying" and n.ready_at:
-            left = max(0.0, n.ready_at - now)
-            out[n.id] = (f"retry at {datetime.fromtimestamp(n.ready_at).strftime('%H:%M:%S')}"
-                         f" (in {left:.0f}s)")
-    return out
+    from taskplan.engine.waiting import explain
+
+    return explain(ctx.engine.store, run.run_id)
 
 
 def forecast(ctx: Ctx, run_id: int) -> RunForecast | None:
