@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import run_to_end
+from web_helpers import run_to_end
+
 from taskplan import shapes
 from taskplan.engine import Engine
 from taskplan.store import reports
@@ -143,7 +144,7 @@ def test_actions(client: Any, demo: tuple[Engine, int]) -> None:
 
 
 def test_succeeded_run_has_nothing_to_retry(client: Any, engine: Engine) -> None:
-    from conftest import apply_text
+    from web_helpers import apply_text
 
     version = apply_text(engine, "job: ok\ntasks:\n  a: {shell: 'true'}\n")
     run_id = engine.create_run(version)
@@ -190,7 +191,7 @@ def test_metrics(client: Any) -> None:
 
 
 def test_jobs_by_keyset_and_name(client: Any, engine: Engine) -> None:
-    from conftest import apply_text
+    from web_helpers import apply_text
 
     for name in ("alpha", "beta_1", "beta-2"):
         apply_text(engine, f"job: {name}\ntasks:\n  a: {{shell: 'true'}}\n")

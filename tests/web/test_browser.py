@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import HOSTILE, TASKPLAN, Server, clean_env
+from web_helpers import HOSTILE, TASKPLAN, Server, clean_env
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conftest import HOSTILE, apply_text, run_to_end
+from web_helpers import HOSTILE, apply_text, run_to_end
+
 from taskplan.engine import Engine
 
 

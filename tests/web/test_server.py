@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from web_helpers import DEMO, TASKPLAN, Server, clean_env, wait_until
 
-from conftest import DEMO, TASKPLAN, Server, clean_env, wait_until
 from taskplan.store.db import Store
 
 
