@@ -279,7 +279,7 @@ class Scheduler:
     def check_deadlines(self) -> list[tuple[int, str]]:
         """Deadline events due now (docs/forecasts.md); a failure is logged, never fatal."""
         try:
-            return retrying(self.deadlines.check, what="checking deadlines",
+            return retrying(self.deadlines.poll, what="checking deadlines",
                             stop=self._stop.is_set)
         except StoreUnavailableError:
             raise
@@ -324,8 +324,7 @@ class Scheduler:
                         res = retrying(self.fire_due, what="firing schedules",
                                        stop=self._stop.is_set)
                         next_due = res.next_due
-                    if self.deadlines.due():
-                        self.check_deadlines()
+                    self.check_deadlines()
                 timeout = next_renew - time.monotonic()
                 if self.leader and next_due is not None:
                     timeout = min(timeout, next_due - self.clock())

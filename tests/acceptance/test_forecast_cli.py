@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import pytest
 from acceptance_helpers import Taskplan
 
 JOB = """
@@ -55,12 +56,13 @@ def test_forecast_bad_input(tp: Taskplan) -> None:
         assert len(res.err.strip().splitlines()) == 1, res.err
 
 
+@pytest.mark.slow
 def test_status_of_a_running_run_says_when_it_finishes(tp: Taskplan) -> None:
     tp.write("job.yaml", """
         job: slow
         tasks:
           first: {shell: "sleep 0.1"}
-          wait: {shell: "sleep 30", depends_on: first}
+          wait: {shell: "sleep 12", depends_on: first}
           last: {shell: "true", depends_on: wait}
     """)
     run_id = tp.ok("run", "job.yaml", "--detach").out.strip()
@@ -82,7 +84,7 @@ def test_status_of_a_running_run_says_when_it_finishes(tp: Taskplan) -> None:
         text = tp.ok("status", run_id).out
         assert "(critical path: wait -> last)" in text and "finishes ~" in text
     finally:
-        tp.ok("cancel", run_id)
+        tp("cancel", run_id)
         agent.terminate()
         agent.wait(10)
 
@@ -125,3 +127,38 @@ def test_a_bad_deadline_is_refused_with_its_line(tp: Taskplan) -> None:
     res = tp("validate", "job.yaml")
     assert res.code == 2
     assert "job.yaml:2:" in res.err and "exactly one of finish_by, within" in res.err
+
+
+@pytest.mark.slow
+def test_the_scheduler_daemon_warns_a_detached_run_before_its_deadline(tp: Taskplan) -> None:
+    import sqlite3
+
+    tp.write("job.yaml", """
+        job: late
+        deadline: {within: 2s}
+        tasks:
+          slow: {shell: "sleep 3"}
+    """)
+    tp.ok("apply", "job.yaml")
+    daemons = [tp.popen("scheduler", "--lease", "1"), tp.popen("agent", "--slots", "1")]
+    try:
+        run_id = tp.ok("run", "late", "--detach").out.strip()  # no history yet: 60 s default
+        deadline = time.monotonic() + 40
+        events: list[tuple[str, float]] = []
+        while time.monotonic() < deadline:
+            with sqlite3.connect(tp.db_path) as conn:
+                events = conn.execute(
+                    "SELECT state, at FROM events WHERE run_id = ? AND state LIKE 'deadline%'"
+                    " ORDER BY id", (int(run_id),)).fetchall()
+            if len(events) == 2:
+                break
+            time.sleep(0.2)
+        assert [e[0] for e in events] == ["deadline_at_risk", "deadline_missed"], events
+        runs = {str(r["run_id"]): r for r in tp.ok("runs", "--json").json()}
+        at = datetime.fromisoformat(runs[run_id]["deadline"]["at"]).timestamp()
+        assert events[0][1] < at <= events[1][1]
+        assert runs[run_id]["deadline"]["state"] == "missed"
+    finally:
+        for proc in daemons:
+            proc.terminate()
+            proc.wait(10)

@@ -69,13 +69,14 @@ def _standing(store: Store, run_id: int, now: float) -> dict[str, object] | None
 def test_a_run_that_cannot_make_it_is_at_risk_then_missed(store: Store) -> None:
     engine, clock, version_id, replay = _setup(store, _job("60s"))
     scheduler = Scheduler(engine, clock=clock)
+    assert scheduler.check_deadlines() == []  # nothing to watch: next look in 15 s...
     run_id = engine.create_run(version_id)
     start = clock.t
     replay.start()
     assert _standing(store, run_id, clock.t) == {"at": shapes.iso(start + 60), "state": "on_track"}
 
     replay.advance_to(start + 5)
-    assert scheduler.check_deadlines() == [(run_id, "at_risk")]
+    assert scheduler.check_deadlines() == [(run_id, "at_risk")]  # ...but a new run is judged now
     assert scheduler.check_deadlines() == []  # once per run
     assert scheduler.deadlines.next_at == start + 5 + 15  # every 15 s, or at a deadline
     events = _deadline_events(store, run_id)

@@ -227,8 +227,8 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
                 thread.join(0.25)
                 try:
                     display.update()
-                    if watch is not None and watch.due():
-                        watch.check()
+                    if watch is not None:
+                        watch.poll()
                 except StoreUnavailableError:
                     pass  # the agent rides out the outage; the display catches up after
     finally:

@@ -42,14 +42,22 @@ class DeadlineWatch:
         self.clock = clock or engine.clock
         self.only = only  # a foreground `taskplan run` watches its own run
         self.next_at = 0.0
+        self.newest = -1  # the highest run id the last look saw
 
-    def due(self) -> bool:
-        return self.clock() >= self.next_at
+    def poll(self) -> list[tuple[int, str]]:
+        """Look if it is time (every `every` seconds, at each deadline), or if a run was
+        created since the last look (a new run is judged at once, not up to `every` later)."""
+        if self.clock() < self.next_at:
+            with self.store.read() as tx:
+                if ops.newest_run(tx) <= self.newest:
+                    return []
+        return self.check()
 
     def check(self) -> list[tuple[int, str]]:
         """One look: returns the (run id, at_risk | missed) recorded now."""
         now = self.clock()
         with self.store.read() as tx:
+            self.newest = ops.newest_run(tx)
             watched = [w for w in ops.watched(tx) if self.only in (None, w.run_id)]
         recorded: list[tuple[int, str]] = []
         forecasts: dict[int, RunForecast] | None = None

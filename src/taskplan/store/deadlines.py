@@ -31,6 +31,11 @@ class DeadlineRun:
     deadline_state: str | None
 
 
+def newest_run(tx: Tx) -> int:
+    """The highest run id: a checker looks again at once when a run was created."""
+    return int(tx.scalar("SELECT COALESCE(MAX(id), 0) FROM runs") or 0)
+
+
 def watched(tx: Tx) -> list[DeadlineRun]:
     """Unfinished runs whose deadline is not missed yet (few: served by the state index)."""
     rows = tx.all(
