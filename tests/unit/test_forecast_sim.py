@@ -107,3 +107,21 @@ def test_fair_shares_between_runs_follow_job_priority() -> None:
                            seconds=10.0) for i in range(2)], priority=5)
     got = simulate([low, high], now=0.0, slots=1)
     assert got[2].finish_at == 20.0 and got[1].finish_at == 40.0
+
+
+def test_a_disabled_task_is_skipped_in_a_planned_run() -> None:
+    from taskplan.spec import load_job_text
+
+    spec = load_job_text("""
+job: demo
+tasks:
+  a: {shell: "true"}
+  b: {shell: "true", depends_on: a, enabled: false}
+  c: {shell: "true", depends_on: b}
+""", "x.yaml", ".")
+    model = DurationModel(History(tasks={"a": [10.0], "c": [4.0]}, runs=1))
+    got = forecast_plan(spec, model, 0.0, 2)
+    assert got is not None
+    # b ends skipped at creation, so c is ready at once, beside a.
+    assert got.tasks == {"a": (0.0, 10.0), "c": (0.0, 4.0)} and got.finish_at == 10.0
+    assert model.unknown == []

@@ -80,13 +80,14 @@ def _run_nodes(spec: JobSpec, rows: list[hist.TaskRunState], crowded: list[hist.
         if row.kind == "barrier":
             nodes.append(barrier_node(row.task, ups.get(row.task, []), **common))
         elif task is None:  # not in the pinned definition: keep the graph whole anyway
-            nodes.append(Node(key=row.task, task=row.task, kind="task",
-                              seconds=model.default, **common))  # type: ignore[arg-type]
+            nodes.append(Node(key=row.task, task=row.task, kind="task", state=row.state,
+                              seconds=model.default, started_at=row.started_at,
+                              ready_at=row.ready_at))
         elif row.parent_id is not None:
             nodes.append(Node(key=f"{row.task}[{row.item_index}]", task=row.task, kind="item",
-                              parent=row.task, seconds=model.task(task).seconds,
-                              priority=row.priority, pool=row.pool, stage=row.stage,
-                              **common))  # type: ignore[arg-type]
+                              state=row.state, parent=row.task, seconds=model.task(task).seconds,
+                              started_at=row.started_at, ready_at=row.ready_at,
+                              priority=row.priority, pool=row.pool, stage=row.stage))
         else:
             nodes.append(task_node(task, model, ups=tuple(ups.get(row.task, [])),
                                    child_run=row.child_run_id, priority=row.priority,

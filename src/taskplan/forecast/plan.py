@@ -60,6 +60,10 @@ def planned_nodes(spec: JobSpec, model: DurationModel, start: float) -> list[Nod
         if task is None:
             nodes.append(barrier_node(name, ups, state=state))
             continue
+        if state not in ("ready", "pending"):  # disabled, or resolved at creation by one
+            nodes.append(Node(key=name, task=name, kind=task_kind(task), state=state,
+                              ups=tuple(ups)))
+            continue
         nodes.append(task_node(task, model, ups=tuple(ups), state=state,
                                ready_at=start if state == "ready" else None))
     return nodes

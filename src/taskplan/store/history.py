@@ -133,12 +133,6 @@ def active_runs(tx: Tx) -> list[ActiveRun]:
     return [_active(r) for r in rows]
 
 
-def active_run(tx: Tx, run_id: int) -> ActiveRun | None:
-    row = tx.one(f"SELECT {_ACTIVE_COLS} FROM runs r JOIN jobs j ON j.id = r.job_id"
-                 " WHERE r.id = :r", {"r": run_id})
-    return _active(row) if row else None
-
-
 @dataclass(frozen=True)
 class TaskRunState:
     id: int
