@@ -7,7 +7,7 @@ import shlex
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,6 +26,10 @@ from taskplan.errors import NotFoundError, UsageError
 from taskplan.notify.rules import Channel
 from taskplan.shapes import iso
 from taskplan.store.notify_ops import NotificationInfo
+
+if TYPE_CHECKING:
+    from taskplan.cli.common import Context
+    from taskplan.notify.channels import Smtp
 
 
 def _shape(n: NotificationInfo) -> dict[str, Any]:
@@ -134,7 +138,7 @@ def resend_cmd(notification_id: str, as_json: bool, db: str | None) -> None:
     sys.exit(EXIT_RUN_FAILED if failed else EXIT_OK)
 
 
-def _smtp(ctx: Any) -> Any:
+def _smtp(ctx: Context) -> Smtp:
     from taskplan.notify.channels import Smtp
 
     return Smtp.from_settings(ctx.settings.smtp)

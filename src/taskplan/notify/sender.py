@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from taskplan.config import Settings
 from taskplan.errors import StoreUnavailableError
 from taskplan.notify import channels
 from taskplan.notify.channels import Sent, Smtp
@@ -221,10 +222,7 @@ class Sender:
             time.sleep(0.1)
 
 
-def start_sender(store: Store, settings: object) -> Sender:
-    """A sender thread configured from taskplan.toml (settings: config.Settings)."""
-    from taskplan.config import Settings
-
-    assert isinstance(settings, Settings)
+def start_sender(store: Store, settings: Settings) -> Sender:
+    """A sender thread configured from taskplan.toml."""
     return Sender(store, smtp=Smtp.from_settings(settings.smtp),
                   lease=settings.lease_seconds).start()
