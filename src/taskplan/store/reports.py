@@ -222,9 +222,11 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
     total, last = 0, 0
     while True:
         with store.read() as tx:
+            # `state || ''` keeps SQLite's planner on the primary key: through the state index
+            # it would read every finished run and sort them, for every batch.
             found = [int(r[0]) for r in tx.all(
                 "SELECT id FROM runs WHERE id > :last AND finished_at IS NOT NULL"
-                " AND finished_at < :b AND state IN ('succeeded', 'failed', 'cancelled')"
+                " AND finished_at < :b AND state || '' IN ('succeeded', 'failed', 'cancelled')"
                 " ORDER BY id LIMIT :n", {"last": last, "b": before, "n": batch})]
         if not found:
             with store.tx() as tx:
