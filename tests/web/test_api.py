@@ -54,6 +54,15 @@ def test_runs_are_the_cli_shapes(client: Any, demo: tuple[Engine, int]) -> None:
     assert client.get(f"/api/v1/runs/{run_id}").json() == shapes.run_status(info, tasks)
     r = client.get("/api/v1/runs/999")
     assert r.status_code == 404 and r.json() == {"error": "no run 999", "status": 404}
+    full = client.get(f"/api/v1/runs/{run_id}", params={"attempts": "true"}).json()
+    fail = next(t for t in full["tasks"] if t["name"] == "fail")
+    assert [a["attempt"] for a in fail["attempt_list"]] == [1]
+    assert fail["attempt_list"][0]["exit_code"] == 3
+    # a run still waiting says why, as `status --json` does
+    waiting = engine.create_run(engine.current_version("demo"))
+    rows = client.get(f"/api/v1/runs/{waiting}").json()["tasks"]
+    assert {t["name"]: t.get("waiting") for t in rows}["load"].startswith("waiting for")
+    engine.cancel_run(waiting)
 
 
 def test_runs_keyset_pages_and_filters(client: Any, demo: tuple[Engine, int]) -> None:

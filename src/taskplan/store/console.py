@@ -12,7 +12,7 @@ from typing import Any
 
 from taskplan.store.db import Tx
 from taskplan.store.ops import loads
-from taskplan.store.reports import _RUN_SELECT, RunInfo, TaskRunInfo, _run_info
+from taskplan.store.reports import _RUN_SELECT, AttemptInfo, RunInfo, TaskRunInfo, _run_info
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,8 @@ _TR_COLS = ("id, task, kind, item_index, item, state, attempts, started_at, fini
 
 
 def _task_run_info(r: tuple[Any, ...]) -> TaskRunInfo:
-    return TaskRunInfo(int(r[0]), str(r[1]), str(r[2]), r[3], loads(r[4]), str(r[5]), int(r[6]),
+    kind = "item" if r[3] is not None else str(r[2])  # as `status --json` names them
+    return TaskRunInfo(int(r[0]), str(r[1]), kind, r[3], loads(r[4]), str(r[5]), int(r[6]),
                        r[7], r[8], r[9], loads(r[10]), r[11], r[12], r[13])
 
 
@@ -247,26 +248,15 @@ def task_run_by_name(tx: Tx, run_id: int, task: str, item: int | None) -> TaskRu
     return _task_run_info(row) if row else None
 
 
-@dataclass(frozen=True)
-class AttemptInfo:
-    attempt: int
-    state: str
-    agent: str | None
-    started_at: float
-    finished_at: float | None
-    exit_code: int | None
-    error: str | None
-    output_bytes: int
-    truncated: bool
-
-
 def attempts_of(tx: Tx, task_run_id: int) -> list[AttemptInfo]:
+    """Every attempt of one task run, oldest first (reports.attempts_of_run reads a run's)."""
     rows = tx.all(
-        "SELECT a.attempt, a.state, g.name, a.started_at, a.finished_at, a.exit_code, a.error,"
-        " a.output_bytes, a.truncated FROM attempts a LEFT JOIN agents g ON g.id = a.agent_id"
+        "SELECT a.attempt, a.state, g.name, g.host, a.started_at, a.finished_at, a.exit_code,"
+        " a.error, a.output_bytes, a.truncated FROM attempts a"
+        " LEFT JOIN agents g ON g.id = a.agent_id"
         " WHERE a.task_run_id = :t ORDER BY a.attempt", {"t": task_run_id})
-    return [AttemptInfo(int(r[0]), str(r[1]), r[2], float(r[3]), r[4], r[5], r[6], int(r[7]),
-                        bool(r[8])) for r in rows]
+    return [AttemptInfo(task_run_id, int(r[0]), str(r[1]), r[2], r[3], float(r[4]), r[5], r[6],
+                        r[7], int(r[8] or 0), bool(r[9])) for r in rows]
 
 
 @dataclass(frozen=True)

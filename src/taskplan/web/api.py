@@ -116,8 +116,10 @@ def list_runs(request: Request, response: Response, job: str | None = None,
 
 
 @router.get("/runs/{run_id}", summary="One run and its task runs, as `taskplan status RUN --json`")
-def get_run(request: Request, run_id: int) -> dict[str, Any]:
-    return views.run_status(ctx_of(request), run_id)
+def get_run(request: Request, run_id: int,
+            attempts: bool = Query(False, description="each task's attempt_list, as --attempts")
+            ) -> dict[str, Any]:
+    return views.run_status(ctx_of(request), run_id, attempts)
 
 
 @router.post("/runs/{run_id}/stop", summary="Stop: running tasks finish, nothing new starts")

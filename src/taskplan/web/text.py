@@ -42,10 +42,6 @@ def took(start: float | None, end: float | None, now: float | None = None) -> st
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
-def strip_ansi(text: str) -> str:
-    return _CONTROL.sub("", _OTHER_ESC.sub("", _SGR.sub("", text)))
-
-
 def ansi_html(text: str) -> Markup:
     """Escaped text with SGR colours as <span class="ansi-N"> (bold, 8+8 colours)."""
     text = mask_url(text)

@@ -231,14 +231,17 @@ def run_or_404(ctx: Ctx, run_id: int) -> RunInfo:
     return info
 
 
-def run_status(ctx: Ctx, run_id: int) -> dict[str, Any]:
-    """The object of `status RUN --json`."""
+def run_status(ctx: Ctx, run_id: int, with_attempts: bool = False) -> dict[str, Any]:
+    """The object of `status RUN --json` (`--attempts` with `with_attempts`): the same reads,
+    forecast and waiting reasons as the CLI."""
     with ctx.engine.store.read() as tx:
         info = reports.run_info(tx, run_id)
         if info is None:
             raise NotFoundError(f"no run {run_id}")
         tasks = reports.task_runs(tx, run_id)
-    return shapes.run_status(info, tasks)
+        tries = reports.attempts_of_run(tx, run_id) if with_attempts else None
+    predicted = forecast(ctx, run_id) if info.state in ("running", "stopping") else None
+    return shapes.run_status(info, tasks, predicted, tries, waiting_reasons(ctx, info))
 
 
 def waiting_reasons(ctx: Ctx, run: RunInfo) -> dict[int, str]:
