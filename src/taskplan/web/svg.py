@@ -179,7 +179,7 @@ def _ticks(t0: float, t1: float) -> list[float]:
         if span / step <= 8:
             break
     first = (int(t0 / step) + 1) * step
-    return [first + i * step for i in range(int((t1 - first) / step) + 1)]
+    return [round(first + i * step, 3) for i in range(int((t1 - first) / step) + 1)]
 
 
 def gantt_svg(graph: RunGraph, bars: list[AttemptBar], *, run_start: float | None,
@@ -209,7 +209,7 @@ def gantt_svg(graph: RunGraph, bars: list[AttemptBar], *, run_start: float | Non
     ends += [f for _, f in guesses.values()]
     t1 = max([*ends, t0 + 1.0])
     label_w, axis_w, row_h = 190, 760, 20
-    width, height = label_w + axis_w + 20, 30 + row_h * len(rows)
+    width, height = label_w + axis_w + 50, 30 + row_h * len(rows)  # room for the last label
 
     def x(t: float) -> float:
         return label_w + (t - t0) / (t1 - t0) * axis_w
