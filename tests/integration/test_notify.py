@@ -1,7 +1,8 @@
 """Notifications on a real store (SQLite and PostgreSQL) to a real HTTP receiver: every
 notifiable event reaches its channel once, signed; defaults and silencing; foreach items;
 retries with backoff, giving up and resending; agent_lost and schedule_misfired; a hanging
-webhook does not hold up a run."""
+webhook does not hold up a run. Tests whose statements others already run on both backends
+run on SQLite only."""
 
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ job: works
     assert len(hook.received) == 7
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_own_rows_go_out_at_once_while_another_sender_holds_the_lease(
         engine: Engine, store: Store, hook: Hook) -> None:
     elsewhere = Sender(store, lease=60.0, holder="another-process")
@@ -115,6 +117,7 @@ def test_own_rows_go_out_at_once_while_another_sender_holds_the_lease(
     assert hook.events() == ["run_succeeded"]
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_defaults_apply_to_jobs_without_notify_and_an_empty_list_silences(
         engine: Engine, store: Store, hook: Hook) -> None:
     notify_ops.configure(store, [Rule(frozenset({"run_succeeded"}),
@@ -129,6 +132,7 @@ def test_defaults_apply_to_jobs_without_notify_and_an_empty_list_silences(
     assert "X-Taskplan-Signature" not in hook.received[0].headers
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_a_foreach_reports_once_not_per_item(engine: Engine, store: Store,
                                              hook: Hook) -> None:
     run_job(engine, f"""
@@ -296,6 +300,7 @@ def test_apply_rejects_bad_notify_entries() -> None:
         err.value.problems[0])
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_rules_of_a_version_are_read_once(engine: Engine, store: Store, hook: Hook) -> None:
     version = apply_job(engine, f"job: v\nnotify: [{{on: run_failed, webhook: '{hook.url}'}}]"
                                 "\ntasks:\n  a: {shell: 'true'}\n")
@@ -305,6 +310,7 @@ def test_rules_of_a_version_are_read_once(engine: Engine, store: Store, hook: Ho
     assert [r.channel.target for r in first] == [(hook.url,)]
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_errors_in_payloads_are_masked(engine: Engine, store: Store, hook: Hook) -> None:
     from taskplan.store import ops
 
