@@ -183,6 +183,9 @@ def test_openapi_lists_the_api(client: Any) -> None:
               "/api/v1/runs/{run_id}/retry", "/api/v1/runs/{run_id}/tasks/{task}/retry",
               "/api/v1/jobs/{job}/pause", "/api/v1/jobs/{job}/resume"):
         assert p in paths, p
+    page = client.get("/api/docs")  # served here: FastAPI's own docs would load a CDN
+    assert page.status_code == 200 and "<code>/api/v1/runs/{run_id}/tasks/{task}/logs</code>" in (
+        page.text)
 
 
 def test_metrics(client: Any) -> None:

@@ -14,6 +14,7 @@ from taskplan.engine import Engine
 def test_every_page_renders(client: Any, demo: tuple[Engine, int]) -> None:
     _, run_id = demo
     for url in ("/jobs", "/jobs/demo", "/runs", f"/runs/{run_id}", "/agents", "/calendar",
+                "/api/docs",
                 "/calendar?month=2026-03", f"/runs/{run_id}/tasks/extract",
                 f"/runs/{run_id}/tasks/items", f"/runs/{run_id}/tasks/items?item=2",
                 f"/runs/{run_id}/tasks/fail?attempt=1", "/runs?state=failed&job=demo",

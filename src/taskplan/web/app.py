@@ -59,8 +59,10 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
         yield
         watcher.stop()
 
-    app = FastAPI(title="taskplan", version=__version__, docs_url="/api/docs",
-                  openapi_url="/api/v1/openapi.json", redoc_url=None, lifespan=lifespan)
+    # FastAPI's own docs pages load Swagger UI from a CDN: the console lists the OpenAPI
+    # description itself (/api/docs), so it works offline and under its CSP.
+    app = FastAPI(title="taskplan", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url="/api/v1/openapi.json", lifespan=lifespan)
     auth = Auth.create(token)
     app.state.ctx = Ctx(engine, timezone)
     app.state.auth = auth

@@ -263,3 +263,17 @@ def calendar_page(request: Request, month: str | None = None) -> Response:
     return render(request, "calendar.html", first=first, weeks=weeks, per_day=per_day,
                   skipped=skipped, dst=dst, prev=prev.strftime("%Y-%m"),
                   next=nxt.strftime("%Y-%m"), today=date.today())
+
+
+@router.get("/api/docs")
+def api_docs(request: Request) -> Response:
+    """The REST API as its OpenAPI description lists it, rendered here (no CDN)."""
+    spec = request.app.openapi()
+    endpoints = []
+    for path, methods in spec.get("paths", {}).items():
+        for method, op in methods.items():
+            params = [(p.get("name", ""), p.get("in", ""), p.get("required", False),
+                       p.get("description", "")) for p in op.get("parameters", [])]
+            endpoints.append((method.upper(), path, op.get("summary", ""), params,
+                              "requestBody" in op))
+    return render(request, "api_docs.html", endpoints=endpoints)
