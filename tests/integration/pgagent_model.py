@@ -14,7 +14,7 @@ by a fall-back as its second occurrence (standard time).
 from __future__ import annotations
 
 import calendar as _cal
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -215,5 +215,3 @@ def dst_days(tz: ZoneInfo, first: date, last: date) -> set[date]:
         day += timedelta(days=1)
     return out
 
-
-Explain = Callable[[datetime | None, datetime | None], set[str]]

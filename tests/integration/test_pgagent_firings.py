@@ -57,7 +57,7 @@ def _subset(rng: random.Random, pool: list[int], k: int) -> list[int]:
     return rng.sample(pool, min(k, len(pool)))
 
 
-def random_schedule(rng: random.Random, used: set[tuple[date, time]]) -> dict[str, Any]:
+def random_schedule(rng: random.Random) -> dict[str, Any]:
     """A pgAgent schedule with random arrays, bounds and (later) exceptions."""
     sc: dict[str, Any] = {"name": "random"}
     if rng.random() > 0.1:
@@ -138,7 +138,7 @@ def test_random_schedules_fire_as_pgagent_says_but_where_pgagent_is_wrong(
     rows: dict[str, tuple[int, dict[str, Any]]] = {}
     # Draw schedules; keep those whose 20 firings (before exceptions) fall within 30 years, so
     # that pgAgent's day-by-day search stays quick.
-    drafts = [random_schedule(rng, used) for _ in range(N_SCHEDULES * 2)]
+    drafts = [random_schedule(rng) for _ in range(N_SCHEDULES * 2)]
     for i, sc in enumerate(drafts):
         name = f"random {i:04d}"
         jobid, [jscid] = add_job(conn, name, steps=[{"name": "a", "code": "true"}],
