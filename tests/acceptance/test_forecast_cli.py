@@ -162,3 +162,16 @@ def test_the_scheduler_daemon_warns_a_detached_run_before_its_deadline(tp: Taskp
         for proc in daemons:
             proc.terminate()
             proc.wait(10)
+
+
+def test_forecast_says_whether_a_deadline_would_be_met(tp: Taskplan) -> None:
+    tp.write("job.yaml", """
+        job: dl
+        deadline: {within: 90s}
+        tasks:
+          a: {shell: "true"}
+          b: {shell: "true", depends_on: a}
+    """)
+    out = tp.ok("forecast", "job.yaml", "--workers", "2").out
+    assert ": would be missed by 30.0s" in out  # two tasks never seen: 60 s each
+    assert "deadline" not in tp.ok("forecast", "job.yaml", "--json").json()

@@ -72,6 +72,19 @@ def gantt(forecast: RunForecast, start: float, width: int = GANTT_WIDTH) -> list
     return lines
 
 
+def deadline_verdict(spec: JobSpec, forecast: RunForecast, start: float, zone: str) -> str:
+    """Whether a run fired at `start` would meet the job's deadline."""
+    from taskplan.forecast.deadlines import deadline_at
+
+    assert spec.deadline is not None
+    at = deadline_at(spec.deadline, spec.timezone or zone, start, start)
+    assert at is not None
+    late = forecast.finish_at - at
+    verdict = (f"would be missed by {_span(late)}" if late > 0
+               else f"would be met with {_span(-late)} to spare")
+    return f"deadline {shapes.iso(at)}: {verdict}"
+
+
 @click.command("forecast")
 @click.argument("job_or_file")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
@@ -109,6 +122,8 @@ def forecast_cmd(job_or_file: str, params: tuple[str, ...], workers: int | None,
     click.echo(f"{spec.name}: makespan ~{_span(makespan)} on {slots} slot(s), "
                f"{shapes.iso(start)} -> {shapes.iso(forecast.finish_at)}")
     click.echo("critical path: " + (" -> ".join(forecast.critical_path) or "-"))
+    if spec.deadline is not None:
+        click.echo(deadline_verdict(spec, forecast, start, engine.default_tz))
     click.echo(f"basis: {forecast.basis}")
     for line in gantt(forecast, start):
         click.echo(line)
