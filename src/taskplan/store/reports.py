@@ -222,8 +222,8 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
     total, last = 0, 0
     while True:
         with store.read() as tx:
-            # `state || ''` keeps SQLite's planner on the primary key: through the state index
-            # it would read every finished run and sort them, for every batch.
+            # `state || ''` keeps SQLite's planner on the primary key (here and in the
+            # re-check): through the state index it reads every finished run, every batch.
             found = [int(r[0]) for r in tx.all(
                 "SELECT id FROM runs WHERE id > :last AND finished_at IS NOT NULL"
                 " AND finished_at < :b AND state || '' IN ('succeeded', 'failed', 'cancelled')"
@@ -238,7 +238,7 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
             # Still finished (`retry` may have restarted one since the snapshot).
             ids = [int(r[0]) for r in tx.all(
                 f"SELECT id FROM runs WHERE id IN ({marks}) AND finished_at < :b"
-                " AND state IN ('succeeded', 'failed', 'cancelled')", {"b": before})]
+                " AND state || '' IN ('succeeded', 'failed', 'cancelled')", {"b": before})]
             delete_runs(tx, ids)
         total += len(ids)
         if pause:
