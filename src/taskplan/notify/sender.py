@@ -192,11 +192,19 @@ class Sender:
                 self._kick.clear()
                 # Set inside the writing transaction: let it commit before looking.
                 self._stop.wait(0.05)
-        try:
-            self._deliver_fresh()  # what this process wrote just before stopping
-            self.release()
-        except Exception:
-            log.exception("notifications: sender could not finish cleanly")
+        for last_try in (False, True):
+            # A connection the server dropped while this sender idled fails once, and is
+            # replaced by the next transaction.
+            try:
+                self._deliver_fresh()  # what this process wrote just before stopping
+                self.release()
+                break
+            except StoreUnavailableError as exc:
+                if last_try:
+                    log.warning("notifications: could not release the sender lease: %s", exc)
+            except Exception:
+                log.exception("notifications: sender could not finish cleanly")
+                break
 
     def start(self) -> Sender:
         self._thread = threading.Thread(target=self.run, name="taskplan-notify", daemon=True)
