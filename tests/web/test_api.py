@@ -165,7 +165,8 @@ def test_succeeded_run_has_nothing_to_retry(client: Any, engine: Engine) -> None
 def test_pause_and_resume(client: Any, engine: Engine) -> None:
     assert client.post("/api/v1/jobs/demo/pause").json() == {"job": "demo", "paused": True,
                                                              "changed": True}
-    assert client.get("/api/v1/jobs/demo").json()["paused"] is True
+    paused = client.get("/api/v1/jobs/demo").json()
+    assert paused["paused"] is True and paused["next"] is None
     assert client.post("/api/v1/jobs/demo/pause").json()["changed"] is False
     assert "paused" in client.get("/jobs").text
     assert client.post("/api/v1/jobs/demo/resume").json() == {"job": "demo", "paused": False,

@@ -165,7 +165,8 @@ def next_firing_of(ctx: Ctx, version_id: int, spec: JobSpec
 
 def job_object(ctx: Ctx, ov: console.JobOverview, *, detail: bool = False) -> dict[str, Any]:
     spec = ctx.engine.job_spec(ov.version_id)
-    nxt = next_firing_of(ctx, ov.version_id, spec)
+    # As `jobs --json`: a paused (or disabled) job has no next firing.
+    nxt = None if ov.paused or not spec.enabled else next_firing_of(ctx, ov.version_id, spec)
     obj: dict[str, Any] = {
         "name": ov.name, "version": ov.version, "versions": ov.versions, "paused": ov.paused,
         "enabled": spec.enabled, "tags": list(spec.tags), "description": spec.description,
