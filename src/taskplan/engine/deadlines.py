@@ -91,7 +91,12 @@ class DeadlineWatch:
             with self.store.tx() as tx:
                 if ops.mark(tx, w.run_id, state, now, detail(at, forecast)):
                     recorded.append((w.run_id, state))
-                    log.warning("run %s: deadline %s (%s)", w.run_id,
-                                "missed" if state == MISSED else "at risk", iso(at))
+                    if state == MISSED:
+                        log.warning("run %s: deadline %s missed", w.run_id, iso(at))
+                    else:
+                        assert forecast is not None
+                        log.warning("run %s: deadline %s at risk: predicted to finish at %s"
+                                    " (critical path: %s)", w.run_id, iso(at),
+                                    iso(forecast.finish_at), " -> ".join(forecast.critical_path))
         self.next_at = min([now + self.every, *upcoming])
         return recorded
