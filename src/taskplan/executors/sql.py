@@ -130,7 +130,8 @@ def connection_url(request: ExecRequest) -> tuple[str, str]:
     """(connection name, expanded URL) of a sql task."""
     name = request.spec.connection or ""
     if request.connection_url is None:
-        raise SqlSetupError(f"the job declares no connection {name!r}")
+        raise SqlSetupError(f"no connection {name!r}: neither the job nor the shared"
+                            " connections declare it")
     return name, expand_url(request.connection_url, name)
 
 

@@ -38,6 +38,3 @@ def url_of(tx: Tx, name: str) -> str | None:
     value = tx.scalar("SELECT url FROM connections WHERE name = :n", {"n": name})
     return None if value is None else str(value)
 
-
-def remove(tx: Tx, name: str) -> bool:
-    return tx.run("DELETE FROM connections WHERE name = :n", {"n": name}) == 1

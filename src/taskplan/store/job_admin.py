@@ -101,7 +101,7 @@ def purge_job(tx: Tx, job_id: int) -> int:
         ids |= {int(r) for (r,) in tx.all(
             f"SELECT id FROM runs WHERE root_run_id IN ({marks})")}
     delete_runs(tx, sorted(ids))
-    for table in ("schedule_state", "schedule_firings", "trigger_firings"):
+    for table in ("schedule_state", "schedule_firings", "trigger_firings", "backfills"):
         tx.run(f"DELETE FROM {table} WHERE job_id = :j", {"j": job_id})
     tx.run("UPDATE jobs SET current_version_id = NULL WHERE id = :j", {"j": job_id})
     tx.run("DELETE FROM job_versions WHERE job_id = :j", {"j": job_id})
