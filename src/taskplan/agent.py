@@ -501,13 +501,14 @@ class Agent:
             what="reading a task's definition", stop=self._cancel_all.is_set)
         results = UpstreamResults(self.engine, claim.run_id,
                                   self._waits_for(claim.version_id, job, task))
+        fire_time = datetime.fromtimestamp(self.engine.run_fire_at(claim.run_id),
+                                           ZoneInfo(job.timezone or self.engine.default_tz))
         context = AttemptContext(run_id=claim.run_id, task=claim.task, attempt=claim.attempt,
-                                 params=params, item=claim.item, results=results)
+                                 params=params, item=claim.item, results=results,
+                                 fire_time=fire_time.isoformat())
         values = {"params": params, "item": claim.item,
                   "run": {"id": claim.run_id, "job": job.name, "attempt": claim.attempt,
-                          "fire_time": datetime.fromtimestamp(
-                              self.engine.run_fire_at(claim.run_id),
-                              ZoneInfo(job.timezone or self.engine.default_tz))},
+                          "fire_time": fire_time},
                   "tasks": TaskResultsView(results)}
         if claim.kind == "foreach":
             return self._expand(claim, job, task, values, results)

@@ -13,7 +13,9 @@ schedules:
     params: {mode: sched}
 tasks:
   show:
-    shell: "echo day={{ run.fire_time.strftime('%Y-%m-%d') }} at={{ run.fire_time }}"
+    shell: >-
+      echo day={{ run.fire_time.strftime('%Y-%m-%d') }} at={{ run.fire_time }}
+      env=$TASKPLAN_FIRE_TIME
 """
 
 
@@ -37,7 +39,7 @@ def test_backfill_makes_one_run_per_day_once_with_the_fire_time(tp: Taskplan) ->
     first = min(r["run_id"] for r in runs)
     assert tp.status(first)["state"] == "succeeded"
     log = tp.ok("logs", str(first), "show").out
-    assert "day=2026-01-01 at=2026-01-01 00:00:00+01:00" in log
+    assert "day=2026-01-01 at=2026-01-01 00:00:00+01:00 env=2026-01-01T00:00:00+01:00" in log
 
 
 def test_backfill_bad_input_is_one_line_and_exit_2(tp: Taskplan) -> None:

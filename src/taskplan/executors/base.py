@@ -30,6 +30,8 @@ class AttemptContext:
     params: Mapping[str, Any]
     item: Any | None  # the foreach item: a dict for sql rows, any JSON value otherwise
     results: Mapping[str, Any]  # upstream results by task name
+    # The schedule instant the run stands for (else its creation), ISO 8601 in the job's zone.
+    fire_time: str | None = None
 
 
 class MissingResultError(KeyError):

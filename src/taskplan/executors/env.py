@@ -61,6 +61,8 @@ def taskplan_vars(context: AttemptContext) -> dict[str, str]:
         "TASKPLAN_TASK": context.task,
         "TASKPLAN_ATTEMPT": str(context.attempt),
     }
+    if context.fire_time is not None:
+        env["TASKPLAN_FIRE_TIME"] = context.fire_time
     for name, value in context.params.items():
         env["TASKPLAN_PARAM_" + env_name(name)] = env_text(value)
     item = context.item

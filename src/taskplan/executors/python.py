@@ -241,7 +241,7 @@ class PythonExecutor:
         ctx = request.context
         frame = {"target": _target(request), "base_dir": request.base_dir, "run_id": ctx.run_id,
                  "task": ctx.task, "attempt": ctx.attempt, "params": dict(ctx.params),
-                 "item": ctx.item}
+                 "item": ctx.item, "fire_time": ctx.fire_time}
         deadline = None if request.timeout is None else time.monotonic() + request.timeout
         try:
             worker.to_worker.send_bytes(_encoder.encode(frame).encode())

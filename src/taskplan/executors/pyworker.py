@@ -4,7 +4,8 @@ A worker runs one attempt at a time, for as long as its agent keeps it: it impor
 once (like any import) and calls the functions with an `AttemptContext`. Frames are JSON lists
 over two pipes (R: requests and replies from the agent; W: frames to the agent):
 
-    agent -> worker   {"target", "base_dir", "run_id", "task", "attempt", "params", "item"}
+    agent -> worker   {"target", "base_dir", "run_id", "task", "attempt", "params", "item",
+                       "fire_time"}
     worker -> agent   ["log", text]           output of the attempt (print, sys.stderr)
                       ["results"]             ctx.results was first read: send them
     agent -> worker   ["results", {name: result}, [names waited for]]
@@ -152,7 +153,8 @@ def serve(reader: Connection, writer: Connection) -> None:
             return
         context = AttemptContext(run_id=request["run_id"], task=request["task"],
                                  attempt=request["attempt"], params=request["params"],
-                                 item=request["item"], results=_RemoteResults(channel))
+                                 item=request["item"], results=_RemoteResults(channel),
+                                 fire_time=request.get("fire_time"))
         result: ExecResult = runner.attempt(request["target"], request["base_dir"], context,
                                             sink)
         out.flush()
