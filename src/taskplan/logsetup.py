@@ -16,10 +16,14 @@ agent's lease expired and its task runs were recovered) and store outages, WARNI
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
+import time
 from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 # LogRecord attributes that are not event fields.
@@ -45,19 +49,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _DroppingQueueHandler(QueueHandler):
+    """Hands records to the writer thread; when it is QUEUE_MAX records behind (stderr is a
+    pipe nobody reads), further records are dropped rather than waited on."""
+
+    dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            type(self).dropped += 1
+
+
+QUEUE_MAX = 10_000
+
+
 def configure(fmt: str = "text", verbosity: int = 0) -> None:
     """Send taskplan's log to stderr. verbosity: -1 quiet (warnings and errors), 0 events
-    (INFO), 1 and more debug."""
+    (INFO), 1 and more debug.
+
+    Lines are written by a thread of their own: an agent's dispatcher and slots never wait on
+    stderr, so a full pipe cannot stall heartbeats (and get the agent declared lost)."""
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 \
         else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    writer = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        writer.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        writer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_MAX)
+    listener = QueueListener(records, writer)
+    listener.start()
     logger = logging.getLogger("taskplan")
     for old in list(logger.handlers):
         logger.removeHandler(old)
+    handler = _DroppingQueueHandler(records)
+    # The writer formats (JSON needs the record's own fields, not a pre-formatted message).
+    handler.prepare = lambda record: record  # type: ignore[method-assign]
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    atexit.register(_drain, records)
+
+
+def _drain(records: queue.Queue[logging.LogRecord], wait: float = 1.0) -> None:
+    """At exit, give the writer a moment to print what is queued (never hang on stderr)."""
+    deadline = time.monotonic() + wait
+    while not records.empty() and time.monotonic() < deadline:
+        time.sleep(0.01)
