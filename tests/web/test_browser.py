@@ -19,8 +19,9 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-                                reason="needs Chromium (.ci/run installs it)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
+                                 reason="needs Chromium (.ci/run installs it)")]
 
 
 def job_text(home: Path) -> str:

@@ -137,10 +137,12 @@ def _serve_and_watch(cwd: Path, db: str) -> None:
     assert server.proc.returncode == 0
 
 
+@pytest.mark.slow
 def test_serve_runs_and_streams_on_sqlite(home: tuple[Path, str]) -> None:
     _serve_and_watch(*home)
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_serve_runs_and_streams_on_postgres(home: tuple[Path, str], pg_url: str) -> None:
     Store(pg_url).close()  # migrated once here, not raced by two processes
