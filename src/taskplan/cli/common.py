@@ -161,6 +161,13 @@ def handle_errors(fn: F) -> F:
             sys.exit(EXIT_OK)
         except OSError as exc:
             fail(str(exc), EXIT_BAD_INPUT)
+        except Exception as exc:
+            # The last resort: one line, not a traceback (values out of datetime's or an
+            # integer's range end up here). `--debug` shows the traceback instead.
+            if os.environ.get("TASKPLAN_DEBUG"):
+                raise
+            fail(f"{type(exc).__name__}: {exc} (taskplan --debug ... shows where)",
+                 EXIT_BAD_INPUT)
 
     return wrapper  # type: ignore[return-value]
 

@@ -85,7 +85,8 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
     calendars = job_calendars(ctx, job)
     try:
         found = next_firings(job, start, count, default_tz=default_tz, calendars=calendars)
-        until = found[-1][0] if len(found) == count else start.replace(year=start.year + 1)
+        until = (found[-1][0] if len(found) == count
+                 else start.replace(year=min(start.year + 1, 9999)))
         skips = ([] if calendars is None else
                  calendar_skips(job, start, until, default_tz=default_tz, calendars=calendars))
     except ValueError as exc:

@@ -36,6 +36,7 @@ from taskplan.timing.sources import EverySource, Source, make_source
 from taskplan.timing.zones import instant_of, require_aware, spec_instant, wall_of
 
 _TICK = timedelta(microseconds=1)
+_EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
 # Consecutive suppressed firings examined before a schedule is called exhausted. Whole-day
 # suppressions jump over days (below), so only time-by-time suppressions add up here: a
 # minutely schedule would need two weeks of consecutive excepted minutes.
@@ -75,7 +76,15 @@ class Schedule:
         """The first firing strictly after `after` (aware), in the schedule's zone; None if none."""
         if self.spec.max_runs == 0:
             return None
-        hit = self._next_unlimited(require_aware(after, "after"))
+        after = require_aware(after, "after")
+        try:
+            hit = self._next_unlimited(after)
+        except OverflowError:
+            # Near the ends of the calendar the wall arithmetic leaves datetime's range: past
+            # year 9999 there is no firing; before year 2 start from a representable instant.
+            if after.year > _EARLIEST.year:
+                return None
+            hit = self._next_unlimited(_EARLIEST)
         if hit is None:
             return None
         if self.spec.max_runs is not None:
