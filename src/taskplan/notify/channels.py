@@ -58,7 +58,9 @@ class Smtp:
             starttls = "auto"
         return cls(host=str(pick("host", "localhost")), port=int(pick("port", 25)),
                    sender=str(pick("from", "")),
-                   user=pick("user", None) or None, password=pick("password", None) or None,
+                   # Credentials from the environment only, never from the file.
+                   user=env.get("TASKPLAN_SMTP_USER") or None,
+                   password=env.get("TASKPLAN_SMTP_PASSWORD") or None,
                    starttls=starttls,
                    ssl=str(pick("ssl", "false")).lower() in ("1", "true", "yes"),
                    cafile=pick("cafile", None) or None)
