@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,10 @@ from taskplan.errors import UsageError
 
 DEFAULT_DB = "sqlite:///taskplan.db"
 CONFIG_NAME = "taskplan.toml"
+# Every top-level key taskplan.toml may hold; anything else is an error (a misspelt key would
+# otherwise be ignored silently). A helper adding a key adds it here.
+KNOWN_KEYS = frozenset({"db", "timezone", "pools", "lease_seconds", "connections", "notify",
+                        "smtp", "console_url"})
 
 
 @dataclass(frozen=True)
@@ -48,10 +54,38 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid TOML: {exc}") from exc
 
 
+def _check_keys(path: Path, data: dict[str, Any]) -> None:
+    unknown = sorted(set(data) - KNOWN_KEYS)
+    if not unknown:
+        return
+    key = unknown[0]
+    line = _line_of(path, key)
+    close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UsageError(f"{path}:{line}: unknown key {key!r} (expected one of "
+                     f"{', '.join(sorted(KNOWN_KEYS))}){hint}")
+
+
+def _line_of(path: Path, key: str) -> int:
+    """The line defining top-level `key` (`key = ...`, `key.sub = ...` or `[key]`), else 1."""
+    quoted = f"(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')"
+    pattern = re.compile(rf"^\s*(?:\[\[?\s*{quoted}\s*[\].]|{quoted}\s*[=.])")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 1
+    for number, text in enumerate(lines, 1):
+        if pattern.match(text):
+            return number
+    return 1
+
+
 def load_settings(db: str | None = None, start: Path | None = None) -> Settings:
     """Resolve settings in order: --db, TASKPLAN_DB, taskplan.toml, default."""
     path = find_config(start)
     data = _read_toml(path) if path else {}
+    if path is not None:
+        _check_keys(path, data)
     url = db or os.environ.get("TASKPLAN_DB") or data.get("db") or DEFAULT_DB
     if not isinstance(url, str):
         raise UsageError(f"{path}: 'db' must be a string URL")

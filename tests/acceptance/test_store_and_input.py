@@ -53,9 +53,9 @@ def test_db_precedence(tp: Taskplan) -> None:
 def test_unreachable_store_exits_3(tp: Taskplan) -> None:
     tp.write("j.yaml", JOB.format(name="j"))
     missing = tp.home / "missing" / "folder" / "t.db"
-    commands = [("--db", url, *args)
-                for url in ("postgresql://nobody@127.0.0.1:1/x", f"sqlite:///{missing}")
-                for args in (("jobs",), ("run", "j.yaml"))]
+    commands = [("--db", "postgresql://nobody@127.0.0.1:1/x", "jobs")]
+    commands += [("--db", url, "run", "j.yaml")
+                 for url in ("postgresql://nobody@127.0.0.1:1/x", f"sqlite:///{missing}")]
     # the password of a URL never shows
     commands.append(("runs", "--db", "postgresql://nobody:s3cret-pw@127.0.0.1:1/x"))
     for args, res in zip(commands, tp.many(*commands, db=False), strict=True):
@@ -84,5 +84,4 @@ def test_bad_run_input_exits_2_and_creates_nothing(tp: Taskplan) -> None:
         one_line(res.err)
     assert res.err.startswith("bad.yaml:3:29: tasks.a.retries"), res
     # nothing was stored by any of them (the good file was only ever named with bad flags)
-    assert tp.ok("runs", "--json").json() == []
-    assert tp.ok("jobs", "--json").json() == []
+    assert not tp.db_path.exists()

@@ -53,11 +53,17 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 
 
+# Only these commands may create a store that does not exist yet; every other one answers
+# "no store at ..." (exit 2) rather than leave an empty store behind a typo in --db.
+CREATING_COMMANDS = frozenset({"apply", "run", "agent", "scheduler", "serve"})
+
+
 class Context:
     """Lazily opened store and engine for one command invocation."""
 
-    def __init__(self, db: str | None) -> None:
+    def __init__(self, db: str | None, *, create: bool = True) -> None:
         self._db = db
+        self.create = create
         self._settings: Settings | None = None
         self._engine: Engine | None = None
 
@@ -74,7 +80,7 @@ class Context:
             from taskplan.notify.config import configure_store
             from taskplan.store.db import Store
 
-            store = Store(self.settings.db)
+            store = Store(self.settings.db, create=self.create)
             configure_store(store, self.settings)
             self._engine = Engine(store)
             self._engine.default_tz = self.settings.timezone
@@ -118,7 +124,7 @@ def get_context(db: str | None) -> Context:
     root_db = root.params.get("db") if root.params else None
     obj: Context | None = root.obj if isinstance(root.obj, Context) else None
     if obj is None:
-        obj = Context(db or root_db)
+        obj = Context(db or root_db, create=ctx.command.name in CREATING_COMMANDS)
         root.obj = obj
         ctx.call_on_close(obj.close)
     elif db:

@@ -30,7 +30,7 @@ from taskplan.cli.terminal_text import safe_line
 from taskplan.config import Settings
 from taskplan.engine import Engine, waiting
 from taskplan.engine.deadlines import DeadlineWatch
-from taskplan.errors import ConflictError, StoreUnavailableError, UsageError
+from taskplan.errors import ConflictError, NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.notify.sender import Sender, start_sender
 from taskplan.spec import load_job_file
@@ -59,7 +59,18 @@ def resolve_version(engine: Engine, job_or_file: str, spec: JobSpec | None = Non
     if spec is not None:
         version_id, _, _ = engine.apply(spec)
         return version_id
-    return engine.current_version(job_or_file)
+    try:
+        return engine.current_version(job_or_file)
+    except NotFoundError as exc:
+        raise NotFoundError(f"{exc}{file_hint(job_or_file)}") from None
+
+
+def file_hint(name: str) -> str:
+    """`run nightly` next to nightly.yaml: the user meant the file."""
+    for ext in (".yaml", ".yml"):
+        if Path(name + ext).is_file():
+            return f"; to run the job file, say {name}{ext}"
+    return ""
 
 
 @click.command("run")
@@ -85,7 +96,12 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
         raise UsageError("--detach leaves the run to agents: --distributed and --labels"
                          " apply to a foreground run only")
     spec = load_if_file(job_or_file)  # a bad file must fail before the store is touched
-    engine = ctx.engine
+    ctx.create = spec is not None  # a job name needs a store that already holds it
+    try:
+        engine = ctx.engine
+    except UsageError as exc:
+        raise UsageError(f"no job named {job_or_file!r}: {exc}{file_hint(job_or_file)}"
+                         ) from None
     version_id = resolve_version(engine, job_or_file, spec)
     if detach:
         run_id = engine.create_run(version_id, overrides)

@@ -122,6 +122,11 @@ def runs_cmd(job: str | None, state: str | None, limit: int, db: str | None,
     """Run history, newest first."""
     engine = get_context(db).engine
     with engine.store.read() as tx:
+        if job is not None and ops.job_by_name(tx, job) is None:
+            # A deleted job still has its history; a name never applied is a typo.
+            from taskplan.engine.definitions import unknown_job
+
+            raise unknown_job(tx, job)
         rows = reports.list_runs(tx, job, state, limit)
     if as_json:
         print_json([shapes.run_summary(r) for r in rows])

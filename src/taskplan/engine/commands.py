@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from taskplan.engine.definitions import unknown_job as unknown_job  # re-exported
 from taskplan.engine.records import _Delta
 from taskplan.engine.rules import (
     resolve_trigger,
@@ -20,16 +21,6 @@ from taskplan.model import (
     TaskState,
 )
 from taskplan.store import job_admin, ops, sched_ops
-from taskplan.store.db import Tx
-
-
-def unknown_job(tx: Tx, name: str) -> NotFoundError:
-    """"no job named 'nightyl'; did you mean 'nightly'?" (the names come from the store)."""
-    import difflib
-
-    guess = difflib.get_close_matches(name, sched_ops.job_names(tx), n=1)
-    hint = f"; did you mean {guess[0]!r}?" if guess else " (taskplan jobs lists them)"
-    return NotFoundError(f"no job named {name!r}{hint}")
 
 
 @dataclass(frozen=True)

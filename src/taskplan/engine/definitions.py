@@ -22,7 +22,7 @@ from taskplan.model import (
     TriggerRule,
 )
 from taskplan.store import calendars as calendar_ops
-from taskplan.store import ops
+from taskplan.store import ops, sched_ops
 from taskplan.store.db import Store, Tx
 from taskplan.store.ops import RunRow, dumps, loads
 from taskplan.timing.business import ClosedDays, closed_days_of
@@ -32,6 +32,15 @@ Clock = Callable[[], float]
 
 RUN_META_CACHE = 4096  # runs whose (version, params) an engine keeps in memory
 
+
+
+def unknown_job(tx: Tx, name: str) -> NotFoundError:
+    """"no job named 'nightyl'; did you mean 'nightly'?" (the names come from the store)."""
+    import difflib
+
+    guess = difflib.get_close_matches(name, sched_ops.job_names(tx), n=1)
+    hint = f"; did you mean {guess[0]!r}?" if guess else " (taskplan jobs lists them)"
+    return NotFoundError(f"no job named {name!r}{hint}")
 
 class Definitions:
     def __init__(self, store: Store, clock: Clock = time.time) -> None:
@@ -163,8 +172,8 @@ class Definitions:
     def current_version(self, job_name: str) -> int:
         with self.store.read() as tx:
             job = ops.job_by_name(tx, job_name)
-        if job is None or job[2] is None:
-            raise NotFoundError(f"no job named {job_name!r} (apply it first)")
+            if job is None or job[2] is None:
+                raise unknown_job(tx, job_name)
         return int(job[2])
 
     # -- runs -------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
 
 from taskplan.executors.base import (
     CANCELLED,
@@ -108,14 +109,23 @@ def engine_for(url: str) -> Engine:
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
+            # An in-memory SQLite database lives as long as its connection: no pool, so each
+            # attempt gets a fresh one (SQLAlchemy's pool for it takes no max_overflow).
+            pooling: dict[str, Any] = (
+                {"poolclass": NullPool} if _in_memory(url) else {"max_overflow": -1})
             try:
                 engine = create_engine(driver_url(url), isolation_level="AUTOCOMMIT",
-                                       pool_pre_ping=True, max_overflow=-1)
+                                       pool_pre_ping=True, **pooling)
             except Exception as exc:
                 raise SqlSetupError(f"bad connection URL {mask_url(url)}: "
                                     f"{mask_url(_first_line(exc))}") from exc
             _engines[url] = engine
     return engine
+
+
+def _in_memory(url: str) -> bool:
+    scheme, _, rest = url.partition("://")
+    return scheme.lower().startswith("sqlite") and rest.split("?", 1)[0] in ("", "/", "/:memory:")
 
 
 def dispose_engines() -> None:

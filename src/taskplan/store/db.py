@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from taskplan.errors import StoreConflictError, StoreUnavailableError
+from taskplan.errors import StoreConflictError, StoreUnavailableError, UsageError
 from taskplan.store import migrate
 from taskplan.store.pgserver import NOTIFY_CHANNEL
 from taskplan.store.resilience import (  # re-exported: daemons import them from here
@@ -27,7 +27,13 @@ from taskplan.store.resilience import (  # re-exported: daemons import them from
     retrying,
 )
 from taskplan.store.tx import Params, Row, Tx, to_pyformat
-from taskplan.store.urls import backend_of, mask_url, sqlalchemy_url, sqlite_path
+from taskplan.store.urls import (
+    backend_of,
+    check_store_url,
+    mask_url,
+    sqlalchemy_url,
+    sqlite_path,
+)
 from taskplan.store.wake import Waker
 
 if TYPE_CHECKING:
@@ -103,16 +109,26 @@ def _sqlite_pragmas(conn: Any) -> None:
     conn.execute("PRAGMA foreign_keys=OFF")
 
 
+_CREATE_HINT = "; `taskplan apply` or `taskplan run` creates one (or check --db)"
+
+
 class Store:
     """taskplan's database: schema upkeep, per-thread connections, transactions, wake-ups."""
 
-    def __init__(self, url: str, *, migrate_schema: bool = True, fresh: bool = True) -> None:
+    def __init__(self, url: str, *, migrate_schema: bool = True, fresh: bool = True,
+                 create: bool = True) -> None:
+        """Open (and create or upgrade) the store at `url`.
+
+        With create=False a store that does not exist yet is not created: UsageError
+        "no store at ...", and nothing is written.
+        """
+        check_store_url(url)
         self.url = url
         self.backend = backend_of(url)
-        if self.backend not in ("sqlite", "postgresql"):
-            raise StoreUnavailableError(
-                f"unsupported store URL {mask_url(url)}: use sqlite:///FILE or postgresql://..."
-            )
+        if not create and self.backend == "sqlite":
+            path = sqlite_path(url)
+            if not os.path.exists(path):
+                raise UsageError(f"no store at {os.path.abspath(path)}{_CREATE_HINT}")
         self.waker = Waker()
         self._local = threading.local()
         # Writers in one process queue here instead of spinning in SQLite's busy handler.
@@ -128,6 +144,20 @@ class Store:
         self._listener_stop = threading.Event()
         self._listening = threading.Event()
         self._engine: Engine | None = None
+        if not create:
+            try:
+                exists = migrate.has_store(self.connection())
+            except StoreUnavailableError:
+                raise
+            except Exception as exc:
+                raise StoreUnavailableError(
+                    f"cannot open the store {mask_url(url)}: {mask_url(str(exc))}") from exc
+            if not exists:
+                where = (os.path.abspath(sqlite_path(url)) if self.backend == "sqlite"
+                         else mask_url(url))
+                self.close()
+                raise UsageError(f"no store at {where} (it holds no taskplan tables)"
+                                 f"{_CREATE_HINT}")
         if migrate_schema:
             try:
                 if not self._schema_current() and not (fresh and self._create_fresh()):

@@ -30,6 +30,18 @@ def is_current(dbapi_conn: Any) -> bool:
     return [r[0] for r in rows] == [HEAD]
 
 
+def has_store(dbapi_conn: Any) -> bool:
+    """True when the database holds taskplan's tables (at any schema version)."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("SELECT version_num FROM alembic_version")
+        found = bool(cur.fetchall())
+    except Exception:
+        found = False
+    dbapi_conn.rollback()
+    return found
+
+
 def alembic_config(connection: Connection) -> Config:
     from alembic.config import Config
 

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from taskplan.errors import UsageError
 from taskplan.redact import mask_url
 
-__all__ = ["backend_of", "mask_url", "sqlalchemy_url", "sqlite_path"]
+__all__ = ["backend_of", "check_store_url", "mask_url", "sqlalchemy_url", "sqlite_path"]
+
+_STORE_FORMS = "sqlite:///FILE (relative), sqlite:////abs/FILE or postgresql://USER@HOST/DB"
+
+
+def check_store_url(url: str) -> None:
+    """UsageError (exit 2) naming the accepted forms, for anything that is not a store URL."""
+    shown = mask_url(url)
+    if "://" not in url:
+        hint = (f"; for a SQLite file say sqlite:///{url}" if url.endswith((".db", ".sqlite"))
+                or "/" in url else "")
+        raise UsageError(f"not a store URL: {shown!r} (expected {_STORE_FORMS}){hint}")
+    backend = backend_of(url)
+    if backend == "sqlite":
+        if not url.startswith("sqlite:///") or not sqlite_path(url).strip():
+            raise UsageError(f"not a SQLite store URL: {shown!r} (expected {_STORE_FORMS})")
+        if sqlite_path(url) == ":memory:":
+            raise UsageError("the store cannot be sqlite:///:memory: (each connection would see"
+                             " its own empty database); use a file")
+        return
+    if backend == "postgresql":
+        return
+    extra = (" (MariaDB/MySQL work as task connections, not as the store)"
+             if backend in ("mysql", "mariadb") else "")
+    raise UsageError(f"unsupported store URL {shown!r}: taskplan keeps its state in SQLite or"
+                     f" PostgreSQL ({_STORE_FORMS}){extra}")
 
 
 def backend_of(url: str) -> str:
