@@ -20,6 +20,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from jinja2 import TemplateError
+
 from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome, StepResult
 from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
@@ -472,8 +474,15 @@ class Agent:
         began = time.monotonic()
         try:
             outcome = self._execute(claim, cancel)
+        except TemplateError as exc:
+            # A template that renders badly (an undefined name, a bad filter argument) is the
+            # job's mistake: one line in the attempt's log and its error, no traceback.
+            message = f"template error: {exc.message or exc}".splitlines()[0]
+            self._log_line(claim, f"taskplan: {message}\n")
+            outcome = Outcome(TaskState.FAILED, error=message)
         except Exception as exc:  # a bug or a bad definition must not kill the slot
-            log.exception("attempt %s/%s failed inside taskplan", claim.task, claim.attempt)
+            log.error("attempt %s/%s failed inside taskplan: %s: %s", claim.task, claim.attempt,
+                      type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             outcome = Outcome(TaskState.FAILED, error=f"{type(exc).__name__}: {exc}")
         if cancel.is_set() and self._cancel_all.is_set():
             outcome = Outcome(TaskState.CANCELLED, error="cancelled: agent stopped")
@@ -492,6 +501,13 @@ class Agent:
             self._active.pop(claim.task_run_id, None)
         self._done.put((claim, outcome))
         self.store.waker.notify()
+
+    def _log_line(self, claim: Claim, text: str) -> None:
+        sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
+        try:
+            sink.write(text)
+        finally:
+            sink.close()
 
     def _execute(self, claim: Claim, cancel: Cancellation) -> Outcome:
         job, task, (_, params) = retrying(

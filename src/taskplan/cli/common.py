@@ -178,6 +178,7 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+
 def short_time(ts: float | None) -> str:
     if ts is None:
         return "-"

@@ -105,12 +105,16 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "db", default=None, metavar="URL", help="Store URL for every command.")
-@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+@click.option("--debug", is_flag=True,
+              help="Show tracebacks of unexpected errors and taskplan's debug log.")
 @click.version_option(__version__, prog_name="taskplan")
 def cli(db: str | None, debug: bool) -> None:
     """taskplan: jobs as task graphs, every state in a database."""
     if debug:
         os.environ["TASKPLAN_DEBUG"] = "1"  # read by handle_errors, in this process only
+        import logging
+
+        logging.getLogger("taskplan").setLevel(logging.DEBUG)
 
 
 def main() -> None:

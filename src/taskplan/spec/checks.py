@@ -137,7 +137,7 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
     cycle = dag.find_cycle(specs)
     if cycle is not None:
         r.at_key(("tasks", cycle[0]), "dependency cycle: " + dag.describe_cycle(specs, cycle))
-    _templates(r, defaults, tasks, specs)
+    _templates(r, defaults, tasks, specs, _declared_params(r.data))
     if header is not None:
         _header_rules(r, header)
 
@@ -195,8 +195,43 @@ def template_fields(t: TaskModel) -> Iterator[tuple[Path, str, bool]]:
             yield ("params", key), value, True
 
 
+def _declared_params(data: Any) -> set[str] | None:
+    """Parameter names a run of the job can have: the job's `params:` and those schedules and
+    triggers add. None (nothing checked) for a job without `params:`, which takes whatever
+    `--param` gives, or when `params:` is not a mapping (reported elsewhere)."""
+    if not isinstance(data, dict) or "params" not in data:
+        return None
+    params = data.get("params")
+    if not isinstance(params, dict):
+        return None
+    names = {str(k) for k in params}
+    for key in ("schedules", "triggers"):
+        entries = data.get(key)
+        for entry in entries if isinstance(entries, list) else ():
+            extra = entry.get("params") if isinstance(entry, dict) else None
+            if isinstance(extra, dict):
+                names.update(str(k) for k in extra)
+    return names
+
+
+def _check_names(r: Reporter, path: Path, text: str, declared: set[str] | None) -> None:
+    """params.X against the declared params, run.X and tasks.T.X against what they offer."""
+    for root, name, sub in templating.attribute_uses(text):
+        if root == "params" and declared is not None and name not in declared:
+            have = ", ".join(sorted(declared)) if declared else "none"
+            r.at_value(path, f"template reads params.{name}, which the job does not declare"
+                       f"{_hint(name, declared)} (declared params: {have})")
+        elif root == "run" and name not in templating.RUN_KEYS:
+            r.at_value(path, f"template reads run.{name}; run has "
+                       f"{', '.join(sorted(templating.RUN_KEYS))}"
+                       f"{_hint(name, set(templating.RUN_KEYS))}")
+        elif root == "tasks" and sub is not None and sub not in templating.TASK_KEYS:
+            r.at_value(path, f"template reads tasks.{name}.{sub}; a task offers only "
+                       f"tasks.{name}.result{_hint(sub, set(templating.TASK_KEYS))}")
+
+
 def _templates(r: Reporter, defaults: Settings | None, tasks: Mapping[str, TaskModel],
-               specs: list[TaskSpec]) -> None:
+               specs: list[TaskSpec], declared: set[str] | None) -> None:
     graph = dag.waits_for(specs)
     for name, t in tasks.items():
         ancestors: set[str] | None = None
@@ -205,6 +240,7 @@ def _templates(r: Reporter, defaults: Settings | None, tasks: Mapping[str, TaskM
             used = _check_template(r, path, text)
             if used is None:
                 continue
+            _check_names(r, path, text, declared)
             if "item" in used and (t.foreach is None or not item_ok):
                 why = "a foreach source" if t.foreach is not None else "a task without foreach"
                 r.at_value(path, f"{{{{ item }}}} is not available in {why}")
@@ -214,12 +250,16 @@ def _templates(r: Reporter, defaults: Settings | None, tasks: Mapping[str, TaskM
                 for other in sorted(templating.referenced_task_results(text)):
                     if other not in ancestors:
                         r.at_value(path, f"tasks.{other} is not an upstream of task {name!r}; "
-                                   "a template can only read results of tasks it waits for")
+                                   "a template can only read results of tasks it waits for"
+                                   f"{_hint(other, ancestors)}")
     if defaults is not None:
-        for key, value in defaults.env.items():
-            _check_template(r, ("defaults", "env", key), value)
+        fields: list[tuple[Path, str]] = [(("defaults", "env", key), value)
+                                          for key, value in defaults.env.items()]
         if defaults.cwd is not None:
-            _check_template(r, ("defaults", "cwd"), defaults.cwd)
+            fields.append((("defaults", "cwd"), defaults.cwd))
+        for path, text in fields:
+            if _check_template(r, path, text) is not None:
+                _check_names(r, path, text, declared)
 
 
 def _check_template(r: Reporter, path: Path, text: str) -> set[str] | None:

@@ -16,6 +16,11 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 ALLOWED_ROOTS: frozenset[str] = frozenset({"params", "item", "run", "tasks"})
+# What `run.` offers (the agent builds it) and what `tasks.<name>.` offers.
+RUN_KEYS: frozenset[str] = frozenset({"id", "job", "attempt", "fire_time"})
+TASK_KEYS: frozenset[str] = frozenset({"result"})
+# Mapping methods a template may call on params (`params.get('x', 1)`), not parameter names.
+_METHODS = frozenset({"get", "items", "keys", "values"})
 # The quoting function travels in the render context so one shared, cached environment
 # serves every dialect and every thread.
 _QUOTE_KEY = "__taskplan_quote_ident__"
@@ -89,3 +94,40 @@ def referenced_task_results(template: str) -> set[str]:
                 and isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str)):
             found.add(item.arg.value)
     return found
+
+
+def attribute_uses(template: str) -> list[tuple[str, str, str | None]]:
+    """(root, name, sub) for each `params.name`, `run.name` and `tasks.name.sub` the template
+    reads (also the `root['name']` form); sub is None unless a task's attribute is read.
+
+    Raises jinja2.TemplateSyntaxError if malformed.
+    """
+    tree = _parse(template)
+    called = {id(c.node) for c in tree.find_all(nodes.Call) if isinstance(c, nodes.Call)}
+    found: list[tuple[str, str, str | None]] = []
+
+    def key_of(node: nodes.Node) -> tuple[nodes.Node, str] | None:
+        if isinstance(node, nodes.Getattr):
+            return node.node, node.attr
+        if (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
+                and isinstance(node.arg.value, str)):
+            return node.node, node.arg.value
+        return None
+
+    parents: dict[int, nodes.Node] = {}
+    for parent in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(parent, nodes.Getattr | nodes.Getitem):
+            parents[id(parent.node)] = parent
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        pair = key_of(node)
+        if pair is None or not isinstance(pair[0], nodes.Name):
+            continue
+        root, name = pair[0].name, pair[1]
+        if root in ("params", "run") and not (name in _METHODS and id(node) in called):
+            found.append((root, name, None))
+        elif root == "tasks":
+            outer = parents.get(id(node))
+            sub = key_of(outer) if outer is not None else None
+            found.append((root, name, sub[1] if sub is not None else None))
+    return found
+
