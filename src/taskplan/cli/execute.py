@@ -153,18 +153,21 @@ def warn_unserved(engine: Engine, version_id: int, run_id: int) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
               show_default=True)
 @click.option("--detach", is_flag=True, help="Reset the run and return; agents execute it.")
+@click.option("--latest", is_flag=True,
+              help="Rerun on the job's current version instead of the one the run pinned.")
 @click.option("--distributed", is_flag=True,
               help="Share the retried tasks with the agents alive.")
 @labels_option
 @db_option
 @handle_errors
-def retry_cmd(run: str, task: str | None, workers: int, detach: bool, distributed: bool,
-              labels: str | None, db: str | None) -> None:
+def retry_cmd(run: str, task: str | None, workers: int, detach: bool, latest: bool,
+              distributed: bool, labels: str | None, db: str | None) -> None:
     """Rerun in place every task run of a finished run that did not succeed."""
     ctx = get_context(db)
     run_id = parse_run_id(run)
     mine = parse_labels(labels)
     engine = ctx.engine
+    stale = engine.stale_pin(run_id)
     agent = None
     if not detach:
         agent = foreground_agent(engine, engine.run_meta(run_id)[0], workers,
@@ -172,11 +175,16 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, distribute
         # Pinned before its task runs are reset, so no other agent claims one meanwhile.
         engine.pin_run(run_id, None if distributed else agent.register())
     try:
-        count = engine.retry_run(run_id, task)
+        count = engine.retry_run(run_id, task, latest=latest)
     except BaseException:
         if agent is not None:
             agent.sign_off()
         raise
+    if stale is not None:
+        job, pinned, current = stale
+        click.echo(f"run {run_id}: retried on {job} v{current} (was v{pinned})" if latest else
+                   f"note: run {run_id} reruns {job} v{pinned}, as it pinned; v{current} is"
+                   f" current (retry --latest reruns on v{current})", err=True)
     if agent is None:
         click.echo(f"run {run_id}: {count} task run(s) reset")
         warn_unserved(engine, engine.run_meta(run_id)[0], run_id)

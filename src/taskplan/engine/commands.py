@@ -132,16 +132,62 @@ class Commands(SubRuns):
             tx.wake = True
             return run.state
 
-    def retry_run(self, run_id: int, task: str | None = None) -> int:
+    def stale_pin(self, run_id: int) -> tuple[str, int, int] | None:
+        """(job, pinned version number, current number) when a newer version is current."""
+        with self.store.read() as tx:
+            found = ops.pinned_and_current(tx, run_id)
+        if found is None:
+            raise NotFoundError(f"no run {run_id}")
+        job, pinned_id, pinned, current_id, current = found
+        if current_id is None or current is None or current_id == pinned_id:
+            return None
+        return job, pinned, current
+
+    def _latest_spec(self, run_id: int) -> tuple[int, JobSpec] | None:
+        """The job's current version for `retry --latest`, if it differs from the pinned one;
+        ConflictError when its tasks or their wiring changed (in place would not fit)."""
+        with self.store.read() as tx:
+            found = ops.pinned_and_current(tx, run_id)
+        if found is None:
+            raise NotFoundError(f"no run {run_id}")
+        job, pinned_id, pinned, current_id, current = found
+        if current_id is None:
+            raise ConflictError(f"job {job} was deleted; run {run_id} can only be retried"
+                                f" on its own version (v{pinned})")
+        if current_id == pinned_id:
+            return None
+        old, new = self.job_spec(pinned_id), self.job_spec(current_id)
+
+        def shape(spec: JobSpec) -> dict[str, tuple[Any, ...]]:
+            return {t.name: (t.kind, tuple(sorted(t.depends_on)), t.stage,
+                             t.foreach is not None) for t in spec.tasks}
+
+        before, after = shape(old), shape(new)
+        if before != after:
+            added = sorted(set(after) - set(before))
+            removed = sorted(set(before) - set(after))
+            changed = sorted(n for n in set(before) & set(after) if before[n] != after[n])
+            parts = [f"{what}: {', '.join(names)}" for what, names in
+                     (("added", added), ("removed", removed), ("rewired", changed)) if names]
+            raise ConflictError(
+                f"run {run_id} cannot be retried on {job} v{current}: its tasks differ from"
+                f" v{pinned} ({'; '.join(parts)}); start a new run with `taskplan run {job}`")
+        return current_id, new
+
+    def retry_run(self, run_id: int, task: str | None = None, *, latest: bool = False) -> int:
         """Rerun in place every task run of a finished run that did not succeed.
 
         Succeeded task runs keep their state and results. With `task`, only that task and
         the task runs downstream of it are reconsidered. Returns how many were reset;
         ConflictError if the run is not finished or nothing in scope is left to rerun.
+
+        With `latest`, the run is first moved to its job's current version (same tasks and
+        wiring required), so the rerun executes the current definition.
         """
-        # The pinned definition is read before the write transaction: job_spec opens its own
+        # The definitions are read before the write transaction: job_spec opens its own
         # read, which SQLite refuses inside this thread's open transaction.
-        spec = self.job_spec(self.run_meta(run_id)[0])
+        repin = self._latest_spec(run_id) if latest else None
+        spec = repin[1] if repin is not None else self.job_spec(self.run_meta(run_id)[0])
         with self.store.tx() as tx:
             run = ops.run_row(tx, run_id, lock=True)
             if run is None:
@@ -150,6 +196,10 @@ class Commands(SubRuns):
                 raise ConflictError(f"run {run_id} is {run.state}; retry takes a finished run")
             if run.state == "succeeded":
                 raise ConflictError(f"run {run_id} already succeeded, nothing to retry")
+            if repin is not None:
+                ops.repin_run(tx, run_id, repin[0], str(spec.on_failure), spec.max_parallel,
+                              spec.priority)
+                self._forget_run_meta(run_id)
             rows = tx.all(
                 "SELECT id, task, kind, parent_id, state, attempts, pending_children"
                 " FROM task_runs WHERE run_id = :r", {"r": run_id})

@@ -312,6 +312,11 @@ class Definitions:
         """The schedule instant a scheduled or backfilled run stands for; else its creation."""
         return self._meta(run_id)[2]
 
+    def _forget_run_meta(self, run_id: int) -> None:
+        """The run was moved to another version (retry --latest): read it again next time."""
+        with self._specs_lock:
+            self._run_meta.pop(run_id, None)
+
     def _meta(self, run_id: int) -> tuple[int, dict[str, Any], float]:
         with self._specs_lock:
             meta = self._run_meta.get(run_id)

@@ -46,6 +46,28 @@ def version_row(tx: Tx, version_id: int) -> Row | None:
     )
 
 
+def pinned_and_current(tx: Tx, run_id: int) -> tuple[str, int, int, int | None, int | None] | None:
+    """(job name, pinned version id, its number, current version id, its number) of a run."""
+    row = tx.one(
+        "SELECT j.name, r.version_id, pv.version, j.current_version_id, cv.version"
+        " FROM runs r JOIN jobs j ON j.id = r.job_id"
+        " JOIN job_versions pv ON pv.id = r.version_id"
+        " LEFT JOIN job_versions cv ON cv.id = j.current_version_id WHERE r.id = :r",
+        {"r": run_id})
+    if row is None:
+        return None
+    return (str(row[0]), int(row[1]), int(row[2]),
+            None if row[3] is None else int(row[3]), None if row[4] is None else int(row[4]))
+
+
+def repin_run(tx: Tx, run_id: int, version_id: int, on_failure: str, max_parallel: int | None,
+              priority: int) -> None:
+    """Point a finished run at another version of its job (retry --latest)."""
+    tx.run("UPDATE runs SET version_id = :v, on_failure = :o, max_parallel = :m, priority = :p"
+           " WHERE id = :r", {"v": version_id, "o": on_failure, "m": max_parallel,
+                              "p": priority, "r": run_id})
+
+
 def insert_version(tx: Tx, job_id: int, definition: str, spec_hash: str, source: str,
                    base_dir: str, now: float) -> tuple[int, int]:
     number = int(tx.scalar(
