@@ -47,6 +47,10 @@ class ConflictError(TaskplanError):
     """
 
 
+class NoStoreError(UsageError):
+    """A command that only reads was pointed at a store that does not exist (exit code 2)."""
+
+
 class StoreUnavailableError(TaskplanError):
     """taskplan's own database cannot be reached (exit code 3)."""
 

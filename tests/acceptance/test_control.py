@@ -114,6 +114,8 @@ def test_cancel_from_another_process_kills_running_tasks(tp: Taskplan) -> None:
 
 
 def test_unknown_run_id(tp: Taskplan) -> None:
+    gated_job(tp, "unknown-id")
+    tp.ok("apply", "gated.yaml")  # a store, without run 42
     commands = [(c, "42") for c in ("stop", "cancel", "status", "retry")]
     commands += [("logs", "42", "a"), ("status", "abc")]
     for args, res in zip(commands, tp.many(*commands), strict=True):

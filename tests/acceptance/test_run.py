@@ -238,6 +238,9 @@ def test_purge_deletes_only_finished_runs_past_retention(tp: Taskplan) -> None:
     res = tp.ok("purge", "--older-than", "90d")
     assert re.search(r"\b0 run", res.out), res.out
     assert [r["run_id"] for r in tp.ok("runs", "--json").json()] == [2, 1]
+    res = tp.ok("purge", "--older-than", "1ms", "--dry-run")
+    assert res.out == "would purge 1 run(s): 1\n", res.out
+    assert [r["run_id"] for r in tp.ok("runs", "--json").json()] == [2, 1]
     res = tp.ok("purge", "--older-than", "1ms")
     assert re.search(r"\b1 run", res.out), res.out
     assert [r["run_id"] for r in tp.ok("runs", "--json").json()] == [2]

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from taskplan.config import Settings, load_settings
-from taskplan.errors import DefinitionError, StoreUnavailableError, TaskplanError, UsageError
+from taskplan.errors import (
+    DefinitionError,
+    NoStoreError,
+    StoreUnavailableError,
+    TaskplanError,
+    UsageError,
+)
 from taskplan.store.urls import mask_url
 
 if TYPE_CHECKING:
@@ -64,6 +70,7 @@ class Context:
     def __init__(self, db: str | None, *, create: bool = True) -> None:
         self._db = db
         self.create = create
+        self._scratch: Any = None  # a TemporaryDirectory holding a scratch store
         self._settings: Settings | None = None
         self._engine: Engine | None = None
 
@@ -93,9 +100,27 @@ class Context:
                         ops.upsert_pool(tx, name, size)
         return self._engine
 
+    def engine_or_scratch(self) -> Engine:
+        """The store's engine; with no store yet, an empty scratch store's (removed on close),
+        for commands that read a job file and would only use the store for history."""
+        try:
+            return self.engine
+        except NoStoreError:
+            import tempfile
+
+            from taskplan.engine import Engine
+            from taskplan.store.db import Store
+
+            self._scratch = tempfile.TemporaryDirectory(prefix="taskplan-scratch-")
+            self._engine = Engine(Store(f"sqlite:///{self._scratch.name}/scratch.db"))
+            self._engine.default_tz = self.settings.timezone
+            return self._engine
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.store.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
 
 def share_connections(ctx: Context) -> None:

@@ -35,14 +35,21 @@ def cancel_cmd(run: str, db: str | None) -> None:
 @click.command("purge")
 @click.option("--older-than", "older_than", required=True, metavar="DURATION",
               help="Delete finished runs that ended longer ago than this (e.g. 90d).")
+@click.option("--dry-run", is_flag=True, help="List the runs that would go; delete nothing.")
 @db_option
 @handle_errors
-def purge_cmd(older_than: str, db: str | None) -> None:
+def purge_cmd(older_than: str, dry_run: bool, db: str | None) -> None:
     """Delete finished runs, their task runs, logs and events past retention."""
     try:
         seconds = parse_duration(older_than)
     except ValueError as exc:
         raise UsageError(f"--older-than: {exc}") from None
     engine = get_context(db).engine
+    if dry_run:
+        with engine.store.read() as tx:
+            ids = reports.purgeable(tx, time.time() - seconds)
+        shown = ", ".join(str(i) for i in ids[:50]) + (", ..." if len(ids) > 50 else "")
+        click.echo(f"would purge {len(ids)} run(s)" + (f": {shown}" if ids else ""))
+        return
     count = reports.purge(engine.store, time.time() - seconds)
     click.echo(f"purged {count} run(s)")

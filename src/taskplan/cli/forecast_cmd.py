@@ -108,7 +108,7 @@ def forecast_cmd(job_or_file: str, params: tuple[str, ...], workers: int | None,
     overrides = parse_params(params)
     ctx = get_context(db)
     spec = _job_spec(ctx, job_or_file)
-    engine = ctx.engine
+    engine = ctx.engine_or_scratch()  # a job file can be forecast before any store exists
     now = engine.clock()
     start = (parse_at(at, spec, ctx.settings.timezone, datetime.fromtimestamp(now).astimezone())
              .timestamp() if at is not None else now)

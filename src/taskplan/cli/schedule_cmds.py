@@ -26,7 +26,7 @@ from taskplan.cli.common import (
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.cli.routing_opts import labels_option, parse_labels
-from taskplan.errors import UsageError
+from taskplan.errors import NoStoreError, UsageError
 from taskplan.model import JobSpec, ScheduleSpec
 from taskplan.spec import load_job_file
 from taskplan.timing import calendar_names, calendar_skips, job_timezone, next_firings
@@ -40,7 +40,10 @@ def _job_spec(ctx: Any, job_or_file: str) -> JobSpec:
             raise UsageError(f"{job_or_file}: no such job file")
         share_connections(get_context(None))
         return load_job_file(path)
-    engine = ctx.engine
+    try:
+        engine = ctx.engine
+    except NoStoreError as exc:
+        raise NoStoreError(f"no job named {job_or_file!r}: {exc}") from None
     return engine.job_spec(engine.current_version(job_or_file))  # type: ignore[no-any-return]
 
 

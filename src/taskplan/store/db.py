@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from taskplan.errors import StoreConflictError, StoreUnavailableError, UsageError
+from taskplan.errors import NoStoreError, StoreConflictError, StoreUnavailableError
 from taskplan.store import migrate
 from taskplan.store.pgserver import NOTIFY_CHANNEL
 from taskplan.store.resilience import (  # re-exported: daemons import them from here
@@ -128,7 +128,7 @@ class Store:
         if not create and self.backend == "sqlite":
             path = sqlite_path(url)
             if not os.path.exists(path):
-                raise UsageError(f"no store at {os.path.abspath(path)}{_CREATE_HINT}")
+                raise NoStoreError(f"no store at {os.path.abspath(path)}{_CREATE_HINT}")
         self.waker = Waker()
         self._local = threading.local()
         # Writers in one process queue here instead of spinning in SQLite's busy handler.
@@ -156,7 +156,7 @@ class Store:
                 where = (os.path.abspath(sqlite_path(url)) if self.backend == "sqlite"
                          else mask_url(url))
                 self.close()
-                raise UsageError(f"no store at {where} (it holds no taskplan tables)"
+                raise NoStoreError(f"no store at {where} (it holds no taskplan tables)"
                                  f"{_CREATE_HINT}")
         if migrate_schema:
             try:

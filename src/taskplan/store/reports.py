@@ -208,6 +208,13 @@ def attempt_state(tx: Tx, task_run_id: int, attempt: int) -> str | None:
     return None if value is None else str(value)
 
 
+def purgeable(tx: Tx, before: float) -> list[int]:
+    """Ids of the runs `purge(store, before)` would delete, oldest first."""
+    return [int(r[0]) for r in tx.all(
+        "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < :b"
+        " AND state IN ('succeeded', 'failed', 'cancelled') ORDER BY id", {"b": before})]
+
+
 def purge(store: Store, before: float, batch: int = 500, pause: float | None = None) -> int:
     """Delete runs that finished before `before`, with everything hanging off them.
 
