@@ -124,6 +124,8 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
     assert "taskplan.toml: notify[0].webhook: expected an http:// or https:// URL" in bad.err
     (tp.home / "taskplan.toml").unlink()
 
+    tp.write("j.yaml", "job: j\ntasks:\n  a: {shell: echo a}\n")
+    tp.ok("apply", "j.yaml")  # a store, without notification 99 (reads never create one)
     missing = tp("notifications", "resend", "99")
     assert missing.code == 2 and "no notification 99" in missing.err
     word = tp("notifications", "resend", "abc")

@@ -83,3 +83,19 @@ def test_a_second_sigint_stops_a_daemon_running_python(tp: Taskplan, daemon: str
     final = tp.status(1)
     assert set(states(final).values()) == {"cancelled"}, final
     assert os.path.exists(tp.home / "pid-a")
+
+
+def test_ctrl_c_stops_a_foreground_run_of_python(tp: Taskplan) -> None:
+    tp.write("spin.py", FOREVER)
+    tp.write("spin.yaml", """
+        job: spin
+        tasks:
+          spin: {python: "spin:forever"}
+    """)
+    proc = tp.popen("run", "spin.yaml")
+    pid = pid_of(tp, "spin", proc)
+    proc.send_signal(signal.SIGINT)
+    res = finish(proc, timeout=15)
+    assert res.code == 1, res
+    assert gone(pid)
+    assert states(tp.status(1)) == {"spin": "cancelled"}

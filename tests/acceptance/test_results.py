@@ -54,3 +54,26 @@ def test_results_cross_stage_barriers_and_collect_foreach_items(tp: Taskplan) ->
     # a foreach's result downstream: its items' results in item order
     assert got["collect"]["result"] == [9, 1, 4]
     assert tp.ok("logs", "1", "show").out == "items=9,1,4\n"
+
+
+def test_a_child_runs_tasks_are_not_shown_as_the_parents(tp: Taskplan) -> None:
+    tp.write("child.yaml", """
+        job: child
+        tasks:
+          inner: {shell: echo inner}
+    """)
+    tp.write("parent.yaml", """
+        job: parent
+        tasks:
+          sub: {job: child}
+          after: {shell: echo after, depends_on: [sub]}
+    """)
+    tp.ok("apply", "child.yaml")
+    res = tp("run", "parent.yaml")
+    assert res.code == 0, res
+    # plain progress: "<date> <time>  <what, 28 wide> <state>"
+    shown = [(line[21:49].strip(), line[50:].split()[0]) for line in res.out.splitlines()
+             if line[:4].isdigit() and len(line) > 50]
+    assert ("run 2/inner", "succeeded") in shown, res.out  # named with the child's run ...
+    assert not any(what == "inner" for what, _ in shown), res.out  # ... never as the parent's
+    assert ("sub", "succeeded") in shown and ("after", "succeeded") in shown, res.out

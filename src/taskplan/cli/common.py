@@ -61,7 +61,7 @@ def json_option(fn: F) -> F:
 
 # Only these commands may create a store that does not exist yet; every other one answers
 # "no store at ..." (exit 2) rather than leave an empty store behind a typo in --db.
-CREATING_COMMANDS = frozenset({"apply", "run", "agent", "scheduler", "serve"})
+CREATING_COMMANDS = frozenset({"apply", "run", "agent", "scheduler", "serve", "import"})
 
 
 class Context:
@@ -84,9 +84,11 @@ class Context:
     def engine(self) -> Engine:
         if self._engine is None:
             from taskplan.engine import Engine
-            from taskplan.notify.config import configure_store
+            from taskplan.notify.config import configure_store, default_rules
             from taskplan.store.db import Store
 
+            # A bad taskplan.toml is reported before a missing store.
+            default_rules(self.settings)
             store = Store(self.settings.db, create=self.create)
             configure_store(store, self.settings)
             self._engine = Engine(store)
@@ -149,7 +151,10 @@ def get_context(db: str | None) -> Context:
     root_db = root.params.get("db") if root.params else None
     obj: Context | None = root.obj if isinstance(root.obj, Context) else None
     if obj is None:
-        obj = Context(db or root_db, create=ctx.command.name in CREATING_COMMANDS)
+        top = ctx
+        while top.parent is not None and top.parent is not root:
+            top = top.parent  # `import crontab ...`: the command under `taskplan` decides
+        obj = Context(db or root_db, create=top.info_name in CREATING_COMMANDS)
         root.obj = obj
         ctx.call_on_close(obj.close)
     elif db:
