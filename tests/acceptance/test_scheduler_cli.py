@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from taskplan.store.db import Store
+
 TASKPLAN = str(Path(sys.executable).parent / "taskplan")
 
 
@@ -66,7 +68,7 @@ class TP:
 @pytest.fixture
 def tp(tmp_path: Path) -> Iterator[TP]:
     t = TP(tmp_path)
-    t.ok("runs")  # creates the schema before processes race to
+    Store(f"sqlite:///{t.db}").close()  # the schema exists before processes race to
     try:
         yield t
     finally:
