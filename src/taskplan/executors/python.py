@@ -117,7 +117,7 @@ class _Worker:
             # in the agent's terminal reaches the agent, which decides what stops.
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "taskplan.executors.pyworker",
-                 str(to_r), str(from_w), str(life_r)],
+                 str(to_r), str(from_w), str(life_r), str(os.getpid())],
                 pass_fds=(to_r, from_w, life_r), stdin=subprocess.DEVNULL,
                 start_new_session=True)
         except BaseException:
