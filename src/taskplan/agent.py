@@ -293,7 +293,7 @@ class Agent:
                 now_m = time.monotonic()
                 if now_m >= next_beat:
                     self._heartbeat()
-                    self._watch_clock(now_m)
+                    self._watch_clock()
                     if now_m >= self._reap_after and self.engine.reap():
                         gen = -1  # recovered work may be ours to claim: go round again
                         idle_since = now_m
@@ -370,16 +370,18 @@ class Agent:
         self.agent_id = self.engine.register_agent(self.name, self.host, os.getpid(),
                                                    self.slots, self.lease, self.labels)
 
-    def _watch_clock(self, now_m: float) -> None:
+    def _watch_clock(self) -> None:
         """A wall-clock jump (NTP step, VM resume, an operator) shifts every lease at once:
         forward, every other agent's lease looks expired. Reap nobody for a while after a
         jump (one lease, at least the default 30 s, as others' leases may be longer than
         ours), so that live agents renew theirs on the new clock first."""
-        offset = self.engine.clock() - now_m
+        # Both clocks read now: the loop's monotonic reading predates the heartbeat, which
+        # can take seconds on a loaded machine and would look like a jump.
+        offset = self.engine.clock() - time.monotonic()
         last, self._clock_offset = self._clock_offset, offset
         if last is not None and abs(offset - last) > CLOCK_JUMP:
             hold = max(self.lease, CLOCK_JUMP_HOLD)
-            self._reap_after = now_m + hold
+            self._reap_after = time.monotonic() + hold
             log.warning("the clock jumped by %+.0fs; not reaping other agents for %.0fs",
                         offset - last, hold)
 
