@@ -27,23 +27,31 @@ def machine() -> str | None:
     return f"{boot}/{namespace}" if boot else None
 
 
+_STAT = "/proc/{pid}/stat"
+
+
 def _start_ticks(pid: int) -> tuple[str, str] | None:
-    """(state letter, start time) of a pid, or None when there is no such process."""
+    """(state letter, start time) of a pid, or None when there is no such process. Any other
+    error (EACCES under hidepid, ...) raises: it says nothing about the process."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+        with open(_STAT.format(pid=pid), encoding="utf-8", errors="replace") as fh:
             text = fh.read()
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = text[text.rfind(")") + 2:].split()
     if len(fields) < 20:
-        return None
+        raise OSError(f"unexpected {_STAT.format(pid=pid)}")
     return fields[0], fields[19]
 
 
 def identity(pid: int) -> str | None:
     """What an agent row records about its process; None when it cannot be known."""
-    where, found = machine(), _start_ticks(pid)
+    where = machine()
+    try:
+        found = _start_ticks(pid)
+    except OSError:
+        return None
     if where is None or found is None:
         return None
     return f"{where}/{found[1]}"
@@ -54,7 +62,10 @@ def is_gone(pid: int, recorded: str | None) -> bool:
     where = machine()
     if recorded is None or where is None or not recorded.startswith(where + "/"):
         return False
-    found = _start_ticks(pid)
+    try:
+        found = _start_ticks(pid)
+    except OSError:
+        return False  # unreadable (another user's process under hidepid): the lease decides
     if found is None or found[0] in {"Z", "X", "x"}:
         return True  # no such pid, or a zombie its parent has not waited for yet
     return recorded != f"{where}/{found[1]}"

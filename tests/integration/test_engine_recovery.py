@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
+import pytest
 from engine_helpers import apply_job, attempts, run_agent, tasks
 
 from taskplan import procs
@@ -188,3 +190,14 @@ def test_exit_when_idle_waits_for_work_a_lease_will_hand_back(store: Store) -> N
     got = tasks(store, run_id)["work"]
     assert (got["state"], got["attempts"]) == ("succeeded", 2)
     assert engine.run_state(run_id) == "succeeded"
+
+
+def test_an_unreadable_proc_entry_is_not_a_dead_process(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """Only "no such process" means gone: /proc hidden from us (hidepid) says nothing."""
+    me = os.getpid()
+    recorded = procs.identity(me)
+    (tmp_path / str(me)).mkdir()  # reading it fails, but not with "no such file"
+    monkeypatch.setattr(procs, "_STAT", str(tmp_path / "{pid}"))
+    assert not procs.is_gone(me, recorded)
+    assert procs.is_gone(me + 1, recorded)  # no entry at all: gone
