@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 
 _PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
+# A password given as a query parameter of a URL (`?password=...`, which drivers honour).
+_QUERY_PASSWORD = re.compile(
+    r"(?P<head>://\S*?[?&](?:password|passwd|pwd)=)(?P<pw>[^&#\s'\"]*)", re.IGNORECASE)
 
 
 # Secret values this process resolved (`${file:...}`, a password from the environment): shown
@@ -26,6 +29,7 @@ def mask_url(text: str) -> str:
     """Replace the password of every URL inside `text`, and every remembered secret, with
     ***."""
     text = _PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
+    text = _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
     for secret in tuple(_SECRETS):
         if secret in text:
             text = text.replace(secret, "***")

@@ -44,15 +44,26 @@ def test_a_connections_file_is_applied_and_used_by_name(tp: Taskplan) -> None:
     assert {c["name"] for c in listing} == {"mart", "other"}
 
 
-def test_a_password_in_clear_is_refused_and_nothing_stored(tp: Taskplan) -> None:
-    tp.write("connections.yaml", """
+@pytest.mark.parametrize("url", ["postgresql://etl:hunter22@db.example/mart",
+                                 "postgresql://etl@db.example/mart?sslmode=require&password=hunter22"])
+def test_a_password_in_clear_is_refused_and_nothing_stored(tp: Taskplan, url: str) -> None:
+    tp.write("connections.yaml", f"""
         connections:
-          mart: "postgresql://etl:hunter22@db.example/mart"
+          mart: "{url}"
     """)
     res = tp("apply", "connections.yaml")
     assert res.code == 2 and "connections.yaml:2:" in res.err and "in clear" in res.err
     assert "hunter22" not in res.err
-    assert tp.ok("connections", "--json").json() == []
+    # Refused before the store is touched: there is none, or it holds no connection.
+    assert not tp.db_path.exists() or tp.ok("connections", "--json").json() == []
+
+
+def test_a_query_password_is_masked() -> None:
+    from taskplan.redact import mask_url
+
+    text = "cannot reach postgresql://etl@db/mart?password=hunter22&sslmode=require: refused"
+    assert mask_url(text) == ("cannot reach postgresql://etl@db/mart?password=***"
+                              "&sslmode=require: refused")
 
 
 def test_taskplan_toml_connections_are_shared(tp: Taskplan) -> None:

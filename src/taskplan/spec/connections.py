@@ -45,9 +45,16 @@ def is_connections_file(data: Any) -> bool:
             and "calendar" not in data)
 
 
+# ?password=... (libpq, psycopg and SQLAlchemy read it as the password too).
+_QUERY_PASSWORD = re.compile(r"[?&](?:password|passwd|pwd)=(?P<pw>[^&#\s]*)", re.IGNORECASE)
+
+
 def clear_password(url: str) -> bool:
+    """True when the URL carries a password in clear, in its user info or its query."""
     m = _USERINFO.match(url)
-    return bool(m and m["pw"] and not _REFERENCE.match(m["pw"]))
+    if m and m["pw"] and not _REFERENCE.match(m["pw"]):
+        return True
+    return any(q["pw"] and not _REFERENCE.match(q["pw"]) for q in _QUERY_PASSWORD.finditer(url))
 
 
 def analyse_connections(data: dict[str, Any], positions: Positions, filename: str
