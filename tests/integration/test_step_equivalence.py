@@ -58,6 +58,9 @@ class Shape:
 @st.composite
 def shapes(draw: Any) -> Shape:
     n = draw(st.integers(3, 8))
+    # Distinct priorities: among ready task runs of equal rank the claim order is not defined
+    # (ties come out in any order), so only the items of one foreach may tie.
+    priorities = draw(st.permutations(range(n)))
     tasks = []
     for i in range(n):
         deps = sorted(draw(st.sets(st.integers(0, i - 1), max_size=2))) if i else []
@@ -67,7 +70,7 @@ def shapes(draw: Any) -> Shape:
             "trigger": draw(st.sampled_from(["all_success", "all_success", "all_done",
                                              "one_failed"])),
             "retries": draw(st.integers(0, 1)),
-            "priority": draw(st.integers(-1, 1)),
+            "priority": priorities[i] - n // 2,
             "pool": draw(st.booleans()),
             "foreach": draw(st.none() | st.integers(1, 3)) if i == n - 1 or not deps else None,
         })
@@ -159,8 +162,9 @@ def drive(engine: Engine, clock: Clock, store: Store, shape: Shape, name: str
         step = engine.step(agent_id, pending, max(free, 0))
         limits_held(store, runs, shape, f"p_{name}")
         ended.update(r for r, _ in step.finished_runs)
+        # Which items of one foreach a step takes is not defined (they tie): count them.
         trace.append((sorted((order.get(r, -1), s) for r, s in step.finished_runs),
-                      sorted((order[c.run_id], c.task, str(c.item), c.attempt)
+                      sorted((order[c.run_id], c.task, c.item is not None, c.attempt)
                              for c in step.claims)))
         pending = []
         for claim in step.claims:
@@ -181,7 +185,8 @@ def snapshot(store: Store, runs: list[int]) -> list[Any]:
     out = []
     with store.read() as tx:
         for run_id in runs:
-            names = {int(i): f"{t}[{x}]" for i, t, x in tx.all(
+            # Items of one foreach are told apart by what happened to them, not by index.
+            names = {int(i): f"{t}[{'item' if x is not None else ''}]" for i, t, x in tx.all(
                 "SELECT id, task, item_index FROM task_runs WHERE run_id = :r", {"r": run_id})}
             out.append({
                 "task_runs": sorted((names[int(r[0])], *r[1:]) for r in tx.all(
