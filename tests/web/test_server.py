@@ -147,3 +147,22 @@ def test_serve_runs_and_streams_on_sqlite(home: tuple[Path, str]) -> None:
 def test_serve_runs_and_streams_on_postgres(home: tuple[Path, str], pg_url: str) -> None:
     Store(pg_url).close()  # migrated once here, not raced by two processes
     _serve_and_watch(home[0], pg_url)
+
+
+def test_without_a_token_only_loopback_host_names_are_served(home: tuple[Path, str]) -> None:
+    # DNS rebinding: a page on evil.example rebinds its name to 127.0.0.1; the browser then
+    # sends `Host: evil.example:PORT`, which a console without a token must not answer.
+    cwd, db = home
+    assert run_cli(["apply", "demo.yaml"], db, cwd).returncode == 0
+    server = Server(["web"], db, cwd)
+    try:
+        evil = {"Host": f"evil.example:{server.port}"}
+        assert server.http.get("/jobs", headers=evil).status_code == 403
+        refused = server.http.post("/api/v1/jobs/demo/pause", headers=evil)
+        assert refused.status_code == 403 and "loopback" in refused.json()["error"]
+        assert run_cli(["jobs", "--json"], db, cwd).stdout.count('"paused": true') == 0
+        for name in ("localhost", "127.0.0.1"):
+            ok = server.http.get("/api/v1/jobs", headers={"Host": f"{name}:{server.port}"})
+            assert ok.status_code == 200, name
+    finally:
+        server.stop()

@@ -19,7 +19,7 @@ from taskplan import __version__
 from taskplan.engine import Engine
 from taskplan.errors import TaskplanError
 from taskplan.web import api, pages
-from taskplan.web.auth import COOKIE, CSRF_HEADER, Auth
+from taskplan.web.auth import COOKIE, CSRF_HEADER, Auth, is_loopback
 from taskplan.web.errors import message_of, status_of
 from taskplan.web.live import ChangeWatcher
 from taskplan.web.views import Ctx
@@ -51,7 +51,15 @@ def error_response(request: Request, status: int, message: str) -> Response:
     return pages.error_page(request, status, message)
 
 
-def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = None) -> FastAPI:
+def _host_name(host_header: str) -> str:
+    """The name part of a Host header: `127.0.0.1:8440` -> 127.0.0.1, `[::1]:80` -> ::1."""
+    if host_header.startswith("["):
+        return host_header[1:host_header.find("]")] if "]" in host_header else host_header
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = None,
+               loopback_hosts_only: bool = False) -> FastAPI:
     watcher = ChangeWatcher(engine.store)
 
     @asynccontextmanager
@@ -71,6 +79,11 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
         path = request.url.path
+        host = request.headers.get("host", "")
+        if loopback_hosts_only and not is_loopback(_host_name(host)):
+            return JSONResponse({"error": f"Host {host!r} is not a loopback name: this console"
+                                 " has no token, so it answers only to localhost, 127.0.0.1"
+                                 " and ::1", "status": 403}, status_code=403)
         if path.startswith(OPEN_PATHS):
             return await call_next(request)  # type: ignore[no-any-return]
         by_bearer = auth.bearer_ok(request.headers.get("authorization"))

@@ -46,7 +46,9 @@ def make_server(engine: Engine, sock: socket.socket, *, timezone: str, token: st
 
     from taskplan.web.app import create_app
 
-    app = create_app(engine, timezone=timezone, token=token)
+    # Without a token only loopback names may reach the console: a page on another site
+    # that rebinds its own name to 127.0.0.1 sends its own name as Host.
+    app = create_app(engine, timezone=timezone, token=token, loopback_hosts_only=token is None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=2)
     return uvicorn.Server(config)
