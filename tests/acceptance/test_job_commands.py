@@ -89,3 +89,20 @@ def test_apply_prune_lists_then_removes_jobs_whose_files_are_gone(tp: Taskplan) 
         f.unlink()
     assert "a: removed" in tp.ok("apply", "--prune", "jobs").out  # an emptied folder
     assert tp.ok("jobs", "--json").json() == []
+
+
+def test_delete_refuses_a_job_others_use_and_its_runs_cannot_be_retried(tp: Taskplan) -> None:
+    tp.write("hello.yaml", 'job: hello\ntasks:\n  a: {shell: "exit 1"}\n')
+    tp.write("fe.yaml", "job: fe\ntasks:\n  sub: {job: hello}\n")
+    tp.write("down.yaml", 'job: down\ntriggers:\n  - after: [hello]\ntasks:\n'
+             '  t: {shell: "true"}\n')
+    tp.ok("apply", "hello.yaml", "fe.yaml", "down.yaml")
+    refused = tp("delete", "hello")
+    assert refused.code == 2
+    assert "job fe (task sub)" in refused.err and "job down (trigger)" in refused.err
+    assert "hello" in tp.ok("jobs").out
+    assert tp("run", "hello").code == 1
+    assert "deleted" in tp.ok("delete", "hello", "--force").out
+    retried = tp("retry", "1")
+    assert retried.code == 2 and "which was deleted" in retried.err
+    assert tp.ok("runs", "--json").json()[0]["state"] == "failed"

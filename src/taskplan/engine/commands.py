@@ -47,6 +47,11 @@ class Commands(SubRuns):
         """Delete a job: it leaves `jobs`, the scheduler and triggers; its runs stay readable
         unless `purge_history`. Refused (ConflictError) while a run of it is active, unless
         `force`, which cancels those runs first."""
+        callers = self._callers_of(name)
+        if callers and not force:
+            raise ConflictError(
+                f"job {name} is used by {', '.join(callers)}; delete or change those first,"
+                " or delete with --force")
         cancelled: list[int] = []
         for _ in range(5):  # a run created between the cancel and the delete: cancel it too
             with self.store.read() as tx:
@@ -81,6 +86,22 @@ class Commands(SubRuns):
                 tx.wake = True
                 return JobDeletion(name, cancelled, total, purge_history)
         raise ConflictError(f"job {name} keeps starting runs; pause it, then delete it")
+
+    def _callers_of(self, name: str) -> list[str]:
+        """The other jobs whose current version starts `name` (a `job:` task) or waits for it
+        (a cross-job trigger), as "job fe (task sub)" / "job down (trigger)"."""
+        with self.store.read() as tx:
+            versions = [(str(n), int(v)) for _, n, v, _ in sched_ops.current_jobs(tx)]
+        found = []
+        for job, version_id in versions:
+            if job == name:
+                continue
+            spec = self.job_spec(version_id)
+            found += [f"job {job} (task {t.name})" for t in spec.tasks
+                      if t.kind == "job" and t.command == name]
+            if any(name in trig.after for trig in spec.triggers):
+                found.append(f"job {job} (trigger)")
+        return found
 
     def apply_preview(self, spec: JobSpec) -> tuple[int, bool]:
         """What apply(spec) would do, writing nothing: (version number, changed)."""
@@ -186,6 +207,11 @@ class Commands(SubRuns):
         """
         # The definitions are read before the write transaction: job_spec opens its own
         # read, which SQLite refuses inside this thread's open transaction.
+        with self.store.read() as tx:
+            owner = job_admin.job_of_run(tx, run_id)
+        if owner is not None and not owner[1]:
+            raise ConflictError(f"run {run_id} belongs to job {owner[0]}, which was deleted;"
+                                " apply the job again to retry its runs")
         repin = self._latest_spec(run_id) if latest else None
         spec = repin[1] if repin is not None else self.job_spec(self.run_meta(run_id)[0])
         with self.store.tx() as tx:

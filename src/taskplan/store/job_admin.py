@@ -33,6 +33,13 @@ def live_job(tx: Tx, name: str) -> LiveJob | None:
     return LiveJob(int(row[0]), str(row[1]), str(row[2])) if row else None
 
 
+def job_of_run(tx: Tx, run_id: int) -> tuple[str, bool] | None:
+    """(job name, whether the job still exists) of a run; None for an unknown run."""
+    row = tx.one("SELECT j.name, j.current_version_id FROM runs r JOIN jobs j"
+                 " ON j.id = r.job_id WHERE r.id = :r", {"r": run_id})
+    return None if row is None else (str(row[0]), row[1] is not None)
+
+
 def current_version_id(tx: Tx, job_id: int) -> int:
     return int(tx.scalar("SELECT current_version_id FROM jobs WHERE id = :j", {"j": job_id}))
 
