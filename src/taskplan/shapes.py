@@ -124,6 +124,13 @@ def next_firing(at: datetime, schedule: ScheduleSpec) -> dict[str, Any]:
             "schedule": schedule.name if schedule.name is not None else schedule.index}
 
 
+def next_timeline(entries: list[tuple[datetime, ScheduleSpec, str | None]]
+                  ) -> list[dict[str, Any]]:
+    """`next --json`: firings, and calendar skips carrying their reason as `skipped`."""
+    return [{**next_firing(at, s), **({"skipped": why} if why else {})}
+            for at, s, why in entries]
+
+
 def job(j: JobInfo, next_at: datetime | None, triggers: list[dict[str, Any]], *,
         enabled: bool = True, tags: Sequence[str] = ()) -> dict[str, Any]:
     """One element of `jobs --json`; a paused job has no next firing (`next` is null).

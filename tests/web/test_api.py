@@ -217,3 +217,12 @@ def test_jobs_by_keyset_and_name(client: Any, engine: Engine) -> None:
         "beta_1"]
     html = client.get("/jobs", params={"q": "beta"}).text
     assert 'data-job="beta_1"' in html and 'data-job="alpha"' not in html
+
+
+def test_out_of_range_input_is_a_client_error(client: Any) -> None:
+    huge = "9" * 25
+    assert client.get(f"/api/v1/runs/{huge}").status_code in (404, 422)
+    assert client.get("/api/v1/runs", params={"before": huge}).status_code in (200, 422)
+    for after in ("9999-12-31T23:59+00:00", "0001-01-01T00:00+00:00"):
+        r = client.get("/api/v1/jobs/demo/next", params={"after": after})
+        assert r.status_code in (200, 422), (after, r.text)

@@ -27,9 +27,9 @@ from taskplan.cli.common import (
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.errors import NoStoreError, UsageError
-from taskplan.model import JobSpec, ScheduleSpec
+from taskplan.model import JobSpec
 from taskplan.spec import load_job_file
-from taskplan.timing import calendar_names, calendar_skips, job_timezone, next_firings
+from taskplan.timing import calendar_names, job_timezone, next_with_skips
 
 
 def _job_spec(ctx: Any, job_or_file: str) -> JobSpec:
@@ -85,21 +85,12 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
     default_tz = ctx.settings.timezone
     start = (parse_after(after, job, default_tz) if after is not None
              else datetime.now().astimezone())
-    calendars = job_calendars(ctx, job)
     try:
-        found = next_firings(job, start, count, default_tz=default_tz, calendars=calendars)
-        until = (found[-1][0] if len(found) == count
-                 else start.replace(year=min(start.year + 1, 9999)))
-        skips = ([] if calendars is None else
-                 calendar_skips(job, start, until, default_tz=default_tz, calendars=calendars))
+        entries = next_with_skips(job, start, count, default_tz=default_tz,
+                                  calendars=job_calendars(ctx, job))
     except ValueError as exc:
         raise UsageError(f"{job.name}: {exc}") from None
-    # Firings and calendar skips in one time line; a skip carries its reason.
-    fired: list[tuple[datetime, ScheduleSpec, str | None]] = [(at, s, None) for at, s in found]
-    entries = sorted(fired + list(skips),
-                     key=lambda e: (e[0].timestamp(), e[2] is None))
-    out = [{**shapes.next_firing(at, s), **({"skipped": why} if why else {})}
-           for at, s, why in entries]
+    out = shapes.next_timeline(entries)
     if as_json:
         print_json(out)
         return

@@ -19,6 +19,7 @@ from taskplan.timing.jobs import (
     compile_job,
     job_timezone,
     next_firings,
+    next_with_skips,
 )
 from taskplan.timing.schedule import Schedule, compile_schedule, count_firings_between, firings
 
@@ -39,4 +40,5 @@ __all__ = [
     "firings",
     "job_timezone",
     "next_firings",
+    "next_with_skips",
 ]

@@ -110,3 +110,19 @@ def calendar_skips(
             out.append((at, spec, reason))
     out.sort(key=lambda e: (e[0].astimezone(UTC), e[1].index))
     return out
+
+
+Timeline = list[tuple[datetime, ScheduleSpec, str | None]]
+
+
+def next_with_skips(job: JobSpec, after: datetime, n: int, default_tz: str = "UTC",
+                    calendars: Calendars = None) -> Timeline:
+    """The next `n` firings and, among them, the firings business calendars dropped or moved
+    (each with its reason), in one time line: what `taskplan next` and the console show."""
+    found = next_firings(job, after, n, default_tz=default_tz, calendars=calendars)
+    until = (found[-1][0] if len(found) == n
+             else after.replace(year=min(after.year + 1, 9999)))
+    skips = ([] if calendars is None else
+             calendar_skips(job, after, until, default_tz=default_tz, calendars=calendars))
+    fired: Timeline = [(at, s, None) for at, s in found]
+    return sorted(fired + list(skips), key=lambda e: (e[0].timestamp(), e[2] is None))

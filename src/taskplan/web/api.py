@@ -79,7 +79,10 @@ def job_next(request: Request, job: str, n: int = Query(10, ge=1, le=1000),
     if after:
         at = parse_when(after, "after")
         assert at is not None
-        start = datetime.fromtimestamp(at).astimezone()
+        try:
+            start = datetime.fromtimestamp(at).astimezone()
+        except (ValueError, OverflowError):
+            raise UsageError(f"after={after!r} is outside the years datetime can hold") from None
     return views.next_list(ctx, spec, n, start)
 
 

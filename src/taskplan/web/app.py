@@ -131,6 +131,12 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
     async def taskplan_error(request: Request, exc: TaskplanError) -> Response:
         return error_response(request, status_of(exc), message_of(exc))
 
+    @app.exception_handler(OverflowError)
+    async def out_of_range(request: Request, exc: OverflowError) -> Response:
+        # A number or a date in the request beyond what the store or datetime can hold
+        # (a run id past 2**63, a year past 9999): the request is wrong, not the server.
+        return error_response(request, 422, f"out of range: {message_of(exc)}")
+
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> Response:
         return Response(status_code=204)

@@ -17,7 +17,7 @@ from taskplan.redact import mask_url
 from taskplan.store import console, reports
 from taskplan.store.reports import RunInfo
 from taskplan.timing import next_firings
-from taskplan.timing.jobs import calendar_names, calendar_skips
+from taskplan.timing.jobs import calendar_names, calendar_skips, next_with_skips
 
 if TYPE_CHECKING:
     from taskplan.forecast.plan import RunForecast
@@ -118,14 +118,15 @@ def skips_of(ctx: Ctx, spec: JobSpec, start: datetime, until: datetime
 def next_list(ctx: Ctx, spec: JobSpec, n: int, after: datetime | None = None
               ) -> list[dict[str, Any]]:
     """`taskplan next --json`: firings and the calendar skips among them, in time order."""
+    if not spec.schedules:
+        return []
     start = after or datetime.now().astimezone()
-    found = next_of(ctx, spec, n, start)
-    until = found[-1][0] if len(found) == n else start.replace(year=start.year + 1)
-    entries: list[tuple[datetime, ScheduleSpec, str | None]] = [(at, s, None) for at, s in found]
-    entries += skips_of(ctx, spec, start, until)
-    entries.sort(key=lambda e: (e[0].timestamp(), e[2] is None))
-    return [{**shapes.next_firing(at, s), **({"skipped": why} if why else {})}
-            for at, s, why in entries]
+    try:
+        entries = next_with_skips(spec, start, n, default_tz=ctx.timezone,
+                                  calendars=calendars_of(ctx, spec))
+    except ValueError as exc:
+        raise UsageError(f"{spec.name}: {exc}") from None
+    return shapes.next_timeline(entries)
 
 
 def _trigger_waits(ctx: Ctx, spec: JobSpec) -> list[dict[str, Any]]:
