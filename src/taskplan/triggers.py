@@ -95,6 +95,17 @@ class _Index:
 _INDEXES: weakref.WeakKeyDictionary[Engine, _Index] = weakref.WeakKeyDictionary()
 
 
+def trigger_waits(tx: Tx, version_id: int, triggers: tuple[TriggerSpec, ...], now: float
+                  ) -> list[dict[str, object]]:
+    """Each cross-job trigger of a job version with the upstream jobs it still waits for, by
+    the rule the scheduler fires it with (`jobs --json` and the console show this)."""
+    if not triggers:
+        return []
+    job_id = sched_ops.job_of_version(tx, version_id)
+    return [{"index": trig.index, "after": list(trig.after), "status": trig.status,
+             "waiting": check_trigger(tx, job_id, trig, now).waiting} for trig in triggers]
+
+
 def _index(engine: Engine, tx: Tx) -> _Index:
     mark = sched_ops.definitions_mark(tx)
     found = _INDEXES.get(engine)

@@ -226,3 +226,17 @@ def test_out_of_range_input_is_a_client_error(client: Any) -> None:
     for after in ("9999-12-31T23:59+00:00", "0001-01-01T00:00+00:00"):
         r = client.get("/api/v1/jobs/demo/next", params={"after": after})
         assert r.status_code in (200, 422), (after, r.text)
+
+
+def test_trigger_waits_are_the_schedulers_rule(engine: Engine) -> None:
+    from fastapi.testclient import TestClient
+
+    from taskplan.spec import load_job_text
+    from taskplan.web.app import create_app
+
+    for text in ('job: up\ntasks:\n  t: {shell: "true"}\n',
+                 'job: down\ntriggers:\n  - after: [up]\ntasks:\n  t: {shell: "true"}\n'):
+        engine.apply(load_job_text(text, "job.yaml", "."))
+    with TestClient(create_app(engine)) as client:
+        [trig] = client.get("/api/v1/jobs/down").json()["triggers"]
+        assert trig["waiting"] == ["up (no ended run)"] and trig["index"] == 0

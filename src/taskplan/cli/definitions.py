@@ -157,21 +157,12 @@ def _trigger_waits(engine: object, version_id: int) -> list[dict[str, object]]:
     import time
 
     from taskplan.engine import Engine
-    from taskplan.triggers import check_trigger
+    from taskplan.triggers import trigger_waits
 
     assert isinstance(engine, Engine)
     spec = engine.job_spec(version_id)
-    if not spec.triggers:
-        return []
-    out: list[dict[str, object]] = []
     with engine.store.read() as tx:
-        job_id = int(tx.scalar("SELECT job_id FROM job_versions WHERE id = :v",
-                               {"v": version_id}))
-        for trig in spec.triggers:
-            check = check_trigger(tx, job_id, trig, time.time())
-            out.append({"index": trig.index, "after": list(trig.after), "status": trig.status,
-                        "waiting": check.waiting})
-    return out
+        return trigger_waits(tx, version_id, spec.triggers, time.time())
 
 
 @click.command("jobs")

@@ -56,6 +56,10 @@ def definitions_mark(tx: Tx) -> tuple[int, float]:
     return int(row[0]), float(row[1])
 
 
+def job_of_version(tx: Tx, version_id: int) -> int:
+    return int(tx.scalar("SELECT job_id FROM job_versions WHERE id = :v", {"v": version_id}))
+
+
 def current_jobs(tx: Tx) -> list[Row]:
     """(job_id, name, current version id, that version's created_at) of every job."""
     return tx.all(

@@ -18,6 +18,7 @@ from taskplan.store import console, reports
 from taskplan.store.reports import RunInfo
 from taskplan.timing import next_firings
 from taskplan.timing.jobs import calendar_names, calendar_skips, next_with_skips
+from taskplan.triggers import trigger_waits
 
 if TYPE_CHECKING:
     from taskplan.forecast.plan import RunForecast
@@ -129,18 +130,16 @@ def next_list(ctx: Ctx, spec: JobSpec, n: int, after: datetime | None = None
     return shapes.next_timeline(entries)
 
 
-def _trigger_waits(ctx: Ctx, spec: JobSpec) -> list[dict[str, Any]]:
-    out = []
-    for trig in spec.triggers:
-        with ctx.engine.store.read() as tx:
-            ups = console.upstream_outcomes(tx, list(trig.after))
-        out.append({
-            "after": list(trig.after), "status": trig.status,
-            "upstreams": [{"job": u.job, "last_state": u.state, "last_run_id": u.run_id,
-                           "finished_at": shapes.iso(u.finished_at)} for u in ups],
-            "waiting_for": [u.job for u in ups if u.state is None or (
-                trig.status == "succeeded" and u.state != "succeeded")],
-        })
+def _trigger_waits(ctx: Ctx, version_id: int, spec: JobSpec) -> list[dict[str, Any]]:
+    """As `jobs --json` (the scheduler's own rule), plus each upstream's last outcome."""
+    with ctx.engine.store.read() as tx:
+        waits = trigger_waits(tx, version_id, spec.triggers, time.time())
+        out = []
+        for wait in waits:
+            ups = console.upstream_outcomes(tx, list(wait["after"]))  # type: ignore[call-overload]
+            out.append({**wait, "upstreams": [
+                {"job": u.job, "last_state": u.state, "last_run_id": u.run_id,
+                 "finished_at": shapes.iso(u.finished_at)} for u in ups]})
     return out
 
 
@@ -175,7 +174,7 @@ def job_object(ctx: Ctx, ov: console.JobOverview, *, detail: bool = False) -> di
                        "text": schedule_words(s), "enabled": s.enabled}
                       for s in spec.schedules],
         "next": shapes.next_firing(*nxt) if nxt else None,
-        "triggers": _trigger_waits(ctx, spec),
+        "triggers": _trigger_waits(ctx, ov.version_id, spec),
         "recent_runs": [{"run_id": r, "state": s} for r, s in ov.recent],
     }
     if detail:
