@@ -161,24 +161,13 @@ def serve(reader: Connection, writer: Connection) -> None:
         channel.send(["done", result.ok, result.result, result.error])
 
 
-def _die_with_parent() -> None:
-    """Linux: the kernel SIGKILLs this worker the moment its agent dies (the lifeline below
-    does the same everywhere, a moment later)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: list[str]) -> None:
     read_fd, write_fd, lifeline = (int(a) for a in argv[1:4])
     agent = int(argv[4]) if len(argv) > 4 else None
-    _die_with_parent()
     if agent is not None and os.getppid() != agent:
-        os._exit(1)  # the agent died before the line above took effect
+        os._exit(1)  # the agent died while this worker started
+    # (No PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends, and a
+    # pooled worker outlives the slot thread that started it.)
     threading.Thread(target=_watch, args=(lifeline,), daemon=True).start()
     serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
 
