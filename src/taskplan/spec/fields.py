@@ -38,14 +38,22 @@ def fail(expected: str) -> PydanticCustomError:
     return PydanticCustomError(ERROR_TYPE, expected)
 
 
+# Whole numbers are stored in 32-bit columns on some backends and bound into SQL: anything
+# larger is a typo, refused here rather than overflowing when a run is created.
+WHOLE_MAX = 2**31 - 1
+
+
 def _whole(minimum: int | None) -> Callable[[Any], int]:
     words = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+    low = -WHOLE_MAX if minimum is None else minimum
 
     def check(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
             raise fail(f"expected {words}")
         if minimum is not None and v < minimum:
             raise fail(f"expected {words}")
+        if not low <= v <= WHOLE_MAX:
+            raise fail(f"expected a whole number from {low} to {WHOLE_MAX}")
         return v
 
     return check

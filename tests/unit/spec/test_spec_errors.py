@@ -184,3 +184,22 @@ def test_error_text_carries_file_line_col() -> None:
         load_job_text("job: x\ntasks:\n  a: {shell: x, retries: -1}\n", "jobs/x.yaml", "jobs")
     assert str(info.value) == (
         "jobs/x.yaml:3:26: tasks.a.retries: expected a whole number >= 0, got -1")
+
+
+def test_whole_numbers_beyond_32_bits_are_refused_where_written() -> None:
+    from taskplan.errors import DefinitionError
+    from taskplan.spec import load_job_text
+
+    text = ("job: big\nmax_parallel: 99999999999999999999999\n"
+            "tasks:\n  a: {shell: x, priority: -99999999999999999999}\n")
+    try:
+        load_job_text(text, "big.yaml", ".")
+    except DefinitionError as exc:
+        shown = [str(p) for p in exc.problems]
+    else:
+        raise AssertionError("accepted")
+    assert shown == [
+        "big.yaml:2:15: max_parallel: expected a whole number from 1 to 2147483647,"
+        " got 99999999999999999999999",
+        "big.yaml:4:27: tasks.a.priority: expected a whole number from -2147483647 to"
+        " 2147483647, got -99999999999999999999"]
