@@ -217,14 +217,16 @@ class Scheduler:
                 return  # fenced: another scheduler leads now
             made = 0
             late: list[float] = []  # firings missed while no scheduler ran
-            paused = sched_ops.job_paused(tx, job.job_id)
+            paused = ("skipped: the job is paused" if sched_ops.job_paused(tx, job.job_id)
+                      else "skipped: the schedule is paused"
+                      if key in sched_ops.paused_schedules(tx, job.job_id) else None)
             for fire_at, missed in due:
                 if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
                     continue  # another scheduler fired it
                 if fire_at < now - self.grace:
                     late.append(fire_at)
                 run_id, note = (None, missed) if missed else (
-                    (None, "skipped: the job is paused") if paused
+                    (None, paused) if paused
                     else self._make_run(tx, job, key, schedule_params, fire_at))
                 sched_ops.set_firing_outcome(tx, job.job_id, key, fire_at, run_id, note)
                 fields = {"job": job.name, "schedule": key, "fire_at": _dt(fire_at).isoformat()}

@@ -106,3 +106,14 @@ def test_delete_refuses_a_job_others_use_and_its_runs_cannot_be_retried(tp: Task
     retried = tp("retry", "1")
     assert retried.code == 2 and "which was deleted" in retried.err
     assert tp.ok("runs", "--json").json()[0]["state"] == "failed"
+
+
+def test_pause_and_resume_one_schedule(tp: Taskplan) -> None:
+    tp.write("two.yaml", 'job: two\nschedules:\n  - {cron: "0 1 * * *", name: one}\n'
+             '  - {cron: "0 2 * * *", name: two}\ntasks:\n  a: {shell: "true"}\n')
+    tp.ok("apply", "two.yaml")
+    assert tp.ok("pause", "two", "--schedule", "one").out.strip() == "two: schedule one paused"
+    assert "already paused" in tp.ok("pause", "two", "--schedule", "one").out
+    bad = tp("pause", "two", "--schedule", "three")
+    assert bad.code == 2 and "no schedule 'three'" in bad.err and "one, two" in bad.err
+    assert tp.ok("resume", "two", "--schedule", "one").out.strip() == "two: schedule one resumed"

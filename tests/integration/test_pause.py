@@ -140,3 +140,28 @@ def test_delete_with_purge_history_removes_every_trace(eng: Engine, store: Store
         for table in ("jobs", "job_versions", "runs", "task_runs", "attempts", "log_chunks",
                       "events"):
             assert tx.scalar(f"SELECT COUNT(*) FROM {table}") == 0, table
+
+
+def test_one_paused_schedule_skips_while_the_others_fire(eng: Engine, store: Store,
+                                                        clock: Clock) -> None:
+    apply(eng, "job: two\non_misfire: run_all\non_overlap: allow\nschedules:\n"
+               "  - {every: 1s, name: fast}\n  - {every: 2s, name: slow}\n"
+               "tasks:\n  a:\n    shell: \"true\"\n")
+    s = scheduler(eng, clock)
+    assert eng.pause_schedule("two", "fast") is True
+    assert eng.pause_schedule("two", "fast") is False
+    assert eng.paused_schedules("two") == {"fast"}
+    with pytest.raises(NotFoundError, match=r"no schedule 'fastt'.*fast, slow"):
+        eng.pause_schedule("two", "fastt")
+    clock.set(T0 + 2)
+    made = fire(s).runs
+    with store.read() as tx:
+        rows = tx.all("SELECT schedule_key, run_id, note FROM schedule_firings"
+                      " ORDER BY fire_at, schedule_key")
+    assert [(k, r is not None) for k, r, _ in rows] == [("fast", False), ("fast", False),
+                                                       ("slow", True)]
+    assert all("schedule is paused" in n for k, _, n in rows if k == "fast")
+    assert len(made) == 1
+    assert eng.resume_schedule("two", "fast") is True
+    clock.set(T0 + 3)
+    assert len(fire(s).runs) == 1  # fast fires again from now on

@@ -17,7 +17,8 @@ def test_jobs_and_next(client: Any) -> None:
     assert [j["name"] for j in jobs] == ["demo"]
     job = jobs[0]
     assert job["version"] == 1 and job["schedules"] == [
-        {"schedule": "nightly", "text": "nightly: cron 0 2 * * *", "enabled": True}]
+        {"schedule": "nightly", "text": "nightly: cron 0 2 * * *", "enabled": True,
+         "paused": False}]
     assert job["next"]["schedule"] == "nightly" and job["next"]["at"].endswith(":00")
     assert [r["state"] for r in job["recent_runs"]] == ["failed"]
     detail = client.get("/api/v1/jobs/demo").json()
@@ -240,3 +241,17 @@ def test_trigger_waits_are_the_schedulers_rule(engine: Engine) -> None:
     with TestClient(create_app(engine)) as client:
         [trig] = client.get("/api/v1/jobs/down").json()["triggers"]
         assert trig["waiting"] == ["up (no ended run)"] and trig["index"] == 0
+
+
+def test_one_schedule_is_disabled_and_enabled(client: Any) -> None:
+    r = client.post("/api/v1/jobs/demo/schedules/nightly/pause")
+    assert r.status_code == 200 and r.json() == {"job": "demo", "schedule": "nightly",
+                                                 "paused": True, "changed": True}
+    [sched] = client.get("/api/v1/jobs/demo").json()["schedules"]
+    assert sched["paused"] is True
+    assert client.post("/api/v1/jobs/demo/schedules/nope/pause").status_code == 404
+    assert client.post("/api/v1/jobs/nope/schedules/nightly/pause").status_code == 404
+    assert "Enable" in client.get("/jobs/demo").text
+    r = client.post("/api/v1/jobs/demo/schedules/nightly/resume")
+    assert r.json()["changed"] is True
+    assert client.get("/api/v1/jobs/demo").json()["schedules"][0]["paused"] is False

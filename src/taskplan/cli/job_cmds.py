@@ -17,23 +17,40 @@ if TYPE_CHECKING:
     from taskplan.engine.commands import JobDeletion
 
 
+SCHEDULE_OPTION = click.option(
+    "--schedule", "schedule", default=None, metavar="KEY",
+    help="Only this schedule (its name, else its index in the file).")
+
+
 @click.command("pause")
 @click.argument("job")
+@SCHEDULE_OPTION
 @db_option
 @handle_errors
-def pause_cmd(job: str, db: str | None) -> None:
+def pause_cmd(job: str, schedule: str | None, db: str | None) -> None:
     """Stop a job's schedules and triggers from making runs (manual runs still start)."""
-    changed = get_context(db).engine.pause_job(job)
+    engine = get_context(db).engine
+    if schedule is not None:
+        changed = engine.pause_schedule(job, schedule)
+        click.echo(f"{job}: schedule {schedule} " + ("paused" if changed else "already paused"))
+        return
+    changed = engine.pause_job(job)
     click.echo(f"{job}: paused" if changed else f"{job}: already paused")
 
 
 @click.command("resume")
 @click.argument("job")
+@SCHEDULE_OPTION
 @db_option
 @handle_errors
-def resume_cmd(job: str, db: str | None) -> None:
+def resume_cmd(job: str, schedule: str | None, db: str | None) -> None:
     """Let a paused job's schedules and triggers make runs again, from now on."""
-    changed = get_context(db).engine.resume_job(job)
+    engine = get_context(db).engine
+    if schedule is not None:
+        changed = engine.resume_schedule(job, schedule)
+        click.echo(f"{job}: schedule {schedule} " + ("resumed" if changed else "not paused"))
+        return
+    changed = engine.resume_job(job)
     click.echo(f"{job}: resumed" if changed else f"{job}: not paused")
 
 

@@ -116,6 +116,37 @@ class Commands(SubRuns):
                 return int(current[2]), False
             return job_admin.latest_version(tx, int(job[0])) + 1, True
 
+    def pause_schedule(self, name: str, key: str) -> bool:
+        """Pause one schedule of a job (its firings are recorded as skipped; the job's other
+        schedules and its triggers go on). Returns False if it was paused already."""
+        return self._set_schedule_paused(name, key, True)
+
+    def resume_schedule(self, name: str, key: str) -> bool:
+        return self._set_schedule_paused(name, key, False)
+
+    def paused_schedules(self, name: str) -> set[str]:
+        """The keys of the job's schedules paused one at a time."""
+        with self.store.read() as tx:
+            job = job_admin.live_job(tx, name)
+            if job is None:
+                raise unknown_job(tx, name)
+            return sched_ops.paused_schedules(tx, job.job_id)
+
+    def _set_schedule_paused(self, name: str, key: str, paused: bool) -> bool:
+        with self.store.read() as tx:
+            job = job_admin.live_job(tx, name)
+            if job is None:
+                raise unknown_job(tx, name)
+            version_id = job_admin.current_version_id(tx, job.job_id)
+        keys = [s.key for s in self.job_spec(version_id).schedules]
+        if key not in keys:
+            known = ", ".join(keys) or "it has none"
+            raise NotFoundError(f"job {name} has no schedule {key!r} (schedules: {known})")
+        with self.store.tx() as tx:
+            changed = sched_ops.set_schedule_paused(tx, job.job_id, key, paused, self.clock())
+            tx.wake = changed
+            return changed
+
     def _set_paused(self, name: str, paused: bool) -> bool:
         with self.store.tx() as tx:
             changed = sched_ops.set_job_paused(tx, name, paused)

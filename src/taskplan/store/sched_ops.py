@@ -85,6 +85,21 @@ def set_job_paused(tx: Tx, name: str, paused: bool) -> bool | None:
     return True
 
 
+def set_schedule_paused(tx: Tx, job_id: int, key: str, paused: bool, now: float) -> bool:
+    """Pause or resume one schedule of a job; whether that changed anything."""
+    if paused:
+        return tx.run("INSERT INTO paused_schedules (job_id, schedule_key, paused_at)"
+                      " VALUES (:j, :k, :t) ON CONFLICT DO NOTHING",
+                      {"j": job_id, "k": key, "t": now}) == 1
+    return tx.run("DELETE FROM paused_schedules WHERE job_id = :j AND schedule_key = :k",
+                  {"j": job_id, "k": key}) == 1
+
+
+def paused_schedules(tx: Tx, job_id: int) -> set[str]:
+    return {str(r[0]) for r in tx.all(
+        "SELECT schedule_key FROM paused_schedules WHERE job_id = :j", {"j": job_id})}
+
+
 def job_paused(tx: Tx, job_id: int) -> bool:
     return bool(tx.scalar("SELECT paused FROM jobs WHERE id = :j", {"j": job_id}))
 

@@ -249,6 +249,17 @@ schedule_state = Table(
     PrimaryKeyConstraint("job_id", "schedule_key"),
 )
 
+# A schedule paused on its own (`taskplan pause JOB --schedule KEY`): its firings are recorded
+# as skipped, the job's other schedules fire as usual.
+paused_schedules = Table(
+    "paused_schedules",
+    metadata,
+    Column("job_id", ID, nullable=False),
+    Column("schedule_key", String(200), nullable=False),
+    Column("paused_at", Float, nullable=False),
+    PrimaryKeyConstraint("job_id", "schedule_key"),
+)
+
 schedule_firings = Table(
     "schedule_firings",
     metadata,

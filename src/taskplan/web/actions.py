@@ -52,3 +52,11 @@ def set_paused(ctx: Ctx, job: str, paused: bool) -> dict[str, Any]:
     engine = ctx.engine
     changed = engine.pause_job(job) if paused else engine.resume_job(job)
     return {"job": job, "paused": paused, "changed": changed}
+
+
+def set_schedule_paused(ctx: Ctx, job: str, key: str, paused: bool) -> dict[str, Any]:
+    """`taskplan pause|resume JOB --schedule KEY`: one schedule, the others fire as usual."""
+    engine = ctx.engine
+    changed = (engine.pause_schedule(job, key) if paused
+               else engine.resume_schedule(job, key))
+    return {"job": job, "schedule": key, "paused": paused, "changed": changed}

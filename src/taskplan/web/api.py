@@ -104,6 +104,17 @@ def resume_job(request: Request, job: str) -> dict[str, Any]:
     return actions.set_paused(ctx_of(request), job, False)
 
 
+@router.post("/jobs/{job}/schedules/{schedule}/pause",
+             summary="Disable one schedule (its firings are skipped; the others fire)")
+def pause_schedule(request: Request, job: str, schedule: str) -> dict[str, Any]:
+    return actions.set_schedule_paused(ctx_of(request), job, schedule, True)
+
+
+@router.post("/jobs/{job}/schedules/{schedule}/resume", summary="Enable one paused schedule")
+def resume_schedule(request: Request, job: str, schedule: str) -> dict[str, Any]:
+    return actions.set_schedule_paused(ctx_of(request), job, schedule, False)
+
+
 @router.get("/runs", summary="Run history newest first, as `taskplan runs --json`")
 def list_runs(request: Request, response: Response, job: str | None = None,
               state: str | None = None, trigger: str | None = None,

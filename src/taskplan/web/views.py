@@ -165,13 +165,15 @@ def next_firing_of(ctx: Ctx, version_id: int, spec: JobSpec
 
 def job_object(ctx: Ctx, ov: console.JobOverview, *, detail: bool = False) -> dict[str, Any]:
     spec = ctx.engine.job_spec(ov.version_id)
+    paused = ctx.engine.paused_schedules(ov.name) if spec.schedules else set()
     # As `jobs --json`: a paused (or disabled) job has no next firing.
     nxt = None if ov.paused or not spec.enabled else next_firing_of(ctx, ov.version_id, spec)
     obj: dict[str, Any] = {
         "name": ov.name, "version": ov.version, "versions": ov.versions, "paused": ov.paused,
         "enabled": spec.enabled, "tags": list(spec.tags), "description": spec.description,
         "schedules": [{"schedule": s.name if s.name is not None else s.index,
-                       "text": schedule_words(s), "enabled": s.enabled}
+                       "text": schedule_words(s), "enabled": s.enabled,
+                       "paused": s.key in paused}
                       for s in spec.schedules],
         "next": shapes.next_firing(*nxt) if nxt else None,
         "triggers": _trigger_waits(ctx, ov.version_id, spec),

@@ -1,4 +1,4 @@
--- revision: 0010
+-- revision: 0011
 -- Rendered by `python -m taskplan.store.fresh` from the migrations; do not edit.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
@@ -252,3 +252,9 @@ CREATE TABLE "agents" (
 	CONSTRAINT pk_agents PRIMARY KEY (id)
 );
 CREATE INDEX ix_agents_state_lease_until ON agents (state, lease_until);
+CREATE TABLE paused_schedules (
+	job_id INTEGER NOT NULL, 
+	schedule_key VARCHAR(200) NOT NULL, 
+	paused_at FLOAT NOT NULL, 
+	CONSTRAINT pk_paused_schedules PRIMARY KEY (job_id, schedule_key)
+);
