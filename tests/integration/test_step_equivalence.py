@@ -16,33 +16,15 @@ import pytest
 from engine_helpers import apply_job
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_step_batching import Clock, OneByOne
 
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.model import TaskState
-from taskplan.store.db import Store, Tx
+from taskplan.store.db import Store
 
 SLOTS = 3
 MAX_STEPS = 80
 _names = itertools.count()
-
-
-class OneByOne(Engine):
-    """The reference: every finish recorded on its own by the Python path, on every backend."""
-
-    def _step_on_server(self, *args: Any) -> None:
-        return None
-
-    def _finish_run(self, tx: Tx, finished: Any, now: float, result: Any) -> None:
-        for claim, outcome in finished:
-            self._finish(tx, claim, outcome, now, result)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 2_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass(frozen=True)
