@@ -39,6 +39,29 @@ class RunState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class Halt(StrEnum):
+    """Why a run stopped starting tasks (`runs.halt`): its on_failure policy (`stop`, `cancel`,
+    `finish_stage`) or a user's `stop`/`cancel` command."""
+
+    STOP = "stop"
+    CANCEL = "cancel"
+    FINISH_STAGE = "finish_stage"
+    USER_STOP = "user_stop"
+    USER_CANCEL = "user_cancel"
+
+
+class TaskRunKind(StrEnum):
+    """What a task run or a graph node is. `task`, `foreach` and `barrier` are stored in
+    `task_runs.kind` (an item is a `task` row with a parent); `item` and `job` (a task that
+    starts a child run) are how status, forecasts and the console name them."""
+
+    TASK = "task"
+    FOREACH = "foreach"
+    ITEM = "item"
+    JOB = "job"
+    BARRIER = "barrier"
+
+
 TERMINAL_TASK_STATES: frozenset[TaskState] = frozenset(
     {
         TaskState.SUCCEEDED,
