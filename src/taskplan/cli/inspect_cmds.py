@@ -175,17 +175,17 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
         found = reports.find_task_runs(tx, run_id, task)
     if not found:
         raise NotFoundError(f"run {run_id} has no task {task!r}")
-    items = [f for f in found if f[1] is not None]
+    items = [f for f in found if f.item_index is not None]
     if items:
         if item_index is None:
             raise UsageError(f"{task} is a foreach task with {len(items)} item(s): "
                              "pick one with --item N")
-        match = [f for f in items if f[1] == item_index]
+        match = [f for f in items if f.item_index == item_index]
         if not match:
             raise NotFoundError(f"{task} has no item {item_index}")
-        tr_id, _, attempts, _ = match[0]
+        tr_id, attempts = match[0].id, match[0].attempts
     else:
-        tr_id, _, attempts, _ = found[0]
+        tr_id, attempts = found[0].id, found[0].attempts
     number = attempt or attempts
     if (number == 0 or number > max(attempts, 0)) and not follow:
         raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")

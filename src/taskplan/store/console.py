@@ -12,7 +12,22 @@ from typing import Any
 
 from taskplan.store.db import Tx
 from taskplan.store.ops import loads
-from taskplan.store.reports import _RUN_SELECT, AttemptInfo, RunInfo, TaskRunInfo, _run_info
+from taskplan.store.reports import (
+    _ATTEMPT_SELECT,
+    _RUN_SELECT,
+    AttemptInfo,
+    RunInfo,
+    TaskRunInfo,
+    _run_info,
+    attempt_info,
+)
+from taskplan.store.tx import Row
+
+
+@dataclass(frozen=True)
+class RecentRun:
+    run_id: int
+    state: str
 
 
 @dataclass(frozen=True)
@@ -23,7 +38,7 @@ class JobOverview:
     version_id: int
     versions: int
     paused: bool
-    recent: list[tuple[int, str]]  # (run id, state) of the newest runs, newest first
+    recent: list[RecentRun]  # the newest runs, newest first
 
 
 def job_overviews(tx: Tx, recent: int = 20, name: str | None = None, *,
@@ -52,7 +67,7 @@ def job_overviews(tx: Tx, recent: int = 20, name: str | None = None, *,
         params)
     if not rows:
         return []
-    ids = ", ".join(str(int(r[1])) for r in rows)
+    ids = ", ".join(str(int(job_id)) for _, job_id, *_ in rows)
     # One index range per job on runs(job_id, id): the newest `recent` ids start at the
     # recent-th newest, found by a LIMIT/OFFSET on that index, never by scanning the history.
     # (CROSS JOIN: SQLite must walk the jobs first, else it scans every run.)
@@ -61,11 +76,13 @@ def job_overviews(tx: Tx, recent: int = 20, name: str | None = None, *,
         " FROM runs x WHERE x.job_id = j.id ORDER BY x.id DESC LIMIT 1"
         f" OFFSET {int(recent) - 1}), 0) AS lo FROM jobs j WHERE j.id IN ({ids})) b"
         " CROSS JOIN runs r WHERE r.job_id = b.jid AND r.id >= b.lo")
-    by_job: dict[int, list[tuple[int, str]]] = {}
-    for job_id, run_id, state in sorted(marks, key=lambda m: (m[0], -m[1])):
-        by_job.setdefault(int(job_id), []).append((int(run_id), str(state)))
-    return [JobOverview(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), bool(r[5]),
-                        by_job.get(int(r[1]), [])[:recent]) for r in rows]
+    by_job: dict[int, list[RecentRun]] = {}
+    for job_id, run_id, state in sorted(((int(j), int(r), str(s)) for j, r, s in marks),
+                                        reverse=True):  # newest first within each job
+        by_job.setdefault(job_id, []).append(RecentRun(run_id, state))
+    return [JobOverview(str(name), int(job_id), int(version), int(version_id), int(versions),
+                        bool(paused), by_job.get(int(job_id), [])[:recent])
+            for name, job_id, version, version_id, versions, paused in rows]
 
 
 @dataclass(frozen=True)
@@ -106,27 +123,36 @@ def runs_page(tx: Tx, f: RunFilter, limit: int) -> list[RunInfo]:
 
 
 @dataclass(frozen=True)
+class ChildRun:
+    task: str  # the `job` task that started it
+    item_index: int | None
+    run_id: int
+
+
+@dataclass(frozen=True)
 class RunLinks:
     parent_run_id: int | None
     parent_task: str | None
-    children: list[tuple[str, int | None, int]]  # (task, item index, child run id)
+    children: list[ChildRun]
 
 
 def run_links(tx: Tx, run: RunInfo, job_tasks: list[str]) -> RunLinks:
     """The run's parent (a `job` task of another run) and the child runs of its `job` tasks
     (`job_tasks`: their names, so that only their rows are read)."""
-    parent = None
+    parent_run_id = parent_task = None
     if run.parent_task_run_id is not None:
         parent = tx.one("SELECT run_id, task FROM task_runs WHERE id = :i",
                         {"i": run.parent_task_run_id})
-    kids: list[tuple[Any, ...]] = []
+        if parent is not None:
+            up_run, up_task = parent
+            parent_run_id, parent_task = int(up_run), str(up_task)
+    kids: list[ChildRun] = []
     for task in job_tasks[:50]:
-        kids += tx.all(
+        kids += [ChildRun(str(t), i, int(c)) for t, i, c in tx.all(
             "SELECT task, item_index, child_run_id FROM task_runs WHERE run_id = :r"
             " AND task = :t AND child_run_id IS NOT NULL ORDER BY id LIMIT 200",
-            {"r": run.run_id, "t": task})
-    return RunLinks(int(parent[0]) if parent else None, str(parent[1]) if parent else None,
-                    [(str(t), i, int(c)) for t, i, c in kids])
+            {"r": run.run_id, "t": task})]
+    return RunLinks(parent_run_id, parent_task, kids)
 
 
 @dataclass
@@ -152,9 +178,15 @@ class GraphNode:
 
 
 @dataclass(frozen=True)
+class Edge:
+    up_id: int
+    down_id: int
+
+
+@dataclass(frozen=True)
 class RunGraph:
     nodes: list[GraphNode]
-    edges: list[tuple[int, int]]  # (up id, down id) between top-level task runs
+    edges: list[Edge]  # between top-level task runs
     total: int  # task runs of the run, items included, barriers excluded
 
 
@@ -170,15 +202,18 @@ def run_graph(tx: Tx, run_id: int) -> RunGraph:
     the run's state counts (index-only over (run_id, state, ...)) less its top-level rows.
     Several foreach tasks in one run are counted per parent instead.
     """
-    firsts = [int(r[0]) for r in tx.all(
+    firsts = [int(i) for (i,) in tx.all(
         "SELECT MIN(id) FROM task_runs WHERE run_id = :r GROUP BY task", {"r": run_id})]
     nodes: list[GraphNode] = []
     if firsts:
         marks = ", ".join(str(i) for i in firsts)
-        nodes = [GraphNode(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4], int(r[5]), r[6],
-                           r[7], r[8], r[9], r[10], r[11], r[12])
-                 for r in tx.all(f"SELECT {_NODE_COLS} FROM task_runs WHERE id IN ({marks})"
-                                 " AND parent_id IS NULL ORDER BY id")]
+        nodes = [GraphNode(int(i), str(task), str(kind), str(state), stage, int(attempts),
+                           started_at, finished_at, exit_code, error, child_run_id, ready_at,
+                           pool)
+                 for (i, task, kind, state, stage, attempts, started_at, finished_at,
+                      exit_code, error, child_run_id, ready_at, pool)
+                 in tx.all(f"SELECT {_NODE_COLS} FROM task_runs WHERE id IN ({marks})"
+                           " AND parent_id IS NULL ORDER BY id")]
     fans = [n for n in nodes if n.kind == "foreach"]
     total = sum(1 for n in nodes if n.kind not in ("barrier", "foreach"))
     if len(fans) == 1:
@@ -197,9 +232,9 @@ def run_graph(tx: Tx, run_id: int) -> RunGraph:
         total += sum(n.items.values())
         n.items_started, n.items_finished = n.started_at, n.finished_at
     ids = {n.id for n in nodes}
-    edges: list[tuple[int, int]] = []
+    edges: list[Edge] = []
     if ids:  # by up_id, the key's first column (no index leads with down_id)
-        edges = [(int(u), int(d)) for u, d in tx.all(
+        edges = [Edge(int(u), int(d)) for u, d in tx.all(
             "SELECT up_id, down_id FROM task_edges WHERE up_id IN ("
             + ", ".join(str(i) for i in sorted(ids)) + ")") if int(d) in ids]
     return RunGraph(nodes, edges, total)
@@ -209,10 +244,13 @@ _TR_COLS = ("id, task, kind, item_index, item, state, attempts, started_at, fini
             " exit_code, result, error, stage, child_run_id")
 
 
-def _task_run_info(r: tuple[Any, ...]) -> TaskRunInfo:
-    kind = "item" if r[3] is not None else str(r[2])  # as `status --json` names them
-    return TaskRunInfo(int(r[0]), str(r[1]), kind, r[3], loads(r[4]), str(r[5]), int(r[6]),
-                       r[7], r[8], r[9], loads(r[10]), r[11], r[12], r[13])
+def _task_run_info(row: Row) -> TaskRunInfo:
+    (tr_id, name, stored, index, item, state, attempts, started_at, finished_at, exit_code,
+     result, error, stage, child_run_id) = row
+    kind = "item" if index is not None else str(stored)  # as `status --json` names them
+    return TaskRunInfo(int(tr_id), str(name), kind, index, loads(item), str(state),
+                       int(attempts), started_at, finished_at, exit_code, loads(result), error,
+                       stage, child_run_id)
 
 
 def task_runs_page(tx: Tx, run_id: int, *, task: str | None = None, state: str | None = None,
@@ -242,21 +280,19 @@ def task_run_by_name(tx: Tx, run_id: int, task: str, item: int | None) -> TaskRu
     row = tx.one(f"SELECT {_TR_COLS} FROM task_runs WHERE run_id = :r AND task = :t"
                  " AND parent_id IS NULL AND kind <> 'barrier' ORDER BY id LIMIT 1",
                  {"r": run_id, "t": task})
-    if row is not None and item is not None:
+    found = _task_run_info(row) if row else None
+    if found is not None and item is not None:
         row = tx.one(f"SELECT {_TR_COLS} FROM task_runs WHERE parent_id = :p"
-                     " AND item_index = :i", {"p": int(row[0]), "i": item})
-    return _task_run_info(row) if row else None
+                     " AND item_index = :i", {"p": found.id, "i": item})
+        found = _task_run_info(row) if row else None
+    return found
 
 
 def attempts_of(tx: Tx, task_run_id: int) -> list[AttemptInfo]:
     """Every attempt of one task run, oldest first (reports.attempts_of_run reads a run's)."""
-    rows = tx.all(
-        "SELECT a.attempt, a.state, g.name, g.host, a.started_at, a.finished_at, a.exit_code,"
-        " a.error, a.output_bytes, a.truncated FROM attempts a"
-        " LEFT JOIN agents g ON g.id = a.agent_id"
-        " WHERE a.task_run_id = :t ORDER BY a.attempt", {"t": task_run_id})
-    return [AttemptInfo(task_run_id, int(r[0]), str(r[1]), r[2], r[3], float(r[4]), r[5], r[6],
-                        r[7], int(r[8] or 0), bool(r[9])) for r in rows]
+    rows = tx.all(_ATTEMPT_SELECT + " WHERE a.task_run_id = :t ORDER BY a.attempt",
+                  {"t": task_run_id})
+    return [attempt_info(r) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -275,16 +311,23 @@ def attempt_bars(tx: Tx, task_run_ids: list[int]) -> list[AttemptBar]:
     marks = ", ".join(str(int(i)) for i in task_run_ids)
     rows = tx.all("SELECT task_run_id, attempt, state, started_at, finished_at FROM attempts"
                   f" WHERE task_run_id IN ({marks}) ORDER BY task_run_id, attempt")
-    return [AttemptBar(int(r[0]), int(r[1]), str(r[2]), float(r[3]), r[4]) for r in rows]
+    return [AttemptBar(int(t), int(a), str(s), float(start), end)
+            for t, a, s, start, end in rows]
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    seq: int
+    data: str
 
 
 def log_chunks(tx: Tx, task_run_id: int, attempt: int, from_seq: int, limit: int = 200
-               ) -> list[tuple[int, str]]:
+               ) -> list[LogChunk]:
     rows = tx.all(
         "SELECT seq, data FROM log_chunks WHERE task_run_id = :t AND attempt = :a"
         " AND seq >= :s ORDER BY seq LIMIT :n",
         {"t": task_run_id, "a": attempt, "s": from_seq, "n": int(limit)})
-    return [(int(s), str(d)) for s, d in rows]
+    return [LogChunk(int(s), str(d)) for s, d in rows]
 
 
 @dataclass(frozen=True)
@@ -311,22 +354,31 @@ def agents(tx: Tx, now: float, include_gone: bool = True) -> list[AgentInfo]:
         "  AND t.state = 'running')"
         f" FROM agents a{where} ORDER BY a.id")
     out = []
-    for r in rows:
-        state = str(r[5])
-        if state in ("alive", "draining") and float(r[8]) < now:
+    for (agent_id, name, host, pid, slots, stored, started_at, heartbeat_at, lease_until,
+         labels, running) in rows:
+        state = str(stored)
+        if state in ("alive", "draining") and float(lease_until) < now:
             state = "expired"  # lease ran out; the next reaper marks it lost
-        out.append(AgentInfo(int(r[0]), str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[10]),
-                             state, float(r[6]), float(r[7]), float(r[8]),
-                             [x for x in str(r[9] or "").split(",") if x]))
+        out.append(AgentInfo(int(agent_id), str(name), str(host), int(pid), int(slots),
+                             int(running), state, float(started_at), float(heartbeat_at),
+                             float(lease_until), [x for x in str(labels or "").split(",") if x]))
     return out
 
 
-def running_on_agents(tx: Tx, limit: int = 500) -> list[tuple[int, int, str, int | None]]:
-    """(agent id, run id, task, item index) of task runs running now."""
+@dataclass(frozen=True)
+class RunningTask:
+    agent_id: int
+    run_id: int
+    task: str
+    item_index: int | None
+
+
+def running_on_agents(tx: Tx, limit: int = 500) -> list[RunningTask]:
+    """Task runs running now, by agent."""
     rows = tx.all("SELECT agent_id, run_id, task, item_index FROM task_runs"
                   " WHERE state = 'running' AND agent_id IS NOT NULL AND kind = 'task'"
                   " ORDER BY agent_id, id LIMIT :n", {"n": int(limit)})
-    return [(int(a), int(r), str(t), i) for a, r, t, i in rows]
+    return [RunningTask(int(a), int(r), str(t), i) for a, r, t, i in rows]
 
 
 def latest_event_id(tx: Tx, run_id: int | None = None) -> int:
@@ -353,8 +405,11 @@ def upstream_outcomes(tx: Tx, names: list[str]) -> list[TriggerWatch]:
             " WHERE j.name = :n AND r.parent_task_run_id IS NULL"
             " AND r.state IN ('succeeded', 'failed', 'cancelled')"
             " ORDER BY r.finished_at DESC, r.id DESC LIMIT 1", {"n": name})
-        out.append(TriggerWatch(name, str(row[1]), int(row[0]), row[2]) if row
-                   else TriggerWatch(name, None, None, None))
+        if row is None:
+            out.append(TriggerWatch(name, None, None, None))
+        else:
+            run_id, state, finished_at = row
+            out.append(TriggerWatch(name, str(state), int(run_id), finished_at))
     return out
 
 
@@ -386,8 +441,13 @@ def _histogram_sql(expr: str, bounds: list[float]) -> str:
     return ", ".join([*parts, f"SUM({expr})", "COUNT(*)"])
 
 
-def _histogram(row: tuple[Any, ...], n: int) -> Histogram:
-    return Histogram([int(v or 0) for v in row[:n]], float(row[n] or 0.0), int(row[n + 1] or 0))
+def _histogram(row: Row | None, n: int) -> Histogram:
+    """From the columns of `_histogram_sql` (no row: nothing counted)."""
+    if row is None:
+        return Histogram([0] * n, 0.0, 0)
+    *buckets, total, count = row
+    assert len(buckets) == n
+    return Histogram([int(v or 0) for v in buckets], float(total or 0.0), int(count or 0))
 
 
 def cluster_metrics(tx: Tx, now: float, bounds: list[float]) -> ClusterMetrics:
@@ -407,7 +467,7 @@ def cluster_metrics(tx: Tx, now: float, bounds: list[float]) -> ClusterMetrics:
         if a.state in ("alive", "draining"):
             total += a.slots
             busy += a.running
-    durations = {str(r[0]): _histogram(tuple(r[1:]), n) for r in tx.all(
+    durations = {str(job): _histogram(tuple(cols), n) for job, *cols in tx.all(
         "SELECT j.name, " + _histogram_sql("a.finished_at - a.started_at", bounds)
         + " FROM attempts a JOIN runs r ON r.id = a.run_id JOIN jobs j ON j.id = r.job_id"
         " WHERE a.finished_at IS NOT NULL GROUP BY j.name")}
@@ -421,5 +481,4 @@ def cluster_metrics(tx: Tx, now: float, bounds: list[float]) -> ClusterMetrics:
                      + " FROM task_runs t JOIN attempts a ON a.task_run_id = t.id"
                      " AND a.attempt = t.attempts WHERE t.ready_at IS NOT NULL")
     return ClusterMetrics(runs, task_runs, ready, agent_states, total, busy, durations,
-                          _histogram(lag or (), n) if lag else Histogram([0] * n, 0.0, 0),
-                          _histogram(latency, n) if latency else Histogram([0] * n, 0.0, 0))
+                          _histogram(lag, n), _histogram(latency, n))

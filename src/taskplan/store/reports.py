@@ -10,6 +10,7 @@ from taskplan.store import notify_ops
 from taskplan.store.db import Store, Tx
 from taskplan.store.job_admin import delete_runs
 from taskplan.store.ops import loads
+from taskplan.store.tx import Row
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,12 @@ _RUN_SELECT = (
 )
 
 
-def _run_info(row: tuple[Any, ...]) -> RunInfo:
-    return RunInfo(int(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), row[5],
-                   loads(row[6]), float(row[7]), row[8], row[9], row[10], row[11], row[12],
-                   row[13])
+def _run_info(row: Row) -> RunInfo:
+    (run_id, job, version, state, trigger, trigger_ref, params, created_at, started_at,
+     finished_at, error, parent_task_run_id, deadline_at, deadline_state) = row
+    return RunInfo(int(run_id), str(job), int(version), str(state), str(trigger), trigger_ref,
+                   loads(params), float(created_at), started_at, finished_at, error,
+                   parent_task_run_id, deadline_at, deadline_state)
 
 
 def run_info(tx: Tx, run_id: int) -> RunInfo | None:
@@ -97,14 +100,14 @@ def task_runs(tx: Tx, run_id: int) -> list[TaskRunInfo]:
         items.setdefault(int(parent), {})[str(state)] = int(count)
     sub_jobs = _sub_job_tasks(tx, run_id)
     out = []
-    for r in rows:
-        stored, index = str(r[2]), r[3]
+    for (tr_id, name, stored, index, item, state, attempts, started_at, finished_at, exit_code,
+         result, error, stage, child_run_id) in rows:
         kind = ("foreach" if stored == "foreach" else "item" if index is not None
-                else "job" if str(r[1]) in sub_jobs else "task")
+                else "job" if str(name) in sub_jobs else "task")
         out.append(TaskRunInfo(
-            int(r[0]), str(r[1]), kind, index, loads(r[4]), str(r[5]), int(r[6]), r[7], r[8],
-            r[9], loads(r[10]), r[11], r[12], r[13],
-            items.get(int(r[0]), {}) if kind == "foreach" else None))
+            int(tr_id), str(name), kind, index, loads(item), str(state), int(attempts),
+            started_at, finished_at, exit_code, loads(result), error, stage, child_run_id,
+            items.get(int(tr_id), {}) if kind == "foreach" else None))
     return out
 
 
@@ -134,19 +137,32 @@ class AttemptInfo:
     truncated: bool
 
 
+_ATTEMPT_SELECT = (
+    "SELECT a.task_run_id, a.attempt, a.state, g.name, g.host, a.started_at, a.finished_at,"
+    " a.exit_code, a.error, a.output_bytes, a.truncated FROM attempts a"
+    " LEFT JOIN agents g ON g.id = a.agent_id"
+)
+
+
 def attempts_of_run(tx: Tx, run_id: int) -> dict[int, list[AttemptInfo]]:
     """Every attempt of every task run of the run, by task run id, oldest first."""
-    rows = tx.all(
-        "SELECT a.task_run_id, a.attempt, a.state, g.name, g.host, a.started_at,"
-        " a.finished_at, a.exit_code, a.error, a.output_bytes, a.truncated FROM attempts a"
-        " LEFT JOIN agents g ON g.id = a.agent_id WHERE a.run_id = :r"
-        " ORDER BY a.task_run_id, a.attempt", {"r": run_id})
+    rows = tx.all(_ATTEMPT_SELECT + " WHERE a.run_id = :r ORDER BY a.task_run_id, a.attempt",
+                  {"r": run_id})
     out: dict[int, list[AttemptInfo]] = {}
     for r in rows:
-        out.setdefault(int(r[0]), []).append(AttemptInfo(
-            int(r[0]), int(r[1]), str(r[2]), r[3], r[4], float(r[5]), r[6], r[7], r[8],
-            int(r[9] or 0), bool(r[10])))
+        info = attempt_info(r)
+        out.setdefault(info.task_run_id, []).append(info)
     return out
+
+
+def attempt_info(row: Row) -> AttemptInfo:
+    """An AttemptInfo from the columns of `_ATTEMPT_SELECT` (console.attempts_of reads them
+    too)."""
+    (task_run_id, attempt, state, agent, host, started_at, finished_at, exit_code, error,
+     output_bytes, truncated) = row
+    return AttemptInfo(int(task_run_id), int(attempt), str(state), agent, host,
+                       float(started_at), finished_at, exit_code, error, int(output_bytes or 0),
+                       bool(truncated))
 
 
 def state_counts(tx: Tx, run_id: int | None = None) -> dict[str, int]:
@@ -190,16 +206,28 @@ def jobs(tx: Tx) -> list[JobInfo]:
         " (SELECT r.finished_at FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1),"
         " j.paused"
         " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.name")
-    return [JobInfo(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), r[5], r[6], r[7],
-                    bool(r[8])) for r in rows]
+    return [JobInfo(str(name), int(job_id), int(version), int(version_id), int(versions),
+                    last_state, last_run_id, last_finished_at, bool(paused))
+            for (name, job_id, version, version_id, versions, last_state, last_run_id,
+                 last_finished_at, paused) in rows]
 
 
-def find_task_runs(tx: Tx, run_id: int, task: str) -> list[tuple[int, int | None, int, str]]:
-    """(task_run_id, item_index, attempts, state) of a task's runs, items in order."""
+@dataclass(frozen=True)
+class TaskRunRef:
+    """One task run of a task (an item of a foreach task, or the task's only one)."""
+
+    id: int
+    item_index: int | None
+    attempts: int
+    state: str
+
+
+def find_task_runs(tx: Tx, run_id: int, task: str) -> list[TaskRunRef]:
+    """A task's runs, items in order."""
     rows = tx.all(
         "SELECT id, item_index, attempts, state FROM task_runs WHERE run_id = :r AND task = :t"
         " AND kind <> 'barrier' ORDER BY item_index, id", {"r": run_id, "t": task})
-    return [(int(a), b, int(c), str(d)) for a, b, c, d in rows]
+    return [TaskRunRef(int(i), index, int(n), str(s)) for i, index, n, s in rows]
 
 
 def attempt_state(tx: Tx, task_run_id: int, attempt: int) -> str | None:
@@ -210,7 +238,7 @@ def attempt_state(tx: Tx, task_run_id: int, attempt: int) -> str | None:
 
 def purgeable(tx: Tx, before: float) -> list[int]:
     """Ids of the runs `purge(store, before)` would delete, oldest first."""
-    return [int(r[0]) for r in tx.all(
+    return [int(i) for (i,) in tx.all(
         "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < :b"
         " AND state IN ('succeeded', 'failed', 'cancelled') ORDER BY id", {"b": before})]
 
@@ -231,7 +259,7 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
         with store.read() as tx:
             # `state || ''` keeps SQLite's planner on the primary key (here and in the
             # re-check): through the state index it reads every finished run, every batch.
-            found = [int(r[0]) for r in tx.all(
+            found = [int(i) for (i,) in tx.all(
                 "SELECT id FROM runs WHERE id > :last AND finished_at IS NOT NULL"
                 " AND finished_at < :b AND state || '' IN ('succeeded', 'failed', 'cancelled')"
                 " ORDER BY id LIMIT :n", {"last": last, "b": before, "n": batch})]
@@ -243,7 +271,7 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
         marks = ", ".join(str(i) for i in found)
         with store.tx() as tx:
             # Still finished (`retry` may have restarted one since the snapshot).
-            ids = [int(r[0]) for r in tx.all(
+            ids = [int(i) for (i,) in tx.all(
                 f"SELECT id FROM runs WHERE id IN ({marks}) AND finished_at < :b"
                 " AND state || '' IN ('succeeded', 'failed', 'cancelled')", {"b": before})]
             delete_runs(tx, ids)

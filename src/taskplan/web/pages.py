@@ -172,8 +172,8 @@ def task_page(request: Request, run_id: int, task: str, item: int | None = Query
                 raise NotFoundError(f"{task} has no attempt {attempt}")
             chunks = console.log_chunks(tx, tr.id, number, 0, 5000) if number else []
         values.update(attempts=attempts, attempt=number,
-                      output="".join(d for _, d in chunks),
-                      next_offset=chunks[-1][0] + 1 if chunks else 0,
+                      output="".join(c.data for c in chunks),
+                      next_offset=chunks[-1].seq + 1 if chunks else 0,
                       running=any(a.attempt == number and a.state == "running"
                                   for a in attempts))
     return render(request, "task.html", **values)
@@ -185,9 +185,9 @@ def agents_page(request: Request) -> Response:
     with ctx_of(request).engine.store.read() as tx:
         found = console.agents(tx, now)
         running = console.running_on_agents(tx)
-    by_agent: dict[int, list[tuple[int, str, int | None]]] = {}
-    for agent_id, run_id, task, item in running:
-        by_agent.setdefault(agent_id, []).append((run_id, task, item))
+    by_agent: dict[int, list[console.RunningTask]] = {}
+    for r in running:
+        by_agent.setdefault(r.agent_id, []).append(r)
     live = [a for a in found if a.state in ("alive", "draining", "expired")]
     gone = [a for a in found if a not in live][-50:]
     return render(request, "agents.html", live=live, gone=gone, running=by_agent)

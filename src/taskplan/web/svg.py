@@ -32,8 +32,8 @@ def upstreams(graph: RunGraph) -> dict[int, list[int]]:
     """Each node's upstream task runs, stage barriers looked through."""
     by_id = {n.id: n for n in graph.nodes}
     direct: dict[int, list[int]] = {}
-    for u, d in graph.edges:
-        direct.setdefault(d, []).append(u)
+    for e in graph.edges:
+        direct.setdefault(e.down_id, []).append(e.up_id)
 
     def resolve(i: int, seen: set[int]) -> list[int]:
         out: list[int] = []
@@ -80,8 +80,8 @@ def critical_path(graph: RunGraph) -> list[int]:
 
 def _layers(graph: RunGraph) -> dict[int, int]:
     direct: dict[int, list[int]] = {}
-    for u, d in graph.edges:
-        direct.setdefault(d, []).append(u)
+    for e in graph.edges:
+        direct.setdefault(e.down_id, []).append(e.up_id)
     layer: dict[int, int] = {}
 
     def depth(i: int, trail: set[int]) -> int:
@@ -124,7 +124,8 @@ def graph_svg(run_id: int, graph: RunGraph, reasons: dict[int, str],
     out = [f'<svg class="graph" xmlns="http://www.w3.org/2000/svg" width="{width}"'
            f' height="{height}" viewBox="0 0 {width} {height}" role="img"'
            ' aria-label="task graph">']
-    for u, d in graph.edges:
+    for e in graph.edges:
+        u, d = e.up_id, e.down_id
         if u in pos and d in pos:
             x1, y1 = pos[u][0] + NODE_W, pos[u][1] + NODE_H // 2
             x2, y2 = pos[d][0], pos[d][1] + NODE_H // 2

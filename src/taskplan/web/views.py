@@ -177,7 +177,7 @@ def job_object(ctx: Ctx, ov: console.JobOverview, *, detail: bool = False) -> di
                       for s in spec.schedules],
         "next": shapes.next_firing(*nxt) if nxt else None,
         "triggers": _trigger_waits(ctx, ov.version_id, spec),
-        "recent_runs": [{"run_id": r, "state": s} for r, s in ov.recent],
+        "recent_runs": [{"run_id": r.run_id, "state": r.state} for r in ov.recent],
     }
     if detail:
         obj["params"] = spec.params
