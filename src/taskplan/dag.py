@@ -1,4 +1,6 @@
-"""Pure graph code over a job's tasks: edges, cycles, topological order, critical path.
+"""Pure graph code over a job's tasks: edges, cycles, topological order, critical path
+(and the walk back through a finished or predicted run that the forecast and the console
+share).
 
 Edges come from `depends_on`, from `foreach: {from: X}` (X must finish before its list can be
 read) and from stages: a staged task waits for every task of every lower stage. Stages are
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import TypeVar
 
 from taskplan.model import TaskSpec
 
 # Virtual nodes are tuples so they can never collide with a task name.
 Node = str | tuple[str, int]
+K = TypeVar("K", bound=Hashable)
 
 
 def upstreams(tasks: Sequence[TaskSpec]) -> dict[str, set[str]]:
@@ -158,25 +162,39 @@ def critical_path(
     as (total seconds, task names from first to last). Raises CycleError."""
     graph = waits_for(tasks)
     finish: dict[Node, float] = {}
-    via: dict[Node, Node | None] = {}
     for node in _kahn(tasks):
-        best: Node | None = None
-        start = 0.0
-        for up in graph[node]:
-            if best is None or finish[up] > start:
-                best, start = up, finish[up]
         own = durations.get(node, 0.0) if isinstance(node, str) else 0.0
-        finish[node] = start + own
-        via[node] = best
+        finish[node] = max((finish[up] for up in graph[node]), default=0.0) + own
+    # With every task starting as soon as it may, the chain that decides the finish is the
+    # longest one. A stage node ends with one of its tasks, which comes before it in `finish`,
+    # so the chain never ends on a stage node.
+    path = [n for n in decisive_chain(graph, finish) if isinstance(n, str)]
+    return (finish[path[-1]], path) if path else (0.0, [])
+
+
+def chain_back(last: K, before: Callable[[K], K | None]) -> list[K]:
+    """The chain that decided a finish, first to last: `last`, then `before(last)` (the step
+    whose end let it start), the step before that, ... until `before` gives None or a step
+    already in the chain."""
+    chain = [last]
+    seen = {last}
+    step = before(last)
+    while step is not None and step not in seen:
+        chain.append(step)
+        seen.add(step)
+        step = before(step)
+    return chain[::-1]
+
+
+def decisive_chain(ups: Mapping[K, Sequence[K]], finish: Mapping[K, float]) -> list[K]:
+    """The critical path read off finish times: from the node that finished last, back each
+    time through its upstream that finished last (the first of `finish` / of `ups` on a tie).
+    Nodes absent from `finish` (not finished, or not to be counted) are not on it."""
     if not finish:
-        return 0.0, []
-    end = max((n for n in finish if isinstance(n, str)), key=lambda n: finish[n], default=None)
-    if end is None:
-        return 0.0, []
-    path: list[str] = []
-    step: Node | None = end
-    while step is not None:
-        if isinstance(step, str):
-            path.append(step)
-        step = via[step]
-    return finish[end], path[::-1]
+        return []
+
+    def before(node: K) -> K | None:
+        done = [u for u in ups.get(node, ()) if u in finish]
+        return max(done, key=finish.__getitem__) if done else None
+
+    return chain_back(max(finish, key=finish.__getitem__), before)

@@ -25,6 +25,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from taskplan.dag import chain_back
 from taskplan.model import FAILED_LIKE, OnFailure, TaskState
 from taskplan.rules import RunShare, fair_shares, resolve_trigger
 
@@ -409,20 +410,19 @@ class _Sim:
         return out
 
     def _chain(self, last: int) -> list[str]:
+        # Each node's `cause` is the upstream whose end let it become ready; the chain of what
+        # is still to happen ends at what had already happened when the prediction began.
+        def before(i: int) -> int | None:
+            cause = self.nodes[i].cause
+            return cause if cause is not None and self.nodes[cause].node.state in ACTIVE else None
+
         names: list[str] = []
-        i: int | None = last
-        seen: set[int] = set()
-        while i is not None and i not in seen:
-            seen.add(i)
+        for i in chain_back(last, before):
             n = self.nodes[i]
-            if n.node.state not in ACTIVE:
-                break  # the chain of what is still to happen ends at what already did
-            if n.node.kind != "barrier" and n.state == TaskState.SUCCEEDED:
-                name = n.node.task
-                if not names or names[-1] != name:
-                    names.append(name)
-            i = n.cause
-        return names[::-1]
+            if (n.node.kind != "barrier" and n.state == TaskState.SUCCEEDED
+                    and (not names or names[-1] != n.node.task)):
+                names.append(n.node.task)
+        return names
 
 
 def simulate(runs: Sequence[SimRun], now: float, slots: int,

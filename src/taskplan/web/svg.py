@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
+from taskplan.dag import decisive_chain
 from taskplan.store.console import AttemptBar, GraphNode, RunGraph
 
 MAX_NODES = 300
@@ -61,21 +62,9 @@ def _start(n: GraphNode) -> float | None:
 def critical_path(graph: RunGraph) -> list[int]:
     """The chain that decided the finish: from the last task run to end, back through the
     upstream that finished last each time."""
-    tasks = [n for n in graph.nodes if n.kind != "barrier" and _end(n) is not None]
-    if not tasks:
-        return []
-    ups = upstreams(graph)
-    by_id = {n.id: n for n in graph.nodes}
-    node = max(tasks, key=lambda n: _end(n) or 0.0)
-    path = [node.id]
-    while True:
-        done = [by_id[u] for u in ups.get(node.id, []) if _end(by_id[u]) is not None]
-        if not done:
-            return path[::-1]
-        node = max(done, key=lambda n: _end(n) or 0.0)
-        if node.id in path:
-            return path[::-1]
-        path.append(node.id)
+    ends = {n.id: end for n in graph.nodes
+            if n.kind != "barrier" and (end := _end(n)) is not None}
+    return decisive_chain(upstreams(graph), ends)
 
 
 def _layers(graph: RunGraph) -> dict[int, int]:
