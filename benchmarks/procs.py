@@ -86,8 +86,8 @@ class Agents:
                     listening = int(tx.scalar(
                         "SELECT COUNT(*) FROM pg_stat_activity WHERE datname ="
                         " current_database() AND query = 'LISTEN taskplan'"
-                        " AND NOT (pid = ANY(:own))", {"own": sorted(store._own_pids)}))
-                    listening -= 1 if store._listening.is_set() else 0
+                        " AND NOT (pid = ANY(:own))", {"own": sorted(store.dialect.own_pids)}))
+                    listening -= 1 if store.dialect.listening.is_set() else 0
             if registered >= len(pids) and listening >= len(pids):
                 return
             if time.monotonic() > deadline:

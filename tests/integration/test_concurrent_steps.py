@@ -22,8 +22,8 @@ from engine_helpers import apply_job
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.errors import StoreUnavailableError
 from taskplan.model import TaskState
-from taskplan.store import ops
 from taskplan.store.db import Store
+from taskplan.store.pgserver import RUN_LOCK_CLASS
 
 FANOUT = """
 job: {name}
@@ -113,7 +113,7 @@ def test_a_cancel_waiting_for_a_run_holds_off_later_steps(engine: Engine, store:
     with psycopg.connect(store.url, autocommit=False) as step_in_flight:
         # A step of another agent, in the middle of its transaction: it holds the run shared.
         step_in_flight.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)",
-                               (ops.RUN_LOCK_CLASS, run_id))
+                               (RUN_LOCK_CLASS, run_id))
         cancel, cancel_out = _in_thread(lambda: engine.cancel_run(run_id))
         time.sleep(0.3)
         assert cancel.is_alive()  # waits for the step in flight
@@ -168,8 +168,8 @@ def test_a_step_cut_off_mid_call_cannot_commit_after_recovery(engine: Engine,
 def _cut_client_side(store: Store) -> None:
     """Shut the socket of the store's busy autocommit connection (the stepping thread's), as a
     network cut does; the server side is left waiting, unaware."""
-    with store._conns_lock:
-        conns = [c for c in store._conns if c.autocommit
+    with store.dialect.conns_lock:
+        conns = [c for c in store.dialect.conns if c.autocommit
                  and c.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE]
     assert len(conns) == 1
     socket.socket(fileno=os.dup(conns[0].fileno())).shutdown(socket.SHUT_RDWR)

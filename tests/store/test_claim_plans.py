@@ -14,7 +14,8 @@ from taskplan.engine import Engine
 from taskplan.engine.dispatch import STEP_CALL
 from taskplan.spec import load_job_text
 from taskplan.store import ops
-from taskplan.store.db import Store, to_pyformat
+from taskplan.store.db import Store
+from taskplan.store.dialects.postgresql import to_pyformat
 
 INDEX = "ix_task_runs_run_id_state_rank_ready_at"
 
@@ -42,7 +43,7 @@ def test_the_claim_query_with_labels_reads_its_index(store: Store,
                                                      ) -> None:
     fill(store)
     for staged in (False, True):
-        sql = ops.claim_candidates_sql(store.backend == "postgresql", staged, label_sets)
+        sql = ops.claim_candidates_sql(store.dialect, staged, label_sets)
         sql = sql.replace(":r", "7").replace(":k", "4").replace(":ms", "3")
         if store.backend == "postgresql":
             with psycopg.connect(store.url, autocommit=True) as conn:

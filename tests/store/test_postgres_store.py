@@ -18,7 +18,8 @@ from taskplan.engine.dispatch import STEP_CALL
 from taskplan.errors import StoreUnavailableError
 from taskplan.spec import load_job_text
 from taskplan.store import ops
-from taskplan.store.db import NOTIFY_CHANNEL, Store, Tx, to_pyformat
+from taskplan.store.db import NOTIFY_CHANNEL, Store
+from taskplan.store.dialects.postgresql import to_pyformat
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ def test_the_listener_reconnects_and_wakes_after_losing_its_connection(
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                       " WHERE query LIKE 'LISTEN%%' AND datname = current_database()")
     deadline = time.monotonic() + 5
-    while other._listening.is_set() and time.monotonic() < deadline:
+    while other.dialect.listening.is_set() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert other.wait_listening(), "the listener did not come back"
     gen = other.waker.generation
@@ -154,11 +155,10 @@ def test_the_listener_reconnects_and_wakes_after_losing_its_connection(
 def test_an_idle_agent_issues_at_most_one_query_per_second(
         pg: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     statements: list[str] = []
-    original = Tx._sql
 
-    def counting(self: Tx, sql: str) -> str:
+    def counting(sql: str) -> str:
         statements.append(sql)
-        return original(self, sql)
+        return to_pyformat(sql)
 
     agent = Agent(Engine(pg), slots=50, lease=30.0)
     stop_at = [0.0]
@@ -167,7 +167,7 @@ def test_an_idle_agent_issues_at_most_one_query_per_second(
     thread.start()
     try:
         time.sleep(1.0)  # start-up: register, first claim, listener
-        monkeypatch.setattr(Tx, "_sql", counting)
+        monkeypatch.setattr(pg.dialect, "translate", counting)  # each new Tx takes it
         time.sleep(3.0)
         idle = list(statements)
     finally:
@@ -194,7 +194,7 @@ def test_the_claim_query_reads_its_index(pg: Store) -> None:
     with raw(pg) as conn:
         conn.execute("ANALYZE task_runs")
         for staged in (False, True):
-            sql = ops.claim_candidates_sql(pg=True, staged=staged)
+            sql = ops.claim_candidates_sql(pg.dialect, staged=staged)
             sql = sql.replace(":r", "7").replace(":k", "4").replace(":ms", "3")
             plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}"))
             assert "ix_task_runs_run_id_state_rank_ready_at" in plan, plan

@@ -13,7 +13,7 @@ from typing import Any
 
 from taskplan.store import notify_ops
 from taskplan.store.db import Row, Tx
-from taskplan.store.pgserver import RUN_LOCK_CLASS
+from taskplan.store.dialects import Dialect, RowsInsert
 
 ACTIVE_TASK = ("pending", "ready", "running", "retrying")
 
@@ -93,10 +93,11 @@ def upsert_pool(tx: Tx, name: str, size: int) -> None:
 
 
 def pool_sizes(tx: Tx) -> dict[str, int]:
-    """Pool sizes; on PostgreSQL the rows stay locked until commit, so claims that count a
-    pool's room take turns and each reads the usage the previous one committed."""
-    lock = " ORDER BY name FOR UPDATE" if tx.pg else ""
-    return {str(n): int(s) for n, s in tx.all(f"SELECT name, size FROM pools{lock}")}
+    """Pool sizes; where rows lock (PostgreSQL) they stay locked until commit, in name order,
+    so claims that count a pool's room take turns and each reads the usage the previous one
+    committed."""
+    return {str(n): int(s) for n, s in tx.all(
+        f"SELECT name, size FROM pools ORDER BY name{tx.dialect.for_update}")}
 
 
 def pool_usage(tx: Tx, names: Iterable[str]) -> dict[str, int]:
@@ -150,10 +151,7 @@ class RunRow:
 def run_row(tx: Tx, run_id: int, *, lock: bool = False) -> RunRow | None:
     """The run; with `lock`, locked as `lock_runs` does (PostgreSQL), reading the row in the
     same statement that takes it FOR UPDATE."""
-    suffix = ""
-    if lock and tx.pg and run_id not in tx.locked_runs:
-        _lock_runs(tx, [run_id])
-        suffix = " FOR UPDATE"
+    suffix = tx.dialect.lock_run_for_read(tx, run_id) if lock else ""
     row = tx.one(f"SELECT {RUN_COLS} FROM runs WHERE id = :r{suffix}", {"r": run_id})
     return RunRow(*row) if row else None
 
@@ -212,58 +210,31 @@ def set_halt(tx: Tx, run_id: int, halt: str | None, halt_stage: int | None) -> N
            {"h": halt, "s": halt_stage, "r": run_id})
 
 
-# PostgreSQL runs an executemany as one statement per row (pipelined, yet each parsed,
-# planned and executed on its own); past a few rows one INSERT ... SELECT FROM
-# jsonb_to_recordset(one JSON document) is much cheaper on both sides (and JSON is quicker for
-# the driver to send than arrays, whose text elements it must quote one by one).
-BULK_FROM = 8
+EVENTS_INSERT = RowsInsert("events", (
+    ("at", "a", "double precision"), ("run_id", "b", "bigint"), ("task_run_id", "c", "bigint"),
+    ("state", "d", "text"), ("detail", "e", "text")))
 
 
 def add_events(tx: Tx, rows: Sequence[tuple[float, int, int | None, str, str | None]]) -> None:
     """Record events; the notifiable ones (a run's end, a task's final failure or retry, a
     deadline) also get their outbox rows here, in the same transaction (notify_ops)."""
-    if tx.pg and len(rows) >= BULK_FROM:
-        tx.run(
-            "INSERT INTO events (at, run_id, task_run_id, state, detail)"
-            " SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))"
-            " AS x(a double precision, b bigint, c bigint, d text, e text)",
-            {"rows": json.dumps([dict(zip("abcde", r, strict=True)) for r in rows])},
-        )
-    else:
-        tx.many(
-            "INSERT INTO events (at, run_id, task_run_id, state, detail)"
-            " VALUES (:a, :b, :c, :d, :e)",
-            [dict(zip("abcde", r, strict=True)) for r in rows],
-        )
+    tx.dialect.insert_rows(tx, EVENTS_INSERT, [dict(zip("abcde", r, strict=True)) for r in rows])
     notify_ops.record(tx, rows)
 
 
 # -- task runs ----------------------------------------------------------------------------
-TR_INSERT = (
-    "INSERT INTO task_runs (run_id, task, kind, parent_id, item_index, item, stage, state,"
-    " trigger_rule, pending_up, priority, rank, pool, max_attempts, ready_at, label_set)"
-    " VALUES (:run, :task, :kind, :parent, :idx, :item, :stage, :state, :rule, :pend, :prio,"
-    " :rank, :pool, :maxa, :ready_at, :ls)"
-)
-
-
-_TR_COLUMNS = (
-    "run bigint, task text, kind text, parent bigint, idx integer, item text, stage integer,"
-    " state text, rule text, pend integer, prio integer, rank integer, pool text,"
-    " maxa integer, ready_at double precision, ls bigint"
-)
-TR_INSERT_BULK = (
-    "INSERT INTO task_runs (run_id, task, kind, parent_id, item_index, item, stage, state,"
-    " trigger_rule, pending_up, priority, rank, pool, max_attempts, ready_at, label_set)"
-    f" SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x({_TR_COLUMNS})"
-)
+TR_INSERT = RowsInsert("task_runs", (
+    ("run_id", "run", "bigint"), ("task", "task", "text"), ("kind", "kind", "text"),
+    ("parent_id", "parent", "bigint"), ("item_index", "idx", "integer"),
+    ("item", "item", "text"), ("stage", "stage", "integer"), ("state", "state", "text"),
+    ("trigger_rule", "rule", "text"), ("pending_up", "pend", "integer"),
+    ("priority", "prio", "integer"), ("rank", "rank", "integer"), ("pool", "pool", "text"),
+    ("max_attempts", "maxa", "integer"), ("ready_at", "ready_at", "double precision"),
+    ("label_set", "ls", "bigint")))
 
 
 def insert_task_runs(tx: Tx, rows: Sequence[dict[str, Any]]) -> None:
-    if tx.pg and len(rows) >= BULK_FROM:
-        tx.run(TR_INSERT_BULK, {"rows": json.dumps(list(rows))})
-        return
-    tx.many(TR_INSERT, rows)
+    tx.dialect.insert_rows(tx, TR_INSERT, rows)
 
 
 def task_ids(tx: Tx, run_id: int) -> dict[str, int]:
@@ -280,8 +251,8 @@ def insert_edges(tx: Tx, edges: Sequence[tuple[int, int]]) -> None:
 CLAIM_COLS = "id, run_id, task, kind, item, attempts, max_attempts, stage, pool, parent_id"
 
 
-def claim_candidates_sql(pg: bool, staged: bool, label_sets: Iterable[int] | None = None
-                         ) -> str:
+def claim_candidates_sql(dialect: Dialect, staged: bool,
+                         label_sets: Iterable[int] | None = None) -> str:
     """The claim query; reads ix_task_runs_run_id_state_rank_ready_at (tested by EXPLAIN).
 
     `label_sets`: for a run whose task runs need labels, the label sets this agent has
@@ -292,14 +263,13 @@ def claim_candidates_sql(pg: bool, staged: bool, label_sets: Iterable[int] | Non
         ok = ", ".join(str(int(i)) for i in sorted(label_sets))
         stage_cond += (f" AND (label_set IS NULL OR label_set IN ({ok}))" if ok
                        else " AND label_set IS NULL")
-    lock = " FOR UPDATE SKIP LOCKED" if pg else ""
     return (f"SELECT id, pool FROM task_runs WHERE run_id = :r AND state = 'ready'{stage_cond}"
-            f" ORDER BY rank, ready_at LIMIT :k{lock}")
+            f" ORDER BY rank, ready_at LIMIT :k{dialect.skip_locked}")
 
 
 def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None,
                      label_sets: Iterable[int] | None = None) -> list[Row]:
-    return tx.all(claim_candidates_sql(tx.pg, max_stage is not None, label_sets),
+    return tx.all(claim_candidates_sql(tx.dialect, max_stage is not None, label_sets),
                   {"r": run_id, "k": limit, "ms": max_stage})
 
 
@@ -492,38 +462,14 @@ def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
     ))
 
 
-# RUN_LOCK_CLASS (store/pgserver.py): the server step takes the same keys shared.
-# One statement takes them all, in id order (the sorted subquery's order is the scan's).
-_ADVISORY_LOCK_RUNS = (
-    f"SELECT pg_advisory_xact_lock({RUN_LOCK_CLASS}, CAST(r % 2147483647 AS integer))"
-    " FROM (SELECT r FROM unnest(CAST(:ids AS bigint[])) AS r ORDER BY r) AS s"
-)
-
-
 def lock_runs(tx: Tx, run_ids: Iterable[int]) -> None:
-    """PostgreSQL: lock these runs, in id order, before touching their task runs.
+    """Lock these runs, in id order, before touching their task runs.
 
-    Every transaction of the general path that changes task runs takes its runs' advisory
-    locks (exclusive) and then their rows FOR UPDATE, first and in one order (a cancel, a
-    finish, a claim, a retry), so two transactions cannot wait on each other in a cycle. The
-    server step takes the advisory locks shared; PostgreSQL queues lock requests fairly, so an
-    exclusive request is not starved by a stream of steps. A claim that found a run held skips
-    it, so every holder wakes all agents when it commits. SQLite has one writer at a time and
-    needs nothing.
+    Where writers run concurrently (PostgreSQL) every transaction that changes task runs does
+    this first, so two transactions cannot wait on each other in a cycle (the dialect's
+    `lock_runs` says how). SQLite has one writer at a time and needs nothing.
     """
-    if not tx.pg:
-        return
-    ids = sorted({int(i) for i in run_ids} - tx.locked_runs)
-    if ids:
-        _lock_runs(tx, ids)
-        tx.all("SELECT id FROM runs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE", {"ids": ids})
-
-
-def _lock_runs(tx: Tx, ids: list[int]) -> None:
-    """The advisory part of `lock_runs`; the caller then takes the rows FOR UPDATE."""
-    tx.all(_ADVISORY_LOCK_RUNS, {"ids": ids})
-    tx.locked_runs.update(ids)
-    tx.wake = True
+    tx.dialect.lock_runs(tx, run_ids)
 
 
 def runs_with_due_retries(tx: Tx, now: float) -> list[int]:
@@ -573,10 +519,9 @@ def label_set_id(tx: Tx, labels: str) -> tuple[int, bool]:
     found = tx.scalar("SELECT id FROM label_sets WHERE labels = :l", {"l": labels})
     if found is not None:
         return int(found), True
-    if tx.pg:
-        # New sets get ids in commit order, so an agent that has read every set up to a
-        # run's max_label_set knows them all (see Dispatch._label_sets_of).
-        tx.run("LOCK TABLE label_sets IN SHARE ROW EXCLUSIVE MODE")
+    # New sets get ids in commit order, so an agent that has read every set up to a run's
+    # max_label_set knows them all (see Dispatch._label_sets_of).
+    if tx.dialect.serialize_inserts(tx, "label_sets"):
         found = tx.scalar("SELECT id FROM label_sets WHERE labels = :l", {"l": labels})
         if found is not None:
             return int(found), True

@@ -1,11 +1,14 @@
-"""Riding out a store that goes away: which errors mean the connection died, and backoff."""
+"""Riding out a store that goes away: backoff between tries.
+
+Which errors mean the store went away is the dialect's to say (store/dialects/).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from taskplan.errors import StoreUnavailableError
 
@@ -15,24 +18,6 @@ log = logging.getLogger("taskplan.store.db")
 # Reconnection backoff: quick at first (a server restart takes about a second), then capped.
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
-
-
-def is_disconnect(conn: Any, exc: BaseException) -> bool:
-    """Did `exc` leave this psycopg connection unusable (server gone, network cut)?"""
-    import psycopg
-
-    if getattr(conn, "broken", False) or getattr(conn, "closed", False):
-        return True
-    return isinstance(exc, psycopg.OperationalError) and not isinstance(
-        exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
-        | psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
-
-
-def is_conflict(exc: BaseException) -> bool:
-    import psycopg
-
-    return isinstance(exc, psycopg.errors.DeadlockDetected
-                      | psycopg.errors.SerializationFailure)
 
 
 def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None = None,

@@ -34,8 +34,8 @@ def acquire_lease(tx: Tx, name: str, holder: str, now: float, until: float) -> b
 
 def holds_lease(tx: Tx, name: str, holder: str, now: float) -> bool:
     """Fencing: is `holder` still the unexpired holder? (Locks the row on PostgreSQL.)"""
-    lock = " FOR UPDATE" if tx.pg else ""
-    row = tx.one(f"SELECT holder, until FROM leases WHERE name = :n{lock}", {"n": name})
+    row = tx.one(f"SELECT holder, until FROM leases WHERE name = :n{tx.dialect.for_update}",
+                 {"n": name})
     return row is not None and row[0] == holder and float(row[1]) >= now
 
 
@@ -106,8 +106,7 @@ def job_paused(tx: Tx, job_id: int) -> bool:
 
 def lock_job(tx: Tx, job_id: int) -> None:
     """Serialise trigger checks of one dependent job across processes (PostgreSQL)."""
-    if tx.pg:
-        tx.one("SELECT id FROM jobs WHERE id = :j FOR UPDATE", {"j": job_id})
+    tx.dialect.lock_row(tx, "jobs", job_id)
 
 
 # -- schedules ------------------------------------------------------------------------------
@@ -235,9 +234,9 @@ def queued_backfills(tx: Tx, job_id: int | None = None) -> list[int]:
 
 def start_backfill_runs(tx: Tx, backfill_id: int, now: float) -> list[int]:
     """Start the earliest queued runs of a backfill while fewer than its max_active run."""
-    lock = " FOR UPDATE" if tx.pg else ""  # serialise the count of one backfill's runs
-    row = tx.one(f"SELECT job_id, max_active FROM backfills WHERE id = :b{lock}",
-                 {"b": backfill_id})
+    # Locked where rows lock (PostgreSQL): serialise the count of one backfill's runs.
+    row = tx.one(f"SELECT job_id, max_active FROM backfills WHERE id = :b"
+                 f"{tx.dialect.for_update}", {"b": backfill_id})
     if row is None:
         return []
     ref = {"j": row[0], "ref": str(backfill_id)}

@@ -1,13 +1,11 @@
 """One open transaction on taskplan's store: thin helpers over a DBAPI cursor.
 
-SQL is written once with `:name` binds; psycopg gets it translated to `%(name)s`.
+SQL is written once with `:name` binds; the store's dialect translates it for its driver.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,31 +14,28 @@ if TYPE_CHECKING:
 Row = tuple[Any, ...]
 Params = dict[str, Any] | Sequence[Any]
 
-_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
-
-
-@lru_cache(maxsize=512)
-def to_pyformat(sql: str) -> str:
-    """`:name` binds -> `%(name)s` for psycopg; literal % doubled."""
-    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
-
 
 class Tx:
     """One open transaction: thin helpers over a DBAPI cursor."""
 
     def __init__(self, store: Store, conn: Any) -> None:
         self.store = store
+        self.dialect = store.dialect
         self.conn = conn
         self.cur = conn.cursor()
-        self.pg = store.backend == "postgresql"
+        # Looked up once here, not per statement: the hot path runs thousands of these.
+        self._sql: Callable[[str], str] = self.dialect.translate
         self.wake = False  # set by operations whose effect other processes should see now
         self.locked_runs: set[int] = set()  # run rows this transaction holds FOR UPDATE
         # Runs that ended as a side effect of another run's end (a sub-job's parent), for the
         # step to report with the runs it ended itself.
         self.ended_runs: list[tuple[int, str]] = []
 
-    def _sql(self, sql: str) -> str:
-        return to_pyformat(sql) if self.pg else sql
+    @property
+    def pg(self) -> bool:
+        """Deprecated: ask `self.dialect` (row_locks, server_step) instead. Kept only for
+        engine/dispatch.py until the engine is restructured."""
+        return self.dialect.row_locks
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         self.cur.execute(self._sql(sql), params)
@@ -67,16 +62,4 @@ class Tx:
         """executemany of an `INSERT/UPDATE ... RETURNING`: every returned row, in order."""
         if not seq:
             return []
-        out: list[Row] = []
-        if self.pg:
-            # psycopg pipelines the statements and keeps one result set per parameter set.
-            self.cur.executemany(self._sql(sql), seq, returning=True)
-            while True:
-                out.extend(tuple(r) for r in self.cur.fetchall())
-                if not self.cur.nextset():
-                    return out
-        # sqlite3's executemany refuses statements that return rows: one execute each.
-        for params in seq:
-            self.cur.execute(sql, params)
-            out.extend(tuple(r) for r in self.cur.fetchall())
-        return out
+        return self.dialect.many_returning(self.cur, sql, seq)

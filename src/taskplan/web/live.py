@@ -67,7 +67,7 @@ class ChangeWatcher:
                 now = time.monotonic()
                 woken = gen != seen or now - started < PG_POLL * 0.9
                 seen = gen
-                every = PG_POLL if store.backend == "postgresql" else SQLITE_IDLE_CHECK
+                every = SQLITE_IDLE_CHECK if store.dialect.wakes_on_every_commit else PG_POLL
                 if woken or now - last_read >= every:
                     if woken and now - last_read < 0.1:
                         time.sleep(0.1)  # a burst of commits: one read for all of them

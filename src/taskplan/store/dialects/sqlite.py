@@ -1,0 +1,261 @@
+"""SQLite: one writer at a time, no server, other processes seen through the WAL file.
+
+- Connections: WAL journal (readers beside the writer), synchronous=NORMAL, a busy timeout.
+- Writes: BEGIN IMMEDIATE, behind an in-process lock so this process's writers queue in
+  Python rather than spin in SQLite's busy handler. No row locks are needed, so every lock
+  method of the dialect is a no-op and the lock suffixes are empty.
+- Reads: a deferred transaction (a snapshot).
+- Wake-ups: a stat of the -wal file every poll, and `PRAGMA data_version` when it changed.
+- Errors: a full disk, a read-only file or a lock held past the busy timeout say the store is
+  unavailable (`sqlite_fault`); anything else is a bug and propagates as is.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from taskplan.errors import StoreUnavailableError
+from taskplan.store.dialects import Dialect
+from taskplan.store.tx import Params, Row, Tx
+from taskplan.store.urls import sqlalchemy_url, sqlite_path
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from taskplan.store.db import Store
+
+# An idle waiter asks SQLite whether another process committed at least this often (s).
+VERSION_CHECK_EVERY = 5.0
+
+
+def sqlite_busy_timeout() -> float:
+    """Seconds a SQLite writer waits for another connection's write lock before giving up
+    (TASKPLAN_SQLITE_BUSY_TIMEOUT, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("TASKPLAN_SQLITE_BUSY_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0
+
+
+# SQLite primary result codes that say the file cannot be used now (or at all), not that a
+# statement is wrong: what the store says about each.
+_SQLITE_FAULTS = {
+    5: "is locked by another program (still locked after the busy timeout of {busy:g}s)",
+    6: "is locked by another program (still locked after the busy timeout of {busy:g}s)",
+    8: "is read-only (taskplan writes the file and, beside it, its -wal and -shm files)",
+    10: "could not be written or read (disk I/O error: is its disk full?)",
+    13: "is on a full disk (database or disk is full)",
+    14: "cannot be opened (check that its folder exists and is writable)",
+}
+
+
+def sqlite_fault(path: str, exc: BaseException) -> StoreUnavailableError | None:
+    """The store-level error for a SQLite error that is about the file, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None:
+        return None
+    primary = int(code) & 0xFF
+    what = _SQLITE_FAULTS.get(primary)
+    if what is None:
+        return None
+    if primary == 14 and os.path.exists(path) and not (
+            os.access(path, os.W_OK) and os.access(os.path.dirname(path) or ".", os.W_OK)):
+        what = _SQLITE_FAULTS[8]  # WAL needs to write beside the file: a read-only folder
+    return StoreUnavailableError(
+        f"SQLite store {path} {what.format(busy=sqlite_busy_timeout())}: {exc}")
+
+
+def _pragmas(conn: Any) -> None:
+    # WAL lets readers (status, logs --follow) run beside the writer; NORMAL is durable
+    # across process crashes, which is the failure that matters for a job store.
+    conn.isolation_level = None
+    # The busy timeout first: switching a fresh file to WAL needs a lock that a concurrent
+    # opener may hold for a moment.
+    busy = sqlite_busy_timeout()
+    conn.execute(f"PRAGMA busy_timeout={int(busy * 1000)}")
+    # SQLite skips the busy handler when the switch would deadlock with another opener's lock
+    # upgrade, so "database is locked" can come back at once: retry for a while.
+    deadline = time.monotonic() + busy
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    row_locks = False
+    server_step = False
+    wakes_on_every_commit = True
+    for_update = ""
+    skip_locked = ""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.path = sqlite_path(self.url)
+        # Writers in one process queue here instead of spinning in SQLite's busy handler.
+        self.write_lock = threading.Lock()
+
+    # -- opening -------------------------------------------------------------------------
+    def absent(self) -> str | None:
+        return None if os.path.exists(self.path) else os.path.abspath(self.path)
+
+    def where(self) -> str:
+        return os.path.abspath(self.path)
+
+    def new_connection(self) -> Any:
+        path = self.path
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   timeout=sqlite_busy_timeout())
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open SQLite store {path}: {exc}") from exc
+        try:
+            _pragmas(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise (sqlite_fault(path, exc) or StoreUnavailableError(
+                f"cannot open SQLite store {path}: {exc}")) from exc
+        return conn
+
+    def make_engine(self) -> Engine:
+        from sqlalchemy import create_engine, event
+
+        engine = create_engine(sqlalchemy_url(self.url),
+                               connect_args={"timeout": sqlite_busy_timeout()})
+
+        # pysqlite's implicit transactions would defeat BEGIN IMMEDIATE: take them over.
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            _pragmas(dbapi_conn)
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def create_fresh(self) -> bool:
+        """A new file gets the whole schema in one step (store/fresh.py)."""
+        from taskplan.store.fresh import create_sqlite
+
+        return create_sqlite(self.connection())
+
+    def _error(self, exc: sqlite3.Error) -> BaseException:
+        """A full disk, a read-only file, a lock held past the busy timeout: the store is
+        unavailable (daemons ride it out, commands exit 3 with this line). The connection is
+        replaced, since an I/O error can leave it unusable. Anything else is a bug: as is."""
+        fault = sqlite_fault(self.path, exc)
+        if fault is None:
+            return exc
+        self.drop_connection()
+        return fault
+
+    # -- transactions --------------------------------------------------------------------
+    @contextmanager
+    def tx(self) -> Iterator[Tx]:
+        local = self.local
+        if getattr(local, "open_tx", None) is not None:
+            yield local.open_tx  # nested on this thread: join the open transaction
+            return
+        lock = self.write_lock
+        lock.acquire()
+        try:
+            conn = self.connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+            tx = Tx(self.store, conn)
+            local.open_tx = tx
+            try:
+                yield tx
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    conn.execute("ROLLBACK")
+                except Exception:
+                    self.drop_connection()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc) from exc
+                raise
+        finally:
+            local.open_tx = None
+            lock.release()
+        if tx.wake:
+            self.waker.notify()
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        if getattr(self.local, "open_tx", None) is not None:
+            yield self.local.open_tx
+            return
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        tx = Tx(self.store, conn)
+        try:
+            yield tx
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        finally:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                self.drop_connection()
+
+    def many_returning(self, cur: Any, sql: str, seq: Sequence[Params]) -> list[Row]:
+        # sqlite3's executemany refuses statements that return rows: one execute each.
+        out: list[Row] = []
+        for params in seq:
+            cur.execute(sql, params)
+            out.extend(tuple(r) for r in cur.fetchall())
+        return out
+
+    # -- other processes -----------------------------------------------------------------
+    def _wal_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path + "-wal")
+        except (OSError, ValueError):
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def data_version(self) -> int:
+        """A number that changes when another connection commits."""
+        conn = self.connection()
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def wait(self, seen: int, timeout: float, poll: float) -> int:
+        deadline = time.monotonic() + max(0.0, timeout)
+        version = self.data_version()
+        wal = self._wal_signature()
+        checked = time.monotonic()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self.waker.generation
+            gen = self.waker.wait(seen, min(left, poll))
+            if gen != seen:
+                return gen
+            # Stat the WAL file (a syscall, not a query) every poll; ask SQLite only when it
+            # changed, and every few seconds in case a change hid inside one mtime tick.
+            now = time.monotonic()
+            signature = self._wal_signature()
+            if signature != wal or now - checked >= VERSION_CHECK_EVERY:
+                wal, checked = signature, now
+                if self.data_version() != version:
+                    return gen
