@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from taskplan.config import Settings, load_settings
 from taskplan.errors import (
     DefinitionError,
     NoStoreError,
@@ -20,11 +19,12 @@ from taskplan.errors import (
     TaskplanError,
     UsageError,
 )
-from taskplan.store.urls import mask_url
 
 if TYPE_CHECKING:
+    from taskplan.config import Settings
     from taskplan.engine import Engine
     from taskplan.forecast import RunForecast
+    from taskplan.store.db import Store
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_STORE = 0, 1, 2, 3
 F = TypeVar("F", bound=Callable[..., Any])
@@ -65,25 +65,28 @@ CREATING_COMMANDS = frozenset({"apply", "run", "agent", "scheduler", "serve", "i
 
 
 class Context:
-    """Lazily opened store and engine for one command invocation."""
+    """Lazily opened store and engine for one command invocation. Commands that only read
+    (status, runs, logs) take `store` and never import the engine."""
 
     def __init__(self, db: str | None, *, create: bool = True) -> None:
         self._db = db
         self.create = create
         self._scratch: Any = None  # a TemporaryDirectory holding a scratch store
         self._settings: Settings | None = None
+        self._store: Store | None = None
         self._engine: Engine | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from taskplan.config import load_settings
+
             self._settings = load_settings(self._db)
         return self._settings
 
     @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            from taskplan.engine import Engine
+    def store(self) -> Store:
+        if self._store is None:
             from taskplan.notify.config import configure_store, default_rules
             from taskplan.store.db import Store
 
@@ -91,15 +94,24 @@ class Context:
             default_rules(self.settings)
             store = Store(self.settings.db, create=self.create)
             configure_store(store, self.settings)
-            self._engine = Engine(store)
-            self._engine.default_tz = self.settings.timezone
-            self._engine.shared_connections = dict(self.settings.connections)
             if self.settings.pools:
                 from taskplan.store import ops
 
                 with store.tx() as tx:
                     for name, size in self.settings.pools.items():
                         ops.upsert_pool(tx, name, size)
+            self._store = store
+        return self._store
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from taskplan.engine import Engine
+
+            engine = Engine(self.store)
+            engine.default_tz = self.settings.timezone
+            engine.shared_connections = dict(self.settings.connections)
+            self._engine = engine
         return self._engine
 
     def engine_or_scratch(self) -> Engine:
@@ -119,8 +131,10 @@ class Context:
             return self._engine
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.store.close()
+        if self._engine is not None and self._engine.store is not self._store:
+            self._engine.store.close()  # the scratch store
+        if self._store is not None:
+            self._store.close()
         if self._scratch is not None:
             self._scratch.cleanup()
 
@@ -138,7 +152,7 @@ def share_connections(ctx: Context) -> None:
         from taskplan.store import connection_ops
 
         try:
-            with ctx.engine.store.read() as tx:
+            with ctx.store.read() as tx:
                 names |= {c.name for c in connection_ops.all_connections(tx)}
         except StoreUnavailableError:
             pass  # checking files needs no store: only the store's own names are unknown
@@ -170,6 +184,8 @@ def one_line(message: str) -> str:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    from taskplan.store.urls import mask_url  # only on the way out
+
     click.echo(f"taskplan: {one_line(mask_url(message))}", err=True)
     sys.exit(code)
 
@@ -182,6 +198,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DefinitionError as exc:
+            from taskplan.store.urls import mask_url
+
             for problem in exc.problems:
                 click.echo(mask_url(str(problem)), err=True)
             sys.exit(EXIT_BAD_INPUT)

@@ -22,7 +22,6 @@ from taskplan.cli.common import (
     short_time,
 )
 from taskplan.cli.terminal_text import safe, safe_line
-from taskplan.engine import waiting
 from taskplan.errors import NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import RunState, TaskState
 from taskplan.store import ops, reports
@@ -40,9 +39,10 @@ log = logging.getLogger(__name__)
 @handle_errors
 def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bool) -> None:
     """Counts by state; for a run, every task run with its attempts and times."""
-    engine = get_context(db).engine
+    ctx = get_context(db)
+    store = ctx.store  # the engine is imported only for a running run's forecast
     if run is None:
-        with engine.store.read() as tx:
+        with store.read() as tx:
             runs = reports.state_counts(tx)
             tasks = reports.active_task_counts(tx)
         if as_json:
@@ -54,7 +54,7 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
                                                      sorted(tasks.items())) or "none"))
         return
     run_id = parse_run_id(run)
-    with engine.store.read() as tx:
+    with store.read() as tx:
         info = reports.run_info(tx, run_id)
         if info is None:
             raise NotFoundError(f"no run {run_id}")
@@ -65,12 +65,15 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
         from taskplan.engine.forecasts import forecast_for_run
 
         try:
-            forecast = forecast_for_run(engine.store, run_id, engine.clock(), engine.job_spec)
+            engine = ctx.engine
+            forecast = forecast_for_run(store, run_id, time.time(), engine.job_spec)
         except StoreUnavailableError:
             raise
         except Exception:  # a forecast is a courtesy: status must print whatever happens
             log.exception("no forecast for run %s", run_id)
-    why = waiting.explain(engine.store, run_id)
+    from taskplan.engine import waiting  # why a task waits: for one run's view only
+
+    why = waiting.explain(store, run_id)
     if as_json:
         print_json(shapes.run_status(info, tasks_, forecast, tries, why))
         return
@@ -78,9 +81,9 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
                f"trigger {info.trigger}  {short_time(info.started_at)}  "
                f"{duration(info.started_at, info.finished_at)}")
     if info.state in ("running", "stopping"):
-        click.echo(forecast_line(forecast, engine.clock()))
+        click.echo(forecast_line(forecast, time.time()))
     if info.deadline_at is not None or info.deadline_state is not None:
-        click.echo(f"deadline: {deadline_text(info, engine.clock())}")
+        click.echo(f"deadline: {deadline_text(info, time.time())}")
     if info.params:
         click.echo("params: " + safe_line(", ".join(f"{k}={v}" for k, v in info.params.items())))
     click.echo(f"{'TASK':<30} {'KIND':<7} {'STATE':<16} {'TRY':>3} {'STARTED':<20} "
@@ -120,8 +123,7 @@ def _print_attempt(a: reports.AttemptInfo) -> None:
 def runs_cmd(job: str | None, state: str | None, limit: int, db: str | None,
              as_json: bool) -> None:
     """Run history, newest first."""
-    engine = get_context(db).engine
-    with engine.store.read() as tx:
+    with get_context(db).store.read() as tx:
         if job is not None and ops.job_by_name(tx, job) is None:
             # A deleted job still has its history; a name never applied is a typo.
             from taskplan.engine.definitions import unknown_job
@@ -133,7 +135,7 @@ def runs_cmd(job: str | None, state: str | None, limit: int, db: str | None,
         return
     click.echo(f"{'RUN':>6} {'JOB':<24} {'VER':>3} {'STATE':<10} {'TRIGGER':<9} "
                f"{'STARTED':<20} {'TOOK':>8}  DEADLINE")
-    now = engine.clock()
+    now = time.time()
     for r in rows:
         click.echo(f"{r.run_id:>6} {r.job:<24} {r.version:>3} {r.state:<10} {r.trigger:<9} "
                    f"{short_time(r.started_at):<20} {duration(r.started_at, r.finished_at):>8}"
@@ -166,9 +168,8 @@ def deadline_text(r: reports.RunInfo, now: float) -> str:
 def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, follow: bool,
              raw: bool, db: str | None) -> None:
     """Print the output of one attempt of a task."""
-    engine = get_context(db).engine
+    store = get_context(db).store
     run_id = parse_run_id(run)
-    store = engine.store
     with store.read() as tx:
         if reports.run_info(tx, run_id) is None:
             raise NotFoundError(f"no run {run_id}")

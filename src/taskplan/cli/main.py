@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 import click
 
 from taskplan import __version__
-from taskplan.cli.common import EXIT_BAD_INPUT
 
 # Each command's module is imported only when that command runs: `status` must not pay for
 # the agent, the job-file parser and the SQL executors at every start.
@@ -75,6 +75,8 @@ SUMMARIES: dict[str, str] = {
     "import": "Job files from pgAgent's catalog or a crontab.",
     "notifications": "Notification deliveries and their tries; resend one.",
     "notify": "Notification channels: send a test event (notify test CHANNEL).",
+    "firings": "A job's latest schedule firings: the run each made, or why it made none.",
+    "connections": "The shared connections: taskplan.toml's and applied connections files.",
 }
 
 
@@ -123,11 +125,11 @@ def main() -> None:
         code = cli.main(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.format_message(), err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _bad_input()
     except click.UsageError as exc:
         path = exc.ctx.command_path if exc.ctx else "taskplan"
         click.echo(f"{path}: {exc.format_message()} (see {path} --help)", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        _bad_input()
     except click.ClickException as exc:
         click.echo(f"taskplan: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
@@ -135,3 +137,11 @@ def main() -> None:
         click.echo("Aborted!", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _bad_input() -> NoReturn:
+    # What every command shares (settings, the store's URLs, exit codes) is loaded by the
+    # command that runs: `--help` and `--version` need none of it.
+    from taskplan.cli.common import EXIT_BAD_INPUT
+
+    sys.exit(EXIT_BAD_INPUT)

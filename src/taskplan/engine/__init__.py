@@ -7,17 +7,48 @@ of a transition is O(its edges) whatever the size of the run.
 
 The engine is a stack of small layers, each a class extending the one below:
 definitions -> dispatch -> subruns -> commands -> recovery (which defines `Engine`).
+
+The names below are imported on first use: importing a submodule (`taskplan.engine.waiting`,
+for `status`) runs this file first, and must not load every layer of the engine with it.
 """
 
-from taskplan.engine.records import Claim, Outcome, StepResult
-from taskplan.engine.recovery import Engine
-from taskplan.engine.rules import (
-    RunShare,
-    fair_shares,
-    plan_upstreams,
-    resolve_trigger,
-    retry_delay,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskplan.engine.records import Claim, Outcome, StepResult
+    from taskplan.engine.recovery import Engine
+    from taskplan.engine.rules import (
+        RunShare,
+        fair_shares,
+        plan_upstreams,
+        resolve_trigger,
+        retry_delay,
+    )
+
+_HOMES = {
+    "Claim": "taskplan.engine.records",
+    "Outcome": "taskplan.engine.records",
+    "StepResult": "taskplan.engine.records",
+    "Engine": "taskplan.engine.recovery",
+    "RunShare": "taskplan.engine.rules",
+    "fair_shares": "taskplan.engine.rules",
+    "plan_upstreams": "taskplan.engine.rules",
+    "resolve_trigger": "taskplan.engine.rules",
+    "retry_delay": "taskplan.engine.rules",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
 
 __all__ = [
     "Claim",

@@ -9,7 +9,6 @@ filled in from here, so a lock class or channel is written in one place.
 from __future__ import annotations
 
 import re
-from importlib.resources import files
 
 # The advisory lock class of runs: key (RUN_LOCK_CLASS, run id). The general path takes it
 # exclusively (ops.lock_runs), the server step shared.
@@ -28,6 +27,10 @@ _TOKENS = {
 
 def server_sql(name: str) -> str:
     """The text of `store/sql/<name>` with its constants filled in."""
+    # Imported here: importlib.resources pulls in tempfile, shutil and the compressors, and
+    # only PostgreSQL needs the server code (every command opens a store).
+    from importlib.resources import files
+
     text = files("taskplan.store").joinpath("sql", name).read_text(encoding="utf-8")
     for token, value in _TOKENS.items():
         text = text.replace(token, value)
