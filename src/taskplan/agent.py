@@ -31,7 +31,7 @@ from taskplan.model import JobSpec, TaskSpec, TaskState
 from taskplan.redact import mask_url
 from taskplan.spec.templating import is_template, render
 from taskplan.store import ops
-from taskplan.store.db import BACKOFF_FIRST, BACKOFF_MAX, retrying
+from taskplan.store.db import Backoff, retrying
 
 log = logging.getLogger(__name__)
 StepObserver = Callable[[list[tuple[Claim, Outcome]], StepResult], None]
@@ -53,15 +53,14 @@ class _Outage:
 
     def __init__(self, exc: BaseException) -> None:
         self.started = time.monotonic()
-        self.delay = BACKOFF_FIRST
+        self.backoff = Backoff()
         log.warning("store unavailable, retrying until it is back: %s", exc)
 
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
     def sleep(self) -> None:
-        time.sleep(self.delay)
-        self.delay = min(BACKOFF_MAX, self.delay * 2)
+        time.sleep(self.backoff.next())
 
 
 class UpstreamResults(Mapping[str, Any]):

@@ -15,11 +15,7 @@ from taskplan.errors import NoStoreError, StoreUnavailableError
 from taskplan.store import migrate
 from taskplan.store.dialects import Dialect, dialect_for
 from taskplan.store.pgserver import NOTIFY_CHANNEL
-from taskplan.store.resilience import (  # re-exported: daemons import them from here
-    BACKOFF_FIRST,
-    BACKOFF_MAX,
-    retrying,
-)
+from taskplan.store.resilience import Backoff, retrying  # re-exported for the daemons
 from taskplan.store.tx import Params, Row, Tx
 from taskplan.store.urls import check_store_url, mask_url
 from taskplan.store.wake import Waker
@@ -27,8 +23,8 @@ from taskplan.store.wake import Waker
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["BACKOFF_FIRST", "BACKOFF_MAX", "NOTIFY_CHANNEL", "Dialect", "Params", "Row",
-           "Store", "Tx", "Waker", "retrying"]
+__all__ = ["NOTIFY_CHANNEL", "Backoff", "Dialect", "Params", "Row", "Store", "Tx", "Waker",
+           "retrying"]
 
 
 _CREATE_HINT = "; `taskplan apply` or `taskplan run` creates one (or check --db)"

@@ -1,4 +1,4 @@
-"""Riding out a store that goes away: backoff between tries.
+"""Riding out a store that goes away: the one backoff every retry loop uses, and `retrying`.
 
 Which errors mean the store went away is the dialect's to say (store/dialects/).
 """
@@ -20,6 +20,25 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 1.0
 
 
+class Backoff:
+    """The delays between tries at reaching the store: BACKOFF_FIRST, doubling, capped at
+    BACKOFF_MAX. Every loop that rides out an outage (daemons' `retrying`, the agent's
+    dispatcher, the PostgreSQL listener) takes its delays from one of these."""
+
+    def __init__(self) -> None:
+        self.delay = BACKOFF_FIRST  # the delay the next `next()` gives
+
+    def next(self) -> float:
+        """The delay to wait now; the one after it is doubled (up to the cap)."""
+        delay = self.delay
+        self.delay = min(BACKOFF_MAX, delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        """The store answered: the next outage starts again from the first delay."""
+        self.delay = BACKOFF_FIRST
+
+
 def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None = None,
              give_up_after: float | None = None) -> T:
     """Call `fn` until it does not raise StoreUnavailableError, backing off between tries.
@@ -27,7 +46,7 @@ def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None 
     For daemons that must ride out a store restart. Gives up (re-raising) when `stop()` turns
     true or after `give_up_after` seconds.
     """
-    delay = BACKOFF_FIRST
+    backoff = Backoff()
     started = time.monotonic()
     warned = False
     while True:
@@ -40,8 +59,7 @@ def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None 
             if not warned:
                 log.warning("store unavailable while %s, retrying: %s", what, exc)
                 warned = True
-            time.sleep(delay)
-            delay = min(BACKOFF_MAX, delay * 2)
+            time.sleep(backoff.next())
             continue
         if warned:
             log.warning("store back after %.1fs (%s)", time.monotonic() - started, what)

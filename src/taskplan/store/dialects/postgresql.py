@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from taskplan.errors import StoreConflictError, StoreUnavailableError
 from taskplan.store.dialects import Dialect, RowsInsert
 from taskplan.store.pgserver import NOTIFY_CHANNEL, RUN_LOCK_CLASS
-from taskplan.store.resilience import BACKOFF_FIRST, BACKOFF_MAX
+from taskplan.store.resilience import Backoff
 from taskplan.store.tx import Params, Row, Tx
 from taskplan.store.urls import mask_url, sqlalchemy_url
 
@@ -392,19 +392,18 @@ class PostgresDialect(Dialect):
         return self.listening.wait(timeout)
 
     def _listen_loop(self) -> None:
-        delay = BACKOFF_FIRST
+        backoff = Backoff()
         stop = self.listener_stop
         while not stop.is_set():
             try:
                 conn = self._connect(autocommit=True)
             except StoreUnavailableError:
-                stop.wait(delay)
-                delay = min(BACKOFF_MAX, delay * 2)
+                stop.wait(backoff.next())
                 continue
             try:
                 conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                 self.listening.set()
-                delay = BACKOFF_FIRST
+                backoff.reset()
                 self.waker.notify()  # whatever happened while we were not listening
                 own = self.own_pids
                 while not stop.is_set():
@@ -418,7 +417,7 @@ class PostgresDialect(Dialect):
                 if not stop.is_set():
                     log.warning("store listener lost its connection, reconnecting: %s",
                                 mask_url(" ".join(str(exc).split())))
-                    stop.wait(delay)
+                    stop.wait(backoff.delay)  # the first delay again: it was listening
             finally:
                 try:
                     conn.close()
