@@ -25,14 +25,15 @@ def apply_calendar(tx: Tx, name: str, definition: str, digest: str, source: str,
     row = tx.one("SELECT c.id, v.version, v.spec_hash FROM calendars c"
                  " LEFT JOIN calendar_versions v ON v.id = c.current_version_id"
                  " WHERE c.name = :n", {"n": name})
-    if row is not None and row[2] == digest:
-        return int(row[1]), False
     if row is None:
         cal_id = int(tx.scalar("INSERT INTO calendars (name, created_at, updated_at)"
                                " VALUES (:n, :t, :t) RETURNING id", {"n": name, "t": now}))
         number = 1
     else:
-        cal_id, number = int(row[0]), int(row[1] or 0) + 1
+        found_id, version, spec_hash = row
+        if spec_hash == digest:
+            return int(version), False
+        cal_id, number = int(found_id), int(version or 0) + 1
     vid = int(tx.scalar(
         "INSERT INTO calendar_versions (calendar_id, version, spec_hash, definition,"
         " source_path, created_at) VALUES (:c, :n, :h, :d, :s, :t) RETURNING id",
@@ -48,12 +49,14 @@ def current_calendars(tx: Tx) -> list[StoredCalendar]:
     rows = tx.all("SELECT c.name, v.version, v.definition, v.source_path, c.updated_at"
                   " FROM calendars c JOIN calendar_versions v ON v.id = c.current_version_id"
                   " ORDER BY c.name")
-    return [StoredCalendar(str(r[0]), int(r[1]), json.loads(r[2]), str(r[3]), float(r[4]))
-            for r in rows]
+    return [StoredCalendar(str(name), int(version), json.loads(definition), str(source),
+                           float(updated_at))
+            for name, version, definition, source, updated_at in rows]
 
 
 def calendars_stamp(tx: Tx) -> tuple[int, float]:
     """Changes whenever a calendar is added or gets a new version (cheap to poll)."""
     row = tx.one("SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM calendars")
     assert row is not None
-    return int(row[0]), float(row[1])
+    count, latest = row
+    return int(count), float(latest)

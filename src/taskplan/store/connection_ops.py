@@ -22,11 +22,12 @@ def upsert(tx: Tx, name: str, url: str, source: str, now: float) -> str:
         tx.run("INSERT INTO connections (name, url, source_path, updated_at)"
                " VALUES (:n, :u, :s, :t)", {"n": name, "u": url, "s": source, "t": now})
         return "new"
-    if (row[0], row[1]) == (url, source):
+    old_url, old_source = row
+    if (old_url, old_source) == (url, source):
         return "unchanged"
     tx.run("UPDATE connections SET url = :u, source_path = :s, updated_at = :t"
            " WHERE name = :n", {"n": name, "u": url, "s": source, "t": now})
-    return "changed" if row[0] != url else "unchanged"
+    return "changed" if old_url != url else "unchanged"
 
 
 def all_connections(tx: Tx) -> list[SharedConnection]:

@@ -18,7 +18,8 @@ def run_times(tx: Tx, run_id: int) -> tuple[float, float | None]:
     row = tx.one("SELECT COALESCE(fire_at, created_at), started_at FROM runs WHERE id = :r",
                  {"r": run_id})
     assert row is not None
-    return float(row[0]), row[1]
+    fired, started = row
+    return float(fired), started
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ def watched(tx: Tx) -> list[DeadlineRun]:
         " deadline_state FROM runs WHERE state IN ('queued', 'running', 'stopping')"
         " AND (deadline_at IS NOT NULL OR deadline_state = 'pending')"
         " AND (deadline_state IS NULL OR deadline_state <> 'missed') ORDER BY id")
-    return [DeadlineRun(int(r[0]), int(r[1]), float(r[2]), r[3], r[4], r[5]) for r in rows]
+    return [DeadlineRun(int(run_id), int(version_id), float(fired), started_at, deadline_at,
+                        deadline_state)
+            for run_id, version_id, fired, started_at, deadline_at, deadline_state in rows]
 
 
 def mark(tx: Tx, run_id: int, state: str, at: float, detail: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 from taskplan.store.db import Tx
 from taskplan.store.ops import loads
+from taskplan.store.tx import Row
 
 ITEM_SAMPLES = 50  # items sampled per foreach parent and past run
 
@@ -40,7 +41,7 @@ def recent_runs(tx: Tx, job_id: int, limit: int) -> list[PastRun]:
     """The job's newest runs (top-level or not), newest first."""
     rows = tx.all("SELECT id, params, state FROM runs WHERE job_id = :j ORDER BY id DESC"
                   " LIMIT :k", {"j": job_id, "k": limit})
-    return [PastRun(int(r[0]), loads(r[1]) or {}, str(r[2])) for r in rows]
+    return [PastRun(int(i), loads(params) or {}, str(state)) for i, params, state in rows]
 
 
 def task_durations(tx: Tx, run_ids: Sequence[int]) -> list[tuple[str, float]]:
@@ -93,7 +94,7 @@ def run_durations(tx: Tx, job_name: str, limit: int) -> list[float]:
         "SELECT r.finished_at - r.started_at FROM runs r JOIN jobs j ON j.id = r.job_id"
         " WHERE j.name = :n AND r.state = 'succeeded' AND r.started_at IS NOT NULL"
         " ORDER BY r.id DESC LIMIT :k", {"n": job_name, "k": limit})
-    return [float(r[0]) for r in rows]
+    return [float(seconds) for (seconds,) in rows]
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,12 @@ _ACTIVE_COLS = (
 )
 
 
-def _active(row: Any) -> ActiveRun:
-    return ActiveRun(int(row[0]), int(row[1]), str(row[2]), int(row[3]), str(row[4]),
-                     int(row[5]), row[6], str(row[7]), row[8], row[9], row[10], row[11],
-                     float(row[12]), row[13])
+def _active(row: Row) -> ActiveRun:
+    (run_id, job_id, job, version_id, state, priority, max_parallel, on_failure, halt,
+     halt_stage, parent_task_run_id, root_run_id, created_at, started_at) = row
+    return ActiveRun(int(run_id), int(job_id), str(job), int(version_id), str(state),
+                     int(priority), max_parallel, str(on_failure), halt, halt_stage,
+                     parent_task_run_id, root_run_id, float(created_at), started_at)
 
 
 def active_runs(tx: Tx) -> list[ActiveRun]:
@@ -156,9 +159,12 @@ _TR_STATE_COLS = (
 )
 
 
-def _states(rows: Sequence[Any]) -> list[TaskRunState]:
-    return [TaskRunState(int(r[0]), str(r[1]), str(r[2]), r[3], r[4], str(r[5]), int(r[6]),
-                         r[7], r[8], str(r[9]), r[10], r[11], r[12]) for r in rows]
+def _states(rows: Sequence[Row]) -> list[TaskRunState]:
+    return [TaskRunState(int(i), str(task), str(kind), parent_id, item_index, str(state),
+                         int(priority), pool, stage, str(trigger_rule), started_at, ready_at,
+                         child_run_id)
+            for (i, task, kind, parent_id, item_index, state, priority, pool, stage,
+                 trigger_rule, started_at, ready_at, child_run_id) in rows]
 
 
 @dataclass(frozen=True)
@@ -185,8 +191,8 @@ def run_task_states(tx: Tx, run_id: int, max_items: int
     crowded: list[ReadyItems] = []
     for parent_id, n, first_id in counts:
         if int(n) > max_items:
-            first = _states(tx.all(f"SELECT {_TR_STATE_COLS} FROM task_runs WHERE id = :i",
-                                   {"i": first_id}))[0]
+            (first,) = _states(tx.all(f"SELECT {_TR_STATE_COLS} FROM task_runs WHERE id = :i",
+                                      {"i": first_id}))
             crowded.append(ReadyItems(int(parent_id), int(n), first))
     if few:
         marks, params = _marks("p", few)

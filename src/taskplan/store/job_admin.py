@@ -30,14 +30,20 @@ def live_job(tx: Tx, name: str) -> LiveJob | None:
     """The job if it exists and is not deleted."""
     row = tx.one("SELECT j.id, j.name, v.source_path FROM jobs j JOIN job_versions v"
                  " ON v.id = j.current_version_id WHERE j.name = :n", {"n": name})
-    return LiveJob(int(row[0]), str(row[1]), str(row[2])) if row else None
+    if row is None:
+        return None
+    job_id, job, source = row
+    return LiveJob(int(job_id), str(job), str(source))
 
 
 def job_of_run(tx: Tx, run_id: int) -> tuple[str, bool] | None:
     """(job name, whether the job still exists) of a run; None for an unknown run."""
     row = tx.one("SELECT j.name, j.current_version_id FROM runs r JOIN jobs j"
                  " ON j.id = r.job_id WHERE r.id = :r", {"r": run_id})
-    return None if row is None else (str(row[0]), row[1] is not None)
+    if row is None:
+        return None
+    job, current = row
+    return str(job), current is not None
 
 
 def current_version_id(tx: Tx, job_id: int) -> int:

@@ -18,7 +18,7 @@ from weakref import WeakKeyDictionary
 
 from taskplan.notify.rules import Channel, Rule, rules_from
 from taskplan.redact import mask_url
-from taskplan.store.tx import Row, Tx
+from taskplan.store.tx import Tx
 
 if TYPE_CHECKING:
     from taskplan.store.db import Store
@@ -88,8 +88,9 @@ def wanted(rows: Iterable[EventRow]) -> list[tuple[EventRow, str]]:
     """The event rows that are notifiable, with their notification event."""
     out = []
     for row in rows:
-        if row[3] in _STATES:
-            name = event_name(row[2], row[3])
+        _at, _run_id, task_run_id, state, _detail = row
+        if state in _STATES:
+            name = event_name(task_run_id, state)
             if name is not None:
                 out.append((row, name))
     return out
@@ -137,7 +138,7 @@ def _insert(tx: Tx, rules: Iterable[Rule], event: str, at: float, payload: dict[
                      "c": rule.channel.to_json(), "p": json.dumps(body, default=str)})
     if not rows:
         return 0
-    ids = [int(r[0]) for r in tx.many_returning(
+    ids = [int(i) for (i,) in tx.many_returning(
         "INSERT INTO notifications (event, created_at, job, run_id, task_run_id, channel,"
         " payload, state, attempts, next_at)"
         " VALUES (:e, :t, :j, :r, :tr, :c, :p, 'pending', 0, :t) RETURNING id", rows)]
@@ -153,54 +154,87 @@ def _ids(values: Iterable[int]) -> str:
     return ", ".join(str(int(v)) for v in sorted(set(values)))
 
 
+@dataclass(frozen=True)
+class _RunFacts:
+    """What a notification says of its run."""
+
+    id: int
+    version_id: int
+    job: str
+    state: str
+    trigger: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    params: str | None  # as stored (JSON text)
+
+
+@dataclass(frozen=True)
+class _TaskFacts:
+    """What a notification says of its task run."""
+
+    id: int
+    task: str
+    kind: str
+    parent_id: int | None
+    item_index: int | None
+    attempts: int
+    max_attempts: int
+    error: str | None
+    exit_code: int | None
+    failed_children: int | None
+
+
 def from_events(tx: Tx, items: Sequence[tuple[EventRow, str]]) -> int:
     """Outbox rows for notifiable event rows (see `wanted`) of this transaction."""
-    runs = {int(r[0]): r for r in tx.all(
+    run_ids = [run_id for (_at, run_id, _tr, _state, _detail), _ in items]
+    runs = {f.id: f for f in (_RunFacts(*r) for r in tx.all(
         "SELECT r.id, r.version_id, j.name, r.state, r.trigger, r.created_at, r.started_at,"
         " r.finished_at, r.error, r.params FROM runs r JOIN jobs j ON j.id = r.job_id"
-        f" WHERE r.id IN ({_ids(row[1] for row, _ in items)})")}
-    task_ids = [row[2] for row, _ in items if row[2] is not None]
-    tasks: dict[int, Row] = {}
+        f" WHERE r.id IN ({_ids(run_ids)})"))}
+    task_ids = [tr for (_at, _run, tr, _state, _detail), _ in items if tr is not None]
+    tasks: dict[int, _TaskFacts] = {}
     if task_ids:
-        tasks = {int(t[0]): t for t in tx.all(
+        tasks = {f.id: f for f in (_TaskFacts(*t) for t in tx.all(
             "SELECT id, task, kind, parent_id, item_index, attempts, max_attempts, error,"
-            f" exit_code, failed_children FROM task_runs WHERE id IN ({_ids(task_ids)})")}
+            f" exit_code, failed_children FROM task_runs WHERE id IN ({_ids(task_ids)})"))}
     count = 0
     for (at, run_id, tr_id, _state, detail), event in items:
         run = runs.get(run_id)
         if run is None:
             continue
-        rules = rules_for(tx, int(run[1]))
+        rules = rules_for(tx, int(run.version_id))
         if not any(event in r.events for r in rules):
             continue
-        task = None
+        task: dict[str, Any] | None = None
         error = detail
         if tr_id is not None:
             t = tasks.get(tr_id)
             # Stage barriers are bookkeeping; foreach items report through their foreach task
             # (one notification when it fails, not one per item).
-            if t is None or t[2] == "barrier" or t[3] is not None:
+            if t is None or t.kind == "barrier" or t.parent_id is not None:
                 continue
-            task = {"name": str(t[1]), "kind": str(t[2]), "attempt": int(t[5]),
-                    "max_attempts": int(t[6]), "exit_code": t[8],
-                    "error": _masked(t[7] if detail is None else detail)}
-            if t[2] == "foreach":
-                task["failed_items"] = int(t[9] or 0)
+            task = {"name": str(t.task), "kind": str(t.kind), "attempt": int(t.attempts),
+                    "max_attempts": int(t.max_attempts), "exit_code": t.exit_code,
+                    "error": _masked(t.error if detail is None else detail)}
+            if t.kind == "foreach":
+                task["failed_items"] = int(t.failed_children or 0)
             error = task["error"]
         elif event == "run_failed":
-            error = run[8] or _failed_tasks(tx, run_id)
+            error = run.error or _failed_tasks(tx, run_id)
         payload: dict[str, Any] = {
-            "job": str(run[2]),
-            "run": {"id": run_id, "state": str(run[3]), "trigger": str(run[4]),
-                    "params": json.loads(run[9]) if run[9] else {},
-                    "created_at": iso(run[5]), "started_at": iso(run[6]),
-                    "finished_at": iso(run[7]), "url": _run_url(tx.store, run_id)},
+            "job": str(run.job),
+            "run": {"id": run_id, "state": str(run.state), "trigger": str(run.trigger),
+                    "params": json.loads(run.params) if run.params else {},
+                    "created_at": iso(run.created_at), "started_at": iso(run.started_at),
+                    "finished_at": iso(run.finished_at), "url": _run_url(tx.store, run_id)},
             "task": task,
             "error": _masked(error) if event in ("run_failed", "task_failed",
                                                  "task_retrying") else None,
             "detail": _detail(detail) if event.startswith("deadline") else None,
         }
-        count += _insert(tx, rules, event, at, payload, str(run[2]), run_id, tr_id)
+        count += _insert(tx, rules, event, at, payload, str(run.job), run_id, tr_id)
     return count
 
 
@@ -225,7 +259,7 @@ def _failed_tasks(tx: Tx, run_id: int) -> str | None:
         " AND kind <> 'barrier' AND parent_id IS NULL ORDER BY id LIMIT 6", {"r": run_id})
     if not rows:
         return None
-    names = [str(r[0]) for r in rows[:5]]
+    names = [str(task) for task, _item in rows[:5]]
     return "failed: " + ", ".join(names) + (", ..." if len(rows) > 5 else "")
 
 
@@ -234,8 +268,9 @@ def agent_lost(tx: Tx, agent_id: int, run_ids: Iterable[int], at: float) -> int:
     list agent_lost hears of it once per run of that job the agent was working on."""
     row = tx.one("SELECT name, host, pid, heartbeat_at FROM agents WHERE id = :a",
                  {"a": agent_id})
-    agent = {"id": agent_id, "name": row[0] if row else None, "host": row[1] if row else None,
-             "pid": row[2] if row else None, "last_heartbeat_at": iso(row[3]) if row else None}
+    name, host, pid, heartbeat_at = row if row is not None else (None, None, None, None)
+    agent = {"id": agent_id, "name": name, "host": host, "pid": pid,
+             "last_heartbeat_at": iso(heartbeat_at)}
     count = _insert(tx, config(tx.store).defaults, "agent_lost", at,
                     {"job": None, "run": None, "task": None, "agent": agent,
                      "runs": sorted(set(run_ids)), "error": "agent lost",
@@ -297,7 +332,8 @@ def renew_lease(tx: Tx, holder: str, now: float, until: float, *, create: bool
         " = :h) RETURNING (SELECT MIN(next_at) FROM notifications WHERE state = 'pending')",
         {"h": holder, "u": until, "n": LEASE_NAME, "t": now})
     if row is not None:
-        return True, None if row[0] is None else float(row[0])
+        (due,) = row
+        return True, None if due is None else float(due)
     if create and tx.run("INSERT INTO leases (name, holder, until) VALUES (:n, :h, :u)"
                          " ON CONFLICT (name) DO NOTHING",
                          {"n": LEASE_NAME, "h": holder, "u": until}) == 1:
@@ -412,19 +448,22 @@ def list_notifications(tx: Tx, *, failed_only: bool = False, limit: int = 50,
         "SELECT id, event, created_at, job, run_id, task_run_id, channel, state, attempts,"
         f" next_at, delivered_at, last_error FROM notifications{clause}"
         " ORDER BY id DESC LIMIT :n", {"n": limit})
-    out = [NotificationInfo(int(r[0]), str(r[1]), float(r[2]), r[3], r[4], r[5],
-                            Channel.from_json(r[6]), str(r[7]), int(r[8]),
-                            float(r[9]) if r[7] == "pending" else None, r[10], r[11], [])
-           for r in rows]
+    out = [NotificationInfo(int(i), str(event), float(created_at), job, run, task_run,
+                            Channel.from_json(channel), str(state), int(attempts),
+                            float(next_at) if state == "pending" else None, delivered_at,
+                            last_error, [])
+           for (i, event, created_at, job, run, task_run, channel, state, attempts, next_at,
+                delivered_at, last_error) in rows]
     if out:
         by_id = {n.id: n for n in out}
-        for a in tx.all(
+        for (notification_id, attempt, sender, started_at, finished_at, ok, status,
+             error) in tx.all(
                 "SELECT notification_id, attempt, sender, started_at, finished_at, ok, status,"
                 " error FROM notification_attempts WHERE notification_id IN"
                 f" ({_ids(by_id)}) ORDER BY notification_id, attempt"):
-            by_id[int(a[0])].tries.append(AttemptInfo(
-                int(a[1]), str(a[2]), float(a[3]), a[4], None if a[5] is None else bool(a[5]),
-                a[6], a[7]))
+            by_id[int(notification_id)].tries.append(AttemptInfo(
+                int(attempt), str(sender), float(started_at), finished_at,
+                None if ok is None else bool(ok), status, error))
     return out
 
 

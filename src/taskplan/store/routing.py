@@ -84,5 +84,6 @@ def wait_facts(tx: Tx, run_id: int, now: float) -> RunWaitFacts | None:
                 f" 'running' AND t.pool = p.name) FROM pools p WHERE p.name IN ({marks})",
                 params):
             pools[str(name)] = (int(size), int(used))
-    return RunWaitFacts(str(run[0]), run[1], run[2], int(run[3]), run[4], run[5], tasks, pools,
-                        live_agents(tx, now))
+    state, halt, halt_stage, running, max_parallel, pin_agent_id = run
+    return RunWaitFacts(str(state), halt, halt_stage, int(running), max_parallel, pin_agent_id,
+                        tasks, pools, live_agents(tx, now))
