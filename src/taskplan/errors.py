@@ -60,7 +60,3 @@ class StoreConflictError(StoreUnavailableError):
 
     Nothing was written, so running it again is safe; daemons retry it like an outage.
     """
-
-
-class StaleAttemptError(TaskplanError):
-    """A finish or heartbeat carried a fencing token that is no longer current."""

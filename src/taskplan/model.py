@@ -1,4 +1,4 @@
-"""Definitions and records as frozen dataclasses, and the state machines of runs and task runs.
+"""Definitions and records as frozen dataclasses, and the states of runs and task runs.
 
 Nothing here does I/O. `spec` builds these from job files; `store` persists their plain-data form;
 `engine` moves records between the states declared here.
@@ -62,52 +62,11 @@ class TaskRunKind(StrEnum):
     BARRIER = "barrier"
 
 
-TERMINAL_TASK_STATES: frozenset[TaskState] = frozenset(
-    {
-        TaskState.SUCCEEDED,
-        TaskState.FAILED,
-        TaskState.UPSTREAM_FAILED,
-        TaskState.SKIPPED,
-        TaskState.CANCELLED,
-    }
-)
 TERMINAL_RUN_STATES: frozenset[RunState] = frozenset(
     {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}
 )
 # Upstream end states that count as "failed" for trigger rules.
 FAILED_LIKE: frozenset[TaskState] = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
-
-_T = TaskState
-# Every allowed move of a task run. `retry RUN` moves terminal non-success states back to
-# pending/ready, which is why terminal states have outgoing edges.
-TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    _T.PENDING: frozenset({_T.READY, _T.RUNNING, _T.SUCCEEDED, _T.FAILED, _T.UPSTREAM_FAILED,
-                           _T.SKIPPED, _T.CANCELLED}),
-    _T.READY: frozenset({_T.RUNNING, _T.SKIPPED, _T.CANCELLED, _T.PENDING}),
-    _T.RUNNING: frozenset({_T.SUCCEEDED, _T.FAILED, _T.RETRYING, _T.CANCELLED, _T.READY,
-                           _T.PENDING}),
-    _T.RETRYING: frozenset({_T.READY, _T.FAILED, _T.CANCELLED, _T.SKIPPED}),
-    _T.SUCCEEDED: frozenset(),
-    _T.FAILED: frozenset({_T.PENDING, _T.READY}),
-    _T.UPSTREAM_FAILED: frozenset({_T.PENDING, _T.READY}),
-    _T.SKIPPED: frozenset({_T.PENDING, _T.READY}),
-    _T.CANCELLED: frozenset({_T.PENDING, _T.READY}),
-}
-
-_R = RunState
-RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    _R.QUEUED: frozenset({_R.RUNNING, _R.CANCELLED, _R.SUCCEEDED, _R.FAILED}),
-    _R.RUNNING: frozenset({_R.STOPPING, _R.SUCCEEDED, _R.FAILED, _R.CANCELLED}),
-    _R.STOPPING: frozenset({_R.FAILED, _R.CANCELLED}),
-    _R.SUCCEEDED: frozenset(),
-    _R.FAILED: frozenset({_R.RUNNING}),
-    _R.CANCELLED: frozenset({_R.RUNNING}),
-}
-
-
-def can_move(old: TaskState, new: TaskState) -> bool:
-    return new in TASK_TRANSITIONS[old]
-
 
 class TriggerRule(StrEnum):
     ALL_SUCCESS = "all_success"

@@ -20,7 +20,6 @@ tasks:
 def test_estimate_is_the_median_of_the_newest_samples() -> None:
     got = estimate([10.0, 12.0, 11.0, 500.0, 9.0])
     assert got.seconds == 11.0 and got.samples == 5
-    assert got.low == 9.0 and got.high == 500.0
     old_slow = [1.0] * SAMPLES + [1000.0] * 50  # newest first: only the newest SAMPLES count
     assert estimate(old_slow).seconds == 1.0
     assert estimate([]).seconds == DEFAULT_SECONDS and estimate([]).samples == 0

@@ -128,14 +128,6 @@ def _in_memory(url: str) -> bool:
     return scheme.lower().startswith("sqlite") and rest.split("?", 1)[0] in ("", "/", "/:memory:")
 
 
-def dispose_engines() -> None:
-    with _engines_lock:
-        engines = list(_engines.values())
-        _engines.clear()
-    for engine in engines:
-        engine.dispose()
-
-
 def connection_url(request: ExecRequest) -> tuple[str, str]:
     """(connection name, expanded URL) of a sql task."""
     name = request.spec.connection or ""

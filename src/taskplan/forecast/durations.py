@@ -2,10 +2,9 @@
 
 The store hands over a bounded `History` (the successful attempts of the job's last runs,
 read at forecast time: nothing is aggregated while tasks run). Each estimate is the median of
-the newest `SAMPLES` durations, robust to the odd slow night; the spread (10th to 90th
-percentile) is kept to say how sure it is. Foreach tasks are estimated per item and scaled by
-the item count (the literal `values`, else the median count of past runs); a `job` task by the
-child job's own run durations. A task never seen takes `DEFAULT_SECONDS`.
+the newest `SAMPLES` durations, robust to the odd slow night. Foreach tasks are estimated per
+item and scaled by the item count (the literal `values`, else the median count of past runs);
+a `job` task by the child job's own run durations. A task never seen takes `DEFAULT_SECONDS`.
 """
 
 from __future__ import annotations
@@ -26,8 +25,6 @@ DEFAULT_ITEMS = 1
 class Estimate:
     seconds: float
     samples: int  # 0: the default, nothing was known
-    low: float
-    high: float
 
 
 @dataclass
@@ -44,11 +41,8 @@ class History:
 def estimate(samples: Sequence[float], default: float = DEFAULT_SECONDS) -> Estimate:
     recent = [max(0.0, s) for s in samples[:SAMPLES]]
     if not recent:
-        return Estimate(default, 0, default, default)
-    ordered = sorted(recent)
-    k = len(ordered) - 1
-    return Estimate(statistics.median(ordered), len(ordered), ordered[round(0.1 * k)],
-                    ordered[round(0.9 * k)])
+        return Estimate(default, 0)
+    return Estimate(statistics.median(recent), len(recent))
 
 
 class DurationModel:

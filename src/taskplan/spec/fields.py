@@ -217,7 +217,6 @@ NonNegInt = Annotated[int, PlainValidator(_whole(0))]
 PosInt = Annotated[int, PlainValidator(_whole(1))]
 Backoff = Annotated[float, PlainValidator(_number_at_least(1))]
 Duration = Annotated[float, PlainValidator(_duration(positive=False))]
-PosDuration = Annotated[float, PlainValidator(_duration(positive=True))]
 Text = Annotated[str, PlainValidator(_text(nonempty=False, numbers=True))]
 NonEmptyText = Annotated[str, PlainValidator(_text(nonempty=True))]
 EnvValue = Annotated[str, PlainValidator(_env_value)]
@@ -230,13 +229,7 @@ TaskName = Annotated[
         TASK_NAME_RE, "a task name of letters, digits, _ and - (not starting with -)")),
 ]
 AgentLabel = Annotated[str, PlainValidator(_pattern(AGENT_LABEL_RE, AGENT_LABEL_WORDS))]
-PythonRef = Annotated[
-    str, PlainValidator(_pattern(PYTHON_REF_RE, "a callable as module.path:function"))
-]
-TimeZoneName = Annotated[str, PlainValidator(_timezone)]
 Clock = Annotated[time, PlainValidator(_clock)]
-StartAt = Annotated[datetime, PlainValidator(_local_datetime(end_of_day=False))]
-EndAt = Annotated[datetime, PlainValidator(_local_datetime(end_of_day=True))]
 Day = Annotated[date, PlainValidator(_date)]
 Minute = Annotated[int, PlainValidator(_int_range(0, 59, "a minute from 0 to 59"))]
 Hour = Annotated[int, PlainValidator(_int_range(0, 23, "an hour from 0 to 23"))]

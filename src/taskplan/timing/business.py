@@ -134,7 +134,6 @@ class ShiftedWalls:
         self.closed = closed
         self.shift = shift
         self.every_hour = inner.every_hour
-        self._times: tuple[time, ...] | None = None
 
     def _source_days(self, day: date) -> list[date]:
         """The days of the inner form whose firings land on `day` after shifting."""
