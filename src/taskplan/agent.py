@@ -20,8 +20,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from jinja2 import TemplateError
-
 from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome, StepResult
 from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
@@ -29,6 +27,7 @@ from taskplan.executors import AttemptContext, Cancellation, ExecRequest, execut
 from taskplan.executors.base import SqlSetupError, missing_result
 from taskplan.model import JobSpec, TaskSpec, TaskState
 from taskplan.redact import mask_url
+from taskplan.spec import templating
 from taskplan.spec.templating import is_template, render
 from taskplan.store import ops
 from taskplan.store.db import Backoff, retrying
@@ -475,7 +474,7 @@ class Agent:
         began = time.monotonic()
         try:
             outcome = self._execute(claim, cancel)
-        except TemplateError as exc:
+        except templating.TemplateError as exc:  # looked up (Jinja loaded) only on an error
             # A template that renders badly (an undefined name, a bad filter argument) is the
             # job's mistake: one line in the attempt's log and its error, no traceback.
             message = f"template error: {exc.message or exc}".splitlines()[0]

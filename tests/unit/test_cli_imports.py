@@ -84,3 +84,16 @@ def test_the_probe_sees_heavy_modules(store: tuple[Path, str], tmp_path: Path) -
     code, modules = run(tmp_path, "--db", store[1], "validate", str(job))
     assert code == 0
     assert "pydantic" in loaded(modules, HEAVY)
+
+
+def test_a_shell_job_runs_without_templates_display_forecaster_or_sqlalchemy(
+        store: tuple[Path, str], tmp_path: Path) -> None:
+    """`run` of a shell job without templates or deadline, output to a pipe: Jinja, rich, the
+    forecaster, SQLAlchemy and the other executors stay unloaded (the file is still validated,
+    with pydantic)."""
+    job = tmp_path / "one.yaml"
+    job.write_text('job: one\ntasks:\n  only:\n    shell: ["true"]\n')
+    code, modules = run(tmp_path, "--db", store[1], "run", str(job))
+    assert code == 0
+    assert loaded(modules, ("jinja2", "rich", "taskplan.forecast", "sqlalchemy", "alembic",
+                            "taskplan.executors.python", "taskplan.executors.sql")) == []

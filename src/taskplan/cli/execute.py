@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
@@ -29,13 +30,15 @@ from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.cli.terminal_text import safe_line
 from taskplan.config import Settings
 from taskplan.engine import Engine, waiting
-from taskplan.engine.deadlines import DeadlineWatch
 from taskplan.errors import ConflictError, NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.notify.sender import Sender, start_sender
 from taskplan.spec import load_job_file
 from taskplan.store import reports
 from taskplan.store.db import retrying
+
+if TYPE_CHECKING:
+    from taskplan.engine.deadlines import DeadlineWatch
 
 DEFAULT_WORKERS = max(2, min(8, os.cpu_count() or 2))
 # How long `taskplan run` waits at the end for its notifications' first try.
@@ -274,6 +277,8 @@ def deadline_watch(engine: Engine, run_id: int) -> DeadlineWatch | None:
     version_id, _ = engine.run_meta(run_id)
     if engine.job_spec(version_id).deadline is None:
         return None
+    from taskplan.engine.deadlines import DeadlineWatch  # with the forecaster: only if needed
+
     return DeadlineWatch(engine, default_tz=engine.default_tz, only=run_id)
 
 

@@ -9,11 +9,6 @@ from collections import Counter, deque
 from typing import Any
 
 import click
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
 from taskplan.cli.common import duration, short_time
 from taskplan.cli.terminal_text import safe_line
@@ -122,6 +117,12 @@ class RichProgress:
         self.run_id = run_id
         self.job = job
         self.started = time.monotonic()
+        # rich is imported for a terminal only: on a pipe it would cost a one-task run more
+        # than the run itself.
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
         self.live = Live(Text("starting…"), console=Console(), refresh_per_second=8,
                          transient=False)
 
@@ -134,6 +135,11 @@ class RichProgress:
         self.live.__exit__(*exc)
 
     def update(self) -> None:
+        from rich.console import Group
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
         with self.store.read() as tx:
             counts = reports.state_counts(tx, self.run_id)
             active = tx.all(

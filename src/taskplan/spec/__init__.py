@@ -10,18 +10,50 @@ Choices the contract leaves open:
   checked as templates.
 """
 
-from taskplan.spec.loader import (
-    Definitions,
-    calendar_from_definition,
-    definition_hash,
-    expand_paths,
-    job_from_definition,
-    load_definitions,
-    load_job_file,
-    load_job_files,
-    load_job_text,
-    validate_files,
-)
+# The names below are imported on first use: a module that needs one piece of this package
+# (templating for the agent, durations for `stop`, the digest for `apply`) must not load the
+# job-file schema, whose pydantic models cost more than the rest of a quick command.
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskplan.spec.digest import definition_hash
+    from taskplan.spec.loader import (
+        Definitions,
+        calendar_from_definition,
+        expand_paths,
+        job_from_definition,
+        load_definitions,
+        load_job_file,
+        load_job_files,
+        load_job_text,
+        validate_files,
+    )
+
+_LOADER = "taskplan.spec.loader"
+_HOMES = {
+    "Definitions": _LOADER,
+    "calendar_from_definition": _LOADER,
+    "definition_hash": "taskplan.spec.digest",
+    "expand_paths": _LOADER,
+    "job_from_definition": _LOADER,
+    "load_definitions": _LOADER,
+    "load_job_file": _LOADER,
+    "load_job_files": _LOADER,
+    "load_job_text": _LOADER,
+    "validate_files": _LOADER,
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
 
 __all__ = [
     "Definitions",

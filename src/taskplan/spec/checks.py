@@ -10,8 +10,6 @@ import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
-
 from taskplan import dag
 from taskplan.model import Foreach, TaskSpec
 from taskplan.spec import templating
@@ -265,6 +263,8 @@ def _templates(r: Reporter, defaults: Settings | None, tasks: Mapping[str, TaskM
 def _check_template(r: Reporter, path: Path, text: str) -> set[str] | None:
     if not templating.is_template(text):
         return None
+    from jinja2 import TemplateSyntaxError  # only text that is a template loads Jinja
+
     try:
         used = templating.referenced_roots(text)
     except TemplateSyntaxError as exc:

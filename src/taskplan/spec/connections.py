@@ -33,7 +33,7 @@ SHARED: ContextVar[frozenset[str]] = ContextVar("taskplan_shared_connections",
 
 
 class ConnectionsFile(_Model):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     connections: Annotated[dict[str, f.NonEmptyText], f.MappingIn]
     description: f.Text = ""

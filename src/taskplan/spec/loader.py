@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -326,9 +324,3 @@ def job_from_definition(definition: dict[str, Any], source_path: str, base_dir: 
     if out.spec is None:
         raise DefinitionError(out.problems)
     return out.spec
-
-
-def definition_hash(definition: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON form: sorted keys, no spaces, UTF-8."""
-    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

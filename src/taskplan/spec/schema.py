@@ -91,7 +91,10 @@ Trigger = Annotated[TriggerRule, PlainValidator(f.choice(TriggerRule))]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    # defer_build: a model's validator is built when it first validates, so a file without
+    # schedules, triggers or calendars never pays for building theirs.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False,
+                              defer_build=True)
 
 
 def _deadline_of(v: Any) -> str:

@@ -7,13 +7,21 @@ Identifiers go through the ``ident`` filter, whose quoting the caller picks per 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, meta, nodes, pass_context
-from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+if TYPE_CHECKING:
+    from jinja2 import TemplateError as TemplateError  # resolved by __getattr__ at run time
+    from jinja2 import nodes
+    from jinja2.sandbox import SandboxedEnvironment
+
+    ENV: SandboxedEnvironment
+
+# Jinja is imported when a template is first compiled or parsed, not with this module: the
+# agent imports it for every task, and most commands and arguments are not templates.
+# `TemplateError` and `ENV` are attributes resolved on first use (module __getattr__ below).
 
 ALLOWED_ROOTS: frozenset[str] = frozenset({"params", "item", "run", "tasks"})
 # What `run.` offers (the agent builds it) and what `tasks.<name>.` offers.
@@ -31,21 +39,45 @@ def quote_double(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-@pass_context
-def _ident(context: Context, value: Any) -> str:
-    quote: Callable[[str], str] = context.get(_QUOTE_KEY, quote_double)
-    return quote(str(value))
-
-
 def _make_env() -> SandboxedEnvironment:
+    from jinja2 import StrictUndefined, pass_context
+    from jinja2.runtime import Context
+    from jinja2.sandbox import SandboxedEnvironment
+
+    @pass_context
+    def ident(context: Context, value: Any) -> str:
+        quote: Callable[[str], str] = context.get(_QUOTE_KEY, quote_double)
+        return quote(str(value))
+
     env = SandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
-    env.filters["ident"] = _ident
+    env.filters["ident"] = ident
     return env
 
 
-ENV: SandboxedEnvironment = _make_env()
+_env: SandboxedEnvironment | None = None
+_env_lock = threading.Lock()
+
+
+def environment() -> SandboxedEnvironment:
+    """The one shared sandboxed environment (created, and Jinja imported, on first use)."""
+    global _env
+    if _env is None:
+        with _env_lock:
+            if _env is None:
+                _env = _make_env()
+    return _env
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ENV":
+        return environment()
+    if name == "TemplateError":  # for `except templating.TemplateError`, looked up lazily
+        from jinja2 import TemplateError
+
+        return TemplateError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_template(text: str) -> bool:
@@ -55,7 +87,7 @@ def is_template(text: str) -> bool:
 @lru_cache(maxsize=1024)
 def _compiled(template: str) -> Any:
     # A foreach task renders one template 100,000 times; compile it once.
-    return ENV.from_string(template)
+    return environment().from_string(template)
 
 
 def render(
@@ -73,17 +105,21 @@ def render(
 
 
 def _parse(template: str) -> nodes.Template:
-    return ENV.parse(template)
+    return environment().parse(template)
 
 
 def referenced_roots(template: str) -> set[str]:
     """Top-level names the template reads (raises jinja2.TemplateSyntaxError if malformed)."""
+    from jinja2 import meta
+
     return set(meta.find_undeclared_variables(_parse(template)))
 
 
 def referenced_task_results(template: str) -> set[str]:
     """Task names read as ``tasks.X`` or ``tasks['X']`` (assignments that shadow ``tasks``
     are rare enough to ignore)."""
+    from jinja2 import nodes
+
     found: set[str] = set()
     tree = _parse(template)
     for attr in tree.find_all(nodes.Getattr):
@@ -102,6 +138,8 @@ def attribute_uses(template: str) -> list[tuple[str, str, str | None]]:
 
     Raises jinja2.TemplateSyntaxError if malformed.
     """
+    from jinja2 import nodes
+
     tree = _parse(template)
     called = {id(c.node) for c in tree.find_all(nodes.Call) if isinstance(c, nodes.Call)}
     found: list[tuple[str, str, str | None]] = []
