@@ -134,19 +134,19 @@ class Scheduler:
             self._compiled.clear()
             self._calendar_stamp = stamp
         jobs = []
-        for job_id, name, version_id, applied_at in rows:
-            spec = self.engine.job_spec(int(version_id))
+        for row in rows:
+            spec = self.engine.job_spec(row.version_id)
             if not spec.schedules:
                 continue
-            compiled = self._compiled.get(int(version_id))
+            compiled = self._compiled.get(row.version_id)
             if compiled is None:
                 try:
                     compiled = compile_job(spec, self.default_tz, calendars)
                 except ValueError as exc:
-                    log.error("job %s: schedules unusable: %s", name, exc)
+                    log.error("job %s: schedules unusable: %s", row.name, exc)
                     compiled = []
-                self._compiled[int(version_id)] = compiled
-            jobs.append(_Job(int(job_id), str(name), int(version_id), float(applied_at), spec,
+                self._compiled[row.version_id] = compiled
+            jobs.append(_Job(row.job_id, row.name, row.version_id, row.applied_at, spec,
                              compiled))
         self._jobs = jobs
         self._mark = mark
@@ -270,9 +270,9 @@ class Scheduler:
         started: list[int] = []
         now = self.clock()
         with self.store.tx() as tx:
-            for (run_id,) in sched_ops.startable_queued(tx):
-                if run_id is not None and sched_ops.start_queued(tx, int(run_id), now):
-                    started.append(int(run_id))
+            for run_id in sched_ops.startable_queued(tx):
+                if sched_ops.start_queued(tx, run_id, now):
+                    started.append(run_id)
             for backfill_id in sched_ops.queued_backfills(tx):
                 started.extend(sched_ops.start_backfill_runs(tx, backfill_id, now))
             tx.wake = bool(started)

@@ -67,11 +67,11 @@ def check_trigger(tx: Tx, job_id: int, trig: TriggerSpec, now: float) -> Trigger
     waiting: list[str] = []
     for name in trig.after:
         jid = ids.get(name)
-        row = None if jid is None else sched_ops.latest_finished_run(tx, jid)
-        if row is None:
+        last_run = None if jid is None else sched_ops.latest_finished_run(tx, jid)
+        if last_run is None:
             waiting.append(f"{name} (no ended run)")
             continue
-        rid, state, finished = int(row[0]), str(row[1]), float(row[2] or 0.0)
+        rid, state, finished = last_run.run_id, last_run.state, last_run.finished_at or 0.0
         if trig.status == "succeeded" and state != "succeeded":
             waiting.append(f"{name} (run {rid} {state})")
         elif trig.within is not None and finished < now - trig.within:
@@ -112,13 +112,13 @@ def _index(engine: Engine, tx: Tx) -> _Index:
     if found is not None and found.mark == mark:
         return found
     by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]] = {}
-    for job_id, _name, version_id, _created in sched_ops.current_jobs(tx):
-        spec = engine.job_spec(int(version_id), tx)
+    for job in sched_ops.current_jobs(tx):
+        spec = engine.job_spec(job.version_id, tx)
         if not spec.enabled:
             continue  # a disabled job is started by hand only
         for trig in spec.triggers:
             for up in trig.after:
-                by_upstream.setdefault(up, []).append((int(job_id), int(version_id), trig))
+                by_upstream.setdefault(up, []).append((job.job_id, job.version_id, trig))
     found = _Index(mark, by_upstream)
     _INDEXES[engine] = found
     return found
@@ -129,9 +129,9 @@ def after_run_end(engine: Engine, tx: Tx, run: RunRow, now: float) -> list[int]:
     if run.parent_task_run_id is not None:
         return []
     started: list[int] = []
-    for (queued,) in sched_ops.startable_queued(tx, run.job_id):
-        if queued is not None and sched_ops.start_queued(tx, int(queued), now):
-            started.append(int(queued))
+    for queued in sched_ops.startable_queued(tx, run.job_id):
+        if sched_ops.start_queued(tx, queued, now):
+            started.append(queued)
             tx.wake = True
     if run.trigger == "backfill" and run.trigger_ref and run.trigger_ref.isdigit():
         more = sched_ops.start_backfill_runs(tx, int(run.trigger_ref), now)

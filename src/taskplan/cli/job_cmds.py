@@ -120,11 +120,11 @@ def connections_cmd(db: str | None, as_json: bool) -> None:
     ctx = get_context(db)
     with ctx.engine.store.read() as tx:
         applied = connection_ops.all_connections(tx)
-    rows = [(c.name, c.url, c.source) for c in applied]
     local = ctx.settings.connections
     where = str(ctx.settings.config_path or "taskplan.toml")
     # taskplan.toml wins over an applied file of the same name (this host's own setting).
-    rows = [r for r in rows if r[0] not in local] + [(n, u, where) for n, u in local.items()]
+    rows = [(c.name, c.url, c.source) for c in applied if c.name not in local]
+    rows += [(n, u, where) for n, u in local.items()]
     out = [{"name": n, "url": mask_url(u) if clear_password(u) else u, "source": s}
            for n, u, s in sorted(rows)]
     if as_json:

@@ -91,7 +91,7 @@ class Commands(SubRuns):
         """The other jobs whose current version starts `name` (a `job:` task) or waits for it
         (a cross-job trigger), as "job fe (task sub)" / "job down (trigger)"."""
         with self.store.read() as tx:
-            versions = [(str(n), int(v)) for _, n, v, _ in sched_ops.current_jobs(tx)]
+            versions = [(j.name, j.version_id) for j in sched_ops.current_jobs(tx)]
         found = []
         for job, version_id in versions:
             if job == name:

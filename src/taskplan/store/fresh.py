@@ -41,7 +41,8 @@ def create_sqlite(conn: sqlite3.Connection) -> bool:
     statements = [s.strip() for s in ddl.split(";\n") if s.strip()]
     conn.execute("BEGIN IMMEDIATE")  # two first openers: the second waits, then sees tables
     try:
-        if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+        (existing,) = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        if existing:
             conn.execute("ROLLBACK")
             return False
         for statement in statements:
@@ -66,7 +67,7 @@ def render_sqlite(path: str) -> str:
             " ORDER BY rowid").fetchall()
     finally:
         conn.close()
-    body = ";\n".join(r[0] for r in rows)
+    body = ";\n".join(str(sql) for (sql,) in rows)
     return f"{_REVISION_LINE}{migrate.HEAD}\n-- Rendered by `python -m taskplan.store.fresh` " \
            f"from the migrations; do not edit.\n{body};\n"
 

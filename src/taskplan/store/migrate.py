@@ -27,7 +27,7 @@ def is_current(dbapi_conn: Any) -> bool:
         dbapi_conn.rollback()
         return False
     dbapi_conn.rollback()
-    return [r[0] for r in rows] == [HEAD]
+    return [version for (version,) in rows] == [HEAD]
 
 
 def has_store(dbapi_conn: Any) -> bool:

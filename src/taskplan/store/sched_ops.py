@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from taskplan.store.db import Row, Tx
+from taskplan.store.db import Tx
 
 ACTIVE_RUN = ("queued", "running", "stopping")
 
@@ -36,11 +36,10 @@ def holds_lease(tx: Tx, name: str, holder: str, now: float) -> bool:
     """Fencing: is `holder` still the unexpired holder? (Locks the row on PostgreSQL.)"""
     row = tx.one(f"SELECT holder, until FROM leases WHERE name = :n{tx.dialect.for_update}",
                  {"n": name})
-    return row is not None and row[0] == holder and float(row[1]) >= now
-
-
-def lease_row(tx: Tx, name: str) -> Row | None:
-    return tx.one("SELECT holder, until FROM leases WHERE name = :n", {"n": name})
+    if row is None:
+        return False
+    current, until = row
+    return bool(current == holder and float(until) >= now)
 
 
 def release_lease(tx: Tx, name: str, holder: str) -> None:
@@ -53,18 +52,27 @@ def definitions_mark(tx: Tx) -> tuple[int, float]:
     """Changes whenever a job is added or gets a new version (the scheduler's wake check)."""
     row = tx.one("SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM jobs")
     assert row is not None
-    return int(row[0]), float(row[1])
+    count, latest = row
+    return int(count), float(latest)
 
 
 def job_of_version(tx: Tx, version_id: int) -> int:
     return int(tx.scalar("SELECT job_id FROM job_versions WHERE id = :v", {"v": version_id}))
 
 
-def current_jobs(tx: Tx) -> list[Row]:
-    """(job_id, name, current version id, that version's created_at) of every job."""
-    return tx.all(
+@dataclass(frozen=True)
+class CurrentJob:
+    job_id: int
+    name: str
+    version_id: int  # its current version
+    applied_at: float  # when that version was applied
+
+
+def current_jobs(tx: Tx) -> list[CurrentJob]:
+    """Every job (not deleted) at its current version, by id."""
+    return [CurrentJob(int(j), str(n), int(v), float(t)) for j, n, v, t in tx.all(
         "SELECT j.id, j.name, v.id, v.created_at FROM jobs j"
-        " JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.id")
+        " JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.id")]
 
 
 def job_names(tx: Tx) -> list[str]:
@@ -96,7 +104,7 @@ def set_schedule_paused(tx: Tx, job_id: int, key: str, paused: bool, now: float)
 
 
 def paused_schedules(tx: Tx, job_id: int) -> set[str]:
-    return {str(r[0]) for r in tx.all(
+    return {str(k) for (k,) in tx.all(
         "SELECT schedule_key FROM paused_schedules WHERE job_id = :j", {"j": job_id})}
 
 
@@ -156,16 +164,16 @@ def active_runs(tx: Tx, job_id: int) -> dict[str, int]:
     return {str(s): int(n) for s, n in rows}
 
 
-def startable_queued(tx: Tx, job_id: int | None = None) -> list[Row]:
+def startable_queued(tx: Tx, job_id: int | None = None) -> list[int]:
     """The oldest queued run of each job (or of one job) that has no run in progress."""
     scope = "" if job_id is None else " AND q.job_id = :j"
-    return tx.all(
+    return [int(i) for (i,) in tx.all(
         "SELECT MIN(q.id) FROM runs q WHERE q.state = 'queued' AND q.trigger <> 'backfill'"
         f" AND q.parent_task_run_id IS NULL{scope} AND NOT EXISTS (SELECT 1 FROM runs a"
         " WHERE a.job_id = q.job_id AND a.state IN ('running', 'stopping')"
         " AND a.parent_task_run_id IS NULL AND a.trigger <> 'backfill') GROUP BY q.job_id",
         {"j": job_id},
-    )
+    ) if i is not None]
 
 
 def start_queued(tx: Tx, run_id: int, now: float) -> bool:
@@ -239,9 +247,10 @@ def start_backfill_runs(tx: Tx, backfill_id: int, now: float) -> list[int]:
                  f"{tx.dialect.for_update}", {"b": backfill_id})
     if row is None:
         return []
-    ref = {"j": row[0], "ref": str(backfill_id)}
+    job_id, max_active = row
+    ref = {"j": job_id, "ref": str(backfill_id)}
     where = " FROM runs WHERE job_id = :j AND trigger = 'backfill' AND trigger_ref = :ref"
-    room = 1_000_000 if row[1] is None else int(row[1]) - int(tx.scalar(
+    room = 1_000_000 if max_active is None else int(max_active) - int(tx.scalar(
         "SELECT COUNT(*)" + where + " AND state IN ('running', 'stopping')", ref))
     if room <= 0:
         return []
@@ -261,12 +270,23 @@ def job_ids(tx: Tx, names: tuple[str, ...]) -> dict[str, int]:
         f"SELECT id, name FROM jobs WHERE name IN ({marks})", params)}
 
 
-def latest_finished_run(tx: Tx, job_id: int) -> Row | None:
-    """(id, state, finished_at) of the job's most recently ended top-level run."""
-    return tx.one(
+@dataclass(frozen=True)
+class FinishedRun:
+    run_id: int
+    state: str  # succeeded | failed | cancelled
+    finished_at: float | None
+
+
+def latest_finished_run(tx: Tx, job_id: int) -> FinishedRun | None:
+    """The job's most recently ended top-level run."""
+    row = tx.one(
         "SELECT id, state, finished_at FROM runs WHERE job_id = :j"
         " AND parent_task_run_id IS NULL AND state IN ('succeeded', 'failed', 'cancelled')"
         " ORDER BY finished_at DESC, id DESC LIMIT 1", {"j": job_id})
+    if row is None:
+        return None
+    run_id, state, finished_at = row
+    return FinishedRun(int(run_id), str(state), finished_at)
 
 
 def last_trigger_firing(tx: Tx, job_id: int, index: int) -> str | None:
