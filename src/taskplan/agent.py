@@ -25,7 +25,7 @@ from taskplan.engine import Claim, Engine, Outcome, StepResult
 from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
 from taskplan.executors.base import SqlSetupError, missing_result
-from taskplan.model import JobSpec, TaskSpec, TaskState
+from taskplan.model import JobSpec, TaskRunKind, TaskSpec, TaskState
 from taskplan.redact import mask_url
 from taskplan.spec import templating
 from taskplan.spec.templating import is_template, render
@@ -526,7 +526,7 @@ class Agent:
                   "run": {"id": claim.run_id, "job": job.name, "attempt": claim.attempt,
                           "fire_time": fire_time},
                   "tasks": TaskResultsView(results)}
-        if claim.kind == "foreach":
+        if claim.kind == TaskRunKind.FOREACH:
             return self._expand(claim, job, task, values, results)
         if task.kind == "job":
             return self._start_child(claim, task, values)

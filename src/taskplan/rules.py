@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from taskplan import dag
 from taskplan.model import (
     JobSpec,
+    TaskRunKind,
     TaskSpec,
     TaskState,
     TriggerRule,
@@ -18,7 +19,7 @@ from taskplan.model import (
 
 def resolve_trigger(kind: str, rule: str, failed_up: int) -> TaskState:
     """The state a task run takes once all its upstreams have finished."""
-    if kind == "barrier":
+    if kind == TaskRunKind.BARRIER:
         return TaskState.UPSTREAM_FAILED if failed_up else TaskState.SUCCEEDED
     if rule == TriggerRule.ALL_DONE:
         return TaskState.READY
@@ -115,7 +116,7 @@ def initial_states(spec: JobSpec, ups: dict[str, list[str]]) -> dict[str, tuple[
             if pending[down]:
                 continue
             task = by_name.get(down)
-            kind = "barrier" if task is None else "task"
+            kind = TaskRunKind.BARRIER if task is None else TaskRunKind.TASK
             rule = str(task.trigger) if task is not None else str(TriggerRule.ALL_DONE)
             states[down] = resolve_trigger(kind, rule, 0)
             if states[down] != TaskState.READY:

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from taskplan.model import TaskRunKind
+
 if TYPE_CHECKING:
     from taskplan.backfill import Backfill
     from taskplan.forecast import RunForecast
@@ -60,8 +62,8 @@ def task_run(t: TaskRunInfo, waiting: str | None = None) -> dict[str, Any]:
         "attempts": t.attempts, "started_at": iso(t.started_at),
         "finished_at": iso(t.finished_at), "exit_code": t.exit_code, "result": t.result,
         "error": t.error,
-        **({"items": t.items} if t.kind == "foreach" else {}),
-        **({"child_run_id": t.child_run_id} if t.kind == "job" or t.child_run_id else {}),
+        **({"items": t.items} if t.kind == TaskRunKind.FOREACH else {}),
+        **({"child_run_id": t.child_run_id} if t.kind == TaskRunKind.JOB or t.child_run_id else {}),
         **({"waiting": waiting} if waiting is not None else {}),
     }
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from taskplan.forecast.durations import DurationModel
 from taskplan.forecast.simulate import Node, Prediction, SimRun, simulate
-from taskplan.model import JobSpec, TaskSpec, TriggerRule
+from taskplan.model import JobSpec, TaskRunKind, TaskSpec, TriggerRule
 from taskplan.rules import initial_states, plan_upstreams
 
 PLANNED_RUN = 0  # the run id the simulator knows a planned run by
@@ -25,8 +25,10 @@ class RunForecast:
     basis: str
 
 
-def task_kind(spec: TaskSpec) -> str:
-    return "foreach" if spec.foreach is not None else "job" if spec.kind == "job" else "task"
+def task_kind(spec: TaskSpec) -> TaskRunKind:
+    if spec.foreach is not None:
+        return TaskRunKind.FOREACH
+    return TaskRunKind.JOB if spec.kind == "job" else TaskRunKind.TASK
 
 
 def task_node(spec: TaskSpec, model: DurationModel, **state: object) -> Node:
@@ -42,7 +44,7 @@ def task_node(spec: TaskSpec, model: DurationModel, **state: object) -> Node:
 
 
 def barrier_node(name: str, ups: list[str], **state: object) -> Node:
-    node = Node(key=name, task=name, kind="barrier", ups=tuple(ups),
+    node = Node(key=name, task=name, kind=TaskRunKind.BARRIER, ups=tuple(ups),
                 stage=int(name[len("@stage"):]), trigger=str(TriggerRule.ALL_DONE))
     for key, value in state.items():
         setattr(node, key, value)

@@ -26,12 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from taskplan.dag import chain_back
-from taskplan.model import FAILED_LIKE, OnFailure, TaskState
+from taskplan.model import FAILED_LIKE, Halt, OnFailure, TaskRunKind, TaskState
 from taskplan.rules import RunShare, fair_shares, resolve_trigger
 
 ACTIVE = frozenset({"pending", "ready", "running", "retrying"})
 # Halts after which no new task run starts at all (finish_stage still starts low stages).
-FULL_HALTS = frozenset({"stop", "cancel", "user_stop", "user_cancel"})
+FULL_HALTS = frozenset({Halt.STOP, Halt.CANCEL, Halt.USER_STOP, Halt.USER_CANCEL})
 # An expanded foreach that the simulator invents items for is simulated item by item up to
 # this many items; past it, in this many equal groups (the finish barely moves, the cost does).
 MAX_ITEMS = 2000
@@ -173,7 +173,7 @@ class _Sim:
                     elif upstate in FAILED_LIKE or upstate == TaskState.CANCELLED:
                         n.failed_up += 1
         for i, n in enumerate(self.nodes):  # pending with nothing left to wait for
-            if n.state == "pending" and n.waiting == 0 and n.node.kind != "item":
+            if n.state == "pending" and n.waiting == 0 and n.node.kind != TaskRunKind.ITEM:
                 self._resolve(i, self.now)
         for run_id, left in self.unfinished.items():
             if left == 0:
@@ -186,14 +186,14 @@ class _Sim:
         n = self.nodes[i]
         node = n.node
         n.start = node.started_at if node.started_at is not None else self.now
-        if node.kind == "foreach":
+        if node.kind == TaskRunKind.FOREACH:
             if n.children_left:  # expanded: it ends with its last item, off any slot
                 return
             self.running[n.run] += 1
             self._expand(i, self.now)
             return
         self.running[n.run] += 1
-        if node.kind == "job":
+        if node.kind == TaskRunKind.JOB:
             if node.child_run is not None and node.child_run in self.runs:
                 self.child_of[node.child_run] = i
                 return
@@ -234,7 +234,7 @@ class _Sim:
             self.busy -= 1
             if n.node.pool is not None:
                 self.pool_used[n.node.pool] -= 1
-        if n.node.kind != "foreach":
+        if n.node.kind != TaskRunKind.FOREACH:
             self.running[n.run] -= 1
         self._settle(i, TaskState.SUCCEEDED, t)
 
@@ -249,7 +249,7 @@ class _Sim:
             n.finish = t
             run_id = n.run
             self.unfinished[run_id] -= 1
-            if st == TaskState.SUCCEEDED and n.node.kind != "barrier":
+            if st == TaskState.SUCCEEDED and n.node.kind != TaskRunKind.BARRIER:
                 self.last_end[run_id] = i  # events come in time order: this is the latest
             failed = 1 if (st in FAILED_LIKE or st == TaskState.CANCELLED
                            or n.carries_failure) else 0
@@ -271,10 +271,11 @@ class _Sim:
                     if dn.waiting > 0:
                         continue
                     dn.cause = i
-                    new = resolve_trigger(dn.node.kind if dn.node.kind == "barrier" else "task",
+                    new = resolve_trigger(dn.node.kind if dn.node.kind == TaskRunKind.BARRIER
+                                          else TaskRunKind.TASK,
                                           dn.node.trigger, dn.failed_up)
                     if (skip_failed and new == TaskState.UPSTREAM_FAILED
-                            and dn.node.kind != "barrier"):
+                            and dn.node.kind != TaskRunKind.BARRIER):
                         new = TaskState.SKIPPED
                         dn.carries_failure = True
                     if new == TaskState.READY:
@@ -289,8 +290,8 @@ class _Sim:
 
     def _resolve(self, i: int, t: float) -> None:
         n = self.nodes[i]
-        new = resolve_trigger(n.node.kind if n.node.kind == "barrier" else "task",
-                              n.node.trigger, n.failed_up)
+        new = resolve_trigger(n.node.kind if n.node.kind == TaskRunKind.BARRIER
+                              else TaskRunKind.TASK, n.node.trigger, n.failed_up)
         if new == TaskState.READY:
             self._make_ready(i, t)
         else:
@@ -320,7 +321,7 @@ class _Sim:
 
     def _claim(self, run_id: int, share: int, t: float) -> int:
         run = self.runs[run_id]
-        max_stage = run.halt_stage if run.halt == "finish_stage" else None
+        max_stage = run.halt_stage if run.halt == Halt.FINISH_STAGE else None
         heap = self.ready[run_id]
         taken: list[tuple[int, float, int, int]] = []
         kept: list[tuple[int, float, int, int]] = []
@@ -335,7 +336,7 @@ class _Sim:
         for entry in taken:
             i = entry[3]
             node = self.nodes[i].node
-            pool = node.pool if node.kind != "foreach" else None
+            pool = node.pool if node.kind != TaskRunKind.FOREACH else None
             if (pool is not None and pool in self.pools
                     and self.pool_used.get(pool, 0) >= self.pools[pool]):
                 kept.append(entry)  # a claim skips it; it stays ready
@@ -352,10 +353,10 @@ class _Sim:
         n.state = "running"
         n.start = t
         self.running[n.run] += 1
-        if node.kind == "foreach":
+        if node.kind == TaskRunKind.FOREACH:
             self._expand(i, t)
             return
-        if node.kind != "job":
+        if node.kind != TaskRunKind.JOB:
             n.holds_slot = True
             self.busy += 1
             if node.pool is not None:
@@ -375,8 +376,8 @@ class _Sim:
         groups = min(count, MAX_ITEMS)
         seconds = node.seconds * count / groups
         for k in range(groups):
-            child = Node(key=f"{node.key}[{k}]", task=node.task, kind="item", state="ready",
-                         parent=node.key, seconds=seconds, priority=node.priority,
+            child = Node(key=f"{node.key}[{k}]", task=node.task, kind=TaskRunKind.ITEM,
+                         state="ready", parent=node.key, seconds=seconds, priority=node.priority,
                          pool=node.pool, stage=node.stage, shown=False)
             j = self._add(n.run, child)
             c = self.nodes[j]
@@ -393,7 +394,7 @@ class _Sim:
         for n in self.nodes:
             if n.finish is not None:
                 ends[n.run] = max(ends.get(n.run, n.finish), n.finish)
-            if (n.start is not None and n.finish is not None and n.node.kind != "barrier"
+            if (n.start is not None and n.finish is not None and n.node.kind != TaskRunKind.BARRIER
                     and n.node.shown and n.node.state in ACTIVE):
                 spans[n.run][n.node.key] = (n.start, n.finish)
         out: dict[int, Prediction] = {}
@@ -419,7 +420,7 @@ class _Sim:
         names: list[str] = []
         for i in chain_back(last, before):
             n = self.nodes[i]
-            if (n.node.kind != "barrier" and n.state == TaskState.SUCCEEDED
+            if (n.node.kind != TaskRunKind.BARRIER and n.state == TaskState.SUCCEEDED
                     and (not names or names[-1] != n.node.task)):
                 names.append(n.node.task)
         return names

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskplan.model import TaskRunKind
 from taskplan.store.db import Tx
 from taskplan.store.ops import loads
 from taskplan.store.reports import (
@@ -214,8 +215,8 @@ def run_graph(tx: Tx, run_id: int) -> RunGraph:
                       exit_code, error, child_run_id, ready_at, pool)
                  in tx.all(f"SELECT {_NODE_COLS} FROM task_runs WHERE id IN ({marks})"
                            " AND parent_id IS NULL ORDER BY id")]
-    fans = [n for n in nodes if n.kind == "foreach"]
-    total = sum(1 for n in nodes if n.kind not in ("barrier", "foreach"))
+    fans = [n for n in nodes if n.kind == TaskRunKind.FOREACH]
+    total = sum(1 for n in nodes if n.kind not in (TaskRunKind.BARRIER, TaskRunKind.FOREACH))
     if len(fans) == 1:
         counts = {str(s): int(c) for s, c in tx.all(
             "SELECT state, COUNT(*) FROM task_runs WHERE run_id = :r GROUP BY state",

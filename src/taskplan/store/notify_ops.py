@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
+from taskplan.model import TaskRunKind
 from taskplan.notify.rules import Channel, Rule, rules_from
 from taskplan.redact import mask_url
 from taskplan.store.tx import Tx
@@ -213,12 +214,12 @@ def from_events(tx: Tx, items: Sequence[tuple[EventRow, str]]) -> int:
             t = tasks.get(tr_id)
             # Stage barriers are bookkeeping; foreach items report through their foreach task
             # (one notification when it fails, not one per item).
-            if t is None or t.kind == "barrier" or t.parent_id is not None:
+            if t is None or t.kind == TaskRunKind.BARRIER or t.parent_id is not None:
                 continue
             task = {"name": str(t.task), "kind": str(t.kind), "attempt": int(t.attempts),
                     "max_attempts": int(t.max_attempts), "exit_code": t.exit_code,
                     "error": _masked(t.error if detail is None else detail)}
-            if t.kind == "foreach":
+            if t.kind == TaskRunKind.FOREACH:
                 task["failed_items"] = int(t.failed_children or 0)
             error = task["error"]
         elif event == "run_failed":

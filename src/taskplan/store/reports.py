@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from taskplan.model import TaskRunKind
 from taskplan.store import notify_ops
 from taskplan.store.db import Store, Tx
 from taskplan.store.job_admin import delete_runs
@@ -102,12 +103,12 @@ def task_runs(tx: Tx, run_id: int) -> list[TaskRunInfo]:
     out = []
     for (tr_id, name, stored, index, item, state, attempts, started_at, finished_at, exit_code,
          result, error, stage, child_run_id) in rows:
-        kind = ("foreach" if stored == "foreach" else "item" if index is not None
+        kind = ("foreach" if stored == TaskRunKind.FOREACH else "item" if index is not None
                 else "job" if str(name) in sub_jobs else "task")
         out.append(TaskRunInfo(
             int(tr_id), str(name), kind, index, loads(item), str(state), int(attempts),
             started_at, finished_at, exit_code, loads(result), error, stage, child_run_id,
-            items.get(int(tr_id), {}) if kind == "foreach" else None))
+            items.get(int(tr_id), {}) if kind == TaskRunKind.FOREACH else None))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from taskplan.model import TaskRunKind
 from taskplan.store.db import Tx
 
 WAITING_STATES = ("pending", "ready", "retrying")
@@ -73,7 +74,8 @@ def wait_facts(tx: Tx, run_id: int, now: float) -> RunWaitFacts | None:
                 " AND u.parent_id IS NULL ORDER BY u.task", {"r": run_id}):
             waiting = by_id.get(int(down))
             if waiting is not None:
-                waiting.upstreams.append((str(name), stage if kind == "barrier" else None))
+                waiting.upstreams.append(
+                    (str(name), stage if kind == TaskRunKind.BARRIER else None))
     pools: dict[str, tuple[int, int]] = {}
     names = sorted({t.pool for t in tasks if t.pool is not None and t.state == "ready"})
     if names:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from taskplan import shapes
 from taskplan.errors import NotFoundError, UsageError
-from taskplan.model import RunState
+from taskplan.model import RunState, TaskRunKind
 from taskplan.store import console
 from taskplan.store.reports import TaskRunInfo
 from taskplan.web import actions, views
@@ -177,7 +177,7 @@ def task_logs(request: Request, run_id: int, task: str,
               offset: int = Query(0, ge=0)) -> dict[str, Any]:
     ctx = ctx_of(request)
     tr = resolve_task_run(ctx, run_id, task, item)
-    if tr.kind == "foreach":
+    if tr.kind == TaskRunKind.FOREACH:
         raise UsageError(f"{task} is a foreach task: pick one of its items with item=N")
     number = attempt or tr.attempts
     if number < 1 or number > tr.attempts:

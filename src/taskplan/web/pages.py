@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from taskplan.errors import NotFoundError, UsageError
-from taskplan.model import RunState, TaskState
+from taskplan.model import RunState, TaskRunKind, TaskState
 from taskplan.store import console
 from taskplan.timing.calendar import ExceptionRule
 from taskplan.web import svg, text, views
@@ -112,12 +112,12 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
         links = console.run_links(tx, info, [t.name for t in spec.tasks if t.kind == "job"])
         counts: dict[str, int] = {}
         for n in graph.nodes:
-            if n.kind == "foreach":
+            if n.kind == TaskRunKind.FOREACH:
                 for s, c in n.items.items():
                     counts[s] = counts.get(s, 0) + c
-            elif n.kind != "barrier":
+            elif n.kind != TaskRunKind.BARRIER:
                 counts[n.state] = counts.get(n.state, 0) + 1
-        gantt_ids = [n.id for n in graph.nodes if n.kind == "task"][: svg.MAX_GANTT_ROWS]
+        gantt_ids = [n.id for n in graph.nodes if n.kind == TaskRunKind.TASK][: svg.MAX_GANTT_ROWS]
         bars = console.attempt_bars(tx, gantt_ids)
         table = console.task_runs_page(tx, run_id, state=state,
                                        after_id=after if state else max(after, first - 1),
@@ -132,7 +132,7 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
                                    predicted=predicted),
         "table": table[:TABLE_PAGE], "table_more": len(table) > TABLE_PAGE,
         "reasons": reasons, "predicted": predicted,
-        "foreach": [n for n in graph.nodes if n.kind == "foreach"],
+        "foreach": [n for n in graph.nodes if n.kind == TaskRunKind.FOREACH],
     }
 
 
@@ -155,7 +155,7 @@ def task_page(request: Request, run_id: int, task: str, item: int | None = Query
     tr = resolve_task_run(ctx, run_id, task, item)
     store = ctx.engine.store
     values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item}
-    if tr.kind == "foreach":
+    if tr.kind == TaskRunKind.FOREACH:
         graph = views.run_graph(ctx, run_id)
         with store.read() as tx:
             items = [t for t in console.task_runs_page(

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from markupsafe import Markup, escape
 
 from taskplan.dag import decisive_chain
+from taskplan.model import TaskRunKind
 from taskplan.store.console import AttemptBar, GraphNode, RunGraph
 
 MAX_NODES = 300
@@ -40,7 +41,7 @@ def upstreams(graph: RunGraph) -> dict[int, list[int]]:
         out: list[int] = []
         for u in direct.get(i, []):
             node = by_id.get(u)
-            if node is not None and node.kind == "barrier":
+            if node is not None and node.kind == TaskRunKind.BARRIER:
                 if u not in seen:
                     seen.add(u)
                     out.extend(resolve(u, seen))
@@ -48,22 +49,22 @@ def upstreams(graph: RunGraph) -> dict[int, list[int]]:
                 out.append(u)
         return out
 
-    return {n.id: resolve(n.id, set()) for n in graph.nodes if n.kind != "barrier"}
+    return {n.id: resolve(n.id, set()) for n in graph.nodes if n.kind != TaskRunKind.BARRIER}
 
 
 def _end(n: GraphNode) -> float | None:
-    return n.items_finished if n.kind == "foreach" else n.finished_at
+    return n.items_finished if n.kind == TaskRunKind.FOREACH else n.finished_at
 
 
 def _start(n: GraphNode) -> float | None:
-    return n.items_started if n.kind == "foreach" and n.items_started else n.started_at
+    return n.items_started if n.kind == TaskRunKind.FOREACH and n.items_started else n.started_at
 
 
 def critical_path(graph: RunGraph) -> list[int]:
     """The chain that decided the finish: from the last task run to end, back through the
     upstream that finished last each time."""
     ends = {n.id: end for n in graph.nodes
-            if n.kind != "barrier" and (end := _end(n)) is not None}
+            if n.kind != TaskRunKind.BARRIER and (end := _end(n)) is not None}
     return decisive_chain(upstreams(graph), ends)
 
 
@@ -123,7 +124,7 @@ def graph_svg(run_id: int, graph: RunGraph, reasons: dict[int, str],
             out.append(f'<path class="{cls}" d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}"/>')
     for n in nodes:
         x, y = pos[n.id]
-        if n.kind == "barrier":
+        if n.kind == TaskRunKind.BARRIER:
             label = f"stage {n.stage} done" if n.stage is not None else "stage"
             out.append(f'<g class="node barrier st-{escape(n.state)}" data-state="'
                        f'{escape(n.state)}"><rect x="{x + NODE_W // 2 - 40}" y="{y + 8}"'
@@ -136,7 +137,7 @@ def graph_svg(run_id: int, graph: RunGraph, reasons: dict[int, str],
         tip = n.name + f" — {n.state}"
         if n.id in reasons:
             tip += f" — {reasons[n.id]}"
-        if n.kind == "foreach":
+        if n.kind == TaskRunKind.FOREACH:
             sub = item_summary(n.items)
         else:
             sub = n.state + (f" · try {n.attempts}" if n.attempts > 1 else "")
@@ -146,10 +147,10 @@ def graph_svg(run_id: int, graph: RunGraph, reasons: dict[int, str],
             f"<title>{escape(tip)}</title>"
             f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="5"/>'
             f'<text x="{x + 8}" y="{y + 16}" class="name">{escape(_short(n.name, 24))}'
-            f"{' x' + str(sum(n.items.values())) if n.kind == 'foreach' else ''}</text>"
+            f"{' x' + str(sum(n.items.values())) if n.kind == TaskRunKind.FOREACH else ''}</text>"
             f'<text x="{x + 8}" y="{y + 32}" class="sub">{escape(_short(sub, 30))}</text>')
         total = sum(n.items.values())
-        if n.kind == "foreach" and total:
+        if n.kind == TaskRunKind.FOREACH and total:
             bx = float(x)
             for s in ORDER:
                 if n.items.get(s):
@@ -178,7 +179,7 @@ def gantt_svg(graph: RunGraph, bars: list[AttemptBar], *, run_start: float | Non
     """One row per top-level task run: its attempts as bars (retries visible), a foreach group
     as one bar from its first item's start to its last item's end, predicted bars dashed."""
     now = now or time.time()
-    rows = [n for n in graph.nodes if n.kind != "barrier"]
+    rows = [n for n in graph.nodes if n.kind != TaskRunKind.BARRIER]
     rows.sort(key=lambda n: (_start(n) is None, _start(n) or 0.0, n.id))
     rows = rows[:MAX_GANTT_ROWS]
     by_task: dict[int, list[AttemptBar]] = {}
@@ -195,7 +196,7 @@ def gantt_svg(graph: RunGraph, bars: list[AttemptBar], *, run_start: float | Non
     t0 = min(starts)
     ends = [e for n in rows if (e := _end(n)) is not None] + [
         now for n in rows if n.state in ("running", "retrying") or (
-            n.kind == "foreach" and n.items.get("running"))]
+            n.kind == TaskRunKind.FOREACH and n.items.get("running"))]
     ends += [f for _, f in guesses.values()]
     t1 = max([*ends, t0 + 1.0])
     label_w, axis_w, row_h = 190, 760, 20
@@ -219,7 +220,7 @@ def gantt_svg(graph: RunGraph, bars: list[AttemptBar], *, run_start: float | Non
         out.append(f'<g class="row{" crit" if crit else ""}" data-task="{escape(n.name)}">'
                    f'<text class="label" x="4" y="{y + 13}">{"★ " if crit else ""}'
                    f"{escape(_short(n.name, 26))}</text>")
-        if n.kind == "foreach":
+        if n.kind == TaskRunKind.FOREACH:
             s, e = _start(n), _end(n)
             if s is not None:
                 end = now if n.items.get("running") or e is None else e
