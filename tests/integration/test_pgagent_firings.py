@@ -29,9 +29,9 @@ from pgagent_db import ZONE, add_job, bits, pga_next, pgagent_database
 
 from taskplan.importers.documents import write_all
 from taskplan.importers.pgagent import convert
-from taskplan.importers.pgagent_catalog import read_catalog
 from taskplan.model import JobSpec
 from taskplan.spec import job_from_definition
+from taskplan.store.pgagent_catalog import read_catalog
 from taskplan.timing import next_firings
 
 TZ = ZoneInfo(ZONE)

@@ -84,7 +84,7 @@ def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from taskplan.importers.pgagent import convert
-    from taskplan.importers.pgagent_catalog import CatalogError, read_catalog
+    from taskplan.store.pgagent_catalog import CatalogError, read_catalog
 
     try:
         catalog = read_catalog(source)

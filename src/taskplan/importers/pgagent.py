@@ -1,4 +1,4 @@
-"""pgAgent jobs -> taskplan job documents (pure; the catalog is read by `pgagent_catalog`).
+"""pgAgent jobs -> taskplan job documents (pure; `store.pgagent_catalog` reads the catalog).
 
 What maps to what (docs/migrating.md has the table):
 
@@ -26,9 +26,9 @@ from zoneinfo import ZoneInfo
 
 from taskplan.executors.sqltext import split_statements
 from taskplan.importers.documents import Imported, job_name, literal_text, task_name
-from taskplan.importers.pgagent_catalog import Catalog, PgJob, PgSchedule, PgStep
 from taskplan.model import Calendar
 from taskplan.spec.fields import AGENT_LABEL_RE
+from taskplan.store.pgagent_catalog import Catalog, PgJob, PgSchedule, PgStep
 from taskplan.timing.calendar import check_calendar
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from taskplan.importers.pgagent import calendar_fields, convert, parse_conninfo
-from taskplan.importers.pgagent_catalog import Catalog, PgJob, PgSchedule, PgStep
+from taskplan.store.pgagent_catalog import Catalog, PgJob, PgSchedule, PgStep
 
 
 def _bits(size: int, *on: int) -> tuple[bool, ...]:

@@ -1,7 +1,9 @@
 """Read pgAgent's catalog (`pgagent.pga_*`) from the user's PostgreSQL database.
 
 This is the user's database, not taskplan's store: it is read with psycopg directly, in one
-read-only transaction, and the rows come back as plain dataclasses for `importers.pgagent`.
+read-only transaction, and the rows come back as plain dataclasses for `importers.pgagent`
+(the pure converter). It lives in store/ because store/ holds every line of SQL taskplan runs,
+including what it reads from a pgAgent catalog it imports.
 """
 
 from __future__ import annotations
@@ -111,44 +113,46 @@ def read_catalog(url: str) -> Catalog:
             conn.read_only = True
             cur = conn.cursor()
             cur.execute("SELECT to_regclass('pgagent.pga_schedule') IS NOT NULL")
-            row = cur.fetchone()
-            if not row or not row[0]:
+            (present,) = cur.fetchone() or (False,)
+            if not present:
                 raise CatalogError(
                     f"database {conn.info.dbname!r} has no pgAgent catalog (schema pgagent with"
                     " pga_job, pga_jobstep, pga_schedule); is the pgagent extension installed"
                     " there?")
             cur.execute("SHOW timezone")
-            tz_row = cur.fetchone()
-            zone = str(tz_row[0]) if tz_row else "UTC"
+            (zone,) = cur.fetchone() or ("UTC",)
             cur.execute(_EXCEPTIONS)
             exceptions: dict[int, list[PgException]] = {}
             for scid, exid, d, t in cur.fetchall():
                 exceptions.setdefault(int(scid), []).append(PgException(int(exid), d, t))
             cur.execute(_SCHEDULES)
             schedules: dict[int, list[PgSchedule]] = {}
-            for r in cur.fetchall():
-                schedules.setdefault(int(r[0]), []).append(PgSchedule(
-                    id=int(r[1]), name=str(r[2]), description=str(r[3] or ""),
-                    enabled=bool(r[4]), start=r[5], end=r[6], minutes=_bools(r[7], 60),
-                    hours=_bools(r[8], 24), weekdays=_bools(r[9], 7),
-                    monthdays=_bools(r[10], 32), months=_bools(r[11], 12),
-                    exceptions=tuple(exceptions.get(int(r[1]), ()))))
+            for (job_id, sc_id, name, desc, enabled, start, end, minutes, hours, weekdays,
+                 monthdays, months) in cur.fetchall():
+                schedules.setdefault(int(job_id), []).append(PgSchedule(
+                    id=int(sc_id), name=str(name), description=str(desc or ""),
+                    enabled=bool(enabled), start=start, end=end, minutes=_bools(minutes, 60),
+                    hours=_bools(hours, 24), weekdays=_bools(weekdays, 7),
+                    monthdays=_bools(monthdays, 32), months=_bools(months, 12),
+                    exceptions=tuple(exceptions.get(int(sc_id), ()))))
             cur.execute(_STEPS)
             steps: dict[int, list[PgStep]] = {}
-            for r in cur.fetchall():
-                steps.setdefault(int(r[0]), []).append(PgStep(
-                    id=int(r[1]), name=str(r[2]), description=str(r[3] or ""),
-                    enabled=bool(r[4]), kind=str(r[5]), code=str(r[6] or ""),
-                    connstr=str(r[7] or ""), dbname=str(r[8] or ""), on_error=str(r[9])))
+            for (job_id, st_id, name, desc, enabled, kind, code, connstr, dbname,
+                 on_error) in cur.fetchall():
+                steps.setdefault(int(job_id), []).append(PgStep(
+                    id=int(st_id), name=str(name), description=str(desc or ""),
+                    enabled=bool(enabled), kind=str(kind), code=str(code or ""),
+                    connstr=str(connstr or ""), dbname=str(dbname or ""),
+                    on_error=str(on_error)))
             cur.execute(_JOBS)
             jobs = tuple(
-                PgJob(id=int(r[0]), name=str(r[1]), description=str(r[2] or ""),
-                      job_class=str(r[3]), host_agent=str(r[4] or ""), enabled=bool(r[5]),
-                      steps=tuple(steps.get(int(r[0]), ())),
-                      schedules=tuple(schedules.get(int(r[0]), ())))
-                for r in cur.fetchall())
+                PgJob(id=int(job_id), name=str(name), description=str(desc or ""),
+                      job_class=str(job_class), host_agent=str(host_agent or ""),
+                      enabled=bool(enabled), steps=tuple(steps.get(int(job_id), ())),
+                      schedules=tuple(schedules.get(int(job_id), ())))
+                for job_id, name, desc, job_class, host_agent, enabled in cur.fetchall())
             info = conn.info
-            return Catalog(timezone=zone, host=info.host, port=int(info.port),
+            return Catalog(timezone=str(zone), host=info.host, port=int(info.port),
                            user=info.user, jobs=jobs)
     except psycopg.Error as exc:
         raise CatalogError(f"cannot read the pgAgent catalog: {_first_line(exc)}") from None
