@@ -24,7 +24,7 @@ from taskplan.attempt_log import AttemptLog
 from taskplan.engine import Claim, Engine, Outcome, StepResult
 from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
-from taskplan.executors.base import SqlSetupError, missing_result
+from taskplan.executors.base import LazyResults, SqlSetupError
 from taskplan.model import JobSpec, TaskRunKind, TaskSpec, TaskState
 from taskplan.redact import mask_url
 from taskplan.spec import templating
@@ -62,7 +62,7 @@ class _Outage:
         time.sleep(self.backoff.next())
 
 
-class UpstreamResults(Mapping[str, Any]):
+class UpstreamResults(LazyResults):
     """Results of the tasks a task waits for (by edge or by stage), by task name.
 
     Read from the store only when a task asks for them. Only tasks that succeeded have one; a
@@ -70,42 +70,19 @@ class UpstreamResults(Mapping[str, Any]):
     """
 
     def __init__(self, engine: Engine, run_id: int, names: tuple[str, ...]) -> None:
+        super().__init__(names)
         self._engine = engine
         self._run_id = run_id
-        self._names = names
-        self._cache: dict[str, Any] | None = None
 
-    def _load(self) -> dict[str, Any]:
-        if self._cache is None:
-            found: dict[str, Any] = {}
-            if self._names:
-                def read() -> dict[str, Any]:
-                    with self._engine.store.read() as tx:
-                        return ops.upstream_results(tx, self._run_id, self._names)
+    def _fetch(self) -> dict[str, Any]:
+        if not self.waits_for:
+            return {}
 
-                found = retrying(read, what="reading upstream results", give_up_after=300.0)
-            self._cache = found
-        return self._cache
+        def read() -> dict[str, Any]:
+            with self._engine.store.read() as tx:
+                return ops.upstream_results(tx, self._run_id, self.waits_for)
 
-    def __getitem__(self, key: str) -> Any:
-        found = self._load()
-        try:
-            return found[key]
-        except KeyError:
-            raise missing_result(key, self._names, found) from None
-
-    def __iter__(self) -> Any:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
-
-    def __repr__(self) -> str:
-        return repr(self._load())
-
-    @property
-    def waits_for(self) -> tuple[str, ...]:
-        return self._names
+        return retrying(read, what="reading upstream results", give_up_after=300.0)
 
 
 class TaskResultsView(Mapping[str, Any]):

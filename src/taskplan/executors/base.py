@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,40 @@ def missing_result(key: object, waits_for: Sequence[str], found: Mapping[str, An
                                   f" (results has: {have})")
     return MissingResultError(f"no result for {key!r}: not a task this one waits for"
                               f" (results has: {have})")
+
+
+class LazyResults(Mapping[str, Any]):
+    """`ctx.results`, read only when a task first asks (most never do): the agent reads the
+    store, a python worker asks its agent. `_fetch` returns the results; `waits_for` names the
+    tasks this one waits for (a missing key is explained by them)."""
+
+    def __init__(self, waits_for: Sequence[str] = ()) -> None:
+        self.waits_for = waits_for
+        self._found: dict[str, Any] | None = None
+
+    @abstractmethod
+    def _fetch(self) -> dict[str, Any]: ...
+
+    def _load(self) -> dict[str, Any]:
+        if self._found is None:
+            self._found = self._fetch()
+        return self._found
+
+    def __getitem__(self, key: str) -> Any:
+        found = self._load()
+        try:
+            return found[key]
+        except KeyError:
+            raise missing_result(key, self.waits_for, found) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return repr(self._load())
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
-from taskplan.executors.base import AttemptContext, ExecResult, missing_result
+from taskplan.executors.base import AttemptContext, ExecResult, LazyResults
 from taskplan.executors.python import InProcessRunner
 
 
@@ -91,36 +90,18 @@ class _FrameWriter:
         return "utf-8"
 
 
-class _RemoteResults(Mapping[str, Any]):
-    """ctx.results in a worker: fetched from the agent on first use (most tasks never ask)."""
+class _RemoteResults(LazyResults):
+    """ctx.results in a worker: fetched from the agent on first use."""
 
     def __init__(self, channel: _Channel) -> None:
+        super().__init__()
         self._channel = channel
-        self._found: dict[str, Any] | None = None
-        self._names: list[str] = []
 
-    def _load(self) -> dict[str, Any]:
-        if self._found is None:
-            self._channel.send(["results"])
-            reply = json.loads(self._channel.reader.recv_bytes())
-            self._found, self._names = dict(reply[1]), list(reply[2])
-        return self._found
-
-    def __getitem__(self, key: str) -> Any:
-        found = self._load()
-        try:
-            return found[key]
-        except KeyError:
-            raise missing_result(key, self._names, found) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._load())
-
-    def __repr__(self) -> str:
-        return repr(self._load())
+    def _fetch(self) -> dict[str, Any]:
+        self._channel.send(["results"])
+        reply = json.loads(self._channel.reader.recv_bytes())
+        self.waits_for = list(reply[2])
+        return dict(reply[1])
 
 
 class _Sink:
