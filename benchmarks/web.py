@@ -80,7 +80,7 @@ def _fill_history(store: Store, engine: Engine, jobs: int, runs: int, workdir: s
         with store.read() as tx:
             row = ops.job_by_name(tx, f"job{i:04d}")
         assert row is not None
-        job_of[version_id] = int(row[0])
+        job_of[version_id] = row.id
     now = time.time() - runs * 10.0
     batch = 5_000
     for first in range(0, runs, batch):

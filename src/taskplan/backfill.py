@@ -57,7 +57,7 @@ class Backfill:
 
 def locate(engine: Engine, job: str) -> tuple[job_admin.LiveJob, int, JobSpec]:
     """The job, its current version id and definition; NotFoundError with a guess if none."""
-    from taskplan.engine.commands import unknown_job
+    from taskplan.engine.definitions import unknown_job
 
     with engine.store.read() as tx:
         found = job_admin.live_job(tx, job)

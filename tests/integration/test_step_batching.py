@@ -4,6 +4,7 @@ each finish had been recorded one by one by the general path."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from engine_helpers import apply_job
 
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.model import TaskState
-from taskplan.store.db import Store, Tx
+from taskplan.store.db import Store
 
 JOB = """
 job: batching_{policy}
@@ -35,16 +36,10 @@ tasks:
 """
 
 
-class OneByOne(Engine):
+def OneByOne(store: Store, clock: Callable[[], float]) -> Engine:
     """The reference: every finish recorded on its own (the path before batching), in Python
     on every backend."""
-
-    def _step_on_server(self, *args: Any) -> None:
-        return None
-
-    def _finish_run(self, tx: Tx, finished: Any, now: float, result: Any) -> None:
-        for claim, outcome in finished:
-            self._finish(tx, claim, outcome, now, result)
+    return Engine(store, clock, one_by_one=True)
 
 
 class Clock:

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from taskplan.engine import Engine
-from taskplan.engine.dispatch import STEP_CALL
 from taskplan.spec import load_job_text
 from taskplan.store import ops
+from taskplan.store.claims import STEP_CALL
 from taskplan.store.db import Store
 from taskplan.store.dialects.postgresql import to_pyformat
 

@@ -14,10 +14,10 @@ import pytest
 
 from taskplan.agent import Agent
 from taskplan.engine import Engine
-from taskplan.engine.dispatch import STEP_CALL
 from taskplan.errors import StoreUnavailableError
 from taskplan.spec import load_job_text
 from taskplan.store import ops
+from taskplan.store.claims import STEP_CALL
 from taskplan.store.db import NOTIFY_CHANNEL, Store
 from taskplan.store.dialects.postgresql import to_pyformat
 

@@ -157,7 +157,7 @@ def _trigger_waits(engine: object, version_id: int) -> list[dict[str, object]]:
     import time
 
     from taskplan.engine import Engine
-    from taskplan.triggers import trigger_waits
+    from taskplan.engine.triggers import trigger_waits
 
     assert isinstance(engine, Engine)
     spec = engine.job_spec(version_id)

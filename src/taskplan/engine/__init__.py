@@ -1,15 +1,14 @@
 """What happens on each transition: readying dependants, trigger rules, on_failure policies,
 run completion, claims shared fairly across runs, stop/cancel/retry, and lease recovery.
 
-Every public method is one short transaction on the store. Dispatch is incremental: finishing a
-task run decrements a counter on each dependant and readies those that reach zero, so the cost
-of a transition is O(its edges) whatever the size of the run.
-
-The engine is a stack of small layers, each a class extending the one below:
-definitions -> dispatch -> subruns -> commands -> recovery (which defines `Engine`).
+`Engine` (engine/facade.py) is the one entry point; each of its methods is one short
+transaction, carried out by a module of functions over the store (see facade.py for which
+module owns what). Dispatch is incremental: finishing a task run decrements a counter on each
+dependant and readies those that reach zero, so the cost of a transition is O(its edges)
+whatever the size of the run.
 
 The names below are imported on first use: importing a submodule (`taskplan.engine.waiting`,
-for `status`) runs this file first, and must not load every layer of the engine with it.
+for `status`) runs this file first, and must not load every module of the engine with it.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from taskplan.engine.facade import Engine
     from taskplan.engine.records import Claim, Outcome, StepResult
-    from taskplan.engine.recovery import Engine
     from taskplan.engine.rules import (
         RunShare,
         fair_shares,
@@ -32,7 +31,7 @@ _HOMES = {
     "Claim": "taskplan.engine.records",
     "Outcome": "taskplan.engine.records",
     "StepResult": "taskplan.engine.records",
-    "Engine": "taskplan.engine.recovery",
+    "Engine": "taskplan.engine.facade",
     "RunShare": "taskplan.engine.rules",
     "fair_shares": "taskplan.engine.rules",
     "plan_upstreams": "taskplan.engine.rules",

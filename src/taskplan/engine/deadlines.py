@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from taskplan.engine.definitions import Definitions
 from taskplan.engine.forecasts import forecast_runs
 from taskplan.forecast import RunForecast
 from taskplan.forecast.deadlines import AT_RISK, MISSED, deadline_at
 from taskplan.shapes import iso
 from taskplan.store import deadlines as ops
+
+if TYPE_CHECKING:
+    from taskplan.engine.facade import Engine
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ def detail(deadline: float, forecast: RunForecast | None) -> str:
 
 
 class DeadlineWatch:
-    def __init__(self, engine: Definitions, *, default_tz: str = "UTC",
+    def __init__(self, engine: Engine, *, default_tz: str = "UTC",
                  every: float = CHECK_EVERY, clock: Callable[[], float] | None = None,
                  only: int | None = None) -> None:
         self.engine = engine

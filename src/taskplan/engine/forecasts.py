@@ -60,7 +60,8 @@ def spec_loader(store: Store) -> SpecOf:
                 row = ops.version_row(tx, version_id)
             if row is None:
                 raise KeyError(version_id)
-            cache[version_id] = job_from_definition(ops.loads(row[4]), row[5], row[6])
+            cache[version_id] = job_from_definition(ops.loads(row.definition), row.source_path,
+                                                    row.base_dir)
         return cache[version_id]
 
     return spec_of

@@ -1,31 +1,16 @@
-"""What the engine hands out and takes back: claims, outcomes, step results."""
+"""What the engine hands out and takes back: claims, outcomes, step results, and the changes
+one transition collects before writing them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskplan.model import (
-    TaskState,
-)
+from taskplan.model import TaskState
+from taskplan.store.claims import Claim
 from taskplan.store.ops import TaskRunRow
 
-
-@dataclass(frozen=True)
-class Claim:
-    """A task run handed to an agent; (task_run_id, attempt) is its fencing token."""
-
-    task_run_id: int
-    run_id: int
-    version_id: int
-    task: str
-    kind: str
-    item: Any
-    attempt: int
-    max_attempts: int
-    stage: int | None
-    pool: str | None
-    parent_id: int | None
+__all__ = ["Claim", "Delta", "Outcome", "StepResult"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +27,10 @@ class Outcome:
     # does not include the time the outcome waited for the dispatcher's next transaction.
     ended_at: float | None = None
 
+    def ended(self, now: float) -> float:
+        """When the attempt ended, never after `now` (a slot's clock may run ahead)."""
+        return now if self.ended_at is None else min(self.ended_at, now)
+
 
 @dataclass
 class StepResult:
@@ -52,7 +41,9 @@ class StepResult:
 
 
 @dataclass
-class _Delta:
+class Delta:
+    """What settling some task runs of one run changed, written once at the step's close."""
+
     unfinished: int = 0
     running: int = 0
     ready: int = 0
@@ -60,4 +51,3 @@ class _Delta:
     events: list[tuple[float, int, int | None, str, str | None]] = field(default_factory=list)
     writes: list[tuple[int, str]] = field(default_factory=list)
     policy_failures: list[TaskRunRow] = field(default_factory=list)
-

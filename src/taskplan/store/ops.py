@@ -27,8 +27,19 @@ def loads(text: str | None) -> Any:
 
 
 # -- jobs ---------------------------------------------------------------------------------
-def job_by_name(tx: Tx, name: str) -> Row | None:
-    return tx.one("SELECT id, name, current_version_id FROM jobs WHERE name = :n", {"n": name})
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    name: str
+    current_version_id: int | None  # None: the job was deleted
+
+
+def job_by_name(tx: Tx, name: str) -> JobRow | None:
+    row = tx.one("SELECT id, name, current_version_id FROM jobs WHERE name = :n", {"n": name})
+    if row is None:
+        return None
+    job_id, job_name, current = row
+    return JobRow(int(job_id), str(job_name), None if current is None else int(current))
 
 
 def insert_job(tx: Tx, name: str, now: float) -> int:
@@ -38,12 +49,25 @@ def insert_job(tx: Tx, name: str, now: float) -> int:
     ))
 
 
-def version_row(tx: Tx, version_id: int) -> Row | None:
-    return tx.one(
+@dataclass(frozen=True)
+class VersionRow:
+    id: int
+    job_id: int
+    version: int
+    spec_hash: str
+    definition: str  # JSON text
+    source_path: str
+    base_dir: str
+    created_at: float
+
+
+def version_row(tx: Tx, version_id: int) -> VersionRow | None:
+    row = tx.one(
         "SELECT id, job_id, version, spec_hash, definition, source_path, base_dir, created_at"
         " FROM job_versions WHERE id = :v",
         {"v": version_id},
     )
+    return None if row is None else VersionRow(*row)
 
 
 def pinned_and_current(tx: Tx, run_id: int) -> tuple[str, int, int, int | None, int | None] | None:
@@ -268,9 +292,11 @@ def claim_candidates_sql(dialect: Dialect, staged: bool,
 
 
 def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None,
-                     label_sets: Iterable[int] | None = None) -> list[Row]:
-    return tx.all(claim_candidates_sql(tx.dialect, max_stage is not None, label_sets),
+                     label_sets: Iterable[int] | None = None) -> list[tuple[int, str | None]]:
+    """(id, pool) of a run's ready task runs this claim may take, best first."""
+    rows = tx.all(claim_candidates_sql(tx.dialect, max_stage is not None, label_sets),
                   {"r": run_id, "k": limit, "ms": max_stage})
+    return [(int(i), pool) for i, pool in rows]
 
 
 def mark_running(tx: Tx, ids: Sequence[int], agent_id: int, now: float) -> list[Row]:
@@ -436,21 +462,25 @@ def set_states(tx: Tx, rows: Sequence[tuple[int, str]], now: float) -> None:
     )
 
 
-def running_of_run(tx: Tx, run_id: int) -> list[Row]:
-    return tx.all(
-        "SELECT id, attempts FROM task_runs WHERE run_id = :r AND state = 'running'",
-        {"r": run_id},
-    )
+@dataclass(frozen=True)
+class UnfinishedTaskRun:
+    id: int
+    state: str
+    kind: str
+    pending_children: int
+    child_run_id: int | None
 
 
-def unfinished_of_run(tx: Tx, run_id: int) -> list[Row]:
-    """(id, state, kind, pending_children, child_run_id) of a run's unfinished task runs."""
-    return tx.all(
+def unfinished_of_run(tx: Tx, run_id: int) -> list[UnfinishedTaskRun]:
+    rows = tx.all(
         "SELECT id, state, kind, pending_children, child_run_id FROM task_runs"
         " WHERE run_id = :r"
         " AND state IN ('pending', 'ready', 'running', 'retrying')",
         {"r": run_id},
     )
+    return [UnfinishedTaskRun(int(i), str(state), str(kind), int(children or 0),
+                              None if child is None else int(child))
+            for i, state, kind, children, child in rows]
 
 
 def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
@@ -479,12 +509,14 @@ def runs_with_due_retries(tx: Tx, now: float) -> list[int]:
     )]
 
 
-def due_retries(tx: Tx, now: float) -> list[Row]:
-    return tx.all(
+def due_retries(tx: Tx, now: float) -> list[tuple[int, int]]:
+    """Retries whose delay is over become ready: (task run id, run id) of each."""
+    rows = tx.all(
         "UPDATE task_runs SET state = 'ready' WHERE state = 'retrying' AND ready_at <= :t"
         " RETURNING id, run_id",
         {"t": now},
     )
+    return [(int(t), int(r)) for t, r in rows]
 
 
 def next_retry_due(tx: Tx) -> float | None:
@@ -500,16 +532,32 @@ PIN_FREE = (
 )
 
 
-def claimable_runs(tx: Tx, root_run_id: int | None, agent_id: int) -> list[Row]:
-    """(id, priority, running, ready, max_parallel, halt, halt_stage, version_id,
-    max_label_set) of the runs this agent may claim from."""
+@dataclass(frozen=True)
+class ClaimableRun:
+    id: int
+    priority: int
+    running: int
+    ready: int
+    max_parallel: int | None
+    halt: str | None
+    halt_stage: int | None
+    version_id: int
+    max_label_set: int  # the highest label set its task runs need (0: none)
+
+
+def claimable_runs(tx: Tx, root_run_id: int | None, agent_id: int) -> list[ClaimableRun]:
+    """The runs this agent may claim from (running, with ready task runs, not halted)."""
     scope = "" if root_run_id is None else " AND root_run_id = :root"
-    return tx.all(
+    rows = tx.all(
         "SELECT id, priority, running, ready, max_parallel, halt, halt_stage, version_id,"
         " max_label_set FROM runs WHERE state = 'running' AND ready > 0"
         f" AND (halt IS NULL OR halt = 'finish_stage'){scope} AND {PIN_FREE}",
         {"root": root_run_id, "agent": agent_id},
     )
+    return [ClaimableRun(int(i), int(prio), int(running), int(ready), max_parallel, halt,
+                         halt_stage, int(version), int(labels or 0))
+            for i, prio, running, ready, max_parallel, halt, halt_stage, version, labels
+            in rows]
 
 
 # -- routing ------------------------------------------------------------------------------
@@ -705,10 +753,3 @@ def recovery_due(tx: Tx, me: int | None, since: float) -> float | None:
         " AND EXISTS (SELECT 1 FROM task_runs t WHERE t.agent_id = a.id"
         " AND t.state = 'running')", {"since": since, "me": -1 if me is None else me})
     return None if value is None else float(value)
-
-
-def running_of_agent(tx: Tx, agent_id: int) -> list[Row]:
-    return tx.all(
-        "SELECT id, attempts FROM task_runs WHERE agent_id = :a AND state = 'running'",
-        {"a": agent_id},
-    )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskplan import shapes
 from taskplan.engine import Engine
+from taskplan.engine.triggers import trigger_waits
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import JobSpec, ScheduleSpec
 from taskplan.redact import mask_url
@@ -18,7 +19,6 @@ from taskplan.store import console, reports
 from taskplan.store.reports import RunInfo
 from taskplan.timing import next_firings
 from taskplan.timing.jobs import calendar_names, calendar_skips, next_with_skips
-from taskplan.triggers import trigger_waits
 
 if TYPE_CHECKING:
     from taskplan.forecast.plan import RunForecast

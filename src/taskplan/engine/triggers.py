@@ -19,17 +19,14 @@ A trigger fires exactly once per set of qualifying upstream runs:
 from __future__ import annotations
 
 import hashlib
-import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from taskplan.engine import definitions, runs
+from taskplan.engine.context import Context, TriggerIndex
 from taskplan.model import TriggerSpec
-from taskplan.store import sched_ops
+from taskplan.store import run_ops, sched_ops
 from taskplan.store.db import Tx
 from taskplan.store.ops import RunRow
-
-if TYPE_CHECKING:
-    from taskplan.engine.definitions import Definitions as Engine
 
 # Primary-key column width of trigger_firings.upstream_key; longer sets are hashed.
 _KEY_MAX = 500
@@ -85,16 +82,6 @@ def check_trigger(tx: Tx, job_id: int, trig: TriggerSpec, now: float) -> Trigger
     return TriggerCheck(True, key=firing_key(parts))
 
 
-@dataclass
-class _Index:
-    mark: tuple[int, float]
-    # upstream job name -> (dependent job id, its current version id, the trigger)
-    by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]]
-
-
-_INDEXES: weakref.WeakKeyDictionary[Engine, _Index] = weakref.WeakKeyDictionary()
-
-
 def trigger_waits(tx: Tx, version_id: int, triggers: tuple[TriggerSpec, ...], now: float
                   ) -> list[dict[str, object]]:
     """Each cross-job trigger of a job version with the upstream jobs it still waits for, by
@@ -106,39 +93,36 @@ def trigger_waits(tx: Tx, version_id: int, triggers: tuple[TriggerSpec, ...], no
              "waiting": check_trigger(tx, job_id, trig, now).waiting} for trig in triggers]
 
 
-def _index(engine: Engine, tx: Tx) -> _Index:
+def _index(ctx: Context, tx: Tx) -> TriggerIndex:
     mark = sched_ops.definitions_mark(tx)
-    found = _INDEXES.get(engine)
+    found = ctx.trigger_index
     if found is not None and found.mark == mark:
         return found
     by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]] = {}
     for job in sched_ops.current_jobs(tx):
-        spec = engine.job_spec(job.version_id, tx)
+        spec = definitions.job_spec(ctx, job.version_id, tx)
         if not spec.enabled:
             continue  # a disabled job is started by hand only
         for trig in spec.triggers:
             for up in trig.after:
                 by_upstream.setdefault(up, []).append((job.job_id, job.version_id, trig))
-    found = _Index(mark, by_upstream)
-    _INDEXES[engine] = found
+    found = TriggerIndex(mark, by_upstream)
+    ctx.trigger_index = found
     return found
 
 
-def after_run_end(engine: Engine, tx: Tx, run: RunRow, now: float) -> list[int]:
-    """Start the job's next queued run; fire triggers. Returns the ids of runs started."""
+def after_run_end(ctx: Context, tx: Tx, run: RunRow, now: float) -> None:
+    """A run-end effect: start the job's next queued runs; fire cross-job triggers."""
     if run.parent_task_run_id is not None:
-        return []
-    started: list[int] = []
+        return
     for queued in sched_ops.startable_queued(tx, run.job_id):
         if sched_ops.start_queued(tx, queued, now):
-            started.append(queued)
             tx.wake = True
     if run.trigger == "backfill" and run.trigger_ref and run.trigger_ref.isdigit():
         more = sched_ops.start_backfill_runs(tx, int(run.trigger_ref), now)
-        started.extend(more)
         tx.wake = tx.wake or bool(more)
-    name = tx.scalar("SELECT name FROM jobs WHERE id = :j", {"j": run.job_id})
-    dependants = _index(engine, tx).by_upstream.get(str(name), [])
+    name = run_ops.job_name(tx, run.job_id)
+    dependants = _index(ctx, tx).by_upstream.get(str(name), [])
     for job_id in sorted({d[0] for d in dependants}):
         sched_ops.lock_job(tx, job_id)
     for job_id, version_id, trig in dependants:
@@ -149,8 +133,6 @@ def after_run_end(engine: Engine, tx: Tx, run: RunRow, now: float) -> list[int]:
             continue
         if not sched_ops.insert_trigger_firing(tx, job_id, trig.index, check.key, now):
             continue  # another transaction fired this set already
-        run_id = engine.create_run(version_id, dict(trig.params), trigger="trigger",
-                                   trigger_ref=check.key, tx=tx)
+        run_id = runs.create_run(ctx, version_id, dict(trig.params), trigger="trigger",
+                                 trigger_ref=check.key, tx=tx)
         sched_ops.set_trigger_run(tx, job_id, trig.index, check.key, run_id)
-        started.append(run_id)
-    return started

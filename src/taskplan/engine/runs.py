@@ -1,0 +1,134 @@
+"""Creating runs: the task runs of a pinned version and their edges laid down in one
+transaction, with the initial states the rules give them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskplan.engine import definitions, transitions
+from taskplan.engine.context import Context
+from taskplan.engine.rules import initial_states, plan_upstreams
+from taskplan.model import JobSpec, RunState, TaskState, TriggerRule
+from taskplan.store import ops, sched_ops
+from taskplan.store.db import Tx
+
+
+def create_run(ctx: Context, version_id: int, params: dict[str, Any] | None = None, *,
+               trigger: str = "manual", trigger_ref: str | None = None,
+               parent_task_run_id: int | None = None, root_run_id: int | None = None,
+               tx: Tx | None = None, queued: bool = False, fire_at: float | None = None,
+               pin_agent_id: int | None = None) -> int:
+    """A new run; with `queued` it stays `queued` (no claims) until something starts it.
+    `fire_at`: the schedule instant it stands for (templates' `run.fire_time`).
+    `pin_agent_id`: only that agent claims the run's task runs while it is alive (a
+    foreground `taskplan run`); see docs/routing.md."""
+    spec = definitions.job_spec(ctx, version_id, tx)
+    merged = {**spec.params, **(params or {})}
+    if tx is not None:
+        return create_run_in(ctx, tx, spec, version_id, merged, trigger, trigger_ref,
+                             parent_task_run_id, root_run_id, queued, fire_at, pin_agent_id)
+    with ctx.store.tx() as new_tx:
+        return create_run_in(ctx, new_tx, spec, version_id, merged, trigger, trigger_ref,
+                             parent_task_run_id, root_run_id, queued, fire_at, pin_agent_id)
+
+
+def pin_run(ctx: Context, run_id: int, agent_id: int | None) -> None:
+    """Pin a run to an agent (None: unpin), e.g. before a foreground `retry`."""
+    with ctx.store.tx() as tx:
+        ops.set_run_routing(tx, run_id, pin_agent_id=agent_id)
+
+
+def label_set(ctx: Context, tx: Tx, labels: tuple[str, ...]) -> int | None:
+    """The label_sets id of a task's required labels (None: it needs none)."""
+    if not labels:
+        return None
+    key = ",".join(labels)
+    found = ctx.labels.ids.get(key)
+    if found is None:
+        found, committed = ops.label_set_id(tx, key)
+        if committed:  # a new row may still roll back with this transaction
+            ctx.labels.ids[key] = found
+    return found
+
+
+def create_run_in(ctx: Context, tx: Tx, spec: JobSpec, version_id: int,
+                  params: dict[str, Any], trigger: str, trigger_ref: str | None,
+                  parent_task_run_id: int | None, root_run_id: int | None,
+                  queued: bool = False, fire_at: float | None = None,
+                  pin_agent_id: int | None = None) -> int:
+    """create_run inside the caller's transaction, with the params already merged."""
+    now = ctx.clock()
+    run_id = ops.insert_run(
+        tx, job_id=sched_ops.job_of_version(tx, version_id), version_id=version_id,
+        params=params, trigger=trigger, trigger_ref=trigger_ref, priority=spec.priority,
+        max_parallel=spec.max_parallel, on_failure=str(spec.on_failure),
+        parent_task_run_id=parent_task_run_id, root_run_id=root_run_id, now=now,
+        fire_at=fire_at,
+    )
+    ups = plan_upstreams(spec)
+    initial = initial_states(spec, ups)
+    by_name = {t.name: t for t in spec.tasks}  # JobSpec.task() is a linear scan
+    rows: list[dict[str, Any]] = []
+    ready = unfinished = 0
+    max_label_set = 0
+    for name in ups:
+        is_barrier = name.startswith("@")
+        task = None if is_barrier else by_name[name]
+        task_labels = label_set(ctx, tx, task.agent_labels) if task else None
+        max_label_set = max(max_label_set, task_labels or 0)
+        state, pend = initial[name]
+        ready += state == TaskState.READY
+        unfinished += state in (TaskState.READY, TaskState.PENDING)
+        rows.append({
+            "run": run_id, "task": name, "parent": None, "idx": None, "item": None,
+            "kind": "barrier" if is_barrier else ("foreach" if task and task.foreach
+                                                   else "task"),
+            "stage": int(name[len("@stage"):]) if is_barrier else (task.stage if task
+                                                                    else None),
+            "state": str(state),
+            "rule": str(task.trigger) if task else str(TriggerRule.ALL_DONE),
+            "pend": pend,
+            "prio": task.priority if task else 0,
+            "rank": -(task.priority if task else 0),
+            # A foreach parent takes no pool room: its items do.
+            "pool": task.pool if task and not task.foreach else None,
+            "maxa": (task.retries + 1) if task else 1,
+            "ready_at": now if state == TaskState.READY else None,
+            "ls": task_labels,
+        })
+    ops.insert_task_runs(tx, rows)
+    if pin_agent_id is not None or max_label_set:
+        ops.set_run_routing(tx, run_id, pin_agent_id=pin_agent_id,
+                            max_label_set=max_label_set)
+    ids = ops.task_ids(tx, run_id)
+    ops.insert_edges(tx, [(ids[u], ids[d]) for d, us in ups.items() for u in us])
+    ops.bump_run(tx, run_id, unfinished=unfinished, ready=ready)
+    ended = [(ids[r["task"]], r["state"]) for r in rows
+             if r["state"] not in ("ready", "pending")]
+    if ended:  # disabled tasks, and what they resolved at creation
+        ops.set_states(tx, ended, now)
+    if queued:
+        ops.add_events(tx, [(now, run_id, None, str(RunState.QUEUED), None)])
+    else:
+        ops.set_run_state(tx, run_id, RunState.RUNNING, now=now, started=True)
+    ops.add_events(tx, [(now, run_id, ids[r["task"]], r["state"], None)
+                        for r in rows if r["state"] != "pending"])
+    if not unfinished and not queued:  # every task disabled: nothing to wait for
+        ops.set_run_state(tx, run_id, RunState.SUCCEEDED, now=now, finished=True)
+        run = ops.run_row(tx, run_id)
+        assert run is not None
+        transitions.run_ended(ctx, tx, run, now)
+    if spec.deadline is not None:
+        _set_deadline(ctx, tx, spec, run_id)
+    tx.wake = True
+    return run_id
+
+
+def _set_deadline(ctx: Context, tx: Tx, spec: JobSpec, run_id: int) -> None:
+    from taskplan.forecast.deadlines import PENDING, deadline_at
+    from taskplan.store import deadlines
+
+    assert spec.deadline is not None
+    fired, started = deadlines.run_times(tx, run_id)
+    at = deadline_at(spec.deadline, spec.timezone or ctx.default_tz, fired, started)
+    deadlines.set_deadline(tx, run_id, at, None if at is not None else PENDING)

@@ -1,0 +1,310 @@
+"""Where a task's end is decided: an ended attempt is recorded (or retried), its state
+propagates through the graph (dependants readied or skipped, foreach parents closed),
+on_failure applies, and the run ends when nothing is left.
+
+Every function here runs inside the caller's write transaction. The cost of a transition is
+O(its edges): finishing a task run decrements a counter on each dependant and readies those
+that reach zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Collection, Iterable, Sequence
+
+from taskplan.engine import definitions
+from taskplan.engine.context import Context
+from taskplan.engine.records import Claim, Delta, Outcome, StepResult
+from taskplan.engine.rules import resolve_trigger, retry_delay
+from taskplan.model import FAILED_LIKE, TERMINAL_RUN_STATES, OnFailure, RunState, TaskState
+from taskplan.redact import mask_url
+from taskplan.store import notify_ops, ops, run_ops
+from taskplan.store.db import Tx
+from taskplan.store.ops import RunRow, TaskRunRow, dumps
+
+log = logging.getLogger(__name__)
+
+USER_HALTS = ("user_stop", "user_cancel")
+
+
+def finish_run(ctx: Context, tx: Tx, finished: Sequence[tuple[Claim, Outcome]], now: float,
+               result: StepResult) -> None:
+    """The finishes of one run in one step, in order.
+
+    Successes of a run with no halt are recorded together (`_finish_batch`): one read of the
+    run row, one fenced UPDATE of their task runs, one counter bump. That is the same as
+    finishing them one by one: a success applies no on_failure policy and, with no halt, a
+    close before the last one ends nothing (each later one is still running, hence
+    unfinished). Anything else (a failure, a cancel, a halted run) first closes what was
+    batched, then takes the one-by-one path, which reads the run afresh.
+    """
+    if ctx.one_by_one:
+        for claim, outcome in finished:
+            finish(ctx, tx, claim, outcome, now, result)
+        return
+    run: RunRow | None = None
+    halted = False  # a halt is never lifted inside a step
+    batch: list[tuple[Claim, Outcome]] = []
+    ids: set[int] = set()
+    for claim, outcome in finished:
+        if outcome.expanded:
+            continue  # already recorded by expand_foreach / start_child_run
+        if (outcome.state == TaskState.SUCCEEDED and not halted
+                and claim.task_run_id not in ids):
+            if run is None:
+                run = ops.run_row(tx, claim.run_id, lock=True)
+                assert run is not None
+                halted = run.halt is not None
+            if not halted:
+                batch.append((claim, outcome))
+                ids.add(claim.task_run_id)
+                continue
+        if batch:
+            assert run is not None
+            _finish_batch(ctx, tx, run, batch, now, result)
+            batch, ids = [], set()
+        finish(ctx, tx, claim, outcome, now, result)
+        run = None  # it may have changed: read it again for the next batch
+    if batch:
+        assert run is not None
+        _finish_batch(ctx, tx, run, batch, now, result)
+
+
+def _finish_batch(ctx: Context, tx: Tx, run: RunRow, batch: Sequence[tuple[Claim, Outcome]],
+                  now: float, result: StepResult) -> None:
+    """Successful attempts of one run (distinct task runs, the run not halted)."""
+    if len(batch) == 1:  # the plain statements are cheaper for one (a chain's hop)
+        finish(ctx, tx, batch[0][0], batch[0][1], now, result, run=run)
+        return
+    ends = [o.ended(now) for _, o in batch]
+    rows = ops.end_running_many(tx, [
+        (c.task_run_id, c.attempt, str(o.state), ended, o.exit_code,
+         None if o.result is None else dumps(o.result), o.error)
+        for (c, o), ended in zip(batch, ends, strict=True)
+    ])
+    done: list[tuple[int, int, str, float, int | None, str | None]] = []
+    for (claim, outcome), ended in zip(batch, ends, strict=True):
+        if claim.task_run_id not in rows:
+            result.stale.append(claim.task_run_id)  # fenced off: a newer owner or a cancel
+        else:
+            done.append((claim.task_run_id, claim.attempt,
+                         "lost" if outcome.retry_now else str(outcome.state), ended,
+                         outcome.exit_code, outcome.error))
+    if not done:
+        return
+    ops.finish_attempts(tx, done)
+    delta = Delta()
+    for claim, outcome in batch:
+        got = rows.get(claim.task_run_id)
+        if got is None:
+            continue
+        row, has_dependants = got
+        delta.running -= 1
+        settle(tx, run, [(row, outcome.state)], now, delta, detail=outcome.error,
+               leaves=() if has_dependants else (row.id,))
+    close_step(ctx, tx, run, now, delta, result)
+
+
+def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
+           result: StepResult, run: RunRow | None = None) -> None:
+    """Record one ended attempt: a retry, or the end of its task run. `run`: the run's row as
+    this transaction last saw it, when nothing changed it since (else it is read here)."""
+    if outcome.expanded:
+        return
+    if run is None:
+        run = ops.run_row(tx, claim.run_id, lock=True)
+    assert run is not None
+    retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
+             and run.halt is None)
+    state = TaskState.RUNNING if retry else outcome.state
+    ended = outcome.ended(now)
+    row = ops.end_running(
+        tx, claim.task_run_id, claim.attempt, str(state), ended, outcome.exit_code,
+        None if outcome.result is None else dumps(outcome.result), outcome.error,
+    )
+    if row is None:
+        result.stale.append(claim.task_run_id)  # fenced off: a newer owner or a cancel
+        return
+    attempt_state = "lost" if outcome.retry_now else str(outcome.state)
+    ops.finish_attempt(tx, claim.task_run_id, claim.attempt, attempt_state, ended,
+                       outcome.exit_code, outcome.error)
+    if retry:
+        _retry(ctx, tx, claim, outcome, now, result)
+        return
+    delta = Delta(running=-1)
+    settle(tx, run, [(TaskRunRow(*row), outcome.state)], now, delta, detail=outcome.error)
+    close_step(ctx, tx, run, now, delta, result)
+
+
+def _retry(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
+           result: StepResult) -> None:
+    """A failed attempt with attempts left: ready again at once, or `retrying` until due."""
+    delay = 0.0 if outcome.retry_now else retry_delay(
+        definitions.task_spec(ctx, claim.version_id, claim.task), claim.attempt)
+    due = now + delay
+    log.info("retry: run %s task %s attempt %s/%s failed, next in %.1fs: %s",
+             claim.run_id, claim.task, claim.attempt, claim.max_attempts, delay,
+             mask_url(outcome.error or "failed"),
+             extra={"event": "retry", "run_id": claim.run_id, "task": claim.task,
+                    "task_run_id": claim.task_run_id, "attempt": claim.attempt,
+                    "delay": delay})
+    if delay <= 0:
+        ops.set_states(tx, [(claim.task_run_id, "ready")], now)
+        ops.bump_run(tx, claim.run_id, running=-1, ready=1)
+        ops.add_events(tx, [(now, claim.run_id, claim.task_run_id, "ready", outcome.error)])
+        if not outcome.retry_now:  # retried at once (no delay): still a retry
+            notify_ops.record(tx, [(now, claim.run_id, claim.task_run_id, "retrying",
+                                    outcome.error)])
+        return
+    ops.set_retrying(tx, claim.task_run_id, due, outcome.error, outcome.exit_code)
+    ops.bump_run(tx, claim.run_id, running=-1)
+    ops.add_events(tx, [(now, claim.run_id, claim.task_run_id, "retrying", outcome.error)])
+    if result.next_due is None or due < result.next_due:
+        result.next_due = due
+
+
+def settle(tx: Tx, run: RunRow, first: Iterable[tuple[TaskRunRow, TaskState]], now: float,
+           delta: Delta, detail: str | None = None, leaves: Collection[int] = ()) -> None:
+    """Propagate terminal states through the graph inside the current transaction.
+
+    `leaves`: task runs known to have no dependants (no task_edges from them), whose
+    decrement would change nothing.
+    """
+    work: deque[tuple[TaskRunRow, TaskState]] = deque(first)
+    first_id = work[0][0].id if work else None
+    # Outside `continue`, a task that never starts because an upstream failed ends
+    # `skipped` (docs/job-file.md), yet still counts as failed for its own dependants' rules.
+    skip_failed = run.on_failure != OnFailure.CONTINUE
+    carries_failure: set[int] = set()
+    while work:
+        row, state = work.popleft()
+        delta.unfinished -= 1
+        delta.events.append((now, run.id, row.id, str(state),
+                             detail if row.id == first_id else None))
+        if state == TaskState.FAILED:
+            delta.failed += 1
+            if row.kind == "task" or (row.kind == "foreach" and not row.failed_children):
+                delta.policy_failures.append(row)
+        failed = 1 if (state in FAILED_LIKE or state == TaskState.CANCELLED
+                       or row.id in carries_failure) else 0
+        if row.parent_id is not None:
+            parent = ops.child_done(tx, row.parent_id, failed)
+            if parent is not None and parent.pending_children == 0:
+                pstate = TaskState.FAILED if parent.failed_children else TaskState.SUCCEEDED
+                delta.writes.append((parent.id, str(pstate)))
+                work.append((parent, pstate))
+            continue
+        if row.id in leaves:
+            continue
+        for dep in ops.decrement_dependants(tx, row.id, failed):
+            if dep.pending_up > 0:
+                continue
+            new = resolve_trigger(dep.kind, dep.trigger_rule, dep.failed_up)
+            if skip_failed and new == TaskState.UPSTREAM_FAILED and dep.kind != "barrier":
+                new = TaskState.SKIPPED
+                carries_failure.add(dep.id)
+            delta.writes.append((dep.id, str(new)))
+            if new == TaskState.READY:
+                delta.ready += 1
+                delta.events.append((now, run.id, dep.id, "ready", None))
+            else:
+                work.append((dep, new))
+
+
+def close_step(ctx: Context, tx: Tx, run: RunRow, now: float, delta: Delta,
+               result: StepResult | None) -> RunRow:
+    """Write the collected states, apply on_failure, and end the run if nothing is left."""
+    ops.set_states(tx, delta.writes, now)
+    ops.add_events(tx, delta.events)
+    if delta.policy_failures and run.halt is None:
+        _apply_policy(tx, run, delta.policy_failures)
+    run = ops.bump_run(tx, run.id, unfinished=delta.unfinished, running=delta.running,
+                       ready=delta.ready, failed=delta.failed)
+    if run.state in TERMINAL_RUN_STATES:
+        return run
+    if run.halt == "cancel":
+        run = finalize(ctx, tx, run, now, cancel_running=True)
+    elif run.unfinished == 0:
+        final = (RunState.CANCELLED if run.halt in USER_HALTS
+                 else RunState.FAILED if run.failed else RunState.SUCCEEDED)
+        ops.set_run_state(tx, run.id, final, now=now, finished=True)
+        run.state = str(final)
+    elif run.halt is not None and run.running == 0:
+        stage = run.halt_stage if run.halt == "finish_stage" else None
+        if run.halt != "finish_stage" or ops.count_claimable(tx, run.id, stage) == 0:
+            run = finalize(ctx, tx, run, now, cancel_running=False)
+    if run.state in TERMINAL_RUN_STATES:
+        tx.wake = True
+        if result is not None:
+            result.finished_runs.append((run.id, run.state))
+        run_ended(ctx, tx, run, now)
+    return run
+
+
+def _apply_policy(tx: Tx, run: RunRow, failures: Sequence[TaskRunRow]) -> None:
+    policy = run.on_failure
+    if policy == OnFailure.CONTINUE:
+        return
+    if policy == OnFailure.FINISH_STAGE:
+        stage = min(f.stage or 0 for f in failures)
+        ops.set_halt(tx, run.id, "finish_stage", stage)
+        run.halt, run.halt_stage = "finish_stage", stage
+        return
+    halt = "cancel" if policy == OnFailure.CANCEL else "stop"
+    ops.set_halt(tx, run.id, halt, None)
+    run.halt = halt
+    if halt == "stop":
+        run_ops.mark_stopping(tx, run.id)
+
+
+def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: bool
+             ) -> RunRow:
+    """End a halted run: unstarted task runs are skipped; running ones cancelled if asked.
+    A cancelled job task cancels the child run it started. The caller runs the run-end
+    effects (`run_ended`)."""
+    user = run.halt in USER_HALTS
+    writes: list[tuple[int, str]] = []
+    running = ready = 0
+    cancelled: list[int] = []
+    child_runs: list[int] = []
+    for t in ops.unfinished_of_run(tx, run.id):
+        if t.state == "running" and t.kind == "foreach" and t.pending_children:
+            # An expanded foreach parent: not on an agent, not in the running counter.
+            writes.append((t.id, "cancelled" if user else "failed"))
+        elif t.state == "running":
+            if not cancel_running:
+                continue
+            running += 1
+            cancelled.append(t.id)
+            if t.child_run_id is not None:
+                child_runs.append(t.child_run_id)
+            writes.append((t.id, "cancelled"))
+        elif t.state == "retrying":
+            writes.append((t.id, "cancelled" if user else "failed"))
+        else:
+            ready += t.state == "ready"
+            writes.append((t.id, "skipped"))
+    ops.set_states(tx, writes, now)
+    run_ops.cancel_running(tx, cancelled, now)
+    ops.add_events(tx, [(now, run.id, i, s, None) for i, s in writes])
+    run = ops.bump_run(tx, run.id, unfinished=-len(writes), running=-running, ready=-ready)
+    final = RunState.CANCELLED if user else RunState.FAILED
+    ops.set_run_state(tx, run.id, final, now=now, finished=True)
+    run.state = str(final)
+    tx.wake = True
+    for child_id in child_runs:
+        child = ops.run_row(tx, child_id, lock=True)
+        if child is not None and child.state not in TERMINAL_RUN_STATES:
+            ops.set_halt(tx, child_id, "user_cancel", None)
+            child.halt = "user_cancel"
+            finalize(ctx, tx, child, now, cancel_running=True)
+    return run
+
+
+def run_ended(ctx: Context, tx: Tx, run: RunRow, now: float) -> None:
+    """What follows a run's end inside its transaction, in the order of
+    `Context.run_end_effects` (engine/facade.py: a sub-job's parent task first, then queued
+    runs and cross-job triggers)."""
+    for effect in ctx.run_end_effects:
+        effect(ctx, tx, run, now)
