@@ -31,6 +31,7 @@ from taskplan.timing import calendar_names, compile_job
 
 MAX_FIRINGS = 10_000  # per backfill: a mistyped range should not create a million runs
 CHUNK = 200  # firings per transaction
+_NOT_RECORDED = sched_ops.FiringOutcome(None, None)  # a firing no scheduler has seen
 
 
 @dataclass
@@ -106,8 +107,8 @@ def backfill(engine: Engine, job: str, start: datetime, end: datetime, *,
         known = sched_ops.firing_outcomes(tx, found.job_id, start.timestamp(),
                                           end.timestamp())
     for f in out.firings:
-        run_id, note = known.get((f.schedule, f.at.timestamp()), (None, None))
-        f.run_id, f.note, f.new = run_id, note, run_id is None
+        outcome = known.get((f.schedule, f.at.timestamp()), _NOT_RECORDED)
+        f.run_id, f.note, f.new = outcome.run_id, outcome.note, outcome.run_id is None
     if dry_run:
         return out
     todo = [f for f in out.firings if f.new]

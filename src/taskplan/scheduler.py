@@ -57,6 +57,7 @@ RUN_ALL_CAP = 100
 MISFIRE_GRACE = 1.0
 # The longest sleep without looking at anything: the lease renewal interval bounds it anyway.
 MAX_SLEEP = 60.0
+_NEVER_FIRED = sched_ops.ScheduleMark(0, None)
 
 
 def _dt(ts: float) -> datetime:
@@ -163,7 +164,8 @@ class Scheduler:
         for job in self._jobs:
             for schedule in job.schedules:
                 key = schedule.spec.key
-                fired_count, last = states.get((job.job_id, key), (0, None))
+                mark = states.get((job.job_id, key), _NEVER_FIRED)
+                fired_count, last = mark.fired_count, mark.last_fire_at
                 max_runs = schedule.spec.max_runs
                 if max_runs is not None and fired_count >= max_runs:
                     continue

@@ -118,9 +118,19 @@ def lock_job(tx: Tx, job_id: int) -> None:
 
 
 # -- schedules ------------------------------------------------------------------------------
-def schedule_states(tx: Tx) -> dict[tuple[int, str], tuple[int, float | None]]:
-    return {(int(j), str(k)): (int(c), None if t is None else float(t)) for j, k, c, t in tx.all(
-        "SELECT job_id, schedule_key, fired_count, last_fire_at FROM schedule_state")}
+@dataclass(frozen=True)
+class ScheduleMark:
+    """How far a schedule has fired."""
+
+    fired_count: int  # runs it started (what `max_runs` counts)
+    last_fire_at: float | None  # its latest firing, None before the first
+
+
+def schedule_states(tx: Tx) -> dict[tuple[int, str], ScheduleMark]:
+    """(job id, schedule key) -> its mark, for every schedule that fired."""
+    return {(int(j), str(k)): ScheduleMark(int(c), None if t is None else float(t))
+            for j, k, c, t in tx.all(
+                "SELECT job_id, schedule_key, fired_count, last_fire_at FROM schedule_state")}
 
 
 def advance_schedule(tx: Tx, job_id: int, key: str, last_fire_at: float, fired: int) -> None:
@@ -197,10 +207,17 @@ def claim_backfill_firing(tx: Tx, job_id: int, key: str, fire_at: float, now: fl
         " AND fire_at = :f AND run_id IS NULL", {"j": job_id, "k": key, "f": fire_at}) == 1
 
 
+@dataclass(frozen=True)
+class FiringOutcome:
+    run_id: int | None  # the run it started, None if none
+    note: str | None  # why not (skipped while paused, by on_overlap, ...)
+
+
 def firing_outcomes(tx: Tx, job_id: int, lo: float, hi: float
-                    ) -> dict[tuple[str, float], tuple[int | None, str | None]]:
-    """(schedule key, instant) -> (run id, note) of the job's recorded firings in [lo, hi]."""
-    return {(str(k), float(f)): (None if r is None else int(r), n) for k, f, r, n in tx.all(
+                    ) -> dict[tuple[str, float], FiringOutcome]:
+    """(schedule key, instant) -> outcome of the job's recorded firings in [lo, hi]."""
+    return {(str(k), float(f)): FiringOutcome(None if r is None else int(r), n)
+            for k, f, r, n in tx.all(
         "SELECT schedule_key, fire_at, run_id, note FROM schedule_firings WHERE job_id = :j"
         " AND fire_at >= :lo AND fire_at <= :hi", {"j": job_id, "lo": lo, "hi": hi})}
 
