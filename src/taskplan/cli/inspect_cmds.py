@@ -24,7 +24,7 @@ from taskplan.cli.common import (
 from taskplan.cli.terminal_text import safe, safe_line
 from taskplan.errors import NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import RunState, TaskState
-from taskplan.store import ops, reports
+from taskplan.store import ops, reports, run_ops
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
         with store.read() as tx:
             chunks = ops.read_log(tx, tr_id, max(number, 1), seq)
             state = reports.attempt_state(tx, tr_id, max(number, 1))
-            task_state = tx.scalar("SELECT state FROM task_runs WHERE id = :i", {"i": tr_id})
+            task_state = run_ops.task_run_state(tx, tr_id)
         for s, data in chunks:
             out.write(str(data))
             seq = int(s)

@@ -13,7 +13,7 @@ import click
 from taskplan.cli.common import duration, short_time
 from taskplan.cli.terminal_text import safe_line
 from taskplan.engine import Claim, Outcome, StepResult
-from taskplan.store import reports
+from taskplan.store import reports, run_ops
 from taskplan.store.db import Store
 
 STATE_STYLE = {
@@ -142,11 +142,7 @@ class RichProgress:
 
         with self.store.read() as tx:
             counts = reports.state_counts(tx, self.run_id)
-            active = tx.all(
-                "SELECT task, item_index, state, attempts, started_at, error FROM task_runs"
-                " WHERE run_id = :r AND kind <> 'barrier' AND state IN"
-                " ('running', 'retrying', 'failed') ORDER BY state DESC, started_at LIMIT 12",
-                {"r": self.run_id})
+            active = run_ops.active_task_runs(tx, self.run_id, limit=12)
         total = sum(counts.values())
         done = sum(n for s, n in counts.items() if s in TERMINAL)
         header = Text.assemble(
@@ -161,11 +157,12 @@ class RichProgress:
         for col in ("task", "state", "attempt", "for", "error"):
             table.add_column(col)
         now = time.time()
-        for task, idx, state, attempts, started, error in active:
-            name = f"{task}[{idx}]" if idx is not None else str(task)
-            table.add_row(name, Text(str(state), style=STATE_STYLE.get(str(state), "")),
-                          str(attempts), duration(started, now) if state == "running" else "",
-                          Text(safe_line(error or "")[:60]))
+        for t in active:
+            name = f"{t.task}[{t.item_index}]" if t.item_index is not None else t.task
+            table.add_row(name, Text(t.state, style=STATE_STYLE.get(t.state, "")),
+                          str(t.attempts),
+                          duration(t.started_at, now) if t.state == "running" else "",
+                          Text(safe_line(t.error or "")[:60]))
         # A ProgressBar does not end its line, so it goes last on its own row of a grid.
         bar = Table.grid()
         bar.add_row(ProgressBar(total=max(total, 1), completed=done, width=60))

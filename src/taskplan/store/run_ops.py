@@ -139,3 +139,31 @@ def reopen_run(tx: Tx, run_id: int, unfinished: int, ready: int) -> None:
         " error = NULL WHERE id = :r",
         {"u": unfinished, "rd": ready, "r": run_id},
     )
+
+
+# -- what a live display shows --------------------------------------------------------------
+def task_run_state(tx: Tx, task_run_id: int) -> str | None:
+    state = tx.scalar("SELECT state FROM task_runs WHERE id = :i", {"i": task_run_id})
+    return None if state is None else str(state)
+
+
+@dataclass(frozen=True)
+class ActiveTaskRun:
+    task: str
+    item_index: int | None
+    state: str  # running, retrying or failed
+    attempts: int
+    started_at: float | None
+    error: str | None
+
+
+def active_task_runs(tx: Tx, run_id: int, limit: int) -> list[ActiveTaskRun]:
+    """The task runs of a run worth showing live: failed first, then retrying, then running
+    (oldest start first)."""
+    rows = tx.all(
+        "SELECT task, item_index, state, attempts, started_at, error FROM task_runs"
+        " WHERE run_id = :r AND kind <> 'barrier' AND state IN"
+        " ('running', 'retrying', 'failed') ORDER BY state DESC, started_at LIMIT :k",
+        {"r": run_id, "k": limit})
+    return [ActiveTaskRun(str(task), item_index, str(state), int(attempts), started_at, error)
+            for task, item_index, state, attempts, started_at, error in rows]
