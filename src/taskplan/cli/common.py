@@ -19,6 +19,7 @@ from taskplan.errors import (
     TaskplanError,
     UsageError,
 )
+from taskplan.spec.durations import elapsed_text
 
 if TYPE_CHECKING:
     from taskplan.config import Settings
@@ -253,12 +254,7 @@ def duration(start: float | None, end: float | None) -> str:
         return "-"
     if end is None:
         return "…"
-    seconds = end - start
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return elapsed_text(end - start, hours=False)
 
 
 def print_json(value: Any) -> None:

@@ -20,6 +20,7 @@ from taskplan.cli.common import (
 from taskplan.errors import UsageError
 from taskplan.forecast import RunForecast
 from taskplan.model import JobSpec
+from taskplan.spec.durations import elapsed_text
 
 GANTT_WIDTH = 50
 
@@ -48,11 +49,7 @@ def parse_at(text: str, job: JobSpec, default_tz: str, now: datetime) -> datetim
 
 
 def _span(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    return elapsed_text(seconds, millis=False)  # a forecast is never as fine as milliseconds
 
 
 def gantt(forecast: RunForecast, start: float, width: int = GANTT_WIDTH) -> list[str]:

@@ -1,4 +1,5 @@
-"""Durations as people write them in job files: ``30s``, ``15m``, ``1h30m``, ``1h 30m``, ``2d``.
+"""Durations as people write them in job files: ``30s``, ``15m``, ``1h30m``, ``1h 30m``, ``2d``
+(and elapsed times as the CLI and the console print them).
 
 A bare number (int, float or numeric string) is seconds. Units must come largest first and at
 most once each, so ``30m 1h`` or ``1h 1h`` are rejected rather than silently summed.
@@ -83,3 +84,15 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def elapsed_text(seconds: float, *, millis: bool = True, hours: bool = True) -> str:
+    """An elapsed time for people: `850ms`, `12.3s`, `4m05s`, `2h05m`. Under a second in
+    milliseconds unless `millis` is off; from two hours in hours unless `hours` is off."""
+    if millis and seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200 or not hours:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"

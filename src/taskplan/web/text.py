@@ -13,6 +13,7 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from taskplan.redact import mask_url
+from taskplan.spec.durations import elapsed_text
 
 _SGR = re.compile(r"\x1b\[([0-9;]*)m")
 _OTHER_ESC = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
@@ -32,14 +33,7 @@ def took(start: float | None, end: float | None, now: float | None = None) -> st
         if now is None:
             return "…"
         end = now
-    seconds = max(0.0, end - start)
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    return elapsed_text(max(0.0, end - start))
 
 
 def ansi_html(text: str) -> Markup:
