@@ -71,9 +71,9 @@ class Sender:
     def try_lead(self) -> bool:
         now = self.clock()
         with self.store.tx() as tx:
-            self.leader, self.next_due = notify_ops.renew_lease(
-                tx, self.holder, now, now + LEASE_FACTOR * self.lease,
-                create=not self._lease_row)
+            lease = notify_ops.renew_lease(tx, self.holder, now, now + LEASE_FACTOR * self.lease,
+                                           create=not self._lease_row)
+            self.leader, self.next_due = lease.held, lease.next_due
         self._lease_row = True
         return self.leader
 

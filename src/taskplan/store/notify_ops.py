@@ -323,8 +323,14 @@ class Delivery:
 LEASE_NAME = "notify"
 
 
+@dataclass(frozen=True)
+class SenderLease:
+    held: bool  # by the holder that asked
+    next_due: float | None  # when the next pending notification is due (read when held)
+
+
 def renew_lease(tx: Tx, holder: str, now: float, until: float, *, create: bool
-                ) -> tuple[bool, float | None]:
+                ) -> SenderLease:
     """Take or renew the sender lease; if held, also when the next pending notification is
     due. One statement for a holder (an idle sender's only query); `create` also inserts the
     lease row when no sender ever took it."""
@@ -334,12 +340,12 @@ def renew_lease(tx: Tx, holder: str, now: float, until: float, *, create: bool
         {"h": holder, "u": until, "n": LEASE_NAME, "t": now})
     if row is not None:
         (due,) = row
-        return True, None if due is None else float(due)
+        return SenderLease(True, None if due is None else float(due))
     if create and tx.run("INSERT INTO leases (name, holder, until) VALUES (:n, :h, :u)"
                          " ON CONFLICT (name) DO NOTHING",
                          {"n": LEASE_NAME, "h": holder, "u": until}) == 1:
-        return True, next_due(tx)
-    return False, None
+        return SenderLease(True, next_due(tx))
+    return SenderLease(False, None)
 
 
 def claim_due(tx: Tx, now: float, limit: int, hold: Callable[[Channel], float],
