@@ -15,7 +15,7 @@ from taskplan.engine import transitions
 from taskplan.engine.context import Context
 from taskplan.engine.records import Claim, Outcome, StepResult
 from taskplan.engine.rules import RunShare, fair_shares
-from taskplan.model import TaskState
+from taskplan.model import Halt, TaskState
 from taskplan.store import claims as claim_ops
 from taskplan.store import ops
 from taskplan.store.db import Tx
@@ -128,7 +128,7 @@ def _claim_run(tx: Tx, run: ClaimableRun, n: int, agent_id: int, now: float,
                ) -> tuple[list[Claim], dict[str, int] | None]:
     """Claim up to n ready task runs of one run; also the pools' room left, once a pooled
     candidate made the claim count it."""
-    max_stage = (run.halt_stage if run.halt == "finish_stage" and run.halt_stage is not None
+    max_stage = (run.halt_stage if run.halt == Halt.FINISH_STAGE and run.halt_stage is not None
                  else None)
     cands = ops.claim_candidates(tx, run.id, n, max_stage,
                                  mine if run.max_label_set else None)

@@ -12,7 +12,15 @@ from taskplan.engine.definitions import job_spec, unknown_job
 from taskplan.engine.records import Delta
 from taskplan.engine.rules import resolve_trigger
 from taskplan.errors import ConflictError, NotFoundError
-from taskplan.model import FAILED_LIKE, TERMINAL_RUN_STATES, JobSpec, RunState, TaskState
+from taskplan.model import (
+    FAILED_LIKE,
+    TERMINAL_RUN_STATES,
+    Halt,
+    JobSpec,
+    RunState,
+    TaskRunKind,
+    TaskState,
+)
 from taskplan.store import job_admin, ops, run_ops, sched_ops
 from taskplan.store.run_ops import Reset
 
@@ -138,11 +146,11 @@ def _set_paused(ctx: Context, name: str, paused: bool) -> bool:
 # -- commands from users ----------------------------------------------------------------
 def cancel_run(ctx: Context, run_id: int) -> str:
     """Kill the run's running tasks and end it cancelled; ConflictError if it has ended."""
-    return _halt_by_user(ctx, run_id, "user_cancel")
+    return _halt_by_user(ctx, run_id, Halt.USER_CANCEL)
 
 def stop_run(ctx: Context, run_id: int) -> str:
     """Drain the run (nothing new starts); ConflictError if it has ended."""
-    return _halt_by_user(ctx, run_id, "user_stop")
+    return _halt_by_user(ctx, run_id, Halt.USER_STOP)
 
 def _halt_by_user(ctx: Context, run_id: int, halt: str) -> str:
     with ctx.store.tx() as tx:
@@ -150,13 +158,13 @@ def _halt_by_user(ctx: Context, run_id: int, halt: str) -> str:
         if run is None:
             raise NotFoundError(f"no run {run_id}")
         if run.state in TERMINAL_RUN_STATES:
-            verb = "cancel" if halt == "user_cancel" else "stop"
+            verb = "cancel" if halt == Halt.USER_CANCEL else "stop"
             raise ConflictError(f"run {run_id} already {run.state}, nothing to {verb}")
         now = ctx.clock()
         ops.set_halt(tx, run_id, halt, None)
         run.halt = halt
-        if halt == "user_cancel" or run.running == 0:
-            run = transitions.finalize(ctx, tx, run, now, cancel_running=halt == "user_cancel")
+        if halt == Halt.USER_CANCEL or run.running == 0:
+            run = transitions.finalize(ctx, tx, run, now, cancel_running=halt == Halt.USER_CANCEL)
             transitions.run_ended(ctx, tx, run, now)
         else:
             ops.set_run_state(tx, run_id, RunState.STOPPING, now=now)
@@ -309,7 +317,7 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
     for t in graph.top:
         if t.id not in redo:
             continue
-        task_spec = None if t.kind == "barrier" else spec.task(t.task)
+        task_spec = None if t.kind == TaskRunKind.BARRIER else spec.task(t.task)
         extra = 1 + (task_spec.retries if task_spec else 0)
         kids = [k for k, state in graph.children.get(t.id, []) if state != "succeeded"]
         ups = graph.ups.get(t.id, [])

@@ -14,7 +14,7 @@ from taskplan.forecast import DurationModel, History, Node, RunForecast, SimRun,
 from taskplan.forecast.durations import SAMPLES
 from taskplan.forecast.plan import barrier_node, forecast_plan, task_node, to_forecast
 from taskplan.forecast.simulate import MAX_ITEMS
-from taskplan.model import JobSpec, TaskSpec
+from taskplan.model import JobSpec, TaskRunKind, TaskSpec
 from taskplan.rules import plan_upstreams
 from taskplan.store import history as hist
 from taskplan.store import ops
@@ -78,14 +78,16 @@ def _run_nodes(spec: JobSpec, rows: list[hist.TaskRunState], crowded: list[hist.
         common: dict[str, object] = {"state": row.state, "started_at": row.started_at,
                                      "ready_at": row.ready_at}
         task = by_name.get(row.task)
-        if row.kind == "barrier":
+        if row.kind == TaskRunKind.BARRIER:
             nodes.append(barrier_node(row.task, ups.get(row.task, []), **common))
         elif task is None:  # not in the pinned definition: keep the graph whole anyway
-            nodes.append(Node(key=row.task, task=row.task, kind="task", state=row.state,
+            nodes.append(Node(key=row.task, task=row.task, kind=TaskRunKind.TASK,
+                              state=row.state,
                               seconds=model.default, started_at=row.started_at,
                               ready_at=row.ready_at))
         elif row.parent_id is not None:
-            nodes.append(Node(key=f"{row.task}[{row.item_index}]", task=row.task, kind="item",
+            nodes.append(Node(key=f"{row.task}[{row.item_index}]", task=row.task,
+                              kind=TaskRunKind.ITEM,
                               state=row.state, parent=row.task, seconds=model.task(task).seconds,
                               started_at=row.started_at, ready_at=row.ready_at,
                               priority=row.priority, pool=row.pool, stage=row.stage))
@@ -105,7 +107,8 @@ def _grouped_items(ready: hist.ReadyItems, by_name: dict[str, TaskSpec],
     seconds = model.task(task).seconds if task is not None else model.default
     groups = MAX_ITEMS
     per = ready.count / groups
-    return [Node(key=f"{first.task}[group {k}]", task=first.task, kind="item", state="ready",
+    return [Node(key=f"{first.task}[group {k}]", task=first.task, kind=TaskRunKind.ITEM,
+                 state="ready",
                  parent=first.task, seconds=seconds * per, priority=first.priority,
                  pool=first.pool, stage=first.stage, ready_at=first.ready_at, shown=False)
             for k in range(groups)]

@@ -8,7 +8,7 @@ from typing import Any
 from taskplan.engine import definitions, transitions
 from taskplan.engine.context import Context
 from taskplan.engine.rules import initial_states, plan_upstreams
-from taskplan.model import JobSpec, RunState, TaskState, TriggerRule
+from taskplan.model import JobSpec, RunState, TaskRunKind, TaskState, TriggerRule
 from taskplan.store import ops, sched_ops
 from taskplan.store.db import Tx
 
@@ -81,8 +81,8 @@ def create_run_in(ctx: Context, tx: Tx, spec: JobSpec, version_id: int,
         unfinished += state in (TaskState.READY, TaskState.PENDING)
         rows.append({
             "run": run_id, "task": name, "parent": None, "idx": None, "item": None,
-            "kind": "barrier" if is_barrier else ("foreach" if task and task.foreach
-                                                   else "task"),
+            "kind": str(TaskRunKind.BARRIER if is_barrier else TaskRunKind.FOREACH
+                        if task and task.foreach else TaskRunKind.TASK),
             "stage": int(name[len("@stage"):]) if is_barrier else (task.stage if task
                                                                     else None),
             "state": str(state),

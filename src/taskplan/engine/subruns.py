@@ -9,7 +9,7 @@ from taskplan.engine import definitions, runs, transitions
 from taskplan.engine.context import Context
 from taskplan.engine.records import Claim, Outcome, StepResult
 from taskplan.errors import UsageError
-from taskplan.model import TERMINAL_RUN_STATES, RunState, TaskState
+from taskplan.model import TERMINAL_RUN_STATES, Halt, RunState, TaskRunKind, TaskState
 from taskplan.store import claims as claim_ops
 from taskplan.store import ops, run_ops
 from taskplan.store.db import Tx
@@ -28,7 +28,7 @@ def expand_foreach(ctx: Context, claim: Claim, chunks: Iterable[Sequence[Any]]) 
     with ctx.store.tx() as tx:
         run = ops.run_row(tx, claim.run_id, lock=True)
         if run is None or run.state in TERMINAL_RUN_STATES or (
-                run.halt is not None and run.halt != "finish_stage"):
+                run.halt is not None and run.halt != Halt.FINISH_STAGE):
             return None
         done = ops.foreach_items_of_attempt(tx, claim.task_run_id, claim.attempt)
         if done:
@@ -42,7 +42,8 @@ def expand_foreach(ctx: Context, claim: Claim, chunks: Iterable[Sequence[Any]]) 
         for chunk in chunks:
             rows = [{
                 "run": claim.run_id, "task": claim.task, "parent": claim.task_run_id,
-                "idx": n + i, "item": dumps(item), "kind": "task", "stage": claim.stage,
+                "idx": n + i, "item": dumps(item), "kind": str(TaskRunKind.TASK),
+                "stage": claim.stage,
                 "state": "ready", "rule": str(spec.trigger), "pend": 0,
                 "prio": spec.priority, "rank": -spec.priority, "pool": spec.pool,
                 "maxa": spec.retries + 1, "ready_at": now, "ls": label_set,

@@ -17,7 +17,15 @@ from taskplan.engine import definitions
 from taskplan.engine.context import Context
 from taskplan.engine.records import Claim, Delta, Outcome, StepResult
 from taskplan.engine.rules import resolve_trigger, retry_delay
-from taskplan.model import FAILED_LIKE, TERMINAL_RUN_STATES, OnFailure, RunState, TaskState
+from taskplan.model import (
+    FAILED_LIKE,
+    TERMINAL_RUN_STATES,
+    Halt,
+    OnFailure,
+    RunState,
+    TaskRunKind,
+    TaskState,
+)
 from taskplan.redact import mask_url
 from taskplan.store import notify_ops, ops, run_ops
 from taskplan.store.db import Tx
@@ -25,7 +33,7 @@ from taskplan.store.ops import RunRow, TaskRunRow, dumps
 
 log = logging.getLogger(__name__)
 
-USER_HALTS = ("user_stop", "user_cancel")
+USER_HALTS = (Halt.USER_STOP, Halt.USER_CANCEL)
 
 
 def finish_run(ctx: Context, tx: Tx, finished: Sequence[tuple[Claim, Outcome]], now: float,
@@ -184,7 +192,8 @@ def settle(tx: Tx, run: RunRow, first: Iterable[tuple[TaskRunRow, TaskState]], n
                              detail if row.id == first_id else None))
         if state == TaskState.FAILED:
             delta.failed += 1
-            if row.kind == "task" or (row.kind == "foreach" and not row.failed_children):
+            if row.kind == TaskRunKind.TASK or (row.kind == TaskRunKind.FOREACH
+                                               and not row.failed_children):
                 delta.policy_failures.append(row)
         failed = 1 if (state in FAILED_LIKE or state == TaskState.CANCELLED
                        or row.id in carries_failure) else 0
@@ -201,7 +210,7 @@ def settle(tx: Tx, run: RunRow, first: Iterable[tuple[TaskRunRow, TaskState]], n
             if dep.pending_up > 0:
                 continue
             new = resolve_trigger(dep.kind, dep.trigger_rule, dep.failed_up)
-            if skip_failed and new == TaskState.UPSTREAM_FAILED and dep.kind != "barrier":
+            if skip_failed and new == TaskState.UPSTREAM_FAILED and dep.kind != TaskRunKind.BARRIER:
                 new = TaskState.SKIPPED
                 carries_failure.add(dep.id)
             delta.writes.append((dep.id, str(new)))
@@ -223,7 +232,7 @@ def close_step(ctx: Context, tx: Tx, run: RunRow, now: float, delta: Delta,
                        ready=delta.ready, failed=delta.failed)
     if run.state in TERMINAL_RUN_STATES:
         return run
-    if run.halt == "cancel":
+    if run.halt == Halt.CANCEL:
         run = finalize(ctx, tx, run, now, cancel_running=True)
     elif run.unfinished == 0:
         final = (RunState.CANCELLED if run.halt in USER_HALTS
@@ -231,8 +240,8 @@ def close_step(ctx: Context, tx: Tx, run: RunRow, now: float, delta: Delta,
         ops.set_run_state(tx, run.id, final, now=now, finished=True)
         run.state = str(final)
     elif run.halt is not None and run.running == 0:
-        stage = run.halt_stage if run.halt == "finish_stage" else None
-        if run.halt != "finish_stage" or ops.count_claimable(tx, run.id, stage) == 0:
+        stage = run.halt_stage if run.halt == Halt.FINISH_STAGE else None
+        if run.halt != Halt.FINISH_STAGE or ops.count_claimable(tx, run.id, stage) == 0:
             run = finalize(ctx, tx, run, now, cancel_running=False)
     if run.state in TERMINAL_RUN_STATES:
         tx.wake = True
@@ -248,13 +257,13 @@ def _apply_policy(tx: Tx, run: RunRow, failures: Sequence[TaskRunRow]) -> None:
         return
     if policy == OnFailure.FINISH_STAGE:
         stage = min(f.stage or 0 for f in failures)
-        ops.set_halt(tx, run.id, "finish_stage", stage)
-        run.halt, run.halt_stage = "finish_stage", stage
+        ops.set_halt(tx, run.id, Halt.FINISH_STAGE, stage)
+        run.halt, run.halt_stage = Halt.FINISH_STAGE, stage
         return
-    halt = "cancel" if policy == OnFailure.CANCEL else "stop"
+    halt = Halt.CANCEL if policy == OnFailure.CANCEL else Halt.STOP
     ops.set_halt(tx, run.id, halt, None)
     run.halt = halt
-    if halt == "stop":
+    if halt == Halt.STOP:
         run_ops.mark_stopping(tx, run.id)
 
 
@@ -269,7 +278,7 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     cancelled: list[int] = []
     child_runs: list[int] = []
     for t in ops.unfinished_of_run(tx, run.id):
-        if t.state == "running" and t.kind == "foreach" and t.pending_children:
+        if t.state == "running" and t.kind == TaskRunKind.FOREACH and t.pending_children:
             # An expanded foreach parent: not on an agent, not in the running counter.
             writes.append((t.id, "cancelled" if user else "failed"))
         elif t.state == "running":
@@ -296,8 +305,8 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     for child_id in child_runs:
         child = ops.run_row(tx, child_id, lock=True)
         if child is not None and child.state not in TERMINAL_RUN_STATES:
-            ops.set_halt(tx, child_id, "user_cancel", None)
-            child.halt = "user_cancel"
+            ops.set_halt(tx, child_id, Halt.USER_CANCEL, None)
+            child.halt = Halt.USER_CANCEL
             finalize(ctx, tx, child, now, cancel_running=True)
     return run
 

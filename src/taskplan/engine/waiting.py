@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from taskplan.model import JobSpec
+from taskplan.model import Halt, JobSpec
 from taskplan.store.db import Store
 from taskplan.store.routing import RunWaitFacts, WaitingTaskRun, live_agents, wait_facts
 
@@ -37,7 +37,7 @@ def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
         return _upstreams(t)
     if facts.state == "queued":
         return "run queued: it starts when the job's active run ends"
-    if facts.halt is not None and not (facts.halt == "finish_stage"
+    if facts.halt is not None and not (facts.halt == Halt.FINISH_STAGE
                                        and (t.stage or 0) <= (facts.halt_stage or 0)):
         return "run stopping: nothing new starts"
     if facts.max_parallel is not None and facts.running >= facts.max_parallel:

@@ -120,7 +120,7 @@ STEP_CALL = ("SELECT * FROM taskplan_step(:agent, :now, :free, :root, :wake,"
               " CAST(:done AS jsonb))")
 
 
-def _done_json(done: Sequence[Success]) -> str:
+def success_payload(done: Sequence[Success]) -> str:
     # The keys are the record columns `jsonb_to_recordset(p_done) AS d(i, a, t, x, res, e)`
     # and `e ->> 'r'` of taskplan_finish_successes in store/sql/step_v2.sql.
     return json.dumps([{"i": s.task_run_id, "r": s.run_id, "a": s.attempt, "t": s.ended_at,
@@ -134,7 +134,7 @@ def call_server_step(store: Store, agent_id: int, now: float, free: int,
     e.g. a success would end its run), or a transaction is open on this thread."""
     rows = store.call(STEP_CALL, {"agent": agent_id, "now": now, "free": free,
                                    "root": root_run_id, "wake": bool(done),
-                                   "done": _done_json(done)}, wake=bool(done))
+                                   "done": success_payload(done)}, wake=bool(done))
     if rows is None or (rows and rows[0][0] == "fallback"):
         return None
     step = ServerStep([], [])

@@ -1,0 +1,22 @@
+"""The keys of the successes the server step is sent are the record columns its SQL reads:
+one is written in store/claims.py, the other in store/sql/step_v2.sql, so a test ties them."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from taskplan.store.claims import Success, success_payload
+from taskplan.store.pgserver import server_sql
+
+
+def test_success_keys_are_the_columns_the_server_step_reads() -> None:
+    sql = server_sql("step_v2.sql")
+    record = re.search(r"jsonb_to_recordset\(p_done\)\s+AS d\(([^)]*)\)", sql)
+    assert record is not None, "step_v2.sql no longer reads p_done as a record set"
+    columns = {part.split()[0] for part in record.group(1).split(",")}
+    # The run id is read on its own (`e ->> 'r'`), to lock and check the runs first.
+    columns |= set(re.findall(r"e ->> '(\w+)'", sql))
+    sent = json.loads(success_payload([Success(1, 2, 3, 4.0, 0, None, None)]))[0]
+    assert set(sent) == columns
+    assert sent == {"i": 1, "r": 2, "a": 3, "t": 4.0, "x": 0, "res": None, "e": None}
