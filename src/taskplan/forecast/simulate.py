@@ -198,11 +198,15 @@ class _Sim:
                 self.child_of[node.child_run] = i
                 return
         else:
-            n.holds_slot = True
-            self.busy += 1
-            if node.pool is not None:
-                self.pool_used[node.pool] = self.pool_used.get(node.pool, 0) + 1
+            self._take_slot(n)
         self._push(max(self.now, n.start + node.seconds), "end", i)
+
+    def _take_slot(self, n: _N) -> None:
+        """A started task (not a foreach parent, not a job task) holds a slot and its pool."""
+        n.holds_slot = True
+        self.busy += 1
+        if n.node.pool is not None:
+            self.pool_used[n.node.pool] = self.pool_used.get(n.node.pool, 0) + 1
 
     # -- events -------------------------------------------------------------------------
     def _push(self, at: float, what: str, i: int) -> None:
@@ -357,10 +361,7 @@ class _Sim:
             self._expand(i, t)
             return
         if node.kind != TaskRunKind.JOB:
-            n.holds_slot = True
-            self.busy += 1
-            if node.pool is not None:
-                self.pool_used[node.pool] = self.pool_used.get(node.pool, 0) + 1
+            self._take_slot(n)
         self._push(t + node.seconds, "end", i)
 
     def _expand(self, i: int, t: float) -> None:

@@ -38,12 +38,7 @@ class Imported:
 
 def job_name(text: str, taken: set[str], fallback: str) -> str:
     """A job name ([a-z0-9_-]+) derived from free text, unique among `taken`."""
-    base = re.sub(r"[^a-z0-9-]+", "_", text.lower()).strip("_-") or fallback
-    name, n = base, 2
-    while name in taken:
-        name, n = f"{base}_{n}", n + 1
-    taken.add(name)
-    return name
+    return _unique(re.sub(r"[^a-z0-9-]+", "_", text.lower()).strip("_-") or fallback, taken)
 
 
 def task_name(text: str, taken: set[str], fallback: str) -> str:
@@ -51,6 +46,11 @@ def task_name(text: str, taken: set[str], fallback: str) -> str:
     base = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-") or fallback
     if base.startswith("-"):
         base = "_" + base
+    return _unique(base, taken)
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    """`base`, else `base_2`, `base_3`, ...: the first not in `taken`, which it joins."""
     name, n = base, 2
     while name in taken:
         name, n = f"{base}_{n}", n + 1

@@ -171,20 +171,15 @@ def parse_conninfo(text: str) -> dict[str, str]:
             raise ValueError(f"cannot read the connection string near {text[i:i + 20]!r}")
         key, i = m.group(1), m.end()
         value = []
-        if i < n and text[i] == "'":
-            i += 1
-            while i < n and text[i] != "'":
-                if text[i] == "\\" and i + 1 < n:
-                    i += 1
-                value.append(text[i])
+        quoted = i < n and text[i] == "'"
+        i += int(quoted)  # past the opening quote
+        # A quoted value ends at its closing quote, a bare one at white space; \ escapes both.
+        while i < n and (text[i] != "'" if quoted else not text[i].isspace()):
+            if text[i] == "\\" and i + 1 < n:
                 i += 1
+            value.append(text[i])
             i += 1
-        else:
-            while i < n and not text[i].isspace():
-                if text[i] == "\\" and i + 1 < n:
-                    i += 1
-                value.append(text[i])
-                i += 1
+        i += int(quoted)  # past the closing quote
         out[key] = "".join(value)
     return out
 
