@@ -31,12 +31,6 @@ class Tx:
         # step to report with the runs it ended itself.
         self.ended_runs: list[tuple[int, str]] = []
 
-    @property
-    def pg(self) -> bool:
-        """Deprecated: ask `self.dialect` (row_locks, server_step) instead. Kept only for
-        engine/dispatch.py until the engine is restructured."""
-        return self.dialect.row_locks
-
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         self.cur.execute(self._sql(sql), params)
         return list(self.cur.fetchall())
