@@ -13,7 +13,7 @@
   the schedule's params (then `--param` values) and `fire_at` the instant, which templates read
   as `run.fire_time`. They are created `queued` and started in firing order, at most
   `max_active` running at once: the end of one starts the next (in the transaction that ends
-  it, see `triggers.after_run_end`; the scheduler's sweep is the backstop). They take no part
+  it, see `engine.triggers.after_run_end`; the scheduler's sweep is the backstop). They take no part
   in `on_overlap`, and the job's other runs do not count against `max_active`.
 """
 

@@ -243,7 +243,7 @@ class _Sim:
         self._settle(i, TaskState.SUCCEEDED, t)
 
     def _settle(self, first: int, state: str, t: float) -> None:
-        """A node reached a terminal state at t: propagate as `Dispatch._settle` does."""
+        """A node reached a terminal state at t: propagate as `engine.transitions.settle` does."""
         work = [(first, state)]
         skip_failed = self.runs[self.nodes[first].run].on_failure != OnFailure.CONTINUE
         while work:

@@ -568,7 +568,7 @@ def label_set_id(tx: Tx, labels: str) -> tuple[int, bool]:
     if found is not None:
         return int(found), True
     # New sets get ids in commit order, so an agent that has read every set up to a run's
-    # max_label_set knows them all (see Dispatch._label_sets_of).
+    # max_label_set knows them all (see engine.claims.label_sets_of).
     if tx.dialect.serialize_inserts(tx, "label_sets"):
         found = tx.scalar("SELECT id FROM label_sets WHERE labels = :l", {"l": labels})
         if found is not None:
