@@ -29,13 +29,7 @@ SCHEDULE_OPTION = click.option(
 @handle_errors
 def pause_cmd(job: str, schedule: str | None, db: str | None) -> None:
     """Stop a job's schedules and triggers from making runs (manual runs still start)."""
-    engine = get_context(db).engine
-    if schedule is not None:
-        changed = engine.pause_schedule(job, schedule)
-        click.echo(f"{job}: schedule {schedule} " + ("paused" if changed else "already paused"))
-        return
-    changed = engine.pause_job(job)
-    click.echo(f"{job}: paused" if changed else f"{job}: already paused")
+    _switch(db, job, schedule, pause=True)
 
 
 @click.command("resume")
@@ -45,13 +39,20 @@ def pause_cmd(job: str, schedule: str | None, db: str | None) -> None:
 @handle_errors
 def resume_cmd(job: str, schedule: str | None, db: str | None) -> None:
     """Let a paused job's schedules and triggers make runs again, from now on."""
+    _switch(db, job, schedule, pause=False)
+
+
+def _switch(db: str | None, job: str, schedule: str | None, *, pause: bool) -> None:
+    """Pause or resume a job, or one of its schedules, and say whether that changed anything."""
     engine = get_context(db).engine
-    if schedule is not None:
-        changed = engine.resume_schedule(job, schedule)
-        click.echo(f"{job}: schedule {schedule} " + ("resumed" if changed else "not paused"))
-        return
-    changed = engine.resume_job(job)
-    click.echo(f"{job}: resumed" if changed else f"{job}: not paused")
+    if schedule is None:
+        what, changed = f"{job}:", engine.pause_job(job) if pause else engine.resume_job(job)
+    else:
+        what = f"{job}: schedule {schedule}"
+        changed = (engine.pause_schedule(job, schedule) if pause
+                   else engine.resume_schedule(job, schedule))
+    done, same = ("paused", "already paused") if pause else ("resumed", "not paused")
+    click.echo(f"{what} {done if changed else same}")
 
 
 def _deleted(d: JobDeletion, dry_run: bool) -> str:
