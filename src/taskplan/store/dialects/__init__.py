@@ -1,7 +1,7 @@
 """What differs between SQLite and PostgreSQL, chosen once when a Store opens.
 
-`Dialect` holds what both backends share (one connection per thread, a nested transaction
-joining the open one) and names every point where they differ; `sqlite.py` and
+`Dialect` holds what both backends share (one connection per thread and its bookkeeping)
+and names every point where they differ; `sqlite.py` and
 `postgresql.py` implement those points, and each is the one place to read for its backend:
 how a connection is opened, how a write transaction begins and ends, how waiters learn of
 other processes' commits, how rows are locked, how many rows are inserted at once, the
