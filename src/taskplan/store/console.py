@@ -248,7 +248,8 @@ _TR_COLS = ("id, task, kind, item_index, item, state, attempts, started_at, fini
 def _task_run_info(row: Row) -> TaskRunInfo:
     (tr_id, name, stored, index, item, state, attempts, started_at, finished_at, exit_code,
      result, error, stage, child_run_id) = row
-    kind = "item" if index is not None else str(stored)  # as `status --json` names them
+    # As `status --json` names them: an item is a stored `task` row with a parent.
+    kind = TaskRunKind.ITEM if index is not None else TaskRunKind(stored)
     return TaskRunInfo(int(tr_id), str(name), kind, index, loads(item), str(state),
                        int(attempts), started_at, finished_at, exit_code, loads(result), error,
                        stage, child_run_id)

@@ -72,7 +72,7 @@ class TaskRunInfo:
     id: int
     name: str
     # task | foreach (a fan-out's group row) | item (one item of a fan-out) | job (a sub-job).
-    kind: str
+    kind: TaskRunKind
     item_index: int | None
     item: Any
     state: str
@@ -103,8 +103,9 @@ def task_runs(tx: Tx, run_id: int) -> list[TaskRunInfo]:
     out = []
     for (tr_id, name, stored, index, item, state, attempts, started_at, finished_at, exit_code,
          result, error, stage, child_run_id) in rows:
-        kind = ("foreach" if stored == TaskRunKind.FOREACH else "item" if index is not None
-                else "job" if str(name) in sub_jobs else "task")
+        kind = (TaskRunKind.FOREACH if stored == TaskRunKind.FOREACH
+                else TaskRunKind.ITEM if index is not None
+                else TaskRunKind.JOB if str(name) in sub_jobs else TaskRunKind.TASK)
         out.append(TaskRunInfo(
             int(tr_id), str(name), kind, index, loads(item), str(state), int(attempts),
             started_at, finished_at, exit_code, loads(result), error, stage, child_run_id,
