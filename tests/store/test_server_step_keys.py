@@ -1,5 +1,6 @@
 """The keys of the successes the server step is sent are the record columns its SQL reads:
-one is written in store/claims.py, the other in store/sql/step_v2.sql, so a test ties them."""
+one is written in store/claims.py, the other in the step's SQL (taskplan_finish_successes of
+store/sql/step_v1.sql, which step_v2.sql leaves as it is), so a test ties them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from taskplan.store.pgserver import server_sql
 
 
 def test_success_keys_are_the_columns_the_server_step_reads() -> None:
-    sql = server_sql("step_v2.sql")
+    current = server_sql("step_v2.sql")
+    assert "FUNCTION taskplan_finish_successes(" not in current, "v2 redefines it: read v2"
+    sql = server_sql("step_v1.sql") + current
     record = re.search(r"jsonb_to_recordset\(p_done\)\s+AS d\(([^)]*)\)", sql)
-    assert record is not None, "step_v2.sql no longer reads p_done as a record set"
+    assert record is not None, "the step no longer reads p_done as a record set"
     columns = {part.split()[0] for part in record.group(1).split(",")}
     # The run id is read on its own (`e ->> 'r'`), to lock and check the runs first.
     columns |= set(re.findall(r"e ->> '(\w+)'", sql))
