@@ -29,6 +29,7 @@ except SystemExit as exc:
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 HEAVY = ("pydantic", "sqlalchemy", "alembic", "yaml", "jinja2", "rich", "taskplan.agent",
+         "taskplan.engine.facade", "taskplan.engine.claims", "taskplan.engine.transitions",
          "taskplan.engine.recovery", "taskplan.engine.definitions", "taskplan.spec.schema",
          "taskplan.executors", "taskplan.forecast")
 # What `--help` and `--version` do not need either: settings, the store, the shared CLI code.
