@@ -228,8 +228,8 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
     # read, which SQLite refuses inside this thread's open transaction.
     with ctx.store.read() as tx:
         owner = job_admin.job_of_run(tx, run_id)
-    if owner is not None and not owner[1]:
-        raise ConflictError(f"run {run_id} belongs to job {owner[0]}, which was deleted;"
+    if owner is not None and not owner.exists:
+        raise ConflictError(f"run {run_id} belongs to job {owner.job}, which was deleted;"
                             " apply the job again to retry its runs")
     repin = _latest_spec(ctx, run_id) if latest else None
     spec = (repin[1] if repin is not None

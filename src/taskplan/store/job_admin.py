@@ -36,14 +36,20 @@ def live_job(tx: Tx, name: str) -> LiveJob | None:
     return LiveJob(int(job_id), str(job), str(source))
 
 
-def job_of_run(tx: Tx, run_id: int) -> tuple[str, bool] | None:
-    """(job name, whether the job still exists) of a run; None for an unknown run."""
+@dataclass(frozen=True)
+class RunOwner:
+    job: str
+    exists: bool  # False once the job was deleted (its runs stay readable)
+
+
+def job_of_run(tx: Tx, run_id: int) -> RunOwner | None:
+    """The job of a run; None for an unknown run."""
     row = tx.one("SELECT j.name, j.current_version_id FROM runs r JOIN jobs j"
                  " ON j.id = r.job_id WHERE r.id = :r", {"r": run_id})
     if row is None:
         return None
     job, current = row
-    return str(job), current is not None
+    return RunOwner(str(job), current is not None)
 
 
 def current_version_id(tx: Tx, job_id: int) -> int:
