@@ -108,8 +108,7 @@ class TaskResultsView(Mapping[str, Any]):
 class Agent:
     def __init__(self, engine: Engine, *, slots: int, name: str | None = None,
                  root_run_id: int | None = None, lease: float = 30.0,
-                 exit_when_idle: float | None = None, labels: Iterable[str] = (),
-                 on_step: StepObserver | None = None) -> None:
+                 exit_when_idle: float | None = None, labels: Iterable[str] = ()) -> None:
         if slots < 1:
             raise ValueError("an agent needs at least one slot")
         self.engine = engine
@@ -123,8 +122,9 @@ class Agent:
         self.lease = lease
         self.exit_when_idle = exit_when_idle
         # Told, on the dispatcher thread, what each committed step recorded and claimed: the
-        # foreground runner's progress comes from here, not from reading the store back.
-        self.on_step = on_step
+        # foreground runner's progress (which sets it) comes from here, not from reading the
+        # store back.
+        self.on_step: StepObserver | None = None
         self.agent_id: int | None = None
         self._done: queue.SimpleQueue[tuple[Claim, Outcome]] = queue.SimpleQueue()
         self._active: dict[int, tuple[Claim, Cancellation]] = {}
@@ -645,9 +645,9 @@ def _fields(claim: Claim, event: str) -> dict[str, Any]:
             "task_run_id": claim.task_run_id, "attempt": claim.attempt}
 
 
-def _chunks(items: Iterable[Any], size: int = FOREACH_CHUNK) -> Iterator[list[Any]]:
+def _chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
     it = iter(items)
-    while chunk := list(itertools.islice(it, size)):
+    while chunk := list(itertools.islice(it, FOREACH_CHUNK)):
         yield chunk
 
 

@@ -1,7 +1,7 @@
 """An attempt's output on its way to the store: buffered, flushed often, and bounded.
 
-Output beyond `limit` bytes is not stored except for its last `tail` bytes, which are kept in
-memory and written when the attempt ends behind a note saying how much was dropped.
+Output beyond `LIMIT` characters is not stored except for its last `TAIL` characters, which are
+kept in memory and written when the attempt ends behind a note saying how much was dropped.
 """
 
 from __future__ import annotations
@@ -18,17 +18,16 @@ log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 0.25  # seconds: how stale `logs --follow` may be
 FLUSH_SIZE = 32 * 1024
+LIMIT = 1024 * 1024  # characters of an attempt's output stored; past it only the tail
+TAIL = 64 * 1024  # characters of the end of the output kept past LIMIT
 FINAL_WAIT = 60.0  # seconds the last flush waits for an unreachable store before dropping
 
 
 class AttemptLog:
-    def __init__(self, store: Store, task_run_id: int, attempt: int, *,
-                 limit: int = 1024 * 1024, tail: int = 64 * 1024) -> None:
+    def __init__(self, store: Store, task_run_id: int, attempt: int) -> None:
         self._store = store
         self._tr = task_run_id
         self._attempt = attempt
-        self._limit = limit
-        self._tail_size = tail
         self._lock = threading.Lock()
         self._buf: list[str] = []
         self._buf_len = 0
@@ -48,7 +47,7 @@ class AttemptLog:
             if self._closed:
                 return
             self._produced += len(text)
-            room = self._limit - self._stored - self._buf_len
+            room = LIMIT - self._stored - self._buf_len
             if room > 0:
                 head = text[:room]
                 self._buf.append(head)
@@ -56,7 +55,7 @@ class AttemptLog:
                 text = text[room:]
             if text:
                 self._dropped += len(text)
-                self._tail = (self._tail + text)[-self._tail_size:]
+                self._tail = (self._tail + text)[-TAIL:]
             due = (time.monotonic() - self._last_flush >= FLUSH_EVERY
                    or self._buf_len >= FLUSH_SIZE)
             if not due and self._timer is None and self._buf:

@@ -37,8 +37,8 @@ class Settings:
     connections: dict[str, str] = field(default_factory=dict)
 
 
-def find_config(start: Path | None = None) -> Path | None:
-    here = (start or Path.cwd()).resolve()
+def find_config() -> Path | None:
+    here = Path.cwd().resolve()
     for folder in (here, *here.parents):
         candidate = folder / CONFIG_NAME
         if candidate.is_file():
@@ -80,9 +80,9 @@ def _line_of(path: Path, key: str) -> int:
     return 1
 
 
-def load_settings(db: str | None = None, start: Path | None = None) -> Settings:
+def load_settings(db: str | None = None) -> Settings:
     """Resolve settings in order: --db, TASKPLAN_DB, taskplan.toml, default."""
-    path = find_config(start)
+    path = find_config()
     data = _read_toml(path) if path else {}
     if path is not None:
         _check_keys(path, data)

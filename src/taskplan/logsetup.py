@@ -91,8 +91,8 @@ def configure(fmt: str = "text", verbosity: int = 0) -> None:
     atexit.register(_drain, records)
 
 
-def _drain(records: queue.Queue[logging.LogRecord], wait: float = 1.0) -> None:
-    """At exit, give the writer a moment to print what is queued (never hang on stderr)."""
-    deadline = time.monotonic() + wait
+def _drain(records: queue.Queue[logging.LogRecord]) -> None:
+    """At exit, give the writer a second to print what is queued (never hang on stderr)."""
+    deadline = time.monotonic() + 1.0
     while not records.empty() and time.monotonic() < deadline:
         time.sleep(0.01)

@@ -85,15 +85,14 @@ class FireResult:
 
 class Scheduler:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] | None = None,
-                 holder: str | None = None, lease: float = 6.0, default_tz: str = "UTC",
-                 grace: float = MISFIRE_GRACE) -> None:
+                 holder: str | None = None, lease: float = 6.0, default_tz: str = "UTC"
+                 ) -> None:
         self.engine = engine
         self.store = engine.store
         self.clock = clock or engine.clock
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = lease
         self.default_tz = default_tz
-        self.grace = grace
         self.leader = False
         self._stop = threading.Event()
         self._mark: tuple[tuple[int, float], tuple[int, float]] | None = None
@@ -190,7 +189,7 @@ class Scheduler:
         """The firings of (after, now], as (instant, None to fire it, else why it is missed);
         the last one always appears so that the schedule's mark moves up to it. Missed firings
         are looked at only as far back as the latest RUN_ALL_CAP + 1."""
-        on_time_from = now - self.grace
+        on_time_from = now - MISFIRE_GRACE
         latest = _latest(schedule, after, now, RUN_ALL_CAP + 1)
         if not latest:
             return []
@@ -225,7 +224,7 @@ class Scheduler:
             for fire_at, missed in due:
                 if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
                     continue  # another scheduler fired it
-                if fire_at < now - self.grace:
+                if fire_at < now - MISFIRE_GRACE:
                     late.append(fire_at)
                 run_id, note = (None, missed) if missed else (
                     (None, paused) if paused

@@ -25,14 +25,14 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
-def run_summary(r: RunInfo, now: float | None = None) -> dict[str, Any]:
+def run_summary(r: RunInfo) -> dict[str, Any]:
     """One element of `runs --json`; `deadline` only for a run of a job that has one."""
     out = {
         "run_id": r.run_id, "job": r.job, "version": r.version, "state": r.state,
         "trigger": r.trigger, "created_at": iso(r.created_at),
         "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
     }
-    deadline = run_deadline(r, now)
+    deadline = run_deadline(r)
     if deadline is not None:
         out["deadline"] = deadline
     return out

@@ -52,20 +52,20 @@ def _span(seconds: float) -> str:
     return elapsed_text(seconds, millis=False)  # a forecast is never as fine as milliseconds
 
 
-def gantt(forecast: RunForecast, start: float, width: int = GANTT_WIDTH) -> list[str]:
+def gantt(forecast: RunForecast, start: float) -> list[str]:
     """One line per task, earliest first: name, start offset, duration and a bar; the tasks
     of the critical path are drawn with '#', the others with '='."""
     total = max(forecast.finish_at - start, 1e-9)
     critical = set(forecast.critical_path)
     rows = sorted(forecast.tasks.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
     name_w = max([len(n) for n, _ in rows] + [4])
-    lines = [f"{'TASK':<{name_w}}  {'START':>8}  {'TOOK':>8}  |{'':<{width}}|"]
+    lines = [f"{'TASK':<{name_w}}  {'START':>8}  {'TOOK':>8}  |{'':<{GANTT_WIDTH}}|"]
     for name, (s, e) in rows:
-        lo = round((s - start) / total * width)
-        hi = max(lo + 1, round((e - start) / total * width))
+        lo = round((s - start) / total * GANTT_WIDTH)
+        hi = max(lo + 1, round((e - start) / total * GANTT_WIDTH))
         bar = " " * lo + ("#" if name in critical else "=") * (hi - lo)
         lines.append(f"{name:<{name_w}}  {'+' + _span(s - start):>8}  {_span(e - s):>8}  "
-                     f"|{bar:<{width}}|")
+                     f"|{bar:<{GANTT_WIDTH}}|")
     return lines
 
 

@@ -53,13 +53,12 @@ _PASSWORD_SPAN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:(?P<pw>[^@\s
 
 
 # -- connections ---------------------------------------------------------------------------
-def expand_url(url: str, connection: str, environ: Mapping[str, str] | None = None) -> str:
+def expand_url(url: str, connection: str) -> str:
     """`${VAR}` -> its value from the environment, `${file:/path}` -> the file's content
     (without its final line end); a missing one is an error naming it (never its value).
 
     Values read from files, and environment values standing for the password, are remembered
     as secrets, so that `mask_url` hides them wherever they show up later."""
-    env = os.environ if environ is None else environ
     pw = _PASSWORD_SPAN.match(url)
     pw_span = pw.span("pw") if pw else (0, 0)
 
@@ -73,7 +72,7 @@ def expand_url(url: str, connection: str, environ: Mapping[str, str] | None = No
                                     f" {m['file']}: {exc.strerror or exc}") from None
             remember_secret(value)
             return value
-        found = env.get(m["var"])
+        found = os.environ.get(m["var"])
         if found is None:
             raise SqlSetupError(
                 f"connection {connection!r}: environment variable {m['var']} is not set")

@@ -38,19 +38,19 @@ class History:
     runs: int = 0  # how many past runs were read
 
 
-def estimate(samples: Sequence[float], default: float = DEFAULT_SECONDS) -> Estimate:
+def estimate(samples: Sequence[float]) -> Estimate:
     recent = [max(0.0, s) for s in samples[:SAMPLES]]
     if not recent:
-        return Estimate(default, 0)
+        return Estimate(DEFAULT_SECONDS, 0)
     return Estimate(statistics.median(recent), len(recent))
 
 
 class DurationModel:
     """Estimates for the tasks of one job, remembering which fell back to the default."""
 
-    def __init__(self, history: History, default: float = DEFAULT_SECONDS) -> None:
+    def __init__(self, history: History) -> None:
         self.history = history
-        self.default = default
+        self.default = DEFAULT_SECONDS
         self.unknown: list[str] = []
         self._known: dict[str, Estimate] = {}
 
@@ -69,7 +69,7 @@ class DurationModel:
                      or self.history.tasks.get(spec.name, []))
         else:
             found = self.history.tasks.get(spec.name, [])
-        got = estimate(found, self.default)
+        got = estimate(found)
         if got.samples == 0 and spec.name not in self.unknown:
             self.unknown.append(spec.name)
         return got

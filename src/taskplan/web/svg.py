@@ -174,11 +174,10 @@ def _ticks(t0: float, t1: float) -> list[float]:
 
 
 def gantt_svg(graph: RunGraph, bars: list[AttemptBar], *, run_start: float | None,
-              critical: set[int] | None = None, predicted: Any = None,
-              now: float | None = None) -> Markup:
+              critical: set[int] | None = None, predicted: Any = None) -> Markup:
     """One row per top-level task run: its attempts as bars (retries visible), a foreach group
     as one bar from its first item's start to its last item's end, predicted bars dashed."""
-    now = now or time.time()
+    now = time.time()
     rows = [n for n in graph.nodes if n.kind != TaskRunKind.BARRIER]
     rows.sort(key=lambda n: (_start(n) is None, _start(n) or 0.0, n.id))
     rows = rows[:MAX_GANTT_ROWS]
