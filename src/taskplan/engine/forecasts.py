@@ -37,12 +37,9 @@ def read_history(tx: Tx, job_id: int | None, spec: JobSpec,
             past = same or past
         ids = [r.run_id for r in past[:RUNS_READ]]
         history.runs = len(ids)
-        for task, seconds in hist.task_durations(tx, ids):
-            history.tasks.setdefault(task, []).append(seconds)
-        for task, seconds in hist.item_durations(tx, ids):
-            history.items.setdefault(task, []).append(seconds)
-        for task, count in hist.item_counts(tx, ids):
-            history.item_counts.setdefault(task, []).append(count)
+        history.tasks = hist.task_durations(tx, ids)
+        history.items = hist.item_durations(tx, ids)
+        history.item_counts = hist.item_counts(tx, ids)
     for child in sorted({str(t.command) for t in spec.tasks if t.kind == "job"}):
         history.jobs[child] = hist.run_durations(tx, child, RUNS_READ)
     return history

@@ -43,7 +43,8 @@ def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
     if facts.max_parallel is not None and facts.running >= facts.max_parallel:
         return f"max_parallel {facts.max_parallel} reached"
     if t.pool is not None and t.pool in facts.pools:
-        size, used = facts.pools[t.pool]
+        pool = facts.pools[t.pool]
+        size, used = pool.size, pool.running
         if used >= size:
             return f"pool {t.pool} full ({used}/{size})"
     alive = [a for a in facts.agents if a.state == "alive"]
@@ -62,8 +63,8 @@ def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
 
 
 def _upstreams(t: WaitingTaskRun) -> str:
-    names = [n for n, stage in t.upstreams if stage is None]
-    stages = sorted({s for _, s in t.upstreams if s is not None})
+    names = [u.task for u in t.upstreams if u.stage is None]
+    stages = sorted({u.stage for u in t.upstreams if u.stage is not None})
     parts: list[str] = []
     if names:
         shown = ", ".join(names[:MAX_NAMES])

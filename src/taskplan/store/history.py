@@ -44,11 +44,19 @@ def recent_runs(tx: Tx, job_id: int, limit: int) -> list[PastRun]:
     return [PastRun(int(i), loads(params) or {}, str(state)) for i, params, state in rows]
 
 
-def task_durations(tx: Tx, run_ids: Sequence[int]) -> list[tuple[str, float]]:
-    """(task, seconds) of the successful final attempt of each plain or job task run of these
-    runs (not items, not foreach parents), newest run first."""
+def _by_task(rows: Sequence[Row]) -> dict[str, list[float]]:
+    """(task, value) rows -> each task's values, in row order."""
+    out: dict[str, list[float]] = {}
+    for task, value in rows:
+        out.setdefault(str(task), []).append(float(value))
+    return out
+
+
+def task_durations(tx: Tx, run_ids: Sequence[int]) -> dict[str, list[float]]:
+    """Task -> seconds of the successful final attempt of each of its plain or job task runs
+    in these runs (not items, not foreach parents), newest run first."""
     if not run_ids:
-        return []
+        return {}
     marks, params = _marks("r", run_ids)
     rows = tx.all(
         "SELECT t.task, a.finished_at - a.started_at FROM task_runs t JOIN attempts a"
@@ -56,14 +64,15 @@ def task_durations(tx: Tx, run_ids: Sequence[int]) -> list[tuple[str, float]]:
         f" WHERE t.run_id IN ({marks}) AND t.state = 'succeeded' AND t.kind = 'task'"
         " AND t.parent_id IS NULL AND a.finished_at IS NOT NULL"
         " ORDER BY t.run_id DESC", params)
-    return [(str(t), float(s)) for t, s in rows]
+    return _by_task(rows)
 
 
 def item_durations(tx: Tx, run_ids: Sequence[int], per_parent: int = ITEM_SAMPLES
-                   ) -> list[tuple[str, float]]:
-    """(foreach task, seconds) of successful items, the first `per_parent` of each parent."""
+                   ) -> dict[str, list[float]]:
+    """Foreach task -> seconds of its successful items, the first `per_parent` of each parent,
+    newest run first."""
     if not run_ids:
-        return []
+        return {}
     marks, params = _marks("r", run_ids)
     params["k"] = per_parent
     rows = tx.all(
@@ -72,20 +81,24 @@ def item_durations(tx: Tx, run_ids: Sequence[int], per_parent: int = ITEM_SAMPLE
         " JOIN attempts a ON a.task_run_id = c.id AND a.attempt = c.attempts"
         f" WHERE p.run_id IN ({marks}) AND p.kind = 'foreach' AND c.state = 'succeeded'"
         " AND a.finished_at IS NOT NULL ORDER BY p.run_id DESC", params)
-    return [(str(t), float(s)) for t, s in rows]
+    return _by_task(rows)
 
 
-def item_counts(tx: Tx, run_ids: Sequence[int]) -> list[tuple[str, int]]:
-    """(foreach task, items) of each foreach parent of these runs that ended succeeded."""
+def item_counts(tx: Tx, run_ids: Sequence[int]) -> dict[str, list[int]]:
+    """Foreach task -> items of each of its parents in these runs that ended succeeded, newest
+    run first."""
     if not run_ids:
-        return []
+        return {}
     marks, params = _marks("r", run_ids)
     rows = tx.all(
         "SELECT p.task, (SELECT MAX(c.item_index) + 1 FROM task_runs c"
         " WHERE c.parent_id = p.id) FROM task_runs p"
         f" WHERE p.run_id IN ({marks}) AND p.kind = 'foreach' AND p.state = 'succeeded'"
         " ORDER BY p.run_id DESC", params)
-    return [(str(t), int(n or 0)) for t, n in rows]
+    out: dict[str, list[int]] = {}
+    for task, count in rows:
+        out.setdefault(str(task), []).append(int(count or 0))
+    return out
 
 
 def run_durations(tx: Tx, job_name: str, limit: int) -> list[float]:

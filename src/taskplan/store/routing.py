@@ -20,6 +20,20 @@ class LiveAgent:
 
 
 @dataclass(frozen=True)
+class Upstream:
+    """An upstream a pending task run waits for."""
+
+    task: str
+    stage: int | None  # a stage barrier: the stage it closes; else None
+
+
+@dataclass(frozen=True)
+class PoolUse:
+    size: int
+    running: int
+
+
+@dataclass(frozen=True)
 class WaitingTaskRun:
     id: int
     task: str
@@ -28,8 +42,7 @@ class WaitingTaskRun:
     pool: str | None
     ready_at: float | None
     labels: tuple[str, ...]  # what its agent needs
-    # Upstreams not finished yet: (task name, stage of a barrier or None).
-    upstreams: list[tuple[str, int | None]] = field(default_factory=list)
+    upstreams: list[Upstream] = field(default_factory=list)  # not finished yet
 
 
 @dataclass(frozen=True)
@@ -41,7 +54,7 @@ class RunWaitFacts:
     max_parallel: int | None
     pin_agent_id: int | None
     tasks: list[WaitingTaskRun]
-    pools: dict[str, tuple[int, int]]  # name -> (size, running), for the pools tasks wait on
+    pools: dict[str, PoolUse]  # the pools its ready task runs wait on
     agents: list[LiveAgent]  # alive or draining, lease not expired
 
 
@@ -75,8 +88,8 @@ def wait_facts(tx: Tx, run_id: int, now: float) -> RunWaitFacts | None:
             waiting = by_id.get(int(down))
             if waiting is not None:
                 waiting.upstreams.append(
-                    (str(name), stage if kind == TaskRunKind.BARRIER else None))
-    pools: dict[str, tuple[int, int]] = {}
+                    Upstream(str(name), stage if kind == TaskRunKind.BARRIER else None))
+    pools: dict[str, PoolUse] = {}
     names = sorted({t.pool for t in tasks if t.pool is not None and t.state == "ready"})
     if names:
         marks = ", ".join(f":p{i}" for i in range(len(names)))
@@ -85,7 +98,7 @@ def wait_facts(tx: Tx, run_id: int, now: float) -> RunWaitFacts | None:
                 "SELECT p.name, p.size, (SELECT COUNT(*) FROM task_runs t WHERE t.state ="
                 f" 'running' AND t.pool = p.name) FROM pools p WHERE p.name IN ({marks})",
                 params):
-            pools[str(name)] = (int(size), int(used))
+            pools[str(name)] = PoolUse(int(size), int(used))
     state, halt, halt_stage, running, max_parallel, pin_agent_id = run
     return RunWaitFacts(str(state), halt, halt_stage, int(running), max_parallel, pin_agent_id,
                         tasks, pools, live_agents(tx, now))
