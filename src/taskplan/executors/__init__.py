@@ -5,8 +5,6 @@ are imported only when named: a python worker process imports this package and m
 for SQLAlchemy. Other kinds plug in with `register_executor(kind, executor)`.
 """
 
-from typing import Any
-
 from taskplan.executors.base import (
     AttemptContext,
     Cancellation,
@@ -18,6 +16,7 @@ from taskplan.executors.base import (
     executor_for,
     register_executor,
 )
+from taskplan.lazy import lazy_names
 
 _CLASSES = {
     "PythonExecutor": "taskplan.executors.python",
@@ -26,13 +25,7 @@ _CLASSES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _CLASSES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_names(__name__, _CLASSES)
 
 
 __all__ = [
