@@ -99,12 +99,12 @@ def forecast_cmd(job_or_file: str, params: tuple[str, ...], workers: int | None,
                  at: str | None, db: str | None, as_json: bool) -> None:
     """Predict a run not started yet: its makespan, a text Gantt and its critical path."""
     from taskplan.cli.execute import DEFAULT_WORKERS
-    from taskplan.cli.schedule_cmds import _job_spec
+    from taskplan.cli.schedule_cmds import job_spec_of
     from taskplan.engine.forecasts import alive_slots, forecast_job
 
     overrides = parse_params(params)
     ctx = get_context(db)
-    spec = _job_spec(ctx, job_or_file)
+    spec = job_spec_of(ctx, job_or_file)
     engine = ctx.engine_or_scratch()  # a job file can be forecast before any store exists
     now = engine.clock()
     start = (parse_at(at, spec, ctx.settings.timezone, datetime.fromtimestamp(now).astimezone())

@@ -32,7 +32,7 @@ from taskplan.spec import load_job_file
 from taskplan.timing import calendar_names, job_timezone, next_with_skips
 
 
-def _job_spec(ctx: Any, job_or_file: str) -> JobSpec:
+def job_spec_of(ctx: Any, job_or_file: str) -> JobSpec:
     """A job file is read (not applied); anything else names an applied job."""
     path = Path(job_or_file)
     if path.suffix in (".yaml", ".yml") or path.is_file():
@@ -81,7 +81,7 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
              as_json: bool) -> None:
     """The next firings of a job (a name, or a job file that is read, not applied)."""
     ctx = get_context(db)
-    job = _job_spec(ctx, job_or_file)
+    job = job_spec_of(ctx, job_or_file)
     default_tz = ctx.settings.timezone
     start = (parse_after(after, job, default_tz) if after is not None
              else datetime.now().astimezone())
