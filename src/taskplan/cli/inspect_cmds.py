@@ -197,9 +197,9 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
             chunks = ops.read_log(tx, tr_id, max(number, 1), seq)
             state = reports.attempt_state(tx, tr_id, max(number, 1))
             task_state = run_ops.task_run_state(tx, tr_id)
-        for s, data in chunks:
-            out.write(str(data))
-            seq = int(s)
+        for piece in chunks:
+            out.write(piece.data)
+            seq = piece.seq
         if not follow:
             out.close()
             return
@@ -209,8 +209,8 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
                 "pending", "ready", "running", "retrying"}:
             with store.read() as tx:
                 rest = ops.read_log(tx, tr_id, max(number, 1), seq)
-            for _, data in rest:
-                out.write(str(data))
+            for piece in rest:
+                out.write(piece.data)
             out.close()
             return
         time.sleep(0.2)

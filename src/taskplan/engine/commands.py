@@ -39,9 +39,11 @@ def pause_job(ctx: Context, name: str) -> bool:
     start. Returns False if it was paused already."""
     return _set_paused(ctx, name, True)
 
+
 def resume_job(ctx: Context, name: str) -> bool:
     """Undo pause_job. Firings that fell in the pause are not made up (see backfill)."""
     return _set_paused(ctx, name, False)
+
 
 def delete_job(ctx: Context, name: str, *, force: bool = False, purge_history: bool = False,
                dry_run: bool = False) -> JobDeletion:
@@ -88,6 +90,7 @@ def delete_job(ctx: Context, name: str, *, force: bool = False, purge_history: b
             return JobDeletion(name, cancelled, total, purge_history)
     raise ConflictError(f"job {name} keeps starting runs; pause it, then delete it")
 
+
 def _callers_of(ctx: Context, name: str) -> list[str]:
     """The other jobs whose current version starts `name` (a `job:` task) or waits for it
     (a cross-job trigger), as "job fe (task sub)" / "job down (trigger)"."""
@@ -104,13 +107,16 @@ def _callers_of(ctx: Context, name: str) -> list[str]:
             found.append(f"job {job} (trigger)")
     return found
 
+
 def pause_schedule(ctx: Context, name: str, key: str) -> bool:
     """Pause one schedule of a job (its firings are recorded as skipped; the job's other
     schedules and its triggers go on). Returns False if it was paused already."""
     return _set_schedule_paused(ctx, name, key, True)
 
+
 def resume_schedule(ctx: Context, name: str, key: str) -> bool:
     return _set_schedule_paused(ctx, name, key, False)
+
 
 def paused_schedules(ctx: Context, name: str) -> set[str]:
     """The keys of the job's schedules paused one at a time."""
@@ -119,6 +125,7 @@ def paused_schedules(ctx: Context, name: str) -> set[str]:
         if job is None:
             raise unknown_job(tx, name)
         return sched_ops.paused_schedules(tx, job.job_id)
+
 
 def _set_schedule_paused(ctx: Context, name: str, key: str, paused: bool) -> bool:
     with ctx.store.read() as tx:
@@ -135,6 +142,7 @@ def _set_schedule_paused(ctx: Context, name: str, key: str, paused: bool) -> boo
         tx.wake = changed
         return changed
 
+
 def _set_paused(ctx: Context, name: str, paused: bool) -> bool:
     with ctx.store.tx() as tx:
         changed = sched_ops.set_job_paused(tx, name, paused)
@@ -148,9 +156,11 @@ def cancel_run(ctx: Context, run_id: int) -> str:
     """Kill the run's running tasks and end it cancelled; ConflictError if it has ended."""
     return _halt_by_user(ctx, run_id, Halt.USER_CANCEL)
 
+
 def stop_run(ctx: Context, run_id: int) -> str:
     """Drain the run (nothing new starts); ConflictError if it has ended."""
     return _halt_by_user(ctx, run_id, Halt.USER_STOP)
+
 
 def _halt_by_user(ctx: Context, run_id: int, halt: str) -> str:
     with ctx.store.tx() as tx:
@@ -172,16 +182,17 @@ def _halt_by_user(ctx: Context, run_id: int, halt: str) -> str:
         tx.wake = True
         return run.state
 
+
 def stale_pin(ctx: Context, run_id: int) -> tuple[str, int, int] | None:
     """(job, pinned version number, current number) when a newer version is current."""
     with ctx.store.read() as tx:
         found = ops.pinned_and_current(tx, run_id)
     if found is None:
         raise NotFoundError(f"no run {run_id}")
-    job, pinned_id, pinned, current_id, current = found
-    if current_id is None or current is None or current_id == pinned_id:
+    if found.current_id is None or found.current is None or found.current_id == found.pinned_id:
         return None
-    return job, pinned, current
+    return found.job, found.pinned, found.current
+
 
 def _latest_spec(ctx: Context, run_id: int) -> tuple[int, JobSpec] | None:
     """The job's current version for `retry --latest`, if it differs from the pinned one;
@@ -190,13 +201,13 @@ def _latest_spec(ctx: Context, run_id: int) -> tuple[int, JobSpec] | None:
         found = ops.pinned_and_current(tx, run_id)
     if found is None:
         raise NotFoundError(f"no run {run_id}")
-    job, pinned_id, pinned, current_id, current = found
-    if current_id is None:
+    job, pinned, current = found.job, found.pinned, found.current
+    if found.current_id is None:
         raise ConflictError(f"job {job} was deleted; run {run_id} can only be retried"
                             f" on its own version (v{pinned})")
-    if current_id == pinned_id:
+    if found.current_id == found.pinned_id:
         return None
-    old, new = job_spec(ctx, pinned_id), job_spec(ctx, current_id)
+    old, new = job_spec(ctx, found.pinned_id), job_spec(ctx, found.current_id)
 
     def shape(spec: JobSpec) -> dict[str, tuple[Any, ...]]:
         return {t.name: (t.kind, tuple(sorted(t.depends_on)), t.stage,
@@ -212,7 +223,8 @@ def _latest_spec(ctx: Context, run_id: int) -> tuple[int, JobSpec] | None:
         raise ConflictError(
             f"run {run_id} cannot be retried on {job} v{current}: its tasks differ from"
             f" v{pinned} ({'; '.join(parts)}); start a new run with `taskplan run {job}`")
-    return current_id, new
+    return found.current_id, new
+
 
 def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: bool = False) -> int:
     """Rerun in place every task run of a finished run that did not succeed.

@@ -68,8 +68,8 @@ def reap(ctx: Context) -> int:
     with ctx.store.read() as tx:
         dead: list[tuple[int, str | None]] = [(a, None) for a in ops.expired_agents(tx, now)]
         local = ops.agents_of_machine(tx, machine) if machine else []
-    dead += [(a, process) for a, pid, process in local
-             if procs.is_gone(pid, process) and (a, None) not in dead]
+    dead += [(a.id, a.process) for a in local
+             if procs.is_gone(a.pid, a.process) and (a.id, None) not in dead]
     count = 0
     for agent_id, process in dead:
         with ctx.store.tx() as tx:

@@ -70,8 +70,18 @@ def version_row(tx: Tx, version_id: int) -> VersionRow | None:
     return None if row is None else VersionRow(*row)
 
 
-def pinned_and_current(tx: Tx, run_id: int) -> tuple[str, int, int, int | None, int | None] | None:
-    """(job name, pinned version id, its number, current version id, its number) of a run."""
+@dataclass(frozen=True)
+class PinnedVersions:
+    """The version a run pinned and its job's current one (None: the job was deleted)."""
+
+    job: str
+    pinned_id: int
+    pinned: int  # its number
+    current_id: int | None
+    current: int | None
+
+
+def pinned_and_current(tx: Tx, run_id: int) -> PinnedVersions | None:
     row = tx.one(
         "SELECT j.name, r.version_id, pv.version, j.current_version_id, cv.version"
         " FROM runs r JOIN jobs j ON j.id = r.job_id"
@@ -80,8 +90,10 @@ def pinned_and_current(tx: Tx, run_id: int) -> tuple[str, int, int, int | None, 
         {"r": run_id})
     if row is None:
         return None
-    return (str(row[0]), int(row[1]), int(row[2]),
-            None if row[3] is None else int(row[3]), None if row[4] is None else int(row[4]))
+    job, pinned_id, pinned, current_id, current = row
+    return PinnedVersions(str(job), int(pinned_id), int(pinned),
+                          None if current_id is None else int(current_id),
+                          None if current is None else int(current))
 
 
 def repin_run(tx: Tx, run_id: int, version_id: int, on_failure: str, max_parallel: int | None,
@@ -683,12 +695,20 @@ def append_log(tx: Tx, task_run_id: int, attempt: int, seq: int, data: str, tota
     )
 
 
-def read_log(tx: Tx, task_run_id: int, attempt: int, after_seq: int = -1) -> list[Row]:
-    return tx.all(
+@dataclass(frozen=True)
+class LogPiece:
+    seq: int
+    data: str
+
+
+def read_log(tx: Tx, task_run_id: int, attempt: int, after_seq: int = -1) -> list[LogPiece]:
+    """An attempt's output after chunk `after_seq`, in order."""
+    rows = tx.all(
         "SELECT seq, data FROM log_chunks WHERE task_run_id = :tr AND attempt = :a"
         " AND seq > :s ORDER BY seq",
         {"tr": task_run_id, "a": attempt, "s": after_seq},
     )
+    return [LogPiece(int(seq), str(data)) for seq, data in rows]
 
 
 # -- agents -------------------------------------------------------------------------------
@@ -724,10 +744,16 @@ def expired_agents(tx: Tx, now: float) -> list[int]:
     )]
 
 
-def agents_of_machine(tx: Tx, machine: str) -> list[tuple[int, int, str]]:
-    """(id, pid, process) of live agents whose process ran on this machine (same boot, same
-    pid namespace)."""
-    return [(int(a), int(p), str(pr)) for a, p, pr in tx.all(
+@dataclass(frozen=True)
+class LocalAgent:
+    id: int
+    pid: int
+    process: str  # procs.identity(): boot id, pid namespace, start time
+
+
+def agents_of_machine(tx: Tx, machine: str) -> list[LocalAgent]:
+    """Live agents whose process ran on this machine (same boot, same pid namespace)."""
+    return [LocalAgent(int(a), int(p), str(pr)) for a, p, pr in tx.all(
         "SELECT id, pid, process FROM agents WHERE state IN ('alive', 'draining')"
         " AND process LIKE :m", {"m": machine + "/%"},
     )]
