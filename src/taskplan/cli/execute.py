@@ -33,7 +33,6 @@ from taskplan.engine import Engine, waiting
 from taskplan.errors import ConflictError, NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.notify.sender import Sender, start_sender
-from taskplan.spec import load_job_file
 from taskplan.store import reports
 from taskplan.store.db import retrying
 
@@ -52,6 +51,8 @@ def load_if_file(job_or_file: str) -> JobSpec | None:
         if not path.is_file():
             raise UsageError(f"{job_or_file}: no such job file")
         share_connections(get_context(None))
+        from taskplan.spec import load_job_file  # the parser: for a file only (not `agents`)
+
         return load_job_file(path)
     return None
 
