@@ -487,14 +487,15 @@ class Agent:
             sink.close()
 
     def _execute(self, claim: Claim, cancel: Cancellation) -> Outcome:
-        job, task, (_, params) = retrying(
+        job, task, meta = retrying(
             lambda: (self.engine.job_spec(claim.version_id),
                      self.engine.task_spec(claim.version_id, claim.task),
                      self.engine.run_meta(claim.run_id)),
             what="reading a task's definition", stop=self._cancel_all.is_set)
         results = UpstreamResults(self.engine, claim.run_id,
                                   self._waits_for(claim.version_id, job, task))
-        fire_time = datetime.fromtimestamp(self.engine.run_fire_at(claim.run_id),
+        params = meta.params
+        fire_time = datetime.fromtimestamp(meta.fire_at,
                                            ZoneInfo(job.timezone or self.engine.default_tz))
         context = AttemptContext(run_id=claim.run_id, task=claim.task, attempt=claim.attempt,
                                  params=params, item=claim.item, results=results,

@@ -174,7 +174,7 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, latest: bo
     stale = engine.stale_pin(run_id)
     agent = None
     if not detach:
-        agent = foreground_agent(engine, engine.run_meta(run_id)[0], workers,
+        agent = foreground_agent(engine, engine.run_meta(run_id).version_id, workers,
                                  ctx.settings.lease_seconds, mine, distributed)
         # Pinned before its task runs are reset, so no other agent claims one meanwhile.
         engine.pin_run(run_id, None if distributed else agent.register())
@@ -191,7 +191,7 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, latest: bo
                    f" current (retry --latest reruns on v{current})", err=True)
     if agent is None:
         click.echo(f"run {run_id}: {count} task run(s) reset")
-        warn_unserved(engine, engine.run_meta(run_id)[0], run_id)
+        warn_unserved(engine, engine.run_meta(run_id).version_id, run_id)
         return
     # Progress shows what this process executes: this retry's attempts only.
     sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds, agent=agent,
@@ -275,7 +275,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
 
 def deadline_watch(engine: Engine, run_id: int) -> DeadlineWatch | None:
     """A foreground run of a job with a deadline watches it itself: no scheduler may run."""
-    version_id, _ = engine.run_meta(run_id)
+    version_id = engine.run_meta(run_id).version_id
     if engine.job_spec(version_id).deadline is None:
         return None
     from taskplan.engine.deadlines import DeadlineWatch  # with the forecaster: only if needed

@@ -24,7 +24,7 @@ from taskplan.engine import (
     triggers,
 )
 from taskplan.engine.commands import JobDeletion
-from taskplan.engine.context import Clock, Context, RunEndEffect
+from taskplan.engine.context import Clock, Context, RunEndEffect, RunMeta
 from taskplan.engine.records import Claim, Outcome, StepResult
 from taskplan.model import BusinessCalendar, JobSpec, TaskSpec
 from taskplan.store.db import Store, Tx
@@ -112,14 +112,9 @@ class Engine:
     def run_state(self, run_id: int) -> str:
         return definitions.run_state(self.ctx, run_id)
 
-    def run_meta(self, run_id: int) -> tuple[int, dict[str, Any]]:
-        """(version_id, params) of a run."""
-        meta = definitions.run_meta(self.ctx, run_id)
-        return meta.version_id, meta.params
-
-    def run_fire_at(self, run_id: int) -> float:
-        """The schedule instant a scheduled or backfilled run stands for; else its creation."""
-        return definitions.run_meta(self.ctx, run_id).fire_at
+    def run_meta(self, run_id: int) -> RunMeta:
+        """A run's version, params and fire time (cached: they never change)."""
+        return definitions.run_meta(self.ctx, run_id)
 
     # -- the agent's step, foreach and job tasks ------------------------------------------
     def step(self, agent_id: int, finished: Sequence[tuple[Claim, Outcome]], free: int,

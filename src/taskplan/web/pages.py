@@ -106,7 +106,7 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
     store = ctx.engine.store
     graph = views.run_graph(ctx, run_id)
     info = views.run_or_404(ctx, run_id)
-    spec = ctx.engine.job_spec(ctx.engine.run_meta(run_id)[0])
+    spec = ctx.engine.job_spec(ctx.engine.run_meta(run_id).version_id)
     first = min((n.id for n in graph.nodes), default=1)
     with store.read() as tx:
         links = console.run_links(tx, info, [t.name for t in spec.tasks if t.kind == "job"])
