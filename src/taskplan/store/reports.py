@@ -255,7 +255,7 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
     so that agents waiting for it get it between batches instead of being starved.
     """
     if pause is None:
-        pause = 0.1 if store.backend == "sqlite" else 0.0
+        pause = store.dialect.batch_pause
     total, last = 0, 0
     while True:
         with store.read() as tx:

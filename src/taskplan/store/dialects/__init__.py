@@ -56,6 +56,9 @@ class Dialect:
     # `Store.wait` returns on any other process's commit (True), or only on commits that set
     # `tx.wake` (False: a watcher that wants every change also re-reads on a timer).
     wakes_on_every_commit: ClassVar[bool]
+    # Seconds a long batch job (a purge) leaves the write lock free between its transactions,
+    # so that writers waiting for it get it (one writer at a time); 0 where writers overlap.
+    batch_pause: ClassVar[float]
     # SELECT suffixes: hold the rows read until commit; claim candidates others do not hold.
     for_update: ClassVar[str]
     skip_locked: ClassVar[str]

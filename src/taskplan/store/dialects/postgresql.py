@@ -112,6 +112,7 @@ class PostgresDialect(Dialect):
     name = "postgresql"
     row_locks = True
     server_step = True
+    batch_pause = 0.0
     wakes_on_every_commit = False
     for_update = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"

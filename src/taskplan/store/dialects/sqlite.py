@@ -98,6 +98,7 @@ class SQLiteDialect(Dialect):
     name = "sqlite"
     row_locks = False
     server_step = False
+    batch_pause = 0.1  # SQLite's longest busy-handler sleep
     wakes_on_every_commit = True
     for_update = ""
     skip_locked = ""
