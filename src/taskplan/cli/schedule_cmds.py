@@ -6,7 +6,6 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -22,24 +21,19 @@ from taskplan.cli.common import (
     log_options,
     print_json,
     setup_logging,
-    share_connections,
 )
-from taskplan.cli.execute import DEFAULT_WORKERS
+from taskplan.cli.execute import DEFAULT_WORKERS, load_if_file
 from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.errors import NoStoreError, UsageError
 from taskplan.model import JobSpec
-from taskplan.spec import load_job_file
 from taskplan.timing import calendar_names, job_timezone, next_with_skips
 
 
 def job_spec_of(ctx: Any, job_or_file: str) -> JobSpec:
     """A job file is read (not applied); anything else names an applied job."""
-    path = Path(job_or_file)
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
-            raise UsageError(f"{job_or_file}: no such job file")
-        share_connections(get_context(None))
-        return load_job_file(path)
+    spec = load_if_file(job_or_file)
+    if spec is not None:
+        return spec
     try:
         engine = ctx.engine
     except NoStoreError as exc:
