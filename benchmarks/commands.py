@@ -51,18 +51,22 @@ def _bytecode() -> None:
     compileall.compile_dir(os.path.dirname(taskplan.__file__), quiet=1)
 
 
-def wall(argv: Sequence[str], cwd: str, samples: int = SAMPLES,
-         before: Callable[[], None] | None = None) -> float:
-    """Median wall seconds of a command, its output discarded (as a pipe would take it)."""
-    times = []
+def walls(commands: dict[str, Sequence[str]], cwd: str, samples: int = SAMPLES,
+          before: dict[str, Callable[[], None]] | None = None) -> dict[str, float]:
+    """Median wall seconds of each command, its output discarded (as a pipe would take it).
+    The commands are sampled in turn, one of each per round, so that a change in the load of
+    a shared machine falls on a figure and its reference alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(samples):
-        if before is not None:
-            before()
-        start = time.perf_counter()
-        subprocess.run(argv, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, argv in commands.items():
+            hook = (before or {}).get(name)
+            if hook is not None:
+                hook()
+            start = time.perf_counter()
+            subprocess.run(argv, cwd=cwd, env=_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(taken) for name, taken in times.items()}
 
 
 def _sqlite_only(target: Target) -> None:
@@ -78,13 +82,14 @@ def cli_help(target: Target) -> Figures:
     subprocess.run([TASKPLAN, *db, "validate", os.devnull], cwd=work, env=_env(),
                    capture_output=True, check=False)
     _one_run(work, db)  # `status` and `runs` on a store that has a run
-    ref = wall([sys.executable, "-c", "import click"], work)
+    took = walls({"ref": [sys.executable, "-c", "import click"],
+                  "help": [TASKPLAN, "--help"], "version": [TASKPLAN, "--version"],
+                  "status": [TASKPLAN, *db, "status"], "runs": [TASKPLAN, *db, "runs"]}, work)
+    ref = took.pop("ref")
     figures = {"ref_import_click_s": ref}
-    for name, args in (("help", ["--help"]), ("version", ["--version"]),
-                       ("status", [*db, "status"]), ("runs", [*db, "runs"])):
-        took = wall([TASKPLAN, *args], work)
-        figures[f"{name}_s"] = took
-        figures[f"{name}_ratio"] = took / ref
+    for name, seconds in took.items():
+        figures[f"{name}_s"] = seconds
+        figures[f"{name}_ratio"] = seconds / ref
     return figures
 
 
@@ -100,25 +105,32 @@ def _one_run(work: str, db: list[str]) -> None:
 
 
 def _run_one(target: Target, fresh: bool) -> Figures:
+    """`run` of the one-task job on an existing store (and, if `fresh`, on a new one), and
+    the reference, sampled in turn."""
     _sqlite_only(target)
     work = target.workdir
-    store = os.path.join(work, "run-one.db")
     path = os.path.join(work, "one.yaml")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(ONE_TASK)
-    db = ["--db", f"sqlite:///{store}"]
+    existing = ["--db", f"sqlite:///{os.path.join(work, 'run-one.db')}"]
+    new_store = os.path.join(work, "run-one-new.db")
 
-    def remove_store() -> None:
+    def remove_new_store() -> None:
         for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(store + suffix):
-                os.unlink(store + suffix)
+            if os.path.exists(new_store + suffix):
+                os.unlink(new_store + suffix)
 
+    _one_run(work, existing)
+    commands = {"run": [TASKPLAN, *existing, "run", path],
+                "pass": [sys.executable, "-c", "pass"], "true": [shutil.which("true") or "true"]}
+    if fresh:
+        commands["new"] = [TASKPLAN, "--db", f"sqlite:///{new_store}", "run", path]
+    took = walls(commands, work, before={"new": remove_new_store})
+    ref = took["pass"] + took["true"]
     if not fresh:
-        _one_run(work, db)
-    took = wall([TASKPLAN, *db, "run", path], work, before=remove_store if fresh else None)
-    ref = wall([sys.executable, "-c", "pass"], work) + wall([shutil.which("true") or "true"],
-                                                           work)
-    return {"wall_s": took, "ref_s": ref, "over_ref_s": took - ref}
+        return {"wall_s": took["run"], "ref_s": ref, "over_ref_s": took["run"] - ref}
+    return {"wall_s": took["new"], "ref_s": ref, "over_ref_s": took["new"] - ref,
+            "over_existing_s": took["new"] - took["run"]}
 
 
 def cli_run_one(target: Target) -> Figures:
@@ -126,10 +138,7 @@ def cli_run_one(target: Target) -> Figures:
 
 
 def cli_run_one_fresh(target: Target) -> Figures:
-    figures = _run_one(target, fresh=True)
-    existing = _run_one(target, fresh=False)
-    figures["over_existing_s"] = figures["wall_s"] - existing["wall_s"]
-    return figures
+    return _run_one(target, fresh=True)
 
 
 def _load(target: Target, n: int) -> Figures:
@@ -179,9 +188,9 @@ def _cli_run(target: Target, label: str, text: str, workers: int) -> Figures:
             if os.path.exists(store + suffix):
                 os.unlink(store + suffix)
 
-    took = wall([TASKPLAN, "--db", f"sqlite:///{store}", "run", path, "--workers",
-                 str(workers)], work, samples=1, before=remove_store)
-    return {"process_wall_s": took}
+    took = walls({"run": [TASKPLAN, "--db", f"sqlite:///{store}", "run", path, "--workers",
+                          str(workers)]}, work, samples=1, before={"run": remove_store})
+    return {"process_wall_s": took["run"]}
 
 
 def cli_chain200(target: Target) -> Figures:
