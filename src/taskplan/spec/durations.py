@@ -70,22 +70,6 @@ def _parse_text(text: str) -> float:
     return total
 
 
-def format_duration(seconds: float) -> str:
-    """The shortest text that `parse_duration` reads back as `seconds` (to the millisecond)."""
-    if seconds < 0:
-        raise ValueError(f"expected a duration that is not negative, got {seconds!r}")
-    millis = round(seconds * 1000)
-    if millis == 0:
-        return "0s"
-    parts = []
-    for unit in _ORDER:
-        size = round(UNITS[unit] * 1000)
-        count, millis = divmod(millis, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
-
-
 def elapsed_text(seconds: float, *, millis: bool = True, hours: bool = True) -> str:
     """An elapsed time for people: `850ms`, `12.3s`, `4m05s`, `2h05m`. Under a second in
     milliseconds unless `millis` is off; from two hours in hours unless `hours` is off."""
