@@ -4,7 +4,7 @@ the task-run graph (with one barrier node per stage) a run is created with."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from taskplan import dag
@@ -64,6 +64,12 @@ def fair_shares(runs: Sequence[RunShare], slots: int) -> dict[int, int]:
         heapq.heappush(heap, (neg_prio, load + 1, run_id))
     return given
 
+
+
+def pool_has_room(pool: str | None, sizes: Mapping[str, int], used: Mapping[str, int]) -> bool:
+    """May a task of `pool` start? Yes with no pool, with a pool nobody declared (unlimited),
+    or while fewer of the pool's tasks run than its size."""
+    return pool is None or pool not in sizes or used.get(pool, 0) < sizes[pool]
 
 
 def plan_upstreams(spec: JobSpec) -> dict[str, list[str]]:

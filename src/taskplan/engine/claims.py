@@ -14,12 +14,15 @@ from itertools import groupby
 from taskplan.engine import transitions
 from taskplan.engine.context import Context
 from taskplan.engine.records import Claim, Outcome, StepResult
-from taskplan.engine.rules import RunShare, fair_shares
+from taskplan.engine.rules import RunShare, fair_shares, pool_has_room
 from taskplan.model import Halt, TaskState
 from taskplan.store import claims as claim_ops
 from taskplan.store import ops
 from taskplan.store.db import Tx
 from taskplan.store.ops import ClaimableRun, dumps
+
+# Pool sizes (declared pools only) and how many of each pool's tasks run, this claim's included.
+_PoolUse = tuple[dict[str, int], dict[str, int]]
 
 
 def step(ctx: Context, agent_id: int, finished: Sequence[tuple[Claim, Outcome]], free: int,
@@ -89,7 +92,7 @@ def _claim(ctx: Context, tx: Tx, agent_id: int, free: int, root_run_id: int | No
         ], left)
 
     claims: list[Claim] = []
-    pool_room: dict[str, int] | None = None
+    pools: _PoolUse | None = None
     left = free
     while left > 0:
         shares = shares_of(left)
@@ -110,7 +113,7 @@ def _claim(ctx: Context, tx: Tx, agent_id: int, free: int, root_run_id: int | No
         if not shares:
             break
         for run_id, n in sorted(shares.items()):
-            got, pool_room = _claim_run(tx, meta[run_id], n, agent_id, now, mine, pool_room)
+            got, pools = _claim_run(tx, meta[run_id], n, agent_id, now, mine, pools)
             claims.extend(got)
             taken[run_id] = taken.get(run_id, 0) + len(got)
             left -= len(got)
@@ -124,10 +127,10 @@ def _claim(ctx: Context, tx: Tx, agent_id: int, free: int, root_run_id: int | No
 
 
 def _claim_run(tx: Tx, run: ClaimableRun, n: int, agent_id: int, now: float,
-               mine: frozenset[int], pool_room: dict[str, int] | None
-               ) -> tuple[list[Claim], dict[str, int] | None]:
-    """Claim up to n ready task runs of one run; also the pools' room left, once a pooled
-    candidate made the claim count it."""
+               mine: frozenset[int], pools: _PoolUse | None
+               ) -> tuple[list[Claim], _PoolUse | None]:
+    """Claim up to n ready task runs of one run; also the pools' sizes and use, once a
+    pooled candidate made the claim count them (and counting what it took)."""
     max_stage = (run.halt_stage if run.halt == Halt.FINISH_STAGE and run.halt_stage is not None
                  else None)
     cands = ops.claim_candidates(tx, run.id, n, max_stage,
@@ -135,21 +138,19 @@ def _claim_run(tx: Tx, run: ClaimableRun, n: int, agent_id: int, now: float,
     ids = [i for i, pool in cands if pool is None]
     pooled = [(i, pool) for i, pool in cands if pool is not None]
     if pooled:
-        if pool_room is None:
+        if pools is None:
             sizes = ops.pool_sizes(tx)
-            used = ops.pool_usage(tx, sizes)
-            pool_room = {p: sizes[p] - used.get(p, 0) for p in sizes}
+            pools = (sizes, dict(ops.pool_usage(tx, sizes)))
+        sizes, used = pools
         for tr_id, pool in pooled:
-            room = pool_room.get(pool)
-            if room is None or room > 0:  # an undeclared pool is unlimited
+            if pool_has_room(pool, sizes, used):
                 ids.append(tr_id)
-                if room is not None:
-                    pool_room[pool] = room - 1
+                used[pool] = used.get(pool, 0) + 1
     if not ids:
-        return [], pool_room
+        return [], pools
     claims = claim_ops.claim_ready(tx, ids, agent_id, now, run.version_id)
     ops.bump_run(tx, run.id, running=len(claims), ready=-len(claims))
-    return claims, pool_room
+    return claims, pools
 
 
 def label_sets_of(ctx: Context, tx: Tx, agent_id: int, upto: int) -> frozenset[int]:

@@ -6,9 +6,11 @@ from taskplan.rules import (
     fair_shares,
     initial_states,
     plan_upstreams,
+    pool_has_room,
     resolve_trigger,
     retry_delay,
 )
 
-__all__ = ["RunShare", "fair_shares", "initial_states", "plan_upstreams", "resolve_trigger",
+__all__ = ["RunShare", "fair_shares", "initial_states", "plan_upstreams", "pool_has_room",
+           "resolve_trigger",
            "retry_delay"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from taskplan.dag import chain_back
 from taskplan.model import FAILED_LIKE, Halt, OnFailure, TaskRunKind, TaskState
-from taskplan.rules import RunShare, fair_shares, resolve_trigger
+from taskplan.rules import RunShare, fair_shares, pool_has_room, resolve_trigger
 
 ACTIVE = frozenset({"pending", "ready", "running", "retrying"})
 # Halts after which no new task run starts at all (finish_stage still starts low stages).
@@ -341,8 +341,7 @@ class _Sim:
             i = entry[3]
             node = self.nodes[i].node
             pool = node.pool if node.kind != TaskRunKind.FOREACH else None
-            if (pool is not None and pool in self.pools
-                    and self.pool_used.get(pool, 0) >= self.pools[pool]):
+            if not pool_has_room(pool, self.pools, self.pool_used):
                 kept.append(entry)  # a claim skips it; it stays ready
                 continue
             self._start_node(i, t)

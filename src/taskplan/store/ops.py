@@ -15,8 +15,6 @@ from taskplan.store import notify_ops
 from taskplan.store.db import Row, Tx
 from taskplan.store.dialects import Dialect, RowsInsert
 
-ACTIVE_TASK = ("pending", "ready", "running", "retrying")
-
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from taskplan.model import TaskRunKind
 from taskplan.store.db import Tx
 
-WAITING_STATES = ("pending", "ready", "retrying")
-
 
 @dataclass(frozen=True)
 class LiveAgent:
