@@ -1,0 +1,48 @@
+"""SQLite checkpoints run on a thread of their own, not inside a writer's COMMIT."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from taskplan.store.db import Store
+from taskplan.store.dialects.sqlite import (
+    AUTOCHECKPOINT_PAGES,
+    CHECKPOINT_EVERY,
+    SQLiteDialect,
+)
+
+
+def _commits(store: Store, n: int) -> None:
+    for _ in range(n):
+        with store.tx() as tx:
+            count = tx.scalar("SELECT COUNT(*) FROM pools")
+            tx.run("INSERT INTO pools (name, size) VALUES (:n, 1)", {"n": f"p{count}"})
+
+
+def test_writers_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        dialect = store.dialect
+        assert isinstance(dialect, SQLiteDialect)
+        pages = store.connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert pages == AUTOCHECKPOINT_PAGES  # SQLite's own is only the backstop
+        checkpointer = dialect.checkpointer
+        _commits(store, CHECKPOINT_EVERY - 1)
+        assert checkpointer.done == 0
+        _commits(store, 1)
+        deadline = time.monotonic() + 30
+        while checkpointer.done == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert checkpointer.done == 1
+        # Everything committed so far is in the database file: a checkpoint finds nothing
+        # left to copy (log frames == checkpointed frames).
+        busy, log, done = store.connection().execute(
+            "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and log == done
+    finally:
+        store.close()
+    assert checkpointer._thread is None  # close stopped it
+    with store.read() as tx:  # a closed store opens again, its rows intact
+        assert tx.scalar("SELECT COUNT(*) FROM pools") == CHECKPOINT_EVERY
+    store.close()
