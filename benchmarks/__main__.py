@@ -24,7 +24,7 @@ from benchmarks.workloads import summary, write_noop_module
 
 WORKLOADS = {**ENGINE_WORKLOADS, **COMMAND_WORKLOADS, "agents_scale": agents_scale}
 
-DERIVED = ("wide1000_vs_floor",)
+DERIVED = ("wide1000_vs_floor", "cli_vs_floor")
 # Rows `all` leaves out on PostgreSQL (still runnable by name): fanout100k takes ~10x
 # fanout10k (~4-5 min a repetition here), and the plan.s PostgreSQL rows were asked without
 # sched_jitter (60 s a repetition, scheduler and agent in one process).
@@ -107,6 +107,30 @@ def _vs_floor(rows: dict[str, Any]) -> dict[str, Any] | None:
     return {"figures": {"percent": pct}, "peak_rss_mb": None}
 
 
+def _cli_vs_floor(rows: dict[str, Any]) -> dict[str, Any] | None:
+    """Issue #15's target 4 through the CLI, against the SQLite floor of the same invocation:
+    wide1000 tasks/s x 2 as a % of the floor's transitions/s, and a chain hop (its mean,
+    and its p50) in floor transitions."""
+    if "floor" not in rows or "transitions_per_s" not in rows["floor"]["figures"]:
+        return None
+    per_transition_ms = 1000 / rows["floor"]["figures"]["transitions_per_s"]["median"]
+    figures: dict[str, Any] = {}
+
+    def add(key: str, value: float) -> None:
+        figures[key] = {"median": value, "min": value, "max": value, "values": []}
+
+    wide = rows.get("cli_wide1000", {}).get("figures", {}).get("tasks_per_s")
+    if wide is not None:
+        add("wide1000_percent", wide["median"] * 2 * per_transition_ms / 10)
+    chain = rows.get("cli_chain200", {}).get("figures", {})
+    if "ms_per_hop" in chain:
+        add("hop_in_floor_transitions", chain["ms_per_hop"]["median"] / per_transition_ms)
+        add("hop_p50_in_floor_transitions",
+            chain["hop_p50_ms"]["median"] / per_transition_ms)
+        add("hop_p99_over_p50", chain["hop_p99_ms"]["median"] / chain["hop_p50_ms"]["median"])
+    return {"figures": figures, "peak_rss_mb": None} if figures else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("rows", nargs="*", help="'all' or row names: " + " ".join(WORKLOADS))
@@ -150,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     derived = _vs_floor(doc["rows"])
     if derived is not None:
         doc["rows"][DERIVED[0]] = derived
+    through_cli = _cli_vs_floor(doc["rows"])
+    if through_cli is not None:
+        doc["rows"][DERIVED[1]] = through_cli
 
     print()
     print(f"taskplan benchmarks, {doc['date']}, db={doc['db']}, "

@@ -11,13 +11,19 @@ repetition on the same machine (machines differ from day to day):
 * `load1000` / `load10000`: parse, validate and apply a 1,000 (10,000)-task file in one process
   (targets: 0.15 s and 1.5 s).
 * `cli_chain200`, `cli_wide1000`, `cli_stages10x100`: the whole `taskplan run FILE` process, as a
-  peer harness times Luigi or Prefect (their figures are not measured here).
+  peer harness times Luigi or Prefect (`python -m benchmarks.peers` runs Luigi beside it).
+  Beside the process wall, the run as that process's engine recorded it in the store: from
+  the run's creation to its end (`runs.created_at` -> `finished_at`), tasks per second, and
+  for the chain the hop times (start of task i -> start of task i+1), so the engine's pace
+  through the CLI can be set against the floor measured in the same invocation.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -26,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from benchmarks.targets import Target
-from benchmarks.workloads import chain_text, stages_text, wide_text
+from benchmarks.workloads import chain_text, quantile, stages_text, wide_text
 
 Figures = dict[str, float]
 TASKPLAN = os.path.join(os.path.dirname(sys.executable), "taskplan")
@@ -175,7 +181,8 @@ def load10000(target: Target) -> Figures:
     return _load(target, 10_000)
 
 
-def _cli_run(target: Target, label: str, text: str, workers: int) -> Figures:
+def _cli_run(target: Target, label: str, text: str, workers: int, chain: bool = False
+             ) -> Figures:
     _sqlite_only(target)
     work = target.workdir
     path = os.path.join(work, f"{label}.yaml")
@@ -190,11 +197,32 @@ def _cli_run(target: Target, label: str, text: str, workers: int) -> Figures:
 
     took = walls({"run": [TASKPLAN, "--db", f"sqlite:///{store}", "run", path, "--workers",
                           str(workers)]}, work, samples=1, before={"run": remove_store})
-    return {"process_wall_s": took["run"]}
+    return {"process_wall_s": took["run"], **_recorded(store, chain)}
+
+
+def _recorded(store: str, chain: bool) -> Figures:
+    """The run as the timed process recorded it: its span, tasks/s, and hop times."""
+    conn = sqlite3.connect(store)
+    try:
+        created, finished, state = conn.execute(
+            "SELECT created_at, finished_at, state FROM runs").fetchone()
+        starts = [float(r[0]) for r in conn.execute(
+            "SELECT started_at FROM task_runs WHERE kind = 'task' ORDER BY task")]
+    finally:
+        conn.close()
+    if state != "succeeded":
+        raise RuntimeError(f"the run ended {state}")
+    run_s = float(finished) - float(created)
+    figures = {"run_s": run_s, "tasks_per_s": len(starts) / run_s}
+    if chain:
+        hops = [(b - a) * 1000 for a, b in itertools.pairwise(starts)]
+        figures.update(ms_per_hop=run_s * 1000 / len(starts), hop_p50_ms=quantile(hops, 0.5),
+                       hop_p99_ms=quantile(hops, 0.99))
+    return figures
 
 
 def cli_chain200(target: Target) -> Figures:
-    return _cli_run(target, "chain200", chain_text(200), 1)
+    return _cli_run(target, "chain200", chain_text(200), 1, chain=True)
 
 
 def cli_wide1000(target: Target) -> Figures:

@@ -92,6 +92,22 @@ FIGURES = (
            False),
     Figure("cli_stages10x100", "process_wall_s", "taskplan run stages10x100, whole process",
            "s", None, False),
+    # Target 4 through the CLI (SQLite): the run as the `taskplan run` process recorded it,
+    # against the floor measured in the same invocation.
+    Figure("cli_chain200", "ms_per_hop", "taskplan run chain200: per hop (run span/200)", "ms",
+           None, False),
+    Figure("cli_chain200", "hop_p50_ms", "taskplan run chain200: hop p50", "ms", None, False),
+    Figure("cli_chain200", "hop_p99_ms", "taskplan run chain200: hop p99", "ms", None, False),
+    Figure("cli_wide1000", "tasks_per_s", "taskplan run wide1000: tasks/s of the run", "tasks/s",
+           None, True),
+    Figure("cli_vs_floor", "wide1000_percent", "taskplan run wide1000 x 2 against the floor",
+           "%", 60.0, True),
+    Figure("cli_vs_floor", "hop_in_floor_transitions",
+           "taskplan run chain200 hop, in floor transitions", "x", 5.0, False),
+    Figure("cli_vs_floor", "hop_p50_in_floor_transitions",
+           "taskplan run chain200 hop p50, in floor transitions", "x", None, False),
+    Figure("cli_vs_floor", "hop_p99_over_p50", "taskplan run chain200 hop p99 / p50", "x", 5.0,
+           False),
 )
 
 
