@@ -130,6 +130,17 @@ def test_a_bad_deadline_is_refused_with_its_line(tp: Taskplan) -> None:
 
 
 @pytest.mark.slow
+def _leader(db_path: str) -> bool:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(db_path) as conn:
+            return bool(conn.execute(
+                "SELECT holder FROM leases WHERE name = 'scheduler'").fetchall())
+    except sqlite3.OperationalError:  # the store is still being created
+        return False
+
+
 def test_the_scheduler_daemon_warns_a_detached_run_before_its_deadline(tp: Taskplan) -> None:
     import sqlite3
 
@@ -142,6 +153,12 @@ def test_the_scheduler_daemon_warns_a_detached_run_before_its_deadline(tp: Taskp
     tp.ok("apply", "job.yaml")
     daemons = [tp.popen("scheduler", "--lease", "1"), tp.popen("agent", "--slots", "1")]
     try:
+        # The run is created once the scheduler leads, so that its deadline checker looks
+        # before the 2 s deadline passes however slowly the daemon started.
+        started = time.monotonic()
+        while not _leader(tp.db_path):
+            assert time.monotonic() - started < 60, "the scheduler never took the lead"
+            time.sleep(0.1)
         run_id = tp.ok("run", "late", "--detach").out.strip()  # no history yet: 60 s default
         deadline = time.monotonic() + 40
         events: list[tuple[str, float]] = []

@@ -50,7 +50,7 @@ def test_values_expand_and_dependants_wait_for_every_item(engine: Engine, store:
         max_parallel: 2
         tasks:
           each:
-            foreach: {values: [{sleep: 0.05}, {sleep: 0.05}, {sleep: 0.05}, {sleep: 0.05}]}
+            foreach: {values: [{sleep: 0.3}, {sleep: 0.3}, {sleep: 0.3}, {sleep: 0.3}]}
             python: "tpforeach:item"
           after: {python: "tpforeach:item", depends_on: [each]}
         """, slots=6)
@@ -59,7 +59,7 @@ def test_values_expand_and_dependants_wait_for_every_item(engine: Engine, store:
     its = items(store, run_id, "each")
     assert [i["index"] for i in its] == [0, 1, 2, 3]
     assert all(i["state"] == "succeeded" for i in its)
-    assert its[0]["result"]["item"] == {"sleep": 0.05}
+    assert its[0]["result"]["item"] == {"sleep": 0.3}
     spans = [(i["result"]["start"], i["result"]["end"]) for i in its]
     assert max(e for _, e in spans) <= top["after"]["result"]["start"]
     # max_parallel counts items; the expanded parent takes no slot of it.
