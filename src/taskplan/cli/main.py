@@ -137,9 +137,10 @@ _startup = [False]
 
 
 def main() -> None:
-    # Start-up creates a few hundred thousand objects that live as long as the process:
-    # modules, classes, functions, validators. Collecting garbage among them while they are
-    # created, and again at exit, costs a quick command about a tenth of its time. Collection
+    # Start-up creates 15,000-30,000 objects the collector tracks that live as long as the
+    # process: module dicts, classes, functions, validators. Collecting garbage among them
+    # while they are created, and again at exit, costs a quick command about a tenth of its
+    # time (a one-task `run`: 280 -> 249 ms of CPU). Collection
     # is off until the command is loaded (LazyGroup.resolve_command); at exit what is left is
     # frozen, so the interpreter's last collections need not walk it.
     _startup[0] = gc.isenabled()
