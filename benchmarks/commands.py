@@ -16,6 +16,9 @@ repetition on the same machine (machines differ from day to day):
   the run's creation to its end (`runs.created_at` -> `finished_at`), tasks per second, and
   for the chain the hop times (start of task i -> start of task i+1), so the engine's pace
   through the CLI can be set against the floor measured in the same invocation.
+* `cli_wide1000` also runs on PostgreSQL (`--db postgresql://...`): the same command on a fresh
+  database of the server, its one process creating the schema, applying the file and executing
+  every task with its in-process agent (`--workers 8`), as a user's first run would.
 """
 
 from __future__ import annotations
@@ -183,6 +186,8 @@ def load10000(target: Target) -> Figures:
 
 def _cli_run(target: Target, label: str, text: str, workers: int, chain: bool = False
              ) -> Figures:
+    if target.backend == "postgresql" and label == "wide1000":
+        return _cli_run_pg(target, label, text, workers)
     _sqlite_only(target)
     work = target.workdir
     path = os.path.join(work, f"{label}.yaml")
@@ -219,6 +224,31 @@ def _recorded(store: str, chain: bool) -> Figures:
         figures.update(ms_per_hop=run_s * 1000 / len(starts), hop_p50_ms=quantile(hops, 0.5),
                        hop_p99_ms=quantile(hops, 0.99))
     return figures
+
+
+def _cli_run_pg(target: Target, label: str, text: str, workers: int) -> Figures:
+    """`taskplan run FILE --db postgresql://...` on a fresh database of the server."""
+    from taskplan.store.db import Store
+
+    _bytecode()
+    work = target.workdir
+    path = os.path.join(work, f"{label}.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    with target.fresh(f"cli_{label}") as url:
+        took = walls({"run": [TASKPLAN, "--db", url, "run", path, "--workers", str(workers)]},
+                     work, samples=1)
+        store = Store(url)
+        try:
+            with store.read() as tx:
+                row = tx.one("SELECT created_at, finished_at, state FROM runs")
+                tasks = int(tx.scalar("SELECT COUNT(*) FROM task_runs WHERE kind = 'task'"))
+        finally:
+            store.close()
+    if row is None or row[2] != "succeeded":
+        raise RuntimeError(f"the run ended {None if row is None else row[2]}")
+    run_s = float(row[1]) - float(row[0])
+    return {"process_wall_s": took["run"], "run_s": run_s, "tasks_per_s": tasks / run_s}
 
 
 def cli_chain200(target: Target) -> Figures:

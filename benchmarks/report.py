@@ -74,6 +74,14 @@ FIGURES = (
     # floor, "above the unbatched floor, by batching" = at least 100 %.
     Figure("wide1000_vs_floor", "percent", "wide1000 against the floor", "%", 20.0, True,
            100.0),
+    # PostgreSQL (issue 15, target 4): tasks/s over the 8-connection floor's transitions/s,
+    # of `taskplan run`'s in-process agent (8 slots) and of 2 agent processes x 4 slots.
+    Figure("cli_wide1000_vs_floor", "percent",
+           "taskplan run wide1000 tasks/s against the floor's transitions/s", "%", None, True,
+           100.0),
+    Figure("wide1000_tasks_vs_floor", "percent",
+           "wide1000 (2 x 4 slots) tasks/s against the floor's transitions/s", "%", None, True,
+           150.0),
     # Command level (SQLite): ratios and differences against references measured alongside.
     Figure("cli_help", "help_ratio", "taskplan --help / python -c 'import click'", "x", 3.0,
            False),
@@ -118,7 +126,9 @@ FIGURES += tuple(
     for n in (1, 2, 4) for work in ("wide1000", "fanout10k")
     for key, what, unit in (("tasks_per_s", "throughput", "tasks/s"),
                             ("db_cpu_ms_per_task", "DB CPU per task", "ms"),
-                            ("machine_busy_pct", "machine busy", "%"))
+                            ("agents_cpu_ms_per_task", "agents' CPU per task", "ms"),
+                            ("cpu_bound_tasks_per_s", "bound: cores / CPU per task", "tasks/s"),
+                            ("machine_busy_pct", "machine busy (all cores)", "%"))
 )
 
 

@@ -4,8 +4,11 @@ wide1000 and a 10,000-item fan-out, each executed by 1, 2 and 4 agent processes 
 reporting tasks/s and the database server's CPU seconds per 1,000 tasks (utime + stime of every
 `postgres` process of the server, read from /proc before and after). On a 2-core machine the
 agents, the server and this watcher share the same cores, so the figures stop growing once the
-cores are busy: the row also reports the machine's total CPU use during the run, which is the
-bound to read them against.
+cores are busy. The bound is stated with each figure: the agents' CPU per task (their
+processes' utime + stime), and `cpu_bound_tasks_per_s`, the most this machine's cores could
+give at the CPU the agents and the server spent per task (cores / (agents + database CPU per
+task)); `machine_busy_pct` is the share of all cores busy during the run, other sessions on
+the machine included.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import gc
 import os
 import time
 
-from benchmarks.procs import TICKS, Agents
+from benchmarks.procs import TICKS, Agents, cpu_seconds
 from benchmarks.targets import Target
 from benchmarks.workloads import applied, fanout_text, wait_run_end, wide_text
 
@@ -55,16 +58,23 @@ def _one(target: Target, label: str, text: str, tasks: int, agents: int) -> Figu
           Agents(url, target.workdir, agents, SLOTS) as procs):
         procs.start(store)
         gc.collect()
+        pids = [p.pid for p in procs.procs]
         pg0, cpu0 = _postgres_cpu(), _machine_cpu()
+        ag0 = sum(cpu_seconds(pid) for pid in pids)
         start = time.perf_counter()
         run_id = engine.create_run(version_id)
         end = wait_run_end(store, run_id, procs)
         pg1, cpu1 = _postgres_cpu(), _machine_cpu()
+        ag1 = sum(cpu_seconds(pid) for pid in pids)
     wall = end - start
     cores = os.cpu_count() or 1
+    db_ms = (pg1 - pg0) / tasks * 1000
+    agents_ms = (ag1 - ag0) / tasks * 1000
     return {
         "tasks_per_s": tasks / wall,
-        "db_cpu_ms_per_task": (pg1 - pg0) / tasks * 1000,
+        "db_cpu_ms_per_task": db_ms,
+        "agents_cpu_ms_per_task": agents_ms,
+        "cpu_bound_tasks_per_s": cores * 1000 / (db_ms + agents_ms),
         "machine_busy_pct": (cpu1 - cpu0) / (wall * cores) * 100,
     }
 
