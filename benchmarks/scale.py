@@ -1,14 +1,16 @@
 """`agents_scale` (PostgreSQL): what another agent process buys.
 
 wide1000 and a 10,000-item fan-out, each executed by 1, 2 and 4 agent processes of 4 slots,
-reporting tasks/s and the database server's CPU seconds per 1,000 tasks (utime + stime of every
-`postgres` process of the server, read from /proc before and after). On a 2-core machine the
-agents, the server and this watcher share the same cores, so the figures stop growing once the
-cores are busy. The bound is stated with each figure: the agents' CPU per task (their
-processes' utime + stime), and `cpu_bound_tasks_per_s`, the most this machine's cores could
-give at the CPU the agents and the server spent per task (cores / (agents + database CPU per
-task)); `machine_busy_pct` is the share of all cores busy during the run, other sessions on
-the machine included.
+reporting tasks/s and the database server's CPU milliseconds per task (utime + stime, read
+from /proc before and after, of the server processes working for the benchmark's database:
+the agents' backends and the server's background processes, not other databases' backends).
+
+On a 2-core machine the agents, the server and this watcher share the same cores, so the
+figures stop growing once the cores are busy. The bound is stated with each figure: the
+agents' CPU per task (their processes' utime + stime), and `cpu_bound_tasks_per_s`, the most
+this machine's cores could give at the CPU the agents and the server spent per task (cores /
+(agents + database CPU per task)); `machine_busy_pct` is the share of all cores busy during
+the run, other sessions on the machine included.
 """
 
 from __future__ import annotations
@@ -20,27 +22,33 @@ import time
 from benchmarks.procs import TICKS, Agents, cpu_seconds
 from benchmarks.targets import Target
 from benchmarks.workloads import applied, fanout_text, wait_run_end, wide_text
+from taskplan.store.db import Store
 
 Figures = dict[str, float]
 AGENT_COUNTS = (1, 2, 4)
 SLOTS = 4
 
 
-def _postgres_cpu() -> float:
-    """CPU seconds used so far by every process named postgres on this machine."""
+def _server_pids(store: Store) -> set[int]:
+    """The server processes that work for this benchmark's database: its client backends
+    (the agents' connections) and the server's own background processes (WAL writer,
+    checkpointer, ...: no database), not this process's connections nor other databases'
+    backends (other users of a shared server)."""
+    with store.read() as tx:
+        rows = tx.all("SELECT pid FROM pg_stat_activity"
+                      " WHERE datname = current_database() OR datname IS NULL")
+    own = set(getattr(store.dialect, "own_pids", ()))
+    return {int(pid) for (pid,) in rows} - own
+
+
+def _postgres_cpu(pids: set[int]) -> float:
+    """CPU seconds used so far by these processes (0 for one that is gone)."""
     total = 0.0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-                raw = fh.read()
+            total += cpu_seconds(pid)
         except OSError:
             continue
-        name = raw[raw.find("(") + 1:raw.rfind(")")]
-        if name.startswith("postgres"):
-            fields = raw.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
 
 
@@ -59,12 +67,13 @@ def _one(target: Target, label: str, text: str, tasks: int, agents: int) -> Figu
         procs.start(store)
         gc.collect()
         pids = [p.pid for p in procs.procs]
-        pg0, cpu0 = _postgres_cpu(), _machine_cpu()
+        server = _server_pids(store)
+        pg0, cpu0 = _postgres_cpu(server), _machine_cpu()
         ag0 = sum(cpu_seconds(pid) for pid in pids)
         start = time.perf_counter()
         run_id = engine.create_run(version_id)
         end = wait_run_end(store, run_id, procs)
-        pg1, cpu1 = _postgres_cpu(), _machine_cpu()
+        pg1, cpu1 = _postgres_cpu(server), _machine_cpu()
         ag1 = sum(cpu_seconds(pid) for pid in pids)
     wall = end - start
     cores = os.cpu_count() or 1
