@@ -149,7 +149,7 @@ def _claim_run(tx: Tx, run: ClaimableRun, n: int, agent_id: int, now: float,
     if not ids:
         return [], pools
     claims = claim_ops.claim_ready(tx, ids, agent_id, now, run.version_id)
-    ops.bump_run(tx, run.id, running=len(claims), ready=-len(claims))
+    ops.add_to_counters(tx, run.id, running=len(claims), ready=-len(claims))
     return claims, pools
 
 

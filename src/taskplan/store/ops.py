@@ -225,6 +225,13 @@ def bump_run(tx: Tx, run_id: int, *, unfinished: int = 0, running: int = 0, read
     return RunRow(*row)
 
 
+def add_to_counters(tx: Tx, run_id: int, *, running: int = 0, ready: int = 0) -> None:
+    """`bump_run` for a caller that does not need the row back (a claim: it cannot end the
+    run), so the statement returns and builds nothing."""
+    tx.run("UPDATE runs SET running = running + :rn, ready = ready + :rd WHERE id = :r",
+           {"rn": running, "rd": ready, "r": run_id})
+
+
 def set_run_state(tx: Tx, run_id: int, state: str, *, now: float | None = None,
                   finished: bool = False, started: bool = False, error: str | None = None
                   ) -> None:
