@@ -2,7 +2,7 @@
 free slots, shared fairly across runs, within max_parallel, pools and the agent's labels.
 
 On PostgreSQL a step whose finishes are all plain successes is one call of the server step
-(store/claims.py, store/sql/step_v2.sql), which applies these same rules in SQL; the
+(store/claims.py, store/sql/step_v*.sql), which applies these same rules in SQL; the
 equivalence is checked by tests/integration/test_step_equivalence.py.
 """
 
@@ -28,7 +28,7 @@ _PoolUse = tuple[dict[str, int], dict[str, int]]
 def step(ctx: Context, agent_id: int, finished: Sequence[tuple[Claim, Outcome]], free: int,
          root_run_id: int | None = None) -> StepResult:
     """One transaction: record finished attempts, then claim up to `free` task runs."""
-    if ctx.store.dialect.server_step and not ctx.one_by_one:
+    if not ctx.one_by_one:
         fast = _step_on_server(ctx, agent_id, finished, free, root_run_id)
         if fast is not None:
             return fast
@@ -96,20 +96,14 @@ def _claim(ctx: Context, tx: Tx, agent_id: int, free: int, root_run_id: int | No
     left = free
     while left > 0:
         shares = shares_of(left)
-        if tx.dialect.row_locks:
-            new = set(shares) - tx.locked_runs
-            if new:
-                ops.lock_runs(tx, new)
-                # The shares came from counters read before the locks: read them again now
-                # that no other claimer of these runs can commit, so max_parallel holds.
-                fresh = {r.id: r for r in ops.claimable_runs(tx, root_run_id, agent_id)
-                         if r.id in new}
-                for run_id in new:
-                    if run_id in fresh:
-                        meta[run_id] = fresh[run_id]
-                    else:
-                        dry.add(run_id)
-                shares = shares_of(left, tx.locked_runs)
+        relocked = ops.lock_for_claim(tx, shares, root_run_id, agent_id)
+        if relocked is not None:  # the runs are locked: share by their counters as re-read
+            for run_id, row in relocked.items():
+                if row is None:
+                    dry.add(run_id)
+                else:
+                    meta[run_id] = row
+            shares = shares_of(left, tx.locked_runs)
         if not shares:
             break
         for run_id, n in sorted(shares.items()):

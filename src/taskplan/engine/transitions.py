@@ -141,7 +141,7 @@ def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
         _retry(ctx, tx, claim, outcome, now, result)
         return
     delta = Delta(running=-1)
-    settle(tx, run, [(TaskRunRow(*row), outcome.state)], now, delta, detail=outcome.error)
+    settle(tx, run, [(row, outcome.state)], now, delta, detail=outcome.error)
     close_step(ctx, tx, run, now, delta, result)
 
 

@@ -1,8 +1,9 @@
 """Claims: a task run handed to an agent, read back the same way wherever one is built.
 
-A claim is made in one of two places: `ops.mark_running` on the general path (under the
+A claim is made in one of two places: `claim_ready` here on the general path (under the
 fair-share rounds of engine/claims.py) and the server step on PostgreSQL (`call_server_step`
-here, the function in store/sql/step_v2.sql). Both, and every read of a running task run as a
+here: `taskplan_step` of store/sql/step_v1.sql, which claims through `taskplan_claim` of
+store/sql/step_v2.sql). Both, and every read of a running task run as a
 claim (recovery, a sub-job's end), return `Claim` built from the same column list.
 """
 
@@ -13,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from taskplan.store import ops
 from taskplan.store.ops import loads
 
 if TYPE_CHECKING:
@@ -37,11 +37,30 @@ class Claim:
     parent_id: int | None
 
 
-# The columns of a claim, in Claim's field order, for a task run `t` joined to its run `r`.
-_CLAIM_SELECT = (
-    "SELECT t.id, t.run_id, r.version_id, t.task, t.kind, t.item, t.attempts,"
-    " t.max_attempts, t.stage, t.pool, t.parent_id FROM task_runs t"
-    " JOIN runs r ON r.id = t.run_id"
+# Where each field of a Claim is read from, in field order, which is also the order of the
+# PostgreSQL row type `taskplan_claim_row` the server step returns (migration 0003;
+# tests/store/test_server_step_keys.py ties them): a column of the task run, or (None) the
+# version its run pinned.
+CLAIM_COLUMNS: tuple[tuple[str, str | None], ...] = (
+    ("task_run_id", "id"), ("run_id", "run_id"), ("version_id", None), ("task", "task"),
+    ("kind", "kind"), ("item", "item"), ("attempt", "attempts"),
+    ("max_attempts", "max_attempts"), ("stage", "stage"), ("pool", "pool"),
+    ("parent_id", "parent_id"),
+)
+
+# A running task run `t` joined to its run `r`, read as a claim.
+_CLAIM_SELECT = "SELECT " + ", ".join(
+    "r.version_id" if column is None else f"t.{column}" for _, column in CLAIM_COLUMNS
+) + " FROM task_runs t JOIN runs r ON r.id = t.run_id"
+
+# The task runs a claim marks running, returned as claims (the run's version is a bind: all
+# of them belong to one run).
+_MARK_RUNNING = (
+    "UPDATE task_runs SET state = 'running', attempts = attempts + 1, agent_id = :a,"
+    " started_at = :t, finished_at = NULL, exit_code = NULL, error = NULL"
+    " WHERE id IN ({marks}) AND state = 'ready' RETURNING "
+    + ", ".join("CAST(:v AS bigint)" if column is None else column
+                for _, column in CLAIM_COLUMNS)
 )
 
 
@@ -54,16 +73,13 @@ def _claim(row: Sequence[Any]) -> Claim:
 
 def claim_ready(tx: Tx, ids: Sequence[int], agent_id: int, now: float, version_id: int
                 ) -> list[Claim]:
-    """Mark these ready task runs of one run (of version `version_id`) running for the agent;
-    the ones that were still ready come back as claims."""
-    claims = []
-    for row in ops.mark_running(tx, ids, agent_id, now):
-        (task_run_id, run_id, task, kind, item, attempt, max_attempts, stage, pool,
-         parent_id) = row
-        claims.append(Claim(int(task_run_id), int(run_id), version_id, str(task), str(kind),
-                            loads(item), int(attempt), int(max_attempts), stage, pool,
-                            parent_id))
-    return claims
+    """Mark these ready task runs of one run (of version `version_id`) running for the agent,
+    a new attempt each (its number is the fencing token); those that were still ready come
+    back as claims."""
+    marks = ", ".join(f":i{n}" for n in range(len(ids)))
+    params: dict[str, Any] = {f"i{n}": v for n, v in enumerate(ids)}
+    params.update(a=agent_id, t=now, v=version_id)
+    return [_claim(row) for row in tx.all(_MARK_RUNNING.format(marks=marks), params)]
 
 
 def running_claims_of_agent(tx: Tx, agent_id: int) -> list[Claim]:
@@ -122,7 +138,7 @@ STEP_CALL = ("SELECT * FROM taskplan_step(:agent, :now, :free, :root, :wake,"
 
 def success_payload(done: Sequence[Success]) -> str:
     # The keys are the record columns `jsonb_to_recordset(p_done) AS d(i, a, t, x, res, e)`
-    # and `e ->> 'r'` of taskplan_finish_successes in store/sql/step_v2.sql.
+    # and `e ->> 'r'` of taskplan_finish_successes in store/sql/step_v1.sql.
     return json.dumps([{"i": s.task_run_id, "r": s.run_id, "a": s.attempt, "t": s.ended_at,
                         "x": s.exit_code, "res": s.result, "e": s.error} for s in done])
 
@@ -132,6 +148,8 @@ def call_server_step(store: Store, agent_id: int, now: float, free: int,
     """One agent step as one call of `taskplan_step`: record these successes and claim up to
     `free` task runs. None: the general path must take this step (the function wrote nothing,
     e.g. a success would end its run), or a transaction is open on this thread."""
+    if not store.dialect.server_step:
+        return None
     rows = store.call(STEP_CALL, {"agent": agent_id, "now": now, "free": free,
                                    "root": root_run_id, "wake": bool(done),
                                    "done": success_payload(done)}, wake=bool(done))

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from taskplan.store import notify_ops
-from taskplan.store.db import Row, Tx
+from taskplan.store.db import Tx
 from taskplan.store.dialects import Dialect, RowsInsert
 
 
@@ -289,7 +289,6 @@ def insert_edges(tx: Tx, edges: Sequence[tuple[int, int]]) -> None:
             [{"u": u, "d": d} for u, d in edges])
 
 
-CLAIM_COLS = "id, run_id, task, kind, item, attempts, max_attempts, stage, pool, parent_id"
 
 
 def claim_candidates_sql(dialect: Dialect, staged: bool,
@@ -314,18 +313,6 @@ def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None,
     rows = tx.all(claim_candidates_sql(tx.dialect, max_stage is not None, label_sets),
                   {"r": run_id, "k": limit, "ms": max_stage})
     return [(int(i), pool) for i, pool in rows]
-
-
-def mark_running(tx: Tx, ids: Sequence[int], agent_id: int, now: float) -> list[Row]:
-    marks = ", ".join(f":i{n}" for n in range(len(ids)))
-    params: dict[str, Any] = {f"i{n}": v for n, v in enumerate(ids)}
-    params.update(a=agent_id, t=now)
-    return tx.all(
-        "UPDATE task_runs SET state = 'running', attempts = attempts + 1, agent_id = :a,"
-        " started_at = :t, finished_at = NULL, exit_code = NULL, error = NULL"
-        f" WHERE id IN ({marks}) AND state = 'ready' RETURNING {CLAIM_COLS}",
-        params,
-    )
 
 
 def insert_attempts(tx: Tx, rows: Sequence[tuple[int, int, int, int, float]]) -> None:
@@ -375,9 +362,11 @@ def task_run(tx: Tx, tr_id: int) -> TaskRunRow | None:
 
 
 def end_running(tx: Tx, tr_id: int, attempt: int, state: str, now: float,
-                exit_code: int | None, result: str | None, error: str | None) -> Row | None:
-    """Leave `running` if and only if the fencing token (the attempt number) still matches."""
-    return tx.one(
+                exit_code: int | None, result: str | None, error: str | None
+                ) -> TaskRunRow | None:
+    """Leave `running` if and only if the fencing token (the attempt number) still matches;
+    None when it does not (a newer attempt owns the task run, or it was cancelled)."""
+    row = tx.one(
         "UPDATE task_runs SET state = :s, finished_at = :t, exit_code = :x, result = :res,"
         " error = :e, agent_id = NULL"
         " WHERE id = :i AND state = 'running' AND attempts = :a"
@@ -385,6 +374,7 @@ def end_running(tx: Tx, tr_id: int, attempt: int, state: str, now: float,
         {"s": state, "t": now, "x": exit_code, "res": result, "e": error, "i": tr_id,
          "a": attempt},
     )
+    return None if row is None else TaskRunRow(*row)
 
 
 @lru_cache(maxsize=64)
@@ -517,6 +507,23 @@ def lock_runs(tx: Tx, run_ids: Iterable[int]) -> None:
     `lock_runs` says how). SQLite has one writer at a time and needs nothing.
     """
     tx.dialect.lock_runs(tx, run_ids)
+
+
+def lock_for_claim(tx: Tx, run_ids: Iterable[int], root_run_id: int | None, agent_id: int
+                   ) -> dict[int, ClaimableRun | None] | None:
+    """Before claiming from these runs: where writers run concurrently (PostgreSQL), lock
+    those this transaction has not locked yet and read their claim counters again under the
+    lock (None for a run no longer claimable), since shares computed from counters read
+    before the lock could overrun max_parallel. None where there is one writer at a time
+    (SQLite): the counters read stand."""
+    if not tx.dialect.row_locks:
+        return None
+    new = set(run_ids) - tx.locked_runs
+    if not new:
+        return {}
+    lock_runs(tx, new)
+    fresh = {r.id: r for r in claimable_runs(tx, root_run_id, agent_id) if r.id in new}
+    return {run_id: fresh.get(run_id) for run_id in new}
 
 
 def runs_with_due_retries(tx: Tx, now: float) -> list[int]:

@@ -1,5 +1,5 @@
 """Routing: agent labels, label sets required by task runs, runs pinned to a foreground agent;
-and the PostgreSQL step functions replaced by store/sql/step_v2.sql (claims honour both).
+and the PostgreSQL claim function replaced by store/sql/step_v2.sql (claims honour both).
 
 Revision ID: 0010
 Revises: 0009
