@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 from taskplan.errors import Problem
 from taskplan.spec import fields as f
 from taskplan.spec.report import Reporter
-from taskplan.spec.schema import _Model
+from taskplan.spec.schema import StrictModel
 from taskplan.spec.source import Positions
 
 CONNECTION_NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
@@ -32,7 +32,7 @@ SHARED: ContextVar[frozenset[str]] = ContextVar("taskplan_shared_connections",
                                                 default=frozenset())
 
 
-class ConnectionsFile(_Model):
+class ConnectionsFile(StrictModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     connections: Annotated[dict[str, f.NonEmptyText], f.MappingIn]

@@ -81,7 +81,7 @@ def _duration(positive: bool) -> Callable[[Any], float]:
     return check
 
 
-def _text(nonempty: bool, numbers: bool = False) -> Callable[[Any], str]:
+def text_check(nonempty: bool, numbers: bool = False) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if numbers and isinstance(v, int | float) and not isinstance(v, bool):
             return str(v)
@@ -93,7 +93,7 @@ def _text(nonempty: bool, numbers: bool = False) -> Callable[[Any], str]:
     return check
 
 
-def _pattern(regex: re.Pattern[str], words: str) -> Callable[[Any], str]:
+def pattern_check(regex: re.Pattern[str], words: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if not isinstance(v, str) or not regex.fullmatch(v):
             raise fail(f"expected {words}")
@@ -148,7 +148,7 @@ def _timezone(v: Any) -> str:
     return v
 
 
-def _clock(v: Any) -> time:
+def clock_value(v: Any) -> time:
     words = "expected a time of day as HH:MM (00:00 to 23:59)"
     if not isinstance(v, str) or not re.fullmatch(r"\d{1,2}:\d{2}", v):
         raise fail(words)
@@ -217,19 +217,20 @@ NonNegInt = Annotated[int, PlainValidator(_whole(0))]
 PosInt = Annotated[int, PlainValidator(_whole(1))]
 Backoff = Annotated[float, PlainValidator(_number_at_least(1))]
 Duration = Annotated[float, PlainValidator(_duration(positive=False))]
-Text = Annotated[str, PlainValidator(_text(nonempty=False, numbers=True))]
-NonEmptyText = Annotated[str, PlainValidator(_text(nonempty=True))]
+Text = Annotated[str, PlainValidator(text_check(nonempty=False, numbers=True))]
+NonEmptyText = Annotated[str, PlainValidator(text_check(nonempty=True))]
 EnvValue = Annotated[str, PlainValidator(_env_value)]
 JobName = Annotated[
-    str, PlainValidator(_pattern(JOB_NAME_RE, "a job name of lowercase letters, digits, _ and -"))
+    str,
+    PlainValidator(pattern_check(JOB_NAME_RE, "a job name of lowercase letters, digits, _ and -")),
 ]
 TaskName = Annotated[
     str,
-    PlainValidator(_pattern(
+    PlainValidator(pattern_check(
         TASK_NAME_RE, "a task name of letters, digits, _ and - (not starting with -)")),
 ]
-AgentLabel = Annotated[str, PlainValidator(_pattern(AGENT_LABEL_RE, AGENT_LABEL_WORDS))]
-Clock = Annotated[time, PlainValidator(_clock)]
+AgentLabel = Annotated[str, PlainValidator(pattern_check(AGENT_LABEL_RE, AGENT_LABEL_WORDS))]
+Clock = Annotated[time, PlainValidator(clock_value)]
 Day = Annotated[date, PlainValidator(_date)]
 Minute = Annotated[int, PlainValidator(_int_range(0, 59, "a minute from 0 to 59"))]
 Hour = Annotated[int, PlainValidator(_int_range(0, 23, "an hour from 0 to 23"))]
@@ -243,7 +244,7 @@ MappingIn = BeforeValidator(_mapping)
 ListOrOne = BeforeValidator(_list_or_one)
 
 
-def _opt(check: Callable[[Any], T]) -> Callable[[Any], T | None]:
+def optional_check(check: Callable[[Any], T]) -> Callable[[Any], T | None]:
     def maybe(v: Any) -> T | None:
         return None if v is None else check(v)
 
@@ -268,17 +269,17 @@ def _bool(v: Any) -> bool:
 
 
 Bool = Annotated[bool, PlainValidator(_bool)]
-OptPosInt = Annotated[int | None, PlainValidator(_opt(_whole(1)))]
-OptPosDuration = Annotated[float | None, PlainValidator(_opt(_duration(positive=True)))]
-OptText = Annotated[str | None, PlainValidator(_opt(_text(nonempty=False)))]
-OptName = Annotated[str | None, PlainValidator(_opt(_text(nonempty=True)))]
-OptTimeZone = Annotated[str | None, PlainValidator(_opt(_timezone))]
-OptStartAt = Annotated[datetime | None, PlainValidator(_opt(_local_datetime(False)))]
-OptEndAt = Annotated[datetime | None, PlainValidator(_opt(_local_datetime(True)))]
+OptPosInt = Annotated[int | None, PlainValidator(optional_check(_whole(1)))]
+OptPosDuration = Annotated[float | None, PlainValidator(optional_check(_duration(positive=True)))]
+OptText = Annotated[str | None, PlainValidator(optional_check(text_check(nonempty=False)))]
+OptName = Annotated[str | None, PlainValidator(optional_check(text_check(nonempty=True)))]
+OptTimeZone = Annotated[str | None, PlainValidator(optional_check(_timezone))]
+OptStartAt = Annotated[datetime | None, PlainValidator(optional_check(_local_datetime(False)))]
+OptEndAt = Annotated[datetime | None, PlainValidator(optional_check(_local_datetime(True)))]
 ListOf = _list_of
-CalendarName = Annotated[str, PlainValidator(_pattern(
+CalendarName = Annotated[str, PlainValidator(pattern_check(
     JOB_NAME_RE, "a calendar name of lowercase letters, digits, _ and -"))]
-OptCalendarName = Annotated[str | None, PlainValidator(_opt(_pattern(
+OptCalendarName = Annotated[str | None, PlainValidator(optional_check(pattern_check(
     JOB_NAME_RE, "a calendar name of lowercase letters, digits, _ and -")))]
-BusinessDay = Annotated[int | None, PlainValidator(_opt(_int_range(
+BusinessDay = Annotated[int | None, PlainValidator(optional_check(_int_range(
     -23, 23, "a business day of the month: 1..23, or -1..-23 counted from the end")))]

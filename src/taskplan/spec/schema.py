@@ -81,16 +81,16 @@ def _status(v: Any) -> str:
 
 Mapping = Annotated[dict[str, Any], f.MappingIn]
 Cron = Annotated[str | None, PlainValidator(_cron)]
-ShellArg = Annotated[str, PlainValidator(f._text(nonempty=False, numbers=True))]
+ShellArg = Annotated[str, PlainValidator(f.text_check(nonempty=False, numbers=True))]
 ShellCommand = Annotated[
-    Annotated[str, PlainValidator(f._text(nonempty=True)), Tag("command")]
+    Annotated[str, PlainValidator(f.text_check(nonempty=True)), Tag("command")]
     | Annotated[list[ShellArg], BeforeValidator(_argv), Tag("argv")],
     Discriminator(_shell_kind),
 ]
 Trigger = Annotated[TriggerRule, PlainValidator(f.choice(TriggerRule))]
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
     # defer_build: a model's validator is built when it first validates, so a file without
     # schedules, triggers or calendars never pays for building theirs.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False,
@@ -103,16 +103,16 @@ def _deadline_of(v: Any) -> str:
     return str(v)
 
 
-class DeadlineModel(_Model):
+class DeadlineModel(StrictModel):
     """`deadline:` (exactly one of finish_by, within: checks.deadline_shape)."""
 
-    finish_by: Annotated[time | None, PlainValidator(f._opt(f._clock))] = None
+    finish_by: Annotated[time | None, PlainValidator(f.optional_check(f.clock_value))] = None
     timezone: f.OptTimeZone = None
     within: f.OptPosDuration = None
     of: Annotated[Literal["firing", "start"], PlainValidator(_deadline_of)] = "firing"
 
 
-class Header(_Model):
+class Header(StrictModel):
     job: f.JobName
     description: f.Text = ""
     params: Mapping = {}
@@ -134,11 +134,11 @@ class Header(_Model):
     deadline: DeadlineModel | None = None
     # None (no key) means "taskplan.toml's defaults"; [] means no notifications at all.
     notify: Annotated[list[Any] | None, PlainValidator(
-        f._opt(f.ListOf("a list of notification rules")))] = None
+        f.optional_check(f.ListOf("a list of notification rules")))] = None
     tasks: Annotated[dict[f.TaskName, Any], f.MappingIn]
 
 
-class Settings(_Model):
+class Settings(StrictModel):
     """What `defaults:` may set, and every task may override."""
 
     connection: f.OptName = None
@@ -154,20 +154,21 @@ class Settings(_Model):
     in_process: f.Bool = False
 
 
-class ForeachModel(_Model):
+class ForeachModel(StrictModel):
     sql: f.OptName = None
     connection: f.OptName = None
-    values: Annotated[list[Any] | None, PlainValidator(f._opt(f.ListOf("a list of values")))] = None
+    values: Annotated[list[Any] | None,
+                      PlainValidator(f.optional_check(f.ListOf("a list of values")))] = None
     from_: Annotated[str | None, Field(alias="from"), PlainValidator(
-        f._opt(f._pattern(f.TASK_NAME_RE, "the name of an upstream task")))] = None
+        f.optional_check(f.pattern_check(f.TASK_NAME_RE, "the name of an upstream task")))] = None
 
 
 class TaskModel(Settings):
     sql: f.OptName = None
     shell: ShellCommand | None = None
-    python: Annotated[str | None, PlainValidator(f._opt(f._pattern(
+    python: Annotated[str | None, PlainValidator(f.optional_check(f.pattern_check(
         f.PYTHON_REF_RE, "a callable as module.path:function")))] = None
-    job: Annotated[str | None, PlainValidator(f._opt(f._pattern(
+    job: Annotated[str | None, PlainValidator(f.optional_check(f.pattern_check(
         f.JOB_NAME_RE, "a job name of lowercase letters, digits, _ and -")))] = None
     depends_on: Annotated[list[f.TaskName], f.ListOrOne] = []
     stage: f.OptPosInt = None
@@ -177,7 +178,7 @@ class TaskModel(Settings):
     enabled: f.Bool = True
 
 
-class CalendarModel(_Model):
+class CalendarModel(StrictModel):
     at: Annotated[list[f.Clock], f.ListOrOne] = []
     minutes: Annotated[list[f.Minute], f.ListOrOne] = []
     hours: Annotated[list[f.Hour], f.ListOrOne] = []
@@ -208,13 +209,13 @@ class ExceptionModel(CalendarModel):
     calendar: f.OptCalendarName = None
 
 
-class HolidaysModel(_Model):
-    country: Annotated[str, PlainValidator(f._pattern(
+class HolidaysModel(StrictModel):
+    country: Annotated[str, PlainValidator(f.pattern_check(
         f.COUNTRY_RE, "a country as an ISO 3166 code such as GB, US or FR"))]
     subdiv: f.OptName = None
 
 
-class CalendarFile(_Model):
+class CalendarFile(StrictModel):
     """A business calendar file: the days it is closed."""
 
     calendar: f.CalendarName
@@ -224,7 +225,7 @@ class CalendarFile(_Model):
     weekends: Annotated[list[f.Weekday], f.ListOrOne] = [5, 6]
 
 
-class TriggerModel(_Model):
+class TriggerModel(StrictModel):
     after: Annotated[list[f.JobName], f.ListOrOne, AfterValidator(_nonempty)]
     status: Annotated[Literal["succeeded", "finished"], PlainValidator(_status)] = "succeeded"
     within: f.OptPosDuration = None
@@ -259,7 +260,7 @@ def _service_url(v: Any) -> str | None:
     return v
 
 
-class NotifyModel(_Model):
+class NotifyModel(StrictModel):
     """One entry of `notify:` (job file) or `[[notify]]` (taskplan.toml): events -> a channel."""
 
     on: Annotated[list[Annotated[str, PlainValidator(_event)]], f.ListOrOne,

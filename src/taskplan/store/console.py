@@ -14,13 +14,13 @@ from taskplan.model import TaskRunKind
 from taskplan.store.db import Tx
 from taskplan.store.ops import loads
 from taskplan.store.reports import (
-    _ATTEMPT_SELECT,
-    _RUN_SELECT,
+    ATTEMPT_SELECT,
+    RUN_SELECT,
     AttemptInfo,
     RunInfo,
     TaskRunInfo,
-    _run_info,
     attempt_info,
+    run_info_of,
 )
 from taskplan.store.tx import Row
 
@@ -119,8 +119,8 @@ def runs_page(tx: Tx, f: RunFilter, limit: int) -> list[RunInfo]:
         conds.append("r.id < :before")
         params["before"] = f.before_id
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
-    rows = tx.all(_RUN_SELECT + where + " ORDER BY r.id DESC LIMIT :lim", params)
-    return [_run_info(r) for r in rows]
+    rows = tx.all(RUN_SELECT + where + " ORDER BY r.id DESC LIMIT :lim", params)
+    return [run_info_of(r) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -292,7 +292,7 @@ def task_run_by_name(tx: Tx, run_id: int, task: str, item: int | None) -> TaskRu
 
 def attempts_of(tx: Tx, task_run_id: int) -> list[AttemptInfo]:
     """Every attempt of one task run, oldest first (reports.attempts_of_run reads a run's)."""
-    rows = tx.all(_ATTEMPT_SELECT + " WHERE a.task_run_id = :t ORDER BY a.attempt",
+    rows = tx.all(ATTEMPT_SELECT + " WHERE a.task_run_id = :t ORDER BY a.attempt",
                   {"t": task_run_id})
     return [attempt_info(r) for r in rows]
 

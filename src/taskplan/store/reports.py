@@ -32,7 +32,7 @@ class RunInfo:
     deadline_state: str | None = None  # what the deadline checker recorded (docs/forecasts.md)
 
 
-_RUN_SELECT = (
+RUN_SELECT = (
     "SELECT r.id, j.name, v.version, r.state, r.trigger, r.trigger_ref, r.params, r.created_at,"
     " r.started_at, r.finished_at, r.error, r.parent_task_run_id, r.deadline_at,"
     " r.deadline_state FROM runs r"
@@ -40,7 +40,7 @@ _RUN_SELECT = (
 )
 
 
-def _run_info(row: Row) -> RunInfo:
+def run_info_of(row: Row) -> RunInfo:
     (run_id, job, version, state, trigger, trigger_ref, params, created_at, started_at,
      finished_at, error, parent_task_run_id, deadline_at, deadline_state) = row
     return RunInfo(int(run_id), str(job), int(version), str(state), str(trigger), trigger_ref,
@@ -49,8 +49,8 @@ def _run_info(row: Row) -> RunInfo:
 
 
 def run_info(tx: Tx, run_id: int) -> RunInfo | None:
-    row = tx.one(_RUN_SELECT + " WHERE r.id = :r", {"r": run_id})
-    return _run_info(row) if row else None
+    row = tx.one(RUN_SELECT + " WHERE r.id = :r", {"r": run_id})
+    return run_info_of(row) if row else None
 
 
 def list_runs(tx: Tx, job: str | None = None, state: str | None = None, limit: int = 20
@@ -63,8 +63,8 @@ def list_runs(tx: Tx, job: str | None = None, state: str | None = None, limit: i
         conds.append("r.state = :state")
         params["state"] = state  # type: ignore[assignment]
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
-    rows = tx.all(_RUN_SELECT + where + " ORDER BY r.id DESC LIMIT :lim", params)
-    return [_run_info(r) for r in rows]
+    rows = tx.all(RUN_SELECT + where + " ORDER BY r.id DESC LIMIT :lim", params)
+    return [run_info_of(r) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class AttemptInfo:
     truncated: bool
 
 
-_ATTEMPT_SELECT = (
+ATTEMPT_SELECT = (
     "SELECT a.task_run_id, a.attempt, a.state, g.name, g.host, a.started_at, a.finished_at,"
     " a.exit_code, a.error, a.output_bytes, a.truncated FROM attempts a"
     " LEFT JOIN agents g ON g.id = a.agent_id"
@@ -148,7 +148,7 @@ _ATTEMPT_SELECT = (
 
 def attempts_of_run(tx: Tx, run_id: int) -> dict[int, list[AttemptInfo]]:
     """Every attempt of every task run of the run, by task run id, oldest first."""
-    rows = tx.all(_ATTEMPT_SELECT + " WHERE a.run_id = :r ORDER BY a.task_run_id, a.attempt",
+    rows = tx.all(ATTEMPT_SELECT + " WHERE a.run_id = :r ORDER BY a.task_run_id, a.attempt",
                   {"r": run_id})
     out: dict[int, list[AttemptInfo]] = {}
     for r in rows:
@@ -158,7 +158,7 @@ def attempts_of_run(tx: Tx, run_id: int) -> dict[int, list[AttemptInfo]]:
 
 
 def attempt_info(row: Row) -> AttemptInfo:
-    """An AttemptInfo from the columns of `_ATTEMPT_SELECT` (console.attempts_of reads them
+    """An AttemptInfo from the columns of `ATTEMPT_SELECT` (console.attempts_of reads them
     too)."""
     (task_run_id, attempt, state, agent, host, started_at, finished_at, exit_code, error,
      output_bytes, truncated) = row
