@@ -69,7 +69,7 @@ def model_keys(model: type[BaseModel]) -> set[str]:
 def test_every_job_file_key_is_in_the_job_file_reference() -> None:
     models = [m for m in vars(schema).values()
               if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ ==
-              schema.__name__ and m is not schema._Model] + [ConnectionsFile]
+              schema.__name__ and m is not schema.StrictModel] + [ConnectionsFile]
     assert schema.Header in models and schema.TaskModel in models
     missing = sorted(f"{m.__name__}.{k}" for m in models for k in model_keys(m)
                      if f"`{k}`" not in JOB_DOC)
