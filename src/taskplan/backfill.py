@@ -72,7 +72,7 @@ def firings_in(engine: Engine, version_id: int, start: datetime, end: datetime,
                default_tz: str) -> list[Firing]:
     """Every firing of the job's schedules in [start, end], in time order."""
     spec = engine.job_spec(version_id)
-    calendars = engine.closed_days()[1] if calendar_names(spec) else None
+    calendars = engine.closed_days().closed if calendar_names(spec) else None
     try:
         schedules = compile_job(spec, default_tz, calendars)
     except ValueError as exc:

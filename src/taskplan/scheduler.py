@@ -124,7 +124,8 @@ class Scheduler:
     # -- definitions ----------------------------------------------------------------------
     def _refresh(self) -> bool:
         """Re-read jobs if any was added or re-applied; True if something changed."""
-        stamp, calendars = self.engine.closed_days()
+        days = self.engine.closed_days()
+        stamp, calendars = days.stamp, days.closed
         with self.store.read() as tx:
             mark = (sched_ops.definitions_mark(tx), stamp)
             if mark == self._mark:

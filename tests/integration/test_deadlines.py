@@ -135,7 +135,8 @@ def test_a_deadline_counted_from_the_start_waits_for_it(store: Store) -> None:
 def test_a_job_without_deadline_has_none(store: Store) -> None:
     engine = Engine(store)
     spec = load_job_text("job: plain\ntasks:\n  a: {shell: 'true'}\n", "job.yaml", ".")
-    run_id = engine.create_run(engine.apply(spec)[0])
+    version_id, _, _ = engine.apply(spec)
+    run_id = engine.create_run(version_id)
     assert _standing(store, run_id, 0.0) is None
     with store.read() as tx:
         info = reports.run_info(tx, run_id)

@@ -147,9 +147,9 @@ def share_connections(ctx: Context) -> None:
     from taskplan.spec.connections import SHARED
 
     names = set(ctx.settings.connections)
-    url = ctx.settings.db
-    local = url.startswith("sqlite:///") and ":memory:" not in url
-    if not local or os.path.exists(url[len("sqlite:///"):]):
+    from taskplan.store.urls import missing_sqlite_file
+
+    if not missing_sqlite_file(ctx.settings.db):
         from taskplan.store import connection_ops
 
         try:

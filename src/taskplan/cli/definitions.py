@@ -143,7 +143,7 @@ def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:
         return None
     from taskplan.timing import calendar_names
 
-    calendars = engine.closed_days()[1] if calendar_names(spec) else None
+    calendars = engine.closed_days().closed if calendar_names(spec) else None
     try:
         found = next_firings(spec, datetime.now().astimezone(), 1, default_tz=tz,
                              calendars=calendars)

@@ -158,7 +158,7 @@ def firings_cmd(job: str, limit: int, db: str | None, as_json: bool) -> None:
     # recorded one fits, back to the apply of this version (a year at most).
     lo = rows[-1].fire_at if len(rows) >= limit else max(
         min([applied, *(r.fire_at for r in rows[-1:])]), now - 366 * 86400)
-    calendars = engine.closed_days()[1] if calendar_names(spec) else None
+    calendars = engine.closed_days().closed if calendar_names(spec) else None
     try:
         gaps = suppressed_firings(spec, datetime.fromtimestamp(lo, tz),
                                   datetime.fromtimestamp(now, tz), default_tz, calendars, limit)

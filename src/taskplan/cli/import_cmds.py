@@ -33,7 +33,7 @@ def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
         engine = get_context(db).engine
         for item in items:
             if item.spec is not None:
-                applied[item.name] = engine.apply(item.spec)[1]
+                _, applied[item.name], _ = engine.apply(item.spec)
     if as_json:
         print_json([{
             "job": item.name if item.document is not None else None,

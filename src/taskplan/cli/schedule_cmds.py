@@ -46,7 +46,7 @@ def job_calendars(ctx: Any, job: JobSpec) -> dict[str, Any] | None:
     it names any (a job file without calendars needs no store)."""
     if not calendar_names(job):
         return None
-    return ctx.engine.closed_days()[1]  # type: ignore[no-any-return]
+    return ctx.engine.closed_days().closed  # type: ignore[no-any-return]
 
 
 def parse_after(text: str, job: JobSpec, default_tz: str) -> datetime:

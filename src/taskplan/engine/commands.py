@@ -26,6 +26,14 @@ from taskplan.store.run_ops import Reset
 
 
 @dataclass(frozen=True)
+class _Repin:
+    """The version a `retry --latest` moves its run to."""
+
+    version_id: int
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
 class JobDeletion:
     name: str
     cancelled: list[int]  # active runs cancelled first (with force)
@@ -162,7 +170,7 @@ def stop_run(ctx: Context, run_id: int) -> str:
     return _halt_by_user(ctx, run_id, Halt.USER_STOP)
 
 
-def _halt_by_user(ctx: Context, run_id: int, halt: str) -> str:
+def _halt_by_user(ctx: Context, run_id: int, halt: Halt) -> str:
     with ctx.store.tx() as tx:
         run = ops.run_row(tx, run_id, lock=True)
         if run is None:
@@ -194,7 +202,7 @@ def stale_pin(ctx: Context, run_id: int) -> tuple[str, int, int] | None:
     return found.job, found.pinned, found.current
 
 
-def _latest_spec(ctx: Context, run_id: int) -> tuple[int, JobSpec] | None:
+def _latest_spec(ctx: Context, run_id: int) -> _Repin | None:
     """The job's current version for `retry --latest`, if it differs from the pinned one;
     ConflictError when its tasks or their wiring changed (in place would not fit)."""
     with ctx.store.read() as tx:
@@ -223,7 +231,7 @@ def _latest_spec(ctx: Context, run_id: int) -> tuple[int, JobSpec] | None:
         raise ConflictError(
             f"run {run_id} cannot be retried on {job} v{current}: its tasks differ from"
             f" v{pinned} ({'; '.join(parts)}); start a new run with `taskplan run {job}`")
-    return found.current_id, new
+    return _Repin(found.current_id, new)
 
 
 def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: bool = False) -> int:
@@ -244,7 +252,7 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         raise ConflictError(f"run {run_id} belongs to job {owner.job}, which was deleted;"
                             " apply the job again to retry its runs")
     repin = _latest_spec(ctx, run_id) if latest else None
-    spec = (repin[1] if repin is not None
+    spec = (repin.spec if repin is not None
             else job_spec(ctx, definitions.run_meta(ctx, run_id).version_id))
     with ctx.store.tx() as tx:
         run = ops.run_row(tx, run_id, lock=True)
@@ -255,7 +263,7 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         if run.state == "succeeded":
             raise ConflictError(f"run {run_id} already succeeded, nothing to retry")
         if repin is not None:
-            ops.repin_run(tx, run_id, repin[0], str(spec.on_failure), spec.max_parallel,
+            ops.repin_run(tx, run_id, repin.version_id, str(spec.on_failure), spec.max_parallel,
                           spec.priority)
             definitions.forget_run_meta(ctx, run_id)
         graph = _RunGraph(run_ops.task_runs_for_retry(tx, run_id), run_ops.edges_of_run(tx, run_id))

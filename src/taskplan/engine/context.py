@@ -7,23 +7,23 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from taskplan.model import JobSpec, TaskSpec, TriggerSpec
 from taskplan.store.db import Store, Tx
 from taskplan.store.ops import RunRow
+from taskplan.store.run_ops import RunMeta
 from taskplan.timing.business import ClosedDays
 
 Clock = Callable[[], float]
 
 
-@dataclass
-class RunMeta:
-    """What never changes about a run (until `retry --latest` moves it to a new version)."""
+@dataclass(frozen=True)
+class CalendarDays:
+    """The closed days of every applied business calendar, as of `stamp` (a mark of the
+    calendars table that changes whenever a calendar does)."""
 
-    version_id: int
-    params: dict[str, Any]
-    fire_at: float  # the schedule instant it stands for, else its creation
+    stamp: tuple[int, float]
+    closed: dict[str, ClosedDays]
 
 
 @dataclass
@@ -38,8 +38,8 @@ class SpecCache:
     # new version would otherwise each parse it (20 ms for 1,000 tasks), all at once.
     load_lock: threading.Lock = field(default_factory=threading.Lock)
     run_meta: OrderedDict[int, RunMeta] = field(default_factory=OrderedDict)
-    # (stamp of the calendars table, closed days per calendar), rebuilt when a calendar changes
-    calendars: tuple[tuple[int, float], dict[str, ClosedDays]] | None = None
+    # rebuilt when a calendar changes
+    calendars: CalendarDays | None = None
 
 
 @dataclass
@@ -71,6 +71,7 @@ RunEndEffect = Callable[["Context", Tx, RunRow, float], None]
 class Context:
     store: Store
     clock: Clock
+    run_end_effects: tuple[RunEndEffect, ...]
     # The zone of jobs that name none (taskplan.toml `timezone`): `run.fire_time` and a
     # deadline's `finish_by` use it.
     default_tz: str = "UTC"
@@ -78,7 +79,6 @@ class Context:
     shared_connections: dict[str, str] = field(default_factory=dict)
     specs: SpecCache = field(default_factory=SpecCache)
     labels: LabelCache = field(default_factory=LabelCache)
-    run_end_effects: tuple[RunEndEffect, ...] = ()
     trigger_index: TriggerIndex | None = None
     # The reference path: every finish recorded on its own, in Python on every backend. The
     # batched and server-side steps are checked against it (tests/integration).

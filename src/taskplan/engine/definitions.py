@@ -3,14 +3,15 @@ definition a run pinned."""
 
 from __future__ import annotations
 
-from taskplan.engine.context import Context, RunMeta
+from taskplan.engine.context import CalendarDays, Context
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import BusinessCalendar, JobSpec, TaskSpec
 from taskplan.store import calendars as calendar_ops
 from taskplan.store import ops, run_ops, sched_ops
 from taskplan.store.db import Tx
 from taskplan.store.ops import dumps, loads
-from taskplan.timing.business import ClosedDays, closed_days_of
+from taskplan.store.run_ops import RunMeta
+from taskplan.timing.business import closed_days_of
 
 RUN_META_CACHE = 4096  # runs whose metadata an engine keeps in memory
 
@@ -44,15 +45,15 @@ def business_calendars(ctx: Context) -> dict[str, BusinessCalendar]:
     return {r.name: calendar_from_definition(r.definition, r.source_path) for r in rows}
 
 
-def closed_days(ctx: Context) -> tuple[tuple[int, float], dict[str, ClosedDays]]:
+def closed_days(ctx: Context) -> CalendarDays:
     """The closed days of every applied calendar, and the stamp they were read at; rebuilt
     only when a calendar changed (one cheap query otherwise)."""
     with ctx.store.read() as tx:
         stamp = calendar_ops.calendars_stamp(tx)
     cached = ctx.specs.calendars
-    if cached is not None and cached[0] == stamp:
+    if cached is not None and cached.stamp == stamp:
         return cached
-    fresh = (stamp, closed_days_of(business_calendars(ctx)) if stamp[0] else {})
+    fresh = CalendarDays(stamp, closed_days_of(business_calendars(ctx)) if stamp[0] else {})
     ctx.specs.calendars = fresh
     return fresh
 
@@ -201,10 +202,9 @@ def run_meta(ctx: Context, run_id: int) -> RunMeta:
             cache.run_meta.move_to_end(run_id)
             return meta
     with ctx.store.read() as tx:
-        row = run_ops.run_meta(tx, run_id)
-    if row is None:
+        meta = run_ops.run_meta(tx, run_id)
+    if meta is None:
         raise NotFoundError(f"no run {run_id}")
-    meta = RunMeta(row.version_id, row.params, row.fire_at)
     with cache.lock:
         cache.run_meta[run_id] = meta
         if len(cache.run_meta) > RUN_META_CACHE:

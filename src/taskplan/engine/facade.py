@@ -24,11 +24,11 @@ from taskplan.engine import (
     triggers,
 )
 from taskplan.engine.commands import JobDeletion
-from taskplan.engine.context import Clock, Context, RunEndEffect, RunMeta
+from taskplan.engine.context import CalendarDays, Clock, Context, RunEndEffect
 from taskplan.engine.records import Claim, Outcome, StepResult
 from taskplan.model import BusinessCalendar, JobSpec, TaskSpec
 from taskplan.store.db import Store, Tx
-from taskplan.timing.business import ClosedDays
+from taskplan.store.run_ops import RunMeta
 
 # What follows a run's end, inside the transaction that ends it, in this order: the job task
 # that started a sub-job run finishes with it (which may end the parent run, whose own
@@ -83,7 +83,7 @@ class Engine:
     def business_calendars(self) -> dict[str, BusinessCalendar]:
         return definitions.business_calendars(self.ctx)
 
-    def closed_days(self) -> tuple[tuple[int, float], dict[str, ClosedDays]]:
+    def closed_days(self) -> CalendarDays:
         return definitions.closed_days(self.ctx)
 
     def job_spec(self, version_id: int, tx: Tx | None = None) -> JobSpec:

@@ -270,8 +270,8 @@ def _apply_policy(tx: Tx, run: RunRow, failures: Sequence[TaskRunRow]) -> None:
 def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: bool
              ) -> RunRow:
     """End a halted run: unstarted task runs are skipped; running ones cancelled if asked.
-    A cancelled job task cancels the child run it started. The caller runs the run-end
-    effects (`run_ended`)."""
+    A cancelled job task cancels the child run it started (whose run-end effects run here);
+    the caller runs this run's own (`run_ended`)."""
     user = run.halt in USER_HALTS
     writes: list[tuple[int, str]] = []
     running = ready = 0
@@ -307,7 +307,10 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
         if child is not None and child.state not in TERMINAL_RUN_STATES:
             ops.set_halt(tx, child_id, Halt.USER_CANCEL, None)
             child.halt = Halt.USER_CANCEL
-            finalize(ctx, tx, child, now, cancel_running=True)
+            child = finalize(ctx, tx, child, now, cancel_running=True)
+            # The child's own end has its effects too (none acts on a sub-job run today:
+            # its job task is cancelled already, and triggers watch top-level runs only).
+            run_ended(ctx, tx, child, now)
     return run
 
 

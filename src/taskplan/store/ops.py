@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from taskplan.model import TaskRunKind, TaskState
 from taskplan.store import notify_ops
 from taskplan.store.db import Tx
 from taskplan.store.dialects import Dialect, RowsInsert
@@ -681,10 +682,10 @@ def upstream_results(tx: Tx, run_id: int, names: Sequence[str]) -> dict[str, Any
     for tr_id, task, kind, result in rows:
         if task not in wanted:
             continue
-        if kind == "foreach":
+        if kind == TaskRunKind.FOREACH:
             items = tx.all("SELECT result, state FROM task_runs WHERE parent_id = :p"
                            " ORDER BY item_index", {"p": tr_id})
-            found[str(task)] = ([loads(r) if st == "succeeded" else None for r, st in items]
+            found[str(task)] = ([loads(r) if st == TaskState.SUCCEEDED else None for r, st in items]
                                 if items else loads(result) or [])
         else:
             found[str(task)] = loads(result)

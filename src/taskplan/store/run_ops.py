@@ -17,19 +17,21 @@ def run_state(tx: Tx, run_id: int) -> str | None:
 
 
 @dataclass(frozen=True)
-class RunMetaRow:
+class RunMeta:
+    """What never changes about a run (until `retry --latest` moves it to a new version)."""
+
     version_id: int
     params: dict[str, Any]
     fire_at: float  # the schedule instant it stands for, else its creation
 
 
-def run_meta(tx: Tx, run_id: int) -> RunMetaRow | None:
+def run_meta(tx: Tx, run_id: int) -> RunMeta | None:
     row = tx.one("SELECT version_id, params, COALESCE(fire_at, created_at) FROM runs"
                  " WHERE id = :r", {"r": run_id})
     if row is None:
         return None
     version_id, params, fire_at = row
-    return RunMetaRow(int(version_id), loads(params), float(fire_at))
+    return RunMeta(int(version_id), loads(params), float(fire_at))
 
 
 def mark_stopping(tx: Tx, run_id: int) -> None:

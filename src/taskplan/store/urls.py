@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from taskplan.errors import UsageError
 from taskplan.redact import mask_url
 
@@ -48,6 +50,14 @@ def sqlite_path(url: str) -> str:
         raise ValueError(f"not a SQLite file URL: {url}")
     path = url[len("sqlite:///"):]
     return path.split("?", 1)[0] or ":memory:"
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """A SQLite file store that does not exist yet (opening it would create it)."""
+    if not url.startswith("sqlite:///"):
+        return False
+    path = sqlite_path(url)
+    return path != ":memory:" and not os.path.exists(path)
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -89,7 +89,7 @@ def job_spec(ctx: Ctx, name: str) -> JobSpec:
 
 def calendars_of(ctx: Ctx, spec: JobSpec) -> dict[str, Any] | None:
     """The closed days of the business calendars the job names (None if it names none)."""
-    return ctx.engine.closed_days()[1] if calendar_names(spec) else None
+    return ctx.engine.closed_days().closed if calendar_names(spec) else None
 
 
 def next_of(ctx: Ctx, spec: JobSpec, n: int, after: datetime | None = None
@@ -150,7 +150,7 @@ def next_firing_of(ctx: Ctx, version_id: int, spec: JobSpec
     if not spec.schedules:
         return None
     now = datetime.now().astimezone()
-    stamp = ctx.engine.closed_days()[0] if calendar_names(spec) else None
+    stamp = ctx.engine.closed_days().stamp if calendar_names(spec) else None
     cached = ctx.next_cache.get(version_id)
     if cached is not None and cached[0] == stamp and now < cached[1]:
         return cached[1], cached[2]
