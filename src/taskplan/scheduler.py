@@ -47,7 +47,8 @@ from taskplan.engine.deadlines import DeadlineWatch
 from taskplan.errors import StoreUnavailableError
 from taskplan.model import JobSpec, OnMisfire, OnOverlap
 from taskplan.store import notify_ops, sched_ops
-from taskplan.store.db import Backoff, Tx
+from taskplan.store.db import Tx
+from taskplan.store.resilience import retrying as store_retrying
 from taskplan.timing import Schedule, compile_job
 
 log = logging.getLogger(__name__)
@@ -346,18 +347,8 @@ T = TypeVar("T")
 
 
 def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool]) -> T:
-    """Call `fn` until the store answers (a daemon rides out a store restart), or stop().
-    Unlike `store.db.retrying` it logs every try, with the delay before the next."""
-    backoff = Backoff()
-    while True:
-        try:
-            return fn()
-        except StoreUnavailableError as exc:
-            if stop():
-                raise
-            delay = backoff.next()
-            log.warning("store unavailable while %s, retrying in %.2fs: %s", what, delay, exc)
-            time.sleep(delay)
+    """The store's `retrying`, logging every try in the scheduler's log (with the delay)."""
+    return store_retrying(fn, what=what, stop=stop, each_try=log)
 
 
 def _within_budget(due: list[tuple[float, str | None]], budget: int

@@ -32,6 +32,7 @@ from taskplan.notify.rules import Channel
 from taskplan.store import notify_ops, sched_ops
 from taskplan.store.db import Store
 from taskplan.store.notify_ops import Delivery
+from taskplan.store.resilience import Backoff, retrying
 
 log = logging.getLogger("taskplan.notify")
 
@@ -45,6 +46,7 @@ BACKOFF = (5.0, 15.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 LEASE_FACTOR = 3.0
 FRESH_FOR = 5.0  # how long a sender looks for its own rows before leaving them to the holder
 BATCH = 16
+RECORD_WAIT = 10.0  # seconds a delivery's outcome waits for the store to be recorded
 WORKERS = 4
 
 
@@ -154,20 +156,24 @@ class Sender:
             log.warning("notification %d (%s, %s) try %d failed: %s%s", d.id, d.event,
                         d.channel.describe(), tries, sent.error,
                         "" if retry_at else " (giving up)")
-        for _ in range(20):  # the outcome is worth a short wait for the store
-            try:
-                with self.store.tx() as tx:
-                    notify_ops.end_attempt(tx, d, now, ok=sent.ok, status=sent.status,
-                                           error=sent.error, retry_at=retry_at)
-                return
-            except StoreUnavailableError:
-                time.sleep(0.5)
+        def record() -> None:
+            with self.store.tx() as tx:
+                notify_ops.end_attempt(tx, d, now, ok=sent.ok, status=sent.status,
+                                       error=sent.error, retry_at=retry_at)
+
+        try:  # the outcome is worth a short wait for the store
+            retrying(record, what="recording a notification's delivery",
+                     give_up_after=RECORD_WAIT)
+        except StoreUnavailableError:
+            log.warning("notifications: the outcome of delivery %d was not recorded (store"
+                        " unavailable)", d.id)
 
     # -- the thread -------------------------------------------------------------------------
     def run(self) -> None:
         """Until stop(): deliver own rows at once, and as the lease holder what is due."""
         renew_every = max(0.2, self.lease)
         next_renew = 0.0
+        outage = Backoff()
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_renew:
@@ -182,9 +188,11 @@ class Sender:
                     timeout = min(timeout, 0.2)
                 if self.leader and self.next_due is not None:
                     timeout = min(timeout, self.next_due - self.clock())
+                outage.reset()
             except StoreUnavailableError as exc:
-                log.warning("notifications: store unavailable, retrying: %s", exc)
-                timeout = 1.0
+                timeout = outage.next()
+                log.warning("notifications: store unavailable, retrying in %.2fs: %s",
+                            timeout, exc)
             except Exception:  # the sender must outlive any surprise; say so and go on
                 log.exception("notifications: sender error")
                 timeout = 1.0

@@ -40,11 +40,14 @@ class Backoff:
 
 
 def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None = None,
-             give_up_after: float | None = None) -> T:
+             give_up_after: float | None = None, each_try: logging.Logger | None = None
+             ) -> T:
     """Call `fn` until it does not raise StoreUnavailableError, backing off between tries.
 
     For daemons that must ride out a store restart. Gives up (re-raising) when `stop()` turns
-    true or after `give_up_after` seconds.
+    true or after `give_up_after` seconds. By default the outage is logged twice (when it
+    starts, when the store is back); with `each_try` every try is logged there, with the
+    delay before the next (the scheduler's log).
     """
     backoff = Backoff()
     started = time.monotonic()
@@ -56,10 +59,14 @@ def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None 
             if (stop is not None and stop()) or (
                     give_up_after is not None and time.monotonic() - started >= give_up_after):
                 raise
-            if not warned:
+            delay = backoff.next()
+            if each_try is not None:
+                each_try.warning("store unavailable while %s, retrying in %.2fs: %s", what,
+                                 delay, exc)
+            elif not warned:
                 log.warning("store unavailable while %s, retrying: %s", what, exc)
                 warned = True
-            time.sleep(backoff.next())
+            time.sleep(delay)
             continue
         if warned:
             log.warning("store back after %.1fs (%s)", time.monotonic() - started, what)
