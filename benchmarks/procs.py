@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskplan.store.db import Store
+from taskplan.store.pgserver import NOTIFY_CHANNEL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 COUNT_DIR = os.path.join(HERE, "_count")  # holds the sitecustomize of the idle50 row
@@ -85,8 +86,9 @@ class Agents:
                     # Each agent's listener connection's last statement is its LISTEN.
                     listening = int(tx.scalar(
                         "SELECT COUNT(*) FROM pg_stat_activity WHERE datname ="
-                        " current_database() AND query = 'LISTEN taskplan'"
-                        " AND NOT (pid = ANY(:own))", {"own": sorted(store.dialect.own_pids)}))
+                        " current_database() AND query = :listen AND NOT (pid = ANY(:own))",
+                        {"listen": f"LISTEN {NOTIFY_CHANNEL}",
+                         "own": sorted(store.dialect.own_pids)}))
                     listening -= 1 if store.dialect.listening.is_set() else 0
             if registered >= len(pids) and listening >= len(pids):
                 return

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import re
 
+# These values are written into the functions a migration installs, so they are as frozen as
+# the step_vN.sql files: changing one needs a new step_vN.sql and a new migration, never an
+# edit in place (stores created earlier would keep the old value in their functions).
+
 # The advisory lock class of runs: key (RUN_LOCK_CLASS, run id). The general path takes it
 # exclusively (ops.lock_runs), the server step shared.
 RUN_LOCK_CLASS = 7251

@@ -19,10 +19,12 @@ from taskplan.store.db import Store
 
 log = logging.getLogger("taskplan.web")
 
-# SQLite: also read the newest event id this often when nothing woke us (a change hidden in
-# one WAL mtime tick is caught by Store.wait's own periodic check as well).
-SQLITE_IDLE_CHECK = 5.0
-PG_POLL = 1.0
+# Where any commit wakes a waiter (SQLite), also read the newest event id this often when
+# nothing did (a change hidden in one WAL mtime tick is caught by Store.wait's own periodic
+# check as well).
+IDLE_CHECK = 5.0
+# Where only commits that ask to wake others do (PostgreSQL's NOTIFY), read it this often.
+POLL = 1.0
 
 
 class ChangeWatcher:
@@ -63,11 +65,11 @@ class ChangeWatcher:
                     self._read()
                     last_read = time.monotonic()
                 started = time.monotonic()
-                gen = store.wait(seen, PG_POLL)
+                gen = store.wait(seen, POLL)
                 now = time.monotonic()
-                woken = gen != seen or now - started < PG_POLL * 0.9
+                woken = gen != seen or now - started < POLL * 0.9
                 seen = gen
-                every = SQLITE_IDLE_CHECK if store.dialect.wakes_on_every_commit else PG_POLL
+                every = IDLE_CHECK if store.dialect.wakes_on_every_commit else POLL
                 if woken or now - last_read >= every:
                     if woken and now - last_read < 0.1:
                         time.sleep(0.1)  # a burst of commits: one read for all of them
