@@ -3,7 +3,9 @@ step (on PostgreSQL, the server-side step function) and through the reference th
 finish on its own in Python must write exactly the same rows, and both must respect every limit.
 
 Graphs mix dependencies, stages, the three trigger rules, the four on_failure policies, retries,
-priorities, a pool, max_parallel and a foreach, with two runs at once sharing the slots.
+priorities, a pool, max_parallel, a foreach and tasks that need an agent label, in two runs
+at once (of two jobs whose priorities differ, or not; the second run pinned to one agent, or
+not), claimed by two agents stepping in turn, only one of which has the label.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Shape:
     pool_size: int
     fails_once: frozenset[str]
     fails_always: frozenset[str]
+    second_priority: int  # the second run's job priority (the first job's is 0)
+    pin_second: bool  # the second run is pinned to the agent that has the label
 
 
 @st.composite
@@ -55,6 +59,7 @@ def shapes(draw: Any) -> Shape:
             "priority": priorities[i] - n // 2,
             "pool": draw(st.booleans()),
             "foreach": draw(st.none() | st.integers(1, 3)) if i == n - 1 or not deps else None,
+            "label": draw(st.booleans()),
         })
     # Stages never go down along the index order that dependencies follow: a dependency on
     # a later stage would be a cycle through that stage's barrier.
@@ -70,12 +75,14 @@ def shapes(draw: Any) -> Shape:
         pool_size=draw(st.integers(1, 2)),
         fails_once=frozenset(draw(st.sets(st.sampled_from(names), max_size=2))),
         fails_always=frozenset(draw(st.sets(st.sampled_from(names), max_size=1))),
+        second_priority=draw(st.sampled_from([-1, 0, 1])),
+        pin_second=draw(st.booleans()),
     )
 
 
-def job_text(shape: Shape, name: str) -> str:
-    lines = [f"job: {name}", f"on_failure: {shape.policy}", f"pools: {{p_{name}: "
-             f"{shape.pool_size}}}"]
+def job_text(shape: Shape, name: str, pool: str, priority: int = 0) -> str:
+    lines = [f"job: {name}", f"on_failure: {shape.policy}", f"pools: {{{pool}: "
+             f"{shape.pool_size}}}", f"priority: {priority}"]
     if shape.max_parallel is not None:
         lines.append(f"max_parallel: {shape.max_parallel}")
     lines.append("tasks:")
@@ -90,7 +97,9 @@ def job_text(shape: Shape, name: str) -> str:
         lines.append(f"    retries: {t['retries']}")
         lines.append(f"    priority: {t['priority']}")
         if t["pool"]:
-            lines.append(f"    pool: p_{name}")
+            lines.append(f"    pool: {pool}")
+        if t["label"]:
+            lines.append("    agent_labels: [gpu]")
         if t["foreach"] is not None:
             lines.append(f"    foreach: {{values: {list(range(t['foreach']))}}}")
     return "\n".join(lines) + "\n"
@@ -130,34 +139,44 @@ def leave_nothing_active(engine: Engine, store: Store) -> None:
 def drive(engine: Engine, clock: Clock, store: Store, shape: Shape, name: str
           ) -> tuple[list[int], list[Any]]:
     leave_nothing_active(engine, store)
-    version_id = apply_job(engine, job_text(shape, name))
-    runs = [engine.create_run(version_id), engine.create_run(version_id)]
+    pool = f"p_{name}"
+    first = apply_job(engine, job_text(shape, f"{name}a", pool))
+    second = apply_job(engine, job_text(shape, f"{name}b", pool, shape.second_priority))
+    gpu = engine.register_agent(f"gpu-{name}", "host", 1, SLOTS, 3600.0, labels=["gpu"])
+    plain = engine.register_agent(f"plain-{name}", "host", 1, SLOTS, 3600.0)
+    runs = [engine.create_run(first),
+            engine.create_run(second, pin_agent_id=gpu if shape.pin_second else None)]
     order = {r: n for n, r in enumerate(runs)}
-    agent_id = engine.register_agent(f"a-{name}", "host", 1, SLOTS, 3600.0)
-    pending: list[tuple[Claim, Outcome]] = []
+    pending: dict[int, list[tuple[Claim, Outcome]]] = {gpu: [], plain: []}
     trace = []
     ended: set[int] = set()
     for _ in range(MAX_STEPS):
         clock.now += 1.0
         engine.promote_retries()
-        free = SLOTS - sum(1 for c, o in pending if not o.expanded)
-        step = engine.step(agent_id, pending, max(free, 0))
-        limits_held(store, runs, shape, f"p_{name}")
-        ended.update(r for r, _ in step.finished_runs)
-        # Which items of one foreach a step takes is not defined (they tie): count them.
-        trace.append((sorted((order.get(r, -1), s) for r, s in step.finished_runs),
-                      sorted((order[c.run_id], c.task, c.item is not None, c.attempt)
-                             for c in step.claims)))
-        pending = []
-        for claim in step.claims:
-            if claim.kind == "foreach":
-                items = [[i] for i in range(shape.tasks[int(claim.task[1:])]["foreach"] or 0)]
-                n = engine.expand_foreach(claim, iter(items))
-                pending.append((claim, Outcome(TaskState.SUCCEEDED, expanded=True)
-                                if n else Outcome(TaskState.SUCCEEDED, result=[])))
-            else:
-                pending.append((claim, outcome(shape, claim, clock.now)))
-        if set(runs) <= ended and not pending:
+        for n, agent_id in enumerate((gpu, plain)):
+            held = pending[agent_id]
+            free = SLOTS - sum(1 for c, o in held if not o.expanded)
+            step = engine.step(agent_id, held, max(free, 0))
+            limits_held(store, runs, shape, pool)
+            ended.update(r for r, _ in step.finished_runs)
+            # Which items of one foreach a step takes is not defined (they tie): count them.
+            trace.append((n, sorted((order.get(r, -1), s) for r, s in step.finished_runs),
+                          sorted((order[c.run_id], c.task, c.item is not None, c.attempt)
+                                 for c in step.claims)))
+            held = []
+            for claim in step.claims:
+                assert agent_id == gpu or not shape.tasks[int(claim.task[1:])]["label"]
+                assert agent_id == gpu or not (shape.pin_second and claim.run_id == runs[1])
+                if claim.kind == "foreach":
+                    items = [[i] for i in range(shape.tasks[int(claim.task[1:])]["foreach"]
+                                                or 0)]
+                    got = engine.expand_foreach(claim, iter(items))
+                    held.append((claim, Outcome(TaskState.SUCCEEDED, expanded=True)
+                                 if got else Outcome(TaskState.SUCCEEDED, result=[])))
+                else:
+                    held.append((claim, outcome(shape, claim, clock.now)))
+            pending[agent_id] = held
+        if set(runs) <= ended and not any(pending.values()):
             break
     assert set(runs) <= ended, f"runs did not end in {MAX_STEPS} steps: {trace[-3:]}"
     return runs, trace
@@ -190,7 +209,7 @@ def snapshot(store: Store, runs: list[int]) -> list[Any]:
 
 
 @pytest.mark.slow
-@settings(max_examples=15, report_multiple_bugs=False, deadline=None,
+@settings(max_examples=25, report_multiple_bugs=False, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(shape=shapes())
 def test_batched_and_server_steps_write_what_the_reference_writes(store: Store,
