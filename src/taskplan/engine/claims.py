@@ -46,7 +46,6 @@ def step(ctx: Context, agent_id: int, finished: Sequence[tuple[Claim, Outcome]],
             result.claims = _claim(ctx, tx, agent_id, free, root_run_id, now)
         if finished:
             tx.wake = True
-        result.finished_runs.extend(tx.ended_runs)
     return result
 
 

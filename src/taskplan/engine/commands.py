@@ -183,7 +183,7 @@ def _halt_by_user(ctx: Context, run_id: int, halt: Halt) -> str:
         run.halt = halt
         if halt == Halt.USER_CANCEL or run.running == 0:
             run = transitions.finalize(ctx, tx, run, now, cancel_running=halt == Halt.USER_CANCEL)
-            transitions.run_ended(ctx, tx, run, now)
+            transitions.run_ended(ctx, tx, run, now, None)
         else:
             ops.set_run_state(tx, run_id, RunState.STOPPING, now=now)
             run.state = str(RunState.STOPPING)
@@ -260,7 +260,7 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
             raise NotFoundError(f"no run {run_id}")
         if run.state not in TERMINAL_RUN_STATES:
             raise ConflictError(f"run {run_id} is {run.state}; retry takes a finished run")
-        if run.state == "succeeded":
+        if run.state == RunState.SUCCEEDED:
             raise ConflictError(f"run {run_id} already succeeded, nothing to retry")
         if repin is not None:
             ops.repin_run(tx, run_id, repin.version_id, str(spec.on_failure), spec.max_parallel,
@@ -270,7 +270,7 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         scope = graph.scope(run_id, task)
         disabled = {t.name for t in spec.tasks if not t.enabled}
         redo = {t.id for t in graph.top if t.id in scope
-                and graph.state[t.id] != "succeeded" and t.task not in disabled}
+                and graph.state[t.id] != TaskState.SUCCEEDED and t.task not in disabled}
         if not redo:
             # Nothing to rerun: the finished run is left exactly as it was.
             what = f"task {task} and what depends on it" if task else "every task"
@@ -339,7 +339,7 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
             continue
         task_spec = None if t.kind == TaskRunKind.BARRIER else spec.task(t.task)
         extra = 1 + (task_spec.retries if task_spec else 0)
-        kids = [k for k, state in graph.children.get(t.id, []) if state != "succeeded"]
+        kids = [k for k, state in graph.children.get(t.id, []) if state != TaskState.SUCCEEDED]
         ups = graph.ups.get(t.id, [])
         pending = sum(1 for u in ups if u in redo)
         failed = sum(1 for u in ups if u not in redo and graph.state[u] in FAILED_LIKE)

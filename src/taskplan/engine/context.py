@@ -8,6 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from taskplan.engine.records import StepResult
 from taskplan.model import JobSpec, TaskSpec, TriggerSpec
 from taskplan.store.db import Store, Tx
 from taskplan.store.ops import RunRow
@@ -64,7 +65,7 @@ class TriggerIndex:
 
 # A run-end effect runs inside the transaction that ended the run, in the order listed in
 # Context.run_end_effects (engine/facade.py sets them).
-RunEndEffect = Callable[["Context", Tx, RunRow, float], None]
+RunEndEffect = Callable[["Context", Tx, RunRow, float, StepResult | None], None]
 
 
 @dataclass

@@ -104,7 +104,7 @@ def create_run_in(ctx: Context, tx: Tx, spec: JobSpec, version_id: int,
     ops.insert_edges(tx, [(ids[u], ids[d]) for d, us in ups.items() for u in us])
     ops.bump_run(tx, run_id, unfinished=unfinished, ready=ready)
     ended = [(ids[r["task"]], r["state"]) for r in rows
-             if r["state"] not in ("ready", "pending")]
+             if r["state"] not in (TaskState.READY, TaskState.PENDING)]
     if ended:  # disabled tasks, and what they resolved at creation
         ops.set_states(tx, ended, now)
     if queued:
@@ -112,12 +112,12 @@ def create_run_in(ctx: Context, tx: Tx, spec: JobSpec, version_id: int,
     else:
         ops.set_run_state(tx, run_id, RunState.RUNNING, now=now, started=True)
     ops.add_events(tx, [(now, run_id, ids[r["task"]], r["state"], None)
-                        for r in rows if r["state"] != "pending"])
+                        for r in rows if r["state"] != TaskState.PENDING])
     if not unfinished and not queued:  # every task disabled: nothing to wait for
         ops.set_run_state(tx, run_id, RunState.SUCCEEDED, now=now, finished=True)
         run = ops.run_row(tx, run_id)
         assert run is not None
-        transitions.run_ended(ctx, tx, run, now)
+        transitions.run_ended(ctx, tx, run, now, None)
     if spec.deadline is not None:
         _set_deadline(ctx, tx, spec, run_id)
     tx.wake = True

@@ -94,18 +94,19 @@ def start_child_run(ctx: Context, claim: Claim, job_name: str, params: dict[str,
         return child
 
 
-def child_run_ended(ctx: Context, tx: Tx, run: RunRow, now: float) -> None:
+def child_run_ended(ctx: Context, tx: Tx, run: RunRow, now: float,
+                    result: StepResult | None) -> None:
     """A run-end effect: a sub-job run ended, so its job task succeeds or fails with it
-    (retries apply). The parent run may end in turn; the step reports it (`tx.ended_runs`)."""
+    (retries apply). The parent run may end in turn: the step that ended the child reports
+    it too (`result`)."""
     if run.parent_task_run_id is None:
         return
     claim = claim_ops.running_job_task(tx, run.parent_task_run_id, run.id)
     if claim is None:
         return
-    result = {"run_id": run.id, "state": run.state}
-    outcome = (Outcome(TaskState.SUCCEEDED, result=result) if run.state == RunState.SUCCEEDED
-               else Outcome(TaskState.FAILED, result=result,
+    child = {"run_id": run.id, "state": run.state}
+    outcome = (Outcome(TaskState.SUCCEEDED, result=child) if run.state == RunState.SUCCEEDED
+               else Outcome(TaskState.FAILED, result=child,
                             error=f"run {run.id} ended {run.state}"))
-    ended = StepResult()
-    transitions.finish(ctx, tx, claim, outcome, now, ended)
-    tx.ended_runs.extend(ended.finished_runs)
+    transitions.finish(ctx, tx, claim, outcome, now,
+                       result if result is not None else StepResult())

@@ -247,7 +247,7 @@ def close_step(ctx: Context, tx: Tx, run: RunRow, now: float, delta: Delta,
         tx.wake = True
         if result is not None:
             result.finished_runs.append((run.id, run.state))
-        run_ended(ctx, tx, run, now)
+        run_ended(ctx, tx, run, now, result)
     return run
 
 
@@ -278,10 +278,10 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     cancelled: list[int] = []
     child_runs: list[int] = []
     for t in ops.unfinished_of_run(tx, run.id):
-        if t.state == "running" and t.kind == TaskRunKind.FOREACH and t.pending_children:
+        if t.state == TaskState.RUNNING and t.kind == TaskRunKind.FOREACH and t.pending_children:
             # An expanded foreach parent: not on an agent, not in the running counter.
             writes.append((t.id, "cancelled" if user else "failed"))
-        elif t.state == "running":
+        elif t.state == TaskState.RUNNING:
             if not cancel_running:
                 continue
             running += 1
@@ -289,10 +289,10 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
             if t.child_run_id is not None:
                 child_runs.append(t.child_run_id)
             writes.append((t.id, "cancelled"))
-        elif t.state == "retrying":
+        elif t.state == TaskState.RETRYING:
             writes.append((t.id, "cancelled" if user else "failed"))
         else:
-            ready += t.state == "ready"
+            ready += t.state == TaskState.READY
             writes.append((t.id, "skipped"))
     ops.set_states(tx, writes, now)
     run_ops.cancel_running(tx, cancelled, now)
@@ -310,13 +310,14 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
             child = finalize(ctx, tx, child, now, cancel_running=True)
             # The child's own end has its effects too (none acts on a sub-job run today:
             # its job task is cancelled already, and triggers watch top-level runs only).
-            run_ended(ctx, tx, child, now)
+            run_ended(ctx, tx, child, now, None)
     return run
 
 
-def run_ended(ctx: Context, tx: Tx, run: RunRow, now: float) -> None:
+def run_ended(ctx: Context, tx: Tx, run: RunRow, now: float, result: StepResult | None
+              ) -> None:
     """What follows a run's end inside its transaction, in the order of
     `Context.run_end_effects` (engine/facade.py: a sub-job's parent task first, then queued
     runs and cross-job triggers)."""
     for effect in ctx.run_end_effects:
-        effect(ctx, tx, run, now)
+        effect(ctx, tx, run, now, result)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from taskplan.engine import definitions, runs
 from taskplan.engine.context import Context, TriggerIndex
-from taskplan.model import TriggerSpec
+from taskplan.engine.records import StepResult
+from taskplan.model import RunState, TriggerSpec
 from taskplan.store import run_ops, sched_ops
 from taskplan.store.db import Tx
 from taskplan.store.ops import RunRow
@@ -69,7 +70,7 @@ def check_trigger(tx: Tx, job_id: int, trig: TriggerSpec, now: float) -> Trigger
             waiting.append(f"{name} (no ended run)")
             continue
         rid, state, finished = last_run.run_id, last_run.state, last_run.finished_at or 0.0
-        if trig.status == "succeeded" and state != "succeeded":
+        if trig.status == "succeeded" and state != RunState.SUCCEEDED:
             waiting.append(f"{name} (run {rid} {state})")
         elif trig.within is not None and finished < now - trig.within:
             waiting.append(f"{name} (run {rid} ended over {trig.within:g}s ago)")
@@ -111,7 +112,8 @@ def _index(ctx: Context, tx: Tx) -> TriggerIndex:
     return found
 
 
-def after_run_end(ctx: Context, tx: Tx, run: RunRow, now: float) -> None:
+def after_run_end(ctx: Context, tx: Tx, run: RunRow, now: float,
+                  _result: StepResult | None) -> None:
     """A run-end effect: start the job's next queued runs; fire cross-job triggers."""
     if run.parent_task_run_id is not None:
         return

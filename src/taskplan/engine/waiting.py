@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from taskplan.model import Halt, JobSpec
+from taskplan.model import Halt, JobSpec, RunState, TaskState
 from taskplan.store.db import Store
 from taskplan.store.routing import RunWaitFacts, WaitingTaskRun, live_agents, wait_facts
 
@@ -25,17 +25,17 @@ def explain(store: Store, run_id: int, now: float | None = None) -> dict[int, st
     now = time.time() if now is None else now
     with store.read() as tx:
         facts = wait_facts(tx, run_id, now)
-    if facts is None or facts.state not in ("queued", "running", "stopping"):
+    if facts is None or facts.state not in (RunState.QUEUED, RunState.RUNNING, RunState.STOPPING):
         return {}
     return {t.id: reason(facts, t, now) for t in facts.tasks}
 
 
 def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
-    if t.state == "retrying":
+    if t.state == TaskState.RETRYING:
         return f"retry at {clock(t.ready_at, now)}" if t.ready_at is not None else "retrying"
-    if t.state == "pending":
+    if t.state == TaskState.PENDING:
         return _upstreams(t)
-    if facts.state == "queued":
+    if facts.state == RunState.QUEUED:
         return "run queued: it starts when the job's active run ends"
     if facts.halt is not None and not (facts.halt == Halt.FINISH_STAGE
                                        and (t.stage or 0) <= (facts.halt_stage or 0)):

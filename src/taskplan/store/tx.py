@@ -27,9 +27,6 @@ class Tx:
         self._sql: Callable[[str], str] = self.dialect.translate
         self.wake = False  # set by operations whose effect other processes should see now
         self.locked_runs: set[int] = set()  # run rows this transaction holds FOR UPDATE
-        # Runs that ended as a side effect of another run's end (a sub-job's parent), for the
-        # step to report with the runs it ended itself.
-        self.ended_runs: list[tuple[int, str]] = []
 
     def all(self, sql: str, params: Params = ()) -> list[Row]:
         self.cur.execute(self._sql(sql), params)
