@@ -60,58 +60,49 @@ OUT = os.environ["PEERS_OUT"]
 
 
 class Noop(luigi.Task):
-    name = luigi.Parameter()
-    after = luigi.ListParameter(default=[])
-
-    def requires(self):
-        return [_task(n) for n in self.after]
-
     def output(self):
-        return luigi.LocalTarget(os.path.join(OUT, self.name))
+        return luigi.LocalTarget(os.path.join(OUT, self.task_id))
 
     def run(self):
         with self.output().open("w"):
             pass
 
 
-class Barrier(Noop):
-    pass
+class Link(Noop):  # chain200: each task requires the previous one
+    i = luigi.IntParameter()
+
+    def requires(self):
+        return [Link(i=self.i - 1)] if self.i else []
 
 
-def _task(spec):
-    kind, name, after = spec
-    return (Barrier if kind == "barrier" else Noop)(name=name, after=after)
+class Leaf(Noop):  # wide1000: independent tasks
+    i = luigi.IntParameter()
 
 
-def chain(n):
-    task = None
-    for i in range(n):
-        task = ("noop", f"t{i:04d}", [task] if task else [])
-    return [task]
+class StageTask(Noop):  # stages10x100: a task of stage s waits for stage s - 1's barrier
+    s = luigi.IntParameter()
+    i = luigi.IntParameter()
+
+    def requires(self):
+        return [Barrier(s=self.s - 1)] if self.s > 1 else []
 
 
-def wide(n):
-    return [("noop", f"t{i:04d}", []) for i in range(n)]
+class Barrier(Noop):  # done when every task of its stage is
+    s = luigi.IntParameter()
 
-
-def stages(k, per):
-    barrier = None
-    for s in range(1, k + 1):
-        tasks = [("noop", f"s{s:02d}_t{i:03d}", [barrier] if barrier else [])
-                 for i in range(per)]
-        barrier = ("barrier", f"stage{s:02d}", tasks)
-    return [barrier]
-
-
-GRAPHS = {"chain200": lambda: chain(200), "wide1000": lambda: wide(1000),
-          "stages10x100": lambda: stages(10, 100)}
+    def requires(self):
+        return [StageTask(s=self.s, i=i) for i in range(100)]
 
 
 class Top(luigi.WrapperTask):
     row = luigi.Parameter()
 
     def requires(self):
-        return [_task(spec) for spec in GRAPHS[self.row]()]
+        if self.row == "chain200":
+            return [Link(i=199)]
+        if self.row == "wide1000":
+            return [Leaf(i=i) for i in range(1000)]
+        return [Barrier(s=10)]
 '''
 
 

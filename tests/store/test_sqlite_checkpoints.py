@@ -1,4 +1,5 @@
-"""SQLite checkpoints run on a thread of their own, not inside a writer's COMMIT."""
+"""SQLite's hot-path settings: checkpoints run on a thread of their own, not inside a
+writer's COMMIT, and temporary tables (every UPDATE ... RETURNING builds one) stay in memory."""
 
 from __future__ import annotations
 
@@ -46,3 +47,11 @@ def test_writers_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
     with store.read() as tx:  # a closed store opens again, its rows intact
         assert tx.scalar("SELECT COUNT(*) FROM pools") == CHECKPOINT_EVERY
     store.close()
+
+
+def test_temporary_tables_stay_in_memory(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    try:
+        assert store.connection().execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+    finally:
+        store.close()
