@@ -118,8 +118,9 @@ class Checkpointer:
     whose commit it is waits for it (it was the tail of the hop times: p99 10x the median).
     A PASSIVE checkpoint takes no write lock, so here it runs beside the writers; with the
     GIL released inside SQLite, a writer's commit stays a write to the page cache. The
-    writers poke this every CHECKPOINT_EVERY commits; the thread leaves after
-    CHECKPOINTER_IDLE seconds without one (an idle or forgotten store keeps no thread).
+    thread starts with a store's first commit, is poked every CHECKPOINT_EVERY commits, and
+    leaves after CHECKPOINTER_IDLE seconds without a poke (an idle or forgotten store keeps
+    no thread; the next commit starts one again).
     """
 
     def __init__(self, dialect: SQLiteDialect) -> None:
@@ -132,14 +133,25 @@ class Checkpointer:
         self.done = 0  # checkpoints run
 
     def committed(self) -> None:
+        """After each commit. A store's first commit starts the thread, which opens its
+        connection at once: that costs a thread hand-off and a connect, better paid then
+        (applying a job, creating a run) than by the commit that first needs a checkpoint,
+        in the middle of a run (it was a chain's slowest hop but the first)."""
         self.commits += 1
         if self.commits >= CHECKPOINT_EVERY:
             self.commits = 0
-            self.poke()
+            self._start(due=True)
+        elif self._thread is None:
+            self._start(due=False)
 
     def poke(self) -> None:
+        """Checkpoint soon."""
+        self._start(due=True)
+
+    def _start(self, *, due: bool) -> None:
         with self._lock:
-            self._due.set()
+            if due:
+                self._due.set()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="taskplan-sqlite-checkpoint")
@@ -162,6 +174,10 @@ class Checkpointer:
     def _run(self) -> None:
         conn = None
         try:
+            try:
+                conn = self._dialect.new_connection()
+            except (sqlite3.Error, StoreUnavailableError):
+                pass  # opened again when a checkpoint is due
             while True:
                 if not self._due.wait(CHECKPOINTER_IDLE):
                     with self._lock:
