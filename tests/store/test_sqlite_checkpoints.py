@@ -29,7 +29,10 @@ def test_writers_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
         pages = store.connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         assert pages == AUTOCHECKPOINT_PAGES  # SQLite's own is only the backstop
         checkpointer = dialect.checkpointer
-        _commits(store, CHECKPOINT_EVERY - 1)
+        assert not checkpointer.running  # opening the store started nothing
+        _commits(store, 1)
+        assert checkpointer.running  # the first commit starts it, so no hop of a run does
+        _commits(store, CHECKPOINT_EVERY - 2)
         assert checkpointer.done == 0
         _commits(store, 1)
         deadline = time.monotonic() + 30
@@ -43,7 +46,7 @@ def test_writers_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
         assert busy == 0 and log == done
     finally:
         store.close()
-    assert checkpointer._thread is None  # close stopped it
+    assert not checkpointer.running  # close stopped it
     with store.read() as tx:  # a closed store opens again, its rows intact
         assert tx.scalar("SELECT COUNT(*) FROM pools") == CHECKPOINT_EVERY
     store.close()

@@ -144,6 +144,11 @@ class Checkpointer:
         elif self._thread is None:
             self._start(due=False)
 
+    @property
+    def running(self) -> bool:
+        """Whether the thread is there (for tests)."""
+        return self._thread is not None
+
     def poke(self) -> None:
         """Checkpoint soon."""
         self._start(due=True)
