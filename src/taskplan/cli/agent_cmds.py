@@ -60,6 +60,10 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
         except ValueError as exc:
             raise UsageError(f"--exit-when-idle: {exc}") from None
     setup_logging(log_format, quiet, verbose)
+    # A daemon builds the job-file validators now, not in the middle of its first run.
+    from taskplan.spec import build_validators
+
+    build_validators()
     ctx = get_context(db)
     engine = ctx.engine
     agent = Agent(engine, slots=slots, name=name, root_run_id=None,

@@ -32,10 +32,12 @@ if TYPE_CHECKING:
         load_job_text,
         validate_files,
     )
+    from taskplan.spec.schema import build_validators
 
 _LOADER = "taskplan.spec.loader"
 _HOMES = {
     "Definitions": _LOADER,
+    "build_validators": "taskplan.spec.schema",
     "calendar_from_definition": _LOADER,
     "definition_hash": "taskplan.spec.digest",
     "expand_paths": _LOADER,
@@ -52,6 +54,7 @@ __getattr__ = lazy_names(__name__, _HOMES)
 
 __all__ = [
     "Definitions",
+    "build_validators",
     "calendar_from_definition",
     "definition_hash",
     "expand_paths",
