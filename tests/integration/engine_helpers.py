@@ -147,3 +147,24 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def written_rows(tx: Any, run_id: int, names: dict[int, str], task_run_columns: str
+                 ) -> dict[str, Any]:
+    """What a run's transitions wrote, comparable between two engines driven alike: its task
+    runs (`task_run_columns`), attempts, run row and events, task run ids replaced by
+    `names`. One step's events share its time; their order inside it carries no meaning."""
+    return {
+        "task_runs": sorted((names[int(r[0])], *r[1:]) for r in tx.all(
+            f"SELECT id, {task_run_columns} FROM task_runs WHERE run_id = :r", {"r": run_id})),
+        "attempts": sorted((names[int(r[0])], *r[1:]) for r in tx.all(
+            "SELECT task_run_id, attempt, state, started_at, finished_at, exit_code, error"
+            " FROM attempts WHERE run_id = :r", {"r": run_id})),
+        "run": tx.all(
+            "SELECT state, halt, halt_stage, unfinished, running, ready, failed, started_at,"
+            " finished_at, error FROM runs WHERE id = :r", {"r": run_id}),
+        "events": sorted(
+            (r[0], "" if r[1] is None else names[int(r[1])], r[2], r[3] or "")
+            for r in tx.all("SELECT at, task_run_id, state, detail FROM events"
+                            " WHERE run_id = :r", {"r": run_id})),
+    }

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from engine_helpers import apply_job
+from engine_helpers import apply_job, written_rows
 
 from taskplan.engine import Claim, Engine, Outcome
 from taskplan.model import TaskState
@@ -86,25 +86,9 @@ def _snapshot(store: Store, run_id: int) -> dict[str, Any]:
     with store.read() as tx:
         names = {int(i): str(t) for i, t in tx.all(
             "SELECT id, task FROM task_runs WHERE run_id = :r", {"r": run_id})}
-        return {
-            "task_runs": sorted(
-                (names[int(r[0])], *r[1:]) for r in tx.all(
-                    "SELECT id, state, attempts, max_attempts, pending_up, failed_up, ready_at,"
-                    " started_at, finished_at, exit_code, result, error, agent_id"
-                    " FROM task_runs WHERE run_id = :r", {"r": run_id})),
-            "attempts": sorted(
-                (names[int(r[0])], *r[1:]) for r in tx.all(
-                    "SELECT task_run_id, attempt, state, started_at, finished_at, exit_code,"
-                    " error FROM attempts WHERE run_id = :r", {"r": run_id})),
-            "run": tx.all(
-                "SELECT state, halt, halt_stage, unfinished, running, ready, failed,"
-                " started_at, finished_at, error FROM runs WHERE id = :r", {"r": run_id}),
-            # One step's events share its time; their order inside it carries no meaning.
-            "events": sorted(
-                (r[0], "" if r[1] is None else names[int(r[1])], r[2], r[3] or "")
-                for r in tx.all("SELECT at, task_run_id, state, detail FROM events"
-                                " WHERE run_id = :r", {"r": run_id})),
-        }
+        return written_rows(tx, run_id, names, "state, attempts, max_attempts, pending_up,"
+                            " failed_up, ready_at, started_at, finished_at, exit_code, result,"
+                            " error, agent_id")
 
 
 @pytest.mark.parametrize("policy", ["continue", "stop", "cancel", "finish_stage"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from engine_helpers import apply_job
+from engine_helpers import apply_job, written_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_step_batching import Clock, OneByOne
@@ -189,22 +189,9 @@ def snapshot(store: Store, runs: list[int]) -> list[Any]:
             # Items of one foreach are told apart by what happened to them, not by index.
             names = {int(i): f"{t}[{'item' if x is not None else ''}]" for i, t, x in tx.all(
                 "SELECT id, task, item_index FROM task_runs WHERE run_id = :r", {"r": run_id})}
-            out.append({
-                "task_runs": sorted((names[int(r[0])], *r[1:]) for r in tx.all(
-                    "SELECT id, kind, state, attempts, max_attempts, pending_up, failed_up,"
-                    " ready_at, started_at, finished_at, exit_code, result, error"
-                    " FROM task_runs WHERE run_id = :r", {"r": run_id})),
-                "attempts": sorted((names[int(r[0])], *r[1:]) for r in tx.all(
-                    "SELECT task_run_id, attempt, state, started_at, finished_at, exit_code,"
-                    " error FROM attempts WHERE run_id = :r", {"r": run_id})),
-                "run": tx.all(
-                    "SELECT state, halt, halt_stage, unfinished, running, ready, failed,"
-                    " started_at, finished_at, error FROM runs WHERE id = :r", {"r": run_id}),
-                "events": sorted(
-                    (r[0], "" if r[1] is None else names[int(r[1])], r[2], r[3] or "")
-                    for r in tx.all("SELECT at, task_run_id, state, detail FROM events"
-                                    " WHERE run_id = :r", {"r": run_id})),
-            })
+            out.append(written_rows(tx, run_id, names, "kind, state, attempts, max_attempts,"
+                                    " pending_up, failed_up, ready_at, started_at, finished_at,"
+                                    " exit_code, result, error"))
     return out
 
 

@@ -28,7 +28,9 @@ _PoolUse = tuple[dict[str, int], dict[str, int]]
 def step(ctx: Context, agent_id: int, finished: Sequence[tuple[Claim, Outcome]], free: int,
          root_run_id: int | None = None) -> StepResult:
     """One transaction: record finished attempts, then claim up to `free` task runs."""
-    if not ctx.one_by_one:
+    # Asked once per step so that a store without a server step (SQLite) never pays for
+    # preparing one.
+    if ctx.store.dialect.server_step and not ctx.one_by_one:
         fast = _step_on_server(ctx, agent_id, finished, free, root_run_id)
         if fast is not None:
             return fast

@@ -148,8 +148,6 @@ def call_server_step(store: Store, agent_id: int, now: float, free: int,
     """One agent step as one call of `taskplan_step`: record these successes and claim up to
     `free` task runs. None: the general path must take this step (the function wrote nothing,
     e.g. a success would end its run), or a transaction is open on this thread."""
-    if not store.dialect.server_step:
-        return None
     rows = store.call(STEP_CALL, {"agent": agent_id, "now": now, "free": free,
                                    "root": root_run_id, "wake": bool(done),
                                    "done": success_payload(done)}, wake=bool(done))

@@ -8,7 +8,7 @@ PostgreSQL is the store's `dialect` (store/dialects/), chosen here once.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from taskplan.errors import NoStoreError, StoreUnavailableError
@@ -116,7 +116,8 @@ class Store:
         that way may or may not have been applied: callers' writes are fenced, so replaying
         them is safe. A deadlock or serialization failure is StoreConflictError.
         """
-        return self.dialect.tx()
+        joined = self.dialect.open_tx()
+        return nullcontext(joined) if joined is not None else self.dialect.tx()
 
     def read(self) -> AbstractContextManager[Tx]:
         """A read-only snapshot.
@@ -124,7 +125,8 @@ class Store:
         Inside an open write transaction on the same thread it reads through that transaction
         (it shares the thread's connection, so ending a snapshot would end the write too).
         """
-        return self.dialect.read()
+        joined = self.dialect.open_tx()
+        return nullcontext(joined) if joined is not None else self.dialect.read()
 
     def call(self, sql: str, params: Params, *, wake: bool) -> list[Row] | None:
         """One statement as a transaction of its own, in one round trip (PostgreSQL: for

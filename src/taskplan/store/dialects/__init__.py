@@ -135,11 +135,18 @@ class Dialect:
                 pass
         self.local = threading.local()
 
-    # -- transactions (each begins by joining this thread's open transaction, if any) ----
+    # -- transactions (Store joins this thread's open transaction before asking for one) --
+    def open_tx(self) -> Tx | None:
+        """The transaction open on this thread, if any."""
+        tx: Tx | None = getattr(self.local, "open_tx", None)
+        return tx
+
     def tx(self) -> AbstractContextManager[Tx]:
+        """A new write transaction on this thread's connection."""
         raise NotImplementedError
 
     def read(self) -> AbstractContextManager[Tx]:
+        """A new read snapshot on this thread's connection."""
         raise NotImplementedError
 
     def call(self, sql: str, params: Params, *, wake: bool) -> list[Row] | None:

@@ -245,9 +245,6 @@ class PostgresDialect(Dialect):
     @contextmanager
     def tx(self) -> Iterator[Tx]:
         local = self.local
-        if getattr(local, "open_tx", None) is not None:
-            yield local.open_tx  # nested on this thread: join the open transaction
-            return
         conn = self.connection()
         tx = Tx(self.store, conn)
         local.open_tx = tx
@@ -269,9 +266,6 @@ class PostgresDialect(Dialect):
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        if getattr(self.local, "open_tx", None) is not None:
-            yield self.local.open_tx
-            return
         conn = self.connection()
         tx = Tx(self.store, conn)
         try:
@@ -290,7 +284,7 @@ class PostgresDialect(Dialect):
         thread, kept in autocommit. None when a transaction is open on this thread (the
         caller takes its general path, inside that transaction)."""
         local = self.local
-        if getattr(local, "open_tx", None) is not None:
+        if self.open_tx() is not None:
             return None
         conn = getattr(local, "call_conn", None)
         if conn is None:

@@ -286,9 +286,6 @@ class SQLiteDialect(Dialect):
     @contextmanager
     def tx(self) -> Iterator[Tx]:
         local = self.local
-        if getattr(local, "open_tx", None) is not None:
-            yield local.open_tx  # nested on this thread: join the open transaction
-            return
         lock = self.write_lock
         lock.acquire()
         try:
@@ -323,9 +320,6 @@ class SQLiteDialect(Dialect):
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        if getattr(self.local, "open_tx", None) is not None:
-            yield self.local.open_tx
-            return
         conn = self.connection()
         try:
             conn.execute("BEGIN")
