@@ -67,25 +67,28 @@ def apply(ctx: Context, spec: JobSpec) -> tuple[int, int, bool]:
     now = ctx.clock()
     with ctx.store.tx() as tx:
         check_job_calls(tx, spec)
-        job = ops.job_by_name(tx, spec.name)
-        job_id = job.id if job else ops.insert_job(tx, spec.name, now)
-        current = (ops.version_row(tx, job.current_version_id)
-                   if job and job.current_version_id is not None else None)
-        if current and current.spec_hash == digest:
-            for name, size in spec.pools.items():
-                ops.upsert_pool(tx, name, size)
+        job, current = _job_and_current(tx, spec.name)
+        if current is not None and current.spec_hash == digest:
             vid, number, changed = current.id, current.version, False
         else:
+            job_id = job.id if job else ops.insert_job(tx, spec.name, now)
             vid, number = ops.insert_version(tx, job_id, dumps(spec.definition), digest,
                                              spec.source_path, spec.base_dir, now)
-            for name, size in spec.pools.items():
-                ops.upsert_pool(tx, name, size)
-            tx.wake = True
-            changed = True
+            tx.wake = changed = True
+        for name, size in spec.pools.items():
+            ops.upsert_pool(tx, name, size)
     # The version holds exactly this definition: `run` after `apply` need not rebuild it.
     with ctx.specs.lock:
         ctx.specs.specs.setdefault(vid, spec)
     return vid, number, changed
+
+
+def _job_and_current(tx: Tx, name: str) -> tuple[ops.JobRow | None, ops.VersionRow | None]:
+    """A job by name and its current version (None: no such job, or it was deleted)."""
+    job = ops.job_by_name(tx, name)
+    if job is None or job.current_version_id is None:
+        return job, None
+    return job, ops.version_row(tx, job.current_version_id)
 
 
 def apply_preview(ctx: Context, spec: JobSpec) -> tuple[int, bool]:
@@ -94,11 +97,9 @@ def apply_preview(ctx: Context, spec: JobSpec) -> tuple[int, bool]:
     from taskplan.store import job_admin
 
     with ctx.store.read() as tx:
-        job = ops.job_by_name(tx, spec.name)
+        job, current = _job_and_current(tx, spec.name)
         if job is None:
             return 1, True
-        current = (ops.version_row(tx, job.current_version_id)
-                   if job.current_version_id is not None else None)
         if current is not None and current.spec_hash == definition_hash(spec.definition):
             return current.version, False
         return job_admin.latest_version(tx, job.id) + 1, True
@@ -158,14 +159,10 @@ def check_job_calls(tx: Tx, spec: JobSpec) -> None:
 
     def callees(name: str) -> list[str]:
         if name not in calls:
-            found: list[str] = []
-            job = ops.job_by_name(tx, name)
-            if job is not None and job.current_version_id is not None:
-                row = ops.version_row(tx, job.current_version_id)
-                tasks = loads(row.definition).get("tasks", {}) if row else {}
-                found = sorted({str(t["job"]) for t in tasks.values()
-                                if isinstance(t, dict) and "job" in t})
-            calls[name] = found
+            _, row = _job_and_current(tx, name)
+            tasks = loads(row.definition).get("tasks", {}) if row else {}
+            calls[name] = sorted({str(t["job"]) for t in tasks.values()
+                                  if isinstance(t, dict) and "job" in t})
         return calls[name]
 
     path = [spec.name]
