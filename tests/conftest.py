@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,9 @@ PG_ADMIN_URL = os.environ.get("TASKPLAN_TEST_PG_URL", "postgresql://postgres@127
 PG_ENABLED = os.environ.get("TASKPLAN_TEST_PG", "1") != "0"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 DROP_BATCH = 40
+# Checked job files are cached per user (spec/checked.py): the suite, and the commands it starts
+# as processes, keep theirs in a folder of its own rather than in the user's.
+os.environ.setdefault("TASKPLAN_CACHE_DIR", tempfile.mkdtemp(prefix="taskplan-test-cache-"))
 
 
 def sqlite_url(path: Path) -> str:

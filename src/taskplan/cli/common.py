@@ -144,7 +144,7 @@ def share_connections(ctx: Context) -> None:
     """Let job files name the shared connections (taskplan.toml's [connections], and those
     applied to the store) without declaring them. A SQLite store that does not exist yet is
     not created for this."""
-    from taskplan.spec.connections import SHARED
+    from taskplan.spec.shared import SHARED
 
     names = set(ctx.settings.connections)
     from taskplan.store.urls import missing_sqlite_file

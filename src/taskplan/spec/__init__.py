@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from taskplan.lazy import lazy_names
 
 if TYPE_CHECKING:
+    from taskplan.spec.checked import load_job_file
     from taskplan.spec.digest import definition_hash
     from taskplan.spec.loader import (
         Definitions,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
         expand_paths,
         job_from_definition,
         load_definitions,
-        load_job_file,
         load_job_files,
         load_job_text,
         validate_files,
@@ -43,7 +43,7 @@ _HOMES = {
     "expand_paths": _LOADER,
     "job_from_definition": _LOADER,
     "load_definitions": _LOADER,
-    "load_job_file": _LOADER,
+    "load_job_file": "taskplan.spec.checked",
     "load_job_files": _LOADER,
     "load_job_text": _LOADER,
     "validate_files": _LOADER,

@@ -13,7 +13,6 @@ from typing import Any
 from taskplan import dag
 from taskplan.model import Foreach, TaskSpec
 from taskplan.spec import templating
-from taskplan.spec.connections import SHARED
 from taskplan.spec.report import Reporter
 from taskplan.spec.schema import (
     CALENDAR_KEYS,
@@ -23,6 +22,7 @@ from taskplan.spec.schema import (
     Settings,
     TaskModel,
 )
+from taskplan.spec.shared import SHARED
 from taskplan.spec.source import Path
 
 FOREACH_SOURCES = ("sql", "values", "from")

@@ -10,7 +10,6 @@ connections file whose URL carries a password in clear is refused.
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
 from typing import Annotated, Any
 
 from pydantic import ConfigDict
@@ -26,10 +25,6 @@ CONNECTION_NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
 _USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:(?P<pw>[^@\s]*)@")
 _REFERENCE = re.compile(r"^\$\{[^}]+\}$")
 
-# Names of the shared connections known where job files are checked (taskplan.toml, applied
-# files, files given with them): a task may name one its job does not declare.
-SHARED: ContextVar[frozenset[str]] = ContextVar("taskplan_shared_connections",
-                                                default=frozenset())
 
 
 class ConnectionsFile(StrictModel):

@@ -11,7 +11,7 @@ from typing import Any
 from taskplan.errors import DefinitionError, Problem
 from taskplan.model import BusinessCalendar, HolidaySource, JobSpec
 from taskplan.spec import build, checks
-from taskplan.spec.connections import SHARED, analyse_connections, is_connections_file
+from taskplan.spec.connections import analyse_connections, is_connections_file
 from taskplan.spec.report import Reporter, describe
 from taskplan.spec.schema import (
     CalendarFile,
@@ -23,6 +23,7 @@ from taskplan.spec.schema import (
     TaskModel,
     TriggerModel,
 )
+from taskplan.spec.shared import SHARED
 from taskplan.spec.source import Path as KeyPath
 from taskplan.spec.source import Positions, load_yaml
 from taskplan.timing.business import check_holiday_source
@@ -196,7 +197,16 @@ def _analyse_file(path: str | Path) -> Outcome:
 
 def load_job_file(path: str | Path) -> JobSpec:
     """Load one job file; raise DefinitionError listing every problem with file:line:col."""
-    out = _analyse_file(path)
+    return _job_of(_analyse_file(path), path)
+
+
+def load_job_file_text(path: str | Path, text: str) -> JobSpec:
+    """As load_job_file, for the text the caller has read from `path`."""
+    absolute = os.path.abspath(path)
+    return _job_of(_analyse_text(text, str(path), absolute, os.path.dirname(absolute)), path)
+
+
+def _job_of(out: Outcome, path: str | Path) -> JobSpec:
     if out.spec is None:
         if out.calendar is not None:
             raise DefinitionError([Problem(str(path), 1, 1, "this file defines a calendar, "

@@ -1,0 +1,169 @@
+"""The cache of checked job files (spec/checked.py): a hit is the same JobSpec the checking
+builds, and nothing that changes the checking's answer can be answered from the cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from spec_examples import SPEC_EXAMPLE
+
+from taskplan.errors import DefinitionError
+from taskplan.spec import checked, loader
+from taskplan.spec.shared import SHARED
+
+DEADLINE_AND_NOTIFY = """\
+deadline: {finish_by: "07:00"}
+notify:
+  - on: [run_failed]
+    command: ./page-oncall.sh
+"""
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("TASKPLAN_CACHE_DIR", str(folder))
+    return folder / "jobs"
+
+
+def entries(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.pickle")) if folder.exists() else []
+
+
+def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_hit_is_the_job_the_checking_builds(tmp_path: Path, cache: Path) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    fresh = loader.load_job_file(path)
+    first = checked.load_job_file(path)
+    assert len(entries(cache)) == 1
+    second = checked.load_job_file(path)
+    assert second is not first
+    for got in (first, second):
+        assert got == fresh
+        assert got.definition == fresh.definition
+        assert (got.source_path, got.base_dir) == (fresh.source_path, fresh.base_dir)
+        assert [s.cron for s in got.schedules] == [s.cron for s in fresh.schedules]
+
+
+def test_a_hit_loads_neither_the_parser_nor_the_schema(tmp_path: Path, cache: Path) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    checked.load_job_file(path)
+    probe = ("import sys; from taskplan.spec import load_job_file;"
+             f" spec = load_job_file({str(path)!r}); print(spec.name,"
+             " sorted(m for m in ('pydantic', 'yaml', 'taskplan.spec.loader')"
+             " if m in sys.modules))")
+    env = {**os.environ, "TASKPLAN_CACHE_DIR": str(cache.parent)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["nightly_sales", "[]"]
+
+
+def test_an_edited_file_is_checked_again(tmp_path: Path, cache: Path) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    assert checked.load_job_file(path).max_parallel == 8
+    path.write_text(SPEC_EXAMPLE.replace("max_parallel: 8", "max_parallel: 3"))
+    assert checked.load_job_file(path).max_parallel == 3
+    path.write_text(SPEC_EXAMPLE.replace("max_parallel: 8", "max_parallel: zero"))
+    with pytest.raises(DefinitionError) as bad:
+        checked.load_job_file(path)
+    assert ":15:" in str(bad.value) and "max_parallel" in str(bad.value)
+    assert len(entries(cache)) == 2
+
+
+def test_a_file_with_problems_is_never_kept(tmp_path: Path, cache: Path) -> None:
+    path = write(tmp_path, "job: x\ntasks:\n  a:\n    shell: 'true'\n    retries: -1\n")
+    for _ in range(2):
+        with pytest.raises(DefinitionError) as bad:
+            checked.load_job_file(path)
+        assert str(bad.value).startswith(f"{path}:5:")
+    assert entries(cache) == []
+
+
+def test_the_same_bytes_elsewhere_are_another_entry(tmp_path: Path, cache: Path) -> None:
+    a = write(tmp_path, SPEC_EXAMPLE)
+    (tmp_path / "b").mkdir()
+    b = write(tmp_path / "b", SPEC_EXAMPLE)
+    assert checked.load_job_file(a).base_dir == str(tmp_path)
+    assert checked.load_job_file(b).base_dir == str(tmp_path / "b")
+    assert len(entries(cache)) == 2
+
+
+def test_shared_connection_names_are_part_of_the_key(tmp_path: Path, cache: Path) -> None:
+    path = write(tmp_path, "job: x\ntasks:\n  a:\n    sql: SELECT 1\n    connection: wh\n")
+    token = SHARED.set(frozenset({"wh"}))
+    try:
+        assert checked.load_job_file(path).tasks[0].connection == "wh"
+    finally:
+        SHARED.reset(token)
+    with pytest.raises(DefinitionError, match="wh"):
+        checked.load_job_file(path)  # without the shared name the file is wrong again
+
+
+def test_other_taskplan_code_misses(tmp_path: Path, cache: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE + DEADLINE_AND_NOTIFY)
+    checked.load_job_file(path)
+    monkeypatch.setattr(checked, "_code_stamp", b"another build of taskplan")
+    checked.load_job_file(path)
+    assert len(entries(cache)) == 2
+
+
+def test_a_torn_entry_is_a_miss_and_is_rewritten(tmp_path: Path, cache: Path) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    expected = checked.load_job_file(path)
+    (entry,) = entries(cache)
+    entry.write_bytes(entry.read_bytes()[:40])
+    assert checked.load_job_file(path) == expected
+    assert checked.load_job_file(path) == expected  # from the rewritten entry
+    assert entry.stat().st_size > 40
+
+
+def test_off_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKPLAN_CACHE_DIR", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert checked.cache_dir() is None
+    path = write(tmp_path, SPEC_EXAMPLE)
+    assert checked.load_job_file(path).name == "nightly_sales"
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_the_folder_defaults_to_the_xdg_cache(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TASKPLAN_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert checked.cache_dir() == tmp_path / "xdg" / "taskplan" / "jobs"
+
+
+def test_an_unwritable_cache_only_costs_the_checking(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TASKPLAN_CACHE_DIR", str(blocker))
+    path = write(tmp_path, SPEC_EXAMPLE)
+    assert checked.load_job_file(path).name == "nightly_sales"
+
+
+def test_pruning_keeps_the_most_recently_used(tmp_path: Path, cache: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checked, "KEEP", 2)
+    paths = [write(tmp_path, f"job: j{i}\ntasks:\n  a:\n    shell: 'true'\n", f"j{i}.yaml")
+             for i in range(3)]
+    checked.load_job_file(paths[0])
+    checked.load_job_file(paths[1])
+    first, second = (cache / (checked.key_of(p, p.read_bytes()).hex() + ".pickle")
+                     for p in paths[:2])
+    os.utime(first, ns=(1, 1))
+    os.utime(second, ns=(2, 2))
+    checked.load_job_file(paths[0])  # a hit: now the most recently used
+    checked.load_job_file(paths[2])
+    assert first.exists() and not second.exists()
+    assert len(entries(cache)) == 2
