@@ -24,6 +24,11 @@ STATE_STYLE = {
 TERMINAL = {"succeeded", "failed", "upstream_failed", "skipped", "cancelled"}
 
 
+# A line of PipeProgress before it is formatted: when, the task run's claim (or a run's id for
+# a run that ended), its state, and an error to show after it.
+_Line = tuple[float, Claim | int, str, str | None]
+
+
 class PipeProgress:
     """Progress for a pipe or a CI log, fed by the in-process agent (no store reads).
 
@@ -38,7 +43,9 @@ class PipeProgress:
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
         self._lock = threading.Lock()
-        self._ended: deque[str] = deque()
+        # Lines to come, kept unformatted: past the rate most are only counted, and the
+        # dispatcher that calls observe() is on every task's critical path.
+        self._ended: deque[_Line] = deque()
         self._counts: Counter[str] = Counter()
         self._running = 0
         self._window_start = time.monotonic()
@@ -54,8 +61,8 @@ class PipeProgress:
     def observe(self, finished: list[tuple[Claim, Outcome]], result: StepResult) -> None:
         """Called by the agent's dispatcher after each committed step: one line per attempt
         that ended, then per attempt started, then per run that ended, in that order."""
-        stamp = short_time(time.time())
-        lines = []
+        stamp = time.time()
+        lines: list[_Line] = []
         for claim, outcome in finished:
             if outcome.expanded:
                 continue
@@ -63,15 +70,20 @@ class PipeProgress:
             self._counts[state] += 1
             if state == "failed" and claim.attempt < claim.max_attempts:
                 state = f"failed, retrying (attempt {claim.attempt} of {claim.max_attempts})"
-            tail = f"  ({safe_line(outcome.error)})" if outcome.error else ""
-            lines.append(f"{stamp}  {self._name(claim):<28} {state}{tail}")
+            lines.append((stamp, claim, state, outcome.error))
         for claim in result.claims:
-            lines.append(f"{stamp}  {self._name(claim):<28} running")
+            lines.append((stamp, claim, "running", None))
         for run_id, state in result.finished_runs:
-            lines.append(f"{stamp}  {'run ' + str(run_id):<28} {state}")
+            lines.append((stamp, run_id, state, None))
         with self._lock:
             self._running += len(result.claims) - len(finished)
             self._ended.extend(lines)
+
+    def _text(self, line: _Line) -> str:
+        stamp, who, state, error = line
+        name = f"run {who}" if isinstance(who, int) else self._name(who)
+        tail = f"  ({safe_line(error)})" if error else ""
+        return f"{short_time(stamp)}  {name:<28} {state}{tail}"
 
     def _name(self, claim: Claim) -> str:
         name = claim.task if claim.item is None else f"{claim.task}[{_short(claim.item)}]"
@@ -93,7 +105,7 @@ class PipeProgress:
         room = max(self.LINES_PER_SECOND - self._printed_in_window, 0)
         shown, rest = lines[:room], lines[room:]
         for line in shown:
-            click.echo(line)
+            click.echo(self._text(line))
         self._printed_in_window += len(shown)
         self._held_back += len(rest)
         if final and self._held_back:

@@ -358,6 +358,9 @@ class SQLiteDialect(Dialect):
         return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
     def wait(self, seen: int, timeout: float, poll: float) -> int:
+        gen = self.waker.generation
+        if gen != seen:
+            return gen  # woken already: no need to note where other processes stand
         deadline = time.monotonic() + max(0.0, timeout)
         version = self.data_version()
         wal = self._wal_signature()
