@@ -3,11 +3,13 @@
 Parsing and checking a job file (YAML, then the pydantic schema and the cross-task rules) costs
 more than everything else `taskplan run` does for a small job: importing the schema alone is
 about 100 ms. A file that checked cleanly is kept here as its built JobSpec (pickled), under a
-key made of everything its checking depends on: the file's bytes and absolute path, the shared
-connection names a task may use without declaring them, and the taskplan code that checked it
-(the version and every module's size and modification time, so an upgrade or an edit of
-taskplan misses). A file with problems is never kept: its problems are found and reported
-again, with their positions, each time.
+key made of everything its checking depends on: the file's bytes, the shared connection names
+a task may use without declaring them, and the taskplan code that checked it (the version and
+every module's size and modification time, so an upgrade or an edit of taskplan misses). Where
+the file lies is not part of it: no check looks outside the file, and the two fields that
+hold its location (`source_path`, `base_dir`) are set from the path it is loaded from. A file
+with problems is never kept: its problems are found and reported again, with their positions,
+each time.
 
 The cache is where Python keeps its own compiled files' kind of data: under
 `$TASKPLAN_CACHE_DIR`, else `$XDG_CACHE_HOME/taskplan`, else `~/.cache/taskplan`, in `jobs/`.
@@ -17,6 +19,7 @@ The cache is where Python keeps its own compiled files' kind of data: under
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -28,7 +31,7 @@ import taskplan
 from taskplan.model import JobSpec
 from taskplan.spec.shared import SHARED
 
-FORMAT = b"taskplan-checked-job-1"
+FORMAT = b"taskplan-checked-job-2"
 KEEP = 256  # entries kept; the oldest are removed beyond it
 _code_stamp: bytes | None = None
 
@@ -45,12 +48,14 @@ def load_job_file(path: str | Path) -> JobSpec:
 
         return loader.load_job_file(path)  # it reports why the file cannot be read
     folder = cache_dir()
-    entry = None if folder is None else folder / (key_of(path, raw).hex() + ".pickle")
+    entry = None if folder is None else folder / (key_of(raw).hex() + ".pickle")
     if entry is not None:
         spec = _read(entry)
         if spec is not None:
             _touch(entry)  # pruning removes the least recently used
-            return spec
+            absolute = os.path.abspath(path)
+            return dataclasses.replace(spec, source_path=absolute,
+                                       base_dir=os.path.dirname(absolute))
     from taskplan.spec import loader
 
     spec = loader.load_job_file_text(path, text)
@@ -72,11 +77,10 @@ def cache_dir() -> Path | None:
     return base / "jobs"
 
 
-def key_of(path: str | Path, raw: bytes) -> bytes:
-    """Everything the checking of this file depends on, hashed."""
+def key_of(raw: bytes) -> bytes:
+    """Everything the checking of a file of these bytes depends on, hashed."""
     h = hashlib.sha256(FORMAT)
-    for part in (code_stamp(), os.path.abspath(path).encode(),
-                 "\0".join(sorted(SHARED.get())).encode(), raw):
+    for part in (code_stamp(), "\0".join(sorted(SHARED.get())).encode(), raw):
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
     return h.digest()

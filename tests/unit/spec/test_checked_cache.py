@@ -88,13 +88,18 @@ def test_a_file_with_problems_is_never_kept(tmp_path: Path, cache: Path) -> None
     assert entries(cache) == []
 
 
-def test_the_same_bytes_elsewhere_are_another_entry(tmp_path: Path, cache: Path) -> None:
+def test_the_same_bytes_elsewhere_share_an_entry_and_keep_their_place(
+        tmp_path: Path, cache: Path) -> None:
     a = write(tmp_path, SPEC_EXAMPLE)
     (tmp_path / "b").mkdir()
-    b = write(tmp_path / "b", SPEC_EXAMPLE)
-    assert checked.load_job_file(a).base_dir == str(tmp_path)
-    assert checked.load_job_file(b).base_dir == str(tmp_path / "b")
-    assert len(entries(cache)) == 2
+    b = write(tmp_path / "b", SPEC_EXAMPLE, "other.yml")
+    for _ in range(2):
+        assert (checked.load_job_file(a).source_path, checked.load_job_file(a).base_dir) == (
+            str(a), str(tmp_path))
+        got = checked.load_job_file(b)
+        assert (got.source_path, got.base_dir) == (str(b), str(tmp_path / "b"))
+        assert got == loader.load_job_file(b)
+    assert len(entries(cache)) == 1
 
 
 def test_shared_connection_names_are_part_of_the_key(tmp_path: Path, cache: Path) -> None:
@@ -159,7 +164,7 @@ def test_pruning_keeps_the_most_recently_used(tmp_path: Path, cache: Path,
              for i in range(3)]
     checked.load_job_file(paths[0])
     checked.load_job_file(paths[1])
-    first, second = (cache / (checked.key_of(p, p.read_bytes()).hex() + ".pickle")
+    first, second = (cache / (checked.key_of(p.read_bytes()).hex() + ".pickle")
                      for p in paths[:2])
     os.utime(first, ns=(1, 1))
     os.utime(second, ns=(2, 2))
