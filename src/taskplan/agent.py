@@ -176,6 +176,12 @@ class Agent:
                                                        self.slots, self.lease, self.labels)
         return self.agent_id
 
+    def prepare(self, job: JobSpec) -> None:
+        """Load the executors the job's tasks need now, before its run exists: otherwise its
+        first task pays for the import inside the run (a few ms; SQLAlchemy's for SQL)."""
+        for kind in sorted({t.kind for t in job.tasks} - {"job"}):
+            executor_for(kind)
+
     def sign_off(self) -> None:
         """Record a registered agent stopped without running (its command failed first)."""
         if self.agent_id is not None:

@@ -130,10 +130,11 @@ def foreground_agent(engine: Engine, version_id: int, workers: int, lease: float
     (no other agent claims its tasks while it lives), so it must have every label the job's
     tasks need: otherwise this is a usage error, before anything is written."""
     agent = Agent(engine, slots=workers, lease=lease, labels=labels)
+    job = engine.job_spec(version_id)
     if not distributed:
         have = set(agent.labels)
         lacking = {t.name: sorted(set(t.agent_labels) - have)
-                   for t in engine.job_spec(version_id).tasks if not set(t.agent_labels) <= have}
+                   for t in job.tasks if not set(t.agent_labels) <= have}
         if lacking:
             name, need = next(iter(lacking.items()))
             more = f" (and {len(lacking) - 1} more task(s))" if len(lacking) > 1 else ""
@@ -141,6 +142,7 @@ def foreground_agent(engine: Engine, version_id: int, workers: int, lease: float
                 f"task {name}{more} needs agent label(s) {', '.join(need)}, which this process"
                 f" lacks (it has {', '.join(agent.labels)}): give them with --labels, or use"
                 " --distributed to let agents that have them run it")
+    agent.prepare(job)
     return agent
 
 
