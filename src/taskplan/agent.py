@@ -278,7 +278,9 @@ class Agent:
                     if now_m >= self._reap_after and self.engine.reap():
                         gen = -1  # recovered work may be ours to claim: go round again
                         idle_since = now_m
-                    next_retry = self.engine.promote_retries()
+                    # Retries other agents scheduled: a read; promoted below only when due
+                    # (an idle agent's beat wrote a transaction for nothing).
+                    next_retry = self.engine.next_retry_due()
                     next_beat = now_m + beat_every
                 if next_retry is not None and next_retry <= self.engine.clock():
                     next_retry = self.engine.promote_retries()

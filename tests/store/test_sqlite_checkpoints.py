@@ -4,9 +4,13 @@ writer's COMMIT, and temporary tables (every UPDATE ... RETURNING builds one) st
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from taskplan.store.db import Store
+from taskplan.store.dialects import sqlite as sqlite_dialect
 from taskplan.store.dialects.sqlite import (
     AUTOCHECKPOINT_PAGES,
     CHECKPOINT_EVERY,
@@ -50,6 +54,31 @@ def test_writers_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
     with store.read() as tx:  # a closed store opens again, its rows intact
         assert tx.scalar("SELECT COUNT(*) FROM pools") == CHECKPOINT_EVERY
     store.close()
+
+
+def test_an_idle_store_does_not_start_the_thread_again_for_each_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_dialect, "CHECKPOINTER_IDLE", 0.05)
+    store = Store(f"sqlite:///{tmp_path / 'i.db'}")
+    try:
+        dialect = store.dialect
+        assert isinstance(dialect, SQLiteDialect)
+        checkpointer = dialect.checkpointer
+        _commits(store, 1)
+        _wait_for(lambda: not checkpointer.running)  # left for want of work
+        _commits(store, 3)  # an idle agent's heartbeats: no thread, no connection
+        assert not checkpointer.running
+        _commits(store, CHECKPOINT_EVERY)  # a checkpoint due brings it back
+        _wait_for(lambda: checkpointer.done == 1)
+    finally:
+        store.close()
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
 
 
 def test_temporary_tables_stay_in_memory(tmp_path: Path) -> None:

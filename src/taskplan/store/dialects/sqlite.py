@@ -129,6 +129,7 @@ class Checkpointer:
         self._due = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._started = False  # a thread was started once
         self.commits = 0  # counted by the writers, under the dialect's write lock
         self.done = 0  # checkpoints run
 
@@ -136,12 +137,15 @@ class Checkpointer:
         """After each commit. A store's first commit starts the thread, which opens its
         connection at once: that costs a thread hand-off and a connect, better paid then
         (applying a job, creating a run) than by the commit that first needs a checkpoint,
-        in the middle of a run (it was a chain's slowest hop but the first)."""
+        in the middle of a run (it was a chain's slowest hop but the first). Once it has
+        left for want of work, only a due checkpoint brings it back: an idle agent's
+        heartbeat every few seconds would otherwise start a thread and open a connection
+        (six statements) each time."""
         self.commits += 1
         if self.commits >= CHECKPOINT_EVERY:
             self.commits = 0
             self._start(due=True)
-        elif self._thread is None:
+        elif not self._started:
             self._start(due=False)
 
     @property
@@ -158,6 +162,7 @@ class Checkpointer:
             if due:
                 self._due.set()
             if self._thread is None:
+                self._started = True
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="taskplan-sqlite-checkpoint")
                 self._thread.start()
