@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,8 @@ def find_config() -> Path | None:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # only where a taskplan.toml exists
+
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
@@ -60,6 +60,8 @@ def _check_keys(path: Path, data: dict[str, Any]) -> None:
         return
     key = unknown[0]
     line = _line_of(path, key)
+    import difflib  # only on the way to an error
+
     close = difflib.get_close_matches(key, sorted(KNOWN_KEYS), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UsageError(f"{path}:{line}: unknown key {key!r} (expected one of "

@@ -29,7 +29,7 @@ from taskplan.cli.progress import PipeProgress, RichProgress
 from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.cli.terminal_text import safe_line
 from taskplan.config import Settings
-from taskplan.engine import Engine, waiting
+from taskplan.engine import Engine
 from taskplan.errors import ConflictError, NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.notify.sender import Sender, start_sender
@@ -148,6 +148,8 @@ def foreground_agent(engine: Engine, version_id: int, workers: int, lease: float
 
 def warn_unserved(engine: Engine, version_id: int, run_id: int) -> None:
     """`--detach`: say on stderr when no live agent can take (some of) the run's work."""
+    from taskplan.engine import waiting  # (with the routing reads: for --detach only)
+
     for why in waiting.unserved(engine.store, engine.job_spec(version_id)):
         click.echo(f"warning: {why}: run {run_id} waits until one starts"
                    " (taskplan agent [--labels ...], or taskplan serve)", err=True)

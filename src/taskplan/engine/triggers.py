@@ -100,7 +100,7 @@ def _index(ctx: Context, tx: Tx) -> TriggerIndex:
     if found is not None and found.mark == mark:
         return found
     by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]] = {}
-    for job in sched_ops.current_jobs(tx):
+    for job in sched_ops.current_jobs_with_triggers(tx):
         spec = definitions.job_spec(ctx, job.version_id, tx)
         if not spec.enabled:
             continue  # a disabled job is started by hand only

@@ -24,7 +24,6 @@ import hashlib
 import os
 import pickle
 import sys
-import tempfile
 from pathlib import Path
 
 import taskplan
@@ -131,6 +130,8 @@ def _touch(entry: Path) -> None:
 
 
 def _write(entry: Path, spec: JobSpec) -> None:
+    import tempfile  # (with shutil and random: only when an entry is written)
+
     try:
         entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".new-")

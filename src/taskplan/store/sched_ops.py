@@ -75,6 +75,16 @@ def current_jobs(tx: Tx) -> list[CurrentJob]:
         " JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.id")]
 
 
+def current_jobs_with_triggers(tx: Tx) -> list[CurrentJob]:
+    """The current jobs whose definition may declare cross-job triggers: a text match on the
+    stored JSON, a superset (a job is then read whole and checked), so that finding who waits
+    for a run's job does not read and build every job's definition."""
+    return [CurrentJob(int(j), str(n), int(v), float(t)) for j, n, v, t in tx.all(
+        "SELECT j.id, j.name, v.id, v.created_at FROM jobs j"
+        " JOIN job_versions v ON v.id = j.current_version_id"
+        " WHERE v.definition LIKE '%\"triggers\"%' ORDER BY j.id")]
+
+
 def job_names(tx: Tx) -> list[str]:
     """Names of the jobs that exist (a deleted job has no current version)."""
     return [str(n) for (n,) in tx.all(
