@@ -19,15 +19,19 @@ A trigger fires exactly once per set of qualifying upstream runs:
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 from taskplan.engine import definitions, runs
 from taskplan.engine.context import Context, TriggerIndex
 from taskplan.engine.records import StepResult
+from taskplan.errors import DefinitionError
 from taskplan.model import RunState, TriggerSpec
 from taskplan.store import run_ops, sched_ops
 from taskplan.store.db import Tx
 from taskplan.store.ops import RunRow
+
+log = logging.getLogger(__name__)
 
 # Primary-key column width of trigger_firings.upstream_key; longer sets are hashed.
 _KEY_MAX = 500
@@ -101,7 +105,15 @@ def _index(ctx: Context, tx: Tx) -> TriggerIndex:
         return found
     by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]] = {}
     for job in sched_ops.current_jobs_with_triggers(tx):
-        spec = definitions.job_spec(ctx, job.version_id, tx)
+        try:
+            spec = definitions.job_spec(ctx, job.version_id, tx)
+        except DefinitionError as exc:
+            # A stored definition this taskplan cannot build any more (a time zone the
+            # system lost, say): its triggers cannot fire, but every other run must still
+            # be able to end.
+            log.warning("job %s: its triggers are ignored, its definition no longer loads:"
+                        " %s", job.name, str(exc).splitlines()[0])
+            continue
         if not spec.enabled:
             continue  # a disabled job is started by hand only
         for trig in spec.triggers:

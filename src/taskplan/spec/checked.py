@@ -4,35 +4,49 @@ Parsing and checking a job file (YAML, then the pydantic schema and the cross-ta
 more than everything else `taskplan run` does for a small job: importing the schema alone is
 about 100 ms. A file that checked cleanly is kept here as its built JobSpec (pickled), under a
 key made of everything its checking depends on: the file's bytes, the shared connection names
-a task may use without declaring them, and the taskplan code that checked it (the version and
-every module's size and modification time, so an upgrade or an edit of taskplan misses). Where
-the file lies is not part of it: no check looks outside the file, and the two fields that
-hold its location (`source_path`, `base_dir`) are set from the path it is loaded from. A file
-with problems is never kept: its problems are found and reported again, with their positions,
-each time.
+a task may use without declaring them, the taskplan code that checked it (the version and
+every module's size and modification time, so an upgrade or an edit of taskplan misses), the
+libraries the checking calls (pydantic, PyYAML, Jinja, cronsim, tzdata: each one's size and
+modification time) and where time zones are looked up. The time zones a hit names are loaded
+again before it is used: a zone the system no longer has makes it a miss, and the file is
+checked (and refused) as if never seen. Where the file lies is not part of the key: no check
+looks outside the file, and the two fields that hold its location (`source_path`, `base_dir`)
+are set from the path it is loaded from. A file with problems is never kept: its problems are
+found and reported again, with their positions, each time.
 
 The cache is where Python keeps its own compiled files' kind of data: under
 `$TASKPLAN_CACHE_DIR`, else `$XDG_CACHE_HOME/taskplan`, else `~/.cache/taskplan`, in `jobs/`.
-`TASKPLAN_CACHE_DIR=off` turns it off. It is only a shortcut: any failure to read or write it
-(permissions, a full disk, a corrupt entry) falls back to checking the file.
+`TASKPLAN_CACHE_DIR=off` turns it off. Entries are unpickled, so the folder must be this
+user's own and writable by nobody else, and an entry must be a regular file of this user's
+(symbolic links are not followed): otherwise the cache is not used. It is only a shortcut: any
+failure to read or write it (permissions, a full disk, a corrupt entry) falls back to checking
+the file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import os
 import pickle
+import stat
 import sys
+import time
 from pathlib import Path
+from zoneinfo import TZPATH, ZoneInfo
 
 import taskplan
 from taskplan.model import JobSpec
 from taskplan.spec.shared import SHARED
 
-FORMAT = b"taskplan-checked-job-2"
+FORMAT = b"taskplan-checked-job-3"
 KEEP = 256  # entries kept; the oldest are removed beyond it
+STALE_TEMP = 3600.0  # s after which a half-written entry (its writer killed) is removed
+# What the checking calls beyond taskplan, by import name.
+LIBRARIES = ("pydantic", "pydantic_core", "yaml", "jinja2", "cronsim", "tzdata")
 _code_stamp: bytes | None = None
+_usable: dict[Path, bool] = {}
 
 
 def load_job_file(path: str | Path) -> JobSpec:
@@ -46,11 +60,10 @@ def load_job_file(path: str | Path) -> JobSpec:
         from taskplan.spec import loader
 
         return loader.load_job_file(path)  # it reports why the file cannot be read
-    folder = cache_dir()
-    entry = None if folder is None else folder / (key_of(raw).hex() + ".pickle")
+    entry = _entry(raw)
     if entry is not None:
         spec = _read(entry)
-        if spec is not None:
+        if spec is not None and _zones_known(spec):
             _touch(entry)  # pruning removes the least recently used
             absolute = os.path.abspath(path)
             return dataclasses.replace(spec, source_path=absolute,
@@ -86,13 +99,17 @@ def key_of(raw: bytes) -> bytes:
 
 
 def code_stamp() -> bytes:
-    """taskplan's version, Python's, and the size and mtime of every module of taskplan."""
+    """taskplan's version, Python's, the size and mtime of every module of taskplan and of
+    the libraries the checking calls, and where time zones are looked up."""
     global _code_stamp
     if _code_stamp is None:
         h = hashlib.sha256(f"{taskplan.__version__} {sys.version_info[:2]}".encode())
         root = os.path.dirname(taskplan.__file__)
         for rel, st in sorted(_modules(root, "")):
             h.update(f"{rel} {st.st_size} {st.st_mtime_ns}\n".encode())
+        for name in LIBRARIES:
+            h.update(f"{name} {_file_stamp(name)}\n".encode())
+        h.update(f"zones {os.environ.get('PYTHONTZPATH')!r} {TZPATH!r}\n".encode())
         _code_stamp = h.digest()
     return _code_stamp
 
@@ -108,18 +125,71 @@ def _modules(folder: str, rel: str) -> list[tuple[str, os.stat_result]]:
     return out
 
 
+def _file_stamp(module: str) -> str:
+    """Where an installed module lies, its size and mtime (an upgrade rewrites it), found
+    without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None or not os.path.exists(spec.origin):
+        return "absent"
+    st = os.stat(spec.origin)
+    return f"{spec.origin} {st.st_size} {st.st_mtime_ns}"
+
+
+def _entry(raw: bytes) -> Path | None:
+    """Where these bytes' entry is, or None when the cache is off or not safe to use."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        if not _safe(folder):
+            return None
+        return folder / (key_of(raw).hex() + ".pickle")
+    except (OSError, ImportError, ValueError):  # a module gone mid-upgrade, say: check
+        return None
+
+
+def _safe(folder: Path) -> bool:
+    """The folder exists (created if not), is this user's and nobody else can write to it."""
+    known = _usable.get(folder)
+    if known is None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            st = os.stat(folder, follow_symlinks=False)
+            known = (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+                     and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+        except OSError:
+            known = False
+        _usable[folder] = known
+    return known
+
+
 def _read(entry: Path) -> JobSpec | None:
     try:
-        with open(entry, "rb") as fh:
-            # Only this user's own entries: another user's file could unpickle anything.
-            if os.fstat(fh.fileno()).st_uid != os.getuid():
+        fd = os.open(entry, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # none yet, or a symbolic link
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            # Only this user's own regular files: another user's could unpickle anything.
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
                 return None
             spec = pickle.load(fh)
-    except FileNotFoundError:
-        return None
     except Exception:  # a torn or foreign entry is a miss, never an error
         return None
     return spec if isinstance(spec, JobSpec) else None
+
+
+def _zones_known(spec: JobSpec) -> bool:
+    """Every time zone the job names still loads (the system's zone files can change)."""
+    names = [spec.timezone, spec.deadline.timezone if spec.deadline is not None else None]
+    try:
+        for name in names:
+            if name:
+                ZoneInfo(name)
+    except Exception:
+        return False
+    return True
 
 
 def _touch(entry: Path) -> None:
@@ -133,7 +203,6 @@ def _write(entry: Path, spec: JobSpec) -> None:
     import tempfile  # (with shutil and random: only when an entry is written)
 
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".new-")
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -148,12 +217,22 @@ def _write(entry: Path, spec: JobSpec) -> None:
 
 
 def _prune(folder: Path) -> None:
-    entries = [e for e in os.scandir(folder) if e.name.endswith(".pickle")]
+    entries = []
+    now = time.time()
+    for e in os.scandir(folder):
+        if e.name.endswith(".pickle"):
+            entries.append(e)
+        elif e.name.startswith(".new-") and now - e.stat().st_mtime > STALE_TEMP:
+            _remove(e.path)
     if len(entries) <= KEEP:
         return
     entries.sort(key=lambda e: e.stat().st_mtime_ns)
     for e in entries[:len(entries) - KEEP]:
-        try:
-            os.unlink(e.path)
-        except OSError:
-            pass
+        _remove(e.path)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -172,3 +172,57 @@ def test_pruning_keeps_the_most_recently_used(tmp_path: Path, cache: Path,
     checked.load_job_file(paths[2])
     assert first.exists() and not second.exists()
     assert len(entries(cache)) == 2
+
+
+def test_a_folder_others_can_write_to_is_not_used(tmp_path: Path, cache: Path) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    cache.mkdir(parents=True)
+    cache.chmod(0o777)
+    assert checked.load_job_file(path).name == "nightly_sales"
+    assert entries(cache) == []
+
+
+def test_an_entry_that_is_a_symbolic_link_is_not_followed(tmp_path: Path, cache: Path) -> None:
+    other = write(tmp_path, "job: other\ntasks:\n  a:\n    shell: 'true'\n", "other.yaml")
+    checked.load_job_file(other)
+    (planted,) = entries(cache)
+    path = write(tmp_path, SPEC_EXAMPLE)
+    entry = cache / (checked.key_of(path.read_bytes()).hex() + ".pickle")
+    entry.symlink_to(planted)  # someone else's job where this file's entry would be
+    assert checked.load_job_file(path).name == "nightly_sales"
+
+
+def test_a_time_zone_the_system_lost_makes_a_hit_a_miss(
+        tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    checked.load_job_file(path)
+    checks: list[str] = []
+    real = loader.load_job_file_text
+
+    def counted(p: str | Path, text: str) -> object:
+        checks.append(str(p))
+        return real(p, text)
+
+    def gone(name: str) -> object:
+        raise ValueError(f"no time zone {name}")
+
+    monkeypatch.setattr(loader, "load_job_file_text", counted)
+    assert checked.load_job_file(path).timezone == "Europe/Paris"
+    assert checks == []  # a hit
+    monkeypatch.setattr(checked, "ZoneInfo", gone)
+    checked.load_job_file(path)
+    assert checks == [str(path)]  # checked again, as a file never seen
+
+
+def test_an_upgraded_library_changes_the_stamp(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = tmp_path / "lib" / "fakelib"
+    lib.mkdir(parents=True)
+    (lib / "__init__.py").write_text("VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    monkeypatch.setattr(checked, "LIBRARIES", ("fakelib",))
+    monkeypatch.setattr(checked, "_code_stamp", None)
+    before = checked.code_stamp()
+    (lib / "__init__.py").write_text("VERSION = 2  # an upgrade\n")
+    monkeypatch.setattr(checked, "_code_stamp", None)
+    assert checked.code_stamp() != before

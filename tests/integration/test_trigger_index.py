@@ -1,0 +1,29 @@
+"""Who waits for a job's run: the cross-job trigger index read at every run's end."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from engine_helpers import run_agent
+from test_scheduler import apply, runs
+
+from taskplan.engine import Engine
+from taskplan.store.db import Store
+
+
+def test_a_definition_that_no_longer_loads_does_not_hold_up_other_runs(
+        engine: Engine, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    apply(engine, "job: up\ntasks:\n  a: {shell: \"true\"}\n")
+    apply(engine, "job: down\ntimezone: Europe/Paris\ntriggers:\n  - after: [up]\n"
+          "tasks:\n  a: {shell: \"true\"}\n")
+    # As if the system had lost the zone since `down` was applied.
+    with store.tx() as tx:
+        tx.run("UPDATE job_versions SET definition = REPLACE(definition, 'Europe/Paris',"
+               " 'Nowhere/Gone')")
+    fresh = Engine(store)  # nothing built yet in this process
+    run_id = fresh.create_run(fresh.current_version("up"))
+    with caplog.at_level(logging.WARNING, logger="taskplan.engine.triggers"):
+        run_agent(fresh, run_id)
+    assert [(r[1], r[2]) for r in runs(store)] == [("succeeded", "manual")]
+    assert "job down: its triggers are ignored" in caplog.text
