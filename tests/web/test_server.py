@@ -137,6 +137,32 @@ def _serve_and_watch(cwd: Path, db: str) -> None:
     assert server.proc.returncode == 0
 
 
+def test_a_change_between_a_page_and_its_stream_is_announced(home: tuple[Path, str]) -> None:
+    """A run page's stream starts from the event id read before the page's own reads: a task
+    claimed while the page was on its way is announced when the stream opens (before, the
+    stream started from the newest event and a page could wait forever for a change that had
+    already happened)."""
+    import httpx
+
+    cwd, db = home
+    assert run_cli(["apply", "demo.yaml"], db, cwd).returncode == 0
+    made = run_cli(["run", "demo", "--detach"], db, cwd)
+    assert made.returncode == 0, made.stderr
+    run_id = int(made.stdout.strip())
+    server = Server(["web"], db, cwd)
+    try:
+        page = server.http.get(f"/runs/{run_id}").text
+        watch = re.search(r'data-watch="([^"]+)"', page)
+        assert watch and "since=" in watch[1]
+        url = watch[1].replace("&amp;", "&")
+        assert run_cli(["cancel", str(run_id)], db, cwd).returncode == 0  # the run moves
+        with httpx.Client(base_url=server.base, timeout=30.0) as sse, \
+                sse.stream("GET", url) as stream:
+            assert next(stream.iter_lines()) == "event: change"
+    finally:
+        server.stop()
+
+
 @pytest.mark.slow
 def test_serve_runs_and_streams_on_sqlite(home: tuple[Path, str]) -> None:
     _serve_and_watch(*home)

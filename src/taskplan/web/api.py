@@ -208,7 +208,10 @@ def list_agents(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/stream", summary="Server-sent events: `change` when the store (or a run) moved",
             response_class=StreamingResponse)
-async def stream(request: Request, run: int | None = Query(None, ge=1)) -> StreamingResponse:
+async def stream(request: Request, run: int | None = Query(None, ge=1),
+                 since: int | None = Query(None, ge=0)) -> StreamingResponse:
+    """`since`: the newest event id the caller has seen (a live page's, from when it was
+    read); a change after it is announced at once."""
     ctx = ctx_of(request)
     watcher: ChangeWatcher = request.app.state.watcher
     watcher.start()
@@ -219,7 +222,14 @@ async def stream(request: Request, run: int | None = Query(None, ge=1)) -> Strea
 
     async def events() -> Any:
         seen_gen = watcher.generation
-        mark = await run_in_threadpool(run_mark) if run is not None else watcher.latest
+        if since is None:
+            mark = await run_in_threadpool(run_mark) if run is not None else watcher.latest
+        else:
+            mark = since
+            current = await run_in_threadpool(run_mark)
+            if current != mark:  # moved while the page was being read and sent
+                mark = current
+                yield f"event: change\ndata: {json.dumps({'event_id': current})}\n\n"
         yield "retry: 2000\n\n"
         quiet = time.monotonic()
         while not await request.is_disconnected():

@@ -91,6 +91,7 @@ def runs_page(request: Request, job: str | None = None, state: str | None = None
               trigger: str | None = None, since: str | None = None, until: str | None = None,
               before: int | None = Query(None, ge=1)) -> Response:
     f = run_filter(job, state, trigger, since, until, before)
+    mark = views.live_mark(ctx_of(request))
     with ctx_of(request).engine.store.read() as tx:
         rows = console.runs_page(tx, f, RUNS_PAGE + 1)
     more = len(rows) > RUNS_PAGE
@@ -98,7 +99,7 @@ def runs_page(request: Request, job: str | None = None, state: str | None = None
     query = {k: v for k, v in (("job", job), ("state", state), ("trigger", trigger),
                                ("since", since), ("until", until)) if v}
     return render(request, "runs.html", runs=rows, filters=query,
-                  next_before=rows[-1].run_id if more and rows else None)
+                  next_before=rows[-1].run_id if more and rows else None, since=mark)
 
 
 def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str, Any]:
@@ -141,9 +142,10 @@ def run_page(request: Request, run_id: int, after: int = Query(0, ge=0),
              state: str | None = None) -> Response:
     if state and state not in {s.value for s in TaskState}:
         raise UsageError(f"state must be a task run state, got {state!r}")
+    mark = views.live_mark(ctx_of(request), run_id)
     parts = run_parts(ctx_of(request), run_id, after, state or None)
     return render(request, "run.html", after=after,
-                  state_filter=state or "", **parts)
+                  state_filter=state or "", since=mark, **parts)
 
 
 @router.get("/runs/{run_id}/tasks/{task}")
@@ -151,10 +153,12 @@ def task_page(request: Request, run_id: int, task: str, item: int | None = Query
               attempt: int | None = Query(None, ge=1), after: int = Query(0, ge=0),
               state: str | None = None) -> Response:
     ctx = ctx_of(request)
+    mark = views.live_mark(ctx, run_id)
     info = views.run_or_404(ctx, run_id)
     tr = resolve_task_run(ctx, run_id, task, item)
     store = ctx.engine.store
-    values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item}
+    values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item,
+                              "since": mark}
     if tr.kind == TaskRunKind.FOREACH:
         graph = views.run_graph(ctx, run_id)
         with store.read() as tx:
@@ -182,6 +186,7 @@ def task_page(request: Request, run_id: int, task: str, item: int | None = Query
 @router.get("/agents")
 def agents_page(request: Request) -> Response:
     now = time.time()
+    mark = views.live_mark(ctx_of(request))
     with ctx_of(request).engine.store.read() as tx:
         found = console.agents(tx, now)
         running = console.running_on_agents(tx)
@@ -190,7 +195,7 @@ def agents_page(request: Request) -> Response:
         by_agent.setdefault(r.agent_id, []).append(r)
     live = [a for a in found if a.state in ("alive", "draining", "expired")]
     gone = [a for a in found if a not in live][-50:]
-    return render(request, "agents.html", live=live, gone=gone, running=by_agent)
+    return render(request, "agents.html", live=live, gone=gone, running=by_agent, since=mark)
 
 
 def _month(text: str | None) -> date:

@@ -226,6 +226,14 @@ def run_graph(ctx: Ctx, run_id: int) -> console.RunGraph:
     return graph
 
 
+def live_mark(ctx: Ctx, run_id: int | None = None) -> int:
+    """The newest event id (of a run) before a live page reads what it shows: the page's
+    stream starts from it, so a change between the page's reads and the stream's start is
+    still announced."""
+    with ctx.engine.store.read() as tx:
+        return console.latest_event_id(tx, run_id)
+
+
 def run_or_404(ctx: Ctx, run_id: int) -> RunInfo:
     with ctx.engine.store.read() as tx:
         info = reports.run_info(tx, run_id)
