@@ -104,7 +104,7 @@ def _index(ctx: Context, tx: Tx) -> TriggerIndex:
     if found is not None and found.mark == mark:
         return found
     by_upstream: dict[str, list[tuple[int, int, TriggerSpec]]] = {}
-    for job in sched_ops.current_jobs_with_triggers(tx):
+    for job in sched_ops.current_jobs(tx, triggers_only=True):
         try:
             spec = definitions.job_spec(ctx, job.version_id, tx)
         except DefinitionError as exc:

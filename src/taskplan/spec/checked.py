@@ -34,11 +34,12 @@ import stat
 import sys
 import time
 from pathlib import Path
-from zoneinfo import TZPATH, ZoneInfo
+from zoneinfo import TZPATH
 
 import taskplan
 from taskplan.model import JobSpec
 from taskplan.spec.shared import SHARED
+from taskplan.timing.checks import check_timezone
 
 FORMAT = b"taskplan-checked-job-3"
 KEEP = 256  # entries kept; the oldest are removed beyond it
@@ -183,13 +184,7 @@ def _read(entry: Path) -> JobSpec | None:
 def _zones_known(spec: JobSpec) -> bool:
     """Every time zone the job names still loads (the system's zone files can change)."""
     names = [spec.timezone, spec.deadline.timezone if spec.deadline is not None else None]
-    try:
-        for name in names:
-            if name:
-                ZoneInfo(name)
-    except Exception:
-        return False
-    return True
+    return not any(name and check_timezone(name) for name in names)
 
 
 def _touch(entry: Path) -> None:

@@ -68,21 +68,15 @@ class CurrentJob:
     applied_at: float  # when that version was applied
 
 
-def current_jobs(tx: Tx) -> list[CurrentJob]:
-    """Every job (not deleted) at its current version, by id."""
+def current_jobs(tx: Tx, *, triggers_only: bool = False) -> list[CurrentJob]:
+    """Every job (not deleted) at its current version, by id. `triggers_only`: those whose
+    definition may declare cross-job triggers, by a text match on the stored JSON (a superset:
+    each is then read whole and checked), so that finding who waits for a run's job does not
+    read and build every job's definition."""
+    where = " WHERE v.definition LIKE '%\"triggers\"%'" if triggers_only else ""
     return [CurrentJob(int(j), str(n), int(v), float(t)) for j, n, v, t in tx.all(
         "SELECT j.id, j.name, v.id, v.created_at FROM jobs j"
-        " JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.id")]
-
-
-def current_jobs_with_triggers(tx: Tx) -> list[CurrentJob]:
-    """The current jobs whose definition may declare cross-job triggers: a text match on the
-    stored JSON, a superset (a job is then read whole and checked), so that finding who waits
-    for a run's job does not read and build every job's definition."""
-    return [CurrentJob(int(j), str(n), int(v), float(t)) for j, n, v, t in tx.all(
-        "SELECT j.id, j.name, v.id, v.created_at FROM jobs j"
-        " JOIN job_versions v ON v.id = j.current_version_id"
-        " WHERE v.definition LIKE '%\"triggers\"%' ORDER BY j.id")]
+        f" JOIN job_versions v ON v.id = j.current_version_id{where} ORDER BY j.id")]
 
 
 def job_names(tx: Tx) -> list[str]:

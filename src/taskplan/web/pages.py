@@ -105,7 +105,8 @@ def runs_page(request: Request, job: str | None = None, state: str | None = None
 def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str, Any]:
     """What the live region of the run page shows (re-fetched on each change)."""
     store = ctx.engine.store
-    graph = views.run_graph(ctx, run_id)
+    # The mark comes first: the page's stream starts from it (see views.live_mark).
+    mark, graph = views.run_graph(ctx, run_id)
     info = views.run_or_404(ctx, run_id)
     spec = ctx.engine.job_spec(ctx.engine.run_meta(run_id).version_id)
     first = min((n.id for n in graph.nodes), default=1)
@@ -127,7 +128,7 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
     critical = set(svg.critical_path(graph)) if info.state != "queued" else set()
     predicted = views.forecast(ctx, run_id) if info.state in ("running", "stopping") else None
     return {
-        "run": info, "links": links, "counts": counts, "total": graph.total,
+        "run": info, "since": mark, "links": links, "counts": counts, "total": graph.total,
         "graph_svg": svg.graph_svg(run_id, graph, reasons, critical),
         "gantt_svg": svg.gantt_svg(graph, bars, run_start=info.started_at, critical=critical,
                                    predicted=predicted),
@@ -142,10 +143,8 @@ def run_page(request: Request, run_id: int, after: int = Query(0, ge=0),
              state: str | None = None) -> Response:
     if state and state not in {s.value for s in TaskState}:
         raise UsageError(f"state must be a task run state, got {state!r}")
-    mark = views.live_mark(ctx_of(request), run_id)
     parts = run_parts(ctx_of(request), run_id, after, state or None)
-    return render(request, "run.html", after=after,
-                  state_filter=state or "", since=mark, **parts)
+    return render(request, "run.html", after=after, state_filter=state or "", **parts)
 
 
 @router.get("/runs/{run_id}/tasks/{task}")
@@ -160,7 +159,7 @@ def task_page(request: Request, run_id: int, task: str, item: int | None = Query
     values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item,
                               "since": mark}
     if tr.kind == TaskRunKind.FOREACH:
-        graph = views.run_graph(ctx, run_id)
+        _, graph = views.run_graph(ctx, run_id)
         with store.read() as tx:
             items = [t for t in console.task_runs_page(
                 tx, run_id, task=task, state=state or None, after_id=after,

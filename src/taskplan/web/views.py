@@ -208,22 +208,22 @@ def job_detail(ctx: Ctx, name: str) -> dict[str, Any]:
 GRAPH_CACHE = 16
 
 
-def run_graph(ctx: Ctx, run_id: int) -> console.RunGraph:
-    """A run's graph (foreach items counted per state: a scan of a big run's task runs),
-    read again only when the run has a new event."""
+def run_graph(ctx: Ctx, run_id: int) -> tuple[int, console.RunGraph]:
+    """A run's newest event id and its graph (foreach items counted per state: a scan of a
+    big run's task runs), the graph read again only when the run has a new event."""
     with ctx.engine.store.read() as tx:
         mark = console.latest_event_id(tx, run_id)
         with ctx.lock:
             cached = ctx.graph_cache.get(run_id)
         if cached is not None and cached[0] == mark:
-            return cached[1]
+            return cached
         graph = console.run_graph(tx, run_id)
     with ctx.lock:
         ctx.graph_cache[run_id] = (mark, graph)
         ctx.graph_cache.move_to_end(run_id)
         while len(ctx.graph_cache) > GRAPH_CACHE:
             ctx.graph_cache.popitem(last=False)
-    return graph
+    return mark, graph
 
 
 def live_mark(ctx: Ctx, run_id: int | None = None) -> int:
