@@ -27,7 +27,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from typing import Any
 
 from taskplan.executors.base import (
@@ -127,6 +126,10 @@ class _Worker:
         finally:
             for fd in (to_r, from_w, life_r):
                 os.close(fd)
+        # Imported here: multiprocessing (with tempfile and shutil) costs an in-process run's
+        # start a few ms, and only worker processes talk over its pipes.
+        from multiprocessing.connection import Connection
+
         self.to_worker = Connection(to_w, readable=False)
         self.from_worker = Connection(from_r, writable=False)
 
