@@ -19,10 +19,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.engine import Engine
 from taskplan.errors import UsageError
 from taskplan.model import JobSpec

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.errors import UsageError
 
 DEFAULT_DB = "sqlite:///taskplan.db"

@@ -7,10 +7,12 @@ Nothing here does I/O. `spec` builds these from job files; `store` persists thei
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Any, Literal
+
+from taskplan.dataclass import dataclass
 
 # An agent label: `etl`, `gpu`, `host=db1.example.com`; no commas or spaces (they separate).
 AGENT_LABEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,99}")

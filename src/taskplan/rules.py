@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from taskplan import dag
+from taskplan.dataclass import dataclass
 from taskplan.model import (
     JobSpec,
     TaskRunKind,

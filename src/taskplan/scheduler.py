@@ -38,10 +38,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from taskplan.dataclass import dataclass
 from taskplan.engine import Engine
 from taskplan.engine.deadlines import DeadlineWatch
 from taskplan.errors import StoreUnavailableError

@@ -3,9 +3,9 @@ and retry in place."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.engine import definitions, transitions
 from taskplan.engine.context import Context
 from taskplan.engine.definitions import job_spec, unknown_job

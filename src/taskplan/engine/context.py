@@ -6,8 +6,9 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from taskplan.dataclass import dataclass
 from taskplan.engine.records import StepResult
 from taskplan.model import JobSpec, TaskSpec, TriggerSpec
 from taskplan.store.db import Store, Tx

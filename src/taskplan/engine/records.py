@@ -3,9 +3,10 @@ one transition collects before writing them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.model import TaskState
 from taskplan.store.claims import Claim
 from taskplan.store.ops import TaskRunRow

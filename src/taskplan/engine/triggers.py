@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from taskplan.dataclass import dataclass
 from taskplan.engine import definitions, runs
 from taskplan.engine.context import Context, TriggerIndex
 from taskplan.engine.records import StepResult

@@ -12,9 +12,10 @@ import logging
 import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Protocol
 
+from taskplan.dataclass import dataclass
 from taskplan.errors import TaskplanError
 from taskplan.model import TaskSpec
 

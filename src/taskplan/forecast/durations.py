@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from taskplan.dataclass import dataclass
 from taskplan.model import TaskSpec
 
 DEFAULT_SECONDS = 60.0

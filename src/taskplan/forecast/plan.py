@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from taskplan.dataclass import dataclass
 from taskplan.forecast.durations import DurationModel
 from taskplan.forecast.simulate import Node, Prediction, SimRun, simulate
 from taskplan.model import JobSpec, TaskRunKind, TaskSpec, TriggerRule

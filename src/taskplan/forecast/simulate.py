@@ -23,9 +23,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from taskplan.dag import chain_back
+from taskplan.dataclass import dataclass
 from taskplan.model import FAILED_LIKE, Halt, OnFailure, TaskRunKind, TaskState
 from taskplan.rules import RunShare, fair_shares, pool_has_room, resolve_trigger
 

@@ -8,12 +8,13 @@ before anything is written, so every written file passes `taskplan validate`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from taskplan.dataclass import dataclass
 from taskplan.errors import DefinitionError
 from taskplan.model import JobSpec
 from taskplan.spec import load_job_text

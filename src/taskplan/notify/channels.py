@@ -14,10 +14,10 @@ import os
 import re
 import socket
 import subprocess
-from dataclasses import dataclass
 from typing import Any
 
 from taskplan import __version__
+from taskplan.dataclass import dataclass
 from taskplan.notify.rules import Channel
 
 DEFAULT_TIMEOUT = 10.0  # seconds, for webhook, email and apprise

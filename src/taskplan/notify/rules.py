@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
+
+from taskplan.dataclass import dataclass
 
 EVENTS = (
     "run_failed", "run_succeeded", "task_failed", "task_retrying",

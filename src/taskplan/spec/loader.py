@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.errors import DefinitionError, Problem
 from taskplan.model import BusinessCalendar, HolidaySource, JobSpec
 from taskplan.spec import build, checks

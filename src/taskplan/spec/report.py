@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from taskplan.dataclass import dataclass
 from taskplan.errors import Problem
 from taskplan.spec.fields import ERROR_TYPE
 from taskplan.spec.source import Path, Positions, dotted

@@ -17,10 +17,11 @@ size of what it names, and nothing is copied (aliased values are shared, read-on
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.errors import Problem
 
 Path = tuple[str | int, ...]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.store.tx import Tx
 
 

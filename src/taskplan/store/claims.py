@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from taskplan.dataclass import dataclass
 from taskplan.store.ops import loads
 
 if TYPE_CHECKING:

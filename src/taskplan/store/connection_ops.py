@@ -3,8 +3,7 @@ references unresolved), by name."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from taskplan.dataclass import dataclass
 from taskplan.store.db import Tx
 
 

@@ -7,9 +7,10 @@ so a run of 100,000 task runs or a history of 100,000 runs costs a page, not the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.model import TaskRunKind
 from taskplan.store.db import Tx
 from taskplan.store.ops import loads

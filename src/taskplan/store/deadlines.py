@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from taskplan.dataclass import dataclass
 from taskplan.store.db import Tx
 from taskplan.store.ops import add_events
 

@@ -10,9 +10,9 @@ with bounded queries over the job's last runs (`runs (job_id, id)`), their succe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.store.db import Tx
 from taskplan.store.ops import loads
 from taskplan.store.tx import Row

@@ -10,8 +10,8 @@ version after the old ones. Purging its history deletes the row and everything h
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
+from taskplan.dataclass import dataclass
 from taskplan.store import notify_ops
 from taskplan.store.db import Tx
 from taskplan.store.sched_ops import ACTIVE_RUN

@@ -11,11 +11,11 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
+from taskplan.dataclass import dataclass
 from taskplan.model import TaskRunKind
 from taskplan.notify.rules import Channel, Rule, rules_from
 from taskplan.redact import mask_url

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.model import TaskRunKind, TaskState
 from taskplan.store import notify_ops
 from taskplan.store.db import Tx

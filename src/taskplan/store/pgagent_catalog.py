@@ -8,9 +8,11 @@ including what it reads from a pgAgent catalog it imports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import date, datetime, time
 from typing import Any
+
+from taskplan.dataclass import dataclass
 
 
 class CatalogError(Exception):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.model import TaskRunKind
 from taskplan.store import notify_ops
 from taskplan.store.db import Store, Tx

@@ -3,8 +3,9 @@ for, its pools, and the agents alive with their labels (engine/waiting.py words 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from taskplan.dataclass import dataclass
 from taskplan.model import TaskRunKind
 from taskplan.store.db import Tx
 

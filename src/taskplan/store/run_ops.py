@@ -4,9 +4,9 @@ and cancelling, sub-job bookkeeping, and retry in place (the hot path is in ops.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.store.ops import loads
 from taskplan.store.tx import Tx
 

@@ -7,9 +7,9 @@ says whether this transaction won; the run is created in the same transaction on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from taskplan.dataclass import dataclass
 from taskplan.store.db import Tx
 
 ACTIVE_RUN = ("queued", "running", "stopping")

@@ -13,9 +13,9 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
+from taskplan.dataclass import dataclass
 from taskplan.errors import UsageError
 
 COOKIE = "taskplan_session"

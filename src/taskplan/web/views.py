@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from taskplan import shapes
+from taskplan.dataclass import dataclass
 from taskplan.engine import Engine
 from taskplan.engine.triggers import trigger_waits
 from taskplan.errors import NotFoundError, UsageError

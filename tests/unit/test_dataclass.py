@@ -1,0 +1,167 @@
+"""taskplan.dataclass against the standard decorator: the same classes, defined both ways,
+must compare, hash, print, copy and pickle alike."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from taskplan import dataclass as ours
+from taskplan.model import JobSpec, TaskSpec
+from taskplan.store.claims import Claim
+
+Decorator = Callable[..., Any]
+
+
+def _define(decorate: Decorator) -> dict[str, Any]:
+    """The same set of classes, made by `decorate`."""
+
+    @decorate(frozen=True)
+    class Point:
+        x: int
+        y: int = 0
+        note: str = dataclasses.field(default="", compare=False, repr=False)
+
+    @decorate
+    class Box:
+        items: list[Any] = dataclasses.field(default_factory=list)
+        label: str | None = None
+
+    @decorate(frozen=True)
+    class One:
+        only: tuple[int, ...]
+
+    @decorate(frozen=True)
+    class Empty:
+        pass
+
+    @decorate(frozen=True)
+    class OwnMethods:
+        a: int
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, OwnMethods)
+
+        def __repr__(self) -> str:
+            return "mine"
+
+    @decorate(frozen=True)
+    class HashField:
+        a: int
+        b: int = dataclasses.field(default=0, hash=False)
+
+    @decorate(repr=False, eq=False)
+    class Bare:
+        a: int
+
+    return {c.__name__: c for c in (Point, Box, One, Empty, OwnMethods, HashField, Bare)}
+
+
+STD = _define(dataclasses.dataclass)
+OURS = _define(ours.dataclass)
+
+
+def _both(name: str) -> tuple[Any, Any]:
+    return STD[name], OURS[name]
+
+
+@pytest.mark.parametrize("args", [(1,), (1, 2), (3, 4)])
+def test_equality_hash_and_repr_match_the_standard_decorator(args: tuple[int, ...]) -> None:
+    std, mine = _both("Point")
+    a, b = std(*args), mine(*args)
+    assert (a == std(*args)) == (b == mine(*args)) is True
+    assert (a == std(9)) == (b == mine(9)) is False
+    assert hash(a) == hash(b)
+    assert repr(a).replace(std.__qualname__, "X") == repr(b).replace(mine.__qualname__, "X")
+    # Fields left out of comparison and repr stay out.
+    assert mine(*args, note="n") == mine(*args)
+    assert "note" not in repr(mine(*args, note="n"))
+
+
+def test_instances_of_other_classes_are_never_equal() -> None:
+    std, mine = _both("Point")
+    assert mine(1) != std(1)
+    assert mine(1).__eq__(std(1)) is NotImplemented
+    assert mine(1) != (1, 0)
+
+
+def test_mutable_classes_compare_but_are_unhashable() -> None:
+    std, mine = _both("Box")
+    assert mine([1], "a") == mine([1], "a") and mine([1]) != mine([2])
+    assert std.__hash__ is None and mine.__hash__ is None
+    with pytest.raises(TypeError):
+        hash(mine())
+    assert repr(mine([1], "a")).endswith("Box(items=[1], label='a')")
+
+
+def test_one_field_and_no_field() -> None:
+    for name, args in (("One", ((1, 2),)), ("Empty", ())):
+        std, mine = _both(name)
+        assert hash(std(*args)) == hash(mine(*args))
+        assert mine(*args) == mine(*args)
+        assert repr(mine(*args)).endswith(repr(std(*args)).split(".")[-1])
+
+
+def test_a_class_keeps_the_methods_it_defines() -> None:
+    std, mine = _both("OwnMethods")
+    assert repr(mine(1)) == repr(std(1)) == "mine"
+    assert mine(1) == mine(2) and std(1) == std(2)
+    # Frozen with its own __eq__: hashed by its fields, as the standard decorator does.
+    assert hash(mine(5)) == hash(std(5))
+
+
+def test_hash_false_fields_are_left_out_of_the_hash_only() -> None:
+    std, mine = _both("HashField")
+    assert hash(mine(1, 2)) == hash(std(1, 2)) == hash(mine(1, 3))
+    assert mine(1, 2) != mine(1, 3)
+
+
+def test_without_repr_and_eq_the_object_defaults_remain() -> None:
+    _, mine = _both("Bare")
+    a = mine(1)
+    assert a != mine(1) and a == a
+    assert repr(a).startswith("<")
+
+
+def test_frozen_replace_fields_and_pickle() -> None:
+    _, mine = _both("Point")
+    p = mine(1, 2, note="n")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.x = 5
+    assert dataclasses.replace(p, x=7) == mine(7, 2)
+    assert [f.name for f in dataclasses.fields(p)] == ["x", "y", "note"]
+    assert dataclasses.asdict(p) == {"x": 1, "y": 2, "note": "n"}
+    # Classes of taskplan's own, as the checked-file cache and the agents use them.
+    claim = Claim(1, 2, 3, "t", "task", {"k": [1]}, 1, 3, None, None, None)
+    assert pickle.loads(pickle.dumps(claim)) == claim
+    spec = JobSpec(name="j", tasks=(TaskSpec(name="a", kind="shell", command="true"),))
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    plain = Claim(1, 2, 3, "t", "task", "x", 1, 3, None, None, None)
+    again = dataclasses.replace(plain)
+    assert hash(plain) == hash(again) and {plain: 1}[again] == 1
+    with pytest.raises(TypeError):  # a dict among the fields: as with the standard decorator
+        hash(spec.tasks[0])
+
+
+def test_a_repr_that_reaches_itself_stops() -> None:
+    _, mine = _both("Box")
+    box = mine()
+    box.items.append(box)
+    assert repr(box).endswith("Box(items=[...], label=None)")
+
+
+def test_order_and_unsafe_hash_go_to_the_standard_decorator() -> None:
+    @ours.dataclass(order=True)
+    class Ranked:
+        a: int
+
+    @ours.dataclass(unsafe_hash=True)
+    class Keyed:
+        a: int
+
+    assert Ranked(1) < Ranked(2)
+    assert hash(Keyed(1)) == hash(Keyed(1))
