@@ -267,6 +267,11 @@ class Agent:
                     if result.next_due is not None and (next_retry is None
                                                         or result.next_due < next_retry):
                         next_retry = result.next_due
+                    if result.claims:
+                        # Under the GIL a slot that the queue woke runs only once this thread
+                        # lets go: now, rather than when this loop next blocks. A short task
+                        # is then often done when the loop looks at the queue below.
+                        time.sleep(0)
                 if self._cancel_all.is_set() and not cancel_sent:
                     self._cancel_mine()
                     cancel_sent = True

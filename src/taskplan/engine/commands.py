@@ -287,9 +287,9 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         assert fresh is not None
         delta = Delta()
         firsts = [(ops.task_run(tx, i), st) for i, st in settle]
-        transitions.settle(tx, fresh, [(t, st) for t, st in firsts if t is not None], now,
-                           delta)
-        transitions.close_step(ctx, tx, fresh, now, delta, None)
+        transitions.settle(tx, run_id, fresh.on_failure,
+                           [(t, st) for t, st in firsts if t is not None], now, delta)
+        transitions.close_step(ctx, tx, run_id, fresh, now, delta, None)
         tx.wake = True
         return len(resets)
 

@@ -51,6 +51,10 @@ def finish_run(ctx: Context, tx: Tx, finished: Sequence[tuple[Claim, Outcome]], 
         for claim, outcome in finished:
             finish(ctx, tx, claim, outcome, now, result)
         return
+    if len(finished) == 1 and not tx.dialect.row_locks:
+        # One attempt (a chain's hop): `finish` reads the run only if its end needs the row.
+        finish(ctx, tx, finished[0][0], finished[0][1], now, result)
+        return
     run: RunRow | None = None
     halted = False  # a halt is never lifted inside a step
     batch: list[tuple[Claim, Outcome]] = []
@@ -109,22 +113,25 @@ def _finish_batch(ctx: Context, tx: Tx, run: RunRow, batch: Sequence[tuple[Claim
             continue
         row, has_dependants = got
         delta.running -= 1
-        settle(tx, run, [(row, outcome.state)], now, delta, detail=outcome.error,
-               leaves=() if has_dependants else (row.id,))
-    close_step(ctx, tx, run, now, delta, result)
+        settle(tx, run.id, run.on_failure, [(row, outcome.state)], now, delta,
+               detail=outcome.error, leaves=() if has_dependants else (row.id,))
+    close_step(ctx, tx, run.id, run, now, delta, result)
 
 
 def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
            result: StepResult, run: RunRow | None = None) -> None:
     """Record one ended attempt: a retry, or the end of its task run. `run`: the run's row as
-    this transaction last saw it, when nothing changed it since (else it is read here)."""
+    this transaction last saw it, when nothing changed it since (else it is read here when
+    needed). A success needs only the run's on_failure, which is its pinned version's (a run
+    takes it from its version, also when `retry --latest` pins another), so where no row
+    lock must come first (SQLite) it reads no run row."""
     if outcome.expanded:
         return
-    if run is None:
+    if run is None and (outcome.state != TaskState.SUCCEEDED or tx.dialect.row_locks):
         run = ops.run_row(tx, claim.run_id, lock=True)
-    assert run is not None
+        assert run is not None
     retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
-             and run.halt is None)
+             and run is not None and run.halt is None)
     state = TaskState.RUNNING if retry else outcome.state
     ended = outcome.ended(now)
     row = ops.end_running(
@@ -141,8 +148,11 @@ def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
         _retry(ctx, tx, claim, outcome, now, result)
         return
     delta = Delta(running=-1)
-    settle(tx, run, [(row, outcome.state)], now, delta, detail=outcome.error)
-    close_step(ctx, tx, run, now, delta, result)
+    on_failure = (run.on_failure if run is not None
+                  else str(definitions.job_spec(ctx, claim.version_id, tx).on_failure))
+    settle(tx, claim.run_id, on_failure, [(row, outcome.state)], now, delta,
+           detail=outcome.error)
+    close_step(ctx, tx, claim.run_id, run, now, delta, result)
 
 
 def _retry(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
@@ -172,9 +182,11 @@ def _retry(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
         result.next_due = due
 
 
-def settle(tx: Tx, run: RunRow, first: Iterable[tuple[TaskRunRow, TaskState]], now: float,
-           delta: Delta, detail: str | None = None, leaves: Collection[int] = ()) -> None:
-    """Propagate terminal states through the graph inside the current transaction.
+def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRow, TaskState]],
+           now: float, delta: Delta, detail: str | None = None, leaves: Collection[int] = ()
+           ) -> None:
+    """Propagate terminal states through the graph inside the current transaction, in run
+    `run_id` whose on_failure policy is `on_failure`.
 
     `leaves`: task runs known to have no dependants (no task_edges from them), whose
     decrement would change nothing.
@@ -183,12 +195,12 @@ def settle(tx: Tx, run: RunRow, first: Iterable[tuple[TaskRunRow, TaskState]], n
     first_id = work[0][0].id if work else None
     # Outside `continue`, a task that never starts because an upstream failed ends
     # `skipped` (docs/job-file.md), yet still counts as failed for its own dependants' rules.
-    skip_failed = run.on_failure != OnFailure.CONTINUE
+    skip_failed = on_failure != OnFailure.CONTINUE
     carries_failure: set[int] = set()
     while work:
         row, state = work.popleft()
         delta.unfinished -= 1
-        delta.events.append((now, run.id, row.id, str(state),
+        delta.events.append((now, run_id, row.id, str(state),
                              detail if row.id == first_id else None))
         if state == TaskState.FAILED:
             delta.failed += 1
@@ -216,19 +228,25 @@ def settle(tx: Tx, run: RunRow, first: Iterable[tuple[TaskRunRow, TaskState]], n
             delta.writes.append((dep.id, str(new)))
             if new == TaskState.READY:
                 delta.ready += 1
-                delta.events.append((now, run.id, dep.id, "ready", None))
+                delta.events.append((now, run_id, dep.id, "ready", None))
             else:
                 work.append((dep, new))
 
 
-def close_step(ctx: Context, tx: Tx, run: RunRow, now: float, delta: Delta,
-               result: StepResult | None) -> RunRow:
-    """Write the collected states, apply on_failure, and end the run if nothing is left."""
+def close_step(ctx: Context, tx: Tx, run_id: int, run: RunRow | None, now: float,
+               delta: Delta, result: StepResult | None) -> RunRow:
+    """Write the collected states, apply on_failure, and end the run if nothing is left.
+    `run`: the run's row as this transaction last saw it, or None (read here if a policy
+    needs it)."""
     ops.set_states(tx, delta.writes, now)
     ops.add_events(tx, delta.events)
-    if delta.policy_failures and run.halt is None:
-        _apply_policy(tx, run, delta.policy_failures)
-    run = ops.bump_run(tx, run.id, unfinished=delta.unfinished, running=delta.running,
+    if delta.policy_failures:
+        if run is None:
+            run = ops.run_row(tx, run_id, lock=True)
+            assert run is not None
+        if run.halt is None:
+            _apply_policy(tx, run, delta.policy_failures)
+    run = ops.bump_run(tx, run_id, unfinished=delta.unfinished, running=delta.running,
                        ready=delta.ready, failed=delta.failed)
     if run.state in TERMINAL_RUN_STATES:
         return run
