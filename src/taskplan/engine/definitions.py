@@ -135,6 +135,11 @@ def _load_spec(ctx: Context, version_id: int, tx: Tx) -> JobSpec:
     return spec
 
 
+def known_spec(ctx: Context, version_id: int) -> JobSpec | None:
+    """The definition if this process has it already; None rather than a read."""
+    return ctx.specs.specs.get(version_id)
+
+
 def task_spec(ctx: Context, version_id: int, name: str) -> TaskSpec:
     """One task of a pinned definition, by name (KeyError if absent); O(1), cached."""
     tasks = ctx.specs.tasks.get(version_id)

@@ -124,10 +124,12 @@ def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
     this transaction last saw it, when nothing changed it since (else it is read here when
     needed). A success needs only the run's on_failure, which is its pinned version's (a run
     takes it from its version, also when `retry --latest` pins another), so where no row
-    lock must come first (SQLite) it reads no run row."""
+    lock must come first (SQLite) and this process knows the version (its slot ran the task)
+    it reads no run row."""
     if outcome.expanded:
         return
-    if run is None and (outcome.state != TaskState.SUCCEEDED or tx.dialect.row_locks):
+    spec = None if tx.dialect.row_locks else definitions.known_spec(ctx, claim.version_id)
+    if run is None and (outcome.state != TaskState.SUCCEEDED or spec is None):
         run = ops.run_row(tx, claim.run_id, lock=True)
         assert run is not None
     retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
@@ -148,8 +150,11 @@ def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
         _retry(ctx, tx, claim, outcome, now, result)
         return
     delta = Delta(running=-1)
-    on_failure = (run.on_failure if run is not None
-                  else str(definitions.job_spec(ctx, claim.version_id, tx).on_failure))
+    if run is not None:
+        on_failure = run.on_failure
+    else:
+        assert spec is not None  # left unread only for a success of a version known here
+        on_failure = str(spec.on_failure)
     settle(tx, claim.run_id, on_failure, [(row, outcome.state)], now, delta,
            detail=outcome.error)
     close_step(ctx, tx, claim.run_id, run, now, delta, result)
