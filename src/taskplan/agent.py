@@ -291,12 +291,15 @@ class Agent:
                     next_retry = self.engine.promote_retries()
                     continue
                 busy = self.busy
-                if busy:
+                if busy or finished or (result is not None and result.claims):
+                    # A turn that recorded or claimed work is not idle, even when its tasks
+                    # already ended (the slots may finish one before this line): an agent
+                    # told to exit when idle must first record and claim what follows.
                     idle_since = now_m
-                    if (result is not None and result.finished_runs) or (
-                            now_m - last_cancel_check >= CANCEL_CHECK_EVERY):
-                        self._check_cancelled()
-                        last_cancel_check = now_m
+                if busy and ((result is not None and result.finished_runs)
+                             or now_m - last_cancel_check >= CANCEL_CHECK_EVERY):
+                    self._check_cancelled()
+                    last_cancel_check = now_m
                 if until is not None and until(self):
                     return
                 if (self._draining.is_set() and busy == 0 and self._done.empty()

@@ -10,10 +10,13 @@ here, driven by a tuple of field names computed when the class is defined.
 
 What they do is what the generated ones do (tests/unit/test_dataclass.py holds them side by
 side): `__eq__` compares the fields with `compare=True` as a tuple, between instances of the
-same class only; `__hash__` hashes that tuple (frozen classes; others with `eq` are
-unhashable); `__repr__` shows the fields with `repr=True`, guarded against recursion. A class
-that defines one of them itself keeps its own; `order=True` and `unsafe_hash=True` go to the
-standard decorator unchanged. (A field's `hash=` takes part as it does there.)
+same class only (as Python 3.11 and 3.12 do; 3.13 compares field by field, which differs only
+for a value unequal to itself, such as NaN, held by both); `__hash__` hashes that tuple
+(frozen classes; others with `eq` are unhashable); `__repr__` shows the fields with
+`repr=True`, guarded against recursion. A class that defines one of them itself keeps its
+own; `order=True` and `unsafe_hash=True` go to the standard decorator unchanged. (A field's
+`hash=` takes part as it does there.) The methods read the field names from the instance's
+class, so a subclass's `super().__eq__` compares its own fields: no class here does that.
 """
 
 from __future__ import annotations
