@@ -93,10 +93,11 @@ def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = 
             made.__taskplan_shown__ = tuple(f.name for f in fields if f.repr)
             made.__repr__ = _repr
         if eq:
-            made.__taskplan_hashed__ = staticmethod(_getter(tuple(
-                f.name for f in fields if (f.compare if f.hash is None else f.hash))))
-            made.__taskplan_compared__ = staticmethod(
-                _getter(tuple(f.name for f in fields if f.compare)))
+            compared = tuple(f.name for f in fields if f.compare)
+            hashed = tuple(f.name for f in fields if (f.compare if f.hash is None else f.hash))
+            made.__taskplan_compared__ = staticmethod(_getter(compared))
+            made.__taskplan_hashed__ = (made.__dict__["__taskplan_compared__"]
+                                        if hashed == compared else staticmethod(_getter(hashed)))
             if "__eq__" not in own:
                 made.__eq__ = _eq
             if not own_hash:

@@ -51,8 +51,9 @@ def finish_run(ctx: Context, tx: Tx, finished: Sequence[tuple[Claim, Outcome]], 
         for claim, outcome in finished:
             finish(ctx, tx, claim, outcome, now, result)
         return
-    if len(finished) == 1 and not tx.dialect.row_locks:
-        # One attempt (a chain's hop): `finish` reads the run only if its end needs the row.
+    if len(finished) == 1:
+        # One attempt (a chain's hop): nothing to batch, and `finish` reads the run only when
+        # its end needs the row (or its lock must come first).
         finish(ctx, tx, finished[0][0], finished[0][1], now, result)
         return
     run: RunRow | None = None

@@ -217,8 +217,7 @@ async def stream(request: Request, run: int | None = Query(None, ge=1),
     watcher.start()
 
     def run_mark() -> int:
-        with ctx.engine.store.read() as tx:
-            return console.latest_event_id(tx, run)
+        return views.live_mark(ctx, run)
 
     async def events() -> Any:
         seen_gen = watcher.generation
