@@ -176,6 +176,31 @@ def test_failed_run_exits_1_and_retry_reruns_in_place(tp: Taskplan) -> None:
     assert tp.status(1) == second
 
 
+def test_end_summary_lists_every_failed_task_run_and_nothing_else(tp: Taskplan) -> None:
+    tp.write("items.yaml", """
+        job: items
+        tasks:
+          each:
+            foreach:
+              values: [1, 2, 3, 4]
+            shell: 'test {{ item }} -ne 2 && test {{ item }} -ne 4'
+          lone:
+            shell: 'exit 3'
+          fine:
+            shell: 'true'
+    """)
+    res = tp("run", "items.yaml")
+    assert res.code == 1, res
+    summary = res.out.splitlines()
+    start = next(i for i, line in enumerate(summary) if line.startswith("run 1 (items v1)"))
+    assert summary[start].endswith(": 4 failed, 3 succeeded"), res.out
+    # The foreach parent, then its failed items by index, then the other failed task; the
+    # succeeded items and tasks have no line.
+    assert [line.split(" after ")[0] for line in summary[start + 1:]] == [
+        "  failed: each", "  failed: each[1]", "  failed: each[3]", "  failed: lone"], res.out
+    assert summary[-1] == "  failed: lone after 1 attempt(s): exit code 3", res.out
+
+
 def test_detach_prints_only_the_run_id(tp: Taskplan) -> None:
     tp.write("d.yaml", """
         job: detached

@@ -321,13 +321,12 @@ def print_summary(engine: Engine, run_id: int, elapsed: float) -> None:
     with engine.store.read() as tx:
         info = reports.run_info(tx, run_id)
         counts = reports.state_counts(tx, run_id)
-        tasks = reports.task_runs(tx, run_id)
+        failed = reports.failed_task_runs(tx, run_id)
     assert info is not None
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     click.echo(f"run {run_id} ({info.job} v{info.version}) {info.state} in "
                f"{duration(0.0, elapsed)}: {parts}")
-    for t in tasks:
-        if t.state == "failed":
-            name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
-            click.echo(f"  failed: {name} after {t.attempts} attempt(s): "
-                       f"{safe_line(t.error or '')}")
+    for t in failed:
+        name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
+        click.echo(f"  failed: {name} after {t.attempts} attempt(s): "
+                   f"{safe_line(t.error or '')}")
