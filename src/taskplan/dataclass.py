@@ -1,12 +1,21 @@
 """`dataclass`: the standard library's decorator, with the same meaning, cheaper to apply.
 
-`dataclasses.dataclass` writes the source of `__repr__`, `__eq__` and (when frozen)
-`__hash__` for every class and compiles it with `exec`: about 0.5 ms a frozen class here. The
-command line defines some 65 record classes before it can do anything, so that compiling was
-30-40 % of the import time of `taskplan run` (15 ms of a 200 ms run of a checked 200-task
-chain). This decorator lets the standard one write `__init__` and the frozen guards (which
-need per-class code to be fast) and gives every class the same three methods written once
-here, driven by a tuple of field names computed when the class is defined.
+`dataclasses.dataclass` writes the source of `__init__`, `__repr__`, `__eq__` and, for a frozen
+class, `__hash__`, `__setattr__` and `__delattr__`, and compiles each with `exec`: 0.2-0.3 ms a
+method here. `taskplan run` defines some 65 record classes before it can do anything, so that
+compiling was a third of its imports (37-42 ms of 175 `exec` calls in a run of a checked
+200-task chain, measured 2026-12-02). This decorator asks the standard one only to collect the
+fields (no method written, hence no `exec`), then:
+
+- gives every class the same `__repr__`, `__eq__` and `__hash__`, written once here and driven
+  by tuples of field names computed when the class is defined;
+- guards a frozen class with `__setattr__`/`__delattr__` closures (no source to compile);
+- writes `__init__` when the class is first instantiated: until then the class holds a stand-in
+  that compiles the real one (the same source the standard decorator writes: positional and
+  keyword parameters, defaults, default factories, frozen assignment, `__post_init__`),
+  installs it on the class and calls it. A class never instantiated in a process (most of
+  them, in any one command) never pays for it; one that is pays once, then runs the same
+  code as the standard one's.
 
 What they do is what the generated ones do (tests/unit/test_dataclass.py holds them side by
 side): `__eq__` compares the fields with `compare=True` as a tuple, between instances of the
@@ -14,9 +23,13 @@ same class only (as Python 3.11 and 3.12 do; 3.13 compares field by field, which
 for a value unequal to itself, such as NaN, held by both); `__hash__` hashes that tuple
 (frozen classes; others with `eq` are unhashable); `__repr__` shows the fields with
 `repr=True`, guarded against recursion. A class that defines one of them itself keeps its
-own; `order=True` and `unsafe_hash=True` go to the standard decorator unchanged. (A field's
-`hash=` takes part as it does there.) The methods read the field names from the instance's
-class, so a subclass's `super().__eq__` compares its own fields: no class here does that.
+own; `order=True` and `unsafe_hash=True`, a dataclass base, `InitVar`, `KW_ONLY`/`kw_only`
+and `ClassVar` fields go to the standard decorator unchanged (no class here has them). (A
+field's `hash=` takes part as it does there.) The methods read the field names from the
+instance's class, so a subclass's `super().__eq__` compares its own fields: no class here does
+that. Two visible differences: a class without a docstring gets `Name(field, ...)` as its
+`__doc__` (the standard one writes the whole signature, which costs an `inspect.signature`),
+and `inspect.signature` of a class shows `(*args, **kwargs)` until its first instance exists.
 """
 
 from __future__ import annotations
@@ -78,7 +91,7 @@ def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = 
     """As `dataclasses.dataclass`, with the options taskplan uses."""
 
     def wrap(c: type[T]) -> type[T]:
-        if order or unsafe_hash:
+        if order or unsafe_hash or not _plain(c):
             return dataclasses.dataclass(c, init=init, repr=repr, eq=eq, order=order,
                                          unsafe_hash=unsafe_hash, frozen=frozen)
         own = c.__dict__
@@ -87,8 +100,22 @@ def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = 
         class_hash = own.get("__hash__", dataclasses.MISSING)
         own_hash = not (class_hash is dataclasses.MISSING
                         or (class_hash is None and "__eq__" in own))
-        made: Any = dataclasses.dataclass(c, init=init, repr=False, eq=False, frozen=frozen)
+        if frozen:
+            for name in ("__setattr__", "__delattr__"):
+                if name in own:  # as the standard decorator refuses it
+                    raise TypeError(f"Cannot overwrite attribute {name} in class {c.__name__}")
+        if not c.__doc__:
+            c.__doc__ = f"{c.__name__}({', '.join(own.get('__annotations__', {}))})"
+        made: Any = dataclasses.dataclass(c, init=False, repr=False, eq=False, frozen=False)
+        params = made.__dataclass_params__
+        params.init, params.repr, params.eq, params.frozen = init, repr, eq, frozen
         fields = dataclasses.fields(made)
+        if init and "__init__" not in own:
+            _check_defaults(fields)
+            made.__init__ = _init_on_first_use(made, fields, frozen)
+        if frozen:
+            made.__setattr__, made.__delattr__ = _frozen_guards(
+                made, frozenset(f.name for f in fields))
         if repr and "__repr__" not in own:
             made.__taskplan_shown__ = tuple(f.name for f in fields if f.repr)
             made.__repr__ = _repr
@@ -108,3 +135,117 @@ def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = 
         return done
 
     return wrap if cls is None else wrap(cls)
+
+
+def _plain(cls: type) -> bool:
+    """Whether this module can make the class: no dataclass base, and no field the standard
+    decorator treats apart from a plain one (InitVar, ClassVar, KW_ONLY, kw_only)."""
+    if any(hasattr(base, "__dataclass_fields__") for base in cls.__mro__[1:]):
+        return False
+    own = cls.__dict__
+    for name, annotation in own.get("__annotations__", {}).items():
+        text = annotation if isinstance(annotation, str) else repr(annotation)
+        if any(word in text for word in ("InitVar", "ClassVar", "KW_ONLY")):
+            return False
+        value = own.get(name)
+        if isinstance(value, dataclasses.Field) and value.kw_only is True:
+            return False
+    return True
+
+
+def _check_defaults(fields: tuple[dataclasses.Field[Any], ...]) -> None:
+    """The standard decorator's check when it writes `__init__`, made when the class is
+    defined rather than at its first instance."""
+    seen_default = False
+    for f in fields:
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+            seen_default = True
+        elif seen_default:
+            raise TypeError(f"non-default argument {f.name!r} follows default argument")
+
+
+class _Factory:
+    """An argument left out whose field has a default_factory (shown as the standard
+    decorator shows its own)."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY = _Factory()
+
+
+def _init_source(fields: tuple[dataclasses.Field[Any], ...], frozen: bool, post_init: bool
+                 ) -> tuple[str, dict[str, Any]]:
+    """The source of `__init__` and the names it refers to, as the standard decorator writes
+    them (its `_init_fn`): defaults by reference, factories called when the argument is left
+    out, frozen fields set through `object.__setattr__`."""
+    names: dict[str, Any] = {"__taskplan_factory__": _FACTORY, "__taskplan_object__": object}
+    args: list[str] = []
+    body: list[str] = []
+    for f in fields:
+        default = f"__taskplan_default_{f.name}__"
+        if f.default_factory is not dataclasses.MISSING:
+            names[default] = f.default_factory
+            if f.init:
+                args.append(f"{f.name}=__taskplan_factory__")
+                value = f"{default}() if {f.name} is __taskplan_factory__ else {f.name}"
+            else:
+                value = f"{default}()"
+        elif f.init:
+            if f.default is not dataclasses.MISSING:
+                names[default] = f.default
+                args.append(f"{f.name}={default}")
+            else:
+                args.append(f.name)
+            value = f.name
+        else:
+            continue  # not set here: the class attribute holds its default
+        body.append(f"__taskplan_object__.__setattr__(self, {f.name!r}, {value})" if frozen
+                    else f"self.{f.name} = {value}")
+    if post_init:
+        body.append("self.__post_init__()")
+    lines = "\n".join(f"    {line}" for line in body or ["pass"])
+    return f"def __init__(self, {', '.join(args)}):\n{lines}\n", names
+
+
+def _init_on_first_use(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool
+                       ) -> Callable[..., None]:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Two threads may both get here first: each compiles the same code, either is kept.
+        source, names = _init_source(fields, frozen, hasattr(cls, "__post_init__"))
+        exec(source, names)  # our own source, as the standard decorator's
+        real = names["__init__"]
+        real.__qualname__ = f"{cls.__qualname__}.__init__"
+        real.__module__ = cls.__module__
+        real.__annotations__ = {**{f.name: f.type for f in fields if f.init}, "return": None}
+        type.__setattr__(cls, "__init__", real)
+        real(self, *args, **kwargs)
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    return __init__
+
+
+def _frozen_guards(cls: type, names: frozenset[str]
+                   ) -> tuple[Callable[[Any, str, Any], None], Callable[[Any, str], None]]:
+    """A frozen class's `__setattr__` and `__delattr__`: as the standard decorator's, no
+    assignment to a field (nor to anything on an instance of the class itself)."""
+    # What `super(cls, self)` would find past the class (None: object's own, the common case).
+    base_set = next((b.__dict__["__setattr__"] for b in cls.__mro__[1:-1]
+                     if "__setattr__" in b.__dict__), None)
+    base_del = next((b.__dict__["__delattr__"] for b in cls.__mro__[1:-1]
+                     if "__delattr__" in b.__dict__), None)
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        if type(self) is cls or name in names:
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+        object.__setattr__(self, name, value) if base_set is None else base_set(self, name, value)
+
+    def __delattr__(self: Any, name: str) -> None:
+        if type(self) is cls or name in names:
+            raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+        object.__delattr__(self, name) if base_del is None else base_del(self, name)
+
+    return __setattr__, __delattr__

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -58,7 +58,24 @@ def _define(decorate: Decorator) -> dict[str, Any]:
     class Bare:
         a: int
 
-    return {c.__name__: c for c in (Point, Box, One, Empty, OwnMethods, HashField, Bare)}
+    @decorate
+    class Late:
+        a: int
+        made: list[int] = dataclasses.field(default_factory=list, init=False)
+        fixed: int = dataclasses.field(default=7, init=False)
+        seen: list[int] = dataclasses.field(default_factory=list)
+
+        def __post_init__(self) -> None:
+            self.made.append(self.a)
+
+    @decorate(frozen=True)
+    class Frozen:
+        a: int
+        b: tuple[int, ...] = ()
+        c: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    return {c.__name__: c for c in (Point, Box, One, Empty, OwnMethods, HashField, Bare, Late,
+                                    Frozen)}
 
 
 STD = _define(dataclasses.dataclass)
@@ -165,3 +182,93 @@ def test_order_and_unsafe_hash_go_to_the_standard_decorator() -> None:
 
     assert Ranked(1) < Ranked(2)
     assert hash(Keyed(1)) == hash(Keyed(1))
+
+
+def _outcome(make: Callable[[], Any]) -> tuple[str, Any]:
+    """What a call gives: its value, or the type of the error it raises."""
+    try:
+        return "value", make()
+    except Exception as exc:
+        return "error", type(exc).__name__
+
+
+@pytest.mark.parametrize("name", ["Point", "Box", "Late", "Frozen", "Empty"])
+@pytest.mark.parametrize("args, kwargs", [
+    ((), {}), ((1,), {}), ((1, 2), {}), ((1, 2, "n"), {}), ((1, 2, "n", 4), {}), ((), {"x": 1}),
+    ((1,), {"y": 2}), ((1,), {"x": 2}), ((), {"a": 1}), ((1,), {"b": (2,)}),
+    ((), {"a": 1, "seen": [3]}), ((), {"nope": 1}), ((1,), {"made": [1]}),
+], ids=repr)
+def test_init_takes_and_refuses_the_same_arguments(name: str, args: tuple[Any, ...],
+                                                   kwargs: dict[str, Any]
+                                                   ) -> None:
+    std, mine = _both(name)
+    kw = kwargs
+    got_std, got_mine = _outcome(lambda: std(*args, **kw)), _outcome(lambda: mine(*args, **kw))
+    assert got_std[0] == got_mine[0], (got_std, got_mine)
+    if got_std[0] == "error":
+        assert got_std[1] == got_mine[1]
+    else:
+        assert dataclasses.asdict(got_std[1]) == dataclasses.asdict(got_mine[1])
+
+
+def test_defaults_factories_and_post_init_as_the_standard_decorator() -> None:
+    std, mine = _both("Late")
+    a, b = mine(1), mine(2)
+    assert (a.made, a.fixed, a.seen) == ([1], 7, []) and b.made == [2]
+    assert a.made is not b.made and a.seen is not b.seen  # one new list per instance
+    assert "fixed" not in a.__dict__ and std(1).__dict__.keys() == a.__dict__.keys()
+    shared = [5]
+    assert mine(3, seen=shared).seen is shared
+    # The real __init__ replaced the stand-in at the first instance: the same signature.
+    import inspect
+
+    assert str(inspect.signature(mine)) == str(inspect.signature(std))
+    assert mine.__init__.__qualname__.endswith("Late.__init__")
+
+
+def test_frozen_fields_cannot_be_set_or_deleted() -> None:
+    std, mine = _both("Frozen")
+    for cls in (std, mine):
+        obj = cls(1)
+        with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'a'"):
+            obj.a = 2
+        with pytest.raises(dataclasses.FrozenInstanceError, match="cannot delete field 'a'"):
+            del obj.a
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obj.other = 1
+        assert obj.a == 1 and obj.c == {} and obj.b == ()
+    assert mine(1, (2,), {"k": 1}) == mine(a=1, b=(2,), c={"k": 1})
+    assert dataclasses.fields(mine)[2].name == "c"
+    assert mine.__dataclass_params__.frozen is True
+
+
+def test_a_default_before_a_required_field_is_refused_when_the_class_is_defined() -> None:
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        @ours.dataclass
+        class Wrong:
+            a: int = 0
+            b: int  # type: ignore[misc]
+
+
+def test_classes_beyond_plain_fields_go_to_the_standard_decorator() -> None:
+    @ours.dataclass
+    class WithInitVar:
+        a: int
+        scale: dataclasses.InitVar[int] = 1
+
+        def __post_init__(self, scale: int) -> None:
+            self.a *= scale
+
+    @ours.dataclass(frozen=True)
+    class WithClassVar:
+        kind: ClassVar[str] = "k"
+        a: int = 0
+
+    @ours.dataclass(frozen=True)
+    class Child(WithClassVar):
+        b: int = 1
+
+    assert WithInitVar(2, 3).a == 6
+    assert WithClassVar(1) == WithClassVar(1) and WithClassVar.kind == "k"
+    assert [f.name for f in dataclasses.fields(WithClassVar)] == ["a"]
+    assert Child(1, 2).b == 2 and [f.name for f in dataclasses.fields(Child)] == ["a", "b"]
