@@ -15,7 +15,8 @@ fields (no method written, hence no `exec`), then:
   keyword parameters, defaults, default factories, frozen assignment, `__post_init__`),
   installs it on the class and calls it. A class never instantiated in a process (most of
   them, in any one command) never pays for it; one that is pays once, then runs the same
-  code as the standard one's.
+  code as the standard one's. The records made on every step or task (`hot=True`) compile it
+  with the class instead, so that no run's first tasks pay for it.
 
 What they do is what the generated ones do (tests/unit/test_dataclass.py holds them side by
 side): `__eq__` compares the fields with `compare=True` as a tuple, between instances of the
@@ -80,15 +81,17 @@ def dataclass(cls: type[T], /) -> type[T]: ...
 
 @overload
 def dataclass(*, init: bool = True, repr: bool = True, eq: bool = True, order: bool = False,
-              unsafe_hash: bool = False, frozen: bool = False
+              unsafe_hash: bool = False, frozen: bool = False, hot: bool = False
               ) -> Callable[[type[T]], type[T]]: ...
 
 
 @dataclass_transform(field_specifiers=(dataclasses.field, dataclasses.Field))
 def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = True,
               eq: bool = True, order: bool = False, unsafe_hash: bool = False,
-              frozen: bool = False) -> Any:
-    """As `dataclasses.dataclass`, with the options taskplan uses."""
+              frozen: bool = False, hot: bool = False) -> Any:
+    """As `dataclasses.dataclass`, with the options taskplan uses. `hot`: instances are made
+    for every task or step, so `__init__` is compiled now, with the class, rather than inside
+    the first task that makes one (a run's first hops would pay a few tenths of a ms each)."""
 
     def wrap(c: type[T]) -> type[T]:
         if order or unsafe_hash or not _plain(c):
@@ -112,7 +115,8 @@ def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = 
         fields = dataclasses.fields(made)
         if init and "__init__" not in own:
             _check_defaults(fields)
-            made.__init__ = _init_on_first_use(made, fields, frozen)
+            made.__init__ = (_compiled_init(made, fields, frozen) if hot
+                             else _init_on_first_use(made, fields, frozen))
         if frozen:
             made.__setattr__, made.__delattr__ = _frozen_guards(
                 made, frozenset(f.name for f in fields))
@@ -211,16 +215,22 @@ def _init_source(fields: tuple[dataclasses.Field[Any], ...], frozen: bool, post_
     return f"def __init__(self, {', '.join(args)}):\n{lines}\n", names
 
 
+def _compiled_init(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool
+                   ) -> Callable[..., None]:
+    source, names = _init_source(fields, frozen, hasattr(cls, "__post_init__"))
+    exec(source, names)  # our own source, as the standard decorator's
+    init: Callable[..., None] = names["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__annotations__ = {**{f.name: f.type for f in fields if f.init}, "return": None}
+    return init
+
+
 def _init_on_first_use(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool
                        ) -> Callable[..., None]:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         # Two threads may both get here first: each compiles the same code, either is kept.
-        source, names = _init_source(fields, frozen, hasattr(cls, "__post_init__"))
-        exec(source, names)  # our own source, as the standard decorator's
-        real = names["__init__"]
-        real.__qualname__ = f"{cls.__qualname__}.__init__"
-        real.__module__ = cls.__module__
-        real.__annotations__ = {**{f.name: f.type for f in fields if f.init}, "return": None}
+        real = _compiled_init(cls, fields, frozen)
         type.__setattr__(cls, "__init__", real)
         real(self, *args, **kwargs)
 

@@ -33,7 +33,7 @@ def retry_delay(spec: TaskSpec, failed_attempt: int) -> float:
     return float(spec.retry_delay * (spec.retry_backoff ** max(0, failed_attempt - 1)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, hot=True)
 class RunShare:
     run_id: int
     priority: int

@@ -272,3 +272,24 @@ def test_classes_beyond_plain_fields_go_to_the_standard_decorator() -> None:
     assert WithClassVar(1) == WithClassVar(1) and WithClassVar.kind == "k"
     assert [f.name for f in dataclasses.fields(WithClassVar)] == ["a"]
     assert Child(1, 2).b == 2 and [f.name for f in dataclasses.fields(Child)] == ["a", "b"]
+
+
+def test_hot_classes_have_their_init_before_any_instance() -> None:
+    import inspect
+
+    @ours.dataclass(frozen=True, hot=True)
+    class Hot:
+        a: int
+        b: list[int] = dataclasses.field(default_factory=list)
+
+    @ours.dataclass(frozen=True)
+    class Cold:
+        a: int
+        b: list[int] = dataclasses.field(default_factory=list)
+
+    # The hot one's signature is the real one already; the cold one's is its stand-in's.
+    assert str(inspect.signature(Hot)) == "(a: 'int', b: 'list[int]' = <factory>) -> None"
+    assert str(inspect.signature(Cold)).startswith("(*args: 'Any', **kwargs: 'Any')")
+    assert Hot(1) == Hot(1, []) and Cold(1) == Cold(1, [])
+    assert str(inspect.signature(Cold)) == str(inspect.signature(Hot))
+    assert str(inspect.signature(Claim)).startswith("(task_run_id: 'int', run_id: 'int'")

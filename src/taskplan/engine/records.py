@@ -14,7 +14,7 @@ from taskplan.store.ops import TaskRunRow
 __all__ = ["Claim", "Delta", "Outcome", "StepResult"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, hot=True)
 class Outcome:
     state: TaskState  # SUCCEEDED or FAILED
     exit_code: int | None = None
@@ -33,7 +33,7 @@ class Outcome:
         return now if self.ended_at is None else min(self.ended_at, now)
 
 
-@dataclass
+@dataclass(hot=True)
 class StepResult:
     claims: list[Claim] = field(default_factory=list)
     finished_runs: list[tuple[int, str]] = field(default_factory=list)
@@ -41,7 +41,7 @@ class StepResult:
     next_due: float | None = None  # earliest retry this step scheduled
 
 
-@dataclass
+@dataclass(hot=True)
 class Delta:
     """What settling some task runs of one run changed, written once at the step's close."""
 

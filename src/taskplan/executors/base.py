@@ -22,7 +22,7 @@ from taskplan.model import TaskSpec
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, hot=True)
 class AttemptContext:
     """What a task sees of its run. Python tasks receive this very object as their argument."""
 
@@ -87,7 +87,7 @@ class LazyResults(Mapping[str, Any]):
         return repr(self._load())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, hot=True)
 class ExecRequest:
     context: AttemptContext
     spec: TaskSpec
@@ -102,7 +102,7 @@ class ExecRequest:
     template_values: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, hot=True)
 class ExecResult:
     ok: bool
     exit_code: int | None = None

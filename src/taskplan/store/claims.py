@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from taskplan.store.db import Store, Tx
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, hot=True)
 class Claim:
     """A task run handed to an agent; (task_run_id, attempt) is its fencing token."""
 

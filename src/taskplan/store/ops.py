@@ -157,7 +157,7 @@ RUN_COLS = (
 )
 
 
-@dataclass
+@dataclass(hot=True)
 class RunRow:
     id: int
     job_id: int
@@ -339,7 +339,7 @@ TR_COLS = (
 )
 
 
-@dataclass
+@dataclass(hot=True)
 class TaskRunRow:
     id: int
     run_id: int
@@ -557,7 +557,7 @@ PIN_FREE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, hot=True)
 class ClaimableRun:
     id: int
     priority: int

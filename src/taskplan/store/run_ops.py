@@ -16,7 +16,7 @@ def run_state(tx: Tx, run_id: int) -> str | None:
     return None if state is None else str(state)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, hot=True)
 class RunMeta:
     """What never changes about a run (until `retry --latest` moves it to a new version)."""
 
