@@ -94,7 +94,7 @@ def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = 
     the first task that makes one (a run's first hops would pay a few tenths of a ms each)."""
 
     def wrap(c: type[T]) -> type[T]:
-        if order or unsafe_hash or not _plain(c):
+        if order or unsafe_hash or not _PARAMS_WRITABLE or not _plain(c):
             return dataclasses.dataclass(c, init=init, repr=repr, eq=eq, order=order,
                                          unsafe_hash=unsafe_hash, frozen=frozen)
         own = c.__dict__
@@ -139,6 +139,25 @@ def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = 
         return done
 
     return wrap if cls is None else wrap(cls)
+
+
+def _params_writable() -> bool:
+    """Whether a class's `__dataclass_params__` takes new values (Python 3.11-3.13 do): the
+    classes made here must say what they are (frozen, with init) to `dataclasses` itself, which
+    checks them when a dataclass inherits from another."""
+
+    @dataclasses.dataclass(init=False, repr=False, eq=False)
+    class Probe:
+        """No fields."""
+
+    try:
+        Probe.__dataclass_params__.frozen = True  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
+_PARAMS_WRITABLE = _params_writable()
 
 
 def _plain(cls: type) -> bool:
