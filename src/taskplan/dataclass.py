@@ -25,7 +25,11 @@ for a value unequal to itself, such as NaN, held by both); `__hash__` hashes tha
 (frozen classes; others with `eq` are unhashable); `__repr__` shows the fields with
 `repr=True`, guarded against recursion. A class that defines one of them itself keeps its
 own; `order=True` and `unsafe_hash=True`, a dataclass base, `InitVar`, `KW_ONLY`/`kw_only`
-and `ClassVar` fields go to the standard decorator unchanged (no class here has them). (A
+and `ClassVar` fields go to the standard decorator unchanged (no class here has them; an
+`InitVar` or `KW_ONLY` under another name, seen only once the fields are collected, is refused
+with a `TypeError` when the class is defined). `__init__` is compiled as the standard one is,
+with the class's module as its globals and the defaults as closure variables, so
+`typing.get_type_hints` resolves it alike and a field may be called `self`. (A
 field's `hash=` takes part as it does there.) The methods read the field names from the
 instance's class, so a subclass's `super().__eq__` compares its own fields: no class here does
 that. Two visible differences: a class without a docstring gets `Name(field, ...)` as its
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import reprlib
+import sys
 from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, TypeVar, dataclass_transform, overload
@@ -112,11 +117,13 @@ def dataclass(cls: type[T] | None = None, /, *, init: bool = True, repr: bool = 
         made: Any = dataclasses.dataclass(c, init=False, repr=False, eq=False, frozen=False)
         params = made.__dataclass_params__
         params.init, params.repr, params.eq, params.frozen = init, repr, eq, frozen
+        _refuse_special(made)
         fields = dataclasses.fields(made)
         if init and "__init__" not in own:
             _check_defaults(fields)
-            made.__init__ = (_compiled_init(made, fields, frozen) if hot
-                             else _init_on_first_use(made, fields, frozen))
+            post_init = hasattr(made, "__post_init__")  # looked up now, as the standard one
+            made.__init__ = (_compiled_init(made, fields, frozen, post_init) if hot
+                             else _init_on_first_use(made, fields, frozen, post_init))
         if frozen:
             made.__setattr__, made.__delattr__ = _frozen_guards(
                 made, frozenset(f.name for f in fields))
@@ -162,7 +169,9 @@ _PARAMS_WRITABLE = _params_writable()
 
 def _plain(cls: type) -> bool:
     """Whether this module can make the class: no dataclass base, and no field the standard
-    decorator treats apart from a plain one (InitVar, ClassVar, KW_ONLY, kw_only)."""
+    decorator treats apart from a plain one (InitVar, ClassVar, KW_ONLY, kw_only, or a name
+    this module's generated code uses). Read from the annotations' text, before anything is
+    changed; `_refuse_special` checks the collected fields afterwards, for aliased names."""
     if any(hasattr(base, "__dataclass_fields__") for base in cls.__mro__[1:]):
         return False
     own = cls.__dict__
@@ -170,10 +179,23 @@ def _plain(cls: type) -> bool:
         text = annotation if isinstance(annotation, str) else repr(annotation)
         if any(word in text for word in ("InitVar", "ClassVar", "KW_ONLY")):
             return False
+        if name.startswith("__taskplan_"):
+            return False
         value = own.get(name)
         if isinstance(value, dataclasses.Field) and value.kw_only is True:
             return False
     return True
+
+
+def _refuse_special(cls: type) -> None:
+    """An InitVar or a keyword-only field that `_plain` could not see (an alias such as
+    `from dataclasses import InitVar as IV` under string annotations): refused when the
+    class is defined rather than made with the wrong `__init__`."""
+    initvar = getattr(dataclasses, "_FIELD_INITVAR", None)
+    for f in cls.__dataclass_fields__.values():  # type: ignore[attr-defined]
+        if (initvar is not None and getattr(f, "_field_type", None) is initvar) or f.kw_only:
+            raise TypeError(f"{cls.__qualname__}.{f.name}: taskplan.dataclass makes no InitVar"
+                            " or keyword-only field; use dataclasses.dataclass for this class")
 
 
 def _check_defaults(fields: tuple[dataclasses.Field[Any], ...]) -> None:
@@ -202,10 +224,13 @@ _FACTORY = _Factory()
 
 def _init_source(fields: tuple[dataclasses.Field[Any], ...], frozen: bool, post_init: bool
                  ) -> tuple[str, dict[str, Any]]:
-    """The source of `__init__` and the names it refers to, as the standard decorator writes
-    them (its `_init_fn`): defaults by reference, factories called when the argument is left
-    out, frozen fields set through `object.__setattr__`."""
+    """The source of a function that makes `__init__`, and the values it takes, as the
+    standard decorator writes them (its `_init_fn` and `_create_fn`): defaults by reference,
+    factories called when the argument is left out, frozen fields set through
+    `object.__setattr__`. The helpers are the outer function's parameters, so the compiled
+    `__init__` sees them as closure variables and the class's module as its globals."""
     names: dict[str, Any] = {"__taskplan_factory__": _FACTORY, "__taskplan_object__": object}
+    me = "__taskplan_self__" if any(f.name == "self" for f in fields) else "self"
     args: list[str] = []
     body: list[str] = []
     for f in fields:
@@ -226,31 +251,43 @@ def _init_source(fields: tuple[dataclasses.Field[Any], ...], frozen: bool, post_
             value = f.name
         else:
             continue  # not set here: the class attribute holds its default
-        body.append(f"__taskplan_object__.__setattr__(self, {f.name!r}, {value})" if frozen
-                    else f"self.{f.name} = {value}")
+        body.append(f"__taskplan_object__.__setattr__({me}, {f.name!r}, {value})" if frozen
+                    else f"{me}.{f.name} = {value}")
     if post_init:
-        body.append("self.__post_init__()")
-    lines = "\n".join(f"    {line}" for line in body or ["pass"])
-    return f"def __init__(self, {', '.join(args)}):\n{lines}\n", names
+        body.append(f"{me}.__post_init__()")
+    lines = "\n".join(f"        {line}" for line in body or ["pass"])
+    source = (f"def __taskplan_create__({', '.join(names)}):\n"
+              f"    def __init__({', '.join([me, *args])}):\n{lines}\n"
+              "    return __init__\n")
+    return source, names
 
 
-def _compiled_init(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool
-                   ) -> Callable[..., None]:
-    source, names = _init_source(fields, frozen, hasattr(cls, "__post_init__"))
-    exec(source, names)  # our own source, as the standard decorator's
-    init: Callable[..., None] = names["__init__"]
+def _compiled_init(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool,
+                   post_init: bool) -> Callable[..., None]:
+    source, names = _init_source(fields, frozen, post_init)
+    made: dict[str, Any] = {}
+    module = sys.modules.get(cls.__module__)
+    # The class's module as globals (so that `typing.get_type_hints(cls.__init__)` resolves
+    # its annotations), the definitions kept out of it in `made`.
+    exec(source, module.__dict__ if module is not None else {}, made)
+    init: Callable[..., None] = made["__taskplan_create__"](**names)
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
     init.__annotations__ = {**{f.name: f.type for f in fields if f.init}, "return": None}
     return init
 
 
-def _init_on_first_use(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool
-                       ) -> Callable[..., None]:
+def _init_on_first_use(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool,
+                       post_init: bool) -> Callable[..., None]:
+    real: Callable[..., None] | None = None
+
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        # Two threads may both get here first: each compiles the same code, either is kept.
-        real = _compiled_init(cls, fields, frozen)
-        type.__setattr__(cls, "__init__", real)
+        # Compiled once, also for code holding this stand-in (a subclass's `__init__ =
+        # Base.__init__`); two threads first at once may both compile, either is kept.
+        nonlocal real
+        if real is None:
+            real = _compiled_init(cls, fields, frozen, post_init)
+            type.__setattr__(cls, "__init__", real)
         real(self, *args, **kwargs)
 
     __init__.__qualname__ = f"{cls.__qualname__}.__init__"
@@ -261,20 +298,18 @@ def _frozen_guards(cls: type, names: frozenset[str]
                    ) -> tuple[Callable[[Any, str, Any], None], Callable[[Any, str], None]]:
     """A frozen class's `__setattr__` and `__delattr__`: as the standard decorator's, no
     assignment to a field (nor to anything on an instance of the class itself)."""
-    # What `super(cls, self)` would find past the class (None: object's own, the common case).
-    base_set = next((b.__dict__["__setattr__"] for b in cls.__mro__[1:-1]
-                     if "__setattr__" in b.__dict__), None)
-    base_del = next((b.__dict__["__delattr__"] for b in cls.__mro__[1:-1]
-                     if "__delattr__" in b.__dict__), None)
+    owner: Any = cls
 
     def __setattr__(self: Any, name: str, value: Any) -> None:
         if type(self) is cls or name in names:
             raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-        object.__setattr__(self, name, value) if base_set is None else base_set(self, name, value)
+        super(owner, self).__setattr__(name, value)
 
     def __delattr__(self: Any, name: str) -> None:
         if type(self) is cls or name in names:
             raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-        object.__delattr__(self, name) if base_del is None else base_del(self, name)
+        super(owner, self).__delattr__(name)
 
+    __setattr__.__qualname__ = f"{cls.__qualname__}.__setattr__"
+    __delattr__.__qualname__ = f"{cls.__qualname__}.__delattr__"
     return __setattr__, __delattr__

@@ -14,6 +14,10 @@ from taskplan import dataclass as ours
 from taskplan.model import JobSpec, TaskSpec
 from taskplan.store.claims import Claim
 
+# A module-level alias: the standard decorator recognises InitVar under string annotations
+# by looking names up in the class's module.
+Alias = dataclasses.InitVar
+
 Decorator = Callable[..., Any]
 
 
@@ -293,3 +297,59 @@ def test_hot_classes_have_their_init_before_any_instance() -> None:
     assert Hot(1) == Hot(1, []) and Cold(1) == Cold(1, [])
     assert str(inspect.signature(Cold)) == str(inspect.signature(Hot))
     assert str(inspect.signature(Claim)).startswith("(task_run_id: 'int', run_id: 'int'")
+
+
+def test_init_lives_in_the_class_module_and_takes_any_field_name() -> None:
+    import typing
+    from decimal import Decimal
+
+    @ours.dataclass(frozen=True)
+    class Named:
+        self: int
+        amount: Decimal
+
+    item = Named(1, Decimal("2.5"))
+    assert (item.self, item.amount) == (1, Decimal("2.5"))
+    # Its annotations resolve in this module, as the standard decorator's do.
+    assert typing.get_type_hints(Named.__init__, localns={"Decimal": Decimal}) == {
+        "self": int, "amount": Decimal, "return": type(None)}
+    assert Named.__init__.__module__ == __name__
+
+
+def test_an_aliased_initvar_is_refused_when_the_class_is_defined() -> None:
+    with pytest.raises(TypeError, match="no InitVar or keyword-only field"):
+        @ours.dataclass
+        class Hidden:
+            a: int
+            b: Alias[int] = 1
+
+    assert Alias is dataclasses.InitVar
+
+
+def test_a_stand_in_held_elsewhere_compiles_once_and_guards_defer_to_bases() -> None:
+    class Loud:
+        seen: list[str] = []
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            Loud.seen.append(name)
+            object.__setattr__(self, name, value)
+
+    @ours.dataclass(frozen=True)
+    class Base:
+        a: int
+
+    held = Base.__init__
+
+    class Copy(Base):
+        __init__ = held
+
+    class Mixed(Base, Loud):
+        pass
+
+    assert Copy(1).a == 1 and Copy(2).a == 2 and Base(3).a == 3
+    assert Base.__init__ is not held  # the real one replaced the stand-in on the class
+    mixed = Mixed(4)
+    mixed.other = 5  # not a field: through Loud's __setattr__
+    assert Loud.seen == ["other"] and mixed.other == 5  # type: ignore[attr-defined]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mixed.a = 6  # type: ignore[misc]
