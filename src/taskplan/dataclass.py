@@ -24,9 +24,10 @@ same class only (as Python 3.11 and 3.12 do; 3.13 compares field by field, which
 for a value unequal to itself, such as NaN, held by both); `__hash__` hashes that tuple
 (frozen classes; others with `eq` are unhashable); `__repr__` shows the fields with
 `repr=True`, guarded against recursion. A class that defines one of them itself keeps its
-own; `order=True` and `unsafe_hash=True`, a dataclass base, `InitVar`, `KW_ONLY`/`kw_only`
-and `ClassVar` fields go to the standard decorator unchanged (no class here has them; an
-`InitVar` or `KW_ONLY` under another name, seen only once the fields are collected, is refused
+own; `order=True` and `unsafe_hash=True`, a dataclass base, `InitVar` and `KW_ONLY`/`kw_only`
+fields go to the standard decorator unchanged (no class here has them; a `ClassVar` is left
+out of the fields by the standard collection, as there; an `InitVar` or `KW_ONLY` under
+another name, seen only once the fields are collected, is refused
 with a `TypeError` when the class is defined). `__init__` is compiled as the standard one is,
 with the class's module as its globals and the defaults as closure variables, so
 `typing.get_type_hints` resolves it alike and a field may be called `self`. (A
@@ -169,15 +170,16 @@ _PARAMS_WRITABLE = _params_writable()
 
 def _plain(cls: type) -> bool:
     """Whether this module can make the class: no dataclass base, and no field the standard
-    decorator treats apart from a plain one (InitVar, ClassVar, KW_ONLY, kw_only, or a name
-    this module's generated code uses). Read from the annotations' text, before anything is
-    changed; `_refuse_special` checks the collected fields afterwards, for aliased names."""
+    decorator treats apart from a plain one (InitVar, KW_ONLY, kw_only, or a name this
+    module's generated code uses; a ClassVar is no field once collected). Read from the
+    annotations' text, before anything is changed; `_refuse_special` checks the collected
+    fields afterwards, for aliased names."""
     if any(hasattr(base, "__dataclass_fields__") for base in cls.__mro__[1:]):
         return False
     own = cls.__dict__
     for name, annotation in own.get("__annotations__", {}).items():
         text = annotation if isinstance(annotation, str) else repr(annotation)
-        if any(word in text for word in ("InitVar", "ClassVar", "KW_ONLY")):
+        if "InitVar" in text or "KW_ONLY" in text:
             return False
         if name.startswith("__taskplan_"):
             return False
@@ -193,7 +195,8 @@ def _refuse_special(cls: type) -> None:
     class is defined rather than made with the wrong `__init__`."""
     initvar = getattr(dataclasses, "_FIELD_INITVAR", None)
     for f in cls.__dataclass_fields__.values():  # type: ignore[attr-defined]
-        if (initvar is not None and getattr(f, "_field_type", None) is initvar) or f.kw_only:
+        if (initvar is not None and getattr(f, "_field_type", None) is initvar) or (
+                f.kw_only is True):
             raise TypeError(f"{cls.__qualname__}.{f.name}: taskplan.dataclass makes no InitVar"
                             " or keyword-only field; use dataclasses.dataclass for this class")
 

@@ -88,12 +88,15 @@ class TaskRunInfo:
     items: dict[str, int] | None = None
 
 
+# How a run's task runs are listed: each task, its foreach items right after it by index.
+_LISTED_IN_ORDER = " ORDER BY COALESCE(parent_id, id), item_index, id"
+
+
 def task_runs(tx: Tx, run_id: int) -> list[TaskRunInfo]:
     rows = tx.all(
         "SELECT id, task, kind, item_index, item, state, attempts, started_at, finished_at,"
         " exit_code, result, error, stage, child_run_id FROM task_runs"
-        " WHERE run_id = :r AND kind <> 'barrier' ORDER BY COALESCE(parent_id, id), item_index,"
-        " id", {"r": run_id})
+        f" WHERE run_id = :r AND kind <> 'barrier'{_LISTED_IN_ORDER}", {"r": run_id})
     items: dict[int, dict[str, int]] = {}
     for parent, state, count in tx.all(
             "SELECT parent_id, state, COUNT(*) FROM task_runs WHERE run_id = :r"
@@ -127,8 +130,7 @@ def failed_task_runs(tx: Tx, run_id: int) -> list[FailedTaskRun]:
     would otherwise load and decode each item to print none of them."""
     rows = tx.all(
         "SELECT task, item_index, attempts, error FROM task_runs WHERE run_id = :r"
-        " AND state = 'failed' AND kind <> 'barrier' ORDER BY COALESCE(parent_id, id),"
-        " item_index, id", {"r": run_id})
+        f" AND state = 'failed' AND kind <> 'barrier'{_LISTED_IN_ORDER}", {"r": run_id})
     return [FailedTaskRun(str(name), index, int(attempts), error)
             for name, index, attempts, error in rows]
 
