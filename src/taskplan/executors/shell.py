@@ -1,5 +1,13 @@
 """`shell` tasks: an argv run with no shell, or a string run under `sh -c`.
 
+A string that the shell would only split into words and hand to a program (`sleep 0.5`,
+`python3 load.py --day 2026-01-01`: no quotes, `$`, globs, redirections, operators or
+assignments, and a first word that is no builtin or reserved word) is run as that argv directly,
+as make does: `sh -c` would start a shell only for it to start the program, about 1.5 ms of
+CPU more per attempt (and 6 ms of an attempt's time with eight starting at once on two cores).
+If the direct start fails (not found, not executable, not a binary) the string goes to `sh -c`
+after all, so errors and exit codes (127, 126) are the shell's.
+
 Each attempt runs in its own session (`start_new_session=True`), so its process group holds the
 command and everything it starts. Timeout and cancel signal the whole group: SIGTERM, then SIGKILL
 after a grace period, so `sh -c 'sleep 100 & sleep 100'` leaves nothing behind.
@@ -19,6 +27,7 @@ from __future__ import annotations
 import codecs
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -48,8 +57,10 @@ class ShellExecutor:
         if cancel.is_set():
             return ExecResult(ok=False, error="cancelled", cancelled=True)
         command = request.command
+        direct = None
         if isinstance(command, str):
             argv = ["/bin/sh", "-c", command]
+            direct = plain_argv(command)
         elif command:
             argv = list(command)
         else:
@@ -59,15 +70,7 @@ class ShellExecutor:
             return _not_started(log, f"working directory not found: {cwd}")
         env = process_env(request.context, request.spec.env, request.extra_env)
         try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
+            proc = _start(direct, argv, cwd, env)
         except FileNotFoundError:
             return _not_started(log, f"program not found: {argv[0]}")
         except PermissionError:
@@ -76,6 +79,53 @@ class ShellExecutor:
             # E2BIG from a huge item in the environment, a NUL byte in an argument, ...
             return _not_started(log, f"cannot start {argv[0]}: {exc}")
         return _Attempt(proc, GatedSink(log), self.kill_grace).run(request.timeout, cancel)
+
+
+# Bytes the shell gives no meaning to inside a word: anything else (quotes, `$`, globs, `~`, `#`,
+# redirections, operators, newlines, non-ASCII) leaves the string to `sh -c`.
+_PLAIN = re.compile(r"[A-Za-z0-9_./:,@%+=-]+(?:[ \t]+[A-Za-z0-9_./:,@%+=-]+)*")
+# Words whose meaning `sh` supplies itself (dash's and POSIX's builtins, reserved words).
+_SHELL_WORDS = frozenset((
+    ".", ":", "[", "alias", "bg", "break", "cd", "command", "continue", "echo", "eval", "exec",
+    "exit", "export", "false", "fc", "fg", "getopts", "hash", "jobs", "kill", "local", "printf",
+    "pwd", "read", "readonly", "return", "set", "shift", "test", "times", "trap", "true", "type",
+    "ulimit", "umask", "unalias", "unset", "wait", "if", "then", "else", "elif", "fi", "case",
+    "esac", "for", "while", "until", "do", "done", "in", "function", "select", "time", "source",
+))
+
+
+def plain_argv(command: str) -> list[str] | None:
+    """The argv `sh -c command` would run when the shell only splits words, else None."""
+    text = command.strip(" \t")
+    if not _PLAIN.fullmatch(text):
+        return None
+    words = text.split()
+    if words[0] in _SHELL_WORDS or "=" in words[0]:
+        return None
+    return words
+
+
+def _start(
+    direct: list[str] | None, argv: list[str], cwd: str, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    if direct is not None:
+        try:
+            return _spawn(direct, cwd, env)
+        except OSError:
+            pass  # the shell starts it, or says why it cannot, in its own words
+    return _spawn(argv, cwd, env)
+
+
+def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _not_started(log: LogSink, message: str) -> ExecResult:

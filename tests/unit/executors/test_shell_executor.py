@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -229,3 +230,49 @@ def test_a_failing_sink_does_not_hang_the_process(make_request) -> None:
     script = "import sys; sys.stdout.write('x' * 1_000_000)"
     result = shell.execute(make_request((PY, "-c", script), timeout=10), Broken(), Cancellation())
     assert result == ExecResult(ok=True, exit_code=0)
+
+
+# -- a string the shell would only split: run without the shell ------------------------------
+PARENT_PROBE = "import os, sys; open(sys.argv[1], 'w').write(str(os.getppid()))"
+
+
+def test_plain_command_runs_without_a_shell_between(make_request, sink, tmp_path) -> None:
+    script, out = tmp_path / "probe.py", tmp_path / "ppid"
+    script.write_text(PARENT_PROBE)
+    assert shell.execute(make_request(f"{PY} {script} {out}"), sink, Cancellation()).ok
+    assert int(out.read_text()) == os.getpid()
+    # The same program behind anything the shell interprets keeps sh as its parent.
+    assert shell.execute(make_request(f"{PY} {script} '{out}'"), sink, Cancellation()).ok
+    assert int(out.read_text()) != os.getpid()
+
+
+def test_plain_argv_leaves_everything_the_shell_interprets_to_it() -> None:
+    from taskplan.executors.shell import plain_argv
+
+    assert plain_argv("  sleep 0.5 ") == ["sleep", "0.5"]
+    assert plain_argv("python3 load.py --day=2026-01-01 a,b x@y:1 50%") == [
+        "python3", "load.py", "--day=2026-01-01", "a,b", "x@y:1", "50%"]
+    for text in ("echo hi", "true", "exit 3", "cd /tmp", "test -f x", ". ./env.sh",
+                 "ulimit -n 10", "X=1 prog", "prog $HOME", "prog ~/x", "prog *.csv",
+                 "prog 'a b'", 'prog "a"', "prog a\\ b", "prog > out", "a && b", "a; b",
+                 "a | b", "prog # note", "prog\nother", "prog `x`", "prog $(x)", "if x",
+                 "prog {a,b}", "prog é", ""):
+        assert plain_argv(text) is None, text
+
+
+def test_plain_command_that_cannot_start_gets_the_shells_verdict(make_request, sink,
+                                                                 tmp_path) -> None:
+    missing = shell.execute(make_request("no-such-program-xyz --flag"), sink, Cancellation())
+    assert (missing.ok, missing.exit_code) == (False, 127)
+    assert "not found" in sink.text
+    # A script without a #! line: exec refuses it, the shell runs it as a shell script.
+    script = tmp_path / "noshebang"
+    script.write_text(f"echo ran > {tmp_path / 'ran'}\n")
+    script.chmod(0o755)
+    assert shell.execute(make_request(str(script)), sink, Cancellation()).ok
+    assert (tmp_path / "ran").read_text() == "ran\n"
+    locked = tmp_path / "locked"
+    locked.write_text("#!/bin/sh\n")
+    locked.chmod(0o644)
+    denied = shell.execute(make_request(str(locked)), RecordingSink(), Cancellation())
+    assert (denied.ok, denied.exit_code) == (False, 126)
