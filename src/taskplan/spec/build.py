@@ -35,8 +35,10 @@ _INHERITED = ("retries", "retry_delay", "retry_backoff", "timeout", "priority", 
 
 def task(name: str, t: TaskModel, defaults: Settings, job_labels: tuple[str, ...] = ()
          ) -> TaskSpec:
+    own = t.model_fields_set  # what the task sets itself; the rest comes from defaults:
+
     def pick(key: str) -> Any:
-        return getattr(t if key in t.model_fields_set else defaults, key)
+        return getattr(t if key in own else defaults, key)
 
     kind: TaskKind
     command: str | tuple[str, ...]
@@ -62,7 +64,7 @@ def task(name: str, t: TaskModel, defaults: Settings, job_labels: tuple[str, ...
             values=tuple(fe.values) if fe.values is not None else None,
             from_task=fe.from_,
         )
-    settings = {key: pick(key) for key in _INHERITED}
+    settings = {key: getattr(t if key in own else defaults, key) for key in _INHERITED}
     return TaskSpec(
         name=name,
         kind=kind,

@@ -115,22 +115,25 @@ class DeadlineModel(StrictModel):
 class Header(StrictModel):
     job: f.JobName
     description: f.Text = ""
-    params: Mapping = {}
-    connections: Annotated[dict[str, f.NonEmptyText], f.MappingIn] = {}
-    defaults: Mapping = {}
+    params: Mapping = Field(default_factory=dict)
+    connections: Annotated[dict[str, f.NonEmptyText], f.MappingIn] = Field(default_factory=dict)
+    defaults: Mapping = Field(default_factory=dict)
     on_failure: Annotated[OnFailure, PlainValidator(f.choice(OnFailure))] = OnFailure.CONTINUE
     max_parallel: f.OptPosInt = None
     priority: f.Whole = 0
-    pools: Annotated[dict[str, f.PosInt], f.MappingIn] = {}
+    pools: Annotated[dict[str, f.PosInt], f.MappingIn] = Field(default_factory=dict)
     timezone: f.OptTimeZone = None
-    schedules: Annotated[list[Any], PlainValidator(f.ListOf("a list of schedules"))] = []
-    exceptions: Annotated[list[Any], PlainValidator(f.ListOf("a list of exceptions"))] = []
+    schedules: Annotated[list[Any], PlainValidator(f.ListOf("a list of schedules"))] = Field(
+        default_factory=list)
+    exceptions: Annotated[list[Any], PlainValidator(f.ListOf("a list of exceptions"))] = Field(
+        default_factory=list)
     on_misfire: Annotated[OnMisfire, PlainValidator(f.choice(OnMisfire))] = OnMisfire.RUN_ONCE
     on_overlap: Annotated[OnOverlap, PlainValidator(f.choice(OnOverlap))] = OnOverlap.SKIP
-    triggers: Annotated[list[Any], PlainValidator(f.ListOf("a list of triggers"))] = []
-    agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = []
+    triggers: Annotated[list[Any], PlainValidator(f.ListOf("a list of triggers"))] = Field(
+        default_factory=list)
+    agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = Field(default_factory=list)
     enabled: f.Bool = True
-    tags: Annotated[list[f.NonEmptyText], f.ListOrOne] = []
+    tags: Annotated[list[f.NonEmptyText], f.ListOrOne] = Field(default_factory=list)
     deadline: DeadlineModel | None = None
     # None (no key) means "taskplan.toml's defaults"; [] means no notifications at all.
     notify: Annotated[list[Any] | None, PlainValidator(
@@ -148,7 +151,7 @@ class Settings(StrictModel):
     timeout: f.OptPosDuration = None
     priority: f.Whole = 0
     pool: f.OptName = None
-    env: Annotated[dict[str, f.EnvValue], f.MappingIn] = {}
+    env: Annotated[dict[str, f.EnvValue], f.MappingIn] = Field(default_factory=dict)
     cwd: f.OptText = None
     trigger: Trigger = TriggerRule.ALL_SUCCESS
     in_process: f.Bool = False
@@ -170,21 +173,21 @@ class TaskModel(Settings):
         f.PYTHON_REF_RE, "a callable as module.path:function")))] = None
     job: Annotated[str | None, PlainValidator(f.optional_check(f.pattern_check(
         f.JOB_NAME_RE, "a job name of lowercase letters, digits, _ and -")))] = None
-    depends_on: Annotated[list[f.TaskName], f.ListOrOne] = []
+    depends_on: Annotated[list[f.TaskName], f.ListOrOne] = Field(default_factory=list)
     stage: f.OptPosInt = None
     foreach: ForeachModel | None = None
-    params: Mapping = {}
-    agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = []
+    params: Mapping = Field(default_factory=dict)
+    agent_labels: Annotated[list[f.AgentLabel], f.ListOrOne] = Field(default_factory=list)
     enabled: f.Bool = True
 
 
 class CalendarModel(StrictModel):
-    at: Annotated[list[f.Clock], f.ListOrOne] = []
-    minutes: Annotated[list[f.Minute], f.ListOrOne] = []
-    hours: Annotated[list[f.Hour], f.ListOrOne] = []
-    weekdays: Annotated[list[f.Weekday], f.ListOrOne] = []
-    monthdays: Annotated[list[f.Monthday], f.ListOrOne] = []
-    months: Annotated[list[f.Month], f.ListOrOne] = []
+    at: Annotated[list[f.Clock], f.ListOrOne] = Field(default_factory=list)
+    minutes: Annotated[list[f.Minute], f.ListOrOne] = Field(default_factory=list)
+    hours: Annotated[list[f.Hour], f.ListOrOne] = Field(default_factory=list)
+    weekdays: Annotated[list[f.Weekday], f.ListOrOne] = Field(default_factory=list)
+    monthdays: Annotated[list[f.Monthday], f.ListOrOne] = Field(default_factory=list)
+    months: Annotated[list[f.Month], f.ListOrOne] = Field(default_factory=list)
 
 
 class ScheduleModel(CalendarModel):
@@ -198,14 +201,15 @@ class ScheduleModel(CalendarModel):
     start: f.OptStartAt = None
     end: f.OptEndAt = None
     max_runs: f.OptPosInt = None
-    params: Mapping = {}
+    params: Mapping = Field(default_factory=dict)
     enabled: f.Bool = True
     # Checked entry by entry by the loader, like the job's own `exceptions:`.
-    exceptions: Annotated[list[Any], PlainValidator(f.ListOf("a list of exceptions"))] = []
+    exceptions: Annotated[list[Any], PlainValidator(f.ListOf("a list of exceptions"))] = Field(
+        default_factory=list)
 
 
 class ExceptionModel(CalendarModel):
-    dates: Annotated[list[f.Day], f.ListOrOne] = []
+    dates: Annotated[list[f.Day], f.ListOrOne] = Field(default_factory=list)
     calendar: f.OptCalendarName = None
 
 
@@ -220,8 +224,8 @@ class CalendarFile(StrictModel):
 
     calendar: f.CalendarName
     description: f.Text = ""
-    holidays: Annotated[list[HolidaysModel], f.ListOrOne] = []
-    dates: Annotated[list[f.Day], f.ListOrOne] = []
+    holidays: Annotated[list[HolidaysModel], f.ListOrOne] = Field(default_factory=list)
+    dates: Annotated[list[f.Day], f.ListOrOne] = Field(default_factory=list)
     weekends: Annotated[list[f.Weekday], f.ListOrOne] = [5, 6]
 
 
@@ -229,7 +233,7 @@ class TriggerModel(StrictModel):
     after: Annotated[list[f.JobName], f.ListOrOne, AfterValidator(_nonempty)]
     status: Annotated[Literal["succeeded", "finished"], PlainValidator(_status)] = "succeeded"
     within: f.OptPosDuration = None
-    params: Mapping = {}
+    params: Mapping = Field(default_factory=dict)
 
 
 def _event(v: Any) -> str:

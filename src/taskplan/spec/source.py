@@ -166,9 +166,27 @@ _TIMESTAMP = re.compile(
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
+# What a number, timestamp or `~` can start with. A plain scalar starting with anything else
+# (most keys, names and commands) is text unless it is one of the words below: a set lookup
+# instead of five patterns.
+_NOT_A_WORD = frozenset("~0123456789+-.")
+_WORDS: dict[str, Any] = {
+    **dict.fromkeys(("null", "Null", "NULL")),
+    **dict.fromkeys(("true", "True", "TRUE"), True),
+    **dict.fromkeys(("false", "False", "FALSE"), False),
+}
+
+
 def resolve_plain(value: str) -> Any:
     """The value of an unquoted scalar under the YAML 1.2 core schema (timestamps as ISO text,
     as the stored definition keeps them)."""
+    if value and value[0] not in _NOT_A_WORD:
+        return _WORDS.get(value, value)
+    return by_patterns(value)
+
+
+def by_patterns(value: str) -> Any:
+    """resolve_plain without its shortcut: every pattern of the core schema tried in turn."""
     if _NULL.fullmatch(value):
         return None
     if _BOOL.fullmatch(value):
@@ -269,13 +287,30 @@ class _Builder:
         except ImportError:  # PyYAML built without libyaml: same events, slower
             from yaml import BaseLoader as Parser  # type: ignore[assignment]
         parser = Parser(text)
+        # Events are told apart by their exact class (libyaml makes no subclasses): one dict
+        # lookup per event instead of a chain of isinstance checks, on 9 events a task.
+        handlers: dict[type, Any] = {
+            ev.ScalarEvent: self._scalar_event,
+            ev.MappingStartEvent: self._mapping_event,
+            ev.SequenceStartEvent: self._sequence_event,
+            ev.MappingEndEvent: self._end_event,
+            ev.SequenceEndEvent: self._end_event,
+            ev.AliasEvent: self._alias_event,
+        }
         try:
             root: Any = None
             documents = 0
             while True:
-                event = parser.get_event()
+                event: Any = parser.get_event()
                 if event is None or isinstance(event, ev.StreamEndEvent):
                     return root
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    mark = event.start_mark
+                    done = handler(event, (mark.line + 1, mark.column + 1))
+                    if done is not _NO_KEY:
+                        root = done
+                    continue
                 if isinstance(event, ev.DocumentStartEvent):
                     documents += 1
                     if documents > 1:
@@ -286,52 +321,57 @@ class _Builder:
                     continue
                 if isinstance(event, ev.StreamStartEvent | ev.DocumentEndEvent):
                     continue
-                done = self._event(event, ev)
-                if done is not _NO_KEY:
-                    root = done
+                mark = event.start_mark
+                raise LimitExceeded(mark.line + 1, mark.column + 1,
+                                    f"YAML syntax: unexpected {type(event).__name__}")
         finally:
             parser.dispose()
 
-    def _event(self, event: Any, ev: Any) -> Any:
-        """Feed one node event; returns the root value once it is complete, else _NO_KEY."""
-        mark = event.start_mark
-        pos = (mark.line + 1, mark.column + 1)
-        if isinstance(event, ev.AliasEvent):
-            return self._alias(event.anchor, pos)
-        if isinstance(event, ev.ScalarEvent):
-            value = _scalar(event)
-            if self._is_merge_key(event):
-                value = _MERGE
-            else:
-                self._count(1, pos, f"more than {_limit()} nodes in the document")
-            if event.anchor is not None:
-                self.anchors[event.anchor] = (value, 1)
-            empty = event.value == "" and event.implicit[0]
-            return self._add(value, pos, empty=empty)
-        if isinstance(event, ev.SequenceStartEvent | ev.MappingStartEvent):
-            if len(self.stack) >= MAX_DEPTH:
-                raise LimitExceeded(*pos, f"nested more than {MAX_DEPTH} levels deep")
-            self._count(1, pos, f"more than {_limit()} nodes in the document")
-            path = self._child_path()
-            if path is not None:
-                self._note_value(path, pos)
-            if event.anchor is not None:
-                self.open_anchors.add(event.anchor)
-            frame = _Frame(isinstance(event, ev.MappingStartEvent), path or (),
-                           event.anchor, self.expanded - 1, pos)
-            self.stack.append(frame)
-            return _NO_KEY
-        if isinstance(event, ev.SequenceEndEvent | ev.MappingEndEvent):
-            frame = self.stack.pop()
-            value = frame.value
-            for merged in frame.merges:  # explicit keys win; earlier merges win over later
-                for k, v in merged.items():
-                    value.setdefault(k, v)
-            if frame.anchor is not None:
-                self.open_anchors.discard(frame.anchor)
-                self.anchors[frame.anchor] = (value, self.expanded - frame.expanded)
-            return self._add(value, frame.pos, empty=False, placed=True)
-        raise LimitExceeded(*pos, f"YAML syntax: unexpected {type(event).__name__}")
+    # Each handler feeds one node event and returns the root value once it is complete,
+    # else _NO_KEY.
+    def _scalar_event(self, event: Any, pos: Pos) -> Any:
+        value = _scalar(event)
+        if self._is_merge_key(event):
+            value = _MERGE
+        else:
+            self._count_node(pos)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = (value, 1)
+        empty = event.value == "" and event.implicit[0]
+        return self._add(value, pos, empty=empty)
+
+    def _mapping_event(self, event: Any, pos: Pos) -> Any:
+        return self._start(event, pos, is_map=True)
+
+    def _sequence_event(self, event: Any, pos: Pos) -> Any:
+        return self._start(event, pos, is_map=False)
+
+    def _start(self, event: Any, pos: Pos, *, is_map: bool) -> Any:
+        if len(self.stack) >= MAX_DEPTH:
+            raise LimitExceeded(*pos, f"nested more than {MAX_DEPTH} levels deep")
+        self._count_node(pos)
+        path = self._child_path()
+        if path is not None:
+            self._note_value(path, pos)
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+        frame = _Frame(is_map, path or (), event.anchor, self.expanded - 1, pos)
+        self.stack.append(frame)
+        return _NO_KEY
+
+    def _end_event(self, event: Any, pos: Pos) -> Any:
+        frame = self.stack.pop()
+        value = frame.value
+        for merged in frame.merges:  # explicit keys win; earlier merges win over later
+            for k, v in merged.items():
+                value.setdefault(k, v)
+        if frame.anchor is not None:
+            self.open_anchors.discard(frame.anchor)
+            self.anchors[frame.anchor] = (value, self.expanded - frame.expanded)
+        return self._add(value, frame.pos, empty=False, placed=True)
+
+    def _alias_event(self, event: Any, pos: Pos) -> Any:
+        return self._alias(event.anchor, pos)
 
     @staticmethod
     def _is_merge_key(event: Any) -> bool:
@@ -352,6 +392,12 @@ class _Builder:
         if path is not None:
             self._note_value(path, pos)
         return self._add(value, pos, empty=False, placed=True)
+
+    def _count_node(self, pos: Pos) -> None:
+        """One more node (the message is only worded when the bound is crossed)."""
+        self.expanded += 1
+        if self.expanded > _limit():
+            raise LimitExceeded(*pos, f"more than {_limit()} nodes in the document")
 
     def _count(self, n: int, pos: Pos, message: str) -> None:
         self.expanded += n
@@ -438,6 +484,8 @@ _DUPLICATE = object()
 
 
 def _plain_key(key: Any) -> str | None:
+    if type(key) is str:  # nearly every key
+        return key
     if isinstance(key, bool):
         return "true" if key else "false"
     if isinstance(key, str | int | float) or key is None:
