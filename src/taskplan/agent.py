@@ -145,6 +145,7 @@ class Agent:
         self._reap_after = 0.0
         self._clock_offset: float | None = None
         self._upstream_names: dict[tuple[int, str], tuple[str, ...]] = {}
+        self._lower_stages: dict[tuple[int, int], tuple[str, ...]] = {}
 
     # -- control from other threads (signal handlers, the CLI) -----------------------------
     def drain(self) -> None:
@@ -557,10 +558,20 @@ class Agent:
             found = set(task.depends_on)
             if task.foreach is not None and task.foreach.from_task:
                 found.add(task.foreach.from_task)
-            if task.stage is not None:
-                found.update(t.name for t in job.tasks
-                             if t.stage is not None and t.stage < task.stage)
-            names = self._upstream_names[key] = tuple(sorted(found))
+            lower = () if task.stage is None else self._below(version_id, job, task.stage)
+            names = tuple(sorted(found.union(lower))) if found else lower
+            self._upstream_names[key] = names
+        return names
+
+    def _below(self, version_id: int, job: JobSpec, stage: int) -> tuple[str, ...]:
+        """The tasks of stages lower than `stage`, sorted: the same for every task of a stage,
+        so found once per stage rather than by a scan of the job for each of its tasks (a
+        1,000-task staged job spent a third of its run in those scans)."""
+        key = (version_id, stage)
+        names = self._lower_stages.get(key)
+        if names is None:
+            names = self._lower_stages[key] = tuple(sorted(
+                t.name for t in job.tasks if t.stage is not None and t.stage < stage))
         return names
 
     def _connection(self, job: JobSpec, name: str) -> str | None:

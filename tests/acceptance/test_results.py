@@ -26,6 +26,9 @@ def test_results_cross_stage_barriers_and_collect_foreach_items(tp: Taskplan) ->
 
         def collect(ctx):
             return ctx.results["each"]
+
+        def report(ctx):
+            return sorted(ctx.results)
     """)
     tp.write("stages.yaml", """
         job: stages
@@ -41,6 +44,7 @@ def test_results_cross_stage_barriers_and_collect_foreach_items(tp: Taskplan) ->
           show:
             depends_on: [each]
             shell: "echo items={{ tasks.each.result | join(',') }}"
+          report: {stage: 3, depends_on: [collect], python: "steps:report"}
     """)
     res = tp("run", "stages.yaml")
     assert res.code == 0, res
@@ -53,6 +57,8 @@ def test_results_cross_stage_barriers_and_collect_foreach_items(tp: Taskplan) ->
                                     " (results has: extract, side)")
     # a foreach's result downstream: its items' results in item order
     assert got["collect"]["result"] == [9, 1, 4]
+    # a staged task with its own depends_on: both, each name once
+    assert got["report"]["result"] == ["collect", "each", "extract", "side", "transform"]
     assert tp.ok("logs", "1", "show").out == "items=9,1,4\n"
 
 
