@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING
 from taskplan.lazy import lazy_names
 
 if TYPE_CHECKING:
+    from taskplan.spec.analysis import calendar_from_definition, job_from_definition
     from taskplan.spec.checked import load_job_file
     from taskplan.spec.digest import definition_hash
     from taskplan.spec.loader import (
         Definitions,
-        calendar_from_definition,
         expand_paths,
-        job_from_definition,
         load_definitions,
         load_job_files,
         load_job_text,
@@ -38,10 +37,10 @@ _LOADER = "taskplan.spec.loader"
 _HOMES = {
     "Definitions": _LOADER,
     "build_validators": "taskplan.spec.schema",
-    "calendar_from_definition": _LOADER,
+    "calendar_from_definition": "taskplan.spec.analysis",
     "definition_hash": "taskplan.spec.digest",
     "expand_paths": _LOADER,
-    "job_from_definition": _LOADER,
+    "job_from_definition": "taskplan.spec.analysis",
     "load_definitions": _LOADER,
     "load_job_file": "taskplan.spec.checked",
     "load_job_files": _LOADER,

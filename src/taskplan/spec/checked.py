@@ -62,19 +62,38 @@ def load_job_file(path: str | Path) -> JobSpec:
 
         return loader.load_job_file(path)  # it reports why the file cannot be read
     entry = _entry(raw)
-    if entry is not None:
-        spec = _read(entry)
-        if spec is not None and _zones_known(spec):
-            _touch(entry)  # pruning removes the least recently used
-            absolute = os.path.abspath(path)
-            return dataclasses.replace(spec, source_path=absolute,
-                                       base_dir=os.path.dirname(absolute))
+    spec = _hit(entry, path)
+    if spec is not None:
+        return spec
     from taskplan.spec import loader
 
     spec = loader.load_job_file_text(path, text)
     if entry is not None:
         _write(entry, spec)
     return spec
+
+
+def cached(path: str | Path, raw: bytes) -> JobSpec | None:
+    """The job these bytes of `path` define if they checked cleanly before, else None."""
+    return _hit(_entry(raw), path)
+
+
+def remember(raw: bytes, spec: JobSpec) -> None:
+    """Keep the job these bytes define, which checked cleanly."""
+    entry = _entry(raw)
+    if entry is not None:
+        _write(entry, spec)
+
+
+def _hit(entry: Path | None, path: str | Path) -> JobSpec | None:
+    if entry is None:
+        return None
+    spec = _read(entry)
+    if spec is None or not _zones_known(spec):
+        return None
+    _touch(entry)  # pruning removes the least recently used
+    absolute = os.path.abspath(path)
+    return dataclasses.replace(spec, source_path=absolute, base_dir=os.path.dirname(absolute))
 
 
 def cache_dir() -> Path | None:

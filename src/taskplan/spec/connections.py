@@ -34,12 +34,6 @@ class ConnectionsFile(StrictModel):
     description: f.Text = ""
 
 
-def is_connections_file(data: Any) -> bool:
-    """A file with a top-level `connections:` and no `job:` (nor `calendar:`)."""
-    return (isinstance(data, dict) and "connections" in data and "job" not in data
-            and "calendar" not in data)
-
-
 # ?password=... (libpq, psycopg and SQLAlchemy read it as the password too).
 _QUERY_PASSWORD = re.compile(r"[?&](?:password|passwd|pwd)=(?P<pw>[^&#\s]*)", re.IGNORECASE)
 

@@ -12,7 +12,7 @@ import pytest
 from spec_examples import SPEC_EXAMPLE
 
 from taskplan.errors import DefinitionError
-from taskplan.spec import checked, loader
+from taskplan.spec import analysis, checked, loader
 from taskplan.spec.shared import SHARED
 
 DEADLINE_AND_NOTIFY = """\
@@ -65,6 +65,22 @@ def test_a_hit_loads_neither_the_parser_nor_the_schema(tmp_path: Path, cache: Pa
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.split() == ["nightly_sales", "[]"]
+
+
+def test_apply_and_validate_of_a_kept_file_load_neither_parser_nor_schema(
+        tmp_path: Path, cache: Path) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    loader.load_definitions([path])
+    probe = ("import sys; from taskplan.spec import load_definitions, validate_files;"
+             f" found = load_definitions([{str(path)!r}]);"
+             f" problems = validate_files([{str(path)!r}]);"
+             " print(found.jobs[0].name, len(problems),"
+             " sorted(m for m in ('pydantic', 'yaml', 'taskplan.spec.analysis')"
+             " if m in sys.modules))")
+    env = {**os.environ, "TASKPLAN_CACHE_DIR": str(cache.parent)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["nightly_sales", "0", "[]"]
 
 
 def test_an_edited_file_is_checked_again(tmp_path: Path, cache: Path) -> None:
@@ -226,3 +242,45 @@ def test_an_upgraded_library_changes_the_stamp(tmp_path: Path,
     (lib / "__init__.py").write_text("VERSION = 2  # an upgrade\n")
     monkeypatch.setattr(checked, "_code_stamp", None)
     assert checked.code_stamp() != before
+
+
+def test_validate_and_apply_answer_an_unchanged_job_file_from_the_cache(
+        tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, SPEC_EXAMPLE)
+    first = loader.load_definitions([path])
+    assert len(entries(cache)) == 1
+    checks: list[str] = []
+    real = analysis.analyse_text
+    monkeypatch.setattr(analysis, "analyse_text", lambda text, shown, *rest: (
+        checks.append(shown), real(text, shown, *rest))[1])
+    assert loader.validate_files([path]) == []
+    again = loader.load_definitions([path])
+    assert checks == []  # neither looked at the file's text again
+    assert again.jobs == first.jobs
+    assert again.jobs[0].definition == first.jobs[0].definition
+    assert again.jobs[0].source_path == str(path.resolve())
+    # The run's cache and apply's are one: run finds what apply checked.
+    assert checked.load_job_file(path) == first.jobs[0]
+
+
+def test_a_job_name_defined_twice_points_at_the_line_also_from_the_cache(
+        tmp_path: Path, cache: Path) -> None:
+    one = write(tmp_path, "job: twice\ntasks:\n  a: {shell: echo a}\n", "one.yaml")
+    two = write(tmp_path, "# the same job name\njob: twice\ntasks:\n  b: {shell: echo b}\n",
+                "two.yaml")
+    for path in (one, two):  # each checks cleanly on its own, and is kept
+        loader.load_definitions([path])
+    assert len(entries(cache)) == 2
+    problems = [str(p) for p in loader.validate_files([one, two])]
+    assert problems == [f"{two}:2:6: job: 'twice' is already defined in {one}"]
+
+
+def test_a_calendar_file_beside_jobs_is_checked_every_time(tmp_path: Path, cache: Path) -> None:
+    calendar = write(tmp_path, "calendar: plant\nholidays: [{country: FR}]\n", "plant.yaml")
+    job = write(tmp_path, "job: j\ntasks:\n  a: {shell: echo a}\n", "j.yaml")
+    found = loader.load_definitions([calendar, job])
+    assert [c.name for c in found.calendars] == ["plant"]
+    assert len(entries(cache)) == 1  # the job only
+    calendar.write_text("calendar: plant\nholidays: [{country: XX}]\n")
+    with pytest.raises(DefinitionError):
+        loader.load_definitions([calendar, job])
