@@ -127,9 +127,9 @@ def _load_spec(ctx: Context, version_id: int, tx: Tx) -> JobSpec:
     row = ops.version_row(tx, version_id)
     if row is None:
         raise NotFoundError(f"no job version {version_id}")
-    from taskplan.spec import job_from_definition
+    from taskplan.spec.checked import job_from_stored
 
-    spec = job_from_definition(loads(row.definition), row.source_path, row.base_dir)
+    spec = job_from_stored(row.definition, row.source_path, row.base_dir)
     with ctx.specs.lock:
         ctx.specs.specs[version_id] = spec
     return spec

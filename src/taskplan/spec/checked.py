@@ -62,7 +62,7 @@ def load_job_file(path: str | Path) -> JobSpec:
 
         return loader.load_job_file(path)  # it reports why the file cannot be read
     entry = _entry(raw)
-    spec = _hit(entry, path)
+    spec = _hit_at(entry, path)
     if spec is not None:
         return spec
     from taskplan.spec import loader
@@ -75,7 +75,7 @@ def load_job_file(path: str | Path) -> JobSpec:
 
 def cached(path: str | Path, raw: bytes) -> JobSpec | None:
     """The job these bytes of `path` define if they checked cleanly before, else None."""
-    return _hit(_entry(raw), path)
+    return _hit_at(_entry(raw), path)
 
 
 def remember(raw: bytes, spec: JobSpec) -> None:
@@ -85,15 +85,39 @@ def remember(raw: bytes, spec: JobSpec) -> None:
         _write(entry, spec)
 
 
-def _hit(entry: Path | None, path: str | Path) -> JobSpec | None:
+def job_from_stored(definition: str, source_path: str, base_dir: str) -> JobSpec:
+    """The JobSpec of a stored version's definition (its JSON text), rebuilt once per
+    definition and taskplan code: a process that meets a version (`run JOB`, `jobs`, an agent's
+    first task of it) otherwise loads the schema and checks every task of it again."""
+    raw = definition.encode()
+    entry = _entry(raw, b"stored")
+    spec = _hit(entry, source_path, base_dir)
+    if spec is not None:
+        return spec
+    import json
+
+    from taskplan.spec.analysis import job_from_definition
+
+    spec = job_from_definition(json.loads(definition), source_path, base_dir)
+    if entry is not None:
+        _write(entry, spec)
+    return spec
+
+
+def _hit_at(entry: Path | None, path: str | Path) -> JobSpec | None:
+    """An entry's job, placed where the file `path` lies."""
+    absolute = os.path.abspath(path)
+    return _hit(entry, absolute, os.path.dirname(absolute))
+
+
+def _hit(entry: Path | None, source_path: str, base_dir: str) -> JobSpec | None:
     if entry is None:
         return None
     spec = _read(entry)
     if spec is None or not _zones_known(spec):
         return None
     _touch(entry)  # pruning removes the least recently used
-    absolute = os.path.abspath(path)
-    return dataclasses.replace(spec, source_path=absolute, base_dir=os.path.dirname(absolute))
+    return dataclasses.replace(spec, source_path=source_path, base_dir=base_dir)
 
 
 def cache_dir() -> Path | None:
@@ -109,10 +133,11 @@ def cache_dir() -> Path | None:
     return base / "jobs"
 
 
-def key_of(raw: bytes) -> bytes:
-    """Everything the checking of a file of these bytes depends on, hashed."""
+def key_of(raw: bytes, kind: bytes = b"file") -> bytes:
+    """Everything the checking of a file of these bytes (kind b"file") or of a stored
+    definition of this JSON text (kind b"stored") depends on, hashed."""
     h = hashlib.sha256(FORMAT)
-    for part in (code_stamp(), "\0".join(sorted(SHARED.get())).encode(), raw):
+    for part in (kind, code_stamp(), "\0".join(sorted(SHARED.get())).encode(), raw):
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
     return h.digest()
@@ -155,7 +180,7 @@ def _file_stamp(module: str) -> str:
     return f"{spec.origin} {st.st_size} {st.st_mtime_ns}"
 
 
-def _entry(raw: bytes) -> Path | None:
+def _entry(raw: bytes, kind: bytes = b"file") -> Path | None:
     """Where these bytes' entry is, or None when the cache is off or not safe to use."""
     folder = cache_dir()
     if folder is None:
@@ -163,7 +188,7 @@ def _entry(raw: bytes) -> Path | None:
     try:
         if not _safe(folder):
             return None
-        return folder / (key_of(raw).hex() + ".pickle")
+        return folder / (key_of(raw, kind).hex() + ".pickle")
     except (OSError, ImportError, ValueError):  # a module gone mid-upgrade, say: check
         return None
 

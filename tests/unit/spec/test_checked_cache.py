@@ -3,6 +3,7 @@ builds, and nothing that changes the checking's answer can be answered from the 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from spec_examples import SPEC_EXAMPLE
 
 from taskplan.errors import DefinitionError
 from taskplan.spec import analysis, checked, loader
+from taskplan.spec.outcome import Outcome
 from taskplan.spec.shared import SHARED
 
 DEADLINE_AND_NOTIFY = """\
@@ -251,8 +253,12 @@ def test_validate_and_apply_answer_an_unchanged_job_file_from_the_cache(
     assert len(entries(cache)) == 1
     checks: list[str] = []
     real = analysis.analyse_text
-    monkeypatch.setattr(analysis, "analyse_text", lambda text, shown, *rest: (
-        checks.append(shown), real(text, shown, *rest))[1])
+
+    def counted(text: str, shown: str, *rest: str) -> Outcome:
+        checks.append(shown)
+        return real(text, shown, *rest)
+
+    monkeypatch.setattr(analysis, "analyse_text", counted)
     assert loader.validate_files([path]) == []
     again = loader.load_definitions([path])
     assert checks == []  # neither looked at the file's text again
@@ -284,3 +290,30 @@ def test_a_calendar_file_beside_jobs_is_checked_every_time(tmp_path: Path, cache
     calendar.write_text("calendar: plant\nholidays: [{country: XX}]\n")
     with pytest.raises(DefinitionError):
         loader.load_definitions([calendar, job])
+
+
+def test_a_stored_definition_is_rebuilt_once(tmp_path: Path, cache: Path) -> None:
+    import json
+
+    from taskplan.spec.analysis import job_from_definition
+    from taskplan.store.ops import dumps
+
+    spec = loader.load_job_file(write(tmp_path, SPEC_EXAMPLE))
+    text = dumps(spec.definition)
+    fresh = job_from_definition(json.loads(text), "/jobs/a.yaml", "/jobs")
+    first = checked.job_from_stored(text, "/jobs/a.yaml", "/jobs")
+    assert first == fresh and len(entries(cache)) == 1
+    moved = checked.job_from_stored(text, "/elsewhere/b.yaml", "/elsewhere")
+    assert moved == dataclasses.replace(fresh, source_path="/elsewhere/b.yaml",
+                                        base_dir="/elsewhere")
+    # A file of the same job keeps an entry of its own: the two are never mistaken.
+    checked.load_job_file(tmp_path / "job.yaml")
+    assert len(entries(cache)) == 2
+    probe = ("import sys; from taskplan.spec.checked import job_from_stored;"
+             f" spec = job_from_stored({text!r}, '/jobs/a.yaml', '/jobs');"
+             " print(spec.name, sorted(m for m in ('pydantic', 'taskplan.spec.analysis')"
+             " if m in sys.modules))")
+    env = {**os.environ, "TASKPLAN_CACHE_DIR": str(cache.parent)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split() == ["nightly_sales", "[]"]
