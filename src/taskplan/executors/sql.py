@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -26,6 +28,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, time
 from decimal import Decimal
+from time import monotonic as time_monotonic
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
@@ -204,7 +207,13 @@ def _first_line(exc: BaseException) -> str:
 
 # -- interrupting a running statement ----------------------------------------------------------
 class _Interrupter:
-    """Cancels the statement running on `conn` from another thread, on timeout or cancel."""
+    """Cancels the statement running on `conn` from another thread, on timeout or cancel.
+
+    An attempt that ends on its own starts no thread: its timeout is a deadline on the
+    process's one watchdog (`_DEADLINES`) and a cancel is a callback. Either starts the thread
+    that cancels the statement, again every RECANCEL_EVERY seconds, until the statements are
+    over. (A thread per attempt cost a SQL task a fifth of its time: starting it and joining it
+    are two thread wake-ups.)"""
 
     def __init__(self, engine: Engine, conn: Connection) -> None:
         self.engine = engine
@@ -216,25 +225,28 @@ class _Interrupter:
             self.thread_id = int(driver.thread_id())
         self.reason: str | None = None
         self.done = threading.Event()
-        self._go = threading.Event()
         self._lock = threading.Lock()
+        self._canceller: threading.Thread | None = None
 
     def fire(self, reason: str) -> None:
         with self._lock:
-            if self.reason is None and not self.done.is_set():
-                self.reason = reason
-        self._go.set()
+            if self.reason is not None or self.done.is_set():
+                return
+            self.reason = reason
+            self._canceller = threading.Thread(target=self._cancel_until_done, daemon=True,
+                                               name="taskplan-sql-cancel")
+            self._canceller.start()
 
     def finish(self) -> None:
-        """The statements are over: stop supervising (a later cancel or timeout changes nothing)."""
+        """The statements are over: stop cancelling (a later cancel or timeout changes
+        nothing), and wait until no cancel can reach the connection any more."""
         with self._lock:
             self.done.set()
-        self._go.set()
+            canceller = self._canceller
+        if canceller is not None:
+            canceller.join()
 
-    def supervise(self, timeout: float | None) -> None:
-        """Runs on its own thread until `done`: waits for a reason, then cancels repeatedly."""
-        if not self._go.wait(timeout):
-            self.fire("timeout")
+    def _cancel_until_done(self) -> None:
         while not self.done.is_set():
             self._cancel_now()
             self.done.wait(RECANCEL_EVERY)
@@ -251,6 +263,67 @@ class _Interrupter:
                 self.driver.interrupt()
         except Exception as exc:
             logger.warning("cannot cancel a SQL statement: %s", mask_url(_first_line(exc)))
+
+
+class _Deadlines:
+    """The timeouts of the process's running SQL attempts, watched by one thread (started with
+    the first attempt that has a timeout, then asleep until the nearest deadline)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int]] = []
+        self._waiting: dict[int, _Interrupter] = {}
+        self._keys = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, stop: _Interrupter, timeout: float | None) -> Callable[[], None]:
+        """Fire `stop` with "timeout" once `timeout` seconds have passed; returns what ends
+        the watch."""
+        if timeout is None:
+            return _nothing
+        key = next(self._keys)
+        deadline = time_monotonic() + timeout
+        with self._cond:
+            self._waiting[key] = stop
+            if len(self._heap) > 64 + 2 * len(self._waiting):  # ended watches pile up
+                self._heap = [e for e in self._heap if e[1] in self._waiting]
+                heapq.heapify(self._heap)
+            heapq.heappush(self._heap, (deadline, key))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="taskplan-sql-deadlines")
+                self._thread.start()
+            elif self._heap[0][1] == key:
+                self._cond.notify()
+
+        def unwatch() -> None:
+            with self._cond:
+                self._waiting.pop(key, None)
+
+        return unwatch
+
+    def _run(self) -> None:
+        while True:
+            due: list[_Interrupter] = []
+            with self._cond:
+                now = time_monotonic()
+                while self._heap and (self._heap[0][1] not in self._waiting
+                                      or self._heap[0][0] <= now):
+                    stop = self._waiting.pop(heapq.heappop(self._heap)[1], None)
+                    if stop is not None:
+                        due.append(stop)
+                if not due:
+                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    continue
+            for stop in due:
+                stop.fire("timeout")
+
+
+def _nothing() -> None:
+    return None
+
+
+_DEADLINES = _Deadlines()
 
 
 # -- the executor ---------------------------------------------------------------------------
@@ -294,10 +367,8 @@ class SqlExecutor:
              cancel: Cancellation) -> ExecResult:
         stop = _Interrupter(engine, conn)
         unhook_notices = _hook_notices(stop, log)
-        supervisor = threading.Thread(target=stop.supervise, args=(timeout,), daemon=True,
-                                      name="taskplan-sql-cancel")
         unhook = cancel.on_cancel(lambda: stop.fire("cancel"))
-        supervisor.start()
+        unwatch = _DEADLINES.watch(stop, timeout)
         result: dict[str, Any] = {}
         failed: str | None = None
         try:
@@ -319,9 +390,9 @@ class SqlExecutor:
                 if stop.family == "mysql":
                     _mysql_warnings(conn, log)
         finally:
+            unwatch()
             stop.finish()
             unhook()
-            supervisor.join()
             unhook_notices()
             if stop.reason is not None or failed is not None:
                 conn.invalidate()  # never hand a half-cancelled session back to the pool
