@@ -6,7 +6,11 @@ assignments, and a first word that is no builtin or reserved word) is run as tha
 as make does: `sh -c` would start a shell only for it to start the program, about 1.5 ms of
 CPU more per attempt (and 6 ms of an attempt's time with eight starting at once on two cores).
 If the direct start fails (not found, not executable, not a binary) the string goes to `sh -c`
-after all, so errors and exit codes (127, 126) are the shell's.
+after all, so errors and exit codes (127, 126) are the shell's. The program gets what the shell
+would have given it (PWD set to its folder; an environment with names that are not shell names,
+or without PATH, keeps the shell). One difference remains, and is documented: a program killed
+by a signal is reported as such ("killed by SIGKILL"), where dash, which forks the program
+instead of exec'ing it, exits 128 + the signal (137) and prints the signal's name.
 
 Each attempt runs in its own session (`start_new_session=True`), so its process group holds the
 command and everything it starts. Timeout and cancel signal the whole group: SIGTERM, then SIGKILL
@@ -105,15 +109,37 @@ def plain_argv(command: str) -> list[str] | None:
     return words
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _start(
     direct: list[str] | None, argv: list[str], cwd: str, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    if direct is not None:
+    if direct is not None and _shell_would_pass_on(env):
         try:
-            return _spawn(direct, cwd, env)
+            return _spawn(direct, cwd, {**env, "PWD": _pwd(env, cwd)})
         except OSError:
             pass  # the shell starts it, or says why it cannot, in its own words
     return _spawn(argv, cwd, env)
+
+
+def _shell_would_pass_on(env: dict[str, str]) -> bool:
+    """Whether the program would get this environment from `sh` as it is: dash drops names
+    that are not shell names (`spring.profiles.active`), and without PATH searches its own
+    default list. Such an environment keeps the shell in between."""
+    return "PATH" in env and all(_NAME.fullmatch(name) for name in env)
+
+
+def _pwd(env: dict[str, str], cwd: str) -> str:
+    """What the shell would export as PWD: the inherited one if it names `cwd`, else the
+    physical path (the agent's own PWD is some other folder)."""
+    inherited = env.get("PWD", "")
+    try:
+        if os.path.isabs(inherited) and os.path.samefile(inherited, cwd):
+            return inherited
+    except OSError:
+        pass
+    return os.path.realpath(cwd)
 
 
 def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -233,9 +233,16 @@ class _Interrupter:
             if self.reason is not None or self.done.is_set():
                 return
             self.reason = reason
-            self._canceller = threading.Thread(target=self._cancel_until_done, daemon=True,
-                                               name="taskplan-sql-cancel")
-            self._canceller.start()
+            canceller = threading.Thread(target=self._cancel_until_done, daemon=True,
+                                         name="taskplan-sql-cancel")
+            try:
+                canceller.start()
+            except RuntimeError as exc:  # no thread to be had: cancel once, from here
+                logger.warning("cannot start a thread to cancel a SQL statement (%s);"
+                               " cancelling it once", exc)
+                self._cancel_now()  # under the lock: finish() waits for it
+                return
+            self._canceller = canceller
 
     def finish(self) -> None:
         """The statements are over: stop cancelling (a later cancel or timeout changes
@@ -290,9 +297,14 @@ class _Deadlines:
                 heapq.heapify(self._heap)
             heapq.heappush(self._heap, (deadline, key))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="taskplan-sql-deadlines")
-                self._thread.start()
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name="taskplan-sql-deadlines")
+                try:
+                    thread.start()
+                except RuntimeError:
+                    self._waiting.pop(key, None)
+                    raise  # the attempt fails; the next one tries to start it again
+                self._thread = thread
             elif self._heap[0][1] == key:
                 self._cond.notify()
 
@@ -316,7 +328,10 @@ class _Deadlines:
                     self._cond.wait(self._heap[0][0] - now if self._heap else None)
                     continue
             for stop in due:
-                stop.fire("timeout")
+                try:
+                    stop.fire("timeout")
+                except Exception:  # the watchdog must outlive any one attempt
+                    logger.exception("cannot time out a SQL statement")
 
 
 def _nothing() -> None:
@@ -368,10 +383,11 @@ class SqlExecutor:
         stop = _Interrupter(engine, conn)
         unhook_notices = _hook_notices(stop, log)
         unhook = cancel.on_cancel(lambda: stop.fire("cancel"))
-        unwatch = _DEADLINES.watch(stop, timeout)
+        unwatch = _nothing
         result: dict[str, Any] = {}
         failed: str | None = None
         try:
+            unwatch = _DEADLINES.watch(stop, timeout)
             for n, (clause, values) in enumerate(zip(clauses, binds, strict=True), 1):
                 if stop.reason is not None:
                     break

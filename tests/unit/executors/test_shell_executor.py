@@ -276,3 +276,29 @@ def test_plain_command_that_cannot_start_gets_the_shells_verdict(make_request, s
     locked.chmod(0o644)
     denied = shell.execute(make_request(str(locked)), RecordingSink(), Cancellation())
     assert (denied.ok, denied.exit_code) == (False, 126)
+
+
+def test_plain_command_gets_the_environment_the_shell_would_give(make_request, tmp_path,
+                                                                monkeypatch) -> None:
+    (tmp_path / "w").mkdir()
+    monkeypatch.setenv("PWD", "/")  # the agent's own folder, not the task's
+    outputs = []
+    for command in ("printenv PWD", "printenv PWD;"):  # direct, then under sh
+        got = RecordingSink()
+        assert shell.execute(make_request(command, cwd="w"), got, Cancellation()).ok
+        outputs.append(got.text)
+    assert outputs[0] == outputs[1] == f"{(tmp_path / 'w').resolve()}\n"
+    # A name that is no shell name: dash drops it, so the shell stays in between.
+    odd = make_request("printenv spring.profiles.active", env={"spring.profiles.active": "x"})
+    got = RecordingSink()
+    result = shell.execute(odd, got, Cancellation())
+    assert (result.ok, got.text) == (False, "")
+
+
+def test_plain_command_killed_by_a_signal_is_reported_as_such(make_request, sink,
+                                                             tmp_path) -> None:
+    # Documented: with no shell in between (dash would have said exit code 137).
+    script = tmp_path / "die.py"
+    script.write_text("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    result = shell.execute(make_request(f"{PY} {script}"), sink, Cancellation())
+    assert (result.ok, result.exit_code, result.error) == (False, -9, "killed by SIGKILL")

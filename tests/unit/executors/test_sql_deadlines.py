@@ -49,3 +49,20 @@ def test_ended_watches_do_not_pile_up() -> None:
         deadlines.watch(Stop("x", fired, threading.Event()), 3600.0)()
     assert len(deadlines._heap) <= 64 + 2
     assert not deadlines._waiting and fired == []
+
+
+class Raising(Stop):
+    def fire(self, reason: str) -> None:
+        super().fire(reason)
+        raise RuntimeError("can't start new thread")
+
+
+def test_an_attempt_whose_timeout_fails_does_not_stop_the_watchdog() -> None:
+    fired: list[tuple[str, str]] = []
+    seen = threading.Event()
+    deadlines = _Deadlines()
+    deadlines.watch(Raising("broken", fired, seen), 0.01)
+    wait_for(lambda: fired, "the first timeout")
+    deadlines.watch(Stop("next", fired, seen), 0.01)
+    wait_for(lambda: len(fired) == 2, "the watchdog to time out the next attempt too")
+    assert fired == [("broken", "timeout"), ("next", "timeout")]
