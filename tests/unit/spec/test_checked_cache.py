@@ -42,6 +42,13 @@ def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
     return path
 
 
+def in_new_process(code: str, cache: Path) -> list[str]:
+    """What `code` prints, as words, run by a fresh interpreter using this cache."""
+    env = {**os.environ, "TASKPLAN_CACHE_DIR": str(cache.parent)}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout.split()
+
+
 def test_a_hit_is_the_job_the_checking_builds(tmp_path: Path, cache: Path) -> None:
     path = write(tmp_path, SPEC_EXAMPLE)
     fresh = loader.load_job_file(path)
@@ -63,10 +70,7 @@ def test_a_hit_loads_neither_the_parser_nor_the_schema(tmp_path: Path, cache: Pa
              f" spec = load_job_file({str(path)!r}); print(spec.name,"
              " sorted(m for m in ('pydantic', 'yaml', 'taskplan.spec.loader')"
              " if m in sys.modules))")
-    env = {**os.environ, "TASKPLAN_CACHE_DIR": str(cache.parent)}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    assert out.split() == ["nightly_sales", "[]"]
+    assert in_new_process(probe, cache) == ["nightly_sales", "[]"]
 
 
 def test_apply_and_validate_of_a_kept_file_load_neither_parser_nor_schema(
@@ -79,10 +83,7 @@ def test_apply_and_validate_of_a_kept_file_load_neither_parser_nor_schema(
              " print(found.jobs[0].name, len(problems),"
              " sorted(m for m in ('pydantic', 'yaml', 'taskplan.spec.analysis')"
              " if m in sys.modules))")
-    env = {**os.environ, "TASKPLAN_CACHE_DIR": str(cache.parent)}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    assert out.split() == ["nightly_sales", "0", "[]"]
+    assert in_new_process(probe, cache) == ["nightly_sales", "0", "[]"]
 
 
 def test_an_edited_file_is_checked_again(tmp_path: Path, cache: Path) -> None:
@@ -313,7 +314,4 @@ def test_a_stored_definition_is_rebuilt_once(tmp_path: Path, cache: Path) -> Non
              f" spec = job_from_stored({text!r}, '/jobs/a.yaml', '/jobs');"
              " print(spec.name, sorted(m for m in ('pydantic', 'taskplan.spec.analysis')"
              " if m in sys.modules))")
-    env = {**os.environ, "TASKPLAN_CACHE_DIR": str(cache.parent)}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    assert out.split() == ["nightly_sales", "[]"]
+    assert in_new_process(probe, cache) == ["nightly_sales", "[]"]
