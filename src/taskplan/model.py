@@ -10,6 +10,7 @@ import re
 from dataclasses import field
 from datetime import date, datetime, time
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 from taskplan.dataclass import dataclass
@@ -259,7 +260,10 @@ class JobSpec:
     base_dir: str = ""
 
     def task(self, name: str) -> TaskSpec:
-        for t in self.tasks:
-            if t.name == name:
-                return t
-        raise KeyError(name)
+        return self._by_name[name]
+
+    @cached_property
+    def _by_name(self) -> dict[str, TaskSpec]:
+        # Built on first use (a cached_property writes the instance's __dict__ directly, so a
+        # frozen class allows it): callers look up many tasks of a large job.
+        return {t.name: t for t in self.tasks}

@@ -334,11 +334,10 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
     resets: list[Reset] = []
     settle: list[tuple[int, TaskState]] = []
     ready = 0
-    by_name = {t.name: t for t in spec.tasks}  # spec.task() is a scan: once per task run here
     for t in graph.top:
         if t.id not in redo:
             continue
-        task_spec = None if t.kind == TaskRunKind.BARRIER else by_name[t.task]
+        task_spec = None if t.kind == TaskRunKind.BARRIER else spec.task(t.task)
         extra = 1 + (task_spec.retries if task_spec else 0)
         kids = [k for k, state in graph.children.get(t.id, []) if state != TaskState.SUCCEEDED]
         ups = graph.ups.get(t.id, [])

@@ -67,13 +67,12 @@ def create_run_in(ctx: Context, tx: Tx, spec: JobSpec, version_id: int,
     )
     ups = plan_upstreams(spec)
     initial = initial_states(spec, ups)
-    by_name = {t.name: t for t in spec.tasks}  # JobSpec.task() is a linear scan
     rows: list[dict[str, Any]] = []
     ready = unfinished = 0
     max_label_set = 0
     for name in ups:
         is_barrier = name.startswith("@")
-        task = None if is_barrier else by_name[name]
+        task = None if is_barrier else spec.task(name)
         task_labels = label_set(ctx, tx, task.agent_labels) if task else None
         max_label_set = max(max_label_set, task_labels or 0)
         state, pend = initial[name]

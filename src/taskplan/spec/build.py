@@ -64,7 +64,7 @@ def task(name: str, t: TaskModel, defaults: Settings, job_labels: tuple[str, ...
             values=tuple(fe.values) if fe.values is not None else None,
             from_task=fe.from_,
         )
-    settings = {key: getattr(t if key in own else defaults, key) for key in _INHERITED}
+    settings = {key: pick(key) for key in _INHERITED}
     return TaskSpec(
         name=name,
         kind=kind,

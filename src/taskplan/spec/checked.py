@@ -33,12 +33,15 @@ import pickle
 import stat
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import TZPATH
 
 import taskplan
 from taskplan.model import JobSpec
+from taskplan.spec.outcome import Outcome
 from taskplan.spec.shared import SHARED
+from taskplan.spec.source import Positions
 from taskplan.timing.checks import check_timezone
 
 FORMAT = b"taskplan-checked-job-3"
@@ -61,53 +64,56 @@ def load_job_file(path: str | Path) -> JobSpec:
         from taskplan.spec import loader
 
         return loader.load_job_file(path)  # it reports why the file cannot be read
+    absolute = os.path.abspath(path)
+
+    def check() -> JobSpec:
+        from taskplan.spec import loader
+
+        return loader.load_job_file_text(path, text)
+
+    return _kept(_entry(raw), absolute, os.path.dirname(absolute), check)
+
+
+def outcome_of(path: str | Path, raw: bytes, analyse: Callable[[], Outcome]) -> Outcome:
+    """What `analyse()` finds in the file `path` of these bytes; from the cache, with no
+    positions, when the same bytes checked cleanly before (the caller analyses the file again
+    if it must point into it), and kept when it finds a job and no problem."""
     entry = _entry(raw)
-    spec = _hit_at(entry, path)
+    absolute = os.path.abspath(path)
+    spec = _hit(entry, absolute, os.path.dirname(absolute))
     if spec is not None:
-        return spec
-    from taskplan.spec import loader
-
-    spec = loader.load_job_file_text(path, text)
-    if entry is not None:
-        _write(entry, spec)
-    return spec
-
-
-def cached(path: str | Path, raw: bytes) -> JobSpec | None:
-    """The job these bytes of `path` define if they checked cleanly before, else None."""
-    return _hit_at(_entry(raw), path)
-
-
-def remember(raw: bytes, spec: JobSpec) -> None:
-    """Keep the job these bytes define, which checked cleanly."""
-    entry = _entry(raw)
-    if entry is not None:
-        _write(entry, spec)
+        return Outcome(spec, [], spec.definition, Positions())
+    out = analyse()
+    if entry is not None and out.spec is not None and not out.problems:
+        _write(entry, out.spec)
+    return out
 
 
 def job_from_stored(definition: str, source_path: str, base_dir: str) -> JobSpec:
     """The JobSpec of a stored version's definition (its JSON text), rebuilt once per
     definition and taskplan code: a process that meets a version (`run JOB`, `jobs`, an agent's
     first task of it) otherwise loads the schema and checks every task of it again."""
-    raw = definition.encode()
-    entry = _entry(raw, b"stored")
+
+    def rebuild() -> JobSpec:
+        import json
+
+        from taskplan.spec.analysis import job_from_definition
+
+        return job_from_definition(json.loads(definition), source_path, base_dir)
+
+    return _kept(_entry(definition.encode(), b"stored"), source_path, base_dir, rebuild)
+
+
+def _kept(entry: Path | None, source_path: str, base_dir: str,
+          build: Callable[[], JobSpec]) -> JobSpec:
+    """The entry's job placed at source_path/base_dir, else build() (raising on problems),
+    kept in the entry."""
     spec = _hit(entry, source_path, base_dir)
-    if spec is not None:
-        return spec
-    import json
-
-    from taskplan.spec.analysis import job_from_definition
-
-    spec = job_from_definition(json.loads(definition), source_path, base_dir)
-    if entry is not None:
-        _write(entry, spec)
+    if spec is None:
+        spec = build()
+        if entry is not None:
+            _write(entry, spec)
     return spec
-
-
-def _hit_at(entry: Path | None, path: str | Path) -> JobSpec | None:
-    """An entry's job, placed where the file `path` lies."""
-    absolute = os.path.abspath(path)
-    return _hit(entry, absolute, os.path.dirname(absolute))
 
 
 def _hit(entry: Path | None, source_path: str, base_dir: str) -> JobSpec | None:

@@ -44,16 +44,13 @@ def _analyse_file(path: str | Path, *, use_cache: bool = False) -> Outcome:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return Outcome(None, [Problem(shown, 1, 1, f"cannot read the file: {reason}")], None,
                        Positions())
-    if use_cache:
-        hit = checked.cached(path, raw)
-        if hit is not None:
-            return Outcome(hit, [], hit.definition, Positions())
-    from taskplan.spec.analysis import analyse_text
 
-    out = analyse_text(text, shown, absolute, os.path.dirname(absolute))
-    if use_cache and out.spec is not None and not out.problems:
-        checked.remember(raw, out.spec)
-    return out
+    def analyse() -> Outcome:
+        from taskplan.spec.analysis import analyse_text
+
+        return analyse_text(text, shown, absolute, os.path.dirname(absolute))
+
+    return checked.outcome_of(path, raw, analyse) if use_cache else analyse()
 
 
 def load_job_file(path: str | Path) -> JobSpec:
