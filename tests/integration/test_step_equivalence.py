@@ -195,12 +195,36 @@ def snapshot(store: Store, runs: list[int]) -> list[Any]:
     return out
 
 
+# derandomize: the same 25 graphs every run, so that CI's verdict does not depend on the draw.
+# A random draw found the divergence pinned below (it is older than this choice).
 @pytest.mark.slow
-@settings(max_examples=25, report_multiple_bugs=False, deadline=None,
+@settings(max_examples=25, report_multiple_bugs=False, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(shape=shapes())
 def test_batched_and_server_steps_write_what_the_reference_writes(store: Store,
                                                                   shape: Shape) -> None:
+    assert_same_as_reference(store, shape)
+
+
+def _plain(priority: int, foreach: int | None = None) -> dict[str, Any]:
+    return {"deps": [], "stage": None, "trigger": "all_success", "retries": 0,
+            "priority": priority, "pool": False, "foreach": foreach, "label": False}
+
+
+@pytest.mark.xfail(strict=True, reason="known: on PostgreSQL a foreach item's success in the"
+                   " step after a sibling foreach's item failed under on_failure: cancel is"
+                   " recorded succeeded; the reference records it cancelled")
+def test_a_foreach_item_ending_after_a_cancel_policy_fired(store: Store) -> None:
+    if store.backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite writes what the reference writes here")
+    tasks = [_plain(-3), _plain(-2), _plain(-1), _plain(0, foreach=1), _plain(1),
+             _plain(2, foreach=1)]
+    assert_same_as_reference(store, Shape(
+        tasks=tasks, policy="cancel", max_parallel=None, pool_size=1, fails_once=frozenset(),
+        fails_always=frozenset({"t3"}), second_priority=-1, pin_second=False))
+
+
+def assert_same_as_reference(store: Store, shape: Shape) -> None:
     got = []
     for cls in (OneByOne, Engine):
         clock = Clock()
