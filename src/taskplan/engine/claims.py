@@ -130,17 +130,17 @@ def _claim_run(tx: Tx, run: ClaimableRun, n: int, agent_id: int, now: float,
                  else None)
     cands = ops.claim_candidates(tx, run.id, n, max_stage,
                                  mine if run.max_label_set else None)
-    ids = [i for i, pool in cands if pool is None]
-    pooled = [(i, pool) for i, pool in cands if pool is not None]
-    if pooled:
-        if pools is None:
-            sizes = ops.pool_sizes(tx)
-            pools = (sizes, dict(ops.pool_usage(tx, sizes)))
-        sizes, used = pools
-        for tr_id, pool in pooled:
-            if pool_has_room(pool, sizes, used):
-                ids.append(tr_id)
-                used[pool] = used.get(pool, 0) + 1
+    ids: list[int] = []  # best first, as the server step takes them
+    for tr_id, pool in cands:
+        if pool is not None:
+            if pools is None:
+                sizes = ops.pool_sizes(tx)
+                pools = (sizes, dict(ops.pool_usage(tx, sizes)))
+            sizes, used = pools
+            if not pool_has_room(pool, sizes, used):
+                continue
+            used[pool] = used.get(pool, 0) + 1
+        ids.append(tr_id)
     if not ids:
         return [], pools
     claims = claim_ops.claim_ready(tx, ids, agent_id, now, run.version_id)

@@ -75,11 +75,16 @@ def claim_ready(tx: Tx, ids: Sequence[int], agent_id: int, now: float, version_i
                 ) -> list[Claim]:
     """Mark these ready task runs of one run (of version `version_id`) running for the agent,
     a new attempt each (its number is the fencing token); those that were still ready come
-    back as claims."""
+    back as claims, in the order of `ids`."""
     marks = ", ".join(f":i{n}" for n in range(len(ids)))
     params: dict[str, Any] = {f"i{n}": v for n, v in enumerate(ids)}
     params.update(a=agent_id, t=now, v=version_id)
-    return [_claim(row) for row in tx.all(_MARK_RUNNING.format(marks=marks), params)]
+    claims = [_claim(row) for row in tx.all(_MARK_RUNNING.format(marks=marks), params)]
+    # RETURNING comes in whatever order the rows were found; the caller's order is the
+    # claim's (best first), which decides, e.g., the order foreach claims are expanded in.
+    place = {i: n for n, i in enumerate(ids)}
+    claims.sort(key=lambda c: place[c.task_run_id])
+    return claims
 
 
 def running_claims_of_agent(tx: Tx, agent_id: int) -> list[Claim]:
