@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from benchmarks.targets import Target
 from benchmarks.workloads import chain_text, quantile, stages_text, wide_text
@@ -70,7 +70,7 @@ def _bytecode() -> None:
     compileall.compile_dir(os.path.dirname(taskplan.__file__), quiet=1)
 
 
-def walls(commands: dict[str, Sequence[str]], cwd: str, samples: int = SAMPLES,
+def walls(commands: Mapping[str, Sequence[str]], cwd: str, samples: int = SAMPLES,
           before: dict[str, Callable[[], None]] | None = None,
           env: dict[str, str] | None = None) -> dict[str, float]:
     """Median wall seconds of each command, its output discarded (as a pipe would take it).

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskplan.store.db import Store
+from taskplan.store.dialects.postgresql import PostgresDialect
 from taskplan.store.pgserver import NOTIFY_CHANNEL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -82,14 +83,15 @@ class Agents:
                 registered = int(tx.scalar(
                     f"SELECT COUNT(*) FROM agents WHERE state = 'alive' AND pid IN ({marks})"))
                 listening = len(pids)
-                if store.backend == "postgresql":
+                dialect = store.dialect
+                if isinstance(dialect, PostgresDialect):
                     # Each agent's listener connection's last statement is its LISTEN.
                     listening = int(tx.scalar(
                         "SELECT COUNT(*) FROM pg_stat_activity WHERE datname ="
                         " current_database() AND query = :listen AND NOT (pid = ANY(:own))",
                         {"listen": f"LISTEN {NOTIFY_CHANNEL}",
-                         "own": sorted(store.dialect.own_pids)}))
-                    listening -= 1 if store.dialect.listening.is_set() else 0
+                         "own": sorted(dialect.own_pids)}))
+                    listening -= 1 if dialect.listening.is_set() else 0
             if registered >= len(pids) and listening >= len(pids):
                 return
             if time.monotonic() > deadline:

@@ -25,7 +25,7 @@ class Figure:
 
 
 # The headline figures, in table order. A row's other figures are kept in the JSON.
-FIGURES = (
+FIGURES: tuple[Figure, ...] = (
     Figure("chain200", "ms_per_hop", "chain200 per hop (wall/200)", "ms", 1.0, False, 5.0),
     Figure("chain200", "hop_p50_ms", "chain200 hop p50 (start to start)", "ms", 1.0, False,
            5.0),

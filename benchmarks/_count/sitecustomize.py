@@ -54,7 +54,7 @@ def _install() -> None:
         conn.set_trace_callback(_note)
         return conn
 
-    sqlite3.connect = connect  # type: ignore[assignment]
+    sqlite3.connect = connect
     try:
         import psycopg
     except ImportError:
