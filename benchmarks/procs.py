@@ -113,6 +113,16 @@ class Agents:
                 pass
         return "\n".join(out)
 
+    def cpu_s(self) -> float:
+        """The agents' CPU seconds so far (all their threads), the exited ones' left out."""
+        total = 0.0
+        for p in self.procs:
+            try:
+                total += cpu_seconds(p.pid)
+            except FileNotFoundError:
+                pass
+        return total
+
     def peak_rss_mb(self) -> float:
         """The largest VmHWM (peak RSS) among the agent processes, in MB."""
         return max((proc_status_kb(p.pid, "VmHWM") for p in self.procs), default=0.0) / 1024

@@ -35,6 +35,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure("chain200", "gap_p99_ms", "chain200 gap p99 (finish to next start)", "ms", None,
            False),
     Figure("wide1000", "tasks_per_s", "wide1000", "tasks/s", 3000.0, True, 2000.0),
+    Figure("wide1000", "agents_cpu_ms_per_task", "wide1000 agents' CPU per task (PostgreSQL)",
+           "ms", None, False),
     Figure("stages10x100", "wall_s", "stages10x100 wall", "s", 0.5, False, 1.0),
     Figure("sleep64", "makespan_s", "sleep64 makespan", "s", 4.1, False, 4.2),
     Figure("shell500", "tasks_per_s", "shell500", "tasks/s", 400.0, True, 300.0),

@@ -115,6 +115,7 @@ class Execution:
     hop_gaps: list[float]  # finished_at of task i -> started_at of task i+1 (chains only)
     hop_periods: list[float]  # started_at of task i -> started_at of task i+1 (chains only)
     agent_rss_mb: float | None = None  # PostgreSQL: the larger peak RSS of the two agents
+    agents_cpu_s: float | None = None  # PostgreSQL: both agents' CPU from create_run to the end
 
 
 @contextmanager
@@ -159,12 +160,15 @@ def execute_pg(target: Target, label: str, text: str, *, chain: bool = False) ->
         with Agents(url, target.workdir, PG_AGENTS, PG_SLOTS) as agents:
             agents.start(store)
             gc.collect()
+            cpu = agents.cpu_s()
             start = time.perf_counter()
             run_id = engine.create_run(version_id)
             end = wait_run_end(store, run_id, agents)
+            cpu = agents.cpu_s() - cpu
             rss = agents.peak_rss_mb()
         ex = _check(store, engine, run_id, end - start, chain)
         ex.agent_rss_mb = rss
+        ex.agents_cpu_s = cpu
         return ex
 
 
@@ -229,8 +233,12 @@ def quantile(values: list[float], q: float) -> float:
 
 # -- the rows -------------------------------------------------------------------------------
 def _rss(ex: Execution, figures: Figures) -> Figures:
+    """PostgreSQL rows: the agents' peak RSS and their CPU per task (what a log line or a
+    read added to each task shows here first)."""
     if ex.agent_rss_mb is not None:
         figures["agent_peak_rss_mb"] = ex.agent_rss_mb
+    if ex.agents_cpu_s is not None:
+        figures["agents_cpu_ms_per_task"] = ex.agents_cpu_s * 1000 / ex.tasks
     return figures
 
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import queue
 import sys
-import time
+import threading
+from collections import deque
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 # LogRecord attributes that are not event fields.
@@ -49,50 +48,86 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-class _DroppingQueueHandler(QueueHandler):
-    """Hands records to the writer thread; when it is QUEUE_MAX records behind (stderr is a
-    pipe nobody reads), further records are dropped rather than waited on."""
+class LineWriter(logging.Handler):
+    """Keeps records in memory and writes them every WRITE_EVERY seconds, all at once, from a
+    thread of its own: an agent's dispatcher and slots never wait on stderr (a full pipe
+    cannot stall heartbeats and get the agent declared lost), and an agent running hundreds
+    of short tasks a second wakes the writer a few times a second, not three times per task
+    (each wake-up of a thread that then takes the GIL cost the dispatcher more than the line
+    itself). When QUEUE_MAX records wait (stderr is a pipe nobody reads), further records are
+    dropped rather than waited on."""
 
-    def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            pass  # dropped: a log must never block the agent
+    def __init__(self, target: logging.Handler, *, thread: bool = True) -> None:
+        """thread=False: no writer thread; lines are written by write_out() alone."""
+        super().__init__()
+        self.target = target
+        self.records: deque[logging.LogRecord] = deque()
+        self._written = threading.Lock()  # one writer at a time: lines stay in order
+        self._stop = threading.Event()
+        if thread:
+            threading.Thread(target=self._loop, name="taskplan-log", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < QUEUE_MAX:
+            self.records.append(record)  # the writer formats: JSON reads the record's fields
+
+    def _loop(self) -> None:
+        while not self._stop.wait(WRITE_EVERY):
+            self.write_out()
+
+    def write_out(self) -> None:
+        with self._written:
+            lines = []
+            while self.records:
+                record = self.records.popleft()
+                try:
+                    lines.append(self.target.format(record))
+                except Exception:  # a bad record must not take the others down
+                    self.target.handleError(record)
+            if not lines:
+                return
+            stream = getattr(self.target, "stream", None)
+            try:
+                if stream is not None:
+                    stream.write("\n".join(lines) + "\n")
+                    stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr closed or broken: the log is lost, the agent goes on
+
+    def close_at_exit(self, within: float) -> None:
+        """Write what waits, giving up after `within` seconds (never hang on stderr)."""
+        self._stop.set()
+        done = threading.Thread(target=self.write_out, name="taskplan-log-exit", daemon=True)
+        done.start()
+        done.join(within)
 
 
 QUEUE_MAX = 10_000
+WRITE_EVERY = 0.1  # seconds a line may wait before it is written
 
 
 def configure(fmt: str = "text", verbosity: int = 0) -> None:
     """Send taskplan's log to stderr. verbosity: -1 quiet (warnings and errors), 0 events
-    (INFO), 1 and more debug.
-
-    Lines are written by a thread of their own: an agent's dispatcher and slots never wait on
-    stderr, so a full pipe cannot stall heartbeats (and get the agent declared lost)."""
+    (INFO), 1 and more debug."""
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 \
         else logging.DEBUG
-    writer = logging.StreamHandler(sys.stderr)
+    target = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        writer.setFormatter(JsonFormatter())
+        target.setFormatter(JsonFormatter())
     else:
-        writer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_MAX)
-    listener = QueueListener(records, writer)
-    listener.start()
+        target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    # No line shows the calling thread's or process's name, nor the caller's source line:
+    # each record would pay for reading them (the logging HOWTO's "Optimization" settings;
+    # _srcfile = None is how it says to skip looking up the caller).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logger = logging.getLogger("taskplan")
     for old in list(logger.handlers):
         logger.removeHandler(old)
-    handler = _DroppingQueueHandler(records)
-    # The writer formats (JSON needs the record's own fields, not a pre-formatted message).
-    handler.prepare = lambda record: record  # type: ignore[method-assign]
-    logger.addHandler(handler)
+    writer = LineWriter(target)
+    logger.addHandler(writer)
     logger.setLevel(level)
     logger.propagate = False
-    atexit.register(_drain, records)
-
-
-def _drain(records: queue.Queue[logging.LogRecord]) -> None:
-    """At exit, give the writer a second to print what is queued (never hang on stderr)."""
-    deadline = time.monotonic() + 1.0
-    while not records.empty() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    atexit.register(writer.close_at_exit, 1.0)
