@@ -49,13 +49,13 @@ class JsonFormatter(logging.Formatter):
 
 
 class LineWriter(logging.Handler):
-    """Keeps records in memory and writes them every WRITE_EVERY seconds, all at once, from a
-    thread of its own: an agent's dispatcher and slots never wait on stderr (a full pipe
-    cannot stall heartbeats and get the agent declared lost), and an agent running hundreds
-    of short tasks a second wakes the writer a few times a second, not three times per task
-    (each wake-up of a thread that then takes the GIL cost the dispatcher more than the line
-    itself). When QUEUE_MAX records wait (stderr is a pipe nobody reads), further records are
-    dropped rather than waited on."""
+    """Keeps records in memory; a thread of its own writes, all at once, what arrived within
+    WRITE_EVERY seconds of the first waiting record. An agent's dispatcher and slots never
+    wait on stderr (a full pipe cannot stall heartbeats and get the agent declared lost); an
+    agent running hundreds of short tasks a second wakes the writer a few times a second, not
+    three times per task (each wake-up of a thread that then takes the GIL cost the dispatcher
+    more than the line itself), and an idle one not at all. When QUEUE_MAX records wait
+    (stderr is a pipe nobody reads), further records are dropped rather than waited on."""
 
     def __init__(self, target: logging.Handler, *, thread: bool = True) -> None:
         """thread=False: no writer thread; lines are written by write_out() alone."""
@@ -63,6 +63,7 @@ class LineWriter(logging.Handler):
         self.target = target
         self.records: deque[logging.LogRecord] = deque()
         self._written = threading.Lock()  # one writer at a time: lines stay in order
+        self._waiting = threading.Event()  # set by the first record after a write
         self._stop = threading.Event()
         if thread:
             threading.Thread(target=self._loop, name="taskplan-log", daemon=True).start()
@@ -70,9 +71,15 @@ class LineWriter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if len(self.records) < QUEUE_MAX:
             self.records.append(record)  # the writer formats: JSON reads the record's fields
+            if not self._waiting.is_set():
+                self._waiting.set()
 
     def _loop(self) -> None:
-        while not self._stop.wait(WRITE_EVERY):
+        while True:
+            self._waiting.wait()
+            if self._stop.wait(WRITE_EVERY):  # the lines that follow within it go along
+                return
+            self._waiting.clear()
             self.write_out()
 
     def write_out(self) -> None:
@@ -97,6 +104,7 @@ class LineWriter(logging.Handler):
     def close_at_exit(self, within: float) -> None:
         """Write what waits, giving up after `within` seconds (never hang on stderr)."""
         self._stop.set()
+        self._waiting.set()
         done = threading.Thread(target=self.write_out, name="taskplan-log-exit", daemon=True)
         done.start()
         done.join(within)

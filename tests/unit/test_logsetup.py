@@ -19,7 +19,9 @@ LOGGING_CHILD = textwrap.dedent("""
     log = logging.getLogger("taskplan.agent")
     for i in range(int(sys.argv[2])):
         log.info("task end: %s", i, extra={"event": "task_end", "n": i})
-    if sys.argv[3] == "stay":
+    if sys.argv[3] == "stay":  # a quiet spell (the writer goes to sleep), then one more line
+        time.sleep(0.5)
+        log.info("task end: again", extra={"event": "task_end"})
         time.sleep(60)
 """)
 
@@ -39,12 +41,13 @@ def test_every_line_is_written_in_order_before_the_process_exits() -> None:
     assert records[0]["event"] == "task_end" and records[0]["message"] == "task end: 0"
 
 
-def test_a_line_is_written_while_the_daemon_runs_on() -> None:
+def test_lines_are_written_while_the_daemon_runs_on() -> None:
     proc = child("text", 1, stay=True)
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()  # blocks until the writer thread wrote it
-        assert line.endswith(" INFO task end: 0\n")
+        # Each readline blocks until the writer thread wrote the line.
+        assert proc.stderr.readline().endswith(" INFO task end: 0\n")
+        assert proc.stderr.readline().endswith(" INFO task end: again\n")
         assert proc.poll() is None
     finally:
         proc.kill()
