@@ -282,12 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.repeat < 1:
         parser.error(f"unknown rows {unknown}; known: {','.join(ROWS)}" if unknown
                      else "--repeat must be at least 1")
+    python = prefect_python(args.prefect_python)  # a bad --prefect-python stops us first
     peers: dict[str, Callable[[str, str], float]] = {}
     if importlib.util.find_spec("luigi") is not None:
         peers["luigi"] = luigi_wall
     else:
         print("luigi is not installed here (pip install luigi): left out", file=sys.stderr)
-    python = prefect_python(args.prefect_python)
     if python is not None:
         peers["prefect"] = lambda work, row: prefect_wall(python, work, row)
     else:

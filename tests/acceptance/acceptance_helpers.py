@@ -110,7 +110,12 @@ class Taskplan:
                 out, err = proc.communicate()
                 pytest.fail(f"taskplan exited {proc.returncode} while waiting\n{out}\n{err}")
             if time.monotonic() > deadline:
-                pytest.fail(f"{name} never appeared")
+                said = ""
+                if proc is not None:  # what the process printed says why it never came
+                    proc.kill()
+                    out, err = proc.communicate()
+                    said = f"\nits process printed:\n{out}\n{err}"
+                pytest.fail(f"{name} never appeared{said}")
             time.sleep(0.02)
         return path
 

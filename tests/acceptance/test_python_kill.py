@@ -14,9 +14,10 @@ FOREVER = """
     import os, time
 
     def forever(ctx):
-        with open("pid.tmp", "w") as f:
+        # Each task its own temporary name: two tasks start at once.
+        with open(f"pid-{ctx.task}.tmp", "w") as f:
             f.write(str(os.getpid()))
-        os.replace("pid.tmp", f"pid-{ctx.task}")
+        os.replace(f"pid-{ctx.task}.tmp", f"pid-{ctx.task}")
         while True:  # no timeout, no cooperation: only a kill ends this
             time.sleep(0.05)
 """
