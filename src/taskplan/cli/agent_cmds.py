@@ -62,8 +62,10 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
     setup_logging(log_format, quiet, verbose)
     # A daemon builds the job-file validators now, not in the middle of its first run.
     from taskplan.spec import build_validators
+    from taskplan.spec.checked import warm_up
 
     build_validators()
+    warm_up()
     ctx = get_context(db)
     engine = ctx.engine
     agent = Agent(engine, slots=slots, name=name, root_run_id=None,
