@@ -139,3 +139,11 @@ def configure(fmt: str = "text", verbosity: int = 0) -> None:
     logger.setLevel(level)
     logger.propagate = False
     atexit.register(writer.close_at_exit, 1.0)
+
+
+def write_waiting(within: float = 1.0) -> None:
+    """Write the lines that wait now: for a daemon leaving by os._exit, which runs no exit
+    hooks."""
+    for handler in logging.getLogger("taskplan").handlers:
+        if isinstance(handler, LineWriter):
+            handler.close_at_exit(within)

@@ -111,6 +111,9 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
     if agent.cancelled:
         # A python task running inline cannot be killed: its thread would keep the process.
         ctx.close()
+        from taskplan.logsetup import write_waiting
+
+        write_waiting()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
