@@ -19,9 +19,11 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,12 +57,15 @@ class LineWriter(logging.Handler):
     agent running hundreds of short tasks a second wakes the writer a few times a second, not
     three times per task (each wake-up of a thread that then takes the GIL cost the dispatcher
     more than the line itself), and an idle one not at all. When QUEUE_MAX records wait
-    (stderr is a pipe nobody reads), further records are dropped rather than waited on."""
+    (stderr is a pipe nobody reads), further records are dropped rather than waited on.
 
-    def __init__(self, target: logging.Handler, *, thread: bool = True) -> None:
+    `out` takes the text of one write; it may block (a full pipe), it must not raise for a
+    stream that is gone (the log is then lost; the daemon goes on)."""
+
+    def __init__(self, out: Callable[[str], None], *, thread: bool = True) -> None:
         """thread=False: no writer thread; lines are written by write_out() alone."""
         super().__init__()
-        self.target = target
+        self.out = out
         self.records: deque[logging.LogRecord] = deque()
         self._written = threading.Lock()  # one writer at a time: lines stay in order
         self._waiting = threading.Event()  # set by the first record after a write
@@ -88,21 +93,15 @@ class LineWriter(logging.Handler):
             while self.records:
                 record = self.records.popleft()
                 try:
-                    lines.append(self.target.format(record))
+                    lines.append(self.format(record))
                 except Exception:  # a bad record must not take the others down
-                    self.target.handleError(record)
-            if not lines:
-                return
-            stream = getattr(self.target, "stream", None)
-            try:
-                if stream is not None:
-                    stream.write("\n".join(lines) + "\n")
-                    stream.flush()
-            except (OSError, ValueError):
-                pass  # stderr closed or broken: the log is lost, the agent goes on
+                    self.handleError(record)
+            if lines:
+                self.out("\n".join(lines) + "\n")
 
     def close_at_exit(self, within: float) -> None:
-        """Write what waits, giving up after `within` seconds (never hang on stderr)."""
+        """Write what waits and stop, giving up after `within` seconds (never hang on a
+        stderr nobody reads)."""
         self._stop.set()
         self._waiting.set()
         done = threading.Thread(target=self.write_out, name="taskplan-log-exit", daemon=True)
@@ -114,27 +113,46 @@ QUEUE_MAX = 10_000
 WRITE_EVERY = 0.1  # seconds a line may wait before it is written
 
 
+def stderr_writer() -> Callable[[str], None]:
+    """Writes to a descriptor of its own for stderr, not through sys.stderr: a writer blocked
+    on a full pipe then holds none of sys.stderr's locks, so the exit's flush of sys.stderr
+    (logging.shutdown, or before os._exit) cannot wait on it forever."""
+    try:
+        fd = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no real stderr (embedded, captured)
+        def through(text: str) -> None:
+            try:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+        return through
+
+    def raw(text: str) -> None:
+        data = memoryview(text.encode("utf-8", "backslashreplace"))
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError:
+            pass  # stderr closed or broken
+    return raw
+
+
 def configure(fmt: str = "text", verbosity: int = 0) -> None:
     """Send taskplan's log to stderr. verbosity: -1 quiet (warnings and errors), 0 events
     (INFO), 1 and more debug."""
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 \
         else logging.DEBUG
-    target = logging.StreamHandler(sys.stderr)
+    writer = LineWriter(stderr_writer())
     if fmt == "json":
-        target.setFormatter(JsonFormatter())
+        writer.setFormatter(JsonFormatter())
     else:
-        target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    # No line shows the calling thread's or process's name, nor the caller's source line:
-    # each record would pay for reading them (the logging HOWTO's "Optimization" settings;
-    # _srcfile = None is how it says to skip looking up the caller).
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+        writer.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("taskplan")
     for old in list(logger.handlers):
+        if isinstance(old, LineWriter):  # configured before: its lines come first
+            old.close_at_exit(1.0)
         logger.removeHandler(old)
-    writer = LineWriter(target)
     logger.addHandler(writer)
     logger.setLevel(level)
     logger.propagate = False
