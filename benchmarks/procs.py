@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,17 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # fields 14 and 15 of stat(5)
+
+
+def cpu_seconds_of(pids: Iterable[int]) -> float:
+    """The CPU seconds these processes used so far, those already gone left out."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            continue
+    return total
 
 
 @dataclass
@@ -115,13 +127,7 @@ class Agents:
 
     def cpu_s(self) -> float:
         """The agents' CPU seconds so far (all their threads), the exited ones' left out."""
-        total = 0.0
-        for p in self.procs:
-            try:
-                total += cpu_seconds(p.pid)
-            except FileNotFoundError:
-                pass
-        return total
+        return cpu_seconds_of(p.pid for p in self.procs)
 
     def peak_rss_mb(self) -> float:
         """The largest VmHWM (peak RSS) among the agent processes, in MB."""

@@ -19,7 +19,7 @@ import gc
 import os
 import time
 
-from benchmarks.procs import TICKS, Agents, cpu_seconds
+from benchmarks.procs import TICKS, Agents, cpu_seconds_of
 from benchmarks.targets import Target
 from benchmarks.workloads import applied, fanout_text, wait_run_end, wide_text
 from taskplan.store.db import Store
@@ -41,17 +41,6 @@ def _server_pids(store: Store) -> set[int]:
     return {int(pid) for (pid,) in rows} - own
 
 
-def _postgres_cpu(pids: set[int]) -> float:
-    """CPU seconds used so far by these processes (0 for one that is gone)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            total += cpu_seconds(pid)
-        except OSError:
-            continue
-    return total
-
-
 def _machine_cpu() -> float:
     """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
     with open("/proc/stat", encoding="ascii") as fh:
@@ -66,15 +55,14 @@ def _one(target: Target, label: str, text: str, tasks: int, agents: int) -> Figu
           Agents(url, target.workdir, agents, SLOTS) as procs):
         procs.start(store)
         gc.collect()
-        pids = [p.pid for p in procs.procs]
         server = _server_pids(store)
-        pg0, cpu0 = _postgres_cpu(server), _machine_cpu()
-        ag0 = sum(cpu_seconds(pid) for pid in pids)
+        pg0, cpu0 = cpu_seconds_of(server), _machine_cpu()
+        ag0 = procs.cpu_s()
         start = time.perf_counter()
         run_id = engine.create_run(version_id)
         end = wait_run_end(store, run_id, procs)
-        pg1, cpu1 = _postgres_cpu(server), _machine_cpu()
-        ag1 = sum(cpu_seconds(pid) for pid in pids)
+        pg1, cpu1 = cpu_seconds_of(server), _machine_cpu()
+        ag1 = procs.cpu_s()
     wall = end - start
     cores = os.cpu_count() or 1
     db_ms = (pg1 - pg0) / tasks * 1000

@@ -20,6 +20,7 @@ from taskplan.cli.common import (
     handle_errors,
     json_option,
     log_options,
+    prepare_daemon,
     print_json,
     setup_logging,
     short_time,
@@ -60,12 +61,7 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
         except ValueError as exc:
             raise UsageError(f"--exit-when-idle: {exc}") from None
     setup_logging(log_format, quiet, verbose)
-    # A daemon builds the job-file validators now, not in the middle of its first run.
-    from taskplan.spec import build_validators
-    from taskplan.spec.checked import warm_up
-
-    build_validators()
-    warm_up()
+    prepare_daemon()
     ctx = get_context(db)
     engine = ctx.engine
     agent = Agent(engine, slots=slots, name=name, root_run_id=None,

@@ -56,6 +56,17 @@ def setup_logging(log_format: str, quiet: bool, verbose: int) -> None:
     configure(log_format, -1 if quiet else verbose)
 
 
+def prepare_daemon() -> None:
+    """What a daemon does at start rather than in the middle of its first run or firing:
+    build the job-file validators, and stamp taskplan's code for the cache of checked
+    definitions (an agent's first claim of a version reads it)."""
+    from taskplan.spec import build_validators
+    from taskplan.spec.checked import warm_up
+
+    build_validators()
+    warm_up()
+
+
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 

@@ -19,6 +19,7 @@ from taskplan.cli.common import (
     handle_errors,
     json_option,
     log_options,
+    prepare_daemon,
     print_json,
     setup_logging,
 )
@@ -133,11 +134,7 @@ def scheduler_cmd(lease: float, log_format: str, quiet: bool, verbose: int,
     setup_logging(log_format, quiet, verbose)
     from taskplan.notify.sender import start_sender
     from taskplan.scheduler import Scheduler
-    from taskplan.spec import build_validators
-    from taskplan.spec.checked import warm_up
-
-    build_validators()  # a daemon: not at its first firing
-    warm_up()
+    prepare_daemon()
     ctx = get_context(db)
     scheduler = Scheduler(ctx.engine, lease=lease, default_tz=ctx.settings.timezone)
     restore = _on_signals(scheduler.stop)
@@ -175,11 +172,7 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
 
     setup_logging(log_format, quiet, verbose)
     web = web_cmds.listen(host, port, token_file) if port is not None else None
-    from taskplan.spec import build_validators
-    from taskplan.spec.checked import warm_up
-
-    build_validators()  # a daemon: not in the middle of its first run
-    warm_up()
+    prepare_daemon()
     ctx = get_context(db)
     engine = ctx.engine
     scheduler = Scheduler(engine, lease=lease, default_tz=ctx.settings.timezone)
