@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from taskplan.cli.common import one_line
 from taskplan.store.urls import backend_of, mask_url
 
 
@@ -100,6 +101,7 @@ def check(spec: str) -> None:
             with psycopg.connect(pg_dsn(spec), autocommit=True, connect_timeout=5) as conn:
                 conn.execute("SELECT 1")
         except psycopg.Error as exc:
-            raise SystemExit(f"--db {mask_url(spec)}: cannot connect: {exc}") from None
+            reason = one_line(str(exc))
+            raise SystemExit(f"--db {mask_url(spec)}: cannot connect: {reason}") from None
         return
     raise SystemExit(f"--db {mask_url(spec)}: expected 'sqlite', sqlite:/// or postgresql://")
