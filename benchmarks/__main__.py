@@ -27,7 +27,7 @@ WORKLOADS = {**ENGINE_WORKLOADS, **COMMAND_WORKLOADS, "agents_scale": agents_sca
 DERIVED = ("wide1000_vs_floor", "cli_vs_floor", "cli_wide1000_vs_floor",
            "wide1000_tasks_vs_floor")
 # Rows `all` leaves out on PostgreSQL (still runnable by name): fanout100k takes ~10x
-# fanout10k (~4-5 min a repetition here), and the plan.s PostgreSQL rows were asked without
+# fanout10k (~4-5 min a repetition here), and the plan's PostgreSQL rows were asked without
 # sched_jitter (60 s a repetition, scheduler and agent in one process).
 # fanout1m and history1m (a million items / finished runs) are run by name, once, late;
 # fanout100k_stream is fanout1m's shape at 100,000 items (its memory is compared with it).
