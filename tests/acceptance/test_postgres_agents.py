@@ -220,11 +220,9 @@ def test_sigterm_drains_and_a_second_sigterm_cancels(pgtp: PgTaskplan) -> None:
     agent.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     assert agent.poll() is None  # draining: waits for the task
-    t0 = time.monotonic()
     agent.send_signal(signal.SIGTERM)
-    res = finish(agent, timeout=15)
+    res = finish(agent, timeout=15)  # fails if it waited for the 30 s task
     assert res.code == 0, res.err
-    assert time.monotonic() - t0 < 5
     assert sql(pgtp, "SELECT state FROM task_runs WHERE run_id = %s", long_run) == [
         ("cancelled",)]
     assert sql(pgtp, "SELECT state FROM attempts WHERE run_id = %s", long_run) == [

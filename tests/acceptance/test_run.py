@@ -341,3 +341,16 @@ def test_status_rows_say_their_kind(tp: Taskplan) -> None:
     assert any(line.split()[:3] == ["each[1]", "item", "failed"] for line in text), text
     assert any(line.split()[:2] == ["sub", "job"] and f"child run {child}" in line
                for line in text), text
+
+
+def test_a_folder_or_a_missing_file_is_refused_in_one_line(tp: Taskplan) -> None:
+    (tp.home / "jobs").mkdir()
+    folder = tp("run", "jobs")
+    assert folder.code == 2 and folder.out == ""
+    assert folder.err.splitlines() == [
+        "taskplan: jobs: a folder, not a job file (run takes one job file or the name of an"
+        " applied job)"]
+    missing = tp("run", "nightly.yaml")
+    assert missing.code == 2
+    assert missing.err.splitlines() == ["taskplan: nightly.yaml: no such job file"]
+    assert not tp.db_path.exists()  # nothing was created for either

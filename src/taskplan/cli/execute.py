@@ -47,6 +47,9 @@ FLUSH_SECONDS = 15.0
 def load_if_file(job_or_file: str) -> JobSpec | None:
     """A path to a job file is loaded (and fully validated); anything else is a job name."""
     path = Path(job_or_file)
+    if path.is_dir():
+        raise UsageError(f"{job_or_file}: a folder, not a job file (run takes one job file or"
+                         " the name of an applied job)")
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise UsageError(f"{job_or_file}: no such job file")

@@ -194,12 +194,13 @@ def test_cancel_from_another_thread_kills_the_group(make_request, sink, tmp_path
 def test_background_straggler_is_killed_after_normal_exit(make_request, sink, tmp_path) -> None:
     # The straggler holds the output pipe: without the group cleanup the attempt would hang.
     pid_file = tmp_path / "pid"
-    started = time.monotonic()
-    result = shell.execute(
-        make_request(f"sleep 100 & echo $! > {pid_file}; echo done"), sink, Cancellation()
-    )
-    assert result == ExecResult(ok=True, exit_code=0)
-    assert time.monotonic() - started < 2
+    got: list[ExecResult] = []
+    attempt = threading.Thread(target=lambda: got.append(shell.execute(
+        make_request(f"sleep 1000 & echo $! > {pid_file}; echo done"), sink, Cancellation())))
+    attempt.start()
+    attempt.join(60)  # a hang would last as long as the straggler: 1,000 s
+    assert not attempt.is_alive(), "the attempt waited for its background straggler"
+    assert got == [ExecResult(ok=True, exit_code=0)]
     assert sink.text == "done\n"
     assert gone_soon(read_pids(pid_file))
 
