@@ -30,3 +30,25 @@ def test_child_run_tasks_are_named_with_their_run(tp: Taskplan) -> None:
     assert re.search(r"\bouter\s+succeeded$", res.out, re.M)
     assert re.search(r"\brun 2\s+succeeded$", res.out, re.M)
     assert re.search(r"\brun 1\s+succeeded$", res.out, re.M)
+
+
+def test_task_runs_ended_without_an_attempt_get_their_line(tp: Taskplan) -> None:
+    # on_failure continue (the default): the failure's dependants end upstream_failed.
+    tp.write("up.yaml", "job: up\ntasks:\n  a: {shell: \"exit 3\"}\n"
+             "  b: {shell: \"true\", depends_on: [a]}\n  c: {shell: \"true\", depends_on: [b]}\n")
+    res = tp("run", "up.yaml")
+    assert res.code == 1, res
+    ends = [re.sub(r"^\S+ \S+\s+", "", ln) for ln in res.out.splitlines()]
+    assert [" ".join(e.split()) for e in ends[:5]] == [
+        "a running", "a failed (exit code 3)", "b upstream_failed", "c upstream_failed",
+        "run 1 failed"], res.out
+    # on_failure stop: what never started is skipped when the running task ends.
+    tp.write("stop.yaml", "job: stopper\non_failure: stop\ntasks:\n  a: {shell: \"exit 3\"}\n"
+             "  b: {shell: \"true\", depends_on: [a]}\n  slow: {shell: \"sleep 0.3\"}\n"
+             "  late: {shell: \"true\", depends_on: [slow]}\n")
+    res = tp("run", "stop.yaml", "--workers", "2")
+    assert res.code == 1, res
+    assert re.search(r"\bb\s+skipped$", res.out, re.M), res.out
+    assert re.search(r"\blate\s+skipped$", res.out, re.M), res.out
+    assert res.out.splitlines()[-2].startswith("run 2 (stopper v1) failed in ")
+    assert "2 skipped" in res.out.splitlines()[-2]

@@ -24,15 +24,17 @@ STATE_STYLE = {
 TERMINAL = {"succeeded", "failed", "upstream_failed", "skipped", "cancelled"}
 
 
-# A line of PipeProgress before it is formatted: when, the task run's claim (or a run's id for
-# a run that ended), its state, and an error to show after it.
-_Line = tuple[float, Claim | int, str, str | None]
+# A line of PipeProgress before it is formatted: when, who (an attempt's claim; a run's id for
+# a run that ended; (run id, task) for a task run that ended without an attempt of its own),
+# its state, and an error to show after it.
+_Line = tuple[float, Claim | int | tuple[int, str], str, str | None]
 
 
 class PipeProgress:
     """Progress for a pipe or a CI log, fed by the in-process agent (no store reads).
 
-    One line per attempt that starts or ends and per run that ends, up to LINES_PER_SECOND;
+    One line per attempt that starts or ends, per task run that ends without one (skipped,
+    upstream_failed, a foreach whose items failed) and per run that ends, up to LINES_PER_SECOND;
     past that rate one summary line a second instead, so a 1,000-task fan-out does not print
     2,000 lines; the caller prints the end summary. Task runs of a child run are named with
     their run.
@@ -60,7 +62,8 @@ class PipeProgress:
 
     def observe(self, finished: list[tuple[Claim, Outcome]], result: StepResult) -> None:
         """Called by the agent's dispatcher after each committed step: one line per attempt
-        that ended, then per attempt started, then per run that ended, in that order."""
+        that ended, then per task run the step ended without an attempt, then per attempt
+        started, then per run that ended, in that order."""
         stamp = time.time()
         lines: list[_Line] = []
         for claim, outcome in finished:
@@ -71,6 +74,9 @@ class PipeProgress:
             if state == "failed" and claim.attempt < claim.max_attempts:
                 state = f"failed, retrying (attempt {claim.attempt} of {claim.max_attempts})"
             lines.append((stamp, claim, state, outcome.error))
+        for run_id, task, state in result.settled:
+            self._counts[state] += 1
+            lines.append((stamp, (run_id, task), state, None))
         for claim in result.claims:
             lines.append((stamp, claim, "running", None))
         for run_id, state in result.finished_runs:
@@ -81,7 +87,13 @@ class PipeProgress:
 
     def _text(self, line: _Line) -> str:
         stamp, who, state, error = line
-        name = f"run {who}" if isinstance(who, int) else self._name(who)
+        if isinstance(who, int):
+            name = f"run {who}"
+        elif isinstance(who, tuple):
+            run_id, task = who
+            name = task if run_id == self.run_id else f"run {run_id}: {task}"
+        else:
+            name = self._name(who)
         tail = f"  ({safe_line(error)})" if error else ""
         return f"{short_time(stamp)}  {name:<28} {state}{tail}"
 

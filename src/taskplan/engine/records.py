@@ -39,6 +39,10 @@ class StepResult:
     finished_runs: list[tuple[int, str]] = field(default_factory=list)
     stale: list[int] = field(default_factory=list)
     next_due: float | None = None  # earliest retry this step scheduled
+    # Task runs the step ended without an attempt of their own, other than by succeeding:
+    # (run id, task, state). A dependant skipped or upstream_failed, a foreach whose items
+    # failed, what a halted run skipped or cancelled: the pipe progress names them.
+    settled: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 @dataclass(hot=True)
@@ -52,3 +56,4 @@ class Delta:
     events: list[tuple[float, int, int | None, str, str | None]] = field(default_factory=list)
     writes: list[tuple[int, str]] = field(default_factory=list)
     policy_failures: list[TaskRunRow] = field(default_factory=list)
+    settled: list[tuple[int, str, str]] = field(default_factory=list)  # as StepResult's

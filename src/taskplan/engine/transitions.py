@@ -199,6 +199,7 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
     """
     work: deque[tuple[TaskRunRow, TaskState]] = deque(first)
     first_id = work[0][0].id if work else None
+    attempted = {row.id for row, _ in work}  # their ends are the callers' to report
     # Outside `continue`, a task that never starts because an upstream failed ends
     # `skipped` (docs/job-file.md), yet still counts as failed for its own dependants' rules.
     skip_failed = on_failure != OnFailure.CONTINUE
@@ -208,6 +209,9 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
         delta.unfinished -= 1
         delta.events.append((now, run_id, row.id, str(state),
                              detail if row.id == first_id else None))
+        if (state != TaskState.SUCCEEDED and row.kind != TaskRunKind.BARRIER
+                and row.id not in attempted):
+            delta.settled.append((run_id, row.task, str(state)))
         if state == TaskState.FAILED:
             delta.failed += 1
             if row.kind == TaskRunKind.TASK or (row.kind == TaskRunKind.FOREACH
@@ -254,10 +258,12 @@ def close_step(ctx: Context, tx: Tx, run_id: int, run: RunRow | None, now: float
             _apply_policy(tx, run, delta.policy_failures)
     run = ops.bump_run(tx, run_id, unfinished=delta.unfinished, running=delta.running,
                        ready=delta.ready, failed=delta.failed)
+    if result is not None:
+        result.settled.extend(delta.settled)
     if run.state in TERMINAL_RUN_STATES:
         return run
     if run.halt == Halt.CANCEL:
-        run = finalize(ctx, tx, run, now, cancel_running=True)
+        run = finalize(ctx, tx, run, now, cancel_running=True, result=result)
     elif run.unfinished == 0:
         final = (RunState.CANCELLED if run.halt in USER_HALTS
                  else RunState.FAILED if run.failed else RunState.SUCCEEDED)
@@ -266,7 +272,7 @@ def close_step(ctx: Context, tx: Tx, run_id: int, run: RunRow | None, now: float
     elif run.halt is not None and run.running == 0:
         stage = run.halt_stage if run.halt == Halt.FINISH_STAGE else None
         if run.halt != Halt.FINISH_STAGE or ops.count_claimable(tx, run.id, stage) == 0:
-            run = finalize(ctx, tx, run, now, cancel_running=False)
+            run = finalize(ctx, tx, run, now, cancel_running=False, result=result)
     if run.state in TERMINAL_RUN_STATES:
         tx.wake = True
         if result is not None:
@@ -291,17 +297,23 @@ def _apply_policy(tx: Tx, run: RunRow, failures: Sequence[TaskRunRow]) -> None:
         run_ops.mark_stopping(tx, run.id)
 
 
-def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: bool
-             ) -> RunRow:
+def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: bool,
+             result: StepResult | None = None) -> RunRow:
     """End a halted run: unstarted task runs are skipped; running ones cancelled if asked.
     A cancelled job task cancels the child run it started (whose run-end effects run here);
-    the caller runs this run's own (`run_ended`)."""
+    the caller runs this run's own (`run_ended`). What it ends goes to `result.settled`."""
     user = run.halt in USER_HALTS
     writes: list[tuple[int, str]] = []
+    names: dict[int, str] = {}
     running = ready = 0
     cancelled: list[int] = []
     child_runs: list[int] = []
     for t in ops.unfinished_of_run(tx, run.id):
+        if (t.kind != TaskRunKind.BARRIER and t.parent_id is None
+                and (t.state != TaskState.RUNNING or t.kind == TaskRunKind.FOREACH)):
+            # Named for the progress display; a running attempt's end is its agent's to
+            # report, and items only count (a foreach may have a million).
+            names[t.id] = t.task
         if t.state == TaskState.RUNNING and t.kind == TaskRunKind.FOREACH and t.pending_children:
             # An expanded foreach parent: not on an agent, not in the running counter.
             writes.append((t.id, "cancelled" if user else "failed"))
@@ -321,6 +333,8 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     ops.set_states(tx, writes, now)
     run_ops.cancel_running(tx, cancelled, now)
     ops.add_events(tx, [(now, run.id, i, s, None) for i, s in writes])
+    if result is not None:
+        result.settled.extend((run.id, names[i], s) for i, s in writes if i in names)
     run = ops.bump_run(tx, run.id, unfinished=-len(writes), running=-running, ready=-ready)
     final = RunState.CANCELLED if user else RunState.FAILED
     ops.set_run_state(tx, run.id, final, now=now, finished=True)

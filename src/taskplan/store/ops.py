@@ -473,6 +473,8 @@ def set_states(tx: Tx, rows: Sequence[tuple[int, str]], now: float) -> None:
 @dataclass(frozen=True)
 class UnfinishedTaskRun:
     id: int
+    task: str
+    parent_id: int | None  # set for a foreach's items
     state: str
     kind: str
     pending_children: int
@@ -481,14 +483,15 @@ class UnfinishedTaskRun:
 
 def unfinished_of_run(tx: Tx, run_id: int) -> list[UnfinishedTaskRun]:
     rows = tx.all(
-        "SELECT id, state, kind, pending_children, child_run_id FROM task_runs"
+        "SELECT id, task, parent_id, state, kind, pending_children, child_run_id FROM task_runs"
         " WHERE run_id = :r"
         " AND state IN ('pending', 'ready', 'running', 'retrying')",
         {"r": run_id},
     )
-    return [UnfinishedTaskRun(int(i), str(state), str(kind), int(children or 0),
+    return [UnfinishedTaskRun(int(i), str(task), None if parent is None else int(parent),
+                              str(state), str(kind), int(children or 0),
                               None if child is None else int(child))
-            for i, state, kind, children, child in rows]
+            for i, task, parent, state, kind, children, child in rows]
 
 
 def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
