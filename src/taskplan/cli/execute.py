@@ -215,7 +215,8 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
         info = reports.run_info(tx, run_id)
     assert info is not None
     display: RichProgress | PipeProgress = (
-        RichProgress(store, run_id, info.job) if sys.stdout.isatty() else PipeProgress(run_id))
+        RichProgress(store, run_id, info.job) if sys.stdout.isatty()
+        else PipeProgress(run_id, store))
     if agent is None:
         agent = Agent(engine, slots=workers, lease=lease)
     agent.root_run_id = run_id
@@ -331,5 +332,5 @@ def print_summary(engine: Engine, run_id: int, elapsed: float) -> None:
                f"{duration(0.0, elapsed)}: {parts}")
     for t in failed:
         name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
-        click.echo(f"  failed: {name} after {t.attempts} attempt(s): "
-                   f"{safe_line(t.error or '')}")
+        reason = f": {safe_line(t.error)}" if t.error else ""  # a foreach's items have theirs
+        click.echo(f"  failed: {name} after {t.attempts} attempt(s){reason}")

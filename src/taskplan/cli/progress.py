@@ -13,6 +13,7 @@ import click
 from taskplan.cli.common import duration, short_time
 from taskplan.cli.terminal_text import safe_line
 from taskplan.engine import Claim, Outcome, StepResult
+from taskplan.errors import StoreUnavailableError
 from taskplan.store import reports, run_ops
 from taskplan.store.db import Store
 
@@ -42,8 +43,13 @@ class PipeProgress:
 
     LINES_PER_SECOND = 20
 
-    def __init__(self, run_id: int) -> None:
+    def __init__(self, run_id: int, store: Store | None = None) -> None:
         self.run_id = run_id
+        # Items are named by their index, as `status`, `logs --item` and the end summary name
+        # them; a claim carries the item's value only, so the indexes of the item lines
+        # printed (at most LINES_PER_SECOND a second) are read by id, once each.
+        self.store = store
+        self._index: dict[int, int] = {}
         self._lock = threading.Lock()
         # Lines to come, kept unformatted: past the rate most are only counted, and the
         # dispatcher that calls observe() is on every task's critical path.
@@ -98,8 +104,23 @@ class PipeProgress:
         return f"{short_time(stamp)}  {name:<28} {state}{tail}"
 
     def _name(self, claim: Claim) -> str:
-        name = claim.task if claim.item is None else f"{claim.task}[{_short(claim.item)}]"
+        name = claim.task
+        if claim.parent_id is not None:  # a foreach item
+            index = self._index.get(claim.task_run_id)
+            name += f"[{index}]" if index is not None else f"[{_short(claim.item)}]"
         return name if claim.run_id == self.run_id else f"run {claim.run_id}: {name}"
+
+    def _learn_indexes(self, lines: list[_Line]) -> None:
+        ids = [who.task_run_id for _, who, _, _ in lines
+               if isinstance(who, Claim) and who.parent_id is not None
+               and who.task_run_id not in self._index]
+        if not ids or self.store is None:
+            return
+        try:
+            with self.store.read() as tx:
+                self._index.update(reports.item_indexes(tx, ids))
+        except StoreUnavailableError:
+            pass  # named by their value meanwhile
 
     def update(self, final: bool = False) -> None:
         with self._lock:
@@ -116,6 +137,7 @@ class PipeProgress:
             self._window_start, self._printed_in_window, self._held_back = now, 0, 0
         room = max(self.LINES_PER_SECOND - self._printed_in_window, 0)
         shown, rest = lines[:room], lines[room:]
+        self._learn_indexes(shown)
         for line in shown:
             click.echo(self._text(line))
         self._printed_in_window += len(shown)

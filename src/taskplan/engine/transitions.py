@@ -309,7 +309,7 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     cancelled: list[int] = []
     child_runs: list[int] = []
     for t in ops.unfinished_of_run(tx, run.id):
-        if (t.kind != TaskRunKind.BARRIER and t.parent_id is None
+        if (t.kind != TaskRunKind.BARRIER and t.task is not None
                 and (t.state != TaskState.RUNNING or t.kind == TaskRunKind.FOREACH)):
             # Named for the progress display; a running attempt's end is its agent's to
             # report, and items only count (a foreach may have a million).

@@ -473,8 +473,7 @@ def set_states(tx: Tx, rows: Sequence[tuple[int, str]], now: float) -> None:
 @dataclass(frozen=True)
 class UnfinishedTaskRun:
     id: int
-    task: str
-    parent_id: int | None  # set for a foreach's items
+    task: str | None  # None for a foreach's items (a million names are not worth reading)
     state: str
     kind: str
     pending_children: int
@@ -483,15 +482,15 @@ class UnfinishedTaskRun:
 
 def unfinished_of_run(tx: Tx, run_id: int) -> list[UnfinishedTaskRun]:
     rows = tx.all(
-        "SELECT id, task, parent_id, state, kind, pending_children, child_run_id FROM task_runs"
+        "SELECT id, CASE WHEN parent_id IS NULL THEN task END, state, kind, pending_children,"
+        " child_run_id FROM task_runs"
         " WHERE run_id = :r"
         " AND state IN ('pending', 'ready', 'running', 'retrying')",
         {"r": run_id},
     )
-    return [UnfinishedTaskRun(int(i), str(task), None if parent is None else int(parent),
-                              str(state), str(kind), int(children or 0),
+    return [UnfinishedTaskRun(int(i), task, str(state), str(kind), int(children or 0),
                               None if child is None else int(child))
-            for i, task, parent, state, kind, children, child in rows]
+            for i, task, state, kind, children, child in rows]
 
 
 def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from taskplan.dataclass import dataclass
@@ -252,6 +253,16 @@ def find_task_runs(tx: Tx, run_id: int, task: str) -> list[TaskRunRef]:
         "SELECT id, item_index, attempts, state FROM task_runs WHERE run_id = :r AND task = :t"
         " AND kind <> 'barrier' ORDER BY item_index, id", {"r": run_id, "t": task})
     return [TaskRunRef(int(i), index, int(n), str(s)) for i, index, n, s in rows]
+
+
+def item_indexes(tx: Tx, ids: Sequence[int]) -> dict[int, int]:
+    """task run id -> its index among its foreach's items, for those of `ids` that are items."""
+    if not ids:
+        return {}
+    marks = ", ".join(str(int(i)) for i in ids)
+    rows = tx.all(f"SELECT id, item_index FROM task_runs WHERE id IN ({marks})"
+                  " AND item_index IS NOT NULL")
+    return {int(i): int(x) for i, x in rows}
 
 
 def attempt_state(tx: Tx, task_run_id: int, attempt: int) -> str | None:
