@@ -263,7 +263,9 @@ class Agent:
                         self._start(claim)
                     for run_id, state in result.finished_runs:
                         self.finished_runs[run_id] = state
-                    if self.on_step is not None and (finished or result.claims):
+                    if self.on_step is not None and (
+                            finished or result.claims or result.finished_runs
+                            or result.settled):
                         self.on_step(finished, result)
                     if result.next_due is not None and (next_retry is None
                                                         or result.next_due < next_retry):
@@ -406,9 +408,11 @@ class Agent:
         finished = list(self._unrecorded)
         agent_id = self.agent_id
         if finished and agent_id is not None:
-            retrying(lambda: self.engine.step(agent_id, finished, 0, self.root_run_id),
-                     what="recording finished attempts", give_up_after=FLUSH_GIVE_UP)
+            result = retrying(lambda: self.engine.step(agent_id, finished, 0, self.root_run_id),
+                              what="recording finished attempts", give_up_after=FLUSH_GIVE_UP)
             self._unrecorded.clear()
+            if self.on_step is not None:
+                self.on_step(finished, result)
 
     def _start(self, claim: Claim) -> None:
         if log.isEnabledFor(logging.INFO):

@@ -52,3 +52,22 @@ def test_task_runs_ended_without_an_attempt_get_their_line(tp: Taskplan) -> None
     assert re.search(r"\blate\s+skipped$", res.out, re.M), res.out
     assert res.out.splitlines()[-2].startswith("run 2 (stopper v1) failed in ")
     assert "2 skipped" in res.out.splitlines()[-2]
+
+
+def test_a_job_task_ends_with_its_child_run_and_a_cancel_policy_names_what_it_cancels(
+        tp: Taskplan) -> None:
+    tp.write("kid.yaml", "job: kid\ntasks:\n  k1: {shell: \"exit 4\"}\n")
+    tp.ok("apply", "kid.yaml")
+    tp.write("par.yaml", "job: par\ntasks:\n  sub: {job: kid}\n"
+             "  after: {shell: \"true\", depends_on: [sub]}\n")
+    res = tp("run", "par.yaml")
+    assert res.code == 1, res
+    assert re.search(r"\bsub\s+failed  \(run 2 ended failed\)$", res.out, re.M), res.out
+    assert re.search(r"\bafter\s+upstream_failed$", res.out, re.M), res.out
+    assert len(re.findall(r"\bsub\s+(failed|succeeded|cancelled)", res.out)) == 1, res.out
+    # on_failure cancel: the running sibling is cancelled, once, by the agent that ran it.
+    tp.write("canc.yaml", "job: canc\non_failure: cancel\ntasks:\n"
+             "  bad: {shell: \"sleep 0.2; exit 1\"}\n  slow: {shell: \"sleep 30\"}\n")
+    res = tp("run", "canc.yaml", "--workers", "2")
+    assert res.code == 1, res
+    assert len(re.findall(r"\bslow\s+cancelled", res.out)) == 1, res.out

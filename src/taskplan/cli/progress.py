@@ -32,7 +32,8 @@ _Line = tuple[float, Claim | int | tuple[int, str], str, str | None]
 
 
 class PipeProgress:
-    """Progress for a pipe or a CI log, fed by the in-process agent (no store reads).
+    """Progress for a pipe or a CI log, fed by the in-process agent (the store is read only for
+    the index of a foreach item it prints).
 
     One line per attempt that starts or ends, per task run that ends without one (skipped,
     upstream_failed, a foreach whose items failed) and per run that ends, up to LINES_PER_SECOND;
@@ -72,7 +73,7 @@ class PipeProgress:
         started, then per run that ended, in that order."""
         stamp = time.time()
         lines: list[_Line] = []
-        for claim, outcome in finished:
+        for claim, outcome in (*finished, *result.ended):
             if outcome.expanded:
                 continue
             state = str(outcome.state)

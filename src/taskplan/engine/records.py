@@ -43,6 +43,9 @@ class StepResult:
     # (run id, task, state). A dependant skipped or upstream_failed, a foreach whose items
     # failed, what a halted run skipped or cancelled: the pipe progress names them.
     settled: list[tuple[int, str, str]] = field(default_factory=list)
+    # Attempts the step ended itself, as agents report theirs: a job task whose child run
+    # ended (its agent reported it started the run, and nothing more).
+    ended: list[tuple[Claim, Outcome]] = field(default_factory=list)
 
 
 @dataclass(hot=True)

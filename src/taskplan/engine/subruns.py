@@ -108,5 +108,7 @@ def child_run_ended(ctx: Context, tx: Tx, run: RunRow, now: float,
     outcome = (Outcome(TaskState.SUCCEEDED, result=child) if run.state == RunState.SUCCEEDED
                else Outcome(TaskState.FAILED, result=child,
                             error=f"run {run.id} ended {run.state}"))
+    if result is not None:
+        result.ended.append((claim, outcome))
     transitions.finish(ctx, tx, claim, outcome, now,
                        result if result is not None else StepResult())

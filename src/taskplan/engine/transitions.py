@@ -310,9 +310,12 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     child_runs: list[int] = []
     for t in ops.unfinished_of_run(tx, run.id):
         if (t.kind != TaskRunKind.BARRIER and t.task is not None
-                and (t.state != TaskState.RUNNING or t.kind == TaskRunKind.FOREACH)):
-            # Named for the progress display; a running attempt's end is its agent's to
-            # report, and items only count (a foreach may have a million).
+                and (t.state != TaskState.RUNNING or t.pending_children
+                     or t.child_run_id is not None)):
+            # Named for the progress display. A running attempt's end is its agent's to
+            # report; an expanded foreach and a job task whose child run is under way have
+            # none running (their agents reported them expanded). A foreach's items are not
+            # named (it may have a million).
             names[t.id] = t.task
         if t.state == TaskState.RUNNING and t.kind == TaskRunKind.FOREACH and t.pending_children:
             # An expanded foreach parent: not on an agent, not in the running counter.
@@ -345,10 +348,12 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
         if child is not None and child.state not in TERMINAL_RUN_STATES:
             ops.set_halt(tx, child_id, Halt.USER_CANCEL, None)
             child.halt = Halt.USER_CANCEL
-            child = finalize(ctx, tx, child, now, cancel_running=True)
+            child = finalize(ctx, tx, child, now, cancel_running=True, result=result)
             # The child's own end has its effects too (none acts on a sub-job run today:
             # its job task is cancelled already, and triggers watch top-level runs only).
             run_ended(ctx, tx, child, now, None)
+            if result is not None:
+                result.finished_runs.append((child.id, child.state))
     return run
 
 
