@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskplan.dataclass import dataclass
-from taskplan.store.ops import loads
+from taskplan.store.ops import loads, task_run_numbers
 
 if TYPE_CHECKING:
     from taskplan.store.db import Store, Tx
@@ -103,12 +103,7 @@ def running_job_task(tx: Tx, task_run_id: int, child_run_id: int) -> Claim | Non
 
 def running_attempts(tx: Tx, ids: Sequence[int]) -> dict[int, int]:
     """task run id -> its attempt number, for those of `ids` that are running."""
-    if not ids:
-        return {}
-    marks = ", ".join(str(int(i)) for i in ids)
-    rows = tx.all(f"SELECT id, attempts FROM task_runs WHERE id IN ({marks})"
-                  " AND state = 'running'")
-    return {int(i): int(a) for i, a in rows}
+    return task_run_numbers(tx, "attempts", ids, "state = 'running'")
 
 
 def grant_extra_attempt(tx: Tx, task_run_id: int) -> None:

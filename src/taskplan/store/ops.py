@@ -25,6 +25,16 @@ def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def task_run_numbers(tx: Tx, column: str, ids: Sequence[int], where: str) -> dict[int, int]:
+    """task run id -> an integer column of it, for those of `ids` that match `where` (both
+    written in taskplan's code, never from input)."""
+    if not ids:
+        return {}
+    marks = ", ".join(str(int(i)) for i in ids)
+    rows = tx.all(f"SELECT id, {column} FROM task_runs WHERE id IN ({marks}) AND {where}")
+    return {int(i): int(n) for i, n in rows}
+
+
 # -- jobs ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class JobRow:

@@ -11,7 +11,7 @@ from taskplan.model import TaskRunKind
 from taskplan.store import notify_ops
 from taskplan.store.db import Store, Tx
 from taskplan.store.job_admin import delete_runs
-from taskplan.store.ops import loads
+from taskplan.store.ops import loads, task_run_numbers
 from taskplan.store.tx import Row
 
 
@@ -257,12 +257,7 @@ def find_task_runs(tx: Tx, run_id: int, task: str) -> list[TaskRunRef]:
 
 def item_indexes(tx: Tx, ids: Sequence[int]) -> dict[int, int]:
     """task run id -> its index among its foreach's items, for those of `ids` that are items."""
-    if not ids:
-        return {}
-    marks = ", ".join(str(int(i)) for i in ids)
-    rows = tx.all(f"SELECT id, item_index FROM task_runs WHERE id IN ({marks})"
-                  " AND item_index IS NOT NULL")
-    return {int(i): int(x) for i, x in rows}
+    return task_run_numbers(tx, "item_index", ids, "item_index IS NOT NULL")
 
 
 def attempt_state(tx: Tx, task_run_id: int, attempt: int) -> str | None:
