@@ -44,7 +44,7 @@ class PipeProgress:
 
     LINES_PER_SECOND = 20
 
-    def __init__(self, run_id: int, store: Store | None = None) -> None:
+    def __init__(self, run_id: int, store: Store) -> None:
         self.run_id = run_id
         # Items are named by their index, as `status`, `logs --item` and the end summary name
         # them; a claim carries the item's value only, so the indexes of the item lines
@@ -115,7 +115,7 @@ class PipeProgress:
         ids = [who.task_run_id for _, who, _, _ in lines
                if isinstance(who, Claim) and who.parent_id is not None
                and who.task_run_id not in self._index]
-        if not ids or self.store is None:
+        if not ids:
             return
         try:
             with self.store.read() as tx:

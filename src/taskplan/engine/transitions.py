@@ -199,18 +199,21 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
     """
     work: deque[tuple[TaskRunRow, TaskState]] = deque(first)
     first_id = work[0][0].id if work else None
-    attempted = {row.id for row, _ in work}  # their ends are the callers' to report
+    # The first rows' ends are their attempts', which the callers report; each task run is
+    # settled once, so they are the first ones popped.
+    attempted = len(work)
     # Outside `continue`, a task that never starts because an upstream failed ends
     # `skipped` (docs/job-file.md), yet still counts as failed for its own dependants' rules.
     skip_failed = on_failure != OnFailure.CONTINUE
     carries_failure: set[int] = set()
     while work:
         row, state = work.popleft()
+        attempted -= 1
         delta.unfinished -= 1
         delta.events.append((now, run_id, row.id, str(state),
                              detail if row.id == first_id else None))
-        if (state != TaskState.SUCCEEDED and row.kind != TaskRunKind.BARRIER
-                and row.id not in attempted):
+        if (state != TaskState.SUCCEEDED and attempted < 0
+                and row.kind != TaskRunKind.BARRIER):
             delta.settled.append((run_id, row.task, str(state)))
         if state == TaskState.FAILED:
             delta.failed += 1
