@@ -71,3 +71,23 @@ def test_a_job_task_ends_with_its_child_run_and_a_cancel_policy_names_what_it_ca
     res = tp("run", "canc.yaml", "--workers", "2")
     assert res.code == 1, res
     assert len(re.findall(r"\bslow\s+cancelled", res.out)) == 1, res.out
+
+
+def test_a_failure_is_called_a_retry_only_when_the_step_retried_it(tp: Taskplan) -> None:
+    # No halt: a failed attempt with attempts left is retried, and said so.
+    tp.write("again.yaml", "job: again\ntasks:\n"
+             "  flaky: {shell: \"exit 2\", retries: 1, retry_delay: 0}\n")
+    res = tp("run", "again.yaml")
+    assert res.code == 1, res
+    assert re.search(r"\bflaky\s+failed, retrying \(attempt 1 of 2\)", res.out), res.out
+    assert re.search(r"\bflaky\s+failed  \(exit code 2\)$", res.out, re.M), res.out
+    # on_failure stop halts the run when `bad` fails: `slow`, failing later with attempts
+    # left, is not retried, and its line must not promise a retry.
+    tp.write("halted.yaml", "job: halted\non_failure: stop\ntasks:\n"
+             "  bad: {shell: \"exit 1\"}\n"
+             "  slow: {shell: \"sleep 0.5; exit 2\", retries: 3, retry_delay: 0}\n")
+    res = tp("run", "halted.yaml", "--workers", "2")
+    assert res.code == 1, res
+    assert "retrying" not in res.out, res.out
+    assert re.search(r"\bslow\s+failed  \(exit code 2\)$", res.out, re.M), res.out
+    assert tp.ok("status", "2", "--json").json()["state"] == "failed"

@@ -73,12 +73,13 @@ class PipeProgress:
         started, then per run that ended, in that order."""
         stamp = time.time()
         lines: list[_Line] = []
+        retried = set(result.retried) if result.retried else ()
         for claim, outcome in (*finished, *result.ended):
             if outcome.expanded:
                 continue
             state = str(outcome.state)
             self._counts[state] += 1
-            if state == "failed" and claim.attempt < claim.max_attempts:
+            if state == "failed" and claim.task_run_id in retried:
                 state = f"failed, retrying (attempt {claim.attempt} of {claim.max_attempts})"
             lines.append((stamp, claim, state, outcome.error))
         for run_id, task, state in result.settled:

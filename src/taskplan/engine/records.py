@@ -46,6 +46,10 @@ class StepResult:
     # Attempts the step ended itself, as agents report theirs: a job task whose child run
     # ended (its agent reported it started the run, and nothing more).
     ended: list[tuple[Claim, Outcome]] = field(default_factory=list)
+    # Task runs whose failed attempt the step turned into a retry. A failure with attempts left
+    # is not retried in a halted run (on_failure stop or cancel, a user's stop): only these
+    # are "failed, retrying".
+    retried: list[int] = field(default_factory=list)
 
 
 @dataclass(hot=True)

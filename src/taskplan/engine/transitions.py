@@ -167,6 +167,7 @@ def _retry(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
     delay = 0.0 if outcome.retry_now else retry_delay(
         definitions.task_spec(ctx, claim.version_id, claim.task), claim.attempt)
     due = now + delay
+    result.retried.append(claim.task_run_id)
     log.info("retry: run %s task %s attempt %s/%s failed, next in %.1fs: %s",
              claim.run_id, claim.task, claim.attempt, claim.max_attempts, delay,
              mask_url(outcome.error or "failed"),
