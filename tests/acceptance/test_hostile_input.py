@@ -3,6 +3,8 @@ operator's terminal."""
 
 from __future__ import annotations
 
+import os
+
 from acceptance_helpers import Taskplan
 
 
@@ -51,3 +53,27 @@ def test_escape_sequences_in_task_output_do_not_reach_the_terminal(tp: Taskplan)
     assert "hello\x1b]0;owned\x07\x1b[2J" in raw_out and "/\x1b[31m\u202e" in raw_out
     # JSON escapes them by itself (the error is the exception's message on one line).
     assert "hello\x1b]0;owned\x07\x1b[2J" in str(tp.status(1)["tasks"][0]["error"])
+
+
+def test_only_regular_files_are_read(tp: Taskplan) -> None:
+    # /dev/zero never ends (the old reader grew to gigabytes); a named pipe with no writer
+    # made the old reader wait forever: the subprocess timeout is what fails there.
+    os.mkfifo(tp.home / "pipe.yaml")
+    (tp.home / "jobs").mkdir()
+    os.mkfifo(tp.home / "jobs" / "inside.yaml")
+    (tp.home / "zero.yaml").symlink_to("/dev/zero")
+    cases = {
+        ("validate", "pipe.yaml"): "pipe.yaml:1:1: not a regular file (a named pipe)",
+        ("apply", "pipe.yaml"): "pipe.yaml:1:1: not a regular file (a named pipe)",
+        ("run", "pipe.yaml"): "pipe.yaml:1:1: not a regular file (a named pipe)",
+        ("apply", "jobs"): "jobs/inside.yaml:1:1: not a regular file (a named pipe)",
+        ("validate", "/dev/zero"): "/dev/zero:1:1: not a regular file (a character device)",
+        ("run", "/dev/zero"): "/dev/zero:1:1: not a regular file (a character device)",
+        ("apply", "zero.yaml"): "zero.yaml:1:1: not a regular file (a character device)",
+    }
+    for command, line in cases.items():
+        res = tp(*command, timeout=30)
+        assert res.code == 2, (command, res)
+        assert res.err.splitlines()[0] == line, (command, res.err)
+        assert "Traceback" not in res.err
+    assert not tp.db_path.exists()

@@ -50,8 +50,10 @@ def load_if_file(job_or_file: str) -> JobSpec | None:
     if path.is_dir():
         raise UsageError(f"{job_or_file}: a folder, not a job file (run takes one job file or"
                          " the name of an applied job)")
-    if path.suffix in (".yaml", ".yml") or path.is_file():
-        if not path.is_file():
+    # Anything else that exists (a named pipe, a device) is a file given by mistake: the
+    # reader refuses it with its reason rather than it being taken for a job's name.
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
             raise UsageError(f"{job_or_file}: no such job file")
         share_connections(get_context(None))
         from taskplan.spec import load_job_file  # the parser: for a file only (not `agents`)

@@ -40,6 +40,7 @@ from zoneinfo import TZPATH
 import taskplan
 from taskplan.model import JobSpec
 from taskplan.spec.outcome import Outcome
+from taskplan.spec.reading import read_source
 from taskplan.spec.shared import SHARED
 from taskplan.spec.source import Positions
 from taskplan.timing.checks import check_timezone
@@ -56,14 +57,7 @@ _usable: dict[Path, bool] = {}
 def load_job_file(path: str | Path) -> JobSpec:
     """The job a file defines, from the cache when the same file was checked before; raises
     DefinitionError with every problem otherwise (as spec.loader.load_job_file)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        from taskplan.spec import loader
-
-        return loader.load_job_file(path)  # it reports why the file cannot be read
+    raw, text = read_source(path, str(path))
     absolute = os.path.abspath(path)
 
     def check() -> JobSpec:

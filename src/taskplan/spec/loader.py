@@ -14,6 +14,7 @@ from taskplan.errors import DefinitionError, Problem
 from taskplan.model import BusinessCalendar, JobSpec
 from taskplan.spec import checked
 from taskplan.spec.outcome import Outcome, is_calendar_file, is_connections_file
+from taskplan.spec.reading import read_source
 from taskplan.spec.shared import SHARED
 from taskplan.spec.source import Positions
 
@@ -37,13 +38,9 @@ def _analyse_file(path: str | Path, *, use_cache: bool = False) -> Outcome:
     shown = str(path)
     absolute = os.path.abspath(path)
     try:
-        with open(absolute, "rb") as fh:
-            raw = fh.read()
-        text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return Outcome(None, [Problem(shown, 1, 1, f"cannot read the file: {reason}")], None,
-                       Positions())
+        raw, text = read_source(absolute, shown)
+    except DefinitionError as exc:
+        return Outcome(None, exc.problems, None, Positions())
 
     def analyse() -> Outcome:
         from taskplan.spec.analysis import analyse_text
@@ -80,8 +77,10 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
+            # A named pipe or a broken link named *.yaml is kept, for the reader to refuse
+            # with its reason, rather than the folder silently applying without it.
             files.extend(sorted(c for c in p.iterdir()
-                                if c.suffix in JOB_FILE_SUFFIXES and c.is_file()))
+                                if c.suffix in JOB_FILE_SUFFIXES and not c.is_dir()))
         else:
             files.append(p)
     return files

@@ -98,9 +98,7 @@ def load_yaml(text: str, filename: str) -> Loaded:
     before building it, keep every position, and report duplicate keys instead of aborting.
     """
     if len(text) > MAX_DOCUMENT_CHARS:
-        line = text.count("\n", 0, MAX_DOCUMENT_CHARS) + 1
-        return Loaded(None, Positions(), [Problem(
-            filename, line, 1, f"file too large: more than {MAX_DOCUMENT_CHARS} characters")])
+        return Loaded(None, Positions(), [too_large(text, filename)])
     from yaml import MarkedYAMLError, YAMLError
 
     builder = _Builder(filename)
@@ -116,6 +114,12 @@ def load_yaml(text: str, filename: str) -> Loaded:
     except (YAMLError, ValueError, TypeError) as exc:
         return Loaded(None, Positions(), [Problem(filename, 1, 1, f"YAML syntax: {exc}")])
     return Loaded(data, builder.positions, builder.problems)
+
+
+def too_large(text: str, filename: str) -> Problem:
+    """The refusal of a text longer than MAX_DOCUMENT_CHARS, at the line where it crosses it."""
+    line = text.count("\n", 0, MAX_DOCUMENT_CHARS) + 1
+    return Problem(filename, line, 1, f"file too large: more than {MAX_DOCUMENT_CHARS} characters")
 
 
 def plain_words(exc: Any, text: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from taskplan.errors import DefinitionError
-from taskplan.spec import load_job_text, source
+from taskplan.spec import load_job_text, reading, source
 from taskplan.spec.source import MAX_DEPTH, MAX_DOCUMENT_CHARS, MAX_NODES, load_yaml
 
 TASKS = "tasks:\n  t:\n    shell: echo hi\n"
@@ -79,3 +81,18 @@ def test_oversized_document_is_refused_without_parsing() -> None:
     assert loaded.data is None
     [p] = loaded.problems
     assert p.line > 1 and f"file too large: more than {MAX_DOCUMENT_CHARS}" in p.message
+
+
+def test_a_file_past_the_byte_bound_is_refused_without_reading_it_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bounds are lowered so the test writes a small file, not one of 32 MB.
+    monkeypatch.setattr(source, "MAX_DOCUMENT_CHARS", 100)
+    monkeypatch.setattr(reading, "MAX_DOCUMENT_BYTES", 400)
+    path = tmp_path / "big.yaml"
+    path.write_text("job: x\n" + TASKS + "# padding\n" * 1000)
+    with pytest.raises(DefinitionError) as info:
+        reading.read_source(path, "big.yaml")
+    [p] = info.value.problems
+    # The 100th character is on line 11: the same line the text bound names.
+    assert (p.file, p.line) == ("big.yaml", 11)
+    assert "file too large: more than 100 characters" in p.message
