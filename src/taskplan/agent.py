@@ -264,8 +264,7 @@ class Agent:
                     for run_id, state in result.finished_runs:
                         self.finished_runs[run_id] = state
                     if self.on_step is not None and (
-                            finished or result.claims or result.finished_runs
-                            or result.settled):
+                            finished or result.claims or result.ends):
                         self.on_step(finished, result)
                     if result.next_due is not None and (next_retry is None
                                                         or result.next_due < next_retry):

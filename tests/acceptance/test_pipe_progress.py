@@ -70,7 +70,49 @@ def test_a_job_task_ends_with_its_child_run_and_a_cancel_policy_names_what_it_ca
              "  bad: {shell: \"sleep 0.2; exit 1\"}\n  slow: {shell: \"sleep 30\"}\n")
     res = tp("run", "canc.yaml", "--workers", "2")
     assert res.code == 1, res
-    assert len(re.findall(r"\bslow\s+cancelled", res.out)) == 1, res.out
+    assert len(re.findall(r"\bslow\s+cancelled$", res.out, re.M)) == 1, res.out
+    # ... reported by the step that ended the run, so before the run's own line.
+    lines = res.out.splitlines()
+    assert _index(lines, r"\bslow\s+cancelled$") < _index(lines, r"\brun 3\s+failed$"), res.out
+
+
+def _index(lines: list[str], pattern: str) -> int:
+    return next(i for i, ln in enumerate(lines) if re.search(pattern, ln))
+
+
+def test_a_job_task_ends_after_its_child_run(tp: Taskplan) -> None:
+    tp.write("kid.yaml", "job: kid\ntasks:\n  k1: {shell: \"exit 4\"}\n"
+             "  k2: {shell: \"true\", depends_on: [k1]}\n")
+    tp.ok("apply", "kid.yaml")
+    tp.write("par.yaml", "job: par\ntasks:\n  sub: {job: kid}\n"
+             "  after: {shell: \"true\", depends_on: [sub]}\n")
+    res = tp("run", "par.yaml")
+    assert res.code == 1, res
+    ends = [" ".join(re.sub(r"^\S+ \S+\s+", "", ln).split()) for ln in res.out.splitlines()]
+    assert ends[ends.index("run 2: k1 failed (exit code 4)"):][:6] == [
+        "run 2: k1 failed (exit code 4)", "run 2: k2 upstream_failed", "run 2 failed",
+        "sub failed (run 2 ended failed)", "after upstream_failed", "run 1 failed"], res.out
+
+
+def test_the_counts_of_the_summary_lines_are_the_end_summarys(tp: Taskplan) -> None:
+    # 50 tasks failing once then succeeding, and a foreach of 40 items: past the cap of lines,
+    # the last summary line counts what the end summary counts (a retried failure is not an
+    # end; a foreach ends with its items; a child run's tasks are not the run's).
+    tasks = "".join(
+        f"  t{i:02d}: {{shell: \"test -e m{i} || {{ touch m{i}; exit 1; }}\", retries: 1,"
+        f" retry_delay: 0}}\n" for i in range(50))
+    tp.write("kid.yaml", "job: kid\ntasks:\n  k1: {shell: \"true\"}\n  k2: {shell: \"true\"}\n")
+    tp.ok("apply", "kid.yaml")
+    tp.write("mix.yaml", "job: mix\ntasks:\n" + tasks
+             + "  each: {foreach: {values: [" + ", ".join(map(str, range(40))) + "]},"
+             " shell: \"true\"}\n  sub: {job: kid}\n")
+    res = tp.ok("run", "mix.yaml", "--workers", "8")
+    lines = res.out.splitlines()
+    assert lines[-1].startswith("run 1 (mix v1) succeeded in ")
+    assert lines[-1].endswith(": 92 succeeded"), res.out  # 50 + 40 items + each + sub
+    assert lines[-2].endswith("(ended: 92 succeeded)"), res.out
+    for summary in (ln for ln in lines if "more lines (ended so far: " in ln):
+        assert "failed" not in summary, res.out
 
 
 def test_a_failure_is_called_a_retry_only_when_the_step_retried_it(tp: Taskplan) -> None:

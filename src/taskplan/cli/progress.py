@@ -6,13 +6,13 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
 from taskplan.cli.common import duration, short_time
 from taskplan.cli.terminal_text import safe_line
-from taskplan.engine import Claim, Outcome, StepResult
+from taskplan.engine import AttemptEnd, Claim, Outcome, StepResult, TaskEnd
 from taskplan.errors import StoreUnavailableError
 from taskplan.store import reports, run_ops
 from taskplan.store.db import Store
@@ -25,10 +25,19 @@ STATE_STYLE = {
 TERMINAL = {"succeeded", "failed", "upstream_failed", "skipped", "cancelled"}
 
 
-# A line of PipeProgress before it is formatted: when, who (an attempt's claim; a run's id for
-# a run that ended; (run id, task) for a task run that ended without an attempt of its own),
-# its state, and an error to show after it.
-_Line = tuple[float, Claim | int | tuple[int, str], str, str | None]
+class _Line(NamedTuple):
+    """A line of PipeProgress before it is formatted, and what it changes in the counts of the
+    summary lines (applied when the line is printed or held back, so that a summary counts
+    exactly the lines before it)."""
+
+    stamp: float
+    # an attempt's claim; a run's id for a run that ended; (run id, task) for a task run that
+    # ended without an attempt of its own
+    who: Claim | int | tuple[int, str]
+    state: str  # as shown; "" for a line not shown (an end already printed)
+    error: str | None
+    counted: str | None  # the state it adds to "ended so far" (the top run's task runs only)
+    running: int  # its change to the number of attempts running
 
 
 class PipeProgress:
@@ -55,6 +64,9 @@ class PipeProgress:
         # Lines to come, kept unformatted: past the rate most are only counted, and the
         # dispatcher that calls observe() is on every task's critical path.
         self._ended: deque[_Line] = deque()
+        # Task runs a step cancelled and reported (observe(), on the dispatcher's thread)
+        self._printed_ends: set[int] = set()
+        # What the printed and held-back lines add up to (update(), the printing thread)
         self._counts: Counter[str] = Counter()
         self._running = 0
         self._window_start = time.monotonic()
@@ -69,32 +81,43 @@ class PipeProgress:
 
     def observe(self, finished: list[tuple[Claim, Outcome]], result: StepResult) -> None:
         """Called by the agent's dispatcher after each committed step: one line per attempt
-        that ended, then per task run the step ended without an attempt, then per attempt
-        started, then per run that ended, in that order."""
+        that ended, then what the step ended itself in the order it did (task runs without an
+        attempt, job tasks, runs), then one per attempt started."""
         stamp = time.time()
         lines: list[_Line] = []
-        retried = set(result.retried) if result.retried else ()
-        for claim, outcome in (*finished, *result.ended):
+        for claim, outcome in finished:
             if outcome.expanded:
                 continue
-            state = str(outcome.state)
-            self._counts[state] += 1
-            if state == "failed" and claim.task_run_id in retried:
-                state = f"failed, retrying (attempt {claim.attempt} of {claim.max_attempts})"
-            lines.append((stamp, claim, state, outcome.error))
-        for run_id, task, state in result.settled:
-            self._counts[state] += 1
-            lines.append((stamp, (run_id, task), state, None))
-        for claim in result.claims:
-            lines.append((stamp, claim, "running", None))
-        for run_id, state in result.finished_runs:
-            lines.append((stamp, run_id, state, None))
+            if claim.task_run_id in result.stale and claim.task_run_id in self._printed_ends:
+                # Cancelled, and printed, by the step that halted its run: nothing to add.
+                lines.append(_Line(stamp, claim, "", None, None, -1))
+                continue
+            lines.append(self._attempt_line(stamp, claim, outcome, result, running=-1))
+        for end in result.ends:
+            if isinstance(end, TaskEnd):
+                if end.state == "cancelled":  # maybe running: its agent reports it later
+                    self._printed_ends.add(end.task_run_id)
+                lines.append(_Line(stamp, (end.run_id, end.task), end.state, end.detail,
+                                   end.state if end.run_id == self.run_id else None, 0))
+            elif isinstance(end, AttemptEnd):
+                lines.append(self._attempt_line(stamp, end.claim, end.outcome, result, 0))
+            else:
+                lines.append(_Line(stamp, end.run_id, end.state, None, None, 0))
+        lines.extend(_Line(stamp, claim, "running", None, None, 1) for claim in result.claims)
         with self._lock:
-            self._running += len(result.claims) - len(finished)
             self._ended.extend(lines)
 
+    def _attempt_line(self, stamp: float, claim: Claim, outcome: Outcome, result: StepResult,
+                      running: int) -> _Line:
+        state = str(outcome.state)
+        if state == "failed" and claim.task_run_id in result.retried:
+            shown = f"failed, retrying (attempt {claim.attempt} of {claim.max_attempts})"
+            return _Line(stamp, claim, shown, outcome.error, None, running)
+        counted = state if claim.run_id == self.run_id else None
+        return _Line(stamp, claim, state, outcome.error, counted, running)
+
     def _text(self, line: _Line) -> str:
-        stamp, who, state, error = line
+        stamp, who, state, error = line.stamp, line.who, line.state, line.error
         if isinstance(who, int):
             name = f"run {who}"
         elif isinstance(who, tuple):
@@ -113,9 +136,9 @@ class PipeProgress:
         return name if claim.run_id == self.run_id else f"run {claim.run_id}: {name}"
 
     def _learn_indexes(self, lines: list[_Line]) -> None:
-        ids = [who.task_run_id for _, who, _, _ in lines
-               if isinstance(who, Claim) and who.parent_id is not None
-               and who.task_run_id not in self._index]
+        ids = [line.who.task_run_id for line in lines
+               if isinstance(line.who, Claim) and line.who.parent_id is not None
+               and line.who.task_run_id not in self._index]
         if not ids:
             return
         try:
@@ -128,27 +151,34 @@ class PipeProgress:
         with self._lock:
             lines = list(self._ended)
             self._ended.clear()
-            counts = dict(self._counts)
-            running = self._running
         now = time.monotonic()
         if now - self._window_start >= 1.0:
             if self._held_back:
-                done = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
                 click.echo(f"{short_time(time.time())}  ... {self._held_back} more lines "
-                           f"(ended so far: {done}; {max(running, 0)} running)")
+                           f"(ended so far: {self._done()}; {max(self._running, 0)} running)")
             self._window_start, self._printed_in_window, self._held_back = now, 0, 0
-        room = max(self.LINES_PER_SECOND - self._printed_in_window, 0)
-        shown, rest = lines[:room], lines[room:]
+        shown: list[_Line] = []
+        for line in lines:
+            if line.counted is not None:
+                self._counts[line.counted] += 1
+            self._running += line.running
+            if not line.state:
+                continue
+            if self._printed_in_window + len(shown) < self.LINES_PER_SECOND:
+                shown.append(line)
+            else:
+                self._held_back += 1
         self._learn_indexes(shown)
         for line in shown:
             click.echo(self._text(line))
         self._printed_in_window += len(shown)
-        self._held_back += len(rest)
         if final and self._held_back:
-            done = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
             click.echo(f"{short_time(time.time())}  ... {self._held_back} more lines "
-                       f"(ended: {done})")
+                       f"(ended: {self._done()})")
             self._held_back = 0
+
+    def _done(self) -> str:
+        return ", ".join(f"{n} {s}" for s, n in sorted(self._counts.items())) or "none"
 
 
 def _short(item: object) -> str:

@@ -19,7 +19,7 @@ from taskplan.lazy import lazy_names
 
 if TYPE_CHECKING:
     from taskplan.engine.facade import Engine
-    from taskplan.engine.records import Claim, Outcome, StepResult
+    from taskplan.engine.records import AttemptEnd, Claim, Outcome, RunEnd, StepResult, TaskEnd
     from taskplan.engine.rules import (
         RunShare,
         fair_shares,
@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     )
 
 _HOMES = {
+    "AttemptEnd": "taskplan.engine.records",
     "Claim": "taskplan.engine.records",
+    "RunEnd": "taskplan.engine.records",
+    "TaskEnd": "taskplan.engine.records",
     "Outcome": "taskplan.engine.records",
     "StepResult": "taskplan.engine.records",
     "Engine": "taskplan.engine.facade",
@@ -44,11 +47,14 @@ _HOMES = {
 __getattr__ = lazy_names(__name__, _HOMES)
 
 __all__ = [
+    "AttemptEnd",
     "Claim",
     "Engine",
     "Outcome",
+    "RunEnd",
     "RunShare",
     "StepResult",
+    "TaskEnd",
     "fair_shares",
     "plan_upstreams",
     "resolve_trigger",

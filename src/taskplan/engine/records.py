@@ -11,7 +11,7 @@ from taskplan.model import TaskState
 from taskplan.store.claims import Claim
 from taskplan.store.ops import TaskRunRow
 
-__all__ = ["Claim", "Delta", "Outcome", "StepResult"]
+__all__ = ["AttemptEnd", "Claim", "Delta", "End", "Outcome", "RunEnd", "StepResult", "TaskEnd"]
 
 
 @dataclass(frozen=True, hot=True)
@@ -33,19 +33,47 @@ class Outcome:
         return now if self.ended_at is None else min(self.ended_at, now)
 
 
+@dataclass(frozen=True)
+class TaskEnd:
+    """A task run the step ended without an attempt of its own: a dependant skipped or
+    upstream_failed, a foreach when its items are done, what a halted run skips or cancels.
+    `detail` says why, where the state alone does not (a foreach's failed items)."""
+
+    run_id: int
+    task_run_id: int
+    task: str
+    state: str
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """An attempt the step ended itself, as agents report theirs: a job task's, when its child
+    run ended (its agent reported only that it started the run)."""
+
+    claim: Claim
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    run_id: int
+    state: str
+
+
+End = TaskEnd | AttemptEnd | RunEnd
+
+
 @dataclass(hot=True)
 class StepResult:
     claims: list[Claim] = field(default_factory=list)
     finished_runs: list[tuple[int, str]] = field(default_factory=list)
     stale: list[int] = field(default_factory=list)
     next_due: float | None = None  # earliest retry this step scheduled
-    # Task runs the step ended without an attempt of their own, other than by succeeding:
-    # (run id, task, state). A dependant skipped or upstream_failed, a foreach whose items
-    # failed, what a halted run skipped or cancelled: the pipe progress names them.
-    settled: list[tuple[int, str, str]] = field(default_factory=list)
-    # Attempts the step ended itself, as agents report theirs: a job task whose child run
-    # ended (its agent reported it started the run, and nothing more).
-    ended: list[tuple[Claim, Outcome]] = field(default_factory=list)
+    # What the step ended besides the attempts it was given, in the order it ended them: a
+    # child run's tasks, then the child run, then its job task, then that task's dependants and
+    # maybe the parent run. The pipe progress prints them in this order.
+    ends: list[End] = field(default_factory=list)
     # Task runs whose failed attempt the step turned into a retry. A failure with attempts left
     # is not retried in a halted run (on_failure stop or cancel, a user's stop): only these
     # are "failed, retrying".
@@ -63,4 +91,4 @@ class Delta:
     events: list[tuple[float, int, int | None, str, str | None]] = field(default_factory=list)
     writes: list[tuple[int, str]] = field(default_factory=list)
     policy_failures: list[TaskRunRow] = field(default_factory=list)
-    settled: list[tuple[int, str, str]] = field(default_factory=list)  # as StepResult's
+    ends: list[TaskEnd] = field(default_factory=list)  # for StepResult.ends

@@ -7,7 +7,7 @@ from typing import Any
 
 from taskplan.engine import definitions, runs, transitions
 from taskplan.engine.context import Context
-from taskplan.engine.records import Claim, Outcome, StepResult
+from taskplan.engine.records import AttemptEnd, Claim, Outcome, StepResult
 from taskplan.errors import UsageError
 from taskplan.model import TERMINAL_RUN_STATES, Halt, RunState, TaskRunKind, TaskState
 from taskplan.store import claims as claim_ops
@@ -109,6 +109,6 @@ def child_run_ended(ctx: Context, tx: Tx, run: RunRow, now: float,
                else Outcome(TaskState.FAILED, result=child,
                             error=f"run {run.id} ended {run.state}"))
     if result is not None:
-        result.ended.append((claim, outcome))
+        result.ends.append(AttemptEnd(claim, outcome))
     transitions.finish(ctx, tx, claim, outcome, now,
                        result if result is not None else StepResult())

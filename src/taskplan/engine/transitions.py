@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterable, Sequence
 
 from taskplan.engine import definitions
 from taskplan.engine.context import Context
-from taskplan.engine.records import Claim, Delta, Outcome, StepResult
+from taskplan.engine.records import Claim, Delta, Outcome, RunEnd, StepResult, TaskEnd
 from taskplan.engine.rules import resolve_trigger, retry_delay
 from taskplan.model import (
     FAILED_LIKE,
@@ -213,9 +213,10 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
         delta.unfinished -= 1
         delta.events.append((now, run_id, row.id, str(state),
                              detail if row.id == first_id else None))
-        if (state != TaskState.SUCCEEDED and attempted < 0
-                and row.kind != TaskRunKind.BARRIER):
-            delta.settled.append((run_id, row.task, str(state)))
+        if attempted < 0 and row.kind != TaskRunKind.BARRIER:
+            # Ended by the graph, not by an attempt: a dependant that will not run, or a
+            # foreach whose items are all done (the only one that can succeed this way).
+            delta.ends.append(TaskEnd(run_id, row.id, row.task, str(state), _why(row, state)))
         if state == TaskState.FAILED:
             delta.failed += 1
             if row.kind == TaskRunKind.TASK or (row.kind == TaskRunKind.FOREACH
@@ -247,6 +248,14 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
                 work.append((dep, new))
 
 
+def _why(row: TaskRunRow, state: TaskState) -> str | None:
+    """What a task run ended by the graph shows beside its state, where the state alone does
+    not say it: a foreach whose items failed."""
+    if row.kind == TaskRunKind.FOREACH and state == TaskState.FAILED and row.failed_children:
+        return f"items: {row.failed_children} failed"
+    return None
+
+
 def close_step(ctx: Context, tx: Tx, run_id: int, run: RunRow | None, now: float,
                delta: Delta, result: StepResult | None) -> RunRow:
     """Write the collected states, apply on_failure, and end the run if nothing is left.
@@ -263,7 +272,7 @@ def close_step(ctx: Context, tx: Tx, run_id: int, run: RunRow | None, now: float
     run = ops.bump_run(tx, run_id, unfinished=delta.unfinished, running=delta.running,
                        ready=delta.ready, failed=delta.failed)
     if result is not None:
-        result.settled.extend(delta.settled)
+        result.ends.extend(delta.ends)
     if run.state in TERMINAL_RUN_STATES:
         return run
     if run.halt == Halt.CANCEL:
@@ -281,6 +290,7 @@ def close_step(ctx: Context, tx: Tx, run_id: int, run: RunRow | None, now: float
         tx.wake = True
         if result is not None:
             result.finished_runs.append((run.id, run.state))
+            result.ends.append(RunEnd(run.id, run.state))
         run_ended(ctx, tx, run, now, result)
     return run
 
@@ -305,7 +315,7 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
              result: StepResult | None = None) -> RunRow:
     """End a halted run: unstarted task runs are skipped; running ones cancelled if asked.
     A cancelled job task cancels the child run it started (whose run-end effects run here);
-    the caller runs this run's own (`run_ended`). What it ends goes to `result.settled`."""
+    the caller runs this run's own (`run_ended`). What it ends goes to `result.ends`."""
     user = run.halt in USER_HALTS
     writes: list[tuple[int, str]] = []
     names: dict[int, str] = {}
@@ -313,13 +323,10 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     cancelled: list[int] = []
     child_runs: list[int] = []
     for t in ops.unfinished_of_run(tx, run.id):
-        if (t.kind != TaskRunKind.BARRIER and t.task is not None
-                and (t.state != TaskState.RUNNING or t.pending_children
-                     or t.child_run_id is not None)):
-            # Named for the progress display. A running attempt's end is its agent's to
-            # report; an expanded foreach and a job task whose child run is under way have
-            # none running (their agents reported them expanded). A foreach's items are not
-            # named (it may have a million).
+        if t.kind != TaskRunKind.BARRIER and t.task is not None:
+            # Named for the progress display, in the order of the run's end. A running attempt
+            # cancelled here is reported now too: its agent's own report comes later, fenced
+            # off as stale. A foreach's items are not named (it may have a million).
             names[t.id] = t.task
         if t.state == TaskState.RUNNING and t.kind == TaskRunKind.FOREACH and t.pending_children:
             # An expanded foreach parent: not on an agent, not in the running counter.
@@ -341,7 +348,7 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     run_ops.cancel_running(tx, cancelled, now)
     ops.add_events(tx, [(now, run.id, i, s, None) for i, s in writes])
     if result is not None:
-        result.settled.extend((run.id, names[i], s) for i, s in writes if i in names)
+        result.ends.extend(TaskEnd(run.id, i, names[i], s) for i, s in writes if i in names)
     run = ops.bump_run(tx, run.id, unfinished=-len(writes), running=-running, ready=-ready)
     final = RunState.CANCELLED if user else RunState.FAILED
     ops.set_run_state(tx, run.id, final, now=now, finished=True)
@@ -358,6 +365,7 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
             run_ended(ctx, tx, child, now, None)
             if result is not None:
                 result.finished_runs.append((child.id, child.state))
+                result.ends.append(RunEnd(child.id, child.state))
     return run
 
 
