@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from acceptance_helpers import Taskplan
+import os
+import subprocess
+
+from acceptance_helpers import Taskplan, clean_env
 
 JOB = """
     job: {name}
@@ -85,3 +88,27 @@ def test_bad_run_input_exits_2_and_creates_nothing(tp: Taskplan) -> None:
     assert res.err.startswith("bad.yaml:3:29: tasks.a.retries"), res
     # nothing was stored by any of them (the good file was only ever named with bad flags)
     assert not tp.db_path.exists()
+
+
+def test_exit_code_is_the_commands_own_when_nobody_reads_its_output(tp: Taskplan) -> None:
+    tp.write("cycle.yaml", """
+        job: x
+        tasks: {a: {shell: echo, depends_on: [b]}, b: {shell: echo, depends_on: [a]}}
+    """)
+    tp.write("j.yaml", JOB.format(name="j"))
+    tp.ok("apply", "j.yaml")
+    for _ in range(3):
+        tp.ok("run", "j")
+    # `2>&1 | true`: the reader has gone before the first line is written.
+    cases = [(("validate", "cycle.yaml"), 2), (("apply", "cycle.yaml"), 2),
+             (("status", "999"), 2), (("runs",), 0), (("validate", "j.yaml"), 0)]
+    for args, code in cases:
+        read, write = os.pipe()
+        os.close(read)
+        try:
+            proc = subprocess.run(tp.argv(args, db=True), cwd=tp.home, env=clean_env(),
+                                  stdin=subprocess.DEVNULL, stdout=write, stderr=write,
+                                  timeout=60)
+        finally:
+            os.close(write)
+        assert proc.returncode == code, args

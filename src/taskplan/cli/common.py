@@ -221,10 +221,6 @@ def handle_errors(fn: F) -> F:
             fail(str(exc), EXIT_BAD_INPUT)
         except TaskplanError as exc:
             fail(str(exc), EXIT_BAD_INPUT)
-        except BrokenPipeError:
-            # The reader went away (`taskplan runs | head`): not an error worth a message.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(EXIT_OK)
         except OSError as exc:
             fail(str(exc), EXIT_BAD_INPUT)
         except Exception as exc:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gc
 import importlib
+import io
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -145,10 +146,44 @@ def main() -> None:
     # frozen, so the interpreter's last collections need not walk it.
     _startup[0] = gc.isenabled()
     gc.disable()
+    _outlive_readers()
     try:
         _main()
     finally:
         gc.freeze()
+
+
+class _ReaderGone(io.FileIO):
+    """stdout or stderr, where output nobody reads any more (`2>&1 | head -1`) is dropped
+    instead of raising: a failed write would otherwise end the command half-way, with an exit
+    code that says nothing of what it did (0 for a file that failed validation)."""
+
+    def write(self, data: Any) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            # Later writes (the interpreter's last flush too) go to /dev/null and cannot fail.
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.fileno())
+            os.close(null)
+            return memoryview(data).nbytes
+
+
+def _outlive_readers() -> None:
+    """sys.stdout and sys.stderr written through _ReaderGone, as they were otherwise."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, io.TextIOWrapper):
+            continue  # replaced already (a test's capture): left as it is
+        try:
+            fd = stream.fileno()
+            stream.flush()
+        except (OSError, ValueError):
+            continue  # closed: nothing will be written there anyway
+        raw = _ReaderGone(fd, "wb", closefd=False)
+        setattr(sys, name, io.TextIOWrapper(
+            io.BufferedWriter(raw), encoding=stream.encoding, errors=stream.errors,
+            line_buffering=stream.line_buffering, write_through=stream.write_through))
 
 
 def _main() -> None:
