@@ -35,6 +35,11 @@ def test_a_connections_file_is_applied_and_used_by_name(tp: Taskplan) -> None:
     assert "connection mart: new" in out and "connection other: new" in out
     assert "connection mart: unchanged" in tp.ok("apply", "connections.yaml").out
     tp.ok("validate", "report.yaml")
+    # --db after the command name too: the store whose connections validate knows.
+    tp.ok("validate", "report.yaml", "--db", tp.url, db=False)
+    other = tp("validate", "report.yaml", "--db", "sqlite:///other.db", db=False)
+    assert other.code == 2 and "unknown connection 'mart'" in other.err
+    assert not (tp.home / "other.db").exists()
     tp.ok("run", "report.yaml")
     [run] = tp.ok("runs", "--json").json()
     assert tp.status(run["run_id"])["tasks"][0]["result"] is not None

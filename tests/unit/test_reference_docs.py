@@ -62,6 +62,14 @@ def test_every_command_and_flag_is_in_the_command_reference() -> None:
     assert missing == []
 
 
+def test_every_command_takes_db_after_its_name_as_the_reference_says() -> None:
+    assert "`--db URL` (before or after the command name)" in CLI_DOC
+    missing = [name for name, cmd in commands() if not isinstance(cmd, click.Group)
+               and not any(isinstance(p, click.Option) and "--db" in p.opts
+                           for p in cmd.params)]
+    assert missing == []
+
+
 def model_keys(model: type[BaseModel]) -> set[str]:
     return {f.alias or k for k, f in model.model_fields.items()}
 

@@ -34,10 +34,12 @@ def _report(problems: list[object]) -> None:
 
 @click.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
+@db_option
 @handle_errors
-def validate_cmd(files: tuple[str, ...]) -> None:
+def validate_cmd(files: tuple[str, ...], db: str | None) -> None:
     """Check job files and print every error with file:line:column."""
-    share_connections(get_context(None))
+    # The store is only read, for the names of the shared connections applied to it.
+    share_connections(get_context(db))
     problems = validate_files(list(files))
     if problems:
         _report(list(problems))
