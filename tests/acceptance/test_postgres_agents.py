@@ -379,3 +379,16 @@ def test_taskplan_run_carries_on_across_a_store_outage(pgtp: PgTaskplan) -> None
     finally:
         pgtp.pg_url = direct
         proxy.close()
+
+
+def test_a_foreach_gets_its_end_line_on_the_server_step(pgtp: PgTaskplan) -> None:
+    # On PostgreSQL the items' successes go through the server step; the one that ends the
+    # foreach hands the step to the general path, which reports the foreach's end.
+    pgtp.write("fe.yaml", "job: fe\ntasks:\n  each: {foreach: {values: [1, 2, 3, 4, 5]},"
+               " shell: \"true\"}\n  after: {shell: \"true\", depends_on: [each]}\n")
+    res = pgtp.ok("run", "fe.yaml", "--workers", "4")
+    ends = [" ".join(ln.split()[2:]) for ln in res.out.splitlines()]
+    assert ends.index("each succeeded") > max(i for i, e in enumerate(ends)
+                                              if e.startswith("each[") and "succeeded" in e)
+    assert ends.index("each succeeded") < ends.index("after running"), res.out
+    assert res.out.splitlines()[-1].endswith(": 7 succeeded"), res.out
