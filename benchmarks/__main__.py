@@ -182,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rows {unknown}; known: all {' '.join(WORKLOADS)}")
     targets.check(args.db)
+    on_pg = args.db != "sqlite" and targets.Target(args.db, "").backend == "postgresql"
+    if not on_pg and "agents_scale" in names:
+        parser.error("agents_scale runs on PostgreSQL: --db postgresql://...")
+    sqlite_only = [n for n in names if n in COMMAND_WORKLOADS and n != "cli_wide1000"]
+    if on_pg and sqlite_only:
+        parser.error(f"{' '.join(sqlite_only)}: command-level rows run on SQLite (a user's"
+                     " first store); of them only cli_wide1000 also runs on PostgreSQL")
+    json_path = _json_path(args.json_path)
 
     started = dt.datetime.now().astimezone()
     doc: dict[str, Any] = {
@@ -213,14 +221,34 @@ def main(argv: list[str] | None = None) -> int:
              if doc["source"]["src_dirty"] else ""))
     print(report.table(doc))
 
-    path = args.json_path or os.path.join(
+    path = json_path or os.path.join(
         HERE, "results", started.strftime("%Y%m%dT%H%M%S") + ".json")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+    except OSError as exc:
+        raise SystemExit(f"--json {path}: cannot write: {exc.strerror or exc}") from None
     print(f"\nwrote {path}")
     return 0
+
+
+def _json_path(path: str | None) -> str | None:
+    """--json checked before any row runs (rows take minutes): a folder it can be written in,
+    made if missing, and not a folder itself."""
+    if path is None:
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise SystemExit(f"--json {path}: a folder, not a file")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(f"--json {path}: cannot make {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise SystemExit(f"--json {path}: cannot write in {folder}")
+    return path
 
 
 if __name__ == "__main__":

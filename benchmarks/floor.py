@@ -17,12 +17,14 @@ claiming from one shared table (`transitions_per_s_8conn`, PG_ROWS_8 rows).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from typing import Any
 
 from benchmarks.targets import Target, pg_dsn
+from taskplan.store.urls import sqlite_path
 
 ROWS = 20_000
 PG_ROWS = 3_000  # ~1,000 commits/s on one connection here: ~6 s
@@ -133,7 +135,11 @@ def measure(target: Target, rows: int = ROWS) -> dict[str, float]:
         return measure_pg(target)
     if target.backend != "sqlite":
         raise SystemExit(f"floor: no {target.backend} floor")
-    with target.fresh("floor") as url:
+    # A file of its own, even when --db names the user's store: the floor's table is not a
+    # store's. Beside that store, so on the same file system.
+    own = target if target.spec == "sqlite" else Target(
+        "sqlite", os.path.dirname(os.path.abspath(sqlite_path(target.spec))))
+    with own.fresh("floor") as url:
         path = url[len("sqlite:///"):]
         conn = sqlite3.connect(path, isolation_level=None)
         try:

@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a Python that has Prefect (default: this one, if it has it)")
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
+    if not rows:
+        parser.error(f"--rows names no row; known: {','.join(ROWS)}")
     unknown = [r for r in rows if r not in ROWS]
     if unknown or args.repeat < 1:
         parser.error(f"unknown rows {unknown}; known: {','.join(ROWS)}" if unknown

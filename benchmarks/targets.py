@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from taskplan.cli.common import one_line
-from taskplan.store.urls import backend_of, mask_url
+from taskplan.store.urls import backend_of, mask_url, sqlite_path
 
 
 def pg_dsn(url: str) -> str:
@@ -92,7 +92,14 @@ class Target:
 
 def check(spec: str) -> None:
     """Fail early, in the parent, on a --db the rows cannot use."""
-    if spec == "sqlite" or backend_of(spec) == "sqlite":
+    if spec == "sqlite":
+        return
+    if backend_of(spec) == "sqlite":
+        folder = os.path.dirname(os.path.abspath(sqlite_path(spec)))
+        if not os.path.isdir(folder):
+            raise SystemExit(f"--db {spec}: no folder {folder}")
+        if not os.access(folder, os.W_OK):
+            raise SystemExit(f"--db {spec}: cannot write in {folder}")
         return
     if backend_of(spec) == "postgresql":
         import psycopg

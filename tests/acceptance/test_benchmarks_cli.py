@@ -51,3 +51,48 @@ def test_no_repetitions_is_refused() -> None:
     got = bench("floor", "--repeat", "0")
     assert got.returncode == 2
     assert got.stderr.strip().splitlines()[-1].endswith("--repeat must be at least 1")
+
+
+def test_a_json_path_that_cannot_be_written_is_refused_before_any_row(tmp_path: Path) -> None:
+    got = bench("floor", "--json", str(tmp_path))
+    assert got.returncode == 1
+    assert got.stderr.strip() == f"--json {tmp_path}: a folder, not a file"
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    got = bench("floor", "--json", str(blocker / "out.json"))
+    assert got.returncode == 1
+    assert got.stderr.strip().startswith(f"--json {blocker / 'out.json'}: cannot make {blocker}")
+    assert "floor ..." not in got.stderr  # no row ran
+
+
+def test_a_sqlite_file_in_a_missing_folder_is_refused() -> None:
+    got = bench("load1000", "--db", "sqlite:////nonexistent-folder/x.db")
+    assert got.returncode == 1
+    assert got.stderr.strip() == ("--db sqlite:////nonexistent-folder/x.db:"
+                                  " no folder /nonexistent-folder")
+
+
+def test_a_postgresql_row_on_sqlite_is_refused() -> None:
+    got = bench("agents_scale")
+    assert got.returncode == 2
+    assert got.stderr.strip().splitlines()[-1].endswith(
+        "agents_scale runs on PostgreSQL: --db postgresql://...")
+
+
+def test_the_floor_leaves_a_users_store_file_alone(tmp_path: Path) -> None:
+    # --db sqlite:///FILE reuses one store for every row; the floor's own table goes to a
+    # file of its own beside it, so a second invocation works too.
+    store = tmp_path / "mine.db"
+    for _ in range(2):
+        got = bench("floor", "--repeat", "1", "--db", f"sqlite:///{store}",
+                    "--json", str(tmp_path / "out.json"))
+        assert got.returncode == 0, got.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_the_peer_harness_needs_a_row() -> None:
+    got = subprocess.run([sys.executable, "-m", "benchmarks.peers", "--rows", ","], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert got.returncode == 2
+    assert got.stderr.strip().splitlines()[-1].endswith("--rows names no row; known:"
+                                                       " chain200,wide1000,stages10x100")
