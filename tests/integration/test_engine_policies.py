@@ -92,6 +92,25 @@ def test_finish_stage_starts_the_failed_stage_but_no_higher(engine: Engine,
     assert engine.run_state(run_id) == "failed"
 
 
+def test_finish_stage_retries_the_stage_it_finishes(engine: Engine, store: Store) -> None:
+    # A task of the failed stage that fails after the halt still has its retries: the stage
+    # finishes as it would have; a higher stage's task is not retried, as it never starts.
+    run_id, _ = run_job(engine, """
+        job: pol_finish_stage_retry
+        on_failure: finish_stage
+        tasks:
+          bad: {python: "tpjobs:fail", stage: 2, priority: 10}
+          again: {shell: "test {{ run.attempt }} -gt 1", stage: 2, retries: 2, retry_delay: 0}
+          high: {python: "tpjobs:record", stage: 3}
+        """, slots=1)
+    got = tasks(store, run_id)
+    assert got["bad"]["state"] == "failed"
+    assert got["again"]["started_at"] >= got["bad"]["finished_at"]
+    assert (got["again"]["state"], got["again"]["attempts"]) == ("succeeded", 2)
+    assert (got["high"]["state"], got["high"]["attempts"]) == ("skipped", 0)
+    assert engine.run_state(run_id) == "failed"
+
+
 def test_cancel_kills_running_tasks_now(engine: Engine, store: Store, tmp_path: Path) -> None:
     pidfile = tmp_path / "sleeper.pid"
     run_id, _ = run_job(engine, """

@@ -134,7 +134,7 @@ def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
         run = ops.run_row(tx, claim.run_id, lock=True)
         assert run is not None
     retry = (outcome.state == TaskState.FAILED and claim.attempt < claim.max_attempts
-             and run is not None and run.halt is None)
+             and run is not None and _may_retry(run, claim))
     state = TaskState.RUNNING if retry else outcome.state
     ended = outcome.ended(now)
     row = ops.end_running(
@@ -159,6 +159,15 @@ def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
     settle(tx, claim.run_id, on_failure, [(row, outcome.state)], now, delta,
            detail=outcome.error)
     close_step(ctx, tx, claim.run_id, run, now, delta, result)
+
+
+def _may_retry(run: RunRow, claim: Claim) -> bool:
+    """A halted run retries nothing, but finish_stage: the stage it lets finish (the failed
+    task's and lower) finishes as it would have, retries included."""
+    if run.halt is None:
+        return True
+    return (run.halt == Halt.FINISH_STAGE and run.halt_stage is not None
+            and (claim.stage or 0) <= run.halt_stage)
 
 
 def _retry(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
