@@ -112,3 +112,35 @@ def test_exit_code_is_the_commands_own_when_nobody_reads_its_output(tp: Taskplan
         finally:
             os.close(write)
         assert proc.returncode == code, args
+
+
+def test_numbers_and_dates_out_of_range_are_named_not_overflowed(tp: Taskplan) -> None:
+    # (`next` answers at the ends of the calendar: tests/acceptance/test_edges_of_time.py.)
+    tp.write("p.yaml", """
+        job: p
+        timezone: Asia/Tokyo
+        schedules:
+          - cron: "0 6 * * *"
+        tasks:
+          a: {shell: echo p}
+    """)
+    tp.write("closed.yaml", "calendar: closed\ndates: [2026-12-24]\n")
+    tp.ok("apply", "p.yaml", "closed.yaml")
+    huge = "99999999999999999999999"
+    by_id = [("status", huge), ("stop", huge), ("cancel", huge), ("retry", huge),
+             ("logs", huge, "a"), ("notifications", "--run", huge)]
+    options = [(("runs", "--limit", huge), "'--limit'"),
+               (("firings", "p", "--limit", huge), "'--limit'"),
+               (("notifications", "--limit", huge), "'--limit'"),
+               (("run", "p", "--workers", huge), "'--workers'"),
+               (("backfill", "p", "--from", "0001-01-01", "--to", "0001-01-02"),
+                "--from expects a date between"),
+               (("forecast", "p", "--at", "0001-01-01"), "--at expects a date between"),
+               (("calendars", "closed", "--from", "9999-12-31"), "--from expects a date between")]
+    commands = by_id + [args for args, _ in options]
+    expected = [f"expected a run id between 1 and {2**63 - 1}"] * len(by_id) \
+        + [said for _, said in options]
+    for args, said, res in zip(commands, expected, tp.many(*commands), strict=True):
+        assert res.code == 2, (args, res)
+        one_line(res.err)
+        assert said in res.err and "Error" not in res.err, (args, res.err)

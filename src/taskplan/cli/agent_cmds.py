@@ -24,6 +24,7 @@ from taskplan.cli.common import (
     print_json,
     setup_logging,
     short_time,
+    whole,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.cli.routing_opts import labels_option, parse_labels
@@ -37,7 +38,7 @@ log = logging.getLogger("taskplan.agent")
 
 
 @click.command("agent")
-@click.option("--slots", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
+@click.option("--slots", type=whole(1), default=DEFAULT_WORKERS,
               show_default=True, help="Task runs executed at once.")
 @click.option("--name", default=None, help="Shown by `taskplan agents` (default HOST:PID).")
 @click.option("--exit-when-idle", "exit_when_idle", default=None, metavar="DURATION",

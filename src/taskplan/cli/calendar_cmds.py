@@ -6,15 +6,24 @@ from datetime import date, timedelta
 
 import click
 
-from taskplan.cli.common import db_option, get_context, handle_errors, json_option, print_json
+from taskplan.cli.common import (
+    check_day,
+    db_option,
+    get_context,
+    handle_errors,
+    json_option,
+    print_json,
+)
 from taskplan.errors import NotFoundError, UsageError
 
 
 def _day(text: str, what: str) -> date:
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise UsageError(f"{what} expects a date as YYYY-MM-DD, got {text!r}") from None
+    check_day(day, what, text)
+    return day
 
 
 @click.command("calendars")

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from taskplan.store.db import Store
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT, EXIT_STORE = 0, 1, 2, 3
+# The largest whole number a store column holds (SQLite's INTEGER, PostgreSQL's bigint): a run
+# id, count or limit past it is refused by name, not left to overflow in the driver.
+INT64_MAX = 2**63 - 1
+# The dates the options take. datetime ends at years 1 and 9999; the margin keeps a zone's
+# offset, or the day added to a bare `--to DATE`, from crossing either end.
+EARLIEST, LATEST = date(1900, 1, 1), date(9998, 12, 31)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -65,6 +71,11 @@ def prepare_daemon() -> None:
 
     build_validators()
     warm_up()
+
+
+def whole(minimum: int) -> click.IntRange:
+    """An integer option from `minimum` up to what the store holds."""
+    return click.IntRange(minimum, INT64_MAX)
 
 
 def json_option(fn: F) -> F:
@@ -283,6 +294,13 @@ def parse_run_id(text: str) -> int:
         value = int(text)
     except ValueError:
         raise UsageError(f"expected a run id (a whole number), got {text!r}") from None
-    if value < 1:
-        raise UsageError(f"expected a run id >= 1, got {value}")
+    if not 1 <= value <= INT64_MAX:
+        raise UsageError(f"expected a run id between 1 and {INT64_MAX}, got {value}")
     return value
+
+
+def check_day(day: date, option: str, text: str) -> None:
+    """Refuse the day `text` given to `option` names if no option takes it."""
+    if not EARLIEST <= day <= LATEST:
+        raise UsageError(f"{option} expects a date between {EARLIEST} and {LATEST}, "
+                         f"got {text!r}")

@@ -25,6 +25,7 @@ from taskplan.cli.common import (
     parse_run_id,
     share_connections,
 )
+    whole,
 from taskplan.cli.progress import PipeProgress, RichProgress
 from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.cli.terminal_text import safe_line
@@ -86,7 +87,7 @@ def file_hint(name: str) -> str:
 @click.argument("job_or_file")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a job parameter (repeatable).")
-@click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
+@click.option("--workers", type=whole(1), default=DEFAULT_WORKERS,
               show_default=True, help="Slots that execute tasks in parallel.")
 @click.option("--detach", is_flag=True, help="Create the run, print its id and return.")
 @click.option("--distributed", is_flag=True,
@@ -163,7 +164,7 @@ def warn_unserved(engine: Engine, version_id: int, run_id: int) -> None:
 @click.command("retry")
 @click.argument("run")
 @click.option("--task", default=None, help="Only this task and what depends on it.")
-@click.option("--workers", type=click.IntRange(min=1), default=DEFAULT_WORKERS,
+@click.option("--workers", type=whole(1), default=DEFAULT_WORKERS,
               show_default=True)
 @click.option("--detach", is_flag=True, help="Reset the run and return; agents execute it.")
 @click.option("--latest", is_flag=True,

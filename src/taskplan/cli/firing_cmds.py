@@ -9,12 +9,14 @@ from typing import Any
 import click
 
 from taskplan.cli.common import (
+    check_day,
     db_option,
     get_context,
     handle_errors,
     json_option,
     parse_params,
     print_json,
+    whole,
 )
 from taskplan.errors import UsageError
 
@@ -29,6 +31,7 @@ def parse_bound(text: str, option: str, tz: Any, *, end: bool) -> datetime:
     except ValueError:
         raise UsageError(f"{option} expects an ISO 8601 date or time such as 2026-01-31 or"
                          f" 2026-01-31T02:00+01:00, got {text!r}") from None
+    check_day(value.date(), option, text)
     if _DATE_ONLY.match(text.strip()) and end:
         value = datetime.combine(value.date() + timedelta(days=1), time()) \
             - timedelta(microseconds=1)
@@ -44,7 +47,7 @@ def parse_bound(text: str, option: str, tz: Any, *, end: bool) -> datetime:
                    " it carries an offset.")
 @click.option("--to", "end", required=True, metavar="DATE",
               help="Last instant (a bare date: that day's end); capped at now.")
-@click.option("--max-active", "max_active", type=click.IntRange(min=1), default=None,
+@click.option("--max-active", "max_active", type=whole(1), default=None,
               help="At most this many of the backfill's runs running at once (the rest wait"
                    " queued).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
@@ -131,7 +134,7 @@ def suppressed_firings(spec: Any, lo: datetime, hi: datetime, default_tz: str,
 
 @click.command("firings")
 @click.argument("job")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=whole(1), default=20, show_default=True,
               help="How many of the latest firings to print.")
 @db_option
 @json_option

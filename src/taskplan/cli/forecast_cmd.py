@@ -10,12 +10,14 @@ import click
 
 from taskplan import shapes
 from taskplan.cli.common import (
+    check_day,
     db_option,
     get_context,
     handle_errors,
     json_option,
     parse_params,
     print_json,
+    whole,
 )
 from taskplan.errors import UsageError
 from taskplan.forecast import RunForecast
@@ -45,6 +47,7 @@ def parse_at(text: str, job: JobSpec, default_tz: str, now: datetime) -> datetim
         raise UsageError(
             "--at expects HH:MM or an ISO 8601 date-time such as 2026-03-29T01:00+01:00,"
             f" got {text!r}") from None
+    check_day(value.date(), "--at", text)
     return value if value.tzinfo is not None else value.replace(tzinfo=zone)
 
 
@@ -87,7 +90,7 @@ def deadline_verdict(spec: JobSpec, forecast: RunForecast, start: float, zone: s
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A parameter of the run (repeatable); history of runs with the same values"
                    " is preferred.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=whole(1), default=None,
               help="Slots to run it on [default: the slots of the agents alive now, else the"
                    " default of `taskplan run`].")
 @click.option("--at", "at", default=None, metavar="TIME",

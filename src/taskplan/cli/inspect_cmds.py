@@ -20,6 +20,7 @@ from taskplan.cli.common import (
     parse_run_id,
     print_json,
     short_time,
+    whole,
 )
 from taskplan.cli.terminal_text import safe, safe_line
 from taskplan.errors import NotFoundError, StoreUnavailableError, UsageError
@@ -116,7 +117,7 @@ def _print_attempt(a: reports.AttemptInfo) -> None:
 @click.command("runs")
 @click.option("--job", default=None, help="Only runs of this job.")
 @click.option("--state", type=click.Choice([s.value for s in RunState]), default=None)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=whole(1), default=20, show_default=True)
 @db_option
 @json_option
 @handle_errors
@@ -155,9 +156,9 @@ def deadline_text(r: reports.RunInfo, now: float) -> str:
 @click.command("logs")
 @click.argument("run")
 @click.argument("task")
-@click.option("--attempt", type=click.IntRange(min=1), default=None,
+@click.option("--attempt", type=whole(1), default=None,
               help="Which attempt (default: the latest).")
-@click.option("--item", "item_index", type=click.IntRange(min=0), default=None,
+@click.option("--item", "item_index", type=whole(0), default=None,
               help="Which foreach item (its index).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
 @click.option("--raw", is_flag=True,

@@ -21,6 +21,7 @@ from taskplan.cli.common import (
     parse_run_id,
     print_json,
     short_time,
+    whole,
 )
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.notify.rules import Channel
@@ -69,7 +70,7 @@ def _short(channel: Channel) -> str:
 @click.option("--failed", "failed_only", is_flag=True,
               help="Only notifications that were given up on.")
 @click.option("--run", "run", default=None, metavar="RUN", help="Only those of this run.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--limit", type=whole(1), default=50, show_default=True,
               help="The newest this many.")
 @json_option
 @db_option

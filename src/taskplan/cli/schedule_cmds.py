@@ -22,6 +22,7 @@ from taskplan.cli.common import (
     prepare_daemon,
     print_json,
     setup_logging,
+    whole,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS, load_if_file
 from taskplan.cli.routing_opts import labels_option, parse_labels
@@ -65,7 +66,7 @@ def parse_after(text: str, job: JobSpec, default_tz: str) -> datetime:
 
 @click.command("next")
 @click.argument("job_or_file")
-@click.option("-n", "count", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("-n", "count", type=whole(1), default=10, show_default=True,
               help="How many firings to print.")
 @click.option("--after", default=None, metavar="ISO",
               help="Start after this instant (default: now); no offset = the job's zone.")
@@ -147,7 +148,7 @@ def scheduler_cmd(lease: float, log_format: str, quiet: bool, verbose: int,
 
 
 @click.command("serve")
-@click.option("--slots", type=click.IntRange(min=1), default=DEFAULT_WORKERS, show_default=True,
+@click.option("--slots", type=whole(1), default=DEFAULT_WORKERS, show_default=True,
               help="Slots of the agent.")
 @click.option("--lease", type=click.FloatRange(min=0.5), default=6.0, show_default=True,
               help="Seconds the scheduler's leader lease lasts.")

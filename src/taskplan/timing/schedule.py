@@ -76,7 +76,14 @@ class Schedule:
         """The first firing strictly after `after` (aware), in the schedule's zone; None if none."""
         if self.spec.max_runs == 0:
             return None
-        after = require_aware(after, "after")
+        try:
+            after = require_aware(after, "after")
+        except OverflowError:
+            # A wall at an end of the calendar whose zone takes it past the end in UTC
+            # (0001-01-01 east of Greenwich, 9999-12-31 west of it).
+            if after.year > _EARLIEST.year:
+                return None
+            after = _EARLIEST
         try:
             hit = self._next_unlimited(after)
         except OverflowError:
