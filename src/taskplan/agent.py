@@ -43,6 +43,9 @@ GIVE_UP_WHEN_CANCELLED = 5.0  # s of store outage after which a cancelled agent 
 CANCEL_GRACE = 1.0
 FLUSH_GIVE_UP = 60.0  # s an exiting agent keeps trying to record its last outcomes
 HOLD_CHECK_EVERY = 1.0  # s between looks for a sign of life of agents holding work
+# s at most between two calls of run()'s `until` while idle: what it watches (a run ended by
+# another process) may change with no wake-up here, and a beat can be 10 s away
+UNTIL_CHECK_EVERY = 0.25
 CLOCK_JUMP = 2.0  # s of wall clock gained or lost against the monotonic clock between beats
 CLOCK_JUMP_HOLD = 30.0  # s without reaping after a jump (the default lease)
 
@@ -335,6 +338,8 @@ class Agent:
                     timeout = min(timeout, CANCEL_CHECK_EVERY)
                 if holding:
                     timeout = min(timeout, HOLD_CHECK_EVERY)
+                if until is not None:
+                    timeout = min(timeout, UNTIL_CHECK_EVERY)
                 elif self.exit_when_idle is not None and busy == 0:
                     timeout = min(timeout, self.exit_when_idle - (now_m - idle_since))
                 gen = self.store.wait(gen, max(0.0, timeout))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from acceptance_helpers import Taskplan
+from acceptance_helpers import Taskplan, finish
 
 
 def test_a_wide_run_prints_a_bounded_number_of_lines(tp: Taskplan) -> None:
@@ -133,3 +133,21 @@ def test_a_failure_is_called_a_retry_only_when_the_step_retried_it(tp: Taskplan)
     assert "retrying" not in res.out, res.out
     assert re.search(r"\bslow\s+failed  \(exit code 2\)$", res.out, re.M), res.out
     assert tp.ok("status", "2", "--json").json()["state"] == "failed"
+
+
+def test_a_run_cancelled_from_another_process_gets_its_line_and_ends_the_command(
+        tp: Taskplan) -> None:
+    # A lease of 300 s puts the agent's next beat 100 s away: the command must not wait for it
+    # to notice that another process ended its run (the bound below is only the wait's).
+    tp.env["TASKPLAN_LEASE_SECONDS"] = "300"
+    tp.write("slow.yaml", "job: slow\ntasks:\n  s1: {shell: \"touch started; sleep 60\"}\n"
+             "  s2: {shell: \"true\", depends_on: [s1]}\n")
+    proc = tp.popen("run", "slow.yaml")
+    tp.wait_file("started", proc)
+    tp.ok("cancel", "1")
+    res = finish(proc, timeout=30)
+    assert res.code == 1, res
+    lines = res.out.splitlines()
+    assert re.search(r"\bs1\s+cancelled$", res.out, re.M), res.out  # not "(cancelled)" again
+    assert re.search(r"\brun 1\s+cancelled$", lines[-2]), res.out
+    assert lines[-1].startswith("run 1 (slow v1) cancelled in "), res.out

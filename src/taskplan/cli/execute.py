@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -24,8 +25,8 @@ from taskplan.cli.common import (
     parse_params,
     parse_run_id,
     share_connections,
-)
     whole,
+)
 from taskplan.cli.progress import PipeProgress, RichProgress
 from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.cli.terminal_text import safe_line
@@ -270,6 +271,10 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
                         watch.poll()
                 except StoreUnavailableError:
                     pass  # the agent rides out the outage; the display catches up after
+            if isinstance(display, PipeProgress) and not errors:
+                with contextlib.suppress(StoreUnavailableError):
+                    if (state := engine.run_state(run_id)) in TERMINAL_RUN_STATES:
+                        display.run_ended(state)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)

@@ -66,6 +66,7 @@ class PipeProgress:
         self._ended: deque[_Line] = deque()
         # Task runs a step cancelled and reported (observe(), on the dispatcher's thread)
         self._printed_ends: set[int] = set()
+        self._run_line_seen = False
         # What the printed and held-back lines add up to (update(), the printing thread)
         self._counts: Counter[str] = Counter()
         self._running = 0
@@ -102,6 +103,7 @@ class PipeProgress:
             elif isinstance(end, AttemptEnd):
                 lines.append(self._attempt_line(stamp, end.claim, end.outcome, result, 0))
             else:
+                self._run_line_seen = self._run_line_seen or end.run_id == self.run_id
                 lines.append(_Line(stamp, end.run_id, end.state, None, None, 0))
         lines.extend(_Line(stamp, claim, "running", None, None, 1) for claim in result.claims)
         with self._lock:
@@ -114,7 +116,15 @@ class PipeProgress:
             shown = f"failed, retrying (attempt {claim.attempt} of {claim.max_attempts})"
             return _Line(stamp, claim, shown, outcome.error, None, running)
         counted = state if claim.run_id == self.run_id else None
-        return _Line(stamp, claim, state, outcome.error, counted, running)
+        error = None if outcome.error == state else outcome.error  # not "cancelled (cancelled)"
+        return _Line(stamp, claim, state, error, counted, running)
+
+    def run_ended(self, state: str) -> None:
+        """The run's own line, when no step of this process ended it (a `taskplan cancel`
+        from another process, Ctrl-C): its end summary follows it in any case."""
+        if not self._run_line_seen:
+            with self._lock:
+                self._ended.append(_Line(time.time(), self.run_id, state, None, None, 0))
 
     def _text(self, line: _Line) -> str:
         stamp, who, state, error = line.stamp, line.who, line.state, line.error
