@@ -48,9 +48,12 @@ def find_config() -> Path | None:
 def _read_toml(path: Path) -> dict[str, Any]:
     import tomllib  # only where a taskplan.toml exists
 
+    from taskplan.utf8 import NotUtf8, decode
+
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        return tomllib.loads(decode(path.read_bytes()))
+    except NotUtf8 as exc:
+        raise UsageError(f"{path}:{exc.line}:{exc.col}: {exc.message}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from exc
 

@@ -144,3 +144,11 @@ def test_numbers_and_dates_out_of_range_are_named_not_overflowed(tp: Taskplan) -
         assert res.code == 2, (args, res)
         one_line(res.err)
         assert said in res.err and "Error" not in res.err, (args, res.err)
+
+
+def test_a_taskplan_toml_that_is_not_utf8_is_named(tp: Taskplan) -> None:
+    (tp.home / "taskplan.toml").write_bytes(b'timezone = "UTC"\n# caf\xe9\n')
+    res = tp("runs", db=False)
+    assert res.code == 2
+    assert res.err == (f"taskplan: {tp.home / 'taskplan.toml'}:2:6: not UTF-8 text (byte 0xe9:"
+                       " invalid continuation byte; save the file as UTF-8)\n")
