@@ -176,3 +176,19 @@ def test_apply_versions_only_on_change_and_runs_pin_their_version(tp: Taskplan) 
     assert runs[int(run2)]["version"] == 2
     # the first run still shows the version it was created with
     assert tp.status(run1)["version"] == 1
+
+
+def test_a_file_that_is_not_utf8_is_refused_at_its_first_bad_byte(tp: Taskplan) -> None:
+    (tp.home / "latin1.yaml").write_bytes(
+        b'job: x\ntasks:\n  a:\n    shell: "echo \xff\xfe caf\xe9"\n')
+    expected = ("latin1.yaml:4:18: not UTF-8 text (byte 0xff: invalid start byte; "
+                "save the file as UTF-8)")
+    for command in ("validate", "apply", "run"):
+        res = tp(command, "latin1.yaml")
+        assert res.code == 2, res
+        assert res.err.splitlines()[0] == expected, res.err
+    # The column counts characters, not bytes: the two before the bad byte take five bytes.
+    (tp.home / "accent.yaml").write_bytes(b"job: x\n# " + "é€".encode() + b" \xe9\n")
+    res = tp("validate", "accent.yaml")
+    assert res.err.startswith("accent.yaml:2:6: not UTF-8 text (byte 0xe9"), res.err
+    assert not tp.db_path.exists()

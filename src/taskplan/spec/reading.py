@@ -13,6 +13,7 @@ from pathlib import Path
 
 from taskplan.errors import DefinitionError, Problem
 from taskplan.spec.source import MAX_DOCUMENT_CHARS, too_large
+from taskplan.utf8 import NotUtf8, decode
 
 # A UTF-8 character is at most 4 bytes, so a file longer than this has more characters than
 # the text bound allows whatever it holds: it is refused without reading the rest.
@@ -58,7 +59,7 @@ def read_source(path: str | Path, shown: str) -> tuple[bytes, str]:
         problem = too_large(raw.decode("utf-8", errors="replace"), shown)
         raise DefinitionError([problem])
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise refuse(1, 1, f"cannot read the file: {exc}") from None
+        text = decode(raw)
+    except NotUtf8 as exc:
+        raise refuse(exc.line, exc.col, exc.message) from None
     return raw, text
