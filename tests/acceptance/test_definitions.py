@@ -192,3 +192,17 @@ def test_a_file_that_is_not_utf8_is_refused_at_its_first_bad_byte(tp: Taskplan) 
     res = tp("validate", "accent.yaml")
     assert res.err.startswith("accent.yaml:2:6: not UTF-8 text (byte 0xe9"), res.err
     assert not tp.db_path.exists()
+
+
+def test_a_file_given_twice_is_one_file(tp: Taskplan) -> None:
+    tp.write("jobs/sched.yaml", GOOD)
+    tp.write("jobs/other.yaml", GOOD.replace("job: good", "job: other"))
+    (tp.home / "link.yaml").symlink_to(tp.home / "jobs" / "sched.yaml")
+    assert tp.ok("validate", "jobs/sched.yaml", "jobs/sched.yaml", db=False).out == "ok\n"
+    assert tp.ok("validate", "jobs", "./jobs/../jobs/sched.yaml", "link.yaml").out == "ok\n"
+    out = tp.ok("apply", "jobs", "jobs/sched.yaml").out
+    assert sorted(out.splitlines()) == ["good: version 1 (new)", "other: version 1 (new)"]
+    # Two files defining one job are still refused.
+    tp.write("copy.yaml", GOOD)
+    res = tp("validate", "jobs", "copy.yaml")
+    assert res.code == 2 and "is already defined in jobs/sched.yaml" in res.err, res

@@ -116,12 +116,19 @@ def _load_once(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
     owners: dict[str, str] = {}
     calendar_owners: dict[str, str] = {}
     connections: dict[str, tuple[str, str]] = {}
+    # A file named twice (`apply jobs jobs/sched.yaml`, or through a link) is one file, not
+    # a second definition of its job.
+    seen: set[Path] = set()
     for given in map(Path, paths):
         files = expand_paths([given])
         if not files:
             problems.append(Problem(str(given), 1, 1,
                                     "no job files (*.yaml, *.yml) in this folder"))
         for path in files:
+            resolved = path.resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
             out = _analyse_file(path, use_cache=True)
             problems.extend(sorted(out.problems, key=lambda p: (p.line, p.col)))
             if is_connections_file(out.data):
