@@ -27,6 +27,7 @@ from taskplan.dataclass import dataclass
 from taskplan.engine import Engine
 from taskplan.errors import UsageError
 from taskplan.model import JobSpec
+from taskplan.rules import declared_params
 from taskplan.store import job_admin, sched_ops
 from taskplan.timing import calendar_names, compile_job
 
@@ -101,6 +102,7 @@ def backfill(engine: Engine, job: str, start: datetime, end: datetime, *,
         raise UsageError(f"--from {start.isoformat()} is after --to (or after now:"
                          " a backfill covers past firings only)")
     found, version_id, spec = locate(engine, job)
+    declared_params(spec.params, params or {})
     out = Backfill(job, start, end, firings=firings_in(engine, version_id, start, end,
                                                        default_tz))
     by_key = {s.key: s.params for s in spec.schedules}

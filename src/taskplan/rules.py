@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 from taskplan import dag
 from taskplan.dataclass import dataclass
+from taskplan.errors import UsageError
 from taskplan.model import (
     JobSpec,
     TaskRunKind,
@@ -128,3 +129,20 @@ def initial_states(spec: JobSpec, ups: dict[str, list[str]]) -> dict[str, tuple[
             if states[down] != TaskState.READY:
                 ended.append(down)
     return {name: (states[name], pending[name]) for name in ups}
+
+
+def declared_params(declared: Mapping[str, object], given: Mapping[str, object]
+                    ) -> dict[str, object]:
+    """`given` when each of its names is a param the job declares: a run's params override the
+    job's, they do not add to them (a misspelt `--param dya=...` would otherwise be kept and
+    silently ignored by every template)."""
+    unknown = sorted(k for k in given if k not in declared)
+    if unknown:
+        import difflib
+
+        guess = difflib.get_close_matches(unknown[0], sorted(declared), n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        known = ", ".join(sorted(declared)) or "none"
+        raise UsageError(f"unknown param {unknown[0]!r} (the job declares: {known}){hint}")
+    return dict(given)
+

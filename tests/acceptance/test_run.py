@@ -358,3 +358,24 @@ def test_a_folder_or_a_missing_file_is_refused_in_one_line(tp: Taskplan) -> None
     assert missing.code == 2
     assert missing.err.splitlines() == ["taskplan: nightly.yaml: no such job file"]
     assert not tp.db_path.exists()  # nothing was created for either
+
+
+def test_a_param_the_job_does_not_declare_is_refused(tp: Taskplan) -> None:
+    # A misspelt --param would be kept and ignored by every template: refused, with a hint, by
+    # run (a file: before the store is created; a name; --detach), forecast and backfill,
+    # as the API refuses it.
+    tp.write("pj.yaml", "job: pj\nparams: {day: \"2026-01-01\"}\n"
+             "schedules:\n  - cron: \"0 2 * * *\"\ntasks:\n  a: {shell: \"true\"}\n")
+    words = "unknown param 'dya' (the job declares: day); did you mean 'day'?"
+    res = tp("run", "pj.yaml", "--param", "dya=2026-02-03")
+    assert (res.code, res.err.strip()) == (2, f"taskplan: {words}"), res
+    assert not tp.db_path.exists()
+    tp.ok("apply", "pj.yaml")
+    for args in (("run", "pj", "--param", "dya=1"), ("run", "pj", "--param", "dya=1", "--detach"),
+                 ("forecast", "pj", "--param", "dya=1"),
+                 ("backfill", "pj", "--from", "2026-01-01", "--to", "2026-01-02",
+                  "--param", "dya=1")):
+        res = tp(*args)
+        assert (res.code, res.err.strip()) == (2, f"taskplan: {words}"), (args, res)
+    assert tp.ok("runs", "--json").json() == []
+    assert tp.ok("run", "pj", "--param", "day=2026-02-03").code == 0

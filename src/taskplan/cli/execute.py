@@ -35,6 +35,7 @@ from taskplan.engine import Engine
 from taskplan.errors import ConflictError, NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_RUN_STATES, JobSpec
 from taskplan.notify.sender import Sender, start_sender
+from taskplan.rules import declared_params
 from taskplan.store import reports
 from taskplan.store.db import retrying
 
@@ -107,6 +108,8 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
         raise UsageError("--detach leaves the run to agents: --distributed and --labels"
                          " apply to a foreground run only")
     spec = load_if_file(job_or_file)  # a bad file must fail before the store is touched
+    if spec is not None:
+        declared_params(spec.params, overrides)
     ctx.create = spec is not None  # a job name needs a store that already holds it
     try:
         engine = ctx.engine
@@ -114,6 +117,7 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
         raise UsageError(f"no job named {job_or_file!r}: {exc}{file_hint(job_or_file)}"
                          ) from None
     version_id = resolve_version(engine, job_or_file, spec)
+    declared_params(engine.job_spec(version_id).params, overrides)
     if detach:
         run_id = engine.create_run(version_id, overrides)
         click.echo(run_id)

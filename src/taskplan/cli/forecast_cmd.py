@@ -22,6 +22,7 @@ from taskplan.cli.common import (
 from taskplan.errors import UsageError
 from taskplan.forecast import RunForecast
 from taskplan.model import JobSpec
+from taskplan.rules import declared_params
 from taskplan.spec.durations import elapsed_text
 
 GANTT_WIDTH = 50
@@ -108,6 +109,7 @@ def forecast_cmd(job_or_file: str, params: tuple[str, ...], workers: int | None,
     overrides = parse_params(params)
     ctx = get_context(db)
     spec = job_spec_of(ctx, job_or_file)
+    declared_params(spec.params, overrides)
     engine = ctx.engine_or_scratch()  # a job file can be forecast before any store exists
     now = engine.clock()
     start = (parse_at(at, spec, ctx.settings.timezone, datetime.fromtimestamp(now).astimezone())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskplan.errors import UsageError
+from taskplan.rules import declared_params
 from taskplan.web.views import Ctx
 
 
@@ -14,11 +15,7 @@ def check_params(declared: dict[str, Any], given: Any) -> dict[str, Any]:
         return {}
     if not isinstance(given, dict):
         raise UsageError("params must be an object of name: value")
-    unknown = sorted(k for k in given if k not in declared)
-    if unknown:
-        known = ", ".join(sorted(declared)) or "none"
-        raise UsageError(f"unknown param {unknown[0]!r} (the job declares: {known})")
-    return dict(given)
+    return declared_params(declared, given)
 
 
 def start_run(ctx: Ctx, job: str, params: Any) -> dict[str, Any]:
