@@ -86,15 +86,34 @@ def _line_of(path: Path, key: str) -> int:
     return 1
 
 
+def _store_url(db: str | None, path: Path | None, data: dict[str, Any]) -> str:
+    """The first of --db, TASKPLAN_DB, taskplan.toml's db that is given, else the default.
+    Given but empty is an error, not "not given": a blank variable or `--db "$UNSET"` would
+    otherwise quietly use, and create, ./taskplan.db."""
+    env = os.environ.get("TASKPLAN_DB")
+    if db is not None:
+        url, where = db, "--db"
+    elif env is not None:
+        url, where = env, "TASKPLAN_DB"
+    elif "db" in data:
+        url, where = data["db"], f"{path}:{_line_of(path, 'db') if path else 1}: db"
+        if not isinstance(url, str):
+            raise UsageError(f"{where} must be a string URL")
+    else:
+        return DEFAULT_DB
+    if not url.strip():
+        raise UsageError(f"{where}: the store URL is empty (expected a URL such as "
+                         "sqlite:///taskplan.db, or leave it unset for the default)")
+    return url
+
+
 def load_settings(db: str | None = None) -> Settings:
     """Resolve settings in order: --db, TASKPLAN_DB, taskplan.toml, default."""
     path = find_config()
     data = _read_toml(path) if path else {}
     if path is not None:
         _check_keys(path, data)
-    url = db or os.environ.get("TASKPLAN_DB") or data.get("db") or DEFAULT_DB
-    if not isinstance(url, str):
-        raise UsageError(f"{path}: 'db' must be a string URL")
+    url = _store_url(db, path, data)
     pools = data.get("pools", {})
     if not isinstance(pools, dict) or not all(
         isinstance(v, int) and v >= 1 for v in pools.values()

@@ -53,6 +53,25 @@ def test_db_precedence(tp: Taskplan) -> None:
     assert not (work / "taskplan.db").exists() and not (work / "from-toml.db").exists()
 
 
+def test_empty_store_url_is_refused(tp: Taskplan) -> None:
+    """An empty --db, TASKPLAN_DB or toml db is a mistake (an unset variable), not "use the
+    default": one line, exit 2, and no ./taskplan.db left behind."""
+    tp.write("j.yaml", JOB.format(name="j"))
+    conf = tp.home / "conf"
+    conf.mkdir()
+    (conf / "taskplan.toml").write_text('db = ""\n')
+    cases = [(("apply", "j.yaml", "--db", ""), {}, tp.home, "--db"),
+             (("--db", "", "apply", "j.yaml"), {}, tp.home, "--db"),
+             (("apply", "j.yaml"), {"TASKPLAN_DB": ""}, tp.home, "TASKPLAN_DB"),
+             (("run", "j.yaml"), {"TASKPLAN_DB": " "}, tp.home, "TASKPLAN_DB"),
+             (("apply", str(tp.home / "j.yaml")), {}, conf, f"{conf / 'taskplan.toml'}:1: db")]
+    for args, env, cwd, where in cases:
+        res = tp(*args, db=False, env=env, cwd=cwd)
+        assert res.code == 2, (args, res)
+        assert one_line(res.err).startswith(f"taskplan: {where}: the store URL is empty"), res
+    assert not list(tp.home.rglob("*.db"))
+
+
 def test_unreachable_store_exits_3(tp: Taskplan) -> None:
     tp.write("j.yaml", JOB.format(name="j"))
     missing = tp.home / "missing" / "folder" / "t.db"

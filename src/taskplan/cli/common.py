@@ -191,10 +191,12 @@ def get_context(db: str | None) -> Context:
         top = ctx
         while top.parent is not None and top.parent is not root:
             top = top.parent  # `import crontab ...`: the command under `taskplan` decides
-        obj = Context(db or root_db, create=top.info_name in CREATING_COMMANDS)
+        # `is not None`, not `or`: an empty --db is an error to report, not "not given".
+        obj = Context(db if db is not None else root_db,
+                      create=top.info_name in CREATING_COMMANDS)
         root.obj = obj
         ctx.call_on_close(obj.close)
-    elif db:
+    elif db is not None:
         obj._db = db
     return obj
 
