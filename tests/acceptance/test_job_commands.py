@@ -116,4 +116,12 @@ def test_pause_and_resume_one_schedule(tp: Taskplan) -> None:
     assert "already paused" in tp.ok("pause", "two", "--schedule", "one").out
     bad = tp("pause", "two", "--schedule", "three")
     assert bad.code == 2 and "no schedule 'three'" in bad.err and "one, two" in bad.err
+    # While one is paused, `next` lists only the other's firings (and says why).
+    lines = tp.ok("next", "two", "-n", "3").out.splitlines()
+    assert lines[0] == "schedule one is paused: its firings are left out (taskplan resume two" \
+                       " --schedule one)"
+    assert [ln.split()[-1] for ln in lines[1:]] == ["two", "two", "two"], lines
+    assert {f["schedule"] for f in tp.ok("next", "two", "-n", "3", "--json").json()} == {"two"}
     assert tp.ok("resume", "two", "--schedule", "one").out.strip() == "two: schedule one resumed"
+    assert {f["schedule"] for f in tp.ok("next", "two", "-n", "4", "--json").json()} == {
+        "one", "two"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable
@@ -77,7 +78,15 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
              as_json: bool) -> None:
     """The next firings of a job (a name, or a job file that is read, not applied)."""
     ctx = get_context(db)
-    job = job_spec_of(ctx, job_or_file)
+    job = load_if_file(job_or_file)
+    paused: list[str] = []
+    if job is None:  # an applied job: the schedules paused one by one make no runs
+        job = job_spec_of(ctx, job_or_file)
+        keys = ctx.engine.paused_schedules(job.name)
+        paused = [s.key for s in job.schedules if s.key in keys]
+        if paused:
+            job = dataclasses.replace(job, schedules=tuple(
+                s for s in job.schedules if s.key not in keys))
     default_tz = ctx.settings.timezone
     start = (parse_after(after, job, default_tz) if after is not None
              else datetime.now().astimezone())
@@ -90,8 +99,12 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
     if as_json:
         print_json(out)
         return
+    for key in paused:
+        click.echo(f"schedule {key} is paused: its firings are left out (taskplan resume "
+                   f"{job.name} --schedule {key})")
     if not job.schedules:
-        click.echo(f"{job.name} has no schedules")
+        click.echo(f"{job.name} has no schedules" if not paused
+                   else f"{job.name}: every schedule is paused")
         return
     if not job.enabled:
         click.echo(f"{job.name} is disabled (enabled: false): no scheduled runs")
