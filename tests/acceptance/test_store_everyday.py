@@ -51,6 +51,8 @@ def test_malformed_store_urls_exit_2(tp: Taskplan) -> None:
         "ftp://host/x": "unsupported store URL 'ftp://host/x'",
         "mysql://root@127.0.0.1/x": "MariaDB/MySQL work as task connections",
         "sqlite:///:memory:": "the store cannot be sqlite:///:memory:",
+        "sqlite:////dev/null": "the store sqlite:////dev/null is not a regular file",
+        f"sqlite:///{tp.home}": f"the store sqlite:///{tp.home} is a folder: name a file in it",
     }
     commands = [("--db", url, "runs") for url in cases] + [("--db", "localhost", "apply", ".")]
     for args, res in zip(commands, tp.many(*commands, db=False), strict=True):

@@ -23,9 +23,16 @@ def check_store_url(url: str) -> None:
     if backend == "sqlite":
         if not url.startswith("sqlite:///") or not sqlite_path(url).strip():
             raise UsageError(f"not a SQLite store URL: {shown!r} (expected {_STORE_FORMS})")
-        if sqlite_path(url) == ":memory:":
+        path = sqlite_path(url)
+        if path == ":memory:":
             raise UsageError("the store cannot be sqlite:///:memory: (each connection would see"
                              " its own empty database); use a file")
+        if os.path.isdir(path):
+            raise UsageError(f"the store {shown} is a folder: name a file in it, e.g."
+                             f" sqlite:///{os.path.join(path, 'taskplan.db')}")
+        if os.path.exists(path) and not os.path.isfile(path):
+            # /dev/null, a pipe: SQLite would fail later with a word about transactions.
+            raise UsageError(f"the store {shown} is not a regular file: a SQLite store is one")
         return
     if backend == "postgresql":
         return
