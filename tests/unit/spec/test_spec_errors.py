@@ -203,3 +203,17 @@ def test_whole_numbers_beyond_32_bits_are_refused_where_written() -> None:
         " got 99999999999999999999999",
         "big.yaml:4:27: tasks.a.priority: expected a whole number from -2147483647 to"
         " 2147483647, got -99999999999999999999"]
+
+
+def test_names_longer_than_the_store_keeps_are_refused_where_written() -> None:
+    # The store keeps names in columns of 200 characters: PostgreSQL refused a longer one in
+    # the middle of an apply ("value too long for type character varying(200)").
+    found = {(p.line, p.col): p.message for p in _problems(
+        f"job: {'j' * 201}\ntasks:\n  {'t' * 201}: {{shell: \"true\"}}\n"
+        f"  ok: {{shell: \"true\", pool: {'p' * 201}}}\n")}
+    assert set(found) == {(1, 6), (3, 3), (4, 29)}, found
+    for message in found.values():
+        assert "at most 200 characters long (this one has 201)" in message
+    spec = load_job_text(f"job: {'j' * 200}\ntasks:\n  {'t' * 200}: {{shell: \"true\"}}\n",
+                         "job.yaml", "/jobs")
+    assert len(spec.name) == 200 and len(spec.tasks[0].name) == 200
