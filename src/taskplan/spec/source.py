@@ -122,6 +122,10 @@ def too_large(text: str, filename: str) -> Problem:
     return Problem(filename, line, 1, f"file too large: more than {MAX_DOCUMENT_CHARS} characters")
 
 
+# libyaml's bound on a key written `key: value` (an implicit key), in characters
+MAX_IMPLICIT_KEY = 1024
+
+
 def plain_words(exc: Any, text: str) -> str:
     """libyaml's words for the common mistakes (mostly indentation), said plainly."""
     problem = str(exc.problem or "invalid YAML")
@@ -131,6 +135,12 @@ def plain_words(exc: Any, text: str) -> str:
     if problem == "exceeded maximum nesting depth":  # libyaml's own bound, past ours
         return f"nested more than {MAX_DEPTH} levels deep"
     if problem == "mapping values are not allowed in this context":
+        mark = exc.problem_mark
+        lines = text.splitlines()
+        before = lines[mark.line][:mark.column].strip() if mark.line < len(lines) else ""
+        if len(before) > MAX_IMPLICIT_KEY:
+            return (f"a key of {len(before)} characters: YAML's `key: value` takes keys of at"
+                    f" most {MAX_IMPLICIT_KEY}")
         return ("unexpected ':' (indentation: this line is indented deeper than the key above "
                 "it, or a value containing ': ' needs quotes)")
     if problem == "did not find expected key" and "block mapping" in context:

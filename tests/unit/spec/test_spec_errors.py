@@ -217,3 +217,10 @@ def test_names_longer_than_the_store_keeps_are_refused_where_written() -> None:
     spec = load_job_text(f"job: {'j' * 200}\ntasks:\n  {'t' * 200}: {{shell: \"true\"}}\n",
                          "job.yaml", "/jobs")
     assert len(spec.name) == 200 and len(spec.tasks[0].name) == 200
+
+
+def test_a_key_longer_than_yaml_allows_is_named_as_such() -> None:
+    (problem,) = _problems(f"job: x\ntasks:\n  {'a' * 2000}: {{shell: \"true\"}}\n")
+    assert (problem.line, problem.col) == (3, 2003)
+    assert problem.message == ("YAML syntax: a key of 2000 characters: YAML's `key: value` takes"
+                               " keys of at most 1024")
