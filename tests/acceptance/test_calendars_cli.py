@@ -69,9 +69,19 @@ def test_a_new_calendar_version_applies_without_reapplying_the_job(tp: Taskplan)
 def test_unknown_calendar_or_bad_file_stores_nothing(tp: Taskplan) -> None:
     tp.write("payroll.yaml", PAYROLL)
     res = tp("apply", "payroll.yaml")
-    assert res.code == 2
-    assert "names calendar 'uk_business', which is not applied" in res.err
-    assert "no jobs" in tp.ok("jobs").out
+    assert res.code == 2 and "Traceback" not in res.err
+    # at each `calendar:` key naming it, and no store made just to find it holds none
+    assert res.err.splitlines() == [
+        f"payroll.yaml:{line}:5: unknown calendar 'uk_business': it is neither applied to this"
+        " store nor given in this command (no calendar is applied to this store); apply its"
+        " calendar file first, or with this job" for line in (6, 10)]
+    assert not tp.db_path.exists()
+    tp.write("other.yaml", UK.replace("uk_business", "uk_busines"))
+    tp.ok("apply", "other.yaml")
+    res = tp("validate", "payroll.yaml")  # with a store, validate says the same
+    assert res.code == 2 and "did you mean 'uk_busines'?" in res.err
+    assert "payroll.yaml:6:5: unknown calendar 'uk_business'" in res.err
+    assert tp.ok("jobs", "--json").json() == []
     tp.write("bad.yaml", """
         calendar: uk
         holidays: {country: GB, subdiv: ZZZ}
@@ -86,3 +96,13 @@ def test_unknown_calendar_or_bad_file_stores_nothing(tp: Taskplan) -> None:
     assert res.code == 2 and "bad2.yaml:2:" in res.err and "unknown subdivision 'ZZZ'" in res.err
     res = tp("calendars", "nope")
     assert res.code == 2 and "no calendar named 'nope'" in res.err
+
+
+def test_a_calendar_given_or_applied_is_known(tp: Taskplan) -> None:
+    tp.write("uk.yaml", UK)
+    tp.write("payroll.yaml", PAYROLL)
+    assert tp.ok("validate", "payroll.yaml", db=False).out == "ok\n"  # no store: cannot tell
+    assert tp.ok("validate", "uk.yaml", "payroll.yaml").out == "ok\n"
+    tp.ok("apply", "uk.yaml")
+    assert tp.ok("validate", "payroll.yaml").out == "ok\n"
+    assert "payroll: version 1 (new)" in tp.ok("apply", "payroll.yaml").out

@@ -125,3 +125,19 @@ def test_pause_and_resume_one_schedule(tp: Taskplan) -> None:
     assert tp.ok("resume", "two", "--schedule", "one").out.strip() == "two: schedule one resumed"
     assert {f["schedule"] for f in tp.ok("next", "two", "-n", "4", "--json").json()} == {
         "one", "two"}
+
+
+def test_a_dry_run_against_no_store_creates_none(tp: Taskplan) -> None:
+    tp.write("jobs/nightly.yaml", JOB)
+    tp.write("jobs/cal.yaml", "calendar: ops\n")
+    for args in (("apply", "--dry-run", "jobs/nightly.yaml"),
+                 ("apply", "--prune", "--dry-run", "jobs")):
+        out = tp.ok(*args).out
+        assert out.startswith(f"store {tp.url}: would be created\n"), out
+        assert "nightly: would be version 1 (new)" in out
+        assert not tp.db_path.exists()
+    assert "calendar ops: would be applied" in out
+    # against a store that exists, the dry run compares with it (and still writes nothing)
+    tp.ok("apply", "jobs/nightly.yaml")
+    out = tp.ok("apply", "--dry-run", "jobs").out
+    assert "would be created" not in out and "nightly: would be version 1 (unchanged)" in out

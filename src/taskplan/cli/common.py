@@ -126,6 +126,19 @@ class Context:
             self._store = store
         return self._store
 
+    def existing_store(self) -> Store | None:
+        """The store if it exists already, else None: what a check before anything is
+        written, or a dry run, reads, without creating a store to find it empty."""
+        if self._store is not None:
+            return self._store
+        create, self.create = self.create, False
+        try:
+            return self.store
+        except NoStoreError:
+            return None
+        finally:
+            self.create = create
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
@@ -169,16 +182,15 @@ def share_connections(ctx: Context) -> None:
     from taskplan.spec.shared import SHARED
 
     names = set(ctx.settings.connections)
-    from taskplan.store.urls import missing_sqlite_file
+    try:
+        store = ctx.existing_store()
+        if store is not None:
+            from taskplan.store import connection_ops
 
-    if not missing_sqlite_file(ctx.settings.db):
-        from taskplan.store import connection_ops
-
-        try:
-            with ctx.store.read() as tx:
+            with store.read() as tx:
                 names |= {c.name for c in connection_ops.all_connections(tx)}
-        except StoreUnavailableError:
-            pass  # checking files needs no store: only the store's own names are unknown
+    except StoreUnavailableError:
+        pass  # checking files needs no store: only the store's own names are unknown
     SHARED.set(frozenset(names))
 
 

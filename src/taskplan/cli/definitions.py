@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import click
 from taskplan import shapes
 from taskplan.cli.common import (
     EXIT_BAD_INPUT,
+    Context,
     db_option,
     get_context,
     handle_errors,
@@ -21,8 +23,10 @@ from taskplan.cli.common import (
     share_connections,
     short_time,
 )
-from taskplan.errors import DefinitionError
-from taskplan.spec import Definitions, expand_paths, load_definitions, validate_files
+from taskplan.errors import DefinitionError, Problem
+from taskplan.model import JobSpec
+from taskplan.spec import Definitions, expand_paths, load_definitions
+from taskplan.spec.loader import check_definitions
 from taskplan.store import reports
 from taskplan.store.urls import mask_url
 
@@ -39,8 +43,12 @@ def _report(problems: list[object]) -> None:
 def validate_cmd(files: tuple[str, ...], db: str | None) -> None:
     """Check job files and print every error with file:line:column."""
     # The store is only read, for the names of the shared connections applied to it.
-    share_connections(get_context(db))
-    problems = validate_files(list(files))
+    ctx = get_context(db)
+    share_connections(ctx)
+    found, problems = check_definitions(list(files))
+    # Which calendars exist is the store's to say: with no store, none is known to be missing.
+    if ctx.existing_store() is not None:
+        problems += calendar_problems(ctx, found, _shown_paths(files))
     if problems:
         _report(list(problems))
         click.echo(f"{len(problems)} problem(s)", err=True)
@@ -67,15 +75,20 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
             sys.exit(EXIT_BAD_INPUT)
     # A pruned folder may have no job file left: nothing to load there, everything to prune.
     loadable = [p for p in paths if not prune or expand_paths([p])]
-    share_connections(get_context(db))
+    ctx = get_context(db)
+    share_connections(ctx)
     try:
         found = (load_definitions(loadable) if loadable  # all valid before any is stored
                  else Definitions([], []))
     except DefinitionError as exc:
         _report(list(exc.problems))
         sys.exit(EXIT_BAD_INPUT)
-    engine = get_context(db).engine
-    _check_calendar_names(engine, found)
+    refuse_unknown_calendars(ctx, found, _shown_paths(loadable))
+    if dry_run and ctx.existing_store() is None:
+        # Nothing to compare with, and a dry run must not create the store to find that out.
+        _preview_new_store(ctx, found)
+        return
+    engine = ctx.engine
     _apply_connections(engine, found, dry_run)
     for cal in found.calendars:  # first: the jobs of the same command may name them
         if dry_run:
@@ -100,6 +113,18 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
             sys.exit(EXIT_BAD_INPUT)
 
 
+def _preview_new_store(ctx: Context, found: Definitions) -> None:
+    """`apply --dry-run` against a store that does not exist: everything would be new, and
+    nothing applied from a folder could be pruned."""
+    click.echo(f"store {mask_url(ctx.settings.db)}: would be created")
+    for name in sorted(found.connections):
+        click.echo(f"connection {name}: would be applied")
+    for cal in found.calendars:
+        click.echo(f"calendar {cal.name}: would be applied")
+    for spec in found.jobs:
+        click.echo(f"{spec.name}: would be version 1 (new)")
+
+
 def _apply_connections(engine: Any, found: Definitions, dry_run: bool) -> None:
     """Store the shared connections of connections files (URLs as written, never resolved)."""
     if not found.connections:
@@ -118,21 +143,71 @@ def _apply_connections(engine: Any, found: Definitions, dry_run: bool) -> None:
             click.echo(f"connection {name}: {what}")
 
 
-def _check_calendar_names(engine: Any, found: Definitions) -> None:
-    """Refuse, before storing anything, jobs that name a calendar neither applied nor given."""
+def _shown_paths(paths: Iterable[str]) -> dict[str, str]:
+    """Each job file's absolute path (a JobSpec's source_path) -> the path as given."""
+    return {os.path.abspath(p): str(p) for p in expand_paths(list(paths))}
+
+
+def _shown(path: str) -> str:
+    """A path for a message: relative to the current folder when it is below it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def calendar_problems(ctx: Context, found: Definitions,
+                      shown: Mapping[str, str] | None = None) -> list[Problem]:
+    """A problem at each `calendar:` of `found`'s jobs naming a calendar that is neither
+    applied to the store nor among `found`'s calendars. A store that does not exist holds
+    none, and is not created to find that out."""
+    from taskplan.spec.loader import calendar_references
+    from taskplan.store import calendars as calendar_ops
     from taskplan.timing import calendar_names
 
-    needed = {(spec.source_path, spec.name, name)
-              for spec in found.jobs for name in calendar_names(spec)}
-    if not needed:
-        return
-    known = set(engine.business_calendars()) | {c.name for c in found.calendars}
-    missing = sorted(n for n in needed if n[2] not in known)
-    for path, job, name in missing:
-        click.echo(f"{path}: job {job} names calendar {name!r}, which is not applied "
-                   "(apply its file first, or with this one)", err=True)
-    if missing:
-        sys.exit(EXIT_BAD_INPUT)
+    needed = {name for spec in found.jobs for name in calendar_names(spec)}
+    known = {c.name for c in found.calendars}
+    if not needed - known:
+        return []
+    store = ctx.existing_store()
+    if store is not None:
+        with store.read() as tx:
+            known |= {c.name for c in calendar_ops.current_calendars(tx)}
+    words = ("calendars applied or given: " + ", ".join(sorted(known))) if known \
+        else "no calendar is applied to this store"
+    import difflib  # only on the way to an error
+
+    problems: list[Problem] = []
+    for spec in found.jobs:
+        missing = calendar_names(spec) - known
+        if not missing:
+            continue
+        path = (shown or {}).get(spec.source_path) or _shown(spec.source_path)
+        try:
+            refs = calendar_references(spec.source_path, path)
+        except DefinitionError:  # the file went away since it was loaded
+            refs = []
+        placed = {name for name, _, _ in refs}
+        refs += [(name, 1, 1) for name in missing - placed]
+        for name, line, col in sorted(refs, key=lambda r: (r[1], r[2])):
+            if name in missing:
+                guess = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean {guess[0]!r}?" if guess else ""
+                problems.append(Problem(
+                    path, line, col, f"unknown calendar {name!r}: it is neither applied to this"
+                    f" store nor given in this command ({words}); apply its calendar file"
+                    f" first, or with this job{hint}"))
+    return problems
+
+
+def refuse_unknown_calendars(ctx: Context, found: Definitions | JobSpec,
+                             shown: Mapping[str, str] | None = None) -> None:
+    """DefinitionError, before anything is stored (or a store created), if a job names a
+    calendar neither applied to the store nor given with it. `run FILE` calls it with its
+    job (a JobSpec) before it opens the store for writing."""
+    if isinstance(found, JobSpec):
+        found = Definitions([found], [])
+    problems = calendar_problems(ctx, found, shown)
+    if problems:
+        raise DefinitionError(problems)
 
 
 def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import field
 from pathlib import Path
+from typing import Any
 
 from taskplan.dataclass import dataclass
 from taskplan.errors import DefinitionError, Problem
@@ -70,6 +71,34 @@ def _job_of(out: Outcome, path: str | Path) -> JobSpec:
                                            "not a job (apply it with taskplan apply)")])
         raise DefinitionError(out.problems)
     return out.spec
+
+
+def calendar_references(path: str | Path, shown: str) -> list[tuple[str, int, int]]:
+    """Each business calendar a job file names (a schedule's `calendar:`, an exception's, a
+    schedule's exception's), with the line and column of its `calendar:` key."""
+    from taskplan.spec.source import load_yaml
+
+    loaded = load_yaml(read_source(path, shown)[1], shown)
+    data, found = loaded.data, []
+    if not isinstance(data, dict):
+        return []
+
+    def entries(value: Any) -> list[tuple[int, Any]]:
+        return list(enumerate(value)) if isinstance(value, list) else []
+
+    where: list[tuple[tuple[str | int, ...], Any]] = [
+        (("exceptions", i), e) for i, e in entries(data.get("exceptions"))]
+    for i, sched in entries(data.get("schedules")):
+        where.append((("schedules", i), sched))
+        if isinstance(sched, dict):
+            where += [(("schedules", i, "exceptions", j), e)
+                      for j, e in entries(sched.get("exceptions"))]
+    for at, entry in where:
+        name = entry.get("calendar") if isinstance(entry, dict) else None
+        if isinstance(name, str):
+            line, col = loaded.positions.key((*at, "calendar"))
+            found.append((name, line, col))
+    return found
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
@@ -165,6 +194,11 @@ def _load_once(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
             if out.spec is not None:
                 specs.append(out.spec)
     return Definitions(specs, calendars, connections), problems
+
+
+def check_definitions(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]:
+    """What the files define that is valid, and every problem across them."""
+    return _load_many(paths)
 
 
 def validate_files(paths: Sequence[str | Path]) -> list[Problem]:
