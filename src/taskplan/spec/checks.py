@@ -7,6 +7,7 @@ rejected another field of the same piece. Semantic rules read the pieces that di
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -25,6 +26,11 @@ from taskplan.spec.schema import (
 from taskplan.spec.shared import SHARED
 from taskplan.spec.source import Path
 
+# What a shell can name (`$NAME`). exec itself refuses only '=' and NUL, and only when the
+# attempt starts; anything else the shell cannot expand is a typo in practice. Checked when a
+# file is validated, not when a stored definition is loaded, so versions applied before keep
+# loading.
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 FOREACH_SOURCES = ("sql", "values", "from")
 SCHEDULE_KINDS = ("cron", "every", "once")
 
@@ -131,6 +137,7 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
         if header is not None and t.job == header.job:
             r.at_value((*path, "job"), f"job {t.job!r} cannot start itself")
     _connections(r, defaults, tasks)
+    _env_names(r, defaults, tasks)
     specs = [_loose_spec(n, tasks[n], known) for n in all_names if n in tasks]
     cycle = dag.find_cycle(specs)
     if cycle is not None:
@@ -138,6 +145,18 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
     _templates(r, defaults, tasks, specs, _declared_params(r.data))
     if header is not None:
         _header_rules(r, header)
+
+
+def _env_names(r: Reporter, defaults: Settings | None,
+               tasks: Mapping[str, TaskModel]) -> None:
+    scopes: list[tuple[Path, Settings | None]] = [(("defaults",), defaults)]
+    scopes += [(("tasks", name), t) for name, t in tasks.items()]
+    for path, settings in scopes:
+        for key in settings.env if settings is not None else ():
+            if not ENV_NAME_RE.fullmatch(key):
+                r.at_key((*path, "env", key), f"{key!r} is not an environment variable name:"
+                         " expected a letter or underscore, then letters, digits and"
+                         " underscores (no spaces, '=' or NUL)", named=(*path, "env"))
 
 
 def _hint(name: str, known: set[str]) -> str:

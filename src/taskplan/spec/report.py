@@ -36,8 +36,10 @@ class Reporter:
     data: Any
     problems: list[Problem] = field(default_factory=list)
 
-    def at_key(self, path: Path, message: str) -> None:
-        self._add(self.positions.key(path), path, message)
+    def at_key(self, path: Path, message: str, named: Path | None = None) -> None:
+        """At the key of `path`; the message names `named` (a mapping whose key is wrong is
+        named by the mapping, not by a key that may not print well)."""
+        self._add(self.positions.key(path), path if named is None else named, message)
 
     def at_value(self, path: Path, message: str) -> None:
         self._add(self.positions.value(path), path, message)

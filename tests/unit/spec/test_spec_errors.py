@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from taskplan.errors import DefinitionError, Problem
-from taskplan.spec import load_job_text
+from taskplan.spec import job_from_definition, load_job_text
 
 CASES = [
     # (id, file text, "line:col", message fragment)
@@ -224,3 +224,23 @@ def test_a_key_longer_than_yaml_allows_is_named_as_such() -> None:
     assert (problem.line, problem.col) == (3, 2003)
     assert problem.message == ("YAML syntax: a key of 2000 characters: YAML's `key: value` takes"
                                " keys of at most 1024")
+
+
+def test_env_names_a_shell_cannot_use_are_refused_where_written() -> None:
+    # exec refused '=' only when the attempt started ("illegal environment variable name").
+    found = [str(p) for p in _problems(
+        'job: x\ndefaults:\n  env: {"A B": 1}\ntasks:\n'
+        '  g: {shell: "true", env: {"1 BAD=": x, OK_1: y, _ok: z, "": w, "N\\0": v}}\n')]
+    words = ("is not an environment variable name: expected a letter or underscore, then"
+             " letters, digits and underscores (no spaces, '=' or NUL)")
+    assert found == [f"job.yaml:3:9: defaults.env: 'A B' {words}",
+                     f"job.yaml:5:28: tasks.g.env: '1 BAD=' {words}",
+                     f"job.yaml:5:58: tasks.g.env: '' {words}",
+                     f"job.yaml:5:65: tasks.g.env: 'N\\x00' {words}"]
+
+
+def test_a_stored_definition_with_such_an_env_name_still_loads() -> None:
+    # Versions applied before the rule keep loading (and fail at the attempt, as they did).
+    spec = job_from_definition({"job": "x", "tasks": {"a": {"shell": "x", "env": {"A-B": 1}}}},
+                               "", "")
+    assert spec.tasks[0].env == {"A-B": "1"}
