@@ -343,8 +343,17 @@ def test_status_rows_say_their_kind(tp: Taskplan) -> None:
     assert any(line.split()[:2] == ["each", "foreach"] and "items: 1 failed, 2 succeeded" in line
                for line in text), text
     assert any(line.split()[:3] == ["each[1]", "item", "failed"] for line in text), text
-    assert any(line.split()[:2] == ["sub", "job"] and f"child run {child}" in line
+    assert any(line.split()[:2] == ["sub", "job"] and f"  child run {child} result" in line
                for line in text), text
+    # A failed child's run is named once, not once by the row and again by the task's error.
+    tp.write("child.yaml", 'job: child\ntasks: {c: {shell: "exit 4"}}\n')
+    tp.ok("apply", "child.yaml")
+    assert tp("run", "kinds").code == 1
+    run_id = tp.ok("runs", "--job", "kinds", "--json").json()[0]["run_id"]
+    child = {r["kind"]: r for r in tp.status(run_id)["tasks"]}["job"]["child_run_id"]
+    text = tp.ok("status", str(run_id)).out.splitlines()
+    assert any(line.split()[:3] == ["sub", "job", "failed"]
+               and line.endswith(f"  child run {child} ended failed") for line in text), text
 
 
 def test_a_folder_or_a_missing_file_is_refused_in_one_line(tp: Taskplan) -> None:

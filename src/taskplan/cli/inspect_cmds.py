@@ -93,7 +93,9 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
         name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
         detail = t.error or ("" if t.result is None else f"result {ops.dumps(t.result)[:40]}")
         if t.child_run_id:
-            detail = f"child run {t.child_run_id} " + detail
+            # The task's error already names its child ("run 12 ended failed").
+            named = detail.startswith(f"run {t.child_run_id} ")
+            detail = f"child {detail}" if named else f"child run {t.child_run_id} {detail}"
         if t.items is not None:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(t.items.items()))
             detail = f"items: {counts or 'none yet'} " + detail
