@@ -98,7 +98,8 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
             detail = f"child {detail}" if named else f"child run {t.child_run_id} {detail}"
         if t.items is not None:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(t.items.items()))
-            detail = f"items: {counts or 'none yet'} " + detail
+            none = "none" if t.state in ENDED_TASK_STATES else "none yet"
+            detail = f"items: {counts or none} " + detail
         if t.id in why:
             detail = why[t.id]
         click.echo(f"{name:<30} {t.kind:<7} {t.state:<16} {t.attempts:>3} "
@@ -155,6 +156,11 @@ def deadline_text(r: reports.RunInfo, now: float) -> str:
     return f"{clock_time(r.deadline_at, now)} {shown['state']}"
 
 
+# A task run in one of these states will have no further attempt.
+ENDED_TASK_STATES = frozenset(TaskState) - {TaskState.PENDING, TaskState.READY,
+                                            TaskState.RUNNING, TaskState.RETRYING}
+
+
 @click.command("logs")
 @click.argument("run")
 @click.argument("task")
@@ -187,12 +193,19 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
         match = [f for f in items if f.item_index == item_index]
         if not match:
             raise NotFoundError(f"{task} has no item {item_index}")
-        tr_id, attempts = match[0].id, match[0].attempts
+        tr_id, attempts, state_of = match[0].id, match[0].attempts, match[0].state
     else:
-        tr_id, attempts = found[0].id, found[0].attempts
+        tr_id, attempts, state_of = found[0].id, found[0].attempts, found[0].state
     number = attempt or attempts
-    if (number == 0 or number > max(attempts, 0)) and not follow:
-        raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")
+    if number == 0 or number > max(attempts, 0):
+        # "yet" only while one may still come; --follow waits for it then.
+        if state_of in ENDED_TASK_STATES and attempts <= 0:
+            raise NotFoundError(f"{task} never ran ({state_of}): no attempts")
+        if state_of in ENDED_TASK_STATES:
+            raise NotFoundError(f"{task} has no attempt {number}: it ended ({state_of}) after"
+                                f" {attempts}")
+        if not follow:
+            raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")
     seq = -1
     out = _LogWriter(raw)
     while True:
@@ -208,8 +221,7 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
             return
         sys.stdout.flush()
         attempt_over = state is not None and state != "running"
-        if attempt_over or task_state in {t.value for t in TaskState} - {
-                "pending", "ready", "running", "retrying"}:
+        if attempt_over or task_state in ENDED_TASK_STATES:
             with store.read() as tx:
                 rest = ops.read_log(tx, tr_id, max(number, 1), seq)
             for piece in rest:
