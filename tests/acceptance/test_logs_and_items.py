@@ -28,3 +28,14 @@ def test_what_ended_says_so_rather_than_yet(tp: Taskplan) -> None:
     assert res.code == 2
     assert res.err == "taskplan: bad has no attempt 3: it ended (failed) after 1\n"
     assert tp.ok("logs", "1", "plain").out == "hi\n"
+
+
+def test_item_of_a_task_that_is_no_foreach_is_refused(tp: Taskplan) -> None:
+    tp.write("quiet.yaml", JOB)
+    assert tp("run", "quiet.yaml").code == 1
+    res = tp("logs", "1", "plain", "--item", "5")
+    assert (res.code, res.out) == (2, ""), res
+    assert res.err == ("taskplan: plain is not a foreach task: --item picks an item of a"
+                       " foreach\n")
+    res = tp("logs", "1", "fe", "--item", "0")
+    assert res.code == 2 and res.err == "taskplan: fe has no item 0: its foreach has no items\n"

@@ -245,14 +245,16 @@ class TaskRunRef:
     item_index: int | None
     attempts: int
     state: str
+    kind: str = "task"
 
 
 def find_task_runs(tx: Tx, run_id: int, task: str) -> list[TaskRunRef]:
     """A task's runs, items in order."""
     rows = tx.all(
-        "SELECT id, item_index, attempts, state FROM task_runs WHERE run_id = :r AND task = :t"
-        " AND kind <> 'barrier' ORDER BY item_index, id", {"r": run_id, "t": task})
-    return [TaskRunRef(int(i), index, int(n), str(s)) for i, index, n, s in rows]
+        "SELECT id, item_index, attempts, state, kind FROM task_runs WHERE run_id = :r"
+        " AND task = :t AND kind <> 'barrier' ORDER BY item_index, id",
+        {"r": run_id, "t": task})
+    return [TaskRunRef(int(i), index, int(n), str(s), str(k)) for i, index, n, s, k in rows]
 
 
 def item_indexes(tx: Tx, ids: Sequence[int]) -> dict[int, int]:
