@@ -3,6 +3,8 @@ with cron's `%` standard input and environment lines."""
 
 from __future__ import annotations
 
+import os
+
 from acceptance_helpers import Taskplan
 
 
@@ -41,3 +43,20 @@ def test_a_system_crontab_has_a_user_field(tp: Taskplan) -> None:
     assert "user 'backup'" in rows[1]["not_expressed"][0]
     text = (tp.home / "jobs" / "dump_sh.yaml").read_text()
     assert "shell: /usr/local/bin/dump.sh" in text
+
+
+def test_a_crontab_is_read_with_the_bounds_of_a_job_file(tp: Taskplan) -> None:
+    os.mkfifo(tp.home / "pipe.cron")  # nothing ever writes to it: reading it would hang
+    (tp.home / "latin1.cron").write_bytes(b"0 2 * * * echo caf\xe9\n")
+    expected = {
+        "/dev/zero": "/dev/zero:1:1: cannot import the crontab: not a regular file"
+                     " (a character device)",
+        "pipe.cron": "pipe.cron:1:1: cannot import the crontab: not a regular file"
+                     " (a named pipe)",
+        "latin1.cron": "latin1.cron:1:19: cannot import the crontab: not UTF-8 text (byte 0xe9",
+    }
+    for name, message in expected.items():
+        res = tp("import", "crontab", name, "--out", "jobs", "--apply", timeout=20)
+        assert (res.code, res.out) == (2, ""), res
+        assert res.err.startswith(f"taskplan: {message}") and res.err.count("\n") == 1, res
+    assert not (tp.home / "jobs").exists() and not tp.db_path.exists()

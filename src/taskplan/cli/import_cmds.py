@@ -126,14 +126,20 @@ def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
 def crontab_cmd(file: str, out: str, apply: bool, timezone: str | None, system: bool,
                 db: str | None, as_json: bool) -> None:
     """Job files from a crontab: one per entry; environment lines become task env."""
+    from taskplan.errors import DefinitionError
     from taskplan.importers.crontab import convert_crontab
+    from taskplan.spec.reading import read_source
 
     path = Path(file)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        fail(f"{file}: cannot read the crontab: {reason}", EXIT_BAD_INPUT)
+        # The job files' reader and bounds: a regular file only (/dev/zero never ends, a named
+        # pipe waits for a writer), at most what a job file may hold, UTF-8 or the position of
+        # the first byte that is not.
+        _, text = read_source(path, file)
+    except DefinitionError as exc:
+        problem = exc.problems[0]
+        fail(f"{problem.file}:{problem.line}:{problem.col}: cannot import the crontab:"
+             f" {problem.message}", EXIT_BAD_INPUT)
     where = path.resolve()
     system = system or where == Path("/etc/crontab") or where.parent == Path("/etc/cron.d")
     items = convert_crontab(text, file, timezone, system=system)
