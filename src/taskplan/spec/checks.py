@@ -26,11 +26,11 @@ from taskplan.spec.schema import (
 from taskplan.spec.shared import SHARED
 from taskplan.spec.source import Path
 
-# What a shell can name (`$NAME`). exec itself refuses only '=' and NUL, and only when the
-# attempt starts; anything else the shell cannot expand is a typo in practice. Checked when a
-# file is validated, not when a stored definition is loaded, so versions applied before keep
-# loading.
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What exec accepts as a name: anything but '=' and NUL, and not empty (it refused the others
+# only when the attempt started). Programs read names a shell cannot expand (`a.b`, `A-B`),
+# so those stay allowed. Checked when a file is validated, not when a stored definition is
+# loaded, so versions applied before keep loading.
+ENV_NAME_RE = re.compile(r"[^=\0]+")
 FOREACH_SOURCES = ("sql", "values", "from")
 SCHEDULE_KINDS = ("cron", "every", "once")
 
@@ -155,8 +155,8 @@ def _env_names(r: Reporter, defaults: Settings | None,
         for key in settings.env if settings is not None else ():
             if not ENV_NAME_RE.fullmatch(key):
                 r.at_key((*path, "env", key), f"{key!r} is not an environment variable name:"
-                         " expected a letter or underscore, then letters, digits and"
-                         " underscores (no spaces, '=' or NUL)", named=(*path, "env"))
+                         " expected a non-empty name without '=' or NUL (e.g. DB_HOST)",
+                         named=(*path, "env"))
 
 
 def _hint(name: str, known: set[str]) -> str:
