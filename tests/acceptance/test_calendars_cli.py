@@ -76,6 +76,9 @@ def test_unknown_calendar_or_bad_file_stores_nothing(tp: Taskplan) -> None:
         " store nor given in this command (no calendar is applied to this store); apply its"
         " calendar file first, or with this job" for line in (6, 10)]
     assert not tp.db_path.exists()
+    res = tp("run", "payroll.yaml")  # run FILE applies the job first: refused the same way
+    assert res.code == 2 and "payroll.yaml:6:5: unknown calendar 'uk_business'" in res.err, res
+    assert not tp.db_path.exists()
     tp.write("other.yaml", UK.replace("uk_business", "uk_busines"))
     tp.ok("apply", "other.yaml")
     res = tp("validate", "payroll.yaml")  # with a store, validate says the same
