@@ -122,6 +122,8 @@ def test_pause_and_resume_one_schedule(tp: Taskplan) -> None:
                        " --schedule one)"
     assert [ln.split()[-1] for ln in lines[1:]] == ["two", "two", "two"], lines
     assert {f["schedule"] for f in tp.ok("next", "two", "-n", "3", "--json").json()} == {"two"}
+    (listed,) = tp.ok("jobs", "--json").json()  # the job's next firing: schedule two's
+    assert listed["next"] == tp.ok("next", "two", "-n", "1", "--json").json()[0]["at"], listed
     assert tp.ok("resume", "two", "--schedule", "one").out.strip() == "two: schedule one resumed"
     assert {f["schedule"] for f in tp.ok("next", "two", "-n", "4", "--json").json()} == {
         "one", "two"}

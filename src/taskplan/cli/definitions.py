@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -216,6 +217,10 @@ def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:
 
     assert isinstance(engine, Engine)
     spec = engine.job_spec(version_id)
+    paused = engine.paused_schedules(spec.name) if spec.schedules else set()
+    if paused:  # a schedule paused on its own makes no runs: its firings are not "next"
+        spec = dataclasses.replace(spec, schedules=tuple(
+            s for s in spec.schedules if s.key not in paused))
     if not spec.schedules:
         return None
     from taskplan.timing import calendar_names
