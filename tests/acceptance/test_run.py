@@ -253,6 +253,30 @@ def test_logs_follow_streams_until_the_attempt_ends(tp: Taskplan) -> None:
     assert res.code == 2 and "nope" in res.err and len(res.err.splitlines()) == 1
 
 
+def test_logs_follow_ends_when_its_reader_goes_away(tp: Taskplan) -> None:
+    # `logs --follow | head -1`: once the reader has gone, following is pointless, as for
+    # `tail -f | head`; the task itself keeps running until told to stop.
+    tp.write("chat.yaml", """
+        job: chat
+        tasks:
+          talk:
+            shell: |
+              touch started
+              while [ ! -f go ]; do echo tick; sleep 0.1; done
+    """)
+    runner = tp.popen("run", "chat.yaml")
+    tp.wait_file("started", proc=runner)
+    tp.wait_for(1, lambda s: states(s)["talk"] == "running", proc=runner)
+    follower = tp.popen("logs", "1", "talk", "--follow")
+    assert follower.stdout is not None
+    assert follower.stdout.readline() == "tick\n"
+    follower.stdout.close()  # the reader goes away
+    assert follower.wait(timeout=30) == 0  # ... and so does the follower, task still running
+    assert states(tp.status(1))["talk"] == "running"
+    (tp.home / "go").write_text("")
+    assert finish(runner).code == 0
+
+
 def test_purge_deletes_only_finished_runs_past_retention(tp: Taskplan) -> None:
     tp.write("p.yaml", """
         job: purgeable

@@ -220,6 +220,13 @@ def one_line(message: str) -> str:
     return " ".join(lines)
 
 
+def stdout_gone() -> bool:
+    """The reader of stdout went away (`logs --follow | head -3`): a command that only prints
+    has nothing left to do. (main._ReaderGone keeps the writes from failing.)"""
+    raw = getattr(getattr(sys.stdout, "buffer", None), "raw", None)
+    return bool(getattr(raw, "gone", False))
+
+
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
     from taskplan.store.urls import mask_url  # only on the way out
 

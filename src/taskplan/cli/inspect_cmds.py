@@ -20,6 +20,7 @@ from taskplan.cli.common import (
     parse_run_id,
     print_json,
     short_time,
+    stdout_gone,
     whole,
 )
 from taskplan.cli.terminal_text import safe, safe_line
@@ -225,6 +226,8 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
             out.close()
             return
         sys.stdout.flush()
+        if stdout_gone():
+            return  # as `tail -f | head` ends: nobody reads what would follow
         attempt_over = state is not None and state != "running"
         if attempt_over or task_state in ENDED_TASK_STATES:
             with store.read() as tx:

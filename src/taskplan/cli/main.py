@@ -158,10 +158,13 @@ class _ReaderGone(io.FileIO):
     instead of raising: a failed write would otherwise end the command half-way, with an exit
     code that says nothing of what it did (0 for a file that failed validation)."""
 
+    gone = False  # set once the reader has gone: commands that only print may stop then
+
     def write(self, data: Any) -> int:
         try:
             return super().write(data)
         except BrokenPipeError:
+            self.gone = True
             # Later writes (the interpreter's last flush too) go to /dev/null and cannot fail.
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, self.fileno())
