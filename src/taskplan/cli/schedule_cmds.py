@@ -65,10 +65,15 @@ def parse_after(text: str, job: JobSpec, default_tz: str) -> datetime:
     return value
 
 
+# Each firing is computed, and cron expressions can be sparse: a million would take minutes.
+# 100,000 is more than two years of firings every 15 minutes.
+MAX_FIRINGS = 100_000
+
+
 @click.command("next")
 @click.argument("job_or_file")
-@click.option("-n", "count", type=whole(1), default=10, show_default=True,
-              help="How many firings to print.")
+@click.option("-n", "count", type=click.IntRange(1, MAX_FIRINGS), default=10,
+              show_default=True, help=f"How many firings to print (at most {MAX_FIRINGS:,}).")
 @click.option("--after", default=None, metavar="ISO",
               help="Start after this instant (default: now); no offset = the job's zone.")
 @db_option
