@@ -338,10 +338,10 @@ class Agent:
                     timeout = min(timeout, CANCEL_CHECK_EVERY)
                 if holding:
                     timeout = min(timeout, HOLD_CHECK_EVERY)
-                if until is not None:
-                    timeout = min(timeout, UNTIL_CHECK_EVERY)
                 elif self.exit_when_idle is not None and busy == 0:
                     timeout = min(timeout, self.exit_when_idle - (now_m - idle_since))
+                if until is not None:
+                    timeout = min(timeout, UNTIL_CHECK_EVERY)
                 gen = self.store.wait(gen, max(0.0, timeout))
             except StoreConflictError as exc:
                 # A deadlock or serialization failure wrote nothing and left the connection

@@ -186,10 +186,22 @@ def test_exit_when_idle_waits_for_work_a_lease_will_hand_back(store: Store) -> N
     assert len(engine.step(silent, [], 1, run_id).claims) == 1
     with store.read() as tx:
         assert tx.scalar("SELECT process FROM agents WHERE id = :a", {"a": silent}) is None
-    Agent(engine, slots=1, exit_when_idle=0.2).run()
+    agent = Agent(engine, slots=1, exit_when_idle=0.2)
+    steps = [0]
+    step = engine.step
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        steps[0] += 1
+        return step(*args, **kwargs)
+
+    engine.step = counted  # type: ignore[method-assign]
+    agent.run()
     got = tasks(store, run_id)["work"]
     assert (got["state"], got["attempts"]) == ("succeeded", 2)
     assert engine.run_state(run_id) == "succeeded"
+    # While it held on for the lease (3 s) it looked about once a second, not in a loop: a
+    # timeout gone negative once made it step (a write transaction) tens of thousands of times.
+    assert steps[0] < 100, steps
 
 
 def test_an_unreadable_proc_entry_is_not_a_dead_process(monkeypatch: pytest.MonkeyPatch,
