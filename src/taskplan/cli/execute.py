@@ -109,9 +109,12 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
                          " apply to a foreground run only")
     spec = load_if_file(job_or_file)  # a bad file must fail before the store is touched
     if spec is not None:
-        from taskplan.cli.definitions import refuse_unknown_calendars
+        from taskplan.timing import calendar_names
 
-        refuse_unknown_calendars(ctx, spec)  # as apply: before the store is made or written
+        if calendar_names(spec):  # as apply: before the store is made or written
+            from taskplan.cli.definitions import refuse_unknown_calendars  # (the parser's)
+
+            refuse_unknown_calendars(ctx, spec)
         declared_params(spec.params, overrides)
     ctx.create = spec is not None  # a job name needs a store that already holds it
     try:

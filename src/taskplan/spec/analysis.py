@@ -91,6 +91,7 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
     if semantic:
         all_names = list(raw_tasks) if isinstance(raw_tasks, dict) else []
         checks.semantics(r, header, defaults, tasks, all_names)
+        checks.schedule_name_lengths(r, [s[0] if s is not None else None for s in schedules])
     if r.problems:
         return Outcome(None, r.problems, data, positions)
     assert header is not None and defaults is not None

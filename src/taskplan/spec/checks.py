@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from taskplan import dag
@@ -138,6 +138,7 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
             r.at_value((*path, "job"), f"job {t.job!r} cannot start itself")
     _connections(r, defaults, tasks)
     _env_names(r, defaults, tasks)
+    _name_lengths(r, header, defaults, tasks)
     specs = [_loose_spec(n, tasks[n], known) for n in all_names if n in tasks]
     cycle = dag.find_cycle(specs)
     if cycle is not None:
@@ -145,6 +146,44 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
     _templates(r, defaults, tasks, specs, _declared_params(r.data))
     if header is not None:
         _header_rules(r, header)
+
+
+# The store keeps names in columns of this many characters: a longer one passed here and was
+# refused by PostgreSQL in the middle of an apply. Checked on files only (like env names), so
+# a version kept by a SQLite store before still loads.
+MAX_NAME = 200
+
+
+def _name_lengths(r: Reporter, header: Header | None, defaults: Settings | None,
+                  tasks: Mapping[str, TaskModel]) -> None:
+    def check(path: Path, name: str | None, what: str, at_key: bool = False) -> None:
+        if name is None or len(name) <= MAX_NAME:
+            return
+        message = (f"expected {what} of at most {MAX_NAME} characters (the store keeps no"
+                   f" more), got one of {len(name)}")
+        if at_key:
+            r.at_key(path, message)
+        else:
+            r.at_value(path, message)
+
+    if header is not None:
+        check(("job",), header.job, "a job name")
+        for pool in header.pools:
+            check(("pools", pool), pool, "a pool name", at_key=True)
+    if defaults is not None:
+        check(("defaults", "pool"), defaults.pool, "a pool name")
+    for name, t in tasks.items():
+        check(("tasks", name), name, "a task name", at_key=True)
+        check(("tasks", name, "pool"), t.pool, "a pool name")
+
+
+def schedule_name_lengths(r: Reporter, schedules: Sequence[ScheduleModel | None]) -> None:
+    """As _name_lengths, for schedule names (files only)."""
+    for i, s in enumerate(schedules):
+        if s is not None and s.name is not None and len(s.name) > MAX_NAME:
+            r.at_value(("schedules", i, "name"), f"expected a schedule name of at most"
+                       f" {MAX_NAME} characters (the store keeps no more), got one of"
+                       f" {len(s.name)}")
 
 
 def _env_names(r: Reporter, defaults: Settings | None,

@@ -97,28 +97,9 @@ def pattern_check(regex: re.Pattern[str], words: str) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if not isinstance(v, str) or not regex.fullmatch(v):
             raise fail(f"expected {words}")
-        return _short_enough(v, words)
+        return v
 
     return check
-
-
-# The store keeps names (jobs, tasks, pools, schedules, calendars) in columns of this many
-# characters: a longer one would pass here and fail on PostgreSQL in the middle of an apply.
-MAX_NAME = 200
-
-
-def _short_enough(v: str, words: str) -> str:
-    if len(v) > MAX_NAME:
-        raise fail(f"expected {words}, at most {MAX_NAME} characters long (this one has"
-                   f" {len(v)})")
-    return v
-
-
-def name_check(v: Any) -> str | None:
-    """A free-form name (a pool, a schedule): non-empty text the store can keep."""
-    if v is None:
-        return None
-    return _short_enough(text_check(nonempty=True)(v), "a name")
 
 
 def _env_value(v: Any) -> str:
@@ -291,7 +272,7 @@ Bool = Annotated[bool, PlainValidator(_bool)]
 OptPosInt = Annotated[int | None, PlainValidator(optional_check(_whole(1)))]
 OptPosDuration = Annotated[float | None, PlainValidator(optional_check(_duration(positive=True)))]
 OptText = Annotated[str | None, PlainValidator(optional_check(text_check(nonempty=False)))]
-OptName = Annotated[str | None, PlainValidator(name_check)]
+OptName = Annotated[str | None, PlainValidator(optional_check(text_check(nonempty=True)))]
 OptTimeZone = Annotated[str | None, PlainValidator(optional_check(_timezone))]
 OptStartAt = Annotated[datetime | None, PlainValidator(optional_check(_local_datetime(False)))]
 OptEndAt = Annotated[datetime | None, PlainValidator(optional_check(_local_datetime(True)))]

@@ -209,14 +209,28 @@ def test_names_longer_than_the_store_keeps_are_refused_where_written() -> None:
     # The store keeps names in columns of 200 characters: PostgreSQL refused a longer one in
     # the middle of an apply ("value too long for type character varying(200)").
     found = {(p.line, p.col): p.message for p in _problems(
-        f"job: {'j' * 201}\ntasks:\n  {'t' * 201}: {{shell: \"true\"}}\n"
+        f"job: {'j' * 201}\npools: {{{'q' * 201}: 2}}\n"
+        f"schedules:\n  - {{cron: \"0 2 * * *\", name: {'s' * 201}}}\ntasks:\n"
+        f"  {'t' * 201}: {{shell: \"true\"}}\n"
         f"  ok: {{shell: \"true\", pool: {'p' * 201}}}\n")}
-    assert set(found) == {(1, 6), (3, 3), (4, 29)}, found
+    assert set(found) == {(1, 6), (2, 9), (4, 31), (6, 3), (7, 29)}, found
     for message in found.values():
-        assert "at most 200 characters long (this one has 201)" in message
+        assert "of at most 200 characters (the store keeps no more), got one of 201" in message
     spec = load_job_text(f"job: {'j' * 200}\ntasks:\n  {'t' * 200}: {{shell: \"true\"}}\n",
                          "job.yaml", "/jobs")
     assert len(spec.name) == 200 and len(spec.tasks[0].name) == 200
+
+
+def test_long_sql_and_stored_long_names_still_load() -> None:
+    # The bound is on names in files only: SQL text has none, and a version a SQLite store
+    # kept before (with a longer name) still loads.
+    spec = load_job_text(f"job: x\nconnections: {{db: \"sqlite:///x.db\"}}\ntasks:\n"
+                         f"  q: {{connection: db, sql: \"SELECT {'1, ' * 300}1\"}}\n",
+                         "job.yaml", "/jobs")
+    assert len(spec.tasks[0].command) > 900
+    stored = job_from_definition({"job": "j" * 250, "tasks": {"t" * 250: {"shell": "x"}}},
+                                 "", "")
+    assert len(stored.name) == 250
 
 
 def test_a_key_longer_than_yaml_allows_is_named_as_such() -> None:
