@@ -24,7 +24,7 @@ from taskplan.cli.common import (
     share_connections,
     short_time,
 )
-from taskplan.errors import DefinitionError, Problem
+from taskplan.errors import DefinitionError, Problem, StoreUnavailableError
 from taskplan.model import JobSpec
 from taskplan.spec import Definitions, expand_paths, load_definitions
 from taskplan.spec.loader import check_definitions
@@ -47,8 +47,9 @@ def validate_cmd(files: tuple[str, ...], db: str | None) -> None:
     ctx = get_context(db)
     share_connections(ctx)
     found, problems = check_definitions(list(files))
-    # Which calendars exist is the store's to say: with no store, none is known to be missing.
-    if ctx.existing_store() is not None:
+    # Which calendars exist is the store's to say: with no store (or none reachable), none is
+    # known to be missing; and a file that names none needs no store at all.
+    if _names_calendars(found) and _reachable_store(ctx):
         problems += calendar_problems(ctx, found, _shown_paths(files))
     if problems:
         _report(list(problems))
@@ -153,6 +154,19 @@ def _shown(path: str) -> str:
     """A path for a message: relative to the current folder when it is below it."""
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
+
+
+def _names_calendars(found: Definitions) -> bool:
+    from taskplan.timing import calendar_names
+
+    return any(calendar_names(spec) for spec in found.jobs)
+
+
+def _reachable_store(ctx: Context) -> bool:
+    try:
+        return ctx.existing_store() is not None
+    except StoreUnavailableError:
+        return False
 
 
 def calendar_problems(ctx: Context, found: Definitions,
