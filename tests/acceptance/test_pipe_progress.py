@@ -105,12 +105,15 @@ def test_the_counts_of_the_summary_lines_are_the_end_summarys(tp: Taskplan) -> N
     tp.ok("apply", "kid.yaml")
     tp.write("mix.yaml", "job: mix\ntasks:\n" + tasks
              + "  each: {foreach: {values: [" + ", ".join(map(str, range(40))) + "]},"
-             " shell: \"true\"}\n  sub: {job: kid}\n")
+             " shell: \"true\"}\n  sub: {job: kid}\n  off: {shell: \"true\", enabled: false}\n")
     res = tp.ok("run", "mix.yaml", "--workers", "8")
     lines = res.out.splitlines()
     assert lines[-1].startswith("run 1 (mix v1) succeeded in ")
-    assert lines[-1].endswith(": 92 succeeded"), res.out  # 50 + 40 items + each + sub
-    assert lines[-2].endswith("(ended: 92 succeeded)"), res.out
+    # 50 + 40 items + each + sub; `off` was skipped when the run was made
+    assert lines[-1].endswith(": 1 skipped, 92 succeeded"), res.out
+    assert lines[-2].endswith("(ended: 1 skipped, 92 succeeded)"), res.out
+    stamps = [ln[:19] for ln in lines[:-1]]
+    assert stamps == sorted(stamps), res.out  # a summary line is stamped as what it stands for
     for summary in (ln for ln in lines if "more lines (ended so far: " in ln):
         assert "failed" not in summary, res.out
 

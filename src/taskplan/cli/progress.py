@@ -14,6 +14,7 @@ from taskplan.cli.common import duration, short_time
 from taskplan.cli.terminal_text import safe_line
 from taskplan.engine import AttemptEnd, Claim, Outcome, StepResult, TaskEnd
 from taskplan.errors import StoreUnavailableError
+from taskplan.model import TaskState
 from taskplan.store import reports, run_ops
 from taskplan.store.db import Store
 
@@ -73,8 +74,14 @@ class PipeProgress:
         self._window_start = time.monotonic()
         self._printed_in_window = 0
         self._held_back = 0
+        self._held_stamp = 0.0  # when the last line held back happened
 
     def __enter__(self) -> PipeProgress:
+        # What had ended before this process ran anything (tasks with `enabled: false`; on a
+        # retry, what succeeded before) is in the end summary: the counts start from it.
+        with self.store.read() as tx:
+            done = reports.state_counts(tx, self.run_id)
+        self._counts.update({s: n for s, n in done.items() if s in TERMINAL})
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -86,18 +93,19 @@ class PipeProgress:
         attempt, job tasks, runs), then one per attempt started."""
         stamp = time.time()
         lines: list[_Line] = []
+        # Cancelled task runs are printed from the step that cancelled them: their agent's own
+        # report of the killed attempt (this step's or a later one's) is fenced off, stale.
+        self._printed_ends.update(end.task_run_id for end in result.ends
+                                  if isinstance(end, TaskEnd) and end.state == "cancelled")
         for claim, outcome in finished:
-            if outcome.expanded:
-                continue
-            if claim.task_run_id in result.stale and claim.task_run_id in self._printed_ends:
-                # Cancelled, and printed, by the step that halted its run: nothing to add.
+            if outcome.expanded:  # a foreach or job task: its end comes with result.ends
                 lines.append(_Line(stamp, claim, "", None, None, -1))
-                continue
-            lines.append(self._attempt_line(stamp, claim, outcome, result, running=-1))
+            elif claim.task_run_id in result.stale:
+                lines.append(self._stale_line(stamp, claim, outcome))
+            else:
+                lines.append(self._attempt_line(stamp, claim, outcome, result, running=-1))
         for end in result.ends:
             if isinstance(end, TaskEnd):
-                if end.state == "cancelled":  # maybe running: its agent reports it later
-                    self._printed_ends.add(end.task_run_id)
                 lines.append(_Line(stamp, (end.run_id, end.task), end.state, end.detail,
                                    end.state if end.run_id == self.run_id else None, 0))
             elif isinstance(end, AttemptEnd):
@@ -108,6 +116,16 @@ class PipeProgress:
         lines.extend(_Line(stamp, claim, "running", None, None, 1) for claim in result.claims)
         with self._lock:
             self._ended.extend(lines)
+
+    def _stale_line(self, stamp: float, claim: Claim, outcome: Outcome) -> _Line:
+        """An attempt the store no longer had running: its end is not the one recorded. Its
+        line is the store's `cancelled` when this process killed it (cancelled elsewhere:
+        `taskplan cancel`, Ctrl-C), unless a step of this process printed that already;
+        otherwise (a success the cancel overtook, a lease taken over) there is none."""
+        if outcome.state != TaskState.CANCELLED or claim.task_run_id in self._printed_ends:
+            return _Line(stamp, claim, "", None, None, -1)
+        counted = "cancelled" if claim.run_id == self.run_id else None
+        return _Line(stamp, claim, "cancelled", None, counted, -1)
 
     def _attempt_line(self, stamp: float, claim: Claim, outcome: Outcome, result: StepResult,
                       running: int) -> _Line:
@@ -164,7 +182,8 @@ class PipeProgress:
         now = time.monotonic()
         if now - self._window_start >= 1.0:
             if self._held_back:
-                click.echo(f"{short_time(time.time())}  ... {self._held_back} more lines "
+                # Stamped as the last line it stands for, so times never go backwards.
+                click.echo(f"{short_time(self._held_stamp)}  ... {self._held_back} more lines "
                            f"(ended so far: {self._done()}; {max(self._running, 0)} running)")
             self._window_start, self._printed_in_window, self._held_back = now, 0, 0
         shown: list[_Line] = []
@@ -178,12 +197,13 @@ class PipeProgress:
                 shown.append(line)
             else:
                 self._held_back += 1
+                self._held_stamp = max(self._held_stamp, line.stamp)
         self._learn_indexes(shown)
         for line in shown:
             click.echo(self._text(line))
         self._printed_in_window += len(shown)
         if final and self._held_back:
-            click.echo(f"{short_time(time.time())}  ... {self._held_back} more lines "
+            click.echo(f"{short_time(self._held_stamp)}  ... {self._held_back} more lines "
                        f"(ended: {self._done()})")
             self._held_back = 0
 

@@ -328,6 +328,7 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     user = run.halt in USER_HALTS
     writes: list[tuple[int, str]] = []
     names: dict[int, str] = {}
+    items: set[int] = set()
     running = ready = 0
     cancelled: list[int] = []
     child_runs: list[int] = []
@@ -335,8 +336,11 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
         if t.kind != TaskRunKind.BARRIER and t.task is not None:
             # Named for the progress display, in the order of the run's end. A running attempt
             # cancelled here is reported now too: its agent's own report comes later, fenced
-            # off as stale. A foreach's items are not named (it may have a million).
-            names[t.id] = t.task
+            # off as stale. Of a foreach's items only the running ones are named (there may
+            # be a million others).
+            names[t.id] = t.task if t.item_index is None else f"{t.task}[{t.item_index}]"
+            if t.item_index is not None:
+                items.add(t.id)
         if t.state == TaskState.RUNNING and t.kind == TaskRunKind.FOREACH and t.pending_children:
             # An expanded foreach parent: not on an agent, not in the running counter.
             writes.append((t.id, "cancelled" if user else "failed"))
@@ -348,7 +352,9 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
             if t.child_run_id is not None:
                 child_runs.append(t.child_run_id)
             writes.append((t.id, "cancelled"))
-        elif t.state == TaskState.RETRYING:
+        elif t.state == TaskState.RETRYING or t.retry_due:
+            # A task waiting for a retry does not retry: it failed (docs/job-file.md).
+            ready += t.state == TaskState.READY
             writes.append((t.id, "cancelled" if user else "failed"))
         else:
             ready += t.state == TaskState.READY
@@ -356,8 +362,10 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     ops.set_states(tx, writes, now)
     run_ops.cancel_running(tx, cancelled, now)
     ops.add_events(tx, [(now, run.id, i, s, None) for i, s in writes])
-    if result is not None:
-        result.ends.extend(TaskEnd(run.id, i, names[i], s) for i, s in writes if i in names)
+    # Reported in the order a reader expects: a foreach's items before it, and (below) a child
+    # run's tasks and end before the job task that started it.
+    ends = sorted((TaskEnd(run.id, i, names[i], s) for i, s in writes if i in names),
+                  key=lambda end: end.task_run_id not in items)
     run = ops.bump_run(tx, run.id, unfinished=-len(writes), running=-running, ready=-ready)
     final = RunState.CANCELLED if user else RunState.FAILED
     ops.set_run_state(tx, run.id, final, now=now, finished=True)
@@ -375,6 +383,8 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
             if result is not None:
                 result.finished_runs.append((child.id, child.state))
                 result.ends.append(RunEnd(child.id, child.state))
+    if result is not None:
+        result.ends.extend(ends)
     return run
 
 

@@ -483,24 +483,33 @@ def set_states(tx: Tx, rows: Sequence[tuple[int, str]], now: float) -> None:
 @dataclass(frozen=True)
 class UnfinishedTaskRun:
     id: int
-    task: str | None  # None for a foreach's items (a million names are not worth reading)
+    # None for a foreach's items not running (a million names are not worth reading); a
+    # running item (at most one per slot) has its task's name and its index
+    task: str | None
     state: str
     kind: str
     pending_children: int
     child_run_id: int | None
+    item_index: int | None
+    # ready again after a failed attempt (a retry without delay), not yet claimed: like a
+    # task run `retrying`, it waits for a retry (a reset by `retry` clears the error)
+    retry_due: bool
 
 
 def unfinished_of_run(tx: Tx, run_id: int) -> list[UnfinishedTaskRun]:
     rows = tx.all(
-        "SELECT id, CASE WHEN parent_id IS NULL THEN task END, state, kind, pending_children,"
-        " child_run_id FROM task_runs"
-        " WHERE run_id = :r"
+        "SELECT id, CASE WHEN parent_id IS NULL OR state = 'running' THEN task END, state, kind,"
+        " pending_children, child_run_id,"
+        " CASE WHEN parent_id IS NOT NULL AND state = 'running' THEN item_index END,"
+        " CASE WHEN state = 'ready' AND attempts > 0 AND error IS NOT NULL THEN 1 ELSE 0 END"
+        " FROM task_runs WHERE run_id = :r"
         " AND state IN ('pending', 'ready', 'running', 'retrying')",
         {"r": run_id},
     )
     return [UnfinishedTaskRun(int(i), task, str(state), str(kind), int(children or 0),
-                              None if child is None else int(child))
-            for i, task, state, kind, children, child in rows]
+                              None if child is None else int(child),
+                              None if index is None else int(index), bool(due))
+            for i, task, state, kind, children, child, index, due in rows]
 
 
 def count_claimable(tx: Tx, run_id: int, max_stage: int | None) -> int:
