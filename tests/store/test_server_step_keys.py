@@ -1,6 +1,6 @@
 """The keys of the successes the server step is sent are the record columns its SQL reads:
 one is written in store/claims.py, the other in the step's SQL (taskplan_finish_successes of
-store/sql/step_v1.sql, which step_v2.sql leaves as it is), so a test ties them."""
+store/sql/step_v3.sql, the newest file defining it), so a test ties them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from taskplan.store.pgserver import server_sql
 
 
 def test_success_keys_are_the_columns_the_server_step_reads() -> None:
-    current = server_sql("step_v2.sql")
-    assert "FUNCTION taskplan_finish_successes(" not in current, "v2 redefines it: read v2"
-    sql = server_sql("step_v1.sql") + current
+    sql = server_sql("step_v3.sql")
+    assert "FUNCTION taskplan_finish_successes(" in sql, "v3 defines it"
     record = re.search(r"jsonb_to_recordset\(p_done\)\s+AS d\(([^)]*)\)", sql)
     assert record is not None, "the step no longer reads p_done as a record set"
     columns = {part.split()[0] for part in record.group(1).split(",")}

@@ -4,7 +4,7 @@ one transition collects before writing them."""
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskplan.dataclass import dataclass
 from taskplan.model import TaskState
@@ -33,8 +33,9 @@ class Outcome:
         return now if self.ended_at is None else min(self.ended_at, now)
 
 
-@dataclass(frozen=True)
-class TaskEnd:
+# Named tuples, not dataclasses: a halt or a cascade of skipped dependants makes one per task
+# run inside the step's transaction.
+class TaskEnd(NamedTuple):
     """A task run the step ended without an attempt of its own: a dependant skipped or
     upstream_failed, a foreach when its items are done, what a halted run skips or cancels.
     `detail` says why, where the state alone does not (a foreach's failed items)."""
@@ -46,8 +47,7 @@ class TaskEnd:
     detail: str | None = None
 
 
-@dataclass(frozen=True)
-class AttemptEnd:
+class AttemptEnd(NamedTuple):
     """An attempt the step ended itself, as agents report theirs: a job task's, when its child
     run ended (its agent reported only that it started the run)."""
 
@@ -55,8 +55,7 @@ class AttemptEnd:
     outcome: Outcome
 
 
-@dataclass(frozen=True)
-class RunEnd:
+class RunEnd(NamedTuple):
     run_id: int
     state: str
 

@@ -3,7 +3,8 @@
 A claim is made in one of two places: `claim_ready` here on the general path (under the
 fair-share rounds of engine/claims.py) and the server step on PostgreSQL (`call_server_step`
 here: `taskplan_step` of store/sql/step_v1.sql, which claims through `taskplan_claim` of
-store/sql/step_v2.sql). Both, and every read of a running task run as a
+store/sql/step_v2.sql and records successes through `taskplan_finish_successes` of
+store/sql/step_v3.sql). Both, and every read of a running task run as a
 claim (recovery, a sub-job's end), return `Claim` built from the same column list.
 """
 
@@ -138,7 +139,7 @@ STEP_CALL = ("SELECT * FROM taskplan_step(:agent, :now, :free, :root, :wake,"
 
 def success_payload(done: Sequence[Success]) -> str:
     # The keys are the record columns `jsonb_to_recordset(p_done) AS d(i, a, t, x, res, e)`
-    # and `e ->> 'r'` of taskplan_finish_successes in store/sql/step_v1.sql.
+    # and `e ->> 'r'` of taskplan_finish_successes in store/sql/step_v3.sql.
     return json.dumps([{"i": s.task_run_id, "r": s.run_id, "a": s.attempt, "t": s.ended_at,
                         "x": s.exit_code, "res": s.result, "e": s.error} for s in done])
 
