@@ -39,3 +39,9 @@ def test_item_of_a_task_that_is_no_foreach_is_refused(tp: Taskplan) -> None:
                        " foreach\n")
     res = tp("logs", "1", "fe", "--item", "0")
     assert res.code == 2 and res.err == "taskplan: fe has no item 0: its foreach has no items\n"
+    # A foreach that has not made its items yet (its run waits for an agent): "yet".
+    tp.write("later.yaml", "job: later\ntasks:\n  fe2: {foreach: {values: [1]}, shell: \"true\"}\n")
+    run_id = tp.ok("run", "later.yaml", "--detach").out.strip()
+    res = tp("logs", run_id, "fe2", "--item", "0")
+    assert (res.code, res.err) == (
+        2, "taskplan: fe2 has no item 0 yet: its foreach has not made its items\n"), res

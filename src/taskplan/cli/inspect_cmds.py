@@ -191,7 +191,11 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
     if item_index is not None and not foreach:
         raise UsageError(f"{task} is not a foreach task: --item picks an item of a foreach")
     if foreach and not items and item_index is not None:
-        raise NotFoundError(f"{task} has no item {item_index}: its foreach has no items")
+        parent = next(f for f in found if f.item_index is None)
+        if parent.state in ENDED_TASK_STATES:
+            raise NotFoundError(f"{task} has no item {item_index}: its foreach has no items")
+        raise NotFoundError(f"{task} has no item {item_index} yet: its foreach has not made"
+                            " its items")
     if items:
         if item_index is None:
             raise UsageError(f"{task} is a foreach task with {len(items)} item(s): "
