@@ -154,3 +154,17 @@ def test_a_run_cancelled_from_another_process_gets_its_line_and_ends_the_command
     assert re.search(r"\bs1\s+cancelled$", res.out, re.M), res.out  # not "(cancelled)" again
     assert re.search(r"\brun 1\s+cancelled$", lines[-2]), res.out
     assert lines[-1].startswith("run 1 (slow v1) cancelled in "), res.out
+
+
+def test_items_a_halt_skips_are_counted_though_not_listed(tp: Taskplan) -> None:
+    values = ", ".join(map(str, range(30)))
+    tp.write("festop.yaml", "job: festop\non_failure: stop\ntasks:\n  each:\n"
+             f"    foreach: {{values: [{values}]}}\n    shell: \"test {{{{ item }}}} -ne 12\"\n")
+    res = tp("run", "festop.yaml", "--workers", "1")
+    assert res.code == 1, res
+    lines = res.out.splitlines()
+    summary = next(ln for ln in lines if ln.startswith("run 1 (festop v1) failed in "))
+    assert summary.endswith(": 2 failed, 17 skipped, 12 succeeded"), res.out
+    assert lines[lines.index(summary) - 1].endswith(
+        "(ended: 2 failed, 17 skipped, 12 succeeded)"), res.out
+    assert not any(re.search(r"each\[\d+\]\s+skipped", ln) for ln in lines), res.out

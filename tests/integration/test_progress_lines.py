@@ -104,3 +104,23 @@ def test_a_retry_made_ready_but_not_started_when_its_run_stops_ends_failed(
     got = tasks(store, run_id)
     assert (got["r"]["state"], got["r"]["attempts"]) == ("failed", 1)
     assert engine.run_state(run_id) == "failed"
+
+
+def test_a_claim_given_back_unstarted_is_skipped_not_failed_when_its_run_stops(
+        engine: Engine, store: Store) -> None:
+    # Given back after a store outage, its attempt is `lost`, not failed: no retry is due, it
+    # never started, and a halt skips it like any task that never started.
+    run_id = engine.create_run(apply_job(engine, """
+        job: given_back
+        on_failure: stop
+        tasks:
+          a: {shell: "exit 1"}
+          b: {shell: "true", retries: 2}
+        """))
+    agent = engine.register_agent("a", "h", 1, 2, 30.0)
+    claims = _claims(engine, agent, run_id, 2)
+    assert engine.release_unstarted(agent, {claims["a"].task_run_id}) == 1
+    engine.step(agent, [(claims["a"], FAILED)], 0, run_id)
+    got = tasks(store, run_id)
+    assert got["b"]["state"] == "skipped", got["b"]
+    assert engine.run_state(run_id) == "failed"

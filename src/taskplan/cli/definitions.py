@@ -225,13 +225,13 @@ def refuse_unknown_calendars(ctx: Context, found: Definitions | JobSpec,
         raise DefinitionError(problems)
 
 
-def _next_firing(engine: object, version_id: int, tz: str) -> datetime | None:
+def _next_firing(engine: object, version_id: int, tz: str, paused: set[str]
+                 ) -> datetime | None:
     from taskplan.engine import Engine
     from taskplan.timing import next_firings
 
     assert isinstance(engine, Engine)
     spec = engine.job_spec(version_id)
-    paused = engine.paused_schedules(spec.name) if spec.schedules else set()
     if paused:  # a schedule paused on its own makes no runs: its firings are not "next"
         spec = dataclasses.replace(spec, schedules=tuple(
             s for s in spec.schedules if s.key not in paused))
@@ -269,11 +269,15 @@ def jobs_cmd(db: str | None, as_json: bool) -> None:
     """Jobs with their version, next firing and last run."""
     ctx = get_context(db)
     engine = ctx.engine
+    from taskplan.store import sched_ops
+
     with engine.store.read() as tx:
         rows = reports.jobs(tx)
+        paused = sched_ops.paused_schedules_by_job(tx)
     specs = [engine.job_spec(j.version_id) for j in rows]
     out = [shapes.job(j, None if j.paused else _next_firing(engine, j.version_id,
-                                                            ctx.settings.timezone),
+                                                            ctx.settings.timezone,
+                                                            paused.get(j.job_id, set())),
                       _trigger_waits(engine, j.version_id), enabled=spec.enabled,
                       tags=spec.tags) for j, spec in zip(rows, specs, strict=True)]
     if as_json:

@@ -12,7 +12,7 @@ import click
 
 from taskplan.cli.common import duration, short_time
 from taskplan.cli.terminal_text import safe_line
-from taskplan.engine import AttemptEnd, Claim, Outcome, StepResult, TaskEnd
+from taskplan.engine import AttemptEnd, Claim, Outcome, StepResult, TaskEnd, UnnamedEnds
 from taskplan.errors import StoreUnavailableError
 from taskplan.model import TaskState
 from taskplan.store import reports, run_ops
@@ -39,6 +39,7 @@ class _Line(NamedTuple):
     error: str | None
     counted: str | None  # the state it adds to "ended so far" (the top run's task runs only)
     running: int  # its change to the number of attempts running
+    weight: int = 1  # how many task runs it counts (items a halt ended, unnamed)
 
 
 class PipeProgress:
@@ -108,6 +109,9 @@ class PipeProgress:
             if isinstance(end, TaskEnd):
                 lines.append(_Line(stamp, (end.run_id, end.task), end.state, end.detail,
                                    end.state if end.run_id == self.run_id else None, 0))
+            elif isinstance(end, UnnamedEnds):
+                if end.run_id == self.run_id:
+                    lines.append(_Line(stamp, end.run_id, "", None, end.state, 0, end.number))
             elif isinstance(end, AttemptEnd):
                 lines.append(self._attempt_line(stamp, end.claim, end.outcome, result, 0))
             else:
@@ -189,7 +193,7 @@ class PipeProgress:
         shown: list[_Line] = []
         for line in lines:
             if line.counted is not None:
-                self._counts[line.counted] += 1
+                self._counts[line.counted] += line.weight
             self._running += line.running
             if not line.state:
                 continue

@@ -19,7 +19,15 @@ from taskplan.lazy import lazy_names
 
 if TYPE_CHECKING:
     from taskplan.engine.facade import Engine
-    from taskplan.engine.records import AttemptEnd, Claim, Outcome, RunEnd, StepResult, TaskEnd
+    from taskplan.engine.records import (
+        AttemptEnd,
+        Claim,
+        Outcome,
+        RunEnd,
+        StepResult,
+        TaskEnd,
+        UnnamedEnds,
+    )
     from taskplan.engine.rules import (
         RunShare,
         fair_shares,
@@ -33,6 +41,7 @@ _HOMES = {
     "Claim": "taskplan.engine.records",
     "RunEnd": "taskplan.engine.records",
     "TaskEnd": "taskplan.engine.records",
+    "UnnamedEnds": "taskplan.engine.records",
     "Outcome": "taskplan.engine.records",
     "StepResult": "taskplan.engine.records",
     "Engine": "taskplan.engine.facade",
@@ -55,6 +64,7 @@ __all__ = [
     "RunShare",
     "StepResult",
     "TaskEnd",
+    "UnnamedEnds",
     "fair_shares",
     "plan_upstreams",
     "resolve_trigger",

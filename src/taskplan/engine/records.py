@@ -11,7 +11,8 @@ from taskplan.model import TaskState
 from taskplan.store.claims import Claim
 from taskplan.store.ops import TaskRunRow
 
-__all__ = ["AttemptEnd", "Claim", "Delta", "End", "Outcome", "RunEnd", "StepResult", "TaskEnd"]
+__all__ = ["AttemptEnd", "Claim", "Delta", "End", "Outcome", "RunEnd", "StepResult", "TaskEnd",
+           "UnnamedEnds"]
 
 
 @dataclass(frozen=True, hot=True)
@@ -60,7 +61,16 @@ class RunEnd(NamedTuple):
     state: str
 
 
-End = TaskEnd | AttemptEnd | RunEnd
+class UnnamedEnds(NamedTuple):
+    """Task runs a halt ended that are not named one by one (a foreach's items not running:
+    there may be a million): only how many, in one state."""
+
+    run_id: int
+    state: str
+    number: int
+
+
+End = TaskEnd | AttemptEnd | RunEnd | UnnamedEnds
 
 
 @dataclass(hot=True)

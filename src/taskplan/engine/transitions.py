@@ -10,12 +10,21 @@ that reach zero.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Collection, Iterable, Sequence
 
 from taskplan.engine import definitions
 from taskplan.engine.context import Context
-from taskplan.engine.records import Claim, Delta, Outcome, RunEnd, StepResult, TaskEnd
+from taskplan.engine.records import (
+    Claim,
+    Delta,
+    End,
+    Outcome,
+    RunEnd,
+    StepResult,
+    TaskEnd,
+    UnnamedEnds,
+)
 from taskplan.engine.rules import resolve_trigger, retry_delay
 from taskplan.model import (
     FAILED_LIKE,
@@ -364,8 +373,11 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     ops.add_events(tx, [(now, run.id, i, s, None) for i, s in writes])
     # Reported in the order a reader expects: a foreach's items before it, and (below) a child
     # run's tasks and end before the job task that started it.
-    ends = sorted((TaskEnd(run.id, i, names[i], s) for i, s in writes if i in names),
-                  key=lambda end: end.task_run_id not in items)
+    unnamed = Counter(s for i, s in writes if i not in names)
+    ends: list[End] = [UnnamedEnds(run.id, s, n) for s, n in sorted(unnamed.items())]
+    named = sorted((TaskEnd(run.id, i, names[i], s) for i, s in writes if i in names),
+                   key=lambda end: end.task_run_id not in items)
+    ends.extend(named)
     run = ops.bump_run(tx, run.id, unfinished=-len(writes), running=-running, ready=-ready)
     final = RunState.CANCELLED if user else RunState.FAILED
     ops.set_run_state(tx, run.id, final, now=now, finished=True)

@@ -30,9 +30,11 @@ from taskplan.timing.checks import check_exception, check_schedule
 
 
 def analyse_calendar(data: dict[str, Any], positions: Positions, filename: str,
-                     source_path: str) -> Outcome:
+                     source_path: str, *, semantic: bool = True) -> Outcome:
     r = Reporter(filename, positions, data)
     model: CalendarFile | None = r.validate(CalendarFile, data, ())
+    if model is not None and semantic:
+        checks.calendar_name_length(r, model.calendar)
     if model is not None:
         for i, h in enumerate(model.holidays):
             problem = check_holiday_source(HolidaySource(h.country, h.subdiv))
@@ -159,7 +161,8 @@ def analyse_text(text: str, filename: str, source_path: str, base_dir: str) -> O
 
 def calendar_from_definition(definition: dict[str, Any], source_path: str) -> BusinessCalendar:
     """Rebuild a business calendar from its stored plain data."""
-    out = analyse_calendar(definition, Positions(), source_path or "<calendar>", source_path)
+    out = analyse_calendar(definition, Positions(), source_path or "<calendar>", source_path,
+                           semantic=False)
     if out.calendar is None:
         raise DefinitionError(out.problems)
     return out.calendar

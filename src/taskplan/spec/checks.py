@@ -177,6 +177,13 @@ def _name_lengths(r: Reporter, header: Header | None, defaults: Settings | None,
         check(("tasks", name, "pool"), t.pool, "a pool name")
 
 
+def calendar_name_length(r: Reporter, name: str) -> None:
+    """As _name_lengths, for a calendar file's name (files only)."""
+    if len(name) > MAX_NAME:
+        r.at_value(("calendar",), f"expected a calendar name of at most {MAX_NAME} characters"
+                   f" (the store keeps no more), got one of {len(name)}")
+
+
 def schedule_name_lengths(r: Reporter, schedules: Sequence[ScheduleModel | None]) -> None:
     """As _name_lengths, for schedule names (files only)."""
     for i, s in enumerate(schedules):

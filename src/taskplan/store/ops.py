@@ -491,8 +491,9 @@ class UnfinishedTaskRun:
     pending_children: int
     child_run_id: int | None
     item_index: int | None
-    # ready again after a failed attempt (a retry without delay), not yet claimed: like a
-    # task run `retrying`, it waits for a retry (a reset by `retry` clears the error)
+    # ready again after its last attempt failed (a retry without delay), not yet claimed: like
+    # a task run `retrying`, it waits for a retry. Not one given back unstarted or taken from a
+    # lost agent (that attempt is `lost`), nor one reset by `retry` (which clears the error).
     retry_due: bool
 
 
@@ -501,7 +502,9 @@ def unfinished_of_run(tx: Tx, run_id: int) -> list[UnfinishedTaskRun]:
         "SELECT id, CASE WHEN parent_id IS NULL OR state = 'running' THEN task END, state, kind,"
         " pending_children, child_run_id,"
         " CASE WHEN parent_id IS NOT NULL AND state = 'running' THEN item_index END,"
-        " CASE WHEN state = 'ready' AND attempts > 0 AND error IS NOT NULL THEN 1 ELSE 0 END"
+        " CASE WHEN state = 'ready' AND error IS NOT NULL AND EXISTS (SELECT 1 FROM attempts a"
+        " WHERE a.task_run_id = task_runs.id AND a.attempt = task_runs.attempts"
+        " AND a.state = 'failed') THEN 1 ELSE 0 END"
         " FROM task_runs WHERE run_id = :r"
         " AND state IN ('pending', 'ready', 'running', 'retrying')",
         {"r": run_id},

@@ -112,6 +112,14 @@ def paused_schedules(tx: Tx, job_id: int) -> set[str]:
         "SELECT schedule_key FROM paused_schedules WHERE job_id = :j", {"j": job_id})}
 
 
+def paused_schedules_by_job(tx: Tx) -> dict[int, set[str]]:
+    """Every job's schedules paused one at a time, by job id (one read for a listing)."""
+    out: dict[int, set[str]] = {}
+    for job_id, key in tx.all("SELECT job_id, schedule_key FROM paused_schedules"):
+        out.setdefault(int(job_id), set()).add(str(key))
+    return out
+
+
 def job_paused(tx: Tx, job_id: int) -> bool:
     return bool(tx.scalar("SELECT paused FROM jobs WHERE id = :j", {"j": job_id}))
 

@@ -1,11 +1,12 @@
 """Every kind of problem, with the exact line:col it must point at."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from taskplan.errors import DefinitionError, Problem
-from taskplan.spec import job_from_definition, load_job_text
+from taskplan.spec import job_from_definition, load_job_text, validate_files
 
 CASES = [
     # (id, file text, "line:col", message fragment)
@@ -259,3 +260,12 @@ def test_a_stored_definition_with_such_an_env_name_still_loads() -> None:
     spec = job_from_definition({"job": "x", "tasks": {"a": {"shell": "x", "env": {"A-B": 1}}}},
                                "", "")
     assert spec.tasks[0].env == {"A-B": "1"}
+
+
+def test_a_calendar_name_longer_than_the_store_keeps_is_refused_in_its_file(
+        tmp_path: Path) -> None:
+    long = tmp_path / "long.yaml"
+    long.write_text(f"calendar: {'c' * 201}\nweekends: [sat, sun]\n")
+    (problem,) = validate_files([str(long)])
+    assert (problem.line, problem.col) == (1, 11)
+    assert "calendar name of at most 200 characters" in problem.message
