@@ -168,3 +168,31 @@ def test_items_a_halt_skips_are_counted_though_not_listed(tp: Taskplan) -> None:
     assert lines[lines.index(summary) - 1].endswith(
         "(ended: 2 failed, 17 skipped, 12 succeeded)"), res.out
     assert not any(re.search(r"each\[\d+\]\s+skipped", ln) for ln in lines), res.out
+
+
+def _ended_counts(out: str) -> tuple[str, str]:
+    """The last summary line's counts and the end summary's, as printed."""
+    lines = out.splitlines()
+    end = next(i for i, ln in enumerate(lines) if re.match(r"run \d+ \(", ln))
+    held = re.search(r"\(ended: (.*)\)$", lines[end - 1])
+    assert held is not None, out
+    return held.group(1), lines[end].split(": ", 1)[1]
+
+
+def test_a_halt_with_stages_open_or_items_waiting_to_retry_counts_and_lists_them(
+        tp: Taskplan) -> None:
+    fast = "".join(f"  q{i}: {{shell: \"true\"}}\n" for i in range(30))
+    tp.write("staged.yaml", "job: staged\non_failure: stop\ntasks:\n  bad: {shell: \"exit 1\"}\n"
+             + fast + "  s1: {stage: 1, shell: \"sleep 0.5\"}\n  s2: {stage: 2, shell: \"true\"}\n")
+    res = tp("run", "staged.yaml", "--workers", "8")
+    assert res.code == 1, res
+    held, summary = _ended_counts(res.out)
+    assert held == summary, res.out  # the stages' barriers are no tasks of the user's
+    # Items waiting for their retry when the run stops end failed, each with its line.
+    tp.write("fr.yaml", "job: fr\non_failure: stop\ntasks:\n"
+             "  each: {foreach: {values: [1, 2]}, shell: \"exit 1\", retries: 2,"
+             " retry_delay: 30s}\n  bad: {shell: \"sleep 0.5; exit 3\"}\n")
+    res = tp("run", "fr.yaml", "--workers", "4")
+    assert res.code == 1, res
+    for index in (0, 1):
+        assert re.search(rf"\beach\[{index}\]\s+failed$", res.out, re.M), res.out

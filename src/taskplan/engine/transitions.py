@@ -338,15 +338,18 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     writes: list[tuple[int, str]] = []
     names: dict[int, str] = {}
     items: set[int] = set()
+    barriers: set[int] = set()
     running = ready = 0
     cancelled: list[int] = []
     child_runs: list[int] = []
     for t in ops.unfinished_of_run(tx, run.id):
-        if t.kind != TaskRunKind.BARRIER and t.task is not None:
+        if t.kind == TaskRunKind.BARRIER:
+            barriers.add(t.id)  # a stage's barrier: no task of the user's, not counted
+        elif t.task is not None:
             # Named for the progress display, in the order of the run's end. A running attempt
             # cancelled here is reported now too: its agent's own report comes later, fenced
-            # off as stale. Of a foreach's items only the running ones are named (there may
-            # be a million others).
+            # off as stale. Of a foreach's items only those running or waiting for a retry
+            # are named (there may be a million others).
             names[t.id] = t.task if t.item_index is None else f"{t.task}[{t.item_index}]"
             if t.item_index is not None:
                 items.add(t.id)
@@ -373,7 +376,7 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     ops.add_events(tx, [(now, run.id, i, s, None) for i, s in writes])
     # Reported in the order a reader expects: a foreach's items before it, and (below) a child
     # run's tasks and end before the job task that started it.
-    unnamed = Counter(s for i, s in writes if i not in names)
+    unnamed = Counter(s for i, s in writes if i not in names and i not in barriers)
     ends: list[End] = [UnnamedEnds(run.id, s, n) for s, n in sorted(unnamed.items())]
     named = sorted((TaskEnd(run.id, i, names[i], s) for i, s in writes if i in names),
                    key=lambda end: end.task_run_id not in items)

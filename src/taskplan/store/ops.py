@@ -483,8 +483,8 @@ def set_states(tx: Tx, rows: Sequence[tuple[int, str]], now: float) -> None:
 @dataclass(frozen=True)
 class UnfinishedTaskRun:
     id: int
-    # None for a foreach's items not running (a million names are not worth reading); a
-    # running item (at most one per slot) has its task's name and its index
+    # None for a foreach's items that neither run nor wait for a retry (a million names are
+    # not worth reading); those few have their task's name and their index
     task: str | None
     state: str
     kind: str
@@ -499,14 +499,16 @@ class UnfinishedTaskRun:
 
 def unfinished_of_run(tx: Tx, run_id: int) -> list[UnfinishedTaskRun]:
     rows = tx.all(
-        "SELECT id, CASE WHEN parent_id IS NULL OR state = 'running' THEN task END, state, kind,"
-        " pending_children, child_run_id,"
-        " CASE WHEN parent_id IS NOT NULL AND state = 'running' THEN item_index END,"
-        " CASE WHEN state = 'ready' AND error IS NOT NULL AND EXISTS (SELECT 1 FROM attempts a"
-        " WHERE a.task_run_id = task_runs.id AND a.attempt = task_runs.attempts"
-        " AND a.state = 'failed') THEN 1 ELSE 0 END"
-        " FROM task_runs WHERE run_id = :r"
-        " AND state IN ('pending', 'ready', 'running', 'retrying')",
+        "SELECT id, CASE WHEN parent_id IS NULL OR state IN ('running', 'retrying') OR due = 1"
+        " THEN task END, state, kind, pending_children, child_run_id,"
+        " CASE WHEN parent_id IS NOT NULL AND (state IN ('running', 'retrying') OR due = 1)"
+        " THEN item_index END, due"
+        " FROM (SELECT id, parent_id, task, state, kind, pending_children, child_run_id,"
+        " item_index, CASE WHEN state = 'ready' AND error IS NOT NULL AND EXISTS ("
+        "SELECT 1 FROM attempts a WHERE a.task_run_id = t.id AND a.attempt = t.attempts"
+        " AND a.state = 'failed') THEN 1 ELSE 0 END AS due"
+        " FROM task_runs t WHERE run_id = :r"
+        " AND state IN ('pending', 'ready', 'running', 'retrying')) u",
         {"r": run_id},
     )
     return [UnfinishedTaskRun(int(i), task, str(state), str(kind), int(children or 0),
