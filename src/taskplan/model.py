@@ -68,6 +68,11 @@ class TaskRunKind(StrEnum):
 TERMINAL_RUN_STATES: frozenset[RunState] = frozenset(
     {RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}
 )
+# A task run in one of these states has ended: no further attempt comes (but by `retry`).
+TERMINAL_TASK_STATES: frozenset[TaskState] = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED,
+     TaskState.CANCELLED}
+)
 # Upstream end states that count as "failed" for trigger rules.
 FAILED_LIKE: frozenset[TaskState] = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
 

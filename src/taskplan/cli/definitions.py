@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -231,13 +230,11 @@ def _next_firing(engine: object, version_id: int, tz: str, paused: set[str]
     from taskplan.timing import next_firings
 
     assert isinstance(engine, Engine)
-    spec = engine.job_spec(version_id)
-    if paused:  # a schedule paused on its own makes no runs: its firings are not "next"
-        spec = dataclasses.replace(spec, schedules=tuple(
-            s for s in spec.schedules if s.key not in paused))
+    from taskplan.timing import calendar_names, without_schedules
+
+    spec = without_schedules(engine.job_spec(version_id), paused)
     if not spec.schedules:
         return None
-    from taskplan.timing import calendar_names
 
     calendars = engine.closed_days().closed if calendar_names(spec) else None
     try:

@@ -123,7 +123,8 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
         raise UsageError(f"no job named {job_or_file!r}: {exc}{file_hint(job_or_file)}"
                          ) from None
     version_id = resolve_version(engine, job_or_file, spec)
-    declared_params(engine.job_spec(version_id).params, overrides)
+    if spec is None:  # a job name: its params are known only now (a file's were checked)
+        declared_params(engine.job_spec(version_id).params, overrides)
     if detach:
         run_id = engine.create_run(version_id, overrides)
         click.echo(run_id)

@@ -25,7 +25,7 @@ from taskplan.cli.common import (
 )
 from taskplan.cli.terminal_text import safe, safe_line
 from taskplan.errors import NotFoundError, StoreUnavailableError, UsageError
-from taskplan.model import RunState, TaskState
+from taskplan.model import TERMINAL_TASK_STATES, RunState
 from taskplan.store import ops, reports, run_ops
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
             detail = f"child {detail}" if named else f"child run {t.child_run_id} {detail}"
         if t.items is not None:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(t.items.items()))
-            none = "none" if t.state in ENDED_TASK_STATES else "none yet"
+            none = "none" if t.state in TERMINAL_TASK_STATES else "none yet"
             detail = f"items: {counts or none} " + detail
         if t.id in why:
             detail = why[t.id]
@@ -157,11 +157,6 @@ def deadline_text(r: reports.RunInfo, now: float) -> str:
     return f"{clock_time(r.deadline_at, now)} {shown['state']}"
 
 
-# A task run in one of these states will have no further attempt.
-ENDED_TASK_STATES = frozenset(TaskState) - {TaskState.PENDING, TaskState.READY,
-                                            TaskState.RUNNING, TaskState.RETRYING}
-
-
 @click.command("logs")
 @click.argument("run")
 @click.argument("task")
@@ -192,7 +187,7 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
         raise UsageError(f"{task} is not a foreach task: --item picks an item of a foreach")
     if foreach and not items and item_index is not None:
         parent = next(f for f in found if f.item_index is None)
-        if parent.state in ENDED_TASK_STATES:
+        if parent.state in TERMINAL_TASK_STATES:
             raise NotFoundError(f"{task} has no item {item_index}: its foreach has no items")
         raise NotFoundError(f"{task} has no item {item_index} yet: its foreach has not made"
                             " its items")
@@ -209,9 +204,9 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
     number = attempt or attempts
     if number == 0 or number > max(attempts, 0):
         # "yet" only while one may still come; --follow waits for it then.
-        if state_of in ENDED_TASK_STATES and attempts <= 0:
+        if state_of in TERMINAL_TASK_STATES and attempts <= 0:
             raise NotFoundError(f"{task} never ran ({state_of}): no attempts")
-        if state_of in ENDED_TASK_STATES:
+        if state_of in TERMINAL_TASK_STATES:
             raise NotFoundError(f"{task} has no attempt {number}: it ended ({state_of}) after"
                                 f" {attempts}")
         if not follow:
@@ -233,7 +228,7 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
         if stdout_gone():
             return  # as `tail -f | head` ends: nobody reads what would follow
         attempt_over = state is not None and state != "running"
-        if attempt_over or task_state in ENDED_TASK_STATES:
+        if attempt_over or task_state in TERMINAL_TASK_STATES:
             with store.read() as tx:
                 rest = ops.read_log(tx, tr_id, max(number, 1), seq)
             for piece in rest:

@@ -14,7 +14,7 @@ from taskplan.cli.common import duration, short_time
 from taskplan.cli.terminal_text import safe_line
 from taskplan.engine import AttemptEnd, Claim, Outcome, StepResult, TaskEnd, UnnamedEnds
 from taskplan.errors import StoreUnavailableError
-from taskplan.model import TaskState
+from taskplan.model import TERMINAL_TASK_STATES, TaskState
 from taskplan.store import reports, run_ops
 from taskplan.store.db import Store
 
@@ -23,7 +23,6 @@ STATE_STYLE = {
     "ready": "blue", "pending": "dim", "retrying": "yellow", "skipped": "dim",
     "cancelled": "magenta",
 }
-TERMINAL = {"succeeded", "failed", "upstream_failed", "skipped", "cancelled"}
 
 
 class _Line(NamedTuple):
@@ -82,7 +81,7 @@ class PipeProgress:
         # retry, what succeeded before) is in the end summary: the counts start from it.
         with self.store.read() as tx:
             done = reports.state_counts(tx, self.run_id)
-        self._counts.update({s: n for s, n in done.items() if s in TERMINAL})
+        self._counts.update({s: n for s, n in done.items() if s in TERMINAL_TASK_STATES})
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -256,7 +255,7 @@ class RichProgress:
             counts = reports.state_counts(tx, self.run_id)
             active = run_ops.active_task_runs(tx, self.run_id, limit=12)
         total = sum(counts.values())
-        done = sum(n for s, n in counts.items() if s in TERMINAL)
+        done = sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATES)
         header = Text.assemble(
             (f"{self.job}", "bold"), f"  run {self.run_id}  ",
             (f"{done}/{total} done", "bold"),

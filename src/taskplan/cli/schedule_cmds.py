@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import threading
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from taskplan.cli.execute import DEFAULT_WORKERS, load_if_file
 from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.errors import NoStoreError, UsageError
 from taskplan.model import JobSpec
-from taskplan.timing import calendar_names, job_timezone, next_with_skips
+from taskplan.timing import calendar_names, job_timezone, next_with_skips, without_schedules
 
 
 def job_spec_of(ctx: Any, job_or_file: str) -> JobSpec:
@@ -89,9 +88,7 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
         job = job_spec_of(ctx, job_or_file)
         keys = ctx.engine.paused_schedules(job.name)
         paused = [s.key for s in job.schedules if s.key in keys]
-        if paused:
-            job = dataclasses.replace(job, schedules=tuple(
-                s for s in job.schedules if s.key not in keys))
+        job = without_schedules(job, keys)
     default_tz = ctx.settings.timezone
     start = (parse_after(after, job, default_tz) if after is not None
              else datetime.now().astimezone())

@@ -18,7 +18,6 @@ from taskplan.engine.context import Context
 from taskplan.engine.records import (
     Claim,
     Delta,
-    End,
     Outcome,
     RunEnd,
     StepResult,
@@ -336,26 +335,19 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
     the caller runs this run's own (`run_ended`). What it ends goes to `result.ends`."""
     user = run.halt in USER_HALTS
     writes: list[tuple[int, str]] = []
-    names: dict[int, str] = {}
-    items: set[int] = set()
-    barriers: set[int] = set()
+    # What the progress display is told, in the order a reader expects: items a halt ends
+    # unnamed (there may be a million) only counted, then the named items before their
+    # foreach, then the rest; (below) a child run's tasks and end before its job task.
+    unnamed: Counter[str] = Counter()
+    item_ends: list[TaskEnd] = []
+    task_ends: list[TaskEnd] = []
     running = ready = 0
     cancelled: list[int] = []
     child_runs: list[int] = []
     for t in ops.unfinished_of_run(tx, run.id):
-        if t.kind == TaskRunKind.BARRIER:
-            barriers.add(t.id)  # a stage's barrier: no task of the user's, not counted
-        elif t.task is not None:
-            # Named for the progress display, in the order of the run's end. A running attempt
-            # cancelled here is reported now too: its agent's own report comes later, fenced
-            # off as stale. Of a foreach's items only those running or waiting for a retry
-            # are named (there may be a million others).
-            names[t.id] = t.task if t.item_index is None else f"{t.task}[{t.item_index}]"
-            if t.item_index is not None:
-                items.add(t.id)
         if t.state == TaskState.RUNNING and t.kind == TaskRunKind.FOREACH and t.pending_children:
             # An expanded foreach parent: not on an agent, not in the running counter.
-            writes.append((t.id, "cancelled" if user else "failed"))
+            state = "cancelled" if user else "failed"
         elif t.state == TaskState.RUNNING:
             if not cancel_running:
                 continue
@@ -363,24 +355,27 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
             cancelled.append(t.id)
             if t.child_run_id is not None:
                 child_runs.append(t.child_run_id)
-            writes.append((t.id, "cancelled"))
+            # Reported now, though its agent reports the killed attempt later (fenced off).
+            state = "cancelled"
         elif t.state == TaskState.RETRYING or t.retry_due:
             # A task waiting for a retry does not retry: it failed (docs/job-file.md).
             ready += t.state == TaskState.READY
-            writes.append((t.id, "cancelled" if user else "failed"))
+            state = "cancelled" if user else "failed"
         else:
             ready += t.state == TaskState.READY
-            writes.append((t.id, "skipped"))
+            state = "skipped"
+        writes.append((t.id, state))
+        if t.kind == TaskRunKind.BARRIER:
+            continue  # a stage's barrier: no task of the user's
+        if t.task is None:  # an item neither running nor waiting for a retry
+            unnamed[state] += 1
+        elif t.item_index is not None:
+            item_ends.append(TaskEnd(run.id, t.id, f"{t.task}[{t.item_index}]", state))
+        else:
+            task_ends.append(TaskEnd(run.id, t.id, t.task, state))
     ops.set_states(tx, writes, now)
     run_ops.cancel_running(tx, cancelled, now)
     ops.add_events(tx, [(now, run.id, i, s, None) for i, s in writes])
-    # Reported in the order a reader expects: a foreach's items before it, and (below) a child
-    # run's tasks and end before the job task that started it.
-    unnamed = Counter(s for i, s in writes if i not in names and i not in barriers)
-    ends: list[End] = [UnnamedEnds(run.id, s, n) for s, n in sorted(unnamed.items())]
-    named = sorted((TaskEnd(run.id, i, names[i], s) for i, s in writes if i in names),
-                   key=lambda end: end.task_run_id not in items)
-    ends.extend(named)
     run = ops.bump_run(tx, run.id, unfinished=-len(writes), running=-running, ready=-ready)
     final = RunState.CANCELLED if user else RunState.FAILED
     ops.set_run_state(tx, run.id, final, now=now, finished=True)
@@ -399,7 +394,9 @@ def finalize(ctx: Context, tx: Tx, run: RunRow, now: float, *, cancel_running: b
                 result.finished_runs.append((child.id, child.state))
                 result.ends.append(RunEnd(child.id, child.state))
     if result is not None:
-        result.ends.extend(ends)
+        result.ends.extend(UnnamedEnds(run.id, s, n) for s, n in sorted(unnamed.items()))
+        result.ends.extend(item_ends)
+        result.ends.extend(task_ends)
     return run
 
 

@@ -20,6 +20,7 @@ from taskplan.timing.jobs import (
     job_timezone,
     next_firings,
     next_with_skips,
+    without_schedules,
 )
 from taskplan.timing.schedule import Schedule, compile_schedule, count_firings_between, firings
 
@@ -41,4 +42,5 @@ __all__ = [
     "job_timezone",
     "next_firings",
     "next_with_skips",
+    "without_schedules",
 ]

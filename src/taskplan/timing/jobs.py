@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -14,6 +14,15 @@ from taskplan.timing.business import ClosedDays
 from taskplan.timing.schedule import Schedule, compile_schedule
 
 Calendars = Mapping[str, ClosedDays] | None
+
+
+def without_schedules(job: JobSpec, keys: Collection[str]) -> JobSpec:
+    """The job as if the schedules of these keys were not there (paused one by one: they make
+    no runs, so their firings are nobody's next)."""
+    if not keys:
+        return job
+    return dataclasses.replace(job, schedules=tuple(
+        s for s in job.schedules if s.key not in keys))
 
 
 def job_timezone(job: JobSpec, default_tz: str = "UTC") -> ZoneInfo:
