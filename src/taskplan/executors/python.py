@@ -20,6 +20,7 @@ import importlib
 import importlib.machinery
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from taskplan.executors.base import (
     timed_out_result,
 )
 from taskplan.executors.output import route
+from taskplan.executors.worker_output import WorkerOutput, new_marker
 
 TaskFunction = Callable[[AttemptContext], Any]
 _MAX_ERROR = 1000
@@ -47,16 +49,22 @@ _path_lock = threading.Lock()
 
 
 class InProcessRunner:
-    """Imports task functions (cached per folder and target) and calls them in this process."""
+    """Imports task functions (cached per folder and target) and calls them in this process.
 
-    def __init__(self) -> None:
+    `route_prints`: send the calling thread's prints to the attempt's log (in the agent, where
+    tasks share the process's streams); a worker process captures its fds instead, and the log
+    sink then only receives the traceback of a failure.
+    """
+
+    def __init__(self, *, route_prints: bool = True) -> None:
         # Plain dict reads and writes are atomic; two threads loading the same target at once
         # both import it, and importlib's own per-module locks make that safe.
         self._functions: dict[tuple[str, str], TaskFunction] = {}
+        self._route_prints = route_prints
 
     def attempt(self, target: str, base_dir: str, context: AttemptContext, log: LogSink
                 ) -> ExecResult:
-        previous = route(log)
+        previous = route(log) if self._route_prints else None
         try:
             function = self._functions.get((base_dir, target))
             if function is None:
@@ -73,7 +81,8 @@ class InProcessRunner:
             except Exception as exc:
                 return _failure(exc, log)
         finally:
-            route(previous)
+            if self._route_prints:
+                route(previous)
         return _to_result(value)
 
     def _load(self, target: str, base_dir: str, log: LogSink) -> TaskFunction | ExecResult:
@@ -111,20 +120,22 @@ class _Worker:
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
         life_r, self._life_w = os.pipe()
+        out_r, out_w = os.pipe()
+        marker = new_marker()
         try:
             # Its own session: a kill takes the function's own children with it, and Ctrl-C
             # in the agent's terminal reaches the agent, which decides what stops.
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "taskplan.executors.pyworker",
-                 str(to_r), str(from_w), str(life_r), str(os.getpid())],
-                pass_fds=(to_r, from_w, life_r), stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                 str(to_r), str(from_w), str(life_r), str(os.getpid()), marker.hex()],
+                pass_fds=(to_r, from_w, life_r), stdin=subprocess.DEVNULL, stdout=out_w,
+                stderr=out_w, start_new_session=True)
         except BaseException:
-            for fd in (to_w, from_r, self._life_w):
+            for fd in (to_w, from_r, self._life_w, out_r):
                 os.close(fd)
             raise
         finally:
-            for fd in (to_r, from_w, life_r):
+            for fd in (to_r, from_w, life_r, out_w):
                 os.close(fd)
         # Imported here: multiprocessing (with tempfile and shutil) costs an in-process run's
         # start a few ms, and only worker processes talk over its pipes.
@@ -132,6 +143,10 @@ class _Worker:
 
         self.to_worker = Connection(to_w, readable=False)
         self.from_worker = Connection(from_r, writable=False)
+        self.output = WorkerOutput(out_r, marker)
+        self.ready = select.poll()
+        self.ready.register(from_r, select.POLLIN)
+        self.ready.register(out_r, select.POLLIN)
 
     def kill(self) -> None:
         try:
@@ -148,6 +163,7 @@ class _Worker:
             pass
         self.to_worker.close()
         self.from_worker.close()
+        self.output.close()
         os.close(self._life_w)
 
     def describe_death(self) -> str:
@@ -240,43 +256,64 @@ class PythonExecutor:
 
     def _converse(self, worker: _Worker, request: ExecRequest, log: LogSink,
                   cancel: Cancellation) -> tuple[ExecResult, bool]:
-        """Send the attempt, relay its frames; (outcome, whether the worker may be reused)."""
+        """Send the attempt, relay its output and frames; (outcome, whether the worker may be
+        reused). The outcome waits for the attempt's output to be read to its end marker."""
         ctx = request.context
         frame = {"target": _target(request), "base_dir": request.base_dir, "run_id": ctx.run_id,
                  "task": ctx.task, "attempt": ctx.attempt, "params": dict(ctx.params),
                  "item": ctx.item, "fire_time": ctx.fire_time}
         deadline = None if request.timeout is None else time.monotonic() + request.timeout
+        output = worker.output
+        output.discard()
+        outcome: tuple[ExecResult, bool] | None = None
+        output_ended = False
         try:
             worker.to_worker.send_bytes(_encoder.encode(frame).encode())
-            while True:
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not worker.from_worker.poll(left):
-                        worker.kill()
-                        assert request.timeout is not None
-                        return timed_out_result(request.timeout), False
-                message = json.loads(worker.from_worker.recv_bytes())
-                kind = message[0]
-                if kind == "log":
-                    log.write(message[1])
-                elif kind == "results":
-                    results = ctx.results
-                    names = getattr(results, "waits_for", None)
-                    reply = ["results", dict(results),
-                             list(names) if names is not None else list(results)]
-                    worker.to_worker.send_bytes(json.dumps(reply).encode())
+            while outcome is None or not output_ended:
+                if outcome is not None:
+                    wait = _MARKER_WAIT  # "done" is sent after the marker is written
+                elif deadline is not None:
+                    wait = deadline - time.monotonic()
                 else:
-                    _, ok, value, error = message
-                    if cancel.is_set():
-                        return CANCELLED, False
-                    if ok:
-                        return (_NONE_RESULT if value is None
-                                else ExecResult(ok=True, result=value)), True
-                    return ExecResult(ok=False, error=error), True
+                    wait = None
+                ready = worker.ready.poll(None if wait is None else max(0, int(wait * 1000) + 1))
+                if not ready:
+                    if outcome is not None:
+                        break  # the task closed the worker's own copy of the pipe
+                    worker.kill()
+                    output.forward(log)
+                    assert request.timeout is not None
+                    return timed_out_result(request.timeout), False
+                for fd, _ in ready:
+                    if fd == output.fd:
+                        output_ended = output.forward(log) or output_ended
+                    elif outcome is None:
+                        outcome = self._frame(worker, ctx, cancel)
         except (EOFError, OSError):
+            output.forward(log)
             if cancel.is_set():
                 return CANCELLED, False
             return ExecResult(ok=False, error=worker.describe_death()), False
+        return outcome
+
+    @staticmethod
+    def _frame(worker: _Worker, ctx: AttemptContext, cancel: Cancellation
+               ) -> tuple[ExecResult, bool] | None:
+        """Handle one frame from the worker; the outcome once it is "done"."""
+        message = json.loads(worker.from_worker.recv_bytes())
+        if message[0] == "results":
+            results = ctx.results
+            names = getattr(results, "waits_for", None)
+            reply = ["results", dict(results),
+                     list(names) if names is not None else list(results)]
+            worker.to_worker.send_bytes(json.dumps(reply).encode())
+            return None
+        _, ok, value, error = message
+        if cancel.is_set():
+            return CANCELLED, False
+        if ok:
+            return (_NONE_RESULT if value is None else ExecResult(ok=True, result=value)), True
+        return ExecResult(ok=False, error=error), True
 
 
 def _target(request: ExecRequest) -> str:
@@ -321,6 +358,9 @@ def _failure(exc: BaseException, log: LogSink) -> ExecResult:
 
 
 _NONE_RESULT = ExecResult(ok=True)
+# How long to wait for an attempt's end marker once "done" came: the worker writes it first, so
+# only a task that closed the worker's own copy of the output pipe can keep it away.
+_MARKER_WAIT = 5.0
 # One encoder, built once: json.dumps with any option builds a new one per call (microseconds).
 _encoder = json.JSONEncoder(allow_nan=False)
 

@@ -1,4 +1,4 @@
-"""The worker process that runs python tasks: `python -m taskplan.executors.pyworker R W L`.
+"""The worker process that runs python tasks: `python -m taskplan.executors.pyworker R W L P M`.
 
 A worker runs one attempt at a time, for as long as its agent keeps it: it imports task modules
 once (like any import) and calls the functions with an `AttemptContext`. Frames are JSON lists
@@ -6,13 +6,15 @@ over two pipes (R: requests and replies from the agent; W: frames to the agent):
 
     agent -> worker   {"target", "base_dir", "run_id", "task", "attempt", "params", "item",
                        "fire_time"}
-    worker -> agent   ["log", text]           output of the attempt (print, sys.stderr)
-                      ["results"]             ctx.results was first read: send them
+    worker -> agent   ["results"]             ctx.results was first read: send them
     agent -> worker   ["results", {name: result}, [names waited for]]
     worker -> agent   ["done", ok, result, error]
 
-L is a lifeline: the agent holds its write end and never writes. When the agent dies, the read
-returns and the worker kills its own process group, so no task outlives the agent that ran it.
+The attempt's output does not go over these pipes: fds 1 and 2 are a third pipe the agent
+reads (see _Output), and M is the marker (in hex) that ends an attempt's output there. P is
+the agent's pid. L is a lifeline: the agent holds its write end and never writes. When the
+agent dies, the read returns and the worker kills its own process group, so no task outlives
+the agent that ran it.
 Killing a task is killing its worker's process group; the agent then starts a fresh worker.
 """
 
@@ -24,7 +26,7 @@ import signal
 import sys
 import threading
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TextIO
 
 from taskplan.executors.base import AttemptContext, ExecResult, LazyResults
 from taskplan.executors.python import InProcessRunner
@@ -44,50 +46,61 @@ class _Channel:
             self.writer.send_bytes(data)
 
 
-class _FrameWriter:
-    """sys.stdout and sys.stderr of the worker: text goes to the agent as log frames.
+class _Output:
+    """Fds 1 and 2 of the worker: the output pipe, whose read end the agent holds.
 
-    Lines are gathered until a newline (or 8 KiB), so a print is one frame, not two.
+    So the log holds everything an attempt writes, in the order written: print and sys.stderr
+    (ordinary text streams over fds 1 and 2, with fileno() and .buffer), C code writing to the
+    fds, and programs the task starts without capturing their output, which inherit them; and
+    what was written before the worker died, since the pipe outlives its writer. `settle()`
+    ends an attempt with the agent's marker, written through the worker's own copy of the
+    pipe (still there if the task redirected fd 1), before "done" is sent.
     """
 
-    def __init__(self, channel: _Channel) -> None:
-        self._channel = channel
-        self._parts: list[str] = []
-        self._size = 0
-        self._lock = threading.Lock()
+    def __init__(self, marker: bytes) -> None:
+        self._marker = marker
+        self._own_fd = os.dup(1)  # not inherited by the programs a task starts
+        self.stdout, self.stderr = _text_stream(1), _text_stream(2)
 
-    def write(self, text: str) -> int:
-        if not text:
-            return 0
-        with self._lock:
-            self._parts.append(text)
-            self._size += len(text)
-            if "\n" not in text and self._size < 8192:
-                return len(text)
-            data = "".join(self._parts)
-            self._parts.clear()
-            self._size = 0
-        self._channel.send(["log", data])
-        return len(text)
+    def open_attempt(self) -> None:
+        """Point fds 1 and 2, sys.stdout and sys.stderr at the pipe again: an earlier attempt
+        in this worker may have redirected, replaced or closed any of them."""
+        os.dup2(self._own_fd, 1)
+        os.dup2(self._own_fd, 2)
+        if self.stdout.closed:
+            self.stdout = _text_stream(1)
+        if self.stderr.closed:
+            self.stderr = _text_stream(2)
+        sys.stdout, sys.stderr = self.stdout, self.stderr
 
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
+    def write(self, text: str) -> None:
+        """The runner's own output (a failure's traceback): after what the task wrote, and
+        into the pipe even if the task redirected fd 2."""
+        self._flush()
+        _write_all(self._own_fd, text.encode("utf-8", "backslashreplace"))
 
-    def flush(self) -> None:
-        with self._lock:
-            data = "".join(self._parts)
-            self._parts.clear()
-            self._size = 0
-        if data:
-            self._channel.send(["log", data])
+    def settle(self) -> None:
+        self._flush()
+        _write_all(self._own_fd, self._marker)
 
-    def isatty(self) -> bool:
-        return False
+    def _flush(self) -> None:
+        for stream in (self.stdout, self.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # the task closed it; what it wrote before is in the pipe
 
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _text_stream(fd: int) -> TextIO:
+    # As Python's own stderr: line-buffered, and characters UTF-8 cannot encode are escaped.
+    return open(fd, "w", encoding="utf-8", errors="backslashreplace",
+                buffering=1, closefd=False)
 
 
 class _RemoteResults(LazyResults):
@@ -104,14 +117,6 @@ class _RemoteResults(LazyResults):
         return dict(reply[1])
 
 
-class _Sink:
-    def __init__(self, writer: _FrameWriter) -> None:
-        self._writer = writer
-
-    def write(self, text: str) -> None:
-        self._writer.write(text)
-
-
 def _watch(lifeline: int) -> None:
     try:
         while os.read(lifeline, 1):
@@ -121,12 +126,10 @@ def _watch(lifeline: int) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def serve(reader: Connection, writer: Connection) -> None:
+def serve(reader: Connection, writer: Connection, marker: bytes) -> None:
     channel = _Channel(reader, writer)
-    out = _FrameWriter(channel)
-    sys.stdout = sys.stderr = out
-    runner = InProcessRunner()
-    sink = _Sink(out)
+    output = _Output(marker)
+    runner = InProcessRunner(route_prints=False)
     while True:
         try:
             request = json.loads(reader.recv_bytes())
@@ -136,21 +139,23 @@ def serve(reader: Connection, writer: Connection) -> None:
                                  attempt=request["attempt"], params=request["params"],
                                  item=request["item"], results=_RemoteResults(channel),
                                  fire_time=request.get("fire_time"))
+        output.open_attempt()
         result: ExecResult = runner.attempt(request["target"], request["base_dir"], context,
-                                            sink)
-        out.flush()
+                                            output)
+        output.settle()
         channel.send(["done", result.ok, result.result, result.error])
 
 
 def main(argv: list[str]) -> None:
     read_fd, write_fd, lifeline = (int(a) for a in argv[1:4])
-    agent = int(argv[4]) if len(argv) > 4 else None
-    if agent is not None and os.getppid() != agent:
+    agent = int(argv[4])
+    marker = bytes.fromhex(argv[5])
+    if os.getppid() != agent:
         os._exit(1)  # the agent died while this worker started
     # (No PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends, and a
     # pooled worker outlives the slot thread that started it.)
     threading.Thread(target=_watch, args=(lifeline,), daemon=True).start()
-    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False), marker)
 
 
 if __name__ == "__main__":

@@ -395,3 +395,76 @@ def test_workers_are_reused_and_a_dead_one_is_reported(python, plain_request, mo
     assert sink.text == "going\n"
     after = python.execute(pid, sink, Cancellation())
     assert after.ok and after.result not in (first.result, None)
+
+
+def test_a_worker_task_logs_all_it_writes_to_its_fds_in_order(python, plain_request, module,
+                                                               sink):
+    name = module("""
+        import os, subprocess, sys
+
+        def chatty(ctx):
+            print("print")
+            sys.stderr.write("stderr\\n")
+            subprocess.run([sys.executable, "-c", "print('child')"], check=True)
+            os.write(2, b"fd 2 \\xff\\n")
+            print("fileno", sys.stdout.fileno(), sys.stderr.buffer.fileno())
+            print("no newline", end="")
+    """)
+    result = python.execute(plain_request(f"{name}:chatty", kind="python"), sink, Cancellation())
+    assert result == ExecResult(ok=True)
+    assert sink.text == "print\nstderr\nchild\nfd 2 \ufffd\nfileno 1 2\nno newline"
+
+
+def test_what_a_worker_wrote_before_it_died_is_kept(python, plain_request, module, sink):
+    name = module("""
+        import os
+
+        def crash(ctx):
+            print("last words", flush=True)
+            os.write(1, b"x" * 200000)
+            os._exit(7)
+    """)
+    result = python.execute(plain_request(f"{name}:crash", kind="python"), sink, Cancellation())
+    assert result == ExecResult(ok=False, error="the python worker exited with code 7")
+    assert sink.text == "last words\n" + "x" * 200000
+
+
+def test_one_attempt_redirecting_its_fds_does_not_silence_the_next(python, plain_request,
+                                                                    module, tmp_path):
+    name = module("""
+        import os, subprocess, sys
+
+        def redirect(ctx):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            sys.stderr.close()
+            print("lost")
+
+        def background(ctx):
+            # writes once the test says the attempt is over, then says it has written
+            subprocess.Popen(["sh", "-c", "while [ ! -e go ]; do sleep 0.01; done; "
+                              "echo late; touch written"], cwd=ctx.params["dir"])
+            print("started")
+
+        def speak(ctx):
+            print("spoken")
+            sys.stderr.write("written\\n")
+            return os.getpid()
+    """)
+    first, second, third = RecordingSink(), RecordingSink(), RecordingSink()
+    redirected = python.execute(plain_request(f"{name}:redirect", kind="python"), first,
+                                Cancellation())
+    assert redirected == ExecResult(ok=True) and first.text == ""
+    spoken = python.execute(plain_request(f"{name}:speak", kind="python"), second, Cancellation())
+    assert spoken.ok and second.text == "spoken\nwritten\n"
+
+    bg = plain_request(f"{name}:background", kind="python", params={"dir": str(tmp_path)})
+    assert python.execute(bg, first, Cancellation()) == ExecResult(ok=True)
+    (tmp_path / "go").touch()
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "written").exists():
+        assert time.monotonic() < deadline, "the background program never wrote"
+        time.sleep(0.01)
+    again = python.execute(plain_request(f"{name}:speak", kind="python"), third, Cancellation())
+    assert again.result == spoken.result  # the same worker throughout
+    # "late" came between two attempts: it belongs to neither
+    assert first.text == "started\n" and third.text == "spoken\nwritten\n"
