@@ -159,3 +159,21 @@ def test_bad_labels_and_foreground_runs_lacking_labels_are_refused(tp: Taskplan)
     assert res.code == 0, res.err
     res = tp("agent", "--labels", ",,bad,label!", "--exit-when-idle", "1s")
     assert res.code == 2 and "'label!'" in res.err
+
+
+def test_distributed_run_warns_of_tasks_neither_it_nor_a_live_agent_can_take(tp: Taskplan
+                                                                             ) -> None:
+    path = routed_job(tp, per_kind=1)
+    proc = tp.popen("run", str(path), "--distributed", "--labels", "etl")
+    assert proc.stderr is not None
+    warnings = [proc.stderr.readline(), proc.stderr.readline()]
+    tp.ok("cancel", "1")
+    out, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + rest
+    # its own agent has etl: what needs gpu waits for another agent, and it says so
+    assert warnings == [
+        "warning: no live agent has labels etl, gpu (needed by both0): run 1 waits until one"
+        " starts (taskplan agent [--labels ...], or taskplan serve)\n",
+        "warning: no live agent has labels gpu (needed by gpu0): run 1 waits until one starts"
+        " (taskplan agent [--labels ...], or taskplan serve)\n"]
+    assert rest == ""

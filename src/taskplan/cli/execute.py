@@ -138,6 +138,8 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
     except BaseException:
         agent.sign_off()
         raise
+    if distributed:
+        warn_unserved(engine, version_id, run_id, own_labels=agent.labels)
     sys.exit(execute(engine, run_id, workers, ctx.settings.lease_seconds, agent=agent,
                      settings=ctx.settings))
 
@@ -164,11 +166,14 @@ def foreground_agent(engine: Engine, version_id: int, workers: int, lease: float
     return agent
 
 
-def warn_unserved(engine: Engine, version_id: int, run_id: int) -> None:
-    """`--detach`: say on stderr when no live agent can take (some of) the run's work."""
-    from taskplan.engine import waiting  # (with the routing reads: for --detach only)
+def warn_unserved(engine: Engine, version_id: int, run_id: int,
+                  own_labels: tuple[str, ...] | None = None) -> None:
+    """`--detach` (and `--distributed`, whose own agent has `own_labels`): say on stderr when
+    no live agent can take (some of) the run's work."""
+    from taskplan.engine import waiting  # (with the routing reads: for these flags only)
 
-    for why in waiting.unserved(engine.store, engine.job_spec(version_id)):
+    for why in waiting.unserved(engine.store, engine.job_spec(version_id),
+                                own_labels=own_labels):
         click.echo(f"warning: {why}: run {run_id} waits until one starts"
                    " (taskplan agent [--labels ...], or taskplan serve)", err=True)
 

@@ -82,20 +82,24 @@ def clock(ts: float, now: float) -> str:
     return at.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
 
 
-def unserved(store: Store, spec: JobSpec, now: float | None = None) -> list[str]:
+def unserved(store: Store, spec: JobSpec, now: float | None = None,
+             own_labels: tuple[str, ...] | None = None) -> list[str]:
     """Why no live agent could take (some of) a new run of this job: [] when one can.
 
     For `run --detach`: "no agent alive", or, per set of labels no live agent has all of,
-    "no live agent has labels etl, gpu (needed by load, score)".
+    "no live agent has labels etl, gpu (needed by load, score)". For `run --distributed`,
+    `own_labels` are those of the calling process's own agent, which is not registered yet.
     """
     now = time.time() if now is None else now
     with store.read() as tx:
-        agents = [a for a in live_agents(tx, now) if a.state == "alive"]
-    if not agents:
+        label_sets = [a.labels for a in live_agents(tx, now) if a.state == "alive"]
+    if own_labels is not None:
+        label_sets.append(frozenset(own_labels))
+    if not label_sets:
         return ["no agent alive"]
     needs: dict[tuple[str, ...], list[str]] = {}
     for task in spec.tasks:
-        if task.agent_labels and not any(set(task.agent_labels) <= a.labels for a in agents):
+        if task.agent_labels and not any(set(task.agent_labels) <= have for have in label_sets):
             needs.setdefault(task.agent_labels, []).append(task.name)
     return [f"no live agent has labels {', '.join(labels)} (needed by {', '.join(names)})"
             for labels, names in sorted(needs.items())]
