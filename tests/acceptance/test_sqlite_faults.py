@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from acceptance_helpers import TASKPLAN, Taskplan, clean_env
 
+from taskplan.errors import StoreUnavailableError
 from taskplan.store.db import Store
 
 ITEMS = 12
@@ -155,3 +156,31 @@ def test_read_only_store_fails_with_one_line(tp: Taskplan, tmp_path: Path) -> No
     assert line.startswith(f"taskplan: SQLite store {folder / 'taskplan.db'} "), line
     assert "is read-only" in line, line
     assert integrity(folder / "taskplan.db") == "ok"
+
+
+def test_a_store_file_deleted_or_replaced_while_open_is_never_written_blind(tmp_path: Path
+                                                                             ) -> None:
+    path = tmp_path / "s.db"
+    store = Store(f"sqlite:///{path}")
+    with store.tx() as tx:
+        tx.run("INSERT INTO pools (name, size) VALUES ('kept', 1)")
+    other = sqlite3.connect(path)
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file, to copy it
+    other.close()
+    saved = tmp_path / "saved.db"
+    saved.write_bytes(path.read_bytes())
+    for name in ("s.db", "s.db-wal", "s.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    for open_tx in (store.read, store.tx):
+        with pytest.raises(StoreUnavailableError, match="is gone .deleted or moved while in use."):
+            with open_tx():
+                pass
+    assert not path.exists()  # not created again, empty, by a new connection
+    # another file moved to the path (a restored copy) is the store from now on
+    saved.rename(path)
+    with store.tx() as tx:
+        tx.run("INSERT INTO pools (name, size) VALUES ('after', 2)")
+    store.close()
+    conn = sqlite3.connect(path)
+    assert sorted(r[0] for r in conn.execute("SELECT name FROM pools")) == ["after", "kept"]
+    conn.close()

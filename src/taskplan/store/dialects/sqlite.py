@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,14 @@ def sqlite_fault(path: str, exc: BaseException) -> StoreUnavailableError | None:
         what = _SQLITE_FAULTS[8]  # WAL needs to write beside the file: a read-only folder
     return StoreUnavailableError(
         f"SQLite store {path} {what.format(busy=sqlite_busy_timeout())}: {exc}")
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _pragmas(conn: Any) -> None:
@@ -231,6 +240,9 @@ class SQLiteDialect(Dialect):
         # Writers in one process queue here instead of spinning in SQLite's busy handler.
         self.write_lock = threading.Lock()
         self.checkpointer = Checkpointer(self)
+        # The file's (device, inode) once this store has opened it: later connections must
+        # find that same file, not create an empty one where it was deleted.
+        self._file: tuple[int, int] | None = None
 
     # -- opening -------------------------------------------------------------------------
     def absent(self) -> str | None:
@@ -241,10 +253,15 @@ class SQLiteDialect(Dialect):
 
     def new_connection(self) -> Any:
         path = self.path
+        # Once opened, never again created: mode=rw fails where the file has gone.
+        target, uri = ((f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=rw", True)
+                       if self._file is not None else (path, False))
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=sqlite_busy_timeout())
+            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False,
+                                   timeout=sqlite_busy_timeout(), uri=uri)
         except sqlite3.Error as exc:
+            if self._file is not None and not os.path.exists(path):
+                raise self._gone() from exc
             raise StoreUnavailableError(f"cannot open SQLite store {path}: {exc}") from exc
         try:
             _pragmas(conn)
@@ -252,7 +269,26 @@ class SQLiteDialect(Dialect):
             conn.close()
             raise (sqlite_fault(path, exc) or StoreUnavailableError(
                 f"cannot open SQLite store {path}: {exc}")) from exc
+        file = _identity(path)
+        if file is None:  # deleted since it was opened
+            conn.close()
+            raise self._gone()
+        self.local.file = self._file = file
         return conn
+
+    def current_connection(self) -> Any:
+        """This thread's connection, replaced when the file at the path is no longer the one
+        it has open (deleted, or another file moved there): otherwise its transactions would
+        go on reading and committing into a file nobody else can see."""
+        conn = getattr(self.local, "conn", None)
+        if conn is not None and _identity(self.path) != getattr(self.local, "file", None):
+            self.drop_connection()
+        return self.connection()
+
+    def _gone(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"SQLite store {os.path.abspath(self.path)} is gone (deleted or moved while in use);"
+            " nothing is written until it is back")
 
     def make_engine(self) -> Engine:
         from sqlalchemy import create_engine, event
@@ -294,7 +330,7 @@ class SQLiteDialect(Dialect):
         lock = self.write_lock
         lock.acquire()
         try:
-            conn = self.connection()
+            conn = self.current_connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -325,7 +361,7 @@ class SQLiteDialect(Dialect):
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        conn = self.connection()
+        conn = self.current_connection()
         try:
             conn.execute("BEGIN")
         except sqlite3.Error as exc:
