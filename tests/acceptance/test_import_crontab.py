@@ -38,7 +38,7 @@ def test_a_system_crontab_has_a_user_field(tp: Taskplan) -> None:
         @daily backup /usr/local/bin/dump.sh
         """)
     rows = tp.ok("import", "crontab", "sys.cron", "--system", "--out", "jobs", "--json").json()
-    assert [r["job"] for r in rows] == ["run-parts_cron_hourly", "dump_sh"]
+    assert [r["job"] for r in rows] == ["run-parts_report_etc_cron_hourly", "dump_sh"]
     assert "as root" in rows[0]["not_expressed"][0]
     assert "user 'backup'" in rows[1]["not_expressed"][0]
     text = (tp.home / "jobs" / "dump_sh.yaml").read_text()
@@ -60,3 +60,32 @@ def test_a_crontab_is_read_with_the_bounds_of_a_job_file(tp: Taskplan) -> None:
         assert (res.code, res.out) == (2, ""), res
         assert res.err.startswith(f"taskplan: {message}") and res.err.count("\n") == 1, res
     assert not (tp.home / "jobs").exists() and not tp.db_path.exists()
+
+
+def test_cron_input_ends_as_cron_ends_it(tp: Taskplan) -> None:
+    # cron writes a final newline only when the text after % lacks one
+    tp.write("in.cron", """
+        0 1 * * * cat -A%line one%line two%
+        0 2 * * * cat -A -n%line one%a \\\\%b
+        """)
+    rows = tp.ok("import", "crontab", "in.cron", "--out", "jobs", "--apply", "--json").json()
+    assert [r["job"] for r in rows] == ["cat_a", "cat_a_n"]
+    tp.ok("run", "cat_a")
+    assert tp.ok("logs", "1", "run").out.splitlines() == ["line one$", "line two$"]
+    tp.ok("run", "cat_a_n")
+    assert tp.ok("logs", "2", "run").out.splitlines() == [
+        "     1\tline one$", "     2\ta \\%b$"]
+
+
+def test_an_import_that_cannot_write_leaves_nothing(tp: Taskplan) -> None:
+    tp.write("one.cron", "0 1 * * * echo hi\n")
+    res = tp("import", "crontab", "one.cron", "--timezone", "Nowhere/Zone", "--out", "out")
+    assert (res.code, res.out) == (2, ""), res
+    assert res.err == ("taskplan: import crontab: --timezone 'Nowhere/Zone' is not an IANA"
+                       " time zone name\n")
+    # nothing to write: no file, no empty folder
+    tp.write("boot.cron", "@reboot /usr/bin/start-thing\nCRON_TZ=Nowhere/Zone\n0 1 * * * x\n")
+    res = tp.ok("import", "crontab", "boot.cron", "--out", "out")
+    assert "boot.cron:2: CRON_TZ 'Nowhere/Zone' is not an IANA time zone name" in res.out
+    assert res.out.splitlines()[-1] == "no job file written (out left as it was)"
+    assert not (tp.home / "out").exists() and not tp.db_path.exists()

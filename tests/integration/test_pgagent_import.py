@@ -130,6 +130,43 @@ def test_on_error_keeps_its_meaning_when_the_job_runs(pga: tuple[str, Any],
     assert landed == ["1", "5a", "5b"]
 
 
+def test_steps_run_one_after_another_as_pgagent_runs_them(pga: tuple[str, Any],
+                                                          tmp_path: Path) -> None:
+    url, conn = pga
+    dbname = url.rsplit("/", 1)[1]
+    conn.execute("CREATE TABLE IF NOT EXISTS chained (step text)")
+    # A disabled step between a failing one and the next: the next one must not run.
+    add_job(conn, "gap", steps=[
+        {"name": "1", "code": "exit 3"},
+        {"name": "2", "code": "echo off", "enabled": False},
+        {"name": "3", "kind": "s", "dbname": dbname, "code": "INSERT INTO chained VALUES ('3')"},
+    ])
+    # Transaction words in a comment, a literal or a DO block: still one transaction, and the
+    # on-error DO block still applies.
+    add_job(conn, "words", steps=[
+        {"name": "1", "kind": "s", "dbname": dbname,
+         "code": "-- begin of the nightly refresh\nINSERT INTO chained VALUES ('call');"
+                 " SELECT 1/0"},
+        {"name": "2", "code": "echo after"}])
+    add_job(conn, "do block", steps=[
+        {"name": "1", "kind": "s", "dbname": dbname, "onerror": "i",
+         "code": "DO $$ BEGIN INSERT INTO chained VALUES ('do'); END $$; SELECT 1/0"},
+        {"name": "2", "code": "echo after"}])
+    got = taskplan("import", "pgagent", "--from", url, "--out", ".", "--job", "gap",
+                   "--job", "words", "--job", "do block", "--json", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert [r["not_expressed"] for r in json.loads(got.stdout)] == [[], [], []]
+    runs = [("gap", 1, ["failed", "skipped", "upstream_failed"]),
+            ("words", 1, ["failed", "upstream_failed"]),
+            ("do_block", 0, ["succeeded", "succeeded"])]
+    for run_id, (job, code, expected) in enumerate(runs, 1):
+        assert taskplan("run", f"{job}.yaml", cwd=tmp_path).returncode == code, job
+        states = json.loads(taskplan("status", str(run_id), "--json", cwd=tmp_path).stdout)
+        assert [t["state"] for t in states["tasks"]] == expected, job
+    # each SQL step was one transaction: its failure left nothing behind
+    assert conn.execute("SELECT step FROM chained").fetchall() == []
+
+
 def test_bad_inputs_exit_2_with_one_line(pga: tuple[str, Any], tmp_path: Path) -> None:
     url, _ = pga
     unreachable = taskplan("import", "pgagent", "--from",

@@ -27,7 +27,7 @@ def import_group() -> None:
 def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
             as_json: bool) -> None:
     """Validate and write every document, apply them if asked, and report job by job."""
-    write_all(items, out_dir)
+    written = write_all(items, out_dir)
     applied: dict[str, int] = {}
     if apply:
         engine = get_context(db).engine
@@ -50,15 +50,28 @@ def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
             click.echo(f"{item.path}: {item.origin}{version}")
         for note in item.notes:
             click.echo(f"  not expressed: {note}")
-    written = sum(item.document is not None for item in items)
+    if not written:
+        click.echo(f"no job file written ({out_dir} left as it was)")
+        return
     click.echo(f"{written} job file(s) written to {out_dir}"
                + (f", {len(applied)} applied" if apply else ""))
+
+
+def _is_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _out_option(fn: Any) -> Any:
     return click.option("--out", "out", default=".", show_default=True, metavar="DIR",
                         type=click.Path(file_okay=False),
-                        help="Folder for the job files (created if missing).")(fn)
+                        help="Folder for the job files (created if missing when there is one "
+                             "to write).")(fn)
 
 
 def _apply_option(fn: Any) -> Any:
@@ -81,8 +94,6 @@ def _apply_option(fn: Any) -> Any:
 def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
                 timezone: str | None, db: str | None, as_json: bool) -> None:
     """Job files from pgAgent's catalog: one per job, steps as tasks, schedules alike."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     from taskplan.importers.pgagent import convert
     from taskplan.store.pgagent_catalog import CatalogError, read_catalog
 
@@ -91,9 +102,7 @@ def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
     except CatalogError as exc:
         fail(f"import pgagent --from {source}: {exc}", EXIT_BAD_INPUT)
     zone = timezone or catalog.timezone
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if not _is_zone(zone):
         where = "--timezone" if timezone else "the server's TimeZone setting"
         fail(f"import pgagent: {where} {zone!r} is not an IANA time zone name"
              + ("" if timezone else "; give one with --timezone"), EXIT_BAD_INPUT)
@@ -130,6 +139,9 @@ def crontab_cmd(file: str, out: str, apply: bool, timezone: str | None, system: 
     from taskplan.importers.crontab import convert_crontab
     from taskplan.spec.reading import read_source
 
+    if timezone is not None and not _is_zone(timezone):
+        fail(f"import crontab: --timezone {timezone!r} is not an IANA time zone name",
+             EXIT_BAD_INPUT)
     path = Path(file)
     try:
         # The job files' reader and bounds: a regular file only (/dev/zero never ends, a named

@@ -9,19 +9,23 @@ Read as cron (Vixie/cronie) reads a user crontab (`crontab -l`):
   are reported;
 * an entry is five time fields (or `@yearly` .. `@hourly`) and a command. In the command an
   unescaped `%` ends the command: the text after it is the command's standard input, with each
-  further `%` a newline; `\\%` is a literal `%`. `@reboot` has no equivalent and is reported.
+  further `%` a newline (`split_command` has cron's exact rules). `@reboot` has no equivalent
+  and is reported.
 
-Each entry becomes a job named after its command (stable while the command stays the same),
-with `on_overlap: allow` and `on_misfire: skip` because cron starts every firing and never
-catches up on missed ones.
+Each entry becomes a job named after its command alone (`_name_base`), with `on_overlap: allow`
+and `on_misfire: skip` because cron starts every firing and never catches up on missed ones.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import PurePath
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from taskplan.dataclass import dataclass
 from taskplan.importers.documents import Imported, job_name, literal_text
 from taskplan.timing.cron import CRON_ALIASES, check_cron
 
@@ -29,28 +33,55 @@ _ENV = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 _STDIN_END = "TASKPLAN_STDIN"
 _IGNORED_SETTINGS = ("MAILTO", "MAILFROM", "RANDOM_DELAY", "CONTENT_TYPE",
                      "CONTENT_TRANSFER_ENCODING", "LOGNAME", "USER")
+_NAME_MAX = 48
+_FALLBACK_NAME = "cron_job"
 
 
 def split_command(text: str) -> tuple[str, str | None]:
-    """(command, standard input or None) from a crontab command with cron's `%` rules."""
+    """(command, standard input or None) from a crontab command, as cron's do_command reads it.
+
+    The command ends at the first `%` that no `\\` escapes: `\\%` there is a `%`, any other
+    `\\x` stays as written (so `\\\\%` is two backslashes, then the end). The rest is the input
+    (`_stdin`); with nothing after the `%`, cron gives the command an empty input.
+    """
     command: list[str] = []
-    stdin: list[str] | None = None
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and i + 1 < len(text) and text[i + 1] == "%":
-            (command if stdin is None else stdin).append("%")
-            i += 2
-            continue
-        if c == "%":
-            if stdin is None:
-                stdin = []
+    escaped = False
+    for i, c in enumerate(text):
+        if escaped:
+            if c == "%":
+                command[-1] = "%"
             else:
-                stdin.append("\n")
+                command.append(c)
+            escaped = False
+        elif c == "%":
+            return "".join(command), _stdin(text[i + 1:])
         else:
-            (command if stdin is None else stdin).append(c)
-        i += 1
-    return "".join(command), None if stdin is None else "".join(stdin)
+            command.append(c)
+            escaped = c == "\\"
+    return "".join(command), None
+
+
+def _stdin(text: str) -> str:
+    """The input cron writes for the text after the command's `%`: each `%` a newline, `\\%`
+    a `%` (a backslash escapes the character after it, even a backslash, but is kept before
+    anything but `%`), and a final newline unless the text already ends with one."""
+    out: list[str] = []
+    escaped = need_newline = False
+    for c in text:
+        if escaped:
+            if c != "%":
+                out.append("\\")
+        elif c == "%":
+            c = "\n"
+        escaped = c == "\\"
+        if not escaped:
+            out.append(c)
+            need_newline = c != "\n"
+    if escaped:
+        out.append("\\")
+    if need_newline:
+        out.append("\n")
+    return "".join(out)
 
 
 def _unquote(value: str) -> str:
@@ -60,36 +91,89 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _name_source(command: str) -> str:
-    """The words a job name is made of: program names without their folders, then arguments,
-    up to the first redirection or operator; from the first part of a `a && b` chain that has
-    any (`cd /x && make` -> make)."""
+def _name_base(command: str, raw: str) -> str:
+    """A job name made of the command alone: the program without its folder, then its
+    arguments (options without their dashes), up to the first redirection or operator; from the
+    first part of an `a && b` chain that is not a `cd`, leaving out `VAR=value` and `exec` in
+    front. A longer name than _NAME_MAX is cut, and ends with a hash of the whole command
+    (`raw`, as written in the crontab) so that two long commands sharing a start stay apart."""
+    words: list[str] = []
     for part in re.split(r"[;|&]+", command):
-        words: list[str] = []
-        for word in re.split(r"[<>]", part, maxsplit=1)[0].split():
-            word = word.strip("'\"$")
-            if "/" in word:
-                word = PurePath(word).name or word
-            if word in ("cd", "exec", "nice", "ionice", "flock", "sudo") or not re.search(
-                    r"[A-Za-z0-9]", word) or word.startswith("-") or "=" in word:
-                continue
-            words.append(word)
-            if len(words) == 4:
-                break
-        if words and not (part.split()[0] == "cd" and len(words) == 1):
-            return "_".join(words)[:48]
-    return ""
+        found = re.split(r"\s\d+[<>]|[<>]", part, maxsplit=1)[0].split()
+        while found and (found[0] == "exec" or re.match(r"[A-Za-z_]\w*=", found[0])):
+            found.pop(0)
+        if found and found[0] != "cd":
+            words = [PurePath(found[0].strip("'\"")).name, *found[1:]]
+            break
+    slugs = (re.sub(r"[^a-z0-9-]+", "_", w.lower().lstrip("-")).strip("_-") for w in words)
+    base = "_".join(s for s in slugs if s)
+    if len(base) > _NAME_MAX:
+        base = f"{base[:_NAME_MAX - 7].rstrip('_-')}_{_digest(raw)}"
+    return base or _FALLBACK_NAME
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:6]
+
+
+@dataclass
+class _Entry:
+    item: Imported
+    base: str  # the name the command makes (_name_base)
+    command: str  # as written in the crontab, `%` parts included
+    whole: str  # everything the job is made of: schedule, user, command, settings in force
+
+
+def _name_all(entries: list[_Entry]) -> None:
+    """Give each imported entry its job name, from that entry alone, never its position: the
+    name its command makes; where several entries make the same one, each gets `_` and a hash
+    of its command, or of its whole entry when the commands are the same too (the same command
+    on other schedules). An entry the same as an earlier one in everything is a duplicate."""
+    first: dict[str, _Entry] = {}
+    groups: dict[str, list[_Entry]] = {}
+    for e in entries:
+        if e.whole in first:
+            e.item.notes.append(f"the same entry as {first[e.whole].item.origin.split(': ')[0]}"
+                                " (cron starts both at each firing; one job runs once): not"
+                                " imported")
+            e.item.document = None
+            continue
+        first[e.whole] = e
+        groups.setdefault(e.base, []).append(e)
+    taken: set[str] = set()
+    for base, group in groups.items():
+        for e in group:
+            name = base
+            if len(group) > 1:
+                twins = sum(o.command == e.command for o in group) > 1
+                name = f"{base}_{_digest(e.whole if twins else e.command)}"
+            # Numbered by _unique only on a hash collision, or for a command whose own name
+            # is another's with its hash: never in a crontab written by a person.
+            e.item.name = job_name(name, taken, _FALLBACK_NAME)
+            assert e.item.document is not None
+            e.item.document["job"] = e.item.name
+
+
+def _zone_problem(value: str, where: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return (f"{where}: CRON_TZ {value!r} is not an IANA time zone name (like Europe/Paris),"
+                " so the entries below it are not imported")
+    return None
 
 
 def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
                     system: bool = False) -> list[Imported]:
     """Every entry of a crontab as a job document, in file order. `system`: the format of
-    /etc/crontab and /etc/cron.d, with a user name between the time fields and the command."""
+    /etc/crontab and /etc/cron.d, with a user name between the time fields and the command.
+    `timezone` must be a zone name (the caller checks it)."""
     env: dict[str, str] = {}
     shell = "/bin/sh"
     zone = timezone
-    taken: set[str] = set()
+    bad_zone: str | None = None  # the note of a CRON_TZ line in force that names no zone
     items: list[Imported] = []
+    entries: list[_Entry] = []
     settings: list[str] = []  # cron-only settings in force, reported on the entries below
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -101,6 +185,7 @@ def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
             key, value = m.group(1), _unquote(m.group(2))
             if key == "CRON_TZ":
                 zone = value or timezone
+                bad_zone = _zone_problem(value, where) if value else None
             elif key == "SHELL":
                 shell = value or "/bin/sh"
                 env[key] = shell
@@ -110,14 +195,22 @@ def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
             else:
                 env[key] = value
             continue
-        item = _entry(line, where, env, shell, zone, taken, system)
+        entry = _entry(line, where, env, shell, zone, system)
+        item = entry.item
         item.notes[:0] = settings
+        if bad_zone is not None and item.document is not None:
+            item.notes.append(bad_zone)
+            item.document = None
+        if item.document is not None:
+            entries.append(entry)
         items.append(item)
+    _name_all(entries)
     return items
 
 
 def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | None,
-           taken: set[str], system: bool) -> Imported:
+           system: bool) -> _Entry:
+    """The entry's job, without its name yet (`_name_all`)."""
     n_fields = 1 if line.startswith("@") else 5
     parts = line.split(None, n_fields + system)
     if len(parts) < n_fields + system + 1:
@@ -125,7 +218,7 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
         what = "@macro" if n_fields == 1 else "five time fields"
         item.notes.append(f"expected {what}, {'a user, ' if system else ''}and a command: "
                           "not imported")
-        return item
+        return _Entry(item, "", line, line)
     fields = " ".join(parts[:n_fields])
     if n_fields == 1:
         fields = fields.lower()
@@ -133,8 +226,8 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
     command = parts[-1]
     user = parts[n_fields] if system else None
     cmd, stdin = split_command(command)
-    name = job_name(_name_source(cmd), taken, "cron_job")
-    item = Imported(name, f"{where}: {origin_expr} {command}", None)
+    item = Imported("", f"{where}: {origin_expr} {command}", None)
+    entry = _Entry(item, _name_base(cmd, command), command, "")
     if user is not None and user != "root":
         item.notes.append(f"cron runs it as user {user!r}; taskplan runs it as the agent's "
                           "user (route it with agent_labels to an agent running as that user)")
@@ -144,25 +237,30 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
         item.notes.append("@reboot runs when cron starts, which has no taskplan equivalent "
                           "(a schedule fires at times; run the job from the machine's boot "
                           "scripts with taskplan run instead): not imported")
-        return item
+        return entry
     if fields.startswith("@") and fields not in CRON_ALIASES:
         item.notes.append(f"unknown cron macro {fields} (expected @reboot or one of "
                           f"{', '.join(CRON_ALIASES)}): not imported")
-        return item
+        return entry
     problem = check_cron(fields)
     if problem is not None:
         item.notes.append(f"{problem}: not imported")
-        return item
+        return entry
     if not cmd.strip():
         item.notes.append("the entry has no command: not imported")
-        return item
+        return entry
     script = cmd
     if stdin is not None:
         end = _STDIN_END
         while end in stdin:
             end += "_"
+        if stdin and not stdin.endswith("\n"):
+            # Only an input of backslashes alone ends without one; a here-document cannot.
+            item.notes.append("cron gives this input without a final newline; the job's "
+                              "input ends with one")
+            stdin += "\n"
         # cron gives the text after the first % to the whole command as its standard input.
-        script = f"{{ {cmd}\n}} <<'{end}'\n{stdin}\n{end}\n"
+        script = f"{{ {cmd}\n}} <<'{end}'\n{stdin}{end}\n"
     task: dict[str, Any] = {}
     if shell in ("/bin/sh", "sh"):
         task["shell"] = literal_text(script)
@@ -170,7 +268,7 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
         task["shell"] = [shell, "-c", literal_text(script)]
     if env:
         task["env"] = {k: literal_text(v) for k, v in env.items()}
-    doc: dict[str, Any] = {"job": name, "description": f"{where}: {command}"}
+    doc: dict[str, Any] = {"job": "", "description": f"{where}: {command}"}
     if zone:
         doc["timezone"] = zone
     doc["on_misfire"] = "skip"
@@ -178,4 +276,7 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
     doc["schedules"] = [{"cron": fields}]
     doc["tasks"] = {"run": task}
     item.document = doc
-    return item
+    # The description holds the line number: two entries alike in all else are still the same.
+    entry.whole = json.dumps([user, {k: v for k, v in doc.items() if k != "description"}],
+                             sort_keys=True)
+    return entry

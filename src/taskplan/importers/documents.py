@@ -128,10 +128,13 @@ def check(item: Imported, out_dir: Path) -> str | None:
     return text
 
 
-def write_all(items: list[Imported], out_dir: Path) -> None:
-    """Validate every document, then write the valid ones (a failing one writes nothing)."""
-    texts = [(item, check(item, out_dir)) for item in items]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item, text in texts:
-        if text is not None and item.path is not None:
-            item.path.write_text(text, encoding="utf-8")
+def write_all(items: list[Imported], out_dir: Path) -> int:
+    """Validate every document, then write the valid ones (a failing one writes nothing);
+    the folder is made only when there is a file to put in it. Returns how many were written."""
+    texts = [(item.path, text) for item in items
+             if (text := check(item, out_dir)) is not None and item.path is not None]
+    if texts:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in texts:
+        path.write_text(text, encoding="utf-8")
+    return len(texts)

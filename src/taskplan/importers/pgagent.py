@@ -2,10 +2,12 @@
 
 What maps to what (docs/migrating.md has the table):
 
-* steps -> tasks, each depending on the one before, in pgAgent's order (jstname, jstid); a
-  disabled step -> `enabled: false` (skipped; its successor still runs, as in pgAgent);
+* steps -> tasks in pgAgent's order (jstname, jstid), each depending on the enabled step
+  before it; a disabled step -> `enabled: false`, kept for the record with nothing depending on
+  it (pgAgent leaves it out of the chain);
 * SQL steps -> `sql` tasks on a connection built from `jstconnstr`, or the catalog's server
-  with `jstdbname`; batch steps -> `shell` tasks run by `sh` like pgAgent's script file;
+  with `jstdbname`; a step of several statements in one transaction, as pgAgent sends it as one
+  query string; batch steps -> `shell` tasks run by `sh` like pgAgent's script file;
 * `jstonerror`: f -> a failure fails the run and the following steps do not run; s and i ->
   the step's failure is logged and the chain goes on, the run succeeding as pgAgent's job does;
 * schedules -> calendar schedules read in the server's zone: pgAgent's boolean arrays become
@@ -24,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from taskplan.executors.sqltext import split_statements
+from taskplan.executors.sqltext import CODE, segments, split_statements
 from taskplan.importers.documents import Imported, job_name, literal_text, task_name
 from taskplan.model import Calendar
 from taskplan.spec.fields import AGENT_LABEL_RE
@@ -34,10 +36,19 @@ from taskplan.timing.calendar import check_calendar
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
                "dec")
-# Statements PostgreSQL refuses inside a DO block (a function's transaction).
-_NO_DO = re.compile(r"\b(vacuum|commit|rollback|begin|start\s+transaction|savepoint|"
-                    r"concurrently|create\s+database|drop\s+database|alter\s+system|"
-                    r"create\s+tablespace|drop\s+tablespace|checkpoint|call)\b", re.I)
+# The leading words of top-level statements that cannot run inside the transaction the import
+# gives a step (BEGIN ... COMMIT, or a DO block): they control transactions themselves, or
+# PostgreSQL refuses them in a transaction block or a function. CALL may run a procedure that
+# commits, which fails in both.
+_CONTROLS = ("begin", "start transaction", "commit", "end", "rollback", "abort", "savepoint",
+             "release", "prepare transaction", "set transaction")
+_REFUSED = ("vacuum", "create database", "drop database", "create tablespace",
+            "drop tablespace", "alter system", "reindex database", "reindex system",
+            "discard all", "create subscription", "drop subscription", "call")
+# CLUSTER without a table, and CREATE/DROP INDEX, REINDEX and DETACH PARTITION with
+# CONCURRENTLY are refused too (REFRESH MATERIALIZED VIEW CONCURRENTLY is not).
+_BARE_CLUSTER = re.compile(r"cluster(\s+verbose)?")
+_CONCURRENTLY = re.compile(r"\bconcurrently\b")
 _HEREDOC = "TASKPLAN_PGAGENT_STEP"
 
 
@@ -74,16 +85,19 @@ def convert_job(job: PgJob, catalog: Catalog, zone: str, taken: set[str]) -> Imp
     connections: dict[str, str] = {}
     tasks: dict[str, Any] = {}
     used: set[str] = set()
-    previous: str | None = None
+    previous: str | None = None  # the last enabled step: pgAgent runs only those, in order
     for step in job.steps:
         tname = task_name(step.name, used, f"step_{step.id}")
         task = _task(step, catalog, connections, item.notes)
         if previous is not None:
             task = {"depends_on": [previous], **task}
-        if not step.enabled:
+        if step.enabled:
+            previous = tname
+        else:
+            # A disabled task ends skipped when the run is created: a step depending on it
+            # would start at once, beside the steps before it and whatever they do.
             task["enabled"] = False
         tasks[tname] = task
-        previous = tname
     if connections:
         doc["connections"] = connections
     schedules = [s for s in (_schedule(sc, zone, job, item.notes) for sc in job.schedules)
@@ -103,22 +117,55 @@ def _task(step: PgStep, catalog: Catalog, connections: dict[str, str],
     if step.kind == "s":
         conn = _connection(step, catalog, connections, notes)
         sql = step.code
-        if not tolerant and not _NO_DO.search(sql) and len(split_statements(sql)) > 1:
-            # pgAgent sends the step as one query string: one implicit transaction.
-            sql = f"BEGIN;\n{sql}\n;\nCOMMIT;"
-        elif tolerant:
-            if _NO_DO.search(sql):
-                notes.append(f"step {step.name!r}: on error {_ON_ERROR[step.on_error]}, but its"
-                             " SQL cannot run inside a DO block (it controls transactions or"
-                             " runs VACUUM/CONCURRENTLY/CALL): a failure fails the taskplan run"
-                             " and stops the steps after it")
-            else:
+        statements = split_statements(sql)
+        bound = next((w for w in map(_transaction_bound, statements) if w), None)
+        if tolerant:
+            if bound is None:
                 sql = _tolerant_sql(sql, step)
+            else:
+                notes.append(f"step {step.name!r}: on error {_ON_ERROR[step.on_error]}, but its"
+                             f" {bound} cannot run inside a DO block ({_why(bound)}): a failure"
+                             " fails the taskplan run and stops the steps after it")
+        elif len(statements) > 1:
+            if bound is None:
+                # pgAgent sends the step as one query string: one implicit transaction.
+                sql = f"BEGIN;\n{sql}\n;\nCOMMIT;"
+            else:
+                notes.append(f"step {step.name!r}: not run as one transaction, as pgAgent runs"
+                             f" it, since its {bound} cannot run inside BEGIN ... COMMIT"
+                             f" ({_why(bound)}): each statement outside a transaction the"
+                             " step opens itself commits on its own, so a failure leaves those"
+                             " before it committed")
         return {"sql": literal_text(sql), "connection": conn}
     return {"shell": literal_text(_script(step.code, step, tolerant))}
 
 
 _ON_ERROR = {"f": "fail", "s": "succeed", "i": "ignore"}
+
+
+def _transaction_bound(statement: str) -> str | None:
+    """The leading words (upper case) of a statement that cannot run inside a transaction
+    block or a DO block, else None. Only code counts: a BEGIN in a comment, a string or a
+    dollar-quoted body (a DO block, a function) is not a statement of the step."""
+    code = " ".join(" ".join(t if k == CODE else " " for k, t in segments(statement)).split())
+    code = code.lower()
+    for words in _CONTROLS + _REFUSED:
+        if code == words or code.startswith(words + " ") or code.startswith(words + "("):
+            return words.upper()
+    if _BARE_CLUSTER.fullmatch(code):
+        return "CLUSTER"
+    first = code.split(" ", 1)[0]
+    if first in ("create", "drop", "reindex", "alter") and _CONCURRENTLY.search(code):
+        return f"{first.upper()} ... CONCURRENTLY"
+    return None
+
+
+def _why(words: str) -> str:
+    if words.lower() in _CONTROLS:
+        return "the step controls its transactions itself"
+    if words == "CALL":
+        return "the procedure may commit"
+    return "PostgreSQL refuses it in a transaction"
 
 
 def _tolerant_sql(sql: str, step: PgStep) -> str:
@@ -211,16 +258,30 @@ def _connection(step: PgStep, catalog: Catalog, connections: dict[str, str],
         if info.pop("password", None) is not None:
             notes.append(f"step {step.name!r}: the password of its connection string is not "
                          "written to the job file (give the agents PGPASSWORD or a ~/.pgpass)")
-        dbname = info.pop("dbname", "") or info.get("user", "") or catalog.user
-        url = _url(info.pop("host", "") or catalog.host, info.pop("port", "") or catalog.port,
-                   info.pop("user", "") or catalog.user, dbname, info)
+        host, port = info.pop("host", ""), info.pop("port", "")
+        if "service" in info:
+            # libpq takes what the string leaves out from the service file (pg_service.conf):
+            # a server or database added here would override it.
+            user, dbname = info.pop("user", ""), info.pop("dbname", "")
+        else:
+            if host or info.get("hostaddr"):
+                # libpq's port for a string naming a server without one (PGPORT aside).
+                port = port or "5432"
+            else:
+                # No server named: pgAgent's libpq connects to its local server, the best guess
+                # of which is the catalog's.
+                host, port = catalog.host, port or str(catalog.port)
+            user = info.pop("user", "") or catalog.user
+            dbname = info.pop("dbname", "") or user
+        url = _url(host, port, user, dbname, info)
+        label = dbname or info.get("service", "")
     else:
-        dbname = step.dbname
+        label = dbname = step.dbname
         url = _url(catalog.host, catalog.port, catalog.user, dbname, {})
     for name, known in connections.items():
         if known == url:
             return name
-    base = re.sub(r"[^A-Za-z0-9_]+", "_", dbname).strip("_") or "db"
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", label).strip("_") or "db"
     name, n = base, 2
     while name in connections:
         name, n = f"{base}_{n}", n + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +28,18 @@ CRONTAB = textwrap.dedent("""\
 
 
 def test_percent_ends_the_command_and_the_rest_is_its_standard_input() -> None:
-    assert split_command("cat%a%b") == ("cat", "a\nb")
+    # cron (cronie's do_command.c) writes a final newline only when the input lacks one
+    assert split_command("cat%a%b") == ("cat", "a\nb\n")
+    assert split_command("cat -A > f%line one%line two%") == ("cat -A > f",
+                                                              "line one\nline two\n")
     assert split_command("date +\\%F") == ("date +%F", None)
-    assert split_command("x\\%%y\\%") == ("x%", "y%")
+    assert split_command("x\\%%y\\%") == ("x%", "y%\n")
     assert split_command("cat%") == ("cat", "")
+    assert split_command("cat%%") == ("cat", "\n")
+    # in the command a backslash escapes one character: \\% is two backslashes, then the end
+    assert split_command("echo a\\\\%b") == ("echo a\\\\", "b\n")
+    # in the input each backslash escapes the next, kept unless that is a %
+    assert split_command("cat%a\\\\%b\\c") == ("cat", "a\\%b\\c\n")
 
 
 def test_a_crontab_becomes_one_valid_job_per_entry(tmp_path: Path) -> None:
@@ -38,7 +47,7 @@ def test_a_crontab_becomes_one_valid_job_per_entry(tmp_path: Path) -> None:
     texts = {item.origin.split(":")[1]: (item, check(item, tmp_path)) for item in items}
     assert sorted(texts) == ["11", "12", "5", "6", "8", "9"]
     backup, _ = texts["5"]
-    assert backup.name == "backup_sh" and backup.spec is not None
+    assert backup.name == "backup_sh_full" and backup.spec is not None
     assert backup.spec.schedules[0].cron == "30 2 * * 1-5" and backup.spec.timezone is None
     task = backup.spec.tasks[0]
     assert task.command == "/usr/local/bin/backup.sh --full > /tmp/backup.log 2>&1"
@@ -66,8 +75,65 @@ def test_a_crontab_becomes_one_valid_job_per_entry(tmp_path: Path) -> None:
     assert broken.document is None and any("Bad minute" in n for n in broken.notes)
 
 
-def test_names_are_stable_and_unique() -> None:
-    text = "0 1 * * * /opt/a/run.sh x\n0 2 * * * /opt/b/run.sh x\n@hourly cd /srv && make\n"
-    first = [i.name for i in convert_crontab(text, "c")]
-    assert first == ["run_sh_x", "run_sh_x_2", "make"]
-    assert [i.name for i in convert_crontab("# new line\n" + text, "c")] == first
+def _named(text: str) -> dict[str, str]:
+    """{line: job name} of a crontab's imported entries."""
+    lines = text.splitlines()
+    return {lines[int(i.origin.split(":")[1]) - 1]: i.name
+            for i in convert_crontab(text, "c") if i.document is not None}
+
+
+def test_a_name_is_made_of_its_own_entry_never_its_place() -> None:
+    lines = ["0 2 * * * /usr/local/bin/backup.sh --daily > /var/log/b.log 2>&1",
+             "0 3 * * 0 /usr/local/bin/backup.sh --weekly > /var/log/b.log 2>&1",
+             "@hourly cd /srv && LANG=C exec php artisan schedule:run",
+             "0 1 * * * /opt/a/run.sh x",
+             "0 2 * * * /opt/b/run.sh x",
+             "0 4 * * * sync.sh 2>/dev/null",
+             "0 5 * * * sync.sh",
+             "0 6 * * * sync.sh",
+             "0 7 * * * sync.sh"]
+    names = _named("\n".join(lines))
+    assert list(names.values())[:3] == [
+        "backup_sh_daily", "backup_sh_weekly", "php_artisan_schedule_run"]
+    # the same words from other commands: each gets a hash of its command ...
+    run_a, run_b = names[lines[3]], names[lines[4]]
+    assert run_a != run_b and all(re.fullmatch(r"run_sh_x_[0-9a-f]{6}", n) for n in (run_a, run_b))
+    # ... and the same command on other schedules a hash of its whole entry
+    syncs = [names[line] for line in lines[5:]]
+    assert len(set(syncs)) == 4 and all(re.fullmatch(r"sync_sh_[0-9a-f]{6}", n) for n in syncs)
+    # In any order, with other entries added or removed, every entry keeps its name ...
+    for changed in [["# a comment", *lines], lines[::-1], lines[1:], lines[:5] + lines[6:],
+                    lines[:-1], [*lines, "30 1 * * * /usr/bin/other --daily"]]:
+        got = _named("\n".join(changed))
+        assert {line: got[line] for line in lines if line in got} == {
+            line: names[line] for line in lines if line in changed}, changed
+    # ... but those that made the same name as a removed one
+    assert _named("\n".join(lines[:3] + lines[4:]))[lines[4]] == "run_sh_x"
+
+
+def test_long_names_and_exact_duplicates() -> None:
+    long_a = "/opt/tool --" + "very-long-option " * 5 + "--target alpha"
+    long_b = "/opt/tool --" + "very-long-option " * 5 + "--target beta"
+    items = convert_crontab(f"0 1 * * * {long_a}\n0 1 * * * {long_b}\n0 1 * * * {long_a}\n",
+                            "c")
+    a, b, again = items
+    assert len(a.name) <= 48 and a.name.startswith("tool_very-long-option_very-long")
+    assert re.search(r"_[0-9a-f]{6}$", a.name) and a.name != b.name
+    # cron would start both at each firing; one job runs once
+    assert again.document is None and any("the same entry as c:1" in n for n in again.notes)
+    assert [i.name for i in convert_crontab(f"0 1 * * * {long_a}\n", "c")] == [a.name]
+
+
+def test_a_cron_tz_naming_no_zone_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    text = ("0 1 * * * echo before\n"
+            "CRON_TZ=Nowhere/Zone\n"
+            "0 2 * * * echo inside\n"
+            "CRON_TZ=Europe/Paris\n"
+            "0 3 * * * echo after\n")
+    before, inside, after = convert_crontab(text, "my.cron", "UTC")
+    assert inside.document is None
+    assert inside.notes == ["my.cron:2: CRON_TZ 'Nowhere/Zone' is not an IANA time zone name "
+                            "(like Europe/Paris), so the entries below it are not imported"]
+    for item, zone in [(before, "UTC"), (after, "Europe/Paris")]:
+        assert check(item, tmp_path) is not None and item.spec is not None
+        assert item.spec.timezone == zone

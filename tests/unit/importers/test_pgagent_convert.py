@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
+from taskplan.importers.documents import check
 from taskplan.importers.pgagent import calendar_fields, convert, parse_conninfo
 from taskplan.store.pgagent_catalog import Catalog, PgJob, PgSchedule, PgStep
 
@@ -56,3 +58,88 @@ def test_a_job_without_steps_is_reported_not_written() -> None:
     catalog = Catalog("UTC", "h", 5432, "u", (PgJob(1, "Empty", "", "", "", True),))
     [item] = convert(catalog, "UTC")
     assert item.document is None and "no steps" in item.notes[0]
+
+
+def _job(*steps: PgStep, port: int = 5432) -> Catalog:
+    return Catalog("UTC", "db1", port, "agent", (PgJob(7, "J", "", "", "", True, steps),))
+
+
+def _step(i: int, code: str, *, enabled: bool = True, kind: str = "s", on_error: str = "f",
+          connstr: str = "", name: str | None = None) -> PgStep:
+    return PgStep(i, name or f"s{i}", "", enabled, kind, code, connstr,
+                  "" if connstr else "sales", on_error)
+
+
+def test_a_disabled_step_is_left_out_of_the_chain() -> None:
+    # pgAgent runs the enabled steps one after another: a disabled one neither waits nor is
+    # waited for, so a failure before it still stops the steps after it.
+    [item] = convert(_job(_step(1, "x", enabled=False, kind="b"), _step(2, "a", kind="b"),
+                          _step(3, "b", enabled=False, kind="b"),
+                          _step(4, "c", enabled=False, kind="b"), _step(5, "d", kind="b")),
+                     "UTC")
+    assert item.document is not None
+    tasks = item.document["tasks"]
+    assert {name: (t.get("depends_on"), t.get("enabled", True)) for name, t in tasks.items()} == {
+        "s1": (None, False), "s2": (None, True), "s3": (["s2"], False), "s4": (["s2"], False),
+        "s5": (["s2"], True)}
+
+
+def _sql_of(code: str, on_error: str = "f") -> tuple[str, list[str]]:
+    [item] = convert(_job(_step(1, code, on_error=on_error)), "UTC")
+    assert item.document is not None
+    return item.document["tasks"]["s1"]["sql"], item.notes
+
+
+def test_only_the_steps_own_statements_decide_its_transaction() -> None:
+    # Words in comments, literals and dollar-quoted bodies are not statements of the step.
+    for code in ["-- begin of the nightly refresh\nINSERT INTO t VALUES (1); SELECT 1",
+                 "SELECT 'call'; SELECT 'commit' /* vacuum */",
+                 "DO $$ BEGIN PERFORM 1; END $$; SELECT 2",
+                 "CREATE FUNCTION f() RETURNS int AS $$ BEGIN RETURN 1; END $$ LANGUAGE plpgsql;"
+                 " SELECT f()",
+                 'CREATE TABLE "begin" (x int); CREATE TABLE concurrently_log (x int)',
+                 "REFRESH MATERIALIZED VIEW CONCURRENTLY mv; CHECKPOINT; ANALYZE t"]:
+        sql, notes = _sql_of(code)
+        assert (sql, notes) == (f"BEGIN;\n{code}\n;\nCOMMIT;", []), code
+        sql, notes = _sql_of(code, "i")
+        assert sql.startswith("DO $tp$ BEGIN EXECUTE") and notes == [], code
+
+
+def test_a_step_that_cannot_be_one_transaction_says_so() -> None:
+    for code, words in [("BEGIN; INSERT INTO t VALUES (1); COMMIT;", "BEGIN"),
+                        ("INSERT INTO t VALUES (1); -- done\nend", "END"),
+                        ("DELETE FROM t; /* then */ VACUUM (ANALYZE) t", "VACUUM"),
+                        ("SELECT 1; CALL refresh()", "CALL"),
+                        ("SELECT 1; CLUSTER VERBOSE", "CLUSTER"),
+                        ("SELECT 1; create unique index\nconcurrently i on t (x)",
+                         "CREATE ... CONCURRENTLY")]:
+        sql, notes = _sql_of(code)
+        assert sql == code, code
+        [note] = notes
+        assert f"its {words} cannot run inside BEGIN ... COMMIT" in note, note
+        assert "commits on its own" in note
+        sql, notes = _sql_of(code, "s")
+        assert sql == code and f"its {words} cannot run inside a DO block" in notes[0], code
+    # one statement is one transaction anyway: nothing to wrap, nothing to report
+    assert _sql_of("VACUUM t") == ("VACUUM t", [])
+
+
+def test_connection_strings_get_libpqs_defaults(tmp_path: Path) -> None:
+    [item] = convert(_job(
+        _step(1, "SELECT 1", connstr="host=other.example dbname=x"),
+        _step(2, "SELECT 1", connstr="hostaddr=10.0.0.5 dbname=x user=u"),
+        _step(3, "SELECT 1", connstr="dbname=local"),
+        _step(4, "SELECT 1", connstr="service=prod"),
+        _step(5, "SELECT 1", connstr="service=prod dbname=other user=ro"),
+        port=6543), "UTC")
+    assert item.document is not None
+    # a named server without a port: libpq's 5432, not the catalog's 6543; no server named:
+    # the catalog's; a service: only what the string says, the rest from pg_service.conf
+    assert item.document["connections"] == {
+        "x": "postgresql://agent@other.example:5432/x",
+        "x_2": "postgresql://u@/x?hostaddr=10.0.0.5&port=5432",
+        "local": "postgresql://agent@db1:6543/local",
+        "prod": "postgresql:///?service=prod",
+        "other": "postgresql://ro@/other?service=prod"}
+    assert check(item, tmp_path) is not None, item.notes
+    assert not item.notes
