@@ -303,6 +303,20 @@ def test_purge_deletes_only_finished_runs_past_retention(tp: Taskplan) -> None:
     assert bad.code == 2 and len(bad.err.splitlines()) == 1
 
 
+def test_a_purged_run_id_is_never_given_again(tp: Taskplan) -> None:
+    tp.write("p.yaml", """
+        job: purgeable
+        tasks:
+          a: {shell: echo a}
+    """)
+    tp.ok("run", "p.yaml")
+    tp.ok("run", "p.yaml")
+    res = tp.ok("purge", "--older-than", "1ms")
+    assert re.search(r"\b2 run", res.out), res.out
+    assert tp.ok("runs", "--json").json() == []
+    assert tp.ok("run", "purgeable", "--detach").out.strip() == "3"  # not 1 again
+
+
 def test_live_progress_on_a_terminal(tp: Taskplan) -> None:
     """On a terminal `run` draws a live panel instead of plain lines, and still exits 0/1."""
     tp.write("tty.yaml", """

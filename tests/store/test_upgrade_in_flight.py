@@ -18,8 +18,9 @@ from taskplan.store.urls import sqlalchemy_url
 
 RELEASED_SCHEMA = "0003"  # the schema of v0.1.0
 # Tables a migration since the release copies into a new table (docs/releases.md): 0010 adds
-# agents.labels with an expression default, which SQLite's ALTER TABLE cannot do in place.
-REWRITTEN = {"sqlite": {"agents"}}
+# agents.labels with an expression default, which SQLite's ALTER TABLE cannot do in place;
+# 0013 makes runs.id AUTOINCREMENT, which SQLite cannot add to a table.
+REWRITTEN = {"sqlite": {"agents", "runs"}}
 JOBCODE = Path(__file__).parent.parent / "integration" / "jobcode"
 JOB = """
 job: inflight

@@ -102,6 +102,8 @@ runs = Table(
     Index(None, "state", "priority"),
     Index(None, "job_id", "id"),
     Index(None, "root_run_id"),
+    # A purged run's id is never given again (PostgreSQL's sequences never go back).
+    sqlite_autoincrement=True,
 )
 
 task_runs = Table(

@@ -1,4 +1,4 @@
--- revision: 0012
+-- revision: 0013
 -- Rendered by `python -m taskplan.store.fresh` from the migrations; do not edit.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
@@ -82,36 +82,6 @@ CREATE TABLE job_versions (
 	CONSTRAINT fk_job_versions_job_id_jobs FOREIGN KEY(job_id) REFERENCES jobs (id), 
 	CONSTRAINT uq_job_versions_job_id_version UNIQUE (job_id, version)
 );
-CREATE TABLE runs (
-	id INTEGER NOT NULL, 
-	job_id INTEGER NOT NULL, 
-	version_id INTEGER NOT NULL, 
-	root_run_id INTEGER, 
-	parent_task_run_id INTEGER, 
-	state VARCHAR(20) NOT NULL, 
-	"trigger" VARCHAR(20) NOT NULL, 
-	trigger_ref TEXT, 
-	params TEXT NOT NULL, 
-	priority INTEGER DEFAULT '0' NOT NULL, 
-	max_parallel INTEGER, 
-	on_failure VARCHAR(20) NOT NULL, 
-	halt VARCHAR(20), 
-	halt_stage INTEGER, 
-	unfinished INTEGER DEFAULT '0' NOT NULL, 
-	running INTEGER DEFAULT '0' NOT NULL, 
-	ready INTEGER DEFAULT '0' NOT NULL, 
-	failed INTEGER DEFAULT '0' NOT NULL, 
-	created_at FLOAT NOT NULL, 
-	started_at FLOAT, 
-	finished_at FLOAT, 
-	error TEXT, fire_at FLOAT, deadline_at FLOAT, deadline_state VARCHAR(20), pin_agent_id INTEGER, max_label_set INTEGER DEFAULT '0' NOT NULL, 
-	CONSTRAINT pk_runs PRIMARY KEY (id), 
-	CONSTRAINT fk_runs_job_id_jobs FOREIGN KEY(job_id) REFERENCES jobs (id), 
-	CONSTRAINT fk_runs_version_id_job_versions FOREIGN KEY(version_id) REFERENCES job_versions (id)
-);
-CREATE INDEX ix_runs_job_id_id ON runs (job_id, id);
-CREATE INDEX ix_runs_root_run_id ON runs (root_run_id);
-CREATE INDEX ix_runs_state_priority ON runs (state, priority);
 CREATE TABLE task_runs (
 	id INTEGER NOT NULL, 
 	run_id INTEGER NOT NULL, 
@@ -258,3 +228,38 @@ CREATE TABLE paused_schedules (
 	paused_at FLOAT NOT NULL, 
 	CONSTRAINT pk_paused_schedules PRIMARY KEY (job_id, schedule_key)
 );
+CREATE TABLE "runs" (
+    id INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER NOT NULL,
+    version_id INTEGER NOT NULL,
+    root_run_id INTEGER,
+    parent_task_run_id INTEGER,
+    state VARCHAR(20) NOT NULL,
+    "trigger" VARCHAR(20) NOT NULL,
+    trigger_ref TEXT,
+    params TEXT NOT NULL,
+    priority INTEGER DEFAULT '0' NOT NULL,
+    max_parallel INTEGER,
+    on_failure VARCHAR(20) NOT NULL,
+    halt VARCHAR(20),
+    halt_stage INTEGER,
+    unfinished INTEGER DEFAULT '0' NOT NULL,
+    running INTEGER DEFAULT '0' NOT NULL,
+    ready INTEGER DEFAULT '0' NOT NULL,
+    failed INTEGER DEFAULT '0' NOT NULL,
+    created_at FLOAT NOT NULL,
+    started_at FLOAT,
+    finished_at FLOAT,
+    error TEXT,
+    fire_at FLOAT,
+    deadline_at FLOAT,
+    deadline_state VARCHAR(20),
+    pin_agent_id INTEGER,
+    max_label_set INTEGER DEFAULT '0' NOT NULL,
+    CONSTRAINT fk_runs_job_id_jobs FOREIGN KEY(job_id) REFERENCES jobs (id),
+    CONSTRAINT fk_runs_version_id_job_versions FOREIGN KEY(version_id)
+        REFERENCES job_versions (id)
+);
+CREATE INDEX ix_runs_job_id_id ON runs (job_id, id);
+CREATE INDEX ix_runs_root_run_id ON runs (root_run_id);
+CREATE INDEX ix_runs_state_priority ON runs (state, priority);
