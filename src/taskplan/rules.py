@@ -29,9 +29,10 @@ def resolve_trigger(kind: str, rule: str, failed_up: int) -> TaskState:
     return TaskState.UPSTREAM_FAILED if failed_up else TaskState.READY
 
 
-def retry_delay(spec: TaskSpec, failed_attempt: int) -> float:
-    """Delay before the attempt after `failed_attempt` (1-based): delay * backoff^(n-1)."""
-    return float(spec.retry_delay * (spec.retry_backoff ** max(0, failed_attempt - 1)))
+def retry_delay(spec: TaskSpec, failures: int) -> float:
+    """Delay before the retry that follows the `failures`-th failed try (1-based) of a round
+    (since the run started, or since the last `taskplan retry`): delay * backoff^(n-1)."""
+    return float(spec.retry_delay * (spec.retry_backoff ** max(0, failures - 1)))
 
 
 @dataclass(frozen=True, hot=True)

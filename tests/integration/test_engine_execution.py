@@ -5,9 +5,10 @@ from __future__ import annotations
 from itertools import pairwise
 from pathlib import Path
 
-from engine_helpers import attempts, log_text, pid_alive, run_job, tasks, wait_for
+from engine_helpers import apply_job, attempts, log_text, pid_alive, run_job, tasks, wait_for
 
-from taskplan.engine import Engine
+from taskplan.engine import Claim, Engine, Outcome
+from taskplan.model import TaskState
 from taskplan.store.db import Store
 
 
@@ -90,3 +91,72 @@ def test_attempt_log_is_bounded_with_tail_and_note(engine: Engine, store: Store)
     (attempt,) = attempts(store, got["id"])
     assert attempt["truncated"] is True
     assert attempt["output_bytes"] == produced + len("END-OF-OUTPUT\n")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _claim_one(engine: Engine, agent_id: int, run_id: int, clock: _Clock) -> Claim:
+    """Let the task's retry fall due if it waits for one, then claim it."""
+    due = engine.next_retry_due()
+    if due is not None:
+        clock.now = max(clock.now, due)
+        engine.promote_retries()
+    (claim,) = engine.step(agent_id, [], 1, run_id).claims
+    return claim
+
+
+def _fail(engine: Engine, agent_id: int, claim: Claim, clock: _Clock) -> float | None:
+    """Report the claim failed; the delay before its retry, None if it failed for good."""
+    clock.now += 1.0
+    due = engine.step(agent_id, [(claim, Outcome(TaskState.FAILED, error="boom"))], 0,
+                      claim.run_id).next_due
+    return None if due is None else due - clock.now
+
+
+_BACKOFF_JOB = """
+    job: backoff
+    tasks:
+      work: {python: "tpjobs:record", retries: 2, retry_delay: 10s, retry_backoff: 3}
+    """
+
+
+def test_each_manual_retry_starts_the_backoff_again(store: Store) -> None:
+    # The delay grows with the failed tries of one round, not with the attempts of the run:
+    # after `taskplan retry`, the first retry waits retry_delay again.
+    clock = _Clock()
+    engine = Engine(store, clock=clock)
+    run_id = engine.create_run(apply_job(engine, _BACKOFF_JOB))
+    agent_id = engine.register_agent("a", "host", 1, 1, 60.0)
+    for _round in range(3):
+        delays = [_fail(engine, agent_id, _claim_one(engine, agent_id, run_id, clock), clock)
+                  for _ in range(3)]
+        assert delays == [10.0, 30.0, None]
+        assert engine.run_state(run_id) == "failed"
+        engine.retry_run(run_id)
+
+
+def test_attempts_lost_with_an_agent_do_not_grow_the_backoff(store: Store) -> None:
+    clock = _Clock()
+    engine = Engine(store, clock=clock)
+    run_id = engine.create_run(apply_job(engine, _BACKOFF_JOB.replace("retries: 2",
+                                                                       "retries: 3")))
+    agent_id = engine.register_agent("a", "host", 1, 1, 60.0)
+    assert _fail(engine, agent_id, _claim_one(engine, agent_id, run_id, clock), clock) == 10.0
+    # Claimed while the store was away and never started: given back, no try used.
+    _claim_one(engine, agent_id, run_id, clock)
+    assert engine.release_unstarted(agent_id, keep=()) == 1
+    # Its agent died mid-attempt: the reaper hands it back at once.
+    doomed = engine.register_agent("doomed", "host", 1, 1, 5.0)
+    _claim_one(engine, doomed, run_id, clock)
+    clock.now += 10.0
+    assert engine.reap() == 1
+    assert _fail(engine, agent_id, _claim_one(engine, agent_id, run_id, clock), clock) == 30.0
+    got = tasks(store, run_id)["work"]
+    assert [a["state"] for a in attempts(store, got["id"])] == [
+        "failed", "lost", "lost", "failed"]

@@ -11,9 +11,13 @@ from taskplan.model import TaskState
 from taskplan.store.claims import Claim
 from taskplan.store.ops import TaskRunRow
 
-__all__ = ["AttemptEnd", "Claim", "Delta", "End", "Outcome", "RunEnd", "StepResult", "TaskEnd",
-           "UnnamedEnds"]
+__all__ = ["NEVER_STARTED", "AttemptEnd", "Claim", "Delta", "End", "Outcome", "RunEnd",
+           "StepResult", "TaskEnd", "UnnamedEnds"]
 
+
+# The error of an attempt given back unstarted (`release_unstarted`): it used no try, since
+# its task run's max_attempts grew by one with it.
+NEVER_STARTED = "claimed during a store outage, never started"
 
 @dataclass(frozen=True, hot=True)
 class Outcome:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from taskplan import procs
 from taskplan.engine import transitions
 from taskplan.engine.context import Context
-from taskplan.engine.records import Claim, Outcome, StepResult
+from taskplan.engine.records import NEVER_STARTED, Claim, Outcome, StepResult
 from taskplan.model import TaskState
 from taskplan.store import claims as claim_ops
 from taskplan.store import notify_ops, ops
@@ -116,8 +116,7 @@ def release_unstarted(ctx: Context, agent_id: int, keep: Collection[int]) -> int
         for claim in sorted(held, key=lambda c: (c.run_id, c.task_run_id)):
             claim_ops.grant_extra_attempt(tx, claim.task_run_id)
             transitions.finish(ctx, tx, _with_extra_attempt(claim), Outcome(
-                TaskState.FAILED, error="claimed during a store outage, never started",
-                retry_now=True), now, result)
+                TaskState.FAILED, error=NEVER_STARTED, retry_now=True), now, result)
         tx.wake = True
     return len(held)
 

@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable, Sequence
 from taskplan.engine import definitions
 from taskplan.engine.context import Context
 from taskplan.engine.records import (
+    NEVER_STARTED,
     Claim,
     Delta,
     Outcome,
@@ -181,8 +182,10 @@ def _may_retry(run: RunRow, claim: Claim) -> bool:
 def _retry(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
            result: StepResult) -> None:
     """A failed attempt with attempts left: ready again at once, or `retrying` until due."""
-    delay = 0.0 if outcome.retry_now else retry_delay(
-        definitions.task_spec(ctx, claim.version_id, claim.task), claim.attempt)
+    delay = 0.0
+    if not outcome.retry_now:
+        spec = definitions.task_spec(ctx, claim.version_id, claim.task)
+        delay = retry_delay(spec, _round_failures(tx, claim, spec.retries))
     due = now + delay
     result.retried.append(claim.task_run_id)
     log.info("retry: run %s task %s attempt %s/%s failed, next in %.1fs: %s",
@@ -205,6 +208,26 @@ def _retry(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
     if result.next_due is None or due < result.next_due:
         result.next_due = due
 
+
+
+def _round_failures(tx: Tx, claim: Claim, retries: int) -> int:
+    """How many attempts of the task run's current round failed, the one just ended included.
+
+    A round is what one budget of `retries` + 1 tries allows: the run's first, then each
+    `taskplan retry`, which sets max_attempts to the attempts so far plus that budget. The
+    backoff counts failures only: an attempt lost with its agent used a try (the budget) but
+    did not fail, and one given back unstarted used none (max_attempts grew with it).
+    """
+    used = retries + 1 - (claim.max_attempts - claim.attempt)  # tries of this round so far
+    failures = tries = 0
+    for state, error in ops.attempt_ends(tx, claim.task_run_id, claim.attempt):
+        if tries >= used:
+            break
+        if state == "lost" and error == NEVER_STARTED:
+            continue
+        tries += 1
+        failures += state == TaskState.FAILED
+    return max(failures, 1)
 
 def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRow, TaskState]],
            now: float, delta: Delta, detail: str | None = None, leaves: Collection[int] = ()

@@ -343,6 +343,13 @@ def finish_attempt(tx: Tx, task_run_id: int, attempt: int, state: str, now: floa
     )
 
 
+
+def attempt_ends(tx: Tx, task_run_id: int, upto: int) -> list[tuple[str, str | None]]:
+    """The state and error of each attempt of a task run up to attempt `upto`, newest first."""
+    rows = tx.all("SELECT state, error FROM attempts WHERE task_run_id = :i AND attempt <= :a"
+                  " ORDER BY attempt DESC", {"i": task_run_id, "a": upto})
+    return [(str(state), error) for state, error in rows]
+
 TR_COLS = (
     "id, run_id, task, kind, parent_id, stage, state, trigger_rule, pending_up, failed_up,"
     " attempts, max_attempts, pending_children, failed_children"
