@@ -6,12 +6,13 @@ Tasks wait on gate files the test creates, so nothing depends on how long anythi
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from acceptance_helpers import Taskplan, finish, live_processes, states
+from acceptance_helpers import Taskplan, clean_env, finish, live_processes, states
 
 
 def gated_job(tp: Taskplan, marker: str, *, endless: bool = False) -> None:
@@ -121,3 +122,39 @@ def test_unknown_run_id(tp: Taskplan) -> None:
     for args, res in zip(commands, tp.many(*commands), strict=True):
         assert res.code == 2, (args, res)
         assert res.err.count("\n") == 1 and args[1] in res.err, (args, res.err)
+
+
+def test_a_hang_up_cancels_a_foreground_run_unless_ignored(tp: Taskplan) -> None:
+    """A closed terminal (SIGHUP) ends `run` as Ctrl-C does: its tasks killed, the run
+    cancelled; left to the default, the process died at once and its task ran on for nobody.
+    Under `nohup` (SIGHUP ignored) the run goes on."""
+    marker = "hangup-c3"
+    gated_job(tp, marker, endless=True)
+    runner = tp.popen("run", "gated.yaml", "--workers", "2")
+    wait_running(tp, runner)
+    deadline = time.monotonic() + 20
+    while not live_processes(marker):
+        assert time.monotonic() < deadline, "the gated task's sleeper never started"
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGHUP)
+    run = finish(runner)
+    assert run.code == 1, run
+    assert tp.status(1)["state"] == "cancelled"
+    assert live_processes(marker) == []
+
+    tp.write("polled.yaml", """
+        job: polled
+        tasks:
+          hold: {shell: "touch held; while [ ! -f go ]; do sleep 0.05; done"}
+    """)
+    ignoring = subprocess.Popen(["nohup", *tp.argv(("run", "polled.yaml"), True)], cwd=tp.home,
+                                env=clean_env(tp.env), text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    tp.started.append(ignoring)
+    tp.wait_file("held", proc=ignoring)
+    ignoring.send_signal(signal.SIGHUP)
+    time.sleep(0.5)  # a hang-up that were handled would have cancelled the run by now
+    (tp.home / "go").write_text("")
+    done = finish(ignoring)
+    assert done.code == 0, done
+    assert tp.status(2)["state"] == "succeeded"

@@ -24,6 +24,7 @@ from taskplan.cli.common import (
     print_json,
     setup_logging,
     short_time,
+    stop_signals,
     whole,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
@@ -51,8 +52,8 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
               log_format: str, quiet: bool, verbose: int, db: str | None) -> None:
     """A worker: claims ready task runs of every run in the store and executes them.
 
-    SIGTERM drains (running tasks finish, nothing new is claimed); a second SIGTERM, or
-    SIGINT, kills running tasks and records them cancelled.
+    SIGTERM (or SIGHUP: its terminal closed) drains (running tasks finish, nothing new is
+    claimed); a second one, or SIGINT, kills running tasks and records them cancelled.
     """
     mine = parse_labels(labels)
     idle: float | None = None
@@ -70,16 +71,17 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
     terms = [0]
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGTERM:
+        name = signal.Signals(signum).name
+        if signum != signal.SIGINT:
             terms[0] += 1
-        if signum == signal.SIGTERM and terms[0] == 1:
-            log.info("SIGTERM: draining (running tasks finish, nothing new starts)")
+        if signum != signal.SIGINT and terms[0] == 1:
+            log.info("%s: draining (running tasks finish, nothing new starts)", name)
             agent.drain()
         else:
-            log.info("%s: cancelling running tasks", signal.Signals(signum).name)
+            log.info("%s: cancelling running tasks", name)
             agent.cancel_running()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = {s: signal.signal(s, on_signal) for s in stop_signals()}
     errors: list[BaseException] = []
 
     def dispatch() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import date, datetime
@@ -71,6 +72,17 @@ def prepare_daemon() -> None:
 
     build_validators()
     warm_up()
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals a long-running command handles as a request to stop: SIGINT, SIGTERM, and
+    SIGHUP (its terminal closed, its ssh session lost), unless SIGHUP is ignored (`nohup`).
+    Left to its default, a hang-up would kill the process at once and leave its tasks behind,
+    running for nobody."""
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signals.append(signal.SIGHUP)
+    return tuple(signals)
 
 
 def whole(minimum: int) -> click.IntRange:

@@ -25,6 +25,7 @@ from taskplan.cli.common import (
     parse_params,
     parse_run_id,
     share_connections,
+    stop_signals,
     whole,
 )
 from taskplan.cli.progress import PipeProgress, RichProgress
@@ -262,8 +263,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
             threading.Thread(target=cancel_quietly, args=(engine, run_id), daemon=True).start()
         agent.cancel_running()
 
-    old_int = signal.signal(signal.SIGINT, on_signal)
-    old_term = signal.signal(signal.SIGTERM, on_signal)
+    old = {s: signal.signal(s, on_signal) for s in stop_signals()}
     errors: list[BaseException] = []
 
     def dispatch() -> None:
@@ -292,8 +292,8 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
                     if (state := engine.run_state(run_id)) in TERMINAL_RUN_STATES:
                         display.run_ended(state)
     finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
         if sender is not None:
             _flush_notifications(sender, run_id)
     if errors:

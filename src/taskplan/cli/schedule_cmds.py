@@ -22,6 +22,7 @@ from taskplan.cli.common import (
     prepare_daemon,
     print_json,
     setup_logging,
+    stop_signals,
     whole,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS, load_if_file
@@ -125,11 +126,12 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
 
 
 def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
-    """Call `handler` on SIGINT/SIGTERM; returns a function restoring the old handlers."""
+    """Call `handler` on SIGINT/SIGTERM/SIGHUP (`stop_signals`); returns a function restoring
+    the old handlers."""
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         handler()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in stop_signals()}
 
     def restore() -> None:
         for sig, previous in old.items():
