@@ -73,6 +73,9 @@ def locate(engine: Engine, job: str) -> tuple[job_admin.LiveJob, int, JobSpec]:
 def firings_in(engine: Engine, version_id: int, start: datetime, end: datetime,
                default_tz: str) -> list[Firing]:
     """Every firing of the job's schedules in [start, end], in time order."""
+    # As instants: aware datetimes sharing a zone compare (and subtract) by wall clock with
+    # their fold ignored, which puts the two copies of a fall-back hour in one place.
+    lo, hi = start.astimezone(UTC), end.astimezone(UTC)
     spec = engine.job_spec(version_id)
     calendars = engine.closed_days().closed if calendar_names(spec) else None
     try:
@@ -81,8 +84,8 @@ def firings_in(engine: Engine, version_id: int, start: datetime, end: datetime,
         raise UsageError(f"{spec.name}: {exc}") from None
     found: list[Firing] = []
     for schedule in schedules:
-        at = schedule.next_after(start - timedelta(microseconds=1))
-        while at is not None and at <= end:
+        at = schedule.next_after(lo - timedelta(microseconds=1))
+        while at is not None and at.astimezone(UTC) <= hi:
             found.append(Firing(at, schedule.spec.key))
             if len(found) > MAX_FIRINGS:
                 raise UsageError(
@@ -97,8 +100,9 @@ def backfill(engine: Engine, job: str, start: datetime, end: datetime, *,
              max_active: int | None = None, params: dict[str, Any] | None = None,
              dry_run: bool = False, default_tz: str = "UTC") -> Backfill:
     now = engine.clock()
-    end = min(end, datetime.fromtimestamp(now, end.tzinfo))
-    if start > end:
+    if end.timestamp() > now:  # compared as instants, as in firings_in
+        end = datetime.fromtimestamp(now, end.tzinfo)
+    if start.timestamp() > end.timestamp():
         raise UsageError(f"--from {start.isoformat()} is after --to (or after now:"
                          " a backfill covers past firings only)")
     found, version_id, spec = locate(engine, job)

@@ -56,3 +56,24 @@ def test_backfill_bad_input_is_one_line_and_exit_2(tp: Taskplan) -> None:
         res = tp(*args)
         assert res.code == 2 and words in res.err and "Traceback" not in res.err, (args, res)
     assert tp.ok("runs", "--json").json() == []
+
+
+def test_bounds_in_the_repeated_autumn_hour_cover_that_instant_only(tp: Taskplan) -> None:
+    # Berlin shows 02:00-02:59 twice on 2026-10-25; a half-hourly schedule fires in both.
+    tp.write("dst.yaml", """
+        job: dst
+        timezone: Europe/Berlin
+        schedules:
+          - cron: "*/30 * * * *"
+        tasks:
+          a: {shell: "true"}
+        """)
+    tp.ok("apply", "dst.yaml")
+    for bound, wanted in [("2026-10-25T02:30+01:00", "2026-10-25T02:30:00+01:00"),
+                          ("2026-10-25T00:30Z", "2026-10-25T02:30:00+02:00"),
+                          # a wall time without offset is its first occurrence
+                          ("2026-10-25T02:30", "2026-10-25T02:30:00+02:00")]:
+        got = tp.ok("backfill", "dst", "--from", bound, "--to", bound, "--dry-run",
+                    "--json").json()
+        assert [f["at"] for f in got["firings"]] == [wanted], bound
+        assert got["from"] == got["to"] == wanted

@@ -4,6 +4,7 @@ once with the scheduler's firing rows, skipped firings taken over, max_active pa
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from test_scheduler import T0, Clock, apply, fire, firings, job, scheduler
@@ -107,3 +108,37 @@ def test_max_active_queues_the_rest_and_each_end_starts_the_next(eng: Engine,
     # job's own queue does not start backfill runs.
     manual = eng.create_run(eng.current_version("tick"))
     assert eng.run_state(manual) == "running"
+
+
+_HALF_HOURLY_BERLIN = """
+job: dst
+timezone: Europe/Berlin
+schedules:
+  - cron: "*/30 * * * *"
+tasks:
+  a: {shell: "true"}
+"""
+
+
+def test_bounds_in_the_repeated_autumn_hour_are_instants(eng: Engine, store: Store) -> None:
+    # 2026-10-25 in Berlin shows 02:00-02:59 twice; a half-hourly schedule fires in both.
+    # Aware datetimes sharing a zone compare by wall clock, fold ignored: the range must be
+    # compared as instants, or the second 02:00 falls inside [02:30 CEST, 02:30 CEST].
+    apply(eng, _HALF_HOURLY_BERLIN)
+    berlin = ZoneInfo("Europe/Berlin")
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=berlin)  # 00:30Z
+    second = first.replace(fold=1)  # 01:30Z
+    for bound in (first, second):
+        out = backfill(eng, "dst", bound, bound)
+        assert [f.at.timestamp() for f in out.firings] == [bound.timestamp()]
+        assert [f.new for f in out.firings] == [True]
+    # Both runs exist now: a range over the whole night makes the three others, and calls
+    # the two above already run (not "taken meanwhile").
+    night = backfill(eng, "dst", datetime(2026, 10, 25, 2, 0, tzinfo=berlin),
+                     datetime(2026, 10, 25, 2, 59, tzinfo=berlin, fold=1))
+    assert [(f.at.astimezone(UTC).strftime("%H:%M"), f.new, f.run_id is not None)
+            for f in night.firings] == [("00:00", True, True), ("00:30", False, True),
+                                        ("01:00", True, True), ("01:30", False, True)]
+    assert len(backfill_runs(store)) == 4
+    with pytest.raises(UsageError, match="after --to"):
+        backfill(eng, "dst", second, first)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import click
@@ -24,8 +24,10 @@ _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def parse_bound(text: str, option: str, tz: Any, *, end: bool) -> datetime:
-    """ISO 8601 date or date-time; without an offset it is a wall time in the job's zone. A
-    bare date means the start of that day for --from and its end for --to."""
+    """ISO 8601 date or date-time; without an offset it is a wall time in the job's zone (in
+    a fall-back's repeated hour, its first occurrence). A bare date means the start of that day
+    for --from and its end for --to. Returned as that instant in the job's zone: its fold tells
+    the two copies of a repeated hour apart, though comparisons must still use instants."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -37,7 +39,7 @@ def parse_bound(text: str, option: str, tz: Any, *, end: bool) -> datetime:
             - timedelta(microseconds=1)
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz)
-    return value
+    return value.astimezone(UTC).astimezone(tz)
 
 
 @click.command("backfill")
@@ -117,14 +119,17 @@ def suppressed_firings(spec: Any, lo: datetime, hi: datetime, default_tz: str,
             continue
         raw = compile_schedule(dataclasses.replace(s, business_calendar=None, shift=Shift.SKIP,
                                                    max_runs=None), tz, ())
+        # Compared as instants: datetimes sharing a zone compare by wall clock with fold
+        # ignored, which would mistake the two copies of a fall-back hour for each other.
         at = raw.next_after(lo)
         fired = real.next_after(lo)
         steps = 0
-        while at is not None and at <= hi and len(out) < limit and steps < 10 * limit:
+        while (at is not None and at.timestamp() <= hi.timestamp() and len(out) < limit
+               and steps < 10 * limit):
             steps += 1
-            while fired is not None and fired < at:
+            while fired is not None and fired.timestamp() < at.timestamp():
                 fired = real.next_after(fired)
-            if fired is None or fired != at:
+            if fired is None or fired.timestamp() != at.timestamp():
                 why = reasons.get((at.timestamp(), s.key),
                                   f"{at.date().isoformat()} is excepted (exceptions:)")
                 out.append((at, s.key, f"skipped: {why}"))

@@ -105,7 +105,7 @@ def calendar_skips(
         at: datetime | None = after
         while len(out) < limit:
             at = replay.next_after(at) if at is not None else None
-            if at is None or at > until:
+            if at is None or at.timestamp() > until.timestamp():  # as instants: see next_firings
                 break
             day = at.astimezone(tz).date()
             reason = own.reason(day) if own is not None else None

@@ -7,8 +7,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskplan.model import Calendar, JobSpec, ScheduleSpec
+from taskplan.cli.firing_cmds import suppressed_firings
+from taskplan.model import BusinessCalendar, Calendar, JobSpec, ScheduleSpec
 from taskplan.timing import (
+    calendar_skips,
     check_schedule,
     check_timezone,
     compile_schedule,
@@ -16,6 +18,7 @@ from taskplan.timing import (
     firings,
     next_firings,
 )
+from taskplan.timing.business import ClosedDays
 
 PARIS = ZoneInfo("Europe/Paris")
 UTC_ZONE = ZoneInfo("UTC")
@@ -218,6 +221,23 @@ def test_next_firings_orders_by_real_time_through_the_repeated_hour() -> None:
         ("2026-10-25T02:00:00+01:00", 0),
     ]
 
+
+
+def test_firings_in_the_repeated_hour_are_bounded_as_instants() -> None:
+    # Aware datetimes sharing a zone compare by wall clock with fold ignored: the second
+    # 02:00 reads earlier than the first 02:30, so bounds must be compared as instants.
+    spec = job(timezone="Europe/Paris",
+               schedules=(ScheduleSpec(0, cron="*/30 * * * *", business_calendar="closed"),))
+    closed = {"closed": ClosedDays(BusinessCalendar("closed", dates=(date(2026, 10, 25),)))}
+    until = datetime(2026, 10, 25, 2, 0, tzinfo=PARIS, fold=1)  # 01:00Z
+    got = calendar_skips(spec, datetime(2026, 10, 25, 1, 45, tzinfo=PARIS), until,
+                         calendars=closed)
+    assert [at.isoformat() for at, _, _ in got] == [
+        "2026-10-25T02:00:00+02:00", "2026-10-25T02:30:00+02:00", "2026-10-25T02:00:00+01:00"]
+    # Nothing is excepted: no firing of the night is reported dropped.
+    plain = job(timezone="Europe/Paris", schedules=(ScheduleSpec(0, cron="*/30 * * * *"),))
+    assert suppressed_firings(plain, datetime(2026, 10, 25, 1, 0, tzinfo=PARIS),
+                              datetime(2026, 10, 25, 4, 0, tzinfo=PARIS), "UTC", None, 20) == []
 
 def test_next_firings_uses_the_default_zone_and_stops_when_exhausted() -> None:
     spec = job(schedules=(ScheduleSpec(0, once=datetime(2026, 1, 1, 9)),))
