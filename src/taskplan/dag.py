@@ -113,8 +113,17 @@ def describe_cycle(tasks: Sequence[TaskSpec], cycle: Sequence[str]) -> str:
             notes.append(
                 f"{a} is in stage {stage[a]} so it waits for every task of stage {stage[b]}"
             )
-    text = " -> ".join(cycle)
+    shown = list(cycle)
+    if len(shown) > _CYCLE_SHOWN:  # a line a user can read: its start, and its way back
+        keep = _CYCLE_SHOWN // 2
+        shown = [*cycle[:keep], f"... ({len(cycle) - 2 * keep} more)", *cycle[-keep:]]
+    if len(notes) > 3:
+        notes = [*notes[:3], f"and {len(notes) - 3} more such steps"]
+    text = " -> ".join(shown)
     return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+_CYCLE_SHOWN = 12  # tasks of a cycle named in its message
 
 
 class CycleError(ValueError):

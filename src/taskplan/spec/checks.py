@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from taskplan import dag
@@ -121,6 +122,7 @@ def _loose_spec(name: str, t: TaskModel, known: set[str]) -> TaskSpec:
 
 def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
               tasks: Mapping[str, TaskModel], all_names: list[str]) -> None:
+    _hints_left.set(_HINT_BUDGET)
     known = set(all_names)
     for name, t in tasks.items():
         path: Path = ("tasks", name)
@@ -205,8 +207,19 @@ def _env_names(r: Reporter, defaults: Settings | None,
                          named=(*path, "env"))
 
 
+# Names compared for "did you mean" per file (a comparison costs ~7 us): a file with many
+# unknown names among thousands of tasks gets its first hints, not minutes of comparing.
+_HINT_BUDGET = 50_000
+_hints_left: ContextVar[int] = ContextVar("hints_left", default=_HINT_BUDGET)
+
+
 def _hint(name: str, known: set[str]) -> str:
-    guess = difflib.get_close_matches(name, sorted(known), n=1)
+    left = _hints_left.get()
+    if len(known) > left:
+        return ""
+    _hints_left.set(left - len(known))
+    # (Ties between equally close names go to the same one whatever the set's order.)
+    guess = difflib.get_close_matches(name, known, n=1)
     return f"; did you mean {guess[0]!r}?" if guess else ""
 
 

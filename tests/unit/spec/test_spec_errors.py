@@ -269,3 +269,26 @@ def test_a_calendar_name_longer_than_the_store_keeps_is_refused_in_its_file(
     (problem,) = validate_files([str(long)])
     assert (problem.line, problem.col) == (1, 11)
     assert "calendar name of at most 200 characters" in problem.message
+
+
+def test_a_long_cycle_is_named_by_its_ends_in_one_readable_line() -> None:
+    lines = ["job: x", "tasks:", "  t0: {shell: x, depends_on: [t999]}"]
+    lines += [f"  t{i}: {{shell: x, depends_on: [t{i - 1}]}}" for i in range(1, 1000)]
+    [problem] = _problems("\n".join(lines) + "\n")
+    assert problem.message == (
+        "tasks.t0: dependency cycle: t0 -> t999 -> t998 -> t997 -> t996 -> t995 ->"
+        " ... (989 more) -> t5 -> t4 -> t3 -> t2 -> t1 -> t0")
+
+
+def test_many_unknown_names_among_many_tasks_get_their_first_hints_only() -> None:
+    """'Did you mean' compares a name with every task's: a budget per file keeps a file with
+    thousands of misspelt names among thousands of tasks from taking minutes to check."""
+    lines = ["job: x", "tasks:"]
+    lines += [f"  task_{i}: {{shell: x, depends_on: [tsk_{i}]}}" for i in range(3000)]
+    problems = _problems("\n".join(lines) + "\n")
+    assert len(problems) == 3000  # every one reported, with its position
+    assert problems[0].message.endswith("unknown task 'tsk_0'; did you mean 'task_0'?")
+    assert problems[-1].message.endswith("unknown task 'tsk_2999'")
+    hinted = [p for p in problems if "did you mean" in p.message]
+    assert 0 < len(hinted) < 3000
+    assert hinted == problems[:len(hinted)]
