@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import field
@@ -107,6 +108,48 @@ def _store_url(db: str | None, path: Path | None, data: dict[str, Any]) -> str:
     return url
 
 
+def _timezone(path: Path | None, data: dict[str, Any]) -> str:
+    """taskplan.toml's `timezone`, checked here: every command that reads a schedule uses it,
+    and a bad one would otherwise surface only there, as a lookup error."""
+    if "timezone" not in data:
+        return "UTC"
+    name = data["timezone"]
+    where = f"{path}:{_line_of(path, 'timezone') if path else 1}: timezone"
+    if not isinstance(name, str):
+        raise UsageError(f"{where}: expected an IANA time zone name as a string, such as"
+                         f" \"Europe/Paris\", got {name!r}")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        # The job file's check says it in these words too (timing.check_timezone).
+        raise UsageError(f"{where}: unknown time zone {name!r} (expected an IANA name such"
+                         " as Europe/Paris)") from None
+    return name
+
+
+def _lease_seconds(path: Path | None, data: dict[str, Any]) -> float:
+    """TASKPLAN_LEASE_SECONDS, else taskplan.toml's `lease_seconds`, else 30: at least 1 and
+    finite (a lease of inf would never end, and nan compares false with every instant)."""
+    env = os.environ.get("TASKPLAN_LEASE_SECONDS")
+    if env:
+        value: Any = env
+        where = "TASKPLAN_LEASE_SECONDS"
+    elif "lease_seconds" in data:
+        value = data["lease_seconds"]
+        where = f"{path}:{_line_of(path, 'lease_seconds') if path else 1}: lease_seconds"
+    else:
+        return 30.0
+    try:
+        lease = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        lease = math.nan
+    if not (math.isfinite(lease) and lease >= 1.0):
+        raise UsageError(f"{where}: expected a number of seconds >= 1, got {value!r}")
+    return lease
+
+
 def load_settings(db: str | None = None) -> Settings:
     """Resolve settings in order: --db, TASKPLAN_DB, taskplan.toml, default."""
     path = find_config()
@@ -125,13 +168,7 @@ def load_settings(db: str | None = None) -> Settings:
     ):
         # A relative SQLite path in taskplan.toml is relative to that file, not to the cwd.
         url = "sqlite:///" + str((path.parent / url[len("sqlite:///"):]).resolve())
-    lease = os.environ.get("TASKPLAN_LEASE_SECONDS") or data.get("lease_seconds", 30.0)
-    try:
-        lease = float(lease)
-    except (TypeError, ValueError):
-        raise UsageError(f"lease_seconds must be a number of seconds, got {lease!r}") from None
-    if lease < 1.0:
-        raise UsageError(f"lease_seconds must be at least 1, got {lease}")
+    lease = _lease_seconds(path, data)
     notify = data.get("notify", [])
     if not isinstance(notify, list) or not all(isinstance(n, dict) for n in notify):
         raise UsageError(f"{path}: 'notify' must be a list of tables ([[notify]] entries)")
@@ -150,7 +187,7 @@ def load_settings(db: str | None = None) -> Settings:
     return Settings(
         db=url,
         connections={str(k): v for k, v in connections.items()},
-        timezone=str(data.get("timezone", "UTC")),
+        timezone=_timezone(path, data),
         pools={str(k): int(v) for k, v in pools.items()},
         lease_seconds=float(lease),
         config_path=path,

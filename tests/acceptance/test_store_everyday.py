@@ -71,6 +71,36 @@ def test_unknown_key_in_taskplan_toml(tp: Taskplan) -> None:
     assert "did you mean 'pools'?" in res.err
 
 
+
+def test_bad_timezone_or_lease_in_taskplan_toml_is_refused_up_front(tp: Taskplan) -> None:
+    toml = tp.home / "taskplan.toml"
+    tp.write("j.yaml", """
+        job: j
+        schedules: [{cron: "0 6 * * *"}]
+        tasks: {a: {shell: "true"}}
+        """)
+    for text, line, words in [
+        ('db = "sqlite:///t.db"\ntimezone = "Mars/Olympus"\n', 2,
+         "timezone: unknown time zone 'Mars/Olympus' (expected an IANA name"),
+        ('timezone = 5\n', 1, "timezone: expected an IANA time zone name as a string"),
+        ('db = "sqlite:///t.db"\n\nlease_seconds = nan\n', 3,
+         "lease_seconds: expected a number of seconds >= 1"),
+        ('lease_seconds = inf\n', 1, "lease_seconds: expected a number of seconds >= 1"),
+    ]:
+        toml.write_text(text)
+        for command in (("apply", "j.yaml"), ("next", "j"), ("jobs",)):
+            res = tp(*command, db=False)
+            assert res.code == 2, (text, command, res)
+            assert res.err.startswith(f"taskplan: {toml}:{line}: {words}"), (text, res)
+            assert res.err.count("\n") == 1 and "Error" not in res.err, (text, command, res)
+    toml.unlink()
+    for bad in ("nan", "inf", "0.5", "soon"):
+        res = tp("jobs", env={"TASKPLAN_LEASE_SECONDS": bad})
+        assert res.code == 2, (bad, res)
+        assert res.err == (f"taskplan: TASKPLAN_LEASE_SECONDS: expected a number of seconds"
+                           f" >= 1, got {bad!r}\n"), res
+    assert not (tp.home / "t.db").exists()
+
 def test_sqlite_memory_as_a_task_connection(tp: Taskplan) -> None:
     tp.write("mem.yaml", """
         job: mem
