@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import HOSTILE, TASKPLAN, Server, clean_env
+from web_helpers import HOSTILE, TASKPLAN, Server, clean_env, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -40,13 +40,32 @@ tasks:
 """
 
 
+# Params of every JSON kind: the run now form must hand them back as they are.
+TYPED = """
+job: typed
+params: {n: 5, flags: {a: 1}, name: "x", on: true}
+tasks:
+  t:
+    shell: >-
+      echo n={{ params.n + 1 }} a={{ params.flags.a }} name={{ params.name }}
+      on={{ params.on }}
+"""
+
+
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([TASKPLAN, *args], cwd=home,
+                          env=clean_env(f"sqlite:///{home / 'taskplan.db'}"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 @pytest.fixture
 def console(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
     db = f"sqlite:///{tmp_path / 'taskplan.db'}"
     (tmp_path / "browser.yaml").write_text(job_text(tmp_path))
-    done = subprocess.run([TASKPLAN, "apply", "browser.yaml"], cwd=tmp_path, env=clean_env(db),
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    (tmp_path / "typed.yaml").write_text(TYPED)
+    cli(tmp_path, "apply", "browser.yaml", "typed.yaml")
     server = Server(["serve", "--slots", "2"], db, tmp_path)
     try:
         yield server, tmp_path
@@ -134,3 +153,53 @@ def test_hostile_names_and_params_stay_text(console: tuple[Server, Path], page: 
     assert HOSTILE in page.locator(".error-text").inner_text()
     assert page.dialogs == []  # type: ignore[attr-defined]
     server.http.post(f"/api/v1/runs/{run_id}/cancel")
+
+
+def test_run_now_keeps_param_types(console: tuple[Server, Path], page: Any) -> None:
+    """An untouched form starts the run `taskplan run JOB` starts; a number typed into a
+    field whose default is a number stays a number; what is not JSON there is refused."""
+    server, home = console
+
+    def finished(run_id: int) -> dict[str, Any]:
+        def ended() -> bool:
+            state = server.http.get(f"/api/v1/runs/{run_id}").json()["state"]
+            return state not in ("queued", "running", "stopping")
+
+        wait_until(ended, 60.0, f"run {run_id} to end")
+        status: dict[str, Any] = server.http.get(f"/api/v1/runs/{run_id}").json()
+        status["output"] = server.http.get(f"/api/v1/runs/{run_id}/tasks/t/logs").json()["data"]
+        return status
+
+    by_cli = finished(int(cli(home, "run", "typed", "--detach").stdout))
+    assert by_cli["state"] == "succeeded", by_cli
+    page.goto(server.base + "/jobs/typed")
+    shown = {name: page.locator(f"input[name={name}]").input_value()
+             for name in ("n", "flags", "name", "on")}
+    assert shown == {"n": "5", "flags": '{"a": 1}', "name": "x", "on": "true"}
+    page.click("form.runform button")
+    page.wait_for_url("**/runs/2")
+    untouched = finished(2)
+    assert untouched["state"] == "succeeded"
+    assert untouched["params"] == by_cli["params"] and untouched["output"] == by_cli["output"]
+    assert untouched["output"].strip() == "n=6 a=1 name=x on=True"
+
+    page.goto(server.base + "/jobs/typed")
+    page.fill("input[name=n]", " 41 ")
+    page.fill("input[name=name]", "42")  # text stays text, as --param name=42 gives it
+    page.fill("input[name=flags]", '{"a": [1, 2]}')
+    page.click("form.runform button")
+    page.wait_for_url("**/runs/3")
+    typed = finished(3)
+    assert typed["params"] == {"n": 41, "name": "42", "flags": {"a": [1, 2]}, "on": True}
+    assert typed["output"].strip() == "n=42 a=[1, 2] name=42 on=True"
+
+    page.goto(server.base + "/jobs/typed")
+    page.fill("input[name=flags]", "{a: 2")
+    page.click("form.runform button")
+    flash = page.locator("#flash .bad")
+    flash.wait_for()
+    assert flash.inner_text() == ('param flags expects JSON, as its default {"a": 1} is,'
+                                  " got {a: 2")
+    assert page.url.endswith("/jobs/typed")
+    assert [r["run_id"] for r in server.http.get("/api/v1/runs").json()] == [3, 2, 1]
+    assert page.dialogs == []  # type: ignore[attr-defined]

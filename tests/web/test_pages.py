@@ -30,7 +30,9 @@ def test_page_errors(client: Any, demo: tuple[Engine, int]) -> None:
     for url, status in (("/runs/999", 404), ("/jobs/nope", 404), (f"/runs/{run_id}/tasks/no", 404),
                         (f"/runs/{run_id}/tasks/extract?attempt=5", 404), ("/nowhere", 404),
                         ("/calendar?month=13", 422), ("/runs?state=nope", 422),
-                        ("/runs/abc", 422)):
+                        ("/runs/abc", 422), (f"/runs/{run_id}/tasks/items?state=bogus", 422),
+                        (f"/runs/{run_id}/tasks/extract?item=0", 422),
+                        ("/runs?since=0001-01-01", 422), ("/runs?trigger=bogus", 422)):
         r = client.get(url)
         assert r.status_code == status, url
         assert r.headers["content-type"].startswith("text/html")

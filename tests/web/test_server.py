@@ -4,6 +4,7 @@ changes pushed as server-sent events (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -192,3 +193,41 @@ def test_without_a_token_only_loopback_host_names_are_served(home: tuple[Path, s
             assert ok.status_code == 200, name
     finally:
         server.stop()
+
+
+@pytest.mark.postgres
+def test_the_stream_says_503_while_the_store_is_down(home: tuple[Path, str], pg_url: str
+                                                     ) -> None:
+    """The stream reads what it needs before its answer starts: with the store away it gets
+    the 503 of every other endpoint, not a 200 cut short by a server traceback."""
+    import httpx
+    import psycopg
+
+    cwd, _ = home
+    Store(pg_url).close()
+    name = pg_url.rsplit("/", 1)[1]
+    server = Server(["web"], pg_url, cwd)
+    try:
+        with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres",
+                             autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE datname = %s", (name,))
+            try:
+                assert server.http.get("/api/v1/runs").status_code == 503
+                for url in ("/api/v1/stream", "/api/v1/stream?run=1",
+                            "/api/v1/stream?since=5"):
+                    with httpx.Client(base_url=server.base, timeout=30.0) as sse, \
+                            sse.stream("GET", url) as stream:
+                        assert stream.status_code == 503, url
+                        body = json.loads(stream.read())
+                        assert body["status"] == 503 and "\n" not in body["error"]
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        with httpx.Client(base_url=server.base, timeout=30.0) as sse, \
+                sse.stream("GET", "/api/v1/stream") as stream:
+            assert stream.status_code == 200
+            assert next(stream.iter_lines()).startswith("retry:")
+    finally:
+        server.stop()
+    assert "Traceback" not in server.stderr, server.stderr

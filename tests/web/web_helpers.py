@@ -94,6 +94,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = token
+        self.stderr = ""  # what the server wrote there, once stopped
         self.proc = subprocess.Popen([TASKPLAN, *args, "--port", str(self.port)], cwd=cwd,
                                      env=clean_env(db), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
@@ -124,4 +125,5 @@ class Server:
         if self.proc.stdout:
             self.proc.stdout.close()
         if self.proc.stderr:
+            self.stderr = self.proc.stderr.read()
             self.proc.stderr.close()

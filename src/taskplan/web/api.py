@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import time
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from taskplan import shapes
-from taskplan.errors import NotFoundError, UsageError
-from taskplan.model import RunState, TaskRunKind
-from taskplan.store import console
-from taskplan.store.reports import TaskRunInfo
+from taskplan.engine.definitions import unknown_job
+from taskplan.errors import StoreUnavailableError, UsageError
+from taskplan.model import JobSpec, RunState, TaskRunKind
+from taskplan.store import console, ops
+from taskplan.timing import job_timezone
 from taskplan.web import actions, views
 from taskplan.web.live import ChangeWatcher
 from taskplan.web.views import Ctx
@@ -24,11 +27,26 @@ from taskplan.web.views import Ctx
 router = APIRouter(prefix="/api/v1")
 MAX_PAGE = 500
 LOG_CHUNKS_PER_CALL = 200
+# The largest whole number a store column holds (SQLite's INTEGER, PostgreSQL's bigint), as
+# the CLI bounds run ids: past it SQLite's driver overflows while PostgreSQL compares, so the
+# bound is checked here, one 422 on both.
+INT64_MAX = 2**63 - 1
+RunId = Annotated[int, PathParam(ge=1, le=INT64_MAX, description="a run id")]
+# The dates `since`/`until` take: the CLI's date options' (datetime ends at years 1 and 9999;
+# the margin keeps a zone's offset from crossing either end).
+EARLIEST, LATEST = date(1900, 1, 1), date(9998, 12, 31)
+# What a run's `trigger` is: who made it.
+TRIGGERS = ("manual", "schedule", "trigger", "backfill", "job")
 
 
 def ctx_of(request: Request) -> Ctx:
     ctx: Ctx = request.app.state.ctx
     return ctx
+
+
+def number(default: int | None = None, *, ge: int = 1, description: str | None = None) -> Any:
+    """A query parameter read by the store: an id, index or offset within int64."""
+    return Query(default, ge=ge, le=INT64_MAX, description=description)
 
 
 def parse_when(text: str | None, what: str) -> float | None:
@@ -40,9 +58,25 @@ def parse_when(text: str | None, what: str) -> float | None:
     except ValueError:
         raise UsageError(f"{what} expects an ISO 8601 date or time such as 2026-11-20 or"
                          f" 2026-11-20T02:00, got {text!r}") from None
+    if not EARLIEST <= value.date() <= LATEST:
+        raise UsageError(f"{what} expects a date between {EARLIEST} and {LATEST},"
+                         f" got {text!r}")
     if value.tzinfo is None:
         value = value.astimezone()
     return value.timestamp()
+
+
+def parse_after(text: str, spec: JobSpec, default_tz: str) -> datetime:
+    """As `taskplan next --after`: an ISO 8601 instant; without an offset a wall time in the
+    job's zone."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"after expects an ISO 8601 date or time such as"
+                         f" 2026-03-29T01:00+01:00, got {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=job_timezone(spec, default_tz))
+    return value
 
 
 def run_filter(job: str | None, state: str | None, trigger: str | None, since: str | None,
@@ -50,8 +84,45 @@ def run_filter(job: str | None, state: str | None, trigger: str | None, since: s
     if state and state not in {s.value for s in RunState}:
         raise UsageError(f"state must be one of {', '.join(s.value for s in RunState)},"
                          f" got {state!r}")
+    if trigger and trigger not in TRIGGERS:
+        raise UsageError(f"trigger must be one of {', '.join(TRIGGERS)}, got {trigger!r}")
     return console.RunFilter(job or None, state or None, trigger or None,
                              parse_when(since, "since"), parse_when(until, "until"), before)
+
+
+def body_keys(body: Any, takes: tuple[str, ...]) -> dict[str, Any]:
+    """A POST body as an object of the keys the endpoint takes: a misspelt key (`parms`) would
+    otherwise be dropped and the action done without it."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise UsageError("the body must be a JSON object such as {\"params\": {}}" if takes
+                         else "this endpoint takes no body")
+    unknown = [k for k in body if k not in takes]
+    if unknown:
+        keys = "keys" if len(unknown) > 1 else "key"
+        names = ", ".join(repr(k) for k in unknown)
+        guess = difflib.get_close_matches(unknown[0], takes, n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        takes_text = f"it takes: {', '.join(takes)}" if takes else "it takes none"
+        raise UsageError(f"unknown {keys} {names} in the body ({takes_text}){hint}")
+    return body
+
+
+async def no_body(request: Request) -> None:
+    """The actions without parameters refuse a body that asks for something (`{"force":
+    true}`) rather than act as if it were not there; none, `{}` and `null` are fine."""
+    raw = await request.body()
+    if not raw.strip():
+        return
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise UsageError("this endpoint takes no body") from None
+    body_keys(body, ())
+
+
+NO_BODY = [Depends(no_body)]
 
 
 @router.get("/jobs", summary="Jobs by name: version, schedules, next firing, last 20 runs")
@@ -72,45 +143,39 @@ def get_job(request: Request, job: str) -> dict[str, Any]:
 
 @router.get("/jobs/{job}/next", summary="The next firings, as `taskplan next --json`")
 def job_next(request: Request, job: str, n: int = Query(10, ge=1, le=1000),
-             after: str | None = None) -> list[dict[str, Any]]:
+             after: str | None = Query(None, description="ISO 8601; no offset: the job's zone")
+             ) -> list[dict[str, Any]]:
     ctx = ctx_of(request)
-    spec = views.job_spec(ctx, job)
-    start = None
-    if after:
-        at = parse_when(after, "after")
-        assert at is not None
-        try:
-            start = datetime.fromtimestamp(at).astimezone()
-        except (ValueError, OverflowError):
-            raise UsageError(f"after={after!r} is outside the years datetime can hold") from None
+    spec = views.without_paused(ctx, views.job_spec(ctx, job))
+    start = parse_after(after, spec, ctx.timezone) if after else None
     return views.next_list(ctx, spec, n, start)
 
 
 @router.post("/jobs/{job}/runs", status_code=201,
              summary="Run now; body {\"params\": {...}} (declared params only)")
 def create_run(request: Request, job: str, body: Any = Body(None)) -> dict[str, Any]:
-    if body is not None and not isinstance(body, dict):
-        raise UsageError("the body must be a JSON object such as {\"params\": {}}")
-    return actions.start_run(ctx_of(request), job, (body or {}).get("params"))
+    return actions.start_run(ctx_of(request), job, body_keys(body, ("params",)).get("params"))
 
 
-@router.post("/jobs/{job}/pause", summary="Pause: schedules and triggers create no runs")
+@router.post("/jobs/{job}/pause", dependencies=NO_BODY,
+             summary="Pause: schedules and triggers create no runs")
 def pause_job(request: Request, job: str) -> dict[str, Any]:
     return actions.set_paused(ctx_of(request), job, True)
 
 
-@router.post("/jobs/{job}/resume", summary="Resume a paused job")
+@router.post("/jobs/{job}/resume", dependencies=NO_BODY, summary="Resume a paused job")
 def resume_job(request: Request, job: str) -> dict[str, Any]:
     return actions.set_paused(ctx_of(request), job, False)
 
 
-@router.post("/jobs/{job}/schedules/{schedule}/pause",
+@router.post("/jobs/{job}/schedules/{schedule}/pause", dependencies=NO_BODY,
              summary="Disable one schedule (its firings are skipped; the others fire)")
 def pause_schedule(request: Request, job: str, schedule: str) -> dict[str, Any]:
     return actions.set_schedule_paused(ctx_of(request), job, schedule, True)
 
 
-@router.post("/jobs/{job}/schedules/{schedule}/resume", summary="Enable one paused schedule")
+@router.post("/jobs/{job}/schedules/{schedule}/resume", dependencies=NO_BODY,
+             summary="Enable one paused schedule")
 def resume_schedule(request: Request, job: str, schedule: str) -> dict[str, Any]:
     return actions.set_schedule_paused(ctx_of(request), job, schedule, False)
 
@@ -119,10 +184,13 @@ def resume_schedule(request: Request, job: str, schedule: str) -> dict[str, Any]
 def list_runs(request: Request, response: Response, job: str | None = None,
               state: str | None = None, trigger: str | None = None,
               since: str | None = None, until: str | None = None,
-              before: int | None = Query(None, ge=1, description="keyset: runs below this id"),
+              before: int | None = number(description="keyset: runs below this id"),
               limit: int = Query(20, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
     f = run_filter(job, state, trigger, since, until, before)
     with ctx_of(request).engine.store.read() as tx:
+        # As `runs --job`: a deleted job still has its history; a name never applied is a typo.
+        if f.job is not None and ops.job_by_name(tx, f.job) is None:
+            raise unknown_job(tx, f.job)
         rows = console.runs_page(tx, f, limit)
     if len(rows) == limit:
         response.headers["X-Next-Before"] = str(rows[-1].run_id)
@@ -130,67 +198,55 @@ def list_runs(request: Request, response: Response, job: str | None = None,
 
 
 @router.get("/runs/{run_id}", summary="One run and its task runs, as `taskplan status RUN --json`")
-def get_run(request: Request, run_id: int,
+def get_run(request: Request, run_id: RunId,
             attempts: bool = Query(False, description="each task's attempt_list, as --attempts")
             ) -> dict[str, Any]:
     return views.run_status(ctx_of(request), run_id, attempts)
 
 
-@router.post("/runs/{run_id}/stop", summary="Stop: running tasks finish, nothing new starts")
-def stop_run(request: Request, run_id: int) -> dict[str, Any]:
+@router.post("/runs/{run_id}/stop", dependencies=NO_BODY,
+             summary="Stop: running tasks finish, nothing new starts")
+def stop_run(request: Request, run_id: RunId) -> dict[str, Any]:
     return actions.stop(ctx_of(request), run_id)
 
 
-@router.post("/runs/{run_id}/cancel", summary="Cancel: running tasks are killed")
-def cancel_run(request: Request, run_id: int) -> dict[str, Any]:
+@router.post("/runs/{run_id}/cancel", dependencies=NO_BODY,
+             summary="Cancel: running tasks are killed")
+def cancel_run(request: Request, run_id: RunId) -> dict[str, Any]:
     return actions.cancel(ctx_of(request), run_id)
 
 
-@router.post("/runs/{run_id}/retry", summary="Rerun in place what did not succeed")
-def retry_run(request: Request, run_id: int) -> dict[str, Any]:
+@router.post("/runs/{run_id}/retry", dependencies=NO_BODY,
+             summary="Rerun in place what did not succeed")
+def retry_run(request: Request, run_id: RunId) -> dict[str, Any]:
     return actions.retry(ctx_of(request), run_id)
 
 
-@router.post("/runs/{run_id}/tasks/{task}/retry",
+@router.post("/runs/{run_id}/tasks/{task}/retry", dependencies=NO_BODY,
              summary="Rerun one task and what depends on it")
-def retry_task(request: Request, run_id: int, task: str) -> dict[str, Any]:
+def retry_task(request: Request, run_id: RunId, task: str) -> dict[str, Any]:
     return actions.retry(ctx_of(request), run_id, task)
-
-
-def resolve_task_run(ctx: Ctx, run_id: int, task: str, item: int | None
-                     ) -> TaskRunInfo:
-    store = ctx.engine.store
-    with store.read() as tx:
-        tr = console.task_run_by_name(tx, run_id, task, item)
-    if tr is None:
-        views.run_or_404(ctx, run_id)
-        if item is not None:
-            raise NotFoundError(f"run {run_id} has no item {item} of task {task!r}")
-        raise NotFoundError(f"run {run_id} has no task {task!r}")
-    return tr
 
 
 @router.get("/runs/{run_id}/tasks/{task}/logs",
             summary="Output of one attempt from a chunk offset (tail with next_offset)")
-def task_logs(request: Request, run_id: int, task: str,
-              attempt: int | None = Query(None, ge=1), item: int | None = Query(None, ge=0),
-              offset: int = Query(0, ge=0)) -> dict[str, Any]:
+def task_logs(request: Request, run_id: RunId, task: str,
+              attempt: int | None = number(), item: int | None = number(ge=0),
+              offset: int = number(0, ge=0)) -> dict[str, Any]:
     ctx = ctx_of(request)
-    tr = resolve_task_run(ctx, run_id, task, item)
+    tr = views.task_run_of(ctx, run_id, task, item)
     if tr.kind == TaskRunKind.FOREACH:
-        raise UsageError(f"{task} is a foreach task: pick one of its items with item=N")
-    number = attempt or tr.attempts
-    if number < 1 or number > tr.attempts:
-        raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")
+        views.refuse_foreach(ctx, run_id, tr)
+    which = views.attempt_of(task, tr, attempt)
     with ctx.engine.store.read() as tx:
-        chunks = console.log_chunks(tx, tr.id, number, offset, LOG_CHUNKS_PER_CALL)
+        chunks = console.log_chunks(tx, tr.id, which, offset, LOG_CHUNKS_PER_CALL)
         attempts = console.attempts_of(tx, tr.id)
-    this = next((a for a in attempts if a.attempt == number), None)
+    this = next((a for a in attempts if a.attempt == which), None)
     running = this is not None and this.state == "running"
     more = len(chunks) == LOG_CHUNKS_PER_CALL
     return {
         "run_id": run_id, "task": task, "item": item, "task_run_id": tr.id,
-        "attempt": number, "attempts": tr.attempts,
+        "attempt": which, "attempts": tr.attempts,
         "state": this.state if this else tr.state,
         "offset": offset, "next_offset": chunks[-1].seq + 1 if chunks else offset,
         "data": "".join(c.data for c in chunks),
@@ -208,8 +264,8 @@ def list_agents(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/stream", summary="Server-sent events: `change` when the store (or a run) moved",
             response_class=StreamingResponse)
-async def stream(request: Request, run: int | None = Query(None, ge=1),
-                 since: int | None = Query(None, ge=0)) -> StreamingResponse:
+async def stream(request: Request, run: int | None = number(),
+                 since: int | None = number(ge=0)) -> StreamingResponse:
     """`since`: the newest event id the caller has seen (a live page's, from when it was
     read); a change after it is announced at once."""
     ctx = ctx_of(request)
@@ -219,16 +275,26 @@ async def stream(request: Request, run: int | None = Query(None, ge=1),
     def run_mark() -> int:
         return views.live_mark(ctx, run)
 
+    async def later_mark() -> int | None:
+        """The mark once something moved; None while the store is away (the stream stays
+        open and the watcher notices its return)."""
+        if run is None:
+            return watcher.latest
+        try:
+            return await run_in_threadpool(run_mark)
+        except StoreUnavailableError:
+            return None
+
+    # Read before the answer starts: once it has, an error can no longer be its status (a
+    # store that is down gives the 503 of every other endpoint, not a 200 cut short).
+    seen_gen = watcher.generation
+    current = await run_in_threadpool(run_mark)
+
     async def events() -> Any:
-        seen_gen = watcher.generation
-        if since is None:
-            mark = await run_in_threadpool(run_mark) if run is not None else watcher.latest
-        else:
-            mark = since
-            current = await run_in_threadpool(run_mark)
-            if current != mark:  # moved while the page was being read and sent
-                mark = current
-                yield f"event: change\ndata: {json.dumps({'event_id': current})}\n\n"
+        nonlocal seen_gen
+        mark = current
+        if since is not None and current != since:  # moved while the page was read and sent
+            yield f"event: change\ndata: {json.dumps({'event_id': current})}\n\n"
         yield "retry: 2000\n\n"
         quiet = time.monotonic()
         while not await request.is_disconnected():
@@ -239,8 +305,8 @@ async def stream(request: Request, run: int | None = Query(None, ge=1),
                     yield ": ping\n\n"
                 continue
             seen_gen = watcher.generation
-            new = await run_in_threadpool(run_mark) if run is not None else watcher.latest
-            if new != mark:
+            new = await later_mark()
+            if new is not None and new != mark:
                 mark = new
                 quiet = time.monotonic()
                 yield f"event: change\ndata: {json.dumps({'event_id': new})}\n\n"

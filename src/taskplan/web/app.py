@@ -41,7 +41,7 @@ def _from_browser(request: Request) -> bool:
 def _cross_site(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin and origin != "null":
-        return urlsplit(origin).netloc != request.headers.get("host", "")
+        return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
     return request.headers.get("sec-fetch-site") == "cross-site" or origin == "null"
 
 

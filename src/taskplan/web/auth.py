@@ -23,7 +23,8 @@ CSRF_HEADER = "x-csrf-token"
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """`host` (a name or an address) is this machine's own; host names have no case."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

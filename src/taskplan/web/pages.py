@@ -11,16 +11,17 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from taskplan.errors import NotFoundError, UsageError
+from taskplan.errors import UsageError
 from taskplan.model import RunState, TaskRunKind, TaskState
-from taskplan.store import console
+from taskplan.store import console, sched_ops
+from taskplan.timing import without_schedules
 from taskplan.timing.calendar import ExceptionRule
 from taskplan.web import svg, text, views
-from taskplan.web.api import ctx_of, resolve_task_run, run_filter
+from taskplan.web.api import TRIGGERS, RunId, ctx_of, number, run_filter
 from taskplan.web.auth import Auth
 from taskplan.web.views import Ctx
 
@@ -37,7 +38,7 @@ env.filters.update(when=text.when, ansi=text.ansi_html, masked=text.masked,
                    tojson_pretty=lambda v: json.dumps(v, indent=2, default=str,
                                                       ensure_ascii=False))
 env.globals.update(took=text.took, quote=lambda s: quote(str(s), safe=""),
-                   RUN_STATES=[s.value for s in RunState],
+                   RUN_STATES=[s.value for s in RunState], TRIGGERS=TRIGGERS,
                    TASK_STATES=[s.value for s in TaskState])
 
 
@@ -78,18 +79,21 @@ def job_page(request: Request, job: str) -> Response:
     ctx = ctx_of(request)
     obj = views.job_detail(ctx, job)
     spec = views.job_spec(ctx, job)
-    upcoming = views.next_list(ctx, spec, 10)
+    paused = {s["schedule"] for s in obj["schedules"] if s["paused"]}
+    upcoming = views.next_list(ctx, views.without_paused(ctx, spec, paused), 10)
     with ctx.engine.store.read() as tx:
         runs = console.runs_page(tx, console.RunFilter(job=job), 20)
-    return render(request, "job.html", job=obj, upcoming=upcoming, runs=runs,
-                  params_json={k: json.dumps(v) if not isinstance(v, str) else v
-                               for k, v in spec.params.items()})
+    # (name, shown, is JSON): a default that is not text is shown as JSON, and the form's
+    # script reads what is typed there back as JSON (console.js, paramsOf).
+    fields = [(k, v, False) if isinstance(v, str) else (k, json.dumps(v, ensure_ascii=False), True)
+              for k, v in spec.params.items()]
+    return render(request, "job.html", job=obj, upcoming=upcoming, runs=runs, fields=fields)
 
 
 @router.get("/runs")
 def runs_page(request: Request, job: str | None = None, state: str | None = None,
               trigger: str | None = None, since: str | None = None, until: str | None = None,
-              before: int | None = Query(None, ge=1)) -> Response:
+              before: int | None = number()) -> Response:
     f = run_filter(job, state, trigger, since, until, before)
     mark = views.live_mark(ctx_of(request))
     with ctx_of(request).engine.store.read() as tx:
@@ -138,23 +142,28 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
     }
 
 
-@router.get("/runs/{run_id}")
-def run_page(request: Request, run_id: int, after: int = Query(0, ge=0),
-             state: str | None = None) -> Response:
+def check_task_state(state: str | None) -> None:
     if state and state not in {s.value for s in TaskState}:
         raise UsageError(f"state must be a task run state, got {state!r}")
+
+
+@router.get("/runs/{run_id}")
+def run_page(request: Request, run_id: RunId, after: int = number(0, ge=0),
+             state: str | None = None) -> Response:
+    check_task_state(state)
     parts = run_parts(ctx_of(request), run_id, after, state or None)
     return render(request, "run.html", after=after, state_filter=state or "", **parts)
 
 
 @router.get("/runs/{run_id}/tasks/{task}")
-def task_page(request: Request, run_id: int, task: str, item: int | None = Query(None, ge=0),
-              attempt: int | None = Query(None, ge=1), after: int = Query(0, ge=0),
+def task_page(request: Request, run_id: RunId, task: str, item: int | None = number(ge=0),
+              attempt: int | None = number(), after: int = number(0, ge=0),
               state: str | None = None) -> Response:
+    check_task_state(state)
     ctx = ctx_of(request)
     mark = views.live_mark(ctx, run_id)
     info = views.run_or_404(ctx, run_id)
-    tr = resolve_task_run(ctx, run_id, task, item)
+    tr = views.task_run_of(ctx, run_id, task, item)
     store = ctx.engine.store
     values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item,
                               "since": mark}
@@ -168,16 +177,16 @@ def task_page(request: Request, run_id: int, task: str, item: int | None = Query
         values.update(items=items[:TABLE_PAGE], items_more=len(items) > TABLE_PAGE,
                       counts=node.items if node else {}, after=after, state_filter=state or "")
     else:
+        # An attempt asked for must exist; without one the page shows the task run as it
+        # is, attempts or none.
+        which = views.attempt_of(task, tr, attempt) if attempt is not None else tr.attempts
         with store.read() as tx:
             attempts = console.attempts_of(tx, tr.id)
-            number = attempt or tr.attempts
-            if attempt is not None and not any(a.attempt == attempt for a in attempts):
-                raise NotFoundError(f"{task} has no attempt {attempt}")
-            chunks = console.log_chunks(tx, tr.id, number, 0, 5000) if number else []
-        values.update(attempts=attempts, attempt=number,
+            chunks = console.log_chunks(tx, tr.id, which, 0, 5000) if which else []
+        values.update(attempts=attempts, attempt=which,
                       output="".join(c.data for c in chunks),
                       next_offset=chunks[-1].seq + 1 if chunks else 0,
-                      running=any(a.attempt == number and a.state == "running"
+                      running=any(a.attempt == which and a.state == "running"
                                   for a in attempts))
     return render(request, "task.html", **values)
 
@@ -230,9 +239,11 @@ def calendar_page(request: Request, month: str | None = None) -> Response:
     zones: set[str] = {ctx.timezone}
     with ctx.engine.store.read() as tx:
         overviews = console.job_overviews(tx, recent=1)
+        paused = sched_ops.paused_schedules_by_job(tx)
     now = datetime.now().astimezone()
     for ov in overviews:
-        spec = ctx.engine.job_spec(ov.version_id)
+        spec = without_schedules(ctx.engine.job_spec(ov.version_id),
+                                 paused.get(ov.job_id, set()))
         if not spec.schedules:
             continue
         zone = ZoneInfo(spec.timezone or ctx.timezone)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 from dataclasses import field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -14,11 +15,11 @@ from taskplan.dataclass import dataclass
 from taskplan.engine import Engine
 from taskplan.engine.triggers import trigger_waits
 from taskplan.errors import NotFoundError, UsageError
-from taskplan.model import JobSpec, ScheduleSpec
+from taskplan.model import TERMINAL_TASK_STATES, JobSpec, ScheduleSpec, TaskRunKind
 from taskplan.redact import mask_url
-from taskplan.store import console, reports
-from taskplan.store.reports import RunInfo
-from taskplan.timing import next_firings
+from taskplan.store import console, reports, sched_ops
+from taskplan.store.reports import RunInfo, TaskRunInfo
+from taskplan.timing import next_firings, without_schedules
 from taskplan.timing.jobs import calendar_names, calendar_skips, next_with_skips
 
 if TYPE_CHECKING:
@@ -33,8 +34,8 @@ class Ctx:
 
     engine: Engine
     timezone: str = "UTC"
-    # version id -> (calendars stamp, next firing computed, its schedule): the next firing
-    # after `now` stays the one computed earlier until `now` reaches it.
+    # version id -> ((calendars stamp, paused schedules), next firing computed, its schedule):
+    # the next firing after `now` stays the one computed earlier until `now` reaches it.
     next_cache: dict[int, tuple[Any, datetime, ScheduleSpec]] = field(default_factory=dict)
     # run id -> (its newest event id, its graph): a run's graph is rebuilt only after it moved.
     graph_cache: OrderedDict[int, tuple[int, console.RunGraph]] = field(
@@ -86,6 +87,16 @@ def schedule_words(s: ScheduleSpec) -> str:
 
 def job_spec(ctx: Ctx, name: str) -> JobSpec:
     return ctx.engine.job_spec(ctx.engine.current_version(name))
+
+
+def without_paused(ctx: Ctx, spec: JobSpec, paused: Collection[str] | None = None) -> JobSpec:
+    """The job as its schedules fire: those paused one at a time make no runs, so their
+    firings are nobody's next (as `next` and `jobs` leave them out). `paused` when the caller
+    read them already (a listing reads every job's at once)."""
+    if not spec.schedules:
+        return spec
+    keys = ctx.engine.paused_schedules(spec.name) if paused is None else paused
+    return without_schedules(spec, keys)
 
 
 def calendars_of(ctx: Ctx, spec: JobSpec) -> dict[str, Any] | None:
@@ -144,14 +155,16 @@ def _trigger_waits(ctx: Ctx, version_id: int, spec: JobSpec) -> list[dict[str, A
     return out
 
 
-def next_firing_of(ctx: Ctx, version_id: int, spec: JobSpec
+def next_firing_of(ctx: Ctx, version_id: int, spec: JobSpec, paused: Collection[str]
                    ) -> tuple[datetime, ScheduleSpec] | None:
-    """The job's next firing from now, remembered until it passes (the jobs page asks for a
-    thousand of them at each refresh)."""
+    """The job's next firing from now (its `paused` schedules left out), remembered until it
+    passes (the jobs page asks for a thousand of them at each refresh)."""
+    spec = without_schedules(spec, paused)
     if not spec.schedules:
         return None
     now = datetime.now().astimezone()
-    stamp = ctx.engine.closed_days().stamp if calendar_names(spec) else None
+    stamp = (ctx.engine.closed_days().stamp if calendar_names(spec) else None,
+             frozenset(paused))
     cached = ctx.next_cache.get(version_id)
     if cached is not None and cached[0] == stamp and now < cached[1]:
         return cached[1], cached[2]
@@ -164,15 +177,19 @@ def next_firing_of(ctx: Ctx, version_id: int, spec: JobSpec
     return found[0]
 
 
-def job_object(ctx: Ctx, ov: console.JobOverview, *, detail: bool = False) -> dict[str, Any]:
+def job_object(ctx: Ctx, ov: console.JobOverview, paused: Collection[str], *,
+               detail: bool = False) -> dict[str, Any]:
+    """`paused`: the keys of the job's schedules paused one at a time."""
     spec = ctx.engine.job_spec(ov.version_id)
-    paused = ctx.engine.paused_schedules(ov.name) if spec.schedules else set()
-    # As `jobs --json`: a paused (or disabled) job has no next firing.
-    nxt = None if ov.paused or not spec.enabled else next_firing_of(ctx, ov.version_id, spec)
+    # As `jobs --json`: a paused (or disabled) job has no next firing, nor a paused schedule.
+    nxt = (None if ov.paused or not spec.enabled
+           else next_firing_of(ctx, ov.version_id, spec, paused))
     obj: dict[str, Any] = {
         "name": ov.name, "version": ov.version, "versions": ov.versions, "paused": ov.paused,
         "enabled": spec.enabled, "tags": list(spec.tags), "description": spec.description,
-        "schedules": [{"schedule": s.name if s.name is not None else s.index,
+        # The key pause/resume take, as `firings --json` names a schedule: its name, else its
+        # index as a string (`next` keeps `next --json`'s number).
+        "schedules": [{"schedule": s.key,
                        "text": schedule_words(s), "enabled": s.enabled,
                        "paused": s.key in paused}
                       for s in spec.schedules],
@@ -194,7 +211,8 @@ def jobs_list(ctx: Ctx, *, after: str | None = None, contains: str | None = None
               limit: int | None = None) -> list[dict[str, Any]]:
     with ctx.engine.store.read() as tx:
         overviews = console.job_overviews(tx, after=after, contains=contains, limit=limit)
-    return [job_object(ctx, ov) for ov in overviews]
+        paused = sched_ops.paused_schedules_by_job(tx)
+    return [job_object(ctx, ov, paused.get(ov.job_id, set())) for ov in overviews]
 
 
 def job_detail(ctx: Ctx, name: str) -> dict[str, Any]:
@@ -203,7 +221,7 @@ def job_detail(ctx: Ctx, name: str) -> dict[str, Any]:
     if not found:
         ctx.engine.current_version(name)  # raises the engine's own "no job named" error
         raise NotFoundError(f"no job named {name!r}")
-    return job_object(ctx, found[0], detail=True)
+    return job_object(ctx, found[0], ctx.engine.paused_schedules(name), detail=True)
 
 
 GRAPH_CACHE = 16
@@ -241,6 +259,56 @@ def run_or_404(ctx: Ctx, run_id: int) -> RunInfo:
     if info is None:
         raise NotFoundError(f"no run {run_id}")
     return info
+
+
+# What a task name, an item and an attempt number lead to, refused in the words of
+# `taskplan logs` (with `item=`, the API's parameter, for its `--item`).
+def task_run_of(ctx: Ctx, run_id: int, task: str, item: int | None) -> TaskRunInfo:
+    """The task run of `task` in the run: its item `item`, or the task itself without one."""
+    with ctx.engine.store.read() as tx:
+        found = console.task_run_by_name(tx, run_id, task, item)
+        if found is not None:
+            return found
+        # Why not, read only now: the lookup above is all a log tail's poll costs.
+        parent = console.task_run_by_name(tx, run_id, task, None) if item is not None else None
+        has_items = parent is not None and any(
+            t.item_index is not None
+            for t in console.task_runs_page(tx, run_id, task=task, limit=2))
+    if parent is None:
+        run_or_404(ctx, run_id)
+        raise NotFoundError(f"run {run_id} has no task {task!r}")
+    if parent.kind != TaskRunKind.FOREACH:
+        raise UsageError(f"{task} is not a foreach task: item= picks an item of a foreach")
+    if not has_items:
+        if parent.state in TERMINAL_TASK_STATES:
+            raise NotFoundError(f"{task} has no item {item}: its foreach has no items")
+        raise NotFoundError(f"{task} has no item {item} yet: its foreach has not made"
+                            " its items")
+    raise NotFoundError(f"{task} has no item {item}")
+
+
+def refuse_foreach(ctx: Ctx, run_id: int, tr: TaskRunInfo) -> None:
+    """A foreach task's output is its items': refused once it has items (before, its own
+    attempts are what there is to say, as for any task)."""
+    _, graph = run_graph(ctx, run_id)
+    count = sum(next((n.items for n in graph.nodes if n.id == tr.id), {}).values())
+    if count:
+        raise UsageError(f"{tr.name} is a foreach task with {count} item(s): pick one with"
+                         " item=N")
+
+
+def attempt_of(task: str, tr: TaskRunInfo, attempt: int | None) -> int:
+    """The attempt asked for (default: the latest) if the task run has it."""
+    number = attempt or tr.attempts
+    if number == 0 or number > max(tr.attempts, 0):
+        # "yet" only while one may still come.
+        if tr.state in TERMINAL_TASK_STATES and tr.attempts <= 0:
+            raise NotFoundError(f"{task} never ran ({tr.state}): no attempts")
+        if tr.state in TERMINAL_TASK_STATES:
+            raise NotFoundError(f"{task} has no attempt {number}: it ended ({tr.state}) after"
+                                f" {tr.attempts}")
+        raise NotFoundError(f"{task} has no attempt {attempt or 1} yet")
+    return number
 
 
 def run_status(ctx: Ctx, run_id: int, with_attempts: bool = False) -> dict[str, Any]:

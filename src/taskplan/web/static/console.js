@@ -46,19 +46,35 @@
   }
 
   // -- actions: POST with the CSRF token, show the outcome --------------------------------
+  // Only the fields changed are sent: an untouched form starts the run `taskplan run JOB`
+  // starts, each param its job's default with its own type. A text default takes text as
+  // typed (as --param k=v); any other default is shown as JSON, and what is typed there is
+  // read back as JSON.
   function paramsOf(form) {
     const params = {};
-    form.querySelectorAll("[data-param]").forEach((input) => { params[input.name] = input.value; });
+    form.querySelectorAll("[data-param]").forEach((input) => {
+      if (input.value === input.defaultValue) return;
+      if (!input.hasAttribute("data-json")) { params[input.name] = input.value; return; }
+      try {
+        params[input.name] = JSON.parse(input.value);
+      } catch (e) {
+        throw new Error("param " + input.name + " expects JSON, as its default " +
+                        input.defaultValue + " is, got " + input.value);
+      }
+    });
     return params;
   }
   async function submit(event) {
     const form = event.currentTarget;
     event.preventDefault();
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    let body = null;
+    if (form.hasAttribute("data-params")) {
+      try { body = JSON.stringify({ params: paramsOf(form) }); } catch (e) { flash(e.message, true); return; }
+    }
     const button = form.querySelector("button");
     if (button) button.disabled = true;
     try {
-      const body = form.hasAttribute("data-params") ? JSON.stringify({ params: paramsOf(form) }) : null;
       const resp = await fetch(form.action, {
         method: "POST", credentials: "same-origin", body,
         headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json", "Accept": "application/json" },
