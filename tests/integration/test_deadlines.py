@@ -157,3 +157,26 @@ def test_finish_by_is_the_next_wall_time_in_the_zone(fired: str, expected: str) 
     deadline = Deadline(finish_by=time(6, 0), timezone="Europe/Paris")
     at = deadline_at(deadline, "UTC", datetime.fromisoformat(fired).timestamp(), None)
     assert at == datetime.fromisoformat(expected).timestamp()
+
+
+@pytest.mark.parametrize(("fired", "finish_by", "expected"), [
+    # 2026-03-29: Berlin's clocks jump from 02:00 to 03:00; 02:30 never shows, and the
+    # deadline falls just after the gap, when the clocks first read past it.
+    ("2026-03-29T01:00:00+01:00", "02:30", "2026-03-29T03:00:00+02:00"),
+    ("2026-03-29T01:00:00+01:00", "02:00", "2026-03-29T03:00:00+02:00"),
+    ("2026-03-29T01:00:00+01:00", "03:00", "2026-03-29T03:00:00+02:00"),
+    # 2026-10-25: 02:00-02:59 shows twice; the first occurrence at or after the firing.
+    ("2026-10-25T01:00:00+02:00", "02:50", "2026-10-25T02:50:00+02:00"),
+    ("2026-10-25T02:55:00+02:00", "02:50", "2026-10-25T02:50:00+01:00"),
+    ("2026-10-25T02:45:00+01:00", "02:50", "2026-10-25T02:50:00+01:00"),
+    ("2026-10-25T02:55:00+01:00", "02:50", "2026-10-26T02:50:00+01:00"),
+])
+def test_finish_by_across_a_dst_change(fired: str, finish_by: str, expected: str) -> None:
+    from datetime import datetime, time
+
+    from taskplan.forecast.deadlines import deadline_at
+    from taskplan.model import Deadline
+
+    deadline = Deadline(finish_by=time.fromisoformat(finish_by), timezone="Europe/Berlin")
+    at = deadline_at(deadline, "UTC", datetime.fromisoformat(fired).timestamp(), None)
+    assert at == datetime.fromisoformat(expected).timestamp()
