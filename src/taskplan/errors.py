@@ -52,6 +52,11 @@ class NoStoreError(UsageError):
     """A command that only reads was pointed at a store that does not exist (exit code 2)."""
 
 
+class StoreVersionError(UsageError):
+    """The store's schema is not one this taskplan knows: newer (written by a later version),
+    or not taskplan's at all (exit code 2: retrying cannot help)."""
+
+
 class StoreUnavailableError(TaskplanError):
     """taskplan's own database cannot be reached (exit code 3)."""
 

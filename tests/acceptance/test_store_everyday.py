@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from acceptance_helpers import Taskplan
+
+from taskplan.store import migrate
 
 JOB = """
     job: nightly
@@ -114,3 +118,54 @@ def test_sqlite_memory_as_a_task_connection(tp: Taskplan) -> None:
     res = tp("run", "mem.yaml")
     assert res.code == 0, res
     assert tp.status(1)["tasks"][0]["result"]["rows"] == [{"y": 42}]
+
+
+def test_a_database_that_is_not_a_store_is_left_exactly_as_it_was(tp: Taskplan) -> None:
+    other = tp.home / "app.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.commit()
+    conn.close()
+    empty = tp.home / "empty.db"
+    empty.write_bytes(b"")
+    before = {p: p.read_bytes() for p in (other, empty)}
+    for path in before:
+        for args in (("runs",), ("status",), ("jobs",)):
+            res = tp("--db", f"sqlite:///{path}", *args, db=False)
+            assert res.code == 2, res
+            assert res.err == (f"taskplan: no store at {path} (it holds no taskplan tables);"
+                               " `taskplan apply` or `taskplan run` creates one (or check"
+                               " --db)\n"), res.err
+    # not switched to WAL, not grown, no -wal or -shm beside them
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tp.home.iterdir()) == ["app.db", "empty.db"]
+
+
+def test_a_store_of_a_newer_taskplan_or_of_another_program_is_refused_in_one_line(
+        tp: Taskplan) -> None:
+    tp.write("nightly.yaml", JOB)
+    tp.ok("apply", "nightly.yaml")
+    conn = sqlite3.connect(tp.db_path)
+    conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.commit()
+    conn.close()
+    newer = (f"taskplan: the store at {tp.db_path} has schema 9999, newer than this taskplan"
+             f" knows ({migrate.HEAD}): it was upgraded by a later version; upgrade taskplan"
+             " to use it\n")
+    for args in (("runs",), ("apply", "nightly.yaml"), ("agent", "--exit-when-idle", "1s")):
+        res = tp(*args)
+        assert (res.code, res.err) == (2, newer), args
+    foreign = tp.home / "alembic-app.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    conn.execute("INSERT INTO alembic_version VALUES ('3f2a9c1b7d')")
+    conn.commit()
+    conn.close()
+    before = foreign.read_bytes()
+    for args in (("runs",), ("apply", "nightly.yaml")):
+        res = tp("--db", f"sqlite:///{foreign}", *args, db=False)
+        assert res.code == 2, res
+        assert res.err == (f"taskplan: {foreign} is not a taskplan store: its alembic_version"
+                           " table says '3f2a9c1b7d', a revision of another program (check"
+                           " --db)\n"), res.err
+    assert foreign.read_bytes() == before

@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
+from taskplan.errors import StoreVersionError
 from taskplan.store import migrate
 from taskplan.store.db import Store
 from taskplan.store.schema import metadata
@@ -165,3 +166,14 @@ def test_a_store_at_head_is_detected_without_alembic(tmp_path: Path) -> None:
         assert not migrate.is_current(store.connection())
     finally:
         store.close()
+
+
+def test_a_schema_newer_than_this_taskplan_is_refused_not_retried(store_url: str) -> None:
+    store = Store(store_url)
+    with store.tx() as tx:
+        tx.run("UPDATE alembic_version SET version_num = '9999'")
+    store.close()
+    for create in (True, False):
+        with pytest.raises(StoreVersionError, match=f"has schema 9999, newer than this taskplan"
+                                                    f" knows \\({migrate.HEAD}\\)"):
+            Store(store_url, create=create)

@@ -8,10 +8,11 @@ PostgreSQL is the store's `dialect` (store/dialects/), chosen here once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from taskplan.errors import NoStoreError, StoreUnavailableError
+from taskplan.errors import NoStoreError, StoreUnavailableError, StoreVersionError
 from taskplan.store import migrate
 from taskplan.store.dialects import Dialect, dialect_for
 from taskplan.store.pgserver import NOTIFY_CHANNEL
@@ -27,6 +28,7 @@ __all__ = ["NOTIFY_CHANNEL", "Backoff", "Dialect", "Params", "Row", "Store", "Tx
            "retrying"]
 
 
+_T = TypeVar("_T")
 _CREATE_HINT = "; `taskplan apply` or `taskplan run` creates one (or check --db)"
 
 
@@ -50,33 +52,58 @@ class Store:
         self.dialect: Dialect = dialect_for(self)
         self.backend: str = self.dialect.name
         self._engine: Engine | None = None
-        if not create:
-            missing = self.dialect.absent()
-            if missing is not None:
-                raise NoStoreError(f"no store at {missing}{_CREATE_HINT}")
-            try:
-                exists = migrate.has_store(self.connection())
-            except StoreUnavailableError:
-                raise
-            except Exception as exc:
-                raise StoreUnavailableError(
-                    f"cannot open the store {mask_url(url)}: {mask_url(str(exc))}") from exc
-            if not exists:
+        missing = self.dialect.absent()
+        if missing is not None and not create:
+            raise NoStoreError(f"no store at {missing}{_CREATE_HINT}")
+        if missing is None:
+            # What the database holds is looked at first, without changing it: a read-only
+            # command writes nothing, and no command touches a database that is not a store.
+            revision = self._guarded(self._peek_revision)
+            if revision is None and not create:
                 where = self.dialect.where()
                 self.close()
                 raise NoStoreError(f"no store at {where} (it holds no taskplan tables)"
-                                 f"{_CREATE_HINT}")
+                                   f"{_CREATE_HINT}")
+            if revision is not None:
+                self._refuse_unknown(revision)
         if migrate_schema:
-            try:
-                if not migrate.is_current(self.connection()) and not (
-                        fresh and self.dialect.create_fresh()):
-                    migrate.upgrade(self.engine)
-            except StoreUnavailableError:
-                raise
-            except Exception as exc:
-                raise StoreUnavailableError(
-                    f"cannot open the store {mask_url(url)}: {mask_url(str(exc))}"
-                ) from exc
+            self._guarded(self._bring_to_head, fresh)
+
+    def _peek_revision(self) -> str | None:
+        """The stored schema revision, read without changing the file (SQLite: a read-only
+        connection, so a file that is not a store is not switched to WAL)."""
+        probe = self.dialect.probe()
+        try:
+            return migrate.stored_revision(probe)
+        finally:
+            if probe is not self.dialect.connection_if_open():
+                probe.close()
+
+    def _bring_to_head(self, fresh: bool) -> None:
+        revision = migrate.stored_revision(self.connection())
+        if revision == migrate.HEAD:
+            return
+        if revision is not None:  # (another process may have written it since the peek)
+            self._refuse_unknown(revision)
+        if not (fresh and self.dialect.create_fresh()):
+            migrate.upgrade(self.engine)
+
+    def _refuse_unknown(self, revision: str) -> None:
+        why = migrate.refusal(revision, self.dialect.where())
+        if why is not None:
+            self.close()
+            raise StoreVersionError(why)
+
+    def _guarded(self, step: Callable[..., _T], *args: Any) -> _T:
+        """A step of opening: a failure not already said in taskplan's words is the store
+        being unavailable, with the driver's reason (secrets masked)."""
+        try:
+            return step(*args)
+        except (StoreUnavailableError, StoreVersionError):
+            raise
+        except Exception as exc:
+            raise StoreUnavailableError(
+                f"cannot open the store {mask_url(self.url)}: {mask_url(str(exc))}") from exc
 
     @property
     def engine(self) -> Engine:

@@ -17,29 +17,44 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK_KEY = 7_251_031_001
 
 
-def is_current(dbapi_conn: Any) -> bool:
-    """True when the store's schema is at HEAD; any error (no table yet) means no."""
+def stored_revision(dbapi_conn: Any) -> str | None:
+    """The schema revision the database says it holds; None when it has none (no table yet,
+    or an empty one). One plain SELECT: no Alembic."""
     cur = dbapi_conn.cursor()
     try:
         cur.execute("SELECT version_num FROM alembic_version")
         rows = cur.fetchall()
     except Exception:
-        dbapi_conn.rollback()
-        return False
+        rows = []
     dbapi_conn.rollback()
-    return [version for (version,) in rows] == [HEAD]
+    return str(rows[0][0]) if len(rows) == 1 else None if not rows else ",".join(
+        sorted(str(r[0]) for r in rows))
+
+
+def is_current(dbapi_conn: Any) -> bool:
+    """True when the store's schema is at HEAD; any error (no table yet) means no."""
+    return stored_revision(dbapi_conn) == HEAD
 
 
 def has_store(dbapi_conn: Any) -> bool:
     """True when the database holds taskplan's tables (at any schema version)."""
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute("SELECT version_num FROM alembic_version")
-        found = bool(cur.fetchall())
-    except Exception:
-        found = False
-    dbapi_conn.rollback()
-    return found
+    return stored_revision(dbapi_conn) is not None
+
+
+def known_revisions() -> set[str]:
+    """Every revision this taskplan has a migration for (from the scripts' file names)."""
+    return {p.name.partition("_")[0] for p in (_MIGRATIONS / "versions").glob("[0-9]*_*.py")}
+
+
+def refusal(revision: str, where: str) -> str | None:
+    """Why a store at `revision` cannot be opened by this taskplan, or None when it can."""
+    if revision == HEAD or revision in known_revisions():
+        return None
+    if revision.isdigit() and len(revision) == len(HEAD) and revision > HEAD:
+        return (f"the store at {where} has schema {revision}, newer than this taskplan knows"
+                f" ({HEAD}): it was upgraded by a later version; upgrade taskplan to use it")
+    return (f"{where} is not a taskplan store: its alembic_version table says {revision!r},"
+            " a revision of another program (check --db)")
 
 
 def alembic_config(connection: Connection) -> Config:

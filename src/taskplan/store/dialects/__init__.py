@@ -99,7 +99,15 @@ class Dialect:
         """Lay down a new store's whole schema in one step, if this backend can."""
         return False
 
+    def probe(self) -> Any:
+        """A connection to look at what the database holds without changing it: this thread's
+        own connection where opening one changes nothing (`connection_if_open` then is it)."""
+        return self.connection()
+
     # -- per-thread connections ----------------------------------------------------------
+    def connection_if_open(self) -> Any:
+        return getattr(self.local, "conn", None)
+
     def connection(self) -> Any:
         conn = getattr(self.local, "conn", None)
         if conn is None:

@@ -276,6 +276,15 @@ class SQLiteDialect(Dialect):
         self.local.file = self._file = file
         return conn
 
+    def probe(self) -> Any:
+        """Read-only and without the pragmas: a file that is not a store (another program's
+        database, an empty file) is left exactly as it was. Closed by the caller."""
+        target = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+        try:
+            return sqlite3.connect(target, uri=True, timeout=sqlite_busy_timeout())
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
+
     def current_connection(self) -> Any:
         """This thread's connection, replaced when the file at the path is no longer the one
         it has open (deleted, or another file moved there): otherwise its transactions would
