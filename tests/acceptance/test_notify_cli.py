@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.util
 import signal
 import sys
 import time
@@ -117,6 +118,20 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
     unknown = tp("notify", "test", "nonsense", db=False)
     assert unknown.code == 2 and "unknown channel 'nonsense'" in unknown.err
     assert "Traceback" not in unknown.err
+    # Targets no channel could ever deliver to are bad input, checked as job files check them.
+    for channel, line in [
+        ("not an email@", "CHANNEL 'not an email@': expected an e-mail address like"
+                          " ops@example.com"),
+        ("ops@example.com,ops@", "CHANNEL 'ops@': expected an e-mail address"),
+        ("ht tp://bad", "CHANNEL 'ht tp://bad': expected an Apprise URL like slack://token"),
+        ("https://", "CHANNEL 'https://': expected an http:// or https:// URL"),
+        *([("nosuchservice://x", "apprise nosuchservice://x: Apprise does not understand this"
+                                 " URL (expected an Apprise URL")]
+          if importlib.util.find_spec("apprise") else []),
+    ]:
+        res = tp("notify", "test", channel, db=False)
+        assert res.code == 2 and res.err.startswith(f"taskplan: {line}"), (channel, res)
+        assert res.err.count("\n") == 1 and "Error" not in res.err, (channel, res)
 
     tp.write("taskplan.toml", '[[notify]]\non = ["run_failed"]\nwebhook = "ftp://x"\n')
     bad = tp("notifications", db=False)

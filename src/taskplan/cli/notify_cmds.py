@@ -152,10 +152,16 @@ def notify_cmd() -> None:
 
 def parse_channel(text: str, secret: str | None, settings_channel: Channel | None) -> Channel:
     """CHANNEL of `notify test`: a [[notify]] name of taskplan.toml, an http(s) URL
-    (webhook), an e-mail address, `command:ARGV...`, or an Apprise URL."""
+    (webhook), an e-mail address, `command:ARGV...`, or an Apprise URL; checked as a job
+    file's `notify:` entries are (UsageError naming CHANNEL)."""
+    from taskplan.notify.rules import address_problem, apprise_problem, webhook_problem
+    from taskplan.redact import mask_url
+
     if settings_channel is not None:
         return settings_channel
     if text.startswith(("http://", "https://")):
+        if (problem := webhook_problem(text)) is not None:
+            raise UsageError(f"CHANNEL {mask_url(text)!r}: {problem}")
         return Channel("webhook", (text,), secret=secret)
     if secret is not None:
         raise UsageError("--secret only applies to a webhook URL")
@@ -167,8 +173,14 @@ def parse_channel(text: str, secret: str | None, settings_channel: Channel | Non
     if text.startswith("mailto:"):
         text = text[len("mailto:"):]
     if "@" in text and "://" not in text:
-        return Channel("email", tuple(a.strip() for a in text.split(",") if a.strip()))
+        addresses = tuple(a.strip() for a in text.split(",") if a.strip())
+        for address in addresses:
+            if (problem := address_problem(address)) is not None:
+                raise UsageError(f"CHANNEL {address!r}: {problem}")
+        return Channel("email", addresses)
     if "://" in text:
+        if (problem := apprise_problem(text)) is not None:
+            raise UsageError(f"CHANNEL {mask_url(text)!r}: {problem}")
         return Channel("apprise", (text,))
     raise UsageError(
         f"unknown channel {text!r}: expected the name of a [[notify]] entry of taskplan.toml,"
@@ -191,7 +203,7 @@ def test_cmd(channel: str, secret: str | None, event: str, db: str | None) -> No
     """
     from taskplan.notify import channels
     from taskplan.notify.config import named_channel
-    from taskplan.notify.rules import EVENTS
+    from taskplan.notify.rules import APPRISE_EXPECTED, EVENTS
 
     if event != "test" and event not in EVENTS:
         raise UsageError(f"--event: expected test or one of {', '.join(EVENTS)}, got {event!r}")
@@ -204,6 +216,9 @@ def test_cmd(channel: str, secret: str | None, event: str, db: str | None) -> No
         "detail": "a test notification from taskplan notify test",
     }
     sent = channels.send(chosen, payload, _smtp(ctx))
+    if sent.error == channels.APPRISE_UNKNOWN_URL:
+        # Not a failure of the channel: nothing would ever deliver to this URL.
+        raise UsageError(f"{chosen.describe()}: {sent.error} ({APPRISE_EXPECTED})")
     if sent.ok:
         status = f" (status {sent.status})" if sent.status is not None else ""
         click.echo(f"sent a test notification to {chosen.describe()}{status}")

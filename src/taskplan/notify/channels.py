@@ -218,6 +218,9 @@ def command(channel: Channel, payload: dict[str, Any]) -> Sent:
                 error=f"exit code {done.returncode}" + (f": {tail}" if tail else ""))
 
 
+APPRISE_UNKNOWN_URL = "Apprise does not understand this URL"
+
+
 def apprise(channel: Channel, payload: dict[str, Any]) -> Sent:
     try:
         import apprise as apprise_lib  # type: ignore[import-not-found, unused-ignore]
@@ -227,7 +230,7 @@ def apprise(channel: Channel, payload: dict[str, Any]) -> Sent:
     notifier = apprise_lib.Apprise()
     url = expand(channel.target[0]) or ""
     if not notifier.add(url):
-        return Sent(False, retry=False, error="Apprise does not understand this URL")
+        return Sent(False, retry=False, error=APPRISE_UNKNOWN_URL)
     subject, text = summary(payload)
     if notifier.notify(title=subject, body=text):
         return Sent(True)

@@ -4,6 +4,7 @@ rule. Pure: the store reads these from a job's stored definition and from taskpl
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Iterable
 from typing import Any
@@ -15,6 +16,45 @@ EVENTS = (
     "deadline_at_risk", "deadline_missed", "agent_lost", "schedule_misfired",
 )
 CHANNEL_KINDS = ("webhook", "email", "command", "apprise")
+
+WEBHOOK_EXPECTED = "expected an http:// or https:// URL"
+ADDRESS_EXPECTED = "expected an e-mail address like ops@example.com"
+APPRISE_EXPECTED = "expected an Apprise URL like slack://token or tgram://bot/chat"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
+# The checks of a channel's target, shared by job files, taskplan.toml and `notify test`: each
+# says what was expected, or None. What they let through, the sender can at least try.
+def webhook_problem(url: object) -> str | None:
+    if (not isinstance(url, str) or not url.startswith(("http://", "https://"))
+            or not _SCHEME.fullmatch(url)):
+        return WEBHOOK_EXPECTED
+    return None
+
+
+def address_problem(address: object) -> str | None:
+    """Read as the sender reads its To header: one address, with a user and a domain."""
+    if not isinstance(address, str) or "@" not in address or any(
+            c.isspace() for c in address):
+        return ADDRESS_EXPECTED
+    from email.message import EmailMessage  # only where there is an address to check
+
+    msg = EmailMessage()
+    try:
+        msg["To"] = address
+        found = msg["To"].addresses
+    except Exception:  # the header parser raises IndexError, ValueError, its own errors
+        return ADDRESS_EXPECTED
+    if len(found) != 1 or found[0].display_name or not (found[0].username
+                                                         and found[0].domain):
+        return ADDRESS_EXPECTED
+    return None
+
+
+def apprise_problem(url: object) -> str | None:
+    if not isinstance(url, str) or not _SCHEME.fullmatch(url):
+        return APPRISE_EXPECTED
+    return None
 
 
 @dataclass(frozen=True)

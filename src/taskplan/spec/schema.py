@@ -24,7 +24,13 @@ from pydantic import (
 )
 
 from taskplan.model import OnFailure, OnMisfire, OnOverlap, Shift, TriggerRule
-from taskplan.notify.rules import CHANNEL_KINDS, EVENTS
+from taskplan.notify.rules import (
+    CHANNEL_KINDS,
+    EVENTS,
+    address_problem,
+    apprise_problem,
+    webhook_problem,
+)
 from taskplan.spec import fields as f
 from taskplan.timing.cron import CRON_ALIASES
 
@@ -245,23 +251,23 @@ def _event(v: Any) -> str:
 def _http_url(v: Any) -> str | None:
     if v is None:
         return None
-    if not isinstance(v, str) or not v.startswith(("http://", "https://")):
-        raise f.fail("expected an http:// or https:// URL")
-    return v
+    if (problem := webhook_problem(v)) is not None:
+        raise f.fail(problem)
+    return str(v)
 
 
 def _address(v: Any) -> str:
-    if not isinstance(v, str) or "@" not in v or any(c.isspace() for c in v):
-        raise f.fail("expected an e-mail address like ops@example.com")
-    return v
+    if (problem := address_problem(v)) is not None:
+        raise f.fail(problem)
+    return str(v)
 
 
 def _service_url(v: Any) -> str | None:
     if v is None:
         return None
-    if not isinstance(v, str) or "://" not in v:
-        raise f.fail("expected an Apprise URL like slack://token or tgram://bot/chat")
-    return v
+    if (problem := apprise_problem(v)) is not None:
+        raise f.fail(problem)
+    return str(v)
 
 
 class NotifyModel(StrictModel):

@@ -139,6 +139,17 @@ CASES = [
      "triggers[0]: missing required key 'after'"),
     ("retries empty value", "job: x\ntasks:\n  a:\n    shell: x\n    retries:\n", "5:5",
      "tasks.a.retries: expected a whole number >= 0, got nothing"),
+    # Addresses and URLs are read as the sender reads them (a To header, a URL scheme).
+    ("address without domain", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, email: [ops@example.com, ops@]}\n", "4:47",
+     "notify[0].email[1]: expected an e-mail address like ops@example.com"),
+    ("address with a name", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, email: 'Ops<ops@example.com>'}\n", "4:29",
+     "expected an e-mail address"),
+    ("apprise scheme with a space", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, apprise: 'ht tp://bad'}\n", "4:31", "expected an Apprise URL"),
+    ("webhook without host", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, webhook: 'https://'}\n", "4:31", "expected an http:// or https://"),
 ]
 
 
