@@ -172,15 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.child, args.db, args.repeat)), flush=True)
         return 0
 
-    names = list(WORKLOADS) if not args.rows or "all" in args.rows else args.rows
-    if (not args.rows or "all" in args.rows) and args.db != "sqlite" and (
-            targets.Target(args.db, "").backend == "postgresql"):
-        names = [n for n in names if n not in PG_SKIP_IN_ALL]
-    elif not args.rows or "all" in args.rows:
-        names = [n for n in names if n not in SQLITE_SKIP_IN_ALL]
-    unknown = [n for n in names if n not in WORKLOADS]
+    if not args.rows:
+        parser.error(f"name the rows to run, or all: {' '.join(WORKLOADS)}")
+    unknown = [n for n in args.rows if n != "all" and n not in WORKLOADS]
     if unknown:
         parser.error(f"unknown rows {unknown}; known: all {' '.join(WORKLOADS)}")
+    names = args.rows
+    if "all" in args.rows:
+        pg = args.db != "sqlite" and targets.Target(args.db, "").backend == "postgresql"
+        skip = PG_SKIP_IN_ALL if pg else SQLITE_SKIP_IN_ALL
+        names = [n for n in WORKLOADS if n not in skip]
     targets.check(args.db)
     on_pg = args.db != "sqlite" and targets.Target(args.db, "").backend == "postgresql"
     if not on_pg and "agents_scale" in names:
@@ -235,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _json_path(path: str | None) -> str | None:
-    """--json checked before any row runs (rows take minutes): a folder it can be written in,
-    made if missing, and not a folder itself."""
+    """--json checked before any row runs (rows take minutes): a file that can be written,
+    its folder made if missing."""
     if path is None:
         return None
     folder = os.path.dirname(os.path.abspath(path))
@@ -246,8 +247,14 @@ def _json_path(path: str | None) -> str | None:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise SystemExit(f"--json {path}: cannot make {folder}: {exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK):
-        raise SystemExit(f"--json {path}: cannot write in {folder}")
+    existed = os.path.exists(path)
+    try:  # the real test (a name too long, /proc, a read-only mount, permissions as root)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise SystemExit(f"--json {path}: cannot write: {exc.strerror or exc}") from None
+    if not existed:
+        os.remove(path)
     return path
 
 

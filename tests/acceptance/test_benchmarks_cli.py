@@ -96,3 +96,23 @@ def test_the_peer_harness_needs_a_row() -> None:
     assert got.returncode == 2
     assert got.stderr.strip().splitlines()[-1].endswith("--rows names no row; known:"
                                                        " chain200,wide1000,stages10x100")
+
+
+def test_rows_must_be_named_and_all_does_not_hide_an_unknown_one() -> None:
+    got = bench()
+    assert got.returncode == 2
+    assert "error: name the rows to run, or all: chain200 " in got.stderr
+    got = bench("all", "wide9")
+    assert got.returncode == 2
+    assert "unknown rows ['wide9']" in got.stderr.strip().splitlines()[-1]
+    assert "chain200 ...\n" not in got.stderr  # no row ran
+
+
+def test_a_json_file_that_cannot_be_made_is_refused_before_any_row(tmp_path: Path) -> None:
+    too_long = tmp_path / ("a" * 300 + ".json")
+    got = bench("floor", "--json", str(too_long))
+    assert got.returncode == 1
+    assert got.stderr.strip() == f"--json {too_long}: cannot write: File name too long"
+    writable = tmp_path / "fine.json"
+    assert bench("nosuch", "--json", str(writable)).returncode == 2
+    assert not writable.exists()  # checking it left nothing behind
