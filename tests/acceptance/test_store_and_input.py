@@ -155,7 +155,12 @@ def test_numbers_and_dates_out_of_range_are_named_not_overflowed(tp: Taskplan) -
                (("backfill", "p", "--from", "0001-01-01", "--to", "0001-01-02"),
                 "--from expects a date between"),
                (("forecast", "p", "--at", "0001-01-01"), "--at expects a date between"),
-               (("calendars", "closed", "--from", "9999-12-31"), "--from expects a date between")]
+               (("calendars", "closed", "--from", "9999-12-31"), "--from expects a date between"),
+               (("notifications", "resend", huge),
+                f"expected a notification id between 1 and {2**63 - 1}"),
+               # nan and inf are floats to Python: a lease of either never ends, or is no time
+               *[((daemon, "--lease", bad), "'--lease': expected a number of seconds from 0.5")
+                 for daemon in ("scheduler", "serve") for bad in ("nan", "inf", "-inf", "0")]]
     commands = by_id + [args for args, _ in options]
     expected = [f"expected a run id between 1 and {2**63 - 1}"] * len(by_id) \
         + [said for _, said in options]

@@ -90,6 +90,27 @@ def whole(minimum: int) -> click.IntRange:
     return click.IntRange(minimum, INT64_MAX)
 
 
+class Seconds(click.ParamType):
+    """A number of seconds from `minimum` to `maximum`. Not click's FloatRange: it takes nan
+    (which no bound refuses, as nan compares false) and inf."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if not self.minimum <= seconds <= self.maximum:  # also false for nan
+            self.fail(f"expected a number of seconds from {self.minimum:g} to"
+                      f" {self.maximum:g}, got {value!r}", param, ctx)
+        return seconds
+
+
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 
@@ -323,12 +344,17 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def parse_run_id(text: str) -> int:
+    return parse_id(text, "run")
+
+
+def parse_id(text: str, what: str) -> int:
+    """The id of a `what` (a run, a notification): a whole number the store can hold."""
     try:
         value = int(text)
     except ValueError:
-        raise UsageError(f"expected a run id (a whole number), got {text!r}") from None
+        raise UsageError(f"expected a {what} id (a whole number), got {text!r}") from None
     if not 1 <= value <= INT64_MAX:
-        raise UsageError(f"expected a run id between 1 and {INT64_MAX}, got {value}")
+        raise UsageError(f"expected a {what} id between 1 and {INT64_MAX}, got {value}")
     return value
 
 

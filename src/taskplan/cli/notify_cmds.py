@@ -18,6 +18,7 @@ from taskplan.cli.common import (
     get_context,
     handle_errors,
     json_option,
+    parse_id,
     parse_run_id,
     print_json,
     short_time,
@@ -108,11 +109,7 @@ def resend_cmd(notification_id: str, as_json: bool, db: str | None) -> None:
     from taskplan.notify.sender import Sender
     from taskplan.store import notify_ops
 
-    try:
-        nid = int(notification_id)
-    except ValueError:
-        raise UsageError(f"expected a notification id (a whole number), got "
-                         f"{notification_id!r}") from None
+    nid = parse_id(notification_id, "notification")
     ctx = get_context(db)
     store = ctx.engine.store
     queued_at = time.time()

@@ -14,6 +14,7 @@ import click
 from taskplan import shapes
 from taskplan.cli import web_cmds
 from taskplan.cli.common import (
+    Seconds,
     db_option,
     get_context,
     handle_errors,
@@ -140,8 +141,13 @@ def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
+# The scheduler's leader lease: at least 0.5 s (it is renewed every third of it), at most a day
+# (a standby would wait that long for a dead leader's lease to end).
+LEASE = Seconds(0.5, 86400.0)
+
+
 @click.command("scheduler")
-@click.option("--lease", type=click.FloatRange(min=0.5), default=6.0, show_default=True,
+@click.option("--lease", type=LEASE, default=6.0, show_default=True,
               help="Seconds the leader lease lasts; a standby takes over within about that.")
 @log_options
 @db_option
@@ -167,7 +173,7 @@ def scheduler_cmd(lease: float, log_format: str, quiet: bool, verbose: int,
 @click.command("serve")
 @click.option("--slots", type=whole(1), default=DEFAULT_WORKERS, show_default=True,
               help="Slots of the agent.")
-@click.option("--lease", type=click.FloatRange(min=0.5), default=6.0, show_default=True,
+@click.option("--lease", type=LEASE, default=6.0, show_default=True,
               help="Seconds the scheduler's leader lease lasts.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Also serve the web console and API on this port.")
