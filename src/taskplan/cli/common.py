@@ -90,7 +90,7 @@ def whole(minimum: int) -> click.IntRange:
     return click.IntRange(minimum, INT64_MAX)
 
 
-class Seconds(click.ParamType):
+class Seconds(click.types.FloatParamType):
     """A number of seconds from `minimum` to `maximum`. Not click's FloatRange: it takes nan
     (which no bound refuses, as nan compares false) and inf."""
 
