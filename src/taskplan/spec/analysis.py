@@ -86,7 +86,7 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
     names: dict[str, int] = {}
     for i, s in enumerate(schedules):
         if s is not None:
-            checks.schedule_rules(r, i, s[0], names)
+            checks.schedule_rules(r, i, s[0], names, header.timezone if header else None)
     exceptions = _each(r, data, "exceptions", ExceptionModel)
     triggers = _each(r, data, "triggers", TriggerModel)
     _each(r, data, "notify", NotifyModel)  # checked here, read by the store (notify_ops)

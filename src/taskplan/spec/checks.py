@@ -10,7 +10,9 @@ import difflib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from taskplan import dag
 from taskplan.model import Foreach, TaskSpec
@@ -371,6 +373,19 @@ def _header_rules(r: Reporter, header: Header) -> None:
             r.at_value(("triggers", *sub), f"job {job!r} cannot trigger itself")
 
 
+def _after(end: datetime, start: datetime, timezone: str | None) -> bool:
+    """Whether `end` is after `start`, or cannot be said to be not: one without an offset is a
+    wall time in the job's zone, unknown here when the job names none (the config's applies)."""
+    if (end.tzinfo is None) != (start.tzinfo is None):
+        if timezone is None:
+            return True
+        from taskplan.timing.zones import spec_instant
+
+        zone = ZoneInfo(timezone)
+        return spec_instant(end, zone) > spec_instant(start, zone)
+    return end > start
+
+
 def _after_lists(data: Any) -> Iterator[tuple[Any, ...]]:
     triggers = data.get("triggers") if isinstance(data, dict) else None
     if not isinstance(triggers, list):
@@ -382,9 +397,11 @@ def _after_lists(data: Any) -> Iterator[tuple[Any, ...]]:
             yield (i, "after", j), job
 
 
-def schedule_rules(r: Reporter, index: int, s: ScheduleModel, names: dict[str, int]) -> None:
+def schedule_rules(r: Reporter, index: int, s: ScheduleModel, names: dict[str, int],
+                   timezone: str | None = None) -> None:
+    """`timezone`: the job's, which reads a start or end without an offset."""
     path: Path = ("schedules", index)
-    if s.start is not None and s.end is not None and s.end <= s.start:
+    if s.start is not None and s.end is not None and not _after(s.end, s.start, timezone):
         r.at_value((*path, "end"), "expected an end after start")
     if s.name is not None:
         if s.name.isdigit():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -158,8 +158,11 @@ def clock_value(v: Any) -> time:
         raise fail(words) from None
 
 
-def _local_datetime(end_of_day: bool) -> Callable[[Any], datetime]:
-    words = "expected a local date or date-time like 2026-01-01 or 2026-01-01T06:00, no offset"
+def _schedule_datetime(end_of_day: bool) -> Callable[[Any], datetime]:
+    """A schedule's `once`, `start` or `end`: a date or date-time read in the job's zone, or a
+    date-time with an offset (`Z`, `+01:00`), which names that instant whatever the zone."""
+    words = ("expected a date or date-time like 2026-01-01, 2026-01-01T06:00 (in the job's"
+             " timezone) or 2026-01-01T06:00+01:00")
 
     def check(v: Any) -> datetime:
         if not isinstance(v, str):
@@ -170,10 +173,10 @@ def _local_datetime(end_of_day: bool) -> Callable[[Any], datetime]:
                 # Inclusive ends: a bare end date keeps every firing of that day.
                 return day + timedelta(days=1, microseconds=-1) if end_of_day else day
             dt = datetime.fromisoformat(v)
-        except ValueError:
+            if dt.tzinfo is not None:
+                dt.astimezone(UTC)  # an instant past the ends of the calendar raises here
+        except (ValueError, OverflowError):
             raise fail(words) from None
-        if dt.tzinfo is not None:
-            raise fail(words + " (it is read in the job's timezone)")
         return dt
 
     return check
@@ -274,8 +277,8 @@ OptPosDuration = Annotated[float | None, PlainValidator(optional_check(_duration
 OptText = Annotated[str | None, PlainValidator(optional_check(text_check(nonempty=False)))]
 OptName = Annotated[str | None, PlainValidator(optional_check(text_check(nonempty=True)))]
 OptTimeZone = Annotated[str | None, PlainValidator(optional_check(_timezone))]
-OptStartAt = Annotated[datetime | None, PlainValidator(optional_check(_local_datetime(False)))]
-OptEndAt = Annotated[datetime | None, PlainValidator(optional_check(_local_datetime(True)))]
+OptStartAt = Annotated[datetime | None, PlainValidator(optional_check(_schedule_datetime(False)))]
+OptEndAt = Annotated[datetime | None, PlainValidator(optional_check(_schedule_datetime(True)))]
 ListOf = _list_of
 CalendarName = Annotated[str, PlainValidator(pattern_check(
     JOB_NAME_RE, "a calendar name of lowercase letters, digits, _ and -"))]

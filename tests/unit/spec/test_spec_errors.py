@@ -114,8 +114,13 @@ CASES = [
      "    start: 2026-06-01\n    end: 2026-01-01\n", "6:10", "expected an end after start"),
     ("max_runs without start", "job: x\ntasks: {a: {shell: x}}\nschedules:\n  - every: 1h\n"
      "    max_runs: 3\n", "4:5", "max_runs needs a start"),
-    ("offset datetime", "job: x\ntasks: {a: {shell: x}}\nschedules:\n"
-     "  - once: 2026-01-01T10:00:00+02:00\n", "4:11", "no offset"),
+    ("datetime past the calendar's end", "job: x\ntasks: {a: {shell: x}}\nschedules:\n"
+     "  - once: 9999-12-31T23:00-02:00\n", "4:11",
+     "expected a date or date-time like 2026-01-01, 2026-01-01T06:00 (in the job's timezone)"
+     " or 2026-01-01T06:00+01:00"),
+    ("end before an aware start", "job: x\ntimezone: Europe/Paris\ntasks: {a: {shell: x}}\n"
+     "schedules:\n  - every: 1h\n    start: 2026-03-01T10:00+01:00\n"
+     "    end: 2026-03-01T09:30\n", "7:10", "schedules[0].end: expected an end after start"),
     ("duplicate schedule name", "job: x\ntasks: {a: {shell: x}}\nschedules:\n"
      "  - {cron: '@daily', name: n}\n  - {cron: '@hourly', name: n}\n", "5:29",
      "schedule name 'n' is already used by schedule 0"),
@@ -303,3 +308,36 @@ def test_many_unknown_names_among_many_tasks_get_their_first_hints_only() -> Non
     hinted = [p for p in problems if "did you mean" in p.message]
     assert 0 < len(hinted) < 3000
     assert hinted == problems[:len(hinted)]
+
+
+def test_end_before_start_is_reported_once_at_the_end_key() -> None:
+    found = _problems("job: x\ntasks: {a: {shell: x}}\nschedules:\n  - cron: '@daily'\n"
+                      "    start: 2026-06-01T00:00\n    end: 2026-01-01T00:00\n")
+    assert [str(p) for p in found] == [
+        "job.yaml:6:10: schedules[0].end: expected an end after start"]
+
+
+def test_once_start_and_end_may_name_an_instant_with_an_offset() -> None:
+    from datetime import UTC, datetime
+
+    from taskplan.timing import next_firings
+
+    spec = load_job_text(textwrap.dedent("""\
+        job: x
+        timezone: Europe/Paris
+        tasks: {a: {shell: x}}
+        schedules:
+          - once: 2026-03-01T10:00+01:00
+          - every: 30m
+            start: 2026-03-01T10:00Z
+            end: "2026-03-01T12:00:00-01:00"
+          - once: 2026-03-02T10:00
+        """), "job.yaml", "/jobs")
+    got = next_firings(spec, datetime(2026, 1, 1, tzinfo=UTC), 10)
+    assert [(at.astimezone(UTC).strftime("%d %H:%M"), s.index) for at, s in got] == [
+        ("01 09:00", 0), ("01 10:00", 1), ("01 10:30", 1), ("01 11:00", 1), ("01 11:30", 1),
+        ("01 12:00", 1), ("01 12:30", 1), ("01 13:00", 1), ("02 09:00", 2)]
+    # Stored and read back as written: the offset is kept.
+    again = job_from_definition(spec.definition, "job.yaml", "/jobs")
+    assert [sc.once for sc in again.schedules][::2] == [
+        datetime.fromisoformat("2026-03-01T10:00+01:00"), datetime(2026, 3, 2, 10, 0)]
