@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from taskplan.errors import DefinitionError
 from taskplan.model import BusinessCalendar, HolidaySource, JobSpec
 from taskplan.spec import build, checks
@@ -17,6 +19,7 @@ from taskplan.spec.schema import (
     CalendarFile,
     ExceptionModel,
     Header,
+    HolidaysModel,
     NotifyModel,
     ScheduleModel,
     Settings,
@@ -32,18 +35,27 @@ from taskplan.timing.checks import check_exception, check_schedule
 def analyse_calendar(data: dict[str, Any], positions: Positions, filename: str,
                      source_path: str, *, semantic: bool = True) -> Outcome:
     r = Reporter(filename, positions, data)
+    if not semantic and isinstance(data.get("weekends"), list) and -1 in data["weekends"]:
+        # Stored before -1 was refused: it closed no day (no weekday is -1), so it is dropped
+        # and the calendar keeps loading as it behaved.
+        data = {**data, "weekends": [d for d in data["weekends"] if d != -1]}
     model: CalendarFile | None = r.validate(CalendarFile, data, ())
     if model is not None and semantic:
         checks.calendar_name_length(r, model.calendar)
-    if model is not None:
-        for i, h in enumerate(model.holidays):
-            problem = check_holiday_source(HolidaySource(h.country, h.subdiv))
-            if problem is not None:
-                r.at_value(("holidays", i) if isinstance(data.get("holidays"), list)
-                           else ("holidays",), problem)
-        if len(set(model.weekends)) == 7:
-            r.at_value(("weekends",), "expected at most six weekend days (a calendar closed "
-                       "every day has no business days)")
+    # Each holiday source is checked on its own, also when other keys are wrong, so that
+    # validate reports every problem of the file at once.
+    raw = data.get("holidays")
+    for i, entry in enumerate(raw if isinstance(raw, list) else [raw] if raw else []):
+        try:
+            h = HolidaysModel.model_validate(entry)
+        except ValidationError:
+            continue  # reported with the file's
+        problem = check_holiday_source(HolidaySource(h.country, h.subdiv))
+        if problem is not None:
+            r.at_value(("holidays", i) if isinstance(raw, list) else ("holidays",), problem)
+    if model is not None and len(set(model.weekends)) == 7:
+        r.at_value(("weekends",), "expected at most six weekend days (a calendar closed "
+                   "every day has no business days)")
     if r.problems or model is None:
         return Outcome(None, r.problems, data, positions)
     cal = build.business_calendar(model, data, source_path)

@@ -237,8 +237,9 @@ Clock = Annotated[time, PlainValidator(clock_value)]
 Day = Annotated[date, PlainValidator(_date)]
 Minute = Annotated[int, PlainValidator(_int_range(0, 59, "a minute from 0 to 59"))]
 Hour = Annotated[int, PlainValidator(_int_range(0, 23, "an hour from 0 to 23"))]
+# Weekdays by name only (0 is Sunday to cron, Monday to Python): the range admits no number.
 Weekday = Annotated[int, PlainValidator(_int_range(
-    -1, -1, "a weekday: mon, tue, wed, thu, fri, sat or sun", WEEKDAYS))]
+    0, -1, "a weekday: mon, tue, wed, thu, fri, sat or sun (or monday..sunday)", WEEKDAYS))]
 Monthday = Annotated[int, PlainValidator(_int_range(
     1, 31, "a day of the month from 1 to 31, or last", extra={"last": -1}))]
 Month = Annotated[int, PlainValidator(_int_range(

@@ -341,3 +341,28 @@ def test_once_start_and_end_may_name_an_instant_with_an_offset() -> None:
     again = job_from_definition(spec.definition, "job.yaml", "/jobs")
     assert [sc.once for sc in again.schedules][::2] == [
         datetime.fromisoformat("2026-03-01T10:00+01:00"), datetime(2026, 3, 2, 10, 0)]
+
+
+def test_a_calendar_file_reports_every_problem_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("calendar: Bad Name\nholidays: [{country: GB}, {country: XX}]\n"
+                    "dates: [notadate]\nweekends: [sat, 6, -1]\n")
+    assert [f"{p.line}:{p.col}: {p.message.split(',')[0]}" for p in validate_files([path])] == [
+        "1:11: calendar: expected a calendar name of lowercase letters",
+        "2:27: holidays[1]: unknown country code 'XX' (expected an ISO 3166 code such as GB)",
+        "3:9: dates[0]: expected a date as YYYY-MM-DD",
+        "4:17: weekends[1]: expected a weekday: mon",
+        "4:20: weekends[2]: expected a weekday: mon"]
+
+
+def test_weekends_are_weekday_names_short_or_long_in_any_case(tmp_path: Path) -> None:
+    from taskplan.spec import calendar_from_definition
+
+    path = tmp_path / "c.yaml"
+    path.write_text("calendar: c\nweekends: [sat, SUNDAY, Fri]\n")
+    assert validate_files([path]) == []
+    cal = calendar_from_definition({"calendar": "c", "weekends": ["sat", "SUNDAY", "Fri"]}, "")
+    assert cal.weekends == (4, 5, 6)
+    # -1 was once let through (and closed no day): a calendar stored with it still loads.
+    assert calendar_from_definition({"calendar": "c", "weekends": ["sat", -1]}, "").weekends \
+        == (5,)
