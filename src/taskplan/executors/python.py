@@ -22,6 +22,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,7 +42,7 @@ from taskplan.executors.base import (
     timed_out_result,
 )
 from taskplan.executors.output import route
-from taskplan.executors.worker_output import WorkerOutput, new_marker
+from taskplan.executors.worker_output import AttemptOutput, new_marker
 
 TaskFunction = Callable[[AttemptContext], Any]
 _MAX_ERROR = 1000
@@ -120,33 +121,47 @@ class _Worker:
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
         life_r, self._life_w = os.pipe()
-        out_r, out_w = os.pipe()
-        marker = new_marker()
+        # Each attempt's output pipe goes to the worker over this socket (SCM_RIGHTS).
+        self._fd_socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.marker = new_marker()
         try:
             # Its own session: a kill takes the function's own children with it, and Ctrl-C
-            # in the agent's terminal reaches the agent, which decides what stops.
+            # in the agent's terminal reaches the agent, which decides what stops. Its own
+            # stderr stays the agent's until a first attempt (a worker that cannot start
+            # says why there).
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "taskplan.executors.pyworker",
-                 str(to_r), str(from_w), str(life_r), str(os.getpid()), marker.hex()],
-                pass_fds=(to_r, from_w, life_r), stdin=subprocess.DEVNULL, stdout=out_w,
-                stderr=out_w, start_new_session=True)
+                 str(to_r), str(from_w), str(life_r), str(os.getpid()), self.marker.hex(),
+                 str(theirs.fileno())],
+                pass_fds=(to_r, from_w, life_r, theirs.fileno()), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, start_new_session=True)
         except BaseException:
-            for fd in (to_w, from_r, self._life_w, out_r):
+            for fd in (to_w, from_r, self._life_w):
                 os.close(fd)
+            self._fd_socket.close()
             raise
         finally:
-            for fd in (to_r, from_w, life_r, out_w):
+            for fd in (to_r, from_w, life_r):
                 os.close(fd)
+            theirs.close()
         # Imported here: multiprocessing (with tempfile and shutil) costs an in-process run's
         # start a few ms, and only worker processes talk over its pipes.
         from multiprocessing.connection import Connection
 
         self.to_worker = Connection(to_w, readable=False)
         self.from_worker = Connection(from_r, writable=False)
-        self.output = WorkerOutput(out_r, marker)
-        self.ready = select.poll()
-        self.ready.register(from_r, select.POLLIN)
-        self.ready.register(out_r, select.POLLIN)
+
+    def open_output(self) -> AttemptOutput:
+        """A new output pipe for the next attempt: its write end goes to the worker."""
+        out_r, out_w = os.pipe()
+        try:
+            socket.send_fds(self._fd_socket, [b"o"], [out_w])
+        except BaseException:
+            os.close(out_r)
+            raise
+        finally:
+            os.close(out_w)
+        return AttemptOutput(out_r, self.marker)
 
     def kill(self) -> None:
         try:
@@ -163,7 +178,7 @@ class _Worker:
             pass
         self.to_worker.close()
         self.from_worker.close()
-        self.output.close()
+        self._fd_socket.close()
         os.close(self._life_w)
 
     def describe_death(self) -> str:
@@ -263,37 +278,47 @@ class PythonExecutor:
                  "task": ctx.task, "attempt": ctx.attempt, "params": dict(ctx.params),
                  "item": ctx.item, "fire_time": ctx.fire_time}
         deadline = None if request.timeout is None else time.monotonic() + request.timeout
-        output = worker.output
-        output.discard()
+        output: AttemptOutput | None = None
         outcome: tuple[ExecResult, bool] | None = None
-        output_ended = False
         try:
+            output = worker.open_output()
             worker.to_worker.send_bytes(_encoder.encode(frame).encode())
-            while outcome is None or not output_ended:
-                if outcome is not None:
-                    wait = _MARKER_WAIT  # "done" is sent after the marker is written
-                elif deadline is not None:
-                    wait = deadline - time.monotonic()
-                else:
-                    wait = None
-                ready = worker.ready.poll(None if wait is None else max(0, int(wait * 1000) + 1))
-                if not ready:
-                    if outcome is not None:
-                        break  # the task closed the worker's own copy of the pipe
+            poller = select.poll()
+            frames = worker.from_worker.fileno()
+            poller.register(frames, select.POLLIN)
+            poller.register(output.fd, select.POLLIN)
+            while outcome is None or not output.ended:
+                now = time.monotonic()
+                if outcome is None and deadline is not None and now >= deadline:
                     worker.kill()
                     output.forward(log)
                     assert request.timeout is not None
                     return timed_out_result(request.timeout), False
+                # Once "done" came the marker is already in the pipe (written first); only a
+                # task that closed the worker's own copy of the pipe can keep it away.
+                wait = (_MARKER_WAIT if outcome is not None
+                        else None if deadline is None else deadline - now)
+                ready = poller.poll(None if wait is None else max(0, int(wait * 1000) + 1))
+                if not ready and outcome is not None:
+                    break
                 for fd, _ in ready:
                     if fd == output.fd:
-                        output_ended = output.forward(log) or output_ended
+                        output.forward(log)
+                        if output.ended:
+                            poller.unregister(fd)
                     elif outcome is None:
                         outcome = self._frame(worker, ctx, cancel)
+                        if outcome is not None:
+                            poller.unregister(fd)
         except (EOFError, OSError):
-            output.forward(log)
+            if output is not None:
+                output.forward(log)
             if cancel.is_set():
                 return CANCELLED, False
             return ExecResult(ok=False, error=worker.describe_death()), False
+        finally:
+            if output is not None:
+                output.close()
         return outcome
 
     @staticmethod

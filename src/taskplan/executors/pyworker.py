@@ -1,4 +1,4 @@
-"""The worker process that runs python tasks: `python -m taskplan.executors.pyworker R W L P M`.
+"""The worker process that runs python tasks: `python -m taskplan.executors.pyworker R W L P M S`.
 
 A worker runs one attempt at a time, for as long as its agent keeps it: it imports task modules
 once (like any import) and calls the functions with an `AttemptContext`. Frames are JSON lists
@@ -10,11 +10,11 @@ over two pipes (R: requests and replies from the agent; W: frames to the agent):
     agent -> worker   ["results", {name: result}, [names waited for]]
     worker -> agent   ["done", ok, result, error]
 
-The attempt's output does not go over these pipes: fds 1 and 2 are a third pipe the agent
-reads (see _Output), and M is the marker (in hex) that ends an attempt's output there. P is
-the agent's pid. L is a lifeline: the agent holds its write end and never writes. When the
-agent dies, the read returns and the worker kills its own process group, so no task outlives
-the agent that ran it.
+The attempt's output does not go over these pipes: fds 1 and 2 are a pipe of each attempt's
+own, whose write end comes over the Unix socket S just before the request (see _Output), and M
+is the marker (in hex) that ends an attempt's output there. P is the agent's pid. L is a
+lifeline: the agent holds its write end and never writes. When the agent dies, the read
+returns and the worker kills its own process group, so no task outlives the agent that ran it.
 Killing a task is killing its worker's process group; the agent then starts a fresh worker.
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 from multiprocessing.connection import Connection
@@ -47,24 +48,30 @@ class _Channel:
 
 
 class _Output:
-    """Fds 1 and 2 of the worker: the output pipe, whose read end the agent holds.
+    """Fds 1 and 2 of the worker: a pipe of the attempt's own, whose read end the agent holds.
 
     So the log holds everything an attempt writes, in the order written: print and sys.stderr
     (ordinary text streams over fds 1 and 2, with fileno() and .buffer), C code writing to the
     fds, and programs the task starts without capturing their output, which inherit them; and
     what was written before the worker died, since the pipe outlives its writer. `settle()`
-    ends an attempt with the agent's marker, written through the worker's own copy of the
-    pipe (still there if the task redirected fd 1), before "done" is sent.
+    ends the attempt with the agent's marker, written through the worker's own copy of the
+    pipe (still there if the task redirected fd 1), before "done" is sent; then fds 1 and 2
+    go to /dev/null, so a program the task left running writes into a pipe the agent has
+    closed, never into a later attempt's log.
     """
 
-    def __init__(self, marker: bytes) -> None:
+    def __init__(self, marker: bytes, fd_socket: socket.socket) -> None:
         self._marker = marker
-        self._own_fd = os.dup(1)  # not inherited by the programs a task starts
+        self._fd_socket = fd_socket
+        self._own_fd = -1
         self.stdout, self.stderr = _text_stream(1), _text_stream(2)
 
     def open_attempt(self) -> None:
-        """Point fds 1 and 2, sys.stdout and sys.stderr at the pipe again: an earlier attempt
-        in this worker may have redirected, replaced or closed any of them."""
+        """Take this attempt's pipe from the agent and point fds 1 and 2, sys.stdout and
+        sys.stderr at it: an earlier attempt may have redirected, replaced or closed any."""
+        _, fds, _, _ = socket.recv_fds(self._fd_socket, 1, 1)
+        self._own_fd = fds[0]
+        os.set_inheritable(self._own_fd, False)  # the task's programs get fds 1 and 2 only
         os.dup2(self._own_fd, 1)
         os.dup2(self._own_fd, 2)
         if self.stdout.closed:
@@ -81,7 +88,18 @@ class _Output:
 
     def settle(self) -> None:
         self._flush()
-        _write_all(self._own_fd, self._marker)
+        try:
+            _write_all(self._own_fd, self._marker)
+        except OSError:
+            pass  # the task closed the worker's own copy: the agent then reads to the pipe's end
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+        try:
+            os.close(self._own_fd)
+        except OSError:
+            pass
 
     def _flush(self) -> None:
         for stream in (self.stdout, self.stderr):
@@ -126,9 +144,10 @@ def _watch(lifeline: int) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def serve(reader: Connection, writer: Connection, marker: bytes) -> None:
+def serve(reader: Connection, writer: Connection, marker: bytes, fd_socket: socket.socket
+          ) -> None:
     channel = _Channel(reader, writer)
-    output = _Output(marker)
+    output = _Output(marker, fd_socket)
     runner = InProcessRunner(route_prints=False)
     while True:
         try:
@@ -150,12 +169,14 @@ def main(argv: list[str]) -> None:
     read_fd, write_fd, lifeline = (int(a) for a in argv[1:4])
     agent = int(argv[4])
     marker = bytes.fromhex(argv[5])
+    fd_socket = socket.socket(fileno=int(argv[6]))
     if os.getppid() != agent:
         os._exit(1)  # the agent died while this worker started
     # (No PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends, and a
     # pooled worker outlives the slot thread that started it.)
     threading.Thread(target=_watch, args=(lifeline,), daemon=True).start()
-    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False), marker)
+    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False), marker,
+          fd_socket)
 
 
 if __name__ == "__main__":

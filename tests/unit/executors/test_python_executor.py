@@ -440,9 +440,9 @@ def test_one_attempt_redirecting_its_fds_does_not_silence_the_next(python, plain
             print("lost")
 
         def background(ctx):
-            # writes once the test says the attempt is over, then says it has written
-            subprocess.Popen(["sh", "-c", "while [ ! -e go ]; do sleep 0.01; done; "
-                              "echo late; touch written"], cwd=ctx.params["dir"])
+            # writes once the test says the attempt is over, then says it has tried
+            subprocess.Popen(["sh", "-c", "trap '' PIPE; while [ ! -e go ]; do sleep 0.01;"
+                              " done; echo late; touch written"], cwd=ctx.params["dir"])
             print("started")
 
         def speak(ctx):
@@ -466,5 +466,30 @@ def test_one_attempt_redirecting_its_fds_does_not_silence_the_next(python, plain
         time.sleep(0.01)
     again = python.execute(plain_request(f"{name}:speak", kind="python"), third, Cancellation())
     assert again.result == spoken.result  # the same worker throughout
-    # "late" came between two attempts: it belongs to neither
+    # "late" came after its attempt ended: its pipe was closed, and it is in no log
     assert first.text == "started\n" and third.text == "spoken\nwritten\n"
+
+
+class _SlowSink(RecordingSink):
+    """A log that takes its time (a store write per flush), slower than a task can print."""
+
+    def write(self, text: str) -> None:
+        time.sleep(0.002)
+        super().write(text[:100])
+
+
+def test_a_task_printing_without_pause_still_times_out(python, plain_request, module) -> None:
+    name = module("""
+        import os
+
+        def firehose(ctx):
+            while True:
+                os.write(1, b"x" * 1000000)
+    """)
+    box: list[ExecResult] = []
+    request = plain_request(f"{name}:firehose", kind="python", timeout=1.0)
+    thread = threading.Thread(target=lambda: box.append(
+        python.execute(request, _SlowSink(), Cancellation())), daemon=True)
+    thread.start()
+    thread.join(120)  # a hang guard, not a measure: the deadline is checked between reads
+    assert box == [ExecResult(ok=False, error="timed out after 1s", timed_out=True)]
