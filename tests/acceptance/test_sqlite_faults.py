@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from acceptance_helpers import TASKPLAN, Taskplan, clean_env
 
 from taskplan.errors import StoreUnavailableError
 from taskplan.store.db import Store
+from taskplan.store.dialects.sqlite import FILE_CHECK_EVERY
 
 ITEMS = 12
 
@@ -172,6 +174,7 @@ def test_a_store_file_deleted_or_replaced_while_open_is_never_written_blind(tmp_
     saved.write_bytes(path.read_bytes())
     for name in ("s.db", "s.db-wal", "s.db-shm"):
         (tmp_path / name).unlink(missing_ok=True)
+    time.sleep(FILE_CHECK_EVERY * 1.5)  # a thread looks at the file at most that often
     for open_tx in (store.read, store.tx):
         gone = re.escape("is gone (deleted or moved while in use)")
         with pytest.raises(StoreUnavailableError, match=gone), open_tx():
@@ -185,3 +188,22 @@ def test_a_store_file_deleted_or_replaced_while_open_is_never_written_blind(tmp_
     conn = sqlite3.connect(path)
     assert sorted(r[0] for r in conn.execute("SELECT name FROM pools")) == ["after", "kept"]
     conn.close()
+
+
+def test_a_relative_store_path_survives_a_change_of_directory(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    store = Store("sqlite:///s.db")
+    try:
+        with store.tx() as tx:
+            tx.run("INSERT INTO pools (name, size) VALUES ('p', 1)")
+        os.chdir(tmp_path / "b")  # as an in-process python task may
+        time.sleep(FILE_CHECK_EVERY * 1.5)
+        with store.tx() as tx:
+            assert tx.scalar("SELECT size FROM pools WHERE name = 'p'") == 1
+        assert not (tmp_path / "b" / "s.db").exists()
+    finally:
+        store.close()

@@ -177,3 +177,30 @@ def test_a_schema_newer_than_this_taskplan_is_refused_not_retried(store_url: str
         with pytest.raises(StoreVersionError, match=f"has schema 9999, newer than this taskplan"
                                                     f" knows \\({migrate.HEAD}\\)"):
             Store(store_url, create=create)
+
+
+def test_run_ids_migration_goes_down_and_up_keeping_runs(tmp_path: Path) -> None:
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    Store(url).close()
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO runs (id, job_id, version_id, state, \"trigger\", params,"
+                " on_failure, created_at) VALUES (7, 1, 1, 'succeeded', 'manual', '{}',"
+                " 'continue', 0)")
+        with engine.begin() as conn:
+            command.downgrade(migrate.alembic_config(conn), "0012")
+        with engine.begin() as conn:
+            ddl = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = 'runs'").scalar_one()
+            assert "AUTOINCREMENT" not in ddl and "pk_runs PRIMARY KEY (id)" in ddl
+            assert conn.exec_driver_sql("SELECT id FROM runs").scalars().all() == [7]
+            command.upgrade(migrate.alembic_config(conn), "head")
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = 'runs'"
+                                        ).scalar_one() == 7
+    finally:
+        engine.dispose()

@@ -42,6 +42,7 @@ CHECKPOINT_EVERY = 48
 # backstop for transactions larger than the background one keeps up with (a big expansion).
 AUTOCHECKPOINT_PAGES = 10_000
 CHECKPOINTER_IDLE = 5.0  # s without a checkpoint due after which its thread leaves
+FILE_CHECK_EVERY = 0.1  # s: how often a thread checks that the store file is still its own
 
 
 def sqlite_busy_timeout() -> float:
@@ -236,7 +237,8 @@ class SQLiteDialect(Dialect):
 
     def __init__(self, store: Store) -> None:
         super().__init__(store)
-        self.path = sqlite_path(self.url)
+        # Absolute once: a task run in this process may change the working directory.
+        self.path = os.path.abspath(sqlite_path(self.url))
         # Writers in one process queue here instead of spinning in SQLite's busy handler.
         self.write_lock = threading.Lock()
         self.checkpointer = Checkpointer(self)
@@ -254,7 +256,7 @@ class SQLiteDialect(Dialect):
     def new_connection(self) -> Any:
         path = self.path
         # Once opened, never again created: mode=rw fails where the file has gone.
-        target, uri = ((f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=rw", True)
+        target, uri = ((f"file:{urllib.parse.quote(path)}?mode=rw", True)
                        if self._file is not None else (path, False))
         try:
             conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False,
@@ -274,12 +276,13 @@ class SQLiteDialect(Dialect):
             conn.close()
             raise self._gone()
         self.local.file = self._file = file
+        self.local.file_checked = time.monotonic()
         return conn
 
     def probe(self) -> Any:
         """Read-only and without the pragmas: a file that is not a store (another program's
         database, an empty file) is left exactly as it was. Closed by the caller."""
-        target = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?mode=ro"
+        target = f"file:{urllib.parse.quote(self.path)}?mode=ro"
         try:
             return sqlite3.connect(target, uri=True, timeout=sqlite_busy_timeout())
         except sqlite3.Error as exc:
@@ -289,14 +292,21 @@ class SQLiteDialect(Dialect):
         """This thread's connection, replaced when the file at the path is no longer the one
         it has open (deleted, or another file moved there): otherwise its transactions would
         go on reading and committing into a file nobody else can see."""
-        conn = getattr(self.local, "conn", None)
-        if conn is not None and _identity(self.path) != getattr(self.local, "file", None):
-            self.drop_connection()
+        local = self.local
+        conn = getattr(local, "conn", None)
+        if conn is not None:
+            now = time.monotonic()
+            # A stat costs a few microseconds (a round trip on a network file system): once
+            # per FILE_CHECK_EVERY per thread is enough to stop writing into a deleted file.
+            if now - getattr(local, "file_checked", 0.0) >= FILE_CHECK_EVERY:
+                local.file_checked = now
+                if _identity(self.path) != getattr(local, "file", None):
+                    self.drop_connection()
         return self.connection()
 
     def _gone(self) -> StoreUnavailableError:
         return StoreUnavailableError(
-            f"SQLite store {os.path.abspath(self.path)} is gone (deleted or moved while in use);"
+            f"SQLite store {self.path} is gone (deleted or moved while in use);"
             " nothing is written until it is back")
 
     def make_engine(self) -> Engine:

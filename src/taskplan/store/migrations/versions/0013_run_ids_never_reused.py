@@ -57,12 +57,12 @@ _INDEXES = ("CREATE INDEX ix_runs_job_id_id ON runs (job_id, id)",
             "CREATE INDEX ix_runs_state_priority ON runs (state, priority)")
 
 
-def _copy_runs(id_column: str) -> None:
+def _copy_runs(id_column: str, key: str = "") -> None:
     # Written out rather than Alembic's batch mode, whose copy orders constraints and indexes
     # differently from one process to the next: store/sql/fresh_sqlite.sql is rendered from
     # what this leaves in sqlite_master, and must come out the same every time. Copying sets
     # sqlite_sequence to the highest id kept.
-    op.execute(f"CREATE TABLE runs_copy (\n    {id_column},{_COLUMNS})")
+    op.execute(f"CREATE TABLE runs_copy (\n    {id_column},{_COLUMNS}{key})")
     op.execute(f"INSERT INTO runs_copy ({_NAMES}) SELECT {_NAMES} FROM runs")
     op.execute("DROP TABLE runs")
     op.execute("ALTER TABLE runs_copy RENAME TO runs")
@@ -77,4 +77,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        _copy_runs("id INTEGER NOT NULL,\n    CONSTRAINT pk_runs PRIMARY KEY (id)")
+        _copy_runs("id INTEGER NOT NULL", key=",\n    CONSTRAINT pk_runs PRIMARY KEY (id)\n")
