@@ -15,6 +15,7 @@ import click
 from taskplan import shapes
 from taskplan.agent import Agent
 from taskplan.cli.common import (
+    after_hangup,
     db_option,
     get_context,
     handle_errors,
@@ -71,6 +72,7 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
     terms = [0]
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        after_hangup(signum)
         name = signal.Signals(signum).name
         if signum != signal.SIGINT:
             terms[0] += 1

@@ -85,6 +85,19 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return tuple(signals)
 
 
+def after_hangup(signum: int) -> None:
+    """On SIGHUP the terminal is gone: what the command still prints (progress, its summary,
+    log lines) goes to /dev/null, instead of failing to reach it (and the exit code with it)."""
+    if signum != signal.SIGHUP:
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    finally:
+        os.close(null)
+
+
 def whole(minimum: int) -> click.IntRange:
     """An integer option from `minimum` up to what the store holds."""
     return click.IntRange(minimum, INT64_MAX)

@@ -18,6 +18,7 @@ from taskplan.agent import Agent
 from taskplan.cli.common import (
     EXIT_OK,
     EXIT_RUN_FAILED,
+    after_hangup,
     db_option,
     duration,
     get_context,
@@ -258,6 +259,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
     interrupts = [0]
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        after_hangup(signum)
         interrupts[0] += 1
         if interrupts[0] == 1:
             threading.Thread(target=cancel_quietly, args=(engine, run_id), daemon=True).start()

@@ -15,6 +15,7 @@ from taskplan import shapes
 from taskplan.cli import web_cmds
 from taskplan.cli.common import (
     Seconds,
+    after_hangup,
     db_option,
     get_context,
     handle_errors,
@@ -129,7 +130,8 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
 def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
     """Call `handler` on SIGINT/SIGTERM/SIGHUP (`stop_signals`); returns a function restoring
     the old handlers."""
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        after_hangup(signum)
         handler()
 
     old = {s: signal.signal(s, on_signal) for s in stop_signals()}
