@@ -167,6 +167,9 @@ def test_distributed_run_warns_of_tasks_neither_it_nor_a_live_agent_can_take(tp:
     proc = tp.popen("run", str(path), "--distributed", "--labels", "etl")
     assert proc.stderr is not None
     warnings = [proc.stderr.readline(), proc.stderr.readline()]
+    status = tp.ok("status", "1").out
+    # its forecast says it holds only if an agent comes for what none can take
+    assert "if an agent comes for the 2 task(s) waiting for one" in status.splitlines()[1]
     tp.ok("cancel", "1")
     out, rest = proc.communicate(timeout=60)
     assert proc.returncode == 1, out + rest

@@ -83,7 +83,12 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
                f"trigger {info.trigger}  {short_time(info.started_at)}  "
                f"{duration(info.started_at, info.finished_at)}")
     if info.state in ("running", "stopping"):
-        click.echo(forecast_line(forecast, time.time()))
+        line = forecast_line(forecast, time.time())
+        stuck = sum(1 for reason in why.values() if reason.startswith(_NO_TAKER))
+        if forecast is not None and stuck:
+            # The forecast assumes every task finds an agent; these have none alive.
+            line += f", if an agent comes for the {stuck} task(s) waiting for one"
+        click.echo(line)
     if info.deadline_at is not None or info.deadline_state is not None:
         click.echo(f"deadline: {deadline_text(info, time.time())}")
     if info.params:
@@ -108,6 +113,10 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
                    f"  {safe_line(detail)}".rstrip())
         for a in (tries or {}).get(t.id, []):
             _print_attempt(a)
+
+
+# Waiting reasons (engine/waiting.py) that no running agent will ever end.
+_NO_TAKER = ("no agent alive", "waiting for an agent with labels", "the foreground agent lacks")
 
 
 def _print_attempt(a: reports.AttemptInfo) -> None:
