@@ -207,3 +207,26 @@ def test_a_relative_store_path_survives_a_change_of_directory(tmp_path: Path,
         assert not (tmp_path / "b" / "s.db").exists()
     finally:
         store.close()
+
+
+def _no_file_growth() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+
+def test_a_store_that_cannot_be_read_for_want_of_space_is_not_called_missing(tp: Taskplan
+                                                                           ) -> None:
+    """Opening a WAL store makes its -shm file; with no room for it a reader must say the disk
+    is full (exit 3), never that there is no store (exit 2), which invites making a new one."""
+    tp.write("job.yaml", "job: j\ntasks:\n  a: {shell: 'true'}\n")
+    tp.ok("run", "job.yaml")
+    for name in ("taskplan.db-wal", "taskplan.db-shm"):
+        (tp.db_path.parent / name).unlink(missing_ok=True)
+    for args in (("runs",), ("status",), ("jobs",)):
+        proc = subprocess.run(tp.argv(args, True), cwd=tp.home, env=clean_env(tp.env),
+                              capture_output=True, text=True, preexec_fn=_no_file_growth,
+                              timeout=60)
+        assert proc.returncode == 3, (args, proc.stderr)
+        assert proc.stderr == (f"taskplan: SQLite store {tp.db_path} could not be written or"
+                               " read (disk I/O error: is its disk full?): disk I/O error\n")
+    assert tp.ok("runs", "--json").json()[0]["state"] == "succeeded"  # all there once it can

@@ -102,6 +102,9 @@ class Store:
         except (StoreUnavailableError, StoreVersionError):
             raise
         except Exception as exc:
+            fault = self.dialect.fault(exc)
+            if fault is not None:
+                raise fault from exc
             raise StoreUnavailableError(
                 f"cannot open the store {mask_url(self.url)}: {mask_url(str(exc))}") from exc
 

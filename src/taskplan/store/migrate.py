@@ -24,20 +24,29 @@ def stored_revision(dbapi_conn: Any) -> str | None:
     try:
         cur.execute("SELECT version_num FROM alembic_version")
         rows = cur.fetchall()
-    except Exception:
-        rows = []
+    except Exception as exc:
+        dbapi_conn.rollback()
+        if not _no_such_table(exc):
+            raise  # the database cannot be read (a full disk, a lost server): not "no store"
+        return None
     dbapi_conn.rollback()
     return str(rows[0][0]) if len(rows) == 1 else None if not rows else ",".join(
         sorted(str(r[0]) for r in rows))
 
 
+def _no_such_table(exc: Exception) -> bool:
+    # SQLite: "no such table: alembic_version"; PostgreSQL: SQLSTATE 42P01 (undefined_table).
+    return "no such table" in str(exc) or getattr(exc, "sqlstate", None) == "42P01"
+
+
 def is_current(dbapi_conn: Any) -> bool:
-    """True when the store's schema is at HEAD; any error (no table yet) means no."""
+    """True when the store's schema is at HEAD (False with no schema yet)."""
     return stored_revision(dbapi_conn) == HEAD
 
 
 def has_store(dbapi_conn: Any) -> bool:
-    """True when the database holds taskplan's tables (at any schema version)."""
+    """True when the database holds taskplan's tables (at any schema version). A database
+    that cannot be read raises: it is not said to hold no store."""
     return stored_revision(dbapi_conn) is not None
 
 

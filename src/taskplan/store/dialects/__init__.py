@@ -24,6 +24,7 @@ from taskplan.store.urls import backend_of
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from taskplan.errors import StoreUnavailableError
     from taskplan.store.db import Store
     from taskplan.store.tx import Params, Row, Tx
 
@@ -98,6 +99,11 @@ class Dialect:
     def create_fresh(self) -> bool:
         """Lay down a new store's whole schema in one step, if this backend can."""
         return False
+
+    def fault(self, exc: BaseException) -> StoreUnavailableError | None:
+        """The store-level error for a driver error that is about the database's file or
+        server (a full disk, a read-only file), in the store's own words; None if not."""
+        return None
 
     def probe(self) -> Any:
         """A connection to look at what the database holds without changing it: this thread's

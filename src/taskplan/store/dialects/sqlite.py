@@ -279,6 +279,9 @@ class SQLiteDialect(Dialect):
         self.local.file_checked = time.monotonic()
         return conn
 
+    def fault(self, exc: BaseException) -> StoreUnavailableError | None:
+        return sqlite_fault(self.path, exc)
+
     def probe(self) -> Any:
         """Read-only and without the pragmas: a file that is not a store (another program's
         database, an empty file) is left exactly as it was. Closed by the caller."""
