@@ -106,7 +106,7 @@ def backfill(engine: Engine, job: str, start: datetime, end: datetime, *,
         raise UsageError(f"--from {start.isoformat()} is after --to (or after now:"
                          " a backfill covers past firings only)")
     found, version_id, spec = locate(engine, job)
-    declared_params(spec.params, params or {})
+    params = declared_params(spec, params or {})
     out = Backfill(job, start, end, firings=firings_in(engine, version_id, start, end,
                                                        default_tz))
     by_key = {s.key: s.params for s in spec.schedules}

@@ -132,18 +132,67 @@ def initial_states(spec: JobSpec, ups: dict[str, list[str]]) -> dict[str, tuple[
     return {name: (states[name], pending[name]) for name in ups}
 
 
-def declared_params(declared: Mapping[str, object], given: Mapping[str, object]
-                    ) -> dict[str, object]:
-    """`given` when each of its names is a param the job declares: a run's params override the
-    job's, they do not add to them (a misspelt `--param dya=...` would otherwise be kept and
-    silently ignored by every template)."""
-    unknown = sorted(k for k in given if k not in declared)
+def declared_params(spec: JobSpec, given: Mapping[str, object]) -> dict[str, object]:
+    """A run's params from `given`: each must be a param the job declares (in `params:`, or a
+    schedule's or trigger's), since a run's params override the job's and do not add to them
+    (a misspelt `--param dya=...` would otherwise be kept and silently ignored by every
+    template). A job without a `params:` key declares none and takes whatever is given.
+
+    Text given for a param whose default is not text (`--param n=7`, `--param on=false`) is
+    read as JSON, so the run sees the type its templates and functions expect."""
+    names = param_names(spec)
+    if names is None:
+        return dict(given)
+    unknown = sorted(k for k in given if k not in names)
     if unknown:
         import difflib
 
-        guess = difflib.get_close_matches(unknown[0], sorted(declared), n=1)
+        guess = difflib.get_close_matches(unknown[0], sorted(names), n=1)
         hint = f"; did you mean {guess[0]!r}?" if guess else ""
-        known = ", ".join(sorted(declared)) or "none"
+        known = ", ".join(sorted(names)) or "none"
         raise UsageError(f"unknown param {unknown[0]!r} (the job declares: {known}){hint}")
-    return dict(given)
+    return {k: _typed(k, v, spec.params.get(k)) for k, v in given.items()}
+
+
+def param_names(spec: JobSpec) -> set[str] | None:
+    """The params a run of the job may be given; None when the job has no `params:` key."""
+    if "params" not in spec.definition:
+        return None
+    names = set(spec.params)
+    for schedule in spec.schedules:
+        names.update(schedule.params)
+    for trigger in spec.triggers:
+        names.update(trigger.params)
+    return names
+
+
+_JSON_TYPES = {bool: "true or false", int: "a whole number", float: "a number",
+               list: "a JSON list", dict: "a JSON object"}
+
+
+def _typed(name: str, value: object, default: object) -> object:
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = _NOT_JSON
+    want = type(default)
+    if parsed is _NOT_JSON or not _same_kind(parsed, want):
+        raise UsageError(f"param {name!r} takes {_JSON_TYPES.get(want, 'JSON')}, as its default"
+                         f" {json.dumps(default)} is; got {value!r}")
+    return parsed
+
+
+_NOT_JSON = object()
+
+
+def _same_kind(value: object, want: type) -> bool:
+    if want is float:  # 7 is a fine value for a param whose default is 2.5
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, want)
 

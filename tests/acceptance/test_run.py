@@ -407,6 +407,36 @@ def test_a_folder_or_a_missing_file_is_refused_in_one_line(tp: Taskplan) -> None
     assert not tp.db_path.exists()  # nothing was created for either
 
 
+def test_params_typed_as_their_defaults_and_free_without_a_params_key(tp: Taskplan) -> None:
+    tp.write("free.yaml", "job: free\ntasks:\n  a: {shell: [echo, '{{ params.x }}']}\n")
+    tp.ok("run", "free.yaml", "--param", "x=anything")  # no params: key, nothing checked
+    assert tp.ok("logs", "1", "a").out == "anything\n"
+    tp.write("typed.yaml", """
+        job: typed
+        params: {n: 3, on: true, r: 2.5, name: x, tags: [a]}
+        tasks:
+          a:
+            shell: [echo, "{{ params.n + 1 }} {{ params.on }} {{ params.r * 2 }}",
+                    "{{ params.name }} {{ params.tags | length }}"]
+    """)
+    tp.ok("run", "typed.yaml", "--param", "n=7", "--param", "on=false", "--param", "r=3",
+          "--param", "name=5", "--param", 'tags=["p", "q"]')
+    assert tp.ok("logs", "2", "a").out == "8 False 6 5 2\n"
+    for given, words in (("n=seven", "param 'n' takes a whole number, as its default 3 is;"
+                                     " got 'seven'"),
+                         ("on=False", "param 'on' takes true or false, as its default true"
+                                      " is; got 'False'")):
+        res = tp("run", "typed.yaml", "--param", given)
+        assert (res.code, res.err) == (2, f"taskplan: {words}\n"), res
+    assert len(tp.ok("runs", "--json").json()) == 2  # the refused ones made no run
+    # an expression that fails on a value of another type is a template error
+    tp.write("texty.yaml", "job: texty\nparams: {n: '3'}\ntasks:\n"
+             "  a: {shell: [echo, '{{ params.n + 1 }}']}\n")
+    assert tp("run", "texty.yaml").code == 1
+    error = "template error: TypeError: can only concatenate str (not \"int\") to str"
+    assert tp.status(3)["tasks"][0]["error"] == error
+
+
 def test_a_param_the_job_does_not_declare_is_refused(tp: Taskplan) -> None:
     # A misspelt --param would be kept and ignored by every template: refused, with a hint, by
     # run (a file: before the store is created; a name; --detach), forecast and backfill,

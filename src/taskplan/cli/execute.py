@@ -117,7 +117,7 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
             from taskplan.cli.definitions import refuse_unknown_calendars  # (the parser's)
 
             refuse_unknown_calendars(ctx, spec)
-        declared_params(spec.params, overrides)
+        overrides = declared_params(spec, overrides)
     ctx.create = spec is not None  # a job name needs a store that already holds it
     try:
         engine = ctx.engine
@@ -126,7 +126,7 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
                          ) from None
     version_id = resolve_version(engine, job_or_file, spec)
     if spec is None:  # a job name: its params are known only now (a file's were checked)
-        declared_params(engine.job_spec(version_id).params, overrides)
+        overrides = declared_params(engine.job_spec(version_id), overrides)
     if detach:
         run_id = engine.create_run(version_id, overrides)
         click.echo(run_id)

@@ -109,7 +109,7 @@ def forecast_cmd(job_or_file: str, params: tuple[str, ...], workers: int | None,
     overrides = parse_params(params)
     ctx = get_context(db)
     spec = job_spec_of(ctx, job_or_file)
-    declared_params(spec.params, overrides)
+    overrides = declared_params(spec, overrides)
     engine = ctx.engine_or_scratch()  # a job file can be forecast before any store exists
     now = engine.clock()
     start = (parse_at(at, spec, ctx.settings.timezone, datetime.fromtimestamp(now).astimezone())

@@ -95,12 +95,21 @@ def render(
     context: Mapping[str, Any],
     quote_ident: Callable[[str], str] = quote_double,
 ) -> str:
-    """Render `template` with `context`; raises jinja2 errors (UndefinedError, SecurityError)."""
+    """Render `template` with `context`; raises jinja2 errors (UndefinedError, SecurityError,
+    and TemplateRuntimeError for any other exception an expression raises)."""
     if not is_template(template):
         return template
     values = dict(context)
     values[_QUOTE_KEY] = quote_ident
-    result: str = _compiled(template).render(values)
+    try:
+        result: str = _compiled(template).render(values)
+    except Exception as exc:
+        from jinja2 import TemplateError, TemplateRuntimeError
+
+        if isinstance(exc, TemplateError):
+            raise
+        # `{{ params.n + 1 }}` with a text n: the template's fault, said as a template error.
+        raise TemplateRuntimeError(f"{type(exc).__name__}: {exc}") from exc
     return result
 
 

@@ -6,23 +6,24 @@ from __future__ import annotations
 from typing import Any
 
 from taskplan.errors import UsageError
+from taskplan.model import JobSpec
 from taskplan.rules import declared_params
 from taskplan.web.views import Ctx
 
 
-def check_params(declared: dict[str, Any], given: Any) -> dict[str, Any]:
+def check_params(spec: JobSpec, given: Any) -> dict[str, Any]:
     if given is None:
         return {}
     if not isinstance(given, dict):
         raise UsageError("params must be an object of name: value")
-    return declared_params(declared, given)
+    return declared_params(spec, given)
 
 
 def start_run(ctx: Ctx, job: str, params: Any) -> dict[str, Any]:
     """Run now: what `taskplan run JOB --detach` does (a manual run of the current version)."""
     engine = ctx.engine
     version_id = engine.current_version(job)
-    checked = check_params(engine.job_spec(version_id).params, params)
+    checked = check_params(engine.job_spec(version_id), params)
     run_id = engine.create_run(version_id, checked)
     return {"run_id": run_id, "job": job, "state": engine.run_state(run_id)}
 
