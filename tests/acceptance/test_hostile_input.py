@@ -77,3 +77,25 @@ def test_only_regular_files_are_read(tp: Taskplan) -> None:
         assert res.err.splitlines()[0] == line, (command, res.err)
         assert "Traceback" not in res.err
     assert not tp.db_path.exists()
+
+
+def test_a_symbolic_link_loop_is_one_line_and_the_rest_of_the_folder_is_checked(
+        tp: Taskplan) -> None:
+    (tp.home / "l1.yaml").symlink_to("l2.yaml")
+    (tp.home / "l2.yaml").symlink_to("l1.yaml")
+    tp.write("jobs/bad.yaml", "job: bad\ntasks: {a: {shell: x, retries: -1}}\n")
+    (tp.home / "jobs" / "l1.yaml").symlink_to("l2.yaml")
+    (tp.home / "jobs" / "l2.yaml").symlink_to("l1.yaml")
+    loop = ":1:1: cannot read the file: a symbolic link loop"
+    res = tp("validate", "l1.yaml", db=False)
+    assert res.code == 2, res
+    assert res.err.splitlines()[0].startswith("l1.yaml" + loop), res.err
+    for command in ("validate", "apply"):
+        res = tp(command, "jobs")
+        assert res.code == 2, res
+        lines = res.err.splitlines()
+        assert lines[0].startswith("jobs/bad.yaml:2:32: tasks.a.retries"), res.err
+        assert lines[1].startswith("jobs/l1.yaml" + loop), res.err
+        assert lines[2].startswith("jobs/l2.yaml" + loop), res.err
+        assert "Traceback" not in res.err and "RuntimeError" not in res.err
+    assert not tp.db_path.exists()

@@ -115,6 +115,17 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _identity(path: Path) -> str:
+    """What tells a file named twice from two files: the path with every link followed."""
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError:
+        # Missing, or a link loop (Path.resolve raises RuntimeError for one on Python 3.11):
+        # it is no other file, and reading it says why it cannot be read. Not normalised, so
+        # `gone/../a.yaml` (which cannot be opened) is not taken for an existing `a.yaml`.
+        return str(path.absolute())
+
+
 @dataclass
 class Definitions:
     """What a set of files defines: jobs and business calendars."""
@@ -147,17 +158,17 @@ def _load_once(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
     connections: dict[str, tuple[str, str]] = {}
     # A file named twice (`apply jobs jobs/sched.yaml`, or through a link) is one file, not
     # a second definition of its job.
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for given in map(Path, paths):
         files = expand_paths([given])
         if not files:
             problems.append(Problem(str(given), 1, 1,
                                     "no job files (*.yaml, *.yml) in this folder"))
         for path in files:
-            resolved = path.resolve()
-            if resolved in seen:
+            same = _identity(path)
+            if same in seen:
                 continue
-            seen.add(resolved)
+            seen.add(same)
             out = _analyse_file(path, use_cache=True)
             problems.extend(sorted(out.problems, key=lambda p: (p.line, p.col)))
             if is_connections_file(out.data):

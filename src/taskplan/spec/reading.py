@@ -7,6 +7,7 @@ come), and no more of it than the text bound allows.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -32,6 +33,13 @@ def not_regular(mode: int) -> str | None:
     return f"not a regular file ({kind})"
 
 
+def _why_not(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        # The system's words ("too many levels of symbolic links") hide the usual cause.
+        return "a symbolic link loop (or more links in a row than the system follows)"
+    return exc.strerror or str(exc)
+
+
 def read_source(path: str | Path, shown: str) -> tuple[bytes, str]:
     """The bytes of the job file at `path` and their text; DefinitionError naming `shown` if
     it cannot be read, is not a regular file or is too large."""
@@ -45,7 +53,7 @@ def read_source(path: str | Path, shown: str) -> tuple[bytes, str]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
                      | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise refuse(1, 1, f"cannot read the file: {exc.strerror or exc}") from None
+        raise refuse(1, 1, f"cannot read the file: {_why_not(exc)}") from None
     why = not_regular(os.fstat(fd).st_mode)
     if why is not None:
         os.close(fd)

@@ -25,6 +25,7 @@ from taskplan.spec import (
     load_job_text,
     validate_files,
 )
+from taskplan.spec.loader import check_definitions
 
 
 def load(text: str) -> object:
@@ -236,6 +237,27 @@ def test_validate_files_missing_and_empty(tmp_path: Path) -> None:
     assert "cannot read the file" in messages[0]
     assert "no job files" in messages[1]
     assert "got an empty file" in messages[2]
+
+
+def test_a_symbolic_link_loop_is_a_problem_of_its_own(tmp_path: Path) -> None:
+    # Path.resolve raises RuntimeError on such a link (Python 3.11): it ended the whole check.
+    (tmp_path / "l1.yaml").symlink_to("l2.yaml")
+    (tmp_path / "l2.yaml").symlink_to("l1.yaml")
+    (tmp_path / "bad.yaml").write_text("job: bad\ntasks: {a: {shell: x, retries: -1}}\n")
+    (tmp_path / "good.yaml").write_text("job: good\ntasks: {a: {shell: x}}\n")
+    loop = "cannot read the file: a symbolic link loop"
+    found, problems = check_definitions([tmp_path])
+    assert [s.name for s in found.jobs] == ["good"]
+    assert [(Path(p.file).name, p.line, p.col) for p in problems] == [
+        ("bad.yaml", 2, 32), ("l1.yaml", 1, 1), ("l2.yaml", 1, 1)]
+    assert problems[1].message.startswith(loop) and problems[2].message.startswith(loop)
+    # Named twice, it is one file.
+    link = tmp_path / "l1.yaml"
+    assert [(p.file, p.message[:len(loop)]) for p in validate_files([link, link])] == [
+        (str(link), loop)]
+    # A missing path is no existing file, whatever its `..` would name.
+    assert len(validate_files([tmp_path / "gone" / ".." / "good.yaml",
+                               tmp_path / "good.yaml"])) == 1
 
 
 def test_load_job_files_returns_specs(tmp_path: Path) -> None:
