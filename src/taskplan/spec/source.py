@@ -294,13 +294,23 @@ class _Builder:
         self.expanded = 0
 
     def build(self, text: str) -> Any:
-        from yaml import events as ev
+        from yaml.reader import ReaderError
 
         try:
             from yaml._yaml import CParser as Parser
+            in_bytes = True
         except ImportError:  # PyYAML built without libyaml: same events, slower
             from yaml import BaseLoader as Parser  # type: ignore[assignment]
-        parser = Parser(text)
+            in_bytes = False
+        try:
+            parser = Parser(text)  # (the pure-Python reader checks every character here)
+            return self._events(parser)
+        except ReaderError as exc:
+            raise _unreadable(exc, text, in_bytes) from None
+
+    def _events(self, parser: Any) -> Any:
+        from yaml import events as ev
+
         # Events are told apart by their exact class (libyaml makes no subclasses): one dict
         # lookup per event instead of a chain of isinstance checks, on 9 events a task.
         handlers: dict[type, Any] = {
@@ -495,6 +505,23 @@ class _Builder:
 
 
 _DUPLICATE = object()
+
+
+def _unreadable(exc: Any, text: str, in_bytes: bool) -> LimitExceeded:
+    """A character YAML does not allow (a control character, NUL, U+FFFE), at its line and
+    column. The reader's error is no MarkedYAMLError: it has only an offset into the text,
+    counted in bytes of its UTF-8 by libyaml and in characters by the pure-Python reader."""
+    at = exc.position
+    if in_bytes:
+        at = len(text.encode("utf-8", "surrogatepass")[:at].decode("utf-8", "surrogatepass"))
+    start = text.rfind("\n", 0, at) + 1
+    if start == 0 and text.startswith("\ufeff"):
+        start = 1  # a byte order mark is no column an editor shows
+    line, col = text.count("\n", 0, start) + 1, at - start + 1
+    what = (f"#x{exc.character:04x}" if isinstance(exc.character, int)
+            else repr(exc.character))
+    return LimitExceeded(line, col, f"YAML syntax: unacceptable character {what}: "
+                         f"{exc.reason}")
 
 
 def _plain_key(key: Any) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,32 @@ def test_a_file_past_the_byte_bound_is_refused_without_reading_it_all(
     # The 100th character is on line 11: the same line the text bound names.
     assert (p.file, p.line) == ("big.yaml", 11)
     assert "file too large: more than 100 characters" in p.message
+
+
+CONTROL = [
+    # (the character, the text around it on line 4): two-byte characters before it on its
+    # line and the line above, since libyaml counts its offset in bytes
+    ("\x07", '  a: {shell: "echo \x07 x"}'),
+    ("\x00", '  a: {shell: "é \x00 x"}'),
+    ("\ufffe", '  a: {shell: "ééé\ufffe"}'),
+]
+
+
+@pytest.mark.parametrize(("char", "line"), CONTROL)
+@pytest.mark.parametrize("libyaml", [True, False], ids=["libyaml", "pure-python"])
+def test_a_character_yaml_forbids_is_pointed_at_on_one_line(
+        char: str, line: str, libyaml: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not libyaml:  # PyYAML built without libyaml counts its offsets in characters
+        monkeypatch.setitem(sys.modules, "yaml._yaml", None)
+    text = f'job: ctl\ndescription: "é"\ntasks:\n{line}\n'
+    msg = problem_of(text)
+    assert "\n" not in msg
+    col = line.index(char) + 1
+    assert msg.startswith(f"bomb.yaml:4:{col}: YAML syntax: unacceptable character "
+                          f"#x{ord(char):04x}: "), msg
+    assert msg.endswith(" characters are not allowed"), msg  # control / special
+
+
+def test_a_forbidden_character_after_a_byte_order_mark_on_line_one() -> None:
+    loaded = load_yaml("\ufeffjob: \x07\n", "bom.yaml")
+    assert [(p.line, p.col) for p in loaded.problems] == [(1, 6)]
