@@ -135,8 +135,12 @@ def test_status_lists_every_item(engine: Engine, store: Store) -> None:
         """)
     with store.read() as tx:
         infos = reports.task_runs(tx, run_id)
-    assert [(t.name, t.item, t.state) for t in infos if t.item_index is not None] == [
-        ("each", 1, "succeeded"), ("each", 2, "succeeded")]
+        refs = reports.find_task_runs(tx, run_id, "each")
+    # the group row first, then its items by index, on both stores (NULLs sort apart)
+    assert [(t.name, t.item_index, t.item, t.state) for t in infos] == [
+        ("each", None, None, "succeeded"), ("each", 0, 1, "succeeded"),
+        ("each", 1, 2, "succeeded")]
+    assert [r.item_index for r in refs] == [None, 0, 1]
 
 
 def test_foreach_sql_on_each_target(engine: Engine, store: Store, target: Target) -> None:

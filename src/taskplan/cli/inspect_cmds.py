@@ -105,7 +105,7 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
         if t.items is not None:
             counts = ", ".join(f"{n} {s}" for s, n in sorted(t.items.items()))
             none = "none" if t.state in TERMINAL_TASK_STATES else "none yet"
-            detail = f"items: {counts or none} " + detail
+            detail = f"items: {counts or none}" + (f"; {detail}" if detail else "")
         if t.id in why:
             detail = why[t.id]
         click.echo(f"{name:<30} {t.kind:<7} {t.state:<16} {t.attempts:>3} "

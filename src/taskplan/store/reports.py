@@ -89,8 +89,10 @@ class TaskRunInfo:
     items: dict[str, int] | None = None
 
 
-# How a run's task runs are listed: each task, its foreach items right after it by index.
-_LISTED_IN_ORDER = " ORDER BY COALESCE(parent_id, id), item_index, id"
+# How a run's task runs are listed: each task, its foreach items right after it by index. The
+# group row (no item_index) first on both stores: PostgreSQL sorts NULLs last, SQLite first.
+_LISTED_IN_ORDER = (" ORDER BY COALESCE(parent_id, id), CASE WHEN item_index IS NULL THEN 0"
+                    " ELSE 1 END, item_index, id")
 
 
 def task_runs(tx: Tx, run_id: int) -> list[TaskRunInfo]:
@@ -252,7 +254,8 @@ def find_task_runs(tx: Tx, run_id: int, task: str) -> list[TaskRunRef]:
     """A task's runs, items in order."""
     rows = tx.all(
         "SELECT id, item_index, attempts, state, kind FROM task_runs WHERE run_id = :r"
-        " AND task = :t AND kind <> 'barrier' ORDER BY item_index, id",
+        " AND task = :t AND kind <> 'barrier'"
+        " ORDER BY CASE WHEN item_index IS NULL THEN 0 ELSE 1 END, item_index, id",
         {"r": run_id, "t": task})
     return [TaskRunRef(int(i), index, int(n), str(s), str(k)) for i, index, n, s, k in rows]
 
