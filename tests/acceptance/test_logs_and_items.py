@@ -19,7 +19,7 @@ def test_what_ended_says_so_rather_than_yet(tp: Taskplan) -> None:
     tp.write("quiet.yaml", JOB)
     assert tp("run", "quiet.yaml").code == 1
     rows = {line.split()[0]: line for line in tp.ok("status", "1").out.splitlines()[2:]}
-    assert rows["fe"].endswith("items: none") and "yet" not in rows["fe"], rows["fe"]
+    assert rows["fe"].endswith("items: none; result []") and "yet" not in rows["fe"], rows["fe"]
     for args in (("logs", "1", "after"), ("logs", "1", "after", "--follow")):
         res = tp(*args)
         assert (res.code, res.out) == (2, ""), res
