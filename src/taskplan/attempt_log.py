@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from taskplan.errors import StoreUnavailableError
 from taskplan.store import ops
@@ -20,7 +21,60 @@ FLUSH_EVERY = 0.25  # seconds: how stale `logs --follow` may be
 FLUSH_SIZE = 32 * 1024
 LIMIT = 1024 * 1024  # characters of an attempt's output stored; past it only the tail
 TAIL = 64 * 1024  # characters of the end of the output kept past LIMIT
-FINAL_WAIT = 60.0  # seconds the last flush waits for an unreachable store before dropping
+FINAL_WAIT = 60.0  # seconds the last flush waits on its slot before handing over to _late
+
+
+class _LateWrites:
+    """Final chunks of output whose store stayed away past FINAL_WAIT: one thread writes them,
+    oldest first, once the store is back, so a slot is not held while it is away."""
+
+    def __init__(self) -> None:
+        self._queue: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, write: Callable[[], None]) -> None:
+        with self._lock:
+            self._queue.append(write)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name="taskplan-late-logs",
+                                                daemon=True)
+                self._thread.start()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    return
+                write = self._queue[0]
+            try:
+                retrying(write, what="storing output that waited for the store")
+            except Exception:  # a bug, not an outage: lose this chunk, not the later ones
+                log.exception("output that waited for the store could not be stored")
+            with self._lock:
+                self._queue.pop(0)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every waiting chunk is stored (True) or `timeout` passes (False)."""
+        deadline = time.monotonic() + timeout
+        while self.pending():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+_late = _LateWrites()
+
+
+def wait_for_late_output(timeout: float) -> bool:
+    """Before a process that ran attempts exits: the output still waiting for the store."""
+    return _late.wait(timeout)
 
 
 class AttemptLog:
@@ -95,8 +149,11 @@ class AttemptLog:
             try:  # the attempt has ended: wait a while for a store that is restarting
                 retrying(write, what="storing an attempt's output", give_up_after=FINAL_WAIT)
             except StoreUnavailableError as exc:
-                log.warning("output of task run %s attempt %s not stored: %s",
+                # Still away: the last chunk waits in memory, as the attempt's end does, and
+                # is written when the store is back (lost only if this process ends first).
+                log.warning("output of task run %s attempt %s waits for the store: %s",
                             self._tr, self._attempt, exc)
+                _late.add(write)
             return
         try:
             write()
