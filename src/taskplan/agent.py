@@ -201,6 +201,9 @@ class Agent:
             # cancelled by another process just before `until` held), or we would wait them out.
             try:
                 self._check_cancelled()
+            except StoreUnavailableError as exc:
+                # An outage, not a bug: one line, no traceback.
+                log.warning("cannot check for cancelled attempts on exit: %s", exc)
             except Exception:
                 log.exception("cannot check for cancelled attempts on exit")
             self._stop_slots(wait=not self._cancel_all.is_set())

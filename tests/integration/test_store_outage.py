@@ -1,16 +1,24 @@
 """An agent rides out store errors: outcomes wait until they can be recorded, claims whose
-commit reply was lost are given back, and nothing runs twice."""
+commit reply was lost are given back, and nothing runs twice. Told to stop while the store is
+away, an agent and a run's cancel say so in one line each, with no traceback."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from engine_helpers import attempts, run_agent, start_run, tasks
 
+from taskplan.agent import Agent
+from taskplan.cli.execute import cancel_quietly
 from taskplan.engine import Engine, StepResult
 from taskplan.errors import StoreUnavailableError
 from taskplan.store.db import Store
+from taskplan.store.dialects.sqlite import FILE_CHECK_EVERY
 
 
 def test_claims_lost_in_flight_go_back_to_ready_without_using_an_attempt(
@@ -71,3 +79,82 @@ def test_an_agent_rides_out_failing_transactions(store: Store,
         assert [a["state"] for a in tries[:-1]] == ["lost"] * (len(tries) - 1), name
         assert tries[-1]["state"] == "succeeded"
         assert task["result"]["attempt"] == len(tries)
+
+
+# -- a SQLite store file moved away while in use (the process is told to stop meanwhile) ------
+
+JOB = """
+    job: outage
+    tasks:
+      a: {shell: "sleep 0.3"}
+    """
+
+
+def move_store(src: Path, dst: Path) -> None:
+    """Move the store's files (with its -wal and -shm) from one folder to the other."""
+    for f in sorted(src.glob("s.db*")):
+        f.rename(dst / f.name)
+    time.sleep(FILE_CHECK_EVERY * 1.5)  # a thread looks at the file at most that often
+
+
+def sqlite_store(tmp_path: Path) -> tuple[Store, Path]:
+    away = tmp_path / "away"
+    away.mkdir()
+    return Store(f"sqlite:///{tmp_path / 's.db'}"), away
+
+
+def test_a_cancel_waits_for_the_store_then_says_so_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store, away = sqlite_store(tmp_path)
+    engine = Engine(store)
+    run_id = start_run(engine, JOB)
+    move_store(tmp_path, away)
+    cancel_quietly(engine, run_id, patience=0.3)  # (it raised StoreUnavailableError)
+    assert capsys.readouterr().err.splitlines() == [
+        f"taskplan: run {run_id} not cancelled: SQLite store {tmp_path / 's.db'} is gone"
+        " (deleted or moved while in use); nothing is written until it is back"]
+    # Back while it is still waiting: the run ends cancelled, silently.
+    back = threading.Thread(target=move_store, args=(away, tmp_path))
+    back.start()
+    cancel_quietly(engine, run_id, patience=60.0)
+    back.join()
+    assert capsys.readouterr().err == ""
+    assert engine.run_state(run_id) == "cancelled"
+    store.close()
+
+
+def test_an_agent_leaving_while_the_store_is_away_says_so_without_a_traceback(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store, away = sqlite_store(tmp_path)
+    engine = Engine(store)
+    run_id = start_run(engine, JOB)
+
+    class StoreBack(logging.Handler):
+        """The store comes back once the agent has said it could not check, so that the
+        agent records its attempt and signs off at once rather than after its patience."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("cannot check for cancelled attempts"):
+                move_store(away, tmp_path)
+
+    def leave_once_running(agent: Agent) -> bool:
+        if not agent.busy:
+            return False
+        move_store(tmp_path, away)
+        return True
+
+    back = StoreBack()
+    agent_log = logging.getLogger("taskplan.agent")
+    agent_log.addHandler(back)
+    try:
+        with caplog.at_level(logging.WARNING, logger="taskplan.agent"):
+            run_agent(engine, run_id, slots=1, until=leave_once_running)
+    finally:
+        agent_log.removeHandler(back)
+    [said] = [r for r in caplog.records if "cancelled attempts" in r.getMessage()]
+    assert said.exc_info is None, said.exc_info  # (it was logged with a traceback)
+    assert said.getMessage() == (
+        f"cannot check for cancelled attempts on exit: SQLite store {tmp_path / 's.db'} is"
+        " gone (deleted or moved while in use); nothing is written until it is back")
+    assert tasks(store, run_id)["a"]["state"] == "succeeded"  # recorded once it was back
+    store.close()

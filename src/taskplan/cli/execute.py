@@ -317,12 +317,26 @@ def deadline_watch(engine: Engine, run_id: int) -> DeadlineWatch | None:
     return DeadlineWatch(engine, default_tz=engine.default_tz, only=run_id)
 
 
-def cancel_quietly(engine: Engine, run_id: int) -> None:
-    """Ctrl-C cancels the run; it may have ended meanwhile, which needs no message."""
-    try:
-        engine.cancel_run(run_id)
-    except ConflictError:
-        pass
+def cancel_quietly(engine: Engine, run_id: int, patience: float | None = None) -> None:
+    """Ctrl-C cancels the run; it may have ended meanwhile, which needs no message. A store
+    that is away is waited for `patience` seconds (by default as long as the stopping agent
+    waits for it), so a short outage still ends the run cancelled; past that, one line."""
+    from taskplan.agent import GIVE_UP_WHEN_CANCELLED
+    from taskplan.store.db import Backoff
+
+    backoff = Backoff()
+    give_up_at = time.monotonic() + (GIVE_UP_WHEN_CANCELLED if patience is None else patience)
+    while True:
+        try:
+            engine.cancel_run(run_id)
+            return
+        except ConflictError:
+            return
+        except StoreUnavailableError as exc:
+            if time.monotonic() >= give_up_at:
+                click.echo(f"taskplan: run {run_id} not cancelled: {exc}", err=True)
+                return
+            time.sleep(backoff.next())
 
 
 def _flush_notifications(sender: Sender, run_id: int) -> None:
