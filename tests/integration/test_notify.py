@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,48 @@ def test_purged_runs_take_their_done_notifications_along(engine: Engine, store: 
     with store.read() as tx:
         assert tx.all("SELECT state FROM notifications") == [("pending",)]
         assert tx.scalar("SELECT COUNT(*) FROM notification_attempts") == 0
+
+
+def test_a_store_outage_is_said_once_when_it_starts_and_once_when_it_ends(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    away = tmp_path / "away"
+    away.mkdir()
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+
+    def move_store(src: Path, dst: Path) -> None:
+        for f in sorted(src.glob("s.db*")):
+            f.rename(dst / f.name)
+
+    def said(words: str) -> int:
+        return sum(words in r.getMessage() for r in caplog.records
+                   if r.name == "taskplan.notify")
+
+    def wait_for(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not done():
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.01)
+
+    kick = notify_ops.kick_event(store)
+    # Renewing its lease every 0.2 s, the sender reaches for the store on every turn of an
+    # outage (it printed a line a second for as long as one lasted).
+    sender = Sender(store, lease=0.2)
+    with caplog.at_level(logging.WARNING, logger="taskplan.notify"):
+        sender.start()
+        try:
+            move_store(tmp_path, away)
+            wait_for(lambda: said("store unavailable") > 0)
+            for _ in range(5):  # a turn, that fails again, between two of these wakes
+                kick.set()
+                wait_for(lambda: not kick.is_set())
+            move_store(away, tmp_path)
+            wait_for(lambda: said("store back after") > 0)
+        finally:
+            sender.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "taskplan.notify"]
+    assert len(lines) == 2, lines
+    # (gone, or a disk I/O error from a connection that had it open: the store says which)
+    assert lines[0].startswith("notifications: store unavailable, retrying until it is back:"
+                               f" SQLite store {tmp_path / 's.db'} "), lines
+    assert lines[1].startswith("notifications: store back after "), lines
+    store.close()

@@ -173,7 +173,10 @@ class Sender:
         """Until stop(): deliver own rows at once, and as the lease holder what is due."""
         renew_every = max(0.2, self.lease)
         next_renew = 0.0
-        outage = Backoff()
+        # As the agent's dispatcher does: an outage is said when it starts and when the store
+        # is back, not at every try (up to one a second for as long as it lasts).
+        outage: Backoff | None = None
+        outage_since = 0.0
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_renew:
@@ -188,11 +191,16 @@ class Sender:
                     timeout = min(timeout, 0.2)
                 if self.leader and self.next_due is not None:
                     timeout = min(timeout, self.next_due - self.clock())
-                outage.reset()
+                if outage is not None:
+                    log.warning("notifications: store back after %.1fs",
+                                time.monotonic() - outage_since)
+                    outage = None
             except StoreUnavailableError as exc:
+                if outage is None:
+                    outage, outage_since = Backoff(), time.monotonic()
+                    log.warning("notifications: store unavailable, retrying until it is back:"
+                                " %s", exc)
                 timeout = outage.next()
-                log.warning("notifications: store unavailable, retrying in %.2fs: %s",
-                            timeout, exc)
             except Exception:  # the sender must outlive any surprise; say so and go on
                 log.exception("notifications: sender error")
                 timeout = 1.0
