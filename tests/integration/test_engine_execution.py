@@ -160,3 +160,21 @@ def test_attempts_lost_with_an_agent_do_not_grow_the_backoff(store: Store) -> No
     got = tasks(store, run_id)["work"]
     assert [a["state"] for a in attempts(store, got["id"])] == [
         "failed", "lost", "lost", "failed"]
+
+
+def test_a_task_cancelled_by_its_agent_stopping_does_not_let_its_run_succeed(
+        engine: Engine) -> None:
+    # An agent told to stop kills its running tasks and records them cancelled, while the
+    # run itself was never cancelled (its process's cancel could not reach the store): the
+    # run must not end succeeded with a task that never finished.
+    run_id = engine.create_run(apply_job(engine, """
+        job: cut_short
+        tasks:
+          first: {python: "tpjobs:record"}
+          then: {python: "tpjobs:record", depends_on: [first]}
+        """))
+    agent_id = engine.register_agent("a", "host", 1, 1, 60.0)
+    (claim,) = engine.step(agent_id, [], 1, run_id).claims
+    engine.step(agent_id, [(claim, Outcome(TaskState.CANCELLED,
+                                           error="cancelled: agent stopped"))], 0, run_id)
+    assert engine.run_state(run_id) == "failed"

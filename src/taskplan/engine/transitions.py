@@ -262,6 +262,10 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
             if row.kind == TaskRunKind.TASK or (row.kind == TaskRunKind.FOREACH
                                                and not row.failed_children):
                 delta.policy_failures.append(row)
+        elif state == TaskState.CANCELLED:
+            # Killed by its agent stopping, on a run nobody cancelled: the run did not do its
+            # work (a cancelled run ends cancelled whatever this counter says).
+            delta.failed += 1
         failed = 1 if (state in FAILED_LIKE or state == TaskState.CANCELLED
                        or row.id in carries_failure) else 0
         if row.parent_id is not None:
