@@ -9,6 +9,18 @@ import time
 from acceptance_helpers import Taskplan, finish, tasks_by_name
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for init to reap it is gone for this purpose
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_killed_run_is_recovered_at_once_by_an_agent_on_the_same_machine(tp: Taskplan) -> None:
     # The first attempt hangs (until killed with its runner); the retry succeeds at once.
     tp.write("slow.yaml", """
@@ -24,8 +36,13 @@ def test_killed_run_is_recovered_at_once_by_an_agent_on_the_same_machine(tp: Tas
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     time.sleep(0.1)  # (the task's shell writes its pid right after creating the file)
-    orphan = int(first.read_text())  # the task's own process outlives its runner
-    os.kill(orphan, signal.SIGKILL)
+    # The task does not outlive its runner (its keeper kills it), so it cannot run on while
+    # the agent below retries it: one execution at a time.
+    orphan = int(first.read_text())
+    deadline = time.monotonic() + 20  # a hang guard: the kill comes within milliseconds
+    while _alive(orphan):
+        assert time.monotonic() < deadline, "the killed runner's task is still running"
+        time.sleep(0.02)
     # The runner's lease has ~30 s left; the old agent found nothing claimable, idled 5 s out
     # and left the run `running` (with 5 s as with 2 s).
     agent = finish(tp.popen("agent", "--exit-when-idle", "2s"), timeout=25)

@@ -16,7 +16,8 @@ Each attempt runs in its own session (`start_new_session=True`), so its process 
 command and everything it starts. Timeout and cancel signal the whole group: SIGTERM, then SIGKILL
 after a grace period, so `sh -c 'sleep 100 & sleep 100'` leaves nothing behind.
 
-The group is also cleaned when the main process exits on its own. Background stragglers it left
+The group is also killed when the agent dies, even by SIGKILL (group_keeper.py), and cleaned
+when the main process exits on its own. Background stragglers it left
 behind would otherwise keep the output pipe open, and the attempt would hang waiting for an
 end-of-file that never comes. Only a process that leaves the session (`setsid`, a daemon) escapes;
 if it also keeps the pipe, its reader thread is abandoned after the grace period and what it
@@ -47,6 +48,7 @@ from taskplan.executors.base import (
     format_seconds,
 )
 from taskplan.executors.env import process_env
+from taskplan.executors.group_keeper import KEEPER
 
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 _CHUNK = 65536
@@ -82,6 +84,7 @@ class ShellExecutor:
         except (OSError, ValueError) as exc:
             # E2BIG from a huge item in the environment, a NUL byte in an argument, ...
             return _not_started(log, f"cannot start {argv[0]}: {exc}")
+        KEEPER.started(proc.pid)  # its session's id: killed with the agent, however it dies
         return _Attempt(proc, GatedSink(log), self.kill_grace).run(request.timeout, cancel)
 
 
@@ -181,8 +184,9 @@ class _Attempt:
         try:
             stopped_by = self._supervise(timeout, cancel)
             self._clean_group()
-            code = self.proc.wait()
         finally:
+            KEEPER.ending(self.proc.pid)  # before the reap frees the group's id
+            code = self.proc.wait()
             unhook()
             self.sink.close()
         if stopped_by == "cancel":
