@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from taskplan.attempt_log import AttemptLog
+from taskplan.attempt_log import AttemptLog, wait_for_late_output
 from taskplan.engine import Claim, Engine, Outcome, StepResult
 from taskplan.errors import StoreConflictError, StoreUnavailableError, TaskplanError
 from taskplan.executors import AttemptContext, Cancellation, ExecRequest, executor_for
@@ -219,9 +219,12 @@ class Agent:
                                         for c in left)
             try:
                 self._flush_done()
+                patience = FLUSH_GIVE_UP if not self._cancel_all.is_set() else 5.0
+                if not wait_for_late_output(patience):
+                    log.error("store still unavailable: output that waited for it is lost")
                 agent_id = self.register()
                 retrying(lambda: self.engine.agent_stopped(agent_id), what="signing off",
-                         give_up_after=FLUSH_GIVE_UP if not self._cancel_all.is_set() else 5.0)
+                         give_up_after=patience)
             except StoreUnavailableError as exc:
                 log.error("store still unavailable, leaving unrecorded outcomes to lease"
                           " expiry: %s", exc)

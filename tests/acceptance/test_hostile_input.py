@@ -98,4 +98,7 @@ def test_a_symbolic_link_loop_is_one_line_and_the_rest_of_the_folder_is_checked(
         assert lines[1].startswith("jobs/l1.yaml" + loop), res.err
         assert lines[2].startswith("jobs/l2.yaml" + loop), res.err
         assert "Traceback" not in res.err and "RuntimeError" not in res.err
+    for command in ("apply", "run"):  # named alone: the loop, not "no such file"
+        res = tp(command, "l1.yaml")
+        assert res.code == 2 and res.err.startswith("l1.yaml" + loop), res
     assert not tp.db_path.exists()

@@ -68,7 +68,7 @@ def validate_cmd(files: tuple[str, ...], db: str | None) -> None:
 def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None) -> None:
     """Validate job files (or folders of them) and store them; a change makes a new version."""
     for p in paths:
-        if not Path(p).exists():
+        if not os.path.lexists(p):  # a looping link is there: the reader says what it is
             click.echo(f"{p}: no such file or folder", err=True)
             sys.exit(EXIT_BAD_INPUT)
         if prune and not Path(p).is_dir():

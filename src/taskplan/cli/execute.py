@@ -57,8 +57,9 @@ def load_if_file(job_or_file: str) -> JobSpec | None:
                          " the name of an applied job)")
     # Anything else that exists (a named pipe, a device) is a file given by mistake: the
     # reader refuses it with its reason rather than it being taken for a job's name.
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.exists():
+    # lexists: a link that loops (or leads nowhere) is there, and the reader says what it is.
+    if path.suffix in (".yaml", ".yml") or os.path.lexists(path):
+        if not os.path.lexists(path):
             raise UsageError(f"{job_or_file}: no such job file")
         share_connections(get_context(None))
         from taskplan.spec import load_job_file  # the parser: for a file only (not `agents`)
