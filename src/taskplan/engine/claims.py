@@ -125,27 +125,50 @@ def _claim_run(tx: Tx, run: ClaimableRun, n: int, agent_id: int, now: float,
                mine: frozenset[int], pools: _PoolUse | None
                ) -> tuple[list[Claim], _PoolUse | None]:
     """Claim up to n ready task runs of one run; also the pools' sizes and use, once a
-    pooled candidate made the claim count them (and counting what it took)."""
+    pooled candidate made the claim count them (and counting what it took).
+
+    Fewer than n means the run has no more for this agent: a candidate passed over because
+    its pool is full sends the query further down the run, without that pool's task runs.
+    """
     max_stage = (run.halt_stage if run.halt == Halt.FINISH_STAGE and run.halt_stage is not None
                  else None)
-    cands = ops.claim_candidates(tx, run.id, n, max_stage,
-                                 mine if run.max_label_set else None)
-    ids: list[int] = []  # best first, as the server step takes them
-    for tr_id, pool in cands:
-        if pool is not None:
-            if pools is None:
-                sizes = ops.pool_sizes(tx)
-                pools = (sizes, dict(ops.pool_usage(tx, sizes)))
-            sizes, used = pools
-            if not pool_has_room(pool, sizes, used):
-                continue
-            used[pool] = used.get(pool, 0) + 1
-        ids.append(tr_id)
-    if not ids:
-        return [], pools
-    claims = claim_ops.claim_ready(tx, ids, agent_id, now, run.version_id)
-    ops.add_to_counters(tx, run.id, running=len(claims), ready=-len(claims))
+    labels = mine if run.max_label_set else None
+    claims: list[Claim] = []
+    while True:
+        limit = n - len(claims)
+        cands = ops.claim_candidates(tx, run.id, limit, max_stage, labels, _full(pools))
+        ids: list[int] = []  # best first, as the server step takes them
+        passed = False
+        for tr_id, pool in cands:
+            if pool is not None:
+                if pools is None:
+                    sizes = ops.pool_sizes(tx)
+                    pools = (sizes, dict(ops.pool_usage(tx, sizes)))
+                sizes, used = pools
+                if not pool_has_room(pool, sizes, used):
+                    passed = True
+                    continue
+                used[pool] = used.get(pool, 0) + 1
+            ids.append(tr_id)
+        if ids:
+            # Marked running before reading on, so that the next read does not see them.
+            claims += claim_ops.claim_ready(tx, ids, agent_id, now, run.version_id)
+        # Read on only past a pool this read found full, and only if the run may hold more
+        # (the read was not short). A pool only fills up within a claim, so each read on
+        # leaves out at least one more full pool.
+        if not passed or len(claims) >= n or len(cands) < limit:
+            break
+    if claims:
+        ops.add_to_counters(tx, run.id, running=len(claims), ready=-len(claims))
     return claims, pools
+
+
+def _full(pools: _PoolUse | None) -> tuple[str, ...]:
+    """The declared pools with no room left, by the use this claim counted."""
+    if pools is None:
+        return ()
+    sizes, used = pools
+    return tuple(name for name, size in sizes.items() if used.get(name, 0) >= size)
 
 
 def label_sets_of(ctx: Context, tx: Tx, agent_id: int, upto: int) -> frozenset[int]:

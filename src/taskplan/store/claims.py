@@ -3,7 +3,7 @@
 A claim is made in one of two places: `claim_ready` here on the general path (under the
 fair-share rounds of engine/claims.py) and the server step on PostgreSQL (`call_server_step`
 here: `taskplan_step` of store/sql/step_v1.sql, which claims through `taskplan_claim` of
-store/sql/step_v2.sql and records successes through `taskplan_finish_successes` of
+store/sql/step_v4.sql and records successes through `taskplan_finish_successes` of
 store/sql/step_v3.sql). Both, and every read of a running task run as a
 claim (recovery, a sub-job's end), return `Claim` built from the same column list.
 """

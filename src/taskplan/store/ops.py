@@ -303,26 +303,35 @@ def insert_edges(tx: Tx, edges: Sequence[tuple[int, int]]) -> None:
 
 
 def claim_candidates_sql(dialect: Dialect, staged: bool,
-                         label_sets: Iterable[int] | None = None) -> str:
+                         label_sets: Iterable[int] | None = None, full_pools: int = 0) -> str:
     """The claim query; reads ix_task_runs_run_id_state_rank_ready_at (tested by EXPLAIN).
 
     `label_sets`: for a run whose task runs need labels, the label sets this agent has
-    (None: the run needs none, no filter).
+    (None: the run needs none, no filter). `full_pools`: how many pools (binds :f0, :f1, ...)
+    have no room left, whose task runs are left out so that those behind them are reached.
     """
     stage_cond = " AND COALESCE(stage, 0) <= :ms" if staged else ""
     if label_sets is not None:
         ok = ", ".join(str(int(i)) for i in sorted(label_sets))
         stage_cond += (f" AND (label_set IS NULL OR label_set IN ({ok}))" if ok
                        else " AND label_set IS NULL")
+    if full_pools:
+        full = ", ".join(f":f{i}" for i in range(full_pools))
+        stage_cond += f" AND (pool IS NULL OR pool NOT IN ({full}))"
     return (f"SELECT id, pool FROM task_runs WHERE run_id = :r AND state = 'ready'{stage_cond}"
             f" ORDER BY rank, ready_at LIMIT :k{dialect.skip_locked}")
 
 
 def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None,
-                     label_sets: Iterable[int] | None = None) -> list[tuple[int, str | None]]:
-    """(id, pool) of a run's ready task runs this claim may take, best first."""
-    rows = tx.all(claim_candidates_sql(tx.dialect, max_stage is not None, label_sets),
-                  {"r": run_id, "k": limit, "ms": max_stage})
+                     label_sets: Iterable[int] | None = None,
+                     full_pools: Sequence[str] = ()) -> list[tuple[int, str | None]]:
+    """(id, pool) of a run's ready task runs this claim may take, best first, leaving out
+    those of `full_pools`."""
+    params: dict[str, Any] = {"r": run_id, "k": limit, "ms": max_stage}
+    if full_pools:
+        params.update((f"f{i}", name) for i, name in enumerate(full_pools))
+    rows = tx.all(claim_candidates_sql(tx.dialect, max_stage is not None, label_sets,
+                                       len(full_pools)), params)
     return [(int(i), pool) for i, pool in rows]
 
 
