@@ -52,6 +52,20 @@ tasks:
 BUSY_SECONDS = {"a": 11.0, "b": 4.0, "c": 6.0, "d": 9.0, "e": 13.0, "f": 2.5, "g": 1.0,
                 "h": 3.0, "solo": 17.0}
 
+# Pooled tasks at the head of the claim order: their pool admits one at a time, and the
+# tasks behind them take the other slot meanwhile.
+POOLED_HEAD = """
+job: pooled_head
+pools: {p: 1}
+tasks:
+  a: {shell: "true", pool: p, priority: 9}
+  b: {shell: "true", pool: p, priority: 8}
+  c: {shell: "true", pool: p, priority: 7}
+  d: {shell: "true", priority: 2}
+  e: {shell: "true", priority: 1}
+"""
+POOLED_HEAD_SECONDS = {"a": 10.0, "b": 10.0, "c": 10.0, "d": 10.0, "e": 20.0}
+
 
 def _setup(store: Store, text: str) -> tuple[Engine, Clock, int]:
     clock = Clock(T0)
@@ -76,6 +90,7 @@ def _history(engine: Engine, replay: Replay, version_id: int, runs: int) -> None
 
 @pytest.mark.parametrize(("text", "seconds", "slots"), [
     (NIGHTLY, NIGHTLY_SECONDS, 2), (BUSY, BUSY_SECONDS, 4), (BUSY, BUSY_SECONDS, 2),
+    (POOLED_HEAD, POOLED_HEAD_SECONDS, 2),
 ])
 def test_forecast_of_a_running_run_equals_its_real_finish(
         store: Store, text: str, seconds: dict[str, float], slots: int) -> None:
@@ -95,6 +110,8 @@ def test_forecast_of_a_running_run_equals_its_real_finish(
         predicted.append(forecast.finish_at)
     actual = replay.finish(run_id)
     assert predicted and all(p == pytest.approx(actual, abs=1e-6) for p in predicted)
+    if text is POOLED_HEAD:  # a+d, then b+e, then c beside e: no slot idles
+        assert actual - start == pytest.approx(30.0)
 
 
 def test_forecast_gives_the_critical_path_and_every_unfinished_span(store: Store) -> None:

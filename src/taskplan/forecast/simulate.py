@@ -8,7 +8,8 @@ state the store holds now and repeats what agents and transactions do:
 * at every instant something changed, free slots are split between runs by
   `rules.fair_shares` (job priority, then the run with the fewest running tasks, capped by
   `max_parallel`), and each run hands out its share in claim order (higher task priority
-  first, then first ready), dropping candidates whose pool is full as a claim does;
+  first, then first ready), passing over candidates whose pool is full and reading on, as a
+  claim does;
 * a foreach parent expands into its items when claimed (its items, not the parent, take slots
   and pool room); a `job` task holds no slot: it ends when its child run does (simulated too
   when it exists) or after the child job's usual duration;
@@ -86,6 +87,15 @@ class Prediction:
     critical_path: list[str] = field(default_factory=list)
 
 
+# A ready node in its run's claim order: (rank, ready at, creation order, node index).
+_Ready = tuple[int, float, int, int]
+
+
+def _claim_pool(node: Node) -> str | None:
+    """The pool a claim counts the node in: a foreach parent takes none (its items do)."""
+    return node.pool if node.kind != TaskRunKind.FOREACH else None
+
+
 @dataclass
 class _N:
     """The simulator's working copy of a node."""
@@ -116,7 +126,10 @@ class _Sim:
         self.runs = {r.run_id: r for r in runs}
         self.nodes: list[_N] = []
         self.index: dict[tuple[int, str], int] = {}
-        self.ready: dict[int, list[tuple[int, float, int, int]]] = {r.run_id: [] for r in runs}
+        # A run's ready nodes, a heap per pool they take (None: no pool), so that a claim
+        # reads past a full pool without popping every node of it.
+        self.ready: dict[int, dict[str | None, list[_Ready]]] = {r.run_id: {} for r in runs}
+        self.ready_n = dict.fromkeys(self.runs, 0)
         self.running = dict.fromkeys(self.runs, 0)  # the run's `running` counter
         self.unfinished = dict.fromkeys(self.runs, 0)
         self.run_end: dict[int, float] = {}
@@ -217,7 +230,9 @@ class _Sim:
         n = self.nodes[i]
         n.state = "ready"
         rank = -n.node.priority
-        heapq.heappush(self.ready[n.run], (rank, at, n.order, i))
+        heap = self.ready[n.run].setdefault(_claim_pool(n.node), [])
+        heapq.heappush(heap, (rank, at, n.order, i))
+        self.ready_n[n.run] += 1
 
     def run(self) -> None:
         self.start()
@@ -313,10 +328,10 @@ class _Sim:
                 return
             self.expanded = False
             shares = fair_shares([
-                RunShare(run_id, r.priority, self.running[run_id], len(self.ready[run_id]),
+                RunShare(run_id, r.priority, self.running[run_id], self.ready_n[run_id],
                          r.max_parallel)
                 for run_id, r in self.runs.items()
-                if self.ready[run_id] and r.halt not in FULL_HALTS
+                if self.ready_n[run_id] and r.halt not in FULL_HALTS
             ], free)
             claimed = 0
             for run_id, share in sorted(shares.items()):
@@ -327,29 +342,36 @@ class _Sim:
     def _claim(self, run_id: int, share: int, t: float) -> int:
         run = self.runs[run_id]
         max_stage = run.halt_stage if run.halt == Halt.FINISH_STAGE else None
-        heap = self.ready[run_id]
-        taken: list[tuple[int, float, int, int]] = []
-        kept: list[tuple[int, float, int, int]] = []
-        while heap and len(taken) < share:
-            entry = heapq.heappop(heap)
+        heaps = self.ready[run_id]
+        taken: list[int] = []
+        kept: list[tuple[str | None, _Ready]] = []
+        # As a claim does, the best ready node whose pool has room, one after another: a full
+        # pool's nodes are passed over and stay ready. The nodes start only once chosen, so
+        # that a foreach's items wait for the next round as they wait for the next step.
+        used = dict(self.pool_used)
+        while len(taken) < share:
+            best: str | None = None
+            head: _Ready | None = None
+            for pool, heap in heaps.items():
+                if heap and (head is None or heap[0] < head) and pool_has_room(
+                        pool, self.pools, used):
+                    best, head = pool, heap[0]
+            if head is None:
+                break
+            entry = heapq.heappop(heaps[best])
             node = self.nodes[entry[3]].node
             if max_stage is not None and (node.stage or 0) > max_stage:
-                kept.append(entry)
+                kept.append((best, entry))
                 continue
-            taken.append(entry)
-        claimed = 0
-        for entry in taken:
-            i = entry[3]
-            node = self.nodes[i].node
-            pool = node.pool if node.kind != TaskRunKind.FOREACH else None
-            if not pool_has_room(pool, self.pools, self.pool_used):
-                kept.append(entry)  # a claim skips it; it stays ready
-                continue
+            if best is not None:
+                used[best] = used.get(best, 0) + 1
+            taken.append(entry[3])
+        for pool, entry in kept:
+            heapq.heappush(heaps[pool], entry)
+        self.ready_n[run_id] -= len(taken)
+        for i in taken:
             self._start_node(i, t)
-            claimed += 1
-        for entry in kept:
-            heapq.heappush(heap, entry)
-        return claimed
+        return len(taken)
 
     def _start_node(self, i: int, t: float) -> None:
         n = self.nodes[i]
