@@ -44,6 +44,14 @@ def gated_job(tp: Taskplan, marker: str, *, endless: bool = False) -> None:
     """)
 
 
+def wait_sleeper(marker: str) -> None:
+    """Until the endless gated task's background sleeper runs."""
+    deadline = time.monotonic() + 20
+    while not live_processes(marker):
+        assert time.monotonic() < deadline, "the gated task's sleeper never started"
+        time.sleep(0.05)
+
+
 def wait_running(tp: Taskplan, runner: subprocess.Popen[str]) -> dict[str, Any]:
     tp.wait_file("started", proc=runner)
     return tp.wait_for(1, lambda s: states(s)["hold"] == "running", proc=runner)
@@ -87,10 +95,7 @@ def test_cancel_from_another_process_kills_running_tasks(tp: Taskplan) -> None:
     gated_job(tp, marker, endless=True)
     runner = tp.popen("run", "gated.yaml", "--workers", "2")
     wait_running(tp, runner)
-    deadline = time.monotonic() + 20
-    while not live_processes(marker):
-        assert time.monotonic() < deadline, "the gated task's sleeper never started"
-        time.sleep(0.05)
+    wait_sleeper(marker)
 
     res = tp("cancel", "1")
     assert res.code == 0, res
@@ -132,10 +137,7 @@ def test_a_hang_up_cancels_a_foreground_run_unless_ignored(tp: Taskplan) -> None
     gated_job(tp, marker, endless=True)
     runner = tp.popen("run", "gated.yaml", "--workers", "2")
     wait_running(tp, runner)
-    deadline = time.monotonic() + 20
-    while not live_processes(marker):
-        assert time.monotonic() < deadline, "the gated task's sleeper never started"
-        time.sleep(0.05)
+    wait_sleeper(marker)
     runner.send_signal(signal.SIGHUP)
     run = finish(runner)
     assert run.code == 1, run

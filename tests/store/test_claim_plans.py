@@ -46,15 +46,20 @@ def test_the_claim_query_with_labels_reads_its_index(store: Store,
     for staged in (False, True):
         sql = ops.claim_candidates_sql(store.dialect, staged, label_sets)
         sql = sql.replace(":r", "7").replace(":k", "4").replace(":ms", "3")
-        if store.backend == "postgresql":
-            with psycopg.connect(store.url, autocommit=True) as conn:
-                conn.execute("ANALYZE task_runs")
-                plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}"))
-            assert INDEX in plan and "Sort" not in plan, plan
-        else:
-            with store.read() as tx:
-                plan = "\n".join(str(r[-1]) for r in tx.all(f"EXPLAIN QUERY PLAN {sql}"))
-            assert INDEX in plan and "TEMP B-TREE" not in plan, plan
+        assert_reads_the_index(store, sql)
+
+
+def assert_reads_the_index(store: Store, sql: str) -> None:
+    """The claim query's plan walks the claim index in order (no sort step)."""
+    if store.backend == "postgresql":
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            conn.execute("ANALYZE task_runs")
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}"))
+        assert INDEX in plan and "Sort" not in plan, plan
+    else:
+        with store.read() as tx:
+            plan = "\n".join(str(r[-1]) for r in tx.all(f"EXPLAIN QUERY PLAN {sql}"))
+        assert INDEX in plan and "TEMP B-TREE" not in plan, plan
 
 
 @pytest.mark.parametrize("full_pools", [1, 2])
@@ -66,15 +71,7 @@ def test_the_claim_query_past_full_pools_reads_its_index(store: Store, full_pool
         sql = sql.replace(":r", "7").replace(":k", "4").replace(":ms", "3")
         for i in range(full_pools):
             sql = sql.replace(f":f{i}", f"'pool{i}'")
-        if store.backend == "postgresql":
-            with psycopg.connect(store.url, autocommit=True) as conn:
-                conn.execute("ANALYZE task_runs")
-                plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}"))
-            assert INDEX in plan and "Sort" not in plan, plan
-        else:
-            with store.read() as tx:
-                plan = "\n".join(str(r[-1]) for r in tx.all(f"EXPLAIN QUERY PLAN {sql}"))
-            assert INDEX in plan and "TEMP B-TREE" not in plan, plan
+        assert_reads_the_index(store, sql)
 
 
 def test_the_server_step_claims_labelled_runs_by_index(store: Store) -> None:
