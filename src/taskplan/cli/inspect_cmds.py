@@ -97,7 +97,9 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
                f"{'TOOK':>8}  DETAIL")
     for t in tasks_:
         name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
-        detail = t.error or ("" if t.result is None else f"result {ops.dumps(t.result)[:40]}")
+        # A result is the last attempt's: shown once the task has ended, not beside a retry.
+        shown = t.result if t.state in TERMINAL_TASK_STATES else None
+        detail = t.error or ("" if shown is None else f"result {ops.dumps(shown)[:40]}")
         if t.child_run_id:
             # The task's error already names its child ("run 12 ended failed").
             named = detail.startswith(f"run {t.child_run_id} ")
