@@ -4,6 +4,7 @@ the task-run graph (with one barrier node per stage) a run is created with."""
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Mapping, Sequence
 
 from taskplan import dag
@@ -151,7 +152,8 @@ def declared_params(spec: JobSpec, given: Mapping[str, object]) -> dict[str, obj
         hint = f"; did you mean {guess[0]!r}?" if guess else ""
         known = ", ".join(sorted(names)) or "none"
         raise UsageError(f"unknown param {unknown[0]!r} (the job declares: {known}){hint}")
-    return {k: _typed(k, v, spec.params.get(k)) for k, v in given.items()}
+    defaults = _param_defaults(spec)
+    return {k: _typed(k, v, defaults.get(k)) for k, v in given.items()}
 
 
 def param_names(spec: JobSpec) -> set[str] | None:
@@ -170,28 +172,48 @@ _JSON_TYPES = {bool: "true or false", int: "a whole number", float: "a number",
                list: "a JSON list", dict: "a JSON object"}
 
 
+def _param_defaults(spec: JobSpec) -> dict[str, object]:
+    """Each param's default: the job's, else the first schedule's or trigger's that sets it."""
+    defaults: dict[str, object] = {}
+    for source in (*(s.params for s in spec.schedules), *(t.params for t in spec.triggers)):
+        defaults.update(source)
+    defaults.update(spec.params)
+    return defaults
+
+
 def _typed(name: str, value: object, default: object) -> object:
-    if not isinstance(value, str) or default is None or isinstance(default, str):
+    """`value` as the run keeps it: text read as JSON where the default is not text, and any
+    value checked to be of the default's kind (so the API and the console are held to what
+    `--param` is)."""
+    if default is None or isinstance(default, str):
         return value
     import json
 
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        parsed = _NOT_JSON
+    parsed: object = value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value, parse_constant=_no_constant)
+        except ValueError:
+            parsed = _NOT_JSON
     want = type(default)
     if parsed is _NOT_JSON or not _same_kind(parsed, want):
+        shown = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
         raise UsageError(f"param {name!r} takes {_JSON_TYPES.get(want, 'JSON')}, as its default"
-                         f" {json.dumps(default)} is; got {value!r}")
+                         f" {json.dumps(default)} is; got {shown}")
     return parsed
+
+
+def _no_constant(word: str) -> object:
+    raise ValueError(f"{word} is not a number JSON can hold")
 
 
 _NOT_JSON = object()
 
 
 def _same_kind(value: object, want: type) -> bool:
-    if want is float:  # 7 is a fine value for a param whose default is 2.5
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if want is float:  # 7 is a fine value for a param whose default is 2.5; NaN is none
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value))
     if want is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, want)

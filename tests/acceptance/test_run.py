@@ -425,7 +425,9 @@ def test_params_typed_as_their_defaults_and_free_without_a_params_key(tp: Taskpl
     for given, words in (("n=seven", "param 'n' takes a whole number, as its default 3 is;"
                                      " got 'seven'"),
                          ("on=False", "param 'on' takes true or false, as its default true"
-                                      " is; got 'False'")):
+                                      " is; got 'False'"),
+                         ("r=NaN", "param 'r' takes a number, as its default 2.5 is; got"
+                                   " 'NaN'")):
         res = tp("run", "typed.yaml", "--param", given)
         assert (res.code, res.err) == (2, f"taskplan: {words}\n"), res
     assert len(tp.ok("runs", "--json").json()) == 2  # the refused ones made no run
