@@ -34,5 +34,5 @@ def test_values_of_the_defaults_kind_are_kept_typed(given: dict[str, object],
 ])
 def test_values_of_another_kind_are_refused_whatever_their_form(given: dict[str, object]
                                                                ) -> None:
-    with pytest.raises(UsageError, match="takes .*, as its default .* is; got"):
+    with pytest.raises(UsageError, match=r"takes .*, as its default .* is; got"):
         declared_params(load_job_text(JOB, "j.yaml", "."), given)
