@@ -118,3 +118,27 @@ def test_job_cycles_are_refused_at_apply(engine: Engine) -> None:
             tasks:
               c: {job: cyc_c}
             """)
+
+
+def test_a_childs_params_are_checked_and_typed_as_a_runs_are(engine: Engine, store: Store
+                                                             ) -> None:
+    apply_job(engine, """
+        job: counted
+        params: {n: 3}
+        tasks:
+          work: {shell: [test, "{{ params.n + 1 }}", "-eq", "8"]}
+        """)
+    run_id = start_run(engine, """
+        job: passes
+        params: {m: 7}
+        tasks:
+          typed: {job: counted, params: {n: "{{ params.m }}"}}
+          unknown: {job: counted, params: {nn: "1"}}
+        """)
+    run_agent(engine, run_id, slots=2)
+    top = tasks(store, run_id)
+    # rendered text "7" reaches the child as the number its default is
+    assert top["typed"]["state"] == "succeeded"
+    assert '"n":7' in child_of(store, top["typed"]["id"])[4]
+    assert top["unknown"]["state"] == "failed"
+    assert "unknown param 'nn' (the job declares: n)" in top["unknown"]["error"]

@@ -10,6 +10,7 @@ from taskplan.engine.context import Context
 from taskplan.engine.records import AttemptEnd, Claim, Outcome, StepResult
 from taskplan.errors import UsageError
 from taskplan.model import TERMINAL_RUN_STATES, Halt, RunState, TaskRunKind, TaskState
+from taskplan.rules import declared_params
 from taskplan.store import claims as claim_ops
 from taskplan.store import ops, run_ops
 from taskplan.store.db import Tx
@@ -73,6 +74,9 @@ def start_child_run(ctx: Context, claim: Claim, job_name: str, params: dict[str,
     """
     version_id = definitions.current_version(ctx, job_name)
     spec = definitions.job_spec(ctx, version_id)
+    # As `--param` is checked: names the child declares, typed by its defaults (the parent's
+    # templates render text: `n: "{{ params.n }}"` reaches a child whose default is 3 as 7).
+    params = declared_params(spec, params)
     with ctx.store.tx() as tx:
         started = ops.child_of_attempt(tx, claim.task_run_id, claim.attempt)
         if started is not None:
