@@ -30,7 +30,8 @@ from taskplan.redact import mask_url
 from taskplan.spec import templating
 from taskplan.spec.templating import is_template, render
 from taskplan.store import ops
-from taskplan.store.db import Backoff, retrying
+from taskplan.store.db import retrying
+from taskplan.store.resilience import Outage
 
 log = logging.getLogger(__name__)
 StepObserver = Callable[[list[tuple[Claim, Outcome]], StepResult], None]
@@ -48,21 +49,6 @@ HOLD_CHECK_EVERY = 1.0  # s between looks for a sign of life of agents holding w
 UNTIL_CHECK_EVERY = 0.25
 CLOCK_JUMP = 2.0  # s of wall clock gained or lost against the monotonic clock between beats
 CLOCK_JUMP_HOLD = 30.0  # s without reaping after a jump (the default lease)
-
-
-class _Outage:
-    """The store is unreachable: when it started, and the backoff before the next try."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.started = time.monotonic()
-        self.backoff = Backoff()
-        log.warning("store unavailable, retrying until it is back: %s", exc)
-
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
-
-    def sleep(self) -> None:
-        time.sleep(self.backoff.next())
 
 
 class UpstreamResults(LazyResults):
@@ -243,7 +229,7 @@ class Agent:
         idle_since = time.monotonic()
         cancel_sent = False
         give_up_at = 0.0
-        outage: _Outage | None = None
+        outage: Outage | None = None
         while True:
             try:
                 if outage is not None:
@@ -356,7 +342,7 @@ class Agent:
                 gen = -1
             except StoreUnavailableError as exc:
                 if outage is None:
-                    outage = _Outage(exc)
+                    outage = Outage(exc, log)
                 if self._cancel_all.is_set() and outage.seconds() > GIVE_UP_WHEN_CANCELLED:
                     raise  # told to stop now: leave the rest to lease expiry
                 outage.sleep()
@@ -389,7 +375,7 @@ class Agent:
             log.warning("the clock jumped by %+.0fs; not reaping other agents for %.0fs",
                         offset - last, hold)
 
-    def _recover(self, outage: _Outage) -> None:
+    def _recover(self, outage: Outage) -> None:
         """First turn after the store came back: lease, then claims we never learnt of."""
         # A step sent just before the cut may still be running on the server and commit
         # claims we never hear of: end that session first, then look.

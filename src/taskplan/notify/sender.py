@@ -32,7 +32,7 @@ from taskplan.notify.rules import Channel
 from taskplan.store import notify_ops, sched_ops
 from taskplan.store.db import Store
 from taskplan.store.notify_ops import Delivery
-from taskplan.store.resilience import Backoff, retrying
+from taskplan.store.resilience import Outage, retrying
 
 log = logging.getLogger("taskplan.notify")
 
@@ -173,10 +173,7 @@ class Sender:
         """Until stop(): deliver own rows at once, and as the lease holder what is due."""
         renew_every = max(0.2, self.lease)
         next_renew = 0.0
-        # As the agent's dispatcher does: an outage is said when it starts and when the store
-        # is back, not at every try (up to one a second for as long as it lasts).
-        outage: Backoff | None = None
-        outage_since = 0.0
+        outage: Outage | None = None
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_renew:
@@ -192,15 +189,12 @@ class Sender:
                 if self.leader and self.next_due is not None:
                     timeout = min(timeout, self.next_due - self.clock())
                 if outage is not None:
-                    log.warning("notifications: store back after %.1fs",
-                                time.monotonic() - outage_since)
+                    outage.back()
                     outage = None
             except StoreUnavailableError as exc:
                 if outage is None:
-                    outage, outage_since = Backoff(), time.monotonic()
-                    log.warning("notifications: store unavailable, retrying until it is back:"
-                                " %s", exc)
-                timeout = outage.next()
+                    outage = Outage(exc, log, "notifications: ")
+                timeout = outage.backoff.next()
             except Exception:  # the sender must outlive any surprise; say so and go on
                 log.exception("notifications: sender error")
                 timeout = 1.0

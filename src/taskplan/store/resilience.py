@@ -39,6 +39,28 @@ class Backoff:
         self.delay = BACKOFF_FIRST
 
 
+class Outage:
+    """The store is unreachable: when that started, and the backoff before the next try. A
+    loop that rides it out says so once when it starts and once when it ends (`back`), not at
+    every try (up to one a second for as long as it lasts)."""
+
+    def __init__(self, exc: BaseException, logger: logging.Logger, prefix: str = "") -> None:
+        self.started = time.monotonic()
+        self.backoff = Backoff()
+        self._log = logger
+        self._prefix = prefix
+        logger.warning("%sstore unavailable, retrying until it is back: %s", prefix, exc)
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def sleep(self) -> None:
+        time.sleep(self.backoff.next())
+
+    def back(self) -> None:
+        self._log.warning("%sstore back after %.1fs", self._prefix, self.seconds())
+
+
 def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool] | None = None,
              give_up_after: float | None = None, each_try: logging.Logger | None = None
              ) -> T:
