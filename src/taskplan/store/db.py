@@ -55,10 +55,12 @@ class Store:
         missing = self.dialect.absent()
         if missing is not None and not create:
             raise NoStoreError(f"no store at {missing}{_CREATE_HINT}")
+        current = False  # the peek read HEAD on this store's own connection
         if missing is None:
             # What the database holds is looked at first, without changing it: a read-only
             # command writes nothing, and no command touches a database that is not a store.
-            revision = self._guarded(self._peek_revision)
+            revision, own = self._guarded(self._peek_revision)
+            current = own and revision == migrate.HEAD
             if revision is None and not create:
                 where = self.dialect.where()
                 self.close()
@@ -66,17 +68,19 @@ class Store:
                                    f"{_CREATE_HINT}")
             if revision is not None:
                 self._refuse_unknown(revision)
-        if migrate_schema:
+        if migrate_schema and not current:
             self._guarded(self._bring_to_head, fresh)
 
-    def _peek_revision(self) -> str | None:
+    def _peek_revision(self) -> tuple[str | None, bool]:
         """The stored schema revision, read without changing the file (SQLite: a read-only
-        connection, so a file that is not a store is not switched to WAL)."""
+        connection, so a file that is not a store is not switched to WAL), and whether it was
+        read on the store's own connection (PostgreSQL), so that it need not be read again."""
         probe = self.dialect.probe()
+        own = probe is self.dialect.connection_if_open()
         try:
-            return migrate.stored_revision(probe)
+            return migrate.stored_revision(probe), own
         finally:
-            if probe is not self.dialect.connection_if_open():
+            if not own:
                 probe.close()
 
     def _bring_to_head(self, fresh: bool) -> None:
