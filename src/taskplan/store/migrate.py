@@ -30,8 +30,8 @@ def stored_revision(dbapi_conn: Any) -> str | None:
             raise  # the database cannot be read (a full disk, a lost server): not "no store"
         return None
     dbapi_conn.rollback()
-    return str(rows[0][0]) if len(rows) == 1 else None if not rows else ",".join(
-        sorted(str(r[0]) for r in rows))
+    # (More than one row is no schema of ours: joined, it names itself in the refusal.)
+    return ",".join(sorted(str(r[0]) for r in rows)) or None
 
 
 def _no_such_table(exc: Exception) -> bool:
@@ -42,12 +42,6 @@ def _no_such_table(exc: Exception) -> bool:
 def is_current(dbapi_conn: Any) -> bool:
     """True when the store's schema is at HEAD (False with no schema yet)."""
     return stored_revision(dbapi_conn) == HEAD
-
-
-def has_store(dbapi_conn: Any) -> bool:
-    """True when the database holds taskplan's tables (at any schema version). A database
-    that cannot be read raises: it is not said to hold no store."""
-    return stored_revision(dbapi_conn) is not None
 
 
 def known_revisions() -> set[str]:
