@@ -110,3 +110,63 @@ def test_the_server_step_claims_labelled_runs_by_index(store: Store) -> None:
         assert INDEX in plan and "Sort" not in plan, plan
     for plan in plans:
         assert "Seq Scan on task_runs" not in plan, plan
+
+
+def fill_history(store: Store, finished: int, running_pooled: int) -> None:
+    """`finished` task runs of a long history (pooled and not) and a few running in pools."""
+    fill(store)
+    rows = [{"r": 1 + g % 20, "t": f"h{g}", "s": "succeeded", "p": "mart" if g % 2 else None}
+            for g in range(finished)]
+    rows += [{"r": 1 + g % 20, "t": f"p{g}", "s": "running", "p": f"pool{g % 3}"}
+             for g in range(running_pooled)]
+    with store.tx() as tx:
+        tx.many("INSERT INTO task_runs (run_id, task, kind, state, trigger_rule, pool)"
+                " VALUES (:r, :t, 'task', :s, 'all_success', :p)", rows)
+
+
+def test_counting_a_pools_running_task_runs_reads_only_running_ones(store: Store) -> None:
+    """A claim of a pooled task counts each pool's running task runs: that count reads the
+    partial index of running pooled task runs, not every task run the store has kept."""
+    fill_history(store, finished=20_000, running_pooled=7)
+    with store.read() as tx:
+        assert ops.pool_usage(tx, ["pool0", "pool1", "mart", "none"]) == {"pool0": 3,
+                                                                        "pool1": 2}
+    sql = ops.pool_usage_sql(3).replace(":p0", "'pool0'").replace(":p1", "'pool1'")
+    sql = sql.replace(":p2", "'mart'")
+    if store.backend == "postgresql":
+        with psycopg.connect(store.url, autocommit=True) as conn:
+            conn.execute("ANALYZE task_runs")
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}"))
+    else:
+        with store.read() as tx:
+            plan = "\n".join(str(r[-1]) for r in tx.all(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ix_task_runs_pool" in plan, plan
+
+
+def test_the_server_step_counts_pool_room_by_index(store: Store) -> None:
+    if store.backend != "postgresql":
+        pytest.skip("PostgreSQL only: the server-side step")
+    fill_history(store, finished=20_000, running_pooled=0)
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        conn.execute("ANALYZE task_runs")
+        conn.execute("INSERT INTO pools (name, size) VALUES ('mart', 2)")
+        plans: list[str] = []
+        conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        for setting in ("log_min_duration = 0", "log_nested_statements = on",
+                        "log_level = 'notice'"):
+            conn.execute(f"SET auto_explain.{setting}")
+        engine = Engine(store)
+        spec = load_job_text("job: pooled\ntasks:\n" + "".join(
+            f"  t{i}: {{python: 'm:f', pool: mart}}\n" for i in range(6)), "p.yaml", ".")
+        version_id, _, _ = engine.apply(spec)
+        run_id = engine.create_run(version_id)
+        agent_id = engine.register_agent("a", "h", 1, 4, 60.0, ("host=h",))
+        rows = conn.execute(to_pyformat(STEP_CALL), {
+            "agent": agent_id, "now": time.time(), "free": 4, "root": run_id,
+            "wake": False, "done": "[]"}).fetchall()
+    assert [r[0] for r in rows] == ["claim", "claim"], rows  # the pool's 2 slots, no more
+    counts = [p for p in plans if "count(*)" in p and "'running'" in p]
+    assert counts, plans
+    for plan in counts:
+        assert "ix_task_runs_pool" in plan and "Seq Scan on task_runs" not in plan, plan

@@ -145,17 +145,19 @@ def pool_sizes(tx: Tx) -> dict[str, int]:
         f"SELECT name, size FROM pools ORDER BY name{tx.dialect.for_update}")}
 
 
+def pool_usage_sql(pools: int) -> str:
+    """Running task runs in each of `pools` pools (:p0, :p1, ...), read from the partial index
+    of running pooled task runs, whatever the size of the store's history."""
+    marks = ", ".join(f":p{i}" for i in range(pools))
+    return (f"SELECT pool, COUNT(*) FROM task_runs WHERE state = 'running' AND pool IN ({marks})"
+            " GROUP BY pool")
+
+
 def pool_usage(tx: Tx, names: Iterable[str]) -> dict[str, int]:
     names = list(names)
     if not names:
         return {}
-    marks = ", ".join(f":p{i}" for i in range(len(names)))
-    params = {f"p{i}": n for i, n in enumerate(names)}
-    rows = tx.all(
-        f"SELECT pool, COUNT(*) FROM task_runs WHERE state = 'running' AND pool IN ({marks})"
-        " GROUP BY pool",
-        params,
-    )
+    rows = tx.all(pool_usage_sql(len(names)), {f"p{i}": n for i, n in enumerate(names)})
     return {str(p): int(c) for p, c in rows}
 
 

@@ -148,6 +148,11 @@ task_runs = Table(
     Index(None, "agent_id", "state"),
     Index(None, "parent_id", "item_index"),
     Index(None, "run_id", "task"),
+    # Partial: a claim counts each pool's running task runs (ops.pool_usage, step_v4.sql);
+    # without it that count scans every task run of the store's history. Runs without pools
+    # never touch it.
+    Index(None, "pool", sqlite_where=text("state = 'running' AND pool IS NOT NULL"),
+          postgresql_where=text("state = 'running' AND pool IS NOT NULL")),
 )
 
 task_edges = Table(

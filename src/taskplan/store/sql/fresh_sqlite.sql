@@ -1,4 +1,4 @@
--- revision: 0014
+-- revision: 0015
 -- Rendered by `python -m taskplan.store.fresh` from the migrations; do not edit.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
@@ -263,3 +263,4 @@ CREATE TABLE "runs" (
 CREATE INDEX ix_runs_job_id_id ON runs (job_id, id);
 CREATE INDEX ix_runs_root_run_id ON runs (root_run_id);
 CREATE INDEX ix_runs_state_priority ON runs (state, priority);
+CREATE INDEX ix_task_runs_pool ON task_runs (pool) WHERE state = 'running' AND pool IS NOT NULL;
