@@ -119,3 +119,25 @@ def test_two_foreach_tasks_are_counted_apart(client: Any, engine: Engine) -> Non
     assert "3 succeeded</text>" in html
     assert "1 succeeded · 1 failed</text>" in html
     assert "Task runs</dt><dd>5:" in html
+
+
+def test_log_out_button_clears_the_session(demo: tuple[Engine, int]) -> None:
+    """The top bar's Log out is a plain form: its CSRF token travels in the form's body (a
+    form cannot set the header), and a form without it, or from another site, is refused."""
+    from fastapi.testclient import TestClient
+
+    from taskplan.web.app import create_app
+
+    with TestClient(create_app(demo[0], token="s3cret-token"), follow_redirects=False) as c:
+        assert c.post("/login", data={"token": "s3cret-token"}).status_code == 303
+        page = c.get("/jobs")  # with the session cookie the login set
+        form = re.search(r'<form method="post" action="/logout".*?</form>', page.text)
+        assert form
+        fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form[0]))
+        origin = {"Origin": "http://testserver"}
+        assert c.post("/logout", data={}, headers=origin).status_code == 403
+        assert c.post("/logout", data=fields, headers={"Origin": "http://evil.example"}
+                      ).status_code == 403
+        out = c.post("/logout", data=fields, headers=origin)
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        assert 'taskplan_session=""' in out.headers["set-cookie"]

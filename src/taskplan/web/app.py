@@ -19,7 +19,7 @@ from taskplan import __version__
 from taskplan.engine import Engine
 from taskplan.errors import TaskplanError
 from taskplan.web import api, pages
-from taskplan.web.auth import COOKIE, CSRF_HEADER, Auth, is_loopback
+from taskplan.web.auth import COOKIE, CSRF_FIELD, CSRF_HEADER, Auth, is_loopback
 from taskplan.web.errors import message_of, status_of
 from taskplan.web.live import ChangeWatcher
 from taskplan.web.views import Ctx
@@ -49,6 +49,11 @@ def error_response(request: Request, status: int, message: str) -> Response:
     if _is_api(request.url.path) or request.method != "GET":
         return JSONResponse({"error": message, "status": status}, status_code=status)
     return pages.error_page(request, status, message)
+
+
+def csrf_refused() -> Response:
+    return JSONResponse({"error": "missing or wrong CSRF token (reload the page)",
+                         "status": 403}, status_code=403)
 
 
 def _host_name(host_header: str) -> str:
@@ -99,9 +104,11 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
             if _cross_site(request):
                 return JSONResponse({"error": "cross-site request refused", "status": 403},
                                     status_code=403)
-            if _from_browser(request) and not auth.csrf_ok(request.headers.get(CSRF_HEADER)):
-                return JSONResponse({"error": "missing or wrong CSRF token (reload the page)",
-                                     "status": 403}, status_code=403)
+            # The log out form is a plain form (it works without the script): its CSRF
+            # token comes in the body, checked by the endpoint itself.
+            if (_from_browser(request) and path != "/logout"
+                    and not auth.csrf_ok(request.headers.get(CSRF_HEADER))):
+                return csrf_refused()
         response: Response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
@@ -159,7 +166,11 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
         return response
 
     @app.post("/logout", include_in_schema=False)
-    def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given = request.headers.get(CSRF_HEADER) or (form.get(CSRF_FIELD) or [""])[0]
+        if _from_browser(request) and not auth.csrf_ok(given):
+            return csrf_refused()
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response

@@ -20,6 +20,7 @@ from taskplan.errors import UsageError
 
 COOKIE = "taskplan_session"
 CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf"  # the same token in a plain form's body (the log out form)
 
 
 def is_loopback(host: str) -> bool:
