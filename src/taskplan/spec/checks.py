@@ -141,6 +141,7 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
         if header is not None and t.job == header.job:
             r.at_value((*path, "job"), f"job {t.job!r} cannot start itself")
     _connections(r, defaults, tasks)
+    _kind_keys(r, tasks)
     _env_names(r, defaults, tasks)
     _name_lengths(r, header, defaults, tasks)
     specs = [_loose_spec(n, tasks[n], known) for n in all_names if n in tasks]
@@ -195,6 +196,35 @@ def schedule_name_lengths(r: Reporter, schedules: Sequence[ScheduleModel | None]
             r.at_value(("schedules", i, "name"), f"expected a schedule name of at most"
                        f" {MAX_NAME} characters (the store keeps no more), got one of"
                        f" {len(s.name)}")
+
+
+# Task keys that only some kinds use: the others ignored them without a word (a python
+# task's env never reached os.environ, a job task's timeout never stopped its child run).
+# Refused where a task sets them; a default (`defaults:`) applies to the tasks that use it.
+# Checked on files only, so versions applied before keep loading.
+_KINDS_USING = {"env": ("shell",), "cwd": ("shell",), "in_process": ("python",),
+                "timeout": ("shell", "python", "sql")}
+_WHY_NOT = {
+    ("python", "env"): "its function runs in a worker with the agent's environment",
+    ("python", "cwd"): "its function runs in the agent's folder and is imported from the job"
+                       " file's",
+    ("job", "timeout"): "its child run's tasks take their own timeouts",
+}
+
+
+def _kind_keys(r: Reporter, tasks: Mapping[str, TaskModel]) -> None:
+    for name, t in tasks.items():
+        kind = next((k for k in TASK_KINDS if getattr(t, k) is not None), None)
+        if kind is None:
+            continue
+        for key in sorted(t.model_fields_set & _KINDS_USING.keys()):
+            kinds = _KINDS_USING[key]
+            if kind in kinds:
+                continue
+            why = _WHY_NOT.get((kind, key))
+            who = ", ".join(kinds[:-1]) + " and " + kinds[-1] if len(kinds) > 1 else kinds[0]
+            r.at_key(("tasks", name, key), f"only {who} tasks take {key} (this is a {kind}"
+                     f" task{': ' + why if why else ''})")
 
 
 def _env_names(r: Reporter, defaults: Settings | None,

@@ -278,6 +278,56 @@ def test_a_stored_definition_with_such_an_env_name_still_loads() -> None:
     assert spec.tasks[0].env == {"A-B": "1"}
 
 
+def test_keys_a_task_kind_would_ignore_are_refused_where_written() -> None:
+    # A python task's env never reached os.environ, nor its cwd os.getcwd(); a job task's
+    # timeout never stopped its child run; in_process meant nothing to the other kinds.
+    found = [str(p) for p in _problems(textwrap.dedent("""\
+        job: x
+        connections: {db: "sqlite://"}
+        tasks:
+          p: {python: "m:f", env: {A: b}, cwd: sub}
+          q: {sql: "select 1", connection: db, env: {A: b}, cwd: sub, in_process: true}
+          j: {job: other, timeout: 5m, in_process: false}
+          s: {shell: "true", in_process: true}
+        """))]
+    assert found == [
+        "job.yaml:4:22: tasks.p.env: only shell tasks take env (this is a python task: its"
+        " function runs in a worker with the agent's environment)",
+        "job.yaml:4:35: tasks.p.cwd: only shell tasks take cwd (this is a python task: its"
+        " function runs in the agent's folder and is imported from the job file's)",
+        "job.yaml:5:40: tasks.q.env: only shell tasks take env (this is a sql task)",
+        "job.yaml:5:53: tasks.q.cwd: only shell tasks take cwd (this is a sql task)",
+        "job.yaml:5:63: tasks.q.in_process: only python tasks take in_process (this is a sql"
+        " task)",
+        "job.yaml:6:19: tasks.j.timeout: only shell, python and sql tasks take timeout (this"
+        " is a job task: its child run's tasks take their own timeouts)",
+        "job.yaml:6:32: tasks.j.in_process: only python tasks take in_process (this is a job"
+        " task)",
+        "job.yaml:7:22: tasks.s.in_process: only python tasks take in_process (this is a"
+        " shell task)"]
+
+
+def test_defaults_of_those_keys_apply_only_to_the_tasks_that_use_them() -> None:
+    spec = load_job_text(textwrap.dedent("""\
+        job: x
+        defaults: {env: {A: b}, cwd: sub, in_process: true, timeout: 5m}
+        tasks:
+          p: {python: "m:f"}
+          s: {shell: "true"}
+          j: {job: other}
+        """), "job.yaml", "/jobs")
+    assert spec.task("s").env == {"A": "b"} and spec.task("s").cwd == "sub"
+    assert spec.task("p").in_process
+
+
+def test_a_stored_definition_with_such_keys_still_loads() -> None:
+    # Versions applied before the rule keep loading (the keys still mean nothing there).
+    spec = job_from_definition({"job": "x", "tasks": {
+        "p": {"python": "m:f", "env": {"A": "b"}, "cwd": "sub"},
+        "j": {"job": "other", "timeout": "5m"}}}, "", "")
+    assert spec.task("p").env == {"A": "b"} and spec.task("j").timeout == 300.0
+
+
 def test_a_calendar_name_longer_than_the_store_keeps_is_refused_in_its_file(
         tmp_path: Path) -> None:
     long = tmp_path / "long.yaml"

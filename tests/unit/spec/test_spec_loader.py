@@ -146,18 +146,18 @@ def test_defaults_apply_and_task_keys_win() -> None:
             sql: select 1
             connection: other
             retries: 0
-            env: {B: 3, C: true}
             timeout: 90
           b:
             shell: [echo, 1, 2.5]
             pool: null
+            env: {B: 3, C: true}
     """)
     a, b = spec.task("a"), spec.task("b")
     assert (a.connection, a.retries, a.pool, a.trigger) == ("other", 0, "slow",
                                                             TriggerRule.ALL_DONE)
-    assert a.env == {"A": "1", "B": "3", "C": "true"}
     assert a.timeout == 90.0
     assert b.connection is None and b.pool is None and b.retries == 3
+    assert b.env == {"A": "1", "B": "3", "C": "true"}
     assert b.command == ("echo", "1", "2.5")
 
 
