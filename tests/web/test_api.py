@@ -338,3 +338,21 @@ def test_one_schedule_is_disabled_and_enabled(client: Any) -> None:
     r = client.post("/api/v1/jobs/demo/schedules/nightly/resume")
     assert r.json()["changed"] is True
     assert client.get("/api/v1/jobs/demo").json()["schedules"][0]["paused"] is False
+
+
+def test_a_nul_character_in_a_name_or_value_is_refused(client: Any) -> None:
+    """PostgreSQL's text holds no NUL: a name or filter with one was a 500 (plain text) there,
+    'no job named' or every job on SQLite; on both it is a 422 naming it."""
+    for url in ("/api/v1/jobs?q=%00", "/api/v1/jobs?after=a%00", "/api/v1/jobs/%00",
+                "/api/v1/jobs/demo%00/next", "/api/v1/runs?job=demo%00",
+                "/api/v1/runs/1/tasks/%00/logs"):
+        r = client.get(url)
+        assert r.status_code == 422, url
+        assert "NUL" in r.json()["error"] and r.json()["status"] == 422
+    for url in ("/api/v1/jobs/%00/pause", "/api/v1/jobs/%00/runs"):
+        assert client.post(url).status_code == 422, url
+    page = client.get("/jobs/%00")
+    assert page.status_code == 422 and page.headers["content-type"].startswith("text/html")
+    assert "NUL" in page.text
+    assert client.get("/jobs?q=%00").status_code == 422
+    assert client.get("/api/v1/jobs?q=%2500").status_code == 200  # the text "%00" is fine

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -89,6 +89,11 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
             return JSONResponse({"error": f"Host {host!r} is not a loopback name: this console"
                                  " has no token, so it answers only to localhost, 127.0.0.1"
                                  " and ::1", "status": 403}, status_code=403)
+        if "\x00" in path or "\x00" in unquote(request.url.query):
+            # No name or value holds one (PostgreSQL's text cannot): refused here, as any
+            # other bad input, rather than failing in the store.
+            return error_response(request, 422, "the request's path or query holds a NUL"
+                                  " character (%00): no name or value may contain one")
         if path.startswith(OPEN_PATHS):
             return await call_next(request)  # type: ignore[no-any-return]
         by_bearer = auth.bearer_ok(request.headers.get("authorization"))
