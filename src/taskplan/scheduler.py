@@ -15,8 +15,12 @@
   max(its `last_fire_at`, the apply time of the job's current version): applying a job never
   backfills history, and a changed definition starts afresh from its apply time.
 * **Misfires.** A due firing more than `grace` seconds (1 s) in the past was missed (no
-  scheduler was running). `on_misfire: skip` fires none of the missed (only on-time firings);
-  `run_once` fires the latest due firing once; `run_all` fires every missed one, at most
+  scheduler was running). Late is counted from when the leader woke for the pass, not from
+  when the pass reads the time: a leader held up by its own work or by a lock another
+  process holds (within the busy timeout) is running, and fires what fell due meanwhile. An
+  outage (the store unavailable) and a clock jump count as downtime. `on_misfire: skip` fires
+  none of the missed (only on-time firings); `run_once` fires the latest due firing once;
+  `run_all` fires every missed one, at most
   `RUN_ALL_CAP` (100, the latest ones). Missed firings that make no run are recorded with a
   note (the latest RUN_ALL_CAP + 1 of them: older ones are not looked at).
 * **Overlap** (a top-level run of the job queued, running or stopping at firing time): `skip`
@@ -59,6 +63,7 @@ MISFIRE_GRACE = 1.0
 # The longest sleep without looking at anything: the lease renewal interval bounds it anyway.
 MAX_SLEEP = 60.0
 _NEVER_FIRED = sched_ops.ScheduleMark(0, None)
+T = TypeVar("T")
 
 
 def _dt(ts: float) -> datetime:
@@ -100,6 +105,9 @@ class Scheduler:
         self._calendar_stamp: tuple[int, float] | None = None
         self._jobs: list[_Job] = []
         self._compiled: dict[int, list[Schedule]] = {}
+        # When the daemon woke for the current pass (wall clock, monotonic), None outside one
+        # or after an outage: firings due since then are on time however long the pass takes.
+        self._awake: tuple[float, float] | None = None
         self.deadlines = DeadlineWatch(engine, default_tz=default_tz, clock=self.clock)
 
     # -- leadership -----------------------------------------------------------------------
@@ -186,12 +194,22 @@ class Scheduler:
                     result.next_due = _earliest(result.next_due, following.timestamp())
         return result
 
+    def _on_time_from(self, now: float) -> float:
+        """The earliest instant still on time: `grace` before the daemon woke for this pass,
+        unless the clock jumped since (then `grace` before now, as after downtime)."""
+        if self._awake is not None:
+            woke, mono = self._awake
+            spent = time.monotonic() - mono
+            if woke <= now <= woke + spent + MISFIRE_GRACE:
+                return woke - MISFIRE_GRACE
+        return now - MISFIRE_GRACE
+
     def _due(self, schedule: Schedule, policy: OnMisfire, after: float, now: float
              ) -> list[tuple[float, str | None]]:
         """The firings of (after, now], as (instant, None to fire it, else why it is missed);
         the last one always appears so that the schedule's mark moves up to it. Missed firings
         are looked at only as far back as the latest RUN_ALL_CAP + 1."""
-        on_time_from = now - MISFIRE_GRACE
+        on_time_from = self._on_time_from(now)
         latest = _latest(schedule, after, now, RUN_ALL_CAP + 1)
         if not latest:
             return []
@@ -214,6 +232,7 @@ class Scheduler:
             return
         spec = job.spec
         schedule_params = next(s.params for s in spec.schedules if s.key == key)
+        on_time_from = self._on_time_from(now)
         with self.store.tx() as tx:
             if not sched_ops.holds_lease(tx, LEASE_NAME, self.holder, now):
                 self.leader = False
@@ -226,7 +245,7 @@ class Scheduler:
             for fire_at, missed in due:
                 if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
                     continue  # another scheduler fired it
-                if fire_at < now - MISFIRE_GRACE:
+                if fire_at < on_time_from:
                     late.append(fire_at)
                 run_id, note = (None, missed) if missed else (
                     (None, paused) if paused
@@ -303,11 +322,11 @@ class Scheduler:
         try:
             while not self._stop.is_set():
                 mono = time.monotonic()
+                self._awake = (self.clock(), mono)
                 fresh_lead = False
                 if mono >= next_renew:
                     was = self.leader
-                    retrying(self.try_lead, what="taking the scheduler lease",
-                             stop=self._stop.is_set)
+                    self._retrying(self.try_lead, what="taking the scheduler lease")
                     fresh_lead = self.leader and not was
                     if fresh_lead:
                         log.info("scheduler %s leads", self.holder,
@@ -318,16 +337,13 @@ class Scheduler:
                                     self.holder, extra={"event": "leader",
                                                         "holder": self.holder, "leader": False})
                     if self.leader:
-                        retrying(self.start_queued, what="starting queued runs",
-                                 stop=self._stop.is_set)
+                        self._retrying(self.start_queued, what="starting queued runs")
                     next_renew = mono + renew_every
                 if self.leader:
-                    changed = retrying(self._refresh, what="reading job definitions",
-                                       stop=self._stop.is_set)
+                    changed = self._retrying(self._refresh, what="reading job definitions")
                     if fresh_lead or changed or (next_due is not None
                                                  and next_due <= self.clock()):
-                        res = retrying(self.fire_due, what="firing schedules",
-                                       stop=self._stop.is_set)
+                        res = self._retrying(self.fire_due, what="firing schedules")
                         next_due = res.next_due
                     self.check_deadlines()
                 timeout = next_renew - time.monotonic()
@@ -335,15 +351,26 @@ class Scheduler:
                     timeout = min(timeout, next_due - self.clock())
                 if self.leader:
                     timeout = min(timeout, self.deadlines.next_at - self.clock())
+                self._awake = None
                 gen = self.store.wait(gen, max(0.0, min(timeout, MAX_SLEEP)))
         finally:
+            self._awake = None
             try:
                 self.release()
             except Exception:
                 log.exception("cannot release the scheduler lease")
 
+    def _retrying(self, fn: Callable[[], T], *, what: str) -> T:
+        """`retrying` for the daemon's steps; an outage ends the pass's claim to be awake, so
+        what falls due while the store is away is handled as downtime (on_misfire)."""
+        def step() -> T:
+            try:
+                return fn()
+            except StoreUnavailableError:
+                self._awake = None
+                raise
 
-T = TypeVar("T")
+        return retrying(step, what=what, stop=self._stop.is_set)
 
 
 def retrying(fn: Callable[[], T], *, what: str, stop: Callable[[], bool]) -> T:

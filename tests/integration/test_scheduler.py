@@ -3,7 +3,11 @@ max_runs, no backfill, exactly-once between two schedulers, lease takeover, queu
 
 from __future__ import annotations
 
+import math
+import sqlite3
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,3 +247,39 @@ def test_a_standby_takes_over_when_the_lease_expires(eng: Engine, clock: Clock) 
     assert not a.try_lead()
     b.release()
     assert a.try_lead()
+
+
+def test_a_leader_held_up_by_a_lock_fires_late_instead_of_skipping(tmp_path: Path) -> None:
+    """A firing that falls due while the running leader waits for another process's write lock
+    (here across its lease renewal) is late, not missed: with on_misfire: skip it used to be
+    recorded as 'missed while no scheduler ran' and made no run. Real clock, real lock."""
+    path = tmp_path / "taskplan.db"
+    store = Store(f"sqlite:///{path}")
+    engine = Engine(store)
+    apply(engine, job(misfire="skip", every="3s"))
+    s = Scheduler(engine, lease=3.0)  # renews every second: once while the lock is held
+    daemon = threading.Thread(target=s.run, daemon=True)
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not s.leader:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        due = (math.floor(time.time() / 3) + 1) * 3.0
+        if due - time.time() < 1.5:
+            due += 3
+        time.sleep(due - 0.8 - time.time())
+        holder = sqlite3.connect(path, isolation_level=None, timeout=30)
+        holder.execute("BEGIN IMMEDIATE")
+        time.sleep(due + 1.8 - time.time())  # the leader's renewal waits here
+        holder.execute("COMMIT")
+        holder.close()
+        while due not in [f for f, _, _ in firings(store)]:
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.05)
+        [(_, run_id, note)] = [f for f in firings(store) if f[0] == due]
+    finally:
+        s.stop()
+        daemon.join(10)
+        store.close()
+    assert run_id is not None and note is None, note
