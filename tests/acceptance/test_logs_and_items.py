@@ -3,7 +3,11 @@ never ran, an attempt past the last."""
 
 from __future__ import annotations
 
-from acceptance_helpers import Taskplan
+import subprocess
+import time
+from pathlib import Path
+
+from acceptance_helpers import STEP_TIMEOUT, Taskplan, finish, states
 
 JOB = """
     job: quiet
@@ -45,3 +49,41 @@ def test_item_of_a_task_that_is_no_foreach_is_refused(tp: Taskplan) -> None:
     res = tp("logs", run_id, "fe2", "--item", "0")
     assert (res.code, res.err) == (
         2, "taskplan: fe2 has no item 0 yet: its foreach has not made its items\n"), res
+
+
+def _waiting(proc: subprocess.Popen[str]) -> None:
+    """Until `logs --follow` sleeps between two reads of the store: past its first checks."""
+    wchan = Path(f"/proc/{proc.pid}/wchan")
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while wchan.read_text() != "hrtimer_nanosleep":
+        assert proc.poll() is None, finish(proc)
+        assert time.monotonic() < deadline, "logs --follow never waited"
+        time.sleep(0.02)
+
+
+def test_follow_of_a_task_that_ends_without_the_attempt_says_so(tp: Taskplan) -> None:
+    # `logs --follow` waits for an attempt that may still come; when the task ends without it
+    # (its upstream failed, or it succeeded first time), it said nothing and exited 0.
+    tp.write("gate.yaml", """
+        job: gate
+        tasks:
+          gate: {shell: "touch started; while [ ! -f go ]; do sleep 0.05; done; exit 1"}
+          after: {shell: "echo never", depends_on: [gate]}
+          once: {shell: "touch once_started; while [ ! -f go ]; do sleep 0.05; done"}
+    """)
+    runner = tp.popen("run", "gate.yaml")
+    tp.wait_file("started", proc=runner)
+    tp.wait_file("once_started", proc=runner)
+    tp.wait_for(1, lambda s: states(s)["gate"] == "running", proc=runner)
+    never = tp.popen("logs", "1", "after", "--follow")
+    second = tp.popen("logs", "1", "once", "--attempt", "2", "--follow")
+    _waiting(never)
+    _waiting(second)
+    (tp.home / "go").write_text("")
+    res = finish(never)
+    assert (res.code, res.out, res.err) == (
+        2, "", "taskplan: after never ran (upstream_failed): no attempts\n"), res
+    res = finish(second)
+    assert (res.code, res.out, res.err) == (
+        2, "", "taskplan: once has no attempt 2: it ended (succeeded) after 1\n"), res
+    assert finish(runner).code == 1

@@ -240,11 +240,22 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
             return  # as `tail -f | head` ends: nobody reads what would follow
         attempt_over = state is not None and state != "running"
         if attempt_over or task_state in TERMINAL_TASK_STATES:
+            ended = []
             with store.read() as tx:
                 rest = ops.read_log(tx, tr_id, max(number, 1), seq)
+                # The task ended: without the attempt waited for?
+                if state is None and reports.attempt_state(tx, tr_id, max(number, 1)) is None:
+                    ended = [f for f in reports.find_task_runs(tx, run_id, task)
+                             if f.id == tr_id]
             for piece in rest:
                 out.write(piece.data)
             out.close()
+            if ended:
+                attempts, state_of = ended[0].attempts, ended[0].state
+                raise NotFoundError(
+                    f"{task} never ran ({state_of}): no attempts" if attempts <= 0 else
+                    f"{task} has no attempt {max(number, 1)}: it ended ({state_of}) after"
+                    f" {attempts}")
             return
         time.sleep(0.2)
 
