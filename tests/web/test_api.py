@@ -356,3 +356,23 @@ def test_a_nul_character_in_a_name_or_value_is_refused(client: Any) -> None:
     assert "NUL" in page.text
     assert client.get("/jobs?q=%00").status_code == 422
     assert client.get("/api/v1/jobs?q=%2500").status_code == 200  # the text "%00" is fine
+
+
+def test_run_now_reads_its_body_as_json_whatever_its_content_type(client: Any) -> None:
+    """`curl -d '{"params": ...}'` sends a form's Content-Type: the object was refused as
+    'the body must be a JSON object'; text that is not JSON said 'body.1: JSON decode error'."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    made = client.post("/api/v1/jobs/demo/runs", content=b'{"params": {"note": "y"}}',
+                       headers=form)
+    assert made.status_code == 201
+    run = client.get(f"/api/v1/runs/{made.json()['run_id']}").json()
+    assert run["params"] == {"day": "2026-11-20", "note": "y"}
+    for headers in (form, {"Content-Type": "application/json"}):
+        r = client.post("/api/v1/jobs/demo/runs", content=b"{bad", headers=headers)
+        assert r.status_code == 422
+        assert r.json()["error"] == ("the body is not JSON: Expecting property name enclosed in"
+                                     " double quotes: line 1 column 2 (char 1)")
+    r = client.post("/api/v1/jobs/demo/runs", content=b"\xff\xfe{", headers=form)
+    assert r.status_code == 422 and r.json()["error"].startswith("the body is not JSON")
+    body = client.get("/api/v1/openapi.json").json()["paths"]["/api/v1/jobs/{job}/runs"]["post"]
+    assert "params" in body["requestBody"]["content"]["application/json"]["schema"]["properties"]

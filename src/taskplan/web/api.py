@@ -9,7 +9,7 @@ import time
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -151,9 +151,28 @@ def job_next(request: Request, job: str, n: int = Query(10, ge=1, le=1000),
     return views.next_list(ctx, spec, n, start)
 
 
-@router.post("/jobs/{job}/runs", status_code=201,
+async def json_body(request: Request) -> Any:
+    """The body read as JSON whatever its Content-Type says (`curl -d` sends a form's), None
+    when empty; text that is not JSON is refused with where it stops being JSON."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise UsageError("the body is not JSON: it is not UTF-8 text") from None
+    except ValueError as exc:
+        raise UsageError(f"the body is not JSON: {exc}") from None
+
+
+RUN_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"params": {"type": "object"}},
+    "additionalProperties": False}}}}}
+
+
+@router.post("/jobs/{job}/runs", status_code=201, openapi_extra=RUN_BODY,
              summary="Run now; body {\"params\": {...}} (declared params only)")
-def create_run(request: Request, job: str, body: Any = Body(None)) -> dict[str, Any]:
+def create_run(request: Request, job: str, body: Any = Depends(json_body)) -> dict[str, Any]:
     return actions.start_run(ctx_of(request), job, body_keys(body, ("params",)).get("params"))
 
 
