@@ -107,6 +107,34 @@ def test_call_procedure_with_binds_and_server_messages(engine: Engine, store: St
         assert "Warning 1365: Division by 0" in text
 
 
+def test_a_routine_with_a_compound_body_is_created_by_a_script(engine: Engine, store: Store,
+                                                              target: Target) -> None:
+    """A MariaDB procedure's BEGIN ... END, a PostgreSQL BEGIN ATOMIC body and a SQLite trigger
+    hold `;` of their own: the script sends each definition whole, then the statements after."""
+    t, r = target.quote(target.name("facts")), target.quote(target.name("addfact"))
+    if target.kind == "mysql":
+        routine = (f"CREATE PROCEDURE {r}(k INT) BEGIN DECLARE i INT DEFAULT 0;"
+                   f" WHILE i < k DO INSERT INTO {t} VALUES (CASE WHEN i = 0 THEN 'first;'"
+                   f" ELSE 'next' END); SET i = i + 1; END WHILE; END;"
+                   f" CALL {r}(3)")
+    elif target.kind == "postgresql":
+        routine = (f"CREATE PROCEDURE {r}(k int) LANGUAGE SQL BEGIN ATOMIC"
+                   f" INSERT INTO {t} VALUES ('first;'); INSERT INTO {t}"
+                   f" SELECT 'next' FROM generate_series(2, k); END; CALL {r}(3)")
+    else:
+        routine = (f"CREATE TABLE {r} (k INT); CREATE TRIGGER {target.name('trg')} AFTER"
+                   f" INSERT ON {r} BEGIN INSERT INTO {t} VALUES ('first;');"
+                   f" INSERT INTO {t} VALUES ('next'); INSERT INTO {t} VALUES ('next'); END;"
+                   f" INSERT INTO {r} VALUES (3)")
+    script = f"CREATE TABLE {t} (v VARCHAR(20)); {routine}"
+    run_id, _ = run_job(engine, job({"s": {"sql": script}}))
+    t_s = tasks(store, run_id)["s"]
+    assert t_s["state"] == "succeeded", t_s["error"]
+    statements = 4 if target.kind == "sqlite" else 3
+    assert f"statement {statements} of {statements}" in log_text(store, t_s["id"])
+    assert sorted(v for (v,) in target.run(f"SELECT v FROM {t}")) == ["first;", "next", "next"]
+
+
 def test_sql_error_fails_the_task_with_the_server_reason(engine: Engine, store: Store,
                                                          target: Target) -> None:
     run_id, _ = run_job(engine, job({"bad": {"sql": "SELECT 1; SELECT * FROM no_such_table_here"}}))

@@ -5,8 +5,14 @@ MySQL, backslash escapes; PostgreSQL E'' strings), quoted identifiers ("", backt
 SQLite), PostgreSQL dollar quotes ($$ ... $$, $tag$ ... $tag$), line comments (--, # on MySQL)
 and block comments (nested on PostgreSQL). A `;` splits statements only in code.
 
-Not handled: client-side `DELIMITER` commands (a mysql-client feature, not SQL) and SQL-standard
-`BEGIN ATOMIC ... END` bodies, whose inner `;` are code.
+In a routine's definition (a statement opening with `CREATE` whose first words name a
+`PROCEDURE`, `FUNCTION`, `TRIGGER` or `EVENT`), the `;` between `BEGIN` and its `END` belong to
+the body: a MySQL/MariaDB compound statement, a SQLite trigger, a PostgreSQL `BEGIN ATOMIC`
+body. `CASE ... END` nests inside it; `END IF`, `END LOOP`, `END WHILE`, `END REPEAT` and
+`END FOR` close blocks that were never counted. A database server takes such a definition as
+one statement, as the mysql client sends it after a `DELIMITER` change.
+
+Not handled: client-side `DELIMITER` commands themselves (a mysql-client feature, not SQL).
 """
 
 from __future__ import annotations
@@ -116,25 +122,65 @@ def _block_comment_end(sql: str, i: int, *, nested: bool) -> int:
     return n
 
 
+_CODE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|;")
+_ROUTINES = frozenset({"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"})
+_UNCOUNTED_ENDS = frozenset({"IF", "LOOP", "WHILE", "REPEAT", "FOR"})
+_HEAD_WORDS = 8  # CREATE OR REPLACE DEFINER = user PROCEDURE: the kind comes early
+
+
+class _Body:
+    """Where a statement stands: its first words, and how deep in BEGIN/CASE ... END."""
+
+    def __init__(self) -> None:
+        self.head: list[str] = []
+        self.depth = 0
+        self.last = ""
+
+    def routine(self) -> bool:
+        return bool(self.head) and self.head[0] == "CREATE" and not _ROUTINES.isdisjoint(
+            self.head)
+
+    def word(self, word: str, following: str) -> None:
+        if len(self.head) < _HEAD_WORDS:
+            self.head.append(word)
+        closing, self.last = self.last == "END", word
+        if not self.routine() or closing:  # the CASE of `END CASE` opens nothing
+            return
+        if word in ("BEGIN", "CASE"):
+            self.depth += 1
+        elif word == "END" and following not in _UNCOUNTED_ENDS and self.depth:
+            self.depth -= 1
+
+
 def split_statements(sql: str, dialect: str = "postgresql") -> list[str]:
     """The statements of a script, stripped, without empty or comment-only ones."""
     out: list[str] = []
     current: list[tuple[str, str]] = []
+    body = _Body()
 
     def close() -> None:
+        nonlocal body
         if any(k != COMMENT and t.strip() for k, t in current):
             out.append("".join(t for _, t in current).strip())
         current.clear()
+        body = _Body()
 
     for kind, text in segments(sql, dialect):
         if kind != CODE:
             current.append((kind, text))
             continue
-        parts = text.split(";")
-        for part in parts[:-1]:
-            current.append((CODE, part))
-            close()
-        current.append((CODE, parts[-1]))
+        tokens = [(m.start(), m.group(0).upper()) for m in _CODE_TOKEN.finditer(text)]
+        cut = 0
+        for n, (at, token) in enumerate(tokens):
+            if token != ";":
+                body.word(token, tokens[n + 1][1] if n + 1 < len(tokens) else "")
+                continue
+            body.last = token
+            if not body.depth:
+                current.append((CODE, text[cut:at]))
+                close()
+                cut = at + 1
+        current.append((CODE, text[cut:]))
     close()
     return out
 

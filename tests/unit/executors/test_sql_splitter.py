@@ -95,3 +95,61 @@ def test_a_cast_right_after_a_bind_keeps_the_bind() -> None:
     assert list(clause._bindparams) == ["day"]
     compiled = str(clause.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
     assert compiled == "SELECT %(day)s::date + 1, x::int, ':a::b'"
+
+
+def test_a_mysql_procedure_body_is_one_statement() -> None:
+    script = """
+    DROP PROCEDURE IF EXISTS addfact;
+    CREATE DEFINER=`etl`@`%` PROCEDURE addfact(d varchar(20), k int)
+    main: BEGIN
+      DECLARE i INT DEFAULT 0;
+      IF k < 0 THEN LEAVE main; END IF;
+      WHILE i < k DO
+        INSERT INTO facts VALUES (d, CASE WHEN i = 0 THEN 'first;' ELSE 'next' END);
+        SET i = i + 1;
+      END WHILE;
+      BEGIN SELECT 1; END;
+      CASE k WHEN 1 THEN SELECT 'one'; ELSE SELECT 'many'; END CASE;
+      REPEAT SET i = i - 1; UNTIL i <= 0 END REPEAT;
+    END main;
+    CALL addfact('2026-12-04', 3);
+    """
+    stmts = split_statements(script, "mysql")
+    assert len(stmts) == 3, stmts
+    assert stmts[1].startswith("CREATE DEFINER") and stmts[1].endswith("END main")
+    assert stmts[2] == "CALL addfact('2026-12-04', 3)"
+
+
+def test_a_sqlite_trigger_body_is_one_statement() -> None:
+    script = ("create table t (a); create table log (a);\n"
+              "create trigger keep after insert on t begin\n"
+              "  insert into log values (new.a); insert into log values (-new.a);\n"
+              "end;\ninsert into t values (1)")
+    assert split_statements(script, "sqlite") == [
+        "create table t (a)", "create table log (a)",
+        "create trigger keep after insert on t begin\n"
+        "  insert into log values (new.a); insert into log values (-new.a);\nend",
+        "insert into t values (1)"]
+
+
+def test_a_postgresql_begin_atomic_body_is_one_statement() -> None:
+    script = ("CREATE OR REPLACE PROCEDURE p(k int) LANGUAGE SQL BEGIN ATOMIC\n"
+              "  INSERT INTO t VALUES (k); INSERT INTO t VALUES (k + 1);\nEND;\n"
+              "BEGIN; CALL p(1); COMMIT;")
+    assert split_statements(script, "postgresql") == [
+        "CREATE OR REPLACE PROCEDURE p(k int) LANGUAGE SQL BEGIN ATOMIC\n"
+        "  INSERT INTO t VALUES (k); INSERT INTO t VALUES (k + 1);\nEND",
+        "BEGIN", "CALL p(1)", "COMMIT"]
+
+
+def test_begin_and_case_outside_a_routine_split_as_before() -> None:
+    assert split_statements("begin; select case when 1 then 2 end; commit", "postgresql") == [
+        "begin", "select case when 1 then 2 end", "commit"]
+    assert split_statements("create table function_log (a int); begin; select 1") == [
+        "create table function_log (a int)", "begin", "select 1"]
+
+
+def test_nested_blocks_ending_together() -> None:
+    script = "create procedure p() begin begin select 1; end; end; call p()"
+    assert split_statements(script, "mysql") == [
+        "create procedure p() begin begin select 1; end; end", "call p()"]
