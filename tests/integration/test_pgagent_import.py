@@ -167,6 +167,31 @@ def test_steps_run_one_after_another_as_pgagent_runs_them(pga: tuple[str, Any],
     assert conn.execute("SELECT step FROM chained").fetchall() == []
 
 
+def test_a_step_connecting_with_a_uri_runs_where_pgagent_runs_it(pga: tuple[str, Any],
+                                                                 tmp_path: Path) -> None:
+    # pgAgent reads jstconnstr with libpq, which takes a URI as well as key=value pairs.
+    url, conn = pga
+    dbname = url.rsplit("/", 1)[1]
+    conn.execute("CREATE TABLE IF NOT EXISTS reached (db text, app text)")
+    add_job(conn, "by uri", steps=[
+        {"name": "1", "kind": "s", "connstr": f"{url}?application_name=pga%20step",
+         "code": "INSERT INTO reached SELECT current_database(),"
+                 " current_setting('application_name')"}])
+    # One libpq cannot read: pgAgent fails the step at every run; not imported, rather than
+    # run somewhere else.
+    add_job(conn, "unreadable", steps=[
+        {"name": "1", "kind": "s", "connstr": "host=db password s3cret", "code": "SELECT 1"}])
+    got = taskplan("import", "pgagent", "--from", url, "--out", ".", "--job", "by uri",
+                   "--job", "unreadable", "--json", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    by_uri, unreadable = json.loads(got.stdout)
+    assert by_uri["not_expressed"] == []
+    assert unreadable["file"] is None and "s3cret" not in got.stdout
+    assert "cannot read the connection string" in unreadable["not_expressed"][0]
+    assert taskplan("run", "by_uri.yaml", cwd=tmp_path).returncode == 0
+    assert conn.execute("SELECT db, app FROM reached").fetchall() == [(dbname, "pga step")]
+
+
 def test_bad_inputs_exit_2_with_one_line(pga: tuple[str, Any], tmp_path: Path) -> None:
     url, _ = pga
     unreachable = taskplan("import", "pgagent", "--from",

@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 from zoneinfo import ZoneInfo
 
 from taskplan.executors.sqltext import CODE, segments, split_statements
@@ -88,7 +88,13 @@ def convert_job(job: PgJob, catalog: Catalog, zone: str, taken: set[str]) -> Imp
     previous: str | None = None  # the last enabled step: pgAgent runs only those, in order
     for step in job.steps:
         tname = task_name(step.name, used, f"step_{step.id}")
-        task = _task(step, catalog, connections, item.notes)
+        try:
+            task = _task(step, catalog, connections, item.notes)
+        except _Unreadable as exc:
+            item.notes.append(f"step {step.name!r}: {exc}; pgAgent cannot connect for it either"
+                              " (the step fails at every run): fix it in pgAgent and import"
+                              " again: not imported")
+            return item
         if previous is not None:
             task = {"depends_on": [previous], **task}
         if step.enabled:
@@ -204,8 +210,21 @@ def _script(code: str, step: PgStep, tolerant: bool) -> str:
             f'"$f"; rc=$?\nrm -f "$f"\n{finish}\n')
 
 
+class _Unreadable(ValueError):
+    """A connection string libpq cannot read."""
+
+
+# libpq reads a connection string that starts so as a URI (postgresql://user@host/db?k=v).
+_URI_PREFIXES = ("postgresql://", "postgres://")
+
+
 def parse_conninfo(text: str) -> dict[str, str]:
-    """libpq's `key=value key='quoted \\' value'` form as a dict."""
+    """A libpq connection string as a dict, read as pgAgent's libpq reads it
+    (PQconninfoParse): `key=value key='quoted \\' value'`, or a URI
+    `postgresql://user:password@host:port/dbname?key=value`."""
+    for prefix in _URI_PREFIXES:
+        if text.startswith(prefix):
+            return _parse_uri(text, text[len(prefix):])
     out: dict[str, str] = {}
     i, n = 0, len(text)
     while i < n:
@@ -215,7 +234,9 @@ def parse_conninfo(text: str) -> dict[str, str]:
             break
         m = re.compile(r"(\w+)\s*=\s*").match(text, i)
         if not m:
-            raise ValueError(f"cannot read the connection string near {text[i:i + 20]!r}")
+            # Only the word: a password written without its `=` stays out of the report.
+            raise _Unreadable("cannot read the connection string near"
+                              f" {text[i:].split()[0][:20]!r} (expected key=value)")
         key, i = m.group(1), m.end()
         value = []
         quoted = i < n and text[i] == "'"
@@ -226,9 +247,71 @@ def parse_conninfo(text: str) -> dict[str, str]:
                 i += 1
             value.append(text[i])
             i += 1
+        if quoted and i >= n:
+            raise _Unreadable(f"the connection string has an unterminated quoted value ({key})")
         i += int(quoted)  # past the closing quote
         out[key] = "".join(value)
     return out
+
+
+def _parse_uri(text: str, rest: str) -> dict[str, str]:
+    """libpq's URI form (conninfo_uri_parse_options): `[user[:password]@]` before the first
+    `/`, then hosts `host[:port]` (`[v6]` in brackets) separated by commas, `/dbname`, and
+    `?key=value&...`; every part percent-decoded."""
+
+    def decoded(part: str) -> str:
+        if re.search(r"%(?![0-9A-Fa-f]{2})", part) or "%00" in part:
+            raise _Unreadable(f"the connection URI {_masked(text)!r} has a bad %-escape")
+        try:
+            return unquote_to_bytes(part).decode()
+        except UnicodeDecodeError:
+            raise _Unreadable(f"the connection URI {_masked(text)!r} is not UTF-8") from None
+
+    out: dict[str, str] = {}
+    head, at, tail = rest.partition("@")
+    if at and "/" not in head:
+        user, colon, password = head.partition(":")
+        if user:
+            out["user"] = decoded(user)
+        if colon and password:
+            out["password"] = decoded(password)
+        rest = tail
+    hostspec = re.match(r"(\[[^\]]*\]|[^/?])*", rest)
+    assert hostspec is not None  # matches the empty text at least
+    hosts: list[str] = []
+    ports: list[str] = []
+    for one in hostspec.group(0).split(","):
+        m = re.fullmatch(r"\[([^\]]*)\](?::(.*))?|([^:\[\]]*)(?::(.*))?", one)
+        if m is None:
+            raise _Unreadable(f"cannot read the host {one!r} of the connection URI"
+                              f" {_masked(text)!r}")
+        hosts.append(decoded(m.group(1) if m.group(1) is not None else m.group(3)))
+        ports.append(decoded(m.group(2) or m.group(4) or ""))
+    if any(hosts):
+        out["host"] = ",".join(hosts)
+    if any(ports):
+        out["port"] = ",".join(ports)
+    rest = rest[hostspec.end():]
+    if rest.startswith("/"):
+        dbname, _, query = rest[1:].partition("?")
+        if dbname:
+            out["dbname"] = decoded(dbname)
+    else:
+        query = rest[1:]  # after the `?`, or nothing
+    for pair in filter(None, query.split("&")):
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise _Unreadable(f"the parameter {pair!r} of the connection URI"
+                              f" {_masked(text)!r} is not key=value")
+        key, value = decoded(key), decoded(value)
+        if key == "ssl" and value == "true":  # libpq's synonym
+            key, value = "sslmode", "require"
+        out[key] = value
+    return out
+
+
+def _masked(uri: str) -> str:
+    return re.sub(r"^([^/]*//[^:/@]*:)[^@/]*@", r"\1***@", uri)
 
 
 def _url(host: str, port: str | int | None, user: str | None, dbname: str,
@@ -250,11 +333,7 @@ def _connection(step: PgStep, catalog: Catalog, connections: dict[str, str],
                 notes: list[str]) -> str:
     """The name of the step's connection, added to `connections` when new."""
     if step.connstr:
-        try:
-            info = parse_conninfo(step.connstr)
-        except ValueError as exc:
-            notes.append(f"step {step.name!r}: {exc}; it runs on the catalog's server instead")
-            info = {"dbname": step.dbname or "postgres"}
+        info = parse_conninfo(step.connstr)  # _Unreadable: the job is not imported
         if info.pop("password", None) is not None:
             notes.append(f"step {step.name!r}: the password of its connection string is not "
                          "written to the job file (give the agents PGPASSWORD or a ~/.pgpass)")

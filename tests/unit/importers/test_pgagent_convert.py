@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from taskplan.importers.documents import check
 from taskplan.importers.pgagent import calendar_fields, convert, parse_conninfo
 from taskplan.store.pgagent_catalog import Catalog, PgJob, PgSchedule, PgStep
@@ -52,6 +54,23 @@ def test_connection_strings_and_jstdbname() -> None:
         "ops": "postgresql://etl@/ops?host=/var/run/postgresql&port=5432&sslmode=disable"}
     assert [t.get("connection") for t in item.document["tasks"].values()] == [
         "sales", "sales", "ops"]
+
+
+def test_connection_strings_are_read_as_libpq_reads_them() -> None:
+    # pgAgent hands jstconnstr to libpq (PQconninfoParse): key=value pairs or a URI.
+    pytest.importorskip("psycopg")
+    from psycopg.conninfo import conninfo_to_dict
+
+    for text in ("host=a port=5 dbname='my db' password='it\\'s'",
+                 "postgresql://etl:p%40ss@db.example:5433/mart?application_name=a%20b",
+                 "postgres://db.example/mart", "postgresql:///ops?host=/var/run/postgresql",
+                 "postgresql://[::1]:6000/x?ssl=true", "postgresql://", "postgresql://u@h"):
+        assert parse_conninfo(text) == conninfo_to_dict(text), text
+    for text in ("postgresql://h/db?x", "postgresql://h/%zz", "host=a password s3cret",
+                 "dbname='unterminated"):
+        with pytest.raises(ValueError) as caught:
+            parse_conninfo(text)
+        assert "s3cret" not in str(caught.value)
 
 
 def test_a_job_without_steps_is_reported_not_written() -> None:
