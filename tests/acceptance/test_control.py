@@ -160,3 +160,23 @@ def test_a_hang_up_cancels_a_foreground_run_unless_ignored(tp: Taskplan) -> None
     done = finish(ignoring)
     assert done.code == 0, done
     assert tp.status(2)["state"] == "succeeded"
+
+
+def test_retry_counts_the_task_runs_status_lists(tp: Taskplan) -> None:
+    # A staged job's barriers are no rows of `status`: "7 task run(s) reset" for a run of
+    # five tasks, as retry said, counted two of them.
+    tp.write("staged.yaml", """
+        job: staged
+        tasks:
+          a1: {stage: 1, shell: "test -f fixed"}
+          a2: {stage: 1, shell: "true"}
+          b1: {stage: 2, shell: "true"}
+          b2: {stage: 2, shell: "true"}
+          free: {shell: "true"}
+    """)
+    assert tp("run", "staged.yaml").code == 1
+    assert states(tp.status(1)) == {"a1": "failed", "a2": "succeeded", "b1": "upstream_failed",
+                                    "b2": "upstream_failed", "free": "succeeded"}
+    (tp.home / "fixed").write_text("")
+    res = tp("retry", "1", "--detach")
+    assert res.out == "run 1: 3 task run(s) reset\n", res

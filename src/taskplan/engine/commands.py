@@ -291,7 +291,9 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
                            [(t, st) for t, st in firsts if t is not None], now, delta)
         transitions.close_step(ctx, tx, run_id, fresh, now, delta, None)
         tx.wake = True
-        return len(resets)
+        # Counted as `status` lists them: stage barriers are no rows of it.
+        barriers = {t.id for t in graph.top if t.kind == TaskRunKind.BARRIER}
+        return sum(1 for r in resets if r.task_run_id not in barriers)
 
 
 class _RunGraph:
