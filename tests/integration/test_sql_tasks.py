@@ -135,6 +135,20 @@ def test_a_routine_with_a_compound_body_is_created_by_a_script(engine: Engine, s
     assert sorted(v for (v,) in target.run(f"SELECT v FROM {t}")) == ["first;", "next", "next"]
 
 
+def test_a_delimiter_line_is_refused_before_anything_runs(engine: Engine, store: Store,
+                                                          target: Target) -> None:
+    if target.kind != "mysql":
+        pytest.skip("DELIMITER is the mysql client's")
+    t = target.quote(target.name("never"))
+    script = (f"CREATE TABLE {t} (v INT);\nDELIMITER //\nCREATE PROCEDURE p() BEGIN SELECT 1;"
+              " END //\nDELIMITER ;")
+    run_id, _ = run_job(engine, job({"s": {"sql": script}}))
+    t_s = tasks(store, run_id)["s"]
+    assert t_s["state"] == "failed"
+    assert t_s["error"].startswith("statement 2 of 3: DELIMITER is a mysql client command")
+    assert target.run(f"SHOW TABLES LIKE '{target.name('never')}'") == []
+
+
 def test_sql_error_fails_the_task_with_the_server_reason(engine: Engine, store: Store,
                                                          target: Target) -> None:
     run_id, _ = run_job(engine, job({"bad": {"sql": "SELECT 1; SELECT * FROM no_such_table_here"}}))

@@ -341,6 +341,17 @@ def _nothing() -> None:
 _DEADLINES = _Deadlines()
 
 
+def _refuse_client_commands(statements: list[str]) -> None:
+    """`DELIMITER` is the mysql client's own command: a server answers it with a bare syntax
+    error, so say what to write instead before anything runs."""
+    for n, statement in enumerate(statements, 1):
+        if statement.split(None, 1)[0].upper() == "DELIMITER":
+            where = f"statement {n} of {len(statements)}: " if len(statements) > 1 else ""
+            raise SqlSetupError(
+                f"{where}DELIMITER is a mysql client command, not SQL: write the routine's"
+                " definition without it, ended by ';' (its BEGIN ... END is sent whole)")
+
+
 # -- the executor ---------------------------------------------------------------------------
 class SqlExecutor:
     def execute(self, request: ExecRequest, log: LogSink, cancel: Cancellation) -> ExecResult:
@@ -359,6 +370,7 @@ class SqlExecutor:
             statements = split_statements(sql, dialect)
             if not statements:
                 raise SqlSetupError("no SQL statement to run")
+            _refuse_client_commands(statements)
             clauses = [prepare(s, dialect) for s in statements]
             binds = [bind_values(bind_names(c), request.context.params, request.context.item)
                      for c in clauses]
