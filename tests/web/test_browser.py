@@ -203,3 +203,24 @@ def test_run_now_keeps_param_types(console: tuple[Server, Path], page: Any) -> N
     assert page.url.endswith("/jobs/typed")
     assert [r["run_id"] for r in server.http.get("/api/v1/runs").json()] == [3, 2, 1]
     assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+def test_long_names_wrap_inside_the_window(console: tuple[Server, Path], page: Any) -> None:
+    """A 200-character job or task name (the most the store keeps) and a long description
+    wrap: they used to widen every page showing them past the window, pushing the other
+    columns (state, versions, buttons) out of sight."""
+    server, home = console
+    job, task = "j" + "x" * 199, "t" * 200
+    (home / "long.yaml").write_text(f"job: {job}\ndescription: {'d' * 2000}\n"
+                                    f"tasks:\n  {task}:\n    shell: echo {'o' * 3000}\n")
+    cli(home, "apply", "long.yaml")
+    run_id = server.http.post(f"/api/v1/jobs/{job}/runs").json()["run_id"]
+    wait_until(lambda: server.http.get(f"/api/v1/runs/{run_id}").json()["state"] == "succeeded",
+               60.0, "the long run to end")
+    for url in ("/jobs", f"/jobs/{job}", "/runs", f"/runs?job={job}", f"/runs/{run_id}",
+                f"/runs/{run_id}/tasks/{task}"):
+        page.goto(server.base + url)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1280, (url[:40], width)
+    page.goto(server.base + "/jobs")
+    assert page.locator("tr", has_text=job).locator("button").is_visible()
