@@ -70,3 +70,30 @@ def test_holidays_make_no_run_and_new_versions_apply_at_once(store: Store,
     assert s.fire_due().next_due == ts(2026, 12, 31, 6)
     with store.read() as tx:
         assert tx.scalar("SELECT COUNT(*) FROM runs") == 1
+
+
+def test_reopening_a_closed_day_does_not_make_up_its_past_firings(store: Store,
+                                                                  tmp_path: Path) -> None:
+    """A running scheduler skipped the 30th's 06:00 because the calendar closed that day; the
+    calendar reopening it at 08:00 does not turn that firing into a missed one (run_all used to
+    make it up, and say 'missed while no scheduler ran')."""
+    clock = Clock(ts(2026, 12, 29, 12))
+    engine = Engine(store, clock=clock)
+    (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-30")
+    (tmp_path / "job.yaml").write_text(JOB.replace("on_misfire: skip", "on_misfire: run_all"))
+    found = load_definitions([tmp_path / "cal.yaml", tmp_path / "job.yaml"])
+    engine.apply_calendar(found.calendars[0])
+    engine.apply(found.jobs[0])
+    s = Scheduler(engine, clock=clock, holder="s1", lease=600.0)
+    assert fire_at(s, clock, ts(2026, 12, 29, 13)) == []
+    assert s.fire_due().next_due == ts(2026, 12, 31, 6)
+    assert fire_at(s, clock, ts(2026, 12, 30, 7)) == []  # the 30th is closed
+    (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-24")
+    [cal] = load_definitions([tmp_path / "cal.yaml"]).calendars
+    clock.now = ts(2026, 12, 30, 8)
+    assert engine.apply_calendar(cal) == (2, True)
+    assert fire_at(s, clock, ts(2026, 12, 30, 8)) == []
+    assert s.fire_due().next_due == ts(2026, 12, 31, 6)
+    with store.read() as tx:
+        assert tx.all("SELECT fire_at, note FROM schedule_firings") == []
+    assert len(fire_at(s, clock, ts(2026, 12, 31, 6))) == 1

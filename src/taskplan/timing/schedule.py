@@ -72,6 +72,13 @@ class Schedule:
         self._start = None if spec.start is None else spec_instant(spec.start, tz)
         self._end = None if spec.end is None else spec_instant(spec.end, tz)
 
+    @property
+    def uses_calendars(self) -> bool:
+        """Whether a named business calendar decides some of its firings (a calendar's new
+        version changes them without a new version of the job)."""
+        return self.spec.business_calendar is not None or any(
+            e.closed_on is not None for e in self.exceptions)
+
     def next_after(self, after: datetime) -> datetime | None:
         """The first firing strictly after `after` (aware), in the schedule's zone; None if none."""
         if self.spec.max_runs == 0:
