@@ -49,8 +49,9 @@ def test_a_template_failing_at_run_time_is_one_line_without_traceback(tp: Taskpl
     res = tp("run", "rt.yaml")
     assert res.code == 1, res
     assert "Traceback" not in res.err and "Traceback" not in res.out, res
-    assert "failed: a after 1 attempt(s): template error: 'dict object' has no attribute" \
-           " 'nope'" in res.out, res
+    assert "failed: a after 1 attempt(s): template error: params has no 'nope' (the run's" \
+           " params: none); give it with --param nope=VALUE, or a default under params:\n" \
+           in res.out, res
     assert tp.ok("logs", "1", "a").out.startswith("taskplan: template error: ")
     # --debug is a global flag
     assert tp.ok("--debug", "status", "1").code == 0

@@ -39,10 +39,37 @@ def quote_double(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class _Params(dict[str, Any]):
+    """The run's params as a template sees them: named in the error of a missing one."""
+
+
+class _Item(dict[str, Any]):
+    """A foreach item that is a mapping (a row), named likewise."""
+
+
+def _missing(obj: Any, name: Any) -> str | None:
+    """`params has no 'day' ...` instead of Jinja's `'dict object' has no attribute 'day'`."""
+    if isinstance(obj, _Params):
+        have = ", ".join(sorted(obj)) or "none"
+        return (f"params has no {name!r} (the run's params: {have}); give it with"
+                f" --param {name}=VALUE, or a default under params:")
+    if isinstance(obj, _Item):
+        return f"item has no {name!r} (the item has: {', '.join(map(str, obj)) or 'nothing'})"
+    return None
+
+
 def _make_env() -> SandboxedEnvironment:
     from jinja2 import StrictUndefined, pass_context
     from jinja2.runtime import Context
     from jinja2.sandbox import SandboxedEnvironment
+
+    class Undefined(StrictUndefined):
+        __slots__ = ()
+
+        @property
+        def _undefined_message(self) -> str:
+            said = _missing(self._undefined_obj, self._undefined_name)
+            return said if said is not None else str(super()._undefined_message)
 
     @pass_context
     def ident(context: Context, value: Any) -> str:
@@ -50,7 +77,7 @@ def _make_env() -> SandboxedEnvironment:
         return quote(str(value))
 
     env = SandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+        undefined=Undefined, autoescape=False, keep_trailing_newline=True
     )
     env.filters["ident"] = ident
     return env
@@ -101,6 +128,10 @@ def render(
         return template
     values = dict(context)
     values[_QUOTE_KEY] = quote_ident
+    if type(params := values.get("params")) is dict:
+        values["params"] = _Params(params)
+    if type(item := values.get("item")) is dict:
+        values["item"] = _Item(item)
     try:
         result: str = _compiled(template).render(values)
     except Exception as exc:

@@ -40,6 +40,25 @@ def test_strict_undefined() -> None:
         render("{{ nothing }}", {})
 
 
+def test_a_missing_param_or_column_is_named_as_such() -> None:
+    # Jinja said "'dict object' has no attribute 'day'": of params, of an item, of a result?
+    with pytest.raises(UndefinedError) as info:
+        render("{{ params.day }}", {"params": {"b": 1, "a": 2}})
+    assert str(info.value) == ("params has no 'day' (the run's params: a, b); give it with"
+                               " --param day=VALUE, or a default under params:")
+    with pytest.raises(UndefinedError) as info:
+        render("{{ params['day'] }}", {"params": {}})
+    assert str(info.value).startswith("params has no 'day' (the run's params: none);")
+    with pytest.raises(UndefinedError) as info:
+        render("{{ item.name }}", {"item": {"id": 1, "city": "Oslo"}})
+    assert str(info.value) == "item has no 'name' (the item has: id, city)"
+    # Other objects keep Jinja's words; params still reads as a mapping.
+    with pytest.raises(UndefinedError, match="'dict object' has no attribute 'x'"):
+        render("{{ tasks.a.result.x }}", {"tasks": {"a": {"result": {}}}})
+    assert render("{{ params.get('x', 'd') }} {{ params | length }} {{ params.a }}"
+                  " {{ item.n }}", {"params": {"a": 1}, "item": {"n": 2}}) == "d 1 1 2"
+
+
 @pytest.mark.parametrize(
     "template",
     [
