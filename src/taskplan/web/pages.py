@@ -170,9 +170,11 @@ def task_page(request: Request, run_id: RunId, task: str, item: int | None = num
     if tr.kind == TaskRunKind.FOREACH:
         _, graph = views.run_graph(ctx, run_id)
         with store.read() as tx:
+            # The task's rows are its own (the group) and its items': one more than a page
+            # and the group tells whether items are left past this page.
             items = [t for t in console.task_runs_page(
                 tx, run_id, task=task, state=state or None, after_id=after,
-                limit=TABLE_PAGE + 1) if t.item_index is not None]
+                limit=TABLE_PAGE + 2) if t.item_index is not None]
         node = next((n for n in graph.nodes if n.id == tr.id), None)
         values.update(items=items[:TABLE_PAGE], items_more=len(items) > TABLE_PAGE,
                       counts=node.items if node else {}, after=after, state_filter=state or "")
