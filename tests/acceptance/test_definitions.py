@@ -144,6 +144,34 @@ def test_apply_bad_file_stores_nothing(tp: Taskplan) -> None:
     assert not tp.db_path.exists()
 
 
+def test_jobs_starting_each_other_across_files_are_refused_at_the_job_task(tp: Taskplan
+                                                                           ) -> None:
+    tp.write("ra.yaml", "job: ra\ntasks:\n  x:\n    job: rb\n")
+    tp.write("rb.yaml", "job: rb\ntasks:\n  y:\n    job: rc\n")
+    tp.write("rc.yaml", "job: rc\ntasks:\n  z:\n    job: ra\n")
+    res = tp("validate", "rb.yaml", "rc.yaml", "ra.yaml", db=False)
+    assert res.code == 2
+    assert res.err.splitlines()[0] == "ra.yaml:4:10: tasks.x.job: job cycle: ra -> rb -> rc -> ra"
+    res = tp("apply", "ra.yaml", "rb.yaml", "rc.yaml")
+    assert res.code == 2 and res.out == "", res
+    assert not tp.db_path.exists()
+
+
+def test_a_cycle_through_a_stored_job_stores_nothing_of_the_command(tp: Taskplan) -> None:
+    """rb (stored) starts ra; applying ra starting rb, with another job, stores neither."""
+    tp.write("ra.yaml", "job: ra\ntasks:\n  x: {shell: 'true'}\n")
+    tp.write("rb.yaml", "job: rb\ntasks:\n  y: {job: ra}\n")
+    tp.ok("apply", "ra.yaml", "rb.yaml")
+    tp.write("other.yaml", "job: other\ntasks:\n  o: {shell: 'true'}\n")
+    tp.write("ra.yaml", "job: ra\ntasks:\n  x: {job: rb}\n")
+    for dry in ([], ["--dry-run"]):
+        res = tp("apply", *dry, "other.yaml", "ra.yaml")
+        assert res.code == 2 and res.out == "", res
+        assert res.err.strip() == "taskplan: job cycle: ra -> rb -> ra"
+    jobs = tp.ok("jobs", "--json").json()
+    assert sorted((j["job"], j["version"]) for j in jobs) == [("ra", 1), ("rb", 1)]
+
+
 def test_apply_versions_only_on_change_and_runs_pin_their_version(tp: Taskplan) -> None:
     tp.write("jobs/good.yaml", GOOD)
     tp.write("jobs/other.yml", """

@@ -90,6 +90,7 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
         _preview_new_store(ctx, found)
         return
     engine = ctx.engine
+    engine.check_calls(found.jobs)  # a cycle through stored jobs: refused before any write
     _apply_connections(engine, found, dry_run)
     for cal in found.calendars:  # first: the jobs of the same command may name them
         if dry_run:

@@ -3,6 +3,8 @@ definition a run pinned."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from taskplan.engine.context import CalendarDays, Context
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import BusinessCalendar, JobSpec, TaskSpec
@@ -157,10 +159,20 @@ def current_version(ctx: Context, job_name: str) -> int:
     return job.current_version_id
 
 
-def check_job_calls(tx: Tx, spec: JobSpec) -> None:
-    """Refuse a definition whose job tasks lead back to itself (a -> b -> a)."""
+def check_calls(ctx: Context, specs: Sequence[JobSpec]) -> None:
+    """Before a command stores any of `specs`: refuse it if one would lead back to itself
+    through the jobs stored now, read with the new definitions of `specs` in their place."""
+    with ctx.store.read() as tx:
+        for spec in specs:
+            check_job_calls(tx, spec, specs)
+
+
+def check_job_calls(tx: Tx, spec: JobSpec, given: Sequence[JobSpec] = ()) -> None:
+    """Refuse a definition whose job tasks lead back to itself (a -> b -> a); the jobs of
+    `given` count with their new definitions."""
     calls: dict[str, list[str]] = {
-        spec.name: sorted({str(t.command) for t in spec.tasks if t.kind == "job"})}
+        s.name: sorted({str(t.command) for t in s.tasks if t.kind == "job"})
+        for s in (*given, spec)}
 
     def callees(name: str) -> list[str]:
         if name not in calls:

@@ -77,6 +77,9 @@ class Engine:
     def apply_preview(self, spec: JobSpec) -> tuple[int, bool]:
         return definitions.apply_preview(self.ctx, spec)
 
+    def check_calls(self, specs: Sequence[JobSpec]) -> None:
+        definitions.check_calls(self.ctx, specs)
+
     def apply_calendar(self, cal: BusinessCalendar) -> tuple[int, bool]:
         return definitions.apply_calendar(self.ctx, cal)
 

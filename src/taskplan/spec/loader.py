@@ -159,6 +159,7 @@ def _load_once(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
     # A file named twice (`apply jobs jobs/sched.yaml`, or through a link) is one file, not
     # a second definition of its job.
     seen: set[str] = set()
+    files_of: dict[str, Path] = {}
     for given in map(Path, paths):
         files = expand_paths([given])
         if not files:
@@ -204,7 +205,49 @@ def _load_once(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
                 owners[name] = str(path)
             if out.spec is not None:
                 specs.append(out.spec)
+                files_of[out.spec.name] = path
+    problems.extend(_call_cycles(specs, files_of))
     return Definitions(specs, calendars, connections), problems
+
+
+def _call_cycles(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Problem]:
+    """Jobs of the same command whose job tasks lead back to where they began (a -> b -> a):
+    each cycle once, at the job task of its first job (by name) that starts the next one.
+    (A job starting itself is its own file's problem; cycles through jobs already stored are
+    the store's to find when the command applies.)"""
+    calls = {spec.name: sorted((str(t.command), t.name) for t in spec.tasks
+                               if t.kind == "job" and t.command != spec.name)
+             for spec in specs}
+    problems: list[Problem] = []
+    for start in sorted(calls):
+        path = _path_back(calls, start)
+        if path is None or min(name for name, _ in path) != start:
+            continue
+        task = path[0][1]
+        out = _analyse_file(files_of[start])  # positions: a cached check keeps none
+        line, col = out.positions.value(("tasks", task, "job"))
+        cycle = " -> ".join([start, *(name for name, _ in path)])
+        problems.append(Problem(str(files_of[start]), line, col,
+                                f"tasks.{task}.job: job cycle: {cycle}"))
+    return problems
+
+
+def _path_back(calls: dict[str, list[tuple[str, str]]], start: str
+               ) -> list[tuple[str, str]] | None:
+    """(job, the task of the job before it that starts it) along a way from `start` back to
+    it through the jobs of `calls`, or None."""
+    seen = {start}
+    stack: list[tuple[str, list[tuple[str, str]]]] = [(start, [])]
+    while stack:
+        name, path = stack.pop()
+        for callee, task in calls.get(name, ()):
+            step = [*path, (callee, task)]
+            if callee == start:
+                return step
+            if callee in calls and callee not in seen:
+                seen.add(callee)
+                stack.append((callee, step))
+    return None
 
 
 def check_definitions(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]:
