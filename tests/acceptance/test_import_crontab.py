@@ -89,3 +89,18 @@ def test_an_import_that_cannot_write_leaves_nothing(tp: Taskplan) -> None:
     assert "boot.cron:2: CRON_TZ 'Nowhere/Zone' is not an IANA time zone name" in res.out
     assert res.out.splitlines()[-1] == "no job file written (out left as it was)"
     assert not (tp.home / "out").exists() and not tp.db_path.exists()
+
+
+def test_lines_end_at_newlines_only(tp: Taskplan) -> None:
+    # cron splits a crontab at newlines alone: a form feed or U+2028 is part of its line
+    (tp.home / "ff.cron").write_text(
+        "# page\x0cbreak: still the comment\n"
+        f"0 1 * * * echo 'a\x0cb' 'c\u2028d' > {tp.home}/out.txt\n"
+        "nonsense\n", encoding="utf-8")
+    rows = tp.ok("import", "crontab", "ff.cron", "--out", "jobs", "--apply", "--json").json()
+    assert [r["source"].split(": ")[0] for r in rows] == ["ff.cron:2", "ff.cron:3"]
+    assert rows[0]["not_expressed"] == [] and rows[1]["job"] is None
+    tp.ok("validate", rows[0]["file"])
+    tp.ok("run", rows[0]["job"])
+    assert (tp.home / "out.txt").read_text(encoding="utf-8") == "a\x0cb c\u2028d\n"
+

@@ -29,7 +29,9 @@ from taskplan.dataclass import dataclass
 from taskplan.importers.documents import Imported, job_name, literal_text
 from taskplan.timing.cron import CRON_ALIASES, check_cron
 
-_ENV = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+# cron reads lines split at newlines only, and fields separated by blanks (space, tab) only.
+_ENV = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*)")
+_BLANKS = re.compile(r"[ \t]+")
 _STDIN_END = "TASKPLAN_STDIN"
 _IGNORED_SETTINGS = ("MAILTO", "MAILFROM", "RANDOM_DELAY", "CONTENT_TYPE",
                      "CONTENT_TRANSFER_ENCODING", "LOGNAME", "USER")
@@ -85,7 +87,7 @@ def _stdin(text: str) -> str:
 
 
 def _unquote(value: str) -> str:
-    value = value.strip()
+    value = value.strip(" \t\v\f\r")
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1]
     return value
@@ -175,8 +177,11 @@ def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
     items: list[Imported] = []
     entries: list[_Entry] = []
     settings: list[str] = []  # cron-only settings in force, reported on the entries below
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+    # Split at newlines only, as cron reads: str.splitlines would also split at a form feed,
+    # U+2028 and others inside a command. A CRLF file's \r is dropped with its newline.
+    for number, raw in enumerate(text.removesuffix("\n").split("\n"), 1):
+        raw = raw.removesuffix("\r")
+        line = raw.strip(" \t")
         if not line or line.startswith("#"):
             continue
         where = f"{filename}:{number}"
@@ -212,7 +217,7 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
            system: bool) -> _Entry:
     """The entry's job, without its name yet (`_name_all`)."""
     n_fields = 1 if line.startswith("@") else 5
-    parts = line.split(None, n_fields + system)
+    parts = _BLANKS.split(line, maxsplit=n_fields + system)
     if len(parts) < n_fields + system + 1:
         item = Imported("", f"{where}: {line}", None)
         what = "@macro" if n_fields == 1 else "five time fields"

@@ -104,10 +104,18 @@ def render(item: Imported) -> str:
     assert item.document is not None
     body = yaml.dump(_styled(item.document), Dumper=_Dumper, sort_keys=False,
                      allow_unicode=True, width=100, default_flow_style=False)
-    header = [f"# {item.origin}"]
+    header = [f"# {_comment_text(item.origin)}"]
     for note in item.notes:
-        header.append("# not expressed: " + " ".join(note.split()))
+        header.append("# not expressed: " + _comment_text(" ".join(note.split())))
     return "\n".join(line.rstrip() for line in header) + "\n" + body
+
+
+def _comment_text(text: str) -> str:
+    """`text` fit for one YAML comment line: a control character or a line break YAML knows
+    (U+2028, ...) escaped as Python writes it (\\x1c, \\u2028), since YAML refuses the one
+    and would end the comment at the other."""
+    return "".join(c if c.isprintable() or c in " \t" else c.encode("unicode_escape").decode()
+                   for c in text)
 
 
 def check(item: Imported, out_dir: Path) -> str | None:
