@@ -104,3 +104,25 @@ def test_lines_end_at_newlines_only(tp: Taskplan) -> None:
     tp.ok("run", rows[0]["job"])
     assert (tp.home / "out.txt").read_text(encoding="utf-8") == "a\x0cb c\u2028d\n"
 
+
+def test_what_cron_refuses_is_not_imported(tp: Taskplan) -> None:
+    tp.write("odd.cron", """
+        0 0 L * * echo last-day
+        0 0 * * 1#2 echo second-monday
+        5/10 * * * * echo from-five
+        @DAILY echo shouting
+        0 10 * * FRI-SUN echo weekend
+        """)
+    rows = tp.ok("import", "crontab", "odd.cron", "--out", "jobs", "--json").json()
+    assert [r["job"] for r in rows] == [None, None, None, None, "echo_weekend"]
+    assert [r["not_expressed"][0] for r in rows[:4]] == [
+        "cron does not accept 'L' in the day-of-month field 'L': not imported",
+        "cron does not accept '1#2' in the day-of-week field '1#2': not imported",
+        "cron does not accept '5/10' in the minute field '5/10': not imported",
+        "unknown cron macro @DAILY (expected @reboot or one of @yearly, @annually, @monthly,"
+        " @weekly, @daily, @midnight, @hourly): not imported"]
+    # cronie reads a day-of-week range ending on Sunday (0) up to 7: Friday to Sunday
+    nxt = tp.ok("next", "jobs/echo_weekend.yaml", "-n", "4", "--after", "2030-01-01T00:00",
+                "--json").json()
+    assert [n["at"][:10] for n in nxt] == ["2030-01-04", "2030-01-05", "2030-01-06",
+                                           "2030-01-11"]

@@ -32,6 +32,13 @@ from taskplan.timing.cron import CRON_ALIASES, check_cron
 # cron reads lines split at newlines only, and fields separated by blanks (space, tab) only.
 _ENV = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*(.*)")
 _BLANKS = re.compile(r"[ \t]+")
+# One item of a cron field as cron (Vixie, cronie) reads it: `*`, `*/step`, `a`, `a-b` or
+# `a-b/step`, with numbers, or names in the month and day-of-week fields. cronsim, which checks
+# and matches the expression, also takes what cron refuses (`L`, `W`, `#`, `5/10`).
+_CRON_ITEM = re.compile(r"\*(?:/\d+)?|([A-Za-z0-9]+)(?:-([A-Za-z0-9]+)(?:/(\d+))?)?")
+_FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _STDIN_END = "TASKPLAN_STDIN"
 _IGNORED_SETTINGS = ("MAILTO", "MAILFROM", "RANDOM_DELAY", "CONTENT_TYPE",
                      "CONTENT_TRANSFER_ENCODING", "LOGNAME", "USER")
@@ -156,6 +163,38 @@ def _name_all(entries: list[_Entry]) -> None:
             e.item.document["job"] = e.item.name
 
 
+def _refused_by_cron(fields: list[str]) -> str | None:
+    """Why cron refuses the line's five time fields, or None: a number, or a name in the
+    month and day-of-week fields, alone, in a range, or `*`; a step only after `*` or a range."""
+    for index, field in enumerate(fields):
+        names = _MONTHS if index == 3 else _DAYS if index == 4 else ()
+        for item in field.split(","):
+            m = _CRON_ITEM.fullmatch(item)
+            if m is None or not all(word is None or word.isdigit() or word.lower() in names
+                                    for word in m.group(1, 2)):
+                return (f"cron does not accept {item!r} in the {_FIELD_NAMES[index]} field"
+                        f" {field!r}")
+    return None
+
+
+def _day_number(word: str) -> int:
+    return int(word) if word.isdigit() else _DAYS.index(word.lower())
+
+
+def _as_cronie_reads(fields: list[str]) -> str:
+    """The five fields, with a day-of-week range ending on Sunday as 0 (`fri-sun`, `5-0`) read
+    as cronie reads it: up to 7, the other number of Sunday (cronsim refuses a range that goes
+    down)."""
+    items = []
+    for item in fields[4].split(","):
+        m = _CRON_ITEM.fullmatch(item)
+        if (m is not None and m.group(2) is not None and m.group(3) is None
+                and _day_number(m.group(2)) == 0 and _day_number(m.group(1)) > 0):
+            item = f"{m.group(1)}-7"
+        items.append(item)
+    return " ".join([*fields[:4], ",".join(items)])
+
+
 def _zone_problem(value: str, where: str) -> str | None:
     try:
         ZoneInfo(value)
@@ -225,8 +264,6 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
                           "not imported")
         return _Entry(item, "", line, line)
     fields = " ".join(parts[:n_fields])
-    if n_fields == 1:
-        fields = fields.lower()
     origin_expr = " ".join(parts[:n_fields + system])
     command = parts[-1]
     user = parts[n_fields] if system else None
@@ -247,7 +284,10 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
         item.notes.append(f"unknown cron macro {fields} (expected @reboot or one of "
                           f"{', '.join(CRON_ALIASES)}): not imported")
         return entry
-    problem = check_cron(fields)
+    problem = _refused_by_cron(parts[:n_fields]) if n_fields == 5 else None
+    if problem is None and n_fields == 5:
+        fields = _as_cronie_reads(parts[:n_fields])
+    problem = problem or check_cron(fields)
     if problem is not None:
         item.notes.append(f"{problem}: not imported")
         return entry
