@@ -126,3 +126,19 @@ def test_what_cron_refuses_is_not_imported(tp: Taskplan) -> None:
                 "--json").json()
     assert [n["at"][:10] for n in nxt] == ["2030-01-04", "2030-01-05", "2030-01-06",
                                            "2030-01-11"]
+
+
+def test_a_time_in_the_spring_forward_gap_is_shifted_by_the_gap(tp: Taskplan) -> None:
+    # Not cron's way (cron runs the gap's fixed times at once when the clocks jump, 03:00):
+    # docs/migrating.md says so. Paris jumps from 02:00 to 03:00 on 31 March 2030.
+    tp.write("dst.cron", """
+        CRON_TZ=Europe/Paris
+        30 2 * * * echo half-past-two
+        15 2,3 * * * echo quarter-past
+        """)
+    tp.ok("import", "crontab", "dst.cron", "--out", "jobs")
+    after = ("--after", "2030-03-30T12:00", "--json")
+    nxt = tp.ok("next", "jobs/echo_half-past-two.yaml", "-n", "2", *after).json()
+    assert [n["at"] for n in nxt] == ["2030-03-31T03:30:00+02:00", "2030-04-01T02:30:00+02:00"]
+    nxt = tp.ok("next", "jobs/echo_quarter-past.yaml", "-n", "2", *after).json()
+    assert [n["at"] for n in nxt] == ["2030-03-31T03:15:00+02:00", "2030-04-01T02:15:00+02:00"]
