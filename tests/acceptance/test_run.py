@@ -458,3 +458,13 @@ def test_a_param_the_job_does_not_declare_is_refused(tp: Taskplan) -> None:
         assert (res.code, res.err.strip()) == (2, f"taskplan: {words}"), (args, res)
     assert tp.ok("runs", "--json").json() == []
     assert tp.ok("run", "pj", "--param", "day=2026-02-03").code == 0
+
+
+def test_a_param_given_twice_is_refused(tp: Taskplan) -> None:
+    # The last one won without a word, whatever the first said.
+    tp.write("pj.yaml", "job: pj\nparams: {day: \"2026-01-01\"}\ntasks:\n  a: {shell: \"true\"}\n")
+    res = tp("run", "pj.yaml", "--param", "day=2026-02-03", "--param", "day=2026-02-04")
+    assert (res.code, res.out, res.err) == (
+        2, "", "taskplan: --param day is given twice (day=2026-02-03 and day=2026-02-04);"
+        " give it once\n"), res
+    assert not tp.db_path.exists()

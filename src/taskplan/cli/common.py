@@ -352,6 +352,9 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--param expects KEY=VALUE, got {pair!r}")
+        if key.strip() in params:  # the last one won, unsaid, even with another value
+            raise UsageError(f"--param {key.strip()} is given twice ({key.strip()}="
+                             f"{params[key.strip()]} and {pair}); give it once")
         params[key.strip()] = value
     return params
 
