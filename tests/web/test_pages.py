@@ -152,3 +152,14 @@ def test_log_out_button_clears_the_session(demo: tuple[Engine, int]) -> None:
         out = c.post("/logout", data=fields, headers=origin)
         assert out.status_code == 303 and out.headers["location"] == "/login"
         assert 'taskplan_session=""' in out.headers["set-cookie"]
+
+
+def test_jobs_page_says_what_its_filter_left_out(client: Any) -> None:
+    """A filter matching no job said 'No jobs yet: taskplan apply JOB.yaml' on a store full of
+    them; a schedule paused on its own looked like one that fires."""
+    html = client.get("/jobs", params={"q": "nothing<b>"}).text
+    assert "No jobs yet" not in html and "No job whose name contains “nothing&lt;b&gt;”" in html
+    assert "No job after “zzz”" in client.get("/jobs", params={"after": "zzz"}).text
+    assert client.post("/api/v1/jobs/demo/schedules/nightly/pause").status_code == 200
+    row = re.search(r'<tr data-job="demo">.*?</tr>', client.get("/jobs").text, re.S)
+    assert row and 'nightly: cron 0 2 * * * <span class="state st-paused">paused</span>' in row[0]
