@@ -199,6 +199,13 @@ def test_bad_inputs_exit_2_with_one_line(pga: tuple[str, Any], tmp_path: Path) -
     assert unreachable.returncode == 2
     assert len(unreachable.stderr.strip().splitlines()) == 1
     assert "cannot connect" in unreachable.stderr and "secret" not in unreachable.stderr
+    # a libpq key=value string, which --from takes too
+    for conninfo in ("host=127.0.0.1 port=1 user=nobody password=secret dbname=x",
+                     "host=127.0.0.1 port=1 password = 'sec ret\\'s' dbname=x"):
+        unreachable = taskplan("import", "pgagent", "--from", conninfo, cwd=tmp_path)
+        assert unreachable.returncode == 2 and "cannot connect" in unreachable.stderr
+        assert "password=***" in unreachable.stderr.replace(" = ", "=")
+        assert "secret" not in unreachable.stderr and "sec ret" not in unreachable.stderr
     empty = taskplan("import", "pgagent", "--from", f"{PG_ADMIN_URL}/postgres", cwd=tmp_path)
     assert empty.returncode == 2 and "no pgAgent catalog" in empty.stderr
     unknown = taskplan("import", "pgagent", "--from", url, "--job", "nope", cwd=tmp_path)

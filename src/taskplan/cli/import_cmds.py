@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,15 @@ def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
                + (f", {len(applied)} applied" if apply else ""))
 
 
+# A password in a libpq key=value string (`host=db password='s e cret'`), which --from takes as
+# psycopg does; fail() masks those of URLs.
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
+
+
+def _masked_conninfo(text: str) -> str:
+    return _CONNINFO_PASSWORD.sub(r"\1***", text)
+
+
 def _is_zone(name: str) -> bool:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -100,7 +110,7 @@ def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
     try:
         catalog = read_catalog(source)
     except CatalogError as exc:
-        fail(f"import pgagent --from {source}: {exc}", EXIT_BAD_INPUT)
+        fail(_masked_conninfo(f"import pgagent --from {source}: {exc}"), EXIT_BAD_INPUT)
     zone = timezone or catalog.timezone
     if not _is_zone(zone):
         where = "--timezone" if timezone else "the server's TimeZone setting"
