@@ -345,3 +345,20 @@ def test_taskplan_next_prints_the_imported_firings(pga: Any, tmp_path: Path) -> 
     # Mon/Wed/Fri at 06:00 and 18:00, except Wednesday 4 January 2040
     assert [f["at"] for f in json.loads(shown.stdout)] == [
         "2040-01-02T06:00:00+01:00", "2040-01-02T18:00:00+01:00", "2040-01-06T06:00:00+01:00"]
+
+
+def test_a_schedule_ending_at_its_start_fires_once_as_in_pgagent(
+        pga: Any, tmp_path: Path) -> None:
+    # pgAdmin's way of running a job once: the same start and end. pgAgent searches from the
+    # start truncated to the minute, so an end within the start's minute still allows it.
+    at = _local(2040, 2, 1, 9, 30)
+    once = {"hours": bits(24, [9]), "minutes": bits(60, [30]), "start": at, "end": at}
+    theirs, ours = _one(pga, tmp_path, "once", once, at - timedelta(days=1), n=2)
+    assert theirs == [at, "none"] and ours == [at]
+    late = {**once, "start": at + timedelta(seconds=30)}
+    theirs, ours = _one(pga, tmp_path, "once late", late, at - timedelta(days=1), n=2)
+    assert theirs == [at, "none"] and ours == [at]
+    # an end before the start's minute: never
+    never = {**once, "end": at - timedelta(minutes=1)}
+    theirs, ours = _one(pga, tmp_path, "never", never, at - timedelta(days=1))
+    assert theirs == ["none"] and ours == []

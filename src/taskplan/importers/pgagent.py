@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 from zoneinfo import ZoneInfo
@@ -422,10 +422,16 @@ def _schedule(sc: PgSchedule, zone: str, job: PgJob, notes: list[str]) -> dict[s
     out["start"] = _wall(sc.start, zone, floor_minute=True)
     if sc.end is not None:
         out["end"] = _wall(sc.end, zone, floor_minute=False)
-        if datetime.fromisoformat(out["end"]) <= datetime.fromisoformat(out["start"]):
-            notes.append(f"{label}: it ends at or before its start ({out['end']}), so it fires"
-                         " once at most: not imported")
+        start, end = (datetime.fromisoformat(out[k]) for k in ("start", "end"))
+        if end < start:
+            notes.append(f"{label}: it ends before its start ({out['end']}), so pgAgent never"
+                         " runs it: not imported")
             return None
+        if end == start:
+            # pgAgent's way of running a job once (end = start): it fires at that minute if the
+            # arrays allow it. taskplan wants an end after the start; firings are whole
+            # minutes, so this end allows the same one.
+            out["end"] = (end + timedelta(seconds=59)).isoformat(timespec="seconds")
     if not sc.enabled:
         out["enabled"] = False
     exceptions = list(_exceptions(sc, label, notes))
