@@ -87,6 +87,19 @@ def _line_of(path: Path, key: str) -> int:
     return 1
 
 
+def entry_line(path: Path | None, table: str, index: int) -> int:
+    """The line of the `index`-th `[[table]]` header (0-based), else of the `table` key."""
+    if path is None:
+        return 1
+    header = re.compile(rf"^\s*\[\[\s*(?:{re.escape(table)}|\"{re.escape(table)}\")\s*\]\]")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 1
+    found = [n for n, text in enumerate(lines, 1) if header.match(text)]
+    return found[index] if index < len(found) else _line_of(path, table)
+
+
 def _store_url(db: str | None, path: Path | None, data: dict[str, Any]) -> str:
     """The first of --db, TASKPLAN_DB, taskplan.toml's db that is given, else the default.
     Given but empty is an error, not "not given": a blank variable or `--db "$UNSET"` would
@@ -150,6 +163,64 @@ def _lease_seconds(path: Path | None, data: dict[str, Any]) -> float:
     return lease
 
 
+# The keys of [smtp]; each may also come from TASKPLAN_SMTP_<KEY>, which wins.
+SMTP_KEYS = ("host", "port", "from", "starttls", "ssl", "cafile")
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _smtp(path: Path | None, data: dict[str, Any]) -> dict[str, Any]:
+    """[smtp], checked here (with the TASKPLAN_SMTP_* variables that override it): a bad port
+    would otherwise fail every e-mail later with a bare ValueError, and a misspelt key or a
+    starttls/ssl value nobody reads would quietly send mail some other way."""
+    smtp = data.get("smtp", {})
+    where = f"{path}:{_line_of(path, 'smtp') if path else 1}: [smtp]"
+    if not isinstance(smtp, dict):
+        raise UsageError(f"{where} must be a table ([smtp])")
+    for key in smtp:
+        if key in ("user", "password"):
+            raise UsageError(f"{where} {key}: credentials are not read from the file; set"
+                             f" TASKPLAN_SMTP_{key.upper()} in the environment")
+        if key not in SMTP_KEYS:
+            import difflib  # only on the way to an error
+
+            close = difflib.get_close_matches(key, SMTP_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(f"{where}: unknown key {key!r} (expected one of"
+                             f" {', '.join(SMTP_KEYS)}){hint}")
+    for key in SMTP_KEYS:
+        variable = f"TASKPLAN_SMTP_{key.upper()}"
+        if variable in os.environ:
+            value: Any = os.environ[variable]
+            named = variable
+        elif key in smtp:
+            value, named = smtp[key], f"{where} {key}"
+        else:
+            continue
+        problem = _smtp_problem(key, value)
+        if problem:
+            raise UsageError(f"{named}: expected {problem}, got {value!r}")
+    return dict(smtp)
+
+
+def _smtp_problem(key: str, value: Any) -> str | None:
+    """What an [smtp] value should have been, or None if it is fine (strings from the
+    environment included)."""
+    if key == "port":
+        text = str(value).strip() if not isinstance(value, bool | float) else ""
+        ok = text.isdigit() and 1 <= int(text) <= 65535
+        return None if ok else "a port number from 1 to 65535"
+    if key == "starttls":
+        ok = isinstance(value, str) and value.lower() in ("auto", "always", "never")
+        return None if ok else "auto, always or never"
+    if key == "ssl":
+        ok = isinstance(value, bool) or (
+            isinstance(value, str) and value.lower() in _TRUE + _FALSE)
+        return None if ok else "true or false"
+    if not (isinstance(value, str) and value.strip()):
+        return "a non-empty string"
+    return None
+
+
 def load_settings(db: str | None = None) -> Settings:
     """Resolve settings in order: --db, TASKPLAN_DB, taskplan.toml, default."""
     path = find_config()
@@ -172,9 +243,7 @@ def load_settings(db: str | None = None) -> Settings:
     notify = data.get("notify", [])
     if not isinstance(notify, list) or not all(isinstance(n, dict) for n in notify):
         raise UsageError(f"{path}: 'notify' must be a list of tables ([[notify]] entries)")
-    smtp = data.get("smtp", {})
-    if not isinstance(smtp, dict):
-        raise UsageError(f"{path}: 'smtp' must be a table ([smtp])")
+    smtp = _smtp(path, data)
     console_url = data.get("console_url")
     if console_url is not None and not isinstance(console_url, str):
         raise UsageError(f"{path}: 'console_url' must be a string URL")

@@ -136,7 +136,7 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
     tp.write("taskplan.toml", '[[notify]]\non = ["run_failed"]\nwebhook = "ftp://x"\n')
     bad = tp("notifications", db=False)
     assert bad.code == 2 and "Traceback" not in bad.err
-    assert "taskplan.toml: notify[0].webhook: expected an http:// or https:// URL" in bad.err
+    assert "taskplan.toml:1: notify[0].webhook: expected an http:// or https:// URL" in bad.err
     (tp.home / "taskplan.toml").unlink()
 
     tp.write("j.yaml", "job: j\ntasks:\n  a: {shell: echo a}\n")
@@ -147,3 +147,44 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
     assert word.code == 2 and "expected a notification id" in word.err
     listed = tp.ok("notifications").out
     assert "pending" in listed and "last error: ConnectError" in listed
+
+
+def test_bad_smtp_settings_and_notify_entries_are_refused_up_front(tp: Taskplan) -> None:
+    """[smtp] is checked when taskplan.toml is read, like every other key: a bad port used to
+    stop `taskplan run` with a bare ValueError after its run was created (left running), and
+    a misspelt key, a starttls or ssl value, or credentials in the file were ignored without
+    a word. Two [[notify]] entries of one name, and a bad entry, are named with their line."""
+    tp.write("j.yaml", "job: j\ntasks:\n  a: {shell: echo a}\n")
+    toml = tp.home / "taskplan.toml"
+    head = 'db = "sqlite:///t.db"\n\n[smtp]\nhost = "mail.example.com"\n'
+    for body, words in [
+        ('port = "abc"\n', "[smtp] port: expected a port number from 1 to 65535, got 'abc'"),
+        ("port = 0\n", "[smtp] port: expected a port number from 1 to 65535, got 0"),
+        ('hots = "x"\n', "[smtp]: unknown key 'hots' (expected one of host, port, from,"
+                         " starttls, ssl, cafile); did you mean 'host'?"),
+        ('password = "s3cret"\n', "[smtp] password: credentials are not read from the file;"
+                                  " set TASKPLAN_SMTP_PASSWORD in the environment"),
+        ('starttls = "yes"\n', "[smtp] starttls: expected auto, always or never, got 'yes'"),
+        ('ssl = "maybe"\n', "[smtp] ssl: expected true or false, got 'maybe'"),
+    ]:
+        toml.write_text(head + body)
+        for command in (("run", "j.yaml"), ("notify", "test", "ops@example.com")):
+            res = tp(*command, db=False)
+            assert res.code == 2, (body, command, res)
+            assert res.err == f"taskplan: {toml}:3: {words}\n", (body, command, res)
+    assert not (tp.home / "t.db").exists()  # refused before anything was written
+    toml.write_text(head)
+    res = tp("notify", "test", "ops@example.com", db=False, env={"TASKPLAN_SMTP_PORT": "x"})
+    assert res.code == 2 and res.err == (
+        "taskplan: TASKPLAN_SMTP_PORT: expected a port number from 1 to 65535, got 'x'\n"), res
+    entry = '[[notify]]\nname = "ops"\non = "run_failed"\nemail = "ops@example.com"\n\n'
+    toml.write_text('db = "sqlite:///t.db"\n\n' + entry + entry)
+    res = tp("notify", "test", "ops", db=False)
+    assert res.code == 2 and res.err == (
+        f"taskplan: {toml}:8: notify[1].name: 'ops' already names notify[0]; expected a"
+        " name of its own\n"), res
+    toml.write_text('db = "sqlite:///t.db"\n\n' + entry + entry.replace('"ops"', '"b"')
+                    .replace("run_failed", "run_fail"))
+    res = tp("jobs", db=False)
+    assert res.code == 2 and res.err.startswith(
+        f"taskplan: {toml}:8: notify[1].on: expected one of run_failed,"), res

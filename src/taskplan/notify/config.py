@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from taskplan.config import Settings
+from taskplan.config import Settings, entry_line
 from taskplan.errors import UsageError
 from taskplan.notify.rules import Channel, Rule, rules_from
 
@@ -21,12 +21,23 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
     from taskplan.spec.schema import NotifyModel
     from taskplan.spec.source import Positions
 
+    path = settings.config_path
     data = {"notify": list(settings.notify)}
-    reporter = Reporter(str(settings.config_path), Positions(), data)
+    reporter = Reporter(str(path), Positions(), data)
+    names: dict[str, int] = {}
     for i, entry in enumerate(settings.notify):
         reporter.validate(NotifyModel, entry, ("notify", i))
-    if reporter.problems:
-        raise UsageError(f"{settings.config_path}: {reporter.problems[0].message}")
+        if reporter.problems:
+            raise UsageError(f"{path}:{entry_line(path, 'notify', i)}:"
+                             f" {reporter.problems[0].message}")
+        name = entry.get("name")
+        if name in names:
+            # `taskplan notify test NAME` names one entry.
+            raise UsageError(f"{path}:{entry_line(path, 'notify', i)}: notify[{i}].name:"
+                             f" {name!r} already names notify[{names[name]}]; expected a"
+                             " name of its own")
+        if name is not None:
+            names[name] = i
     return rules_from(settings.notify)
 
 
