@@ -9,6 +9,7 @@ from engine_helpers import run_agent, start_run, tasks
 from test_scheduler import T0, Clock, apply, fire, runs, scheduler
 
 from taskplan.engine import Engine
+from taskplan.errors import ConflictError, NotFoundError
 from taskplan.spec import load_job_text
 from taskplan.store.db import Store
 from taskplan.timing import next_firings
@@ -53,6 +54,32 @@ def test_retry_keeps_disabled_tasks_skipped(engine: Engine, store: Store) -> Non
     assert engine.retry_run(run_id) == 1  # boom only
     run_agent(engine, run_id)
     assert tasks(store, run_id)["off"]["state"] == "skipped"
+
+
+def test_retry_of_a_disabled_task_says_it_is_disabled_not_succeeded(engine: Engine) -> None:
+    # "task off and what depends on it already succeeded" was said of a task that never ran.
+    run_id = start_run(engine, """
+        job: offish
+        tasks:
+          boom: {shell: "exit 3"}
+          off: {shell: "true", enabled: false}
+          down: {shell: "true", depends_on: [off]}
+          alone: {shell: "true", enabled: false}
+        """)
+    run_agent(engine, run_id)
+    assert engine.run_state(run_id) == "failed"
+    with pytest.raises(ConflictError) as info:
+        engine.retry_run(run_id, "off")
+    assert str(info.value) == (f"run {run_id}: nothing to retry in task off and what depends"
+                               " on it: off is disabled (enabled: false), the rest succeeded")
+    with pytest.raises(ConflictError) as info:
+        engine.retry_run(run_id, "alone")
+    assert str(info.value) == (f"run {run_id}: nothing to retry in task alone and what"
+                               " depends on it: alone is disabled (enabled: false)")
+    with pytest.raises(NotFoundError) as info:
+        engine.retry_run(run_id, "bom")
+    assert str(info.value) == f"run {run_id} has no task 'bom'; did you mean 'boom'?"
+    assert engine.run_state(run_id) == "failed"
 
 
 def test_a_run_of_only_disabled_tasks_succeeds_at_once(engine: Engine) -> None:

@@ -274,6 +274,16 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         if not redo:
             # Nothing to rerun: the finished run is left exactly as it was.
             what = f"task {task} and what depends on it" if task else "every task"
+            off = sorted({t.task for t in graph.top if t.id in scope and t.task in disabled})
+            if off:  # retry leaves them skipped: "succeeded" would not be true of them
+                shown = ", ".join(off[:3]) + (f" and {len(off) - 3} more" if len(off) > 3
+                                              else "")
+                rest = any(t.id in scope and t.task not in disabled
+                           and t.kind != TaskRunKind.BARRIER for t in graph.top)
+                raise ConflictError(
+                    f"run {run_id}: nothing to retry in {what}: {shown}"
+                    f" {'is' if len(off) == 1 else 'are'} disabled (enabled: false)"
+                    + (", the rest succeeded" if rest else ""))
             raise ConflictError(f"run {run_id}: {what} already succeeded, nothing to retry")
         now = ctx.clock()
         resets, settle, ready = _resets(graph, redo, spec)
@@ -318,7 +328,12 @@ class _RunGraph:
             return {t.id for t in self.top}
         starts = [t.id for t in self.top if t.task == task]
         if not starts:
-            raise NotFoundError(f"run {run_id} has no task {task!r}")
+            import difflib
+
+            names = sorted({t.task for t in self.top if t.kind != TaskRunKind.BARRIER})
+            guess = difflib.get_close_matches(task, names, n=1)
+            raise NotFoundError(f"run {run_id} has no task {task!r}"
+                                + (f"; did you mean {guess[0]!r}?" if guess else ""))
         scope: set[int] = set()
         todo = list(starts)
         while todo:
