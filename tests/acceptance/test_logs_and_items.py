@@ -32,6 +32,9 @@ def test_what_ended_says_so_rather_than_yet(tp: Taskplan) -> None:
     assert res.code == 2
     assert res.err == "taskplan: bad has no attempt 3: it ended (failed) after 1\n"
     assert tp.ok("logs", "1", "plain").out == "hi\n"
+    res = tp("logs", "1", "plian")
+    assert (res.code, res.err) == (2, "taskplan: run 1 has no task 'plian'; did you mean"
+                                      " 'plain'?\n"), res
 
 
 def test_item_of_a_task_that_is_no_foreach_is_refused(tp: Taskplan) -> None:

@@ -190,8 +190,13 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
         if reports.run_info(tx, run_id) is None:
             raise NotFoundError(f"no run {run_id}")
         found = reports.find_task_runs(tx, run_id, task)
+        names = [] if found else [n for n in ops.task_ids(tx, run_id) if not n.startswith("@")]
     if not found:
-        raise NotFoundError(f"run {run_id} has no task {task!r}")
+        import difflib
+
+        guess = difflib.get_close_matches(task, sorted(names), n=1)
+        raise NotFoundError(f"run {run_id} has no task {task!r}"
+                            + (f"; did you mean {guess[0]!r}?" if guess else ""))
     items = [f for f in found if f.item_index is not None]
     foreach = any(f.kind in ("foreach", "item") for f in found)
     if item_index is not None and not foreach:
