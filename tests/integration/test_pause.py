@@ -65,6 +65,9 @@ def test_unknown_job_says_did_you_mean(eng: Engine) -> None:
         eng.pause_job("nightyl")
     with pytest.raises(NotFoundError, match="no job named 'zzz'"):
         eng.resume_job("zzz")
+    # Job names are lowercase: the name in capitals is the guess.
+    with pytest.raises(NotFoundError, match=r"^no job named 'Nightly'; did you mean 'nightly'"):
+        eng.pause_job("Nightly")
 
 
 def test_a_paused_job_is_not_triggered_until_resumed(eng: Engine, store: Store) -> None:

@@ -22,7 +22,8 @@ def unknown_job(tx: Tx, name: str) -> NotFoundError:
     """"no job named 'nightyl'; did you mean 'nightly'?" (the names come from the store)."""
     import difflib
 
-    guess = difflib.get_close_matches(name, sched_ops.job_names(tx), n=1)
+    # Job names are lowercase: `run Nightly` means nightly.
+    guess = difflib.get_close_matches(name.lower(), sched_ops.job_names(tx), n=1)
     hint = f"; did you mean {guess[0]!r}?" if guess else " (taskplan jobs lists them)"
     return NotFoundError(f"no job named {name!r}{hint}")
 
