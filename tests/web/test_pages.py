@@ -163,3 +163,28 @@ def test_jobs_page_says_what_its_filter_left_out(client: Any) -> None:
     assert client.post("/api/v1/jobs/demo/schedules/nightly/pause").status_code == 200
     row = re.search(r'<tr data-job="demo">.*?</tr>', client.get("/jobs").text, re.S)
     assert row and 'nightly: cron 0 2 * * * <span class="state st-paused">paused</span>' in row[0]
+
+
+def test_calendar_covers_the_month_of_a_frequent_schedule(client: Any, engine: Engine) -> None:
+    """A job firing every minute showed its first 400 firings (January 1st, counted 400) and
+    nothing on the other days of the month; each day now shows its own, counted."""
+    apply_text(engine, """
+        job: often
+        schedules:
+          - every: 1m
+        tasks:
+          a: {shell: "true"}
+        """)
+    apply_text(engine, """
+        job: sixhourly
+        schedules:
+          - cron: "0 */6 * * *"
+        tasks:
+          a: {shell: "true"}
+        """)
+    html = client.get("/calendar", params={"month": "2030-01"}).text
+    days = re.findall(r'<td class="[^"]*" data-day="(2030-01-\d\d)">(.*?)</td>', html, re.S)
+    assert len(days) == 31
+    for day, cell in days:
+        assert "often</a> \N{MULTIPLICATION SIGN}100+ from 00:00" in cell, day
+        assert "sixhourly</a> \N{MULTIPLICATION SIGN}4 from 00:00" in cell, day

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from taskplan.errors import UsageError
-from taskplan.model import RunState, TaskRunKind, TaskState
+from taskplan.model import JobSpec, RunState, TaskRunKind, TaskState
 from taskplan.store import console, sched_ops
 from taskplan.timing import without_schedules
 from taskplan.timing.calendar import ExceptionRule
@@ -229,6 +229,37 @@ def _dst_days(zone: ZoneInfo, first: date, last: date) -> set[date]:
     return out
 
 
+# A day shows at most this many of a job's firings, counted ("100+ from 00:00"): a job firing
+# every second would otherwise cost millions of firings a month.
+DAY_FIRINGS = 100
+FIRINGS_BATCH = 400
+
+
+def _month_firings(ctx: Ctx, spec: JobSpec, start: datetime, end: datetime, zone: ZoneInfo,
+                   per_day: dict[date, dict[str, list[str]]]) -> None:
+    """The job's firings after `start` and before `end` by day, every day of the month
+    covered: past a day's DAY_FIRINGS the reading resumes at the next day's start."""
+    cursor, batch = start, FIRINGS_BATCH
+    while cursor < end:
+        found = views.next_of(ctx, spec, batch, cursor)  # firings after `cursor`
+        if not found:
+            return
+        for at, _ in found:
+            if at >= end:
+                return
+            times = per_day.setdefault(at.date(), {}).setdefault(spec.name, [])
+            times.append(at.strftime("%H:%M"))
+            if len(times) > DAY_FIRINGS:
+                # The day is full: on from the last instant before the next day.
+                nxt = datetime.combine(at.date() + timedelta(days=1), datetime.min.time(), zone)
+                cursor, batch = max(nxt - timedelta(seconds=1), at), DAY_FIRINGS + 1
+                break
+        else:
+            if len(found) < batch:
+                return  # no firings left
+            cursor = found[-1][0]
+
+
 @router.get("/calendar")
 def calendar_page(request: Request, month: str | None = None) -> Response:
     ctx = ctx_of(request)
@@ -254,11 +285,7 @@ def calendar_page(request: Request, month: str | None = None) -> Response:
                     now)
         end = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone)
         if start < end:
-            for at, _ in views.next_of(ctx, spec, 400, start):
-                if at >= end:
-                    break
-                per_day.setdefault(at.date(), {}).setdefault(spec.name, []).append(
-                    at.strftime("%H:%M"))
+            _month_firings(ctx, spec, start, end, zone, per_day)
             for at, _, why in views.skips_of(ctx, spec, start, end):
                 skipped.setdefault(at.date(), []).append(f"{spec.name}: {why}")
         plain = [e for e in spec.exceptions if e.closed_on is None]
@@ -279,7 +306,7 @@ def calendar_page(request: Request, month: str | None = None) -> Response:
     nxt = last + timedelta(days=1)
     return render(request, "calendar.html", first=first, weeks=weeks, per_day=per_day,
                   skipped=skipped, dst=dst, prev=prev.strftime("%Y-%m"),
-                  next=nxt.strftime("%Y-%m"), today=date.today())
+                  next=nxt.strftime("%Y-%m"), today=date.today(), day_firings=DAY_FIRINGS)
 
 
 @router.get("/api/docs")
