@@ -271,33 +271,63 @@ def attempt_state(tx: Tx, task_run_id: int, attempt: int) -> str | None:
     return None if value is None else str(value)
 
 
+# A run that purge may take, with the runs under it: a finished top-level run (its sub-job
+# runs go with it, never before: its status shows them), or a sub-job run whose top-level run
+# is gone already. `state || ''` keeps SQLite's planner on the primary key (through the state
+# index it reads every finished run, every batch).
+_PURGE_TOPS = (
+    "SELECT id, root_run_id FROM runs WHERE {which} AND finished_at IS NOT NULL"
+    " AND finished_at < :b AND state || '' IN ('succeeded', 'failed', 'cancelled')"
+    " AND (parent_task_run_id IS NULL"
+    " OR NOT EXISTS (SELECT 1 FROM runs t WHERE t.id = runs.root_run_id))"
+    " ORDER BY id")
+
+
+def _trees(tx: Tx, tops: Sequence[Row]) -> list[int]:
+    """The runs to delete for these (id, root_run_id) tops: each top-level run with every
+    sub-job run under it, but none of a tree any run of which is still active (a cancelled
+    run whose sub-run has not ended yet is taken by a later purge); an orphaned sub-run
+    alone."""
+    roots = [int(i) for i, root in tops if root is None or int(root) == int(i)]
+    out = {int(i) for i, root in tops if not (root is None or int(root) == int(i))}
+    if roots:
+        marks = ", ".join(str(i) for i in roots)
+        tree: dict[int, list[int]] = {i: [i] for i in roots}
+        active: set[int] = set()
+        for run_id, root, state in tx.all(
+                f"SELECT id, root_run_id, state FROM runs WHERE root_run_id IN ({marks})"):
+            tree[int(root)].append(int(run_id))
+            if state not in ("succeeded", "failed", "cancelled"):
+                active.add(int(root))
+        for root, ids in tree.items():
+            if root not in active:
+                out.update(ids)
+    return sorted(out)
+
+
 def purgeable(tx: Tx, before: float) -> list[int]:
     """Ids of the runs `purge(store, before)` would delete, oldest first."""
-    return [int(i) for (i,) in tx.all(
-        "SELECT id FROM runs WHERE finished_at IS NOT NULL AND finished_at < :b"
-        " AND state IN ('succeeded', 'failed', 'cancelled') ORDER BY id", {"b": before})]
+    return _trees(tx, tx.all(_PURGE_TOPS.format(which="id > 0"), {"b": before}))
 
 
 def purge(store: Store, before: float, batch: int = 500, pause: float | None = None) -> int:
-    """Delete runs that finished before `before`, with everything hanging off them.
+    """Delete runs that finished before `before`, with everything hanging off them, and with
+    the sub-job runs they started (a sub-job run goes with its top-level run, not before).
 
-    In batches of `batch` runs, each its own short write transaction: the batch is found
-    in a read snapshot (walking the primary key from where the last one ended, so the whole
-    purge reads the table once), then re-checked by id and deleted. On SQLite the write lock
-    is then left free for `pause` seconds (default 0.1, SQLite's longest busy-handler sleep)
-    so that agents waiting for it get it between batches instead of being starved.
+    In batches of `batch` top-level runs, each its own short write transaction: the batch is
+    found in a read snapshot (walking the primary key from where the last one ended, so the
+    whole purge reads the table once), then re-checked by id and deleted. On SQLite the write
+    lock is then left free for `pause` seconds (default 0.1, SQLite's longest busy-handler
+    sleep) so that agents waiting for it get it between batches instead of being starved.
     """
     if pause is None:
         pause = store.dialect.batch_pause
     total, last = 0, 0
     while True:
         with store.read() as tx:
-            # `state || ''` keeps SQLite's planner on the primary key (here and in the
-            # re-check): through the state index it reads every finished run, every batch.
-            found = [int(i) for (i,) in tx.all(
-                "SELECT id FROM runs WHERE id > :last AND finished_at IS NOT NULL"
-                " AND finished_at < :b AND state || '' IN ('succeeded', 'failed', 'cancelled')"
-                " ORDER BY id LIMIT :n", {"last": last, "b": before, "n": batch})]
+            found = [int(i) for i, _ in tx.all(
+                _PURGE_TOPS.format(which="id > :last") + " LIMIT :n",
+                {"last": last, "b": before, "n": batch})]
         if not found:
             with store.tx() as tx:
                 notify_ops.purge_runless(tx, before)
@@ -306,9 +336,8 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
         marks = ", ".join(str(i) for i in found)
         with store.tx() as tx:
             # Still finished (`retry` may have restarted one since the snapshot).
-            ids = [int(i) for (i,) in tx.all(
-                f"SELECT id FROM runs WHERE id IN ({marks}) AND finished_at < :b"
-                " AND state || '' IN ('succeeded', 'failed', 'cancelled')", {"b": before})]
+            ids = _trees(tx, tx.all(_PURGE_TOPS.format(which=f"id IN ({marks})"),
+                                    {"b": before}))
             delete_runs(tx, ids)
         total += len(ids)
         if pause:

@@ -1,0 +1,97 @@
+"""`taskplan purge`: finished runs past retention go with everything hanging off them; a
+sub-job run goes with the run that started it, never while that run is still active."""
+
+from __future__ import annotations
+
+import time
+
+from engine_helpers import apply_job, run_agent, start_run
+
+from taskplan.agent import Agent
+from taskplan.engine import Engine
+from taskplan.store import reports
+from taskplan.store.db import Store
+
+CHILD = """
+    job: child
+    tasks:
+      each: {foreach: {values: [1, 2, 3]}, python: "tpjobs:record"}
+    """
+
+PARENT = """
+    job: parent
+    tasks:
+      sub: {job: child}
+      after: {python: "tpjobs:record", depends_on: [sub], agent_labels: [late]}
+    """
+
+# Every table that names a run or a task run, and the column that does.
+REFERENCES = [
+    ("task_runs", "run_id"), ("attempts", "run_id"), ("events", "run_id"),
+    ("notifications", "run_id"),
+]
+
+
+def leftovers(store: Store) -> dict[str, int]:
+    """Rows that point at a run or task run that is gone."""
+    out: dict[str, int] = {}
+    with store.read() as tx:
+        for table, column in REFERENCES:
+            out[table] = int(tx.scalar(
+                f"SELECT COUNT(*) FROM {table} x WHERE x.{column} IS NOT NULL"
+                f" AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = x.{column})") or 0)
+        for table, column in [("attempts", "task_run_id"), ("log_chunks", "task_run_id"),
+                              ("task_edges", "up_id"), ("task_edges", "down_id")]:
+            out[f"{table}.{column}"] = int(tx.scalar(
+                f"SELECT COUNT(*) FROM {table} x WHERE NOT EXISTS"
+                f" (SELECT 1 FROM task_runs t WHERE t.id = x.{column})") or 0)
+        out["runs.parent_task_run_id"] = int(tx.scalar(
+            "SELECT COUNT(*) FROM runs r WHERE r.parent_task_run_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM task_runs t WHERE t.id = r.parent_task_run_id)") or 0)
+        out["task_runs.child_run_id"] = int(tx.scalar(
+            "SELECT COUNT(*) FROM task_runs t WHERE t.child_run_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM runs r WHERE r.id = t.child_run_id)") or 0)
+    return {k: v for k, v in out.items() if v}
+
+
+def child_of(store: Store, run_id: int) -> int | None:
+    with store.read() as tx:
+        value = tx.scalar("SELECT child_run_id FROM task_runs WHERE run_id = :r"
+                          " AND task = 'sub'", {"r": run_id})
+    return None if value is None else int(value)
+
+
+def run_ids(store: Store) -> list[int]:
+    with store.read() as tx:
+        return [int(i) for (i,) in tx.all("SELECT id FROM runs ORDER BY id")]
+
+
+def test_a_sub_job_run_is_purged_with_its_parent_not_while_the_parent_runs(
+        engine: Engine, store: Store) -> None:
+    apply_job(engine, CHILD)
+    parent = start_run(engine, PARENT)
+
+    def child_done(_: object) -> bool:
+        child = child_of(store, parent)
+        return child is not None and engine.run_state(child) == "succeeded"
+
+    # The child ends; the parent's next task waits for an agent with the label `late`.
+    run_agent(engine, parent, until=child_done)
+    child = child_of(store, parent)
+    assert engine.run_state(parent) == "running"
+    later = time.time() + 3600  # every finished run is past this retention
+    with store.read() as tx:
+        assert reports.purgeable(tx, later) == []
+    assert reports.purge(store, later) == 0
+    assert run_ids(store) == [parent, child] and leftovers(store) == {}
+
+    Agent(engine, slots=2, root_run_id=parent, labels=["late"]).run(
+        until=lambda _: engine.run_state(parent) == "succeeded")
+    assert engine.run_state(parent) == "succeeded"
+    with store.read() as tx:
+        assert reports.purgeable(tx, later) == [parent, child]  # what purge deletes
+    assert reports.purge(store, later) == 2
+    assert run_ids(store) == [] and leftovers(store) == {}
+    with store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM task_runs") == 0
+        assert tx.scalar("SELECT COUNT(*) FROM log_chunks") == 0
