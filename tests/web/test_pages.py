@@ -29,13 +29,19 @@ def test_page_errors(client: Any, demo: tuple[Engine, int]) -> None:
     _, run_id = demo
     for url, status in (("/runs/999", 404), ("/jobs/nope", 404), (f"/runs/{run_id}/tasks/no", 404),
                         (f"/runs/{run_id}/tasks/extract?attempt=5", 404), ("/nowhere", 404),
-                        ("/calendar?month=13", 422), ("/runs?state=nope", 422),
+                        ("/calendar?month=13", 422), ("/calendar?month=0001-01", 422),
+                        ("/calendar?month=9999-12", 422), ("/runs?state=nope", 422),
                         ("/runs/abc", 422), (f"/runs/{run_id}/tasks/items?state=bogus", 422),
                         (f"/runs/{run_id}/tasks/extract?item=0", 422),
                         ("/runs?since=0001-01-01", 422), ("/runs?trigger=bogus", 422)):
         r = client.get(url)
         assert r.status_code == status, url
         assert r.headers["content-type"].startswith("text/html")
+    # The months whose days the runs page's dates take; past them, said so.
+    r = client.get("/calendar?month=9999-12")
+    assert "month expects YYYY-MM between 1900-01 and 9998-12, got &#39;9999-12&#39;" in r.text
+    for month in ("1900-01", "9998-12"):
+        assert client.get(f"/calendar?month={month}").status_code == 200, month
 
 
 def test_run_page_draws_graph_gantt_and_reasons(client: Any, demo: tuple[Engine, int]) -> None:

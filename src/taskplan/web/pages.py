@@ -21,7 +21,7 @@ from taskplan.store import console, sched_ops
 from taskplan.timing import without_schedules
 from taskplan.timing.calendar import ExceptionRule
 from taskplan.web import svg, text, views
-from taskplan.web.api import TRIGGERS, RunId, ctx_of, number, run_filter
+from taskplan.web.api import EARLIEST, LATEST, TRIGGERS, RunId, ctx_of, number, run_filter
 from taskplan.web.auth import Auth
 from taskplan.web.views import Ctx
 
@@ -212,9 +212,13 @@ def _month(text: str | None) -> date:
     if not text:
         return date.today().replace(day=1)
     try:
-        return datetime.strptime(text, "%Y-%m").date()
+        month = datetime.strptime(text, "%Y-%m").date()
     except ValueError:
         raise UsageError(f"month expects YYYY-MM, got {text!r}") from None
+    if not EARLIEST <= month <= LATEST:  # the dates the runs page takes
+        raise UsageError(f"month expects YYYY-MM between {EARLIEST:%Y-%m} and {LATEST:%Y-%m},"
+                         f" got {text!r}")
+    return month
 
 
 def _dst_days(zone: ZoneInfo, first: date, last: date) -> set[date]:
