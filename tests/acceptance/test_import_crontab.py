@@ -42,7 +42,7 @@ def test_a_system_crontab_has_a_user_field(tp: Taskplan) -> None:
     assert "as root" in rows[0]["not_expressed"][0]
     assert "user 'backup'" in rows[1]["not_expressed"][0]
     text = (tp.home / "jobs" / "dump_sh.yaml").read_text()
-    assert "shell: /usr/local/bin/dump.sh" in text
+    assert 'shell: |-\n      cd "$HOME" || exit 1\n      /usr/local/bin/dump.sh\n' in text
 
 
 def test_a_crontab_is_read_with_the_bounds_of_a_job_file(tp: Taskplan) -> None:
@@ -142,3 +142,22 @@ def test_a_time_in_the_spring_forward_gap_is_shifted_by_the_gap(tp: Taskplan) ->
     assert [n["at"] for n in nxt] == ["2030-03-31T03:30:00+02:00", "2030-04-01T02:30:00+02:00"]
     nxt = tp.ok("next", "jobs/echo_quarter-past.yaml", "-n", "2", *after).json()
     assert [n["at"] for n in nxt] == ["2030-03-31T03:15:00+02:00", "2030-04-01T02:15:00+02:00"]
+
+
+def test_an_entry_runs_in_home_as_cron_runs_it(tp: Taskplan) -> None:
+    # cron runs a command in $HOME (the owner's, or a HOME line's), so relative paths work
+    home = tp.home / "h"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "tool.sh").write_text("#!/bin/sh\npwd > where.txt\n")
+    (home / "bin" / "tool.sh").chmod(0o755)
+    tp.write("home.cron", f"""
+        HOME={home}
+        0 1 * * * bin/tool.sh
+        """)
+    tp.ok("import", "crontab", "home.cron", "--out", "jobs", "--apply")
+    tp.ok("run", "tool_sh")
+    assert (home / "where.txt").read_text() == f"{home}\n"
+    # a HOME cron cannot go to fails the entry, as in cron
+    tp.write("gone.cron", "HOME=/nonexistent/home\n0 1 * * * true\n")
+    tp.ok("import", "crontab", "gone.cron", "--out", "jobs", "--apply")
+    assert tp("run", "true").code == 1

@@ -40,6 +40,7 @@ _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _STDIN_END = "TASKPLAN_STDIN"
+_CD_HOME = 'cd "$HOME" || exit 1'
 _IGNORED_SETTINGS = ("MAILTO", "MAILFROM", "RANDOM_DELAY", "CONTENT_TYPE",
                      "CONTENT_TRANSFER_ENCODING", "LOGNAME", "USER")
 _NAME_MAX = 48
@@ -306,6 +307,9 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
             stdin += "\n"
         # cron gives the text after the first % to the whole command as its standard input.
         script = f"{{ {cmd}\n}} <<'{end}'\n{stdin}{end}\n"
+    # cron runs the command in $HOME (the crontab owner's home, or a HOME line above it) and
+    # fails it if it cannot go there; a taskplan shell task runs in its job file's folder.
+    script = f'{_CD_HOME}\n{script}'
     task: dict[str, Any] = {}
     if shell in ("/bin/sh", "sh"):
         task["shell"] = literal_text(script)

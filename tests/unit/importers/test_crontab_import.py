@@ -11,6 +11,7 @@ from taskplan.importers.crontab import convert_crontab, split_command
 from taskplan.importers.documents import check
 from taskplan.timing import next_firings
 
+CD = 'cd "$HOME" || exit 1\n'
 CRONTAB = textwrap.dedent("""\
     # nightly things
     MAILTO=ops@example.com
@@ -50,16 +51,18 @@ def test_a_crontab_becomes_one_valid_job_per_entry(tmp_path: Path) -> None:
     assert backup.name == "backup_sh_full" and backup.spec is not None
     assert backup.spec.schedules[0].cron == "30 2 * * 1-5" and backup.spec.timezone is None
     task = backup.spec.tasks[0]
-    assert task.command == "/usr/local/bin/backup.sh --full > /tmp/backup.log 2>&1"
+    # run in $HOME, as cron runs it
+    assert task.command == CD + "/usr/local/bin/backup.sh --full > /tmp/backup.log 2>&1"
     assert task.env == {"PATH": "/usr/local/bin:/usr/bin:/bin", "GREETING": "hello world"}
     assert str(backup.spec.on_overlap) == "allow" and str(backup.spec.on_misfire) == "skip"
     assert any("MAILTO" in n for n in backup.notes)
     daily, _ = texts["6"]
     assert daily.spec is not None and daily.spec.schedules[0].cron == "0 0 * * *"
-    assert daily.spec.tasks[0].command == '{% raw %}echo "{{ not a template }}"{% endraw %}'
+    assert daily.spec.tasks[0].command == (
+        '{% raw %}' + CD + 'echo "{{ not a template }}"{% endraw %}')
     mail, _ = texts["8"]
     assert mail.spec is not None and mail.spec.timezone == "America/New_York"
-    assert mail.spec.tasks[0].command == (
+    assert mail.spec.tasks[0].command == CD + (
         '{ mail -s "100% done" ops\n} <<\'TASKPLAN_STDIN\'\nline one\nline two\n'
         "TASKPLAN_STDIN\n")
     # cron's either-or of day-of-month and day-of-week is kept
@@ -69,7 +72,7 @@ def test_a_crontab_becomes_one_valid_job_per_entry(tmp_path: Path) -> None:
     assert reboot.document is None and any("@reboot" in n for n in reboot.notes)
     bash, _ = texts["11"]
     assert bash.spec is not None
-    assert bash.spec.tasks[0].command == ("/bin/bash", "-c", "[[ -f /tmp/x ]] && echo yes")
+    assert bash.spec.tasks[0].command == ("/bin/bash", "-c", CD + "[[ -f /tmp/x ]] && echo yes")
     assert bash.spec.tasks[0].env["SHELL"] == "/bin/bash"
     broken, _ = texts["12"]
     assert broken.document is None and any("Bad minute" in n for n in broken.notes)
