@@ -376,3 +376,28 @@ def test_run_now_reads_its_body_as_json_whatever_its_content_type(client: Any) -
     assert r.status_code == 422 and r.json()["error"].startswith("the body is not JSON")
     body = client.get("/api/v1/openapi.json").json()["paths"]["/api/v1/jobs/{job}/runs"]["post"]
     assert "params" in body["requestBody"]["content"]["application/json"]["schema"]["properties"]
+
+
+def test_an_unexpected_error_keeps_the_error_shape(engine: Engine) -> None:
+    """A bug in a handler answered a bare text 'Internal Server Error'; it is the API's
+    `{"error", "status"}` (a page for a browser) naming the error."""
+    from fastapi.testclient import TestClient
+
+    from taskplan.web.app import create_app
+
+    app = create_app(engine)
+
+    def boom() -> None:
+        raise RuntimeError("something broke at postgresql://bob:secret@db/x")
+
+    app.add_api_route("/api/v1/boom", boom)
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/api/v1/boom")
+        assert r.status_code == 500 and r.json() == {
+            "error": "internal error: RuntimeError: something broke at"
+                     " postgresql://bob:***@db/x (the server's log has the traceback)",
+            "status": 500}
+        page = c.get("/boom")
+        assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+        assert "internal error: RuntimeError" in page.text and "secret" not in page.text

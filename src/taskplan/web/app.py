@@ -149,6 +149,17 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
         # (a run id past 2**63, a year past 9999): the request is wrong, not the server.
         return error_response(request, 422, f"out of range: {message_of(exc)}")
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # A bug: one line in the shape of every other error (a page for a browser), where a
+        # bare "Internal Server Error" was; the server's log still has the traceback.
+        message = (f"internal error: {type(exc).__name__}: {message_of(exc)} (the server's log"
+                   " has the traceback)")
+        try:
+            return error_response(request, 500, message)
+        except Exception:  # the error page itself failed to render
+            return JSONResponse({"error": message, "status": 500}, status_code=500)
+
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> Response:
         return Response(status_code=204)
