@@ -155,6 +155,9 @@ CASES = [
      "  - {on: run_failed, apprise: 'ht tp://bad'}\n", "4:31", "expected an Apprise URL"),
     ("webhook without host", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
      "  - {on: run_failed, webhook: 'https://'}\n", "4:31", "expected an http:// or https://"),
+    # A deadline past year 9999 broke `runs`, `status` and `forecast` of the job's runs.
+    ("deadline too far", "job: x\ndeadline: {within: 100000000d}\ntasks: {a: {shell: x}}\n",
+     "2:20", "deadline.within: expected a duration of at most 366d"),
 ]
 
 
