@@ -192,6 +192,32 @@ def test_a_step_connecting_with_a_uri_runs_where_pgagent_runs_it(pga: tuple[str,
     assert conn.execute("SELECT db, app FROM reached").fetchall() == [(dbname, "pga step")]
 
 
+def test_long_names_are_cut_to_what_the_store_keeps(pga: tuple[str, Any],
+                                                    tmp_path: Path) -> None:
+    # pgAgent's names are text of any length; taskplan's store keeps 200 characters.
+    url, conn = pga
+    long = "quarterly consolidation of the regional ledgers " * 6
+    for n in (1, 2):
+        add_job(conn, f"{long}{n}",
+                steps=[{"name": f"{long}step {n}", "code": "true"},
+                       {"name": f"{long}step {n + 2}", "code": "true"}],
+                schedules=[{"name": f"{long}schedule", "start": START},
+                           {"name": f"{long}schedule", "start": START}])
+    got = taskplan("import", "pgagent", "--from", url, "--out", ".", "--job", f"{long}1",
+                   "--job", f"{long}2", "--json", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    rows = json.loads(got.stdout)
+    assert [r["not_expressed"] for r in rows] == [[], []]
+    specs = [load_job_file(tmp_path / r["file"]) for r in rows]
+    names = [s.name for s in specs]
+    assert len(set(names)) == 2 and all(len(n) <= 200 for n in names)
+    for spec in specs:
+        assert len({t.name for t in spec.tasks}) == 2
+        assert all(len(t.name) <= 200 for t in spec.tasks)
+        assert len({s.name for s in spec.schedules}) == 2
+        assert all(s.name is not None and len(s.name) <= 200 for s in spec.schedules)
+
+
 def test_bad_inputs_exit_2_with_one_line(pga: tuple[str, Any], tmp_path: Path) -> None:
     url, _ = pga
     unreachable = taskplan("import", "pgagent", "--from",

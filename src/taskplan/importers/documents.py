@@ -7,6 +7,7 @@ before anything is written, so every written file passes `taskplan validate`.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import field
 from pathlib import Path
@@ -18,11 +19,14 @@ from taskplan.dataclass import dataclass
 from taskplan.errors import DefinitionError
 from taskplan.model import JobSpec
 from taskplan.spec import load_job_text
+from taskplan.spec.checks import MAX_NAME
 
 # Lists of plain values printed on one line (minutes: [0, 15, 30, 45]).
 _FLOW_KEYS = frozenset({"at", "minutes", "hours", "weekdays", "monthdays", "months", "dates",
                         "depends_on", "tags", "agent_labels"})
 _JINJA = ("{{", "{%", "{#")
+# Names the store keeps (job, task, schedule names: MAX_NAME characters), less room for a suffix.
+_NAME_ROOM = MAX_NAME - 10
 
 
 @dataclass
@@ -39,7 +43,8 @@ class Imported:
 
 def job_name(text: str, taken: set[str], fallback: str) -> str:
     """A job name ([a-z0-9_-]+) derived from free text, unique among `taken`."""
-    return _unique(re.sub(r"[^a-z0-9-]+", "_", text.lower()).strip("_-") or fallback, taken)
+    base = re.sub(r"[^a-z0-9-]+", "_", text.lower()).strip("_-") or fallback
+    return _unique(fit_name(base, "_"), taken)
 
 
 def task_name(text: str, taken: set[str], fallback: str) -> str:
@@ -47,7 +52,16 @@ def task_name(text: str, taken: set[str], fallback: str) -> str:
     base = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-") or fallback
     if base.startswith("-"):
         base = "_" + base
-    return _unique(base, taken)
+    return _unique(fit_name(base, "_"), taken)
+
+
+def fit_name(name: str, joiner: str) -> str:
+    """`name`, or if longer than the store keeps (with room for the `_2`, ` (2)` that make it
+    unique), its start and `joiner` + 6 hex digits of a hash of all of it."""
+    if len(name) <= _NAME_ROOM:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:6]
+    return f"{name[:_NAME_ROOM - 7].rstrip('_- ')}{joiner}{digest}"
 
 
 def _unique(base: str, taken: set[str]) -> str:

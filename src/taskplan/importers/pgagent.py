@@ -27,7 +27,13 @@ from urllib.parse import quote, unquote_to_bytes
 from zoneinfo import ZoneInfo
 
 from taskplan.executors.sqltext import CODE, segments, split_statements
-from taskplan.importers.documents import Imported, job_name, literal_text, task_name
+from taskplan.importers.documents import (
+    Imported,
+    fit_name,
+    job_name,
+    literal_text,
+    task_name,
+)
 from taskplan.model import Calendar
 from taskplan.spec.fields import AGENT_LABEL_RE
 from taskplan.store.pgagent_catalog import Catalog, PgJob, PgSchedule, PgStep
@@ -475,6 +481,7 @@ def _name_schedules(schedules: Sequence[dict[str, Any]]) -> None:
         base = " ".join(str(s["name"]).split())
         if not base or base.isdigit():
             base = f"schedule {base or i + 1}"
+        base = fit_name(base, " ")
         name, n = base, 2
         while name in seen:
             name, n = f"{base} ({n})", n + 1
