@@ -291,6 +291,40 @@ tasks:
     assert state in ("pending", "delivered")
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_hanging_receiver_does_not_hold_up_other_notifications(
+        engine: Engine, store: Store, store_url: str, hook: Hook) -> None:
+    """Tries to a receiver that holds its requests open (retries of another process's rows,
+    and this process's own) used to keep the sender's one thread until they timed out, so a
+    new notification to a receiver that answers waited behind them."""
+    dead = start_hook(hold=True)
+    hangs = f"notify: [{{on: task_failed, webhook: '{dead.url}', timeout: 60s}}]\n"
+    other = Store(store_url)  # another process: its rows are the lease holder's to send
+    try:
+        run_job(Engine(other), "job: backlog\n" + hangs + "tasks:\n" + "".join(
+            f"  t{i}: {{shell: 'exit 1'}}\n" for i in range(6)))
+    finally:
+        other.close()
+    sender = Sender(store, lease=60.0).start()
+    try:
+        deadline = time.monotonic() + 30
+        while dead.open_requests < 4:  # the lease holder's retries, all held open
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        run_job(engine, "job: own\n" + hangs + "tasks:\n  a: {shell: 'exit 1'}\n")
+        while dead.open_requests < 5:  # and this process's own row, held open too
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        run_job(engine, f"job: fast\nnotify: [{{on: run_succeeded, webhook: '{hook.url}'}}]\n"
+                        "tasks:\n  a: {shell: 'true'}\n")
+        assert hook.arrived.wait(30)
+        assert dead.open_requests == 5  # all still held while the new one went out
+    finally:
+        dead.close()
+        sender.stop()
+    assert hook.events() == ["run_succeeded"]
+
+
 def test_apply_rejects_bad_notify_entries() -> None:
     from taskplan.errors import DefinitionError
 

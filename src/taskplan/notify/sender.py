@@ -10,7 +10,11 @@ mid-try is due again once its hold passes, and is sent again with the same deliv
 (at-least-once: receivers drop repeats by the `X-Taskplan-Delivery` header).
 
 Nothing here runs on the dispatcher's thread, and every channel call has a timeout, so a
-slow or dead receiver never delays a task. An idle sender sends one statement per lease.
+slow or dead receiver never delays a task. Nor does it hold up other notifications: the
+sender's loop only claims rows and hands each try to a thread of its own, up to FRESH_WORKERS
+tries of its own rows and WORKERS retries at once, so a new notification goes out at once
+however many tries of a dead receiver are under way. An idle sender sends one statement per
+lease.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ LEASE_FACTOR = 3.0
 FRESH_FOR = 5.0  # how long a sender looks for its own rows before leaving them to the holder
 BATCH = 16
 RECORD_WAIT = 10.0  # seconds a delivery's outcome waits for the store to be recorded
-WORKERS = 4
+WORKERS = 4  # tries at once of what is due again (the lease holder's retries)
+FRESH_WORKERS = 8  # tries at once of the rows this process wrote
 
 
 class Sender:
@@ -68,6 +73,10 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._lease_row = False  # seen or made: a standby's renewal is then one statement
         self._fresh: dict[int, float] = {}  # own rows not claimed yet -> when first looked for
+        # Tries under way on their own threads (run()'s loop), by kind: "fresh" or "due".
+        self._busy = {"fresh": 0, "due": 0}
+        self._busy_lock = threading.Lock()
+        self._ended = threading.Event()  # a try ended: the holder looks at what is due again
 
     # -- leadership -----------------------------------------------------------------------
     def try_lead(self) -> bool:
@@ -88,23 +97,33 @@ class Sender:
     # -- delivering -------------------------------------------------------------------------
     def deliver_due(self) -> int:
         """As the lease holder: claim what is due, deliver it, record each outcome."""
-        now = self.clock()
-        with self.store.tx() as tx:
-            if not sched_ops.holds_lease(tx, notify_ops.LEASE_NAME, self.holder, now):
-                self.leader = False
-                return 0
-            due = notify_ops.claim_due(tx, now, BATCH, self._hold)
-            for d in due:
-                notify_ops.start_attempt(tx, d, self.holder, now)
+        due = self._claim_due(BATCH)
         self._deliver_all(due)
         if due:
             with self.store.read() as tx:
                 self.next_due = notify_ops.next_due(tx)
         return len(due)
 
+    def _claim_due(self, limit: int) -> list[Delivery]:
+        """As the lease holder: claim up to `limit` due rows and record their tries' start."""
+        now = self.clock()
+        with self.store.tx() as tx:
+            if not sched_ops.holds_lease(tx, notify_ops.LEASE_NAME, self.holder, now):
+                self.leader = False
+                return []
+            due = notify_ops.claim_due(tx, now, limit, self._hold)
+            for d in due:
+                notify_ops.start_attempt(tx, d, self.holder, now)
+        return due
+
     def deliver_ids(self, ids: Sequence[int]) -> list[int]:
         """Deliver these notifications now if due, lease or not (rows this process wrote, a
         resend). Returns the ids claimed."""
+        due = self._claim_ids(ids)
+        self._deliver_all(due)
+        return [d.id for d in due]
+
+    def _claim_ids(self, ids: Sequence[int]) -> list[Delivery]:
         if not ids:
             return []
         now = self.clock()
@@ -112,20 +131,61 @@ class Sender:
             due = notify_ops.claim_due(tx, now, len(ids), self._hold, ids=ids)
             for d in due:
                 notify_ops.start_attempt(tx, d, self.holder, now)
-        self._deliver_all(due)
-        return [d.id for d in due]
+        return due
 
-    def _deliver_fresh(self) -> None:
+    def _deliver_fresh(self, *, wait: bool = True) -> None:
+        """Claim and deliver the rows this process wrote; without `wait`, each try on a thread
+        of its own (at most FRESH_WORKERS at once), so none waits for another's receiver."""
         mono = time.monotonic()
         for i in notify_ops.take_fresh(self.store):
             self._fresh.setdefault(i, mono)
-        if not self._fresh:
+        room = len(self._fresh) if wait else FRESH_WORKERS - self._busy["fresh"]
+        if not self._fresh or room <= 0:
             return
-        for i in self.deliver_ids(sorted(self._fresh)):
-            del self._fresh[i]
+        looked = sorted(self._fresh)[:room]
+        due = self._claim_ids(looked)
+        for d in due:
+            del self._fresh[d.id]
+        if wait:
+            self._deliver_all(due)
+        else:
+            self._start_tries("fresh", due)
         # Not visible yet (the writer has not committed) or rolled back: look again for a
         # while; the lease holder sends whatever is left.
-        self._fresh = {i: t for i, t in self._fresh.items() if mono - t < FRESH_FOR}
+        self._fresh = {i: t for i, t in self._fresh.items()
+                       if i not in looked or mono - t < FRESH_FOR}
+
+    def _deliver_due_async(self) -> None:
+        """As the lease holder: claim what is due, as many as WORKERS threads have room for,
+        and try each on its own thread."""
+        room = WORKERS - self._busy["due"]
+        if room <= 0:
+            return
+        self._start_tries("due", self._claim_due(room))
+        with self.store.read() as tx:
+            self.next_due = notify_ops.next_due(tx)
+
+    def _start_tries(self, kind: str, due: Sequence[Delivery]) -> None:
+        for d in due:
+            with self._busy_lock:
+                self._busy[kind] += 1
+            threading.Thread(target=self._try_on_thread, args=(kind, d),
+                             name=f"taskplan-notify-{d.id}", daemon=True).start()
+
+    def _try_on_thread(self, kind: str, d: Delivery) -> None:
+        try:
+            self._deliver(d)
+        except Exception:  # channels.send never raises; recording may, for a real bug
+            log.exception("notifications: delivery %d failed inside taskplan", d.id)
+        finally:
+            with self._busy_lock:
+                self._busy[kind] -= 1
+            self._ended.set()
+            self._kick.set()
+
+    def _tries_under_way(self) -> int:
+        with self._busy_lock:
+            return sum(self._busy.values())
 
     def _deliver_all(self, due: Sequence[Delivery]) -> None:
         if len(due) == 1:
@@ -179,14 +239,19 @@ class Sender:
                 if time.monotonic() >= next_renew:
                     self.try_lead()
                     next_renew = time.monotonic() + renew_every
-                self._deliver_fresh()
+                self._deliver_fresh(wait=False)
+                if self.leader and self._ended.is_set():
+                    # A try ended (its retry, if any, is due later): what is due next?
+                    self._ended.clear()
+                    with self.store.read() as tx:
+                        self.next_due = notify_ops.next_due(tx)
                 if self.leader and self.next_due is not None and self.next_due <= self.clock():
-                    while self.deliver_due() and not self._stop.is_set():
-                        pass
+                    self._deliver_due_async()
                 timeout = next_renew - time.monotonic()
                 if self._fresh:
                     timeout = min(timeout, 0.2)
-                if self.leader and self.next_due is not None:
+                if (self.leader and self.next_due is not None
+                        and self._busy["due"] < WORKERS):  # else a try's end wakes the loop
                     timeout = min(timeout, self.next_due - self.clock())
                 if outage is not None:
                     outage.back()
@@ -222,10 +287,15 @@ class Sender:
         return self
 
     def stop(self, timeout: float = channels.DEFAULT_TIMEOUT + 2.0) -> None:
+        """Stop the thread, giving the tries under way until `timeout` to end (one cut short
+        is tried again later, as `interrupted`)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._kick.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            while self._tries_under_way() and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def flush(self, root_run_id: int, timeout: float) -> int:
         """Wait until every notification of this run (and its sub-runs) had its first try, or
