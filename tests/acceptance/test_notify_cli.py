@@ -49,6 +49,23 @@ def test_run_delivers_its_notifications_before_exiting(tp: Taskplan) -> None:
         hook.close()
 
 
+def test_the_summary_of_run_is_the_run_s_time_not_the_notifications_wait(tp: Taskplan) -> None:
+    """`run` waits for its notifications' first try before it exits; that wait (here a
+    receiver holding the request until the 8 s timeout) used to be printed as the run's time:
+    'run 1 (quick v1) failed in 8.1s' for a run of a few milliseconds."""
+    hook = start_hook(hold=True)
+    try:
+        tp.write("quick.yaml", f"job: quick\nnotify: [{{on: run_failed, webhook: '{hook.url}',"
+                               " timeout: 8s}]\ntasks:\n  a: {shell: 'exit 1'}\n")
+        res = tp("run", "quick.yaml")
+    finally:
+        hook.close()
+    assert res.code == 1 and "ReadTimeout" in res.err, res
+    [summary] = [ln for ln in res.out.splitlines() if ln.startswith("run 1 (quick v1) failed")]
+    took = summary.split(" failed in ")[1].split(":")[0]
+    assert took.endswith("ms") or float(took.rstrip("s")) < 4, summary
+
+
 @pytest.mark.slow
 def test_a_sender_killed_mid_delivery_is_replaced_and_delivers_once(tp: Taskplan) -> None:
     hook = start_hook(hold=True)

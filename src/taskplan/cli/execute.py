@@ -295,6 +295,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
                     if (state := engine.run_state(run_id)) in TERMINAL_RUN_STATES:
                         display.run_ended(state)
     finally:
+        elapsed = time.monotonic() - started  # the run's, not the notifications' wait
         for sig, previous in old.items():
             signal.signal(sig, previous)
         if sender is not None:
@@ -303,7 +304,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
         raise errors[0]
     state_box["state"] = retrying(lambda: engine.run_state(run_id), what="reading the outcome",
                                   give_up_after=60.0)
-    retrying(lambda: print_summary(engine, run_id, time.monotonic() - started),
+    retrying(lambda: print_summary(engine, run_id, elapsed),
              what="printing the summary", give_up_after=60.0)
     return EXIT_OK if state_box["state"] == "succeeded" else EXIT_RUN_FAILED
 
