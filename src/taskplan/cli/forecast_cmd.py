@@ -4,7 +4,7 @@ that has not started, from the job's history (docs/forecasts.md)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta, tzinfo
 
 import click
 
@@ -28,6 +28,23 @@ from taskplan.spec.durations import elapsed_text
 GANTT_WIDTH = 50
 
 
+def next_wall_time(wall: time, zone: tzinfo, now: datetime) -> datetime:
+    """The first instant at or after `now` at which the clocks of `zone` read `wall`: the
+    second reading of a fall-back's repeated hour when the first has passed; a wall time that
+    a spring-forward skips shifted by the gap, as a schedule fires it."""
+    day = now.astimezone(zone).date()
+    for _ in range(3):
+        naive = datetime.combine(day, wall)
+        early = naive.replace(tzinfo=zone, fold=0).timestamp()
+        late = naive.replace(tzinfo=zone, fold=1).timestamp()
+        # PEP 495: fold=0 reads with the offset before a change; in a gap that is the shift.
+        for at in ((early, late) if early < late else (early,)):
+            if at >= now.timestamp():
+                return datetime.fromtimestamp(at, zone)
+        day += timedelta(days=1)
+    raise AssertionError("a wall time occurs at least once in three days")
+
+
 def parse_at(text: str, job: JobSpec, default_tz: str, now: datetime) -> datetime:
     """`--at`: an ISO 8601 instant (no offset: a wall time in the job's zone), or HH:MM, the
     next such wall time in the job's zone (today, else tomorrow)."""
@@ -39,9 +56,7 @@ def parse_at(text: str, job: JobSpec, default_tz: str, now: datetime) -> datetim
         hour, minute = int(clock.group(1)), int(clock.group(2))
         if hour > 23 or minute > 59:
             raise UsageError(f"--at expects a time of day 00:00 to 23:59, got {text!r}")
-        local = now.astimezone(zone)
-        at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        return at if at >= local else at + timedelta(days=1)
+        return next_wall_time(time(hour, minute), zone, now)
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
