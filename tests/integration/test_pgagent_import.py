@@ -192,6 +192,25 @@ def test_a_step_connecting_with_a_uri_runs_where_pgagent_runs_it(pga: tuple[str,
     assert conn.execute("SELECT db, app FROM reached").fetchall() == [(dbname, "pga step")]
 
 
+def test_a_tolerant_step_postgresql_refuses_in_a_function_still_runs(
+        pga: tuple[str, Any], tmp_path: Path) -> None:
+    # pgAgent runs a one-statement step as is; inside the DO block that makes on-error work
+    # REINDEX SCHEMA fails ("cannot be executed from a function"), so each run would do nothing.
+    url, conn = pga
+    dbname = url.rsplit("/", 1)[1]
+    add_job(conn, "reindex", steps=[
+        {"name": "1", "kind": "s", "dbname": dbname, "onerror": "i",
+         "code": "REINDEX (VERBOSE) SCHEMA public"}])
+    got = taskplan("import", "pgagent", "--from", url, "--out", ".", "--job", "reindex",
+                   "--json", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    [row] = json.loads(got.stdout)
+    assert "REINDEX SCHEMA cannot run inside a DO block" in row["not_expressed"][0]
+    assert taskplan("run", "reindex.yaml", cwd=tmp_path).returncode == 0
+    log = taskplan("logs", "1", "1", cwd=tmp_path).stdout
+    assert "step failed" not in log and "was reindexed" in log
+
+
 def test_long_names_are_cut_to_what_the_store_keeps(pga: tuple[str, Any],
                                                     tmp_path: Path) -> None:
     # pgAgent's names are text of any length; taskplan's store keeps 200 characters.

@@ -54,6 +54,10 @@ _REFUSED = ("vacuum", "create database", "drop database", "create tablespace",
 # CLUSTER without a table, and CREATE/DROP INDEX, REINDEX and DETACH PARTITION with
 # CONCURRENTLY are refused too (REFRESH MATERIALIZED VIEW CONCURRENTLY is not).
 _BARE_CLUSTER = re.compile(r"cluster(\s+verbose)?")
+# REINDEX of a whole schema, database or system, with or without options (`REINDEX (VERBOSE)
+# SCHEMA s`), and moving a database to another tablespace.
+_REINDEX_MANY = re.compile(r"reindex\s*(\([^)]*\)\s*)?(schema|database|system)\b")
+_DATABASE_TABLESPACE = re.compile(r"alter database (.+ )?set tablespace\b")
 _CONCURRENTLY = re.compile(r"\bconcurrently\b")
 _HEREDOC = "TASKPLAN_PGAGENT_STEP"
 
@@ -166,6 +170,10 @@ def _transaction_bound(statement: str) -> str | None:
             return words.upper()
     if _BARE_CLUSTER.fullmatch(code):
         return "CLUSTER"
+    if m := _REINDEX_MANY.match(code):
+        return f"REINDEX {m.group(2).upper()}"
+    if _DATABASE_TABLESPACE.match(code):
+        return "ALTER DATABASE ... SET TABLESPACE"
     first = code.split(" ", 1)[0]
     if first in ("create", "drop", "reindex", "alter") and _CONCURRENTLY.search(code):
         return f"{first.upper()} ... CONCURRENTLY"
