@@ -30,10 +30,23 @@ def resolve_trigger(kind: str, rule: str, failed_up: int) -> TaskState:
     return TaskState.UPSTREAM_FAILED if failed_up else TaskState.READY
 
 
+# The longest wait before a retry, however the backoff grows: `retry_backoff: 1e200` made the
+# third try's wait overflow (OverflowError in the engine) and the second's a date no `status`
+# could print.
+LONGEST_RETRY_WAIT = 366 * 86400.0
+
+
 def retry_delay(spec: TaskSpec, failures: int) -> float:
     """Delay before the retry that follows the `failures`-th failed try (1-based) of a round
-    (since the run started, or since the last `taskplan retry`): delay * backoff^(n-1)."""
-    return float(spec.retry_delay * (spec.retry_backoff ** max(0, failures - 1)))
+    (since the run started, or since the last `taskplan retry`): delay * backoff^(n-1), at
+    most LONGEST_RETRY_WAIT."""
+    if spec.retry_delay <= 0:
+        return 0.0
+    try:
+        wait = spec.retry_delay * (spec.retry_backoff ** max(0, failures - 1))
+    except OverflowError:
+        return LONGEST_RETRY_WAIT
+    return float(min(wait, LONGEST_RETRY_WAIT))
 
 
 @dataclass(frozen=True, hot=True)

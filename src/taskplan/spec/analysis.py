@@ -141,7 +141,12 @@ def _each(r: Reporter, data: dict[str, Any], key: str, model: type[Any],
         out.append(piece)
         if piece is not None and len(r.problems) == before:
             # The timing layer's own rules, so a file that validates always compiles.
-            if isinstance(piece, tuple):
+            if isinstance(piece, tuple) and (piece[0].every or 0) > checks.MAX_EVERY:
+                # (check_schedule's sums overflow on it: validate died with a traceback)
+                reasons = []
+                r.at_value((*path, "every"), "expected a duration of at most 36500d (100"
+                           f" years), got {raw['every']!r}")
+            elif isinstance(piece, tuple):
                 reasons = check_schedule(build.schedule(i, *piece))
             elif isinstance(piece, ExceptionModel):
                 reasons = check_exception(build.calendar(piece))

@@ -153,6 +153,7 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
             r.at_value((*path, "job"), f"job {t.job!r} cannot start itself")
     _connections(r, defaults, tasks)
     _kind_keys(r, tasks)
+    _task_durations(r, defaults, tasks)
     _env_names(r, defaults, tasks)
     _name_lengths(r, header, defaults, tasks)
     specs = [_loose_spec(n, tasks[n], known) for n in all_names if n in tasks]
@@ -221,6 +222,34 @@ _WHY_NOT = {
                        " file's",
     ("job", "timeout"): "its child run's tasks take their own timeouts",
 }
+
+
+# A task's timeout and its wait before a retry: past a year they are no plan but a typo, and
+# past about 290 years (1e308s...) the attempt failed "inside taskplan" with an OverflowError
+# and `status` of the run died on the retry's date. Files only, like the other such rules.
+MAX_TASK_DURATION = 366 * 86400.0
+# `every:` may be long (firings past year 9999 are simply none), but not past the sums of the
+# timing checks: 1e308s overflowed them.
+MAX_EVERY = 36500 * 86400.0
+
+
+def _task_durations(r: Reporter, defaults: Settings | None,
+                    tasks: Mapping[str, TaskModel]) -> None:
+    scopes: list[tuple[Path, Settings | None]] = [(("defaults",), defaults)]
+    scopes += [(("tasks", name), t) for name, t in tasks.items()]
+    for path, settings in scopes:
+        for key in ("timeout", "retry_delay"):
+            seconds = getattr(settings, key, None)
+            if (settings is not None and key in settings.model_fields_set
+                    and seconds is not None and seconds > MAX_TASK_DURATION):
+                r.at_value((*path, key), f"expected a duration of at most 366d, got"
+                           f" {_raw(r.data, (*path, key))!r}")
+
+
+def _raw(data: Any, path: Path) -> Any:
+    for key in path:
+        data = data[key]
+    return data
 
 
 def _kind_keys(r: Reporter, tasks: Mapping[str, TaskModel]) -> None:

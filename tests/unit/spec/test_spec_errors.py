@@ -331,6 +331,31 @@ def test_a_stored_definition_with_such_keys_still_loads() -> None:
     assert spec.task("p").env == {"A": "b"} and spec.task("j").timeout == 300.0
 
 
+def test_durations_past_what_a_run_can_wait_are_refused_where_written() -> None:
+    # A timeout of 1e308s failed the attempt "inside taskplan" (OverflowError), a retry_delay
+    # of 999999999d left a retry no `status` could print, and `every: 1e308` made validate
+    # itself die with a traceback.
+    found = [str(p) for p in _problems(textwrap.dedent("""\
+        job: x
+        defaults: {timeout: 400d}
+        schedules: [{every: 1e308}]
+        tasks:
+          a: {shell: "true", timeout: 1e308, retry_delay: 999999999d}
+          b: {shell: "true", timeout: 366d, retry_delay: 8784h}
+        """))]
+    assert found == [
+        "job.yaml:2:21: defaults.timeout: expected a duration of at most 366d, got '400d'",
+        "job.yaml:3:21: schedules[0].every: expected a duration of at most 36500d (100 years),"
+        " got 1e+308",
+        "job.yaml:5:31: tasks.a.timeout: expected a duration of at most 366d, got 1e+308",
+        "job.yaml:5:51: tasks.a.retry_delay: expected a duration of at most 366d, got"
+        " '999999999d'"]
+    # A stored version keeps loading (the rule is for files).
+    spec = job_from_definition({"job": "x", "tasks": {"a": {"shell": "x", "timeout": 1e10}}},
+                               "", "")
+    assert spec.task("a").timeout == 1e10
+
+
 def test_a_calendar_name_longer_than_the_store_keeps_is_refused_in_its_file(
         tmp_path: Path) -> None:
     long = tmp_path / "long.yaml"
