@@ -161,3 +161,16 @@ def test_an_entry_runs_in_home_as_cron_runs_it(tp: Taskplan) -> None:
     tp.write("gone.cron", "HOME=/nonexistent/home\n0 1 * * * true\n")
     tp.ok("import", "crontab", "gone.cron", "--out", "jobs", "--apply")
     assert tp("run", "true").code == 1
+
+
+def test_a_sixth_time_field_is_refused_as_cron_refuses_it(tp: Taskplan) -> None:
+    # seconds first, as in Quartz: every field would shift and `*` become the command, a
+    # pattern the shell expands to the first file in the folder
+    tp.write("six.cron", """
+        0 */5 * * * * /usr/local/bin/backup.sh
+        @daily *.sh
+        """)
+    rows = tp.ok("import", "crontab", "six.cron", "--out", "jobs", "--json").json()
+    assert [r["job"] for r in rows] == [None, None]
+    assert all("starts with '*', which cron refuses" in r["not_expressed"][0] for r in rows)
+    assert not (tp.home / "jobs").exists()

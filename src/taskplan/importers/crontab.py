@@ -271,6 +271,14 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
     cmd, stdin = split_command(command)
     item = Imported("", f"{where}: {origin_expr} {command}", None)
     entry = _Entry(item, _name_base(cmd, command), command, "")
+    if parts[n_fields].startswith("*"):
+        # cron refuses it ("bad command"): most likely a sixth time field (seconds, as in
+        # Quartz), which would shift every field and make `*` a command, a file name pattern.
+        what = "user" if system else "command"
+        item.notes.append(f"the {what} starts with '*', which cron refuses (a sixth time field?"
+                          " cron has five: minute hour day-of-month month day-of-week):"
+                          " not imported")
+        return entry
     if user is not None and user != "root":
         item.notes.append(f"cron runs it as user {user!r}; taskplan runs it as the agent's "
                           "user (route it with agent_labels to an agent running as that user)")
