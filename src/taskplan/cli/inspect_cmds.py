@@ -92,7 +92,8 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
     if info.deadline_at is not None or info.deadline_state is not None:
         click.echo(f"deadline: {deadline_text(info, time.time())}")
     if info.params:
-        click.echo("params: " + safe_line(", ".join(f"{k}={v}" for k, v in info.params.items())))
+        click.echo("params: " + safe_line(", ".join(f"{k}={_param_text(v)}"
+                                                    for k, v in info.params.items())))
     click.echo(f"{'TASK':<30} {'KIND':<7} {'STATE':<16} {'TRY':>3} {'STARTED':<20} "
                f"{'TOOK':>8}  DETAIL")
     for t in tasks_:
@@ -156,6 +157,16 @@ def runs_cmd(job: str | None, state: str | None, limit: int, db: str | None,
         click.echo(f"{r.run_id:>6} {r.job:<24} {r.version:>3} {r.state:<10} {r.trigger:<9} "
                    f"{short_time(r.started_at):<20} {duration(r.started_at, r.finished_at):>8}"
                    f"  {deadline_text(r, now)}".rstrip())
+
+
+def _param_text(value: object) -> str:
+    """A param as `--param` takes it: text as is, anything else as JSON (`on=false`, not
+    Python's `on=False`, which `--param` refuses)."""
+    if isinstance(value, str):
+        return value
+    import json
+
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def deadline_text(r: reports.RunInfo, now: float) -> str:
