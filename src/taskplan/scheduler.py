@@ -321,6 +321,7 @@ class Scheduler:
                     started.append(run_id)
             for backfill_id in sched_ops.queued_backfills(tx):
                 started.extend(sched_ops.start_backfill_runs(tx, backfill_id, now))
+            self.engine.started_deadlines(tx, started)
             tx.wake = bool(started)
         return started
 

@@ -132,6 +132,24 @@ def test_a_deadline_counted_from_the_start_waits_for_it(store: Store) -> None:
                                                  "state": "on_track"}
 
 
+def test_a_queued_run_gets_its_start_deadline_when_it_starts_with_no_checker(
+        store: Store) -> None:
+    """No scheduler looks while the queued run starts and ends: its deadline is fixed by the
+    transaction that starts it (it used to stay `pending` for good)."""
+    engine, clock, version_id, replay = _setup(store, _job("100s, of: start"))
+    first = engine.create_run(version_id)
+    second = engine.create_run(version_id, queued=True)
+    replay.start()
+    started = replay.finish(first)  # the end of the first starts the second
+    with store.read() as tx:
+        assert tx.scalar("SELECT started_at FROM runs WHERE id = :r", {"r": second}) == started
+    assert _standing(store, second, clock.t) == {"at": shapes.iso(started + 100),
+                                                 "state": "on_track"}
+    replay.finish(second)  # 80 s
+    assert _standing(store, second, clock.t) == {"at": shapes.iso(started + 100),
+                                                 "state": "met"}
+
+
 def test_a_job_without_deadline_has_none(store: Store) -> None:
     engine = Engine(store)
     spec = load_job_text("job: plain\ntasks:\n  a: {shell: 'true'}\n", "job.yaml", ".")

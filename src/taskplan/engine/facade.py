@@ -109,6 +109,10 @@ class Engine:
                                root_run_id=root_run_id, tx=tx, queued=queued,
                                fire_at=fire_at, pin_agent_id=pin_agent_id)
 
+    def started_deadlines(self, tx: Tx, run_ids: list[int]) -> None:
+        """Fix the `of: start` deadlines of queued runs `tx` just started."""
+        runs.started_deadlines(self.ctx, tx, run_ids)
+
     def pin_run(self, run_id: int, agent_id: int | None) -> None:
         runs.pin_run(self.ctx, run_id, agent_id)
 

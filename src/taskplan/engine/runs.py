@@ -123,6 +123,18 @@ def create_run_in(ctx: Context, tx: Tx, spec: JobSpec, version_id: int,
     return run_id
 
 
+def started_deadlines(ctx: Context, tx: Tx, run_ids: list[int]) -> None:
+    """Queued runs just started: a deadline counted from the start (`of: start`) is fixed
+    now, in the transaction that starts them, so that it holds even if no deadline checker
+    looks before the run ends."""
+    from taskplan.store import deadlines
+
+    for run_id, version_id in deadlines.pending(tx, run_ids):
+        spec = definitions.job_spec(ctx, version_id, tx)
+        if spec.deadline is not None:
+            _set_deadline(ctx, tx, spec, run_id)
+
+
 def _set_deadline(ctx: Context, tx: Tx, spec: JobSpec, run_id: int) -> None:
     from taskplan.forecast.deadlines import PENDING, deadline_at
     from taskplan.store import deadlines

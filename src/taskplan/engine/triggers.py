@@ -130,12 +130,12 @@ def after_run_end(ctx: Context, tx: Tx, run: RunRow, now: float,
     """A run-end effect: start the job's next queued runs; fire cross-job triggers."""
     if run.parent_task_run_id is not None:
         return
-    for queued in sched_ops.startable_queued(tx, run.job_id):
-        if sched_ops.start_queued(tx, queued, now):
-            tx.wake = True
+    started = [q for q in sched_ops.startable_queued(tx, run.job_id)
+               if sched_ops.start_queued(tx, q, now)]
     if run.trigger == "backfill" and run.trigger_ref and run.trigger_ref.isdigit():
-        more = sched_ops.start_backfill_runs(tx, int(run.trigger_ref), now)
-        tx.wake = tx.wake or bool(more)
+        started += sched_ops.start_backfill_runs(tx, int(run.trigger_ref), now)
+    runs.started_deadlines(ctx, tx, started)
+    tx.wake = tx.wake or bool(started)
     name = run_ops.job_name(tx, run.job_id)
     dependants = _index(ctx, tx).by_upstream.get(str(name), [])
     for job_id in sorted({d[0] for d in dependants}):

@@ -21,6 +21,16 @@ def run_times(tx: Tx, run_id: int) -> tuple[float, float | None]:
     return float(fired), started
 
 
+def pending(tx: Tx, run_ids: list[int]) -> list[tuple[int, int]]:
+    """(run id, version id) of those runs whose deadline waits for their start."""
+    if not run_ids:
+        return []
+    marks = ", ".join(str(int(i)) for i in run_ids)
+    return [(int(r), int(v)) for r, v in tx.all(
+        f"SELECT id, version_id FROM runs WHERE id IN ({marks})"
+        " AND deadline_state = 'pending' ORDER BY id")]
+
+
 @dataclass(frozen=True)
 class DeadlineRun:
     run_id: int
