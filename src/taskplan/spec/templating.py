@@ -55,6 +55,13 @@ def _missing(obj: Any, name: Any) -> str | None:
                 f" --param {name}=VALUE, or a default under params:")
     if isinstance(obj, _Item):
         return f"item has no {name!r} (the item has: {', '.join(map(str, obj)) or 'nothing'})"
+    if isinstance(obj, Mapping) and not isinstance(obj, dict) and isinstance(name, str):
+        # The upstream results (`tasks.x`), a mapping whose missing key says why it is missing
+        # ("no result for 'x': it did not succeed"), not "'TaskResultsView object' has no...".
+        try:
+            obj[name]
+        except KeyError as exc:
+            return f"tasks.{name}.result: {exc}" if type(exc) is not KeyError else None
     return None
 
 

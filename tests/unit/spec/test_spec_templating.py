@@ -1,7 +1,11 @@
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 import pytest
 from jinja2 import TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 
+from taskplan.executors.base import missing_result
 from taskplan.spec import templating
 from taskplan.spec.templating import (
     is_template,
@@ -55,6 +59,21 @@ def test_a_missing_param_or_column_is_named_as_such() -> None:
     # Other objects keep Jinja's words; params still reads as a mapping.
     with pytest.raises(UndefinedError, match="'dict object' has no attribute 'x'"):
         render("{{ tasks.a.result.x }}", {"tasks": {"a": {"result": {}}}})
+    # The upstream results say why one is missing, not "'TaskResultsView object' has no..."
+    class Results(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise missing_result(key, ["src"], {})
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(())
+
+        def __len__(self) -> int:
+            return 0
+
+    with pytest.raises(UndefinedError) as info:
+        render("{{ tasks.src.result }}", {"tasks": Results()})
+    assert str(info.value) == ("tasks.src.result: no result for 'src': it did not succeed"
+                               " (results has: none)")
     assert render("{{ params.get('x', 'd') }} {{ params | length }} {{ params.a }}"
                   " {{ item.n }}", {"params": {"a": 1}, "item": {"n": 2}}) == "d 1 1 2"
 
