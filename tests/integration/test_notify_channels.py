@@ -4,6 +4,7 @@ and a login, a command reading the event on stdin, a webhook; Apprise without it
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import subprocess
 import sys
@@ -172,6 +173,23 @@ def test_apprise_delivers_through_a_service_url() -> None:
     unknown = channels.send(Channel("apprise", ("nosuchservice://x",)), {"event": "test"})
     assert not unknown.ok and not unknown.retry
     assert unknown.error == "Apprise does not understand this URL"
+
+
+def test_apprise_says_why_it_could_not_deliver() -> None:
+    """Apprise gives its reason only in its log, which `notify test` and `notifications` never
+    show: the error used to be 'Apprise could not deliver (see the sender's log)', with nothing
+    in any log where logging shows errors only."""
+    pytest.importorskip("apprise")
+    logging.getLogger("apprise").setLevel(logging.ERROR)  # as a quiet daemon's logging may
+    try:
+        sent = channels.send(Channel("apprise", ("json://user:pw@127.0.0.1:9/x",)),
+                             {"event": "test"})
+        assert logging.getLogger("apprise").level == logging.ERROR  # put back
+    finally:
+        logging.getLogger("apprise").setLevel(logging.NOTSET)
+    assert not sent.ok and sent.retry
+    assert sent.error == ("Apprise could not deliver: A Connection error occurred sending JSON"
+                          " notification to 127.0.0.1."), sent.error
 
 
 def test_apprise_without_its_extra_gives_up_at_once_with_a_clear_error(

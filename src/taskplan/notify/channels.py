@@ -10,15 +10,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import socket
 import subprocess
+import threading
 from typing import Any
 
 from taskplan import __version__
 from taskplan.dataclass import dataclass
 from taskplan.notify.rules import Channel
+from taskplan.redact import mask_url
 
 DEFAULT_TIMEOUT = 10.0  # seconds, for webhook, email and apprise
 COMMAND_TIMEOUT = 30.0
@@ -232,6 +235,48 @@ def apprise(channel: Channel, payload: dict[str, Any]) -> Sent:
     if not notifier.add(url):
         return Sent(False, retry=False, error=APPRISE_UNKNOWN_URL)
     subject, text = summary(payload)
-    if notifier.notify(title=subject, body=text):
-        return Sent(True)
-    return Sent(False, error="Apprise could not deliver (see the sender's log)")
+    said = _Said()
+    _listen(said, True)
+    try:
+        if notifier.notify(title=subject, body=text):
+            return Sent(True)
+    finally:
+        _listen(said, False)
+    # Apprise says why only in its log, which `notify test` and `notifications` never show.
+    reason = mask_url(said.lines[-1]) if said.lines else "it gave no reason"
+    return Sent(False, error=f"Apprise could not deliver: {reason}")
+
+
+_APPRISE_LOG = logging.getLogger("apprise")
+_listening: list[int | None] = [0, None]  # handlers listening, the level before the first
+_listen_lock = threading.Lock()
+
+
+def _listen(handler: logging.Handler, on: bool) -> None:
+    """Hear Apprise's warnings while it delivers, even where logging is set to show only
+    errors (its level is put back when the last listener leaves)."""
+    with _listen_lock:
+        if on:
+            _APPRISE_LOG.addHandler(handler)
+            if _listening[0] == 0:
+                _listening[1] = _APPRISE_LOG.level
+                if not _APPRISE_LOG.isEnabledFor(logging.WARNING):
+                    _APPRISE_LOG.setLevel(logging.WARNING)
+            _listening[0] = (_listening[0] or 0) + 1
+        else:
+            _APPRISE_LOG.removeHandler(handler)
+            _listening[0] = (_listening[0] or 1) - 1
+            if _listening[0] == 0 and _listening[1] is not None:
+                _APPRISE_LOG.setLevel(_listening[1])
+
+
+class _Said(logging.Handler):
+    """Apprise's warnings and errors while one delivery runs (Apprise logs them from threads
+    of its own, so two Apprise tries failing at the same moment may hear each other's)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(" ".join(record.getMessage().split())[:300])
