@@ -135,6 +135,14 @@ def _task(step: PgStep, catalog: Catalog, connections: dict[str, str],
         sql = step.code
         statements = split_statements(sql)
         bound = next((w for w in map(_transaction_bound, statements) if w), None)
+        if bound is not None and len(statements) > 1 and _why(bound) == _REFUSED_WHY:
+            # pgAgent's one query string is one implicit transaction block, so PostgreSQL
+            # refuses the statement there: the step never ran in pgAgent.
+            notes.append(f"step {step.name!r}: pgAgent sends its statements as one query"
+                         f" string, in which PostgreSQL refuses its {bound} (cannot run inside"
+                         " a transaction block), so the step failed at every pgAgent run;"
+                         " taskplan runs its statements one by one, so it runs now, each"
+                         " committing on its own")
         if tolerant:
             if bound is None:
                 sql = _tolerant_sql(sql, step)
@@ -146,7 +154,7 @@ def _task(step: PgStep, catalog: Catalog, connections: dict[str, str],
             if bound is None:
                 # pgAgent sends the step as one query string: one implicit transaction.
                 sql = f"BEGIN;\n{sql}\n;\nCOMMIT;"
-            else:
+            elif _why(bound) != _REFUSED_WHY:  # else said above: it never ran in pgAgent
                 notes.append(f"step {step.name!r}: not run as one transaction, as pgAgent runs"
                              f" it, since its {bound} cannot run inside BEGIN ... COMMIT"
                              f" ({_why(bound)}): each statement outside a transaction the"
@@ -185,7 +193,10 @@ def _why(words: str) -> str:
         return "the step controls its transactions itself"
     if words == "CALL":
         return "the procedure may commit"
-    return "PostgreSQL refuses it in a transaction"
+    return _REFUSED_WHY
+
+
+_REFUSED_WHY = "PostgreSQL refuses it in a transaction"
 
 
 def _tolerant_sql(sql: str, step: PgStep) -> str:
