@@ -231,3 +231,31 @@ def test_the_stream_says_503_while_the_store_is_down(home: tuple[Path, str], pg_
     finally:
         server.stop()
     assert "Traceback" not in server.stderr, server.stderr
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_stopping_web_ends_its_event_streams(home: tuple[Path, str], signame: str) -> None:
+    """Ctrl-C on `taskplan web` with a live page open waited for the stream to end, then
+    cancelled it with two tracebacks ("Exception in ASGI application") and ended "Aborted!",
+    exit 1 (SIGTERM: killed by it). The streams now end when the server is told to exit, and
+    it exits 0 and quietly, as serve does."""
+    import signal
+
+    cwd, db = home
+    assert run_cli(["apply", "demo.yaml"], db, cwd).returncode == 0
+    server = Server(["web"], db, cwd)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(b"GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            got = b""
+            while b"retry: 2000" not in got:
+                got += s.recv(4096)
+            server.proc.send_signal(getattr(signal, signame))
+            while chunk := s.recv(4096):  # the stream ends: its last chunk, then EOF
+                got += chunk
+        assert got.endswith(b"0\r\n\r\n")
+        server.proc.wait(30)
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.stderr
+    assert "Traceback" not in server.stderr and "Aborted" not in server.stderr, server.stderr

@@ -308,6 +308,12 @@ async def stream(request: Request, run: int | None = number(),
     # store that is down gives the 503 of every other endpoint, not a 200 cut short).
     seen_gen = watcher.generation
     current = await run_in_threadpool(run_mark)
+    server = getattr(request.app.state, "server", None)  # set when served by uvicorn
+
+    async def still_open() -> bool:
+        """The client is there and the server is not exiting (see web.server)."""
+        return not (server is not None and server.should_exit) and not (
+            await request.is_disconnected())
 
     async def events() -> Any:
         nonlocal seen_gen
@@ -316,7 +322,7 @@ async def stream(request: Request, run: int | None = number(),
             yield f"event: change\ndata: {json.dumps({'event_id': current})}\n\n"
         yield "retry: 2000\n\n"
         quiet = time.monotonic()
-        while not await request.is_disconnected():
+        while await still_open():
             await asyncio.sleep(0.1)
             if watcher.generation == seen_gen:
                 if time.monotonic() - quiet > 15:

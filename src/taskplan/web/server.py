@@ -51,7 +51,12 @@ def make_server(engine: Engine, sock: socket.socket, *, timezone: str, token: st
     app = create_app(engine, timezone=timezone, token=token, loopback_hosts_only=token is None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=2)
-    return uvicorn.Server(config)
+    server = uvicorn.Server(config)
+    # The event streams end once the server is told to exit (a signal, serve's shutdown):
+    # an open one would otherwise hold the exit for the graceful timeout, then be cancelled
+    # with a traceback in the log.
+    app.state.server = server
+    return server
 
 
 def start_in_thread(server: uvicorn.Server, sock: socket.socket) -> threading.Thread:
