@@ -91,6 +91,24 @@ def test_apply_prune_lists_then_removes_jobs_whose_files_are_gone(tp: Taskplan) 
     assert tp.ok("jobs", "--json").json() == []
 
 
+def test_apply_prune_through_a_link_to_the_folder_is_the_same_folder(tp: Taskplan) -> None:
+    # Applied from jobs/, pruned through a link to it (a deploy's `current -> releases/7`):
+    # the folder matched no job, so nothing was pruned, without a word.
+    for name in ("a", "b"):
+        tp.write(f"jobs/{name}.yaml", JOB.replace("nightly", name))
+    tp.ok("apply", "jobs")
+    (tp.home / "current").symlink_to("jobs")
+    (tp.home / "jobs" / "b.yaml").unlink()
+    out = tp.ok("apply", "--prune", "current").out
+    assert "b: removed (b.yaml is gone; history kept)" in out, out
+    assert [j["job"] for j in tp.ok("jobs", "--json").json()] == ["a"]
+    # and the other way round: applied through the link, pruned by the real folder
+    tp.write("jobs/c.yaml", JOB.replace("nightly", "c"))
+    tp.ok("apply", "current")
+    (tp.home / "jobs" / "c.yaml").unlink()
+    assert "c: removed" in tp.ok("apply", "--prune", "jobs").out
+
+
 def test_delete_refuses_a_job_others_use_and_its_runs_cannot_be_retried(tp: Taskplan) -> None:
     tp.write("hello.yaml", 'job: hello\ntasks:\n  a: {shell: "exit 1"}\n')
     tp.write("fe.yaml", "job: fe\ntasks:\n  sub: {job: hello}\n")

@@ -63,11 +63,21 @@ def version_applied_at(tx: Tx, version_id: int) -> float:
 
 def jobs_from_folder(tx: Tx, folder: str) -> list[LiveJob]:
     """Live jobs whose current version was applied from a file directly in `folder`."""
-    wanted = os.path.normcase(os.path.abspath(folder))
+    # Compared as real paths: a folder given through a symbolic link (or applied through one
+    # before) is the same folder, not one from which nothing was applied.
+    wanted = os.path.normcase(os.path.realpath(folder))
     rows = tx.all("SELECT j.id, j.name, v.source_path FROM jobs j JOIN job_versions v"
                   " ON v.id = j.current_version_id ORDER BY j.name")
+    real: dict[str, str] = {}
+
+    def where(path: str) -> str:
+        folder_of = os.path.dirname(path)
+        if folder_of not in real:
+            real[folder_of] = os.path.normcase(os.path.realpath(folder_of))
+        return real[folder_of]
+
     return [LiveJob(int(i), str(n), str(p)) for i, n, p in rows
-            if p and os.path.normcase(os.path.dirname(str(p))) == wanted]
+            if p and where(str(p)) == wanted]
 
 
 def active_runs(tx: Tx, job_id: int) -> list[int]:
