@@ -174,3 +174,24 @@ def test_a_sixth_time_field_is_refused_as_cron_refuses_it(tp: Taskplan) -> None:
     assert [r["job"] for r in rows] == [None, None]
     assert all("starts with '*', which cron refuses" in r["not_expressed"][0] for r in rows)
     assert not (tp.home / "jobs").exists()
+
+
+def test_an_entry_without_a_zone_says_when_cron_ran_it_in_another(tp: Taskplan) -> None:
+    # cron runs entries without CRON_TZ in its machine's local time; taskplan in its own zone
+    tp.write("z.cron", """
+        0 2 * * * echo local
+        CRON_TZ=Asia/Tokyo
+        0 3 * * * echo tokyo
+        """)
+    paris = {"TZ": "Europe/Paris"}
+    rows = tp.ok("import", "crontab", "z.cron", "--out", "jobs", "--json", env=paris).json()
+    assert rows[0]["not_expressed"] == [
+        "cron ran it in its machine's local time (Europe/Paris here); written without"
+        " timezone:, it runs in taskplan's zone UTC: give --timezone Europe/Paris (or CRON_TZ)"
+        " if the crontab is from this machine"]
+    assert rows[1]["not_expressed"] == []
+    # the same zone, or --timezone: nothing to say
+    for env, args in (({"TZ": "Etc/UTC"}, ()), (paris, ("--timezone", "Europe/Paris"))):
+        rows = tp.ok("import", "crontab", "z.cron", "--out", "jobs", "--json", *args,
+                     env=env).json()
+        assert [r["not_expressed"] for r in rows] == [[], []]

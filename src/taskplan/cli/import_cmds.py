@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,39 @@ def _is_zone(name: str) -> bool:
     except (ZoneInfoNotFoundError, ValueError):
         return False
     return True
+
+
+def _zone_note(db: str | None) -> str | None:
+    """What to say of a crontab entry written without a zone when this machine's local zone
+    (where cron runs entries without CRON_TZ, if the crontab is from here) is not the zone
+    taskplan will run it in; None when they agree or the local zone has no IANA name."""
+    local = _local_zone()
+    default = get_context(db).settings.timezone
+    if local is None or _same_offsets(local, default):
+        return None
+    return (f"cron ran it in its machine's local time ({local} here); written without"
+            f" timezone:, it runs in taskplan's zone {default}: give --timezone {local} (or"
+            " CRON_TZ) if the crontab is from this machine")
+
+
+def _local_zone() -> str | None:
+    """This machine's zone name: TZ, else what /etc/localtime links to."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        target = os.path.realpath("/etc/localtime")
+        name = target.split("/zoneinfo/", 1)[1] if "/zoneinfo/" in target else ""
+    return name if name and _is_zone(name) else None
+
+
+def _same_offsets(a: str, b: str) -> bool:
+    """Whether two zones keep the same UTC offsets now and over the next two years."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(UTC)
+    instants = [now + timedelta(days=15 * i) for i in range(50)]
+    return all(t.astimezone(ZoneInfo(a)).utcoffset() == t.astimezone(ZoneInfo(b)).utcoffset()
+               for t in instants)
 
 
 def _out_option(fn: Any) -> Any:
@@ -164,5 +198,6 @@ def crontab_cmd(file: str, out: str, apply: bool, timezone: str | None, system: 
              f" {problem.message}", EXIT_BAD_INPUT)
     where = path.resolve()
     system = system or where == Path("/etc/crontab") or where.parent == Path("/etc/cron.d")
-    items = convert_crontab(text, file, timezone, system=system)
+    items = convert_crontab(text, file, timezone, system=system,
+                            unzoned_note=None if timezone else _zone_note(db))
     _finish(items, Path(out), apply, db, as_json)

@@ -206,10 +206,11 @@ def _zone_problem(value: str, where: str) -> str | None:
 
 
 def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
-                    system: bool = False) -> list[Imported]:
+                    system: bool = False, unzoned_note: str | None = None) -> list[Imported]:
     """Every entry of a crontab as a job document, in file order. `system`: the format of
     /etc/crontab and /etc/cron.d, with a user name between the time fields and the command.
-    `timezone` must be a zone name (the caller checks it)."""
+    `timezone` must be a zone name (the caller checks it). `unzoned_note`: said of each entry
+    written without a zone (no `timezone`, no CRON_TZ above it)."""
     env: dict[str, str] = {}
     shell = "/bin/sh"
     zone = timezone
@@ -248,6 +249,8 @@ def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
             item.document = None
         if item.document is not None:
             entries.append(entry)
+            if unzoned_note and "timezone" not in item.document:
+                item.notes.append(unzoned_note)
         items.append(item)
     _name_all(entries)
     return items
