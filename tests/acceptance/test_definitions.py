@@ -234,3 +234,19 @@ def test_a_file_given_twice_is_one_file(tp: Taskplan) -> None:
     tp.write("copy.yaml", GOOD)
     res = tp("validate", "jobs", "copy.yaml")
     assert res.code == 2 and "is already defined in jobs/sched.yaml" in res.err, res
+
+
+def test_run_next_and_forecast_of_a_file_that_defines_no_job_say_what_it_is(tp: Taskplan
+                                                                         ) -> None:
+    # A connections file given to `run` exited 2 without a word.
+    tp.write("conns.yaml", 'connections:\n  db: "sqlite:///x.db"\n')
+    tp.write("cal.yaml", "calendar: cal\nweekends: [sat, sun]\n")
+    for args in (("run", "conns.yaml"), ("next", "conns.yaml"), ("forecast", "conns.yaml")):
+        res = tp(*args)
+        assert (res.code, res.out, res.err) == (
+            2, "", "conns.yaml:1:1: this file defines shared connections, not a job (apply it"
+            " with taskplan apply)\n"), (args, res)
+    res = tp("run", "cal.yaml")
+    assert (res.code, res.err) == (2, "cal.yaml:1:1: this file defines a calendar, not a job"
+                                      " (apply it with taskplan apply)\n"), res
+    assert not tp.db_path.exists()

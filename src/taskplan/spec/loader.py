@@ -69,6 +69,10 @@ def _job_of(out: Outcome, path: str | Path) -> JobSpec:
         if out.calendar is not None:
             raise DefinitionError([Problem(str(path), 1, 1, "this file defines a calendar, "
                                            "not a job (apply it with taskplan apply)")])
+        if not out.problems:  # a connections file: `run` said nothing and exited 2
+            raise DefinitionError([Problem(str(path), 1, 1, "this file defines shared "
+                                           "connections, not a job (apply it with taskplan"
+                                           " apply)")])
         raise DefinitionError(out.problems)
     return out.spec
 
