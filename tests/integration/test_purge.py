@@ -95,3 +95,20 @@ def test_a_sub_job_run_is_purged_with_its_parent_not_while_the_parent_runs(
     with store.read() as tx:
         assert tx.scalar("SELECT COUNT(*) FROM task_runs") == 0
         assert tx.scalar("SELECT COUNT(*) FROM log_chunks") == 0
+
+
+def test_batches_count_sub_job_runs_and_keep_trees_whole(engine: Engine, store: Store) -> None:
+    """A batch counts the runs it deletes, sub-job runs included, and never splits a tree."""
+    apply_job(engine, CHILD)
+    tops = []
+    for _ in range(3):
+        top = start_run(engine, PARENT.replace(", agent_labels: [late]", ""))
+        run_agent(engine, top)
+        tops.append(top)
+    everything = run_ids(store)
+    assert len(everything) == 6
+    later = time.time() + 3600
+    with store.read() as tx:
+        assert reports.purgeable(tx, later) == everything
+    assert reports.purge(store, later, batch=3, pause=0) == 6
+    assert run_ids(store) == [] and leftovers(store) == {}

@@ -283,42 +283,41 @@ _PURGE_TOPS = (
     " ORDER BY id")
 
 
-def _trees(tx: Tx, tops: Sequence[Row]) -> list[int]:
-    """The runs to delete for these (id, root_run_id) tops: each top-level run with every
-    sub-job run under it, but none of a tree any run of which is still active (a cancelled
-    run whose sub-run has not ended yet is taken by a later purge); an orphaned sub-run
-    alone."""
+def _trees(tx: Tx, tops: Sequence[Row]) -> list[tuple[int, list[int]]]:
+    """The runs to delete for these (id, root_run_id) tops, by top in id order: each
+    top-level run with every sub-job run under it, but no tree any run of which is still
+    active (a cancelled run whose sub-run has not ended yet is taken by a later purge); an
+    orphaned sub-run alone."""
     roots = [int(i) for i, root in tops if root is None or int(root) == int(i)]
-    out = {int(i) for i, root in tops if not (root is None or int(root) == int(i))}
+    tree: dict[int, list[int]] = {int(i): [int(i)] for i, _ in tops}
+    active: set[int] = set()
     if roots:
         marks = ", ".join(str(i) for i in roots)
-        tree: dict[int, list[int]] = {i: [i] for i in roots}
-        active: set[int] = set()
         for run_id, root, state in tx.all(
-                f"SELECT id, root_run_id, state FROM runs WHERE root_run_id IN ({marks})"):
+                f"SELECT id, root_run_id, state FROM runs WHERE root_run_id IN ({marks})"
+                " AND id <> root_run_id ORDER BY id"):
             tree[int(root)].append(int(run_id))
             if state not in ("succeeded", "failed", "cancelled"):
                 active.add(int(root))
-        for root, ids in tree.items():
-            if root not in active:
-                out.update(ids)
-    return sorted(out)
+    return [(top, ids) for top, ids in sorted(tree.items()) if top not in active]
 
 
 def purgeable(tx: Tx, before: float) -> list[int]:
     """Ids of the runs `purge(store, before)` would delete, oldest first."""
-    return _trees(tx, tx.all(_PURGE_TOPS.format(which="id > 0"), {"b": before}))
+    trees = _trees(tx, tx.all(_PURGE_TOPS.format(which="id > 0"), {"b": before}))
+    return sorted(i for _, ids in trees for i in ids)
 
 
 def purge(store: Store, before: float, batch: int = 500, pause: float | None = None) -> int:
     """Delete runs that finished before `before`, with everything hanging off them, and with
     the sub-job runs they started (a sub-job run goes with its top-level run, not before).
 
-    In batches of `batch` top-level runs, each its own short write transaction: the batch is
-    found in a read snapshot (walking the primary key from where the last one ended, so the
-    whole purge reads the table once), then re-checked by id and deleted. On SQLite the write
-    lock is then left free for `pause` seconds (default 0.1, SQLite's longest busy-handler
-    sleep) so that agents waiting for it get it between batches instead of being starved.
+    In batches of about `batch` runs (whole trees), each its own short write transaction: the
+    batch is found in a read snapshot (walking the primary key from where the last one ended,
+    so the whole purge reads the table once), then re-checked by id and deleted. On SQLite the
+    write lock is then left free for `pause` seconds (default 0.1, SQLite's longest
+    busy-handler sleep) so that agents waiting for it get it between batches instead of being
+    starved.
     """
     if pause is None:
         pause = store.dialect.batch_pause
@@ -336,8 +335,13 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
         marks = ", ".join(str(i) for i in found)
         with store.tx() as tx:
             # Still finished (`retry` may have restarted one since the snapshot).
-            ids = _trees(tx, tx.all(_PURGE_TOPS.format(which=f"id IN ({marks})"),
-                                    {"b": before}))
+            ids: list[int] = []
+            for top, tree in _trees(tx, tx.all(_PURGE_TOPS.format(which=f"id IN ({marks})"),
+                                               {"b": before})):
+                ids += tree
+                if len(ids) >= batch:  # runs with many sub-job runs: the rest next time
+                    last = top
+                    break
             delete_runs(tx, ids)
         total += len(ids)
         if pause:
