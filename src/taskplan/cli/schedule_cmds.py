@@ -54,6 +54,15 @@ def job_calendars(ctx: Any, job: JobSpec) -> dict[str, Any] | None:
     return ctx.engine.closed_days().closed  # type: ignore[no-any-return]
 
 
+def _job_paused(ctx: Any, name: str) -> bool:
+    """Whether the applied job is paused (`taskplan pause JOB`)."""
+    from taskplan.store import job_admin, sched_ops
+
+    with ctx.engine.store.read() as tx:
+        found = job_admin.live_job(tx, name)
+        return found is not None and sched_ops.job_paused(tx, found.job_id)
+
+
 def parse_after(text: str, job: JobSpec, default_tz: str) -> datetime:
     """An ISO 8601 instant; without an offset it is a wall time in the job's zone."""
     try:
@@ -87,9 +96,13 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
     ctx = get_context(db)
     job = load_if_file(job_or_file)
     paused: list[str] = []
+    job_paused = False
     if job is None:  # an applied job: the schedules paused one by one make no runs
         job = job_spec_of(ctx, job_or_file)
         keys = ctx.engine.paused_schedules(job.name)
+        job_paused = _job_paused(ctx, job.name)
+        if job_paused:  # nor does any schedule of a paused job
+            keys = {s.key for s in job.schedules}
         paused = [s.key for s in job.schedules if s.key in keys]
         job = without_schedules(job, keys)
     default_tz = ctx.settings.timezone
@@ -103,6 +116,10 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
     out = shapes.next_timeline(entries)
     if as_json:
         print_json(out)
+        return
+    if job_paused:
+        click.echo(f"{job.name} is paused: its schedules make no runs (taskplan resume"
+                   f" {job.name})")
         return
     for key in paused:
         click.echo(f"schedule {key} is paused: its firings are left out (taskplan resume "
