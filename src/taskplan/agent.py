@@ -47,6 +47,8 @@ HOLD_CHECK_EVERY = 1.0  # s between looks for a sign of life of agents holding w
 # s at most between two calls of run()'s `until` while idle: what it watches (a run ended by
 # another process) may change with no wake-up here, and a beat can be 10 s away
 UNTIL_CHECK_EVERY = 0.25
+# s before an agent whose claim left out a run another step held (PostgreSQL) looks again
+CONTENDED_RETRY = 0.05
 CLOCK_JUMP = 2.0  # s of wall clock gained or lost against the monotonic clock between beats
 CLOCK_JUMP_HOLD = 30.0  # s without reaping after a jump (the default lease)
 
@@ -328,6 +330,8 @@ class Agent:
                     timeout = min(timeout, next_retry - self.engine.clock())
                 if busy:
                     timeout = min(timeout, CANCEL_CHECK_EVERY)
+                if result is not None and result.contended:
+                    timeout = min(timeout, CONTENDED_RETRY)
                 if holding:
                     timeout = min(timeout, HOLD_CHECK_EVERY)
                 elif self.exit_when_idle is not None and busy == 0:

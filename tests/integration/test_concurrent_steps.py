@@ -129,6 +129,45 @@ def test_a_cancel_waiting_for_a_run_holds_off_later_steps(engine: Engine, store:
     assert cancel_out.get("error") is None, cancel_out
 
 
+def test_a_claim_leaves_a_run_another_step_holds_instead_of_waiting(engine: Engine,
+                                                                    store: Store) -> None:
+    """A step on the general path holds the runs of its finishes when it claims: waiting there
+    for a run another step holds closed cycles (each holding the run the other waits for, or
+    a server step holding a run and waiting for the pool rows this one locked), and agents
+    spent their turns in 'deadlock detected' until live ones lost their leases."""
+    if store.backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite writers take turns")
+    other = engine.create_run(apply_job(engine, _job("other", "")))
+    run_id = engine.create_run(apply_job(engine, _job("mine", "defaults: {retries: 1}")))
+    agent = engine.register_agent("A", "h", 1, 4, 3600.0)
+    first = engine.step(agent, [], 1, run_id).claims[0]
+    failed = Outcome(TaskState.FAILED, exit_code=1)
+    with psycopg.connect(store.url, autocommit=False) as step_in_flight:
+        # Another agent's step, in the middle of its transaction: it holds `other` shared.
+        step_in_flight.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)",
+                               (RUN_LOCK_CLASS, other))
+        # A failure: the general path, which locks `run_id` for it, then claims.
+        thread, out = _in_thread(lambda: engine.step(agent, [(first, failed)], 4, None))
+        waiting = 0
+        deadline = time.monotonic() + 30
+        while thread.is_alive() and not waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+            waiting = step_in_flight.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND classid = %s AND objid = %s", (RUN_LOCK_CLASS, other)).fetchone()[0]
+        assert not waiting, "the claim waited for a run another step holds"
+        thread.join(30)
+        step_in_flight.rollback()
+    assert out.get("error") is None, out
+    result = out["value"]
+    # Its free slots went to what it could lock: `b`, and `a` again (its retry is due now).
+    assert sorted(c.task for c in result.claims) == ["a", "b"]
+    assert {c.run_id for c in result.claims} == {run_id}
+    assert result.contended  # the agent looks again soon: `other` still has ready work
+    later = engine.step(agent, [], 2, None)
+    assert sorted((c.run_id, c.task) for c in later.claims) == [(other, "a"), (other, "b")]
+
+
 def test_a_step_cut_off_mid_call_cannot_commit_after_recovery(engine: Engine,
                                                               store: Store) -> None:
     if store.backend != "postgresql":

@@ -45,7 +45,7 @@ def step(ctx: Context, agent_id: int, finished: Sequence[tuple[Claim, Outcome]],
         for _run_id, group in groupby(finished, key=lambda f: f[0].run_id):
             transitions.finish_run(ctx, tx, list(group), now, result)
         if free > 0:
-            result.claims = _claim(ctx, tx, agent_id, free, root_run_id, now)
+            result.claims = _claim(ctx, tx, agent_id, free, root_run_id, now, result)
         if finished:
             tx.wake = True
     return result
@@ -71,11 +71,13 @@ def _step_on_server(ctx: Context, agent_id: int, finished: Sequence[tuple[Claim,
 
 
 def _claim(ctx: Context, tx: Tx, agent_id: int, free: int, root_run_id: int | None,
-           now: float) -> list[Claim]:
+           now: float, result: StepResult) -> list[Claim]:
     """Claim up to `free` ready task runs, in rounds of fair shares across runs.
 
     A run whose ready task runs need labels this agent lacks (or whose pool is full) gives
-    fewer than its share; the next round offers the rest to the other runs.
+    fewer than its share; the next round offers the rest to the other runs. So does a run
+    another transaction holds (PostgreSQL: ops.lock_for_claim does not wait for it); then
+    `result.contended` tells the agent to look again soon.
     """
     runs = ops.claimable_runs(tx, root_run_id, agent_id)
     if not runs:
@@ -102,6 +104,9 @@ def _claim(ctx: Context, tx: Tx, agent_id: int, free: int, root_run_id: int | No
             for run_id, row in relocked.items():
                 if row is None:
                     dry.add(run_id)
+                    # Held by another transaction, which may leave work in it: its commit
+                    # wakes the agents only if it was on the general path.
+                    result.contended = result.contended or run_id not in tx.locked_runs
                 else:
                     meta[run_id] = row
             shares = shares_of(left, tx.locked_runs)

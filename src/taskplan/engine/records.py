@@ -91,6 +91,10 @@ class StepResult:
     # is not retried in a halted run (on_failure stop or cancel, a user's stop): only these
     # are "failed, retrying".
     retried: list[int] = field(default_factory=list)
+    # The claim left out a run another transaction held (PostgreSQL), which may still have
+    # ready work for this agent, and the holder's commit may wake nobody (a server step that
+    # only claimed): the agent looks again soon rather than at its next heartbeat.
+    contended: bool = False
 
 
 @dataclass(hot=True)

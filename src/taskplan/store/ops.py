@@ -558,7 +558,8 @@ def lock_for_claim(tx: Tx, run_ids: Iterable[int], root_run_id: int | None, agen
                    ) -> dict[int, ClaimableRun | None] | None:
     """Before claiming from these runs: where writers run concurrently (PostgreSQL), lock
     those this transaction has not locked yet and read their claim counters again under the
-    lock (None for a run no longer claimable), since shares computed from counters read
+    lock (None for a run no longer claimable, or that another transaction holds: it is left
+    to a later step, see `Dialect.try_lock_runs`), since shares computed from counters read
     before the lock could overrun max_parallel. None where there is one writer at a time
     (SQLite): the counters read stand."""
     if not tx.dialect.row_locks:
@@ -566,8 +567,9 @@ def lock_for_claim(tx: Tx, run_ids: Iterable[int], root_run_id: int | None, agen
     new = set(run_ids) - tx.locked_runs
     if not new:
         return {}
-    lock_runs(tx, new)
-    fresh = {r.id: r for r in claimable_runs(tx, root_run_id, agent_id) if r.id in new}
+    got = tx.dialect.try_lock_runs(tx, new)
+    fresh = ({r.id: r for r in claimable_runs(tx, root_run_id, agent_id) if r.id in got}
+             if got else {})
     return {run_id: fresh.get(run_id) for run_id in new}
 
 

@@ -179,6 +179,12 @@ class Dialect:
     def lock_runs(self, tx: Tx, run_ids: Iterable[int]) -> None:
         """Lock these runs, in id order, before touching their task runs (ops.lock_runs)."""
 
+    def try_lock_runs(self, tx: Tx, run_ids: Iterable[int]) -> set[int]:
+        """Lock those of these runs that no other transaction holds, as `lock_runs` does,
+        without waiting for the others; the runs now locked (all of them where writers take
+        turns)."""
+        return set(run_ids)
+
     def lock_run_for_read(self, tx: Tx, run_id: int) -> str:
         """Lock one run as `lock_runs` does, but leave its row lock to the caller's SELECT:
         the suffix to add to it."""

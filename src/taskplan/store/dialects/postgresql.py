@@ -106,6 +106,11 @@ _ADVISORY_LOCK_RUNS = (
     f"SELECT pg_advisory_xact_lock({RUN_LOCK_CLASS}, CAST(r % 2147483647 AS integer))"
     " FROM (SELECT r FROM unnest(CAST(:ids AS bigint[])) AS r ORDER BY r) AS s"
 )
+# The same keys, taken only where free: the runs whose lock this transaction now holds.
+_TRY_ADVISORY_LOCK_RUNS = (
+    "SELECT r FROM unnest(CAST(:ids AS bigint[])) AS r"
+    f" WHERE pg_try_advisory_xact_lock({RUN_LOCK_CLASS}, CAST(r % 2147483647 AS integer))"
+)
 
 
 class PostgresDialect(Dialect):
@@ -340,6 +345,23 @@ class PostgresDialect(Dialect):
             self._advisory_lock_runs(tx, ids)
             tx.all("SELECT id FROM runs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE",
                    {"ids": ids})
+
+    def try_lock_runs(self, tx: Tx, run_ids: Iterable[int]) -> set[int]:
+        """A claim's locks on the runs it may take task runs from, taken once its finishes
+        (and maybe pool rows) took theirs: waiting for a run there could close a cycle (this
+        transaction holds run A and waits for B while B's holder waits for A, or for the pool
+        rows), so a run another transaction holds is left to a later step, as the server step
+        leaves it."""
+        ids = sorted({int(i) for i in run_ids} - tx.locked_runs)
+        if not ids:
+            return set()
+        got = sorted(int(r) for (r,) in tx.all(_TRY_ADVISORY_LOCK_RUNS, {"ids": ids}))
+        if got:
+            tx.locked_runs.update(got)
+            tx.wake = True
+            tx.all("SELECT id FROM runs WHERE id = ANY(:ids) ORDER BY id FOR UPDATE",
+                   {"ids": got})
+        return set(got)
 
     def lock_run_for_read(self, tx: Tx, run_id: int) -> str:
         if run_id in tx.locked_runs:
