@@ -195,3 +195,21 @@ def test_an_entry_without_a_zone_says_when_cron_ran_it_in_another(tp: Taskplan) 
         rows = tp.ok("import", "crontab", "z.cron", "--out", "jobs", "--json", *args,
                      env=env).json()
         assert [r["not_expressed"] for r in rows] == [[], []]
+
+
+def test_files_that_cannot_all_be_written_are_none_written(tp: Taskplan) -> None:
+    tp.write("two.cron", "0 1 * * * echo first\n0 2 * * * echo second\n")
+    jobs = tp.home / "jobs"
+    jobs.mkdir()
+    (jobs / "echo_first.yaml").write_text("# kept\n")
+    (jobs / "echo_second.yaml").mkdir()  # in the way of the second file
+    res = tp("import", "crontab", "two.cron", "--out", "jobs", "--apply")
+    assert (res.code, res.out) == (2, ""), res
+    assert res.err == ("taskplan: import: cannot write the job files to jobs:"
+                       " jobs/echo_second.yaml is a folder\n")
+    assert sorted(p.name for p in jobs.iterdir()) == ["echo_first.yaml", "echo_second.yaml"]
+    assert (jobs / "echo_first.yaml").read_text() == "# kept\n" and not tp.db_path.exists()
+    res = tp("import", "crontab", "two.cron", "--out", "/proc/no/such")
+    assert (res.code, res.out) == (2, ""), res
+    assert res.err == ("taskplan: import: cannot write the job files to /proc/no/such:"
+                       " No such file or directory\n")

@@ -18,7 +18,7 @@ from taskplan.cli.common import (
     json_option,
     print_json,
 )
-from taskplan.importers.documents import Imported, write_all
+from taskplan.importers.documents import Imported, WriteError, write_all
 
 
 @click.group("import")
@@ -29,7 +29,10 @@ def import_group() -> None:
 def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
             as_json: bool) -> None:
     """Validate and write every document, apply them if asked, and report job by job."""
-    written = write_all(items, out_dir)
+    try:
+        written = write_all(items, out_dir)
+    except WriteError as exc:
+        fail(f"import: {exc}", EXIT_BAD_INPUT)
     applied: dict[str, int] = {}
     if apply:
         engine = get_context(db).engine

@@ -150,13 +150,37 @@ def check(item: Imported, out_dir: Path) -> str | None:
     return text
 
 
+class WriteError(Exception):
+    """The job files could not be written (nothing was)."""
+
+
 def write_all(items: list[Imported], out_dir: Path) -> int:
     """Validate every document, then write the valid ones (a failing one writes nothing);
-    the folder is made only when there is a file to put in it. Returns how many were written."""
+    the folder is made only when there is a file to put in it. Returns how many were written.
+    Each file is written beside its place first, then all are moved in: a folder that cannot
+    be made or written to, or a full disk, leaves no file half written and none replaced
+    (WriteError)."""
     texts = [(item.path, text) for item in items
              if (text := check(item, out_dir)) is not None and item.path is not None]
-    if texts:
+    if not texts:
+        return 0
+    for path, _ in texts:
+        if path.is_dir():
+            raise WriteError(f"cannot write the job files to {out_dir}: {path} is a folder")
+    staged: list[tuple[Path, Path]] = []
+    try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    for path, text in texts:
-        path.write_text(text, encoding="utf-8")
+        for path, text in texts:
+            temp = path.with_name(f".{path.name}.taskplan-import")
+            staged.append((temp, path))
+            temp.write_text(text, encoding="utf-8")
+        while staged:
+            temp, path = staged[0]
+            temp.replace(path)
+            staged.pop(0)
+    except OSError as exc:
+        for temp, _ in staged:
+            temp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write the job files to {out_dir}:"
+                         f" {exc.strerror or exc}") from None
     return len(texts)
