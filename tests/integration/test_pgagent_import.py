@@ -255,6 +255,13 @@ def test_bad_inputs_exit_2_with_one_line(pga: tuple[str, Any], tmp_path: Path) -
     assert empty.returncode == 2 and "no pgAgent catalog" in empty.stderr
     unknown = taskplan("import", "pgagent", "--from", url, "--job", "nope", cwd=tmp_path)
     assert unknown.returncode == 2 and "no pgAgent job 'nope'" in unknown.stderr
+    # of a big catalog, the first names only
+    _, conn = pga
+    for n in range(12):
+        add_job(conn, f"listed {n}", steps=[{"name": "a", "code": "true"}])
+    unknown = taskplan("import", "pgagent", "--from", url, "--job", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and unknown.stderr.count("'") == 2 + 2 * 10
+    assert unknown.stderr.rstrip().endswith(" more)")
     zone = taskplan("import", "pgagent", "--from", url, "--timezone", "Mars/Base", cwd=tmp_path)
     assert zone.returncode == 2 and "Mars/Base" in zone.stderr
     missing = taskplan("import", "crontab", "nope.cron", cwd=tmp_path)

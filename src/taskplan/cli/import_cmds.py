@@ -67,6 +67,9 @@ def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
 _CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
 
 
+_JOBS_SHOWN = 10  # the names an unknown --job lists, of a catalog of any size
+
+
 def _masked_conninfo(text: str) -> str:
     return _CONNINFO_PASSWORD.sub(r"\1***", text)
 
@@ -160,7 +163,9 @@ def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
             found = [item for item, job in zip(items, catalog.jobs, strict=True)
                      if name in (job.name, str(job.id), item.name)]
             if not found:
-                known = ", ".join(repr(j.name) for j in catalog.jobs) or "none"
+                shown = [repr(j.name) for j in catalog.jobs[:_JOBS_SHOWN]]
+                more = len(catalog.jobs) - len(shown)
+                known = ", ".join(shown) + (f" and {more} more" if more > 0 else "") or "none"
                 fail(f"import pgagent: no pgAgent job {name!r} (jobs: {known})", EXIT_BAD_INPUT)
             wanted.extend(f for f in found if f not in wanted)
         items = wanted
