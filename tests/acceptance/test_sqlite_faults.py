@@ -230,3 +230,23 @@ def test_a_store_that_cannot_be_read_for_want_of_space_is_not_called_missing(tp:
         assert proc.stderr == (f"taskplan: SQLite store {tp.db_path} could not be written or"
                                " read (disk I/O error: is its disk full?): disk I/O error\n")
     assert tp.ok("runs", "--json").json()[0]["state"] == "succeeded"  # all there once it can
+
+
+def _files_up_to_60k() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, resource.RLIM_INFINITY))
+
+
+def test_a_new_store_on_a_full_disk_says_the_disk_is_full(tp: Taskplan) -> None:
+    """Room for the file but not for its schema: SQLite rolls the creating transaction back
+    itself, and the message must still be the full disk (not a failed ROLLBACK after it)."""
+    tp.write("job.yaml", "job: j\ntasks:\n  a: {shell: 'true'}\n")
+    proc = subprocess.run(tp.argv(("run", "job.yaml"), True), cwd=tp.home, env=clean_env(tp.env),
+                          capture_output=True, text=True, preexec_fn=_files_up_to_60k,
+                          timeout=60)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith(f"taskplan: SQLite store {tp.db_path} "), proc.stderr
+    assert "full" in proc.stderr and "rollback" not in proc.stderr, proc.stderr
+    assert integrity(tp.db_path) == "ok"
+    # Nothing half-made stays: with room again the same command makes the store and runs.
+    assert tp.ok("run", "job.yaml").out.splitlines()[-1].startswith("run 1 (j v1) succeeded")

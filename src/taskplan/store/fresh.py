@@ -50,7 +50,13 @@ def create_sqlite(conn: sqlite3.Connection) -> bool:
         conn.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (migrate.HEAD,))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # A full disk or an I/O error has SQLite roll the transaction back itself: a ROLLBACK
+        # then would fail, and its error would hide the one that says what happened.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
         raise
     return True
 
