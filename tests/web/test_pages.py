@@ -194,3 +194,19 @@ def test_calendar_covers_the_month_of_a_frequent_schedule(client: Any, engine: E
     for day, cell in days:
         assert "often</a> \N{MULTIPLICATION SIGN}100+ from 00:00" in cell, day
         assert "sixhourly</a> \N{MULTIPLICATION SIGN}4 from 00:00" in cell, day
+
+
+def test_a_deleted_jobs_page_says_it_was_deleted(client: Any, demo: tuple[Engine, int]) -> None:
+    """A run of a deleted job links to the job's page, which said "no job named 'demo'
+    (taskplan jobs lists them)" beside the run it had made."""
+    engine, run_id = demo
+    engine.delete_job("demo")
+    assert 'href="/jobs/demo"' in client.get(f"/runs/{run_id}").text
+    page = client.get("/jobs/demo")
+    assert page.status_code == 404
+    said = ("job &#39;demo&#39; was deleted (its runs are kept: /runs?job=demo); apply it"
+            " again to bring it back")
+    assert said in page.text
+    r = client.get("/api/v1/jobs/demo")
+    assert r.status_code == 404 and r.json()["error"].startswith("job 'demo' was deleted")
+    assert client.get("/api/v1/jobs/nope").json()["error"].startswith("no job named 'nope'")

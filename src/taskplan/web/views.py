@@ -17,7 +17,7 @@ from taskplan.engine.triggers import trigger_waits
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import TERMINAL_TASK_STATES, JobSpec, ScheduleSpec, TaskRunKind
 from taskplan.redact import mask_url
-from taskplan.store import console, reports, sched_ops
+from taskplan.store import console, ops, reports, sched_ops
 from taskplan.store.reports import RunInfo, TaskRunInfo
 from taskplan.timing import next_firings, without_schedules
 from taskplan.timing.jobs import calendar_names, calendar_skips, next_with_skips
@@ -218,6 +218,12 @@ def jobs_list(ctx: Ctx, *, after: str | None = None, contains: str | None = None
 def job_detail(ctx: Ctx, name: str) -> dict[str, Any]:
     with ctx.engine.store.read() as tx:
         found = console.job_overviews(tx, name=name)
+        deleted = not found and (row := ops.job_by_name(tx, name)) is not None and (
+            row.current_version_id is None)
+    if deleted:
+        # A run page links here: "no job named" would deny a job whose runs are on screen.
+        raise NotFoundError(f"job {name!r} was deleted (its runs are kept: /runs?job={name});"
+                            " apply it again to bring it back")
     if not found:
         ctx.engine.current_version(name)  # raises the engine's own "no job named" error
         raise NotFoundError(f"no job named {name!r}")
