@@ -132,6 +132,15 @@ def test_a_deadline_counted_from_the_start_waits_for_it(store: Store) -> None:
                                                  "state": "on_track"}
 
 
+def test_a_queued_run_cancelled_before_it_started_has_not_met_its_deadline(
+        store: Store) -> None:
+    engine, clock, version_id, _ = _setup(store, _job("100s, of: start"))
+    run_id = engine.create_run(version_id, queued=True)
+    engine.cancel_run(run_id)
+    assert engine.run_state(run_id) == "cancelled"
+    assert _standing(store, run_id, clock.t) == {"at": None, "state": "not_met"}  # not pending
+
+
 def test_a_queued_run_gets_its_start_deadline_when_it_starts_with_no_checker(
         store: Store) -> None:
     """No scheduler looks while the queued run starts and ends: its deadline is fixed by the

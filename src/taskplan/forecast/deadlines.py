@@ -60,10 +60,13 @@ def _instants_of(wall: datetime, tz: ZoneInfo) -> list[float]:
 def standing(deadline: float | None, stored: str | None, state: str,
              finished_at: float | None, now: float) -> str:
     """How a run stands: `pending`, `on_track`, `at_risk`, `missed`; once ended, `met`
-    (succeeded in time), `missed` (ended after it) or `not_met` (failed or cancelled before)."""
+    (succeeded in time), `missed` (ended after it) or `not_met` (failed or cancelled before,
+    or before it started when the deadline counts from the start)."""
+    ended = finished_at is not None and state in ("succeeded", "failed", "cancelled")
     if deadline is None:
-        return PENDING
-    if finished_at is not None and state in ("succeeded", "failed", "cancelled"):
+        return "not_met" if ended else PENDING
+    if ended:
+        assert finished_at is not None
         if finished_at > deadline:
             return MISSED
         return "met" if state == "succeeded" else "not_met"
