@@ -89,9 +89,11 @@ def convert_job(job: PgJob, catalog: Catalog, zone: str, taken: set[str]) -> Imp
         if AGENT_LABEL_RE.fullmatch(label):
             doc["agent_labels"] = [label]
         else:
-            item.notes.append(f"jobhostagent {job.host_agent!r} is not a usable agent label "
-                              "(letters, digits and _ . : / @ + = -): the job may run on any "
-                              "agent")
+            # No host has such a name, so no pgAgent ever ran the job on its schedules.
+            doc["enabled"] = False
+            item.notes.append(f"jobhostagent {job.host_agent!r} is not a host name an agent can"
+                              " have (letters, digits and _ . : / @ + = -), so no pgAgent ran"
+                              " the job on its schedules: imported with enabled: false")
     connections: dict[str, str] = {}
     tasks: dict[str, Any] = {}
     used: set[str] = set()

@@ -167,3 +167,17 @@ def test_connection_strings_get_libpqs_defaults(tmp_path: Path) -> None:
         "other": "postgresql://ro@/other?service=prod"}
     assert check(item, tmp_path) is not None, item.notes
     assert not item.notes
+
+
+def test_a_host_no_agent_can_have_leaves_the_job_disabled(tmp_path: Path) -> None:
+    # pgAgent runs a job only on the host it names: a name no host has never ran it.
+    step = _step(1, "echo hi", kind="b")
+    jobs = (PgJob(1, "pinned", "", "", "db-1.example", True, (step,)),
+            PgJob(2, "nowhere", "", "", "db 1", True, (step,)))
+    pinned, nowhere = convert(Catalog("UTC", "h", 5432, "u", jobs), "UTC")
+    assert pinned.document is not None and nowhere.document is not None
+    assert pinned.document["agent_labels"] == ["host=db-1.example"]
+    assert "enabled" not in pinned.document and pinned.notes == []
+    assert nowhere.document["enabled"] is False and "agent_labels" not in nowhere.document
+    assert "no pgAgent ran the job on its schedules" in nowhere.notes[0]
+    assert check(nowhere, tmp_path) is not None
