@@ -100,6 +100,11 @@ def entry_line(path: Path | None, table: str, index: int) -> int:
     return found[index] if index < len(found) else _line_of(path, table)
 
 
+def _where(path: Path | None, key: str) -> str:
+    """`file:line` of a top-level key, for errors."""
+    return f"{path}:{_line_of(path, key) if path else 1}"
+
+
 def _store_url(db: str | None, path: Path | None, data: dict[str, Any]) -> str:
     """The first of --db, TASKPLAN_DB, taskplan.toml's db that is given, else the default.
     Given but empty is an error, not "not given": a blank variable or `--db "$UNSET"` would
@@ -230,9 +235,10 @@ def load_settings(db: str | None = None) -> Settings:
     url = _store_url(db, path, data)
     pools = data.get("pools", {})
     if not isinstance(pools, dict) or not all(
-        isinstance(v, int) and v >= 1 for v in pools.values()
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pools.values()
     ):
-        raise UsageError(f"{path}: 'pools' must map names to whole numbers >= 1")
+        raise UsageError(f"{_where(path, 'pools')}: 'pools' must map names to whole numbers"
+                         " >= 1")
     from_file = db is None and "TASKPLAN_DB" not in os.environ and "db" in data
     if path is not None and from_file and url.startswith("sqlite:///") and not url.startswith(
         "sqlite:////"
@@ -242,11 +248,16 @@ def load_settings(db: str | None = None) -> Settings:
     lease = _lease_seconds(path, data)
     notify = data.get("notify", [])
     if not isinstance(notify, list) or not all(isinstance(n, dict) for n in notify):
-        raise UsageError(f"{path}: 'notify' must be a list of tables ([[notify]] entries)")
+        raise UsageError(f"{_where(path, 'notify')}: 'notify' must be a list of tables"
+                         " ([[notify]] entries)")
     smtp = _smtp(path, data)
     console_url = data.get("console_url")
-    if console_url is not None and not isinstance(console_url, str):
-        raise UsageError(f"{path}: 'console_url' must be a string URL")
+    if console_url is not None and not (
+            isinstance(console_url, str) and re.fullmatch(r"https?://[^\s/]+\S*", console_url)):
+        # The base of every link in notifications: anything else makes links that lead nowhere.
+        raise UsageError(f"{_where(path, 'console_url')}: console_url: expected the web"
+                         " console's http:// or https:// URL, such as"
+                         f" \"https://taskplan.example.com\", got {console_url!r}")
     connections = data.get("connections", {})
     if not isinstance(connections, dict) or not all(
         isinstance(v, str) and "://" in v for v in connections.values()

@@ -205,3 +205,13 @@ def test_bad_smtp_settings_and_notify_entries_are_refused_up_front(tp: Taskplan)
     res = tp("jobs", db=False)
     assert res.code == 2 and res.err.startswith(
         f"taskplan: {toml}:8: notify[1].on: expected one of run_failed,"), res
+    # console_url is the base of every link in notifications; a pool size is a number.
+    for body, words in [
+        ('console_url = "taskplan.example.com"\n',
+         "console_url: expected the web console's http:// or https:// URL, such as"
+         " \"https://taskplan.example.com\", got 'taskplan.example.com'"),
+        ("pools = {mart = true}\n", "'pools' must map names to whole numbers >= 1"),
+    ]:
+        toml.write_text('db = "sqlite:///t.db"\n\n' + body)
+        res = tp("jobs", db=False)
+        assert res.code == 2 and res.err == f"taskplan: {toml}:3: {words}\n", (body, res)
