@@ -180,3 +180,29 @@ def test_retry_counts_the_task_runs_status_lists(tp: Taskplan) -> None:
     (tp.home / "fixed").write_text("")
     res = tp("retry", "1", "--detach")
     assert res.out == "run 1: 3 task run(s) reset\n", res
+
+
+def test_a_child_run_retried_on_its_own_runs_in_this_process(tp: Taskplan) -> None:
+    """`retry CHILD` in the foreground: its agent claimed only from runs whose top run was the
+    child itself, which a child run never is, so the retry waited for ever."""
+    tp.write("flaky.yaml", """
+        job: flaky
+        tasks:
+          a: {shell: "echo a >> a.count"}
+          b: {depends_on: [a], shell: "test -f fixed"}
+    """)
+    tp.write("parent.yaml", """
+        job: parent
+        tasks:
+          c: {job: flaky}
+    """)
+    tp.ok("apply", "flaky.yaml")
+    assert tp("run", "parent.yaml").code == 1
+    child = next(r for r in tp.ok("runs", "--json").json() if r["job"] == "flaky")
+    assert child["state"] == "failed"
+    (tp.home / "fixed").write_text("")
+    res = tp("retry", str(child["run_id"]))
+    assert res.code == 0, res
+    assert states(tp.status(child["run_id"])) == {"a": "succeeded", "b": "succeeded"}
+    assert (tp.home / "a.count").read_text() == "a\n"  # in place: a kept its success
+    assert tp.status(1)["state"] == "failed"  # the parent stays as it ended

@@ -242,7 +242,8 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
         else PipeProgress(run_id, store))
     if agent is None:
         agent = Agent(engine, slots=workers, lease=lease)
-    agent.root_run_id = run_id
+    # Claims are scoped by top run: a child run retried on its own belongs to its parent's.
+    agent.root_run_id = engine.run_meta(run_id).root_run_id
     if isinstance(display, PipeProgress):
         agent.on_step = display.observe
     state_box: dict[str, str] = {}

@@ -23,15 +23,16 @@ class RunMeta:
     version_id: int
     params: dict[str, Any]
     fire_at: float  # the schedule instant it stands for, else its creation
+    root_run_id: int  # the top run it belongs to: itself, or its parent run's root
 
 
 def run_meta(tx: Tx, run_id: int) -> RunMeta | None:
-    row = tx.one("SELECT version_id, params, COALESCE(fire_at, created_at) FROM runs"
-                 " WHERE id = :r", {"r": run_id})
+    row = tx.one("SELECT version_id, params, COALESCE(fire_at, created_at),"
+                 " COALESCE(root_run_id, id) FROM runs WHERE id = :r", {"r": run_id})
     if row is None:
         return None
-    version_id, params, fire_at = row
-    return RunMeta(int(version_id), loads(params), float(fire_at))
+    version_id, params, fire_at, root = row
+    return RunMeta(int(version_id), loads(params), float(fire_at), int(root))
 
 
 def mark_stopping(tx: Tx, run_id: int) -> None:
