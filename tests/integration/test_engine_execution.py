@@ -178,3 +178,22 @@ def test_a_task_cancelled_by_its_agent_stopping_does_not_let_its_run_succeed(
     engine.step(agent_id, [(claim, Outcome(TaskState.CANCELLED,
                                            error="cancelled: agent stopped"))], 0, run_id)
     assert engine.run_state(run_id) == "failed"
+
+
+def test_a_nul_in_output_or_error_is_kept_as_text_on_every_store(engine: Engine,
+                                                                  store: Store) -> None:
+    # PostgreSQL keeps no NUL in text: the attempt failed "inside taskplan" (DataError) and
+    # its output was lost. It is kept as U+FFFD there.
+    run_id, _ = run_job(engine, """
+        job: nul
+        tasks:
+          s: {shell: "printf 'a\\\\000b'"}
+          p: {python: "tpjobs:fail_with_nul"}
+        """)
+    found = tasks(store, run_id)
+    assert found["s"]["state"] == "succeeded"
+    assert found["p"]["state"] == "failed"
+    kept = "\ufffd" if store.dialect.name == "postgresql" else "\x00"
+    assert log_text(store, found["s"]["id"]) == f"a{kept}b"
+    assert found["p"]["error"] == f"ValueError: bad{kept}thing"
+    assert log_text(store, found["p"]["id"]).startswith(f"out{kept}put\n")

@@ -64,3 +64,8 @@ def chatter(ctx: Any) -> None:
         sys.stdout.write(block[: min(left, len(block))])
         left -= len(block)
     sys.stdout.write("END-OF-OUTPUT\n")
+
+
+def fail_with_nul(ctx: Any) -> None:
+    print("out\x00put")
+    raise ValueError("bad\x00thing")

@@ -52,6 +52,20 @@ def to_pyformat(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
+@lru_cache(maxsize=1)
+def _text_dumper() -> type:
+    """Strings as `text`, with a NUL (which PostgreSQL keeps in no text value) as U+FFFD: a
+    task that printed one (binary output), or an error message holding one, failed "inside
+    taskplan" with `DataError: PostgreSQL text fields cannot contain NUL (0x00) bytes`."""
+    from psycopg.types.string import StrDumper
+
+    class Text(StrDumper):
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+    return Text
+
+
 def connect_args() -> dict[str, Any]:
     """Fail fast on a dead server and notice a silently dropped one (TCP keepalives)."""
     return {
@@ -140,7 +154,6 @@ class PostgresDialect(Dialect):
 
     def _connect(self, *, autocommit: bool) -> Any:
         import psycopg
-        from psycopg.types.string import StrDumper
 
         try:
             conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://", 1),
@@ -151,7 +164,7 @@ class PostgresDialect(Dialect):
             ) from exc
         # Strings go as `text`, not `unknown`: one bind used both as a column value and in a
         # comparison (`state = :s ... CASE WHEN :s = 'ready'`) then has one type.
-        conn.adapters.register_dumper(str, StrDumper)
+        conn.adapters.register_dumper(str, _text_dumper())
         return conn
 
     def new_connection(self) -> Any:
