@@ -107,6 +107,9 @@ def convert_job(job: PgJob, catalog: Catalog, zone: str, taken: set[str]) -> Imp
                               " (the step fails at every run): fix it in pgAgent and import"
                               " again: not imported")
             return item
+        except _Unrunnable as exc:
+            item.notes.append(str(exc))
+            return item
         if previous is not None:
             task = {"depends_on": [previous], **task}
         if step.enabled:
@@ -136,6 +139,11 @@ def _task(step: PgStep, catalog: Catalog, connections: dict[str, str],
         conn = _connection(step, catalog, connections, notes)
         sql = step.code
         statements = split_statements(sql)
+        if not statements and not tolerant:
+            # PostgreSQL answers an empty query, which pgAgent counts as a failure.
+            raise _Unrunnable(f"step {step.name!r} has no SQL statement, which pgAgent fails at"
+                              " every run (an empty query), so the job fails there: fix it in"
+                              " pgAgent and import again: not imported")
         bound = next((w for w in map(_transaction_bound, statements) if w), None)
         if bound is not None and len(statements) > 1 and _why(bound) == _REFUSED_WHY:
             # pgAgent's one query string is one implicit transaction block, so PostgreSQL
@@ -163,6 +171,10 @@ def _task(step: PgStep, catalog: Catalog, connections: dict[str, str],
                              " step opens itself commits on its own, so a failure leaves those"
                              " before it committed")
         return {"sql": literal_text(sql), "connection": conn}
+    if not step.code.strip():
+        notes.append(f"step {step.name!r} has no code: pgAgent runs it as an empty script,"
+                     " which succeeds: written as true")
+        return {"shell": "true"}
     return {"shell": literal_text(_script(step.code, step, tolerant))}
 
 
@@ -239,6 +251,10 @@ def _script(code: str, step: PgStep, tolerant: bool) -> str:
 
 class _Unreadable(ValueError):
     """A connection string libpq cannot read."""
+
+
+class _Unrunnable(Exception):
+    """A step pgAgent fails at every run: the job is not imported (the message says why)."""
 
 
 # libpq reads a connection string that starts so as a URI (postgresql://user@host/db?k=v).

@@ -181,3 +181,18 @@ def test_a_host_no_agent_can_have_leaves_the_job_disabled(tmp_path: Path) -> Non
     assert nowhere.document["enabled"] is False and "agent_labels" not in nowhere.document
     assert "no pgAgent ran the job on its schedules" in nowhere.notes[0]
     assert check(nowhere, tmp_path) is not None
+
+
+def test_steps_without_code_do_what_pgagent_does_with_them(tmp_path: Path) -> None:
+    # an empty script runs and succeeds; an empty query fails the step
+    [item] = convert(_job(_step(1, "", kind="b"), _step(2, " \n", kind="b"),
+                          _step(3, "-- nothing", on_error="i"), _step(4, "SELECT 1")), "UTC")
+    assert item.document is not None and check(item, tmp_path) is not None
+    tasks = item.document["tasks"]
+    assert tasks["s1"]["shell"] == tasks["s2"]["shell"] == "true"
+    assert "EXCEPTION WHEN OTHERS" in tasks["s3"]["sql"]
+    assert [n.split(":")[0] for n in item.notes] == [
+        "step 's1' has no code", "step 's2' has no code"]
+    [item] = convert(_job(_step(1, "SELECT 1"), _step(2, "  -- nothing\n;")), "UTC")
+    assert item.document is None
+    assert "step 's2' has no SQL statement, which pgAgent fails at every run" in item.notes[0]
