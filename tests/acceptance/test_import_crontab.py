@@ -213,3 +213,15 @@ def test_files_that_cannot_all_be_written_are_none_written(tp: Taskplan) -> None
     assert (res.code, res.out) == (2, ""), res
     assert res.err == ("taskplan: import: cannot write the job files to /proc/no/such:"
                        " No such file or directory\n")
+
+
+def test_a_line_ending_with_a_backslash_is_not_continued(tp: Taskplan) -> None:
+    # cron has no continuation lines: the next line is read on its own, as cron reads it
+    tp.write("cont.cron", """
+        0 0 * * * tar czf /tmp/x.tgz \\
+          /srv/data
+        """)
+    rows = tp.ok("import", "crontab", "cont.cron", "--out", "jobs", "--json").json()
+    assert [r["job"] for r in rows] == ["tar_czf_tmp_x_tgz", None]
+    assert "cron has no continuation lines" in rows[0]["not_expressed"][0]
+    assert rows[1]["source"] == "cont.cron:2: /srv/data"

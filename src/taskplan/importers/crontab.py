@@ -306,6 +306,9 @@ def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | N
     if not cmd.strip():
         item.notes.append("the entry has no command: not imported")
         return entry
+    if command.endswith("\\"):
+        item.notes.append("the line ends with \\, but cron has no continuation lines: the"
+                          " next line is not part of the command (imported as cron runs it)")
     script = cmd
     if stdin is not None:
         end = _STDIN_END
