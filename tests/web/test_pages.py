@@ -210,3 +210,12 @@ def test_a_deleted_jobs_page_says_it_was_deleted(client: Any, demo: tuple[Engine
     r = client.get("/api/v1/jobs/demo")
     assert r.status_code == 404 and r.json()["error"].startswith("job 'demo' was deleted")
     assert client.get("/api/v1/jobs/nope").json()["error"].startswith("no job named 'nope'")
+
+
+def test_runs_page_names_a_misspelt_job(client: Any, demo: tuple[Engine, int]) -> None:
+    """The API answers a job filter never applied with the CLI's "did you mean"; the page
+    said only "No runs."."""
+    html = client.get("/runs", params={"job": "dmeo"}).text
+    assert "No runs: no job named &#39;dmeo&#39;; did you mean &#39;demo&#39;?<" in html
+    assert 'value="dmeo"' in html  # the filter form stays, to correct it
+    assert "No runs.<" in client.get("/runs", params={"job": "demo", "state": "queued"}).text

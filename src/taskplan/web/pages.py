@@ -15,9 +15,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from taskplan.engine.definitions import unknown_job
 from taskplan.errors import UsageError
 from taskplan.model import JobSpec, RunState, TaskRunKind, TaskState
-from taskplan.store import console, sched_ops
+from taskplan.store import console, ops, sched_ops
 from taskplan.timing import without_schedules
 from taskplan.timing.calendar import ExceptionRule
 from taskplan.web import svg, text, views
@@ -98,11 +99,14 @@ def runs_page(request: Request, job: str | None = None, state: str | None = None
     mark = views.live_mark(ctx_of(request))
     with ctx_of(request).engine.store.read() as tx:
         rows = console.runs_page(tx, f, RUNS_PAGE + 1)
+        # As the API's 404: a name never applied is a typo (a deleted job keeps its runs).
+        unknown = (str(unknown_job(tx, f.job)) if not rows and f.job is not None
+                   and ops.job_by_name(tx, f.job) is None else None)
     more = len(rows) > RUNS_PAGE
     rows = rows[:RUNS_PAGE]
     query = {k: v for k, v in (("job", job), ("state", state), ("trigger", trigger),
                                ("since", since), ("until", until)) if v}
-    return render(request, "runs.html", runs=rows, filters=query,
+    return render(request, "runs.html", runs=rows, filters=query, unknown=unknown,
                   next_before=rows[-1].run_id if more and rows else None, since=mark)
 
 
