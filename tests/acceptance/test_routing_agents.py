@@ -161,6 +161,16 @@ def test_bad_labels_and_foreground_runs_lacking_labels_are_refused(tp: Taskplan)
     assert res.code == 2 and "'label!'" in res.err
 
 
+def test_an_agent_name_the_store_cannot_keep_is_refused(pgtp: PgTaskplan) -> None:
+    """PostgreSQL refused an --name over 200 characters with its own error after the agent
+    had started (StringDataRightTruncation); SQLite kept it. Both refuse it up front now."""
+    for name, words in [("x" * 201, "got 201"), ("a\nb", "got 3 with a control character")]:
+        res = pgtp("agent", "--name", name, "--exit-when-idle", "1s")
+        assert res.code == 2 and res.err == (
+            f"taskplan: --name: expected at most 200 printable characters, {words}\n"), res
+    assert pgtp("agent", "--name", "x" * 200, "--exit-when-idle", "0.1s").code == 0
+
+
 def test_distributed_run_warns_of_tasks_neither_it_nor_a_live_agent_can_take(tp: Taskplan
                                                                              ) -> None:
     path = routed_job(tp, per_kind=1)

@@ -37,12 +37,15 @@ from taskplan.store import console
 from taskplan.store.urls import mask_url
 
 log = logging.getLogger("taskplan.agent")
+MAX_NAME = 200  # agents.name
 
 
 @click.command("agent")
 @click.option("--slots", type=whole(1), default=DEFAULT_WORKERS,
               show_default=True, help="Task runs executed at once.")
-@click.option("--name", default=None, help="Shown by `taskplan agents` (default HOST:PID).")
+@click.option("--name", default=None,
+              help="Shown by `taskplan agents` (default HOST:PID); at most 200 printable"
+                   " characters.")
 @click.option("--exit-when-idle", "exit_when_idle", default=None, metavar="DURATION",
               help="Exit after this long with nothing to run (e.g. 30s).")
 @labels_option
@@ -57,6 +60,11 @@ def agent_cmd(slots: int, name: str | None, exit_when_idle: str | None, labels: 
     claimed); a second one, or SIGINT, kills running tasks and records them cancelled.
     """
     mine = parse_labels(labels)
+    if name is not None and (len(name) > MAX_NAME or not name.isprintable()):
+        # The store keeps 200 characters (PostgreSQL refused a longer one with its own error).
+        raise UsageError(f"--name: expected at most {MAX_NAME} printable characters, got"
+                         f" {len(name)}" + ("" if name.isprintable() else " with a control"
+                                             " character"))
     idle: float | None = None
     if exit_when_idle is not None:
         try:
