@@ -154,6 +154,7 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
     _connections(r, defaults, tasks)
     _kind_keys(r, tasks)
     _task_durations(r, defaults, tasks)
+    _param_names(r)
     _env_names(r, defaults, tasks)
     _name_lengths(r, header, defaults, tasks)
     specs = [_loose_spec(n, tasks[n], known) for n in all_names if n in tasks]
@@ -341,6 +342,27 @@ def template_fields(t: TaskModel) -> Iterator[tuple[Path, str, bool]]:
     for key, value in t.params.items():
         if isinstance(value, str):
             yield ("params", key), value, True
+
+
+def _param_names(r: Reporter) -> None:
+    """A param `--param NAME=VALUE` can give: not empty, no '=' and no surrounding spaces
+    (`--param` strips them); `params: {"a=b": 1}` was kept, and no run could ever set it."""
+    data = r.data
+    if not isinstance(data, dict):
+        return
+    places: list[tuple[Path, Any]] = [(("params",), data.get("params"))]
+    for key in ("schedules", "triggers"):
+        entries = data.get(key)
+        for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+            if isinstance(entry, dict):
+                places.append(((key, i, "params"), entry.get("params")))
+    for path, params in places:
+        for name in params if isinstance(params, dict) else ():
+            text = str(name)
+            if not text.strip() or "=" in text or text != text.strip():
+                r.at_key((*path, name), f"{text!r} is not a param name --param can give:"
+                         " expected a name without '=' or surrounding spaces (e.g. day)",
+                         named=path)
 
 
 def _declared_params(data: Any) -> set[str] | None:

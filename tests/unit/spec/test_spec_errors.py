@@ -356,6 +356,25 @@ def test_durations_past_what_a_run_can_wait_are_refused_where_written() -> None:
     assert spec.task("a").timeout == 1e10
 
 
+def test_param_names_no_param_could_set_are_refused_where_written() -> None:
+    # `--param a=b=5` sets `a`; `params: {"a=b": 1}` was kept, and no run could ever set it.
+    found = [str(p) for p in _problems(textwrap.dedent("""\
+        job: x
+        params: {"a=b": 1, "": 2, "my day": 3}
+        schedules: [{cron: "@daily", params: {" sp": 1}}]
+        tasks:
+          a: {shell: "true"}
+        """))]
+    words = "is not a param name --param can give: expected a name without '=' or surrounding" \
+            " spaces (e.g. day)"
+    assert found == [f"job.yaml:2:10: params: 'a=b' {words}",
+                     f"job.yaml:2:20: params: '' {words}",
+                     f"job.yaml:3:39: schedules[0].params: ' sp' {words}"]
+    spec = job_from_definition({"job": "x", "params": {"a=b": 1}, "tasks": {"a": {"shell": "x"}}},
+                               "", "")
+    assert spec.params == {"a=b": 1}
+
+
 def test_a_calendar_name_longer_than_the_store_keeps_is_refused_in_its_file(
         tmp_path: Path) -> None:
     long = tmp_path / "long.yaml"
