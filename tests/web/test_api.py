@@ -324,6 +324,10 @@ def test_trigger_waits_are_the_schedulers_rule(engine: Engine) -> None:
     with TestClient(create_app(engine)) as client:
         [trig] = client.get("/api/v1/jobs/down").json()["triggers"]
         assert trig["waiting"] == ["up (no ended run)"] and trig["index"] == 0
+        # The jobs page said "up (no ended run) (succeeded)": the status is what it waits for.
+        row = client.get("/jobs").text.split('data-job="down"')[1].split("</tr>")[0]
+        assert ("up (no ended run) <span class=\"muted\">(fires on a new succeeded run of"
+                " each)</span>") in row
 
 
 def test_one_schedule_is_disabled_and_enabled(client: Any) -> None:
