@@ -225,3 +225,14 @@ def test_a_line_ending_with_a_backslash_is_not_continued(tp: Taskplan) -> None:
     assert [r["job"] for r in rows] == ["tar_czf_tmp_x_tgz", None]
     assert "cron has no continuation lines" in rows[0]["not_expressed"][0]
     assert rows[1]["source"] == "cont.cron:2: /srv/data"
+
+
+def test_cron_ignores_a_system_crontabs_last_line_without_a_newline(tp: Taskplan) -> None:
+    (tp.home / "sys.cron").write_text("0 1 * * * root echo a\n0 2 * * * root echo b")
+    rows = tp.ok("import", "crontab", "sys.cron", "--system", "--out", "jobs", "--json").json()
+    assert [r["job"] for r in rows] == ["echo_a", None]
+    assert "missing newline before EOF" in rows[1]["not_expressed"][-1]
+    # a user crontab is a copy (crontab(1) refuses to install one without it): all imported
+    (tp.home / "user.cron").write_text("0 1 * * * echo a\n0 2 * * * echo b")
+    rows = tp.ok("import", "crontab", "user.cron", "--out", "jobs", "--json").json()
+    assert [r["job"] for r in rows] == ["echo_a", "echo_b"]

@@ -220,7 +220,11 @@ def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
     settings: list[str] = []  # cron-only settings in force, reported on the entries below
     # Split at newlines only, as cron reads: str.splitlines would also split at a form feed,
     # U+2028 and others inside a command. A CRLF file's \r is dropped with its newline.
-    for number, raw in enumerate(text.removesuffix("\n").split("\n"), 1):
+    lines = text.removesuffix("\n").split("\n")
+    # cron ignores a last line without a newline. Only a system crontab is read by cron as it
+    # is; a user crontab is installed by crontab(1), which refuses one: this file is a copy.
+    unterminated = len(lines) if system and text and not text.endswith("\n") else 0
+    for number, raw in enumerate(lines, 1):
         raw = raw.removesuffix("\r")
         line = raw.strip(" \t")
         if not line or line.startswith("#"):
@@ -246,6 +250,11 @@ def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
         item.notes[:0] = settings
         if bad_zone is not None and item.document is not None:
             item.notes.append(bad_zone)
+            item.document = None
+        if number == unterminated and item.document is not None:
+            item.notes.append("the file ends on this line without a newline, and cron ignores"
+                              " a last line without one (\"missing newline before EOF\"):"
+                              " not imported")
             item.document = None
         if item.document is not None:
             entries.append(entry)
