@@ -356,6 +356,13 @@ def test_durations_past_what_a_run_can_wait_are_refused_where_written() -> None:
     assert spec.task("a").timeout == 1e10
 
 
+def test_a_stored_definition_with_a_deadline_past_a_year_still_loads() -> None:
+    # The 366d rule on deadline.within is for files: a version stored before it keeps loading.
+    spec = job_from_definition({"job": "x", "deadline": {"within": "400d"},
+                                "tasks": {"a": {"shell": "x"}}}, "", "")
+    assert spec.deadline is not None and spec.deadline.within == 400 * 86400.0
+
+
 def test_param_names_no_param_could_set_are_refused_where_written() -> None:
     # `--param a=b=5` sets `a`; `params: {"a=b": 1}` was kept, and no run could ever set it.
     found = [str(p) for p in _problems(textwrap.dedent("""\
