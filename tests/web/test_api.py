@@ -405,3 +405,13 @@ def test_an_unexpected_error_keeps_the_error_shape(engine: Engine) -> None:
         page = c.get("/boom")
         assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
         assert "internal error: RuntimeError" in page.text and "secret" not in page.text
+
+
+def test_a_name_filter_longer_than_any_name_finds_none(client: Any) -> None:
+    """`q` past 50,000 bytes was a 500 on SQLite ("LIKE or GLOB pattern too complex"); no job
+    name (at most 200 characters) contains a text longer than itself."""
+    for q in ("d" * 201, "d" * 60_000):
+        r = client.get("/api/v1/jobs", params={"q": q})
+        assert r.status_code == 200 and r.json() == []
+        assert client.get("/jobs", params={"q": q}).status_code == 200
+    assert [j["name"] for j in client.get("/api/v1/jobs", params={"q": "dem"}).json()] == ["demo"]

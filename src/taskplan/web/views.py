@@ -17,6 +17,7 @@ from taskplan.engine.triggers import trigger_waits
 from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import TERMINAL_TASK_STATES, JobSpec, ScheduleSpec, TaskRunKind
 from taskplan.redact import mask_url
+from taskplan.spec.checks import MAX_NAME
 from taskplan.store import console, ops, reports, sched_ops
 from taskplan.store.reports import RunInfo, TaskRunInfo
 from taskplan.timing import next_firings, without_schedules
@@ -209,6 +210,8 @@ def job_object(ctx: Ctx, ov: console.JobOverview, paused: Collection[str], *,
 
 def jobs_list(ctx: Ctx, *, after: str | None = None, contains: str | None = None,
               limit: int | None = None) -> list[dict[str, Any]]:
+    if contains is not None and len(contains) > MAX_NAME:
+        return []  # no name holds it (and SQLite refuses a LIKE pattern past 50,000 bytes)
     with ctx.engine.store.read() as tx:
         overviews = console.job_overviews(tx, after=after, contains=contains, limit=limit)
         paused = sched_ops.paused_schedules_by_job(tx)
