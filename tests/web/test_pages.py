@@ -219,3 +219,13 @@ def test_runs_page_names_a_misspelt_job(client: Any, demo: tuple[Engine, int]) -
     assert "No runs: no job named &#39;dmeo&#39;; did you mean &#39;demo&#39;?<" in html
     assert 'value="dmeo"' in html  # the filter form stays, to correct it
     assert "No runs.<" in client.get("/runs", params={"job": "demo", "state": "queued"}).text
+
+
+def test_calendar_marks_a_paused_jobs_firings(client: Any) -> None:
+    """The jobs page gives a paused job no next firing; the calendar showed its firings as
+    any other's, as if they would make runs."""
+    assert "demo</a> 02:00</div>" in client.get("/calendar", params={"month": "2030-01"}).text
+    assert client.post("/api/v1/jobs/demo/pause").status_code == 200
+    html = client.get("/calendar", params={"month": "2030-01"}).text
+    assert '<div class="firing muted"><a href="/jobs/demo">demo</a> 02:00 (paused)</div>' in html
+    assert "demo</a> 02:00</div>" not in html

@@ -314,7 +314,8 @@ def calendar_page(request: Request, month: str | None = None) -> Response:
     nxt = last + timedelta(days=1)
     return render(request, "calendar.html", first=first, weeks=weeks, per_day=per_day,
                   skipped=skipped, dst=dst, prev=prev.strftime("%Y-%m"),
-                  next=nxt.strftime("%Y-%m"), today=date.today(), day_firings=DAY_FIRINGS)
+                  next=nxt.strftime("%Y-%m"), today=date.today(), day_firings=DAY_FIRINGS,
+                  paused_jobs={ov.name for ov in overviews if ov.paused})
 
 
 @router.get("/api/docs")
