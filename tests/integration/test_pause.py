@@ -168,3 +168,22 @@ def test_one_paused_schedule_skips_while_the_others_fire(eng: Engine, store: Sto
     assert eng.resume_schedule("two", "fast") is True
     clock.set(T0 + 3)
     assert len(fire(s).runs) == 1  # fast fires again from now on
+
+
+def test_delete_force_cancels_a_queued_run_without_starting_it(eng: Engine, store: Store) -> None:
+    """Cancelling the running run first used to start the queued one (its run-end effect),
+    which an agent could then claim before it was cancelled in turn."""
+    version = apply_job(eng, """
+        job: busy
+        tasks:
+          a: {shell: "true"}
+    """)
+    running = eng.create_run(version)
+    queued = eng.create_run(version, queued=True)
+    done = eng.delete_job("busy", force=True)
+    assert done.cancelled == [running, queued]
+    assert (eng.run_state(running), eng.run_state(queued)) == ("cancelled", "cancelled")
+    with store.read() as tx:
+        assert tx.scalar("SELECT started_at FROM runs WHERE id = :r", {"r": queued}) is None
+        assert tx.scalar("SELECT COUNT(*) FROM events WHERE run_id = :r AND state = 'running'",
+                         {"r": queued}) == 0

@@ -72,13 +72,13 @@ def delete_job(ctx: Context, name: str, *, force: bool = False, purge_history: b
             active = job_admin.active_runs(tx, job.job_id)
             total = job_admin.run_count(tx, job.job_id)
         if active and not force:
-            ids = ", ".join(str(r) for r in active)
+            ids = ", ".join(str(r) for r in sorted(active))
             raise ConflictError(
                 f"job {name} has {len(active)} active run(s) ({ids}); stop or cancel them"
                 " first, or delete with --force to cancel them")
         if dry_run:
-            return JobDeletion(name, active, total, purge_history)
-        for run_id in active:
+            return JobDeletion(name, sorted(active), total, purge_history)
+        for run_id in active:  # queued ones first: no end of a running one starts them
             try:
                 cancel_run(ctx, run_id)
                 cancelled.append(run_id)
@@ -95,7 +95,7 @@ def delete_job(ctx: Context, name: str, *, force: bool = False, purge_history: b
             else:
                 job_admin.retire_job(tx, job.job_id, ctx.clock())
             tx.wake = True
-            return JobDeletion(name, cancelled, total, purge_history)
+            return JobDeletion(name, sorted(cancelled), total, purge_history)
     raise ConflictError(f"job {name} keeps starting runs; pause it, then delete it")
 
 

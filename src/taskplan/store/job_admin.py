@@ -81,10 +81,11 @@ def jobs_from_folder(tx: Tx, folder: str) -> list[LiveJob]:
 
 
 def active_runs(tx: Tx, job_id: int) -> list[int]:
-    """Runs of the job (top-level or started by a job task) that have not ended."""
+    """Runs of the job (top-level or started by a job task) that have not ended: the queued
+    ones first (cancelled in this order, the end of a running one cannot start them)."""
     return [int(r) for (r,) in tx.all(
-        f"SELECT id FROM runs WHERE job_id = :j AND state IN ({_ACTIVE}) ORDER BY id",
-        {"j": job_id})]
+        f"SELECT id FROM runs WHERE job_id = :j AND state IN ({_ACTIVE})"
+        " ORDER BY CASE WHEN state = 'queued' THEN 0 ELSE 1 END, id", {"j": job_id})]
 
 
 def run_count(tx: Tx, job_id: int) -> int:
