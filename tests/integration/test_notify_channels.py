@@ -156,6 +156,19 @@ def test_command_failures_and_timeouts_are_reported(tmp_path: Path) -> None:
     assert not missing.ok and "cannot start" in (missing.error or "")
 
 
+def test_a_command_that_leaves_a_process_running_succeeds_when_it_exits(
+        tmp_path: Path) -> None:
+    """An alert script that starts its sender in the background (`... &`) and exits 0 used to
+    time out (the background process held the output pipes open), so a delivered
+    notification was failed and sent again, up to 8 times."""
+    done = tmp_path / "done"
+    script = f"(sleep 30 &); echo sent > {done}"
+    sent = channels.send(Channel("command", ("sh", "-c", script), timeout=5.0),
+                         {"event": "test"})
+    assert (sent.ok, sent.status, sent.error) == (True, 0, None)
+    assert done.read_text() == "sent\n"
+
+
 def test_apprise_delivers_through_a_service_url() -> None:
     pytest.importorskip("apprise")
     hook = start_hook()

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 from typing import Any
 
@@ -206,19 +207,29 @@ def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
 def command(channel: Channel, payload: dict[str, Any]) -> Sent:
     env = {**os.environ, "TASKPLAN_EVENT": str(payload.get("event")),
            "TASKPLAN_DELIVERY": str(payload.get("delivery"))}
-    try:
-        done = subprocess.run(list(channel.target), input=body_of(payload), env=env,
-                              capture_output=True, timeout=channel.timeout or COMMAND_TIMEOUT,
-                              check=False)
-    except subprocess.TimeoutExpired:
-        return Sent(False, error=f"timed out after {channel.timeout or COMMAND_TIMEOUT:g}s")
-    except OSError as exc:
-        return Sent(False, error=f"cannot start {channel.target[0]}: {exc.strerror or exc}")
-    if done.returncode == 0:
-        return Sent(True, status=0)
-    tail = " ".join(done.stderr.decode("utf-8", "replace").split())[-200:]
-    return Sent(False, status=done.returncode,
-                error=f"exit code {done.returncode}" + (f": {tail}" if tail else ""))
+    limit = channel.timeout or COMMAND_TIMEOUT
+    # Its stderr goes to a file and its stdout nowhere, not to pipes: a process the command
+    # leaves running (`page-oncall &`) keeps its pipes open, and waiting for their end made a
+    # try that had succeeded time out, and be sent again.
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            proc = subprocess.Popen(list(channel.target), stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+        except OSError as exc:
+            return Sent(False, error=f"cannot start {channel.target[0]}: {exc.strerror or exc}")
+        try:
+            proc.communicate(body_of(payload), timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return Sent(False, error=f"timed out after {limit:g}s")
+        if proc.returncode == 0:
+            return Sent(True, status=0)
+        stderr.seek(0)
+        said = stderr.read()
+    tail = " ".join(said.decode("utf-8", "replace").split())[-200:]
+    return Sent(False, status=proc.returncode,
+                error=f"exit code {proc.returncode}" + (f": {tail}" if tail else ""))
 
 
 APPRISE_UNKNOWN_URL = "Apprise does not understand this URL"
