@@ -48,6 +48,13 @@ def read_source(path: str | Path, shown: str) -> tuple[bytes, str]:
         return DefinitionError([Problem(shown, line, col, message)])
 
     try:
+        # Its path is stored as text (where it was applied from, the tasks' folder): a name
+        # that is not UTF-8 made apply and run fail with a UnicodeEncodeError.
+        os.path.abspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise refuse(1, 1, "its path is not UTF-8 text, which a job's folder must be (it is"
+                     " kept as text): rename the file, or the folders above it") from None
+    try:
         # O_NONBLOCK: opening a named pipe otherwise waits for a writer before fstat can tell
         # what it is. A regular file ignores it.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)

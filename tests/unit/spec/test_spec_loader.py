@@ -300,3 +300,17 @@ def test_agent_labels_job_and_task_levels_add_up() -> None:
     assert spec.agent_labels == ("etl", "host=db1")
     assert load_job_text("job: y\ntasks: {a: {shell: x}}\n", "j.yaml", "/").tasks[0] \
         .agent_labels == ()
+
+
+def test_a_file_whose_path_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    # Its path is stored as text: apply and run failed with a UnicodeEncodeError.
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    folder.mkdir()
+    path = folder / "job.yaml"
+    path.write_text("job: x\ntasks:\n  a: {shell: x}\n")
+    words = ("its path is not UTF-8 text, which a job's folder must be (it is kept as text):"
+             " rename the file, or the folders above it")
+    assert [(p.line, p.col, p.message) for p in validate_files([path])] == [(1, 1, words)]
+    assert [p.message for p in validate_files([folder])] == [words]
+    with pytest.raises(DefinitionError, match="its path is not UTF-8 text"):
+        load_job_file(path)
