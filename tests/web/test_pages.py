@@ -229,3 +229,21 @@ def test_calendar_marks_a_paused_jobs_firings(client: Any) -> None:
     html = client.get("/calendar", params={"month": "2030-01"}).text
     assert '<div class="firing muted"><a href="/jobs/demo">demo</a> 02:00 (paused)</div>' in html
     assert "demo</a> 02:00</div>" not in html
+
+
+def test_gantt_rows_past_the_first_200_ids_have_their_bars(client: Any, engine: Engine) -> None:
+    """The Gantt draws the first 200 rows by start, but read the attempts of the first 200
+    task runs by id: rows of task runs that started early with later ids had no bar."""
+    after = [f", depends_on: [a{i - 1:03d}]" if i else "" for i in range(200)]
+    chain = "\n".join(f'  a{i:03d}: {{shell: "true"{after[i]}}}' for i in range(200))
+    roots = "\n".join(f'  z{i}: {{shell: "true"}}' for i in range(5))
+    apply_text(engine, f"job: tall\ntasks:\n{chain}\n{roots}\n")
+    run_id = engine.create_run(engine.current_version("tall"))
+    assert run_to_end(engine, run_id, timeout=120) == "succeeded"
+    html = client.get(f"/runs/{run_id}").text
+    gantt = html.split('class="gantt"')[1].split("</svg>")[0]
+    rows = re.findall(r'<g class="row[^"]*" data-task="(\w+)">(.*?)</g>', gantt, re.S)
+    assert len(rows) == 200
+    bare = [name for name, row in rows if "<rect" not in row]
+    assert bare == [], bare
+    assert {"z0", "z4"} <= {name for name, _ in rows}

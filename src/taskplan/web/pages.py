@@ -127,7 +127,8 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
                     counts[s] = counts.get(s, 0) + c
             elif n.kind != TaskRunKind.BARRIER:
                 counts[n.state] = counts.get(n.state, 0) + 1
-        gantt_ids = [n.id for n in graph.nodes if n.kind == TaskRunKind.TASK][: svg.MAX_GANTT_ROWS]
+        # The attempts of the rows the Gantt draws (by start, not by id).
+        gantt_ids = [n.id for n in svg.gantt_rows(graph) if n.kind == TaskRunKind.TASK]
         bars = console.attempt_bars(tx, gantt_ids)
         table = console.task_runs_page(tx, run_id, state=state,
                                        after_id=after if state else max(after, first - 1),

@@ -173,14 +173,20 @@ def _ticks(t0: float, t1: float) -> list[float]:
     return [round(first + i * step, 3) for i in range(int((t1 - first) / step) + 1)]
 
 
+def gantt_rows(graph: RunGraph) -> list[GraphNode]:
+    """The Gantt's rows: top-level task runs by start, the first MAX_GANTT_ROWS (the bars to
+    read are theirs)."""
+    rows = [n for n in graph.nodes if n.kind != TaskRunKind.BARRIER]
+    rows.sort(key=lambda n: (_start(n) is None, _start(n) or 0.0, n.id))
+    return rows[:MAX_GANTT_ROWS]
+
+
 def gantt_svg(graph: RunGraph, bars: list[AttemptBar], *, run_start: float | None,
               critical: set[int] | None = None, predicted: Any = None) -> Markup:
     """One row per top-level task run: its attempts as bars (retries visible), a foreach group
     as one bar from its first item's start to its last item's end, predicted bars dashed."""
     now = time.time()
-    rows = [n for n in graph.nodes if n.kind != TaskRunKind.BARRIER]
-    rows.sort(key=lambda n: (_start(n) is None, _start(n) or 0.0, n.id))
-    rows = rows[:MAX_GANTT_ROWS]
+    rows = gantt_rows(graph)
     by_task: dict[int, list[AttemptBar]] = {}
     for b in bars:
         by_task.setdefault(b.task_run_id, []).append(b)
