@@ -125,3 +125,18 @@ tasks:
     # b ends skipped at creation, so c is ready at once, beside a.
     assert got.tasks == {"a": (0.0, 10.0), "c": (0.0, 4.0)} and got.finish_at == 10.0
     assert model.unknown == []
+
+
+def test_a_foreach_over_no_values_is_not_named_never_seen() -> None:
+    from taskplan.spec import load_job_text
+
+    spec = load_job_text("""
+job: demo
+tasks:
+  none: {foreach: {values: []}, shell: "echo {{ item }}"}
+  after: {shell: "true", depends_on: none}
+""", "x.yaml", ".")
+    model = DurationModel(History(tasks={"after": [4.0]}, runs=1))
+    got = forecast_plan(spec, model, 0.0, 2)
+    assert got is not None and got.finish_at == 4.0
+    assert model.unknown == [] and "never seen" not in model.basis(2)  # it said 60s each: none

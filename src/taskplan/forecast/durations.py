@@ -71,6 +71,8 @@ class DurationModel:
         else:
             found = self.history.tasks.get(spec.name, [])
         got = estimate(found)
+        if spec.foreach is not None and spec.foreach.values is not None and not spec.foreach.values:
+            return got  # no item ever to run: nothing to know (the basis names none)
         if got.samples == 0 and spec.name not in self.unknown:
             self.unknown.append(spec.name)
         return got
