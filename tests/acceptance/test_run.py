@@ -471,3 +471,17 @@ def test_a_param_given_twice_is_refused(tp: Taskplan) -> None:
         2, "", "taskplan: --param day is given twice (day=2026-02-03 and day=2026-02-04);"
         " give it once\n"), res
     assert not tp.db_path.exists()
+
+
+def test_an_argument_that_is_not_utf8_is_refused_in_one_line(tp: Taskplan) -> None:
+    # Bytes that are not UTF-8 (a Latin-1 terminal) reached the store as lone surrogates:
+    # `run caf\xe9` and `logs 1 caf\xe9` died with a UnicodeEncodeError.
+    tp.write("p.yaml", "job: p\nparams: {day: x}\ntasks:\n  a: {shell: \"true\"}\n")
+    bad = os.fsdecode(b"caf\xe9")
+    for args in (("run", bad), ("run", "p.yaml", "--param", f"day={bad}"), ("logs", "1", bad)):
+        res = tp(*args)
+        shown = repr(args[-1])
+        assert (res.code, res.out, res.err) == (
+            2, "", f"taskplan: argument {shown} is not UTF-8 text (names, paths and values"
+            " must be)\n"), (args, res)
+    assert not tp.db_path.exists()

@@ -191,6 +191,13 @@ def _outlive_readers() -> None:
 
 def _main() -> None:
     """Click's own usage errors print a usage block; the contract is a one-line reason, exit 2."""
+    for arg in sys.argv[1:]:
+        # Bytes that are not UTF-8 reach Python as lone surrogates, which no store, log or
+        # JSON output can hold: `run caf\xe9` died with a UnicodeEncodeError.
+        if any("\udc80" <= ch <= "\udcff" for ch in arg):
+            click.echo(f"taskplan: argument {arg!r} is not UTF-8 text (names, paths and"
+                       " values must be)", err=True)
+            _bad_input()
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
