@@ -3,8 +3,12 @@ sub-job run goes with the run that started it, never while that run is still act
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
+import psycopg
+import pytest
 from engine_helpers import apply_job, run_agent, start_run
 
 from taskplan.agent import Agent
@@ -112,3 +116,42 @@ def test_batches_count_sub_job_runs_and_keep_trees_whole(engine: Engine, store: 
         assert reports.purgeable(tx, later) == everything
     assert reports.purge(store, later, batch=3, pause=0) == 6
     assert run_ids(store) == [] and leftovers(store) == {}
+
+
+def test_a_run_retried_while_purge_deletes_it_is_kept(engine: Engine, store: Store) -> None:
+    """`retry` holds the run's row and turns it running while purge re-checks its batch: the
+    re-check waits for it and lets the run go (it used to delete the run just retried)."""
+    if store.backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite has one writer at a time")
+    apply_job(engine, CHILD)
+    run_id = start_run(engine, CHILD)
+    run_agent(engine, run_id)
+    with psycopg.connect(store.url, autocommit=False) as retry:
+        # What `retry` does first: lock the finished run and start it again.
+        retry.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (run_id,))
+        retry.execute("UPDATE runs SET state = 'running', finished_at = NULL WHERE id = %s",
+                      (run_id,))
+        out: dict[str, Any] = {}
+
+        def purge() -> None:
+            try:
+                out["purged"] = reports.purge(store, time.time() + 3600, pause=0)
+            except BaseException as exc:  # surfaced below
+                out["error"] = exc
+
+        thread = threading.Thread(target=purge, daemon=True)
+        thread.start()
+        waiting: list[Any] = []
+        deadline = time.monotonic() + 30
+        while not waiting and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.05)
+            waiting = retry.execute(
+                "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()").fetchall()
+        assert waiting, f"purge never waited for the retry ({out})"
+        retry.commit()
+        thread.join(30)
+    assert out == {"purged": 0}, out
+    assert run_ids(store) == [run_id] and leftovers(store) == {}
+    with store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM task_runs WHERE run_id = :r", {"r": run_id}) > 0

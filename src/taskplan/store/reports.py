@@ -334,10 +334,12 @@ def purge(store: Store, before: float, batch: int = 500, pause: float | None = N
         last = found[-1]
         marks = ", ".join(str(i) for i in found)
         with store.tx() as tx:
-            # Still finished (`retry` may have restarted one since the snapshot).
+            # Still finished (`retry` may have restarted one since the snapshot), and locked
+            # where rows lock: a retry under way is waited for, then its run is left alone.
             ids: list[int] = []
-            for top, tree in _trees(tx, tx.all(_PURGE_TOPS.format(which=f"id IN ({marks})"),
-                                               {"b": before})):
+            tops = tx.all(_PURGE_TOPS.format(which=f"id IN ({marks})") + tx.dialect.for_update,
+                          {"b": before})
+            for top, tree in _trees(tx, tops):
                 ids += tree
                 if len(ids) >= batch:  # runs with many sub-job runs: the rest next time
                     last = top
