@@ -242,19 +242,34 @@ def _timestamp(m: re.Match[str], text: str) -> str:
         return text
 
 
+_CORE = "tag:yaml.org,2002:"
+_SCALAR_TAGS = frozenset(_CORE + k for k in ("str", "int", "float", "bool", "null", "timestamp"))
+_NODE_TAGS = frozenset((None, "!", _CORE + "map", _CORE + "seq"))
+
+
+def _unknown_tag(tag: str, pos: tuple[int, int]) -> LimitExceeded:
+    """A tag taskplan would have ignored (`!Ref x` read as the text "x", `!!binary` as its
+    base64, `!!set` as a mapping): said, rather than the file meaning something else."""
+    shown = "!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag
+    return LimitExceeded(*pos, f"YAML tag {shown} means nothing in a job file (only !!str,"
+                         " !!int, !!float, !!bool, !!null and !!timestamp are read): remove it")
+
+
 def _scalar(event: Any) -> Any:
     tag = event.tag
     if tag in (None, "!") and event.implicit[0]:
         return resolve_plain(event.value)
     if tag in (None, "!", _STR_TAG):
         return event.value
-    if tag.startswith("tag:yaml.org,2002:") and tag != "tag:yaml.org,2002:binary":
-        resolved = resolve_plain(event.value)
-        kind = tag.rsplit(":", 1)[1]
-        wanted = {"int": int, "float": float, "bool": bool, "null": type(None)}.get(kind)
-        if wanted is not None and isinstance(resolved, wanted):
-            return resolved
-    return event.value  # any other tag: the text as written
+    if tag not in _SCALAR_TAGS:
+        mark = event.start_mark
+        raise _unknown_tag(tag, (mark.line + 1, mark.column + 1))
+    resolved = resolve_plain(event.value)
+    kind = tag.rsplit(":", 1)[1]
+    wanted = {"int": int, "float": float, "bool": bool, "null": type(None)}.get(kind)
+    if wanted is not None and isinstance(resolved, wanted):
+        return resolved
+    return event.value  # `!!timestamp`, or a value not of its tag's kind: the text as written
 
 
 class _Frame:
@@ -371,6 +386,8 @@ class _Builder:
         return self._start(event, pos, is_map=False)
 
     def _start(self, event: Any, pos: Pos, *, is_map: bool) -> Any:
+        if event.tag not in _NODE_TAGS:
+            raise _unknown_tag(event.tag, pos)
         if len(self.stack) >= MAX_DEPTH:
             raise LimitExceeded(*pos, f"nested more than {MAX_DEPTH} levels deep")
         self._count_node(pos)

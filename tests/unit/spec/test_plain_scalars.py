@@ -42,3 +42,23 @@ def test_words_and_numbers_in_a_document() -> None:
     assert loaded.problems == []
     assert loaded.data == {"a": None, "b": True, "c": "no", "d": "t0001", "e": "9:30",
                            "f": -1500.0, "g": None}
+
+
+def test_core_tags_are_read_and_any_other_tag_is_refused_where_written() -> None:
+    loaded = load_yaml("a: !!str 5\nb: !!int '7'\nc: !!float 1.5\nd: !!bool 'true'\n"
+                       "e: !!timestamp 2026-01-01\nf: !!map {x: 1}\ng: !!seq [1]\n",
+                       "f.yaml")
+    assert loaded.problems == []
+    assert loaded.data == {"a": "5", "b": 7, "c": 1.5, "d": True, "e": "2026-01-01",
+                           "f": {"x": 1}, "g": [1]}
+    # `!Ref x` was read as the text "x", `!!binary` as its base64, `!!set` as a mapping.
+    words = ("means nothing in a job file (only !!str, !!int, !!float, !!bool, !!null and"
+             " !!timestamp are read): remove it")
+    for text, where, tag in (("a: !Ref x\n", (1, 4), "!Ref"),
+                             ("a: !!binary aGVsbG8=\n", (1, 4), "!!binary"),
+                             ("a:\n  b: !!set {x, y}\n", (2, 6), "!!set"),
+                             ("a: !!python/object:os.system {b: 1}\n", (1, 4),
+                              "!!python/object:os.system")):
+        loaded = load_yaml(text, "f.yaml")
+        assert [(p.line, p.col, p.message) for p in loaded.problems] == [
+            (*where, f"YAML tag {tag} {words}")], text
