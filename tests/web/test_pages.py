@@ -247,3 +247,28 @@ def test_gantt_rows_past_the_first_200_ids_have_their_bars(client: Any, engine: 
     bare = [name for name, row in rows if "<rect" not in row]
     assert bare == [], bare
     assert {"z0", "z4"} <= {name for name, _ in rows}
+
+
+def test_a_retrying_task_shows_its_error_and_its_retry_time(client: Any, engine: Engine) -> None:
+    """The task table showed a retrying task's last error and hid why it waits (its retry's
+    due time): the reason was shown only for a task without an error."""
+    from taskplan.agent import Agent
+    from taskplan.store import reports
+
+    apply_text(engine, """
+        job: again
+        tasks:
+          r: {shell: "exit 1", retries: 2, retry_delay: 1h}
+        """)
+    run_id = engine.create_run(engine.current_version("again"))
+
+    def retrying(_: Agent) -> bool:
+        with engine.store.read() as tx:
+            return [t.state for t in reports.task_runs(tx, run_id)] == ["retrying"]
+
+    Agent(engine, slots=1, root_run_id=run_id, lease=30.0).run(until=retrying)
+    row = re.search(r'<tr data-task="r" data-state="retrying">.*?</tr>',
+                    client.get(f"/runs/{run_id}").text, re.S)
+    assert row and '<span class="error-text">exit code 1</span>' in row[0]
+    assert '<span class="why">retry at ' in row[0]
+    engine.cancel_run(run_id)
