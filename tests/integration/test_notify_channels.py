@@ -3,11 +3,14 @@ and a login, a command reading the event on stdin, a webhook; Apprise without it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from pathlib import Path
@@ -154,6 +157,50 @@ def test_command_failures_and_timeouts_are_reported(tmp_path: Path) -> None:
     assert not slow.ok and slow.error == "timed out after 0.2s"
     missing = channels.send(Channel("command", (str(tmp_path / "nothing"),)), {"event": "x"})
     assert not missing.ok and "cannot start" in (missing.error or "")
+
+
+def _trickling_server(status: int) -> tuple[str, socket.socket]:
+    """A receiver that answers `status` at once, then its body one byte every 0.1 s."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def answer(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.recv(65536)
+            conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 3000\r\n\r\n".encode())
+            for _ in range(3000):
+                time.sleep(0.1)
+                conn.sendall(b"x")
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}/hook", server
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_a_trickling_webhook_answer_does_not_outlast_the_timeout(status: int) -> None:
+    """httpx's timeout bounds each read: a receiver trickling its answer's body held a try
+    (and `notify test`) for as long as it trickled, 300 s here with a 1 s timeout."""
+    url, server = _trickling_server(status)
+    out: list[channels.Sent] = []
+    try:
+        worker = threading.Thread(target=lambda: out.append(channels.send(
+            Channel("webhook", (url,), timeout=1.0), {"event": "test"})), daemon=True)
+        worker.start()
+        worker.join(30)
+    finally:
+        server.close()
+    assert out, "the try did not end"
+    [sent] = out
+    assert (sent.ok, sent.status) == (status == 200, status)
+    if status != 200:
+        assert (sent.error or "").startswith("HTTP 503: x"), sent.error
 
 
 def test_a_command_that_leaves_a_process_running_succeeds_when_it_exits(

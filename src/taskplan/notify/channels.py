@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from typing import Any
 
 from taskplan import __version__
@@ -160,16 +161,25 @@ def webhook(channel: Channel, payload: dict[str, Any]) -> Sent:
     if secret:
         headers["X-Taskplan-Signature"] = sign(secret, body)
     url = expand(channel.target[0]) or ""
+    limit = channel.timeout or DEFAULT_TIMEOUT
+    # httpx's timeout bounds each read, not the whole answer: a receiver that trickles its
+    # body held a try (and `notify test`) for as long as it went on. The status is all a try
+    # needs; of a failure's body, the first bytes that come within the timeout.
+    deadline = time.monotonic() + limit
     try:
-        response = httpx.post(url, content=body, headers=headers,
-                              timeout=channel.timeout or DEFAULT_TIMEOUT)
+        with httpx.stream("POST", url, content=body, headers=headers, timeout=limit) as response:
+            status = response.status_code
+            if 200 <= status < 300:
+                return Sent(True, status=status)
+            head = b""
+            for chunk in response.iter_bytes():
+                head += chunk
+                if len(head) >= 4096 or time.monotonic() >= deadline:
+                    break
     except httpx.HTTPError as exc:
         return Sent(False, error=f"{type(exc).__name__}: {exc}")
-    if 200 <= response.status_code < 300:
-        return Sent(True, status=response.status_code)
-    text = " ".join(response.text.split())[:200]
-    return Sent(False, status=response.status_code,
-                error=f"HTTP {response.status_code}" + (f": {text}" if text else ""))
+    text = " ".join(head.decode("utf-8", "replace").split())[:200]
+    return Sent(False, status=status, error=f"HTTP {status}" + (f": {text}" if text else ""))
 
 
 def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
