@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from taskplan.model import JobSpec, ScheduleSpec, Shift
-from taskplan.timing.business import ClosedDays
+from taskplan.timing.business import MAX_CLOSED_RUN, ClosedDays
 from taskplan.timing.schedule import Schedule, compile_schedule
 
 Calendars = Mapping[str, ClosedDays] | None
@@ -115,10 +115,28 @@ def calendar_skips(
                     out.append((at, spec, reason))
                 continue
             if own is not None and spec.shift is not Shift.SKIP:
-                reason = f"moved to the {spec.shift.value} business day: {reason}"
+                if _shift_target(own, day, spec.shift) is None:  # dropped, not moved
+                    reason = (f"no {spec.shift.value} business day within {MAX_CLOSED_RUN}"
+                              f" days: {reason}")
+                else:
+                    reason = f"moved to the {spec.shift.value} business day: {reason}"
             out.append((at, spec, reason))
     out.sort(key=lambda e: (e[0].astimezone(UTC), e[1].index))
     return out
+
+
+def _shift_target(closed: ClosedDays, day: date, shift: Shift) -> date | None:
+    """The business day a firing on closed `day` moves to, or None when none comes within
+    MAX_CLOSED_RUN days (`ShiftedWalls` then drops it)."""
+    step = timedelta(days=1 if shift is Shift.NEXT else -1)
+    for _ in range(MAX_CLOSED_RUN):
+        try:
+            day += step
+        except OverflowError:
+            return None
+        if closed.is_open(day):
+            return day
+    return None
 
 
 Timeline = list[tuple[datetime, ScheduleSpec, str | None]]

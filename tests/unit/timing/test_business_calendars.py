@@ -180,3 +180,34 @@ def test_shifted_firings_land_on_the_nearest_open_day(
             target += step
         if window[0] < target < window[-1]:
             assert target in got, (day, target)
+
+
+@pytest.mark.parametrize("shift", [Shift.NEXT, Shift.PREVIOUS])
+def test_a_firing_no_shift_can_place_is_said_dropped_not_moved(shift: Shift) -> None:
+    """A shift looks across at most 31 closed days. `next` said such a firing was 'moved to
+    the next business day' though it never fires anywhere."""
+    from taskplan.model import JobSpec
+    from taskplan.timing import calendar_skips, next_with_skips
+
+    closed = [date(2027, 1, 1) + timedelta(days=i) for i in range(45)]  # 1 Jan .. 14 Feb
+    calendars = {"long": ClosedDays(BusinessCalendar("long", dates=tuple(closed),
+                                                     weekends=()))}
+    days = [1] if shift is Shift.NEXT else [14, 31]
+    spec = schedule("UTC", monthdays=tuple(days), business_calendar="long", shift=shift)
+    job = JobSpec(name="j", tasks=(), schedules=(spec,))
+    after, until = datetime(2026, 12, 20, tzinfo=UTC), datetime(2027, 2, 28, tzinfo=UTC)
+    said = {at.date(): why for at, _, why in calendar_skips(job, after, until,
+                                                            calendars=calendars)}
+    word = shift.value
+    if shift is Shift.NEXT:  # 1 Jan: no open day until 15 Feb; 1 Feb: moved to 15 Feb
+        assert said[date(2027, 1, 1)].startswith(f"no {word} business day within 31 days:")
+        assert said[date(2027, 2, 1)].startswith(f"moved to the {word} business day:")
+    else:  # 14 Feb: no open day since 31 Dec; 14 Jan, 31 Jan: moved to 31 Dec
+        assert said[date(2027, 2, 14)].startswith(f"no {word} business day within 31 days:")
+        assert said[date(2027, 1, 14)].startswith(f"moved to the {word} business day:")
+        assert said[date(2027, 1, 31)].startswith(f"moved to the {word} business day:")
+    fired = [at.date() for at, _, why in next_with_skips(job, after, 3, calendars=calendars)
+             if why is None]
+    assert fired == ([date(2027, 2, 15), date(2027, 3, 1), date(2027, 4, 1)]
+                     if shift is Shift.NEXT else
+                     [date(2026, 12, 31), date(2027, 3, 14), date(2027, 3, 31)])
