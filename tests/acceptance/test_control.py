@@ -206,3 +206,31 @@ def test_a_child_run_retried_on_its_own_runs_in_this_process(tp: Taskplan) -> No
     assert states(tp.status(child["run_id"])) == {"a": "succeeded", "b": "succeeded"}
     assert (tp.home / "a.count").read_text() == "a\n"  # in place: a kept its success
     assert tp.status(1)["state"] == "failed"  # the parent stays as it ended
+
+
+def test_a_refused_retry_of_a_running_run_leaves_it_to_its_process(tp: Taskplan) -> None:
+    # `retry` of a run still going was refused, but only after pinning the run to the retry's
+    # own (then gone) agent: the run lost its pin, and idle agents took its next tasks.
+    import sqlite3
+
+    tp.write("gate.yaml", """
+        job: gate
+        tasks:
+          a: {shell: "touch started; while [ ! -f go ]; do sleep 0.05; done"}
+          b: {shell: "true", depends_on: [a]}
+    """)
+    runner = tp.popen("run", "gate.yaml")
+    tp.wait_file("started", proc=runner)
+
+    def pin() -> object:
+        with sqlite3.connect(tp.db_path) as conn:
+            return conn.execute("SELECT pin_agent_id FROM runs WHERE id = 1").fetchone()[0]
+
+    before = pin()
+    assert before is not None
+    res = tp("retry", "1")
+    assert (res.code, res.err) == (2, "taskplan: run 1 is running; retry takes a finished"
+                                      " run\n"), res
+    assert pin() == before
+    (tp.home / "go").write_text("")
+    assert finish(runner).code == 0

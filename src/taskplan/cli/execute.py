@@ -204,6 +204,12 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, latest: bo
     stale = engine.stale_pin(run_id)
     agent = None
     if not detach:
+        # Refused before the run is pinned to this process: a retry of a run still going
+        # (`run 3 is running`) moved its pin off the process executing it, and idle agents
+        # then took its tasks.
+        state = engine.run_state(run_id)
+        if state not in TERMINAL_RUN_STATES:
+            raise ConflictError(f"run {run_id} is {state}; retry takes a finished run")
         agent = foreground_agent(engine, engine.run_meta(run_id).version_id, workers,
                                  ctx.settings.lease_seconds, mine, distributed)
         # Pinned before its task runs are reset, so no other agent claims one meanwhile.
