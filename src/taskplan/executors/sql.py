@@ -12,7 +12,13 @@
 - The attempt log gets each statement's rowcount, up to 100 result rows and the server's
   messages (PostgreSQL notices, MariaDB/MySQL warnings).
 - Timeout and cancel cancel the statement on the server (psycopg `cancel_safe`, MySQL
-  `KILL QUERY` from a second connection, SQLite `interrupt`), repeated until it stops.
+  `KILL QUERY` from a second connection, SQLite `interrupt`), repeated until it stops. A
+  server that does not answer (hung, or cut off by a network that drops packets instead of
+  closing connections) stops neither the statement nor the cancel: SEVER_AFTER seconds after
+  the cancel the connection's socket is shut down, so the attempt ends all the same. The
+  timeout counts from the attempt's start and bounds connecting too (the driver's
+  `connect_timeout`), and a pooled connection is checked (pinged) under the same watch, so no
+  phase of an attempt can outlast its timeout by more than SEVER_AFTER.
 - Passwords never reach the log or the error: every message goes through `mask_url`.
 """
 
@@ -22,8 +28,10 @@ import heapq
 import itertools
 import json
 import logging
+import math
 import os
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, time
@@ -31,7 +39,7 @@ from decimal import Decimal
 from time import monotonic as time_monotonic
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
@@ -43,6 +51,7 @@ from taskplan.executors.base import (
     LogSink,
     SqlSetupError,
     format_seconds,
+    timed_out_result,
 )
 from taskplan.executors.sqltext import protect_literals, split_statements
 from taskplan.redact import mask_url, remember_secret
@@ -50,6 +59,7 @@ from taskplan.spec.templating import render
 
 MAX_ROWS = 100
 RECANCEL_EVERY = 0.5  # seconds between repeated cancels while a statement keeps running
+SEVER_AFTER = 3.0  # seconds a cancelled statement has to stop before its connection is cut
 logger = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{(?:file:(?P<file>[^}]+)|(?P<var>[A-Za-z_][A-Za-z0-9_]*))\}")
 _PASSWORD_SPAN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:(?P<pw>[^@\s]*)@")
@@ -116,13 +126,52 @@ def engine_for(url: str) -> Engine:
             pooling: dict[str, Any] = (
                 {"poolclass": NullPool} if _in_memory(url) else {"max_overflow": -1})
             try:
+                # No pool_pre_ping: the executor pings a reused connection itself, under the
+                # attempt's timeout (a ping to a hung server would otherwise wait forever).
                 engine = create_engine(driver_url(url), isolation_level="AUTOCOMMIT",
-                                       pool_pre_ping=True, **pooling)
+                                       **pooling)
             except Exception as exc:
                 raise SqlSetupError(f"bad connection URL {mask_url(url)}: "
                                     f"{mask_url(_first_line(exc))}") from exc
+            event.listen(engine, "do_connect", _bound_connect)
+            event.listen(engine, "connect", _mark_fresh)
             _engines[url] = engine
     return engine
+
+
+_connecting = threading.local()  # .deadline: the monotonic time a connect must end by, or None
+
+
+def _bound_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+    """Connecting ends by the attempt's deadline: the driver's connect_timeout (libpq counts
+    whole seconds, at least 2), never longer than one the URL sets. PyMySQL's bounds only the
+    TCP connect, not the server's greeting: a read timeout bounds that, for the connect only."""
+    deadline = getattr(_connecting, "deadline", None)
+    if deadline is None or dialect.name not in ("postgresql", "mysql"):
+        return
+    left = max(deadline - time_monotonic(), 0.001)
+    if dialect.name == "postgresql":
+        left = max(2, math.ceil(left))
+    if left < _seconds(cparams.get("connect_timeout")):
+        cparams["connect_timeout"] = left
+    if dialect.name == "mysql" and left < _seconds(cparams.get("read_timeout")):
+        _connecting.read_timeout = (cparams.get("read_timeout"),)  # what to give back after
+        cparams["read_timeout"] = left
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.inf
+    except (TypeError, ValueError):
+        return math.inf
+
+
+def _mark_fresh(dbapi_connection: Any, record: Any) -> None:
+    record.info["taskplan_fresh"] = True
+    given = getattr(_connecting, "read_timeout", None)
+    if given is not None:  # (PyMySQL: see _bound_connect)
+        _connecting.read_timeout = None
+        dbapi_connection._read_timeout = None if given[0] is None else float(given[0])
 
 
 def _in_memory(url: str) -> bool:
@@ -219,20 +268,28 @@ class _Interrupter:
         self.engine = engine
         driver: Any = conn.connection.driver_connection
         self.driver: Any = driver
+        self.dbapi: Any = conn.connection.dbapi_connection
         self.family = engine.dialect.name
         self.thread_id: int | None = None
         if self.family == "mysql":
             self.thread_id = int(driver.thread_id())
         self.reason: str | None = None
+        self.severed = False  # the connection was cut: the server did not answer in time
         self.done = threading.Event()
         self._lock = threading.Lock()
         self._canceller: threading.Thread | None = None
+        self._unsever: Callable[[], None] = _nothing
 
     def fire(self, reason: str) -> None:
         with self._lock:
             if self.reason is not None or self.done.is_set():
                 return
             self.reason = reason
+            if self.family != "sqlite":  # (an interrupt stops SQLite: no server to wait for)
+                try:
+                    self._unsever = _DEADLINES.call_after(SEVER_AFTER, self._sever)
+                except RuntimeError as exc:
+                    logger.warning("cannot watch a cancelled SQL statement (%s)", exc)
             canceller = threading.Thread(target=self._cancel_until_done, daemon=True,
                                          name="taskplan-sql-cancel")
             try:
@@ -246,12 +303,34 @@ class _Interrupter:
 
     def finish(self) -> None:
         """The statements are over: stop cancelling (a later cancel or timeout changes
-        nothing), and wait until no cancel can reach the connection any more."""
+        nothing), and wait until no cancel can reach the connection any more. A cut connection
+        is not waited for: it is never used again, and its cancel may be waiting for a server
+        that does not answer."""
         with self._lock:
             self.done.set()
             canceller = self._canceller
-        if canceller is not None:
+            severed = self.severed
+        self._unsever()
+        if canceller is not None and not severed:
             canceller.join()
+
+    def _sever(self) -> None:
+        """The statement outlived its cancel by SEVER_AFTER: shut the connection's socket
+        down, so the driver's wait for the server's answer ends with an error."""
+        with self._lock:
+            if self.done.is_set():
+                return
+            self.severed = True
+            try:
+                if self.family == "postgresql":
+                    fd = self.driver.pgconn.socket
+                    with socket.socket(fileno=os.dup(fd)) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+                elif self.family == "mysql" and self.driver._sock is not None:
+                    self.driver._sock.shutdown(socket.SHUT_RDWR)
+            except Exception as exc:
+                logger.warning("cannot close the connection of a cancelled SQL statement: %s",
+                               mask_url(_first_line(exc)))
 
     def _cancel_until_done(self) -> None:
         while not self.done.is_set():
@@ -261,10 +340,13 @@ class _Interrupter:
     def _cancel_now(self) -> None:
         try:
             if self.family == "postgresql":
-                cancel = getattr(self.driver, "cancel_safe", None) or self.driver.cancel
-                cancel()
+                cancel_safe = getattr(self.driver, "cancel_safe", None)
+                if cancel_safe is not None:
+                    cancel_safe(timeout=SEVER_AFTER)
+                else:
+                    self.driver.cancel()
             elif self.family == "mysql":
-                with self.engine.connect() as other:
+                with _pinged(self.engine) as other:
                     other.exec_driver_sql(f"KILL QUERY {int(self.thread_id or 0)}")
             elif self.family == "sqlite":
                 self.driver.interrupt()
@@ -273,13 +355,14 @@ class _Interrupter:
 
 
 class _Deadlines:
-    """The timeouts of the process's running SQL attempts, watched by one thread (started with
-    the first attempt that has a timeout, then asleep until the nearest deadline)."""
+    """The timeouts of the process's running SQL attempts (and the cuts of connections whose
+    statement outlived its cancel), watched by one thread (started with the first attempt that
+    has a timeout, then asleep until the nearest deadline)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int]] = []
-        self._waiting: dict[int, _Interrupter] = {}
+        self._waiting: dict[int, Callable[[], None]] = {}
         self._keys = itertools.count()
         self._thread: threading.Thread | None = None
 
@@ -288,10 +371,15 @@ class _Deadlines:
         the watch."""
         if timeout is None:
             return _nothing
+        return self.call_after(timeout, lambda: stop.fire("timeout"))
+
+    def call_after(self, seconds: float, action: Callable[[], None]) -> Callable[[], None]:
+        """Call `action` on the watchdog's thread once `seconds` have passed; returns what
+        calls it off."""
         key = next(self._keys)
-        deadline = time_monotonic() + timeout
+        deadline = time_monotonic() + seconds
         with self._cond:
-            self._waiting[key] = stop
+            self._waiting[key] = action
             if len(self._heap) > 64 + 2 * len(self._waiting):  # ended watches pile up
                 self._heap = [e for e in self._heap if e[1] in self._waiting]
                 heapq.heapify(self._heap)
@@ -316,20 +404,20 @@ class _Deadlines:
 
     def _run(self) -> None:
         while True:
-            due: list[_Interrupter] = []
+            due: list[Callable[[], None]] = []
             with self._cond:
                 now = time_monotonic()
                 while self._heap and (self._heap[0][1] not in self._waiting
                                       or self._heap[0][0] <= now):
-                    stop = self._waiting.pop(heapq.heappop(self._heap)[1], None)
-                    if stop is not None:
-                        due.append(stop)
+                    action = self._waiting.pop(heapq.heappop(self._heap)[1], None)
+                    if action is not None:
+                        due.append(action)
                 if not due:
                     self._cond.wait(self._heap[0][0] - now if self._heap else None)
                     continue
-            for stop in due:
+            for action in due:
                 try:
-                    stop.fire("timeout")
+                    action()
                 except Exception:  # the watchdog must outlive any one attempt
                     logger.exception("cannot time out a SQL statement")
 
@@ -379,28 +467,60 @@ class SqlExecutor:
                                else f"{type(exc).__name__}: {exc}")
             log.write(f"taskplan: {message}\n")
             return ExecResult(ok=False, error=message)
-        try:
-            conn = engine.connect()
-        except Exception as exc:
-            message = mask_url(f"cannot connect to {name!r} ({url}): {_first_line(exc)}")
-            log.write(f"taskplan: {message}\n")
-            return ExecResult(ok=False, error=message)
-        with conn:
-            return self._run(engine, conn, statements, clauses, binds, request.timeout, log,
-                             cancel)
+        timeout = request.timeout
+        deadline = None if timeout is None else time_monotonic() + timeout
+        ping = dialect != "sqlite"
+        while True:
+            _connecting.deadline = deadline
+            try:
+                conn = engine.connect()
+            except Exception as exc:
+                if deadline is not None and time_monotonic() >= deadline:
+                    assert timeout is not None
+                    log.write(f"taskplan: timed out after {format_seconds(timeout)} while"
+                              f" connecting to {name!r}\n")
+                    return timed_out_result(timeout)
+                message = mask_url(f"cannot connect to {name!r} ({url}): {_first_line(exc)}")
+                log.write(f"taskplan: {message}\n")
+                return ExecResult(ok=False, error=message)
+            finally:
+                _connecting.deadline = _connecting.read_timeout = None
+            with conn:
+                # A connection from the pool is pinged first (a fresh one is not): the server
+                # may have closed it meanwhile, and then a new one is taken, once.
+                ping = ping and not conn.connection.info.pop("taskplan_fresh", False)
+                left = None if deadline is None else deadline - time_monotonic()
+                done = self._run(engine, conn, statements, clauses, binds, timeout, left, ping,
+                                 log, cancel)
+            if done is not None:
+                return done
+            ping = False
 
     def _run(self, engine: Engine, conn: Connection, statements: list[str], clauses: list[Any],
-             binds: list[dict[str, Any]], timeout: float | None, log: LogSink,
-             cancel: Cancellation) -> ExecResult:
+             binds: list[dict[str, Any]], timeout: float | None, left: float | None,
+             ping: bool, log: LogSink, cancel: Cancellation) -> ExecResult | None:
+        """The statements, `timeout` (with `left` of it to go) watched; None when the pooled
+        connection failed its ping (the caller takes a new one)."""
         stop = _Interrupter(engine, conn)
         unhook_notices = _hook_notices(stop, log)
         unhook = cancel.on_cancel(lambda: stop.fire("cancel"))
         unwatch = _nothing
         result: dict[str, Any] = {}
         failed: str | None = None
+        stale = False
         try:
-            unwatch = _DEADLINES.watch(stop, timeout)
+            if left is not None and left <= 0:
+                stop.fire("timeout")
+            else:
+                unwatch = _DEADLINES.watch(stop, left)
+            if ping and stop.reason is None:
+                try:
+                    engine.dialect.do_ping(stop.dbapi)
+                except Exception:
+                    stale = stop.reason is None
             for n, (clause, values) in enumerate(zip(clauses, binds, strict=True), 1):
+                if stop.reason is not None or stale:
+                    break
                 if stop.reason is not None:
                     break
                 if len(statements) > 1:
@@ -422,17 +542,19 @@ class SqlExecutor:
             stop.finish()
             unhook()
             unhook_notices()
-            if stop.reason is not None or failed is not None:
+            if stop.reason is not None or failed is not None or stale:
                 conn.invalidate()  # never hand a half-cancelled session back to the pool
+        how = ("the server did not answer the cancel: connection closed" if stop.severed
+               else "statement cancelled on the server")
         if stop.reason == "cancel":
-            log.write("taskplan: cancelled; statement cancelled on the server\n")
+            log.write(f"taskplan: cancelled; {how}\n")
             return CANCELLED
         if stop.reason == "timeout":
             assert timeout is not None
-            log.write(f"taskplan: timed out after {format_seconds(timeout)}; statement"
-                      " cancelled on the server\n")
-            return ExecResult(ok=False, error=f"timed out after {format_seconds(timeout)}",
-                              timed_out=True)
+            log.write(f"taskplan: timed out after {format_seconds(timeout)}; {how}\n")
+            return timed_out_result(timeout)
+        if stale:
+            return None
         if failed is not None:
             return ExecResult(ok=False, error=failed)
         return ExecResult(ok=True, result=result)
@@ -457,6 +579,22 @@ class SqlExecutor:
             return out
         finally:
             res.close()
+
+
+def _pinged(engine: Engine) -> Connection:
+    """A connection, checked first if it comes from the pool (the server may have closed it
+    meanwhile: then a new one), as pool_pre_ping would."""
+    conn = engine.connect()
+    if engine.dialect.name == "sqlite" or conn.connection.info.pop("taskplan_fresh", False):
+        return conn
+    dbapi: Any = conn.connection.dbapi_connection
+    try:
+        engine.dialect.do_ping(dbapi)
+    except Exception:
+        conn.invalidate()
+        conn.close()
+        return engine.connect()
+    return conn
 
 
 def _hook_notices(stop: _Interrupter, log: LogSink) -> Callable[[], None]:
@@ -493,7 +631,7 @@ def stream_rows(url: str, sql: str, params: Mapping[str, Any], chunk: int = 5000
         raise SqlSetupError("a foreach query must be exactly one statement")
     clause = prepare(statements[0], dialect)
     values = bind_values(bind_names(clause), params, None)
-    with engine.connect() as conn:
+    with _pinged(engine) as conn:
         # Server-side cursors need a transaction on PostgreSQL: leave autocommit for this one.
         conn = conn.execution_options(isolation_level="READ COMMITTED" if dialect != "sqlite"
                                       else "SERIALIZABLE",
