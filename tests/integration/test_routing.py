@@ -174,3 +174,37 @@ def test_foreach_items_and_child_runs_keep_routing(engine: Engine, labelled: boo
         assert claimed(engine, plain) == []
     assert sorted(c.item for c in claimed(engine, worker)) == [1, 2, 3]
     assert engine.run_state(run_id) == "running"
+
+
+def test_status_reads_why_a_task_waits_with_the_task_runs_it_shows(
+        engine: Engine, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`status RUN --json` read the task runs, then the forecast, then the waiting reasons: a
+    task claimed meanwhile (here: while the forecast is worked out) showed as `ready` with no
+    `waiting`, and a reason could name a state the rows did not show."""
+    import json
+
+    from click.testing import CliRunner
+
+    from taskplan.cli.main import cli
+    from taskplan.engine import forecasts
+
+    run_id = engine.create_run(apply_job(engine, """
+        job: two
+        tasks:
+          a: {shell: "true"}
+          b: {shell: "true"}
+        """))
+    busy = agent(engine, "busy")
+    real = forecasts.forecast_for_run
+
+    def claim_meanwhile(*args: object, **kw: object) -> object:
+        claimed(engine, busy, free=1)  # another process claims one of them now
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(forecasts, "forecast_for_run", claim_meanwhile)
+    out = CliRunner().invoke(cli, ["status", str(run_id), "--json", "--db", store_url])
+    assert out.exit_code == 0, out.output
+    tasks = json.loads(out.output)["tasks"]
+    assert [t["state"] for t in tasks] == ["ready", "ready"]
+    assert [t.get("waiting") for t in tasks] == [
+        "waiting for a free slot (every capable agent is busy)"] * 2

@@ -56,12 +56,17 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
                                                      sorted(tasks.items())) or "none"))
         return
     run_id = parse_run_id(run)
+    from taskplan.engine import waiting  # why a task waits: for one run's view only
+
     with store.read() as tx:
         info = reports.run_info(tx, run_id)
         if info is None:
             raise NotFoundError(f"no run {run_id}")
         tasks_ = reports.task_runs(tx, run_id)
         tries = reports.attempts_of_run(tx, run_id) if show_attempts else None
+        # In the same read as the task runs: a row read as ready has its reason, and a
+        # reason never names a state the rows do not show.
+        why = waiting.explain_in(tx, run_id, time.time())
     forecast = None
     if info.state in ("running", "stopping"):
         from taskplan.engine.forecasts import forecast_for_run
@@ -73,9 +78,6 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
             raise
         except Exception:  # a forecast is a courtesy: status must print whatever happens
             log.exception("no forecast for run %s", run_id)
-    from taskplan.engine import waiting  # why a task waits: for one run's view only
-
-    why = waiting.explain(store, run_id)
     if as_json:
         print_json(shapes.run_status(info, tasks_, forecast, tries, why))
         return

@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 
 from taskplan.model import Halt, JobSpec, RunState, TaskState
-from taskplan.store.db import Store
+from taskplan.store.db import Store, Tx
 from taskplan.store.routing import RunWaitFacts, WaitingTaskRun, live_agents, wait_facts
 
 MAX_NAMES = 5  # upstream names listed before "and N more"
@@ -24,7 +24,13 @@ def explain(store: Store, run_id: int, now: float | None = None) -> dict[int, st
     run (stage barriers excluded). Empty for an unknown or finished run."""
     now = time.time() if now is None else now
     with store.read() as tx:
-        facts = wait_facts(tx, run_id, now)
+        return explain_in(tx, run_id, now)
+
+
+def explain_in(tx: Tx, run_id: int, now: float) -> dict[int, str]:
+    """`explain` inside a read the caller holds, so the reasons agree with the task runs it
+    read in the same transaction (a task run read as ready always has its reason)."""
+    facts = wait_facts(tx, run_id, now)
     if facts is None or facts.state not in (RunState.QUEUED, RunState.RUNNING, RunState.STOPPING):
         return {}
     return {t.id: reason(facts, t, now) for t in facts.tasks}
