@@ -104,7 +104,13 @@ def plan_upstreams(spec: JobSpec) -> dict[str, list[str]]:
             names.append(f"@stage{previous[t.stage]}")
         ups[t.name] = names
     for s in stages:
-        ups[f"@stage{s}"] = [t.name for t in spec.tasks if t.stage == s]
+        members = [t for t in spec.tasks if t.stage == s]
+        ups[f"@stage{s}"] = [t.name for t in members]
+        if previous[s] is not None and not any(t.enabled for t in members):
+            # Its tasks, all `enabled: false`, end skipped at creation and wait for nothing:
+            # the barrier passes the one below it on instead, or the next stage would start
+            # before the lower stages end.
+            ups[f"@stage{s}"].append(f"@stage{previous[s]}")
     return ups
 
 

@@ -136,3 +136,26 @@ tasks:
     after = datetime(2030, 1, 1, 12, tzinfo=UTC)
     got = [(at.day, s.key) for at, s in next_firings(spec, after, 2)]
     assert got == [(3, "a"), (4, "a")]  # the 2nd is excepted for `a` only; `b` is disabled
+
+
+def test_a_stage_of_disabled_tasks_still_holds_the_next_stage_back(engine: Engine,
+                                                                 store: Store) -> None:
+    """Every task of stage 3 disabled: stage 4 waited for nothing and ran at once, before
+    stages 1 and 2 had ended; it waits for them through the empty stage's barrier."""
+    run_id = start_run(engine, """
+        job: staged
+        tasks:
+          s1: {shell: "test -f nowhere-$TASKPLAN_RUN_ID", stage: 1}
+          s2: {shell: "true", stage: 2}
+          s3: {shell: "true", stage: 3, enabled: false}
+          s4: {shell: "true", stage: 4}
+          s5: {shell: "true", stage: 5, trigger: all_done}
+        """)
+    assert {n: t["state"] for n, t in tasks(store, run_id).items()} == {
+        "s1": "ready", "s2": "pending", "s3": "skipped", "s4": "pending", "s5": "pending"}
+    run_agent(engine, run_id)
+    # s1 failed: stage 2 did not run, and neither does stage 4 (all_success) behind the empty
+    # stage 3; stage 5 (all_done) runs once stage 4 is resolved.
+    assert {n: t["state"] for n, t in tasks(store, run_id).items()} == {
+        "s1": "failed", "s2": "upstream_failed", "s3": "skipped", "s4": "upstream_failed",
+        "s5": "succeeded"}
