@@ -234,3 +234,16 @@ def test_a_refused_retry_of_a_running_run_leaves_it_to_its_process(tp: Taskplan)
     assert pin() == before
     (tp.home / "go").write_text("")
     assert finish(runner).code == 0
+
+
+def test_retry_detach_refuses_the_foreground_flags_as_run_does(tp: Taskplan) -> None:
+    # `retry --detach --distributed` (or --labels) was taken and the flag ignored.
+    tp.write("f.yaml", 'job: f\ntasks:\n  a: {shell: "exit 1"}\n')
+    assert tp("run", "f.yaml").code == 1
+    for flag in (("--distributed",), ("--labels", "etl")):
+        for verb in (("run", "f.yaml"), ("retry", "1")):
+            res = tp(*verb, "--detach", *flag)
+            assert res.code == 2 and res.err.startswith(
+                "taskplan: --detach leaves the run to agents: --distributed and --labels apply"
+                " to a foreground"), (verb, flag, res)
+    assert tp.status(1)["state"] == "failed"

@@ -200,6 +200,9 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, latest: bo
     ctx = get_context(db)
     run_id = parse_run_id(run)
     mine = parse_labels(labels)
+    if detach and (distributed or labels is not None):  # as `run` refuses them
+        raise UsageError("--detach leaves the run to agents: --distributed and --labels"
+                         " apply to a foreground retry only")
     engine = ctx.engine
     stale = engine.stale_pin(run_id)
     agent = None
