@@ -143,9 +143,15 @@ def _each(r: Reporter, data: dict[str, Any], key: str, model: type[Any],
             # The timing layer's own rules, so a file that validates always compiles.
             if isinstance(piece, tuple) and (piece[0].every or 0) > checks.MAX_EVERY:
                 # (check_schedule's sums overflow on it: validate died with a traceback)
-                reasons = []
+                reasons: list[str] = []
                 r.at_value((*path, "every"), "expected a duration of at most 36500d (100"
                            f" years), got {raw['every']!r}")
+            elif isinstance(piece, tuple) and 0 < (piece[0].every or 1) < checks.MIN_EVERY:
+                # Firings closer than the scheduler's misfire grace (1 s) are a typo (10ms for
+                # 10m): they filled schedule_firings with a row every few milliseconds.
+                reasons = []
+                r.at_value((*path, "every"), "expected a duration of at least 1s, got"
+                           f" {raw['every']!r}")
             elif isinstance(piece, tuple):
                 reasons = check_schedule(build.schedule(i, *piece))
             elif isinstance(piece, ExceptionModel):

@@ -221,6 +221,7 @@ MAX_TASK_DURATION = 366 * 86400.0
 # `every:` may be long (firings past year 9999 are simply none), but not past the sums of the
 # timing checks: 1e308s overflowed them.
 MAX_EVERY = 36500 * 86400.0
+MIN_EVERY = 1.0  # the scheduler's misfire grace: closer firings would all be "late"
 
 
 def _task_durations(r: Reporter, defaults: Settings | None,

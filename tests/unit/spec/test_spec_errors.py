@@ -356,6 +356,20 @@ def test_durations_past_what_a_run_can_wait_are_refused_where_written() -> None:
     assert spec.task("a").timeout == 1e10
 
 
+def test_an_every_shorter_than_a_second_is_refused_where_written() -> None:
+    # `every: 10ms` (for 10m) was accepted: a running scheduler then recorded a firing every
+    # 10 ms (100 rows a second, skipped while the first run went on).
+    found = [str(p) for p in _problems(textwrap.dedent("""\
+        job: x
+        schedules: [{every: 10ms}, {every: 0.5}, {every: 1s}]
+        tasks:
+          a: {shell: "true"}
+        """))]
+    assert found == [
+        "job.yaml:2:21: schedules[0].every: expected a duration of at least 1s, got '10ms'",
+        "job.yaml:2:36: schedules[1].every: expected a duration of at least 1s, got 0.5"]
+
+
 def test_a_stored_definition_with_a_deadline_past_a_year_still_loads() -> None:
     # The 366d rule on deadline.within is for files: a version stored before it keeps loading.
     spec = job_from_definition({"job": "x", "deadline": {"within": "400d"},
