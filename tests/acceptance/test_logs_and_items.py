@@ -90,3 +90,22 @@ def test_follow_of_a_task_that_ends_without_the_attempt_says_so(tp: Taskplan) ->
     assert (res.code, res.out, res.err) == (
         2, "", "taskplan: once has no attempt 2: it ended (succeeded) after 1\n"), res
     assert finish(runner).code == 1
+
+
+def test_follow_of_an_item_waits_for_its_foreach_to_make_it(tp: Taskplan) -> None:
+    # `logs RUN fe --item 0 --follow` said "no item 0 yet" and exited, where --follow waits for
+    # an attempt that is still to come.
+    tp.write("later.yaml", """
+        job: later
+        tasks:
+          gate: {shell: "touch started; while [ ! -f go ]; do sleep 0.05; done"}
+          fe: {foreach: {values: [1, 2]}, shell: "echo item {{ item }}", depends_on: [gate]}
+    """)
+    runner = tp.popen("run", "later.yaml")
+    tp.wait_file("started", proc=runner)
+    follower = tp.popen("logs", "1", "fe", "--item", "1", "--follow")
+    _waiting(follower)
+    (tp.home / "go").write_text("")
+    res = finish(follower)
+    assert (res.code, res.out, res.err) == (0, "item 2\n", ""), res
+    assert finish(runner).code == 0

@@ -216,6 +216,15 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
         raise UsageError(f"{task} is not a foreach task: --item picks an item of a foreach")
     if foreach and not items and item_index is not None:
         parent = next(f for f in found if f.item_index is None)
+        while follow and not items and parent.state not in TERMINAL_TASK_STATES:
+            # --follow waits for the item as it waits for an attempt: the foreach makes its
+            # items when it runs.
+            time.sleep(0.2)
+            with store.read() as tx:
+                found = reports.find_task_runs(tx, run_id, task)
+            items = [f for f in found if f.item_index is not None]
+            parent = next(f for f in found if f.item_index is None)
+    if foreach and not items and item_index is not None:
         if parent.state in TERMINAL_TASK_STATES:
             raise NotFoundError(f"{task} has no item {item_index}: its foreach has no items")
         raise NotFoundError(f"{task} has no item {item_index} yet: its foreach has not made"
