@@ -208,3 +208,24 @@ def test_status_reads_why_a_task_waits_with_the_task_runs_it_shows(
     assert [t["state"] for t in tasks] == ["ready", "ready"]
     assert [t.get("waiting") for t in tasks] == [
         "waiting for a free slot (every capable agent is busy)"] * 2
+
+
+def test_status_counts_come_by_state_name_on_every_backend(engine: Engine,
+                                                           store_url: str) -> None:
+    """`status --json` (no run) listed PostgreSQL's states in its hash order (running, failed,
+    succeeded) and SQLite's by name; both list them by name, as the text form does."""
+    import json
+
+    from click.testing import CliRunner
+    from engine_helpers import run_agent, start_run
+
+    from taskplan.cli.main import cli
+
+    for job, command in (("ok", "true"), ("bad", "exit 1"), ("ok2", "true"), ("bad2", "exit 1")):
+        run_agent(engine, start_run(engine, f"job: {job}\ntasks: {{a: {{shell: '{command}'}}}}"))
+    start_run(engine, "job: waits\ntasks: {a: {shell: 'true'}, b: {shell: 'true'}}")
+    out = CliRunner().invoke(cli, ["status", "--json", "--db", store_url])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert list(got["runs"].items()) == [("failed", 2), ("running", 1), ("succeeded", 2)]
+    assert list(got["active_task_runs"]) == ["ready"]

@@ -200,7 +200,8 @@ def state_counts(tx: Tx, run_id: int | None = None) -> dict[str, int]:
             "SELECT state, COUNT(*) FROM task_runs WHERE run_id = :r AND kind <> 'barrier'"
             " AND NOT (kind = 'foreach' AND pending_children > 0 AND state = 'running')"
             " GROUP BY state", {"r": run_id})
-    return {str(s): int(c) for s, c in rows}
+    # By state name on every backend (PostgreSQL's GROUP BY comes back in hash order).
+    return {str(s): int(c) for s, c in sorted(rows)}
 
 
 def active_task_counts(tx: Tx) -> dict[str, int]:
@@ -208,7 +209,7 @@ def active_task_counts(tx: Tx) -> dict[str, int]:
         "SELECT t.state, COUNT(*) FROM task_runs t JOIN runs r ON r.id = t.run_id"
         " WHERE r.state IN ('queued', 'running', 'stopping') AND t.kind <> 'barrier'"
         " GROUP BY t.state")
-    return {str(s): int(c) for s, c in rows}
+    return {str(s): int(c) for s, c in sorted(rows)}
 
 
 @dataclass(frozen=True)
