@@ -77,3 +77,22 @@ def test_bounds_in_the_repeated_autumn_hour_cover_that_instant_only(tp: Taskplan
                     "--json").json()
         assert [f["at"] for f in got["firings"]] == [wanted], bound
         assert got["from"] == got["to"] == wanted
+
+
+def test_backfilled_runs_have_no_deadline_counted_from_their_past_firing(tp: Taskplan) -> None:
+    """A deadline counted from the firing fell in the past for every backfilled day: each run
+    was missed at once (an event, and an alert, per day). Counted from the start, it holds."""
+    for name, deadline, has in (("byfire", '{finish_by: "06:00"}', False),
+                                ("byrun", "{within: 1h, of: start}", True)):
+        tp.write(f"{name}.yaml", f"job: {name}\ndeadline: {deadline}\n"
+                 + JOB.split("\n", 2)[2])
+        tp.ok("apply", f"{name}.yaml")
+        tp.ok("backfill", name, "--from", "2026-01-01", "--to", "2026-01-02")
+        runs = [r for r in tp.ok("runs", "--json").json() if r["job"] == name]
+        assert len(runs) == 2
+        assert all(("deadline" in r) == has for r in runs), runs
+    tp.ok("agent", "--exit-when-idle", "1s", timeout=90)
+    runs = tp.ok("runs", "--json").json()
+    assert {r["state"] for r in runs} == {"succeeded"}
+    assert {r["job"]: r.get("deadline", {}).get("state") for r in runs} == {
+        "byfire": None, "byrun": "met"}

@@ -140,6 +140,10 @@ def _set_deadline(ctx: Context, tx: Tx, spec: JobSpec, run_id: int) -> None:
     from taskplan.store import deadlines
 
     assert spec.deadline is not None
-    fired, started = deadlines.run_times(tx, run_id)
+    fired, started, backfilled = deadlines.run_times(tx, run_id)
+    if backfilled and spec.deadline.of != "start":
+        # Counted from a firing in the past, it could only be missed, once per backfilled
+        # day (an alert each); a deadline counted from the start still says something.
+        return
     at = deadline_at(spec.deadline, spec.timezone or ctx.default_tz, fired, started)
     deadlines.set_deadline(tx, run_id, at, None if at is not None else PENDING)

@@ -12,13 +12,13 @@ def set_deadline(tx: Tx, run_id: int, at: float | None, state: str | None) -> No
            {"a": at, "s": state, "r": run_id})
 
 
-def run_times(tx: Tx, run_id: int) -> tuple[float, float | None]:
-    """(the firing: fire_at, else creation; the start) of a run."""
-    row = tx.one("SELECT COALESCE(fire_at, created_at), started_at FROM runs WHERE id = :r",
-                 {"r": run_id})
+def run_times(tx: Tx, run_id: int) -> tuple[float, float | None, bool]:
+    """(the firing: fire_at, else creation; the start; made by a backfill) of a run."""
+    row = tx.one("SELECT COALESCE(fire_at, created_at), started_at, trigger FROM runs"
+                 " WHERE id = :r", {"r": run_id})
     assert row is not None
-    fired, started = row
-    return float(fired), started
+    fired, started, trigger = row
+    return float(fired), started, trigger == "backfill"
 
 
 def pending(tx: Tx, run_ids: list[int]) -> list[tuple[int, int]]:
