@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
-from acceptance_helpers import Taskplan, finish, tasks_by_name
+from acceptance_helpers import Taskplan, clean_env, finish, tasks_by_name
 
 
 def _alive(pid: int) -> bool:
@@ -52,3 +53,42 @@ def test_killed_run_is_recovered_at_once_by_an_agent_on_the_same_machine(tp: Tas
     work = tasks_by_name(status)["work"]
     assert (work["state"], work["attempts"]) == ("succeeded", 2)
     assert "lost" in tp.ok("agents", "--all").out
+
+
+def test_after_a_hang_up_output_to_files_is_still_written(tp: Taskplan) -> None:
+    """A hang-up means the terminal is gone, not the files output was redirected to: a run's
+    end and a draining agent's log lines still reach them (only a terminal is let go)."""
+    tp.write("held.yaml", """
+        job: held
+        tasks:
+          hold: {shell: "touch held; while [ ! -f go ]; do sleep 0.05; done"}
+        """)
+    out_path, agent_log = tp.home / "run.out", tp.home / "agent.log"
+    with open(out_path, "w") as out:
+        runner = subprocess.Popen(tp.argv(("run", "held.yaml"), True), cwd=tp.home,
+                                  env=clean_env(tp.env), stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, text=True)
+    tp.started.append(runner)
+    tp.wait_file("held")
+    runner.send_signal(signal.SIGHUP)
+    assert runner.wait(60) == 1
+    assert "run 1 (held v1) cancelled in" in out_path.read_text()
+
+    (tp.home / "held").unlink()
+    run_id = tp.ok("run", "held", "--detach").out.strip()
+    with open(agent_log, "w") as log:
+        agent = subprocess.Popen(tp.argv(("agent",), True), cwd=tp.home, env=clean_env(tp.env),
+                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, text=True)
+    tp.started.append(agent)
+    tp.wait_file("held")
+    agent.send_signal(signal.SIGHUP)  # drains: the task goes on, and so does its log
+    deadline = time.monotonic() + 20  # a hang guard: the line comes within 0.1 s
+    while "SIGHUP: draining" not in agent_log.read_text():
+        assert time.monotonic() < deadline, agent_log.read_text()
+        time.sleep(0.02)
+    (tp.home / "go").write_text("")
+    assert agent.wait(60) == 0
+    assert tp.status(run_id)["state"] == "succeeded"
+    text = agent_log.read_text()
+    assert f"task end: run {run_id} task hold attempt 1 succeeded" in text, text
+    assert "stopped" in text.splitlines()[-1], text

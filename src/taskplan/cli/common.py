@@ -87,13 +87,15 @@ def stop_signals() -> tuple[signal.Signals, ...]:
 
 def after_hangup(signum: int) -> None:
     """On SIGHUP the terminal is gone: what the command still prints (progress, its summary,
-    log lines) goes to /dev/null, instead of failing to reach it (and the exit code with it)."""
+    log lines) to it goes to /dev/null, instead of failing to reach it (and the exit code with
+    it). Output redirected to a file or a pipe still goes there: only the terminal is gone."""
     if signum != signal.SIGHUP:
         return
     null = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(null, 1)
-        os.dup2(null, 2)
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(null, fd)
     finally:
         os.close(null)
 
