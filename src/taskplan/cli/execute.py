@@ -53,8 +53,10 @@ def load_if_file(job_or_file: str) -> JobSpec | None:
     """A path to a job file is loaded (and fully validated); anything else is a job name."""
     path = Path(job_or_file)
     if path.is_dir():
-        raise UsageError(f"{job_or_file}: a folder, not a job file (run takes one job file or"
-                         " the name of an applied job)")
+        # No job file, so a job's name: `run nightly` beside the folder nightly/ (the layout
+        # of examples/) was refused though the job was applied. A folder that names no job
+        # is said to be one (not_a_job).
+        return None
     # Anything else that exists (a named pipe, a device) is a file given by mistake: the
     # reader refuses it with its reason rather than it being taken for a job's name.
     # lexists: a link that loops (or leads nowhere) is there, and the reader says what it is.
@@ -77,7 +79,15 @@ def resolve_version(engine: Engine, job_or_file: str, spec: JobSpec | None = Non
     try:
         return engine.current_version(job_or_file)
     except NotFoundError as exc:
-        raise NotFoundError(f"{exc}{file_hint(job_or_file)}") from None
+        raise not_a_job(job_or_file, NotFoundError(f"{exc}{file_hint(job_or_file)}")) from None
+
+
+def not_a_job(name: str, exc: Exception) -> Exception:
+    """What to say when `name` is no applied job: that it is a folder, if it is one."""
+    if Path(name).is_dir():
+        return UsageError(f"{name}: a folder, not a job file (run takes one job file or the"
+                          " name of an applied job)")
+    return exc
 
 
 def file_hint(name: str) -> str:
@@ -123,8 +133,8 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
     try:
         engine = ctx.engine
     except UsageError as exc:
-        raise UsageError(f"no job named {job_or_file!r}: {exc}{file_hint(job_or_file)}"
-                         ) from None
+        raise not_a_job(job_or_file, UsageError(
+            f"no job named {job_or_file!r}: {exc}{file_hint(job_or_file)}")) from None
     version_id = resolve_version(engine, job_or_file, spec)
     if spec is None:  # a job name: its params are known only now (a file's were checked)
         overrides = declared_params(engine.job_spec(version_id), overrides)
@@ -185,7 +195,7 @@ def warn_unserved(engine: Engine, version_id: int, run_id: int,
 @click.argument("run")
 @click.option("--task", default=None, help="Only this task and what depends on it.")
 @click.option("--workers", type=whole(1), default=DEFAULT_WORKERS,
-              show_default=True)
+              show_default=True, help="Slots that execute the retried tasks in this process.")
 @click.option("--detach", is_flag=True, help="Reset the run and return; agents execute it.")
 @click.option("--latest", is_flag=True,
               help="Rerun on the job's current version instead of the one the run pinned.")

@@ -134,8 +134,10 @@ def _print_attempt(a: reports.AttemptInfo) -> None:
 
 @click.command("runs")
 @click.option("--job", default=None, help="Only runs of this job.")
-@click.option("--state", type=click.Choice([s.value for s in RunState]), default=None)
-@click.option("--limit", type=whole(1), default=20, show_default=True)
+@click.option("--state", type=click.Choice([s.value for s in RunState]), default=None,
+              help="Only runs in this state.")
+@click.option("--limit", type=whole(1), default=20, show_default=True,
+              help="How many runs, newest first.")
 @db_option
 @json_option
 @handle_errors
@@ -190,7 +192,7 @@ def deadline_text(r: reports.RunInfo, now: float) -> str:
               help="Which foreach item (its index).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the attempt ends.")
 @click.option("--raw", is_flag=True,
-              help="Print the output byte for byte, terminal escape sequences included "
+              help="Print the output as kept (UTF-8 text), terminal escape sequences included "
                    "(for piping); by default control characters are shown escaped.")
 @db_option
 @handle_errors

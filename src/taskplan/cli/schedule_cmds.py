@@ -207,8 +207,8 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
               db: str | None) -> None:
     """Scheduler and agent in one process; with --port, the web console too.
 
-    SIGINT or SIGTERM drains (running tasks finish, nothing new starts); a second one kills
-    running tasks and records them cancelled.
+    SIGINT, SIGTERM or SIGHUP drains (running tasks finish, nothing new starts); a second one
+    kills running tasks and records them cancelled.
     """
     from taskplan.agent import Agent
     from taskplan.scheduler import Scheduler

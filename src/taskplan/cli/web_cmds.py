@@ -31,7 +31,8 @@ def listen(host: str, port: int, token_file: str | None) -> tuple[socket.socket,
 
 @click.command("web")
 @click.option("--host", default="127.0.0.1", show_default=True, help=HOST_HELP)
-@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="Port to listen on.")
 @click.option("--token-file", default=None, metavar="FILE", help=TOKEN_HELP)
 @db_option
 @handle_errors
