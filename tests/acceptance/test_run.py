@@ -407,6 +407,21 @@ def test_a_folder_or_a_missing_file_is_refused_in_one_line(tp: Taskplan) -> None
     assert not tp.db_path.exists()  # nothing was created for either
 
 
+def test_a_job_named_like_a_folder_beside_it_runs_by_its_name(tp: Taskplan) -> None:
+    # The layout of examples/: nightly/nightly.yaml. `run nightly` from there was refused as
+    # "a folder, not a job file" though the job was applied.
+    tp.write("nightly/nightly.yaml", 'job: nightly\ntasks:\n  a: {shell: "true"}\n')
+    tp.ok("apply", "nightly/nightly.yaml")
+    assert tp.ok("run", "nightly").out.splitlines()[-1].startswith("run 1 (nightly v1)"
+                                                                   " succeeded")
+    assert tp.ok("run", "nightly", "--detach").out == "2\n"
+    assert "nightly: makespan" in tp.ok("forecast", "nightly").out
+    (tp.home / "other").mkdir()  # a folder that names no job is still said to be one
+    res = tp("run", "other")
+    assert (res.code, res.err) == (2, "taskplan: other: a folder, not a job file (run takes"
+                                      " one job file or the name of an applied job)\n"), res
+
+
 def test_params_typed_as_their_defaults_and_free_without_a_params_key(tp: Taskplan) -> None:
     tp.write("free.yaml", "job: free\ntasks:\n  a: {shell: [echo, '{{ params.x }}']}\n")
     tp.ok("run", "free.yaml", "--param", "x=anything")  # no params: key, nothing checked
