@@ -283,6 +283,9 @@ def _hint(name: str, known: set[str]) -> str:
     _hints_left.set(left - len(known))
     # (Ties between equally close names go to the same one whatever the set's order.)
     guess = difflib.get_close_matches(name, known, n=1)
+    if not guess:  # `depends_on: [Load]` for load: difflib weighs case as any other letter
+        folded = {k.casefold(): k for k in sorted(known, reverse=True)}
+        guess = [folded[name.casefold()]] if name.casefold() in folded else []
     return f"; did you mean {guess[0]!r}?" if guess else ""
 
 
