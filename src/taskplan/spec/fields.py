@@ -133,7 +133,12 @@ def choice(enum: type[E]) -> Callable[[Any], E]:
         try:
             return enum(v)
         except ValueError:
-            raise fail(f"expected one of {options}") from None
+            import difflib
+
+            guess = difflib.get_close_matches(v, [e.value for e in enum], n=1) \
+                if isinstance(v, str) else []
+            hint = f" (did you mean {guess[0]}?)" if guess else ""
+            raise fail(f"expected one of {options}{hint}") from None
 
     return check
 

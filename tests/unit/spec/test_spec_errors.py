@@ -65,6 +65,9 @@ CASES = [
      "    depends_on: [a, lod]\n", "6:21", "tasks.b.depends_on[1]: unknown task 'lod'"),
     ("unknown dependency string", "job: x\ntasks:\n  load: {shell: x}\n  b:\n    shell: y\n"
      "    depends_on: lod\n", "6:17", "unknown task 'lod'; did you mean 'load'?"),
+    ("misspelt choice", "job: x\ntasks:\n  a: {shell: x, trigger: all_sucess}\n", "3:26",
+     "tasks.a.trigger: expected one of all_success, all_done, one_failed (did you mean"
+     " all_success?), got 'all_sucess'"),
     ("unknown dependency in another case", "job: x\ntasks:\n  a: {shell: x}\n  b:\n"
      "    shell: y\n    depends_on: [A]\n", "6:18", "unknown task 'A'; did you mean 'a'?"),
     ("self dependency", "job: x\ntasks:\n  a:\n    shell: x\n    depends_on: [a]\n", "5:18",
