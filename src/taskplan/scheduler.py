@@ -142,7 +142,7 @@ class Scheduler:
             rows = sched_ops.current_jobs(tx)
         if stamp != self._calendar_stamp:  # a calendar changed: recompile what uses calendars
             if self._calendar_stamp is not None and self.leader:
-                self._settle({row.job_id: row.version_id for row in rows})
+                self._settle({row.job_id: row.version_id for row in rows}, stamp[1])
             self._compiled.clear()
             self._calendar_stamp = stamp
         jobs = []
@@ -164,17 +164,18 @@ class Scheduler:
         self._mark = mark
         return True
 
-    def _settle(self, current: dict[int, int]) -> None:
+    def _settle(self, current: dict[int, int], changed_at: float) -> None:
         """Before a calendar's new version takes effect: the firings its old version kept
-        from happening up to now were decided when they fell due, so each schedule that
-        depends on a calendar and has nothing due moves its mark to now. Otherwise reopening
-        a closed day would make the firings it held back look missed (and on_misfire would
-        make them up)."""
+        from happening until the change (`changed_at`, its apply time) were decided when they
+        fell due, so each schedule that depends on a calendar and has nothing due by then
+        moves its mark there. Otherwise reopening a closed day would make the firings it held
+        back look missed (and on_misfire would make them up)."""
         depends = [(job, s) for job in self._jobs if current.get(job.job_id) == job.version_id
                    for s in job.schedules if s.uses_calendars]
         if not depends:
             return
         now = self.clock()
+        until = min(now, changed_at)
         with self.store.tx() as tx:
             if not sched_ops.holds_lease(tx, LEASE_NAME, self.holder, now):
                 return
@@ -183,8 +184,8 @@ class Scheduler:
                 last = states.get((job.job_id, schedule.spec.key), _NEVER_FIRED).last_fire_at
                 after = job.applied_at if last is None else max(last, job.applied_at)
                 first = schedule.next_after(_dt(after))
-                if after < now and (first is None or first.timestamp() > now):
-                    sched_ops.advance_schedule(tx, job.job_id, schedule.spec.key, now, 0)
+                if after < until and (first is None or first.timestamp() > until):
+                    sched_ops.advance_schedule(tx, job.job_id, schedule.spec.key, until, 0)
 
     # -- one pass ---------------------------------------------------------------------------
     def fire_due(self) -> FireResult:

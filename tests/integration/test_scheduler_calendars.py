@@ -97,3 +97,26 @@ def test_reopening_a_closed_day_does_not_make_up_its_past_firings(store: Store,
     with store.read() as tx:
         assert tx.all("SELECT fire_at, note FROM schedule_firings") == []
     assert len(fire_at(s, clock, ts(2026, 12, 31, 6))) == 1
+
+
+def test_a_firing_after_the_reopening_is_made_even_if_seen_late(store: Store,
+                                                                 tmp_path: Path) -> None:
+    """What the old version held back is settled up to the new version's apply time only: a
+    firing of the reopened day after that time is the scheduler's to make (here late)."""
+    clock = Clock(ts(2026, 12, 29, 12))
+    engine = Engine(store, clock=clock)
+    (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-30, 2026-12-31")
+    (tmp_path / "job.yaml").write_text(JOB.replace("on_misfire: skip", "on_misfire: run_all"))
+    found = load_definitions([tmp_path / "cal.yaml", tmp_path / "job.yaml"])
+    engine.apply_calendar(found.calendars[0])
+    engine.apply(found.jobs[0])
+    s = Scheduler(engine, clock=clock, holder="s1", lease=600.0)
+    assert fire_at(s, clock, ts(2026, 12, 30, 7)) == []
+    (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-24")
+    [cal] = load_definitions([tmp_path / "cal.yaml"]).calendars
+    clock.now = ts(2026, 12, 31, 5, 59)
+    engine.apply_calendar(cal)
+    assert len(fire_at(s, clock, ts(2026, 12, 31, 6, 30))) == 1
+    with store.read() as tx:
+        assert [float(f) for (f,) in tx.all("SELECT fire_at FROM schedule_firings")] == [
+            ts(2026, 12, 31, 6)]
