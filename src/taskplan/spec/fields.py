@@ -149,7 +149,17 @@ def _timezone(v: Any) -> str:
     try:
         ZoneInfo(v)
     except (ZoneInfoNotFoundError, ValueError):
-        raise fail("expected an IANA time zone name like Europe/Paris or UTC") from None
+        import difflib
+        import zoneinfo
+
+        zones = sorted(zoneinfo.available_timezones())
+        folded = {z.casefold(): z for z in zones}
+        city = "/" + v.strip().replace(" ", "_").casefold()  # `Paris`, `new york`
+        guess = ([folded[v.casefold()]] if v.casefold() in folded
+                 else [z for z in zones if z.casefold().endswith(city)][:1]
+                 or difflib.get_close_matches(v, zones, n=1))
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        raise fail(f"expected an IANA time zone name like Europe/Paris or UTC{hint}") from None
     return v
 
 

@@ -68,6 +68,11 @@ CASES = [
     ("misspelt choice", "job: x\ntasks:\n  a: {shell: x, trigger: all_sucess}\n", "3:26",
      "tasks.a.trigger: expected one of all_success, all_done, one_failed (did you mean"
      " all_success?), got 'all_sucess'"),
+    ("misspelt time zone", "job: x\ntimezone: Europe/Pari\ntasks: {a: {shell: x}}\n", "2:11",
+     "timezone: expected an IANA time zone name like Europe/Paris or UTC (did you mean"
+     " Europe/Paris?), got 'Europe/Pari'"),
+    ("a city for a time zone", "job: x\ntimezone: new york\ntasks: {a: {shell: x}}\n", "2:11",
+     "(did you mean America/New_York?), got 'new york'"),
     ("unknown dependency in another case", "job: x\ntasks:\n  a: {shell: x}\n  b:\n"
      "    shell: y\n    depends_on: [A]\n", "6:18", "unknown task 'A'; did you mean 'a'?"),
     ("self dependency", "job: x\ntasks:\n  a:\n    shell: x\n    depends_on: [a]\n", "5:18",
