@@ -99,10 +99,44 @@ class Reporter:
 
     def _unknown_key(self, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         key = str(loc[-1])
-        allowed = _field_names(_model_at(model, loc[:-1]))
-        guess = difflib.get_close_matches(key, allowed, n=1)
+        owner = _model_at(model, loc[:-1])
+        allowed = _field_names(owner)
+        elsewhere = _misplaced(owner, key)
+        if elsewhere is not None:
+            return f"unknown key {key!r} here: {elsewhere}"
+        meant = _SYNONYMS.get(key)
+        if meant is not None and meant not in allowed:
+            moved = _misplaced(owner, meant)  # `schedule:` in a task: a job's `schedules:`
+            if moved is not None:
+                return f"unknown key {key!r} here: did you mean {meant!r}? {moved}"
+        guess = [meant] if meant in allowed else difflib.get_close_matches(key, allowed, n=1)
         hint = f"did you mean {guess[0]!r}? " if guess else ""
         return f"unknown key {key!r}; {hint}expected one of: {', '.join(allowed)}"
+
+
+# What other schedulers call these keys (Airflow, cron, CI files): the close-spelling guess
+# named `triggers` for `retries` and nothing for `upstream` or `bash_command`.
+_SYNONYMS = {
+    "upstream": "depends_on", "upstreams": "depends_on", "dependencies": "depends_on",
+    "depends": "depends_on", "deps": "depends_on", "needs": "depends_on",
+    "bash_command": "shell", "command": "shell", "cmd": "shell", "script": "shell",
+    "run": "shell", "execution_timeout": "timeout", "trigger_rule": "trigger",
+    "schedule_interval": "schedules", "schedule": "schedules", "cron": "schedules",
+    "steps": "tasks", "jobs": "tasks", "name": "job", "dag_id": "job",
+}
+
+
+def _misplaced(owner: type[BaseModel], key: str) -> str | None:
+    """Where `key` belongs when it is a task key at the job's level (`retries: 2` beside
+    `tasks:`), or a job key inside a task."""
+    from taskplan.spec.schema import Header, Settings, TaskModel
+
+    if owner is Header and key in Settings.model_fields:
+        return (f"{key} is a task key: put it under defaults: (for every task) or under a"
+                " task")
+    if owner is TaskModel and key in Header.model_fields and key not in TaskModel.model_fields:
+        return f"{key} is a job key: put it at the top level of the file, not in a task"
+    return None
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel]:

@@ -73,6 +73,18 @@ CASES = [
      " Europe/Paris?), got 'Europe/Pari'"),
     ("a city for a time zone", "job: x\ntimezone: new york\ntasks: {a: {shell: x}}\n", "2:11",
      "(did you mean America/New_York?), got 'new york'"),
+    # A key in the wrong place, or by another scheduler's name: the guess by spelling named
+    # `triggers` for `retries` and nothing for `upstream`.
+    ("task key at the job's level", "job: x\nretries: 2\ntasks: {a: {shell: x}}\n", "2:1",
+     "retries: unknown key 'retries' here: retries is a task key: put it under defaults: (for"
+     " every task) or under a task"),
+    ("job key in a task", "job: x\ntasks:\n  a: {shell: x, on_failure: stop}\n", "3:17",
+     "tasks.a.on_failure: unknown key 'on_failure' here: on_failure is a job key: put it at"
+     " the top level of the file, not in a task"),
+    ("another scheduler's word", "job: x\ntasks:\n  a: {shell: x, upstream: [b]}\n"
+     "  b: {shell: x}\n", "3:17", "unknown key 'upstream'; did you mean 'depends_on'?"),
+    ("another scheduler's word for a job key", "job: x\ntasks:\n  a: {shell: x, schedule: x}\n",
+     "3:17", "unknown key 'schedule' here: did you mean 'schedules'? schedules is a job key"),
     ("unknown dependency in another case", "job: x\ntasks:\n  a: {shell: x}\n  b:\n"
      "    shell: y\n    depends_on: [A]\n", "6:18", "unknown task 'A'; did you mean 'a'?"),
     ("self dependency", "job: x\ntasks:\n  a:\n    shell: x\n    depends_on: [a]\n", "5:18",
