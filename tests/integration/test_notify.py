@@ -325,6 +325,30 @@ def test_a_hanging_receiver_does_not_hold_up_other_notifications(
     assert hook.events() == ["run_succeeded"]
 
 
+def test_tries_on_threads_of_their_own_leave_no_connection_behind(
+        engine: Engine, store: Store, hook: Hook) -> None:
+    """Each try runs on a thread that ends with it, and the store keeps every thread's
+    connection until told to drop it: one PostgreSQL session (or SQLite handle) was left open
+    per notification sent, until the server refused new connections."""
+    text = (f"job: x\nnotify: [{{on: [task_failed, run_failed], webhook: '{hook.url}'}}]\n"
+            "tasks:\n" + "".join(f"  t{i}: {{shell: 'exit 1'}}\n" for i in range(5)))
+    run_job(engine, text)  # 6 rows, nobody's fresh ones: a batch on a pool's threads
+    drain(store)
+    before = len(store.dialect.conns)
+    sender = Sender(store, lease=60.0).start()
+    try:
+        for _ in range(3):  # this process's own rows: each try on a thread of its own
+            run_job(engine, text)
+        deadline = time.monotonic() + 30
+        while len(hook.received) < 24:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        sender.stop()
+    # The agents' and the sender's own threads may hold one each; the tries' threads none.
+    assert len(store.dialect.conns) <= before + 4, (before, len(store.dialect.conns))
+
+
 def test_apply_rejects_bad_notify_entries() -> None:
     from taskplan.errors import DefinitionError
 

@@ -174,7 +174,7 @@ class Sender:
 
     def _try_on_thread(self, kind: str, d: Delivery) -> None:
         try:
-            self._deliver(d)
+            self._deliver_and_drop(d)
         except Exception:  # channels.send never raises; recording may, for a real bug
             log.exception("notifications: delivery %d failed inside taskplan", d.id)
         finally:
@@ -193,7 +193,7 @@ class Sender:
         elif due:
             with ThreadPoolExecutor(min(WORKERS, len(due)),
                                     thread_name_prefix="taskplan-notify") as pool:
-                list(pool.map(self._deliver, due))
+                list(pool.map(self._deliver_and_drop, due))
 
     def _hold(self, channel: Channel) -> float:
         """How long a claimed try keeps other senders off it: its timeout plus one lease
@@ -205,6 +205,14 @@ class Sender:
     def _deliver(self, d: Delivery) -> None:
         sent = channels.send(d.channel, d.payload, self.smtp)
         self._record(d, sent)
+
+    def _deliver_and_drop(self, d: Delivery) -> None:
+        """`_deliver` on a thread that ends afterwards: the store keeps each thread's
+        connection until told to drop it (on PostgreSQL, a server session per try)."""
+        try:
+            self._deliver(d)
+        finally:
+            self.store.drop_connection()
 
     def _record(self, d: Delivery, sent: Sent) -> None:
         now = self.clock()
