@@ -500,3 +500,19 @@ def test_an_argument_that_is_not_utf8_is_refused_in_one_line(tp: Taskplan) -> No
             2, "", f"taskplan: argument {shown} is not UTF-8 text (names, paths and values"
             " must be)\n"), (args, res)
     assert not tp.db_path.exists()
+
+
+def test_a_foreground_run_lacking_a_child_jobs_labels_is_refused_before_it_starts(
+        tp: Taskplan) -> None:
+    # A child run is pinned to its parent's agent: a child task needing a label this process
+    # lacked waited there forever, without a word, while the parent's own were checked.
+    tp.write("kid.yaml", 'job: kid\nagent_labels: [gpu]\ntasks:\n  k: {shell: "true"}\n')
+    tp.write("mid.yaml", "job: mid\ntasks:\n  m: {job: kid}\n")
+    tp.write("top.yaml", "job: top\ntasks:\n  t: {job: mid}\n")
+    tp.ok("apply", "kid.yaml", "mid.yaml")
+    res = tp("run", "top.yaml")
+    assert (res.code, res.out) == (2, ""), res
+    assert res.err.startswith("taskplan: task k of job kid needs agent label(s) gpu, which this"
+                              " process lacks (it has host="), res
+    assert tp.ok("runs", "--json").json() == []
+    assert tp.ok("run", "top", "--labels", "gpu").code == 0

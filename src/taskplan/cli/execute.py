@@ -35,7 +35,7 @@ from taskplan.cli.terminal_text import safe_line
 from taskplan.config import Settings
 from taskplan.engine import Engine
 from taskplan.errors import ConflictError, NotFoundError, StoreUnavailableError, UsageError
-from taskplan.model import TERMINAL_RUN_STATES, JobSpec
+from taskplan.model import TERMINAL_RUN_STATES, JobSpec, TaskSpec
 from taskplan.notify.sender import Sender, start_sender
 from taskplan.rules import declared_params
 from taskplan.store import reports
@@ -166,8 +166,8 @@ def foreground_agent(engine: Engine, version_id: int, workers: int, lease: float
     job = engine.job_spec(version_id)
     if not distributed:
         have = set(agent.labels)
-        lacking = {t.name: sorted(set(t.agent_labels) - have)
-                   for t in job.tasks if not set(t.agent_labels) <= have}
+        lacking = {name: sorted(set(t.agent_labels) - have)
+                   for name, t in _tasks_of_run(engine, job) if not set(t.agent_labels) <= have}
         if lacking:
             name, need = next(iter(lacking.items()))
             more = f" (and {len(lacking) - 1} more task(s))" if len(lacking) > 1 else ""
@@ -177,6 +177,27 @@ def foreground_agent(engine: Engine, version_id: int, workers: int, lease: float
                 " --distributed to let agents that have them run it")
     agent.prepare(job)
     return agent
+
+
+def _tasks_of_run(engine: Engine, job: JobSpec) -> list[tuple[str, TaskSpec]]:
+    """The job's tasks, and those of the jobs its `job:` tasks start (their current versions,
+    as a child run takes), with the name to say: a child run is pinned to its parent's agent,
+    so a child task needing a label this process lacks waited there forever, unsaid."""
+    found = [(t.name, t) for t in job.tasks]
+    seen = {job.name}
+    todo = [str(t.command) for t in job.tasks if t.kind == "job"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            child = engine.job_spec(engine.current_version(name))
+        except NotFoundError:
+            continue  # the job task fails when it starts, saying so
+        found += [(f"{t.name} of job {name}", t) for t in child.tasks]
+        todo += [str(t.command) for t in child.tasks if t.kind == "job"]
+    return found
 
 
 def warn_unserved(engine: Engine, version_id: int, run_id: int,
