@@ -161,6 +161,27 @@ def test_bad_labels_and_foreground_runs_lacking_labels_are_refused(tp: Taskplan)
     assert res.code == 2 and "'label!'" in res.err
 
 
+def test_a_pool_sized_in_taskplan_toml_keeps_its_size(tp: Taskplan) -> None:
+    """taskplan.toml sized mart 1 and a job file 3: `apply` set 3, the next command of any
+    kind set 1 again, so the size a run got depended on which command ran last."""
+    import sqlite3
+
+    def sizes() -> list[tuple[str, int]]:
+        with sqlite3.connect(tp.db_path) as conn:
+            return conn.execute("SELECT name, size FROM pools ORDER BY name").fetchall()
+
+    tp.write("taskplan.toml", f'db = "sqlite:///{tp.db_path}"\npools = {{mart = 1}}\n')
+    tp.write("pj.yaml", "job: pj\npools: {mart: 3, other: 2}\ntasks:\n"
+                        "  a: {shell: 'true', pool: mart}\n  b: {shell: 'true', pool: other}\n")
+    tp.ok("apply", "pj.yaml", db=False)
+    assert sizes() == [("mart", 1), ("other", 2)]  # the job sizes only what the file does not
+    tp.ok("run", "pj", db=False)
+    assert sizes() == [("mart", 1), ("other", 2)]
+    tp.write("taskplan.toml", f'db = "sqlite:///{tp.db_path}"\n')
+    tp.ok("apply", "pj.yaml", db=False)
+    assert sizes() == [("mart", 3), ("other", 2)]
+
+
 def test_an_agent_name_the_store_cannot_keep_is_refused(pgtp: PgTaskplan) -> None:
     """PostgreSQL refused an --name over 200 characters with its own error after the agent
     had started (StringDataRightTruncation); SQLite kept it. Both refuse it up front now."""

@@ -195,6 +195,7 @@ class Context:
             engine = Engine(self.store)
             engine.default_tz = self.settings.timezone
             engine.shared_connections = dict(self.settings.connections)
+            engine.configured_pools = dict(self.settings.pools)
             self._engine = engine
         return self._engine
 

@@ -79,6 +79,8 @@ class Context:
     default_tz: str = "UTC"
     # taskplan.toml's [connections] (name -> URL, references unresolved), for sql tasks.
     shared_connections: dict[str, str] = field(default_factory=dict)
+    # taskplan.toml's [pools]: they keep that size whatever a job file's `pools:` says.
+    configured_pools: dict[str, int] = field(default_factory=dict)
     specs: SpecCache = field(default_factory=SpecCache)
     labels: LabelCache = field(default_factory=LabelCache)
     trigger_index: TriggerIndex | None = None

@@ -79,7 +79,8 @@ def apply(ctx: Context, spec: JobSpec) -> tuple[int, int, bool]:
                                              spec.source_path, spec.base_dir, now)
             tx.wake = changed = True
         for name, size in spec.pools.items():
-            ops.upsert_pool(tx, name, size)
+            if name not in ctx.configured_pools:  # taskplan.toml's size stands
+                ops.upsert_pool(tx, name, size)
     # The version holds exactly this definition: `run` after `apply` need not rebuild it.
     with ctx.specs.lock:
         ctx.specs.specs.setdefault(vid, spec)

@@ -70,6 +70,15 @@ class Engine:
     def shared_connections(self, connections: dict[str, str]) -> None:
         self.ctx.shared_connections = connections
 
+    @property
+    def configured_pools(self) -> dict[str, int]:
+        """taskplan.toml's [pools]: applying a job does not resize them."""
+        return self.ctx.configured_pools
+
+    @configured_pools.setter
+    def configured_pools(self, pools: dict[str, int]) -> None:
+        self.ctx.configured_pools = pools
+
     # -- definitions ----------------------------------------------------------------------
     def apply(self, spec: JobSpec) -> tuple[int, int, bool]:
         return definitions.apply(self.ctx, spec)
