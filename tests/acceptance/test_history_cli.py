@@ -3,6 +3,8 @@ code and error) and `firings JOB` (runs made, firings skipped and why)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from acceptance_helpers import Taskplan
 
 
@@ -50,3 +52,32 @@ def test_firings_show_runs_and_skips_with_reasons(tp: Taskplan) -> None:
     assert "skipped: 2026-01-02 is excepted" in text and "(backfill)" in text
     res = tp("firings", "dayly")
     assert res.code == 2 and "did you mean 'daily'" in res.err
+
+
+def test_firings_worked_out_from_exceptions_are_the_newest_and_name_their_time(
+        tp: Taskplan) -> None:
+    # Two recorded firings in January, fewer than --limit: the firings the exception removed
+    # are worked out from then to now. They were walked forward from January and cut at the
+    # limit, so `firings` showed January's as the latest; and `hours: [12]` removes the noon
+    # firing, not the day, which "2026-01-03 is excepted" claimed.
+    tp.write("hourly.yaml", """
+        job: hourly
+        exceptions:
+          - hours: [12]
+            minutes: [0]
+        schedules:
+          - cron: "0 * * * *"
+        tasks:
+          go: {shell: "true"}
+    """)
+    tp.ok("apply", "hourly.yaml")
+    tp.ok("backfill", "hourly", "--from", "2026-01-02T11:00", "--to", "2026-01-02T13:00")
+    asked = datetime.now(UTC)
+    out = tp.ok("firings", "hourly", "--limit", "3", "--json").json()
+    ats = [datetime.fromisoformat(e["at"]) for e in out]
+    assert [(e["outcome"], e["recorded"]) for e in out] == [("skipped", False)] * 3
+    assert [e["reason"] for e in out] == [
+        f"skipped: {at.date().isoformat()} 12:00 is excepted (exceptions:)" for at in ats]
+    assert [at.hour for at in ats] == [12] * 3
+    assert [(ats[0] - at).days for at in ats] == [0, 1, 2]  # the last three noons
+    assert timedelta(0) <= asked - ats[0] <= timedelta(hours=25)

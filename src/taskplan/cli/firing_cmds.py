@@ -101,40 +101,92 @@ def backfill_cmd(job: str, start: str, end: str, max_active: int | None,
 
 def suppressed_firings(spec: Any, lo: datetime, hi: datetime, default_tz: str,
                        calendars: Any, limit: int) -> list[tuple[datetime, str, str]]:
-    """(instant, schedule key, why) of the firings in (lo, hi] that the job's exceptions or
-    business calendars dropped or moved: each schedule replayed without them, compared with
-    what it really fires (schedules on the Nth business day have no such replay)."""
+    """(instant, schedule key, why) of the newest `limit` firings in (lo, hi] that the job's
+    exceptions or business calendars dropped or moved: each schedule replayed without them,
+    compared with what it really fires (schedules on the Nth business day have no such
+    replay). Looked for backwards from `hi`, window by window, so the newest are found first
+    whatever the range (a weekend exception's Sunday, not the Saturday before it)."""
     import dataclasses
 
     from taskplan.model import Shift
-    from taskplan.timing import calendar_skips, compile_job, compile_schedule, job_timezone
+    from taskplan.timing import compile_job, compile_schedule, job_timezone
 
     tz = job_timezone(spec, default_tz)
-    reasons = {(at.timestamp(), s.key): why for at, s, why in calendar_skips(
-        spec, lo, hi, default_tz=default_tz, calendars=calendars, limit=limit)}
+    # Replayed firings per schedule, at most: a year of a minutely schedule is not walked for
+    # every `firings` (the newest days are what it is asked about).
+    budget = 20 * min(limit, 100_000) + 2_000
     out: list[tuple[datetime, str, str]] = []
     for real in compile_job(spec, default_tz, calendars):
         s = real.spec
-        if s.business_day is not None:
-            continue
+        if s.business_day is not None or not (real.exceptions or s.business_calendar):
+            continue  # nothing drops its firings
         raw = compile_schedule(dataclasses.replace(s, business_calendar=None, shift=Shift.SKIP,
                                                    max_runs=None), tz, ())
-        # Compared as instants: datetimes sharing a zone compare by wall clock with fold
-        # ignored, which would mistake the two copies of a fall-back hour for each other.
-        at = raw.next_after(lo)
-        fired = real.next_after(lo)
-        steps = 0
-        while (at is not None and at.timestamp() <= hi.timestamp() and len(out) < limit
-               and steps < 10 * limit):
-            steps += 1
-            while fired is not None and fired.timestamp() < at.timestamp():
-                fired = real.next_after(fired)
-            if fired is None or fired.timestamp() != at.timestamp():
-                why = reasons.get((at.timestamp(), s.key),
-                                  f"{at.date().isoformat()} is excepted (exceptions:)")
-                out.append((at, s.key, f"skipped: {why}"))
-            at = raw.next_after(at)
+
+        mine: list[tuple[datetime, str, str]] = []  # newest first
+        w_hi, span, spent = hi.astimezone(UTC), timedelta(hours=1), 0
+        lo_utc = lo.astimezone(UTC)
+        while w_hi > lo_utc and len(mine) < limit and spent < budget:
+            w_lo = max(lo_utc, w_hi - span)
+            got, steps, complete = _dropped_in(spec, raw, real, w_lo, w_hi,
+                                               min(10 * limit, budget - spent),
+                                               default_tz, calendars)
+            spent += steps
+            if not complete:
+                if span <= timedelta(seconds=2):
+                    break  # firings this dense: what was found is all there is to say
+                span /= 2
+                continue
+            mine.extend(reversed(got))
+            w_hi, span = w_lo, span * 2
+        out.extend(mine[:limit])
     return out
+
+
+def _dropped_in(spec: Any, raw: Any, real: Any, w_lo: datetime, w_hi: datetime, cap: int,
+                default_tz: str, calendars: Any
+                ) -> tuple[list[tuple[datetime, str, str]], int, bool]:
+    """The firings of `raw` in (w_lo, w_hi] that `real` (the same schedule with its exceptions
+    and calendar) does not make, with why; the replayed firings it took; and whether the
+    window was walked to its end within `cap` of them."""
+    from taskplan.timing import calendar_skips
+
+    key = real.spec.key
+    got: list[datetime] = []
+    # Compared as instants: datetimes sharing a zone compare by wall clock with fold ignored,
+    # which would mistake the two copies of a fall-back hour for each other.
+    at = raw.next_after(w_lo)
+    fired = real.next_after(w_lo)
+    steps = 0
+    while at is not None and at.timestamp() <= w_hi.timestamp():
+        if steps >= cap:
+            return [], steps, False
+        steps += 1
+        while fired is not None and fired.timestamp() < at.timestamp():
+            fired = real.next_after(fired)
+        if fired is None or fired.timestamp() != at.timestamp():
+            got.append(at)
+        at = raw.next_after(at)
+    reasons = {} if not got else {
+        a.timestamp(): why for a, sp, why in calendar_skips(
+            spec, w_lo, w_hi, default_tz=default_tz, calendars=calendars,
+            limit=len(got) + 100) if sp.key == key}
+    return [(a, key, "skipped: " + (reasons.get(a.timestamp())
+                                    or _excepted(real.exceptions, a))) for a in got], steps, True
+
+
+def _excepted(exceptions: Any, at: datetime) -> str:
+    """Why an exception removed the firing at `at`: its day when a whole-day exception
+    (`dates:`, or day fields only) matches, else its wall time (`hours: [12]` removes the
+    noon firing, not the day)."""
+    from taskplan.timing.calendar import ExceptionRule
+
+    wall = at.replace(tzinfo=None)
+    rules = [ExceptionRule(c) for c in exceptions if c.closed_on is None]
+    if any(r.whole_day and r.matches(wall) for r in rules) or not any(
+            r.matches(wall) for r in rules):
+        return f"{at.date().isoformat()} is excepted (exceptions:)"
+    return f"{wall.strftime('%Y-%m-%d %H:%M')} is excepted (exceptions:)"
 
 
 @click.command("firings")
