@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from engine_helpers import apply_job
+from engine_helpers import apply_job, run_agent
 
 from taskplan.engine import Engine, waiting
 from taskplan.engine.records import Claim, Outcome
@@ -142,6 +142,37 @@ def test_why_each_task_run_waits(engine: Engine, store: Store) -> None:
     assert why("up2") == f"retry at {waiting.clock(now + 60, now)}"
     assert waiting.clock(now + 60, now).count(":") == 2
     assert ids["m1"] not in waiting.explain(store, run_id, now)  # running: not waiting
+
+
+def test_a_task_waiting_for_a_pool_its_own_job_task_holds_says_so(engine: Engine,
+                                                                   store: Store) -> None:
+    """A job task in a pool holds its room until its child run ends; a task of that child in
+    the same pool waited with a bare 'pool one full (1/1)', forever."""
+    apply_job(engine, """
+        job: pooled_child
+        tasks:
+          c: {shell: "true", pool: one}
+        """)
+    run_id = engine.create_run(apply_job(engine, """
+        job: pooled_parent
+        pools: {one: 1}
+        tasks:
+          sub: {job: pooled_child, pool: one}
+        """))
+
+    def child_run() -> int | None:
+        with store.read() as tx:
+            found = tx.scalar("SELECT child_run_id FROM task_runs WHERE run_id = :r",
+                              {"r": run_id})
+        return None if found is None else int(found)
+
+    run_agent(engine, run_id, slots=2, until=lambda _: child_run() is not None)
+    child = child_run()
+    assert child is not None
+    assert list(waiting.explain(store, child).values()) == [
+        f"pool one full (1/1), held by job task sub of run {run_id}, which waits for this"
+        " run: it never frees"]
+    engine.cancel_run(run_id)
 
 
 def test_detach_warnings_name_the_labels_no_live_agent_has(engine: Engine) -> None:

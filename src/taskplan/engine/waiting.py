@@ -52,7 +52,13 @@ def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
         pool = facts.pools[t.pool]
         size, used = pool.size, pool.running
         if used >= size:
-            return f"pool {t.pool} full ({used}/{size})"
+            if not pool.held_above:
+                return f"pool {t.pool} full ({used}/{size})"
+            # A job task holding room in the pool waits for this run: a deadlock once such
+            # tasks hold all of it (a pool on a job task is held until its child run ends).
+            return (f"pool {t.pool} full ({used}/{size}), held by job task "
+                    + ", ".join(pool.held_above) + ", which waits for this run"
+                    + (": it never frees" if len(pool.held_above) >= size else ""))
     alive = [a for a in facts.agents if a.state == "alive"]
     pinned = next((a for a in facts.agents if a.id == facts.pin_agent_id), None)
     if pinned is not None:

@@ -30,6 +30,9 @@ class Upstream:
 class PoolUse:
     size: int
     running: int
+    # The running job tasks among them whose child run is this run or one of its ancestors,
+    # as "TASK of run N": they wait for this run, so the room they hold never frees for it.
+    held_above: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,8 @@ def live_agents(tx: Tx, now: float) -> list[LiveAgent]:
 
 
 def wait_facts(tx: Tx, run_id: int, now: float) -> RunWaitFacts | None:
-    run = tx.one("SELECT state, halt, halt_stage, running, max_parallel, pin_agent_id"
-                 " FROM runs WHERE id = :r", {"r": run_id})
+    run = tx.one("SELECT state, halt, halt_stage, running, max_parallel, pin_agent_id,"
+                 " parent_task_run_id FROM runs WHERE id = :r", {"r": run_id})
     if run is None:
         return None
     tasks = [WaitingTaskRun(int(i), str(t), str(s), st, p, ra,
@@ -93,11 +96,31 @@ def wait_facts(tx: Tx, run_id: int, now: float) -> RunWaitFacts | None:
     if names:
         marks = ", ".join(f":p{i}" for i in range(len(names)))
         params: dict[str, object] = {f"p{i}": n for i, n in enumerate(names)}
+        above = _job_tasks_above(tx, run[6])
         for name, size, used in tx.all(
                 "SELECT p.name, p.size, (SELECT COUNT(*) FROM task_runs t WHERE t.state ="
                 f" 'running' AND t.pool = p.name) FROM pools p WHERE p.name IN ({marks})",
                 params):
-            pools[str(name)] = PoolUse(int(size), int(used))
-    state, halt, halt_stage, running, max_parallel, pin_agent_id = run
+            pools[str(name)] = PoolUse(int(size), int(used), tuple(
+                f"{task} of run {rid}" for task, rid, pool in above if pool == name))
+    state, halt, halt_stage, running, max_parallel, pin_agent_id, _ = run
     return RunWaitFacts(str(state), halt, halt_stage, int(running), max_parallel, pin_agent_id,
                         tasks, pools, live_agents(tx, now))
+
+
+def _job_tasks_above(tx: Tx, parent: int | None) -> list[tuple[str, int, str]]:
+    """(task, run id, pool) of the running job tasks in pools that started this run (its
+    parent task run `parent`) and, up the chain, the runs above it."""
+    found: list[tuple[str, int, str]] = []
+    seen: set[int] = set()
+    while parent is not None and parent not in seen:
+        seen.add(parent)
+        row = tx.one("SELECT t.task, t.run_id, t.pool, t.state, r.parent_task_run_id"
+                     " FROM task_runs t JOIN runs r ON r.id = t.run_id WHERE t.id = :i",
+                     {"i": parent})
+        if row is None:
+            break
+        task, run_id, pool, state, parent = row
+        if pool is not None and state == "running":
+            found.append((str(task), int(run_id), str(pool)))
+    return found
