@@ -27,3 +27,23 @@ def test_a_definition_that_no_longer_loads_does_not_hold_up_other_runs(
         run_agent(fresh, run_id)
     assert [(r[1], r[2]) for r in runs(store)] == [("succeeded", "manual")]
     assert "job down: its triggers are ignored" in caplog.text
+
+
+def test_a_trigger_on_a_job_deleted_with_force_never_fires(engine: Engine, store: Store) -> None:
+    """`delete --force` of a job a trigger waits for: the trigger went on counting the
+    deleted job's last run, so the next end of another upstream fired it, and `jobs` said it
+    waited for `up (run 1 succeeded)` as if `up` could still run."""
+    from taskplan.engine.triggers import trigger_waits
+
+    apply(engine, "job: up\ntasks:\n  a: {shell: \"true\"}\n")
+    apply(engine, "job: other\ntasks:\n  a: {shell: \"true\"}\n")
+    down = apply(engine, "job: down\ntriggers:\n  - after: [up, other]\n"
+                 "tasks:\n  a: {shell: \"true\"}\n")
+    run_agent(engine, engine.create_run(engine.current_version("up")))
+    engine.delete_job("up", force=True)
+    run_agent(engine, engine.create_run(engine.current_version("other")))
+    assert [(r[1], r[2]) for r in runs(store)] == [("succeeded", "manual")] * 2  # no `down`
+    spec = engine.job_spec(down)
+    with store.read() as tx:
+        [wait] = trigger_waits(tx, down, spec.triggers, 0.0)
+    assert wait["waiting"] == ["up (deleted)"]

@@ -69,7 +69,13 @@ def check_trigger(tx: Tx, job_id: int, trig: TriggerSpec, now: float) -> Trigger
     parts: dict[str, int] = {}
     waiting: list[str] = []
     for name in trig.after:
-        jid = ids.get(name)
+        jid, live = ids.get(name, (None, True))
+        if not live:
+            # `delete --force` of a job a trigger waits for: it never fires again (its last
+            # runs, or the cancel of its active ones, do not complete a set) until the job is
+            # applied again.
+            waiting.append(f"{name} (deleted)")
+            continue
         last_run = None if jid is None else sched_ops.latest_finished_run(tx, jid)
         if last_run is None:
             waiting.append(f"{name} (no ended run)")

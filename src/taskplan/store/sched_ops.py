@@ -290,13 +290,14 @@ def start_backfill_runs(tx: Tx, backfill_id: int, now: float) -> list[int]:
 
 
 # -- cross-job triggers ---------------------------------------------------------------------
-def job_ids(tx: Tx, names: tuple[str, ...]) -> dict[str, int]:
+def job_ids(tx: Tx, names: tuple[str, ...]) -> dict[str, tuple[int, bool]]:
+    """name -> (id, live) of the jobs of these names; `live` is False for a deleted job."""
     if not names:
         return {}
     marks = ", ".join(f":n{i}" for i in range(len(names)))
     params: dict[str, Any] = {f"n{i}": n for i, n in enumerate(names)}
-    return {str(n): int(i) for i, n in tx.all(
-        f"SELECT id, name FROM jobs WHERE name IN ({marks})", params)}
+    return {str(n): (int(i), v is not None) for i, n, v in tx.all(
+        f"SELECT id, name, current_version_id FROM jobs WHERE name IN ({marks})", params)}
 
 
 @dataclass(frozen=True)
