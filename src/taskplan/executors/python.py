@@ -296,8 +296,10 @@ class PythonExecutor:
                     return timed_out_result(request.timeout), False
                 # Once "done" came the marker is already in the pipe (written first); only a
                 # task that closed the worker's own copy of the pipe can keep it away.
+                # (poll takes a C int of ms: a wait past ~24 days overflows it, so a long
+                # timeout is waited for a day at a time)
                 wait = (_MARKER_WAIT if outcome is not None
-                        else None if deadline is None else deadline - now)
+                        else None if deadline is None else min(deadline - now, 86400.0))
                 ready = poller.poll(None if wait is None else max(0, int(wait * 1000) + 1))
                 if not ready and outcome is not None:
                     break

@@ -493,3 +493,18 @@ def test_a_task_printing_without_pause_still_times_out(python, plain_request, mo
     thread.start()
     thread.join(120)  # a hang guard, not a measure: the deadline is checked between reads
     assert box == [ExecResult(ok=False, error="timed out after 1s", timed_out=True)]
+
+
+@pytest.mark.parametrize("days", [25, 366])
+def test_a_long_timeout_is_waited_for(python, make_request, module, sink, days) -> None:
+    """A timeout past ~24.8 days overflowed poll()'s milliseconds: the attempt failed with
+    'OverflowError: timeout is too large' inside taskplan instead of running."""
+    name = module("""
+        def go(ctx):
+            print("ran")
+            return 7
+    """)
+    result = python.execute(make_request(f"{name}:go", kind="python", timeout=days * 86400.0),
+                            sink, Cancellation())
+    assert result == ExecResult(ok=True, result=7)
+    assert "ran" in sink.text
