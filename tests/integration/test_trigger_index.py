@@ -47,3 +47,30 @@ def test_a_trigger_on_a_job_deleted_with_force_never_fires(engine: Engine, store
     with store.read() as tx:
         [wait] = trigger_waits(tx, down, spec.triggers, 0.0)
     assert wait["waiting"] == ["up (deleted)"]
+
+
+def test_delete_force_cancels_without_firing_a_trigger_on_the_deleted_job(
+        engine: Engine, store: Store) -> None:
+    """`delete --force` cancelled the job's active run, then deleted it: that cancel ended the
+    run while the job was still there, so a `status: finished` trigger on it fired a run of
+    the dependent job, which a deleted job never does."""
+    apply(engine, "job: up\ntasks:\n  a: {shell: \"sleep 30\"}\n")
+    apply(engine, "job: down\ntriggers:\n  - after: [up]\n    status: finished\n"
+          "tasks:\n  a: {shell: \"true\"}\n")
+    queued_up = engine.create_run(engine.current_version("up"))  # no agent: never started
+    gone = engine.delete_job("up", force=True)
+    assert gone.cancelled == [queued_up]
+    assert [(r[0], r[1], r[2]) for r in runs(store)] == [(queued_up, "cancelled", "manual")]
+    with store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM jobs WHERE name = 'up'"
+                         " AND current_version_id IS NULL") == 1
+
+
+def test_delete_force_purge_history_of_a_job_with_an_active_run(engine: Engine,
+                                                                 store: Store) -> None:
+    apply(engine, "job: up\ntasks:\n  a: {shell: \"sleep 30\"}\n")
+    engine.create_run(engine.current_version("up"))
+    gone = engine.delete_job("up", force=True, purge_history=True)
+    assert gone.runs == 1 and runs(store) == []
+    with store.read() as tx:
+        assert tx.scalar("SELECT COUNT(*) FROM jobs") == 0

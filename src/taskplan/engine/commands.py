@@ -57,14 +57,14 @@ def delete_job(ctx: Context, name: str, *, force: bool = False, purge_history: b
                dry_run: bool = False) -> JobDeletion:
     """Delete a job: it leaves `jobs`, the scheduler and triggers; its runs stay readable
     unless `purge_history`. Refused (ConflictError) while a run of it is active, unless
-    `force`, which cancels those runs first."""
+    `force`, which deletes it, then cancels those runs (their ends then fire nothing)."""
     callers = _callers_of(ctx, name)
     if callers and not force:
         raise ConflictError(
             f"job {name} is used by {', '.join(callers)}; delete or change those first,"
             " or delete with --force")
     cancelled: list[int] = []
-    for _ in range(5):  # a run created between the cancel and the delete: cancel it too
+    for _ in range(5):  # a run started between the read and the delete: read again
         with ctx.store.read() as tx:
             job = job_admin.live_job(tx, name)
             if job is None:
@@ -78,24 +78,40 @@ def delete_job(ctx: Context, name: str, *, force: bool = False, purge_history: b
                 " first, or delete with --force to cancel them")
         if dry_run:
             return JobDeletion(name, sorted(active), total, purge_history)
-        for run_id in active:  # queued ones first: no end of a running one starts them
-            try:
-                cancel_run(ctx, run_id)
-                cancelled.append(run_id)
-            except ConflictError:
-                pass  # it ended meanwhile
         with ctx.store.tx() as tx:
             job = job_admin.live_job(tx, name)
             if job is None:
                 raise unknown_job(tx, name)
-            if job_admin.active_runs(tx, job.job_id):
-                continue
-            if purge_history:
+            active = job_admin.active_runs(tx, job.job_id)
+            if active and not force:
+                continue  # one started since it was read: refused as above
+            # Retired before its active runs are cancelled: the end of one (in cancel_run's
+            # own transaction) then fires no cross-job trigger waiting for this job, which a
+            # deleted job never fires, and nothing starts a run of it any more.
+            purged = purge_history and not active
+            if purged:
                 total = job_admin.purge_job(tx, job.job_id)
             else:
                 job_admin.retire_job(tx, job.job_id, ctx.clock())
             tx.wake = True
-            return JobDeletion(name, sorted(cancelled), total, purge_history)
+        for _ in range(5):
+            for run_id in active:  # queued ones first: no end of a running one starts them
+                try:
+                    cancel_run(ctx, run_id)
+                    cancelled.append(run_id)
+                except ConflictError:
+                    pass  # it ended meanwhile
+            with ctx.store.read() as tx:
+                active = job_admin.active_runs(tx, job.job_id)
+            if not active:
+                break
+        if active:
+            raise ConflictError(f"job {name} was deleted but its runs"
+                                f" {', '.join(map(str, active))} are still active")
+        if purge_history and not purged:
+            with ctx.store.tx() as tx:
+                total = job_admin.purge_job(tx, job.job_id)
+        return JobDeletion(name, sorted(cancelled), total, purge_history)
     raise ConflictError(f"job {name} keeps starting runs; pause it, then delete it")
 
 
