@@ -7,6 +7,7 @@ process commits, or a timer (retry, heartbeat) is due. Slot threads only execute
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -344,6 +345,13 @@ class Agent:
                 # usable: go round again (outcomes wait in _unrecorded), no outage to recover.
                 log.info("store conflict, retrying the turn: %s", exc)
                 gen = -1
+                if time.monotonic() >= next_beat:
+                    # Turns that keep meeting conflicts never reach the beat below the step:
+                    # renew the lease here, or others declare this live agent lost.
+                    # (The store gone meanwhile: the next turn's step meets it as an outage.)
+                    with contextlib.suppress(StoreConflictError, StoreUnavailableError):
+                        self._heartbeat()
+                        next_beat = time.monotonic() + beat_every
             except StoreUnavailableError as exc:
                 if outage is None:
                     outage = Outage(exc, log)

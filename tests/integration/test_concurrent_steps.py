@@ -212,3 +212,38 @@ def _cut_client_side(store: Store) -> None:
                  and c.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE]
     assert len(conns) == 1
     socket.socket(fileno=os.dup(conns[0].fileno())).shutdown(socket.SHUT_RDWR)
+
+
+def test_an_agent_whose_turns_keep_conflicting_still_renews_its_lease(
+        engine: Engine, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its heartbeat came only after a step that went through: an agent meeting deadlocks turn
+    after turn let its lease run out and was declared lost while alive."""
+    from engine_helpers import wait_for
+
+    from taskplan.agent import Agent
+    from taskplan.errors import StoreConflictError
+
+    agent = Agent(engine, slots=1, lease=1.5)
+    agent_id = agent.register()
+
+    def beat() -> float:
+        with store.read() as tx:
+            return float(tx.scalar("SELECT heartbeat_at FROM agents WHERE id = :a",
+                                   {"a": agent_id}))
+
+    def deadlock(*_: Any, **__: Any) -> Any:
+        time.sleep(0.01)  # as a server takes a moment to find one
+        raise StoreConflictError("deadlock detected (injected)")
+
+    monkeypatch.setattr(engine, "step", deadlock)
+    first = beat()
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: beat() > first, timeout=20.0, what="a renewed lease")
+    finally:
+        agent.drain()
+        thread.join(20.0)
+    assert not thread.is_alive()
+    with store.read() as tx:
+        assert tx.scalar("SELECT state FROM agents WHERE id = :a", {"a": agent_id}) != "lost"
