@@ -108,6 +108,14 @@ class LazyGroup(click.Group):
 
     def resolve_command(self, ctx: click.Context, args: list[str]
                         ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and name not in COMMANDS and not name.startswith("-"):
+            # Click names no command; every other name taskplan is given gets a guess.
+            import difflib
+
+            close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.7)
+            if close:
+                ctx.fail(f"No such command {name!r}; did you mean {close[0]!r}?")
         found = super().resolve_command(ctx, args)
         if _startup[0]:
             # The command's modules are loaded: what start-up created lives as long as the
