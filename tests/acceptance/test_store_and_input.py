@@ -182,7 +182,7 @@ def test_a_misspelt_command_gets_a_did_you_mean(tp: Taskplan) -> None:
     # Options and every name taskplan reads had one; a command said only "No such command".
     res = tp("stauts", "1", db=False)
     assert (res.code, res.out) == (2, "")
-    assert res.err == ("taskplan: No such command 'stauts'; did you mean 'status'?"
+    assert res.err == ("taskplan: No such command 'stauts'. Did you mean 'status'?"
                        " (see taskplan --help)\n")
     res = tp("--db", "sqlite:///x.db", "bogus", db=False)
     assert res.code == 2 and res.err == "taskplan: No such command 'bogus'. (see taskplan --help)\n"

@@ -115,7 +115,7 @@ class LazyGroup(click.Group):
 
             close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.7)
             if close:
-                ctx.fail(f"No such command {name!r}; did you mean {close[0]!r}?")
+                ctx.fail(f"No such command {name!r}. Did you mean {close[0]!r}?")
         found = super().resolve_command(ctx, args)
         if _startup[0]:
             # The command's modules are loaded: what start-up created lives as long as the
