@@ -633,6 +633,12 @@ class Agent:
             if fe.values is not None:
                 values_ = fe.values
                 chunks = lambda: _chunks(values_)  # noqa: E731
+            elif fe.from_task is not None and fe.from_task not in results:
+                # Its source did not succeed (skipped: `enabled: false`, a trigger rule; or
+                # failed, under all_done): it made no list, so there is nothing to run.
+                sink.write(f"taskplan: foreach from {fe.from_task!r}: it did not succeed, so"
+                           " there are no items\n")
+                chunks = lambda: iter(())  # noqa: E731
             elif fe.from_task is not None:
                 items = results.get(fe.from_task)
                 if not isinstance(items, list):
