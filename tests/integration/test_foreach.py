@@ -104,6 +104,27 @@ def test_zero_items_succeed_at_once(engine: Engine, store: Store) -> None:
     assert counters(store, run_id) == (0, 0, 0)
 
 
+def test_a_foreach_over_a_source_that_did_not_succeed_has_no_items(engine: Engine,
+                                                                   store: Store) -> None:
+    """A disabled source (or a failed one, under all_done) made no list: the foreach failed
+    with "its result is not a list (got NoneType)"; it has no items, and says why."""
+    run_id, _ = run_job(engine, """
+        job: fe_off
+        tasks:
+          off: {python: "tpforeach:list_files", enabled: false}
+          each: {foreach: {from: off}, python: "tpforeach:item"}
+          boom: {python: "tpforeach:nosuchfunction"}
+          anyway: {foreach: {from: boom}, python: "tpforeach:item", trigger: all_done}
+          after: {python: "tpforeach:noop", depends_on: [each, anyway]}
+        """)
+    assert {k: v["state"] for k, v in tasks(store, run_id).items()} == {
+        "off": "skipped", "each": "succeeded", "boom": "failed", "anyway": "succeeded",
+        "after": "succeeded"}
+    assert items(store, run_id, "each") == [] and items(store, run_id, "anyway") == []
+    text = log_text(store, tasks(store, run_id)["each"]["id"])
+    assert "foreach from 'off': it did not succeed, so there are no items" in text
+
+
 def test_retries_and_on_failure_apply_per_item(engine: Engine, store: Store) -> None:
     run_id, _ = run_job(engine, """
         job: fe_fail
