@@ -45,10 +45,11 @@ def apply_calendar(tx: Tx, name: str, definition: str, digest: str, source: str,
 
 
 def current_calendars(tx: Tx) -> list[StoredCalendar]:
-    """Every calendar at its current version, by name."""
-    rows = tx.all("SELECT c.name, v.version, v.definition, v.source_path, c.updated_at"
-                  " FROM calendars c JOIN calendar_versions v ON v.id = c.current_version_id"
-                  " ORDER BY c.name")
+    """Every calendar at its current version, by name (in code-point order on every backend,
+    not in a PostgreSQL database's collation)."""
+    rows = sorted(tx.all("SELECT c.name, v.version, v.definition, v.source_path, c.updated_at"
+                         " FROM calendars c JOIN calendar_versions v"
+                         " ON v.id = c.current_version_id"), key=lambda r: str(r[0]))
     return [StoredCalendar(str(name), int(version), json.loads(definition), str(source),
                            float(updated_at))
             for name, version, definition, source, updated_at in rows]

@@ -233,7 +233,10 @@ def jobs(tx: Tx) -> list[JobInfo]:
         " (SELECT r.id FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1),"
         " (SELECT r.finished_at FROM runs r WHERE r.job_id = j.id ORDER BY r.id DESC LIMIT 1),"
         " j.paused"
-        " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id ORDER BY j.name")
+        " FROM jobs j JOIN job_versions v ON v.id = j.current_version_id")
+    # By name in code-point order, as on SQLite: PostgreSQL's ORDER BY follows the database's
+    # collation, which in most locales puts a_a before a-a.
+    rows = sorted(rows, key=lambda r: str(r[0]))
     return [JobInfo(str(name), int(job_id), int(version), int(version_id), int(versions),
                     last_state, last_run_id, last_finished_at, bool(paused))
             for (name, job_id, version, version_id, versions, last_state, last_run_id,
