@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import queue
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from taskplan.attempt_log import AttemptLog, wait_for_late_output
@@ -628,6 +630,7 @@ class Agent:
         fe = task.foreach
         assert fe is not None
         sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
+        spool: IO[bytes] | None = None
         try:
             chunks: Callable[[], Iterable[Sequence[Any]]]
             if fe.values is not None:
@@ -658,18 +661,27 @@ class Agent:
                 url = expand_url(raw, name)
                 quote = engine_for(url).dialect.identifier_preparer.quote
                 query = render(fe.sql, values, quote_ident=quote)
-                chunks = lambda: stream_rows(url, query, values["params"],  # noqa: E731
-                                             FOREACH_CHUNK)
+                # The rows are read into a temporary file before the store's transaction
+                # that inserts them, which then never waits on the user's server (a slow
+                # query, a hung one): it holds the store's write lock on SQLite, the run's row
+                # on PostgreSQL. Memory stays flat however many rows come.
+                spool = _spool(stream_rows(url, query, values["params"], FOREACH_CHUNK))
+                rows = spool
+                chunks = lambda: _unspool(rows)  # noqa: E731
             # Through a store outage the items are read again and inserted in a new
             # transaction; one whose commit reply was lost is found, not redone.
             n = retrying(lambda: self.engine.expand_foreach(claim, chunks()),
                          what="inserting foreach items", stop=self._cancel_all.is_set)
         except Exception as exc:
+            if spool is not None:
+                spool.close()
             message = mask_url(str(exc) if isinstance(exc, SqlSetupError)
                                else f"{type(exc).__name__}: {exc}".splitlines()[0])
             sink.write(f"taskplan: foreach items: {message}\n")
             sink.close()
             return Outcome(TaskState.FAILED, error=f"foreach items: {message}")
+        if spool is not None:
+            spool.close()
         if n is None:
             sink.close()
             return Outcome(TaskState.CANCELLED, error="cancelled before its items started")
@@ -689,6 +701,25 @@ def _fields(claim: Claim, event: str) -> dict[str, Any]:
     """The JSON log fields of an event about one claimed task run."""
     return {"event": event, "run_id": claim.run_id, "task": claim.task,
             "task_run_id": claim.task_run_id, "attempt": claim.attempt}
+
+
+def _spool(chunks: Iterable[Sequence[Any]]) -> IO[bytes]:
+    """Rows as JSON lines in a temporary file without a name (gone once closed)."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
+    try:
+        encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        for chunk in chunks:
+            spool.write("".join([encode(row) + "\n" for row in chunk]).encode())
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _unspool(spool: IO[bytes]) -> Iterator[list[Any]]:
+    """The spooled rows, from the first, FOREACH_CHUNK at a time."""
+    spool.seek(0)
+    return _chunks(json.loads(line) for line in spool)
 
 
 def _chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
