@@ -165,3 +165,10 @@ def test_a_foreach_query_on_a_pooled_connection_the_server_closed_is_replaced(
     relayed.drop()
     run_id, _ = run_job(engine, job(fan))
     assert tasks(store, run_id)["fan"]["state"] == "succeeded", tasks(store, run_id)
+
+
+def test_the_longest_timeout_is_taken_by_every_driver(engine: Engine, store: Store,
+                                                      target: Target) -> None:
+    # (PyMySQL refuses a connect_timeout over a year: the attempt's bound must not reach it.)
+    run_id, _ = run_job(engine, job({"q": {"sql": "SELECT 1", "timeout": "366d"}}))
+    assert tasks(store, run_id)["q"]["state"] == "succeeded", tasks(store, run_id)

@@ -152,7 +152,9 @@ def _bound_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any
     left = max(deadline - time_monotonic(), 0.001)
     if dialect.name == "postgresql":
         left = max(2, math.ceil(left))
-    if left < _seconds(cparams.get("connect_timeout")):
+    # (PyMySQL's own default is 10 s, and it refuses more than a year.)
+    default = 10 if dialect.name == "mysql" else None
+    if left < _seconds(cparams.get("connect_timeout", default)):
         cparams["connect_timeout"] = left
     if dialect.name == "mysql" and left < _seconds(cparams.get("read_timeout")):
         _connecting.read_timeout = (cparams.get("read_timeout"),)  # what to give back after
