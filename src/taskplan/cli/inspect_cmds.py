@@ -58,7 +58,7 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
     run_id = parse_run_id(run)
     from taskplan.engine import waiting  # why a task waits: for one run's view only
 
-    with store.read() as tx:
+    with store.snapshot() as tx:
         info = reports.run_info(tx, run_id)
         if info is None:
             raise NotFoundError(f"no run {run_id}")

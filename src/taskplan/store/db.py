@@ -162,6 +162,14 @@ class Store:
         joined = self.dialect.open_tx()
         return nullcontext(joined) if joined is not None else self.dialect.read()
 
+    def snapshot(self) -> AbstractContextManager[Tx]:
+        """`read` whose statements all see one committed state, on every backend: a view
+        assembled from several queries (a run's task runs and why each waits) never mixes
+        two states. PostgreSQL's reads are READ COMMITTED otherwise (each statement sees what
+        was committed before it); SQLite's read transaction is one snapshot already."""
+        joined = self.dialect.open_tx()
+        return nullcontext(joined) if joined is not None else self.dialect.snapshot()
+
     def call(self, sql: str, params: Params, *, wake: bool) -> list[Row] | None:
         """One statement as a transaction of its own, in one round trip (PostgreSQL: for
         server-side functions that do a whole transaction's work). None when the backend has

@@ -163,6 +163,10 @@ class Dialect:
         """A new read snapshot on this thread's connection."""
         raise NotImplementedError
 
+    def snapshot(self) -> AbstractContextManager[Tx]:
+        """A read whose statements all see one committed state (Store.snapshot)."""
+        return self.read()
+
     def call(self, sql: str, params: Params, *, wake: bool) -> list[Row] | None:
         """One statement as a transaction of its own, in one round trip; None: not here
         (no server step on this backend, or a transaction is open on this thread)."""

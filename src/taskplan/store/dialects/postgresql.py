@@ -283,6 +283,12 @@ class PostgresDialect(Dialect):
             self.waker.notify()
 
     @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        with self.read() as tx:
+            tx.run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield tx
+
+    @contextmanager
     def read(self) -> Iterator[Tx]:
         conn = self.connection()
         tx = Tx(self.store, conn)
