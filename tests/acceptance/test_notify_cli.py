@@ -215,3 +215,14 @@ def test_bad_smtp_settings_and_notify_entries_are_refused_up_front(tp: Taskplan)
         toml.write_text('db = "sqlite:///t.db"\n\n' + body)
         res = tp("jobs", db=False)
         assert res.code == 2 and res.err == f"taskplan: {toml}:3: {words}\n", (body, res)
+
+
+def test_notifications_of_a_run_that_does_not_exist_say_so(tp: Taskplan) -> None:
+    # `--run 99` (a typo, or a purged run whose notifications went with it) said "no
+    # notifications" and exited 0, as for a run that simply sent none.
+    tp.write("quiet.yaml", "job: quiet\nnotify: []\ntasks: {a: {shell: 'true'}}\n")
+    tp.ok("run", "quiet.yaml")
+    assert tp.ok("notifications", "--run", "1").out == "no notifications\n"
+    assert tp.ok("notifications", "--run", "1", "--json").json() == []
+    res = tp("notifications", "--run", "99")
+    assert (res.code, res.out, res.err) == (2, "", "taskplan: no run 99\n")

@@ -83,13 +83,16 @@ def notifications_cmd(click_ctx: click.Context, failed_only: bool, run: str | No
     again)."""
     if click_ctx.invoked_subcommand is not None:
         return
-    from taskplan.store import notify_ops
+    from taskplan.store import notify_ops, reports
 
     run_id = None if run is None else parse_run_id(run)
     ctx = get_context(db)
     with ctx.engine.store.read() as tx:
         items = notify_ops.list_notifications(tx, failed_only=failed_only, limit=limit,
                                               run_id=run_id)
+        if run_id is not None and not items and reports.run_info(tx, run_id) is None:
+            # A run's notifications go with it when it is purged: none to list is a typo.
+            raise NotFoundError(f"no run {run_id}")
     if as_json:
         print_json([_shape(n) for n in items])
         return
