@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import re
 
-_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
+# A scheme is at most 32 characters here: unbounded, every letter of a long run of them (a
+# line of base64, a DNA sequence) started a scan to the run's end, and a 40 kB line took
+# seconds (a megabyte, the hour). The text before a match is kept as is, so a longer scheme
+# is masked all the same.
+_PASSWORD = re.compile(
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]{0,31}://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)")
 # A password given as a query parameter of a URL (`?password=...`, which drivers honour).
 _QUERY_PASSWORD = re.compile(
     r"(?P<head>://\S*?[?&](?:password|passwd|pwd)=)(?P<pw>[^&#\s'\"]*)", re.IGNORECASE)

@@ -259,3 +259,27 @@ def test_stopping_web_ends_its_event_streams(home: tuple[Path, str], signame: st
         server.stop()
     assert server.proc.returncode == 0, server.stderr
     assert "Traceback" not in server.stderr and "Aborted" not in server.stderr, server.stderr
+
+
+def test_a_long_line_of_output_does_not_hang_the_console(home: tuple[Path, str]) -> None:
+    """A task printing a long run of letters (a line of base64, a DNA sequence) hung its
+    page, and the whole `serve` process with it (its agent's heartbeats too): masking URL
+    passwords scanned from every letter to the end of the run, 40 kB took seconds and 1 MB
+    about an hour. The page now comes at once (the client gives up after 60 s)."""
+    import httpx
+
+    cwd, db = home
+    (cwd / "long.yaml").write_text(
+        "job: longline\ntasks:\n  t:\n    shell: \"head -c 1000000 /dev/zero | tr '\\\\0' x;"
+        " echo ' postgresql://u:pw@h/d'\"\n")
+    assert run_cli(["apply", "long.yaml"], db, cwd).returncode == 0
+    done = run_cli(["run", "longline"], db, cwd)
+    assert done.returncode == 0, done.stderr
+    server = Server(["web"], db, cwd)
+    try:
+        with httpx.Client(base_url=server.base, timeout=60.0) as client:
+            page = client.get("/runs/1/tasks/t")
+        assert page.status_code == 200
+        assert "x" * 1000 in page.text and "postgresql://u:***@h/d" in page.text
+    finally:
+        server.stop()
