@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import logging
 import os
+import pickle
 import queue
 import socket
 import tempfile
@@ -704,12 +704,12 @@ def _fields(claim: Claim, event: str) -> dict[str, Any]:
 
 
 def _spool(chunks: Iterable[Sequence[Any]]) -> IO[bytes]:
-    """Rows as JSON lines in a temporary file without a name (gone once closed)."""
+    """Chunks of rows, pickled one after the other into a temporary file without a name (gone
+    once closed; no other process can reach it), so they cost no memory meanwhile."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
     try:
-        encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         for chunk in chunks:
-            spool.write("".join([encode(row) + "\n" for row in chunk]).encode())
+            pickle.dump(list(chunk), spool, protocol=pickle.HIGHEST_PROTOCOL)
     except BaseException:
         spool.close()
         raise
@@ -717,9 +717,13 @@ def _spool(chunks: Iterable[Sequence[Any]]) -> IO[bytes]:
 
 
 def _unspool(spool: IO[bytes]) -> Iterator[list[Any]]:
-    """The spooled rows, from the first, FOREACH_CHUNK at a time."""
+    """The spooled chunks, from the first."""
     spool.seek(0)
-    return _chunks(json.loads(line) for line in spool)
+    while True:
+        try:
+            yield pickle.load(spool)  # (our own file, written just before)
+        except EOFError:
+            return
 
 
 def _chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
