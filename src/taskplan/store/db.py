@@ -154,7 +154,8 @@ class Store:
         return nullcontext(joined) if joined is not None else self.dialect.tx()
 
     def read(self) -> AbstractContextManager[Tx]:
-        """A read-only snapshot.
+        """A read-only transaction: one snapshot on SQLite; on PostgreSQL (READ COMMITTED)
+        each statement sees what was committed before it, `snapshot` is one state throughout.
 
         Inside an open write transaction on the same thread it reads through that transaction
         (it shares the thread's connection, so ending a snapshot would end the write too).
