@@ -224,3 +224,21 @@ def test_long_names_wrap_inside_the_window(console: tuple[Server, Path], page: A
         assert width <= 1280, (url[:40], width)
     page.goto(server.base + "/jobs")
     assert page.locator("tr", has_text=job).locator("button").is_visible()
+
+
+def test_run_now_sends_a_param_named_like_an_object_key(console: tuple[Server, Path],
+                                                        page: Any) -> None:
+    """A param named __proto__ typed in the form was dropped (assigning it to a plain object
+    set the prototype): the run started with its default."""
+    server, home = console
+    (home / "proto.yaml").write_text('job: proto\nparams: {"__proto__": "a", "constructor": "b"}\n'
+                                     'tasks:\n  t: {shell: "true"}\n')
+    cli(home, "apply", "proto.yaml")
+    page.goto(server.base + "/jobs/proto")
+    page.fill('input[name="__proto__"]', "typed")
+    page.fill('input[name="constructor"]', "typed too")
+    page.click("form.runform button")
+    page.wait_for_url("**/runs/*")
+    run_id = int(page.url.rsplit("/", 1)[1])
+    params = server.http.get(f"/api/v1/runs/{run_id}").json()["params"]
+    assert params == {"__proto__": "typed", "constructor": "typed too"}

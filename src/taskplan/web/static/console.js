@@ -51,7 +51,9 @@
   // typed (as --param k=v); any other default is shown as JSON, and what is typed there is
   // read back as JSON.
   function paramsOf(form) {
-    const params = {};
+    // No prototype: a param named __proto__ is then a key like any other (on a plain
+    // object, assigning it set the prototype and the value was never sent).
+    const params = Object.create(null);
     form.querySelectorAll("[data-param]").forEach((input) => {
       if (input.value === input.defaultValue) return;
       if (!input.hasAttribute("data-json")) { params[input.name] = input.value; return; }
