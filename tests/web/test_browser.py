@@ -242,3 +242,27 @@ def test_run_now_sends_a_param_named_like_an_object_key(console: tuple[Server, P
     run_id = int(page.url.rsplit("/", 1)[1])
     params = server.http.get(f"/api/v1/runs/{run_id}").json()["params"]
     assert params == {"__proto__": "typed", "constructor": "typed too"}
+
+
+def test_task_page_opened_before_the_task_starts_shows_its_output(
+        console: tuple[Server, Path], page: Any) -> None:
+    """The output was drawn with the page only: a task page opened while the task waited
+    never showed it (nor a retry's) until reloaded. It appears when the attempt starts, and a
+    new attempt's replaces it."""
+    server, home = console
+    run_id = server.http.post("/api/v1/jobs/browser/runs").json()["run_id"]
+    page.goto(f"{server.base}/runs/{run_id}/tasks/flaky")
+    page.wait_for_selector('#task-state[data-state="pending"]')
+    assert page.locator("#output").count() == 0
+    page.evaluate("window.notReloaded = true")
+    (home / "go").write_text("")
+    page.wait_for_selector('#task-state[data-state="failed"]')
+    page.wait_for_selector("#output")
+    assert page.locator("#output-live h2").inner_text() == "Output of attempt 1"
+    assert page.locator("#output").inner_text().count(HOSTILE) == 1
+    (home / "fixed").write_text("")
+    assert server.http.post(f"/api/v1/runs/{run_id}/tasks/flaky/retry").status_code == 200
+    page.wait_for_selector('#task-state[data-state="succeeded"]')
+    page.locator("#output-live h2", has_text="Output of attempt 2").wait_for()
+    assert page.locator("#output").inner_text().count(HOSTILE) == 1
+    assert page.evaluate("window.notReloaded") is True

@@ -27,7 +27,12 @@
         const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
         const fresh = doc.querySelectorAll("[data-live]");
         document.querySelectorAll("[data-live]").forEach((el, i) => {
-          if (fresh[i]) el.replaceChildren(...Array.from(fresh[i].childNodes).map((n) => document.importNode(n, true)));
+          const f = fresh[i];
+          if (!f) return;
+          // A region with a key (a task's output) is swapped only when its key changed.
+          if (el.dataset.liveKey !== undefined && el.dataset.liveKey === f.dataset.liveKey) return;
+          el.replaceChildren(...Array.from(f.childNodes).map((n) => document.importNode(n, true)));
+          if (f.dataset.liveKey !== undefined) el.dataset.liveKey = f.dataset.liveKey;
         });
         lastSwap = Date.now();
         bindActions(document);
