@@ -92,3 +92,37 @@ def test_after_a_hang_up_output_to_files_is_still_written(tp: Taskplan) -> None:
     text = agent_log.read_text()
     assert f"task end: run {run_id} task hold attempt 1 succeeded" in text, text
     assert "stopped" in text.splitlines()[-1], text
+
+
+def test_a_sql_statement_dies_with_its_killed_agent(tp: Taskplan, pg_url: str) -> None:
+    """PostgreSQL runs a statement to its end after its client died, unless told to check:
+    the statement of an agent killed with SIGKILL must not run on (and commit) while its task
+    is retried elsewhere."""
+    import psycopg
+
+    marker = "killed-agent-statement"
+
+    def on_server() -> int:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s"
+                               " AND pid <> pg_backend_pid()", (f"%{marker}%",)).fetchone()
+        return int(row[0]) if row else 0
+
+    tp.write("stmt.yaml", f"""
+        job: stmt
+        connections: {{pg: "{pg_url}"}}
+        tasks:
+          q: {{connection: pg, sql: "SELECT pg_sleep(120) /* {marker} */"}}
+        """)
+    runner = tp.popen("run", "stmt.yaml")
+    deadline = time.monotonic() + 30
+    while on_server() == 0:
+        assert runner.poll() is None, finish(runner)
+        assert time.monotonic() < deadline, "the statement never started"
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    deadline = time.monotonic() + 20  # a hang guard: it goes within a second
+    while on_server():
+        assert time.monotonic() < deadline, "the killed agent's statement is still running"
+        time.sleep(0.05)

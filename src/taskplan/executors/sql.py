@@ -161,6 +161,28 @@ def _bound_connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any
         cparams["read_timeout"] = left
 
 
+CLIENT_CHECK = "1s"  # PostgreSQL 14+: how often a running statement checks that we are there
+
+
+def _watch_client(dbapi_connection: Any) -> None:
+    """PostgreSQL runs a statement to its end (and commits it) after its client died, unless
+    told to check: an agent killed with SIGKILL would leave its statement running while the
+    task is retried elsewhere, twice at once. PostgreSQL 14 and later end it within
+    CLIENT_CHECK of the client going (client_connection_check_interval); older ones cannot."""
+    info = getattr(dbapi_connection, "info", None)
+    if int(getattr(info, "server_version", 0) or 0) < 140000:
+        return  # (not PostgreSQL, or before 14)
+    try:
+        dbapi_connection.execute(f"SET client_connection_check_interval = '{CLIENT_CHECK}'")
+        if not dbapi_connection.autocommit:
+            dbapi_connection.commit()
+    except Exception as exc:  # a pooler that refuses it: the statement is merely not watched
+        logger.debug("cannot set client_connection_check_interval: %s",
+                     mask_url(_first_line(exc)))
+        if not dbapi_connection.autocommit:
+            dbapi_connection.rollback()
+
+
 def _seconds(value: Any) -> float:
     try:
         return float(value) if value is not None else math.inf
@@ -170,6 +192,7 @@ def _seconds(value: Any) -> float:
 
 def _mark_fresh(dbapi_connection: Any, record: Any) -> None:
     record.info["taskplan_fresh"] = True
+    _watch_client(dbapi_connection)
     given = getattr(_connecting, "read_timeout", None)
     if given is not None:  # (PyMySQL: see _bound_connect)
         _connecting.read_timeout = None
