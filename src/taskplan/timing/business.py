@@ -21,6 +21,7 @@ times of day whatever the day (the hour and minute fields do not depend on the d
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -126,6 +127,9 @@ def times_on(walls: Walls, day: date) -> list[time]:
         out.append(wall.time())
 
 
+_DAYS_KEPT = 8  # days whose times a ShiftedWalls keeps
+
+
 class ShiftedWalls:
     """A cron or calendar form restricted to a calendar's business days (see module doc)."""
 
@@ -134,6 +138,9 @@ class ShiftedWalls:
         self.closed = closed
         self.shift = shift
         self.every_hour = inner.every_hour
+        # The times of the last few days asked for: a schedule with many times a day (every
+        # minute: 1,440) rebuilt them at each next_wall, some 40 ms a firing.
+        self._times: dict[date, list[time]] = {}
 
     def _source_days(self, day: date) -> list[date]:
         """The days of the inner form whose firings land on `day` after shifting."""
@@ -159,10 +166,16 @@ class ShiftedWalls:
         return bool(self._source_days(day))
 
     def _day_times(self, day: date) -> list[time]:
-        times: set[time] = set()
-        for source in self._source_days(day):
-            times.update(times_on(self.inner, source))
-        return sorted(times)
+        found = self._times.get(day)
+        if found is None:
+            times: set[time] = set()
+            for source in self._source_days(day):
+                times.update(times_on(self.inner, source))
+            found = sorted(times)
+            if len(self._times) >= _DAYS_KEPT:
+                self._times.clear()
+            self._times[day] = found
+        return found
 
     def next_wall(self, wall: datetime) -> datetime | None:
         return _next_on_days(wall, self.day_matches, self._day_times)
@@ -197,7 +210,7 @@ class BusinessDayWalls:
 def _next_on_days(wall: datetime, matches: Callable[[date], bool],
                   times: Callable[[date], list[time]], horizon_days: int = 366 * 10
                   ) -> datetime | None:
-    """The first wall after `wall` on a matching day at one of that day's times."""
+    """The first wall after `wall` on a matching day at one of that day's times (sorted)."""
     day = wall.date()
     for step in range(horizon_days):
         if step:
@@ -206,10 +219,11 @@ def _next_on_days(wall: datetime, matches: Callable[[date], bool],
             day += timedelta(days=1)
         if not matches(day):
             continue
-        for t in times(day):
-            candidate = datetime.combine(day, t)
-            if candidate > wall:
-                return candidate
+        on_day = times(day)
+        # On the day of `wall`, the first time after it; on a later day, its first time.
+        i = bisect.bisect_right(on_day, wall.time()) if step == 0 else 0
+        if i < len(on_day):
+            return datetime.combine(day, on_day[i])
     return None
 
 
