@@ -355,6 +355,9 @@ class Scheduler:
                     self._retrying(self.try_lead, what="taking the scheduler lease")
                     fresh_lead = self.leader and not was
                     if fresh_lead:
+                        # What it compiled when it last led is stale: the calendars it saw
+                        # then held back nothing that it could vouch for (see _settle).
+                        self._calendar_stamp = None
                         log.info("scheduler %s leads", self.holder,
                                  extra={"event": "leader", "holder": self.holder,
                                         "leader": True})
