@@ -42,7 +42,7 @@ def test_run_delivers_its_notifications_before_exiting(tp: Taskplan) -> None:
             ("run_failed", "delivered", 1)]
         assert "toml-secret" not in tp.ok("notifications", "--json", db=False).out
         assert tp.ok("notifications", "--run", "1", "--json", db=False).json() == listed
-        assert tp.ok("notifications", "--run", "2", db=False).out.strip() == "no notifications"
+        assert tp("notifications", "--run", "2", db=False).err == "taskplan: no run 2\n"
         assert tp.ok("notifications", "--failed", db=False).out.strip() == (
             "no failed notifications")
     finally:
