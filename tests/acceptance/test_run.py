@@ -198,7 +198,7 @@ def test_end_summary_lists_every_failed_task_run_and_nothing_else(tp: Taskplan) 
     # succeeded items and tasks have no line.
     assert [line.split(" after ")[0] for line in summary[start + 1:]] == [
         "  failed: each", "  failed: each[1]", "  failed: each[3]", "  failed: lone"], res.out
-    assert summary[start + 1] == "  failed: each after 1 attempt(s)", res.out
+    assert summary[start + 1] == "  failed: each after 1 attempt(s): items: 2 failed", res.out
     assert summary[-1] == "  failed: lone after 1 attempt(s): exit code 3", res.out
     # On the pipe, items are named by index too (as `logs --item` takes them).
     assert re.search(r"\beach\[1\]\s+failed", res.out), res.out

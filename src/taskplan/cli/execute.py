@@ -415,5 +415,6 @@ def print_summary(engine: Engine, run_id: int, elapsed: float) -> None:
                f"{duration(0.0, elapsed)}: {parts}")
     for t in failed:
         name = f"{t.name}[{t.item_index}]" if t.item_index is not None else t.name
-        reason = f": {safe_line(t.error)}" if t.error else ""  # a foreach's items have theirs
+        reason = (f": {safe_line(t.error)}" if t.error
+                  else f": items: {t.failed_items} failed" if t.failed_items else "")
         click.echo(f"  failed: {name} after {t.attempts} attempt(s){reason}")

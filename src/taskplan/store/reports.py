@@ -125,6 +125,7 @@ class FailedTaskRun:
     item_index: int | None
     attempts: int
     error: str | None
+    failed_items: int = 0  # a foreach parent's failed items (it has no error of its own)
 
 
 def failed_task_runs(tx: Tx, run_id: int) -> list[FailedTaskRun]:
@@ -132,10 +133,11 @@ def failed_task_runs(tx: Tx, run_id: int) -> list[FailedTaskRun]:
     through the (run_id, state) index instead of every row: a 100,000-item run's summary
     would otherwise load and decode each item to print none of them."""
     rows = tx.all(
-        "SELECT task, item_index, attempts, error FROM task_runs WHERE run_id = :r"
-        f" AND state = 'failed' AND kind <> 'barrier'{_LISTED_IN_ORDER}", {"r": run_id})
-    return [FailedTaskRun(str(name), index, int(attempts), error)
-            for name, index, attempts, error in rows]
+        "SELECT task, item_index, attempts, error, failed_children FROM task_runs"
+        f" WHERE run_id = :r AND state = 'failed' AND kind <> 'barrier'{_LISTED_IN_ORDER}",
+        {"r": run_id})
+    return [FailedTaskRun(str(name), index, int(attempts), error, int(items or 0))
+            for name, index, attempts, error, items in rows]
 
 
 def _sub_job_tasks(tx: Tx, run_id: int) -> set[str]:
