@@ -235,3 +235,42 @@ def test_a_cast_right_after_a_bind(engine: Engine, store: Store, target: Target)
     got = tasks(store, run_id)["s"]
     assert got["state"] == "succeeded", got["error"]
     assert got["result"]["rows"] == [want]
+
+
+
+def test_pooled_connections_the_server_closed_are_replaced(engine: Engine, store: Store,
+                                                            target: Target) -> None:
+    """Pooled connections are pinged before use, and one the server closed is replaced. Every
+    one taken from the pool is pinged, the replacement included: after a server restart (here,
+    each session ended) the first was replaced by the next pooled one, unchecked, and the task
+    failed 'server closed the connection unexpectedly'."""
+    if target.kind == "sqlite":
+        pytest.skip("SQLite has no server to close a connection")
+    if target.kind == "postgresql":
+        pid = "SELECT pg_backend_pid() AS pid"
+        slow = "SELECT pg_backend_pid() AS pid FROM pg_sleep(1)"
+        kill, alive = ("SELECT pg_terminate_backend(:p)",
+                       "SELECT pid FROM pg_stat_activity WHERE pid = :p")
+    else:
+        pid, slow = "SELECT CONNECTION_ID() AS pid", "SELECT CONNECTION_ID() AS pid, SLEEP(1) AS s"
+        kill, alive = "KILL :p", "SELECT id FROM information_schema.processlist WHERE id = :p"
+
+    def run(tasks_: dict[str, Any]) -> list[int]:
+        run_id, _ = run_job(engine, job(tasks_))
+        got = tasks(store, run_id)
+        assert all(t["state"] == "succeeded" for t in got.values()), got
+        return [int(got[name]["result"]["rows"][0]["pid"]) for name in sorted(tasks_)]
+
+    def end(sessions: list[int]) -> None:
+        for p in sessions:
+            target.run(kill, {"p": p})
+            # (the server ends it after answering: a ping before that would still be answered)
+            wait_for(lambda p=p: not target.run(alive, {"p": p}), 10, "the session to end")
+
+    both = run({"a": {"sql": slow}, "b": {"sql": slow}})  # two sessions at once, both pooled
+    assert len(set(both)) == 2, both
+    end(both)
+    for _ in range(2):
+        [one] = run({"s": {"sql": pid}})
+        assert one not in both
+        end([one])

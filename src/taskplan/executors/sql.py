@@ -512,14 +512,14 @@ class SqlExecutor:
                 _connecting.deadline = _connecting.read_timeout = None
             with conn:
                 # A connection from the pool is pinged first (a fresh one is not): the server
-                # may have closed it meanwhile, and then a new one is taken, once.
-                ping = ping and not conn.connection.info.pop("taskplan_fresh", False)
+                # may have closed it meanwhile, and then another is taken. That one may come
+                # from the pool too (a restarted server closed them all), so it is pinged as
+                # well; each that fails is dropped, so the pool runs out of them.
                 left = None if deadline is None else deadline - time_monotonic()
-                done = self._run(engine, conn, statements, clauses, binds, timeout, left, ping,
-                                 log, cancel)
+                done = self._run(engine, conn, statements, clauses, binds, timeout, left,
+                                 not _fresh(conn) and ping, log, cancel)
             if done is not None:
                 return done
-            ping = False
 
     def _run(self, engine: Engine, conn: Connection, statements: list[str], clauses: list[Any],
              binds: list[dict[str, Any]], timeout: float | None, left: float | None,
@@ -609,17 +609,25 @@ class SqlExecutor:
 def _pinged(engine: Engine) -> Connection:
     """A connection, checked first if it comes from the pool (the server may have closed it
     meanwhile: then a new one), as pool_pre_ping would."""
-    conn = engine.connect()
-    if engine.dialect.name == "sqlite" or conn.connection.info.pop("taskplan_fresh", False):
+    while True:
+        conn = engine.connect()
+        if _fresh(conn) or engine.dialect.name == "sqlite":
+            return conn
+        dbapi: Any = conn.connection.dbapi_connection
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception:
+            conn.invalidate()  # (reconnects when next taken: the pool runs out of stale ones)
+            conn.close()
+            continue
         return conn
-    dbapi: Any = conn.connection.dbapi_connection
-    try:
-        engine.dialect.do_ping(dbapi)
-    except Exception:
-        conn.invalidate()
-        conn.close()
-        return engine.connect()
-    return conn
+
+
+def _fresh(conn: Connection) -> bool:
+    """Whether the connection was just made (not taken from the pool). Asked of every
+    connection taken, used or not: a mark left on one would spare it the ping when it next
+    comes from the pool, after the server may have closed it."""
+    return bool(conn.connection.info.pop("taskplan_fresh", False))
 
 
 def _hook_notices(stop: _Interrupter, log: LogSink) -> Callable[[], None]:
