@@ -546,8 +546,6 @@ class SqlExecutor:
             for n, (clause, values) in enumerate(zip(clauses, binds, strict=True), 1):
                 if stop.reason is not None or stale:
                     break
-                if stop.reason is not None:
-                    break
                 if len(statements) > 1:
                     log.write(f"-- statement {n} of {len(statements)}\n")
                 try:
