@@ -36,9 +36,9 @@ def ts(*args: int) -> float:
     return datetime(*args, tzinfo=UTC).timestamp()
 
 
-def apply(engine: Engine, folder: Path, listed: str) -> None:
+def apply(engine: Engine, folder: Path, listed: str, misfire: str = "skip") -> None:
     (folder / "cal.yaml").write_text(CALENDAR % listed)
-    (folder / "job.yaml").write_text(JOB)
+    (folder / "job.yaml").write_text(JOB.replace("on_misfire: skip", f"on_misfire: {misfire}"))
     found = load_definitions([folder / "cal.yaml", folder / "job.yaml"])
     for cal in found.calendars:
         engine.apply_calendar(cal)
@@ -79,11 +79,7 @@ def test_reopening_a_closed_day_does_not_make_up_its_past_firings(store: Store,
     make it up, and say 'missed while no scheduler ran')."""
     clock = Clock(ts(2026, 12, 29, 12))
     engine = Engine(store, clock=clock)
-    (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-30")
-    (tmp_path / "job.yaml").write_text(JOB.replace("on_misfire: skip", "on_misfire: run_all"))
-    found = load_definitions([tmp_path / "cal.yaml", tmp_path / "job.yaml"])
-    engine.apply_calendar(found.calendars[0])
-    engine.apply(found.jobs[0])
+    apply(engine, tmp_path, "2026-12-30", misfire="run_all")
     s = Scheduler(engine, clock=clock, holder="s1", lease=600.0)
     assert fire_at(s, clock, ts(2026, 12, 29, 13)) == []
     assert s.fire_due().next_due == ts(2026, 12, 31, 6)
@@ -105,11 +101,7 @@ def test_a_firing_after_the_reopening_is_made_even_if_seen_late(store: Store,
     firing of the reopened day after that time is the scheduler's to make (here late)."""
     clock = Clock(ts(2026, 12, 29, 12))
     engine = Engine(store, clock=clock)
-    (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-30, 2026-12-31")
-    (tmp_path / "job.yaml").write_text(JOB.replace("on_misfire: skip", "on_misfire: run_all"))
-    found = load_definitions([tmp_path / "cal.yaml", tmp_path / "job.yaml"])
-    engine.apply_calendar(found.calendars[0])
-    engine.apply(found.jobs[0])
+    apply(engine, tmp_path, "2026-12-30, 2026-12-31", misfire="run_all")
     s = Scheduler(engine, clock=clock, holder="s1", lease=600.0)
     assert fire_at(s, clock, ts(2026, 12, 30, 7)) == []
     (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-24")
