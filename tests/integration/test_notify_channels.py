@@ -159,8 +159,8 @@ def test_command_failures_and_timeouts_are_reported(tmp_path: Path) -> None:
     assert not missing.ok and "cannot start" in (missing.error or "")
 
 
-def _trickling_server(status: int) -> tuple[str, socket.socket]:
-    """A receiver that answers `status` at once, then its body one byte every 0.1 s."""
+def _trickling_server(status: int, pause: float = 0.1) -> tuple[str, socket.socket]:
+    """A receiver that answers `status` at once, then its body one byte every `pause` s."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
@@ -170,8 +170,8 @@ def _trickling_server(status: int) -> tuple[str, socket.socket]:
             conn.recv(65536)
             conn.sendall(f"HTTP/1.1 {status} X\r\nContent-Length: 3000\r\n\r\n".encode())
             for _ in range(3000):
-                time.sleep(0.1)
                 conn.sendall(b"x")
+                time.sleep(pause)
 
     def accept() -> None:
         with contextlib.suppress(OSError):
@@ -201,6 +201,17 @@ def test_a_trickling_webhook_answer_does_not_outlast_the_timeout(status: int) ->
     assert (sent.ok, sent.status) == (status == 200, status)
     if status != 200:
         assert (sent.error or "").startswith("HTTP 503: x"), sent.error
+
+
+def test_a_failed_answer_whose_body_stalls_is_still_its_status() -> None:
+    """A receiver answering 503 that then stops sending its body: the try fails as 'HTTP 503'
+    with the body's start, not as the read's timeout (the status was lost)."""
+    url, server = _trickling_server(503, pause=60)
+    try:
+        sent = channels.send(Channel("webhook", (url,), timeout=1.0), {"event": "test"})
+    finally:
+        server.close()
+    assert (sent.ok, sent.status, sent.error) == (False, 503, "HTTP 503: x")
 
 
 def test_a_command_that_leaves_a_process_running_succeeds_when_it_exits(

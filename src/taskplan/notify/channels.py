@@ -172,10 +172,13 @@ def webhook(channel: Channel, payload: dict[str, Any]) -> Sent:
             if 200 <= status < 300:
                 return Sent(True, status=status)
             head = b""
-            for chunk in response.iter_bytes():
-                head += chunk
-                if len(head) >= 4096 or time.monotonic() >= deadline:
-                    break
+            try:
+                for chunk in response.iter_bytes():
+                    head += chunk
+                    if len(head) >= 4096 or time.monotonic() >= deadline:
+                        break
+            except httpx.HTTPError:
+                pass  # a body that stalls or breaks off: the status is the failure to say
     except httpx.HTTPError as exc:
         return Sent(False, error=f"{type(exc).__name__}: {exc}")
     text = " ".join(head.decode("utf-8", "replace").split())[:200]
