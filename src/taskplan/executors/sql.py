@@ -53,7 +53,7 @@ from taskplan.executors.base import (
     format_seconds,
     timed_out_result,
 )
-from taskplan.executors.sqltext import protect_literals, split_statements
+from taskplan.executors.sqltext import CODE, protect_literals, segments, split_statements
 from taskplan.redact import mask_url, remember_secret
 from taskplan.spec.templating import render
 
@@ -454,11 +454,14 @@ def _nothing() -> None:
 _DEADLINES = _Deadlines()
 
 
-def _refuse_client_commands(statements: list[str]) -> None:
+def _refuse_client_commands(statements: list[str], dialect: str) -> None:
     """`DELIMITER` is the mysql client's own command: a server answers it with a bare syntax
     error, so say what to write instead before anything runs."""
     for n, statement in enumerate(statements, 1):
-        if statement.split(None, 1)[0].upper() == "DELIMITER":
+        # Its first word of code: a comment before the line (as in a dump) does not hide it.
+        words = next((t.split(None, 1) for k, t in segments(statement, dialect)
+                      if k == CODE and t.strip()), [""])
+        if words[0].upper() == "DELIMITER":
             where = f"statement {n} of {len(statements)}: " if len(statements) > 1 else ""
             raise SqlSetupError(
                 f"{where}DELIMITER is a mysql client command, not SQL: write the routine's"
@@ -483,7 +486,7 @@ class SqlExecutor:
             statements = split_statements(sql, dialect)
             if not statements:
                 raise SqlSetupError("no SQL statement to run")
-            _refuse_client_commands(statements)
+            _refuse_client_commands(statements, dialect)
             clauses = [prepare(s, dialect) for s in statements]
             binds = [bind_values(bind_names(c), request.context.params, request.context.item)
                      for c in clauses]
