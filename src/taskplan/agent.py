@@ -12,10 +12,8 @@ import dataclasses
 import itertools
 import logging
 import os
-import pickle
 import queue
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -706,6 +704,9 @@ def _fields(claim: Claim, event: str) -> dict[str, Any]:
 def _spool(chunks: Iterable[Sequence[Any]]) -> IO[bytes]:
     """Chunks of rows, pickled one after the other into a temporary file without a name (gone
     once closed; no other process can reach it), so they cost no memory meanwhile."""
+    import pickle  # (here: only a foreach over a query pays for these imports)
+    import tempfile
+
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
     try:
         for chunk in chunks:
@@ -718,6 +719,8 @@ def _spool(chunks: Iterable[Sequence[Any]]) -> IO[bytes]:
 
 def _unspool(spool: IO[bytes]) -> Iterator[list[Any]]:
     """The spooled chunks, from the first."""
+    import pickle
+
     spool.seek(0)
     while True:
         try:
