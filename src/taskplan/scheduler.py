@@ -114,9 +114,15 @@ class Scheduler:
     def try_lead(self) -> bool:
         """Take or renew the leader lease; returns whether this scheduler leads now."""
         now = self.clock()
+        was = self.leader
         with self.store.tx() as tx:
             self.leader = sched_ops.acquire_lease(tx, LEASE_NAME, self.holder, now,
                                                   now + self.lease)
+        if self.leader and not was:
+            # What it compiled when it last led is stale: the calendars it saw then held back
+            # nothing that it could vouch for (see _settle). Read afresh (`_mark` too), so the
+            # calendars it sees now are those the next change is settled against.
+            self._mark = self._calendar_stamp = None
         return self.leader
 
     def release(self) -> None:
@@ -355,9 +361,6 @@ class Scheduler:
                     self._retrying(self.try_lead, what="taking the scheduler lease")
                     fresh_lead = self.leader and not was
                     if fresh_lead:
-                        # What it compiled when it last led is stale: the calendars it saw
-                        # then held back nothing that it could vouch for (see _settle).
-                        self._calendar_stamp = None
                         log.info("scheduler %s leads", self.holder,
                                  extra={"event": "leader", "holder": self.holder,
                                         "leader": True})

@@ -112,3 +112,27 @@ def test_a_firing_after_the_reopening_is_made_even_if_seen_late(store: Store,
     with store.read() as tx:
         assert [float(f) for (f,) in tx.all("SELECT fire_at FROM schedule_firings")] == [
             ts(2026, 12, 31, 6)]
+
+
+def test_a_scheduler_that_leads_again_still_settles_a_reopened_day(store: Store,
+                                                                   tmp_path: Path) -> None:
+    """A scheduler that lost the lead and took it back with nothing changed meanwhile forgot
+    which calendars it had seen, so the next reopening of a closed day was not settled: its
+    held-back 06:00 looked missed and run_all made it up."""
+    clock = Clock(ts(2026, 12, 29, 12))
+    engine = Engine(store, clock=clock)
+    apply(engine, tmp_path, "2026-12-30", misfire="run_all")
+    s = Scheduler(engine, clock=clock, holder="s1", lease=600.0)
+    assert fire_at(s, clock, ts(2026, 12, 30, 7)) == []  # the 30th is closed
+    other = Scheduler(engine, clock=clock, holder="s2", lease=600.0)
+    clock.now = ts(2026, 12, 30, 7, 20)  # s1's lease ran out: s2 takes the lead, then leaves
+    assert other.try_lead() and not s.try_lead()
+    other.release()
+    assert fire_at(s, clock, ts(2026, 12, 30, 7, 30)) == []
+    (tmp_path / "cal.yaml").write_text(CALENDAR % "2026-12-24")
+    [cal] = load_definitions([tmp_path / "cal.yaml"]).calendars
+    clock.now = ts(2026, 12, 30, 8)
+    assert engine.apply_calendar(cal) == (2, True)
+    assert fire_at(s, clock, ts(2026, 12, 30, 8)) == []
+    with store.read() as tx:
+        assert tx.all("SELECT fire_at, note FROM schedule_firings") == []
