@@ -44,6 +44,9 @@ def test_killed_run_is_recovered_at_once_by_an_agent_on_the_same_machine(tp: Tas
     while _alive(orphan):
         assert time.monotonic() < deadline, "the killed runner's task is still running"
         time.sleep(0.02)
+    # Until something recovers it, `status` says why the task still shows running.
+    line = next(x for x in tp.ok("status", "1").out.splitlines() if x.startswith("work "))
+    assert f"its agent (pid {runner.pid}) is gone; it is recovered as soon as an agent" in line
     # The runner's lease has ~30 s left; the old agent found nothing claimable, idled 5 s out
     # and left the run `running` (with 5 s as with 2 s).
     agent = finish(tp.popen("agent", "--exit-when-idle", "2s"), timeout=25)

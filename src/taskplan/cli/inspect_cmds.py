@@ -67,6 +67,8 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
         # In the same read as the task runs: a row read as ready has its reason, and a
         # reason never names a state the rows do not show.
         why = waiting.explain_in(tx, run_id, time.time())
+        orphans = (waiting.orphans_in(tx, run_id) if info.state in ("running", "stopping")
+                   else {})
     forecast = None
     if info.state in ("running", "stopping"):
         from taskplan.engine.forecasts import forecast_for_run
@@ -113,6 +115,8 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
             detail = f"items: {counts or none}" + (f"; {detail}" if detail else "")
         if t.id in why:
             detail = why[t.id]
+        elif t.id in orphans:
+            detail = orphans[t.id]
         click.echo(f"{name:<30} {t.kind:<7} {t.state:<16} {t.attempts:>3} "
                    f"{short_time(t.started_at):<20} {duration(t.started_at, t.finished_at):>8}"
                    f"  {safe_line(detail)}".rstrip())

@@ -36,6 +36,23 @@ def explain_in(tx: Tx, run_id: int, now: float) -> dict[int, str]:
     return {t.id: reason(facts, t, now) for t in facts.tasks}
 
 
+def orphans_in(tx: Tx, run_id: int) -> dict[int, str]:
+    """task_run_id -> a one-line note, for the run's running task runs whose agent ran on this
+    machine and whose process is gone (a killed `taskplan run` or agent): nothing recovers them
+    until an agent or run starts here, or another agent's beat finds the lease expired."""
+    from taskplan import procs
+    from taskplan.store import ops
+
+    where = procs.machine()
+    if where is None:
+        return {}
+    gone = {a.id: a.pid for a in ops.agents_of_machine(tx, where)
+            if procs.is_gone(a.pid, a.process)}
+    return {task_run_id: f"its agent (pid {gone[agent_id]}) is gone; it is recovered as soon"
+                         " as an agent or `taskplan run` starts on this machine"
+            for task_run_id, agent_id in ops.held_by_agents(tx, run_id, sorted(gone))}
+
+
 def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
     if t.state == TaskState.RETRYING:
         return f"retry at {clock(t.ready_at, now)}" if t.ready_at is not None else "retrying"
