@@ -117,9 +117,7 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
     ctx = get_context(db)
     overrides = parse_params(params)
     mine = parse_labels(labels)
-    if detach and (distributed or labels is not None):
-        raise UsageError("--detach leaves the run to agents: --distributed and --labels"
-                         " apply to a foreground run only")
+    refuse_detached_routing(detach, distributed, labels, "run")
     spec = load_if_file(job_or_file)  # a bad file must fail before the store is touched
     if spec is not None:
         from taskplan.timing import calendar_names
@@ -200,6 +198,14 @@ def _tasks_of_run(engine: Engine, job: JobSpec) -> list[tuple[str, TaskSpec]]:
     return found
 
 
+def refuse_detached_routing(detach: bool, distributed: bool, labels: str | None,
+                            what: str) -> None:
+    """--distributed and --labels shape this process's own agent, which --detach has none of."""
+    if detach and (distributed or labels is not None):
+        raise UsageError("--detach leaves the run to agents: --distributed and --labels"
+                         f" apply to a foreground {what} only")
+
+
 def warn_unserved(engine: Engine, version_id: int, run_id: int,
                   own_labels: tuple[str, ...] | None = None) -> None:
     """`--detach` (and `--distributed`, whose own agent has `own_labels`): say on stderr when
@@ -231,9 +237,7 @@ def retry_cmd(run: str, task: str | None, workers: int, detach: bool, latest: bo
     ctx = get_context(db)
     run_id = parse_run_id(run)
     mine = parse_labels(labels)
-    if detach and (distributed or labels is not None):  # as `run` refuses them
-        raise UsageError("--detach leaves the run to agents: --distributed and --labels"
-                         " apply to a foreground retry only")
+    refuse_detached_routing(detach, distributed, labels, "retry")
     engine = ctx.engine
     stale = engine.stale_pin(run_id)
     agent = None
