@@ -83,7 +83,23 @@ def _make_env() -> SandboxedEnvironment:
         quote: Callable[[str], str] = context.get(_QUOTE_KEY, quote_double)
         return quote(str(value))
 
-    env = SandboxedEnvironment(
+    class Environment(SandboxedEnvironment):
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            # `params.update`, `item.values`, `tasks.copy.result`: a name the job file gave
+            # (a param, an item's column, a task) wins over the dict method of that name,
+            # which Jinja's attribute-first lookup would otherwise render (as
+            # "<built-in method update ...>") or fail on. `params.get('x', 1)` still calls
+            # the method when no param is named `get`.
+            if isinstance(obj, _Params | _Item) or (
+                    isinstance(obj, Mapping) and not isinstance(obj, dict)):
+                try:
+                    return obj[attribute]
+                except KeyError as exc:
+                    if type(exc) is not KeyError:  # the upstream results say why it is missing
+                        return self.undefined(obj=obj, name=attribute)
+            return super().getattr(obj, attribute)
+
+    env = Environment(
         undefined=Undefined, autoescape=False, keep_trailing_newline=True
     )
     env.filters["ident"] = ident

@@ -78,6 +78,33 @@ def test_a_missing_param_or_column_is_named_as_such() -> None:
                   " {{ item.n }}", {"params": {"a": 1}, "item": {"n": 2}}) == "d 1 1 2"
 
 
+def test_a_param_column_or_task_named_like_a_dict_method_is_that_value() -> None:
+    # `params.update` rendered "<built-in method update of _Params object at 0x...>", and
+    # `tasks.copy.result` failed "'method object' has no attribute 'result'".
+    assert render("{{ params.update }} {{ item.values }} {{ item.keys }}",
+                  {"params": {"update": "yes"}, "item": {"values": 1, "keys": 2}}) == "yes 1 2"
+
+    class Results(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            if key == "copy":
+                return {"result": 7}
+            raise missing_result(key, ["copy", "items"], {"copy": 7})
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(("copy",))
+
+        def __len__(self) -> int:
+            return 1
+
+    assert render("{{ tasks.copy.result }}", {"tasks": Results()}) == "7"
+    with pytest.raises(UndefinedError) as info:
+        render("{{ tasks.items.result }}", {"tasks": Results()})
+    assert str(info.value) == ("tasks.items.result: no result for 'items': it did not succeed"
+                               " (results has: copy)")
+    # With no param of that name, the method is still there.
+    assert render("{{ params.items() | list }}", {"params": {"a": 1}}) == "[('a', 1)]"
+
+
 @pytest.mark.parametrize(
     "template",
     [
