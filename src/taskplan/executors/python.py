@@ -79,7 +79,9 @@ class InProcessRunner:
                 if exc.code not in (None, 0):
                     return _failure(exc, log)
                 value = None
-            except Exception as exc:
+            except (Exception, KeyboardInterrupt) as exc:
+                # A KeyboardInterrupt here is the task's own: a worker has its own session
+                # (no Ctrl-C reaches it), and signals reach only the agent's main thread.
                 return _failure(exc, log)
         finally:
             if self._route_prints:
@@ -397,7 +399,7 @@ def _to_result(value: Any) -> ExecResult:
         return _NONE_RESULT
     try:
         text = _encoder.encode(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         return ExecResult(ok=False, error=f"result is not JSON-serialisable: {exc}")
     if isinstance(value, str | int | float):
         return ExecResult(ok=True, result=value)

@@ -124,8 +124,16 @@ def test_non_json_result_is_a_failure(python, make_request, module, sink):
 
         def nan(ctx):
             return float("nan")
+
+        def deep(ctx):
+            value = []
+            for _ in range(5000):
+                value = [value]
+            return value
     """)
-    for function in ("obj", "nan"):
+    # A result nested deeper than the encoder recurses killed the worker ("the python worker
+    # exited with code 1"), and in process raised RecursionError on the agent's slot thread.
+    for function in ("obj", "nan", "deep"):
         result = python.execute(
             make_request(f"{name}:{function}", kind="python"), sink, Cancellation()
         )
@@ -147,6 +155,18 @@ def test_sys_exit(python, make_request, module, sink):
     assert clean == ExecResult(ok=True, result=None)
     dirty = python.execute(make_request(f"{name}:dirty", kind="python"), sink, Cancellation())
     assert dirty == ExecResult(ok=False, error="SystemExit: 4")
+
+
+def test_a_task_raising_keyboard_interrupt_fails_with_it(python, make_request, module, sink):
+    # A worker said "the python worker was killed by SIGINT" (no one sent one), and in process
+    # the KeyboardInterrupt went up the agent's slot thread.
+    name = module("""
+        def stop(ctx):
+            raise KeyboardInterrupt("enough")
+    """)
+    result = python.execute(make_request(f"{name}:stop", kind="python"), sink, Cancellation())
+    assert result == ExecResult(ok=False, error="KeyboardInterrupt: enough")
+    assert "raise KeyboardInterrupt" in sink.text
 
 
 @pytest.mark.parametrize(
