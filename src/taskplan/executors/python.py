@@ -9,9 +9,11 @@ round trip over a pipe, not a process start.
 In the worker the module is imported from the job file's folder (put at the front of sys.path)
 and the function is cached per (folder, target): code is loaded once per worker, like any
 import. Module names share one interpreter-wide namespace, so two job folders that each hold a
-`reports.py` cannot both be used by one worker; that conflict is reported as an error rather
-than silently running the other folder's code (only for the target's top-level module; helpers
-it imports are not checked).
+`reports.py` cannot both be used by one worker: a worker that has the other folder's module
+says so before importing, and the attempt goes to a fresh worker (idle workers that ran the
+task's folder are taken first, so this is rare). In process the conflict is reported as an
+error rather than silently running the other folder's code (only for the target's top-level
+module; helpers it imports are not checked).
 """
 
 from __future__ import annotations
@@ -88,6 +90,16 @@ class InProcessRunner:
                 route(previous)
         return _to_result(value)
 
+    def shadowed(self, target: str, base_dir: str) -> str | None:
+        """Why `target` cannot be imported from `base_dir` here (another folder's module of
+        that name is loaded), checked before importing; None when it can."""
+        if (base_dir, target) in self._functions:
+            return None
+        module_name = target.partition(":")[0]
+        if not module_name or module_name.partition(".")[0] not in sys.modules:
+            return None
+        return _shadowed_by(module_name, os.path.abspath(base_dir or os.curdir))
+
     def _load(self, target: str, base_dir: str, log: LogSink) -> TaskFunction | ExecResult:
         module_name, _, attr_path = target.partition(":")
         if not module_name or not attr_path:
@@ -120,6 +132,8 @@ class _Worker:
     """One worker process and the agent's ends of its pipes."""
 
     def __init__(self) -> None:
+        self.folders: set[str] = set()  # the job folders it has imported from
+        self.shadowed = False  # it said another folder's module of a target's name is loaded
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()
         life_r, self._life_w = os.pipe()
@@ -213,11 +227,19 @@ class PythonExecutor:
             return CANCELLED
         if request.spec.in_process:
             return self._in_process(request, log, cancel)
-        worker = self._take()
+        worker = self._take(request.base_dir)
         unhook = cancel.on_cancel(worker.kill)
         keep = False
         try:
             outcome, keep = self._converse(worker, request, log, cancel)
+            if worker.shadowed:
+                # This worker ran another job folder's module of the same name (a `tasks.py`
+                # in two folders): a fresh worker imports this folder's own.
+                unhook()
+                worker.close()
+                worker = _Worker()
+                unhook = cancel.on_cancel(worker.kill)
+                outcome, keep = self._converse(worker, request, log, cancel)
         finally:
             unhook()
             if keep and not cancel.is_set():
@@ -262,8 +284,13 @@ class PythonExecutor:
         gate.close()  # the abandoned thread may print on; none of it belongs to this attempt
         return CANCELLED if cancel.is_set() else timed_out_result(request.timeout)
 
-    def _take(self) -> _Worker:
+    def _take(self, base_dir: str) -> _Worker:
+        """An idle worker, one that already ran tasks of this job folder if there is one."""
         with self._lock:
+            for index in range(len(self._idle) - 1, -1, -1):
+                if base_dir in self._idle[index].folders:
+                    self._idle.append(self._idle.pop(index))
+                    break
             while self._idle:
                 worker = self._idle.pop()
                 if worker.proc.poll() is None:
@@ -285,6 +312,7 @@ class PythonExecutor:
         try:
             output = worker.open_output()
             worker.to_worker.send_bytes(_encoder.encode(frame).encode())
+            worker.folders.add(request.base_dir)
             poller = select.poll()
             frames = worker.from_worker.fileno()
             poller.register(frames, select.POLLIN)
@@ -337,9 +365,12 @@ class PythonExecutor:
                      list(names) if names is not None else list(results)]
             worker.to_worker.send_bytes(json.dumps(reply).encode())
             return None
-        _, ok, value, error = message
+        _, ok, value, error = message[:4]
         if cancel.is_set():
             return CANCELLED, False
+        if len(message) > 4 and message[4] == "shadowed":
+            worker.shadowed = True
+            return ExecResult(ok=False, error=error), False
         if ok:
             return (_NONE_RESULT if value is None else ExecResult(ok=True, result=value)), True
         return ExecResult(ok=False, error=error), True

@@ -9,6 +9,8 @@ over two pipes (R: requests and replies from the agent; W: frames to the agent):
     worker -> agent   ["results"]             ctx.results was first read: send them
     agent -> worker   ["results", {name: result}, [names waited for]]
     worker -> agent   ["done", ok, result, error]
+    worker -> agent   ["done", false, null, error, "shadowed"]   another job folder's module of
+                      the target's name is loaded here: the agent retries on a fresh worker
 
 The attempt's output does not go over these pipes: fds 1 and 2 are a pipe of each attempt's
 own, whose write end comes over the Unix socket S just before the request (see _Output), and M
@@ -159,6 +161,11 @@ def serve(reader: Connection, writer: Connection, marker: bytes, fd_socket: sock
                                  item=request["item"], results=_RemoteResults(channel),
                                  fire_time=request.get("fire_time"))
         output.open_attempt()
+        shadowed = runner.shadowed(request["target"], request["base_dir"])
+        if shadowed is not None:
+            output.settle()
+            channel.send(["done", False, None, shadowed, "shadowed"])
+            continue
         result: ExecResult = runner.attempt(request["target"], request["base_dir"], context,
                                             output)
         output.settle()

@@ -195,20 +195,39 @@ def test_missing_attribute_not_callable_and_broken_module(python, make_request, 
     assert "at import" in sink.text
 
 
-def test_same_module_name_in_two_job_folders_is_refused(python, make_request, tmp_path, sink):
+def _twin_folders(tmp_path: Path) -> tuple[str, Path, Path]:
     name = f"tp_twin_{next(_serial)}"
     first, second = tmp_path / "a", tmp_path / "b"
     for folder, answer in ((first, "a"), (second, "b")):
         folder.mkdir()
         (folder / f"{name}.py").write_text(f"def fn(ctx):\n    return {answer!r}\n")
+    return name, first, second
+
+
+def test_same_module_name_in_two_job_folders_in_process_is_refused(python, in_thread, tmp_path,
+                                                                     sink):
+    name, first, second = _twin_folders(tmp_path)
     ok = python.execute(
-        make_request(f"{name}:fn", kind="python", base_dir=first), sink, Cancellation()
+        in_thread(f"{name}:fn", kind="python", base_dir=first), sink, Cancellation()
     )
     assert ok == ExecResult(ok=True, result="a")
     clash = python.execute(
-        make_request(f"{name}:fn", kind="python", base_dir=second), sink, Cancellation()
+        in_thread(f"{name}:fn", kind="python", base_dir=second), sink, Cancellation()
     )
     assert not clash.ok and "already loaded from" in (clash.error or "")
+
+
+def test_same_module_name_in_two_job_folders_runs_each_folders_own(python, plain_request,
+                                                                   tmp_path, sink):
+    # A `tasks.py` in two job folders: the job that ran second on an agent failed ("module
+    # 'tasks' is already loaded from .../a/tasks.py"), depending on what its worker ran before.
+    name, first, second = _twin_folders(tmp_path)
+    for folder, answer in ((first, "a"), (second, "b"), (first, "a"), (second, "b")):
+        result = python.execute(
+            plain_request(f"{name}:fn", kind="python", base_dir=folder), sink, Cancellation()
+        )
+        assert result == ExecResult(ok=True, result=answer)
+    assert sink.text == ""
 
 
 def test_print_reaches_the_right_log_from_eight_threads(python, make_request, module, capsys):
