@@ -266,3 +266,37 @@ def test_task_page_opened_before_the_task_starts_shows_its_output(
     page.locator("#output-live h2", has_text="Output of attempt 2").wait_for()
     assert page.locator("#output").inner_text().count(HOSTILE) == 1
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_pause_and_resume_show_on_the_page_they_were_clicked_on(
+        console: tuple[Server, Path], page: Any) -> None:
+    """Disable schedules (of the job, or of one schedule) said 'paused' in the flash but the
+    page kept its Disable button and no paused mark until reloaded; the jobs page's
+    Enable/Disable too. The parts an action changes are now fetched again after it."""
+    server, home = console
+    (home / "sched.yaml").write_text('job: sched\nschedules:\n  - at: "06:00"\n'
+                                     '  - at: "18:00"\ntasks:\n  t: {shell: "true"}\n')
+    cli(home, "apply", "sched.yaml")
+    page.goto(server.base + "/jobs/sched")
+    page.evaluate("window.notReloaded = true")
+    page.click("button:has-text('Disable schedules')")
+    page.locator("h1 .st-paused").wait_for()
+    page.click("button:has-text('Enable schedules')")
+    page.locator("button:has-text('Disable schedules')").wait_for()
+    assert page.locator("h1 .st-paused").count() == 0
+    page.locator("li", has_text="06:00").locator("button:has-text('Disable')").click()
+    page.locator("li", has_text="06:00").locator(".st-paused").wait_for()
+    page.locator("li", has_text="06:00").locator("button:has-text('Enable')").wait_for()
+    assert page.locator("li", has_text="18:00").locator(".st-paused").count() == 0
+    assert page.evaluate("window.notReloaded") is True
+    jobs = server.http.get("/api/v1/jobs/sched").json()
+    assert jobs["paused"] is False and [s["paused"] for s in jobs["schedules"]] == [True, False]
+
+    page.goto(server.base + "/jobs")
+    page.evaluate("window.notReloaded = true")
+    row = page.locator('tr[data-job="sched"]')
+    row.locator("button:has-text('Disable')").click()
+    row.locator("button:has-text('Enable')").wait_for()
+    assert row.locator("td").first.locator(".st-paused").count() == 1
+    assert page.evaluate("window.notReloaded") is True
+    assert server.http.get("/api/v1/jobs/sched").json()["paused"] is True
