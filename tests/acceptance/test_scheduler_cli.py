@@ -111,6 +111,8 @@ def test_serve_creates_and_executes_a_run_per_second(tp: TP) -> None:
                15, "three scheduled runs to succeed")
     code, err = stop(serve)
     assert code == 0, err
+    # The stop is logged, as an agent's is (serve said nothing while it drained).
+    assert "INFO SIGTERM: draining (running tasks finish, nothing new starts)" in err
     rows = json.loads(tp.ok("runs", "--json"))
     assert {r["trigger"] for r in rows} == {"schedule"}
     firings = tp.query("SELECT fire_at, run_id FROM schedule_firings ORDER BY fire_at")
@@ -130,6 +132,7 @@ def test_two_schedulers_fire_each_instant_once(tp: TP) -> None:
     for p in (a, b):
         code, err = stop(p)
         assert code == 0, err
+        assert "INFO SIGTERM: stopping" in err
     per_instant = tp.query(
         "SELECT f.fire_at, COUNT(r.id) FROM schedule_firings f JOIN runs r"
         " ON r.id = f.run_id GROUP BY f.fire_at")

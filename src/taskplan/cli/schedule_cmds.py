@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from taskplan.cli.routing_opts import labels_option, parse_labels
 from taskplan.errors import NoStoreError, UsageError
 from taskplan.model import JobSpec
 from taskplan.timing import calendar_names, job_timezone, next_with_skips, without_schedules
+
+log = logging.getLogger("taskplan.serve")
 
 
 def job_spec_of(ctx: Any, job_or_file: str) -> JobSpec:
@@ -144,12 +147,12 @@ def next_cmd(job_or_file: str, count: int, after: str | None, db: str | None,
         click.echo(f"{at.isoformat():<32} {at.tzname() or '':<6} {label:<10} schedule {s.key}")
 
 
-def _on_signals(handler: Callable[[], None]) -> Callable[[], None]:
-    """Call `handler` on SIGINT/SIGTERM/SIGHUP (`stop_signals`); returns a function restoring
-    the old handlers."""
+def _on_signals(handler: Callable[[str], None]) -> Callable[[], None]:
+    """Call `handler` with the signal's name on SIGINT/SIGTERM/SIGHUP (`stop_signals`);
+    returns a function restoring the old handlers."""
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         after_hangup(signum)
-        handler()
+        handler(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, on_signal) for s in stop_signals()}
 
@@ -180,7 +183,12 @@ def scheduler_cmd(lease: float, log_format: str, quiet: bool, verbose: int,
     prepare_daemon()
     ctx = get_context(db)
     scheduler = Scheduler(ctx.engine, lease=lease, default_tz=ctx.settings.timezone)
-    restore = _on_signals(scheduler.stop)
+
+    def on_stop(name: str) -> None:
+        logging.getLogger("taskplan.scheduler").info("%s: stopping", name)
+        scheduler.stop()
+
+    restore = _on_signals(on_stop)
     sender = start_sender(ctx.engine.store, ctx.settings)
     try:
         scheduler.run()
@@ -242,13 +250,16 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
 
     signals = [0]
 
-    def shutdown() -> None:
-        # The first signal drains (running tasks finish); a second one kills them now.
+    def shutdown(name: str) -> None:
+        # The first signal drains (running tasks finish); a second one kills them now. Each is
+        # logged as the agent's are: an operator waiting on a drain sees it was heard.
         signals[0] += 1
         scheduler.stop()
         if signals[0] == 1:
+            log.info("%s: draining (running tasks finish, nothing new starts)", name)
             agent.drain()
         else:
+            log.info("%s: cancelling running tasks", name)
             agent.cancel_running()
         if server is not None:
             server.should_exit = True
