@@ -49,6 +49,25 @@ def test_a_trigger_on_a_job_deleted_with_force_never_fires(engine: Engine, store
     assert wait["waiting"] == ["up (deleted)"]
 
 
+def test_a_trigger_on_a_job_never_applied_says_so(engine: Engine, store: Store) -> None:
+    """A trigger whose `after` names a job that was never applied (a typo) was shown waiting
+    for `upp (no ended run)`, as if runs of it could come."""
+    from taskplan.engine.triggers import trigger_waits
+
+    down = apply(engine, "job: down\ntriggers:\n  - after: [upp]\n"
+                 "tasks:\n  a: {shell: \"true\"}\n")
+    spec = engine.job_spec(down)
+    with store.read() as tx:
+        [wait] = trigger_waits(tx, down, spec.triggers, 0.0)
+    assert wait["waiting"] == ["upp (no job of that name)"]
+    apply(engine, "job: upp\ntasks:\n  a: {shell: \"true\"}\n")  # applied later: it counts
+    with store.read() as tx:
+        [wait] = trigger_waits(tx, down, spec.triggers, 0.0)
+    assert wait["waiting"] == ["upp (no ended run)"]
+    run_agent(engine, engine.create_run(engine.current_version("upp")))
+    assert sorted(r[2] for r in runs(store)) == ["manual", "trigger"]
+
+
 def test_delete_force_cancels_without_firing_a_trigger_on_the_deleted_job(
         engine: Engine, store: Store) -> None:
     """`delete --force` cancelled the job's active run, then deleted it: that cancel ended the

@@ -76,7 +76,12 @@ def check_trigger(tx: Tx, job_id: int, trig: TriggerSpec, now: float) -> Trigger
             # applied again.
             waiting.append(f"{name} (deleted)")
             continue
-        last_run = None if jid is None else sched_ops.latest_finished_run(tx, jid)
+        if jid is None:
+            # Never applied (a typo in `after`, or a job applied later): said so, since "no
+            # ended run" sent the operator to wait for runs of a job that does not exist.
+            waiting.append(f"{name} (no job of that name)")
+            continue
+        last_run = sched_ops.latest_finished_run(tx, jid)
         if last_run is None:
             waiting.append(f"{name} (no ended run)")
             continue
