@@ -436,7 +436,7 @@ def test_params_typed_as_their_defaults_and_free_without_a_params_key(tp: Taskpl
     """)
     tp.ok("run", "typed.yaml", "--param", "n=7", "--param", "on=false", "--param", "r=3",
           "--param", "name=5", "--param", 'tags=["p", "q"]')
-    assert tp.ok("logs", "2", "a").out == "8 False 6 5 2\n"
+    assert tp.ok("logs", "2", "a").out == "8 false 6 5 2\n"  # as --param takes it
     # status shows them as --param takes them: `on=false` (Python's `on=False` is refused)
     assert tp.ok("status", "2").out.splitlines()[1] == (
         'params: n=7, name=5, on=false, r=3, tags=["p","q"]')

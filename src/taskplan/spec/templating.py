@@ -65,6 +65,27 @@ def _missing(obj: Any, name: Any) -> str | None:
     return None
 
 
+def _json_default(value: Any) -> Any:
+    # SQL rows bring dates and decimals: as TASKPLAN_ITEM holds them.
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else str(value)
+
+
+def _text_of(value: Any) -> Any:
+    """What `{{ x }}` prints: a list or mapping as JSON (`["a","b"]`, `{"k":null}`), not
+    Python's repr (`['a', 'b']`, `{'k': None}`), and a boolean as `true` / `false`, as
+    TASKPLAN_PARAM_* and TASKPLAN_ITEM hold them; so a child job's list param or a script's
+    argument reads what it was given. Anything else as Jinja prints it."""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        import json
+
+        return json.dumps(value, default=_json_default, ensure_ascii=False,
+                          separators=(",", ":"))
+    return value
+
+
 def _make_env() -> SandboxedEnvironment:
     from jinja2 import StrictUndefined, pass_context
     from jinja2.runtime import Context
@@ -100,7 +121,7 @@ def _make_env() -> SandboxedEnvironment:
             return super().getattr(obj, attribute)
 
     env = Environment(
-        undefined=Undefined, autoescape=False, keep_trailing_newline=True
+        undefined=Undefined, autoescape=False, keep_trailing_newline=True, finalize=_text_of
     )
     env.filters["ident"] = ident
     return env

@@ -1,4 +1,6 @@
 from collections.abc import Iterator, Mapping
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -78,6 +80,18 @@ def test_a_missing_param_or_column_is_named_as_such() -> None:
                   " {{ item.n }}", {"params": {"a": 1}, "item": {"n": 2}}) == "d 1 1 2"
 
 
+def test_lists_mappings_and_booleans_render_as_json() -> None:
+    # `{{ params.names }}` rendered "['a', 'b']" (Python's repr): a child job's list param
+    # refused it, and a script reading its argument as JSON failed on None, True and quotes.
+    out = render("{{ params.names }} {{ params.cfg }} {{ item }} {{ params.on }}",
+                 {"params": {"names": ["a", "b"], "cfg": {"k": None, "t": True}, "on": True},
+                  "item": {"d": date(2026, 1, 2), "n": Decimal("1.5"), "s": "é"}})
+    assert out == ('["a","b"] {"k":null,"t":true} {"d":"2026-01-02","n":"1.5","s":"é"} true')
+    # Scalars print as before; a filter's own output is untouched.
+    assert render("{{ params.n }} {{ params.x }} {{ params.names | join(',') }}",
+                  {"params": {"n": 1.5, "x": None, "names": ["a", "b"]}}) == "1.5 None a,b"
+
+
 def test_a_param_column_or_task_named_like_a_dict_method_is_that_value() -> None:
     # `params.update` rendered "<built-in method update of _Params object at 0x...>", and
     # `tasks.copy.result` failed "'method object' has no attribute 'result'".
@@ -102,7 +116,7 @@ def test_a_param_column_or_task_named_like_a_dict_method_is_that_value() -> None
     assert str(info.value) == ("tasks.items.result: no result for 'items': it did not succeed"
                                " (results has: copy)")
     # With no param of that name, the method is still there.
-    assert render("{{ params.items() | list }}", {"params": {"a": 1}}) == "[('a', 1)]"
+    assert render("{{ params.items() | list }}", {"params": {"a": 1}}) == '[["a",1]]'
 
 
 @pytest.mark.parametrize(
