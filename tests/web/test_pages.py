@@ -160,6 +160,23 @@ def test_log_out_button_clears_the_session(demo: tuple[Engine, int]) -> None:
         assert 'taskplan_session=""' in out.headers["set-cookie"]
 
 
+def test_log_out_shows_only_to_a_logged_in_browser(demo: tuple[Engine, int]) -> None:
+    """The login page (and the 401 after a wrong token) showed Log out to a browser not logged
+    in; pressing it answered a JSON 401 'a token is required'."""
+    from fastapi.testclient import TestClient
+
+    from taskplan.web.app import create_app
+
+    with TestClient(create_app(demo[0], token="s3cret-token"), follow_redirects=False) as c:
+        for page in (c.get("/login?next=/jobs"), c.post("/login", data={"token": "nope"})):
+            assert "Log in</h1>" in page.text and 'action="/logout"' not in page.text
+        assert c.post("/login", data={"token": "s3cret-token"}).status_code == 303
+        assert 'action="/logout"' in c.get("/jobs").text
+        c.cookies.clear()
+        assert 'action="/logout"' not in c.get(
+            "/jobs", headers={"Authorization": "Bearer s3cret-token"}).text
+
+
 def test_jobs_page_says_what_its_filter_left_out(client: Any) -> None:
     """A filter matching no job said 'No jobs yet: taskplan apply JOB.yaml' on a store full of
     them; a schedule paused on its own looked like one that fires."""

@@ -23,7 +23,7 @@ from taskplan.timing import without_schedules
 from taskplan.timing.calendar import ExceptionRule
 from taskplan.web import svg, text, views
 from taskplan.web.api import EARLIEST, LATEST, TRIGGERS, RunId, ctx_of, number, run_filter
-from taskplan.web.auth import Auth
+from taskplan.web.auth import COOKIE, Auth
 from taskplan.web.views import Ctx
 
 router = APIRouter(include_in_schema=False)
@@ -46,7 +46,9 @@ env.globals.update(took=text.took, quote=lambda s: quote(str(s), safe=""),
 def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
     auth: Auth = request.app.state.auth
     body = env.get_template(name).render(
-        request=request, path=request.url.path, csrf=auth.csrf, login=auth.required,
+        request=request, path=request.url.path, csrf=auth.csrf,
+        # Log out only where there is a session to end (not on the login page before it).
+        login=auth.cookie_ok(request.cookies.get(COOKIE)),
         now=time.time(), **values)
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
