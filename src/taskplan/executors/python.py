@@ -311,7 +311,7 @@ class PythonExecutor:
         outcome: tuple[ExecResult, bool] | None = None
         try:
             output = worker.open_output()
-            worker.to_worker.send_bytes(_encoder.encode(frame).encode())
+            worker.to_worker.send_bytes(_frame_encoder.encode(frame).encode())
             worker.folders.add(request.base_dir)
             poller = select.poll()
             frames = worker.from_worker.fileno()
@@ -423,6 +423,9 @@ _NONE_RESULT = ExecResult(ok=True)
 _MARKER_WAIT = 5.0
 # One encoder, built once: json.dumps with any option builds a new one per call (microseconds).
 _encoder = json.JSONEncoder(allow_nan=False)
+# The request to a worker (Python to Python) carries an item as the query gave it: a NaN of a
+# sql foreach's row reaches ctx.item as float('nan'), as it does in process.
+_frame_encoder = json.JSONEncoder()
 
 
 def _to_result(value: Any) -> ExecResult:

@@ -157,6 +157,21 @@ def test_sys_exit(python, make_request, module, sink):
     assert dirty == ExecResult(ok=False, error="SystemExit: 4")
 
 
+def test_an_item_holding_nan_reaches_the_function(python, make_request, module, sink):
+    # A sql foreach's row with a NaN float failed its python item before it ran ("ValueError:
+    # Out of range float values are not JSON compliant", an empty log).
+    name = module("""
+        import math
+
+        def check(ctx):
+            return [math.isnan(ctx.item["x"]), math.isinf(ctx.params["p"])]
+    """)
+    request = make_request(f"{name}:check", kind="python", item={"x": float("nan")},
+                           params={"p": float("inf")})
+    assert python.execute(request, sink, Cancellation()) == ExecResult(ok=True,
+                                                                       result=[True, True])
+
+
 def test_a_task_raising_keyboard_interrupt_fails_with_it(python, make_request, module, sink):
     # A worker said "the python worker was killed by SIGINT" (no one sent one), and in process
     # the KeyboardInterrupt went up the agent's slot thread.
