@@ -88,3 +88,22 @@ def process_env(
     env.update(extra_env)
     env.update(taskplan_vars(context))
     return env
+
+
+# Linux's MAX_ARG_STRLEN: the most one argument or one NAME=value string may hold, with its NUL.
+MAX_ARG_STRLEN = 32 * 4096
+
+
+def drop_oversized(env: dict[str, str]) -> list[str]:
+    """Remove the per-attempt variables (TASKPLAN_ITEM, TASKPLAN_ITEM_<COL>,
+    TASKPLAN_PARAM_<NAME>) too big for exec to pass on: one would fail every start of the
+    attempt's program, whether or not it reads the variable. Returns a log line for each."""
+    said = []
+    for name in [n for n in env if n.startswith(_PER_ATTEMPT_PREFIXES)]:
+        size = len(name) + 1 + len(os.fsencode(env[name]))
+        if size >= MAX_ARG_STRLEN:
+            del env[name]
+            said.append(f"taskplan: {name} left out of the environment: {size:,} bytes, over"
+                        " the 128 KiB one variable may hold (templates still read it:"
+                        " {{ item.col }}, {{ params.name }})\n")
+    return said

@@ -30,6 +30,7 @@ merged stdout/stderr to the log as it arrives, a waiter reports the main process
 from __future__ import annotations
 
 import codecs
+import errno
 import logging
 import os
 import re
@@ -47,7 +48,7 @@ from taskplan.executors.base import (
     LogSink,
     format_seconds,
 )
-from taskplan.executors.env import process_env
+from taskplan.executors.env import MAX_ARG_STRLEN, drop_oversized, process_env
 from taskplan.executors.group_keeper import KEEPER
 
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
@@ -75,6 +76,8 @@ class ShellExecutor:
         if not os.path.isdir(cwd):
             return _not_started(log, f"working directory not found: {cwd}")
         env = process_env(request.context, request.spec.env, request.extra_env)
+        for line in drop_oversized(env):
+            log.write(line)
         try:
             proc = _start(direct, argv, cwd, env)
         except FileNotFoundError:
@@ -83,7 +86,8 @@ class ShellExecutor:
             return _not_started(log, f"program not executable: {argv[0]}")
         except (OSError, ValueError) as exc:
             # E2BIG from a huge item in the environment, a NUL byte in an argument, ...
-            return _not_started(log, f"cannot start {argv[0]}: {exc}")
+            too_big = _too_big(argv, env) if getattr(exc, "errno", None) == errno.E2BIG else None
+            return _not_started(log, too_big or f"cannot start {argv[0]}: {exc}")
         KEEPER.started(proc.pid)  # its session's id: killed with the agent, however it dies
         return _Attempt(proc, GatedSink(log), self.kill_grace).run(request.timeout, cancel)
 
@@ -155,6 +159,26 @@ def _spawn(argv: list[str], cwd: str, env: dict[str, str]) -> subprocess.Popen[b
         env=env,
         start_new_session=True,
     )
+
+
+def _too_big(argv: list[str], env: dict[str, str]) -> str | None:
+    """Which string made exec fail with E2BIG ("Argument list too long" named the program,
+    when it was the item in TASKPLAN_ITEM or one argument)."""
+    limit = "over the 128 KiB one argument or environment variable may hold"
+    for name, value in env.items():
+        size = len(os.fsencode(name)) + 1 + len(os.fsencode(value))
+        if size >= MAX_ARG_STRLEN:
+            return f"cannot start: environment variable {name} is {size:,} bytes, {limit}"
+    for index, arg in enumerate(argv):
+        size = len(os.fsencode(arg))
+        if size >= MAX_ARG_STRLEN:
+            what = "the command" if argv[:2] == ["/bin/sh", "-c"] and index == 2 else (
+                f"argument {index}")
+            return f"cannot start: {what} is {size:,} bytes, {limit}"
+    total = sum(len(os.fsencode(a)) + 1 for a in argv) + sum(
+        len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
+    return (f"cannot start: its arguments and environment total {total:,} bytes, over what"
+            " the system allows")
 
 
 def _not_started(log: LogSink, message: str) -> ExecResult:

@@ -125,6 +125,38 @@ def test_missing_program_is_a_failure_not_an_exception(make_request, sink) -> No
     assert "no-such-program-tp" in sink.text
 
 
+def test_an_item_too_big_for_the_environment_is_left_out_not_fatal(make_request, sink) -> None:
+    # A foreach item of 200 kB failed every start, even of a task that never read it:
+    # "cannot start /bin/sh: [Errno 7] Argument list too long: '/bin/sh'".
+    big = "b" * 200_000
+    request = make_request(
+        (PY, "-c", "import os; print(sorted(k for k in os.environ if k.startswith('TASKPLAN_I'))"
+                   " , os.environ['TASKPLAN_PARAM_P'])"),
+        item={"big": big, "small": 1}, params={"p": "x"})
+    result = shell.execute(request, sink, Cancellation())
+    assert result == ExecResult(ok=True, exit_code=0)
+    lines = sink.text.splitlines()
+    assert lines[0] == ("taskplan: TASKPLAN_ITEM left out of the environment: 200,034 bytes,"
+                        " over the 128 KiB one variable may hold (templates still read it:"
+                        " {{ item.col }}, {{ params.name }})")
+    assert lines[1].startswith("taskplan: TASKPLAN_ITEM_BIG left out")
+    assert lines[2] == "['TASKPLAN_ITEM_SMALL'] x"
+
+
+def test_an_argument_too_big_says_which(make_request, sink) -> None:
+    too_big = "over the 128 KiB one argument or environment variable may hold"
+    argv = shell.execute(make_request(("echo", "a" * 200_000)), sink, Cancellation())
+    assert argv == ExecResult(ok=False,
+                              error=f"cannot start: argument 1 is 200,000 bytes, {too_big}")
+    text = shell.execute(make_request("echo " + "a" * 200_000), sink, Cancellation())
+    assert text == ExecResult(ok=False,
+                              error=f"cannot start: the command is 200,005 bytes, {too_big}")
+    env = shell.execute(make_request(("true",), env={"BIG": "e" * 200_000}), sink,
+                        Cancellation())
+    assert env == ExecResult(
+        ok=False, error=f"cannot start: environment variable BIG is 200,004 bytes, {too_big}")
+
+
 def test_missing_cwd_and_empty_command(make_request, sink) -> None:
     missing = shell.execute(make_request(("true",), cwd="nowhere"), sink, Cancellation())
     assert not missing.ok and "working directory not found" in (missing.error or "")
