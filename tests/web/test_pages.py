@@ -160,6 +160,22 @@ def test_log_out_button_clears_the_session(demo: tuple[Engine, int]) -> None:
         assert 'taskplan_session=""' in out.headers["set-cookie"]
 
 
+def test_a_button_pressed_without_javascript_says_so(client: Any) -> None:
+    """With scripts off, a console button posts its plain form, without the CSRF token the
+    script sends: the browser showed the raw JSON 'missing or wrong CSRF token (reload the
+    page)', and reloading never helped. It now says the button needs JavaScript, as a page."""
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://testserver",
+            "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    for url in ("/api/v1/jobs/demo/pause", "/api/v1/jobs/demo/runs"):
+        r = client.post(url, content=b"", headers=form)
+        assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), url
+        assert "this button needs JavaScript" in r.text
+    assert client.get("/api/v1/jobs/demo").json()["paused"] is False
+    # A script's call without its token is still told about the token, in JSON.
+    r = client.post("/api/v1/jobs/demo/pause", json={}, headers={"Origin": "http://testserver"})
+    assert r.status_code == 403 and "CSRF token" in r.json()["error"]
+
+
 def test_log_out_shows_only_to_a_logged_in_browser(demo: tuple[Engine, int]) -> None:
     """The login page (and the 401 after a wrong token) showed Log out to a browser not logged
     in; pressing it answered a JSON 401 'a token is required'."""

@@ -51,7 +51,17 @@ def error_response(request: Request, status: int, message: str) -> Response:
     return pages.error_page(request, status, message)
 
 
-def csrf_refused() -> Response:
+def csrf_refused(request: Request | None = None) -> Response:
+    kind = (request.headers.get("content-type", "") if request is not None else "").lower()
+    if (request is not None and CSRF_HEADER not in request.headers
+            and kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))):
+        # A console button pressed with JavaScript off: the browser posted the plain form,
+        # which carries no CSRF token (the script sends it). Reloading would not help.
+        message = ("this button needs JavaScript: the console's script sends it with the page's"
+                   " CSRF token; allow scripts for this site, or use the CLI or the API")
+        if "text/html" in request.headers.get("accept", ""):
+            return pages.error_page(request, 403, message)
+        return JSONResponse({"error": message, "status": 403}, status_code=403)
     return JSONResponse({"error": "missing or wrong CSRF token (reload the page)",
                          "status": 403}, status_code=403)
 
@@ -113,7 +123,7 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
             # token comes in the body, checked by the endpoint itself.
             if (_from_browser(request) and path != "/logout"
                     and not auth.csrf_ok(request.headers.get(CSRF_HEADER))):
-                return csrf_refused()
+                return csrf_refused(request)
         response: Response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
