@@ -18,6 +18,7 @@ module; helpers it imports are not checked).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import importlib.machinery
 import json
@@ -258,8 +259,9 @@ class PythonExecutor:
         (left running, its output dropped) when the time is up or on cancel.
         """
         target = _target(request)
+        context = _own_params(request.context)
         if request.timeout is None:
-            outcome = self._runner.attempt(target, request.base_dir, request.context, log)
+            outcome = self._runner.attempt(target, request.base_dir, context, log)
             return CANCELLED if cancel.is_set() else outcome
         gate = GatedSink(log)
         wake = threading.Event()
@@ -267,7 +269,7 @@ class PythonExecutor:
 
         def body() -> None:
             try:
-                box.append(self._runner.attempt(target, request.base_dir, request.context, gate))
+                box.append(self._runner.attempt(target, request.base_dir, context, gate))
             finally:
                 wake.set()
 
@@ -374,6 +376,18 @@ class PythonExecutor:
         if ok:
             return (_NONE_RESULT if value is None else ExecResult(ok=True, result=value)), True
         return ExecResult(ok=False, error=error), True
+
+
+def _own_params(context: AttemptContext) -> AttemptContext:
+    """The context with a copy of the run's params: they are the agent's one copy, which every
+    later task of the run reads (templates, TASKPLAN_PARAM_*, ctx.params), so a function that
+    changed `ctx.params` in process changed them for the rest of the run. (A worker gets its
+    own copy with the request.)"""
+    if not context.params:
+        return context
+    return AttemptContext(run_id=context.run_id, task=context.task, attempt=context.attempt,
+                          params=copy.deepcopy(dict(context.params)), item=context.item,
+                          results=context.results, fire_time=context.fire_time)
 
 
 def _target(request: ExecRequest) -> str:

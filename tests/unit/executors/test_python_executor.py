@@ -172,6 +172,22 @@ def test_an_item_holding_nan_reaches_the_function(python, make_request, module, 
                                                                        result=[True, True])
 
 
+def test_a_task_changing_ctx_params_changes_them_for_itself_only(python, make_request, module,
+                                                               sink):
+    # In process, ctx.params was the run's own dict, read by every later task of the run
+    # (ctx.params, templates, TASKPLAN_PARAM_*): a function's ctx.params["day"] = ... leaked.
+    name = module("""
+        def change(ctx):
+            ctx.params["day"] = "changed"
+            ctx.params["days"].append("changed")
+            return ctx.params["day"]
+    """)
+    run_params = {"day": "2026-01-01", "days": ["2026-01-01"]}
+    request = make_request(f"{name}:change", kind="python", params=run_params)
+    assert python.execute(request, sink, Cancellation()) == ExecResult(ok=True, result="changed")
+    assert run_params == {"day": "2026-01-01", "days": ["2026-01-01"]}
+
+
 def test_a_task_raising_keyboard_interrupt_fails_with_it(python, make_request, module, sink):
     # A worker said "the python worker was killed by SIGINT" (no one sent one), and in process
     # the KeyboardInterrupt went up the agent's slot thread.
