@@ -2,7 +2,8 @@
 
 * **Leader.** A row `leases(name='scheduler')` names the holder and `until`. A scheduler takes it
   when it has expired (or is its own) and renews it every `lease/3` seconds; a standby retries at
-  the same pace, so it takes over within one lease after the leader dies. Every firing
+  the same pace, so it takes over within one lease after the leader dies, and at once (woken by
+  the commit) when the leader released the lease on a clean stop. Every firing
   transaction re-checks the lease (fencing), and the firing rows' primary key makes a duplicate
   impossible even if two leaders overlapped.
 * **No polling.** The loop sleeps until the next due firing over every job's current version
@@ -62,6 +63,9 @@ RUN_ALL_CAP = 100
 MISFIRE_GRACE = 1.0
 # The longest sleep without looking at anything: the lease renewal interval bounds it anyway.
 MAX_SLEEP = 60.0
+# A standby woken by a commit looks whether the lease is free (a leader released it) at most
+# this often, so it takes over well within the misfire grace instead of at its next renewal.
+PEEK_EVERY = 0.2
 _NEVER_FIRED = sched_ops.ScheduleMark(0, None)
 T = TypeVar("T")
 
@@ -131,6 +135,10 @@ class Scheduler:
                 sched_ops.release_lease(tx, LEASE_NAME, self.holder)
                 tx.wake = True  # a standby in this process may take over at once
             self.leader = False
+
+    def _lease_free(self) -> bool:
+        with self.store.read() as tx:
+            return sched_ops.lease_free(tx, LEASE_NAME, self.clock())
 
     def stop(self) -> None:
         self._stop.set()
@@ -351,11 +359,21 @@ class Scheduler:
         renew_every = max(0.2, self.lease / 3)
         next_renew = 0.0
         next_due: float | None = None
+        # A standby woken by another process's commit (a leader that stopped cleanly released
+        # the lease) looks at the lease then, not at its next renewal up to lease/3 later: the
+        # firings due meanwhile were otherwise missed "while no scheduler ran" (on_misfire).
+        peek = False
+        next_peek = 0.0
         try:
             while not self._stop.is_set():
                 mono = time.monotonic()
                 self._awake = (self.clock(), mono)
                 fresh_lead = False
+                if peek and not self.leader and next_peek <= mono < next_renew:
+                    peek = False
+                    next_peek = mono + PEEK_EVERY
+                    if self._retrying(self._lease_free, what="reading the scheduler lease"):
+                        next_renew = mono
                 if mono >= next_renew:
                     was = self.leader
                     self._retrying(self.try_lead, what="taking the scheduler lease")
@@ -383,8 +401,15 @@ class Scheduler:
                     timeout = min(timeout, next_due - self.clock())
                 if self.leader:
                     timeout = min(timeout, self.deadlines.next_at - self.clock())
+                elif peek:
+                    timeout = min(timeout, next_peek - time.monotonic())
                 self._awake = None
-                gen = self.store.wait(gen, max(0.0, min(timeout, MAX_SLEEP)))
+                timeout = max(0.0, min(timeout, MAX_SLEEP))
+                slept = time.monotonic()
+                gen = self.store.wait(gen, timeout)
+                # Woken before the timeout: something committed (or a stop, checked above).
+                peek = peek or (not self.leader
+                                and time.monotonic() - slept < timeout - 0.001)
         finally:
             self._awake = None
             try:

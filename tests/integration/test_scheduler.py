@@ -249,6 +249,42 @@ def test_a_standby_takes_over_when_the_lease_expires(eng: Engine, clock: Clock) 
     assert a.try_lead()
 
 
+def test_a_standby_takes_over_at_once_when_the_leader_releases(store_url: str) -> None:
+    """A leader that stops cleanly releases its lease, but the standby (another process) took
+    it only at its own next renewal, up to lease/3 later: the firings due meanwhile were
+    recorded 'missed while no scheduler ran', and lost with on_misfire: skip. The release's
+    commit wakes the standby, which takes the lease then. Real clock; the standby renews
+    every 20 s, so a takeover within 10 s is the wake's doing."""
+    first, second = Store(store_url), Store(store_url)
+    a = Scheduler(Engine(first), holder="a", lease=60.0)
+    b = Scheduler(Engine(second), holder="b", lease=60.0)
+    tries: list[bool] = []
+    take = b.try_lead
+    b.try_lead = lambda: tries.append(take()) or tries[-1]  # type: ignore[method-assign]
+    daemon = threading.Thread(target=b.run, daemon=True)
+    try:
+        assert a.try_lead()
+        second.listen()
+        assert second.wait_listening()
+        daemon.start()
+        deadline = time.monotonic() + 10
+        while not tries:  # the standby tried once (and failed: `a` leads), then sleeps
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert tries == [False]
+        a.release()
+        deadline = time.monotonic() + 10
+        while not b.leader:
+            assert time.monotonic() < deadline, "the standby did not take the released lease"
+            time.sleep(0.02)
+        assert tries == [False, True]
+    finally:
+        b.stop()
+        daemon.join(10)
+        first.close()
+        second.close()
+
+
 def test_a_leader_held_up_by_a_lock_fires_late_instead_of_skipping(tmp_path: Path) -> None:
     """A firing that falls due while the running leader waits for another process's write lock
     (here across its lease renewal) is late, not missed: with on_misfire: skip it used to be

@@ -42,6 +42,12 @@ def holds_lease(tx: Tx, name: str, holder: str, now: float) -> bool:
     return bool(current == holder and float(until) >= now)
 
 
+def lease_free(tx: Tx, name: str, now: float) -> bool:
+    """Is the lease `name` free to take (released, expired, or never taken)? A plain read."""
+    until = tx.scalar("SELECT until FROM leases WHERE name = :n", {"n": name})
+    return until is None or float(until) < now
+
+
 def release_lease(tx: Tx, name: str, holder: str) -> None:
     tx.run("UPDATE leases SET until = 0 WHERE name = :n AND holder = :h",
            {"n": name, "h": holder})
