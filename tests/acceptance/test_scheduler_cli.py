@@ -122,6 +122,21 @@ def test_serve_creates_and_executes_a_run_per_second(tp: TP) -> None:
     assert "hello sched" in out
 
 
+def test_serve_with_a_console_logs_json_lines_only(tp: TP) -> None:
+    """With --log-format json, serve's line naming the console's address was plain text, so a
+    log shipper reading stderr as JSON lines choked on it."""
+    tp.apply("tick", TICK)
+    serve = tp.start("serve", "--slots", "1", "--port", "0", "--log-format", "json")
+    wait_until(lambda: bool(tp.query("SELECT id FROM runs WHERE state = 'succeeded'")), 15,
+               "a scheduled run to succeed")
+    code, err = stop(serve)
+    assert code == 0, err
+    lines = [json.loads(line) for line in err.splitlines()]
+    [console] = [line for line in lines if line["message"].startswith("taskplan serve:")]
+    assert console["url"].startswith("http://127.0.0.1:") and console["level"] == "info"
+    assert any(line["message"].startswith("SIGTERM: draining") for line in lines)
+
+
 def test_two_schedulers_fire_each_instant_once(tp: TP) -> None:
     tp.apply("tick", TICK)
     a = tp.start("scheduler", "--lease", "2")

@@ -235,7 +235,15 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
 
         server = make_server(engine, web[0], timezone=ctx.settings.timezone, token=web[1])
         start_in_thread(server, web[0])
-        click.echo(f"taskplan serve: console at {url_of(web[0])}", err=True)
+        url = url_of(web[0])
+        line = f"taskplan serve: console at {url}"
+        if log_format == "json":  # one JSON object per line, as every other line of stderr
+            from taskplan.logsetup import JsonFormatter
+
+            line = JsonFormatter().format(logging.makeLogRecord(
+                {"name": log.name, "levelno": logging.INFO, "levelname": "INFO", "msg": line,
+                 "url": url}))
+        click.echo(line, err=True)
     errors: list[BaseException] = []
 
     def guarded(fn: Callable[[], None]) -> Callable[[], None]:
