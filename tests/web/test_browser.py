@@ -300,3 +300,36 @@ def test_pause_and_resume_show_on_the_page_they_were_clicked_on(
     assert row.locator("td").first.locator(".st-paused").count() == 1
     assert page.evaluate("window.notReloaded") is True
     assert server.http.get("/api/v1/jobs/sched").json()["paused"] is True
+
+
+def test_a_refused_event_stream_is_opened_again(console: tuple[Server, Path], page: Any) -> None:
+    """A stream answered with an error (a 503 while the store is unreachable, as when the
+    browser reopens it after a restart of the server) made the browser give up on it for
+    good: the page never changed again. The script opens it again."""
+    server, home = console
+    run_id = server.http.post("/api/v1/jobs/browser/runs").json()["run_id"]
+    refused: list[str] = []
+
+    def unreachable(route: Any) -> None:
+        refused.append(route.request.url)
+        route.fulfill(status=503, content_type="application/json",
+                      body='{"error": "cannot reach the store", "status": 503}')
+
+    def gate_running() -> bool:
+        tasks = server.http.get(f"/api/v1/runs/{run_id}").json()["tasks"]
+        return any(t["name"] == "gate" and t["state"] == "running" for t in tasks)
+
+    wait_until(gate_running, 60.0, "the gate to run")
+    page.route("**/api/v1/stream*", unreachable)
+    page.goto(f"{server.base}/runs/{run_id}")
+    page.wait_for_selector('g.node[data-task="gate"][data-state="running"]')
+    for _ in range(200):  # the route's handler runs while Playwright is waiting
+        if refused:
+            break
+        page.wait_for_timeout(100)
+    assert refused
+    page.unroute("**/api/v1/stream*")
+    page.evaluate("window.notReloaded = true")
+    (home / "go").write_text("")
+    page.wait_for_selector('#run-state[data-state="failed"]')
+    assert page.evaluate("window.notReloaded") is True

@@ -45,8 +45,18 @@
   }
   const live = document.querySelector("[data-live][data-watch]");
   if (live && window.EventSource) {
-    const source = new EventSource(live.dataset.watch);
-    source.addEventListener("change", refresh);
+    let source = null;
+    const watch = () => {
+      source = new EventSource(live.dataset.watch);
+      source.addEventListener("change", refresh);
+      // The browser reopens a dropped stream by itself, but gives up for good on an answer
+      // that is no stream (a 503 while the store is unreachable): open it again later. It
+      // starts from the page's own event id, so what changed meanwhile is announced.
+      source.addEventListener("error", () => {
+        if (source.readyState === EventSource.CLOSED) setTimeout(watch, 5000);
+      });
+    };
+    watch();
     window.addEventListener("beforeunload", () => source.close());
   }
 
