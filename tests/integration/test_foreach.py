@@ -89,6 +89,28 @@ def test_from_upstream_result_and_shell_item_env(engine: Engine, store: Store) -
     assert log_text(store, ids[1]).strip() == "path=/data/f1.csv n=1 arg=/data/f1.csv"
 
 
+def test_items_and_results_keep_their_keys_in_order(engine: Engine, store: Store) -> None:
+    # Items and results were stored with their keys sorted: a sql row's columns came back in
+    # alphabetical order, not as selected, and so did a python result's keys.
+    run_id, _ = run_job(engine, """
+        job: fe_order
+        connections: {db: "sqlite:///:memory:"}
+        tasks:
+          make: {python: "tpforeach:unsorted"}
+          q: {sql: "SELECT 1 AS zed, 2 AS amount, 3 AS id", connection: db}
+          rows:
+            foreach: {sql: "SELECT 1 AS zed, 2 AS amount", connection: db}
+            python: "tpforeach:keys_in_order"
+          after: {python: "tpforeach:keys_in_order", depends_on: [make, q]}
+        """)
+    top = tasks(store, run_id)
+    assert top["after"]["result"] == {"item": [], "results": {
+        "make": ["zeta", "alpha"], "q": ["zed", "amount", "id"]}}
+    (row,) = items(store, run_id, "rows")
+    assert list(row["item"]) == ["zed", "amount"]
+    assert row["result"]["item"] == ["zed", "amount"]
+
+
 def test_zero_items_succeed_at_once(engine: Engine, store: Store) -> None:
     run_id, _ = run_job(engine, """
         job: fe_zero

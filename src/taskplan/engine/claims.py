@@ -19,7 +19,7 @@ from taskplan.model import Halt, TaskState
 from taskplan.store import claims as claim_ops
 from taskplan.store import ops
 from taskplan.store.db import Tx
-from taskplan.store.ops import ClaimableRun, dumps
+from taskplan.store.ops import ClaimableRun, dumps_value
 
 # Pool sizes (declared pools only) and how many of each pool's tasks run, this claim's included.
 _PoolUse = tuple[dict[str, int], dict[str, int]]
@@ -62,7 +62,7 @@ def _step_on_server(ctx: Context, agent_id: int, finished: Sequence[tuple[Claim,
         return None
     now = ctx.clock()
     done = [claim_ops.Success(c.task_run_id, c.run_id, c.attempt, o.ended(now), o.exit_code,
-                              None if o.result is None else dumps(o.result), o.error)
+                              None if o.result is None else dumps_value(o.result), o.error)
             for c, o in plain]
     step = claim_ops.call_server_step(ctx.store, agent_id, now, free, root_run_id, done)
     if step is None:

@@ -14,7 +14,7 @@ from taskplan.rules import declared_params
 from taskplan.store import claims as claim_ops
 from taskplan.store import ops, run_ops
 from taskplan.store.db import Tx
-from taskplan.store.ops import RunRow, dumps
+from taskplan.store.ops import RunRow, dumps_value
 
 
 def expand_foreach(ctx: Context, claim: Claim, chunks: Iterable[Sequence[Any]]) -> int | None:
@@ -43,7 +43,7 @@ def expand_foreach(ctx: Context, claim: Claim, chunks: Iterable[Sequence[Any]]) 
         for chunk in chunks:
             rows = [{
                 "run": claim.run_id, "task": claim.task, "parent": claim.task_run_id,
-                "idx": n + i, "item": dumps(item), "kind": str(TaskRunKind.TASK),
+                "idx": n + i, "item": dumps_value(item), "kind": str(TaskRunKind.TASK),
                 "stage": claim.stage,
                 "state": "ready", "rule": str(spec.trigger), "pend": 0,
                 "prio": spec.priority, "rank": -spec.priority, "pool": spec.pool,

@@ -38,7 +38,7 @@ from taskplan.model import (
 from taskplan.redact import mask_url
 from taskplan.store import notify_ops, ops, run_ops
 from taskplan.store.db import Tx
-from taskplan.store.ops import RunRow, TaskRunRow, dumps
+from taskplan.store.ops import RunRow, TaskRunRow, dumps_value
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _finish_batch(ctx: Context, tx: Tx, run: RunRow, batch: Sequence[tuple[Claim
     ends = [o.ended(now) for _, o in batch]
     rows = ops.end_running_many(tx, [
         (c.task_run_id, c.attempt, str(o.state), ended, o.exit_code,
-         None if o.result is None else dumps(o.result), o.error)
+         None if o.result is None else dumps_value(o.result), o.error)
         for (c, o), ended in zip(batch, ends, strict=True)
     ])
     done: list[tuple[int, int, str, float, int | None, str | None]] = []
@@ -148,7 +148,7 @@ def finish(ctx: Context, tx: Tx, claim: Claim, outcome: Outcome, now: float,
     ended = outcome.ended(now)
     row = ops.end_running(
         tx, claim.task_run_id, claim.attempt, str(state), ended, outcome.exit_code,
-        None if outcome.result is None else dumps(outcome.result), outcome.error,
+        None if outcome.result is None else dumps_value(outcome.result), outcome.error,
     )
     if row is None:
         result.stale.append(claim.task_run_id)  # fenced off: a newer owner or a cancel

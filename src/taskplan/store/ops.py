@@ -21,6 +21,12 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
+def dumps_value(value: Any) -> str:
+    """A task's result or a foreach item: its keys in their own order (a sql row's columns as
+    selected, a python dict as built), as the tasks reading it expect them."""
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
 def loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 

@@ -30,3 +30,18 @@ def nothing(ctx: Any) -> list[Any]:
 
 def noop(ctx: Any) -> None:
     return None
+
+
+def keys_in_order(ctx: Any) -> dict[str, Any]:
+    """The keys of the item and of each upstream result (of its first row, for a sql one), in
+    the order the task sees them."""
+    def keys(value: Any) -> list[str]:
+        if isinstance(value, dict) and "rows" in value:
+            value = value["rows"][0]
+        return list(value) if isinstance(value, dict) else []
+    return {"item": keys(ctx.item), "results": {name: keys(ctx.results[name])
+                                                for name in ctx.results}}
+
+
+def unsorted(ctx: Any) -> dict[str, Any]:
+    return {"zeta": 1, "alpha": {"z": 1, "a": 2}}
