@@ -181,7 +181,7 @@ def test_run_now_keeps_param_types(console: tuple[Server, Path], page: Any) -> N
     untouched = finished(2)
     assert untouched["state"] == "succeeded"
     assert untouched["params"] == by_cli["params"] and untouched["output"] == by_cli["output"]
-    assert untouched["output"].strip() == "n=6 a=1 name=x on=True"
+    assert untouched["output"].strip() == "n=6 a=1 name=x on=true"
 
     page.goto(server.base + "/jobs/typed")
     page.fill("input[name=n]", " 41 ")
@@ -191,7 +191,7 @@ def test_run_now_keeps_param_types(console: tuple[Server, Path], page: Any) -> N
     page.wait_for_url("**/runs/3")
     typed = finished(3)
     assert typed["params"] == {"n": 41, "name": "42", "flags": {"a": [1, 2]}, "on": True}
-    assert typed["output"].strip() == "n=42 a=[1, 2] name=42 on=True"
+    assert typed["output"].strip() == "n=42 a=[1,2] name=42 on=true"
 
     page.goto(server.base + "/jobs/typed")
     page.fill("input[name=flags]", "{a: 2")
