@@ -111,6 +111,21 @@ def test_items_and_results_keep_their_keys_in_order(engine: Engine, store: Store
     assert row["result"]["item"] == ["zed", "amount"]
 
 
+def test_values_items_keep_their_keys_as_written_in_the_stored_version(engine: Engine,
+                                                                       store: Store) -> None:
+    # The stored version (what an agent that did not apply the file reads) had its keys
+    # sorted: a `values:` item {z: 1, a: 2} reached such an agent's task as {"a": 2, "z": 1}.
+    version_id = apply_job(engine, """
+        job: fe_values_order
+        tasks:
+          each: {foreach: {values: [{z: 1, a: 2}]}, python: "tpforeach:keys_in_order"}
+        """)
+    with store.read() as tx:
+        text = tx.scalar("SELECT definition FROM job_versions WHERE id = :v", {"v": version_id})
+    (item,) = json.loads(text)["tasks"]["each"]["foreach"]["values"]
+    assert list(item) == ["z", "a"]
+
+
 def test_zero_items_succeed_at_once(engine: Engine, store: Store) -> None:
     run_id, _ = run_job(engine, """
         job: fe_zero

@@ -75,7 +75,9 @@ def apply(ctx: Context, spec: JobSpec) -> tuple[int, int, bool]:
             vid, number, changed = current.id, current.version, False
         else:
             job_id = job.id if job else ops.insert_job(tx, spec.name, now)
-            vid, number = ops.insert_version(tx, job_id, dumps(spec.definition), digest,
+            # The file's own key order (digest is order-free): a foreach's `values:` items
+            # reach an agent with their keys as written.
+            vid, number = ops.insert_version(tx, job_id, ops.dumps_value(spec.definition), digest,
                                              spec.source_path, spec.base_dir, now)
             tx.wake = changed = True
         for name, size in spec.pools.items():
