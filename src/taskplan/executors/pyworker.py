@@ -146,16 +146,40 @@ def _watch(lifeline: int) -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+class _ProcessState:
+    """The working folder, environment and umask the worker started with (its agent's): each
+    attempt starts with them, whatever an earlier attempt in this worker did with os.chdir,
+    os.environ or os.umask."""
+
+    def __init__(self) -> None:
+        self.cwd = os.getcwd()
+        self.environ = dict(os.environ)
+        self.umask = os.umask(0o022)
+        os.umask(self.umask)
+
+    def restore(self) -> None:
+        try:
+            os.chdir(self.cwd)
+        except OSError:
+            pass  # the agent's folder is gone: the agent itself has the same trouble
+        if os.environ != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
+        os.umask(self.umask)
+
+
 def serve(reader: Connection, writer: Connection, marker: bytes, fd_socket: socket.socket
           ) -> None:
     channel = _Channel(reader, writer)
     output = _Output(marker, fd_socket)
     runner = InProcessRunner(route_prints=False)
+    state = _ProcessState()
     while True:
         try:
             request = json.loads(reader.recv_bytes())
         except (EOFError, OSError):
             return
+        state.restore()
         context = AttemptContext(run_id=request["run_id"], task=request["task"],
                                  attempt=request["attempt"], params=request["params"],
                                  item=request["item"], results=_RemoteResults(channel),

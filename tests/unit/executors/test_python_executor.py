@@ -188,6 +188,36 @@ def test_a_task_changing_ctx_params_changes_them_for_itself_only(python, make_re
     assert run_params == {"day": "2026-01-01", "days": ["2026-01-01"]}
 
 
+def test_a_worker_task_starts_in_its_agents_folder_environment_and_umask(
+        python, plain_request, module, sink, tmp_path, monkeypatch):
+    # A task's os.chdir, os.environ and os.umask stayed in its worker for every later task,
+    # of any job, that the worker ran.
+    monkeypatch.setenv("TP_KEPT", "kept")  # before the worker starts: it inherits it
+    name = module("""
+        import os
+
+        def move(ctx):
+            os.chdir(ctx.params["to"])
+            os.environ["TP_LEFT_BEHIND"] = "yes"
+            os.environ.pop("TP_KEPT", None)
+            os.umask(0o077)
+
+        def look(ctx):
+            mask = os.umask(0o022)
+            os.umask(mask)
+            return [os.getcwd(), os.environ.get("TP_LEFT_BEHIND"), os.environ.get("TP_KEPT"),
+                    mask]
+    """)
+    before = python.execute(plain_request(f"{name}:look", kind="python"), sink, Cancellation())
+    assert before.ok
+    moved = python.execute(plain_request(f"{name}:move", kind="python",
+                                         params={"to": str(tmp_path)}), sink, Cancellation())
+    assert moved.ok
+    after = python.execute(plain_request(f"{name}:look", kind="python"), sink, Cancellation())
+    assert after == before and before.result[2] == "kept"
+    assert len(python._idle) == 1  # one worker ran all three
+
+
 def test_a_task_raising_keyboard_interrupt_fails_with_it(python, make_request, module, sink):
     # A worker said "the python worker was killed by SIGINT" (no one sent one), and in process
     # the KeyboardInterrupt went up the agent's slot thread.
