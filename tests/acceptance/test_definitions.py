@@ -250,3 +250,18 @@ def test_run_next_and_forecast_of_a_file_that_defines_no_job_say_what_it_is(tp: 
     assert (res.code, res.err) == (2, "cal.yaml:1:1: this file defines a calendar, not a job"
                                       " (apply it with taskplan apply)\n"), res
     assert not tp.db_path.exists()
+
+
+def test_apply_warns_of_a_trigger_or_job_task_naming_no_job(tp: Taskplan) -> None:
+    """Legal (the job may come later), but most often a typo: a trigger waiting for ever."""
+    tp.write("up.yaml", "job: up\ntasks:\n  a: {shell: 'true'}\n")
+    tp.write("down.yaml", "job: down\ntriggers:\n  - after: [upp]\ntasks:\n"
+             "  b: {shell: 'true'}\n  c: {job: uup}\n")
+    res = tp.ok("apply", "up.yaml", "down.yaml")
+    assert res.out == "up: version 1 (new)\ndown: version 1 (new)\n"
+    assert res.err.splitlines() == [
+        "warning: down: triggers[0].after 'upp' names no job yet (did you mean 'up'?)",
+        "warning: down: tasks.c.job 'uup' names no job yet (did you mean 'up'?)"]
+    tp.write("uup.yaml", "job: uup\ntasks:\n  a: {shell: 'true'}\n")
+    tp.write("upp.yaml", "job: upp\ntasks:\n  a: {shell: 'true'}\n")
+    assert tp.ok("apply", "upp.yaml", "uup.yaml", "down.yaml").err == ""

@@ -108,6 +108,8 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
             continue
         _, number, changed = engine.apply(spec)
         click.echo(f"{spec.name}: version {number} ({'new' if changed else 'unchanged'})")
+    for warning in engine.unknown_job_names(specs):
+        click.echo(f"warning: {warning}", err=True)
     if prune:
         from taskplan.cli.job_cmds import prune_folders
 

@@ -28,6 +28,28 @@ def unknown_job(tx: Tx, name: str) -> NotFoundError:
     return NotFoundError(f"no job named {name!r}{hint}")
 
 
+def unknown_job_names(ctx: Context, specs: Sequence[JobSpec]) -> list[str]:
+    """One warning per name a trigger's `after` or a job task gives that is no job of the store
+    nor of `specs`: legal (that job may be applied later), but most often a typo that leaves a
+    trigger waiting for ever or a job task failing at its first run."""
+    import difflib
+
+    with ctx.store.read() as tx:
+        known = set(sched_ops.job_names(tx))
+    known |= {s.name for s in specs}
+    warnings = []
+    for spec in specs:
+        named = [(f"triggers[{t.index}].after", n) for t in spec.triggers for n in t.after]
+        named += [(f"tasks.{t.name}.job", str(t.command)) for t in spec.tasks if t.kind == "job"]
+        for where, name in named:
+            if name in known:
+                continue
+            guess = difflib.get_close_matches(name.lower(), sorted(known), n=1)
+            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+            warnings.append(f"{spec.name}: {where} {name!r} names no job yet{hint}")
+    return warnings
+
+
 # -- business calendars ---------------------------------------------------------------------
 def apply_calendar(ctx: Context, cal: BusinessCalendar) -> tuple[int, bool]:
     """Store a business calendar. Returns (version number, changed)."""

@@ -89,6 +89,9 @@ class Engine:
     def check_calls(self, specs: Sequence[JobSpec]) -> None:
         definitions.check_calls(self.ctx, specs)
 
+    def unknown_job_names(self, specs: Sequence[JobSpec]) -> list[str]:
+        return definitions.unknown_job_names(self.ctx, specs)
+
     def apply_calendar(self, cal: BusinessCalendar) -> tuple[int, bool]:
         return definitions.apply_calendar(self.ctx, cal)
 
