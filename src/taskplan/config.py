@@ -262,7 +262,7 @@ def load_settings(db: str | None = None) -> Settings:
     if not isinstance(connections, dict) or not all(
         isinstance(v, str) and "://" in v for v in connections.values()
     ):
-        raise UsageError(f"{path}: [connections] must map names to URLs"
+        raise UsageError(f"{_where(path, 'connections')}: [connections] must map names to URLs"
                          " (e.g. mart = \"postgresql://etl:${MART_PASSWORD}@db/mart\")")
     return Settings(
         db=url,
