@@ -96,14 +96,20 @@ MAX_ARG_STRLEN = 32 * 4096
 
 def drop_oversized(env: dict[str, str]) -> list[str]:
     """Remove the per-attempt variables (TASKPLAN_ITEM, TASKPLAN_ITEM_<COL>,
-    TASKPLAN_PARAM_<NAME>) too big for exec to pass on: one would fail every start of the
-    attempt's program, whether or not it reads the variable. Returns a log line for each."""
+    TASKPLAN_PARAM_<NAME>) that exec cannot pass on, too big or holding a NUL byte: one would
+    fail every start of the attempt's program, whether or not it reads the variable. Returns a
+    log line for each."""
     said = []
     for name in [n for n in env if n.startswith(_PER_ATTEMPT_PREFIXES)]:
-        size = len(name) + 1 + len(os.fsencode(env[name]))
+        value = env[name]
+        size = len(name) + 1 + len(os.fsencode(value))
         if size >= MAX_ARG_STRLEN:
-            del env[name]
-            said.append(f"taskplan: {name} left out of the environment: {size:,} bytes, over"
-                        " the 128 KiB one variable may hold (templates still read it:"
-                        " {{ item.col }}, {{ params.name }})\n")
+            why = f"{size:,} bytes, over the 128 KiB one variable may hold"
+        elif "\0" in value:
+            why = "it holds a NUL byte, which no environment variable can"
+        else:
+            continue
+        del env[name]
+        said.append(f"taskplan: {name} left out of the environment: {why} (templates still"
+                    " read it: {{ item.col }}, {{ params.name }})\n")
     return said

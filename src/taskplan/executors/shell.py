@@ -86,8 +86,9 @@ class ShellExecutor:
             return _not_started(log, f"program not executable: {argv[0]}")
         except (OSError, ValueError) as exc:
             # E2BIG from a huge item in the environment, a NUL byte in an argument, ...
-            too_big = _too_big(argv, env) if getattr(exc, "errno", None) == errno.E2BIG else None
-            return _not_started(log, too_big or f"cannot start {argv[0]}: {exc}")
+            said = (_too_big(argv, env) if getattr(exc, "errno", None) == errno.E2BIG
+                    else _holds_nul(argv, env) if isinstance(exc, ValueError) else None)
+            return _not_started(log, said or f"cannot start {argv[0]}: {exc}")
         KEEPER.started(proc.pid)  # its session's id: killed with the agent, however it dies
         return _Attempt(proc, GatedSink(log), self.kill_grace).run(request.timeout, cancel)
 
@@ -179,6 +180,20 @@ def _too_big(argv: list[str], env: dict[str, str]) -> str | None:
         len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
     return (f"cannot start: its arguments and environment total {total:,} bytes, over what"
             " the system allows")
+
+
+def _holds_nul(argv: list[str], env: dict[str, str]) -> str | None:
+    """Which string made the start fail with "embedded null byte"."""
+    nul = "holds a NUL byte, which no program can be given"
+    for name, value in env.items():
+        if "\0" in value:
+            return f"cannot start: environment variable {name} {nul}"
+    for index, arg in enumerate(argv):
+        if "\0" in arg:
+            what = "the command" if argv[:2] == ["/bin/sh", "-c"] and index == 2 else (
+                f"argument {index}")
+            return f"cannot start: {what} {nul}"
+    return None
 
 
 def _not_started(log: LogSink, message: str) -> ExecResult:

@@ -143,6 +143,23 @@ def test_an_item_too_big_for_the_environment_is_left_out_not_fatal(make_request,
     assert lines[2] == "['TASKPLAN_ITEM_SMALL'] x"
 
 
+def test_a_nul_byte_in_an_item_is_left_out_and_elsewhere_named(make_request, sink) -> None:
+    # An item column holding a NUL failed every start ("cannot start /bin/sh: embedded null
+    # byte"), even of a task not reading it; an argument or env: value holding one was not named.
+    request = make_request((PY, "-c", "import os; print(os.environ['TASKPLAN_ITEM'])"),
+                           item={"name": "a\0b", "id": 1})
+    assert shell.execute(request, sink, Cancellation()) == ExecResult(ok=True, exit_code=0)
+    assert sink.text.splitlines() == [
+        "taskplan: TASKPLAN_ITEM_NAME left out of the environment: it holds a NUL byte, which no"
+        " environment variable can (templates still read it: {{ item.col }}, {{ params.name }})",
+        '{"name":"a\\u0000b","id":1}']
+    nul = "holds a NUL byte, which no program can be given"
+    argv = shell.execute(make_request(("echo", "a\0b")), sink, Cancellation())
+    assert argv == ExecResult(ok=False, error=f"cannot start: argument 1 {nul}")
+    env = shell.execute(make_request(("true",), env={"X": "a\0b"}), sink, Cancellation())
+    assert env == ExecResult(ok=False, error=f"cannot start: environment variable X {nul}")
+
+
 def test_an_argument_too_big_says_which(make_request, sink) -> None:
     too_big = "over the 128 KiB one argument or environment variable may hold"
     argv = shell.execute(make_request(("echo", "a" * 200_000)), sink, Cancellation())
