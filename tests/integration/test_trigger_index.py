@@ -93,3 +93,17 @@ def test_delete_force_purge_history_of_a_job_with_an_active_run(engine: Engine,
     assert gone.runs == 1 and runs(store) == []
     with store.read() as tx:
         assert tx.scalar("SELECT COUNT(*) FROM jobs") == 0
+
+
+def test_a_trigger_firing_is_logged_as_a_schedule_firing_is(
+        engine: Engine, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    apply(engine, "job: up\ntasks:\n  a: {shell: \"true\"}\n")
+    apply(engine, "job: down\ntriggers:\n  - after: [up]\ntasks:\n  a: {shell: \"true\"}\n")
+    up_run = engine.create_run(engine.current_version("up"))
+    with caplog.at_level(logging.INFO, logger="taskplan.engine.triggers"):
+        run_agent(engine, up_run)
+    [made] = [r[0] for r in runs(store) if r[2] == "trigger"]
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "trigger_firing"]
+    assert record.getMessage() == f"trigger: job down trigger 0 after up (run {up_run} ended):" \
+                                  f" run {made}"
+    assert (record.job, record.upstream_run_id, record.run_id) == ("down", up_run, made)

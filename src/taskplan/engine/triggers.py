@@ -162,3 +162,10 @@ def after_run_end(ctx: Context, tx: Tx, run: RunRow, now: float,
         run_id = runs.create_run(ctx, version_id, dict(trig.params), trigger="trigger",
                                  trigger_ref=check.key, tx=tx)
         sched_ops.set_trigger_run(tx, job_id, trig.index, check.key, run_id)
+        if log.isEnabledFor(logging.INFO):  # as a schedule's firing is, for the daemons' log
+            job = str(run_ops.job_name(tx, job_id))
+            log.info("trigger: job %s trigger %d after %s (run %s ended): run %s", job,
+                     trig.index, ", ".join(trig.after), run.id, run_id,
+                     extra={"event": "trigger_firing", "job": job, "trigger": trig.index,
+                            "after": list(trig.after), "upstream_run_id": run.id,
+                            "run_id": run_id})
