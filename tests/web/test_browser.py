@@ -333,3 +333,30 @@ def test_a_refused_event_stream_is_opened_again(console: tuple[Server, Path], pa
     (home / "go").write_text("")
     page.wait_for_selector('#run-state[data-state="failed"]')
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_run_now_takes_text_for_a_null_default_as_the_cli_does(console: tuple[Server, Path],
+                                                               page: Any) -> None:
+    """A param whose default is null was read as JSON in the form: `abc` was refused in the
+    page and `5` sent a number, where `--param z=abc` and `--param z=5` give text."""
+    server, home = console
+    (home / "nul.yaml").write_text('job: nul\nparams: {z: null}\ntasks:\n  t: {shell: "true"}\n')
+    cli(home, "apply", "nul.yaml")
+    by_cli = [int(cli(home, "run", "nul", "--param", f"z={v}", "--detach").stdout)
+              for v in ("abc", "5")]
+    page.goto(server.base + "/jobs/nul")
+    assert page.locator("input[name=z]").input_value() == ""
+    for value, run_id in zip(("abc", "5"), by_cli, strict=True):
+        page.goto(server.base + "/jobs/nul")
+        page.fill("input[name=z]", value)
+        page.click("form.runform button")
+        page.wait_for_url("**/runs/*")
+        made = int(page.url.rsplit("/", 1)[1])
+        params = server.http.get(f"/api/v1/runs/{made}").json()["params"]
+        assert params == server.http.get(f"/api/v1/runs/{run_id}").json()["params"]
+        assert params == {"z": value}
+    page.goto(server.base + "/jobs/nul")
+    page.click("form.runform button")  # untouched: the default, as taskplan run nul
+    page.wait_for_url("**/runs/*")
+    made = int(page.url.rsplit("/", 1)[1])
+    assert server.http.get(f"/api/v1/runs/{made}").json()["params"] == {"z": None}

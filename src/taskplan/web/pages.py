@@ -87,9 +87,10 @@ def job_page(request: Request, job: str) -> Response:
     with ctx.engine.store.read() as tx:
         runs = console.runs_page(tx, console.RunFilter(job=job), 20)
     # (name, shown, is JSON): a default that is not text is shown as JSON, and the form's
-    # script reads what is typed there back as JSON (console.js, paramsOf).
-    fields = [(k, v, False) if isinstance(v, str) else (k, json.dumps(v, ensure_ascii=False), True)
-              for k, v in spec.params.items()]
+    # script reads what is typed there back as JSON (console.js, paramsOf). A null default
+    # takes what is typed as text, as --param does (rules: it has no kind to hold to).
+    fields = [(k, v, False) if isinstance(v, str) else (k, "", False) if v is None
+              else (k, json.dumps(v, ensure_ascii=False), True) for k, v in spec.params.items()]
     return render(request, "job.html", job=obj, upcoming=upcoming, runs=runs, fields=fields)
 
 
