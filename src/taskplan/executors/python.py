@@ -373,9 +373,10 @@ class PythonExecutor:
         if len(message) > 4 and message[4] == "shadowed":
             worker.shadowed = True
             return ExecResult(ok=False, error=error), False
+        reuse = len(message) < 5  # "retire": the task left threads running in the worker
         if ok:
-            return (_NONE_RESULT if value is None else ExecResult(ok=True, result=value)), True
-        return ExecResult(ok=False, error=error), True
+            return (_NONE_RESULT if value is None else ExecResult(ok=True, result=value)), reuse
+        return ExecResult(ok=False, error=error), reuse
 
 
 def _own_params(context: AttemptContext) -> AttemptContext:

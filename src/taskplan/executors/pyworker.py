@@ -11,6 +11,8 @@ over two pipes (R: requests and replies from the agent; W: frames to the agent):
     worker -> agent   ["done", ok, result, error]
     worker -> agent   ["done", false, null, error, "shadowed"]   another job folder's module of
                       the target's name is loaded here: the agent retries on a fresh worker
+    worker -> agent   ["done", ok, result, error, "retire"]   the task left (non-daemon)
+                      threads running: the agent stops this worker instead of reusing it
 
 The attempt's output does not go over these pipes: fds 1 and 2 are a pipe of each attempt's
 own, whose write end comes over the Unix socket S just before the request (see _Output), and M
@@ -190,10 +192,19 @@ def serve(reader: Connection, writer: Connection, marker: bytes, fd_socket: sock
             output.settle()
             channel.send(["done", False, None, shadowed, "shadowed"])
             continue
+        before = {thread.ident for thread in threading.enumerate()}
         result: ExecResult = runner.attempt(request["target"], request["base_dir"], context,
                                             output)
+        left = [thread.name for thread in threading.enumerate()
+                if thread.ident not in before and not thread.daemon and thread.is_alive()]
+        if left:
+            # What they print would land in a later attempt's log: the worker is stopped
+            # (with them, and what they started) instead of going back to the pool.
+            output.write(f"taskplan: the task left threads running ({', '.join(left)}); they"
+                         " are stopped with its worker\n")
         output.settle()
-        channel.send(["done", result.ok, result.result, result.error])
+        channel.send(["done", result.ok, result.result, result.error]
+                     + (["retire"] if left else []))
 
 
 def main(argv: list[str]) -> None:

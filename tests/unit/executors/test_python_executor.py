@@ -218,6 +218,36 @@ def test_a_worker_task_starts_in_its_agents_folder_environment_and_umask(
     assert len(python._idle) == 1  # one worker ran all three
 
 
+def test_threads_a_task_leaves_running_do_not_print_into_the_next_attempt(
+        python, plain_request, module):
+    # A thread the task started and left running went on in the pooled worker, and what it
+    # printed landed in the log of the next attempt (of any job) that the worker ran.
+    name = module("""
+        import threading
+        import time
+
+        def leave(ctx):
+            def chatter():
+                for _ in range(200):
+                    print("left behind", flush=True)
+                    time.sleep(0.01)
+            threading.Thread(target=chatter, name="chatter").start()
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+
+        def wait(ctx):
+            time.sleep(0.3)
+            print("mine")
+    """)
+    first, second = RecordingSink(), RecordingSink()
+    assert python.execute(plain_request(f"{name}:leave", kind="python"), first,
+                          Cancellation()).ok
+    assert first.text.endswith("taskplan: the task left threads running (chatter); they are"
+                               " stopped with its worker\n")
+    assert python.execute(plain_request(f"{name}:wait", kind="python"), second,
+                          Cancellation()).ok
+    assert second.text == "mine\n"
+
+
 def test_a_task_raising_keyboard_interrupt_fails_with_it(python, make_request, module, sink):
     # A worker said "the python worker was killed by SIGINT" (no one sent one), and in process
     # the KeyboardInterrupt went up the agent's slot thread.
