@@ -305,3 +305,14 @@ def test_a_retrying_task_shows_its_error_and_its_retry_time(client: Any, engine:
     assert row and '<span class="error-text">exit code 1</span>' in row[0]
     assert '<span class="why">retry at ' in row[0]
     engine.cancel_run(run_id)
+
+
+def test_head_answers_as_get_without_a_body(client: Any, demo: tuple[Engine, int]) -> None:
+    """HEAD (a monitor's check, curl -I) was a 405 on every page, the API and /metrics."""
+    _, run_id = demo
+    for url in ("/jobs", f"/runs/{run_id}", "/api/v1/runs", "/metrics", "/static/console.js"):
+        got, head = client.get(url), client.head(url)
+        assert head.status_code == got.status_code == 200, url
+        assert head.headers["content-type"] == got.headers["content-type"], url
+        assert head.content == b"", url
+    assert client.head("/runs/999").status_code == 404

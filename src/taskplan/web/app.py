@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskplan import __version__
 from taskplan.engine import Engine
@@ -71,6 +72,30 @@ def _host_name(host_header: str) -> str:
     if host_header.startswith("["):
         return host_header[1:host_header.find("]")] if "]" in host_header else host_header
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+class HeadAsGet:
+    """HEAD answered as GET without its body (the routes declare GET only, so it was a 405):
+    a monitor's or `curl -I`'s check sees the page's status and headers. Not the event
+    stream, whose body never ends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] != "HEAD"
+                or scope["path"].startswith("/api/v1/stream")):
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(dict(scope, method="GET"), receive, headers_only)
 
 
 def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = None,
@@ -211,6 +236,7 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.add_middleware(HeadAsGet)
     return app
 
 
