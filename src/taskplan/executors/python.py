@@ -12,8 +12,9 @@ import. Module names share one interpreter-wide namespace, so two job folders th
 `reports.py` cannot both be used by one worker: a worker that has the other folder's module
 says so before importing, and the attempt goes to a fresh worker (idle workers that ran the
 task's folder are taken first, so this is rare). In process the conflict is reported as an
-error rather than silently running the other folder's code (only for the target's top-level
-module; helpers it imports are not checked).
+error rather than silently running the other folder's code. Both checks cover the target's
+top-level module and any module of another job folder loaded under a name this folder also
+has (its helpers), before the target is imported.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class InProcessRunner:
         # both import it, and importlib's own per-module locks make that safe.
         self._functions: dict[tuple[str, str], TaskFunction] = {}
         self._route_prints = route_prints
+        self._folders: set[str] = set()  # the job folders imported from
 
     def attempt(self, target: str, base_dir: str, context: AttemptContext, log: LogSink
                 ) -> ExecResult:
@@ -92,14 +94,30 @@ class InProcessRunner:
         return _to_result(value)
 
     def shadowed(self, target: str, base_dir: str) -> str | None:
-        """Why `target` cannot be imported from `base_dir` here (another folder's module of
-        that name is loaded), checked before importing; None when it can."""
+        """Why `target` cannot be imported from `base_dir` here, checked before importing; None
+        when it can. It cannot when a module of another job folder is loaded under a name this
+        folder has a module of: the target's own, or a helper it may import (`helpers.py` in
+        both folders), which would otherwise silently be the other folder's."""
         if (base_dir, target) in self._functions:
             return None
         module_name = target.partition(":")[0]
-        if not module_name or module_name.partition(".")[0] not in sys.modules:
+        if not module_name:
             return None
-        return _shadowed_by(module_name, os.path.abspath(base_dir or os.curdir))
+        folder = os.path.abspath(base_dir or os.curdir)
+        if module_name.partition(".")[0] in sys.modules:
+            said = _shadowed_by(module_name, folder)
+            if said:
+                return said
+        others = tuple(os.path.join(f, "") for f in self._folders if f != folder)
+        if not others:
+            return None
+        for name in {n.partition(".")[0] for n in list(sys.modules)}:
+            loaded = getattr(sys.modules.get(name), "__file__", None)
+            if isinstance(loaded, str) and loaded.startswith(others):
+                said = _shadowed_by(name, folder)
+                if said:
+                    return said
+        return None
 
     def _load(self, target: str, base_dir: str, log: LogSink) -> TaskFunction | ExecResult:
         module_name, _, attr_path = target.partition(":")
@@ -108,6 +126,10 @@ class InProcessRunner:
                 ok=False, error=f"python task needs 'module:function', got {target!r}"
             )
         folder = os.path.abspath(base_dir or os.curdir)
+        conflict = self.shadowed(target, base_dir)
+        if conflict:
+            return ExecResult(ok=False, error=conflict)
+        self._folders.add(folder)
         _put_first_on_path(folder)
         try:
             module = importlib.import_module(module_name)

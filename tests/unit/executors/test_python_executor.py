@@ -321,6 +321,38 @@ def test_same_module_name_in_two_job_folders_runs_each_folders_own(python, plain
     assert sink.text == ""
 
 
+def _twin_helpers(tmp_path: Path) -> tuple[str, str, Path, Path]:
+    """Folders a and b, each with its own task module importing a `helpers` of its own."""
+    serial = next(_serial)
+    helpers, first, second = f"tp_helpers_{serial}", tmp_path / "a", tmp_path / "b"
+    for folder, answer in ((first, "a"), (second, "b")):
+        folder.mkdir()
+        (folder / f"{helpers}.py").write_text(f"ANSWER = {answer!r}\n")
+        (folder / f"tp_uses_{answer}_{serial}.py").write_text(
+            f"import {helpers}\n\ndef fn(ctx):\n    return {helpers}.ANSWER\n")
+    return f"tp_uses_a_{serial}:fn", f"tp_uses_b_{serial}:fn", first, second
+
+
+def test_a_helper_module_of_the_same_name_in_two_job_folders(python, plain_request, in_thread,
+                                                             tmp_path, sink):
+    # Task modules of different names each importing their folder's `helpers.py`: the second
+    # folder's task silently ran the first folder's helpers.
+    target_a, target_b, first, second = _twin_helpers(tmp_path)
+    for target, folder, answer in ((target_a, first, "a"), (target_b, second, "b"),
+                                   (target_a, first, "a")):
+        result = python.execute(
+            plain_request(target, kind="python", base_dir=folder), sink, Cancellation())
+        assert result == ExecResult(ok=True, result=answer)
+    # In process there is one interpreter: refused, not run with the other folder's helpers.
+    (tmp_path / "in_process").mkdir()
+    target_a, target_b, first, second = _twin_helpers(tmp_path / "in_process")
+    assert python.execute(in_thread(target_a, kind="python", base_dir=first), sink,
+                          Cancellation()) == ExecResult(ok=True, result="a")
+    clash = python.execute(in_thread(target_b, kind="python", base_dir=second), sink,
+                           Cancellation())
+    assert not clash.ok and "already loaded from" in (clash.error or ""), clash
+
+
 def test_print_reaches_the_right_log_from_eight_threads(python, make_request, module, capsys):
     name = module("""
         import sys, time
