@@ -247,3 +247,39 @@ def test_retry_detach_refuses_the_foreground_flags_as_run_does(tp: Taskplan) -> 
                 "taskplan: --detach leaves the run to agents: --distributed and --labels apply"
                 " to a foreground"), (verb, flag, res)
     assert tp.status(1)["state"] == "failed"
+
+
+def test_retry_of_one_task_leaves_the_run_failed_while_other_failures_stay(tp: Taskplan
+                                                                           ) -> None:
+    """`retry --task b` reset the run's failure count: with `a` still failed (or cancelled,
+    which `b` did not count as a failed upstream) the run ended `succeeded`."""
+    tp.write("fj.yaml", """
+        job: fj
+        tasks:
+          a: {shell: "test -f fixed"}
+          b: {shell: "true", depends_on: [a]}
+          c: {shell: "exit 2"}
+          d: {shell: "true", depends_on: [c]}
+    """)
+    assert tp("run", "fj.yaml").code == 1
+    res = tp("retry", "1", "--task", "d")
+    assert res.code == 1, res
+    assert tp.status(1)["state"] == "failed"
+    assert states(tp.status(1)) == {"a": "failed", "b": "upstream_failed", "c": "failed",
+                                    "d": "upstream_failed"}
+    (tp.home / "fixed").write_text("")
+    assert tp("retry", "1", "--task", "a").code == 1  # c still failed
+    assert states(tp.status(1))["b"] == "succeeded" and tp.status(1)["state"] == "failed"
+
+
+def test_a_cancelled_upstream_holds_back_a_retried_task(tp: Taskplan) -> None:
+    gated_job(tp, "cancelretry")
+    runner = tp.popen("run", "gated.yaml")
+    tp.wait_file("started", runner)
+    tp.ok("cancel", "1")
+    finish(runner)
+    assert states(tp.status(1))["hold"] == "cancelled"
+    res = tp("retry", "1", "--task", "next")
+    assert res.code == 1, res
+    status = tp.status(1)
+    assert status["state"] == "failed" and states(status)["next"] == "upstream_failed", status

@@ -304,7 +304,10 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         now = ctx.clock()
         resets, settle, ready = _resets(graph, redo, spec)
         run_ops.reset_task_runs(tx, resets, now)
-        run_ops.reopen_run(tx, run_id, len(resets), ready)
+        # Failures the retry leaves as they are (outside `--task`'s scope) still fail the run.
+        reset_ids = {r.task_run_id for r in resets}
+        kept = sum(1 for i, st in graph.state.items() if i not in reset_ids and st in _FAILURES)
+        run_ops.reopen_run(tx, run_id, len(resets), ready, kept)
         settled = {(i, str(st)) for i, st in settle}
         ops.add_events(tx, [(now, run_id, None, "running", "retry")]
                        + [(now, run_id, r.task_run_id, r.state, "retry") for r in resets
@@ -360,6 +363,11 @@ class _RunGraph:
         return scope
 
 
+_FAILED_UPSTREAM = FAILED_LIKE | {TaskState.CANCELLED}
+# What the run's `failed` counter counts (transitions.settle): its run fails if any is left.
+_FAILURES = frozenset({TaskState.FAILED, TaskState.CANCELLED})
+
+
 def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
             ) -> tuple[list[Reset], list[tuple[int, TaskState]], int]:
     """The new state of each task run to rerun; those that resolve at once (to be settled);
@@ -375,7 +383,8 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
         kids = [k for k, state in graph.children.get(t.id, []) if state != TaskState.SUCCEEDED]
         ups = graph.ups.get(t.id, [])
         pending = sum(1 for u in ups if u in redo)
-        failed = sum(1 for u in ups if u not in redo and graph.state[u] in FAILED_LIKE)
+        # A cancelled upstream counts as failed, as when the run first ran.
+        failed = sum(1 for u in ups if u not in redo and graph.state[u] in _FAILED_UPSTREAM)
         if kids:
             # An expanded foreach reruns its unfinished items under the same parent.
             resets.extend(Reset(k, "ready", 0, 0, 0, extra) for k in kids)

@@ -134,13 +134,14 @@ def reset_task_runs(tx: Tx, resets: Sequence[Reset], now: float) -> None:
     )
 
 
-def reopen_run(tx: Tx, run_id: int, unfinished: int, ready: int) -> None:
-    """A finished run runs again (retry): halts lifted, counters set to what was reset."""
+def reopen_run(tx: Tx, run_id: int, unfinished: int, ready: int, failed: int) -> None:
+    """A finished run runs again (retry): halts lifted, counters set to what was reset, and
+    `failed` to the failures it keeps."""
     tx.run(
         "UPDATE runs SET state = 'running', halt = NULL, halt_stage = NULL,"
-        " unfinished = :u, running = 0, ready = :rd, failed = 0, finished_at = NULL,"
+        " unfinished = :u, running = 0, ready = :rd, failed = :f, finished_at = NULL,"
         " error = NULL WHERE id = :r",
-        {"u": unfinished, "rd": ready, "r": run_id},
+        {"u": unfinished, "rd": ready, "f": failed, "r": run_id},
     )
 
 
