@@ -83,3 +83,26 @@ def test_a_child_runs_tasks_are_not_shown_as_the_parents(tp: Taskplan) -> None:
     assert ("run 2: inner", "succeeded") in shown, res.out  # named with the child's run ...
     assert not any(what == "inner" for what, _ in shown), res.out  # ... never as the parent's
     assert ("after", "succeeded") in shown, res.out
+
+
+def test_a_sql_rows_infinity_is_null_in_json_output(tp: Taskplan) -> None:
+    """A float no JSON can hold (SQLite's 1e999, PostgreSQL's 'NaN'::float8) was printed as a
+    bare Infinity / NaN by --json, which strict parsers (JavaScript's JSON.parse) refuse; the
+    web API already gave null."""
+    import json
+
+    tp.write("inf.yaml", """
+        job: inf
+        connections: {lite: "sqlite:///lite.db"}
+        tasks:
+          q: {connection: lite, sql: "SELECT 1e999 AS up, -1e999 AS down, 1.5 AS fine"}
+    """)
+    tp.ok("run", "inf.yaml")
+    text = tp.ok("status", "1", "--json").out
+
+    def refuse(constant: str) -> float:
+        raise AssertionError(f"{constant} in JSON output")
+
+    status = json.loads(text, parse_constant=refuse)
+    result = tasks_by_name(status)["q"]["result"]
+    assert result["rows"] == [{"up": None, "down": None, "fine": 1.5}], result
