@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
 import psycopg
@@ -211,3 +212,15 @@ def test_distributed_run_warns_of_tasks_neither_it_nor_a_live_agent_can_take(tp:
         "warning: no live agent has labels gpu (needed by gpu0): run 1 waits until one starts"
         " (taskplan agent [--labels ...], or taskplan serve)\n"]
     assert rest == ""
+
+
+def test_labels_naming_another_host_are_refused(tp: Taskplan) -> None:
+    """`--labels host=db2` on another machine let an agent take the tasks pinned to db2 (a
+    pgAgent job's host, say); only the agent's own host label may be given."""
+    tp.write("one.yaml", "job: one\ntasks:\n  a: {shell: 'true'}\n")
+    for command in (["agent", "--exit-when-idle", "0.1s"], ["run", "one.yaml"]):
+        res = tp(*command, "--labels", "etl,host=not-this-machine")
+        assert res.code == 2 and res.err == (
+            "taskplan: --labels: 'host=not-this-machine' names another machine; this agent"
+            f" has host={socket.gethostname()} already, and only that one\n"), res
+    tp.ok("run", "one.yaml", "--labels", f"etl,host={socket.gethostname()}")

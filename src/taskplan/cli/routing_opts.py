@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -29,4 +30,8 @@ def parse_labels(value: str | None) -> tuple[str, ...]:
     for label in labels:
         if not AGENT_LABEL_RE.fullmatch(label):
             raise UsageError(f"--labels: {label!r} is not {AGENT_LABEL_WORDS}")
+        if label.startswith("host=") and label != f"host={socket.gethostname()}":
+            # It would take the tasks pinned to that machine (a pgAgent job's host, say).
+            raise UsageError(f"--labels: {label!r} names another machine; this agent has"
+                             f" host={socket.gethostname()} already, and only that one")
     return tuple(sorted(set(labels)))
