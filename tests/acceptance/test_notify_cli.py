@@ -62,6 +62,8 @@ def test_the_summary_of_run_is_the_run_s_time_not_the_notifications_wait(tp: Tas
     finally:
         hook.close()
     assert res.code == 1 and "ReadTimeout" in res.err, res
+    # Said once, after the summary (the sender's own log line repeated it).
+    assert len([ln for ln in res.err.splitlines() if "ReadTimeout" in ln]) == 1, res.err
     [summary] = [ln for ln in res.out.splitlines() if ln.startswith("run 1 (quick v1) failed")]
     took = summary.split(" failed in ")[1].split(":")[0]
     seconds = float(took[:-2]) / 1000 if took.endswith("ms") else float(took.rstrip("s"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -321,6 +322,10 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
             errors.append(exc)
 
     started = time.monotonic()
+    if settings is not None:
+        # This run's failed tries are listed once, after its summary: the sender's own lines
+        # would repeat them, and name other runs' too (it may hold the sender lease).
+        logging.getLogger("taskplan.notify").setLevel(logging.ERROR)
     sender = start_sender(store, settings) if settings is not None else None
     thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
     watch = deadline_watch(engine, run_id)
