@@ -42,15 +42,15 @@ def orphans_in(tx: Tx, run_id: int) -> dict[int, str]:
     until an agent or run starts here, or another agent's beat finds the lease expired."""
     from taskplan import procs
     from taskplan.store import ops
+    from taskplan.store.claims import running_claims_of_agent
 
     where = procs.machine()
     if where is None:
         return {}
-    gone = {a.id: a.pid for a in ops.agents_of_machine(tx, where)
-            if procs.is_gone(a.pid, a.process)}
-    return {task_run_id: f"its agent (pid {gone[agent_id]}) is gone; it is recovered as soon"
-                         " as an agent or `taskplan run` starts on this machine"
-            for task_run_id, agent_id in ops.held_by_agents(tx, run_id, sorted(gone))}
+    return {claim.task_run_id: f"its agent (pid {agent.pid}) is gone; it is recovered as soon"
+                               " as an agent or `taskplan run` starts on this machine"
+            for agent in ops.agents_of_machine(tx, where) if procs.is_gone(agent.pid, agent.process)
+            for claim in running_claims_of_agent(tx, agent.id) if claim.run_id == run_id}
 
 
 def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:

@@ -824,18 +824,6 @@ def agents_of_machine(tx: Tx, machine: str) -> list[LocalAgent]:
     )]
 
 
-def held_by_agents(tx: Tx, run_id: int, agent_ids: Sequence[int]) -> list[tuple[int, int]]:
-    """(task run id, agent id) of the run's running task runs held by those agents."""
-    if not agent_ids:
-        return []
-    marks = ", ".join(f":a{i}" for i in range(len(agent_ids)))
-    params: dict[str, object] = {f"a{i}": a for i, a in enumerate(agent_ids)}
-    params["r"] = run_id
-    return [(int(t), int(a)) for t, a in tx.all(
-        "SELECT id, agent_id FROM task_runs WHERE run_id = :r AND state = 'running'"
-        f" AND agent_id IN ({marks})", params)]
-
-
 def mark_agent_lost(tx: Tx, agent_id: int, now: float, process: str | None) -> bool:
     """Lost if its lease ran out, or (process given) if it is still that process's agent."""
     if process is None:
