@@ -82,6 +82,9 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
     )
     raw_tasks = data.get("tasks")
     tasks: dict[str, TaskModel] = {}
+    if raw_tasks is None and "tasks" in data:
+        # `tasks:` with nothing after it is an empty mapping to YAML, not a missing key.
+        r.at_value(("tasks",), "expected at least one task")
     if isinstance(raw_tasks, dict):
         if not raw_tasks:
             r.at_value(("tasks",), "expected at least one task")

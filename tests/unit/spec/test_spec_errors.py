@@ -15,6 +15,8 @@ CASES = [
     ("missing job", "tasks:\n  a: {shell: x}\n", "1:1", "missing required key 'job'"),
     ("missing tasks", "job: x\n", "1:1", "missing required key 'tasks'"),
     ("empty tasks", "job: x\ntasks: {}\n", "2:8", "tasks: expected at least one task"),
+    # `tasks:` with nothing after it stored a job of no tasks, whose runs "succeeded" at once.
+    ("tasks left empty", "job: x\ntasks:\n", "2:1", "tasks: expected at least one task"),
     ("bad job name", "job: Nightly\ntasks: {a: {shell: x}}\n", "1:6",
      "job: expected a job name of lowercase letters, digits, _ and -, got 'Nightly'"),
     ("unknown top key", "job: x\nschedule: []\ntasks: {a: {shell: x}}\n", "2:1",
