@@ -112,6 +112,17 @@ def test_logs_by_offset(client: Any, demo: tuple[Engine, int]) -> None:
                       ).status_code == 404
 
 
+def test_logs_mask_passwords_as_the_task_page_does(client: Any, demo: tuple[Engine, int]
+                                                  ) -> None:
+    # The task page's live tail appends this endpoint's data: a password in clear here was
+    # shown in the browser while the task ran, and masked only once the page was reloaded.
+    _, run_id = demo
+    page = client.get(f"/runs/{run_id}/tasks/fail").text
+    assert "bob:***@db" in page and "secret" not in page
+    r = client.get(f"/api/v1/runs/{run_id}/tasks/fail/logs").json()
+    assert r["data"] == "postgresql://bob:***@db/x failed\n"
+
+
 def test_agents(client: Any) -> None:
     agents = client.get("/api/v1/agents").json()
     assert len(agents) == 1 and agents[0]["state"] == "stopped"

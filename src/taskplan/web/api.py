@@ -18,6 +18,7 @@ from taskplan import shapes
 from taskplan.engine.definitions import unknown_job
 from taskplan.errors import StoreUnavailableError, UsageError
 from taskplan.model import JobSpec, RunState, TaskRunKind
+from taskplan.redact import mask_url
 from taskplan.store import console, ops
 from taskplan.timing import job_timezone
 from taskplan.web import actions, views
@@ -268,7 +269,8 @@ def task_logs(request: Request, run_id: RunId, task: str,
         "attempt": which, "attempts": tr.attempts,
         "state": this.state if this else tr.state,
         "offset": offset, "next_offset": chunks[-1].seq + 1 if chunks else offset,
-        "data": "".join(c.data for c in chunks),
+        # Masked as the task page masks it: the page's live tail appends this text.
+        "data": mask_url("".join(c.data for c in chunks)),
         "truncated": bool(this and this.truncated),
         "done": not running and not more,
     }
