@@ -237,3 +237,27 @@ def test_notifications_of_a_run_that_does_not_exist_say_so(tp: Taskplan) -> None
     assert tp.ok("notifications", "--run", "1", "--json").json() == []
     res = tp("notifications", "--run", "99")
     assert (res.code, res.out, res.err) == (2, "", "taskplan: no run 99\n")
+
+
+def test_a_command_channel_that_cannot_be_split_is_bad_input(tp: Taskplan) -> None:
+    # A command string is split like a shell would split it. One with an unclosed quote was
+    # applied without a word and then raised ValueError when its run ended, in `taskplan run`
+    # and in every agent after it (the run stayed running); `notify test` and a [[notify]]
+    # entry said only "ValueError: No closing quotation".
+    tp.write("j.yaml", "job: j\nnotify:\n  - on: run_failed\n    command: '\"/bin/alert -q'\n"
+                       "tasks:\n  a: {shell: 'exit 1'}\n")
+    res = tp("apply", "j.yaml")
+    assert res.code == 2 and "j.yaml:4:14: notify[0].command: expected a command line with" \
+        " its quotes closed" in res.out + res.err, res
+    res = tp("notify", "test", 'command:"/bin/alert -q', db=False)
+    assert (res.code, res.err) == (2, "taskplan: CHANNEL 'command:\"/bin/alert -q': expected"
+                                      " a command line with its quotes closed, like"
+                                      " ./alert.sh --quiet 'the text'\n"), res
+    toml = tp.home / "taskplan.toml"
+    toml.write_text('db = "sqlite:///t.db"\n\n[[notify]]\non = "run_failed"\n'
+                    "command = \"/bin/alert 'x\"\n")
+    res = tp("jobs", db=False)
+    assert (res.code, res.err) == (2, f"taskplan: {toml}:3: notify[0].command: expected a"
+                                      " command line with its quotes closed, like ./alert.sh"
+                                      " --quiet 'the text', got \"/bin/alert 'x\"\n"), res
+    assert not (tp.home / "t.db").exists()

@@ -159,6 +159,17 @@ def test_command_failures_and_timeouts_are_reported(tmp_path: Path) -> None:
     assert not missing.ok and "cannot start" in (missing.error or "")
 
 
+def test_a_stored_command_that_cannot_be_split_fails_its_tries_not_its_event() -> None:
+    # A version applied before such commands were refused still holds one: reading its rules
+    # happens in the transaction that records the run's end, which it used to abort.
+    from taskplan.notify.rules import rules_from
+
+    [rule] = rules_from([{"on": "run_failed", "command": '"/bin/alert -q'}])
+    assert rule.channel.target == ('"/bin/alert -q',)
+    sent = channels.send(rule.channel, {"event": "run_failed"})
+    assert not sent.ok and "cannot start" in (sent.error or "")
+
+
 def _trickling_server(status: int, pause: float = 0.1) -> tuple[str, socket.socket]:
     """A receiver that answers `status` at once, then its body one byte every `pause` s."""
     server = socket.socket()

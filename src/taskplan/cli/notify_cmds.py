@@ -154,7 +154,12 @@ def parse_channel(text: str, secret: str | None, settings_channel: Channel | Non
     """CHANNEL of `notify test`: a [[notify]] name of taskplan.toml, an http(s) URL
     (webhook), an e-mail address, `command:ARGV...`, or an Apprise URL; checked as a job
     file's `notify:` entries are (UsageError naming CHANNEL)."""
-    from taskplan.notify.rules import address_problem, apprise_problem, webhook_problem
+    from taskplan.notify.rules import (
+        address_problem,
+        apprise_problem,
+        command_problem,
+        webhook_problem,
+    )
     from taskplan.redact import mask_url
 
     if settings_channel is not None:
@@ -166,10 +171,12 @@ def parse_channel(text: str, secret: str | None, settings_channel: Channel | Non
     if secret is not None:
         raise UsageError("--secret only applies to a webhook URL")
     if text.startswith("command:"):
-        argv = tuple(shlex.split(text[len("command:"):]))
-        if not argv:
+        line = text[len("command:"):]
+        if not line.strip():
             raise UsageError("command: expects a command line, e.g. command:'./alert.sh'")
-        return Channel("command", argv)
+        if (problem := command_problem(line)) is not None:
+            raise UsageError(f"CHANNEL {text!r}: {problem}")
+        return Channel("command", tuple(shlex.split(line)))
     if text.startswith("mailto:"):
         text = text[len("mailto:"):]
     if "@" in text and "://" not in text:

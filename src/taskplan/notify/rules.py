@@ -51,6 +51,28 @@ def address_problem(address: object) -> str | None:
     return None
 
 
+COMMAND_QUOTES_EXPECTED = ("expected a command line with its quotes closed, like ./alert.sh"
+                           " --quiet 'the text'")
+COMMAND_PROGRAM_EXPECTED = "expected a command line that names a program"
+
+
+def command_problem(command: object) -> str | None:
+    """A string is split like a shell would split it when the notification is sent, so its
+    quotes must close; either form must name a program (an empty first word runs nothing)."""
+    if isinstance(command, str):
+        try:
+            argv = shlex.split(command)
+        except ValueError:  # "No closing quotation", "No escaped character"
+            return COMMAND_QUOTES_EXPECTED
+    elif isinstance(command, list | tuple):
+        argv = [str(a) for a in command]
+    else:
+        return None  # the schema says what a command is
+    if not argv or not argv[0]:
+        return COMMAND_PROGRAM_EXPECTED
+    return None
+
+
 def apprise_problem(url: object) -> str | None:
     if not isinstance(url, str) or not _SCHEME.fullmatch(url):
         return APPRISE_EXPECTED
@@ -110,8 +132,11 @@ def channel_from(entry: dict[str, Any]) -> Channel:
     kind = next(k for k in CHANNEL_KINDS if entry.get(k) is not None)
     value = entry[kind]
     if kind == "command":
-        target = tuple(shlex.split(value)) if isinstance(value, str) else tuple(
-            str(v) for v in value)
+        target = tuple(str(v) for v in value) if not isinstance(value, str) else (
+            tuple(shlex.split(value)) if command_problem(value) is None
+            # A definition stored before the check above: its tries fail, naming it, rather
+            # than the transaction that records the event.
+            else (value,))
     else:
         target = tuple(str(v) for v in _list(value))
     timeout = entry.get("timeout")

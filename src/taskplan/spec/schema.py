@@ -29,6 +29,7 @@ from taskplan.notify.rules import (
     EVENTS,
     address_problem,
     apprise_problem,
+    command_problem,
     webhook_problem,
 )
 from taskplan.spec import fields as f
@@ -262,6 +263,12 @@ def _address(v: Any) -> str:
     return str(v)
 
 
+def _notify_command(v: Any) -> Any:
+    if (problem := command_problem(v)) is not None:
+        raise f.fail(problem)
+    return v
+
+
 def _service_url(v: Any) -> str | None:
     if v is None:
         return None
@@ -279,7 +286,7 @@ class NotifyModel(StrictModel):
     email: Annotated[list[Annotated[str, PlainValidator(_address)]] | None,
                      BeforeValidator(lambda v: v if v is None or isinstance(v, list) else [v])
                      ] = None
-    command: ShellCommand | None = None
+    command: Annotated[ShellCommand | None, AfterValidator(_notify_command)] = None
     apprise: Annotated[str | None, PlainValidator(_service_url)] = None
     secret: f.OptName = None
     name: f.OptName = None

@@ -179,6 +179,18 @@ CASES = [
      "  - {on: run_failed, apprise: 'ht tp://bad'}\n", "4:31", "expected an Apprise URL"),
     ("webhook without host", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
      "  - {on: run_failed, webhook: 'https://'}\n", "4:31", "expected an http:// or https://"),
+    # A command string is split like a shell would split it when the notification is sent:
+    # an unclosed quote passed validate and apply, then its run's end raised ValueError in
+    # every agent that tried to record it (the run stayed running).
+    ("notify command with an unclosed quote", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - on: run_failed\n    command: '\"/bin/alert --quiet'\n", "5:14",
+     "notify[0].command: expected a command line with its quotes closed"),
+    ("notify command of an empty word", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - on: run_failed\n    command: \"''\"\n", "5:14",
+     "notify[0].command: expected a command line that names a program"),
+    ("notify argv of an empty program", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - on: run_failed\n    command: ['', x]\n", "5:14",
+     "notify[0].command: expected a command line that names a program"),
     # A deadline past year 9999 broke `runs`, `status` and `forecast` of the job's runs.
     ("deadline too far", "job: x\ndeadline: {within: 100000000d}\ntasks: {a: {shell: x}}\n",
      "2:20", "deadline.within: expected a duration of at most 366d"),
