@@ -25,6 +25,8 @@ from taskplan.spec.checks import MAX_NAME
 _FLOW_KEYS = frozenset({"at", "minutes", "hours", "weekdays", "monthdays", "months", "dates",
                         "depends_on", "tags", "agent_labels"})
 _JINJA = ("{{", "{%", "{#")
+# Where Jinja ends a raw block (its lexer's test): `{%`, an optional - or +, blanks, endraw.
+_RAW_END = re.compile(r"\{(?=%[-+]?\s*endraw)")
 # Names the store keeps (job, task, schedule names: MAX_NAME characters), less room for a suffix.
 _NAME_ROOM = MAX_NAME - 10
 
@@ -74,9 +76,11 @@ def _unique(base: str, taken: set[str]) -> str:
 
 
 def literal_text(text: str) -> str:
-    """`text` as a template that renders to itself (job-file commands are Jinja templates)."""
+    """`text` as a template that renders to itself (job-file commands are Jinja templates).
+    An end of a raw block in the text itself (a command writing a Jinja file) is cut between
+    its `{` and `%`: the block is closed after the `{` and opened again before the `%`."""
     if any(mark in text for mark in _JINJA):
-        return "{% raw %}" + text + "{% endraw %}"
+        return "{% raw %}" + _RAW_END.sub("{{% endraw %}{% raw %}", text) + "{% endraw %}"
     return text
 
 

@@ -140,3 +140,20 @@ def test_a_cron_tz_naming_no_zone_is_reported_on_its_own_line(tmp_path: Path) ->
     for item, zone in [(before, "UTC"), (after, "Europe/Paris")]:
         assert check(item, tmp_path) is not None and item.spec is not None
         assert item.spec.timezone == zone
+
+
+def test_a_command_holding_the_end_of_a_raw_block_still_runs_as_written(tmp_path: Path) -> None:
+    # A command writing a Jinja file (an Ansible template, say) may hold {% endraw %} itself,
+    # which would end the {% raw %} block the import wraps it in.
+    from taskplan.spec.templating import environment
+
+    text = ("J={{x}} {%- endraw -%} {%+ endraw%}\n"
+            '0 1 * * * printf "{\\% raw \\%}{{ a }}{\\% endraw \\%}\\n" > tpl.j2\n')
+    [item] = convert_crontab(text, "c")
+    assert check(item, tmp_path) is not None and item.spec is not None, item.notes
+    task = item.spec.tasks[0]
+    assert isinstance(task.command, str)
+    assert environment().from_string(task.command).render() == (
+        CD + 'printf "{% raw %}{{ a }}{% endraw %}\\n" > tpl.j2')
+    assert environment().from_string(task.env["J"]).render() == (
+        "{{x}} {%- endraw -%} {%+ endraw%}")
