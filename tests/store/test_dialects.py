@@ -11,6 +11,7 @@ from taskplan.store import ops
 from taskplan.store.db import Store
 from taskplan.store.dialects import RowsInsert
 from taskplan.store.dialects.postgresql import BULK_FROM
+from taskplan.store.dialects.sqlite import MAX_BINDS, MULTI_ROW_FROM
 
 
 def test_the_dialect_is_chosen_once_and_shared(store: Store) -> None:
@@ -54,11 +55,14 @@ def test_the_server_call_exists_only_on_postgresql(store: Store) -> None:
         assert store.fence_orphans() == 0
 
 
-@pytest.mark.parametrize("n", [1, BULK_FROM - 1, BULK_FROM, 3 * BULK_FROM])
+# SQLite: multi-row statements from MULTI_ROW_FROM rows, MAX_BINDS // 2 rows each here; the
+# last sizes end a statement on a row and one past it.
+@pytest.mark.parametrize("n", [1, BULK_FROM - 1, BULK_FROM, 3 * BULK_FROM, MULTI_ROW_FROM - 1,
+                               2 * (MAX_BINDS // 2), 2 * (MAX_BINDS // 2) + 1])
 def test_a_bulk_insert_writes_what_plain_inserts_write(store: Store, n: int) -> None:
     insert = RowsInsert("pools", (("name", "n", "text"), ("size", "s", "integer")))
     assert insert.values == "INSERT INTO pools (name, size) VALUES (:n, :s)"
-    rows = [{"n": f"p{i:03d}", "s": i} for i in range(n)]
+    rows = [{"n": f"p{i:04d}", "s": i} for i in range(n)]
     with store.tx() as tx:
         tx.dialect.insert_rows(tx, insert, rows)
     with store.read() as tx:

@@ -303,9 +303,12 @@ def task_ids(tx: Tx, run_id: int) -> dict[str, int]:
     )}
 
 
+EDGES_INSERT = RowsInsert("task_edges", (("up_id", "u", "bigint"), ("down_id", "d", "bigint")))
+
+
 def insert_edges(tx: Tx, edges: Sequence[tuple[int, int]]) -> None:
-    tx.many("INSERT INTO task_edges (up_id, down_id) VALUES (:u, :d)",
-            [{"u": u, "d": d} for u, d in edges])
+    if edges:
+        tx.dialect.insert_rows(tx, EDGES_INSERT, [{"u": u, "d": d} for u, d in edges])
 
 
 
@@ -343,12 +346,17 @@ def claim_candidates(tx: Tx, run_id: int, limit: int, max_stage: int | None,
     return [(int(i), pool) for i, pool in rows]
 
 
+ATTEMPTS_INSERT = RowsInsert("attempts", (
+    ("task_run_id", "tr", "bigint"), ("run_id", "r", "bigint"), ("attempt", "a", "integer"),
+    ("agent_id", "ag", "bigint"), ("state", "s", "text"),
+    ("started_at", "t", "double precision")))
+
+
 def insert_attempts(tx: Tx, rows: Sequence[tuple[int, int, int, int, float]]) -> None:
-    tx.many(
-        "INSERT INTO attempts (task_run_id, run_id, attempt, agent_id, state, started_at)"
-        " VALUES (:tr, :r, :a, :ag, 'running', :t)",
-        [{"tr": tr, "r": r, "a": a, "ag": ag, "t": t} for tr, r, a, ag, t in rows],
-    )
+    if rows:
+        tx.dialect.insert_rows(tx, ATTEMPTS_INSERT, [
+            {"tr": tr, "r": r, "a": a, "ag": ag, "s": "running", "t": t}
+            for tr, r, a, ag, t in rows])
 
 
 def finish_attempt(tx: Tx, task_run_id: int, attempt: int, state: str, now: float,

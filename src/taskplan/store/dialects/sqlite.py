@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from taskplan.errors import StoreUnavailableError
-from taskplan.store.dialects import Dialect
+from taskplan.store.dialects import Dialect, RowsInsert
 from taskplan.store.tx import Params, Row, Tx
 from taskplan.store.urls import sqlalchemy_url, sqlite_path
 
@@ -41,6 +41,12 @@ CHECKPOINT_EVERY = 48
 # SQLite's own checkpoint, inside the COMMIT that crosses this many WAL pages, stays only as a
 # backstop for transactions larger than the background one keeps up with (a big expansion).
 AUTOCHECKPOINT_PAGES = 10_000
+# Bound values in one statement: 999 is the smallest SQLITE_MAX_VARIABLE_NUMBER (SQLite before
+# 3.32), so a multi-row INSERT of that many binds runs on every build Python may link.
+MAX_BINDS = 999
+# From this many rows an INSERT goes as multi-row statements: executemany's per-row round
+# through the module costs a third more on a run's thousand task runs and their events.
+MULTI_ROW_FROM = 8
 CHECKPOINTER_IDLE = 5.0  # s without a checkpoint due after which its thread leaves
 FILE_CHECK_EVERY = 0.1  # s: how often a thread checks that the store file is still its own
 
@@ -399,6 +405,16 @@ class SQLiteDialect(Dialect):
             except sqlite3.Error:
                 self.drop_connection()
 
+    def insert_rows(self, tx: Tx, insert: RowsInsert, rows: Sequence[dict[str, Any]]) -> None:
+        if len(rows) < MULTI_ROW_FROM:
+            tx.many(insert.values, rows)
+            return
+        keys = [key for _, key, _ in insert.columns]
+        per = max(1, MAX_BINDS // len(keys))
+        for start in range(0, len(rows), per):
+            part = rows[start:start + per]
+            tx.run(_multi_row_sql(insert, len(part)), [row[k] for row in part for k in keys])
+
     def many_returning(self, cur: Any, sql: str, seq: Sequence[Params]) -> list[Row]:
         # sqlite3's executemany refuses statements that return rows: one execute each.
         out: list[Row] = []
@@ -443,3 +459,17 @@ class SQLiteDialect(Dialect):
                 wal, checked = signature, now
                 if self.data_version() != version:
                     return gen
+
+
+_MULTI_ROW: dict[tuple[str, int], str] = {}
+
+
+def _multi_row_sql(insert: RowsInsert, n: int) -> str:
+    """`INSERT ... VALUES (?, ...), ...` of n rows with positional binds, made once."""
+    key = (insert.values, n)
+    sql = _MULTI_ROW.get(key)
+    if sql is None:
+        one = "(" + ", ".join("?" * len(insert.columns)) + ")"
+        sql = _MULTI_ROW[key] = (f"INSERT INTO {insert.table} ({insert.names}) VALUES "
+                                 + ", ".join([one] * n))
+    return sql
