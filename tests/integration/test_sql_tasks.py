@@ -277,3 +277,53 @@ def test_pooled_connections_the_server_closed_are_replaced(engine: Engine, store
         [one] = run({"s": {"sql": pid}})
         assert one not in both
         end([one])
+
+
+def test_a_procedure_failing_after_a_result_set_fails_the_task(engine: Engine, store: Store,
+                                                              target: Target) -> None:
+    """A MariaDB procedure sends one result set per SELECT, then its error: the error came
+    after the task had read the first set, and was dropped (the task succeeded, its
+    dependants ran, and a traceback went to stderr). Every result set is read and logged."""
+    if target.kind != "mysql":
+        pytest.skip("only MariaDB/MySQL procedures return result sets")
+    t, proc = target.quote(target.name("seen")), target.quote(target.name("fails"))
+    target.run(f"CREATE TABLE {t} (x INT)")
+    target.run(f"CREATE PROCEDURE {proc}() BEGIN SELECT 1 AS first;"
+               f" SELECT x FROM {t}; SELECT 'third' AS s;"
+               " SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom in proc'; END")
+    ok_proc = target.quote(target.name("fine"))
+    target.run(f"CREATE PROCEDURE {ok_proc}() BEGIN SELECT 1 AS first; SELECT 'two' AS s; END")
+    try:
+        run_id, _ = run_job(engine, job({"c": {"sql": f"CALL {proc}()"},
+                                         "after": {"depends_on": ["c"], "sql": "SELECT 1"},
+                                         "ok": {"sql": f"CALL {ok_proc}()"}}))
+        got = tasks(store, run_id)
+        assert got["c"]["state"] == "failed"
+        assert "boom in proc" in got["c"]["error"]
+        assert got["after"]["state"] == "upstream_failed"
+        text = log_text(store, got["c"]["id"])
+        assert "first\n1\n" in text and "s\nthird\n" in text
+        assert got["ok"]["state"] == "succeeded", got["ok"]["error"]
+        assert "s\ntwo\n" in log_text(store, got["ok"]["id"])
+        assert got["ok"]["result"]["rows"] == [{"first": 1}]
+    finally:
+        target.run(f"DROP PROCEDURE IF EXISTS {proc}")
+        target.run(f"DROP PROCEDURE IF EXISTS {ok_proc}")
+
+
+def test_a_warning_is_logged_by_its_own_statement_only(engine: Engine, store: Store,
+                                                      target: Target) -> None:
+    """MariaDB keeps a statement's warnings until a statement that uses a table: a later
+    task on the same pooled connection showed another task's `Note 1051` as its own."""
+    if target.kind != "mysql":
+        pytest.skip("MariaDB/MySQL warnings")
+    gone = target.quote(target.name("never_made"))
+    run_id, _ = run_job(engine, job({"a": {"sql": f"DROP TABLE IF EXISTS {gone}"},
+                                     "b": {"depends_on": ["a"], "sql": "SELECT 1 AS one"},
+                                     "c": {"depends_on": ["b"], "sql": "SELECT 1/0 AS z"}}),
+                        slots=1)
+    got = tasks(store, run_id)
+    assert "Note 1051" in log_text(store, got["a"]["id"])
+    assert "Note 1051" not in log_text(store, got["b"]["id"])
+    text = log_text(store, got["c"]["id"])
+    assert "Warning 1365: Division by 0" in text and "Note 1051" not in text

@@ -34,7 +34,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from time import monotonic as time_monotonic
 from typing import Any
@@ -190,9 +190,51 @@ def _seconds(value: Any) -> float:
         return math.inf
 
 
+def _server_text_loaders(dbapi_connection: Any) -> None:
+    """PostgreSQL values Python's types cannot hold ('infinity' and '-infinity' timestamps and
+    dates, BC dates, years past 9999) failed the whole statement (`timestamp too large`), and
+    an interval came back as Python's `-1 day, 23:00:00`, which no server reads back. Such a
+    date comes back as PostgreSQL's own text, and so does every interval ('1 mon 02:00:00'),
+    so a foreach item or a result holds what the server wrote and binds back to it."""
+    if not type(dbapi_connection).__module__.startswith("psycopg"):
+        return
+    from psycopg import DataError
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
+
+    adapters = dbapi_connection.adapters
+    for name in ("date", "timestamp", "timestamptz"):
+        oid = adapters.types[name].oid
+        usual = adapters.get_loader(oid, Format.TEXT)
+        if usual is None:
+            continue
+
+        class Lenient(Loader):
+            inner_class: Any = usual
+
+            def __init__(self, oid: int, context: Any = None) -> None:
+                super().__init__(oid, context)
+                self.inner = self.inner_class(oid, context)
+
+            def load(self, data: Any) -> Any:
+                try:
+                    return self.inner.load(data)
+                except DataError:
+                    return bytes(data).decode()
+
+        adapters.register_loader(oid, Lenient)
+
+    class Text(Loader):
+        def load(self, data: Any) -> Any:
+            return bytes(data).decode()
+
+    adapters.register_loader(adapters.types["interval"].oid, Text)
+
+
 def _mark_fresh(dbapi_connection: Any, record: Any) -> None:
     record.info["taskplan_fresh"] = True
     _watch_client(dbapi_connection)
+    _server_text_loaders(dbapi_connection)
     given = getattr(_connecting, "read_timeout", None)
     if given is not None:  # (PyMySQL: see _bound_connect)
         _connecting.read_timeout = None
@@ -255,9 +297,18 @@ def json_safe(value: Any) -> Any:
         return value
     if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        # (a MariaDB/MySQL TIME: [-]H:MM:SS as the server writes it, hours past 24 too)
+        micros = abs(value) // timedelta(microseconds=1)
+        secs, micro = divmod(micros, 1_000_000)
+        text_ = (f"{'-' if value < timedelta(0) else ''}{secs // 3600:02d}"
+                 f":{secs // 60 % 60:02d}:{secs % 60:02d}")
+        return text_ + (f".{micro:06d}" if micro else "")
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() and abs(value) < 2**53 \
-            else float(value)
+        # A whole number stays exact however long (a NUMERIC(30) key binds back as itself).
+        # (Past 4000 digits: a float, as JSON text of Python refuses such an int.)
+        return int(value) if value.is_finite() and value == value.to_integral_value() \
+            and value.adjusted() < 4000 else float(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     if isinstance(value, Mapping):
@@ -592,19 +643,46 @@ class SqlExecutor:
             out: dict[str, Any] = {"rowcount": res.rowcount}
             if res.returns_rows:
                 cols = [str(c) for c in res.keys()]  # noqa: SIM118
-                rows = res.fetchmany(MAX_ROWS + 1)
-                more = len(rows) > MAX_ROWS
-                rows = rows[:MAX_ROWS]
-                log.write(" | ".join(cols) + "\n")
-                for row in rows:
-                    log.write(" | ".join(_cell(v) for v in row) + "\n")
-                if more:
-                    log.write(f"(only the first {MAX_ROWS} rows are shown)\n")
-                out["rows"] = [json_safe(dict(zip(cols, row, strict=True))) for row in rows]
+                if conn.dialect.name == "mysql":
+                    # Read from the driver's cursor: SQLAlchemy closes a result it finds
+                    # empty, and PyMySQL's close skips the later result sets, the error
+                    # of a procedure that failed after a SELECT included (logged, not raised).
+                    rows = list(res.cursor.fetchmany(MAX_ROWS + 1))
+                else:
+                    rows = list(res.fetchmany(MAX_ROWS + 1))
+                out["rows"] = _log_rows(cols, rows, log)
             log.write(f"rowcount: {res.rowcount}\n")
+            if conn.dialect.name == "mysql" and res.returns_rows:
+                _more_result_sets(res.cursor, log)
             return out
         finally:
             res.close()
+
+
+def _log_rows(cols: list[str], rows: list[Any], log: LogSink) -> list[Any]:
+    """Logs up to MAX_ROWS of `rows` (MAX_ROWS + 1 fetched); returns them as JSON dicts."""
+    more = len(rows) > MAX_ROWS
+    rows = rows[:MAX_ROWS]
+    log.write(" | ".join(cols) + "\n")
+    for row in rows:
+        log.write(" | ".join(_cell(v) for v in row) + "\n")
+    if more:
+        log.write(f"(only the first {MAX_ROWS} rows are shown)\n")
+    return [json_safe(dict(zip(cols, row, strict=True))) for row in rows]
+
+
+def _more_result_sets(cursor: Any, log: LogSink) -> None:
+    """The result sets a MariaDB/MySQL procedure sent after its first (one per SELECT it
+    ran) go to the log; reading them raises the error it ended with, if any."""
+    k = 1
+    while cursor.nextset():
+        if cursor.description is None:  # (the CALL's own final status)
+            continue
+        k += 1
+        log.write(f"-- result set {k}\n")
+        cols = [str(d[0]) for d in cursor.description]
+        _log_rows(cols, list(cursor.fetchmany(MAX_ROWS + 1)), log)
+        log.write(f"rowcount: {cursor.rowcount}\n")
 
 
 def _pinged(engine: Engine) -> Connection:
@@ -645,6 +723,12 @@ def _hook_notices(stop: _Interrupter, log: LogSink) -> Callable[[], None]:
 
 
 def _mysql_warnings(conn: Connection, log: LogSink) -> None:
+    # The server's answer to the statement counts its own warnings; SHOW WARNINGS alone
+    # would repeat an earlier statement's (kept until one that uses a table), another task's
+    # on a pooled connection.
+    last = getattr(conn.connection.dbapi_connection, "_result", None)
+    if getattr(last, "warning_count", None) == 0:
+        return
     try:
         for level, code, message in conn.exec_driver_sql("SHOW WARNINGS").fetchall():
             log.write(mask_url(f"{level} {code}: {message}\n"))
