@@ -7,6 +7,7 @@ import threading
 import tracemalloc
 from typing import Any
 
+import pytest
 from engine_helpers import (
     apply_job,
     log_text,
@@ -321,3 +322,53 @@ def test_expansion_replayed_after_a_lost_commit_reply_is_not_redone(engine: Engi
                          {"p": each.task_run_id}) == 3
         assert tx.scalar("SELECT COUNT(*) FROM runs WHERE parent_task_run_id = :t",
                          {"t": sub.task_run_id}) == 1
+
+
+def test_foreach_rows_with_values_python_cannot_hold(engine: Engine, store: Store,
+                                                     target: Target) -> None:
+    """PostgreSQL's 'infinity' and BC or year-10000 dates, and MariaDB's TIME beyond a day or
+    below zero: the query failed (`timestamp too large (after year 10K)`), or an item held a
+    Python spelling (`-1 day, 23:00:00`) the server cannot read back. Items hold the
+    server's own text, which binds back to the same value; a whole NUMERIC past 2**53 was
+    rounded to a float (12345678901234567891 bound back as 12345678901234567168)."""
+    if target.kind == "sqlite":
+        pytest.skip("SQLite has no such types")
+    src, dst = target.name("odd_src"), target.name("odd_dst")
+    if target.kind == "postgresql":
+        cols = "id int, ts timestamptz, d date, iv interval, n numeric(30,0)"
+        target.run(f"CREATE TABLE {src} ({cols})")
+        target.run(f"CREATE TABLE {dst} ({cols})")
+        target.run(f"INSERT INTO {src} VALUES (1, 'infinity', '-infinity', '-01:00:00', 1),"
+                   " (2, '-infinity', '0044-03-15 BC', '26:00:30.5', NULL),"
+                   " (3, '2026-01-01 00:00:00+00', '12345-06-07', NULL, 12345678901234567891)")
+        want = {1: ("infinity", "-infinity", "-01:00:00", 1),
+                2: ("-infinity", "0044-03-15 BC", "26:00:30.5", None),
+                3: ("2026-01-01T00:00:00+00:00", "12345-06-07", None, 12345678901234567891)}
+        back = (f"SELECT id, ts::text, d::text, iv, n FROM {dst} ORDER BY id")
+    else:
+        cols = "id INT, tm TIME(6), dt DATETIME, n DECIMAL(30,0)"
+        target.run(f"CREATE TABLE {src} ({cols})")
+        target.run(f"CREATE TABLE {dst} ({cols})")
+        target.run(f"INSERT INTO {src} VALUES (1, '-01:00:00', '2026-01-01 00:00:00', 1),"
+                   " (2, '838:59:59', NULL, NULL), (3, '-00:00:01.5', NULL,"
+                   " 12345678901234567891)")
+        want = {1: ("-01:00:00", "2026-01-01T00:00:00", 1), 2: ("838:59:59", None, None),
+                3: ("-00:00:01.500000", None, 12345678901234567891)}
+        back = f"SELECT id, tm, dt, n FROM {dst} ORDER BY id"
+    names = [c.split()[0] for c in cols.split(", ")]
+    run_id, _ = run_job(engine, json.dumps({
+        "job": "fe_odd",
+        "connections": {"db": "${TP_TARGET_URL}"},
+        "defaults": {"connection": "db"},
+        "tasks": {"copy": {
+            "foreach": {"sql": f"SELECT {', '.join(names)} FROM {src} ORDER BY id"},
+            "sql": f"INSERT INTO {dst} VALUES ("
+                   + ", ".join(f":item_{c}" for c in names) + ")"}},
+    }))
+    top = tasks(store, run_id)
+    assert top["copy"]["state"] == "succeeded", (
+        top["copy"]["error"], [i["error"] for i in items(store, run_id, "copy")])
+    got = {i["item"]["id"]: tuple(i["item"][c] for c in names[1:])
+           for i in items(store, run_id, "copy")}
+    assert got == want
+    assert target.run(back) == target.run(back.replace(dst, src))
