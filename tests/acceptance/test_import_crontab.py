@@ -236,3 +236,16 @@ def test_cron_ignores_a_system_crontabs_last_line_without_a_newline(tp: Taskplan
     (tp.home / "user.cron").write_text("0 1 * * * echo a\n0 2 * * * echo b")
     rows = tp.ok("import", "crontab", "user.cron", "--out", "jobs", "--json").json()
     assert [r["job"] for r in rows] == ["echo_a", "echo_b"]
+
+
+def test_apply_to_a_store_that_cannot_be_reached_writes_no_file(tp: Taskplan) -> None:
+    tp.write("one.cron", "0 1 * * * echo hi\n")
+    # Nothing listens on port 1: the store is unreachable (exit 3) before any file is written,
+    # so the files and the store do not disagree.
+    res = tp("import", "crontab", "one.cron", "--out", "jobs/new", "--apply", "--db",
+             "postgresql://taskplan@127.0.0.1:1/none", db=False)
+    assert (res.code, res.out) == (3, ""), res
+    assert "cannot reach the store" in res.err
+    assert not (tp.home / "jobs").exists()
+    tp.ok("import", "crontab", "one.cron", "--out", "jobs/new", "--apply")
+    assert sorted(p.name for p in (tp.home / "jobs" / "new").iterdir()) == ["echo_hi.yaml"]

@@ -29,13 +29,17 @@ def import_group() -> None:
 def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
             as_json: bool) -> None:
     """Validate and write every document, apply them if asked, and report job by job."""
+    engines: list[Any] = []
     try:
-        written = write_all(items, out_dir)
+        # The store is opened before any file is moved in: one that cannot be reached (exit
+        # 3) leaves no file written that it does not hold.
+        written = write_all(items, out_dir,
+                            (lambda: engines.append(get_context(db).engine)) if apply else None)
     except WriteError as exc:
         fail(f"import: {exc}", EXIT_BAD_INPUT)
     applied: dict[str, int] = {}
     if apply:
-        engine = get_context(db).engine
+        engine = engines[0] if engines else get_context(db).engine
         for item in items:
             if item.spec is not None:
                 _, applied[item.name], _ = engine.apply(item.spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -158,12 +159,15 @@ class WriteError(Exception):
     """The job files could not be written (nothing was)."""
 
 
-def write_all(items: list[Imported], out_dir: Path) -> int:
+def write_all(items: list[Imported], out_dir: Path,
+              before_move: Callable[[], None] | None = None) -> int:
     """Validate every document, then write the valid ones (a failing one writes nothing);
     the folder is made only when there is a file to put in it. Returns how many were written.
     Each file is written beside its place first, then all are moved in: a folder that cannot
     be made or written to, or a full disk, leaves no file half written and none replaced
-    (WriteError)."""
+    (WriteError). `before_move` runs once all are written beside their places (to open the
+    store they will be applied to): if it raises, none is moved in and the folders made are
+    removed."""
     texts = [(item.path, text) for item in items
              if (text := check(item, out_dir)) is not None and item.path is not None]
     if not texts:
@@ -171,20 +175,38 @@ def write_all(items: list[Imported], out_dir: Path) -> int:
     for path, _ in texts:
         if path.is_dir():
             raise WriteError(f"cannot write the job files to {out_dir}: {path} is a folder")
+    made = [p for p in (out_dir, *out_dir.parents) if not p.exists()]  # innermost first
     staged: list[tuple[Path, Path]] = []
+    moving = False
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for path, text in texts:
-            temp = path.with_name(f".{path.name}.taskplan-import")
-            staged.append((temp, path))
-            temp.write_text(text, encoding="utf-8")
-        while staged:
-            temp, path = staged[0]
-            temp.replace(path)
-            staged.pop(0)
-    except OSError as exc:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for path, text in texts:
+                temp = path.with_name(f".{path.name}.taskplan-import")
+                staged.append((temp, path))
+                temp.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise WriteError(f"cannot write the job files to {out_dir}:"
+                             f" {exc.strerror or exc}") from None
+        if before_move is not None:
+            before_move()
+        moving = True
+        try:
+            while staged:
+                temp, path = staged[0]
+                temp.replace(path)
+                staged.pop(0)
+        except OSError as exc:
+            raise WriteError(f"cannot write the job files to {out_dir}:"
+                             f" {exc.strerror or exc}") from None
+    except BaseException:
         for temp, _ in staged:
             temp.unlink(missing_ok=True)
-        raise WriteError(f"cannot write the job files to {out_dir}:"
-                         f" {exc.strerror or exc}") from None
+        if not moving:  # nothing moved in: the folders made are empty
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+        raise
     return len(texts)
