@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from web_helpers import run_to_end
+from web_helpers import apply_text, run_to_end
 
 from taskplan import shapes
 from taskplan.engine import Engine
@@ -426,3 +426,42 @@ def test_a_name_filter_longer_than_any_name_finds_none(client: Any) -> None:
         assert r.status_code == 200 and r.json() == []
         assert client.get("/jobs", params={"q": q}).status_code == 200
     assert [j["name"] for j in client.get("/api/v1/jobs", params={"q": "dem"}).json()] == ["demo"]
+
+
+def test_text_that_is_not_unicode_is_shown_escaped(engine: Engine, tmp_path: Any) -> None:
+    """A lone surrogate (a file name os.listdir decoded from bytes that are not UTF-8, a JSON
+    `\\ud800` in a param) made the run's API read, its page and the task page a 500 for good:
+    the API escapes it as `status --json` does, the pages show it as `\\udce9`."""
+    from fastapi.testclient import TestClient
+
+    from taskplan.web.app import create_app
+
+    (tmp_path / "names.py").write_text(
+        "def listing(ctx):\n    return {'files': ['caf\\udce9.csv']}\n")
+    version_id = apply_text(engine, """
+        job: names
+        params: {tag: "x"}
+        tasks:
+          ls:
+            python: names:listing
+        """, tmp_path)
+    run_id = engine.create_run(version_id)
+    assert run_to_end(engine, run_id) == "succeeded"
+    with TestClient(create_app(engine)) as client:
+        made = client.post("/api/v1/jobs/names/runs", content=b'{"params": {"tag": "\\ud800"}}')
+        assert made.status_code == 201
+        with engine.store.read() as tx:
+            info = reports.run_info(tx, run_id)
+            tasks = reports.task_runs(tx, run_id)
+        assert info is not None
+        r = client.get(f"/api/v1/runs/{run_id}")
+        assert r.status_code == 200 and "\\udce9" in r.text
+        assert r.json() == shapes.run_status(info, tasks)
+        assert r.json()["tasks"][0]["result"]["files"] == ["caf\udce9.csv"]
+        other = client.get(f"/api/v1/runs/{made.json()['run_id']}")
+        assert other.status_code == 200 and other.json()["params"] == {"tag": "\ud800"}
+        for url in (f"/runs/{run_id}/tasks/ls", f"/runs/{made.json()['run_id']}"):
+            page = client.get(url)
+            assert page.status_code == 200, url
+        assert "caf\\udce9.csv" in client.get(f"/runs/{run_id}/tasks/ls").text
+        assert "\\ud800" in client.get(f"/runs/{made.json()['run_id']}").text

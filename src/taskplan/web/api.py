@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
+import math
 import time
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -25,7 +26,40 @@ from taskplan.web import actions, views
 from taskplan.web.live import ChangeWatcher
 from taskplan.web.views import Ctx
 
-router = APIRouter(prefix="/api/v1")
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a SQL row's float) as null: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class JSONOut(Response):
+    """The API's answers, written by `json` rather than pydantic, which refused (a 500, for
+    good) any text holding a lone surrogate: a file name os.listdir decoded from bytes that
+    are not UTF-8, in a task's result, or a JSON `\\ud800` in a param. Such text is sent as
+    a JSON escape, as `--json` prints it; NaN and infinities are null, as before."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        try:
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":"), default=str)
+        except ValueError:
+            content = _finite(content)
+            text = json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(content, separators=(",", ":"), default=str).encode("ascii")
+
+
+router = APIRouter(prefix="/api/v1", default_response_class=JSONOut)
 MAX_PAGE = 500
 LOG_CHUNKS_PER_CALL = 200
 # The largest whole number a store column holds (SQLite's INTEGER, PostgreSQL's bigint), as
@@ -127,29 +161,30 @@ NO_BODY = [Depends(no_body)]
 
 
 @router.get("/jobs", summary="Jobs by name: version, schedules, next firing, last 20 runs")
-def list_jobs(request: Request, response: Response,
+def list_jobs(request: Request,
               q: str | None = Query(None, description="only names containing this"),
               after: str | None = Query(None, description="keyset: names after this one"),
-              limit: int | None = Query(None, ge=1, le=10_000)) -> list[dict[str, Any]]:
+              limit: int | None = Query(None, ge=1, le=10_000)) -> JSONOut:
     jobs = views.jobs_list(ctx_of(request), after=after, contains=q, limit=limit)
+    out = JSONOut(jobs)
     if limit is not None and len(jobs) == limit:
-        response.headers["X-Next-After"] = jobs[-1]["name"]
-    return jobs
+        out.headers["X-Next-After"] = jobs[-1]["name"]
+    return out
 
 
 @router.get("/jobs/{job}", summary="One job, with its declared params and tasks")
-def get_job(request: Request, job: str) -> dict[str, Any]:
-    return views.job_detail(ctx_of(request), job)
+def get_job(request: Request, job: str) -> JSONOut:
+    return JSONOut(views.job_detail(ctx_of(request), job))
 
 
 @router.get("/jobs/{job}/next", summary="The next firings, as `taskplan next --json`")
 def job_next(request: Request, job: str, n: int = Query(10, ge=1, le=1000),
              after: str | None = Query(None, description="ISO 8601; no offset: the job's zone")
-             ) -> list[dict[str, Any]]:
+             ) -> JSONOut:
     ctx = ctx_of(request)
     spec = views.without_paused(ctx, views.job_spec(ctx, job))
     start = parse_after(after, spec, ctx.timezone) if after else None
-    return views.next_list(ctx, spec, n, start)
+    return JSONOut(views.next_list(ctx, spec, n, start))
 
 
 async def json_body(request: Request) -> Any:
@@ -173,86 +208,89 @@ RUN_BODY = {"requestBody": {"required": False, "content": {"application/json": {
 
 @router.post("/jobs/{job}/runs", status_code=201, openapi_extra=RUN_BODY,
              summary="Run now; body {\"params\": {...}} (declared params only)")
-def create_run(request: Request, job: str, body: Any = Depends(json_body)) -> dict[str, Any]:
-    return actions.start_run(ctx_of(request), job, body_keys(body, ("params",)).get("params"))
+def create_run(request: Request, job: str, body: Any = Depends(json_body)) -> JSONOut:
+    return JSONOut(actions.start_run(ctx_of(request), job,
+                                     body_keys(body, ("params",)).get("params")),
+                   status_code=201)
 
 
 @router.post("/jobs/{job}/pause", dependencies=NO_BODY,
              summary="Pause: schedules and triggers create no runs")
-def pause_job(request: Request, job: str) -> dict[str, Any]:
-    return actions.set_paused(ctx_of(request), job, True)
+def pause_job(request: Request, job: str) -> JSONOut:
+    return JSONOut(actions.set_paused(ctx_of(request), job, True))
 
 
 @router.post("/jobs/{job}/resume", dependencies=NO_BODY, summary="Resume a paused job")
-def resume_job(request: Request, job: str) -> dict[str, Any]:
-    return actions.set_paused(ctx_of(request), job, False)
+def resume_job(request: Request, job: str) -> JSONOut:
+    return JSONOut(actions.set_paused(ctx_of(request), job, False))
 
 
 @router.post("/jobs/{job}/schedules/{schedule}/pause", dependencies=NO_BODY,
              summary="Disable one schedule (its firings are skipped; the others fire)")
-def pause_schedule(request: Request, job: str, schedule: str) -> dict[str, Any]:
-    return actions.set_schedule_paused(ctx_of(request), job, schedule, True)
+def pause_schedule(request: Request, job: str, schedule: str) -> JSONOut:
+    return JSONOut(actions.set_schedule_paused(ctx_of(request), job, schedule, True))
 
 
 @router.post("/jobs/{job}/schedules/{schedule}/resume", dependencies=NO_BODY,
              summary="Enable one paused schedule")
-def resume_schedule(request: Request, job: str, schedule: str) -> dict[str, Any]:
-    return actions.set_schedule_paused(ctx_of(request), job, schedule, False)
+def resume_schedule(request: Request, job: str, schedule: str) -> JSONOut:
+    return JSONOut(actions.set_schedule_paused(ctx_of(request), job, schedule, False))
 
 
 @router.get("/runs", summary="Run history newest first, as `taskplan runs --json`")
-def list_runs(request: Request, response: Response, job: str | None = None,
+def list_runs(request: Request, job: str | None = None,
               state: str | None = None, trigger: str | None = None,
               since: str | None = None, until: str | None = None,
               before: int | None = number(description="keyset: runs below this id"),
-              limit: int = Query(20, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+              limit: int = Query(20, ge=1, le=MAX_PAGE)) -> JSONOut:
     f = run_filter(job, state, trigger, since, until, before)
     with ctx_of(request).engine.store.read() as tx:
         # As `runs --job`: a deleted job still has its history; a name never applied is a typo.
         if f.job is not None and ops.job_by_name(tx, f.job) is None:
             raise unknown_job(tx, f.job)
         rows = console.runs_page(tx, f, limit)
+    out = JSONOut([shapes.run_summary(r) for r in rows])
     if len(rows) == limit:
-        response.headers["X-Next-Before"] = str(rows[-1].run_id)
-    return [shapes.run_summary(r) for r in rows]
+        out.headers["X-Next-Before"] = str(rows[-1].run_id)
+    return out
 
 
 @router.get("/runs/{run_id}", summary="One run and its task runs, as `taskplan status RUN --json`")
 def get_run(request: Request, run_id: RunId,
             attempts: bool = Query(False, description="each task's attempt_list, as --attempts")
-            ) -> dict[str, Any]:
-    return views.run_status(ctx_of(request), run_id, attempts)
+            ) -> JSONOut:
+    return JSONOut(views.run_status(ctx_of(request), run_id, attempts))
 
 
 @router.post("/runs/{run_id}/stop", dependencies=NO_BODY,
              summary="Stop: running tasks finish, nothing new starts")
-def stop_run(request: Request, run_id: RunId) -> dict[str, Any]:
-    return actions.stop(ctx_of(request), run_id)
+def stop_run(request: Request, run_id: RunId) -> JSONOut:
+    return JSONOut(actions.stop(ctx_of(request), run_id))
 
 
 @router.post("/runs/{run_id}/cancel", dependencies=NO_BODY,
              summary="Cancel: running tasks are killed")
-def cancel_run(request: Request, run_id: RunId) -> dict[str, Any]:
-    return actions.cancel(ctx_of(request), run_id)
+def cancel_run(request: Request, run_id: RunId) -> JSONOut:
+    return JSONOut(actions.cancel(ctx_of(request), run_id))
 
 
 @router.post("/runs/{run_id}/retry", dependencies=NO_BODY,
              summary="Rerun in place what did not succeed")
-def retry_run(request: Request, run_id: RunId) -> dict[str, Any]:
-    return actions.retry(ctx_of(request), run_id)
+def retry_run(request: Request, run_id: RunId) -> JSONOut:
+    return JSONOut(actions.retry(ctx_of(request), run_id))
 
 
 @router.post("/runs/{run_id}/tasks/{task}/retry", dependencies=NO_BODY,
              summary="Rerun one task and what depends on it")
-def retry_task(request: Request, run_id: RunId, task: str) -> dict[str, Any]:
-    return actions.retry(ctx_of(request), run_id, task)
+def retry_task(request: Request, run_id: RunId, task: str) -> JSONOut:
+    return JSONOut(actions.retry(ctx_of(request), run_id, task))
 
 
 @router.get("/runs/{run_id}/tasks/{task}/logs",
             summary="Output of one attempt from a chunk offset (tail with next_offset)")
 def task_logs(request: Request, run_id: RunId, task: str,
               attempt: int | None = number(), item: int | None = number(ge=0),
-              offset: int = number(0, ge=0)) -> dict[str, Any]:
+              offset: int = number(0, ge=0)) -> JSONOut:
     ctx = ctx_of(request)
     tr = views.task_run_of(ctx, run_id, task, item)
     if tr.kind == TaskRunKind.FOREACH:
@@ -264,7 +302,7 @@ def task_logs(request: Request, run_id: RunId, task: str,
     this = next((a for a in attempts if a.attempt == which), None)
     running = this is not None and this.state == "running"
     more = len(chunks) == LOG_CHUNKS_PER_CALL
-    return {
+    return JSONOut({
         "run_id": run_id, "task": task, "item": item, "task_run_id": tr.id,
         "attempt": which, "attempts": tr.attempts,
         "state": this.state if this else tr.state,
@@ -273,14 +311,14 @@ def task_logs(request: Request, run_id: RunId, task: str,
         "data": mask_url("".join(c.data for c in chunks)),
         "truncated": bool(this and this.truncated),
         "done": not running and not more,
-    }
+    })
 
 
 @router.get("/agents", summary="Agents (alive, draining, stopped, lost), as `agents --all --json`")
-def list_agents(request: Request) -> list[dict[str, Any]]:
+def list_agents(request: Request) -> JSONOut:
     with ctx_of(request).engine.store.read() as tx:
         found = console.agents(tx, time.time())
-    return [shapes.agent(a) for a in found]
+    return JSONOut([shapes.agent(a) for a in found])
 
 
 @router.get("/stream", summary="Server-sent events: `change` when the store (or a run) moved",

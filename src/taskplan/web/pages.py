@@ -50,7 +50,10 @@ def render(request: Request, name: str, status: int = 200, **values: Any) -> HTM
         # Log out only where there is a session to end (not on the login page before it).
         login=auth.cookie_ok(request.cookies.get(COOKIE)),
         now=time.time(), **values)
-    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+    # Text that is not Unicode (a lone surrogate: a file name decoded from bytes that are not
+    # UTF-8, in a result or a param) is shown as its escape, \udce9: it made the page a 500.
+    return HTMLResponse(body.encode("utf-8", "backslashreplace"), status_code=status,
+                        headers={"Cache-Control": "no-store"})
 
 
 def error_page(request: Request, status: int, message: str) -> HTMLResponse:
