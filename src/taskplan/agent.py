@@ -227,7 +227,9 @@ class Agent:
         # The first beat is now: it reaps at once the agents of this machine whose process
         # died (a killed `taskplan run`), so their work is not left for a lease to expire.
         next_beat = time.monotonic()
-        next_retry = self.engine.promote_retries()
+        # A read: retries already due are promoted by the first turn, after its step, so a
+        # run's first claim does not wait for a write transaction that is usually empty.
+        next_retry = self.engine.next_retry_due()
         last_cancel_check = 0.0
         idle_since = time.monotonic()
         cancel_sent = False
