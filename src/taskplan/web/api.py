@@ -194,11 +194,17 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_a_number)
     except UnicodeDecodeError:
         raise UsageError("the body is not JSON: it is not UTF-8 text") from None
     except ValueError as exc:
         raise UsageError(f"the body is not JSON: {exc}") from None
+
+
+def _not_a_number(word: str) -> Any:
+    """Python's reader takes NaN and Infinity, which JSON has not: such a param was stored as
+    null without a word (`--param` refuses it)."""
+    raise ValueError(f"{word} is not a JSON number")
 
 
 RUN_BODY = {"requestBody": {"required": False, "content": {"application/json": {"schema": {
