@@ -160,6 +160,12 @@ def test_a_change_between_a_page_and_its_stream_is_announced(home: tuple[Path, s
         with httpx.Client(base_url=server.base, timeout=30.0) as sse, \
                 sse.stream("GET", url) as stream:
             assert next(stream.iter_lines()) == "event: change"
+        # A run that does not exist (a typo) was a stream that stayed silent for ever.
+        with httpx.Client(base_url=server.base, timeout=30.0) as sse, \
+                sse.stream("GET", f"/api/v1/stream?run={run_id + 1}") as stream:
+            assert stream.status_code == 404
+            assert json.loads(stream.read()) == {"error": f"no run {run_id + 1}",
+                                                 "status": 404}
     finally:
         server.stop()
 

@@ -353,6 +353,8 @@ async def stream(request: Request, run: int | None = number(),
     # Read before the answer starts: once it has, an error can no longer be its status (a
     # store that is down gives the 503 of every other endpoint, not a 200 cut short).
     seen_gen = watcher.generation
+    if run is not None:  # a run that does not exist (a typo) would be silent for ever
+        await run_in_threadpool(views.run_or_404, ctx, run)
     current = await run_in_threadpool(run_mark)
     server = getattr(request.app.state, "server", None)  # set when served by uvicorn
 
