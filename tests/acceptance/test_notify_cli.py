@@ -261,3 +261,20 @@ def test_a_command_channel_that_cannot_be_split_is_bad_input(tp: Taskplan) -> No
                                       " command line with its quotes closed, like ./alert.sh"
                                       " --quiet 'the text', got \"/bin/alert 'x\"\n"), res
     assert not (tp.home / "t.db").exists()
+
+
+def test_run_says_so_when_a_try_of_its_notification_is_still_under_way(tp: Taskplan) -> None:
+    # A receiver slower than run's wait (a 20 s timeout): run stopped its sender with the
+    # try under way and exited without a word, though nothing was delivered and only a
+    # running agent, scheduler or serve would ever try again.
+    hook = start_hook(hold=True)
+    try:
+        tp.write("slow.yaml", f"job: slow\nnotify: [{{on: run_failed, webhook: '{hook.url}',"
+                              " timeout: 20s}]\ntasks:\n  a: {shell: 'exit 1'}\n")
+        res = tp("run", "slow.yaml")
+        [n] = tp.ok("notifications", "--json").json()
+    finally:
+        hook.close()
+    assert res.code == 1 and n["state"] == "pending", (res, n)
+    assert res.err == ("taskplan: notification(s) of run 1 not sent yet; a running agent,"
+                       " scheduler or serve sends them (taskplan notifications)\n"), res

@@ -400,15 +400,17 @@ def _flush_notifications(sender: Sender, run_id: int) -> None:
         left = sender.flush(run_id, FLUSH_SECONDS)
         sender.stop()
         with sender.store.read() as tx:
-            failed = [n for n in notify_ops.list_notifications(tx, run_id=run_id)
-                      if n.state != "delivered" and n.last_error]
+            mine = notify_ops.list_notifications(tx, run_id=run_id)
     except StoreUnavailableError:
         sender.stop()
         return
+    failed = [n for n in mine if n.state != "delivered" and n.last_error]
     for n in failed:
         click.echo(f"taskplan: notification {n.id} ({n.event}, {n.channel.describe()}) failed:"
                    f" {n.last_error}", err=True)
-    if left or any(n.state == "pending" for n in failed):
+    # Pending also when stop() cut a try short (a receiver slower than the wait): its
+    # outcome is not known, and another sender tries it again.
+    if left or any(n.state == "pending" for n in mine):
         click.echo(f"taskplan: notification(s) of run {run_id} not sent yet; a running agent,"
                    " scheduler or serve sends them (taskplan notifications)", err=True)
 
