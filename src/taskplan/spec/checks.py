@@ -34,23 +34,40 @@ from taskplan.spec.source import Path
 # so those stay allowed. Checked when a file is validated, not when a stored definition is
 # loaded, so versions applied before keep loading.
 ENV_NAME_RE = re.compile(r"[^=\0]+")
-FOREACH_SOURCES = ("sql", "values", "from")
 SCHEDULE_KINDS = ("cron", "every", "once")
 
 
-def _one_of(r: Reporter, path: Path, raw: dict[str, Any], keys: list[str], what: str) -> None:
-    """Report unless exactly one of `keys` is present in `raw`."""
+# What each kind of task, and each source of a foreach, holds: said when one is left empty.
+TASK_KIND_VALUES = {
+    "sql": "a SQL statement or script",
+    "shell": "a command (a string, or a list of arguments)",
+    "python": "a callable as module.path:function",
+    "job": "the name of a job to run",
+}
+FOREACH_SOURCE_VALUES = {
+    "sql": "a SQL query",
+    "values": "a list of values",
+    "from": "the name of an upstream task",
+}
+
+
+def _one_of(r: Reporter, path: Path, raw: dict[str, Any], keys: Mapping[str, str],
+            what: str) -> None:
+    """Report unless exactly one of `keys` is present in `raw`, with a value: `shell:` with
+    nothing after it names the kind but holds none (keys maps each to what it holds)."""
     present = [k for k in raw if k in keys]
     if not present:
         r.at_container(path, f"expected exactly one of {what}, found none")
     elif len(present) > 1:
         r.at_key((*path, present[1]),
                  f"expected exactly one of {what}, found both {present[0]} and {present[1]}")
+    elif raw[present[0]] is None:
+        r.at_value((*path, present[0]), f"expected {keys[present[0]]}, got nothing")
 
 
 def task_shape(r: Reporter, name: str, raw: dict[str, Any]) -> None:
     path: Path = ("tasks", name)
-    _one_of(r, path, raw, list(TASK_KINDS), "sql, shell, python, job")
+    _one_of(r, path, raw, TASK_KIND_VALUES, "sql, shell, python, job")
     kinds = [k for k in TASK_KINDS if k in raw]
     kind = kinds[0] if len(kinds) == 1 else None
     if "params" in raw and kind is not None and kind != "job":
@@ -61,7 +78,7 @@ def task_shape(r: Reporter, name: str, raw: dict[str, Any]) -> None:
     foreach = raw.get("foreach")
     if isinstance(foreach, dict):
         fpath = (*path, "foreach")
-        _one_of(r, fpath, foreach, list(FOREACH_SOURCES), "sql, values, from")
+        _one_of(r, fpath, foreach, FOREACH_SOURCE_VALUES, "sql, values, from")
         if "connection" in foreach and "sql" not in foreach:
             r.at_key((*fpath, "connection"), "a connection only applies to a foreach sql")
 
@@ -86,7 +103,8 @@ def schedule_shape(r: Reporter, index: int, raw: dict[str, Any]) -> None:
 
 def deadline_shape(r: Reporter, raw: dict[str, Any]) -> None:
     path: Path = ("deadline",)
-    _one_of(r, path, raw, ["finish_by", "within"], "finish_by, within")
+    _one_of(r, path, raw, {"finish_by": "a time of day as HH:MM", "within": "a duration"},
+            "finish_by, within")
     if "timezone" in raw and "finish_by" not in raw:
         r.at_key((*path, "timezone"), "a timezone only applies to finish_by")
     if "of" in raw and "within" not in raw:

@@ -168,6 +168,24 @@ CASES = [
      "triggers[0]: missing required key 'after'"),
     ("retries empty value", "job: x\ntasks:\n  a:\n    shell: x\n    retries:\n", "5:5",
      "tasks.a.retries: expected a whole number >= 0, got nothing"),
+    # A kind or a foreach source left empty (`shell:` with the command forgotten) crashed
+    # validate with "AssertionError", or (a foreach source) failed every run of the job with it.
+    ("shell empty value", "job: x\ntasks:\n  a:\n    shell:\n", "4:5",
+     "tasks.a.shell: expected a command (a string, or a list of arguments), got nothing"),
+    ("python empty value", "job: x\ntasks:\n  a: {python: null}\n", "3:15",
+     "tasks.a.python: expected a callable as module.path:function, got nothing"),
+    ("sql empty value", "job: x\nconnections: {db: 'sqlite://'}\ntasks:\n"
+     "  a: {sql: ~, connection: db}\n", "4:12",
+     "tasks.a.sql: expected a SQL statement or script, got nothing"),
+    ("job empty value", "job: x\ntasks:\n  a:\n    job:\n", "4:5",
+     "tasks.a.job: expected the name of a job to run, got nothing"),
+    ("foreach values empty", "job: x\ntasks:\n  a:\n    shell: x\n    foreach: {values: null}\n",
+     "5:23", "tasks.a.foreach.values: expected a list of values, got nothing"),
+    ("foreach from empty", "job: x\ntasks:\n  a:\n    shell: x\n    foreach:\n      from:\n",
+     "6:7", "tasks.a.foreach.from: expected the name of an upstream task, got nothing"),
+    ("foreach sql empty", "job: x\nconnections: {db: 'sqlite://'}\ntasks:\n  a:\n    shell: x\n"
+     "    foreach: {sql: null, connection: db}\n", "6:20",
+     "tasks.a.foreach.sql: expected a SQL query, got nothing"),
     # Addresses and URLs are read as the sender reads them (a To header, a URL scheme).
     ("address without domain", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
      "  - {on: run_failed, email: [ops@example.com, ops@]}\n", "4:47",
