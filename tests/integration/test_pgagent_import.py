@@ -192,6 +192,33 @@ def test_a_step_connecting_with_a_uri_runs_where_pgagent_runs_it(pga: tuple[str,
     assert conn.execute("SELECT db, app FROM reached").fetchall() == [(dbname, "pga step")]
 
 
+def test_a_step_with_several_hosts_fails_over_as_libpq_does(pga: tuple[str, Any],
+                                                            tmp_path: Path) -> None:
+    # A high-availability setup: libpq tries each host (and its port) in turn. Nothing listens
+    # on port 1, so each step connects to the second host.
+    from urllib.parse import urlsplit
+
+    url, conn = pga
+    server = urlsplit(url)
+    dbname = server.path.lstrip("/")
+    conn.execute("CREATE TABLE IF NOT EXISTS failed_over (how text)")
+    hosts = f"127.0.0.1,{server.hostname}"
+    add_job(conn, "ha", steps=[
+        {"name": "1 pairs", "kind": "s", "code": "INSERT INTO failed_over VALUES ('pairs')",
+         "connstr": f"host={hosts} port=1,{server.port} dbname={dbname} user={server.username}"
+                    " target_session_attrs=any"},
+        {"name": "2 uri", "kind": "s", "code": "INSERT INTO failed_over VALUES ('uri')",
+         "connstr": f"postgresql://{server.username}@127.0.0.1:1,{server.hostname}:"
+                    f"{server.port}/{dbname}"}])
+    got = taskplan("import", "pgagent", "--from", url, "--out", ".", "--job", "ha", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert taskplan("validate", "ha.yaml", cwd=tmp_path).returncode == 0
+    ran = taskplan("run", "ha.yaml", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert sorted(conn.execute("SELECT how FROM failed_over").fetchall()) == [
+        ("pairs",), ("uri",)]
+
+
 def test_a_tolerant_step_postgresql_refuses_in_a_function_still_runs(
         pga: tuple[str, Any], tmp_path: Path) -> None:
     # pgAgent runs a one-statement step as is; inside the DO block that makes on-error work

@@ -360,15 +360,21 @@ def _masked(uri: str) -> str:
 def _url(host: str, port: str | int | None, user: str | None, dbname: str,
          extra: dict[str, str]) -> str:
     params = dict(extra)
-    if host.startswith("/"):  # a Unix-socket folder goes in the query, as libpq reads it
+    # A Unix-socket folder goes in the query, as libpq reads it; so do several hosts (libpq
+    # tries each in turn, with the port at the same place in the port list), since a URL's
+    # host:port part holds one port and the sql tasks' URL reader takes no list there.
+    if host.startswith("/") or "," in host or "," in str(port or ""):
         params["host"], host = host, ""
+        if not params["host"]:
+            del params["host"]
     netloc = (quote(user, safe="") + "@" if user else "") + (
         f"[{host}]" if ":" in host else quote(host, safe=""))
     if port and host:
         netloc += f":{port}"
     elif port:
         params["port"] = str(port)
-    query = "&".join(f"{quote(k)}={quote(v, safe='/')}" for k, v in sorted(params.items()))
+    query = "&".join(f"{quote(k)}={quote(v, safe='/,' if k in ('host', 'port') else '/')}"
+                     for k, v in sorted(params.items()))
     return f"postgresql://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
 
 

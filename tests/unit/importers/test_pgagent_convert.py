@@ -155,6 +155,8 @@ def test_connection_strings_get_libpqs_defaults(tmp_path: Path) -> None:
         _step(3, "SELECT 1", connstr="dbname=local"),
         _step(4, "SELECT 1", connstr="service=prod"),
         _step(5, "SELECT 1", connstr="service=prod dbname=other user=ro"),
+        _step(6, "SELECT 1", connstr="host=a,b port=5433,5434 dbname=ha"),
+        _step(7, "SELECT 1", connstr="host=a,b dbname=ha2"),
         port=6543), "UTC")
     assert item.document is not None
     # a named server without a port: libpq's 5432, not the catalog's 6543; no server named:
@@ -164,7 +166,11 @@ def test_connection_strings_get_libpqs_defaults(tmp_path: Path) -> None:
         "x_2": "postgresql://u@/x?hostaddr=10.0.0.5&port=5432",
         "local": "postgresql://agent@db1:6543/local",
         "prod": "postgresql:///?service=prod",
-        "other": "postgresql://ro@/other?service=prod"}
+        "other": "postgresql://ro@/other?service=prod",
+        # several hosts (libpq tries each in turn): listed in the query, as the URL reader of
+        # sql tasks takes them
+        "ha": "postgresql://agent@/ha?host=a,b&port=5433,5434",
+        "ha2": "postgresql://agent@/ha2?host=a,b&port=5432"}
     assert check(item, tmp_path) is not None, item.notes
     assert not item.notes
 
