@@ -172,6 +172,32 @@ def test_a_cycle_through_a_stored_job_stores_nothing_of_the_command(tp: Taskplan
     assert sorted((j["job"], j["version"]) for j in jobs) == [("ra", 1), ("rb", 1)]
 
 
+def test_jobs_whose_triggers_wait_for_each_other_are_refused(tp: Taskplan) -> None:
+    """q after r, r after q: applied, the first run of either started the other, for ever
+    (a thousand runs in four seconds). Refused like a job after itself, in files and through
+    a stored job."""
+    tp.write("q.yaml", "job: q\ntriggers:\n  - after: r\ntasks:\n  t: {shell: 'true'}\n")
+    tp.write("r.yaml", "job: r\ntriggers:\n  - after: [x, q]\ntasks:\n  t: {shell: 'true'}\n")
+    tp.write("x.yaml", "job: x\ntasks:\n  t: {shell: 'true'}\n")
+    res = tp("validate", "r.yaml", "q.yaml", "x.yaml", db=False)
+    assert res.code == 2
+    assert res.err.splitlines()[0] == ("q.yaml:3:12: triggers[0].after[0]: trigger cycle:"
+                                       " q after r after q (each run of one would start the"
+                                       " next, for ever)")
+    res = tp("apply", "q.yaml", "r.yaml", "x.yaml")
+    assert res.code == 2 and res.out == "", res
+    assert not tp.db_path.exists()
+    tp.write("r.yaml", "job: r\ntriggers:\n  - after: [x]\ntasks:\n  t: {shell: 'true'}\n")
+    tp.ok("apply", "q.yaml", "r.yaml", "x.yaml")
+    tp.write("r.yaml", "job: r\ntriggers:\n  - after: [x, q]\ntasks:\n  t: {shell: 'true'}\n")
+    res = tp("apply", "r.yaml")
+    assert res.code == 2 and res.out == "", res
+    assert res.err.strip() == ("taskplan: trigger cycle: r after q after r (each run of one"
+                               " would start the next, for ever)")
+    jobs = tp.ok("jobs", "--json").json()
+    assert [t["after"] for j in jobs if j["job"] == "r" for t in j["triggers"]] == [["x"]]
+
+
 def test_apply_versions_only_on_change_and_runs_pin_their_version(tp: Taskplan) -> None:
     tp.write("jobs/good.yaml", GOOD)
     tp.write("jobs/other.yml", """

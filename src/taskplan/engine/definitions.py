@@ -222,6 +222,42 @@ def check_job_calls(tx: Tx, spec: JobSpec, given: Sequence[JobSpec] = ()) -> Non
                 path.pop()
 
     visit(spec.name)
+    _check_trigger_rings(tx, spec, given)
+
+
+def _check_trigger_rings(tx: Tx, spec: JobSpec, given: Sequence[JobSpec]) -> None:
+    """Refuse a definition whose triggers wait, through other jobs' triggers, for a run of
+    itself (q after r, r after q): each run of one would start the next, for ever."""
+    waits: dict[str, list[str]] = {
+        s.name: sorted({n for t in s.triggers for n in t.after}) for s in (*given, spec)}
+
+    def upstreams(name: str) -> list[str]:
+        if name not in waits:
+            _, row = _job_and_current(tx, name)
+            triggers = loads(row.definition).get("triggers", []) if row else []
+            names: set[str] = set()
+            for trig in triggers if isinstance(triggers, list) else []:
+                after = trig.get("after") if isinstance(trig, dict) else None
+                names.update(str(n) for n in (after if isinstance(after, list) else [after])
+                             if n is not None)
+            waits[name] = sorted(names)
+        return waits[name]
+
+    path = [spec.name]
+    seen: set[str] = {spec.name}
+
+    def visit(name: str) -> None:
+        for up in upstreams(name):
+            if up == spec.name and name != spec.name:
+                raise UsageError("trigger cycle: " + " after ".join([*path, up])
+                                 + " (each run of one would start the next, for ever)")
+            if up not in seen:
+                seen.add(up)
+                path.append(up)
+                visit(up)
+                path.pop()
+
+    visit(spec.name)
 
 
 # -- what never changes about a run ---------------------------------------------------------

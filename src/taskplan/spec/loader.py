@@ -211,6 +211,7 @@ def _load_once(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
                 specs.append(out.spec)
                 files_of[out.spec.name] = path
     problems.extend(_call_cycles(specs, files_of))
+    problems.extend(_trigger_cycles(specs, files_of))
     return Definitions(specs, calendars, connections), problems
 
 
@@ -233,6 +234,29 @@ def _call_cycles(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Proble
         cycle = " -> ".join([start, *(name for name, _ in path)])
         problems.append(Problem(str(files_of[start]), line, col,
                                 f"tasks.{task}.job: job cycle: {cycle}"))
+    return problems
+
+
+def _trigger_cycles(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Problem]:
+    """Jobs of the same command whose triggers wait for each other in a ring (q after r, r
+    after q): each run of one starts the next, for ever. Each ring once, at the `after` entry
+    of its first job (by name) that names the next one. (A job after itself is its own
+    file's problem; rings through stored jobs are the store's to find.)"""
+    waits = {spec.name: sorted((job, f"{t.index}.{k}") for t in spec.triggers
+                               for k, job in enumerate(t.after) if job != spec.name)
+             for spec in specs}
+    problems: list[Problem] = []
+    for start in sorted(waits):
+        path = _path_back(waits, start)
+        if path is None or min(name for name, _ in path) != start:
+            continue
+        index, k = (int(n) for n in path[0][1].split("."))
+        out = _analyse_file(files_of[start])
+        line, col = out.positions.value(("triggers", index, "after", k))
+        ring = " after ".join([start, *(name for name, _ in path)])
+        problems.append(Problem(str(files_of[start]), line, col,
+                                f"triggers[{index}].after[{k}]: trigger cycle: {ring} (each"
+                                " run of one would start the next, for ever)"))
     return problems
 
 
