@@ -229,6 +229,10 @@ def test_jobs_by_keyset_and_name(client: Any, engine: Engine) -> None:
         "beta_1"]
     html = client.get("/jobs", params={"q": "beta"}).text
     assert 'data-job="beta_1"' in html and 'data-job="alpha"' not in html
+    # A search box takes no case: "Beta" found both on SQLite (LIKE ignores ASCII case) and
+    # none on PostgreSQL; names are lowercase, so both find them.
+    assert [j["name"] for j in client.get("/api/v1/jobs", params={"q": "BeTa"}).json()] == [
+        "beta-2", "beta_1"]
 
 
 def test_out_of_range_input_is_a_client_error(client: Any, demo: tuple[Engine, int]) -> None:

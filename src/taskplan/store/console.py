@@ -57,8 +57,10 @@ def job_overviews(tx: Tx, recent: int = 20, name: str | None = None, *,
         conds.append("j.name > :after")
         params["after"] = after
     if contains:
+        # Names are lowercase: the text lowered finds them whatever its case, on PostgreSQL
+        # (whose LIKE keeps case) as on SQLite (whose LIKE ignores ASCII case).
         conds.append("j.name LIKE :like ESCAPE '!'")
-        params["like"] = "%" + contains.replace("!", "!!").replace("%", "!%").replace(
+        params["like"] = "%" + contains.lower().replace("!", "!!").replace("%", "!%").replace(
             "_", "!_") + "%"
     where = (" WHERE " + " AND ".join(conds)) if conds else ""
     page = f" ORDER BY j.name LIMIT {int(limit)}" if limit is not None else " ORDER BY j.name"
