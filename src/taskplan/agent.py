@@ -494,17 +494,21 @@ class Agent:
             outcome = Outcome(TaskState.FAILED, error=f"{type(exc).__name__}: {exc}")
         if cancel.is_set() and self._cancel_all.is_set():
             outcome = Outcome(TaskState.CANCELLED, error="cancelled: agent stopped")
-        if outcome.ended_at is None:  # (dataclasses.replace costs ~10x this on the hot path)
-            outcome = Outcome(outcome.state, outcome.exit_code, outcome.result, outcome.error,
-                              outcome.retry_now, outcome.expanded, self.engine.clock())
+        if outcome.ended_at is None or outcome.error:  # (replace() costs ~10x this)
+            # An error is stored masked: a Python task's exception quoting a URL with its
+            # password reached `status`, the API and notifications in clear.
+            outcome = Outcome(outcome.state, outcome.exit_code, outcome.result,
+                              mask_url(outcome.error) if outcome.error else None,
+                              outcome.retry_now, outcome.expanded,
+                              outcome.ended_at or self.engine.clock())
         if talk:
             took = time.monotonic() - began
             log.info("task end: run %s task %s attempt %s %s exit %s in %.3fs%s", claim.run_id,
                      claim.task, claim.attempt, outcome.state, outcome.exit_code, took,
-                     f": {mask_url(outcome.error)}" if outcome.error else "",
+                     f": {outcome.error}" if outcome.error else "",
                      extra={**_fields(claim, "task_end"), "state": str(outcome.state),
                             "exit_code": outcome.exit_code, "seconds": round(took, 3),
-                            "error": mask_url(outcome.error) if outcome.error else None})
+                            "error": outcome.error})
         with self._active_lock:
             self._active.pop(claim.task_run_id, None)
         self._done.put((claim, outcome))

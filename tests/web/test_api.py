@@ -476,3 +476,30 @@ def test_text_that_is_not_unicode_is_shown_escaped(engine: Engine, tmp_path: Any
             assert page.status_code == 200, url
         assert "caf\\udce9.csv" in client.get(f"/runs/{run_id}/tasks/ls").text
         assert "\\ud800" in client.get(f"/runs/{made.json()['run_id']}").text
+
+
+def test_a_task_error_quoting_a_password_is_masked(engine: Engine, tmp_path: Any) -> None:
+    """A Python task's exception naming a URL with its password was stored as it was: the run
+    page masked it, but `GET /api/v1/runs/ID` (and `status --json`) showed it in clear."""
+    from fastapi.testclient import TestClient
+
+    from taskplan.web.app import create_app
+
+    (tmp_path / "reach.py").write_text(
+        "def connect(ctx):\n"
+        "    raise RuntimeError('cannot reach postgresql://etl:hunter2@db/mart')\n")
+    version_id = apply_text(engine, """
+        job: reach
+        tasks:
+          c:
+            python: reach:connect
+        """, tmp_path)
+    run_id = engine.create_run(version_id)
+    assert run_to_end(engine, run_id) == "failed"
+    with TestClient(create_app(engine)) as client:
+        r = client.get(f"/api/v1/runs/{run_id}", params={"attempts": "true"})
+        assert r.status_code == 200 and "hunter2" not in r.text
+        task = r.json()["tasks"][0]
+        assert task["error"] == "RuntimeError: cannot reach postgresql://etl:***@db/mart"
+        assert task["attempt_list"][0]["error"] == task["error"]
+        assert "hunter2" not in client.get(f"/runs/{run_id}").text
