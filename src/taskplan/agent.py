@@ -29,7 +29,7 @@ from taskplan.executors.base import LazyResults, SqlSetupError
 from taskplan.model import JobSpec, TaskRunKind, TaskSpec, TaskState
 from taskplan.redact import mask_url
 from taskplan.spec import templating
-from taskplan.spec.templating import is_template, render
+from taskplan.spec.templating import is_template, render, render_value
 from taskplan.store import ops
 from taskplan.store.db import retrying
 from taskplan.store.resilience import Outage
@@ -609,8 +609,7 @@ class Agent:
     def _start_child(self, claim: Claim, task: TaskSpec, values: dict[str, Any]) -> Outcome:
         """A `job` task: start the child run; the engine ends this task when the child ends,
         so no slot waits for it (a one-slot agent can run a parent and its child)."""
-        params = {k: render(v, values) if isinstance(v, str) and is_template(v) else v
-                  for k, v in task.params.items()}
+        params = {k: render_value(v, values) for k, v in task.params.items()}
         sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
         try:
             # Through a store outage: a start whose commit reply was lost is found, not redone.

@@ -55,3 +55,29 @@ def test_a_template_failing_at_run_time_is_one_line_without_traceback(tp: Taskpl
     assert tp.ok("logs", "1", "a").out.startswith("taskplan: template error: ")
     # --debug is a global flag
     assert tp.ok("--debug", "status", "1").code == 0
+
+
+def test_validate_checks_templates_inside_a_job_tasks_list_and_mapping_params(tp: Taskplan
+                                                                             ) -> None:
+    """They are rendered, so they are checked, each at its own position."""
+    tp.write("child.yaml", "job: child\nparams: {names: [], opts: {}}\ntasks:\n"
+                           "  t: {shell: 'true'}\n")
+    tp.write("parent.yaml", """
+        job: parent
+        params: {m: 3}
+        tasks:
+          one:
+            job: child
+            params:
+              names: [x, "{{ params.mm }}"]
+              opts: {a: "{{ item }}"}
+    """)
+    res = tp("validate", "parent.yaml", "child.yaml", db=False)
+    assert res.code == 2, res
+    assert res.err.splitlines() == [
+        "parent.yaml:7:18: tasks.one.params.names[1]: template reads params.mm, which the job"
+        " does not declare; did you mean 'm'? (declared params: m)",
+        "parent.yaml:8:17: tasks.one.params.opts.a: {{ item }} is not available in a task"
+        " without foreach",
+        "2 problem(s)",
+    ], res.err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -142,3 +143,33 @@ def test_a_childs_params_are_checked_and_typed_as_a_runs_are(engine: Engine, sto
     assert '"n":7' in child_of(store, top["typed"]["id"])[4]
     assert top["unknown"]["state"] == "failed"
     assert "unknown param 'nn' (the job declares: n)" in top["unknown"]["error"]
+
+
+def test_templates_inside_a_list_or_mapping_param_are_rendered(engine: Engine, store: Store
+                                                               ) -> None:
+    """`names: [x, "{{ params.m }}"]` reached the child as the text `{{ params.m }}`: only a
+    param that is text itself was rendered. Every text inside a list or mapping is."""
+    apply_job(engine, """
+        job: listed
+        params: {names: [a], opts: {}}
+        tasks:
+          work: {shell: "true"}
+        """)
+    run_id = start_run(engine, """
+        job: lister
+        params: {m: 7, who: bob}
+        tasks:
+          sub:
+            foreach: {values: [{k: one}]}
+            job: listed
+            params:
+              names: [x, "{{ params.m }}", ["{{ item.k }}"]]
+              opts: {user: "{{ params.who }}", n: 1}
+        """)
+    run_agent(engine, run_id, slots=2)
+    with store.read() as tx:
+        [params] = [str(r[0]) for r in tx.all(
+            "SELECT params FROM runs WHERE id <> :r", {"r": run_id})]
+    got = json.loads(params)
+    assert got["names"] == ["x", "7", ["one"]]
+    assert got["opts"] == {"user": "bob", "n": 1}

@@ -351,8 +351,19 @@ def template_fields(t: TaskModel) -> Iterator[tuple[Path, str, bool]]:
     if t.cwd is not None:
         yield ("cwd",), t.cwd, True
     for key, value in t.params.items():
-        if isinstance(value, str):
-            yield ("params", key), value, True
+        yield from _texts_in(("params", key), value)
+
+
+def _texts_in(path: Path, value: Any) -> Iterator[tuple[Path, str, bool]]:
+    """A job task's param: each text it is or holds (in lists and mappings, as rendered)."""
+    if isinstance(value, str):
+        yield path, value, True
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _texts_in((*path, i), v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _texts_in((*path, k), v)
 
 
 def _param_names(r: Reporter) -> None:

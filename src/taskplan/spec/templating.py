@@ -188,6 +188,18 @@ def render(
     return result
 
 
+def render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    """A job task's param: text is rendered, and so is every text inside a list or mapping
+    (`names: [x, "{{ params.m }}"]`); other values pass as they are."""
+    if isinstance(value, str):
+        return render(value, context)
+    if isinstance(value, list):
+        return [render_value(v, context) for v in value]
+    if isinstance(value, dict):
+        return {k: render_value(v, context) for k, v in value.items()}
+    return value
+
+
 def _parse(template: str) -> nodes.Template:
     return environment().parse(template)
 
