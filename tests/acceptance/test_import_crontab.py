@@ -249,3 +249,14 @@ def test_apply_to_a_store_that_cannot_be_reached_writes_no_file(tp: Taskplan) ->
     assert not (tp.home / "jobs").exists()
     tp.ok("import", "crontab", "one.cron", "--out", "jobs/new", "--apply")
     assert sorted(p.name for p in (tp.home / "jobs" / "new").iterdir()) == ["echo_hi.yaml"]
+
+
+def test_the_report_shows_control_characters_as_escapes(tp: Taskplan) -> None:
+    # A line's escape sequences (a title change, a fake red line) would act on the terminal
+    # of whoever reads the report; it shows them, as the job file's header comment does.
+    (tp.home / "esc.cron").write_text("0 1 * * * echo \x1b]0;pwned\x07 \x1b[31mred\r\n"
+                                      "MAILTO=\x1b[2J\n0 2 * * * echo two\n")
+    res = tp.ok("import", "crontab", "esc.cron", "--out", "jobs")
+    assert "\x1b" not in res.out and "\x07" not in res.out
+    assert "esc.cron:1: 0 1 * * * echo \\x1b]0;pwned\\a \\x1b[31mred" in res.out
+    assert "esc.cron:2: MAILTO is a setting of cron itself" in res.out

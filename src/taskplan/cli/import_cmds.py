@@ -18,6 +18,7 @@ from taskplan.cli.common import (
     json_option,
     print_json,
 )
+from taskplan.cli.terminal_text import safe_line
 from taskplan.importers.documents import Imported, WriteError, write_all
 
 
@@ -50,15 +51,17 @@ def _finish(items: list[Imported], out_dir: Path, apply: bool, db: str | None,
             "version": applied.get(item.name), "not_expressed": item.notes,
         } for item in items])
         return
+    # A crontab line or a pgAgent name may hold escape sequences: shown, not sent to the
+    # terminal.
     for item in items:
         if item.document is None:
-            click.echo(f"{item.origin}: not imported")
+            click.echo(f"{safe_line(item.origin)}: not imported")
         else:
             version = f", applied as version {applied[item.name]}" if item.name in applied \
                 else ""
-            click.echo(f"{item.path}: {item.origin}{version}")
+            click.echo(f"{safe_line(str(item.path))}: {safe_line(item.origin)}{version}")
         for note in item.notes:
-            click.echo(f"  not expressed: {note}")
+            click.echo(f"  not expressed: {safe_line(note)}")
     if not written:
         click.echo(f"no job file written ({out_dir} left as it was)")
         return
