@@ -185,6 +185,36 @@ def test_retries_back_off_give_up_and_resend(engine: Engine, store: Store) -> No
         hook.close()
 
 
+def test_a_resend_while_a_try_is_under_way_does_not_start_a_second(engine: Engine,
+                                                                     store: Store) -> None:
+    # `notifications resend ID` of a pending notification whose try was waiting for a slow
+    # receiver sent it again at once from a second sender: two tries of one notification at
+    # the same time, the first recorded as interrupted while it was still under way.
+    hook = start_hook(hold=True)
+    try:
+        run_job(engine, f"job: x\nnotify: [{{on: run_succeeded, webhook: '{hook.url}'}}]\n"
+                        "tasks:\n  a: {shell: 'true'}\n")
+        first = Sender(store, lease=5.0, holder="first")
+        assert first.try_lead()
+        trying = threading.Thread(target=first.deliver_due)
+        trying.start()
+        assert hook.arrived.wait(10)
+        with store.read() as tx:
+            [info] = notify_ops.list_notifications(tx)
+        with store.tx() as tx:
+            assert notify_ops.resend(tx, info.id, time.time()) == "pending"
+        assert Sender(store, lease=5.0, holder="second").deliver_ids([info.id]) == []
+        hook.hold.set()  # type: ignore[union-attr]
+        trying.join(10)
+        assert outbox(store) == [("run_succeeded", "delivered", 1)]
+        with store.read() as tx:
+            [info] = notify_ops.list_notifications(tx)
+        assert [(a.sender, a.ok) for a in info.tries] == [("first", True)]
+        assert len(hook.received) == 1
+    finally:
+        hook.close()
+
+
 def test_agent_lost_goes_to_defaults_once_and_to_jobs_that_ask(store: Store,
                                                                hook: Hook) -> None:
     now = [1e9]

@@ -480,8 +480,14 @@ def resend(tx: Tx, notification_id: int, now: float) -> str | None:
     state = tx.scalar("SELECT state FROM notifications WHERE id = :i", {"i": notification_id})
     if state is None:
         return None
-    tx.run("UPDATE notifications SET state = 'pending', next_at = :t, round_from = attempts,"
-           " delivered_at = NULL WHERE id = :i", {"t": now, "i": notification_id})
+    # A try under way (claimed, its hold not passed, no end recorded) keeps its hold: due
+    # now, a second sender would try the notification while the first still waits for its
+    # receiver. Its outcome then stands; the tries after it count in the new round.
+    tx.run("UPDATE notifications SET state = 'pending', round_from = attempts,"
+           " delivered_at = NULL, next_at = CASE WHEN state = 'pending' AND next_at > :t"
+           " AND EXISTS (SELECT 1 FROM notification_attempts a WHERE a.notification_id = :i"
+           " AND a.finished_at IS NULL) THEN next_at ELSE :t END WHERE id = :i",
+           {"t": now, "i": notification_id})
     tx.wake = True
     return str(state)
 
