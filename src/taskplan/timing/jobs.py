@@ -80,17 +80,20 @@ def calendar_skips(
     job: JobSpec, after: datetime, until: datetime, default_tz: str = "UTC",
     calendars: Calendars = None, limit: int = 100,
 ) -> list[tuple[datetime, ScheduleSpec, str]]:
-    """Firings in (after, until] that a business calendar dropped or moved, with why.
+    """Firings in (after, until] that a business calendar dropped or moved, with why: the
+    first `limit` of them, each schedule's own counted apart so none hides another's.
 
     Each schedule is replayed without its calendar (its `calendar:` binding and the job's
     `calendar:` exceptions); a firing of that replay on a closed day is reported with the day's
-    reason, prefixed "moved to ..." when the schedule shifts it rather than skipping it.
+    reason, prefixed "moved to ..." when the schedule shifts it rather than skipping it. A
+    schedule whose `max_runs` ends it has nothing skipped after its last firing (nor moved past
+    it): nothing would have fired there.
     """
     tz = job_timezone(job, default_tz)
     known = calendars or {}
     out: list[tuple[datetime, ScheduleSpec, str]] = []
     for spec in (job.schedules if job.enabled else ()):
-        if not spec.enabled:
+        if not spec.enabled or spec.max_runs == 0:
             continue
         exceptions = job.exceptions + spec.exceptions
         plain_exceptions = tuple(e for e in exceptions if e.closed_on is None)
@@ -102,27 +105,45 @@ def calendar_skips(
         free = dataclasses.replace(spec, business_calendar=None, shift=Shift.SKIP,
                                    max_runs=None)
         replay = compile_schedule(free, tz, plain_exceptions)
+        last = (compile_schedule(spec, tz, exceptions, calendars).last_firing()
+                if spec.max_runs is not None else None)
+        # As instants (see next_firings); a firing moved back lands up to MAX_CLOSED_RUN days
+        # before its own time.
+        end = until.timestamp()
+        if last is not None:
+            back = own is not None and spec.shift is Shift.PREVIOUS
+            end = min(end, (last + timedelta(days=MAX_CLOSED_RUN + 1 if back else 0)).timestamp())
+        own_skips: list[tuple[datetime, ScheduleSpec, str]] = []
         at: datetime | None = after
-        while len(out) < limit:
+        while len(own_skips) < limit:
             at = replay.next_after(at) if at is not None else None
-            if at is None or at.timestamp() > until.timestamp():  # as instants: see next_firings
+            if at is None or at.timestamp() > end:
                 break
             day = at.astimezone(tz).date()
             reason = own.reason(day) if own is not None else None
             if reason is None:
                 reason = next((r for c in closing if (r := c.reason(day)) is not None), None)
-                if reason is not None:
-                    out.append((at, spec, reason))
+                if reason is not None and (last is None or at <= last):
+                    own_skips.append((at, spec, reason))
                 continue
+            target = None
             if own is not None and spec.shift is not Shift.SKIP:
-                if _shift_target(own, day, spec.shift) is None:  # dropped, not moved
+                target = _shift_target(own, day, spec.shift)
+                if target is None:  # dropped, not moved
                     reason = (f"no {spec.shift.value} business day within {MAX_CLOSED_RUN}"
                               f" days: {reason}")
                 else:
                     reason = f"moved to the {spec.shift.value} business day: {reason}"
-            out.append((at, spec, reason))
+            if last is not None:
+                # Where it would have fired: moved to `target` at the same local time.
+                lands = at if target is None else at.astimezone(tz).replace(
+                    year=target.year, month=target.month, day=target.day)
+                if lands.replace(tzinfo=None) > last.astimezone(tz).replace(tzinfo=None):
+                    continue
+            own_skips.append((at, spec, reason))
+        out.extend(own_skips)
     out.sort(key=lambda e: (e[0].astimezone(UTC), e[1].index))
-    return out
+    return out[:limit]
 
 
 def _shift_target(closed: ClosedDays, day: date, shift: Shift) -> date | None:

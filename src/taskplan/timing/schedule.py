@@ -107,6 +107,11 @@ class Schedule:
                 return None
         return hit.astimezone(self.tz)
 
+    def last_firing(self) -> datetime | None:
+        """The last firing `max_runs` lets happen (UTC), or None when it sets no bound (no
+        max_runs, or never reached). Only meaningful with max_runs > 0."""
+        return _last_allowed(self) if self.spec.max_runs else None
+
     def _next_unlimited(self, after: datetime) -> datetime | None:
         """next_after without max_runs, in UTC."""
         if self._start is not None and after < self._start:

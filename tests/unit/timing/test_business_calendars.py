@@ -236,3 +236,36 @@ def test_a_minutely_schedule_on_business_days_reads_each_day_once(
     assert got[59].isoformat() == "2026-12-29T00:00:00+00:00"
     assert got[-1].isoformat() == "2026-12-29T03:00:00+00:00" and len(got) == 240
     assert calls[0] < 10 * 1441, calls[0]  # a few days' times, not 1,440 per firing
+
+
+def test_skips_end_with_the_schedules_last_firing_and_every_schedule_gets_its_own() -> None:
+    """`next` listed a calendar's skips of a schedule that had fired its max_runs for a whole
+    year after its last firing, and those of the first schedule took up all 100 places, so a
+    later schedule's skips were never listed."""
+    from taskplan.model import JobSpec
+    from taskplan.timing import next_with_skips
+
+    start = datetime(2026, 12, 22)
+    first = schedule("UTC", start=start, max_runs=3, business_calendar="uk")
+    shifted = ScheduleSpec(index=1, name="shifted", calendar=Calendar(at=(time(7, 0),)),
+                           start=start, max_runs=4, business_calendar="uk", shift=Shift.NEXT)
+    late = ScheduleSpec(index=2, name="late", calendar=Calendar(at=(time(8, 0),)),
+                        start=datetime(2027, 1, 1), max_runs=1, business_calendar="uk")
+    job = JobSpec(name="j", tasks=(), schedules=(first, shifted, late))
+    # Asked for more firings than there are: the skips are looked for up to a year ahead.
+    line = next_with_skips(job, datetime(2026, 12, 21, tzinfo=UTC), 20, calendars=CALENDARS)
+    said = [(at.date().isoformat(), s.index, why is None) for at, s, why in line]
+    # uk: 24 Dec listed, 25 Christmas, 26-27 weekend, 28 Boxing Day (observed); 1 Jan closed,
+    # 2-3 weekend. The first fires 22, 23 and 29 Dec; nothing of it is listed after that.
+    assert [d for d, i, fired in said if i == 0] == [
+        "2026-12-22", "2026-12-23", "2026-12-24", "2026-12-25", "2026-12-26", "2026-12-27",
+        "2026-12-28", "2026-12-29"]
+    # The shifted one fires 22, 23, 29 (also for 24-28) and 30 Dec: 31 Dec is past its fourth.
+    assert [d for d, i, fired in said if i == 1 and fired] == [
+        "2026-12-22", "2026-12-23", "2026-12-29", "2026-12-30"]
+    assert [d for d, i, fired in said if i == 1 and not fired] == [
+        "2026-12-24", "2026-12-25", "2026-12-26", "2026-12-27", "2026-12-28"]
+    # The last one's own skips are listed, though the others had many.
+    assert [(d, fired) for d, i, fired in said if i == 2] == [
+        ("2027-01-01", False), ("2027-01-02", False), ("2027-01-03", False),
+        ("2027-01-04", True)]
