@@ -327,3 +327,23 @@ def test_a_warning_is_logged_by_its_own_statement_only(engine: Engine, store: St
     assert "Note 1051" not in log_text(store, got["b"]["id"])
     text = log_text(store, got["c"]["id"])
     assert "Warning 1365: Division by 0" in text and "Note 1051" not in text
+
+
+def test_a_script_that_leaves_its_transaction_open_fails(engine: Engine, store: Store,
+                                                        target: Target) -> None:
+    """`BEGIN; INSERT ...;` without COMMIT: the task succeeded and its connection's return to
+    the pool rolled the insert back, silently. It fails, saying so, and nothing is kept."""
+    t = target.quote(target.name("open_tx"))
+    target.run(f"CREATE TABLE {t} (x INT)")
+    begin = "START TRANSACTION" if target.kind == "mysql" else "BEGIN"
+    run_id, _ = run_job(engine, job({
+        "open": {"sql": f"{begin}; INSERT INTO {t} VALUES (1)"},
+        "closed": {"depends_on": ["open"], "trigger": "all_done",
+                   "sql": f"{begin}; INSERT INTO {t} VALUES (2); COMMIT"}}), slots=1)
+    got = tasks(store, run_id)
+    assert got["open"]["state"] == "failed"
+    assert got["open"]["error"] == (
+        "the script ended inside a transaction it opened (no COMMIT after its BEGIN): rolled"
+        " back; end it with COMMIT (or ROLLBACK)")
+    assert got["closed"]["state"] == "succeeded", got["closed"]["error"]
+    assert target.run(f"SELECT x FROM {t}") == [(2,)]

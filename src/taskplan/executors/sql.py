@@ -614,6 +614,11 @@ class SqlExecutor:
                     break
                 if stop.family == "mysql":
                     _mysql_warnings(conn, log)
+            else:
+                if stop.reason is None and not stale and _in_transaction(stop):
+                    # Back in the pool, its connection would roll the work back unseen.
+                    failed = OPEN_TRANSACTION
+                    log.write(f"error: {failed}\n")
         finally:
             unwatch()
             stop.finish()
@@ -657,6 +662,25 @@ class SqlExecutor:
             return out
         finally:
             res.close()
+
+
+OPEN_TRANSACTION = ("the script ended inside a transaction it opened (no COMMIT after its"
+                    " BEGIN): rolled back; end it with COMMIT (or ROLLBACK)")
+
+
+def _in_transaction(stop: _Interrupter) -> bool:
+    """Whether the session is inside a transaction the statements opened (autocommit is on,
+    so only an explicit BEGIN / START TRANSACTION leaves one open)."""
+    try:
+        if stop.family == "postgresql":
+            return int(stop.driver.info.transaction_status) != 0  # (not IDLE)
+        if stop.family == "mysql":
+            return bool((stop.driver.server_status or 0) & 1)  # SERVER_STATUS_IN_TRANS
+        if stop.family == "sqlite":
+            return bool(stop.driver.in_transaction)
+    except Exception as exc:  # a driver that cannot say: as before, the pool rolls it back
+        logger.debug("cannot read the transaction state: %s", mask_url(_first_line(exc)))
+    return False
 
 
 def _log_rows(cols: list[str], rows: list[Any], log: LogSink) -> list[Any]:
