@@ -133,6 +133,44 @@ def test_exit_code_is_the_commands_own_when_nobody_reads_its_output(tp: Taskplan
         assert proc.returncode == code, args
 
 
+def test_a_run_goes_on_when_its_output_cannot_be_written(tp: Taskplan) -> None:
+    # `run job.yaml > run.log` on a full disk: the first progress line that failed to reach
+    # the file ended the process, with a traceback and exit code 120, and left the run
+    # `running` with its task orphaned. Standard output closed (`>&-`) died before the run
+    # started, with "AttributeError: 'NoneType' object has no attribute 'isatty'", and left
+    # it running too.
+    tp.write("two.yaml", """
+        job: two
+        tasks:
+          a: {shell: "sleep 0.3"}
+          b: {shell: echo b, depends_on: [a]}
+    """)
+
+    def close_stdout() -> None:
+        os.close(1)
+
+    for run_id, how in ((1, "full"), (2, "closed")):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(
+                tp.argv(("run", "two.yaml"), db=True), cwd=tp.home, env=clean_env(),
+                stdin=subprocess.DEVNULL, stdout=full if how == "full" else None,
+                stderr=subprocess.PIPE, text=True, timeout=60,
+                preexec_fn=close_stdout if how == "closed" else None)
+        assert proc.returncode == 0, (how, proc.stderr)
+        assert "Traceback" not in proc.stderr and "Exception" not in proc.stderr, proc.stderr
+        if how == "full":
+            assert proc.stderr == ("taskplan: cannot write to standard output (No space left"
+                                   " on device): the rest of it is dropped\n"), proc.stderr
+        assert tp.ok("status", str(run_id), "--json").json()["state"] == "succeeded", how
+    # A listing command written to a full disk says so too, once, with its own exit code.
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(tp.argv(("runs", "--json"), db=True), cwd=tp.home,
+                              env=clean_env(), stdin=subprocess.DEVNULL, stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "No space left on device" in proc.stderr
+
+
 def test_numbers_and_dates_out_of_range_are_named_not_overflowed(tp: Taskplan) -> None:
     # (`next` answers at the ends of the calendar: tests/acceptance/test_edges_of_time.py.)
     tp.write("p.yaml", """

@@ -164,14 +164,18 @@ def main() -> None:
 class _ReaderGone(io.FileIO):
     """stdout or stderr, where output nobody reads any more (`2>&1 | head -1`) is dropped
     instead of raising: a failed write would otherwise end the command half-way, with an exit
-    code that says nothing of what it did (0 for a file that failed validation)."""
+    code that says nothing of what it did (0 for a file that failed validation). Output that
+    cannot be written for another reason (a full disk under `run > run.log`) is dropped too,
+    after one line on stderr: `taskplan run` then still sees its run to the end."""
 
     gone = False  # set once the reader has gone: commands that only print may stop then
 
     def write(self, data: Any) -> int:
         try:
             return super().write(data)
-        except BrokenPipeError:
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError):
+                self._say_lost(exc)
             self.gone = True
             # Later writes (the interpreter's last flush too) go to /dev/null and cannot fail.
             null = os.open(os.devnull, os.O_WRONLY)
@@ -179,11 +183,41 @@ class _ReaderGone(io.FileIO):
             os.close(null)
             return memoryview(data).nbytes
 
+    def _say_lost(self, exc: OSError) -> None:
+        name = "standard output" if self.fileno() == 1 else "standard error"
+        line = (f"taskplan: cannot write to {name} ({exc.strerror or exc}): the rest of it"
+                " is dropped\n")
+        if self.fileno() != 2:
+            try:
+                sys.stderr.flush()
+                os.write(2, line.encode())
+            except OSError:
+                pass  # stderr cannot take it either: nothing is left to say it with
+
 
 def _outlive_readers() -> None:
-    """sys.stdout and sys.stderr written through _ReaderGone, as they were otherwise."""
+    """sys.stdout and sys.stderr written through _ReaderGone, as they were otherwise. A
+    standard stream closed at start (`taskplan run job.yaml >&-`) is opened on /dev/null
+    first: Python leaves it None (which printing fails on), and the next file opened (the
+    store) would take its descriptor."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if fd == 0:
+                sys.stdin = open(fd, encoding="utf-8", closefd=False)  # noqa: SIM115
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
+        if stream is None:  # closed at start, on /dev/null now
+            fd = 1 if name == "stdout" else 2
+            setattr(sys, name, io.TextIOWrapper(
+                io.BufferedWriter(_ReaderGone(fd, "wb", closefd=False)), encoding="utf-8",
+                errors="backslashreplace", line_buffering=False))
+            continue
         if not isinstance(stream, io.TextIOWrapper):
             continue  # replaced already (a test's capture): left as it is
         try:
