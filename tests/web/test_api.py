@@ -196,6 +196,14 @@ def test_openapi_lists_the_api(client: Any) -> None:
               "/api/v1/runs/{run_id}/retry", "/api/v1/runs/{run_id}/tasks/{task}/retry",
               "/api/v1/jobs/{job}/pause", "/api/v1/jobs/{job}/resume"):
         assert p in paths, p
+
+    def answer(path: str, method: str = "get") -> Any:
+        ok = next(v for k, v in paths[path][method]["responses"].items() if k.startswith("2"))
+        return ok["content"]["application/json"]["schema"]["type"]
+
+    assert answer("/api/v1/runs/{run_id}") == answer("/api/v1/jobs/{job}/runs", "post") == (
+        "object")
+    assert answer("/api/v1/runs") == answer("/api/v1/agents") == "array"
     page = client.get("/api/docs")  # served here: FastAPI's own docs would load a CDN
     assert page.status_code == 200 and "<code>/api/v1/runs/{run_id}/tasks/{task}/logs</code>" in (
         page.text)

@@ -10,9 +10,9 @@ import time
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from taskplan import shapes
@@ -38,7 +38,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-class JSONOut(Response):
+class JSONOut(JSONResponse):
     """The API's answers, written by `json` rather than pydantic, which refused (a 500, for
     good) any text holding a lone surrogate: a file name os.listdir decoded from bytes that
     are not UTF-8, in a task's result, or a JSON `\\ud800` in a param. Such text is sent as
@@ -60,6 +60,10 @@ class JSONOut(Response):
 
 
 router = APIRouter(prefix="/api/v1", default_response_class=JSONOut)
+# What the OpenAPI description says each answer is; the routes return a JSONOut, which
+# FastAPI sends as it is.
+OBJECT = dict[str, Any]
+LIST = list[dict[str, Any]]
 MAX_PAGE = 500
 LOG_CHUNKS_PER_CALL = 200
 # The largest whole number a store column holds (SQLite's INTEGER, PostgreSQL's bigint), as
@@ -160,7 +164,8 @@ async def no_body(request: Request) -> None:
 NO_BODY = [Depends(no_body)]
 
 
-@router.get("/jobs", summary="Jobs by name: version, schedules, next firing, last 20 runs")
+@router.get("/jobs", response_model=LIST,
+            summary="Jobs by name: version, schedules, next firing, last 20 runs")
 def list_jobs(request: Request,
               q: str | None = Query(None, description="only names containing this"),
               after: str | None = Query(None, description="keyset: names after this one"),
@@ -172,12 +177,14 @@ def list_jobs(request: Request,
     return out
 
 
-@router.get("/jobs/{job}", summary="One job, with its declared params and tasks")
+@router.get("/jobs/{job}", response_model=OBJECT,
+            summary="One job, with its declared params and tasks")
 def get_job(request: Request, job: str) -> JSONOut:
     return JSONOut(views.job_detail(ctx_of(request), job))
 
 
-@router.get("/jobs/{job}/next", summary="The next firings, as `taskplan next --json`")
+@router.get("/jobs/{job}/next", response_model=LIST,
+            summary="The next firings, as `taskplan next --json`")
 def job_next(request: Request, job: str, n: int = Query(10, ge=1, le=1000),
              after: str | None = Query(None, description="ISO 8601; no offset: the job's zone")
              ) -> JSONOut:
@@ -212,7 +219,7 @@ RUN_BODY = {"requestBody": {"required": False, "content": {"application/json": {
     "additionalProperties": False}}}}}
 
 
-@router.post("/jobs/{job}/runs", status_code=201, openapi_extra=RUN_BODY,
+@router.post("/jobs/{job}/runs", response_model=OBJECT, status_code=201, openapi_extra=RUN_BODY,
              summary="Run now; body {\"params\": {...}} (declared params only)")
 def create_run(request: Request, job: str, body: Any = Depends(json_body)) -> JSONOut:
     return JSONOut(actions.start_run(ctx_of(request), job,
@@ -220,30 +227,32 @@ def create_run(request: Request, job: str, body: Any = Depends(json_body)) -> JS
                    status_code=201)
 
 
-@router.post("/jobs/{job}/pause", dependencies=NO_BODY,
+@router.post("/jobs/{job}/pause", response_model=OBJECT, dependencies=NO_BODY,
              summary="Pause: schedules and triggers create no runs")
 def pause_job(request: Request, job: str) -> JSONOut:
     return JSONOut(actions.set_paused(ctx_of(request), job, True))
 
 
-@router.post("/jobs/{job}/resume", dependencies=NO_BODY, summary="Resume a paused job")
+@router.post("/jobs/{job}/resume", response_model=OBJECT, dependencies=NO_BODY,
+             summary="Resume a paused job")
 def resume_job(request: Request, job: str) -> JSONOut:
     return JSONOut(actions.set_paused(ctx_of(request), job, False))
 
 
-@router.post("/jobs/{job}/schedules/{schedule}/pause", dependencies=NO_BODY,
+@router.post("/jobs/{job}/schedules/{schedule}/pause", response_model=OBJECT, dependencies=NO_BODY,
              summary="Disable one schedule (its firings are skipped; the others fire)")
 def pause_schedule(request: Request, job: str, schedule: str) -> JSONOut:
     return JSONOut(actions.set_schedule_paused(ctx_of(request), job, schedule, True))
 
 
-@router.post("/jobs/{job}/schedules/{schedule}/resume", dependencies=NO_BODY,
+@router.post("/jobs/{job}/schedules/{schedule}/resume", response_model=OBJECT, dependencies=NO_BODY,
              summary="Enable one paused schedule")
 def resume_schedule(request: Request, job: str, schedule: str) -> JSONOut:
     return JSONOut(actions.set_schedule_paused(ctx_of(request), job, schedule, False))
 
 
-@router.get("/runs", summary="Run history newest first, as `taskplan runs --json`")
+@router.get("/runs", response_model=LIST,
+            summary="Run history newest first, as `taskplan runs --json`")
 def list_runs(request: Request, job: str | None = None,
               state: str | None = None, trigger: str | None = None,
               since: str | None = None, until: str | None = None,
@@ -261,38 +270,39 @@ def list_runs(request: Request, job: str | None = None,
     return out
 
 
-@router.get("/runs/{run_id}", summary="One run and its task runs, as `taskplan status RUN --json`")
+@router.get("/runs/{run_id}", response_model=OBJECT,
+            summary="One run and its task runs, as `taskplan status RUN --json`")
 def get_run(request: Request, run_id: RunId,
             attempts: bool = Query(False, description="each task's attempt_list, as --attempts")
             ) -> JSONOut:
     return JSONOut(views.run_status(ctx_of(request), run_id, attempts))
 
 
-@router.post("/runs/{run_id}/stop", dependencies=NO_BODY,
+@router.post("/runs/{run_id}/stop", response_model=OBJECT, dependencies=NO_BODY,
              summary="Stop: running tasks finish, nothing new starts")
 def stop_run(request: Request, run_id: RunId) -> JSONOut:
     return JSONOut(actions.stop(ctx_of(request), run_id))
 
 
-@router.post("/runs/{run_id}/cancel", dependencies=NO_BODY,
+@router.post("/runs/{run_id}/cancel", response_model=OBJECT, dependencies=NO_BODY,
              summary="Cancel: running tasks are killed")
 def cancel_run(request: Request, run_id: RunId) -> JSONOut:
     return JSONOut(actions.cancel(ctx_of(request), run_id))
 
 
-@router.post("/runs/{run_id}/retry", dependencies=NO_BODY,
+@router.post("/runs/{run_id}/retry", response_model=OBJECT, dependencies=NO_BODY,
              summary="Rerun in place what did not succeed")
 def retry_run(request: Request, run_id: RunId) -> JSONOut:
     return JSONOut(actions.retry(ctx_of(request), run_id))
 
 
-@router.post("/runs/{run_id}/tasks/{task}/retry", dependencies=NO_BODY,
+@router.post("/runs/{run_id}/tasks/{task}/retry", response_model=OBJECT, dependencies=NO_BODY,
              summary="Rerun one task and what depends on it")
 def retry_task(request: Request, run_id: RunId, task: str) -> JSONOut:
     return JSONOut(actions.retry(ctx_of(request), run_id, task))
 
 
-@router.get("/runs/{run_id}/tasks/{task}/logs",
+@router.get("/runs/{run_id}/tasks/{task}/logs", response_model=OBJECT,
             summary="Output of one attempt from a chunk offset (tail with next_offset)")
 def task_logs(request: Request, run_id: RunId, task: str,
               attempt: int | None = number(), item: int | None = number(ge=0),
@@ -320,7 +330,8 @@ def task_logs(request: Request, run_id: RunId, task: str,
     })
 
 
-@router.get("/agents", summary="Agents (alive, draining, stopped, lost), as `agents --all --json`")
+@router.get("/agents", response_model=LIST,
+            summary="Agents (alive, draining, stopped, lost), as `agents --all --json`")
 def list_agents(request: Request) -> JSONOut:
     with ctx_of(request).engine.store.read() as tx:
         found = console.agents(tx, time.time())
