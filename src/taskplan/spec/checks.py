@@ -312,6 +312,12 @@ def _connections(r: Reporter, defaults: Settings | None,
     raw = r.data.get("connections") if isinstance(r.data, dict) else None
     if raw is not None and not isinstance(raw, dict):
         return
+    for name, url in (raw or {}).items():
+        # A typo here failed every run at its first sql task: refused now, unless a ${VAR}
+        # may hold the URL (read when the task runs).
+        if isinstance(url, str) and url and "://" not in url and "${" not in url:
+            r.at_value(("connections", name), "expected a URL such as postgresql://user@host/db"
+                       f" or ${{VAR}} holding one, got {url!r}")
     declared = set(raw or ()) | SHARED.get()
     words = ("declared connections: " + ", ".join(sorted(declared))) if declared \
         else "the job declares no connections:"

@@ -99,6 +99,10 @@ CASES = [
     ("unknown connection",
      "job: x\nconnections: {db: 'sqlite://'}\ntasks:\n  a:\n    sql: select 1\n"
      "    connection: dbb\n", "6:17", "unknown connection 'dbb' (declared connections: db)"),
+    ("connection not a URL",
+     "job: x\nconnections:\n  db: localhost/mart\ntasks:\n  a: {sql: select 1, connection: db}\n",
+     "3:7", "connections.db: expected a URL such as postgresql://user@host/db or ${VAR} holding"
+     " one, got 'localhost/mart'"),
     ("unknown default connection",
      "job: x\ndefaults: {connection: mart}\ntasks:\n  a: {sql: select 1}\n", "2:24",
      "unknown connection 'mart' (the job declares no connections:)"),
