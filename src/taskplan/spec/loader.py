@@ -106,14 +106,17 @@ def calendar_references(path: str | Path, shown: str) -> list[tuple[str, int, in
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given; a directory stands for its *.yaml and *.yml files (not recursive)."""
+    """Files as given; a directory stands for its *.yaml and *.yml files (not recursive),
+    hidden ones left out as a shell's `*.yaml` leaves them: an editor's lock file
+    (`.#nightly.yaml`) or a Mac's `._nightly.yaml` is no job file."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             # A named pipe or a broken link named *.yaml is kept, for the reader to refuse
             # with its reason, rather than the folder silently applying without it.
             files.extend(sorted(c for c in p.iterdir()
-                                if c.suffix in JOB_FILE_SUFFIXES and not c.is_dir()))
+                                if c.suffix in JOB_FILE_SUFFIXES and not c.name.startswith(".")
+                                and not c.is_dir()))
         else:
             files.append(p)
     return files

@@ -228,6 +228,19 @@ def test_validate_files_dir_and_duplicate_job_names(tmp_path: Path) -> None:
         load_job_files([tmp_path])
 
 
+def test_a_folder_leaves_out_its_hidden_files(tmp_path: Path) -> None:
+    # As a shell's `jobs/*.yaml` does. Emacs keeps `.#nightly.yaml` (a link to nowhere) while
+    # nightly.yaml has unsaved changes, and a Mac copies `._nightly.yaml` (binary) beside it
+    # onto other disks: `apply jobs/` was refused for either.
+    (tmp_path / "nightly.yaml").write_text("job: nightly\ntasks: {a: {shell: x}}\n")
+    (tmp_path / ".#nightly.yaml").symlink_to("root@host.4242:1700000000")
+    (tmp_path / "._nightly.yaml").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    assert validate_files([tmp_path]) == []
+    assert [s.name for s in load_job_files([tmp_path])] == ["nightly"]
+    # Named on its own, a hidden file is read as any file is.
+    assert "control characters" in validate_files([tmp_path / "._nightly.yaml"])[0].message
+
+
 def test_validate_files_missing_and_empty(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
