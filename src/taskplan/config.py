@@ -223,6 +223,11 @@ def _smtp_problem(key: str, value: Any) -> str | None:
         return None if ok else "true or false"
     if not (isinstance(value, str) and value.strip()):
         return "a non-empty string"
+    if key == "from":
+        from taskplan.notify.rules import sender_problem  # only with a [smtp] from
+
+        if sender_problem(value):
+            return "an e-mail address like taskplan@example.com"
     return None
 
 

@@ -192,6 +192,9 @@ def test_bad_smtp_settings_and_notify_entries_are_refused_up_front(tp: Taskplan)
                                   " set TASKPLAN_SMTP_PASSWORD in the environment"),
         ('starttls = "yes"\n', "[smtp] starttls: expected auto, always or never, got 'yes'"),
         ('ssl = "maybe"\n', "[smtp] ssl: expected true or false, got 'maybe'"),
+        # The From of every message and the sender of its envelope: a real server refuses it.
+        ('from = "not an address"\n', "[smtp] from: expected an e-mail address like"
+                                       " taskplan@example.com, got 'not an address'"),
     ]:
         toml.write_text(head + body)
         for command in (("run", "j.yaml"), ("notify", "test", "ops@example.com")):

@@ -149,6 +149,21 @@ def test_email_refuses_a_server_whose_certificate_it_cannot_verify(
     assert box.messages == []
 
 
+def test_a_cafile_that_cannot_be_read_is_named(smtp_server: tuple[Mailbox, Smtp],
+                                               tmp_path: Path) -> None:
+    # Every e-mail failed with "FileNotFoundError: [Errno 2] No such file or directory",
+    # naming neither the file nor the setting, even to a server that offers no TLS.
+    box, smtp = smtp_server
+    missing = tmp_path / "internal-ca.pem"
+    wrong = Smtp(host=smtp.host, port=smtp.port, sender=smtp.sender, user=smtp.user,
+                 password=smtp.password, cafile=str(missing))
+    sent = channels.send(Channel("email", ("ops@example.com",)),
+                         {"event": "test", "delivery": "d1"}, wrong)
+    assert not sent.ok and sent.error == (
+        f"[smtp] cafile {missing}: FileNotFoundError: No such file or directory"), sent
+    assert box.messages == []
+
+
 def test_command_failures_and_timeouts_are_reported(tmp_path: Path) -> None:
     bad = channels.send(Channel("command", ("sh", "-c", "echo nope >&2; exit 3")),
                         {"event": "test"})

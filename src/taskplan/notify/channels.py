@@ -199,7 +199,11 @@ def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
     msg.set_content(text)
     timeout = channel.timeout or DEFAULT_TIMEOUT
     # The server's certificate is verified (smtplib's own default context would not).
-    context = ssl.create_default_context(cafile=smtp.cafile)
+    try:
+        context = ssl.create_default_context(cafile=smtp.cafile)
+    except (OSError, ssl.SSLError) as exc:  # a missing file, or one that holds no cert
+        return Sent(False, error=f"[smtp] cafile {smtp.cafile}: {type(exc).__name__}:"
+                                 f" {exc.strerror or exc}")
     try:
         client = (smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=timeout, context=context)
                   if smtp.ssl else smtplib.SMTP(smtp.host, smtp.port, timeout=timeout))

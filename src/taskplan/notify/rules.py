@@ -51,6 +51,20 @@ def address_problem(address: object) -> str | None:
     return None
 
 
+def sender_problem(address: str) -> bool:
+    """Whether `address` cannot be the From of a message (and its envelope's sender): one
+    address with a user and a domain, a display name allowed ("Ops <ops@example.com>")."""
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    try:
+        msg["From"] = address
+        found = msg["From"].addresses
+    except Exception:  # the header parser raises IndexError, ValueError, its own errors
+        return True
+    return len(found) != 1 or not (found[0].username and found[0].domain)
+
+
 COMMAND_QUOTES_EXPECTED = ("expected a command line with its quotes closed, like ./alert.sh"
                            " --quiet 'the text'")
 COMMAND_PROGRAM_EXPECTED = "expected a command line that names a program"
