@@ -109,3 +109,21 @@ def test_follow_of_an_item_waits_for_its_foreach_to_make_it(tp: Taskplan) -> Non
     res = finish(follower)
     assert (res.code, res.out, res.err) == (0, "item 2\n", ""), res
     assert finish(runner).code == 0
+
+
+def test_an_item_is_named_as_status_shows_it(tp: Taskplan) -> None:
+    # `status` and the progress lines name an item `each[1]`; `logs 1 'each[1]'` answered
+    # "no task 'each[1]'; did you mean 'each'?" (and retry the same).
+    tp.write("fan.yaml", """
+        job: fan
+        tasks:
+          each: {foreach: {values: [a, b]}, shell: "echo item {{ item }}"}
+    """)
+    tp.ok("run", "fan.yaml")
+    assert "each[1]" in tp.ok("status", "1").out
+    assert tp.ok("logs", "1", "each[1]").out == "item b\n"
+    assert tp.ok("logs", "1", "each[0]", "--attempt", "1").out == "item a\n"
+    res = tp("logs", "1", "each[7]")
+    assert (res.code, res.err) == (2, "taskplan: each has no item 7\n"), res
+    res = tp("logs", "1", "each[0]", "--item", "1")
+    assert res.code == 2 and "--item" in res.err and res.err.count("\n") == 1, res

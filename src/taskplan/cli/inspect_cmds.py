@@ -205,6 +205,7 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
     """Print the output of one attempt of a task."""
     store = get_context(db).store
     run_id = parse_run_id(run)
+    task, item_index = _item_named(task, item_index)
     with store.read() as tx:
         if reports.run_info(tx, run_id) is None:
             raise NotFoundError(f"no run {run_id}")
@@ -291,6 +292,19 @@ def logs_cmd(run: str, task: str, attempt: int | None, item_index: int | None, f
                     f" {attempts}")
             return
         time.sleep(0.2)
+
+
+def _item_named(task: str, item_index: int | None) -> tuple[str, int | None]:
+    """`each[3]`, as `status` and the progress lines name an item, is `each --item 3` (no
+    task name holds a bracket)."""
+    name, bracket, rest = task.partition("[")
+    if not bracket or not rest.endswith("]") or not rest[:-1].isascii() \
+            or not rest[:-1].isdigit():
+        return task, item_index
+    index = int(rest[:-1])
+    if item_index is not None and item_index != index:
+        raise UsageError(f"{task} names item {index}, --item {item_index}: give one of them")
+    return name, index
 
 
 class _LogWriter:
