@@ -260,3 +260,26 @@ def test_the_report_shows_control_characters_as_escapes(tp: Taskplan) -> None:
     assert "\x1b" not in res.out and "\x07" not in res.out
     assert "esc.cron:1: 0 1 * * * echo \\x1b]0;pwned\\a \\x1b[31mred" in res.out
     assert "esc.cron:2: MAILTO is a setting of cron itself" in res.out
+
+
+def test_a_crontab_is_read_from_standard_input_as_crontab_l_writes_it(tp: Taskplan) -> None:
+    # crontab -l | taskplan import crontab -
+    import subprocess
+
+    from acceptance_helpers import clean_env
+
+    def piped(data: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(tp.argv(("import", "crontab", "-", "--out", "jobs"), True),
+                              input=data, cwd=tp.home, env=clean_env(tp.env),
+                              capture_output=True, timeout=60)
+
+    got = piped(b"# m h dom mon dow command\n0 2 * * * echo one\nbad line\n")
+    assert got.returncode == 0, got.stderr
+    out = got.stdout.decode()
+    assert "jobs/echo_one.yaml: stdin:2: 0 2 * * * echo one" in out
+    assert "stdin:3: bad line: not imported" in out
+    assert (tp.home / "jobs" / "echo_one.yaml").read_text().startswith(
+        "# stdin:2: 0 2 * * * echo one\n")
+    got = piped(b"0 2 * * * echo caf\xe9\n")
+    assert got.returncode == 2 and got.stdout == b""
+    assert got.stderr.decode().startswith("taskplan: stdin:1:")

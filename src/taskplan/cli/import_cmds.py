@@ -180,7 +180,7 @@ def pgagent_cmd(source: str, out: str, names: tuple[str, ...], apply: bool,
 
 
 @import_group.command("crontab")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @_out_option
 @_apply_option
 @click.option("--timezone", "timezone", default=None, metavar="TZ",
@@ -202,17 +202,42 @@ def crontab_cmd(file: str, out: str, apply: bool, timezone: str | None, system: 
         fail(f"import crontab: --timezone {timezone!r} is not an IANA time zone name",
              EXIT_BAD_INPUT)
     path = Path(file)
+    shown = "stdin" if file == "-" else file
     try:
         # The job files' reader and bounds: a regular file only (/dev/zero never ends, a named
         # pipe waits for a writer), at most what a job file may hold, UTF-8 or the position of
-        # the first byte that is not.
-        _, text = read_source(path, file)
+        # the first byte that is not. `-`, asked for by name (crontab -l | ...), is read with
+        # the same bounds.
+        text = _read_stdin() if file == "-" else read_source(path, file)[1]
     except DefinitionError as exc:
         problem = exc.problems[0]
         fail(f"{problem.file}:{problem.line}:{problem.col}: cannot import the crontab:"
              f" {problem.message}", EXIT_BAD_INPUT)
-    where = path.resolve()
-    system = system or where == Path("/etc/crontab") or where.parent == Path("/etc/cron.d")
-    items = convert_crontab(text, file, timezone, system=system,
+    if file != "-":
+        where = path.resolve()
+        system = system or where == Path("/etc/crontab") or where.parent == Path("/etc/cron.d")
+    items = convert_crontab(text, shown, timezone, system=system,
                             unzoned_note=None if timezone else _zone_note(db))
     _finish(items, Path(out), apply, db, as_json)
+
+
+def _read_stdin() -> str:
+    """Standard input as a crontab file is read: at most what a job file may hold, UTF-8."""
+    import sys
+
+    from taskplan.errors import DefinitionError, Problem
+    from taskplan.spec.reading import MAX_DOCUMENT_BYTES
+    from taskplan.spec.source import too_large
+    from taskplan.utf8 import NotUtf8, decode
+
+    try:
+        raw = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise DefinitionError([Problem("stdin", 1, 1, f"cannot read standard input:"
+                                       f" {exc.strerror or exc}")]) from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise DefinitionError([too_large(raw.decode("utf-8", errors="replace"), "stdin")])
+    try:
+        return decode(raw)
+    except NotUtf8 as exc:
+        raise DefinitionError([Problem("stdin", exc.line, exc.col, exc.message)]) from None
