@@ -39,6 +39,21 @@ def test_non_loopback_needs_a_token(home: tuple[Path, str], cmd: list[str]) -> N
     assert not (cwd / "taskplan.db").exists()  # refused before the store was touched
 
 
+@pytest.mark.parametrize("given", [["--token-file", "token"], ["--host", "0.0.0.0"]])
+def test_serve_refuses_console_options_without_a_port(home: tuple[Path, str],
+                                                      given: list[str]) -> None:
+    """`serve --token-file F` (--port forgotten) started a scheduler and an agent, and no
+    console, without a word: the token or address asked for served nothing."""
+    cwd, db = home
+    (cwd / "token").write_text("s3cret-token\n")
+    done = subprocess.run([TASKPLAN, "serve", *given], cwd=cwd, env=clean_env(db),
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"taskplan: {given[0]} configures the web console, which serve starts"
+                           " only with --port P\n")
+    assert not (cwd / "taskplan.db").exists()
+
+
 def test_bad_token_file_and_port_in_use(home: tuple[Path, str]) -> None:
     cwd, db = home
     missing = run_cli(["web", "--token-file", str(cwd / "nope")], db, cwd)

@@ -222,6 +222,15 @@ def serve_cmd(slots: int, lease: float, port: int | None, host: str, token_file:
     from taskplan.scheduler import Scheduler
 
     setup_logging(log_format, quiet, verbose)
+    if port is None:
+        # Without --port there is no console: a token or an address given for it (--port
+        # forgotten) would otherwise serve nothing without a word.
+        source = click.get_current_context().get_parameter_source("host")
+        given = ("--token-file" if token_file is not None else
+                 "--host" if source is click.core.ParameterSource.COMMANDLINE else None)
+        if given:
+            raise UsageError(f"{given} configures the web console, which serve starts only"
+                             " with --port P")
     web = web_cmds.listen(host, port, token_file) if port is not None else None
     prepare_daemon()
     ctx = get_context(db)
