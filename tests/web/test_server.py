@@ -54,6 +54,23 @@ def test_serve_refuses_console_options_without_a_port(home: tuple[Path, str],
     assert not (cwd / "taskplan.db").exists()
 
 
+def test_an_ipv6_host_in_brackets_is_served(home: tuple[Path, str]) -> None:
+    """`--host [::1]`, as the address is written in a URL, was 'Name or service not known'."""
+    cwd, db = home
+    assert run_cli(["apply", "demo.yaml"], db, cwd).returncode == 0
+    proc = subprocess.Popen([TASKPLAN, "web", "--host", "[::1]", "--port", "0"], cwd=cwd,
+                            env=clean_env(db), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith("taskplan web: http://[::1]:"), first
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stderr:
+            proc.stderr.close()
+
+
 def test_bad_token_file_and_port_in_use(home: tuple[Path, str]) -> None:
     cwd, db = home
     missing = run_cli(["web", "--token-file", str(cwd / "nope")], db, cwd)

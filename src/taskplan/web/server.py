@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 
 
 def bind(host: str, port: int) -> socket.socket:
+    # An IPv6 address as a URL writes it ([::1]) is the address inside the brackets.
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UsageError(f"--host {host}: {exc.strerror}") from None
     family, _, _, _, address = infos[0]
