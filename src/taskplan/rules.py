@@ -222,6 +222,22 @@ def _typed(name: str, value: object, default: object) -> object:
     return parsed
 
 
+def kind_problem(name: str, value: object, default: object) -> str | None:
+    """Why a value written in the job file (a schedule's or trigger's `params:`) cannot stand
+    for a param whose default is `default`, or None. YAML has typed it already: text is not
+    read as JSON here, so `n: "5"` for a default 3 is refused (write `n: 5`)."""
+    if default is None or isinstance(default, str):
+        return None
+    want = type(default)
+    if isinstance(value, str) or not _same_kind(value, want):
+        import json
+
+        shown = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+        return (f"param {name!r} takes {_JSON_TYPES.get(want, 'JSON')}, as its default"
+                f" {json.dumps(default)} is; got {shown}")
+    return None
+
+
 def _no_constant(word: str) -> object:
     raise ValueError(f"{word} is not a number JSON can hold")
 

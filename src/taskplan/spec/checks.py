@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from taskplan import dag
 from taskplan.model import Foreach, TaskSpec
+from taskplan.rules import kind_problem
 from taskplan.spec import templating
 from taskplan.spec.report import Reporter
 from taskplan.spec.schema import (
@@ -162,6 +163,7 @@ def semantics(r: Reporter, header: Header | None, defaults: Settings | None,
     _kind_keys(r, tasks)
     _task_durations(r, defaults, tasks)
     _param_names(r)
+    _param_kinds(r)
     _env_names(r, defaults, tasks)
     _name_lengths(r, header, defaults, tasks)
     specs = [_loose_spec(n, tasks[n], known) for n in all_names if n in tasks]
@@ -391,6 +393,24 @@ def _param_names(r: Reporter) -> None:
                 r.at_key((*path, name), f"{text!r} is not a param name --param can give:"
                          " expected a name without '=' or surrounding spaces (e.g. day)",
                          named=path)
+
+
+def _param_kinds(r: Reporter) -> None:
+    """A schedule's or trigger's param must be of its default's kind, as `--param` is held
+    to: `n: abc` for a default 3 was stored, and every run it made failed in its templates."""
+    data = r.data
+    defaults = data.get("params") if isinstance(data, dict) else None
+    if not isinstance(defaults, dict):
+        return
+    for key in ("schedules", "triggers"):
+        entries = data.get(key)
+        for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+            params = entry.get("params") if isinstance(entry, dict) else None
+            for name, value in params.items() if isinstance(params, dict) else ():
+                if name in defaults:
+                    problem = kind_problem(str(name), value, defaults[name])
+                    if problem is not None:
+                        r.at_value((key, i, "params", name), problem)
 
 
 def _declared_params(data: Any) -> set[str] | None:

@@ -103,6 +103,14 @@ CASES = [
      "job: x\nconnections:\n  db: localhost/mart\ntasks:\n  a: {sql: select 1, connection: db}\n",
      "3:7", "connections.db: expected a URL such as postgresql://user@host/db or ${VAR} holding"
      " one, got 'localhost/mart'"),
+    ("schedule param of another kind than its default",
+     "job: x\nparams: {n: 3}\nschedules:\n  - every: 1h\n    params: {n: abc}\n"
+     "tasks:\n  a: {shell: x}\n", "5:17",
+     "schedules[0].params.n: param 'n' takes a whole number, as its default 3 is; got 'abc'"),
+    ("trigger param of another kind than its default",
+     "job: x\nparams: {on: false}\ntriggers:\n  - after: [y]\n    params: {on: [1]}\n"
+     "tasks:\n  a: {shell: x}\n", "5:18",
+     "triggers[0].params.on: param 'on' takes true or false, as its default false is; got [1]"),
     ("unknown default connection",
      "job: x\ndefaults: {connection: mart}\ntasks:\n  a: {sql: select 1}\n", "2:24",
      "unknown connection 'mart' (the job declares no connections:)"),
