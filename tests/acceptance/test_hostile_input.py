@@ -102,3 +102,22 @@ def test_a_symbolic_link_loop_is_one_line_and_the_rest_of_the_folder_is_checked(
         res = tp(command, "l1.yaml")
         assert res.code == 2 and res.err.startswith("l1.yaml" + loop), res
     assert not tp.db_path.exists()
+
+
+def test_escape_sequences_in_a_job_file_or_its_name_do_not_reach_the_terminal(
+        tp: Taskplan) -> None:
+    # A file from a shared folder, read by `validate`: its problems name its keys and its own
+    # name as written, and `\x1b]0;owned\x07` retitled the window, `\x1b[2J` cleared the
+    # screen; a newline in a file's name split a problem over two lines.
+    tp.write("jobs/ctl.yaml", 'job: a\ntasks:\n  x:\n    shell: echo\n'
+             '    "\\e]0;owned\\a\\e[2J": 1\n    retries: "\\e[31mred"\n')
+    tp.write("jobs/\x1b]0;owned\x07\x1b[2J\rname\n.yaml",
+             "job: b\ntasks:\n  x: {shell: echo, retries: x}\n")
+    for args in (("validate", "jobs"), ("apply", "jobs"), ("run", "jobs/ctl.yaml")):
+        res = tp(*args)
+        assert res.code == 2, res
+        for control in ("\x1b", "\x07", "\r"):
+            assert control not in res.err, (args, res.err)
+        problems = [line for line in res.err.splitlines() if "problem(s)" not in line]
+        assert all(": tasks.x." in line for line in problems), (args, res.err)
+    assert "\\x1b]0;owned\\x07" in res.err

@@ -278,9 +278,10 @@ def stdout_gone() -> bool:
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    from taskplan.cli.terminal_text import safe_line
     from taskplan.store.urls import mask_url  # only on the way out
 
-    click.echo(f"taskplan: {one_line(mask_url(message))}", err=True)
+    click.echo(f"taskplan: {safe_line(one_line(mask_url(message)))}", err=True)
     sys.exit(code)
 
 
@@ -292,10 +293,12 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DefinitionError as exc:
+            from taskplan.cli.terminal_text import safe_line
             from taskplan.store.urls import mask_url
 
             for problem in exc.problems:
-                click.echo(mask_url(str(problem)), err=True)
+                # A problem quotes the file: its name and keys may hold escape sequences.
+                click.echo(safe_line(mask_url(str(problem))), err=True)
             sys.exit(EXIT_BAD_INPUT)
         except StoreUnavailableError as exc:
             fail(str(exc), EXIT_STORE)

@@ -23,6 +23,7 @@ from taskplan.cli.common import (
     share_connections,
     short_time,
 )
+from taskplan.cli.terminal_text import safe_line
 from taskplan.errors import DefinitionError, Problem, StoreUnavailableError
 from taskplan.model import JobSpec
 from taskplan.spec import Definitions, expand_paths, load_definitions
@@ -33,7 +34,8 @@ from taskplan.store.urls import mask_url
 
 def _report(problems: list[object]) -> None:
     for p in problems:
-        click.echo(mask_url(str(p)), err=True)
+        # A problem quotes the file: its name and keys may hold escape sequences.
+        click.echo(safe_line(mask_url(str(p))), err=True)
 
 
 @click.command("validate")
