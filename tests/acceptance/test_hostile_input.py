@@ -121,3 +121,12 @@ def test_escape_sequences_in_a_job_file_or_its_name_do_not_reach_the_terminal(
         problems = [line for line in res.err.splitlines() if "problem(s)" not in line]
         assert all(": tasks.x." in line for line in problems), (args, res.err)
     assert "\\x1b]0;owned\\x07" in res.err
+
+
+def test_prune_names_a_hostile_file_escaped(tp: Taskplan) -> None:
+    evil = tp.write("jobs/\x1b[2Jgone.yaml", "job: gone\ntasks:\n  x: {shell: echo}\n")
+    tp.write("jobs/kept.yaml", "job: kept\ntasks:\n  x: {shell: echo}\n")
+    tp.ok("apply", "jobs")
+    evil.unlink()
+    res = tp.ok("apply", "--prune", "jobs")
+    assert "\x1b" not in res.out and "gone: removed (\\x1b[2Jgone.yaml is gone" in res.out, res

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from taskplan.cli.common import db_option, get_context, handle_errors, json_option, print_json
+from taskplan.cli.terminal_text import safe_line
 from taskplan.errors import ConflictError
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def prune_folders(engine: Engine, folders: Iterable[str], defined: set[str],
                 ok = False
                 continue
             verb = "would be removed" if dry_run else "removed"
-            click.echo(f"{j.name}: {verb} ({why}; history kept)")
+            click.echo(safe_line(f"{j.name}: {verb} ({why}; history kept)"))  # a file's name
     return ok
 
 
