@@ -372,3 +372,22 @@ def test_foreach_rows_with_values_python_cannot_hold(engine: Engine, store: Stor
            for i in items(store, run_id, "copy")}
     assert got == want
     assert target.run(back) == target.run(back.replace(dst, src))
+
+
+def test_a_foreach_query_with_two_columns_of_one_name_is_refused(engine: Engine, store: Store,
+                                                                 target: Target) -> None:
+    """`SELECT a.id, b.id FROM a JOIN b ...`: each item kept the last `id` only, and
+    `:item_id` bound b's id where a's was meant. The foreach fails, naming the column."""
+    run_id, _ = run_job(engine, json.dumps({
+        "job": "fe_dup",
+        "connections": {"db": "${TP_TARGET_URL}"},
+        "tasks": {"each": {"foreach": {"sql": "SELECT 1 AS id, 'x' AS label, 2 AS id",
+                                       "connection": "db"},
+                           "python": "tpforeach:noop"}},
+    }))
+    top = tasks(store, run_id)
+    assert top["each"]["state"] == "failed"
+    assert top["each"]["error"] == (
+        "foreach items: the query returns 2 columns named 'id': give each its own name"
+        " (... AS another_name)")
+    assert items(store, run_id, "each") == []

@@ -783,6 +783,10 @@ def stream_rows(url: str, sql: str, params: Mapping[str, Any], chunk: int = 5000
             if not res.returns_rows:
                 raise SqlSetupError("a foreach query must return rows")
             cols = [str(c) for c in res.keys()]  # noqa: SIM118
+            twice = next((c for c in cols if cols.count(c) > 1), None)
+            if twice is not None:  # (a join's a.id, b.id: the item would keep one of them)
+                raise SqlSetupError(f"the query returns {cols.count(twice)} columns named"
+                                    f" {twice!r}: give each its own name (... AS another_name)")
             while True:
                 rows = res.fetchmany(chunk)
                 if not rows:
