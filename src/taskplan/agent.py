@@ -560,13 +560,19 @@ class Agent:
         sink = AttemptLog(self.store, claim.task_run_id, claim.attempt)
         try:
             res = executor_for(task.kind).execute(request, sink, cancel)
+            # The attempt ends here: its last output may then wait for a store that is away
+            # (up to a minute), which is no part of how long the task took.
+            ended = self.engine.clock()
         finally:
             sink.close()
         if res.ok:
-            return Outcome(TaskState.SUCCEEDED, exit_code=res.exit_code, result=res.result)
+            return Outcome(TaskState.SUCCEEDED, exit_code=res.exit_code, result=res.result,
+                           ended_at=ended)
         if res.cancelled:
-            return Outcome(TaskState.CANCELLED, exit_code=res.exit_code, error=res.error)
-        return Outcome(TaskState.FAILED, exit_code=res.exit_code, error=res.error)
+            return Outcome(TaskState.CANCELLED, exit_code=res.exit_code, error=res.error,
+                           ended_at=ended)
+        return Outcome(TaskState.FAILED, exit_code=res.exit_code, error=res.error,
+                       ended_at=ended)
 
     def _waits_for(self, version_id: int, job: JobSpec, task: TaskSpec) -> tuple[str, ...]:
         """Every task `task` waits for: its depends_on, its foreach source, lower stages."""

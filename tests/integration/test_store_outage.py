@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import attempts, run_agent, start_run, tasks
+from engine_helpers import attempts, log_text, run_agent, start_run, tasks
 
 from taskplan.agent import Agent
 from taskplan.cli.execute import cancel_quietly
@@ -157,4 +157,58 @@ def test_an_agent_leaving_while_the_store_is_away_says_so_without_a_traceback(
         f"cannot check for cancelled attempts on exit: SQLite store {tmp_path / 's.db'} is"
         " gone (deleted or moved while in use); nothing is written until it is back")
     assert tasks(store, run_id)["a"]["state"] == "succeeded"  # recorded once it was back
+    store.close()
+
+
+class JumpingClock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def test_an_attempt_ends_when_its_task_did_not_when_its_output_reached_the_store(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The last output of an attempt that ends while the store is away waits for it; the
+    attempt's end (finished_at, so `status`'s TOOK and the durations forecasts learn from) is
+    when the task ended, not when that output could be written."""
+    store, away = sqlite_store(tmp_path)
+    clock = JumpingClock()
+    engine = Engine(store, clock=clock)
+    go = tmp_path / "go"
+    run_id = start_run(engine, f"""
+        job: late_output
+        tasks:
+          a: {{shell: "while [ ! -f {go} ]; do sleep 0.02; done; echo out"}}
+        """)
+    jumped_at: list[float] = []
+    agent = Agent(engine, slots=1, root_run_id=run_id)
+
+    def drive() -> None:
+        deadline = time.monotonic() + 60
+        while not agent.busy:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        move_store(tmp_path, away)
+        go.touch()
+        while not any("storing an attempt's output" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        # The task has ended and its slot waits to store the output: an hour goes by.
+        clock.offset += 3600.0
+        jumped_at.append(clock())
+        move_store(away, tmp_path)
+
+    with caplog.at_level(logging.WARNING):
+        driver = threading.Thread(target=drive)
+        driver.start()
+        agent.run(until=lambda a: run_id in a.finished_runs)
+        driver.join(10)
+    a = tasks(store, run_id)["a"]
+    assert a["state"] == "succeeded"
+    [tried] = attempts(store, a["id"])
+    assert tried["finished_at"] < jumped_at[0] - 3000, (tried, jumped_at)
+    assert a["finished_at"] < jumped_at[0] - 3000, (a, jumped_at)
+    assert log_text(store, a["id"]) == "out\n"
     store.close()
