@@ -8,9 +8,9 @@ and block comments (nested on PostgreSQL). A `;` splits statements only in code.
 In a routine's definition (a statement opening with `CREATE` whose first words name a
 `PROCEDURE`, `FUNCTION`, `TRIGGER` or `EVENT`), the `;` between `BEGIN` and its `END` belong to
 the body: a MySQL/MariaDB compound statement, a SQLite trigger, a PostgreSQL `BEGIN ATOMIC`
-body. `CASE ... END` nests inside it; `END IF`, `END LOOP`, `END WHILE`, `END REPEAT` and
-`END FOR` close blocks that were never counted. A database server takes such a definition as
-one statement, as the mysql client sends it after a `DELIMITER` change.
+body; so do those of MariaDB's anonymous block, `[label:] BEGIN NOT ATOMIC ... END`. `CASE ...
+END` nests inside it; `END IF`, `END LOOP`, `END WHILE`, `END REPEAT` and `END FOR` close
+blocks that were never counted. A database server takes such a definition as one statement, as the mysql client sends it after a `DELIMITER` change.
 
 Not handled: client-side `DELIMITER` commands themselves (a mysql-client feature, not SQL).
 """
@@ -125,6 +125,7 @@ def _block_comment_end(sql: str, i: int, *, nested: bool) -> int:
 _CODE_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|;")
 _ROUTINES = frozenset({"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"})
 _UNCOUNTED_ENDS = frozenset({"IF", "LOOP", "WHILE", "REPEAT", "FOR"})
+_ANONYMOUS = ["BEGIN", "NOT", "ATOMIC"]
 _HEAD_WORDS = 8  # CREATE OR REPLACE DEFINER = user PROCEDURE: the kind comes early
 
 
@@ -137,12 +138,18 @@ class _Body:
         self.last = ""
 
     def routine(self) -> bool:
-        return bool(self.head) and self.head[0] == "CREATE" and not _ROUTINES.isdisjoint(
-            self.head)
+        return bool(self.head) and (self.head[0] == "CREATE" and not _ROUTINES.isdisjoint(
+            self.head) or self.block())
+
+    def block(self) -> bool:
+        """MariaDB's anonymous compound statement, `[label:] BEGIN NOT ATOMIC ... END`."""
+        return _ANONYMOUS in (self.head[:3], self.head[1:4])
 
     def word(self, word: str, following: str) -> None:
         if len(self.head) < _HEAD_WORDS:
             self.head.append(word)
+            if word == "ATOMIC" and len(self.head) <= 4 and self.block():
+                self.depth += 1  # (its BEGIN, read before the statement showed what it is)
         closing, self.last = self.last == "END", word
         if not self.routine() or closing:  # the CASE of `END CASE` opens nothing
             return

@@ -153,3 +153,16 @@ def test_nested_blocks_ending_together() -> None:
     script = "create procedure p() begin begin select 1; end; end; call p()"
     assert split_statements(script, "mysql") == [
         "create procedure p() begin begin select 1; end; end", "call p()"]
+
+
+def test_a_mariadb_anonymous_block_is_one_statement() -> None:
+    """MariaDB's `BEGIN NOT ATOMIC ... END` (a compound statement run at once, with an
+    optional label) was split at each inner `;`, so the server met `BEGIN NOT ATOMIC DECLARE
+    x INT` alone and refused it."""
+    script = ("BEGIN NOT ATOMIC DECLARE x INT DEFAULT 0; IF x = 0 THEN SELECT 1; END IF;"
+              " SET x = 1; END; select 2;\n"
+              "lbl: begin not atomic while 0 do select 3; end while; end lbl; begin; commit")
+    assert split_statements(script, "mysql") == [
+        "BEGIN NOT ATOMIC DECLARE x INT DEFAULT 0; IF x = 0 THEN SELECT 1; END IF; SET x = 1;"
+        " END", "select 2",
+        "lbl: begin not atomic while 0 do select 3; end while; end lbl", "begin", "commit"]
