@@ -10,7 +10,8 @@ In a routine's definition (a statement opening with `CREATE` whose first words n
 the body: a MySQL/MariaDB compound statement, a SQLite trigger, a PostgreSQL `BEGIN ATOMIC`
 body; so do those of MariaDB's anonymous block, `[label:] BEGIN NOT ATOMIC ... END`. `CASE ...
 END` nests inside it; `END IF`, `END LOOP`, `END WHILE`, `END REPEAT` and `END FOR` close
-blocks that were never counted. A database server takes such a definition as one statement, as the mysql client sends it after a `DELIMITER` change.
+blocks that were never counted. A database server takes such a definition as one statement,
+as the mysql client sends it after a `DELIMITER` change.
 
 Not handled: client-side `DELIMITER` commands themselves (a mysql-client feature, not SQL).
 """
@@ -138,8 +139,8 @@ class _Body:
         self.last = ""
 
     def routine(self) -> bool:
-        return bool(self.head) and (self.head[0] == "CREATE" and not _ROUTINES.isdisjoint(
-            self.head) or self.block())
+        created = self.head[:1] == ["CREATE"] and not _ROUTINES.isdisjoint(self.head)
+        return created or self.block()
 
     def block(self) -> bool:
         """MariaDB's anonymous compound statement, `[label:] BEGIN NOT ATOMIC ... END`."""
