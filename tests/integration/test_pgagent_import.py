@@ -238,6 +238,38 @@ def test_a_tolerant_step_postgresql_refuses_in_a_function_still_runs(
     assert "step failed" not in log and "was reindexed" in log
 
 
+def test_values_python_cannot_hold_are_read_as_pgagent_reads_them(pga: tuple[str, Any],
+                                                                   tmp_path: Path) -> None:
+    # One row with an infinite end, a 24:00 exception or a year past 9999 made the whole
+    # catalog unreadable ("timestamp too large"), so no job at all could be imported.
+    url, conn = pga
+    daily = {"hours": bits(24, [6]), "minutes": bits(60, [0])}
+    add_job(conn, "open ended", steps=[{"name": "a", "code": "true"}], schedules=[
+        {"name": "no end", "start": START, "end": "infinity", **daily},
+        {"name": "far end", "start": START, "end": "12000-01-01 00:00+00", **daily},
+        {"name": "no start", "start": "-infinity", **daily},
+        {"name": "ends before", "start": START, "end": "-infinity", **daily}])
+    add_job(conn, "odd exceptions", steps=[{"name": "a", "code": "true"}], schedules=[
+        {"name": "s", "start": START, **daily,
+         "exceptions": [(None, "24:00"), ("infinity", None), ("20000-01-01", None),
+                        (date(2030, 12, 25), None)]}])
+    got = taskplan("import", "pgagent", "--from", url, "--out", ".", "--job", "open ended",
+                   "--job", "odd exceptions", "--json", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    open_ended, odd = json.loads(got.stdout)
+    notes = " | ".join(open_ended["not_expressed"])
+    assert "'ends before'" in notes, notes
+    spec = load_job_file(tmp_path / open_ended["file"])
+    assert [(s.name, s.start, s.end) for s in spec.schedules] == [
+        ("no end", datetime(2030, 1, 1, 6, 0), None),
+        ("far end", datetime(2030, 1, 1, 6, 0), None),
+        ("no start", None, None)]
+    notes = " | ".join(odd["not_expressed"])
+    assert "24:00" in notes and "infinity" in notes and "20000-01-01" in notes, notes
+    [s] = load_job_file(tmp_path / odd["file"]).schedules
+    assert [(e.dates, e.at) for e in s.exceptions] == [((date(2030, 12, 25),), ())]
+
+
 def test_long_names_are_cut_to_what_the_store_keeps(pga: tuple[str, Any],
                                                     tmp_path: Path) -> None:
     # pgAgent's names are text of any length; taskplan's store keeps 200 characters.

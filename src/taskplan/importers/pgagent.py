@@ -465,12 +465,20 @@ def _schedule(sc: PgSchedule, zone: str, job: PgJob, notes: list[str]) -> dict[s
         notes.append(f"{label}: {'; '.join(problems)} (pgAgent would never run it): "
                      "not imported")
         return None
+    if sc.never_starts or sc.ended_before_time:
+        what = "starts after year 9999" if sc.never_starts else "ends before year 1"
+        notes.append(f"{label}: it {what} ('infinity'?), so pgAgent never runs it:"
+                     " not imported")
+        return None
     out: dict[str, Any] = {"name": sc.name}
     out.update(fields)
     # pgAgent's first firing is at or after jscstart truncated to the minute, in local time.
-    out["start"] = _wall(sc.start, zone, floor_minute=True)
+    # A start before year 1 ('-infinity') is no bound: it fires from now on.
+    if sc.start is not None:
+        out["start"] = _wall(sc.start, zone, floor_minute=True)
     if sc.end is not None:
         out["end"] = _wall(sc.end, zone, floor_minute=False)
+    if sc.start is not None and sc.end is not None:
         start, end = (datetime.fromisoformat(out[k]) for k in ("start", "end"))
         if end < start:
             notes.append(f"{label}: it ends before its start ({out['end']}), so pgAgent never"
@@ -493,6 +501,10 @@ def _exceptions(sc: PgSchedule, label: str, notes: list[str]) -> Iterable[dict[s
     """pgAgent suppresses a firing whose local date and time equal an exception's (a missing
     date or time matching any)."""
     for ex in sc.exceptions:
+        if ex.never is not None:
+            notes.append(f"{label}: exception {ex.id} on {ex.never} never matches a firing"
+                         " (as in pgAgent): left out")
+            continue
         if ex.date is None and ex.time is None:
             notes.append(f"{label}: exception {ex.id} has neither date nor time (pgAgent "
                          "ignores it): left out")

@@ -24,6 +24,9 @@ class PgException:
     id: int
     date: date | None
     time: time | None
+    # A date or time no firing can have, as PostgreSQL writes it ('infinity', a year past
+    # 9999, '24:00:00'); `date` and `time` are None then.
+    never: str | None = None
 
 
 @dataclass(frozen=True)
@@ -32,14 +35,18 @@ class PgSchedule:
     name: str
     description: str
     enabled: bool
-    start: datetime  # aware
-    end: datetime | None
+    start: datetime | None  # aware; None: before year 1 ('-infinity'), from the first minute
+    end: datetime | None  # None: no end, or after year 9999 ('infinity')
     minutes: tuple[bool, ...]  # 60
     hours: tuple[bool, ...]  # 24
     weekdays: tuple[bool, ...]  # 7, Sunday first
     monthdays: tuple[bool, ...]  # 32, the 32nd is "last day"
     months: tuple[bool, ...]  # 12
     exceptions: tuple[PgException, ...] = ()
+    # A bound Python's datetime cannot hold: start after year 9999 ('infinity': it never
+    # fires), end before year 1 ('-infinity': it never fires either).
+    never_starts: bool = False
+    ended_before_time: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,12 +92,23 @@ _STEPS = """
 SELECT jstjobid, jstid, jstname, jstdesc, jstenabled, jstkind, jstcode, jstconnstr,
        jstdbname::text, jstonerror
   FROM pgagent.pga_jobstep ORDER BY jstjobid, jstname, jstid"""
+# Bounds and exceptions Python's datetime cannot hold ('infinity', years past 9999, a time of
+# 24:00) come back as NULL with a flag (or their text): one such row made the whole catalog
+# unreadable. A day's margin at each end keeps every local wall of an instant in range.
 _SCHEDULES = """
-SELECT jscjobid, jscid, jscname, jscdesc, jscenabled, jscstart, jscend, jscminutes, jschours,
-       jscweekdays, jscmonthdays, jscmonths
+SELECT jscjobid, jscid, jscname, jscdesc, jscenabled,
+       CASE WHEN jscstart BETWEEN '0001-01-03Z' AND '9999-12-29Z' THEN jscstart END,
+       CASE WHEN jscend BETWEEN '0001-01-03Z' AND '9999-12-29Z' THEN jscend END,
+       jscminutes, jschours, jscweekdays, jscmonthdays, jscmonths,
+       coalesce(jscstart > '9999-12-29Z', false), coalesce(jscend < '0001-01-03Z', false)
   FROM pgagent.pga_schedule ORDER BY jscjobid, jscid"""
 _EXCEPTIONS = """
-SELECT jexscid, jexid, jexdate, jextime FROM pgagent.pga_exception ORDER BY jexscid, jexid"""
+SELECT jexscid, jexid,
+       CASE WHEN jexdate BETWEEN '0001-01-01' AND '9999-12-31' THEN jexdate END,
+       CASE WHEN jextime < '24:00' THEN jextime END,
+       CASE WHEN NOT jexdate BETWEEN '0001-01-01' AND '9999-12-31' THEN 'date ' || jexdate
+            WHEN jextime >= '24:00' THEN 'time ' || jextime END
+  FROM pgagent.pga_exception ORDER BY jexscid, jexid"""
 
 
 def _bools(value: Any, size: int) -> tuple[bool, ...]:
@@ -125,18 +143,19 @@ def read_catalog(url: str) -> Catalog:
             (zone,) = cur.fetchone() or ("UTC",)
             cur.execute(_EXCEPTIONS)
             exceptions: dict[int, list[PgException]] = {}
-            for scid, exid, d, t in cur.fetchall():
-                exceptions.setdefault(int(scid), []).append(PgException(int(exid), d, t))
+            for scid, exid, d, t, never in cur.fetchall():
+                exceptions.setdefault(int(scid), []).append(PgException(int(exid), d, t, never))
             cur.execute(_SCHEDULES)
             schedules: dict[int, list[PgSchedule]] = {}
             for (job_id, sc_id, name, desc, enabled, start, end, minutes, hours, weekdays,
-                 monthdays, months) in cur.fetchall():
+                 monthdays, months, never_starts, ended) in cur.fetchall():
                 schedules.setdefault(int(job_id), []).append(PgSchedule(
                     id=int(sc_id), name=str(name), description=str(desc or ""),
                     enabled=bool(enabled), start=start, end=end, minutes=_bools(minutes, 60),
                     hours=_bools(hours, 24), weekdays=_bools(weekdays, 7),
                     monthdays=_bools(monthdays, 32), months=_bools(months, 12),
-                    exceptions=tuple(exceptions.get(int(sc_id), ()))))
+                    exceptions=tuple(exceptions.get(int(sc_id), ())),
+                    never_starts=bool(never_starts), ended_before_time=bool(ended)))
             cur.execute(_STEPS)
             steps: dict[int, list[PgStep]] = {}
             for (job_id, st_id, name, desc, enabled, kind, code, connstr, dbname,
