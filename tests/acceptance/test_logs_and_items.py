@@ -3,6 +3,7 @@ never ran, an attempt past the last."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -127,3 +128,16 @@ def test_an_item_is_named_as_status_shows_it(tp: Taskplan) -> None:
     assert (res.code, res.err) == (2, "taskplan: each has no item 7\n"), res
     res = tp("logs", "1", "each[0]", "--item", "1")
     assert res.code == 2 and "--item" in res.err and res.err.count("\n") == 1, res
+
+
+def test_ctrl_c_ends_follow_quietly_with_130(tp: Taskplan) -> None:
+    # Ctrl-C is how `logs --follow` is ended, as `tail -f` is: it printed "Aborted!" and exited
+    # 1, the code that says a run failed.
+    tp.write("wait.yaml", "job: wait\ntasks:\n  a: {shell: echo a}\n")
+    tp.ok("run", "wait.yaml", "--detach")  # no agent: attempt 1 is still to come
+    follower = tp.popen("logs", "1", "a", "--follow")
+    _waiting(follower)
+    follower.send_signal(signal.SIGINT)
+    res = finish(follower)
+    # (The newline ends the line where the terminal echoed ^C.)
+    assert (res.code, res.out, res.err) == (130, "", "\n"), res

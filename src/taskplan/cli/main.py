@@ -253,9 +253,14 @@ def _main() -> None:
         click.echo(f"taskplan: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.Abort:
-        click.echo("Aborted!", err=True)
-        sys.exit(1)
+        # Ctrl-C (click's Abort for a KeyboardInterrupt): how `logs --follow` is ended, as
+        # `tail -f` is. 1 would say a run failed; 130 is the shells' 128 + SIGINT. (`run`
+        # handles SIGINT itself: it cancels its run and exits with its outcome.)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+EXIT_INTERRUPTED = 130
 
 
 def _bad_input() -> NoReturn:
