@@ -270,6 +270,24 @@ def test_values_python_cannot_hold_are_read_as_pgagent_reads_them(pga: tuple[str
     assert [(e.dates, e.at) for e in s.exceptions] == [((date(2030, 12, 25),), ())]
 
 
+def test_a_server_writing_dates_its_own_way_is_read(pga: tuple[str, Any],
+                                                    tmp_path: Path) -> None:
+    # A database set to DateStyle German (01.01.2030) or Postgres (Tue Jan 01 2030) made
+    # the import fail ("can't parse timestamptz with DateStyle ...").
+    url, conn = pga
+    add_job(conn, "styled", steps=[{"name": "a", "code": "true"}], schedules=[
+        {"name": "s", "start": START, "end": datetime(2031, 1, 1, tzinfo=UTC),
+         "exceptions": [(date(2030, 12, 25), time(6, 0))]}])
+    for style in ("German", "Postgres", "SQL"):
+        got = taskplan("import", "pgagent", "--from", f"{url}?options=-c%20DateStyle%3D{style}",
+                       "--out", style[:3], "--job", "styled", "--json", cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+        [row] = json.loads(got.stdout)
+        [s] = load_job_file(tmp_path / row["file"]).schedules
+        assert (s.start, s.end) == (datetime(2030, 1, 1, 6, 0), datetime(2031, 1, 1, 1, 0))
+        assert [(e.dates, e.at) for e in s.exceptions] == [((date(2030, 12, 25),), (time(6, 0),))]
+
+
 def test_long_names_are_cut_to_what_the_store_keeps(pga: tuple[str, Any],
                                                     tmp_path: Path) -> None:
     # pgAgent's names are text of any length; taskplan's store keeps 200 characters.

@@ -132,6 +132,9 @@ def read_catalog(url: str) -> Catalog:
         with conn:
             conn.read_only = True
             cur = conn.cursor()
+            # psycopg reads dates and times written in ISO style only; a database set to
+            # German, SQL or Postgres style is read the same, only written otherwise.
+            cur.execute("SET LOCAL DateStyle = ISO")
             cur.execute("SELECT to_regclass('pgagent.pga_schedule') IS NOT NULL")
             (present,) = cur.fetchone() or (False,)
             if not present:
