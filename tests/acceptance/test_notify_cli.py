@@ -151,6 +151,8 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
         ("ops@example.com,ops@", "CHANNEL 'ops@': expected an e-mail address"),
         ("ht tp://bad", "CHANNEL 'ht tp://bad': expected an Apprise URL like slack://token"),
         ("https://", "CHANNEL 'https://': expected an http:// or https:// URL"),
+        ("http://hooks:99999/x", "CHANNEL 'http://hooks:99999/x': expected an http:// or"
+                                 " https:// URL"),
         *([("nosuchservice://x", "apprise nosuchservice://x: Apprise does not understand this"
                                  " URL (expected an Apprise URL")]
           if importlib.util.find_spec("apprise") else []),

@@ -29,6 +29,17 @@ def webhook_problem(url: object) -> str | None:
     if (not isinstance(url, str) or not url.startswith(("http://", "https://"))
             or not _SCHEME.fullmatch(url)):
         return WEBHOOK_EXPECTED
+    from urllib.parse import urlsplit
+
+    # As the sender's HTTP client reads it: a host, and a port from 1 to 65535 (a ${VAR}
+    # there is read when sending).
+    try:
+        parts = urlsplit(url)
+        if not parts.hostname or ("${" not in parts.netloc and parts.port == 0):
+            return WEBHOOK_EXPECTED
+    except ValueError:  # an unclosed [IPv6], a port out of range or not a number
+        if "${" not in url.split("/", 3)[2]:
+            return WEBHOOK_EXPECTED
     return None
 
 

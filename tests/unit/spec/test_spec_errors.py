@@ -209,6 +209,19 @@ CASES = [
      "  - {on: run_failed, apprise: 'ht tp://bad'}\n", "4:31", "expected an Apprise URL"),
     ("webhook without host", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
      "  - {on: run_failed, webhook: 'https://'}\n", "4:31", "expected an http:// or https://"),
+    # Read as the sender reads it: every try of these failed (InvalidURL, no host).
+    ("webhook with a port out of range", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, webhook: 'http://hooks:99999/x'}\n", "4:31",
+     "notify[0].webhook: expected an http:// or https:// URL"),
+    ("webhook with a port that is no number", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, webhook: 'http://hooks:abc/x'}\n", "4:31",
+     "notify[0].webhook: expected an http:// or https:// URL"),
+    ("webhook with an unclosed IPv6 host", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, webhook: 'http://[::1/x'}\n", "4:31",
+     "notify[0].webhook: expected an http:// or https:// URL"),
+    ("webhook with a port and no host", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, webhook: 'http://:80/x'}\n", "4:31",
+     "notify[0].webhook: expected an http:// or https:// URL"),
     # A command string is split like a shell would split it when the notification is sent:
     # an unclosed quote passed validate and apply, then its run's end raised ValueError in
     # every agent that tried to record it (the run stayed running).
