@@ -81,7 +81,7 @@ def calendar_skips(
     calendars: Calendars = None, limit: int = 100,
 ) -> list[tuple[datetime, ScheduleSpec, str]]:
     """Firings in (after, until] that a business calendar dropped or moved, with why: the
-    first `limit` of them, each schedule's own counted apart so none hides another's.
+    first `limit` of each schedule, counted apart so that none hides another's.
 
     Each schedule is replayed without its calendar (its `calendar:` binding and the job's
     `calendar:` exceptions); a firing of that replay on a closed day is reported with the day's
@@ -143,7 +143,7 @@ def calendar_skips(
             own_skips.append((at, spec, reason))
         out.extend(own_skips)
     out.sort(key=lambda e: (e[0].astimezone(UTC), e[1].index))
-    return out[:limit]
+    return out
 
 
 def _shift_target(closed: ClosedDays, day: date, shift: Shift) -> date | None:
