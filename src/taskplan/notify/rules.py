@@ -17,6 +17,10 @@ EVENTS = (
 )
 CHANNEL_KINDS = ("webhook", "email", "command", "apprise")
 
+# One try's timeout is also how long a sender that dies mid-try holds its notification back
+# from the others (docs/operations.md): past an hour that is no plan but a typo.
+MAX_TIMEOUT = 3600.0
+TIMEOUT_EXPECTED = "expected a duration of at most 1h (one try of a notification)"
 WEBHOOK_EXPECTED = "expected an http:// or https:// URL"
 ADDRESS_EXPECTED = "expected an e-mail address like ops@example.com"
 APPRISE_EXPECTED = "expected an Apprise URL like slack://token or tgram://bot/chat"

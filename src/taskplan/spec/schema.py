@@ -27,6 +27,8 @@ from taskplan.model import OnFailure, OnMisfire, OnOverlap, Shift, TriggerRule
 from taskplan.notify.rules import (
     CHANNEL_KINDS,
     EVENTS,
+    MAX_TIMEOUT,
+    TIMEOUT_EXPECTED,
     address_problem,
     apprise_problem,
     command_problem,
@@ -269,6 +271,12 @@ def _notify_command(v: Any) -> Any:
     return v
 
 
+def _notify_timeout(v: float | None) -> float | None:
+    if v is not None and v > MAX_TIMEOUT:
+        raise f.fail(TIMEOUT_EXPECTED)
+    return v
+
+
 def _service_url(v: Any) -> str | None:
     if v is None:
         return None
@@ -290,7 +298,7 @@ class NotifyModel(StrictModel):
     apprise: Annotated[str | None, PlainValidator(_service_url)] = None
     secret: f.OptName = None
     name: f.OptName = None
-    timeout: f.OptPosDuration = None
+    timeout: Annotated[f.OptPosDuration, AfterValidator(_notify_timeout)] = None
 
     @model_validator(mode="after")
     def _one_channel(self) -> NotifyModel:

@@ -222,6 +222,12 @@ CASES = [
     ("webhook with a port and no host", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
      "  - {on: run_failed, webhook: 'http://:80/x'}\n", "4:31",
      "notify[0].webhook: expected an http:// or https:// URL"),
+    # One try's timeout is also how long a sender that died mid-try holds the notification
+    # back; 1e300 failed every try with OverflowError.
+    ("notify timeout past an hour", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
+     "  - {on: run_failed, webhook: 'http://h/x', timeout: 2d}\n", "4:54",
+     "notify[0].timeout: expected a duration of at most 1h (one try of a notification),"
+     " got '2d'"),
     # A command string is split like a shell would split it when the notification is sent:
     # an unclosed quote passed validate and apply, then its run's end raised ValueError in
     # every agent that tried to record it (the run stayed running).
