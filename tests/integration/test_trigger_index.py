@@ -107,3 +107,29 @@ def test_a_trigger_firing_is_logged_as_a_schedule_firing_is(
     assert record.getMessage() == f"trigger: job down trigger 0 after up (run {up_run} ended):" \
                                   f" run {made}"
     assert (record.job, record.upstream_run_id, record.run_id) == ("down", up_run, made)
+
+
+def test_a_fan_in_of_many_long_names_waits_for_every_upstream_again(engine: Engine,
+                                                                    store: Store) -> None:
+    """Past 500 characters the set of upstream runs is kept as a hash, and the next check had
+    no set to compare with: after the first firing, every run of any one upstream fired the
+    trigger again. Each upstream must run again, however long the set."""
+    names = [f"upstream_extract_job_number_{i:02d}" for i in range(20)]
+    for name in names:
+        apply(engine, f"job: {name}\ntasks:\n  a: {{shell: \"true\"}}\n")
+    apply(engine, f"job: fanin\ntriggers:\n  - after: [{', '.join(names)}]\n"
+          "tasks:\n  a: {shell: \"true\"}\n")
+
+    def triggered() -> int:
+        return sum(1 for r in runs(store) if r[2] == "trigger")
+
+    for name in names:
+        run_agent(engine, engine.create_run(engine.current_version(name)))
+    assert triggered() == 1
+    run_agent(engine, engine.create_run(engine.current_version(names[5])))
+    run_agent(engine, engine.create_run(engine.current_version(names[7])))
+    assert triggered() == 1
+    for name in names:
+        if name not in (names[5], names[7]):
+            run_agent(engine, engine.create_run(engine.current_version(name)))
+    assert triggered() == 2

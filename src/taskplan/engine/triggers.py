@@ -42,6 +42,7 @@ _KEY_MAX = 500
 class TriggerCheck:
     ready: bool
     key: str | None = None
+    runs: str | None = None  # the set as `job:run_id,...` when `key` is its hash
     waiting: list[str] = field(default_factory=list)  # why not, one entry per upstream job
 
 
@@ -55,16 +56,21 @@ def parse_key(key: str | None) -> dict[str, int]:
 
 
 def firing_key(parts: dict[str, int]) -> str:
-    key = ",".join(f"{n}:{r}" for n, r in sorted(parts.items()))
+    key = upstream_runs(parts)
     if len(key) <= _KEY_MAX:
         return key
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def upstream_runs(parts: dict[str, int]) -> str:
+    return ",".join(f"{n}:{r}" for n, r in sorted(parts.items()))
 
 
 def check_trigger(tx: Tx, job_id: int, trig: TriggerSpec, now: float) -> TriggerCheck:
     """Does this trigger of job `job_id` have a complete, new set of upstream runs?"""
     ids = sched_ops.job_ids(tx, trig.after)
     last = sched_ops.last_trigger_firing(tx, job_id, trig.index)
+    # (A hash: a firing stored before its set was kept beside it; no set to compare with.)
     previous = parse_key(last) if last and not last.startswith("sha256:") else {}
     parts: dict[str, int] = {}
     waiting: list[str] = []
@@ -96,7 +102,9 @@ def check_trigger(tx: Tx, job_id: int, trig: TriggerSpec, now: float) -> Trigger
             parts[name] = rid
     if waiting:
         return TriggerCheck(False, waiting=waiting)
-    return TriggerCheck(True, key=firing_key(parts))
+    key = firing_key(parts)
+    return TriggerCheck(True, key=key, runs=None if key == upstream_runs(parts)
+                        else upstream_runs(parts))
 
 
 def trigger_waits(tx: Tx, version_id: int, triggers: tuple[TriggerSpec, ...], now: float
@@ -157,7 +165,8 @@ def after_run_end(ctx: Context, tx: Tx, run: RunRow, now: float,
         check = check_trigger(tx, job_id, trig, now)
         if not check.ready or check.key is None:
             continue
-        if not sched_ops.insert_trigger_firing(tx, job_id, trig.index, check.key, now):
+        if not sched_ops.insert_trigger_firing(tx, job_id, trig.index, check.key, now,
+                                               check.runs):
             continue  # another transaction fired this set already
         run_id = runs.create_run(ctx, version_id, dict(trig.params), trigger="trigger",
                                  trigger_ref=check.key, tx=tx)

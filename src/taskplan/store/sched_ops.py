@@ -326,17 +326,21 @@ def latest_finished_run(tx: Tx, job_id: int) -> FinishedRun | None:
 
 
 def last_trigger_firing(tx: Tx, job_id: int, index: int) -> str | None:
+    """The set of upstream runs (`job:run_id,...`) of the trigger's latest firing."""
     value = tx.scalar(
-        "SELECT upstream_key FROM trigger_firings WHERE job_id = :j AND trigger_index = :i"
-        " ORDER BY created_at DESC LIMIT 1", {"j": job_id, "i": index})
+        "SELECT COALESCE(upstream_runs, upstream_key) FROM trigger_firings WHERE job_id = :j"
+        " AND trigger_index = :i ORDER BY created_at DESC LIMIT 1", {"j": job_id, "i": index})
     return None if value is None else str(value)
 
 
-def insert_trigger_firing(tx: Tx, job_id: int, index: int, key: str, now: float) -> bool:
+def insert_trigger_firing(tx: Tx, job_id: int, index: int, key: str, now: float,
+                          upstream_runs: str | None = None) -> bool:
+    """`upstream_runs`: the set itself, when `key` is its hash."""
     return tx.run(
-        "INSERT INTO trigger_firings (job_id, trigger_index, upstream_key, created_at)"
-        " VALUES (:j, :i, :k, :t) ON CONFLICT (job_id, trigger_index, upstream_key) DO NOTHING",
-        {"j": job_id, "i": index, "k": key, "t": now},
+        "INSERT INTO trigger_firings (job_id, trigger_index, upstream_key, created_at,"
+        " upstream_runs) VALUES (:j, :i, :k, :t, :u)"
+        " ON CONFLICT (job_id, trigger_index, upstream_key) DO NOTHING",
+        {"j": job_id, "i": index, "k": key, "t": now, "u": upstream_runs},
     ) == 1
 
 

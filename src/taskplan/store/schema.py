@@ -288,6 +288,8 @@ trigger_firings = Table(
     Column("upstream_key", String(500), nullable=False),
     Column("run_id", ID, nullable=True),
     Column("created_at", Float, nullable=False),
+    # The set itself when upstream_key is its hash (a set longer than upstream_key holds).
+    Column("upstream_runs", Text, nullable=True),
     PrimaryKeyConstraint("job_id", "trigger_index", "upstream_key"),
 )
 

@@ -1,4 +1,4 @@
--- revision: 0015
+-- revision: 0016
 -- Rendered by `python -m taskplan.store.fresh` from the migrations; do not edit.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
@@ -66,7 +66,7 @@ CREATE TABLE trigger_firings (
 	trigger_index INTEGER NOT NULL, 
 	upstream_key VARCHAR(500) NOT NULL, 
 	run_id INTEGER, 
-	created_at FLOAT NOT NULL, 
+	created_at FLOAT NOT NULL, upstream_runs TEXT, 
 	CONSTRAINT pk_trigger_firings PRIMARY KEY (job_id, trigger_index, upstream_key)
 );
 CREATE TABLE job_versions (
