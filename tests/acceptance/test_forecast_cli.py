@@ -203,3 +203,9 @@ def test_forecast_says_whether_a_deadline_would_be_met(tp: Taskplan) -> None:
     out = tp.ok("forecast", "job.yaml", "--workers", "2").out
     assert ": would be missed by 30.0s" in out  # two tasks never seen: 60 s each
     assert "deadline" not in tp.ok("forecast", "job.yaml", "--json").json()
+    # A finish on the deadline itself meets it (as `runs` judges it), with nothing to spare:
+    # it read "would be met with -0.0s to spare".
+    tp.write("job.yaml", "job: dl\ndeadline: {within: 120s}\ntasks:\n  a: {shell: 'true'}\n"
+                         "  b: {shell: 'true', depends_on: a}\n")
+    out = tp.ok("forecast", "job.yaml", "--workers", "2").out
+    assert ": would be met with 0.0s to spare\n" in out, out

@@ -97,7 +97,7 @@ def deadline_verdict(spec: JobSpec, forecast: RunForecast, start: float, zone: s
     assert at is not None
     late = forecast.finish_at - at
     verdict = (f"would be missed by {_span(late)}" if late > 0
-               else f"would be met with {_span(-late)} to spare")
+               else f"would be met with {_span(max(0.0, -late))} to spare")  # no -0.0s
     return f"deadline {shapes.iso(at)}: {verdict}"
 
 
