@@ -316,3 +316,25 @@ def test_head_answers_as_get_without_a_body(client: Any, demo: tuple[Engine, int
         assert head.headers["content-type"] == got.headers["content-type"], url
         assert head.content == b"", url
     assert client.head("/runs/999").status_code == 404
+
+
+def test_a_failed_foreach_task_page_has_its_retry_button(client: Any, engine: Engine) -> None:
+    """A foreach task's page listed its items but had no Retry this task (a task of another
+    kind had it): a failed item could be retried from the run page only."""
+    version_id = apply_text(engine, """
+        job: each_fails
+        tasks:
+          each:
+            foreach: {values: [1, 2, 3]}
+            shell: test {{ item }} -ne 2
+        """)
+    run_id = engine.create_run(version_id)
+    assert run_to_end(engine, run_id) == "failed"
+    action = f'action="/api/v1/runs/{run_id}/tasks/each/retry"'
+    assert action in client.get(f"/runs/{run_id}").text
+    page = client.get(f"/runs/{run_id}/tasks/each").text
+    assert action in page and "Retry this task" in page
+    # An item's page shows the item; the retry is the task's, on the task's page.
+    assert action not in client.get(f"/runs/{run_id}/tasks/each?item=1").text
+    retried = client.post(f"/api/v1/runs/{run_id}/tasks/each/retry").json()
+    assert retried["reset"] == 2  # the group and its failed item
