@@ -101,6 +101,12 @@ def test_unknown_calendar_or_bad_file_stores_nothing(tp: Taskplan) -> None:
     assert res.code == 2 and "bad2.yaml:2:" in res.err and "unknown subdivision 'ZZZ'" in res.err
     res = tp("calendars", "nope")
     assert res.code == 2 and "no calendar named 'nope'" in res.err
+    # --to alone counts from today: the line says so, not "before --from" (not given)
+    tp.write("uk.yaml", UK)
+    tp.ok("apply", "uk.yaml")
+    res = tp("calendars", "uk_business", "--to", "2000-01-01")
+    assert (res.code, res.err) == (2, "taskplan: --to 2000-01-01 is before --from (default:"
+                                      " today)\n"), res
 
 
 def test_a_calendar_given_or_applied_is_known(tp: Taskplan) -> None:

@@ -63,7 +63,8 @@ def calendars_cmd(name: str | None, start: str | None, end: str | None, db: str 
     first = _day(start, "--from") if start else date.today()
     last = _day(end, "--to") if end else first + timedelta(days=90)
     if last < first:
-        raise UsageError("--to is before --from")
+        raise UsageError(f"--to {last.isoformat()} is before --from"
+                         + (f" {first.isoformat()}" if start else " (default: today)"))
     if (last - first).days > 3660:
         raise UsageError("--from/--to span more than ten years")
     closed = ClosedDays(calendars[name])
