@@ -214,3 +214,34 @@ def test_an_unreadable_proc_entry_is_not_a_dead_process(monkeypatch: pytest.Monk
     monkeypatch.setattr(procs, "_STAT", str(tmp_path / "{pid}"))
     assert not procs.is_gone(me, recorded)
     assert procs.is_gone(me + 1, recorded)  # no entry at all: gone
+
+
+def test_status_says_what_a_silent_agent_of_another_machine_holds_waits_for(
+        store: Store) -> None:
+    """A task run still `running` for an agent elsewhere whose lease ran out: `status` says
+    so, and what recovers it, rather than showing it running with nothing to say."""
+    from taskplan.engine import waiting
+
+    engine = Engine(store)
+    run_id = engine.create_run(apply_job(engine, """
+        job: silent_elsewhere
+        tasks:
+          work: {python: "tpjobs:record", retries: 1}
+        """))
+    silent = engine.register_agent("elsewhere", "other-host", 2**22 + 1, 1, 30.0)
+    (claim,) = engine.step(silent, [], 1, run_id).claims
+    with store.read() as tx:
+        beat = float(tx.scalar("SELECT heartbeat_at FROM agents WHERE id = :a", {"a": silent}))
+        assert waiting.orphans_in(tx, run_id, beat + 29) == {}  # its lease still runs
+        later = beat + 31
+        said = waiting.orphans_in(tx, run_id, later)
+    since = waiting.clock(beat, later)
+    assert said == {claim.task_run_id: (
+        f"its agent elsewhere (other-host) has not renewed its lease since {since}; it is"
+        " recovered as soon as an agent or `taskplan run` starts")}
+    engine.register_agent("here", "this-host", 2**22 + 2, 1, 3600.0)
+    with store.read() as tx:
+        said = waiting.orphans_in(tx, run_id, later)
+    assert said == {claim.task_run_id: (
+        f"its agent elsewhere (other-host) has not renewed its lease since {since}; it is"
+        " recovered at the next heartbeat of an agent alive")}

@@ -36,21 +36,40 @@ def explain_in(tx: Tx, run_id: int, now: float) -> dict[int, str]:
     return {t.id: reason(facts, t, now) for t in facts.tasks}
 
 
-def orphans_in(tx: Tx, run_id: int) -> dict[int, str]:
-    """task_run_id -> a one-line note, for the run's running task runs whose agent ran on this
-    machine and whose process is gone (a killed `taskplan run` or agent): nothing recovers them
-    until an agent or run starts here, or another agent's beat finds the lease expired."""
+def orphans_in(tx: Tx, run_id: int, now: float | None = None) -> dict[int, str]:
+    """task_run_id -> a one-line note, for the run's running task runs whose agent is known to
+    be gone or has gone silent: it ran on this machine and its process is gone (a killed
+    `taskplan run` or agent), so nothing recovers them until an agent or run starts here or
+    another agent's beat finds the lease expired; or its lease ran out (an agent of another
+    machine, dead or cut off), so the next beat of a live agent recovers them."""
     from taskplan import procs
-    from taskplan.store import ops
+    from taskplan.store import console, ops
     from taskplan.store.claims import running_claims_of_agent
 
+    now = time.time() if now is None else now
+    notes: dict[int, str] = {}
     where = procs.machine()
-    if where is None:
-        return {}
-    return {claim.task_run_id: f"its agent (pid {agent.pid}) is gone; it is recovered as soon"
-                               " as an agent or `taskplan run` starts on this machine"
-            for agent in ops.agents_of_machine(tx, where) if procs.is_gone(agent.pid, agent.process)
-            for claim in running_claims_of_agent(tx, agent.id) if claim.run_id == run_id}
+    if where is not None:
+        notes = {claim.task_run_id: f"its agent (pid {agent.pid}) is gone; it is recovered as"
+                                    " soon as an agent or `taskplan run` starts on this machine"
+                 for agent in ops.agents_of_machine(tx, where)
+                 if procs.is_gone(agent.pid, agent.process)
+                 for claim in running_claims_of_agent(tx, agent.id) if claim.run_id == run_id}
+    agents = console.agents(tx, now, include_gone=False)
+    silent = [a for a in agents if a.state == "expired" and a.running]
+    if not silent:
+        return notes
+    # Whoever beats next reaps it: an agent (or `taskplan run`) whose own lease still runs.
+    recovery = ("at the next heartbeat of an agent alive"
+                if any(a.state != "expired" for a in agents)
+                else "as soon as an agent or `taskplan run` starts")
+    for agent in silent:
+        for claim in running_claims_of_agent(tx, agent.id):
+            if claim.run_id == run_id and claim.task_run_id not in notes:
+                notes[claim.task_run_id] = (
+                    f"its agent {agent.name} ({agent.host}) has not renewed its lease since"
+                    f" {clock(agent.heartbeat_at, now)}; it is recovered {recovery}")
+    return notes
 
 
 def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
