@@ -268,21 +268,47 @@ def convert_crontab(text: str, filename: str, timezone: str | None = None, *,
 def _entry(line: str, where: str, env: dict[str, str], shell: str, zone: str | None,
            system: bool) -> _Entry:
     """The entry's job, without its name yet (`_name_all`)."""
+    origin_line = line
+    # cronie: a `-` before the time fields turns off the syslog line of each run.
+    quiet = line.startswith("-") and len(line) > 1 and line[1] not in " \t"
+    if quiet:
+        line = line[1:]
     n_fields = 1 if line.startswith("@") else 5
     parts = _BLANKS.split(line, maxsplit=n_fields + system)
     if len(parts) < n_fields + system + 1:
-        item = Imported("", f"{where}: {line}", None)
+        item = Imported("", f"{where}: {origin_line}", None)
         what = "@macro" if n_fields == 1 else "five time fields"
         item.notes.append(f"expected {what}, {'a user, ' if system else ''}and a command: "
                           "not imported")
         return _Entry(item, "", line, line)
     fields = " ".join(parts[:n_fields])
-    origin_expr = " ".join(parts[:n_fields + system])
-    command = parts[-1]
+    origin_expr = ("-" if quiet else "") + " ".join(parts[:n_fields + system])
+    written = command = parts[-1]
     user = parts[n_fields] if system else None
+    # cronie: options before the command, each `-x` and a blank; `-n` (mail only when it
+    # fails, once) is the only one.
+    options: list[str] = []
+    while command.startswith("-"):
+        m = re.match(r"-n[ \t]+", command)
+        if m is None or options:
+            break
+        options.append("-n")
+        command = command[m.end():]
     cmd, stdin = split_command(command)
-    item = Imported("", f"{where}: {origin_expr} {command}", None)
+    item = Imported("", f"{where}: {origin_expr} {written}", None)
     entry = _Entry(item, _name_base(cmd, command), command, "")
+    if quiet:
+        item.notes.append("the - before the entry (cronie: no syslog line when it runs) has no"
+                          " taskplan meaning: each run is kept in taskplan's history")
+    if options:
+        item.notes.append("-n before the command (cronie: mail its output only when it fails)"
+                          " is not used by taskplan: output is kept in taskplan's logs; use"
+                          " notify: with on: [run_failed] for mail")
+    if command.startswith("-"):
+        option = command.split()[0][:20]
+        item.notes.append(f"cron refuses the command option {option!r} (cronie has -n alone,"
+                          " once, followed by a blank and the command): not imported")
+        return entry
     if parts[n_fields].startswith("*"):
         # cron refuses it ("bad command"): most likely a sixth time field (seconds, as in
         # Quartz), which would shift every field and make `*` a command, a file name pattern.

@@ -157,3 +157,28 @@ def test_a_command_holding_the_end_of_a_raw_block_still_runs_as_written(tmp_path
         CD + 'printf "{% raw %}{{ a }}{% endraw %}\\n" > tpl.j2')
     assert environment().from_string(task.env["J"]).render() == (
         "{{x}} {%- endraw -%} {%+ endraw%}")
+
+
+def test_cronies_entry_options_are_read_as_cronie_reads_them(tmp_path: Path) -> None:
+    # cronie: a leading - turns off the syslog line of each run (system crontab or root), and
+    # -n before the command mails only when it fails; any other option is refused.
+    text = ("-*/5 * * * * root /usr/bin/quiet\n"
+            "-@daily root /usr/bin/quiet-daily\n"
+            "0 1 * * * root -n /usr/bin/mail-on-error --x\n"
+            "0 2 * * * root -n\t -n /usr/bin/twice\n"
+            "0 3 * * * root -x /usr/bin/other\n"
+            "0 4 * * * root -n\n"
+            "- 0 5 * * * root /usr/bin/blank-after-dash\n")
+    quiet, daily, mail, twice, other, bare, blank = convert_crontab(text, "c", system=True)
+    for item, cron, command in [(quiet, "*/5 * * * *", "/usr/bin/quiet"),
+                                (daily, "0 0 * * *", "/usr/bin/quiet-daily"),
+                                (mail, "0 1 * * *", "/usr/bin/mail-on-error --x")]:
+        assert check(item, tmp_path) is not None and item.spec is not None, item.notes
+        assert item.spec.schedules[0].cron == cron
+        assert item.spec.tasks[0].command == CD + command
+    assert any("syslog" in n for n in quiet.notes) and any("syslog" in n for n in daily.notes)
+    assert any("-n" in n and "notify" in n for n in mail.notes)
+    assert mail.name == "mail-on-error_x"
+    for item in (twice, other, bare, blank):
+        assert item.document is None and any("not imported" in n for n in item.notes), item
+    assert any("'-x'" in n for n in other.notes)
