@@ -29,7 +29,7 @@ from taskplan.executors.base import LazyResults, SqlSetupError
 from taskplan.model import JobSpec, TaskRunKind, TaskSpec, TaskState
 from taskplan.redact import mask_url
 from taskplan.spec import templating
-from taskplan.spec.templating import is_template, render, render_value
+from taskplan.spec.templating import error_line, is_template, render, render_value
 from taskplan.store import ops
 from taskplan.store.db import retrying
 from taskplan.store.resilience import Outage
@@ -685,7 +685,8 @@ class Agent:
             if spool is not None:
                 spool.close()
             message = mask_url(str(exc) if isinstance(exc, SqlSetupError)
-                               else f"{type(exc).__name__}: {exc}".splitlines()[0])
+                               else error_line(exc)
+                               or f"{type(exc).__name__}: {exc}".splitlines()[0])
             sink.write(f"taskplan: foreach items: {message}\n")
             sink.close()
             return Outcome(TaskState.FAILED, error=f"foreach items: {message}")

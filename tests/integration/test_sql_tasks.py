@@ -347,3 +347,23 @@ def test_a_script_that_leaves_its_transaction_open_fails(engine: Engine, store: 
         " back; end it with COMMIT (or ROLLBACK)")
     assert got["closed"]["state"] == "succeeded", got["closed"]["error"]
     assert target.run(f"SELECT x FROM {t}") == [(2,)]
+
+
+def test_a_template_failing_in_sql_is_a_template_error(engine: Engine, store: Store) -> None:
+    """A sql task's (and a foreach query's) template failing when it renders said
+    `TemplateRuntimeError: ...` or `UndefinedError: ...` where every other task says
+    `template error: ...`; and a null param through `ident` made the table "None"."""
+    run_id, _ = run_job(engine, json.dumps({
+        "job": "sqltpl", "connections": {"db": "sqlite:///:memory:"},
+        "defaults": {"connection": "db"}, "params": {"t": None, "n": 1},
+        "tasks": {
+            "mk": {"sql": "CREATE TABLE {{ params.t | ident }} (x INT)"},
+            "div": {"sql": "SELECT {{ params.n / 0 }}"},
+            "each": {"foreach": {"sql": "SELECT x FROM {{ params.t | ident }}"},
+                     "sql": "SELECT 1"}}}))
+    got = tasks(store, run_id)
+    null = "template error: ident expects a name (text or a number), got none (null)"
+    assert got["mk"]["error"] == null
+    assert got["div"]["error"] == "template error: ZeroDivisionError: division by zero"
+    assert got["each"]["error"] == f"foreach items: {null}"
+    assert f"taskplan: {null}" in log_text(store, got["mk"]["id"])

@@ -55,7 +55,7 @@ from taskplan.executors.base import (
 )
 from taskplan.executors.sqltext import CODE, protect_literals, segments, split_statements
 from taskplan.redact import mask_url, remember_secret
-from taskplan.spec.templating import render
+from taskplan.spec.templating import error_line, render
 
 MAX_ROWS = 100
 RECANCEL_EVERY = 0.5  # seconds between repeated cancels while a statement keeps running
@@ -543,7 +543,7 @@ class SqlExecutor:
                      for c in clauses]
         except Exception as exc:
             message = mask_url(str(exc) if isinstance(exc, SqlSetupError)
-                               else f"{type(exc).__name__}: {exc}")
+                               else error_line(exc) or f"{type(exc).__name__}: {exc}")
             log.write(f"taskplan: {message}\n")
             return ExecResult(ok=False, error=message)
         timeout = request.timeout

@@ -102,6 +102,16 @@ def _make_env() -> SandboxedEnvironment:
     @pass_context
     def ident(context: Context, value: Any) -> str:
         quote: Callable[[str], str] = context.get(_QUOTE_KEY, quote_double)
+        # A null param (a --param not given) made the table "None", a list "['a', 'b']".
+        got = ("none (null)" if value is None else "empty text" if value == ""
+               else "a list" if isinstance(value, list | tuple)
+               else "a mapping" if isinstance(value, Mapping) else None)
+        if got is not None:
+            from jinja2 import TemplateRuntimeError
+
+            if isinstance(value, list | tuple | Mapping):
+                got += f": {_text_of(dict(value) if isinstance(value, Mapping) else value)}"
+            raise TemplateRuntimeError(f"ident expects a name (text or a number), got {got}")
         return quote(str(value))
 
     class Environment(SandboxedEnvironment):
@@ -186,6 +196,15 @@ def render(
         # `{{ params.n + 1 }}` with a text n: the template's fault, said as a template error.
         raise TemplateRuntimeError(f"{type(exc).__name__}: {exc}") from exc
     return result
+
+
+def error_line(exc: BaseException) -> str | None:
+    """`template error: ...` (one line) when `exc` is a template's, else None."""
+    from jinja2 import TemplateError
+
+    if not isinstance(exc, TemplateError):
+        return None
+    return f"template error: {exc.message or exc}".splitlines()[0]
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:

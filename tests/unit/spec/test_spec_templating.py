@@ -39,6 +39,19 @@ def test_ident_uses_the_given_quoting() -> None:
     assert render("{{ t | ident }}", {"t": "sales"}) == '"sales"'
 
 
+@pytest.mark.parametrize(("value", "got"), [
+    (None, "got none (null)"), ("", "got empty text"), (["a", "b"], 'got a list: ["a","b"]'),
+    ({"k": 1}, 'got a mapping: {"k":1}')])
+def test_ident_refuses_what_names_nothing(value: Any, got: str) -> None:
+    """A null param (forgotten --param) became the table "None", a list "['a', 'b']"."""
+    from jinja2 import TemplateRuntimeError
+
+    with pytest.raises(TemplateRuntimeError) as info:
+        render("CREATE TABLE {{ params.t | ident }} (x int)", {"params": {"t": value}})
+    assert str(info.value) == f"ident expects a name (text or a number), {got}"
+    assert render("{{ n | ident }}", {"n": 5}) == '"5"'
+
+
 def test_strict_undefined() -> None:
     with pytest.raises(UndefinedError):
         render("{{ params.missing }}", {"params": {}})
