@@ -223,6 +223,25 @@ def test_metrics(client: Any) -> None:
     assert "taskplan_agent_slots_busy 0.0" in text
 
 
+def test_a_ready_foreach_counts_as_unclaimed_work(client: Any, engine: Engine) -> None:
+    """A foreach task waits for an agent to make its items, as any task does: ready with none
+    to claim it (none alive, none with its labels), it was left out of the gauge, which said
+    0 while the run waited."""
+    version_id = apply_text(engine, """
+        job: fan
+        tasks:
+          each:
+            foreach: {values: [1, 2]}
+            shell: echo {{ item }}
+          plain:
+            shell: echo plain
+        """)
+    engine.create_run(version_id)
+    text = client.get("/metrics").text
+    assert "taskplan_task_runs_ready_unclaimed 2.0" in text
+    assert 'taskplan_task_runs{job="fan",state="ready"} 2.0' in text
+
+
 def test_jobs_by_keyset_and_name(client: Any, engine: Engine) -> None:
     from web_helpers import apply_text
 

@@ -463,8 +463,10 @@ def cluster_metrics(tx: Tx, now: float, bounds: list[float]) -> ClusterMetrics:
     task_runs = {(str(j), str(s)): int(c) for j, s, c in tx.all(
         "SELECT j.name, t.state, COUNT(*) FROM task_runs t JOIN runs r ON r.id = t.run_id"
         " JOIN jobs j ON j.id = r.job_id WHERE t.kind <> 'barrier' GROUP BY j.name, t.state")}
+    # A ready foreach waits for an agent to make its items, as a ready task waits for one to
+    # run it: both are claims no agent has taken.
     ready = int(tx.scalar("SELECT COUNT(*) FROM task_runs WHERE state = 'ready'"
-                          " AND kind = 'task'") or 0)
+                          " AND kind <> 'barrier'") or 0)
     agent_states: dict[str, int] = {}
     total = busy = 0
     for a in agents(tx, now):
