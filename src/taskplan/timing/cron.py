@@ -55,8 +55,21 @@ def check_cron(expr: str) -> str | None:
     try:
         _parse(text)
     except (CronSimError, ValueError, LookupError) as exc:  # cronsim means CronSimError only
+        if (fields[3] != "*" and _parses(" ".join([*fields[:3], "*", fields[4]]))
+                and _parses(" ".join([*fields[:2], "1", *fields[3:]]))):
+            # cronsim's "Bad day-of-month" for 30 February reads as a typo in the day field.
+            return (f"{expr!r} never fires: no month of {fields[3]!r} has day-of-month"
+                    f" {fields[2]!r}")
         return f"bad cron expression {expr!r}: {exc}"
     return None
+
+
+def _parses(text: str) -> bool:
+    try:
+        _parse(text)
+    except (CronSimError, ValueError, LookupError):
+        return False
+    return True
 
 
 @lru_cache(maxsize=512)

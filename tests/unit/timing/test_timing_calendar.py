@@ -165,3 +165,15 @@ def test_check_calendar_rejects(cal: Calendar, exception: bool) -> None:
 def test_check_calendar_accepts() -> None:
     assert check_calendar(Calendar(monthdays=(29,), months=(2,), weekdays=(0,))) == []
     assert check_calendar(Calendar(dates=(date(2026, 12, 25),)), exception=True) == []
+
+
+@pytest.mark.parametrize(("expr", "said"), [
+    ("0 0 30 2 *", "'0 0 30 2 *' never fires: no month of '2' has day-of-month '30'"),
+    ("0 0 31 4,jun *", "'0 0 31 4,jun *' never fires: no month of '4,jun' has day-of-month"
+                       " '31'"),
+    ("0 0 32 * *", "bad cron expression '0 0 32 * *': Bad day-of-month"),
+    ("0 0 30 13 *", "bad cron expression '0 0 30 13 *': Bad month"),
+])
+def test_a_day_no_month_has_is_said_to_never_fire(expr: str, said: str) -> None:
+    # "Bad day-of-month" for 30 February read as a typo in the day field.
+    assert check_cron(expr) == said
