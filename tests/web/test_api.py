@@ -386,6 +386,31 @@ def test_one_schedule_is_disabled_and_enabled(client: Any) -> None:
     assert client.get("/api/v1/jobs/demo").json()["schedules"][0]["paused"] is False
 
 
+def test_a_schedule_named_with_a_slash_is_disabled_from_its_button(client: Any,
+                                                                   engine: Engine) -> None:
+    """A schedule's name is free text: the job page's Disable for `night/ly` posted
+    .../schedules/night%2Fly/pause, which was a 404 'no such page' (the CLI takes it)."""
+    import re
+    from urllib.parse import unquote
+
+    apply_text(engine, """
+        job: slashed
+        schedules:
+          - cron: "0 3 * * *"
+            name: "night/ly run?#1"
+        tasks:
+          t: {shell: "true"}
+        """)
+    [url] = re.findall(r'action="(/api/v1/jobs/slashed/schedules/[^"]*/pause)"',
+                       client.get("/jobs/slashed").text)
+    assert unquote(url) == "/api/v1/jobs/slashed/schedules/night/ly run?#1/pause"
+    r = client.post(url)
+    assert r.status_code == 200 and r.json() == {"job": "slashed", "schedule": "night/ly run?#1",
+                                                 "paused": True, "changed": True}
+    assert client.post(url.replace("/pause", "/resume")).json()["changed"] is True
+    assert client.post("/api/v1/jobs/slashed/schedules/night%2Fly/pause").status_code == 404
+
+
 def test_a_nul_character_in_a_name_or_value_is_refused(client: Any) -> None:
     """PostgreSQL's text holds no NUL: a name or filter with one was a 500 (plain text) there,
     'no job named' or every job on SQLite; on both it is a 422 naming it."""

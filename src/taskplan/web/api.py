@@ -235,13 +235,16 @@ def resume_job(request: Request, job: str) -> JSONOut:
     return JSONOut(actions.set_paused(ctx_of(request), job, False))
 
 
-@router.post("/jobs/{job}/schedules/{schedule}/pause", response_model=OBJECT, dependencies=NO_BODY,
+@router.post("/jobs/{job}/schedules/{schedule:path}/pause", response_model=OBJECT,
+             dependencies=NO_BODY,
              summary="Disable one schedule (its firings are skipped; the others fire)")
 def pause_schedule(request: Request, job: str, schedule: str) -> JSONOut:
+    # `:path`: a schedule's name is free text, a slash included (night/ly).
     return JSONOut(actions.set_schedule_paused(ctx_of(request), job, schedule, True))
 
 
-@router.post("/jobs/{job}/schedules/{schedule}/resume", response_model=OBJECT, dependencies=NO_BODY,
+@router.post("/jobs/{job}/schedules/{schedule:path}/resume", response_model=OBJECT,
+             dependencies=NO_BODY,
              summary="Enable one paused schedule")
 def resume_schedule(request: Request, job: str, schedule: str) -> JSONOut:
     return JSONOut(actions.set_schedule_paused(ctx_of(request), job, schedule, False))
