@@ -17,8 +17,8 @@ from taskplan.dataclass import dataclass
 
 # An agent label: `etl`, `gpu`, `host=db1.example.com`; no commas or spaces (they separate).
 AGENT_LABEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@+=-]{0,99}")
-AGENT_LABEL_WORDS = ("an agent label of letters, digits and _ . : / @ + = -"
-                     " (no commas or spaces)")
+AGENT_LABEL_WORDS = ("an agent label of up to 100 letters, digits and _ . : / @ + = -,"
+                     " starting with a letter, digit or _ (no commas or spaces)")
 
 
 class TaskState(StrEnum):

@@ -151,6 +151,10 @@ def test_bad_labels_and_foreground_runs_lacking_labels_are_refused(tp: Taskplan)
     path = routed_job(tp, per_kind=1)
     res = tp("run", str(path), "--labels", "etl,has space")
     assert res.code == 2 and "--labels: 'has space' is not an agent label" in res.err
+    # too long, or starting with a sign: the line says which rule it breaks
+    for label in ("x" * 101, "-gpu"):
+        res = tp("run", str(path), "--labels", label)
+        assert res.code == 2 and "up to 100" in res.err and "starting with a letter" in res.err
     res = tp("run", str(path), "--labels", "etl")
     assert res.code == 2, res.err
     assert res.err.strip().startswith("taskplan: task gpu0 (and 1 more task(s)) needs agent"
