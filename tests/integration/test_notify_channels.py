@@ -25,6 +25,7 @@ from taskplan.notify import channels
 from taskplan.notify.channels import Smtp
 from taskplan.notify.rules import Channel
 from taskplan.notify.sender import Sender
+from taskplan.store import notify_ops
 from taskplan.store.db import Store
 
 aiosmtpd = pytest.importorskip("aiosmtpd")
@@ -172,6 +173,47 @@ def test_command_failures_and_timeouts_are_reported(tmp_path: Path) -> None:
     assert not slow.ok and slow.error == "timed out after 0.2s"
     missing = channels.send(Channel("command", (str(tmp_path / "nothing"),)), {"event": "x"})
     assert not missing.ok and "cannot start" in (missing.error or "")
+
+
+def test_a_relative_command_runs_in_the_job_file_s_folder(engine: Engine, store: Store,
+                                                          tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    # `command: ./alert.sh` beside the job file (where its shell tasks run) was looked for in
+    # whichever folder the sending agent, scheduler or `taskplan run` had been started from:
+    # "cannot start ./alert.sh: No such file or directory" from one, delivered from another.
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    out = tmp_path / "alert.out"
+    script = folder / "alert.sh"
+    script.write_text(f"#!/bin/sh\npwd > {out}\n")
+    script.chmod(0o755)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    run_job(engine, "job: rel\nnotify: [{on: run_failed, command: ./alert.sh --quiet}]\n"
+                    "tasks:\n  a: {shell: 'exit 1'}\n", base_dir=folder)
+    sender = Sender(store, lease=5.0)
+    assert sender.try_lead()
+    while sender.deliver_due():
+        pass
+    with store.read() as tx:
+        [info] = notify_ops.list_notifications(tx)
+    assert (info.state, info.last_error) == ("delivered", None)
+    assert out.read_text().strip() == str(folder)
+
+
+def test_a_relative_command_of_taskplan_toml_runs_in_its_folder(tmp_path: Path) -> None:
+    from taskplan.config import Settings
+    from taskplan.notify.config import default_rules
+
+    toml = tmp_path / "taskplan.toml"
+    toml.write_text('[[notify]]\non = "run_failed"\ncommand = "./page.sh"\n')
+    [rule] = default_rules(Settings(db="sqlite://", config_path=toml,
+                                    notify=({"on": "run_failed", "command": "./page.sh"},)))
+    assert rule.channel.cwd == str(tmp_path)
+    missing = channels.send(rule.channel, {"event": "run_failed"})
+    assert missing.error == f"cannot start ./page.sh (in {tmp_path}): No such file or directory"
 
 
 def test_a_stored_command_that_cannot_be_split_fails_its_tries_not_its_event() -> None:

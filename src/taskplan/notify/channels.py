@@ -231,9 +231,12 @@ def command(channel: Channel, payload: dict[str, Any]) -> Sent:
     with tempfile.TemporaryFile() as stderr:
         try:
             proc = subprocess.Popen(list(channel.target), stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+                                    stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                                    cwd=channel.cwd)
         except OSError as exc:
-            return Sent(False, error=f"cannot start {channel.target[0]}: {exc.strerror or exc}")
+            where = f" (in {channel.cwd})" if channel.cwd is not None else ""
+            return Sent(False, error=f"cannot start {channel.target[0]}{where}:"
+                                     f" {exc.strerror or exc}")
         try:
             proc.communicate(body_of(payload), timeout=limit)
         except subprocess.TimeoutExpired:

@@ -38,7 +38,7 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
                              " name of its own")
         if name is not None:
             names[name] = i
-    return rules_from(settings.notify)
+    return rules_from(settings.notify, str(path.parent) if path is not None else None)
 
 
 def named_channel(settings: Settings, name: str) -> Channel | None:

@@ -119,10 +119,13 @@ class Channel:
     secret: str | None = None
     name: str | None = None
     timeout: float | None = None
+    # A command's folder: its job file's (as for its shell tasks), taskplan.toml's for a
+    # [[notify]] entry; None runs it in the sender's own folder (`notify test command:...`).
+    cwd: str | None = None
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"kind": self.kind, "target": list(self.target)}
-        for key in ("secret", "name", "timeout"):
+        for key in ("secret", "name", "timeout", "cwd"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         return json.dumps(data, sort_keys=True)
@@ -132,7 +135,7 @@ class Channel:
         data = json.loads(text)
         return cls(kind=str(data["kind"]), target=tuple(str(t) for t in data["target"]),
                    secret=data.get("secret"), name=data.get("name"),
-                   timeout=data.get("timeout"))
+                   timeout=data.get("timeout"), cwd=data.get("cwd"))
 
     def describe(self) -> str:
         """One line naming the channel, with no secret in it."""
@@ -155,9 +158,9 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def channel_from(entry: dict[str, Any]) -> Channel:
+def channel_from(entry: dict[str, Any], folder: str | None = None) -> Channel:
     """The channel of one validated entry (`webhook: URL`, `email: [a@b]`, `command: argv or
-    a string split like a shell would`, `apprise: URL`)."""
+    a string split like a shell would`, `apprise: URL`); a command runs in `folder`."""
     kind = next(k for k in CHANNEL_KINDS if entry.get(k) is not None)
     value = entry[kind]
     if kind == "command":
@@ -174,10 +177,14 @@ def channel_from(entry: dict[str, Any]) -> Channel:
 
         timeout = parse_duration(timeout)
     return Channel(kind=kind, target=target, secret=entry.get("secret"),
-                   name=entry.get("name"), timeout=timeout)
+                   name=entry.get("name"), timeout=timeout,
+                   cwd=folder if kind == "command" else None)
 
 
-def rules_from(entries: Iterable[dict[str, Any]]) -> tuple[Rule, ...]:
-    """Rules of already validated `notify:` entries (job file or taskplan.toml)."""
-    return tuple(Rule(frozenset(str(e) for e in _list(entry.get("on"))), channel_from(entry))
+def rules_from(entries: Iterable[dict[str, Any]], folder: str | None = None
+               ) -> tuple[Rule, ...]:
+    """Rules of already validated `notify:` entries (job file or taskplan.toml, whose folder
+    is `folder`)."""
+    return tuple(Rule(frozenset(str(e) for e in _list(entry.get("on"))),
+                      channel_from(entry, folder))
                  for entry in entries)

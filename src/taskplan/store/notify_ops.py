@@ -107,9 +107,11 @@ def record(tx: Tx, rows: Sequence[EventRow]) -> None:
 def _rules_of_version(tx: Tx, version_id: int) -> tuple[Rule, ...] | None:
     cache = _RULES.setdefault(tx.store, {})
     if version_id not in cache:
-        text = tx.scalar("SELECT definition FROM job_versions WHERE id = :v", {"v": version_id})
-        raw = json.loads(text).get("notify") if text else None
-        cache[version_id] = None if raw is None else rules_from(raw)
+        row = tx.one("SELECT definition, base_dir FROM job_versions WHERE id = :v",
+                     {"v": version_id})
+        raw = json.loads(row[0]).get("notify") if row is not None and row[0] else None
+        # A relative command is the job file's, as its shell tasks' are.
+        cache[version_id] = None if raw is None else rules_from(raw, row[1] if row else None)
     return cache[version_id]
 
 
