@@ -175,6 +175,29 @@ def declared_params(spec: JobSpec, given: Mapping[str, object]) -> dict[str, obj
     return {k: _typed(k, v, defaults.get(k)) for k, v in given.items()}
 
 
+def child_param_problem(child: JobSpec, name: str, value: object, *, typed: bool = True
+                        ) -> str | None:
+    """Why a job task's `params: {name: value}` cannot start a run of `child` (as
+    `declared_params` will refuse it when the task runs), or None. `typed=False` (a value
+    holding a template, known once rendered) checks the name only."""
+    names = param_names(child)
+    if names is None:
+        return None
+    if name not in names:
+        import difflib
+
+        guess = difflib.get_close_matches(name, sorted(names), n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        known = ", ".join(sorted(names)) or "none"
+        return f"job {child.name!r} declares no param {name!r}{hint} (it declares: {known})"
+    if typed:
+        try:
+            _typed(name, value, _param_defaults(child).get(name))
+        except UsageError as exc:
+            return str(exc)
+    return None
+
+
 def param_names(spec: JobSpec) -> set[str] | None:
     """The params a run of the job may be given; None when the job has no `params:` key."""
     if "params" not in spec.definition:

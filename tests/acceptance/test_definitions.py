@@ -198,6 +198,27 @@ def test_jobs_whose_triggers_wait_for_each_other_are_refused(tp: Taskplan) -> No
     assert [t["after"] for j in jobs if j["job"] == "r" for t in j["triggers"]] == [["x"]]
 
 
+def test_a_job_task_giving_a_param_its_child_does_not_declare(tp: Taskplan) -> None:
+    """`params: {dya: ...}` for a child declaring `day` was valid, and every run's job task
+    failed (`unknown param 'dya'`). With the child in the same command it is refused at the
+    param; with the child already stored, apply warns."""
+    tp.write("child.yaml", "job: child\nparams: {day: x, n: 1}\ntasks:\n  t: {shell: 'true'}\n")
+    tp.write("parent.yaml", "job: parent\ntasks:\n  call:\n    job: child\n"
+                            "    params: {dya: '2026-01-01', n: two}\n")
+    res = tp("validate", "parent.yaml", "child.yaml", db=False)
+    assert res.code == 2
+    assert res.err.splitlines()[:2] == [
+        "parent.yaml:5:19: tasks.call.params.dya: job 'child' declares no param 'dya'; did you"
+        " mean 'day'? (it declares: day, n)",
+        "parent.yaml:5:36: tasks.call.params.n: param 'n' takes a whole number, as its default"
+        " 1 is; got 'two'"], res.err
+    tp.ok("apply", "child.yaml")
+    res = tp("apply", "parent.yaml")
+    assert res.code == 0, res
+    assert "warning: parent: tasks.call.params.dya: job 'child' declares no param 'dya'" \
+        in res.err, res.err
+
+
 def test_apply_versions_only_on_change_and_runs_pin_their_version(tp: Taskplan) -> None:
     tp.write("jobs/good.yaml", GOOD)
     tp.write("jobs/other.yml", """

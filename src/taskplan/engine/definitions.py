@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from taskplan.engine.context import CalendarDays, Context
-from taskplan.errors import NotFoundError, UsageError
+from taskplan.errors import NotFoundError, TaskplanError, UsageError
 from taskplan.model import BusinessCalendar, JobSpec, TaskSpec
 from taskplan.store import calendars as calendar_ops
 from taskplan.store import ops, run_ops, sched_ops
@@ -47,6 +47,31 @@ def unknown_job_names(ctx: Context, specs: Sequence[JobSpec]) -> list[str]:
             guess = difflib.get_close_matches(name.lower(), sorted(known), n=1)
             hint = f" (did you mean {guess[0]!r}?)" if guess else ""
             warnings.append(f"{spec.name}: {where} {name!r} names no job yet{hint}")
+    warnings += _child_param_warnings(ctx, specs)
+    return warnings
+
+
+def _child_param_warnings(ctx: Context, specs: Sequence[JobSpec]) -> list[str]:
+    """A job task's params that its stored child job would refuse when the task runs (a
+    child of the same command was checked with the files). Legal, since the child may be
+    changed later, but most often a typo that fails every run of the task."""
+    from taskplan.rules import child_param_problem
+    from taskplan.spec.loader import has_template
+
+    given = {s.name for s in specs}
+    warnings: list[str] = []
+    for spec in specs:
+        for task in spec.tasks:
+            if task.kind != "job" or not task.params or str(task.command) in given:
+                continue
+            try:
+                child = job_spec(ctx, current_version(ctx, str(task.command)))
+            except TaskplanError:
+                continue  # no such job (warned above), or one that no longer loads
+            for name, value in task.params.items():
+                problem = child_param_problem(child, name, value, typed=not has_template(value))
+                if problem is not None:
+                    warnings.append(f"{spec.name}: tasks.{task.name}.params.{name}: {problem}")
     return warnings
 
 

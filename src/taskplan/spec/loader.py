@@ -13,11 +13,13 @@ from typing import Any
 from taskplan.dataclass import dataclass
 from taskplan.errors import DefinitionError, Problem
 from taskplan.model import BusinessCalendar, JobSpec
+from taskplan.rules import child_param_problem
 from taskplan.spec import checked
 from taskplan.spec.outcome import Outcome, is_calendar_file, is_connections_file
 from taskplan.spec.reading import read_source
 from taskplan.spec.shared import SHARED
 from taskplan.spec.source import Positions
+from taskplan.spec.templating import is_template
 
 JOB_FILE_SUFFIXES = (".yaml", ".yml")
 
@@ -215,6 +217,7 @@ def _load_once(paths: Sequence[str | Path]) -> tuple[Definitions, list[Problem]]
                 files_of[out.spec.name] = path
     problems.extend(_call_cycles(specs, files_of))
     problems.extend(_trigger_cycles(specs, files_of))
+    problems.extend(_child_params(specs, files_of))
     return Definitions(specs, calendars, connections), problems
 
 
@@ -238,6 +241,40 @@ def _call_cycles(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Proble
         problems.append(Problem(str(files_of[start]), line, col,
                                 f"tasks.{task}.job: job cycle: {cycle}"))
     return problems
+
+
+def _child_params(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Problem]:
+    """A job task's params against its child job of the same command: a name the child does
+    not declare, or a value of another kind than its default, fails every run of the task.
+    (A child already stored is the store's to check: apply warns.)"""
+    by_name = {spec.name: spec for spec in specs}
+    problems: list[Problem] = []
+    for spec in specs:
+        for task in spec.tasks:
+            child = by_name.get(str(task.command)) if task.kind == "job" else None
+            if child is None:
+                continue
+            for name, value in task.params.items():
+                problem = child_param_problem(child, name, value,
+                                              typed=not has_template(value))
+                if problem is None:
+                    continue
+                out = _analyse_file(files_of[spec.name])
+                line, col = out.positions.value(("tasks", task.name, "params", name))
+                problems.append(Problem(str(files_of[spec.name]), line, col,
+                                        f"tasks.{task.name}.params.{name}: {problem}"))
+    return problems
+
+
+def has_template(value: object) -> bool:
+    """Whether a param value is or holds a template (rendered when the task runs)."""
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, list):
+        return any(has_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_template(v) for v in value.values())
+    return False
 
 
 def _trigger_cycles(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Problem]:
