@@ -338,3 +338,26 @@ def test_a_failed_foreach_task_page_has_its_retry_button(client: Any, engine: En
     assert action not in client.get(f"/runs/{run_id}/tasks/each?item=1").text
     retried = client.post(f"/api/v1/runs/{run_id}/tasks/each/retry").json()
     assert retried["reset"] == 2  # the group and its failed item
+
+
+def test_a_long_trickle_of_output_is_shown_to_its_end(client: Any, engine: Engine) -> None:
+    """The agent stores a chunk at most every 0.25 s: a task printing a line a second for two
+    hours leaves ~7,200 chunks. The task page read the first 5,000 and stopped there without
+    a word, the end (where the error is) missing; it shows the whole stored output."""
+    from taskplan.store import console, ops
+
+    version_id = apply_text(engine, """
+        job: trickle
+        tasks:
+          t: {shell: echo first}
+        """)
+    run_id = engine.create_run(version_id)
+    assert run_to_end(engine, run_id) == "succeeded"
+    with engine.store.read() as tx:
+        tr = console.task_run_by_name(tx, run_id, "t", None)
+    assert tr is not None
+    with engine.store.tx() as tx:
+        for seq in range(1, 7200):
+            ops.append_log(tx, tr.id, 1, seq, f"progress {seq}\n", 0, False)
+    page = client.get(f"/runs/{run_id}/tasks/t").text
+    assert "first\nprogress 1\n" in page and "progress 7199\n" in page

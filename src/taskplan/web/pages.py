@@ -30,6 +30,10 @@ router = APIRouter(include_in_schema=False)
 TABLE_PAGE = 100
 RUNS_PAGE = 50
 JOBS_PAGE = 200
+# A task page shows its attempt's whole stored output: the agent keeps at most about a
+# megabyte of it, but in as many chunks as flushes (one every 0.25 s at most), which a task
+# printing a line a second for two hours takes to 7,200; the first 5,000 were all it showed.
+ALL_CHUNKS = 2**31 - 1
 
 env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                   autoescape=select_autoescape(default=True, default_for_string=True),
@@ -195,7 +199,7 @@ def task_page(request: Request, run_id: RunId, task: str, item: int | None = num
         which = views.attempt_of(task, tr, attempt) if attempt is not None else tr.attempts
         with store.read() as tx:
             attempts = console.attempts_of(tx, tr.id)
-            chunks = console.log_chunks(tx, tr.id, which, 0, 5000) if which else []
+            chunks = console.log_chunks(tx, tr.id, which, 0, ALL_CHUNKS) if which else []
         values.update(attempts=attempts, attempt=which,
                       output="".join(c.data for c in chunks),
                       next_offset=chunks[-1].seq + 1 if chunks else 0,
