@@ -131,7 +131,8 @@ class Agent:
         self.finished_runs: dict[int, str] = {}
         self.max_concurrency = 0
         # Dispatcher-only state: outcomes not yet committed, task runs claimed and not yet
-        # recorded, and when reaping other agents may resume after an outage.
+        # recorded, and when other agents may be declared lost by their lease again (after
+        # a fresh start, an outage or a clock jump).
         self._unrecorded: list[tuple[Claim, Outcome]] = []
         self._claimed: set[int] = set()
         self._reap_after = 0.0
@@ -227,6 +228,11 @@ class Agent:
         # The first beat is now: it reaps at once the agents of this machine whose process
         # died (a killed `taskplan run`), so their work is not left for a lease to expire.
         next_beat = time.monotonic()
+        # Leases, though, wait for one beat of other agents (a third of the default lease, or
+        # of ours if longer, and the jump allowance): a clock that jumped forward just before
+        # we started makes every lease look expired, and we have no earlier reading to see
+        # the jump by. Live agents renew theirs meanwhile; the dead stay expired.
+        self._reap_after = next_beat + max(self.lease, CLOCK_JUMP_HOLD) / 3 + CLOCK_JUMP
         # A read: retries already due are promoted by the first turn, after its step, so a
         # run's first claim does not wait for a write transaction that is usually empty.
         next_retry = self.engine.next_retry_due()
@@ -282,7 +288,9 @@ class Agent:
                 if now_m >= next_beat:
                     self._heartbeat()
                     self._watch_clock()
-                    if now_m >= self._reap_after and self.engine.reap():
+                    # While leases are not to be trusted, processes of this machine that
+                    # are gone are still recovered: that needs no clock.
+                    if self.engine.reap(by_lease=now_m >= self._reap_after):
                         gen = -1  # recovered work may be ours to claim: go round again
                         idle_since = now_m
                     # Retries other agents scheduled: a read; promoted below only when due
@@ -320,7 +328,9 @@ class Agent:
                     if due is None:
                         return
                     holding = True
-                    next_beat = min(next_beat, now_m + max(0.0, due - now) + 0.05)
+                    # (not before leases may be reaped again: beating sooner reaps nothing)
+                    reap_at = max(now_m + max(0.0, due - now), self._reap_after)
+                    next_beat = min(next_beat, reap_at + 0.05)
                 if (result is not None and result.claims and len(result.claims) >= free
                         and self.busy < self.slots):
                     # Every free slot got work: there may be more ready than one round took.

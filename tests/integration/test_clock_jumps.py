@@ -140,3 +140,31 @@ def test_a_clock_jump_forward_does_not_make_live_agents_look_dead(store: Store) 
         row = tx.one("SELECT state, attempts FROM task_runs WHERE run_id = :r", {"r": run_id})
         lost = tx.scalar("SELECT COUNT(*) FROM agents WHERE state = 'lost'")
     assert row == ("succeeded", 1) and lost == 0
+
+
+def test_an_agent_started_after_a_clock_jump_does_not_take_live_agents_for_dead(
+        store: Store) -> None:
+    """An agent (or `taskplan run`) that starts just after the clock jumped forward has no
+    earlier reading to see the jump by, and every lease looks expired to it: it must let live
+    agents renew theirs first, as an agent that saw the jump does."""
+    clock = JumpingClock()
+    worker_engine = Engine(store, clock=clock)
+    run_id = worker_engine.create_run(worker_engine.apply(load_job_text(
+        "job: long\ntasks:\n  a: {shell: 'sleep 2', retries: 1}\n", "job.yaml", "."))[0])
+    worker = Agent(worker_engine, slots=1, lease=6.0, root_run_id=run_id)
+    worker_thread = threading.Thread(
+        target=worker.run, kwargs={"until": lambda a: run_id in a.finished_runs})
+    worker_thread.start()
+    try:
+        wait_until(lambda: worker.busy == 1)
+        clock.jump(HOUR)
+        # Started after the jump; it claims nothing of this run, it only reaps.
+        fresh = Agent(Engine(store, clock=clock), slots=1, lease=6.0, root_run_id=run_id + 1)
+        fresh.run(until=lambda _: not worker_thread.is_alive())
+    finally:
+        worker.cancel_running()
+        worker_thread.join(30)
+    with store.read() as tx:
+        row = tx.one("SELECT state, attempts FROM task_runs WHERE run_id = :r", {"r": run_id})
+        lost = tx.scalar("SELECT COUNT(*) FROM agents WHERE state = 'lost'")
+    assert row == ("succeeded", 1) and lost == 0

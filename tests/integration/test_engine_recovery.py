@@ -173,9 +173,12 @@ def test_reused_pid_is_not_mistaken_for_the_owner() -> None:
     assert not procs.is_gone(me, None)
 
 
-def test_exit_when_idle_waits_for_work_a_lease_will_hand_back(store: Store) -> None:
+def test_exit_when_idle_waits_for_work_a_lease_will_hand_back(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """An agent on another machine claimed and went silent: an idle agent stays for the lease
     to end and runs the work, instead of leaving it stuck."""
+    # A fresh agent trusts leases after one beat of a 30 s lease and 2 s (12 s); here 3 s.
+    monkeypatch.setattr("taskplan.agent.CLOCK_JUMP_HOLD", 3.0)
     engine = Engine(store)
     run_id = engine.create_run(apply_job(engine, """
         job: idle_wait
@@ -187,7 +190,7 @@ def test_exit_when_idle_waits_for_work_a_lease_will_hand_back(store: Store) -> N
     assert len(engine.step(silent, [], 1, run_id).claims) == 1
     with store.read() as tx:
         assert tx.scalar("SELECT process FROM agents WHERE id = :a", {"a": silent}) is None
-    agent = Agent(engine, slots=1, exit_when_idle=0.2)
+    agent = Agent(engine, slots=1, exit_when_idle=0.2, lease=3.0)
     steps = [0]
     step = engine.step
 

@@ -197,8 +197,8 @@ class Engine:
     def agent_stopped(self, agent_id: int) -> None:
         recovery.agent_stopped(self.ctx, agent_id)
 
-    def reap(self) -> int:
-        return recovery.reap(self.ctx)
+    def reap(self, *, by_lease: bool = True) -> int:
+        return recovery.reap(self.ctx, by_lease=by_lease)
 
     def recovery_due(self, agent_id: int | None, since: float) -> float | None:
         return recovery.recovery_due(self.ctx, agent_id, since)

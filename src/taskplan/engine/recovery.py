@@ -60,13 +60,17 @@ def agent_stopped(ctx: Context, agent_id: int) -> None:
         ops.set_agent_state(tx, agent_id, "stopped", ctx.clock())
 
 
-def reap(ctx: Context) -> int:
+def reap(ctx: Context, *, by_lease: bool = True) -> int:
     """Recover the task runs of agents whose lease expired, and at once those of agents of
-    this machine whose process is gone (killed, crashed). Returns how many."""
+    this machine whose process is gone (killed, crashed). Returns how many.
+
+    With by_lease=False only the latter: a reaper that cannot trust its clock yet (it may just
+    have jumped) still recovers the work of processes it knows are gone."""
     now = ctx.clock()
     machine = procs.machine()
     with ctx.store.read() as tx:
-        dead: list[tuple[int, str | None]] = [(a, None) for a in ops.expired_agents(tx, now)]
+        dead: list[tuple[int, str | None]] = (
+            [(a, None) for a in ops.expired_agents(tx, now)] if by_lease else [])
         local = ops.agents_of_machine(tx, machine) if machine else []
     dead += [(a.id, a.process) for a in local
              if procs.is_gone(a.pid, a.process) and (a.id, None) not in dead]
