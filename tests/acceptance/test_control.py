@@ -283,3 +283,21 @@ def test_a_cancelled_upstream_holds_back_a_retried_task(tp: Taskplan) -> None:
     assert res.code == 1, res
     status = tp.status(1)
     assert status["state"] == "failed" and states(status)["next"] == "upstream_failed", status
+
+
+def test_retry_of_a_stage_barrier_is_no_task(tp: Taskplan) -> None:
+    # The barriers between stages are task runs named @stage1, @stage2: `retry --task @stage2
+    # --detach` said "0 task run(s) reset" (exit 0, and that the run waits for an agent) of a
+    # run that stayed failed, and @stage1 reran the barrier in the foreground.
+    tp.write("stg.yaml", """
+        job: stg
+        tasks:
+          a: {shell: "exit 1", stage: 1}
+          b: {shell: echo, stage: 2}
+    """)
+    assert tp("run", "stg.yaml").code == 1
+    for args in (("--task", "@stage2", "--detach"), ("--task", "@stage1")):
+        res = tp("retry", "1", *args)
+        assert (res.code, res.out) == (2, ""), (args, res)
+        assert res.err.startswith(f"taskplan: run 1 has no task '{args[1]}'"), res.err
+    assert tp.ok("status", "1", "--json").json()["state"] == "failed"

@@ -345,7 +345,8 @@ class _RunGraph:
         """The top-level task runs a retry reconsiders: all, or `task` and its downstream."""
         if task is None:
             return {t.id for t in self.top}
-        starts = [t.id for t in self.top if t.task == task]
+        # A stage barrier (@stage1) is no task of the job's: not one a user may name.
+        starts = [t.id for t in self.top if t.task == task and t.kind != TaskRunKind.BARRIER]
         if not starts:
             import difflib
 
