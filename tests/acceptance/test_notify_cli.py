@@ -164,7 +164,8 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
     tp.write("taskplan.toml", '[[notify]]\non = ["run_failed"]\nwebhook = "ftp://x"\n')
     bad = tp("notifications", db=False)
     assert bad.code == 2 and "Traceback" not in bad.err
-    assert "taskplan.toml:1: notify[0].webhook: expected an http:// or https:// URL" in bad.err
+    # The line of the key at fault, not of its entry's [[notify]].
+    assert "taskplan.toml:3: notify[0].webhook: expected an http:// or https:// URL" in bad.err
     (tp.home / "taskplan.toml").unlink()
 
     tp.write("j.yaml", "job: j\ntasks:\n  a: {shell: echo a}\n")
@@ -212,13 +213,13 @@ def test_bad_smtp_settings_and_notify_entries_are_refused_up_front(tp: Taskplan)
     toml.write_text('db = "sqlite:///t.db"\n\n' + entry + entry)
     res = tp("notify", "test", "ops", db=False)
     assert res.code == 2 and res.err == (
-        f"taskplan: {toml}:8: notify[1].name: 'ops' already names notify[0]; expected a"
+        f"taskplan: {toml}:9: notify[1].name: 'ops' already names notify[0]; expected a"
         " name of its own\n"), res
     toml.write_text('db = "sqlite:///t.db"\n\n' + entry + entry.replace('"ops"', '"b"')
                     .replace("run_failed", "run_fail"))
     res = tp("jobs", db=False)
     assert res.code == 2 and res.err.startswith(
-        f"taskplan: {toml}:8: notify[1].on: expected one of run_failed,"), res
+        f"taskplan: {toml}:10: notify[1].on: expected one of run_failed,"), res
     # console_url is the base of every link in notifications; a pool size is a number.
     for body, words in [
         ('console_url = "taskplan.example.com"\n',
@@ -262,7 +263,7 @@ def test_a_command_channel_that_cannot_be_split_is_bad_input(tp: Taskplan) -> No
     toml.write_text('db = "sqlite:///t.db"\n\n[[notify]]\non = "run_failed"\n'
                     "command = \"/bin/alert 'x\"\n")
     res = tp("jobs", db=False)
-    assert (res.code, res.err) == (2, f"taskplan: {toml}:3: notify[0].command: expected a"
+    assert (res.code, res.err) == (2, f"taskplan: {toml}:5: notify[0].command: expected a"
                                       " command line with its quotes closed, like ./alert.sh"
                                       " --quiet 'the text', got \"/bin/alert 'x\"\n"), res
     assert not (tp.home / "t.db").exists()

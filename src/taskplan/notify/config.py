@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taskplan.config import Settings, entry_line
@@ -28,17 +30,39 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
     for i, entry in enumerate(settings.notify):
         reporter.validate(NotifyModel, entry, ("notify", i))
         if reporter.problems:
-            raise UsageError(f"{path}:{entry_line(path, 'notify', i)}:"
-                             f" {reporter.problems[0].message}")
+            message = reporter.problems[0].message
+            key = re.match(rf"notify\[{i}\]\.(\w+)", message)
+            raise UsageError(f"{path}:{_key_line(path, i, key.group(1) if key else None)}:"
+                             f" {message}")
         name = entry.get("name")
         if name in names:
             # `taskplan notify test NAME` names one entry.
-            raise UsageError(f"{path}:{entry_line(path, 'notify', i)}: notify[{i}].name:"
+            raise UsageError(f"{path}:{_key_line(path, i, 'name')}: notify[{i}].name:"
                              f" {name!r} already names notify[{names[name]}]; expected a"
                              " name of its own")
         if name is not None:
             names[name] = i
     return rules_from(settings.notify, str(path.parent) if path is not None else None)
+
+
+def _key_line(path: Path | None, index: int, key: str | None) -> int:
+    """The line of `key = ...` in the `index`-th [[notify]] entry (up to the next table),
+    else the line of the entry itself."""
+    line = entry_line(path, "notify", index)
+    if key is None or path is None:
+        return line
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return line
+    assignment = re.compile(rf"^\s*(?:{key}|\"{key}\"|'{key}')\s*=")
+    for number in range(line + 1, len(lines) + 1):
+        text = lines[number - 1]
+        if text.lstrip().startswith("["):
+            break
+        if assignment.match(text):
+            return number
+    return line
 
 
 def named_channel(settings: Settings, name: str) -> Channel | None:
