@@ -386,6 +386,16 @@ def test_one_schedule_is_disabled_and_enabled(client: Any) -> None:
     assert client.get("/api/v1/jobs/demo").json()["schedules"][0]["paused"] is False
 
 
+def test_a_wrong_method_says_which_are_allowed(client: Any, demo: tuple[Engine, int]) -> None:
+    """A 405 must name the methods the URL takes (RFC 9110); the error handler dropped the
+    Allow header the router had set."""
+    _, run_id = demo
+    r = client.delete(f"/api/v1/runs/{run_id}")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert r.json() == {"error": "Method Not Allowed", "status": 405}
+    assert client.get(f"/api/v1/runs/{run_id}/cancel").headers["allow"] == "POST"
+
+
 def test_a_schedule_named_with_a_slash_is_disabled_from_its_button(client: Any,
                                                                    engine: Engine) -> None:
     """A schedule's name is free text: the job page's Disable for `night/ly` posted

@@ -163,7 +163,10 @@ def create_app(engine: Engine, *, timezone: str = "UTC", token: str | None = Non
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = str(exc.detail) if exc.status_code != 404 else (
             f"no such page: {request.url.path}" if exc.detail == "Not Found" else str(exc.detail))
-        return error_response(request, exc.status_code, message)
+        response = error_response(request, exc.status_code, message)
+        # The router's own headers: a 405's Allow (which RFC 9110 requires) names the methods.
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:
