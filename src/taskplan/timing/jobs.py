@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from taskplan.model import JobSpec, ScheduleSpec, Shift
 from taskplan.timing.business import MAX_CLOSED_RUN, ClosedDays
 from taskplan.timing.schedule import Schedule, compile_schedule
+from taskplan.timing.zones import instant_of, spec_instant
 
 Calendars = Mapping[str, ClosedDays] | None
 
@@ -129,9 +130,13 @@ def calendar_skips(
             target = None
             if own is not None and spec.shift is not Shift.SKIP:
                 target = _shift_target(own, day, spec.shift)
+                beyond = None if target is None else _beyond(spec, at, target, tz)
                 if target is None:  # dropped, not moved
                     reason = (f"no {spec.shift.value} business day within {MAX_CLOSED_RUN}"
                               f" days: {reason}")
+                elif beyond is not None:  # moved out of the schedule's bounds: dropped
+                    reason = f"no {spec.shift.value} business day {beyond}: {reason}"
+                    target = None
                 else:
                     reason = f"moved to the {spec.shift.value} business day: {reason}"
             if last is not None:
@@ -144,6 +149,22 @@ def calendar_skips(
         out.extend(own_skips)
     out.sort(key=lambda e: (e[0].astimezone(UTC), e[1].index))
     return out
+
+
+def _beyond(spec: ScheduleSpec, at: datetime, target: date, tz: ZoneInfo) -> str | None:
+    """Where a firing moved to `target` falls outside the schedule's start or end (the words
+    for it), or None when it is inside."""
+    local = at.astimezone(tz)
+    try:
+        lands = instant_of(local.replace(tzinfo=None, year=target.year, month=target.month,
+                                         day=target.day), tz)
+        if spec.start is not None and lands < spec_instant(spec.start, tz):
+            return "since the schedule's start"
+        if spec.end is not None and lands > spec_instant(spec.end, tz):
+            return "before the schedule's end"
+    except OverflowError:  # at an end of the calendar: no bound is crossed there
+        pass
+    return None
 
 
 def _shift_target(closed: ClosedDays, day: date, shift: Shift) -> date | None:

@@ -269,3 +269,25 @@ def test_skips_end_with_the_schedules_last_firing_and_every_schedule_gets_its_ow
     assert [(d, fired) for d, i, fired in said if i == 2] == [
         ("2027-01-01", False), ("2027-01-02", False), ("2027-01-03", False),
         ("2027-01-04", True)]
+
+
+def test_a_firing_moved_past_the_schedules_bounds_is_said_dropped() -> None:
+    """1 Jan moved back to 31 Dec, before the schedule's start, never fires; `next` said it
+    was moved."""
+    from taskplan.model import JobSpec
+    from taskplan.timing import next_with_skips
+
+    back = schedule("UTC", monthdays=(1,), start=datetime(2027, 1, 1),
+                    business_calendar="ny", shift=Shift.PREVIOUS)
+    on = ScheduleSpec(index=1, name="on", calendar=Calendar(at=(time(7, 0),), monthdays=(25,),
+                                                            months=(12,)),
+                      end=datetime(2026, 12, 25, 23, 0), business_calendar="ny",
+                      shift=Shift.NEXT)
+    job = JobSpec(name="j", tasks=(), schedules=(back, on))
+    line = next_with_skips(job, datetime(2026, 12, 1, tzinfo=UTC), 2, calendars=CALENDARS)
+    said = {(at.date().isoformat(), s.index): why for at, s, why in line}
+    assert said[("2027-01-01", 0)] == (
+        "no previous business day since the schedule's start: New Year's Day (US)")
+    assert said[("2026-12-25", 1)] == (
+        "no next business day before the schedule's end: Christmas Day (US)")
+    assert ("2026-12-31", 0) not in said and ("2026-12-28", 1) not in said
