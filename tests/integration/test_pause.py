@@ -187,3 +187,39 @@ def test_delete_force_cancels_a_queued_run_without_starting_it(eng: Engine, stor
         assert tx.scalar("SELECT started_at FROM runs WHERE id = :r", {"r": queued}) is None
         assert tx.scalar("SELECT COUNT(*) FROM events WHERE run_id = :r AND state = 'running'",
                          {"r": queued}) == 0
+
+
+@pytest.mark.parametrize("misfire", ["run_all", "run_once"])
+def test_resume_does_not_make_up_a_pause_no_scheduler_saw(
+        eng: Engine, store: Store, clock: Clock, misfire: str) -> None:
+    """Paused, then resumed while no scheduler ran (it had crashed or was stopped): the
+    firings of the pause were not recorded skipped by anyone, yet they are not made up by the
+    scheduler that starts afterwards (they are not 'missed while no scheduler ran')."""
+    apply(eng, job(misfire=misfire))
+    s = scheduler(eng, clock)
+    clock.set(T0 + 1)
+    assert len(fire(s).runs) == 1
+    s.release()  # the scheduler goes away
+    assert eng.pause_job("tick") is True
+    clock.set(T0 + 600)
+    assert eng.resume_job("tick") is True
+    clock.set(T0 + 600.5)
+    assert fire(scheduler(eng, clock, "s2")).runs == []  # nothing fell due since the resume
+    clock.set(T0 + 601)
+    assert len(fire(scheduler(eng, clock, "s2")).runs) == 1  # and on time from then on
+    assert len(runs(store)) == 2
+
+
+def test_resuming_one_schedule_does_not_make_up_a_pause_no_scheduler_saw(
+        eng: Engine, store: Store, clock: Clock) -> None:
+    apply(eng, job(misfire="run_all"))
+    s = scheduler(eng, clock)
+    clock.set(T0 + 1)
+    assert len(fire(s).runs) == 1
+    s.release()
+    assert eng.pause_schedule("tick", "0") is True
+    clock.set(T0 + 600)
+    assert eng.resume_schedule("tick", "0") is True
+    clock.set(T0 + 600.5)
+    assert fire(scheduler(eng, clock, "s2")).runs == []
+    assert len(runs(store)) == 1

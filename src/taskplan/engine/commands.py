@@ -22,6 +22,7 @@ from taskplan.model import (
     TaskState,
 )
 from taskplan.store import job_admin, ops, run_ops, sched_ops
+from taskplan.store.db import Tx
 from taskplan.store.run_ops import Reset
 
 
@@ -163,6 +164,8 @@ def _set_schedule_paused(ctx: Context, name: str, key: str, paused: bool) -> boo
         raise NotFoundError(f"job {name} has no schedule {key!r} (schedules: {known})")
     with ctx.store.tx() as tx:
         changed = sched_ops.set_schedule_paused(tx, job.job_id, key, paused, ctx.clock())
+        if changed and not paused:
+            _pause_ended(ctx, tx, job.job_id, [key])
         tx.wake = changed
         return changed
 
@@ -172,8 +175,24 @@ def _set_paused(ctx: Context, name: str, paused: bool) -> bool:
         changed = sched_ops.set_job_paused(tx, name, paused)
         if changed is None:
             raise unknown_job(tx, name)
+        if changed and not paused:
+            job = job_admin.live_job(tx, name)
+            assert job is not None  # (just resumed, in this transaction)
+            version_id = job_admin.current_version_id(tx, job.job_id)
+            _pause_ended(ctx, tx, job.job_id,
+                         [s.key for s in job_spec(ctx, version_id).schedules])
         tx.wake = changed
         return changed
+
+
+def _pause_ended(ctx: Context, tx: Tx, job_id: int, keys: list[str]) -> None:
+    """The firings that fell due during a pause are not made up, even when no scheduler ran
+    to record them skipped then (it had crashed, or was stopped): each schedule's mark moves
+    to now, or the next scheduler would take them for missed and on_misfire would make them
+    up (run_all: a hundred runs at once)."""
+    now = ctx.clock()
+    for key in keys:
+        sched_ops.advance_schedule(tx, job_id, key, now, 0)
 
 # -- commands from users ----------------------------------------------------------------
 def cancel_run(ctx: Context, run_id: int) -> str:
