@@ -95,7 +95,15 @@ def test_bad_run_input_exits_2_and_creates_nothing(tp: Taskplan) -> None:
         tasks:
           a: {shell: echo, retries: many}
     """)
-    commands = [("run", "j.yaml", "--param", "no-equals-sign"),
+    # A task this process lacks the label of: refused, after the job was stored (and the
+    # store created) for a run that never was.
+    tp.write("gpu.yaml", """
+        job: gpu
+        tasks:
+          a: {shell: echo, agent_labels: [gpu]}
+    """)
+    commands = [("run", "gpu.yaml"),
+                ("run", "j.yaml", "--param", "no-equals-sign"),
                 ("run", "j.yaml", "--param", "=value"),
                 ("run", "nosuchjob"),
                 ("run", "missing.yaml"),

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from taskplan.agent import Agent
+from taskplan.agent import Agent, agent_labels
 from taskplan.cli.common import (
     EXIT_OK,
     EXIT_RUN_FAILED,
@@ -128,6 +129,11 @@ def run_cmd(job_or_file: str, params: tuple[str, ...], workers: int, detach: boo
 
             refuse_unknown_calendars(ctx, spec)
         overrides = declared_params(spec, overrides)
+        if not detach and not distributed:
+            # Before the file is applied (and the store made): a refused run stores nothing.
+            # (The tasks of the jobs its job tasks start are checked once the store is read.)
+            refuse_lacking_labels([(t.name, t) for t in spec.tasks],
+                                  agent_labels(mine, socket.gethostname()))
     ctx.create = spec is not None  # a job name needs a store that already holds it
     try:
         engine = ctx.engine
@@ -164,18 +170,23 @@ def foreground_agent(engine: Engine, version_id: int, workers: int, lease: float
     agent = Agent(engine, slots=workers, lease=lease, labels=labels)
     job = engine.job_spec(version_id)
     if not distributed:
-        have = set(agent.labels)
-        lacking = {name: sorted(set(t.agent_labels) - have)
-                   for name, t in _tasks_of_run(engine, job) if not set(t.agent_labels) <= have}
-        if lacking:
-            name, need = next(iter(lacking.items()))
-            more = f" (and {len(lacking) - 1} more task(s))" if len(lacking) > 1 else ""
-            raise UsageError(
-                f"task {name}{more} needs agent label(s) {', '.join(need)}, which this process"
-                f" lacks (it has {', '.join(agent.labels)}): give them with --labels, or use"
-                " --distributed to let agents that have them run it")
+        refuse_lacking_labels(_tasks_of_run(engine, job), agent.labels)
     agent.prepare(job)
     return agent
+
+
+def refuse_lacking_labels(tasks: list[tuple[str, TaskSpec]], have: tuple[str, ...]) -> None:
+    """A usage error if a task needs an agent label that a foreground agent with `have`
+    lacks: its pinned run would wait for ever."""
+    lacking = {name: sorted(set(t.agent_labels) - set(have))
+               for name, t in tasks if not set(t.agent_labels) <= set(have)}
+    if lacking:
+        name, need = next(iter(lacking.items()))
+        more = f" (and {len(lacking) - 1} more task(s))" if len(lacking) > 1 else ""
+        raise UsageError(
+            f"task {name}{more} needs agent label(s) {', '.join(need)}, which this process"
+            f" lacks (it has {', '.join(have)}): give them with --labels, or use"
+            " --distributed to let agents that have them run it")
 
 
 def _tasks_of_run(engine: Engine, job: JobSpec) -> list[tuple[str, TaskSpec]]:
