@@ -97,6 +97,7 @@ def convert_job(job: PgJob, catalog: Catalog, zone: str, taken: set[str]) -> Imp
     connections: dict[str, str] = {}
     tasks: dict[str, Any] = {}
     used: set[str] = set()
+    on_from: list[str] = []  # the steps connecting to the catalog's server as its user
     previous: str | None = None  # the last enabled step: pgAgent runs only those, in order
     for step in job.steps:
         tname = task_name(step.name, used, f"step_{step.id}")
@@ -110,6 +111,8 @@ def convert_job(job: PgJob, catalog: Catalog, zone: str, taken: set[str]) -> Imp
         except _Unrunnable as exc:
             item.notes.append(str(exc))
             return item
+        if step.kind == "s" and not step.connstr:
+            on_from.append(step.name)
         if previous is not None:
             task = {"depends_on": [previous], **task}
         if step.enabled:
@@ -121,6 +124,13 @@ def convert_job(job: PgJob, catalog: Catalog, zone: str, taken: set[str]) -> Imp
         tasks[tname] = task
     if connections:
         doc["connections"] = connections
+    if on_from and catalog.password:
+        named = ", ".join(repr(n) for n in on_from[:5]) + (
+            f" and {len(on_from) - 5} more" if len(on_from) > 5 else "")
+        item.notes.append(f"step{'s' if len(on_from) > 1 else ''} {named} connect"
+                          f"{'' if len(on_from) > 1 else 's'} to the server of --from as"
+                          f" {catalog.user} without the password --from gave (not written to"
+                          " the job file: give the agents PGPASSWORD or a ~/.pgpass)")
     schedules = [s for s in (_schedule(sc, zone, job, item.notes) for sc in job.schedules)
                  if s is not None]
     _name_schedules(schedules)

@@ -81,6 +81,7 @@ class Catalog:
     port: int
     user: str
     jobs: tuple[PgJob, ...] = field(default_factory=tuple)
+    password: bool = False  # whether the catalog's connection used one (steps on its server)
 
 
 _JOBS = """
@@ -177,7 +178,7 @@ def read_catalog(url: str) -> Catalog:
                 for job_id, name, desc, job_class, host_agent, enabled in cur.fetchall())
             info = conn.info
             return Catalog(timezone=str(zone), host=info.host, port=int(info.port),
-                           user=info.user, jobs=jobs)
+                           user=info.user, jobs=jobs, password=bool(info.password))
     except psycopg.Error as exc:
         raise CatalogError(f"cannot read the pgAgent catalog: {_first_line(exc)}") from None
     finally:

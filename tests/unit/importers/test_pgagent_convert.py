@@ -202,3 +202,18 @@ def test_steps_without_code_do_what_pgagent_does_with_them(tmp_path: Path) -> No
     [item] = convert(_job(_step(1, "SELECT 1"), _step(2, "  -- nothing\n;")), "UTC")
     assert item.document is None
     assert "step 's2' has no SQL statement, which pgAgent fails at every run" in item.notes[0]
+
+
+def test_steps_on_the_server_of_from_say_its_password_is_not_written() -> None:
+    # --from gave a password: a jstdbname step connects as its user without it.
+    steps = (PgStep(1, "a", "", True, "s", "SELECT 1", "", "sales", "f"),
+             PgStep(2, "b", "", True, "s", "SELECT 2", "", "ops", "f"),
+             PgStep(3, "c", "", True, "s", "SELECT 3", "host=other dbname=x user=u", "", "f"))
+    job = PgJob(7, "J", "", "", "", True, steps)
+    [item] = convert(Catalog("UTC", "db1", 5432, "agent", (job,), password=True), "UTC")
+    said = [n for n in item.notes if "--from" in n]
+    assert said == ["steps 'a', 'b' connect to the server of --from as agent without the"
+                    " password --from gave (not written to the job file: give the agents"
+                    " PGPASSWORD or a ~/.pgpass)"]
+    [item] = convert(Catalog("UTC", "db1", 5432, "agent", (job,)), "UTC")
+    assert not item.notes
