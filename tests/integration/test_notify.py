@@ -185,6 +185,29 @@ def test_retries_back_off_give_up_and_resend(engine: Engine, store: Store) -> No
         hook.close()
 
 
+def test_a_version_stored_under_looser_notify_rules_still_loads_and_runs(
+        engine: Engine, store: Store, hook: Hook) -> None:
+    # The checks of notify: entries grow (a timeout of at most 1h, a webhook port, one bare
+    # address): a version applied before them failed to load afterwards, and with it
+    # `taskplan jobs`, `run`, and every step of its runs. Stored definitions are not re-judged.
+    version_id = apply_job(engine, f"job: old\nnotify: [{{on: run_failed, webhook: '{hook.url}'}}]"
+                                   "\ntasks:\n  a: {shell: 'exit 1'}\n")
+    with store.tx() as tx:
+        definition = json.loads(tx.scalar("SELECT definition FROM job_versions WHERE id = :v",
+                                          {"v": version_id}))
+        definition["notify"][0]["timeout"] = "2h"
+        definition["notify"].append({"on": "run_failed", "email": "Ops <ops@example.com>"})
+        tx.run("UPDATE job_versions SET definition = :d WHERE id = :v",
+               {"d": json.dumps(definition), "v": version_id})
+    fresh = Engine(store)  # no definition cached
+    assert fresh.job_spec(version_id).name == "old"
+    run_id = fresh.create_run(version_id)
+    run_agent(fresh, run_id)
+    assert fresh.run_state(run_id) == "failed"
+    drain(store)
+    assert hook.events() == ["run_failed"]
+
+
 def test_a_resend_while_a_try_is_under_way_does_not_start_a_second(engine: Engine,
                                                                      store: Store) -> None:
     # `notifications resend ID` of a pending notification whose try was waiting for a slow

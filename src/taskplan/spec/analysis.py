@@ -104,8 +104,10 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
             checks.schedule_rules(r, i, s[0], names, header.timezone if header else None)
     exceptions = _each(r, data, "exceptions", ExceptionModel)
     triggers = _each(r, data, "triggers", TriggerModel)
-    _each(r, data, "notify", NotifyModel)  # checked here, read by the store (notify_ops)
     if semantic:
+        # Checked here, read by the store (notify_ops). Not re-judged once stored: a version
+        # applied under looser rules must keep loading (the sender reports what fails).
+        _each(r, data, "notify", NotifyModel)
         all_names = list(raw_tasks) if isinstance(raw_tasks, dict) else []
         checks.semantics(r, header, defaults, tasks, all_names)
         checks.schedule_name_lengths(r, [s[0] if s is not None else None for s in schedules])
