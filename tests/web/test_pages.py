@@ -361,3 +361,25 @@ def test_a_long_trickle_of_output_is_shown_to_its_end(client: Any, engine: Engin
             ops.append_log(tx, tr.id, 1, seq, f"progress {seq}\n", 0, False)
     page = client.get(f"/runs/{run_id}/tasks/t").text
     assert "first\nprogress 1\n" in page and "progress 7199\n" in page
+
+
+def test_agents_page_links_every_agents_running_task_runs(client: Any, engine: Engine) -> None:
+    """The page read the first 500 running task runs of all agents, in agent order: past
+    them, an agent's `14/16` slots used came with no link to what it ran."""
+    version_id = apply_text(engine, "job: wide\ntasks:\n" + "".join(
+        f"  t{i}: {{shell: 'true'}}\n" for i in range(520)))
+    engine.create_run(version_id)
+    first = engine.register_agent("first", "h1", 1, 510, 600.0)
+    second = engine.register_agent("second", "h2", 2, 16, 600.0)
+    claimed = 0
+    while claimed < 510:
+        claimed += len(engine.step(first, [], 510 - claimed).claims)
+    assert len(engine.step(second, [], 10).claims) == 10
+    page = client.get("/agents").text
+    row = page[page.index('data-agent="second"'):]
+    row = row[:row.index("</tr>")]
+    assert "10/16" in row and row.count('href="/runs/') == 10
+    first_row = page[page.index('data-agent="first"'):]
+    first_row = first_row[:first_row.index("</tr>")]
+    # A busy agent lists its first 20 and says how many more it runs.
+    assert first_row.count('href="/runs/') == 20 and "490 more" in first_row

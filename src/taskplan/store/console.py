@@ -7,6 +7,7 @@ so a run of 100,000 task runs or a history of 100,000 runs costs a page, not the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import field
 from typing import Any
 
@@ -378,12 +379,18 @@ class RunningTask:
     item_index: int | None
 
 
-def running_on_agents(tx: Tx, limit: int = 500) -> list[RunningTask]:
-    """Task runs running now, by agent."""
-    rows = tx.all("SELECT agent_id, run_id, task, item_index FROM task_runs"
-                  " WHERE state = 'running' AND agent_id IS NOT NULL AND kind = 'task'"
-                  " ORDER BY agent_id, id LIMIT :n", {"n": int(limit)})
-    return [RunningTask(int(a), int(r), str(t), i) for a, r, t, i in rows]
+def running_on_agents(tx: Tx, agent_ids: Iterable[int], per_agent: int = 20
+                      ) -> list[RunningTask]:
+    """The first `per_agent` task runs each agent runs now: one short range of the
+    (agent_id, state) index per agent (a limit over all of them left the later agents
+    without any)."""
+    out = []
+    for agent_id in agent_ids:
+        rows = tx.all("SELECT agent_id, run_id, task, item_index FROM task_runs"
+                      " WHERE agent_id = :a AND state = 'running' AND kind = 'task'"
+                      " ORDER BY id LIMIT :n", {"a": int(agent_id), "n": int(per_agent)})
+        out += [RunningTask(int(a), int(r), str(t), i) for a, r, t, i in rows]
+    return out
 
 
 def latest_event_id(tx: Tx, run_id: int | None = None) -> int:

@@ -30,6 +30,7 @@ router = APIRouter(include_in_schema=False)
 TABLE_PAGE = 100
 RUNS_PAGE = 50
 JOBS_PAGE = 200
+AGENT_LINKS = 20  # running task runs linked per agent on the agents page
 # A task page shows its attempt's whole stored output: the agent keeps at most about a
 # megabyte of it, but in as many chunks as flushes (one every 0.25 s at most), which a task
 # printing a line a second for two hours takes to 7,200; the first 5,000 were all it showed.
@@ -214,13 +215,15 @@ def agents_page(request: Request) -> Response:
     mark = views.live_mark(ctx_of(request))
     with ctx_of(request).engine.store.read() as tx:
         found = console.agents(tx, now)
-        running = console.running_on_agents(tx)
+        live = [a for a in found if a.state in ("alive", "draining", "expired")]
+        running = console.running_on_agents(tx, [a.id for a in live if a.running],
+                                            per_agent=AGENT_LINKS)
     by_agent: dict[int, list[console.RunningTask]] = {}
     for r in running:
         by_agent.setdefault(r.agent_id, []).append(r)
-    live = [a for a in found if a.state in ("alive", "draining", "expired")]
     gone = [a for a in found if a not in live][-50:]
-    return render(request, "agents.html", live=live, gone=gone, running=by_agent, since=mark)
+    return render(request, "agents.html", live=live, gone=gone, running=by_agent, since=mark,
+                  agent_links=AGENT_LINKS)
 
 
 def _month(text: str | None) -> date:
