@@ -52,6 +52,14 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.logins: list[tuple[str, str]] = []
+        self.refuse: set[str] = set()  # recipients answered 550
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: Any) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
@@ -148,6 +156,39 @@ def test_email_refuses_a_server_whose_certificate_it_cannot_verify(
                          {"event": "test", "delivery": "d1"}, untrusted)
     assert not sent.ok and "CERTIFICATE_VERIFY_FAILED" in (sent.error or "")
     assert box.messages == []
+
+
+def test_recipients_the_server_refuses_are_tried_again_alone(
+        engine: Engine, store: Store, smtp_server: tuple[Mailbox, Smtp]) -> None:
+    # A server that refused one address of several (550 no such user) but took the others
+    # counted as delivered: that address never got it and nothing said so. The try fails for
+    # it, naming it, and only it is tried again (the others are not sent a second copy).
+    box, smtp = smtp_server
+    box.refuse = {"dba@example.com"}
+    run_job(engine, "job: nightly\nnotify: [{on: run_failed, email: [ops@example.com,"
+                    " dba@example.com]}]\ntasks:\n  a: {shell: 'exit 1'}\n")
+    clock = [time.time()]
+    sender = Sender(store, smtp=smtp, lease=5.0, clock=lambda: clock[0])
+    assert sender.try_lead()
+    assert sender.deliver_due() == 1
+    with store.read() as tx:
+        [info] = notify_ops.list_notifications(tx)
+    assert (info.state, info.channel.target) == ("pending", ("dba@example.com",))
+    assert info.last_error == ("refused by the server: dba@example.com (550 5.1.1 no such"
+                               " user here); delivered to ops@example.com")
+    assert [m["to"] for m in box.messages] == [["ops@example.com"]]
+    box.refuse = set()
+    clock[0] += 60
+    assert sender.try_lead() and sender.deliver_due() == 1
+    with store.read() as tx:
+        [info] = notify_ops.list_notifications(tx)
+    assert (info.state, info.attempts) == ("delivered", 2)
+    assert [m["to"] for m in box.messages] == [["ops@example.com"], ["dba@example.com"]]
+    # notify test says so too, and fails.
+    box.refuse = {"dba@example.com"}
+    sent = channels.send(Channel("email", ("ops@example.com", "dba@example.com")),
+                         {"event": "test", "delivery": "d1"}, smtp)
+    assert not sent.ok and sent.left == ("dba@example.com",), sent
 
 
 def test_a_cafile_that_cannot_be_read_is_named(smtp_server: tuple[Mailbox, Smtp],

@@ -36,6 +36,8 @@ class Sent:
     status: int | None = None  # HTTP status or exit code
     error: str | None = None
     retry: bool = True  # False: trying again cannot help (a missing extra, a bad URL)
+    # Some of the channel's targets got it, these did not: the next try is for them alone.
+    left: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,21 @@ def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
                 client.ehlo()
             if smtp.user:
                 client.login(smtp.user, smtp.password or "")
-            client.send_message(msg)
+            # Those refused while others were taken (all refused raises): theirs is a failed
+            # try, of them alone, not a delivery.
+            refused = client.send_message(msg)
     except (OSError, smtplib.SMTPException) as exc:
         return Sent(False, error=f"{type(exc).__name__}: {exc}")
-    return Sent(True)
+    if not refused:
+        return Sent(True)
+    from email.utils import parseaddr
+
+    left = tuple(t for t in channel.target if parseaddr(t)[1] in refused)
+    said = ", ".join(f"{address} ({code} {reason.decode('utf-8', 'replace')})"
+                     for address, (code, reason) in refused.items())
+    taken = ", ".join(t for t in channel.target if t not in left)
+    return Sent(False, error=f"refused by the server: {said}; delivered to {taken}",
+                left=left or None)
 
 
 def command(channel: Channel, payload: dict[str, Any]) -> Sent:

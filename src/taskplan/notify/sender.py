@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from taskplan.config import Settings
 from taskplan.errors import StoreUnavailableError
@@ -224,10 +225,14 @@ class Sender:
             log.warning("notification %d (%s, %s) try %d failed: %s%s", d.id, d.event,
                         d.channel.describe(), tries, sent.error,
                         "" if retry_at else " (giving up)")
+        # A partial delivery (e-mail to some of its addresses): what is left is the channel
+        # of every later try.
+        narrowed = None if not sent.left else replace(d.channel, target=sent.left)
+
         def record() -> None:
             with self.store.tx() as tx:
                 notify_ops.end_attempt(tx, d, now, ok=sent.ok, status=sent.status,
-                                       error=sent.error, retry_at=retry_at)
+                                       error=sent.error, retry_at=retry_at, channel=narrowed)
 
         try:  # the outcome is worth a short wait for the store
             retrying(record, what="recording a notification's delivery",

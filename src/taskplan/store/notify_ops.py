@@ -383,11 +383,16 @@ def start_attempt(tx: Tx, d: Delivery, sender: str, now: float) -> None:
 
 
 def end_attempt(tx: Tx, d: Delivery, now: float, *, ok: bool, status: int | None,
-                error: str | None, retry_at: float | None) -> None:
-    """Record a try's outcome: delivered, due again at `retry_at`, or given up (None)."""
+                error: str | None, retry_at: float | None, channel: Channel | None = None
+                ) -> None:
+    """Record a try's outcome: delivered, due again at `retry_at`, or given up (None).
+    `channel`: what is left to deliver to, when the try reached part of its targets."""
     tx.run("UPDATE notification_attempts SET finished_at = :t, ok = :ok, status = :s,"
            " error = :e WHERE notification_id = :i AND attempt = :a",
            {"t": now, "ok": ok, "s": status, "e": error, "i": d.id, "a": d.attempts + 1})
+    if channel is not None:
+        tx.run("UPDATE notifications SET channel = :c WHERE id = :i",
+               {"c": channel.to_json(), "i": d.id})
     if ok:
         tx.run("UPDATE notifications SET state = 'delivered', delivered_at = :t,"
                " last_error = NULL WHERE id = :i", {"t": now, "i": d.id})
