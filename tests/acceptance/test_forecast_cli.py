@@ -209,3 +209,17 @@ def test_forecast_says_whether_a_deadline_would_be_met(tp: Taskplan) -> None:
                          "  b: {shell: 'true', depends_on: a}\n")
     out = tp.ok("forecast", "job.yaml", "--workers", "2").out
     assert ": would be met with 0.0s to spare\n" in out, out
+
+
+def test_a_pool_is_forecast_at_the_size_its_claims_use(tp: Taskplan) -> None:
+    # taskplan.toml sizes the pool 3, which wins over the job's 1 (docs/reference/job-file.md),
+    # so the three tasks run together; the forecast of a new run took the job's 1 and put them
+    # one after another (3 times the real makespan).
+    tp.write("taskplan.toml", 'db = "sqlite:///t.db"\n[pools]\nmart = 3\n')
+    tp.write("p.yaml", "job: pooled\npools: {mart: 1}\ntasks:\n"
+                       + "".join(f"  {n}: {{shell: 'true', pool: mart}}\n" for n in "abc"))
+    tp.ok("apply", "p.yaml", db=False)
+    out = tp.ok("forecast", "pooled", "--workers", "3", "--json", db=False).json()
+    starts = {planned["start_at"] for planned in out["tasks"].values()}
+    assert len(starts) == 1, out  # never seen: 60 s each, side by side
+    assert out["makespan_s"] == 60.0, out

@@ -74,7 +74,9 @@ def forecast_plan(spec: JobSpec, model: DurationModel, start: float, slots: int,
                   pools: dict[str, int] | None = None) -> RunForecast | None:
     """A run of `spec` created at `start` and alone on `slots` slots. None: no slot at all."""
     nodes = planned_nodes(spec, model, start)
-    sizes = {**(pools or {}), **spec.pools}
+    # As claims read them: the store's sizes (taskplan.toml's win over a job's), the job's
+    # own for pools the store does not size yet (a file not applied).
+    sizes = {**spec.pools, **(pools or {})}
     run = SimRun(PLANNED_RUN, nodes, priority=spec.priority, max_parallel=spec.max_parallel,
                  on_failure=str(spec.on_failure))
     pred = simulate([run], start, slots, sizes)[PLANNED_RUN]
