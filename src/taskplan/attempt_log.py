@@ -30,12 +30,14 @@ class _LateWrites:
 
     def __init__(self) -> None:
         self._queue: list[Callable[[], None]] = []
+        self._stores: set[Store] = set()  # whose connections this thread opened
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, write: Callable[[], None]) -> None:
+    def add(self, store: Store, write: Callable[[], None]) -> None:
         with self._lock:
             self._queue.append(write)
+            self._stores.add(store)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._drain, name="taskplan-late-logs",
                                                 daemon=True)
@@ -50,6 +52,10 @@ class _LateWrites:
             with self._lock:
                 if not self._queue:
                     self._thread = None
+                    stores, self._stores = self._stores, set()
+                    # The thread ends: so do its connections (a PostgreSQL session each).
+                    for store in stores:
+                        store.drop_connection()
                     return
                 write = self._queue[0]
             try:
@@ -72,6 +78,54 @@ class _LateWrites:
 _late = _LateWrites()
 
 
+class _Flusher:
+    """The one thread that writes attempts' output to the store while they run: each due
+    every FLUSH_EVERY, or at once when FLUSH_SIZE is waiting.
+
+    Not the thread that read the output, nor a timer thread per flush: every thread that
+    writes opens a connection of its own to the store, kept until the process ends, so an
+    agent of 8 slots running tasks that print used up PostgreSQL's max_connections within
+    seconds. The last flush of an attempt is its slot's (`AttemptLog.close`)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[AttemptLog, float] = {}  # -> monotonic time its flush is due
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, out: AttemptLog, at: float) -> None:
+        with self._cond:
+            if self._due.get(out, at) < at:
+                return  # due sooner already
+            self._due[out] = at
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="taskplan-log-flush",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def cancel(self, out: AttemptLog) -> None:
+        with self._cond:
+            self._due.pop(out, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    due = min(self._due.items(), key=lambda kv: kv[1], default=None)
+                    if due is not None and due[1] <= now:
+                        del self._due[due[0]]
+                        break
+                    self._cond.wait(None if due is None else due[1] - now)
+            try:
+                due[0].flush()
+            except Exception:  # a bug, not an outage: that chunk waits for the last flush
+                log.exception("output could not be stored")
+
+
+_flusher = _Flusher()
+
+
 def wait_for_late_output(timeout: float) -> bool:
     """Before a process that ran attempts exits: the output still waiting for the store."""
     return _late.wait(timeout)
@@ -91,7 +145,6 @@ class AttemptLog:
         self._tail = ""
         self._seq = 0
         self._last_flush = time.monotonic()
-        self._timer: threading.Timer | None = None
         self._closed = False
 
     def write(self, text: str) -> None:
@@ -110,19 +163,11 @@ class AttemptLog:
             if text:
                 self._dropped += len(text)
                 self._tail = (self._tail + text)[-TAIL:]
-            due = (time.monotonic() - self._last_flush >= FLUSH_EVERY
-                   or self._buf_len >= FLUSH_SIZE)
-            if not due and self._timer is None and self._buf:
-                self._timer = threading.Timer(FLUSH_EVERY, self._timed_flush)
-                self._timer.daemon = True
-                self._timer.start()
-        if due:
-            self.flush()
-
-    def _timed_flush(self) -> None:
-        with self._lock:
-            self._timer = None
-        self.flush()
+            if not self._buf:
+                return
+            at = (time.monotonic() if self._buf_len >= FLUSH_SIZE
+                  else self._last_flush + FLUSH_EVERY)
+        _flusher.schedule(self, at)
 
     def flush(self, final: bool = False) -> None:
         with self._lock:
@@ -153,7 +198,7 @@ class AttemptLog:
                 # is written when the store is back (lost only if this process ends first).
                 log.warning("output of task run %s attempt %s waits for the store: %s",
                             self._tr, self._attempt, exc)
-                _late.add(write)
+                _late.add(self._store, write)
             return
         try:
             write()
@@ -168,10 +213,7 @@ class AttemptLog:
                     self._buf_len += len(chunk)
 
     def close(self) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        _flusher.cancel(self)
         self.flush(final=True)
         with self._lock:
             self._closed = True

@@ -3,6 +3,7 @@ waits in memory and is written once the store is back (it was dropped)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -37,3 +38,33 @@ def test_last_output_waits_for_a_store_away_past_the_final_wait(
             assert [p.data for p in ops.read_log(tx, 1, 1)] == ["last words\n"]
     finally:
         store.close()
+
+
+def test_output_of_many_attempts_is_written_over_a_bounded_number_of_connections(
+        store: Store) -> None:
+    """Output is written as it comes (every FLUSH_EVERY) from threads of its own; each new
+    thread that writes opens a connection to the store, which PostgreSQL keeps as a server
+    session until the process ends. A flush on a thread of its own each time (and on each
+    attempt's output reader) used up max_connections within seconds under one agent of 8
+    slots running chatty tasks; the connections stay as few as the threads that flush."""
+
+    def read_output(out: attempt_log.AttemptLog) -> None:
+        for k in range(4):
+            out.write(f"line {k}\n")
+            time.sleep(attempt_log.FLUSH_EVERY * 1.2)  # every line flushed on its own
+
+    for wave in range(3):  # attempts come and go, each output read on a new thread
+        outs = [attempt_log.AttemptLog(store, 10 * wave + i, 1) for i in range(4)]
+        threads = [threading.Thread(target=read_output, args=(o,)) for o in outs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for out in outs:  # by the slot, once the attempt has ended
+            out.close()
+    with store.read() as tx:
+        for i in (0, 23):
+            assert "".join(p.data for p in ops.read_log(tx, i, 1)) == "".join(
+                f"line {k}\n" for k in range(4))
+    # This thread's, and the flushing thread's.
+    assert len(store.dialect.conns) <= 2, len(store.dialect.conns)
