@@ -392,3 +392,31 @@ def test_a_foreach_gets_its_end_line_on_the_server_step(pgtp: PgTaskplan) -> Non
                                               if e.startswith("each[") and "succeeded" in e)
     assert ends.index("each succeeded") < ends.index("after running"), res.out
     assert res.out.splitlines()[-1].endswith(": 7 succeeded"), res.out
+
+
+def test_ctrl_c_of_a_foreground_run_cancels_it(pgtp: PgTaskplan) -> None:
+    # Ctrl-C killed the run's attempts before its cancel reached the store: on PostgreSQL the
+    # kills were often recorded first ("cancelled: agent stopped"), the tasks after them ended
+    # upstream_failed as after a failure, and a run they all ended that way ended failed, not
+    # cancelled. The run is cancelled first, then what runs is killed.
+    pgtp.write("slow.yaml", """
+        job: slow
+        tasks:
+          a: {shell: "touch a_started; exec sleep 30"}
+          b: {shell: "touch b_started; exec sleep 30"}
+          c: {shell: echo c, depends_on: [a]}
+          d: {shell: echo d, depends_on: [b]}
+    """)
+    for run_id in (1, 2, 3, 4):
+        for name in ("a_started", "b_started"):
+            (pgtp.home / name).unlink(missing_ok=True)
+        proc = pgtp.popen("run", "slow.yaml", "--workers", "4")
+        pgtp.wait_file("a_started", proc=proc)
+        pgtp.wait_file("b_started", proc=proc)
+        proc.send_signal(signal.SIGINT)
+        assert finish(proc).code == 1
+        status = pgtp.ok("status", str(run_id), "--json").json()
+        assert status["state"] == "cancelled", status
+        assert {t["name"]: (t["state"], t["error"]) for t in status["tasks"]} == {
+            "a": ("cancelled", None), "b": ("cancelled", None),
+            "c": ("skipped", None), "d": ("skipped", None)}, status

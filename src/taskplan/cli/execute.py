@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 DEFAULT_WORKERS = max(2, min(8, os.cpu_count() or 2))
 # How long `taskplan run` waits at the end for its notifications' first try.
 FLUSH_SECONDS = 15.0
+# After Ctrl-C, how long the run's attempts wait for its cancel to reach the store (which
+# kills them) before this process kills them anyway (a store away, or slow).
+KILL_WITHIN = 2.0
 
 
 def load_if_file(job_or_file: str) -> JobSpec | None:
@@ -316,12 +319,29 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
 
     interrupts = [0]
 
+    def cancel_then_kill() -> None:
+        # The run is cancelled before its attempts are killed: killed first, they were often
+        # recorded first ("cancelled: agent stopped"), so the tasks after them ended
+        # upstream_failed as after a failure, and the run failed. The cancel kills them itself;
+        # the kill that follows (at once, or after KILL_WITHIN while the store is away) only
+        # stops this agent.
+        cancelled = threading.Event()
+
+        def cancel() -> None:
+            cancel_quietly(engine, run_id)
+            cancelled.set()
+
+        threading.Thread(target=cancel, name="taskplan-cancel", daemon=True).start()
+        cancelled.wait(KILL_WITHIN)
+        agent.cancel_running()
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         after_hangup(signum)
         interrupts[0] += 1
         if interrupts[0] == 1:
-            threading.Thread(target=cancel_quietly, args=(engine, run_id), daemon=True).start()
-        agent.cancel_running()
+            threading.Thread(target=cancel_then_kill, daemon=True).start()
+        else:
+            agent.cancel_running()  # a second Ctrl-C: now, whatever the store does
 
     old = {s: signal.signal(s, on_signal) for s in stop_signals()}
     errors: list[BaseException] = []
