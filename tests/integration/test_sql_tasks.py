@@ -367,3 +367,41 @@ def test_a_template_failing_in_sql_is_a_template_error(engine: Engine, store: St
     assert got["div"]["error"] == "template error: ZeroDivisionError: division by zero"
     assert got["each"]["error"] == f"foreach items: {null}"
     assert f"taskplan: {null}" in log_text(store, got["mk"]["id"])
+
+
+def test_a_task_starts_in_a_fresh_session_whatever_the_one_before_set(
+        engine: Engine, store: Store, target: Target) -> None:
+    """Connections are pooled: a task's `SET search_path`, `SET sql_mode`, `SET @var`, a temp
+    table or a PRAGMA stayed on its connection, and the next task (of any job on that
+    connection URL) ran under them. Each task starts as a new session would."""
+    tmp = target.quote(target.name("tmp"))
+    if target.kind == "postgresql":
+        setup = f"SET search_path TO nowhere_schema; CREATE TEMP TABLE {tmp} (x INT)"
+        probe = ("SELECT current_setting('search_path') AS v,"
+                 f" (SELECT count(*) FROM pg_tables WHERE tablename = '{target.name('tmp')}')"
+                 " AS n")
+        want = {"v": '"$user", public', "n": 0}
+    elif target.kind == "mysql":
+        setup = (f"SET @leak = 'from a'; SET SESSION sql_mode = 'ANSI_QUOTES';"
+                 f" CREATE TEMPORARY TABLE {tmp} (x INT)")
+        probe = ("SELECT @leak AS v, @@SESSION.sql_mode LIKE '%ANSI_QUOTES%' AS n,"
+                 " 'é' AS e")
+        want = {"v": None, "n": 0, "e": "é"}
+    else:
+        setup = f"PRAGMA foreign_keys = ON; CREATE TEMP TABLE {tmp} (x INT)"
+        probe = ("SELECT (SELECT foreign_keys FROM pragma_foreign_keys) AS v,"
+                 " (SELECT count(*) FROM sqlite_temp_master) AS n")
+        want = {"v": 0, "n": 0}
+    run_id, _ = run_job(engine, job({"a": {"sql": setup},
+                                     "b": {"depends_on": ["a"], "sql": probe}}), slots=1)
+    got = tasks(store, run_id)
+    assert got["a"]["state"] == "succeeded", got["a"]["error"]
+    assert got["b"]["state"] == "succeeded", got["b"]["error"]
+    assert got["b"]["result"]["rows"] == [want]
+    if target.kind == "postgresql":
+        # The reset keeps the statements psycopg prepares on a connection (it does so at a
+        # statement's 5th run): DISCARD ALL dropped them, and the 6th run failed.
+        chain = {f"t{i}": {"sql": "SELECT CAST(:n AS int) + 1 AS x",
+                           **({"depends_on": [f"t{i - 1}"]} if i else {})} for i in range(8)}
+        run_id, _ = run_job(engine, job(chain), params={"n": 1}, slots=1)
+        assert {t["state"] for t in tasks(store, run_id).values()} == {"succeeded"}

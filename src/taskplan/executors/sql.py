@@ -626,6 +626,8 @@ class SqlExecutor:
             unhook_notices()
             if stop.reason is not None or failed is not None or stale:
                 conn.invalidate()  # never hand a half-cancelled session back to the pool
+            elif not _reset_session(stop):
+                conn.invalidate()
         how = ("the server did not answer the cancel: connection closed" if stop.severed
                else "statement cancelled on the server")
         if stop.reason == "cancel":
@@ -662,6 +664,39 @@ class SqlExecutor:
             return out
         finally:
             res.close()
+
+
+_COM_RESET_CONNECTION = 0x1F  # MySQL 5.7.3+, MariaDB 10.2.4+
+# DISCARD ALL but its DEALLOCATE ALL, which would drop the statements psycopg prepared on
+# this connection while it keeps using them ("prepared statement _pg3_1 does not exist").
+_PG_RESET = ("CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
+             " SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP;"
+             " DISCARD SEQUENCES")
+
+
+def _reset_session(stop: _Interrupter) -> bool:
+    """Make a connection going back to the pool as a new session, so the next task (of any
+    job on this URL) does not run under what this one set: `SET search_path`, `SET
+    sql_mode`, `@variables`, temporary tables, PRAGMAs. False: it cannot be (then it is
+    closed, and the next task connects afresh)."""
+    try:
+        if stop.family == "postgresql":
+            stop.driver.execute(_PG_RESET)
+            _watch_client(stop.dbapi)  # (RESET ALL undid it too)
+            return True
+        if stop.family == "mysql":
+            driver = stop.driver
+            driver._execute_command(_COM_RESET_CONNECTION, b"")
+            driver._read_ok_packet()
+            # The reset gives the session the server's defaults, the character set and
+            # autocommit included: those the connection was opened with are set again.
+            driver.set_character_set(driver.charset, driver.collation)
+            driver.autocommit(True)
+            return True
+    except Exception as exc:
+        logger.debug("cannot reset a pooled SQL session: %s", mask_url(_first_line(exc)))
+        return False
+    return False  # SQLite: a new connection costs less than finding what to undo
 
 
 OPEN_TRANSACTION = ("the script ended inside a transaction it opened (no COMMIT after its"
