@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,69 @@ def test_retry_run_reruns_only_what_did_not_succeed(engine: Engine, store: Store
     assert [a["state"] for a in attempts(store, second["flaky"]["id"])] == [
         "failed", "succeeded"]
     assert second["consume"]["result"]["x"] == 42
+
+
+def test_retry_reruns_a_foreach_only_after_the_upstream_it_waits_for(
+        engine: Engine, store: Store, tmp_path: Path) -> None:
+    """A foreach that ran under all_done beside a failed upstream: a retry reruns the
+    upstream, and the items that did not succeed wait for it, as the foreach did at first
+    (they ran at once, beside it, and its dependants before it ended)."""
+    marker = tmp_path / "fixed"
+    run_id, _ = run_job(engine, """
+        job: retry_fe
+        tasks:
+          gate: {python: "tpforeach:gate"}
+          each:
+            depends_on: [gate]
+            trigger: all_done
+            foreach: {values: [1, 2]}
+            python: "tpforeach:needs_gate"
+          after: {depends_on: [each], python: "tpforeach:noop"}
+        """, params={"marker": str(marker), "sleep": 0.3})
+    assert states(store, run_id) == {"gate": "failed", "each": "failed",
+                                     "after": "upstream_failed"}
+    marker.write_text("ok")
+    engine.retry_run(run_id)
+    run_agent(engine, run_id)
+    assert states(store, run_id) == {"gate": "succeeded", "each": "succeeded",
+                                     "after": "succeeded"}
+    assert engine.run_state(run_id) == "succeeded"
+    with store.read() as tx:
+        got = tx.all("SELECT item_index, state, attempts, result FROM task_runs"
+                     " WHERE run_id = :r AND parent_id IS NOT NULL ORDER BY item_index",
+                     {"r": run_id})
+    assert [(int(i), str(s), int(a)) for i, s, a, _ in got] == [
+        (0, "succeeded", 2), (1, "succeeded", 2)]
+    assert [json.loads(r)["gate"] for *_, r in got] == [{"attempt": 2}, {"attempt": 2}]
+
+
+def test_retry_skips_a_foreach_whose_rule_its_rerun_upstream_no_longer_meets(
+        engine: Engine, store: Store, tmp_path: Path) -> None:
+    """A one_failed foreach that ran because its upstream failed: once a retry makes that
+    upstream succeed, the foreach is skipped, its old items do not run again, and the run
+    succeeds."""
+    marker = tmp_path / "fixed"
+    run_id, _ = run_job(engine, """
+        job: retry_fe_handler
+        tasks:
+          gate: {python: "tpforeach:gate"}
+          cleanup:
+            depends_on: [gate]
+            trigger: one_failed
+            foreach: {values: [good, bad]}
+            python: "tpforeach:fail_on_bad"
+        """, params={"marker": str(marker), "sleep": 0.3})
+    assert states(store, run_id) == {"gate": "failed", "cleanup": "failed"}
+    marker.write_text("ok")
+    engine.retry_run(run_id)
+    run_agent(engine, run_id)
+    assert states(store, run_id) == {"gate": "succeeded", "cleanup": "skipped"}
+    assert engine.run_state(run_id) == "succeeded"
+    with store.read() as tx:
+        got = tx.all("SELECT item_index, attempts FROM task_runs"
+                     " WHERE run_id = :r AND parent_id IS NOT NULL ORDER BY item_index",
+                     {"r": run_id})
+    assert [(int(i), int(a)) for i, a in got] == [(0, 1), (1, 1)]
 
 
 def test_finished_runs_refuse_retry_stop_and_cancel(engine: Engine, store: Store) -> None:

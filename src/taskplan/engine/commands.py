@@ -325,7 +325,10 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         run_ops.reset_task_runs(tx, resets, now)
         # Failures the retry leaves as they are (outside `--task`'s scope) still fail the run.
         reset_ids = {r.task_run_id for r in resets}
-        kept = sum(1 for i, st in graph.state.items() if i not in reset_ids and st in _FAILURES)
+        # The items of a foreach it reruns count with their foreach: run again, or left as
+        # they ended under one that then does not run.
+        kept = sum(1 for i, st in graph.state.items() if i not in reset_ids and st in _FAILURES
+                   and graph.parent.get(i) not in redo)
         run_ops.reopen_run(tx, run_id, len(resets), ready, kept)
         settled = {(i, str(st)) for i, st in settle}
         ops.add_events(tx, [(now, run_id, None, "running", "retry")]
@@ -356,9 +359,11 @@ class _RunGraph:
             self.downs.setdefault(up, []).append(down)
             self.ups.setdefault(down, []).append(up)
         self.children: dict[int, list[tuple[int, str]]] = {}
+        self.parent: dict[int, int] = {}
         for r in rows:
             if r.parent_id is not None:
                 self.children.setdefault(r.parent_id, []).append((r.id, r.state))
+                self.parent[r.id] = r.parent_id
 
     def scope(self, run_id: int, task: str | None) -> set[int]:
         """The top-level task runs a retry reconsiders: all, or `task` and its downstream."""
@@ -405,13 +410,18 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
         pending = sum(1 for u in ups if u in redo)
         # A cancelled upstream counts as failed, as when the run first ran.
         failed = sum(1 for u in ups if u not in redo and graph.state[u] in _FAILED_UPSTREAM)
-        if kids:
+        if kids and not pending:
             # An expanded foreach reruns its unfinished items under the same parent.
             resets.extend(Reset(k, "ready", 0, 0, 0, extra) for k in kids)
             ready += len(kids)
             new_state = "running"
         elif pending:
+            # It waits for its upstreams that rerun, as when the run first ran; an expanded
+            # foreach keeps its items, and those that did not succeed run again once it
+            # starts (subruns.expand_foreach), or stay as they ended if its trigger rule
+            # then says it does not run.
             new_state = "pending"
+            kids = []
         else:
             rule = str(task_spec.trigger) if task_spec else "all_done"
             resolved = resolve_trigger(t.kind, rule, failed)

@@ -15,6 +15,7 @@ from taskplan.store import claims as claim_ops
 from taskplan.store import ops, run_ops
 from taskplan.store.db import Tx
 from taskplan.store.ops import RunRow, dumps_value
+from taskplan.store.run_ops import Reset
 
 
 def expand_foreach(ctx: Context, claim: Claim, chunks: Iterable[Sequence[Any]]) -> int | None:
@@ -37,6 +38,9 @@ def expand_foreach(ctx: Context, claim: Claim, chunks: Iterable[Sequence[Any]]) 
         if not ops.hold_foreach_parent(tx, claim.task_run_id, claim.attempt):
             return None
         spec = definitions.task_spec(ctx, claim.version_id, claim.task)
+        total, rerun = run_ops.items_to_rerun(tx, claim.task_run_id)
+        if total:
+            return _rerun_items(ctx, tx, claim, spec.retries + 1, total, rerun)
         label_set = runs.label_set(ctx, tx, spec.agent_labels)
         now = ctx.clock()
         n = 0
@@ -61,6 +65,26 @@ def expand_foreach(ctx: Context, claim: Claim, chunks: Iterable[Sequence[Any]]) 
                              f"expanded into {n} items")])
         tx.wake = True
         return n
+
+
+def _rerun_items(ctx: Context, tx: Tx, claim: Claim, tries: int, total: int,
+                 rerun: Sequence[int]) -> int:
+    """A foreach that expanded before, held back by `taskplan retry` until its upstreams
+    ran again (engine/commands.py): it keeps its items, whose number and values its source
+    decided then, and the items that did not succeed run again, each with `tries` more
+    attempts. Returns how many."""
+    if not rerun:
+        return 0
+    now = ctx.clock()
+    run_ops.reset_task_runs(tx, [Reset(i, "ready", 0, 0, 0, tries) for i in rerun], now)
+    ops.set_foreach_expanded(tx, claim.task_run_id, len(rerun))
+    ops.finish_attempt(tx, claim.task_run_id, claim.attempt, "succeeded", now, None, None)
+    ops.bump_run(tx, claim.run_id, unfinished=len(rerun), ready=len(rerun), running=-1)
+    ops.add_events(tx, [(now, claim.run_id, claim.task_run_id, "running",
+                         f"reran {len(rerun)} of its {total} items")]
+                   + [(now, claim.run_id, i, "ready", "retry") for i in rerun])
+    tx.wake = True
+    return len(rerun)
 
 
 def start_child_run(ctx: Context, claim: Claim, job_name: str, params: dict[str, Any]

@@ -134,6 +134,13 @@ def reset_task_runs(tx: Tx, resets: Sequence[Reset], now: float) -> None:
     )
 
 
+def items_to_rerun(tx: Tx, parent_id: int) -> tuple[int, list[int]]:
+    """How many items a foreach parent has, and the ids of those that did not succeed."""
+    rows = tx.all("SELECT id, state FROM task_runs WHERE parent_id = :p ORDER BY item_index",
+                  {"p": parent_id})
+    return len(rows), [int(i) for i, state in rows if state != "succeeded"]
+
+
 def reopen_run(tx: Tx, run_id: int, unfinished: int, ready: int, failed: int) -> None:
     """A finished run runs again (retry): halts lifted, counters set to what was reset, and
     `failed` to the failures it keeps."""

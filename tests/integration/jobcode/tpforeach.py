@@ -45,3 +45,21 @@ def keys_in_order(ctx: Any) -> dict[str, Any]:
 
 def unsorted(ctx: Any) -> dict[str, Any]:
     return {"zeta": 1, "alpha": {"z": 1, "a": 2}}
+
+
+def gate(ctx: Any) -> dict[str, Any]:
+    """Fails until the file named by params.marker exists; slow enough (params.sleep) that
+    a task that does not wait for it starts while it runs."""
+    import os
+
+    time.sleep(float(ctx.params.get("sleep", 0)))
+    if not os.path.exists(ctx.params["marker"]):
+        raise RuntimeError("marker missing")
+    return {"attempt": ctx.attempt}
+
+
+def needs_gate(ctx: Any) -> Any:
+    """An item that fails unless the task `gate` it waits for has succeeded."""
+    if "gate" not in ctx.results:
+        raise RuntimeError("gate has not succeeded")
+    return {"item": ctx.item, "gate": ctx.results["gate"]}
