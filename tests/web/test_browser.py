@@ -360,3 +360,26 @@ def test_run_now_takes_text_for_a_null_default_as_the_cli_does(console: tuple[Se
     page.wait_for_url("**/runs/*")
     made = int(page.url.rsplit("/", 1)[1])
     assert server.http.get(f"/api/v1/runs/{made}").json()["params"] == {"z": None}
+
+
+def test_a_filter_being_chosen_survives_a_live_change(console: tuple[Server, Path],
+                                                     page: Any) -> None:
+    """The run page's (and a foreach task page's) state filter sat inside the live region:
+    each change of a running run replaced it, so a state picked in it was put back before
+    Filter was pressed. It stays as the user left it; what it filters still follows."""
+    server, home = console
+    made = server.http.post("/api/v1/jobs/browser/runs", json={})
+    run_id = made.json()["run_id"]
+    page.goto(f"{server.base}/runs/{run_id}")
+    page.wait_for_selector('g.node[data-task="gate"][data-state="running"]')
+    page.evaluate("window.notReloaded = true")
+    page.select_option("form.filters select[name=state]", "failed")
+    (home / "go").write_text("")  # the run moves on: gate succeeds, flaky fails
+    page.wait_for_selector('tr[data-task="flaky"][data-state="failed"]')
+    page.wait_for_selector('#run-state[data-state="failed"]')
+    assert page.evaluate("window.notReloaded") is True
+    assert page.locator("form.filters select[name=state]").input_value() == "failed"
+    page.click("form.filters button")
+    page.wait_for_url(f"**/runs/{run_id}?state=failed")
+    assert page.locator('tr[data-task="flaky"]').count() == 1
+    assert page.locator('tr[data-task="gate"]').count() == 0
