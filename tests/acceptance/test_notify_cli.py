@@ -284,3 +284,26 @@ def test_run_says_so_when_a_try_of_its_notification_is_still_under_way(tp: Taskp
     assert res.code == 1 and n["state"] == "pending", (res, n)
     assert res.err == ("taskplan: notification(s) of run 1 not sent yet; a running agent,"
                        " scheduler or serve sends them (taskplan notifications)\n"), res
+
+
+def test_a_foreground_run_leaves_other_runs_notifications_to_the_daemons(tp: Taskplan) -> None:
+    # `taskplan run` took the sender lease and tried other runs' notifications that were due
+    # again: a run of a job with nothing to notify waited ~12 s for a slow receiver of an
+    # earlier run before it exited, then cut that try short (sent again later: a duplicate).
+    hook = start_hook(hold=True)
+    try:
+        tp.write("slow.yaml", f"job: slow\nnotify: [{{on: run_failed, webhook: '{hook.url}',"
+                              " timeout: 1s}]\ntasks:\n  a: {shell: 'exit 1'}\n")
+        tp("run", "slow.yaml")  # its one try times out: due again 5 s later
+        [before] = tp.ok("notifications", "--json").json()
+        due = datetime.fromisoformat(before["next_try_at"])
+        while datetime.now(due.tzinfo) < due:
+            time.sleep(0.1)
+        tp.write("quiet.yaml", "job: quiet\nnotify: []\ntasks:\n  a: {shell: 'true'}\n")
+        res = tp("run", "quiet.yaml")
+        [after] = tp.ok("notifications", "--json").json()
+    finally:
+        hook.close()
+    assert res.code == 0, res
+    assert after["attempts"] == before["attempts"] == 1, after
+    assert len(hook.received) == 1

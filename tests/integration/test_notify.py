@@ -208,6 +208,28 @@ def test_a_version_stored_under_looser_notify_rules_still_loads_and_runs(
     assert hook.events() == ["run_failed"]
 
 
+def test_a_foreground_run_s_sender_retries_its_own_run_only(engine: Engine,
+                                                             store: Store) -> None:
+    hook = start_hook(statuses=[503, 503])
+    try:
+        job = f"job: x\nnotify: [{{on: run_failed, webhook: '{hook.url}'}}]\n" \
+              "tasks:\n  a: {shell: 'exit 1'}\n"
+        first, _ = run_job(engine, job)
+        second, _ = run_job(engine, job)
+        clock = [time.time()]
+        drain(store, clock=lambda: clock[0])  # each one's first try: 503
+        clock[0] += 60
+        # Another sender (drain's) holds the lease; a run's own sender needs none.
+        mine = Sender(store, lease=5.0, holder="run", clock=lambda: clock[0], root=second)
+        assert mine.deliver_due() == 1
+        with store.read() as tx:
+            states = {n.run_id: (n.state, n.attempts)
+                      for n in notify_ops.list_notifications(tx)}
+        assert states == {first: ("pending", 1), second: ("delivered", 2)}
+    finally:
+        hook.close()
+
+
 def test_a_resend_while_a_try_is_under_way_does_not_start_a_second(engine: Engine,
                                                                      store: Store) -> None:
     # `notifications resend ID` of a pending notification whose try was waiting for a slow

@@ -357,7 +357,7 @@ def execute(engine: Engine, run_id: int, workers: int, lease: float,
         # This run's failed tries are listed once, after its summary: the sender's own lines
         # would repeat them, and name other runs' too (it may hold the sender lease).
         logging.getLogger("taskplan.notify").setLevel(logging.ERROR)
-    sender = start_sender(store, settings) if settings is not None else None
+    sender = start_sender(store, settings, root=run_id) if settings is not None else None
     thread = threading.Thread(target=dispatch, name="taskplan-dispatch", daemon=True)
     watch = deadline_watch(engine, run_id)
     try:

@@ -59,8 +59,13 @@ FRESH_WORKERS = 8  # tries at once of the rows this process wrote
 class Sender:
     def __init__(self, store: Store, *, smtp: Smtp | None = None, lease: float = 30.0,
                  holder: str | None = None, clock: Callable[[], float] = time.time,
-                 max_tries: int = MAX_TRIES, backoff: Sequence[float] = BACKOFF) -> None:
+                 max_tries: int = MAX_TRIES, backoff: Sequence[float] = BACKOFF,
+                 root: int | None = None) -> None:
         self.store = store
+        # A foreground `taskplan run`/`retry`: it retries its own run's notifications (and
+        # its sub-runs') and never takes the lease, so another run's slow receiver neither
+        # holds up its exit nor has its try cut short there (and sent twice).
+        self.root = root
         self.smtp = smtp or Smtp.from_settings({})
         self.lease = lease
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -68,7 +73,7 @@ class Sender:
         self.max_tries = max_tries
         self.backoff = tuple(backoff)
         self.leader = False
-        self.next_due: float | None = None  # as the leader last saw it
+        self.next_due: float | None = None  # as the leader (or a root's sender) last saw it
         self._stop = threading.Event()
         self._kick = notify_ops.kick_event(store)
         self._thread: threading.Thread | None = None
@@ -102,17 +107,19 @@ class Sender:
         self._deliver_all(due)
         if due:
             with self.store.read() as tx:
-                self.next_due = notify_ops.next_due(tx)
+                self.next_due = notify_ops.next_due(tx, self.root)
         return len(due)
 
     def _claim_due(self, limit: int) -> list[Delivery]:
-        """As the lease holder: claim up to `limit` due rows and record their tries' start."""
+        """As the lease holder (or for its root run): claim up to `limit` due rows and record
+        their tries' start."""
         now = self.clock()
         with self.store.tx() as tx:
-            if not sched_ops.holds_lease(tx, notify_ops.LEASE_NAME, self.holder, now):
+            if self.root is None and not sched_ops.holds_lease(tx, notify_ops.LEASE_NAME,
+                                                               self.holder, now):
                 self.leader = False
                 return []
-            due = notify_ops.claim_due(tx, now, limit, self._hold)
+            due = notify_ops.claim_due(tx, now, limit, self._hold, root=self.root)
             for d in due:
                 notify_ops.start_attempt(tx, d, self.holder, now)
         return due
@@ -164,7 +171,7 @@ class Sender:
             return
         self._start_tries("due", self._claim_due(room))
         with self.store.read() as tx:
-            self.next_due = notify_ops.next_due(tx)
+            self.next_due = notify_ops.next_due(tx, self.root)
 
     def _start_tries(self, kind: str, due: Sequence[Delivery]) -> None:
         for d in due:
@@ -250,20 +257,25 @@ class Sender:
         while not self._stop.is_set():
             try:
                 if time.monotonic() >= next_renew:
-                    self.try_lead()
+                    if self.root is None:
+                        self.try_lead()
+                    else:
+                        with self.store.read() as tx:
+                            self.next_due = notify_ops.next_due(tx, self.root)
                     next_renew = time.monotonic() + renew_every
                 self._deliver_fresh(wait=False)
-                if self.leader and self._ended.is_set():
+                retries = self.leader or self.root is not None
+                if retries and self._ended.is_set():
                     # A try ended (its retry, if any, is due later): what is due next?
                     self._ended.clear()
                     with self.store.read() as tx:
-                        self.next_due = notify_ops.next_due(tx)
-                if self.leader and self.next_due is not None and self.next_due <= self.clock():
+                        self.next_due = notify_ops.next_due(tx, self.root)
+                if retries and self.next_due is not None and self.next_due <= self.clock():
                     self._deliver_due_async()
                 timeout = next_renew - time.monotonic()
                 if self._fresh:
                     timeout = min(timeout, 0.2)
-                if (self.leader and self.next_due is not None
+                if (retries and self.next_due is not None
                         and self._busy["due"] < WORKERS):  # else a try's end wakes the loop
                     timeout = min(timeout, self.next_due - self.clock())
                 if outage is not None:
@@ -323,7 +335,7 @@ class Sender:
             time.sleep(0.1)
 
 
-def start_sender(store: Store, settings: Settings) -> Sender:
-    """A sender thread configured from taskplan.toml."""
+def start_sender(store: Store, settings: Settings, root: int | None = None) -> Sender:
+    """A sender thread configured from taskplan.toml (for a foreground run: `root`)."""
     return Sender(store, smtp=Smtp.from_settings(settings.smtp),
-                  lease=settings.lease_seconds).start()
+                  lease=settings.lease_seconds, root=root).start()

@@ -350,12 +350,18 @@ def renew_lease(tx: Tx, holder: str, now: float, until: float, *, create: bool
     return SenderLease(False, None)
 
 
+def _of_root(root: int | None) -> str:
+    """The condition on a notification of a run and its sub-runs (none: no condition)."""
+    return "" if root is None else (
+        f" AND run_id IN (SELECT id FROM runs WHERE root_run_id = {int(root)})")
+
+
 def claim_due(tx: Tx, now: float, limit: int, hold: Callable[[Channel], float],
-              ids: Sequence[int] | None = None) -> list[Delivery]:
-    """Pending notifications due now (of `ids` only, if given), each pushed `hold(channel)`
-    seconds ahead so that no other sender takes it while this try runs (if this sender dies,
-    it is due again then)."""
-    only = "" if ids is None else f" AND id IN ({_ids(ids) or 'NULL'})"
+              ids: Sequence[int] | None = None, root: int | None = None) -> list[Delivery]:
+    """Pending notifications due now (of `ids` only, or of the runs under `root` only, if
+    given), each pushed `hold(channel)` seconds ahead so that no other sender takes it while
+    this try runs (if this sender dies, it is due again then)."""
+    only = ("" if ids is None else f" AND id IN ({_ids(ids) or 'NULL'})") + _of_root(root)
     rows = tx.all(
         "SELECT id, event, channel, payload, attempts, round_from FROM notifications"
         f" WHERE state = 'pending' AND next_at <= :t{only} ORDER BY next_at, id LIMIT :n",
@@ -404,8 +410,9 @@ def end_attempt(tx: Tx, d: Delivery, now: float, *, ok: bool, status: int | None
                {"n": retry_at, "e": error, "i": d.id})
 
 
-def next_due(tx: Tx) -> float | None:
-    value = tx.scalar("SELECT MIN(next_at) FROM notifications WHERE state = 'pending'")
+def next_due(tx: Tx, root: int | None = None) -> float | None:
+    value = tx.scalar("SELECT MIN(next_at) FROM notifications WHERE state = 'pending'"
+                      + _of_root(root))
     return None if value is None else float(value)
 
 
