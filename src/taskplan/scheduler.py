@@ -22,7 +22,7 @@
   outage (the store unavailable) and a clock jump count as downtime. `on_misfire: skip` fires
   none of the missed (only on-time firings); `run_once` fires the latest due firing once;
   `run_all` fires every missed one, at most
-  `RUN_ALL_CAP` (100, the latest ones). Missed firings that make no run are recorded with a
+  `RUN_ALL_CAP` (100, the latest ones), queued behind each other unless `on_overlap: allow`. Missed firings that make no run are recorded with a
   note (the latest RUN_ALL_CAP + 1 of them: older ones are not looked at).
 * **Overlap** (a top-level run of the job queued, running or stopping at firing time): `skip`
   records the firing with no run and a note; `queue` creates the run `queued`; it starts when
@@ -281,6 +281,9 @@ class Scheduler:
             paused = ("skipped: the job is paused" if sched_ops.job_paused(tx, job.job_id)
                       else "skipped: the schedule is paused"
                       if key in sched_ops.paused_schedules(tx, job.job_id) else None)
+            # run_all after downtime: the firings of this pass, missed and on time, each
+            # make a run, the later ones waiting for the earlier (not skipped as overlaps).
+            catch_up = spec.on_misfire == OnMisfire.RUN_ALL and due[0][0] < on_time_from
             for fire_at, missed in due:
                 if not sched_ops.insert_schedule_firing(tx, job.job_id, key, fire_at, now):
                     continue  # another scheduler fired it
@@ -288,7 +291,7 @@ class Scheduler:
                     late.append(fire_at)
                 run_id, note = (None, missed) if missed else (
                     (None, paused) if paused
-                    else self._make_run(tx, job, key, schedule_params, fire_at))
+                    else self._make_run(tx, job, key, schedule_params, fire_at, catch_up))
                 sched_ops.set_firing_outcome(tx, job.job_id, key, fire_at, run_id, note)
                 fields = {"job": job.name, "schedule": key, "fire_at": _dt(fire_at).isoformat()}
                 if run_id is None:
@@ -310,10 +313,15 @@ class Scheduler:
                     at=now)
 
     def _make_run(self, tx: Tx, job: _Job, key: str, params: dict[str, object],
-                  fire_at: float) -> tuple[int | None, str | None]:
+                  fire_at: float, catch_up: bool = False) -> tuple[int | None, str | None]:
         active = sched_ops.active_runs(tx, job.job_id)
         policy = job.spec.on_overlap
         queued = False
+        if catch_up and policy != OnOverlap.ALLOW:
+            # The firings run_all makes up: each waits for the one before it (skip and queue
+            # would otherwise keep only the first of them, the oldest).
+            queued = bool(active)
+            policy = OnOverlap.ALLOW
         if active and policy == OnOverlap.SKIP:
             return None, "skipped: a run of this job is still active (on_overlap: skip)"
         if active and policy == OnOverlap.QUEUE:

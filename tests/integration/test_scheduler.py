@@ -149,6 +149,32 @@ def test_run_once_after_downtime_fires_the_latest_missed(eng: Engine, store: Sto
         T0 + k for k in range(1, 7)]
 
 
+@pytest.mark.parametrize("overlap", ["skip", "queue"])
+def test_run_all_makes_up_every_missed_firing_one_after_another(
+        eng: Engine, store: Store, clock: Clock, overlap: str) -> None:
+    """With `on_overlap: skip` (the default) or `queue`, run_all made one run after downtime,
+    for the oldest missed firing: the next ones found it active and were skipped. The runs
+    it makes up are made, queued behind each other, and run in firing order."""
+    from engine_helpers import run_agent
+
+    apply(eng, job(misfire="run_all", overlap=overlap))
+    s = scheduler(eng, clock)
+    clock.set(T0 + 5.5)  # T0+1 .. T0+4 missed, T0+5 on time
+    made = fire(s).runs
+    assert len(made) == 5
+    assert [eng.run_state(r) for r in made] == ["running"] + ["queued"] * 4
+    assert [r for _, r, _ in firings(store)] == made
+    clock.set(T0 + 6.0)
+    assert fire(s).runs == []  # on time again, and runs are still waiting: the policy holds
+    run_agent(eng, None, root=False,
+              until=lambda a: all(eng.run_state(r) == "succeeded" for r in made))
+    with store.read() as tx:
+        order = [int(r) for (r,) in tx.all(
+            "SELECT id FROM runs WHERE id IN (" + ", ".join(map(str, made)) + ")"
+            " ORDER BY started_at, id")]
+    assert order == made
+
+
 def test_run_all_is_capped(eng: Engine, store: Store, clock: Clock) -> None:
     apply(eng, job(misfire="run_all"))
     s = scheduler(eng, clock)
