@@ -131,6 +131,12 @@ def test_notify_test_and_bad_input(tp: Taskplan) -> None:
             """)
         tp.ok("notify", "test", "ops", db=False)
         assert hook.received[-1].path == "/hook/ops"
+        # An entry's secret is its own: a --secret beside its name was dropped without a word.
+        res = tp("notify", "test", "ops", "--secret", "other", db=False)
+        assert (res.code, res.err) == (2, "taskplan: --secret only applies to a webhook URL;"
+                                          " 'ops' names a [[notify]] entry of taskplan.toml,"
+                                          " whose own secret signs it\n"), res
+        assert len(hook.received) == 2
     finally:
         hook.close()
     tp.write("dead.yaml", 'job: dead\nnotify: [{on: run_failed, webhook: "http://127.0.0.1:9/"}]'

@@ -163,6 +163,9 @@ def parse_channel(text: str, secret: str | None, settings_channel: Channel | Non
     from taskplan.redact import mask_url
 
     if settings_channel is not None:
+        if secret is not None:
+            raise UsageError(f"--secret only applies to a webhook URL; {text!r} names a"
+                             " [[notify]] entry of taskplan.toml, whose own secret signs it")
         return settings_channel
     if text.startswith(("http://", "https://")):
         if (problem := webhook_problem(text)) is not None:
