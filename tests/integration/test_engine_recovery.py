@@ -248,3 +248,30 @@ def test_status_says_what_a_silent_agent_of_another_machine_holds_waits_for(
     assert said == {claim.task_run_id: (
         f"its agent elsewhere (other-host) has not renewed its lease since {since}; it is"
         " recovered at the next heartbeat of an agent alive")}
+
+
+def test_status_says_a_run_pinned_to_a_dead_foreground_process_waits_for_recovery(
+        store: Store) -> None:
+    """A killed `taskplan run` leaves its run pinned to it until it is recovered: its ready
+    task runs do not wait 'for a free slot of' a process that is gone."""
+    from taskplan.engine import waiting
+
+    engine = Engine(store)
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        fg = engine.register_agent("vm:fg", "this-host", owner.pid, 1, 30.0)
+        run_id = engine.create_run(apply_job(engine, """
+            job: pinned_dead
+            tasks:
+              a: {python: "tpjobs:record"}
+              b: {python: "tpjobs:record"}
+            """), pin_agent_id=fg)
+        assert len(engine.step(fg, [], 1, run_id).claims) == 1
+        assert set(waiting.explain(store, run_id).values()) == {
+            "waiting for a free slot of vm:fg (the run's foreground process)"}
+    finally:
+        owner.kill()
+        owner.wait()
+    gone = (f"the run's foreground process (pid {owner.pid}) is gone; it is recovered as soon"
+            " as an agent or `taskplan run` starts on this machine")
+    assert set(waiting.explain(store, run_id).values()) == {gone}

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from taskplan.model import Halt, JobSpec, RunState, TaskState
 from taskplan.store.db import Store, Tx
 from taskplan.store.routing import RunWaitFacts, WaitingTaskRun, live_agents, wait_facts
+
+if TYPE_CHECKING:
+    from taskplan.store.console import AgentInfo
 
 MAX_NAMES = 5  # upstream names listed before "and N more"
 
@@ -33,7 +37,38 @@ def explain_in(tx: Tx, run_id: int, now: float) -> dict[int, str]:
     facts = wait_facts(tx, run_id, now)
     if facts is None or facts.state not in (RunState.QUEUED, RunState.RUNNING, RunState.STOPPING):
         return {}
-    return {t.id: reason(facts, t, now) for t in facts.tasks}
+    pin_lost = _pin_lost(tx, facts.pin_agent_id, now) if facts.pin_agent_id is not None else None
+    return {t.id: reason(facts, t, now, pin_lost) for t in facts.tasks}
+
+
+def _pin_lost(tx: Tx, pin_agent_id: int, now: float) -> str | None:
+    """Why the run's foreground process will not take its task runs, when it is gone (this
+    machine) or silent past its lease: the run stays pinned to it until it is recovered."""
+    from taskplan import procs
+    from taskplan.store import console, ops
+
+    where = procs.machine()
+    if where is not None:
+        for local in ops.agents_of_machine(tx, where):
+            if local.id == pin_agent_id and procs.is_gone(local.pid, local.process):
+                return (f"the run's foreground process (pid {local.pid}) is gone; it is"
+                        " recovered as soon as an agent or `taskplan run` starts on this"
+                        " machine")
+    agents = console.agents(tx, now, include_gone=False)
+    for agent in agents:
+        if agent.id == pin_agent_id and agent.state == "expired":
+            return (f"the run's foreground process {agent.name} ({agent.host}) has not"
+                    f" renewed its lease since {clock(agent.heartbeat_at, now)}; it is"
+                    f" recovered {_recovered_by(agents)}")
+    return None
+
+
+def _recovered_by(agents: list[AgentInfo]) -> str:
+    """When the work of an agent whose lease ran out comes back: at the next beat of an agent
+    (or `taskplan run`) whose own lease still runs, else when one starts."""
+    return ("at the next heartbeat of an agent alive" if any(a.state != "expired"
+                                                            for a in agents)
+            else "as soon as an agent or `taskplan run` starts")
 
 
 def orphans_in(tx: Tx, run_id: int, now: float | None = None) -> dict[int, str]:
@@ -59,10 +94,7 @@ def orphans_in(tx: Tx, run_id: int, now: float | None = None) -> dict[int, str]:
     silent = [a for a in agents if a.state == "expired" and a.running]
     if not silent:
         return notes
-    # Whoever beats next reaps it: an agent (or `taskplan run`) whose own lease still runs.
-    recovery = ("at the next heartbeat of an agent alive"
-                if any(a.state != "expired" for a in agents)
-                else "as soon as an agent or `taskplan run` starts")
+    recovery = _recovered_by(agents)
     for agent in silent:
         for claim in running_claims_of_agent(tx, agent.id):
             if claim.run_id == run_id and claim.task_run_id not in notes:
@@ -72,7 +104,8 @@ def orphans_in(tx: Tx, run_id: int, now: float | None = None) -> dict[int, str]:
     return notes
 
 
-def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
+def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float,
+           pin_lost: str | None = None) -> str:
     if t.state == TaskState.RETRYING:
         return f"retry at {clock(t.ready_at, now)}" if t.ready_at is not None else "retrying"
     if t.state == TaskState.PENDING:
@@ -95,6 +128,8 @@ def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float) -> str:
             return (f"pool {t.pool} full ({used}/{size}), held by job task "
                     + ", ".join(pool.held_above) + ", which waits for this run"
                     + (": it never frees" if len(pool.held_above) >= size else ""))
+    if pin_lost is not None:
+        return pin_lost
     alive = [a for a in facts.agents if a.state == "alive"]
     pinned = next((a for a in facts.agents if a.id == facts.pin_agent_id), None)
     if pinned is not None:
