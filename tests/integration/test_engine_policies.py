@@ -293,6 +293,41 @@ def test_retry_skips_a_foreach_whose_rule_its_rerun_upstream_no_longer_meets(
     assert [(int(i), int(a)) for i, a in got] == [(0, 1), (1, 1)]
 
 
+@pytest.mark.parametrize("policy", ["continue", "stop", "finish_stage", "cancel"])
+def test_retry_of_a_branch_keeps_a_task_skipped_for_a_failure_from_running(
+        engine: Engine, store: Store, tmp_path: Path, policy: str) -> None:
+    """Outside `continue`, a task that never ran because its upstream failed ends skipped, and
+    still counts as failed for its dependants. `retry --task` of another branch of one of them
+    must not run that dependant as if the skipped task had succeeded."""
+    marker = tmp_path / "fixed"
+    run_id, _ = run_job(engine, f"""
+        job: retry_branch
+        on_failure: {policy}
+        tasks:
+          a: {{python: "tpjobs:fail"}}
+          c: {{python: "tpjobs:record", depends_on: [a]}}
+          e: {{python: "tpjobs:flaky"}}
+          d: {{python: "tpjobs:record", depends_on: [c, e]}}
+          h: {{python: "tpjobs:record", depends_on: [d], trigger: all_done}}
+        """, params={"marker": str(marker)}, slots=1)
+    # upstream_failed only under continue; elsewhere skipped, which still counts as failed
+    never = "upstream_failed" if policy == "continue" else "skipped"
+    first = states(store, run_id)
+    assert first["a"] == "failed" and first["c"] == never and first["d"] == never
+    marker.write_text("ok")
+    engine.retry_run(run_id, "e")
+    run_agent(engine, run_id)
+    after = states(store, run_id)
+    assert after["e"] == "succeeded"
+    assert after["c"] == never and after["d"] == never  # c still has a failed upstream
+    assert after["h"] == "succeeded"  # all_done: runs once d ended, whatever it ended
+    assert tasks(store, run_id)["d"]["attempts"] == 0
+    assert engine.run_state(run_id) == "failed"
+    engine.retry_run(run_id, "d")  # resolved at once, by the same rule
+    assert engine.run_state(run_id) == "failed"
+    assert states(store, run_id) == after and tasks(store, run_id)["d"]["attempts"] == 0
+
+
 def test_finished_runs_refuse_retry_stop_and_cancel(engine: Engine, store: Store) -> None:
     run_id, _ = run_job(engine, """
         job: settled

@@ -17,9 +17,11 @@ from taskplan.model import (
     TERMINAL_RUN_STATES,
     Halt,
     JobSpec,
+    OnFailure,
     RunState,
     TaskRunKind,
     TaskState,
+    TriggerRule,
 )
 from taskplan.store import job_admin, ops, run_ops, sched_ops
 from taskplan.store.db import Tx
@@ -321,7 +323,7 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
                     + (", the rest succeeded" if rest else ""))
             raise ConflictError(f"run {run_id}: {what} already succeeded, nothing to retry")
         now = ctx.clock()
-        resets, settle, ready = _resets(graph, redo, spec)
+        resets, settle, ready, carried = _resets(graph, redo, spec)
         run_ops.reset_task_runs(tx, resets, now)
         # Failures the retry leaves as they are (outside `--task`'s scope) still fail the run.
         reset_ids = {r.task_run_id for r in resets}
@@ -339,7 +341,8 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         delta = Delta()
         firsts = [(ops.task_run(tx, i), st) for i, st in settle]
         transitions.settle(tx, run_id, fresh.on_failure,
-                           [(t, st) for t, st in firsts if t is not None], now, delta)
+                           [(t, st) for t, st in firsts if t is not None], now, delta,
+                           carried=carried)
         transitions.close_step(ctx, tx, run_id, fresh, now, delta, None)
         tx.wake = True
         # Counted as `status` lists them: stage barriers are no rows of it.
@@ -364,6 +367,33 @@ class _RunGraph:
             if r.parent_id is not None:
                 self.children.setdefault(r.parent_id, []).append((r.id, r.state))
                 self.parent[r.id] = r.parent_id
+
+    def carrying_failure(self, spec: JobSpec) -> set[int]:
+        """The top-level task runs that ended skipped because an upstream failed (outside
+        `continue` they end skipped, not upstream_failed): as when the run ran, they count as
+        failed for their dependants. A task skipped by its trigger rule (one_failed), by
+        `enabled: false` or because its run halted before it started does not."""
+        rules = {t.name: t.trigger for t in spec.tasks if t.enabled}
+        waiting = {t.id: 0 for t in self.top}
+        for i in waiting:
+            waiting[i] = sum(1 for u in self.ups.get(i, ()) if u in waiting)
+        todo = [i for i, n in waiting.items() if n == 0]
+        kinds = {t.id: (t.kind, t.task) for t in self.top}
+        carries: set[int] = set()
+        while todo:
+            i = todo.pop()
+            kind, name = kinds[i]
+            if (self.state[i] == TaskState.SKIPPED and kind != TaskRunKind.BARRIER
+                    and rules.get(name) == TriggerRule.ALL_SUCCESS
+                    and any(self.state[u] in _FAILED_UPSTREAM or u in carries
+                            for u in self.ups.get(i, ()))):
+                carries.add(i)
+            for d in self.downs.get(i, ()):
+                if d in waiting:
+                    waiting[d] -= 1
+                    if waiting[d] == 0:
+                        todo.append(d)
+        return carries
 
     def scope(self, run_id: int, task: str | None) -> set[int]:
         """The top-level task runs a retry reconsiders: all, or `task` and its downstream."""
@@ -394,12 +424,16 @@ _FAILURES = frozenset({TaskState.FAILED, TaskState.CANCELLED})
 
 
 def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
-            ) -> tuple[list[Reset], list[tuple[int, TaskState]], int]:
+            ) -> tuple[list[Reset], list[tuple[int, TaskState]], int, set[int]]:
     """The new state of each task run to rerun; those that resolve at once (to be settled);
-    how many become ready."""
+    how many become ready; which of those end skipped for a failed upstream (outside
+    `continue`), counting as failed for their own dependants."""
     resets: list[Reset] = []
     settle: list[tuple[int, TaskState]] = []
     ready = 0
+    carries = graph.carrying_failure(spec)
+    skip_failed = spec.on_failure != OnFailure.CONTINUE
+    carried: set[int] = set()
     for t in graph.top:
         if t.id not in redo:
             continue
@@ -409,7 +443,8 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
         ups = graph.ups.get(t.id, [])
         pending = sum(1 for u in ups if u in redo)
         # A cancelled upstream counts as failed, as when the run first ran.
-        failed = sum(1 for u in ups if u not in redo and graph.state[u] in _FAILED_UPSTREAM)
+        failed = sum(1 for u in ups if u not in redo
+                     and (graph.state[u] in _FAILED_UPSTREAM or u in carries))
         if kids and not pending:
             # An expanded foreach reruns its unfinished items under the same parent.
             resets.extend(Reset(k, "ready", 0, 0, 0, extra) for k in kids)
@@ -425,10 +460,15 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
         else:
             rule = str(task_spec.trigger) if task_spec else "all_done"
             resolved = resolve_trigger(t.kind, rule, failed)
+            if (skip_failed and resolved == TaskState.UPSTREAM_FAILED
+                    and t.kind != TaskRunKind.BARRIER):
+                # As transitions.settle ends it when the run first ran.
+                resolved = TaskState.SKIPPED
+                carried.add(t.id)
             new_state = str(resolved)
             if resolved == TaskState.READY:
                 ready += 1
             else:
                 settle.append((t.id, resolved))
         resets.append(Reset(t.id, new_state, pending, failed, len(kids), extra))
-    return resets, settle, ready
+    return resets, settle, ready, carried

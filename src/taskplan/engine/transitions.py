@@ -230,13 +230,14 @@ def _round_failures(tx: Tx, claim: Claim, retries: int) -> int:
     return max(failures, 1)
 
 def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRow, TaskState]],
-           now: float, delta: Delta, detail: str | None = None, leaves: Collection[int] = ()
-           ) -> None:
+           now: float, delta: Delta, detail: str | None = None, leaves: Collection[int] = (),
+           carried: Collection[int] = ()) -> None:
     """Propagate terminal states through the graph inside the current transaction, in run
     `run_id` whose on_failure policy is `on_failure`.
 
     `leaves`: task runs known to have no dependants (no task_edges from them), whose
-    decrement would change nothing.
+    decrement would change nothing. `carried`: those of `first` that end skipped for a
+    failed upstream, and so count as failed for their dependants.
     """
     work: deque[tuple[TaskRunRow, TaskState]] = deque(first)
     first_id = work[0][0].id if work else None
@@ -246,7 +247,7 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
     # Outside `continue`, a task that never starts because an upstream failed ends
     # `skipped` (docs/job-file.md), yet still counts as failed for its own dependants' rules.
     skip_failed = on_failure != OnFailure.CONTINUE
-    carries_failure: set[int] = set()
+    carries_failure: set[int] = set(carried)
     while work:
         row, state = work.popleft()
         attempted -= 1
