@@ -161,3 +161,28 @@ def test_a_dry_run_against_no_store_creates_none(tp: Taskplan) -> None:
     tp.ok("apply", "jobs/nightly.yaml")
     out = tp.ok("apply", "--dry-run", "jobs").out
     assert "would be created" not in out and "nightly: would be version 1 (unchanged)" in out
+
+
+def test_a_job_file_moved_to_another_folder_follows_it(tp: Taskplan) -> None:
+    # The same file applied from its new folder was 'version 1 (unchanged)' and the job stayed
+    # bound to the old one: its runs imported the old folder's modules and ran there (every
+    # run failed once it was removed), and `apply --prune` of the old folder deleted the job.
+    for folder in ("old", "new"):
+        tp.write(f"{folder}/moved.yaml", """
+            job: moved
+            tasks:
+              p: {python: "steps:where"}
+              s: {shell: "cat where.txt"}
+        """)
+        tp.write(f"{folder}/steps.py", f"def where(ctx):\n    print('{folder} steps')\n")
+        tp.write(f"{folder}/where.txt", f"{folder} folder\n")
+    assert tp.ok("apply", "old").out == "moved: version 1 (new)\n"
+    assert tp.ok("apply", "--dry-run", "new").out == "moved: would be version 2 (new)\n"
+    assert tp.ok("apply", "new").out == "moved: version 2 (new)\n"
+    assert tp.ok("apply", "new").out == "moved: version 2 (unchanged)\n"
+    for name in ("moved.yaml", "steps.py", "where.txt"):
+        (tp.home / "old" / name).unlink()
+    assert tp.ok("apply", "--prune", "old").out == ""
+    tp.ok("run", "moved")
+    assert tp.ok("logs", "1", "p").out == "new steps\n"
+    assert tp.ok("logs", "1", "s").out == "new folder\n"

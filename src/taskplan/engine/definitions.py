@@ -118,7 +118,8 @@ def apply(ctx: Context, spec: JobSpec) -> tuple[int, int, bool]:
     with ctx.store.tx() as tx:
         check_job_calls(tx, spec)
         job, current = _job_and_current(tx, spec.name)
-        if current is not None and current.spec_hash == digest:
+        if _same_version(current, digest, spec):
+            assert current is not None
             vid, number, changed = current.id, current.version, False
         else:
             job_id = job.id if job else ops.insert_job(tx, spec.name, now)
@@ -134,6 +135,14 @@ def apply(ctx: Context, spec: JobSpec) -> tuple[int, int, bool]:
     with ctx.specs.lock:
         ctx.specs.specs.setdefault(vid, spec)
     return vid, number, changed
+
+
+def _same_version(current: ops.VersionRow | None, digest: str, spec: JobSpec) -> bool:
+    """The stored version holds this definition, from this folder. A job file moved to
+    another folder is a new version: its tasks run in (and import from) its folder, and the
+    old one may be gone."""
+    return (current is not None and current.spec_hash == digest
+            and current.base_dir == spec.base_dir)
 
 
 def _job_and_current(tx: Tx, name: str) -> tuple[ops.JobRow | None, ops.VersionRow | None]:
@@ -153,7 +162,8 @@ def apply_preview(ctx: Context, spec: JobSpec) -> tuple[int, bool]:
         job, current = _job_and_current(tx, spec.name)
         if job is None:
             return 1, True
-        if current is not None and current.spec_hash == definition_hash(spec.definition):
+        if _same_version(current, definition_hash(spec.definition), spec):
+            assert current is not None
             return current.version, False
         return job_admin.latest_version(tx, job.id) + 1, True
 
