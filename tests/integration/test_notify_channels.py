@@ -191,6 +191,23 @@ def test_recipients_the_server_refuses_are_tried_again_alone(
     assert not sent.ok and sent.left == ("dba@example.com",), sent
 
 
+def test_an_email_has_the_date_and_message_id_every_message_needs(
+        smtp_server: tuple[Mailbox, Smtp]) -> None:
+    # Without Date (required by RFC 5322) and Message-ID, servers that do not add them pass
+    # the message on as it is: filed as spam, or shown undated. One notification keeps one
+    # Message-ID over its tries, so a mailbox can tell a second copy for what it is.
+    from email.utils import parsedate_to_datetime
+
+    box, smtp = smtp_server
+    payload = {"event": "test", "delivery": "0b8f6a0e1d2c4f51a7e3c9d4b2a61f08"}
+    for _ in range(2):
+        assert channels.send(Channel("email", ("ops@example.com",)), payload, smtp).ok
+    first, second = (m["msg"] for m in box.messages)
+    assert parsedate_to_datetime(first["Date"]).tzinfo is not None
+    assert first["Message-ID"] == second["Message-ID"] == (
+        "<0b8f6a0e1d2c4f51a7e3c9d4b2a61f08.taskplan@example.com>")
+
+
 def test_a_cafile_that_cannot_be_read_is_named(smtp_server: tuple[Mailbox, Smtp],
                                                tmp_path: Path) -> None:
     # Every e-mail failed with "FileNotFoundError: [Errno 2] No such file or directory",

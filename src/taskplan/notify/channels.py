@@ -191,12 +191,18 @@ def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
     import smtplib
     import ssl
     from email.message import EmailMessage
+    from email.utils import formatdate, parseaddr
 
     subject, text = summary(payload)
     msg = EmailMessage()
     msg["Subject"] = subject
     msg["From"] = smtp.sender or f"taskplan@{socket.gethostname()}"
     msg["To"] = ", ".join(channel.target)
+    # Required of every message (RFC 5322); a server passing mail on need not add them. The
+    # Message-ID is the delivery's, the same on every try, so a repeat can be told as one.
+    msg["Date"] = formatdate(localtime=True)
+    domain = parseaddr(str(msg["From"]))[1].rpartition("@")[2] or socket.gethostname()
+    msg["Message-ID"] = f"<{payload.get('delivery')}.taskplan@{domain}>"
     msg["X-Taskplan-Delivery"] = str(payload.get("delivery"))
     msg.set_content(text)
     timeout = channel.timeout or DEFAULT_TIMEOUT
@@ -224,8 +230,6 @@ def email(channel: Channel, payload: dict[str, Any], smtp: Smtp) -> Sent:
         return Sent(False, error=f"{type(exc).__name__}: {exc}")
     if not refused:
         return Sent(True)
-    from email.utils import parseaddr
-
     left = tuple(t for t in channel.target if parseaddr(t)[1] in refused)
     said = ", ".join(f"{address} ({code} {reason.decode('utf-8', 'replace')})"
                      for address, (code, reason) in refused.items())
