@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from taskplan.executors.base import (
@@ -80,6 +80,12 @@ class InProcessRunner:
                 function = loaded
             try:
                 value = function(context)
+                if isinstance(value, Coroutine):
+                    # An `async def` task: run to its end on a loop of its own, as a script's
+                    # asyncio.run would (no loop runs on a slot thread or in a worker).
+                    import asyncio
+
+                    value = asyncio.run(value)
             except SystemExit as exc:
                 if exc.code not in (None, 0):
                     return _failure(exc, log)

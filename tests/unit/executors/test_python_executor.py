@@ -89,6 +89,25 @@ def test_called_with_the_context_and_returns_its_result(python, make_request, mo
     )
 
 
+def test_an_async_function_is_awaited(python, make_request, module, sink):
+    name = module("""
+        import asyncio
+
+        async def fetch(ctx):
+            await asyncio.sleep(0.01)
+            return {"task": ctx.task, "day": ctx.params["day"]}
+
+        async def broken(ctx):
+            await asyncio.sleep(0)
+            raise ValueError("no rows")
+    """)
+    request = make_request(f"{name}:fetch", kind="python", task="pull", params={"day": "d1"})
+    assert python.execute(request, sink, Cancellation()) == ExecResult(
+        ok=True, result={"task": "pull", "day": "d1"})
+    failed = python.execute(make_request(f"{name}:broken", kind="python"), sink, Cancellation())
+    assert failed == ExecResult(ok=False, error="ValueError: no rows")
+
+
 def test_dotted_attribute_and_package_module(python, make_request, tmp_path, sink):
     package = tmp_path / f"tp_pkg_{next(_serial)}"
     (package / "sub").mkdir(parents=True)
