@@ -87,6 +87,26 @@ def _line_of(path: Path, key: str) -> int:
     return 1
 
 
+def key_line(path: Path | None, table_line: int, key: str) -> int:
+    """The line of `key = ...` in the table whose header is at `table_line` (up to the next
+    table), else `table_line`."""
+    if path is None:
+        return table_line
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return table_line
+    assignment = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\"|"
+                            rf"'{re.escape(key)}')\s*=")
+    for number in range(table_line + 1, len(lines) + 1):
+        text = lines[number - 1]
+        if text.lstrip().startswith("["):
+            break
+        if assignment.match(text):
+            return number
+    return table_line
+
+
 def entry_line(path: Path | None, table: str, index: int) -> int:
     """The line of the `index`-th `[[table]]` header (0-based), else of the `table` key."""
     if path is None:
@@ -178,19 +198,24 @@ def _smtp(path: Path | None, data: dict[str, Any]) -> dict[str, Any]:
     would otherwise fail every e-mail later with a bare ValueError, and a misspelt key or a
     starttls/ssl value nobody reads would quietly send mail some other way."""
     smtp = data.get("smtp", {})
-    where = f"{path}:{_line_of(path, 'smtp') if path else 1}: [smtp]"
+    line = _line_of(path, "smtp") if path else 1
+    where = f"{path}:{line}: [smtp]"
     if not isinstance(smtp, dict):
         raise UsageError(f"{where} must be a table ([smtp])")
+
+    def at(key: str) -> str:  # the key's own line
+        return f"{path}:{key_line(path, line, key)}: [smtp]"
+
     for key in smtp:
         if key in ("user", "password"):
-            raise UsageError(f"{where} {key}: credentials are not read from the file; set"
+            raise UsageError(f"{at(key)} {key}: credentials are not read from the file; set"
                              f" TASKPLAN_SMTP_{key.upper()} in the environment")
         if key not in SMTP_KEYS:
             import difflib  # only on the way to an error
 
             close = difflib.get_close_matches(key, SMTP_KEYS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UsageError(f"{where}: unknown key {key!r} (expected one of"
+            raise UsageError(f"{at(key)}: unknown key {key!r} (expected one of"
                              f" {', '.join(SMTP_KEYS)}){hint}")
     for key in SMTP_KEYS:
         variable = f"TASKPLAN_SMTP_{key.upper()}"
@@ -198,7 +223,7 @@ def _smtp(path: Path | None, data: dict[str, Any]) -> dict[str, Any]:
             value: Any = os.environ[variable]
             named = variable
         elif key in smtp:
-            value, named = smtp[key], f"{where} {key}"
+            value, named = smtp[key], f"{at(key)} {key}"
         else:
             continue
         problem = _smtp_problem(key, value)

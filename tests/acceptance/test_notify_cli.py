@@ -209,7 +209,8 @@ def test_bad_smtp_settings_and_notify_entries_are_refused_up_front(tp: Taskplan)
         for command in (("run", "j.yaml"), ("notify", "test", "ops@example.com")):
             res = tp(*command, db=False)
             assert res.code == 2, (body, command, res)
-            assert res.err == f"taskplan: {toml}:3: {words}\n", (body, command, res)
+            # The line of the key at fault, not of [smtp].
+            assert res.err == f"taskplan: {toml}:5: {words}\n", (body, command, res)
     assert not (tp.home / "t.db").exists()  # refused before anything was written
     toml.write_text(head)
     res = tp("notify", "test", "ops@example.com", db=False, env={"TASKPLAN_SMTP_PORT": "x"})

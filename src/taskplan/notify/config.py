@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskplan.config import Settings, entry_line
+from taskplan.config import Settings, entry_line, key_line
 from taskplan.errors import UsageError
 from taskplan.notify.rules import Channel, Rule, rules_from
 
@@ -46,23 +46,9 @@ def default_rules(settings: Settings) -> tuple[Rule, ...]:
 
 
 def _key_line(path: Path | None, index: int, key: str | None) -> int:
-    """The line of `key = ...` in the `index`-th [[notify]] entry (up to the next table),
-    else the line of the entry itself."""
+    """The line of `key = ...` in the `index`-th [[notify]] entry, else of the entry."""
     line = entry_line(path, "notify", index)
-    if key is None or path is None:
-        return line
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return line
-    assignment = re.compile(rf"^\s*(?:{key}|\"{key}\"|'{key}')\s*=")
-    for number in range(line + 1, len(lines) + 1):
-        text = lines[number - 1]
-        if text.lstrip().startswith("["):
-            break
-        if assignment.match(text):
-            return number
-    return line
+    return line if key is None else key_line(path, line, key)
 
 
 def named_channel(settings: Settings, name: str) -> Channel | None:
