@@ -330,21 +330,24 @@ def test_foreach_rows_with_values_python_cannot_hold(engine: Engine, store: Stor
     below zero: the query failed (`timestamp too large (after year 10K)`), or an item held a
     Python spelling (`-1 day, 23:00:00`) the server cannot read back. Items hold the
     server's own text, which binds back to the same value; a whole NUMERIC past 2**53 was
-    rounded to a float (12345678901234567891 bound back as 12345678901234567168)."""
+    rounded to a float (12345678901234567891 bound back as 12345678901234567168), and a
+    bytea's hex (00ff) bound back as the four bytes '00ff'."""
     if target.kind == "sqlite":
         pytest.skip("SQLite has no such types")
     src, dst = target.name("odd_src"), target.name("odd_dst")
     if target.kind == "postgresql":
-        cols = "id int, ts timestamptz, d date, iv interval, n numeric(30,0)"
+        cols = "id int, ts timestamptz, d date, iv interval, n numeric(30,0), b bytea"
         target.run(f"CREATE TABLE {src} ({cols})")
         target.run(f"CREATE TABLE {dst} ({cols})")
-        target.run(f"INSERT INTO {src} VALUES (1, 'infinity', '-infinity', '-01:00:00', 1),"
-                   " (2, '-infinity', '0044-03-15 BC', '26:00:30.5', NULL),"
-                   " (3, '2026-01-01 00:00:00+00', '12345-06-07', NULL, 12345678901234567891)")
-        want = {1: ("infinity", "-infinity", "-01:00:00", 1),
-                2: ("-infinity", "0044-03-15 BC", "26:00:30.5", None),
-                3: ("2026-01-01T00:00:00+00:00", "12345-06-07", None, 12345678901234567891)}
-        back = (f"SELECT id, ts::text, d::text, iv, n FROM {dst} ORDER BY id")
+        target.run(f"INSERT INTO {src} VALUES (1, 'infinity', '-infinity', '-01:00:00', 1,"
+                   " '\\x00ff'), (2, '-infinity', '0044-03-15 BC', '26:00:30.5', NULL, ''),"
+                   " (3, '2026-01-01 00:00:00+00', '12345-06-07', NULL, 12345678901234567891,"
+                   " NULL)")
+        want = {1: ("infinity", "-infinity", "-01:00:00", 1, "\\x00ff"),
+                2: ("-infinity", "0044-03-15 BC", "26:00:30.5", None, "\\x"),
+                3: ("2026-01-01T00:00:00+00:00", "12345-06-07", None, 12345678901234567891,
+                    None)}
+        back = (f"SELECT id, ts::text, d::text, iv, n, b FROM {dst} ORDER BY id")
     else:
         cols = "id INT, tm TIME(6), dt DATETIME, n DECIMAL(30,0)"
         target.run(f"CREATE TABLE {src} ({cols})")

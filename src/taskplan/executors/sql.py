@@ -194,8 +194,9 @@ def _server_text_loaders(dbapi_connection: Any) -> None:
     """PostgreSQL values Python's types cannot hold ('infinity' and '-infinity' timestamps and
     dates, BC dates, years past 9999) failed the whole statement (`timestamp too large`), and
     an interval came back as Python's `-1 day, 23:00:00`, which no server reads back. Such a
-    date comes back as PostgreSQL's own text, and so does every interval ('1 mon 02:00:00'),
-    so a foreach item or a result holds what the server wrote and binds back to it."""
+    date comes back as PostgreSQL's own text, and so does every interval ('1 mon 02:00:00') and
+    bytea ('\\x00ff'), so a foreach item or a result holds what the server wrote and binds
+    back to it."""
     if not type(dbapi_connection).__module__.startswith("psycopg"):
         return
     from psycopg import DataError
@@ -229,6 +230,9 @@ def _server_text_loaders(dbapi_connection: Any) -> None:
             return bytes(data).decode()
 
     adapters.register_loader(adapters.types["interval"].oid, Text)
+    # (and bytea as its hex text, `\x00ff`, which binds back as those bytes: bare hex was
+    # bound back as the text's own bytes)
+    adapters.register_loader(adapters.types["bytea"].oid, Text)
 
 
 def _mark_fresh(dbapi_connection: Any, record: Any) -> None:
