@@ -91,6 +91,42 @@ def test_a_run_of_only_disabled_tasks_succeeds_at_once(engine: Engine) -> None:
     assert engine.run_state(run_id) == "succeeded"
 
 
+_IDLE_HOURLY = """
+job: idle
+on_overlap: queue
+schedules:
+  - every: 10s
+tasks:
+  a: {shell: "exit 1", enabled: false}
+"""
+
+
+def test_queued_runs_of_only_disabled_tasks_succeed_when_they_start(store: Store) -> None:
+    """A run of only disabled tasks created `queued` (a backfill's past its max_active, a
+    schedule's behind an active run under on_overlap: queue) stayed `running` for good once
+    started, with nothing left to end it, and every run queued behind it waited for ever."""
+    from taskplan.backfill import backfill
+
+    clock = Clock(T0 + 100.5)
+    eng = Engine(store, clock=clock)
+    apply(eng, _IDLE_HOURLY)
+    backfill(eng, "idle", datetime.fromtimestamp(T0 + 10, UTC),
+             datetime.fromtimestamp(T0 + 50, UTC), max_active=1)
+    assert [(r[1], r[2]) for r in runs(store)] == [("succeeded", "backfill")] * 5
+
+    # Behind an active run of an earlier version, under on_overlap: queue.
+    apply(eng, _IDLE_HOURLY.replace('{shell: "exit 1", enabled: false}', '{shell: "exit 1"}'))
+    s = scheduler(eng, clock)
+    clock.set(T0 + 110.5)
+    [busy] = fire(s).runs
+    apply(eng, _IDLE_HOURLY)
+    clock.set(T0 + 120.5)
+    [idle] = fire(s).runs
+    assert eng.run_state(idle) == "queued"
+    eng.cancel_run(busy)  # its end starts the queued run, which has nothing to run
+    assert eng.run_state(idle) == "succeeded"
+
+
 def _job(extra: str) -> str:
     return ("job: tick\non_overlap: allow\nschedules:\n  - every: 1s\n"
             + extra + "tasks:\n  a:\n    shell: \"true\"\n")

@@ -122,8 +122,9 @@ class Engine:
                                fire_at=fire_at, pin_agent_id=pin_agent_id)
 
     def started_deadlines(self, tx: Tx, run_ids: list[int]) -> None:
-        """Fix the `of: start` deadlines of queued runs `tx` just started."""
-        runs.started_deadlines(self.ctx, tx, run_ids)
+        """Queued runs `tx` just started: fix their `of: start` deadlines, and end those with
+        nothing to run (runs.queued_runs_started)."""
+        runs.queued_runs_started(self.ctx, tx, run_ids)
 
     def pin_run(self, run_id: int, agent_id: int | None) -> None:
         runs.pin_run(self.ctx, run_id, agent_id)

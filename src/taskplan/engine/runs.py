@@ -3,6 +3,7 @@ transaction, with the initial states the rules give them."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from taskplan.engine import definitions, transitions
@@ -123,16 +124,45 @@ def create_run_in(ctx: Context, tx: Tx, spec: JobSpec, version_id: int,
     return run_id
 
 
-def started_deadlines(ctx: Context, tx: Tx, run_ids: list[int]) -> None:
-    """Queued runs just started: a deadline counted from the start (`of: start`) is fixed
-    now, in the transaction that starts them, so that it holds even if no deadline checker
-    looks before the run ends."""
+def queued_runs_started(ctx: Context, tx: Tx, run_ids: list[int]) -> None:
+    """Queued runs just started, in the transaction that starts them: a deadline counted from
+    the start (`of: start`) is fixed now, so that it holds even if no deadline checker looks
+    before the run ends; and a run with nothing to run (every task `enabled: false`) ends
+    `succeeded` now, as it does when created running, or it would stay running for good, and
+    the runs queued behind it with it."""
     from taskplan.store import deadlines
 
     for run_id, version_id in deadlines.pending(tx, run_ids):
         spec = definitions.job_spec(ctx, version_id, tx)
         if spec.deadline is not None:
             _set_deadline(ctx, tx, spec, run_id)
+    _end_empty(ctx, tx, run_ids)
+
+
+# The runs `_end_empty` of this thread still has to look at, while it runs: the end of one
+# starts the next queued runs, which are handed to it instead of recursing (a backfill of a
+# thousand such runs, one at a time, would otherwise nest a thousand run ends).
+_ending = threading.local()
+
+
+def _end_empty(ctx: Context, tx: Tx, run_ids: list[int]) -> None:
+    todo: list[int] | None = getattr(_ending, "todo", None)
+    if todo is not None:
+        todo.extend(run_ids)
+        return
+    todo = _ending.todo = list(run_ids)
+    try:
+        while todo:
+            run = ops.run_row(tx, todo.pop(0), lock=True)
+            if run is None or run.state != RunState.RUNNING or run.unfinished:
+                continue
+            now = ctx.clock()
+            ops.set_run_state(tx, run.id, RunState.SUCCEEDED, now=now, finished=True)
+            run.state = str(RunState.SUCCEEDED)
+            tx.wake = True
+            transitions.run_ended(ctx, tx, run, now, None)
+    finally:
+        _ending.todo = None
 
 
 def _set_deadline(ctx: Context, tx: Tx, spec: JobSpec, run_id: int) -> None:

@@ -153,7 +153,7 @@ def after_run_end(ctx: Context, tx: Tx, run: RunRow, now: float,
                if sched_ops.start_queued(tx, q, now)]
     if run.trigger == "backfill" and run.trigger_ref and run.trigger_ref.isdigit():
         started += sched_ops.start_backfill_runs(tx, int(run.trigger_ref), now)
-    runs.started_deadlines(ctx, tx, started)
+    runs.queued_runs_started(ctx, tx, started)
     tx.wake = tx.wake or bool(started)
     name = run_ops.job_name(tx, run.job_id)
     dependants = _index(ctx, tx).by_upstream.get(str(name), [])
