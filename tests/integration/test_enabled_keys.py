@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from engine_helpers import run_agent, start_run, tasks
+from engine_helpers import apply_job, run_agent, start_run, tasks
 from test_scheduler import T0, Clock, apply, fire, runs, scheduler
 
 from taskplan.engine import Engine
@@ -54,6 +54,31 @@ def test_retry_keeps_disabled_tasks_skipped(engine: Engine, store: Store) -> Non
     assert engine.retry_run(run_id) == 1  # boom only
     run_agent(engine, run_id)
     assert tasks(store, run_id)["off"]["state"] == "skipped"
+
+
+def test_retry_latest_skips_a_failed_task_the_current_version_disables(engine: Engine,
+                                                                      store: Store) -> None:
+    """A broken task turned off (`enabled: false`) and the run retried on that version: the
+    task stayed failed, its dependant upstream_failed and the run failed again, as if
+    nothing had been retried. It ends skipped, as the version's runs record it."""
+    job = """
+        job: broken
+        tasks:
+          a: {shell: "exit 1"}
+          b: {shell: "true", depends_on: [a]}
+          c: {shell: "true"}
+        """
+    run_id = start_run(engine, job)
+    run_agent(engine, run_id)
+    assert engine.run_state(run_id) == "failed"
+    apply_job(engine, job.replace('{shell: "exit 1"}', '{shell: "exit 1", enabled: false}'))
+    engine.retry_run(run_id, latest=True)
+    run_agent(engine, run_id)
+    got = tasks(store, run_id)
+    assert {n: t["state"] for n, t in got.items()} == {
+        "a": "skipped", "b": "succeeded", "c": "succeeded"}
+    assert got["a"]["attempts"] == 1 and got["c"]["attempts"] == 1
+    assert engine.run_state(run_id) == "succeeded"
 
 
 def test_retry_of_a_disabled_task_says_it_is_disabled_not_succeeded(engine: Engine) -> None:

@@ -308,6 +308,11 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         disabled = {t.name for t in spec.tasks if not t.enabled}
         redo = {t.id for t in graph.top if t.id in scope
                 and graph.state[t.id] != TaskState.SUCCEEDED and t.task not in disabled}
+        # A task that did not succeed and that the version a `retry --latest` moves to
+        # disables ends skipped, as that version's runs record it (retry leaves the ones
+        # skipped already as they are).
+        redo |= {t.id for t in graph.top if t.id in scope and t.task in disabled
+                 and graph.state[t.id] not in (TaskState.SUCCEEDED, TaskState.SKIPPED)}
         if not redo:
             # Nothing to rerun: the finished run is left exactly as it was.
             what = f"task {task} and what depends on it" if task else "every task"
@@ -438,6 +443,11 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
         if t.id not in redo:
             continue
         task_spec = None if t.kind == TaskRunKind.BARRIER else spec.task(t.task)
+        if task_spec is not None and not task_spec.enabled:
+            # Skipped at once, whatever its upstreams, as at a run's creation.
+            resets.append(Reset(t.id, str(TaskState.SKIPPED), 0, 0, 0, 0))
+            settle.append((t.id, TaskState.SKIPPED))
+            continue
         extra = 1 + (task_spec.retries if task_spec else 0)
         kids = [k for k, state in graph.children.get(t.id, []) if state != TaskState.SUCCEEDED]
         ups = graph.ups.get(t.id, [])
