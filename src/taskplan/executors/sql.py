@@ -591,6 +591,7 @@ class SqlExecutor:
         result: dict[str, Any] = {}
         failed: str | None = None
         stale = False
+        reset = False  # the session was made new again for the pool
         try:
             if left is not None and left <= 0:
                 stop.fire("timeout")
@@ -623,15 +624,17 @@ class SqlExecutor:
                     # Back in the pool, its connection would roll the work back unseen.
                     failed = OPEN_TRANSACTION
                     log.write(f"error: {failed}\n")
+                elif stop.reason is None and not stale:
+                    # Still under the attempt's timeout: a server that hangs now cannot hold
+                    # the attempt past it.
+                    reset = _reset_session(stop)
         finally:
             unwatch()
             stop.finish()
             unhook()
             unhook_notices()
-            if stop.reason is not None or failed is not None or stale:
+            if stop.reason is not None or failed is not None or stale or not reset:
                 conn.invalidate()  # never hand a half-cancelled session back to the pool
-            elif not _reset_session(stop):
-                conn.invalidate()
         how = ("the server did not answer the cancel: connection closed" if stop.severed
                else "statement cancelled on the server")
         if stop.reason == "cancel":
