@@ -59,16 +59,19 @@ class RunShare:
 
 
 def fair_shares(runs: Sequence[RunShare], slots: int) -> dict[int, int]:
-    """Split free slots: higher job priority first, then the run with the fewest running tasks.
+    """Split free slots: higher job priority first, then the run with the fewest running tasks,
+    then the one with the fewest ready task runs left (then the lowest id).
 
-    A run with 10,000 ready tasks therefore cannot starve one with 10 that started later.
+    A run with 10,000 ready tasks therefore cannot starve one with 10 that started later:
+    with one slot (or no more slots than busy runs), the slot each of its tasks frees would
+    otherwise go back to it, both runs having none running, for every one of its tasks.
     """
-    heap = [(-r.priority, r.running, r.run_id) for r in runs if r.ready > 0]
+    heap = [(-r.priority, r.running, r.ready, r.run_id) for r in runs if r.ready > 0]
     heapq.heapify(heap)
     by_id = {r.run_id: r for r in runs}
     given: dict[int, int] = {}
     while heap and slots > 0:
-        neg_prio, load, run_id = heapq.heappop(heap)
+        neg_prio, load, left, run_id = heapq.heappop(heap)
         share = by_id[run_id]
         n = given.get(run_id, 0)
         if n >= share.ready:
@@ -77,7 +80,7 @@ def fair_shares(runs: Sequence[RunShare], slots: int) -> dict[int, int]:
             continue
         given[run_id] = n + 1
         slots -= 1
-        heapq.heappush(heap, (neg_prio, load + 1, run_id))
+        heapq.heappush(heap, (neg_prio, load + 1, left - 1, run_id))
     return given
 
 

@@ -19,7 +19,8 @@ from engine_helpers import (
 )
 
 from taskplan.agent import Agent
-from taskplan.engine import Engine, RunShare, fair_shares
+from taskplan.engine import Engine, Outcome, RunShare, fair_shares
+from taskplan.model import TaskState
 from taskplan.store.db import Store
 
 
@@ -38,10 +39,35 @@ def test_fair_shares_priority_first() -> None:
 def test_fair_shares_fewest_running_next() -> None:
     runs = [RunShare(1, priority=0, running=3, ready=100, max_parallel=None),
             RunShare(2, priority=0, running=0, ready=5, max_parallel=None)]
-    assert fair_shares(runs, 4) == {2: 3, 1: 1}
+    # At equal load (3 each), the run with less left to run goes first.
+    assert fair_shares(runs, 4) == {2: 4}
+    assert fair_shares(runs, 5) == {2: 4, 1: 1}
     # Equal load: slots alternate rather than all going to the bigger run.
     even = [RunShare(1, 0, 0, 100, None), RunShare(2, 0, 0, 100, None)]
     assert fair_shares(even, 6) == {1: 3, 2: 3}
+
+
+def test_fair_shares_ties_go_to_the_run_with_less_left() -> None:
+    """One slot, two runs with nothing running: the small run takes it. By lowest run id,
+    each slot the big (older) run freed went back to it, and a run with 10 tasks waited for
+    every one of 10,000 (a one-slot agent; or as many runs as slots, and one more)."""
+    runs = [RunShare(1, 0, 0, 10_000, None), RunShare(2, 0, 0, 10, None)]
+    assert fair_shares(runs, 1) == {2: 1}
+    assert fair_shares([RunShare(1, 0, 0, 10, None), RunShare(2, 0, 0, 10, None)], 1) == {1: 1}
+
+
+def test_a_freed_slot_goes_to_a_small_run_before_the_big_run_that_freed_it(
+        engine: Engine, store: Store) -> None:
+    big = start_run(engine, "job: big\ntasks:\n" + _many(20))
+    agent_id = engine.register_agent("one", "h", 2**22 + 9, 1, 3600.0)
+    (claim,) = engine.step(agent_id, [], 1).claims
+    assert claim.run_id == big
+    small = start_run(engine, "job: small\ntasks:\n" + _many(2))
+    order = []
+    for _ in range(4):  # each step records the one attempt that ended and claims the next
+        (claim,) = engine.step(agent_id, [(claim, Outcome(TaskState.SUCCEEDED))], 1).claims
+        order.append(claim.run_id)
+    assert order == [small, small, big, big]
 
 
 def test_fair_shares_respects_max_parallel_and_ready() -> None:

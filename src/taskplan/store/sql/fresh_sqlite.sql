@@ -1,4 +1,4 @@
--- revision: 0016
+-- revision: 0017
 -- Rendered by `python -m taskplan.store.fresh` from the migrations; do not edit.
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL, 
