@@ -136,6 +136,9 @@ def backfill(engine: Engine, job: str, start: datetime, end: datetime, *,
                     fire_at=fire_at)
                 sched_ops.set_firing_outcome(tx, found.job_id, f.schedule, fire_at, f.run_id,
                                              "backfill")
-            engine.started_deadlines(tx, sched_ops.start_backfill_runs(tx, out.backfill_id, now))
+            # Started as of now, after they were created: `now` was read before the
+            # firings were worked out.
+            engine.started_deadlines(tx, sched_ops.start_backfill_runs(
+                tx, out.backfill_id, engine.clock()))
             tx.wake = True
     return out

@@ -142,3 +142,25 @@ def test_bounds_in_the_repeated_autumn_hour_are_instants(eng: Engine, store: Sto
     assert len(backfill_runs(store)) == 4
     with pytest.raises(UsageError, match="after --to"):
         backfill(eng, "dst", second, first)
+
+
+class TickingClock(Clock):
+    """Each reading is a millisecond after the one before, as time passes while a backfill
+    works out its firings and creates its runs."""
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.now += 0.001
+            return self.now
+
+
+def test_a_backfilled_run_starts_no_earlier_than_it_was_created(store: Store) -> None:
+    # runs --json showed the first runs of a backfill started a few ms before they were
+    # created: they were started at the instant the backfill began, read before its firings.
+    eng = Engine(store, clock=TickingClock(T0 + 100.5))
+    apply(eng, job(every="10s"))
+    backfill(eng, "tick", at(T0 + 10), at(T0 + 40))
+    with store.read() as tx:
+        rows = tx.all("SELECT id, created_at, started_at FROM runs WHERE trigger = 'backfill'")
+    assert len(rows) == 4
+    assert [i for i, created, started in rows if started < created] == []
