@@ -328,6 +328,31 @@ def test_retry_of_a_branch_keeps_a_task_skipped_for_a_failure_from_running(
     assert states(store, run_id) == after and tasks(store, run_id)["d"]["attempts"] == 0
 
 
+@pytest.mark.parametrize("rule", ["one_failed", "all_done"])
+def test_retry_reruns_a_task_without_upstreams_whatever_its_trigger(
+        engine: Engine, store: Store, tmp_path: Path, rule: str) -> None:
+    """A task with no upstreams starts with its run, whatever its trigger rule (there is
+    nothing for the rule to judge). A retry judged it as if its upstreams had all succeeded:
+    a failed `one_failed` task was skipped instead of rerun, and its dependants then ran as
+    if it had been."""
+    marker = tmp_path / "fixed"
+    run_id, _ = run_job(engine, f"""
+        job: lone
+        tasks:
+          solo: {{python: "tpjobs:flaky", trigger: {rule}}}
+          next: {{python: "tpjobs:record", depends_on: [solo]}}
+        """, params={"marker": str(marker)})
+    assert states(store, run_id) == {"solo": "failed", "next": "upstream_failed"}
+    marker.write_text("ok")
+    engine.retry_run(run_id)
+    run_agent(engine, run_id)
+    got = tasks(store, run_id)
+    assert {n: t["state"] for n, t in got.items()} == {"solo": "succeeded",
+                                                       "next": "succeeded"}
+    assert got["solo"]["attempts"] == 2
+    assert engine.run_state(run_id) == "succeeded"
+
+
 def test_finished_runs_refuse_retry_stop_and_cancel(engine: Engine, store: Store) -> None:
     run_id, _ = run_job(engine, """
         job: settled

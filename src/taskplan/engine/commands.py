@@ -469,7 +469,9 @@ def _resets(graph: _RunGraph, redo: set[int], spec: JobSpec
             kids = []
         else:
             rule = str(task_spec.trigger) if task_spec else "all_done"
-            resolved = resolve_trigger(t.kind, rule, failed)
+            # With no upstreams at all it is ready, whatever its rule, as at the run's
+            # creation (rules.initial_states): there is nothing for the rule to judge.
+            resolved = (resolve_trigger(t.kind, rule, failed) if ups else TaskState.READY)
             if (skip_failed and resolved == TaskState.UPSTREAM_FAILED
                     and t.kind != TaskRunKind.BARRIER):
                 # As transitions.settle ends it when the run first ran.
