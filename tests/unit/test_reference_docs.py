@@ -108,6 +108,11 @@ def test_the_readme_says_what_to_run_after_the_example() -> None:
     assert "taskplan status" in readme and "taskplan logs" in readme
 
 
+def test_the_readme_table_names_every_command() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    assert [name for name in COMMANDS if f"`taskplan {name}" not in readme] == []
+
+
 def test_every_file_and_name_the_architecture_names_exists() -> None:
     """docs/architecture.md points at files, functions and tables; a rename leaves it pointing
     at nothing, so every path it names must exist and every code name (one with `_` or an
