@@ -108,6 +108,10 @@ def analyse(data: Any, positions: Positions, filename: str, source_path: str, ba
         # Checked here, read by the store (notify_ops). Not re-judged once stored: a version
         # applied under looser rules must keep loading (the sender reports what fails).
         _each(r, data, "notify", NotifyModel)
+        if "notify" in data and data["notify"] is None:
+            # Entries all commented out: none, or the defaults? Said, not guessed.
+            r.at_value(("notify",), "expected a list of notification rules ([] for none;"
+                       " leave the key out for taskplan.toml's defaults), got nothing")
         all_names = list(raw_tasks) if isinstance(raw_tasks, dict) else []
         checks.semantics(r, header, defaults, tasks, all_names)
         checks.schedule_name_lengths(r, [s[0] if s is not None else None for s in schedules])

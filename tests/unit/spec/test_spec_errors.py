@@ -222,6 +222,11 @@ CASES = [
     ("webhook with a port and no host", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
      "  - {on: run_failed, webhook: 'http://:80/x'}\n", "4:31",
      "notify[0].webhook: expected an http:// or https:// URL"),
+    # `notify:` with nothing after it (its entries commented out) quietly meant taskplan.toml's
+    # defaults, where `triggers:` or `tasks:` with nothing after them mean none.
+    ("notify with nothing after it", "job: x\ntasks: {a: {shell: x}}\nnotify:\n", "3:1",
+     "notify: expected a list of notification rules ([] for none; leave the key out for"
+     " taskplan.toml's defaults), got nothing"),
     # One try's timeout is also how long a sender that died mid-try holds the notification
     # back; 1e300 failed every try with OverflowError.
     ("notify timeout past an hour", "job: x\ntasks: {a: {shell: x}}\nnotify:\n"
