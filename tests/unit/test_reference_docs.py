@@ -137,3 +137,27 @@ def test_every_file_and_name_the_architecture_names_exists() -> None:
                     and not re.search(r"\b" + re.escape(name) + r"\b", code)):
                 missing.append(f"{name} (in `{token}`)")
     assert missing == []
+
+
+def test_every_migration_is_in_the_release_notes_and_the_server_step_lists() -> None:
+    """A migration added without its line in docs/releases.md (or, when it writes the server
+    step, without its number where the docs list those) leaves upgraders guessing."""
+    versions = DOCS.parent / "src" / "taskplan" / "store" / "migrations" / "versions"
+    releases = (DOCS / "releases.md").read_text()
+    deployment = (DOCS / "deployment.md").read_text()
+    architecture = (DOCS / "architecture.md").read_text()
+    files = sorted(versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
+    assert files
+    missing = [f.name for f in files
+               if int(f.name[:4]) >= 4 and f"| {f.name[:4]} |" not in releases]
+    listed = re.search(r"replaces server-side functions \(([^)]*)\)", releases)
+    server_list = re.search(r"migrations (0003[^`]*?), code", deployment)
+    assert listed and server_list
+    for f in files:
+        if re.search(r"step_v\d+\.sql", f.read_text()) is None:
+            continue
+        number = f.name[:4]
+        missing += [f"{where}: {number}" for where, text in (
+            ("releases.md", listed.group(1)), ("deployment.md", server_list.group(1)),
+            ("architecture.md", architecture)) if number not in text]
+    assert missing == []
