@@ -407,7 +407,13 @@ def _param_kinds(r: Reporter) -> None:
         for i, entry in enumerate(entries if isinstance(entries, list) else ()):
             params = entry.get("params") if isinstance(entry, dict) else None
             for name, value in params.items() if isinstance(params, dict) else ():
-                if name in defaults:
+                if isinstance(value, str) and templating.is_template(value):
+                    # Kept as this text by every run: `{{ run.fire_time }}` here is no date.
+                    what = "schedule" if key == "schedules" else "trigger"
+                    r.at_value((key, i, "params", name), f"a {what}'s params are values:"
+                               f" nothing renders {value!r} (read run.fire_time, params or"
+                               " tasks in the task's own text)")
+                elif name in defaults:
                     problem = kind_problem(str(name), value, defaults[name])
                     if problem is not None:
                         r.at_value((key, i, "params", name), problem)

@@ -107,6 +107,11 @@ CASES = [
      "job: x\nparams: {n: 3}\nschedules:\n  - every: 1h\n    params: {n: abc}\n"
      "tasks:\n  a: {shell: x}\n", "5:17",
      "schedules[0].params.n: param 'n' takes a whole number, as its default 3 is; got 'abc'"),
+    ("schedule param holding a template",
+     "job: x\nparams: {day: x}\nschedules:\n  - every: 1h\n"
+     "    params: {day: '{{ run.fire_time }}'}\ntasks:\n  a: {shell: x}\n", "5:19",
+     "schedules[0].params.day: a schedule's params are values: nothing renders"
+     " '{{ run.fire_time }}' (read run.fire_time, params or tasks in the task's own text)"),
     ("trigger param of another kind than its default",
      "job: x\nparams: {on: false}\ntriggers:\n  - after: [y]\n    params: {on: [1]}\n"
      "tasks:\n  a: {shell: x}\n", "5:18",
