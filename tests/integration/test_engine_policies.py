@@ -353,6 +353,38 @@ def test_retry_reruns_a_task_without_upstreams_whatever_its_trigger(
     assert engine.run_state(run_id) == "succeeded"
 
 
+def test_status_of_a_stopping_run_says_what_will_not_start(engine: Engine,
+                                                            store: Store) -> None:
+    """While a stopped run drains, a task waiting for a retry was said to retry at its time,
+    and one waiting for its upstreams to wait for them, though neither will start."""
+    import time
+
+    from engine_helpers import apply_job
+
+    from taskplan.engine import waiting
+
+    now = time.time()
+    run_id = engine.create_run(apply_job(engine, """
+        job: draining
+        tasks:
+          x: {shell: "true", retries: 2, retry_delay: 1h}
+          y: {shell: "true"}
+          z: {shell: "true", depends_on: [y]}
+        """))
+    with store.tx() as tx:
+        ids = {str(t): int(i) for i, t in tx.all(
+            "SELECT id, task FROM task_runs WHERE run_id = :r", {"r": run_id})}
+        tx.run("UPDATE task_runs SET state = 'retrying', ready_at = :t WHERE id = :i",
+               {"t": now + 3600, "i": ids["x"]})
+        tx.run("UPDATE task_runs SET state = 'running' WHERE id = :i", {"i": ids["y"]})
+        tx.run("UPDATE runs SET running = 1, ready = 0 WHERE id = :r", {"r": run_id})
+    assert waiting.explain(store, run_id, now)[ids["z"]] == "waiting for upstreams: y"
+    assert engine.stop_run(run_id) == "stopping"
+    why = waiting.explain(store, run_id, now)
+    assert why[ids["x"]] == "run stopping: it does not retry"
+    assert why[ids["z"]] == "run stopping: nothing new starts"
+
+
 def test_finished_runs_refuse_retry_stop_and_cancel(engine: Engine, store: Store) -> None:
     run_id, _ = run_job(engine, """
         job: settled

@@ -106,15 +106,20 @@ def orphans_in(tx: Tx, run_id: int, now: float | None = None) -> dict[int, str]:
 
 def reason(facts: RunWaitFacts, t: WaitingTaskRun, now: float,
            pin_lost: str | None = None) -> str:
+    # A halted run starts nothing more (finish_stage: above the failed task's stage), and a
+    # task waiting for a retry there does not retry.
+    halted = facts.halt is not None and not (facts.halt == Halt.FINISH_STAGE
+                                             and (t.stage or 0) <= (facts.halt_stage or 0))
     if t.state == TaskState.RETRYING:
+        if halted:
+            return "run stopping: it does not retry"
         return f"retry at {clock(t.ready_at, now)}" if t.ready_at is not None else "retrying"
+    if halted:
+        return "run stopping: nothing new starts"
     if t.state == TaskState.PENDING:
         return _upstreams(t)
     if facts.state == RunState.QUEUED:
         return "run queued: it starts when the job's active run ends"
-    if facts.halt is not None and not (facts.halt == Halt.FINISH_STAGE
-                                       and (t.stage or 0) <= (facts.halt_stage or 0)):
-        return "run stopping: nothing new starts"
     if facts.max_parallel is not None and facts.running >= facts.max_parallel:
         return f"max_parallel {facts.max_parallel} reached"
     if t.pool is not None and t.pool in facts.pools:
