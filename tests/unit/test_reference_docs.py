@@ -161,3 +161,18 @@ def test_every_migration_is_in_the_release_notes_and_the_server_step_lists() -> 
             ("releases.md", listed.group(1)), ("deployment.md", server_list.group(1)),
             ("architecture.md", architecture)) if number not in text]
     assert missing == []
+
+
+def test_every_file_the_docs_cite_exists() -> None:
+    """The docs send readers to tests, sources, examples and other pages; a rename leaves
+    them pointing at nothing."""
+    repo = DOCS.parent
+    pages = [repo / "README.md", *sorted(DOCS.glob("*.md")), *sorted(DOCS.glob("*/*.md"))]
+    missing = []
+    for page in pages:
+        text = re.sub(r"/\n", "/", page.read_text())  # a path broken over two lines
+        for path in set(re.findall(
+                r"(?<![\w/.])((?:tests|src|benchmarks|scripts|examples|docs)/[\w./-]*\w)", text)):
+            if "vN" not in path and not (repo / path).exists():
+                missing.append(f"{page.name}: {path}")
+    assert sorted(missing) == []
