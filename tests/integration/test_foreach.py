@@ -394,3 +394,24 @@ def test_a_foreach_query_with_two_columns_of_one_name_is_refused(engine: Engine,
         "foreach items: the query returns 2 columns named 'id': give each its own name"
         " (... AS another_name)")
     assert items(store, run_id, "each") == []
+
+
+def test_retry_of_an_item_named_as_status_names_it_says_to_retry_its_foreach(
+        engine: Engine, store: Store) -> None:
+    # `retry RUN --task each[1]` (the name status and logs use) said only "did you mean
+    # 'each'?", which left unsaid that retrying each reruns just its failed items.
+    from taskplan.errors import NotFoundError
+
+    run_id, _ = run_job(engine, """
+        job: fe_retry_item
+        tasks:
+          each:
+            foreach: {values: [good, bad]}
+            python: "tpforeach:fail_on_bad"
+        """)
+    with pytest.raises(NotFoundError) as info:
+        engine.retry_run(run_id, "each[1]")
+    assert str(info.value) == (
+        f"run {run_id} has no task 'each[1]': each[1] is an item of foreach each;"
+        " retry --task each reruns its items that did not succeed")
+    assert engine.run_state(run_id) == "failed"

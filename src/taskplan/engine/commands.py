@@ -408,8 +408,17 @@ class _RunGraph:
         starts = [t.id for t in self.top if t.task == task and t.kind != TaskRunKind.BARRIER]
         if not starts:
             import difflib
+            import re
 
             names = sorted({t.task for t in self.top if t.kind != TaskRunKind.BARRIER})
+            item = re.fullmatch(r"(.+)\[(\d+)\]", task)
+            if item and any(t.task == item[1] and t.kind == TaskRunKind.FOREACH
+                            for t in self.top):
+                # An item as `status` names it: its foreach is what a retry takes.
+                raise NotFoundError(
+                    f"run {run_id} has no task {task!r}: {item[1]}[{item[2]}] is an item of"
+                    f" foreach {item[1]}; retry --task {item[1]} reruns its items that did"
+                    " not succeed")
             guess = difflib.get_close_matches(task, names, n=1)
             raise NotFoundError(f"run {run_id} has no task {task!r}"
                                 + (f"; did you mean {guess[0]!r}?" if guess else ""))
