@@ -176,3 +176,41 @@ def test_every_file_the_docs_cite_exists() -> None:
             if "vN" not in path and not (repo / path).exists():
                 missing.append(f"{page.name}: {path}")
     assert sorted(missing) == []
+
+
+def test_the_job_file_reference_gives_the_defaults_the_schema_has() -> None:
+    """The `default` columns of docs/reference/job-file.md against the schema's defaults:
+    a literal (`0`, `skip`, `[]`) must be the default, `none` must be no value, and `required`
+    must be required."""
+    import yaml
+    from pydantic_core import PydanticUndefined
+
+    weekdays = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    tables = {"Job keys": schema.Header, "Tasks": schema.TaskModel,
+              "Cross-job triggers": schema.TriggerModel, "Deadlines": schema.DeadlineModel,
+              "A calendar file": schema.CalendarFile}
+    wrong = []
+    for title, model in tables.items():
+        body = re.search(r"^## " + re.escape(title) + r"\n(.*?)(?=^## |\Z)", JOB_DOC,
+                         re.S | re.M)
+        assert body is not None, title
+        rows = re.findall(r"^\| `(\w+)` \|.*\| (.*?) \|$", body.group(1), re.M)
+        assert rows, title
+        for key, doc in rows:
+            field = next(f for k, f in model.model_fields.items() if (f.alias or k) == key)
+            default = field.get_default(call_default_factory=True)
+            default = getattr(default, "value", default)  # an enum: its text
+            if doc == "required":
+                ok = default is PydanticUndefined
+            elif doc == "none":
+                ok = default is None
+            elif re.fullmatch(r"`[^`.]*`", doc):  # not a reference such as defaults.x
+                said = yaml.safe_load(doc.strip("`"))
+                if key == "weekends":
+                    said = [weekdays.index(d) for d in said]
+                ok = said == default
+            else:
+                ok = True  # a default said in words (taskplan.toml's, the job's)
+            if not ok:
+                wrong.append(f"{title}: {key} says {doc}, is {default!r}")
+    assert wrong == []
