@@ -214,3 +214,27 @@ def test_the_job_file_reference_gives_the_defaults_the_schema_has() -> None:
             if not ok:
                 wrong.append(f"{title}: {key} says {doc}, is {default!r}")
     assert wrong == []
+
+
+def test_the_command_reference_gives_each_option_its_default() -> None:
+    """Every option with a default says it in its bullet, `(default X)`, and X is the
+    default click applies (the slot counts, which depend on the machine, in words)."""
+    wrong = []
+    for name, cmd in commands():
+        text = cli_section(name) or ""
+        for p in cmd.params:
+            if (not isinstance(p, click.Option) or "--db" in p.opts or p.is_flag or p.count
+                    or p.multiple or p.required):
+                continue
+            default = p.get_default(click.Context(cmd), call=False)
+            if default is None:
+                continue
+            flag = max(p.opts, key=len)
+            bullet = next((line for line in text.splitlines() if line.startswith("- ")
+                           and f"`{flag}`" in line.split(":")[0]), "")
+            said = re.search(r"\(default:? ([^)]*)\)", bullet)
+            if said is None:
+                wrong.append(f"taskplan {name} {flag}: no default said (it is {default})")
+            elif said.group(1) not in (str(default), "the CPUs, 2 to 8"):
+                wrong.append(f"taskplan {name} {flag}: says {said.group(1)}, is {default}")
+    assert wrong == []
