@@ -125,6 +125,30 @@ def _where(path: Path | None, key: str) -> str:
     return f"{path}:{_line_of(path, key) if path else 1}"
 
 
+# The store keeps a pool's name in a column of this many characters (as a job file's pool
+# names are bounded): a longer one passed here and PostgreSQL refused it mid-command.
+MAX_POOL_NAME = 200
+
+
+def _checked_pools(path: Path | None, pools: object) -> dict[str, int]:
+    """`[pools]`, each entry refused at its own line: a name the store cannot keep, or a size
+    that is not a whole number >= 1."""
+    table_line = _line_of(path, "pools") if path else 1
+    if not isinstance(pools, dict):
+        raise UsageError(f"{path}:{table_line}: pools: expected a table of pool name = size"
+                         f" ([pools] then mart = 4), got {pools!r}")
+    for name, size in pools.items():
+        at = f"{path}:{key_line(path, table_line, name)}"
+        if not name:
+            raise UsageError(f"{at}: pools: expected a pool name, got ''")
+        if len(name) > MAX_POOL_NAME:
+            raise UsageError(f"{at}: pools: expected a pool name of at most {MAX_POOL_NAME}"
+                             f" characters (the store keeps no more), got one of {len(name)}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise UsageError(f"{at}: pools.{name}: expected a whole number >= 1, got {size!r}")
+    return {str(k): int(v) for k, v in pools.items()}
+
+
 def _store_url(db: str | None, path: Path | None, data: dict[str, Any]) -> str:
     """The first of --db, TASKPLAN_DB, taskplan.toml's db that is given, else the default.
     Given but empty is an error, not "not given": a blank variable or `--db "$UNSET"` would
@@ -263,12 +287,7 @@ def load_settings(db: str | None = None) -> Settings:
     if path is not None:
         _check_keys(path, data)
     url = _store_url(db, path, data)
-    pools = data.get("pools", {})
-    if not isinstance(pools, dict) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in pools.values()
-    ):
-        raise UsageError(f"{_where(path, 'pools')}: 'pools' must map names to whole numbers"
-                         " >= 1")
+    pools = _checked_pools(path, data.get("pools", {}))
     from_file = db is None and "TASKPLAN_DB" not in os.environ and "db" in data
     if path is not None and from_file and url.startswith("sqlite:///") and not url.startswith(
         "sqlite:////"
@@ -298,7 +317,7 @@ def load_settings(db: str | None = None) -> Settings:
         db=url,
         connections={str(k): v for k, v in connections.items()},
         timezone=_timezone(path, data),
-        pools={str(k): int(v) for k, v in pools.items()},
+        pools=pools,
         lease_seconds=float(lease),
         config_path=path,
         notify=tuple(notify),

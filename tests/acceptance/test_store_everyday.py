@@ -76,6 +76,32 @@ def test_unknown_key_in_taskplan_toml(tp: Taskplan) -> None:
 
 
 
+def test_a_bad_pool_of_taskplan_toml_is_named_at_its_line(tp: Taskplan) -> None:
+    # A name longer than the store keeps went through and PostgreSQL refused it mid-command
+    # ("StringDataRightTruncation: value too long ..."); a bad size named only [pools].
+    toml = tp.home / "taskplan.toml"
+    tp.write("j.yaml", """
+        job: j
+        tasks: {a: {shell: "true"}}
+        """)
+    long = "p" * 201
+    for text, words in [
+        (f'db = "sqlite:///t.db"\n[pools]\nmart = 2\n"{long}" = 2\n',
+         "4: pools: expected a pool name of at most 200 characters (the store keeps no more),"
+         " got one of 201"),
+        ('db = "sqlite:///t.db"\n[pools]\nmart = 2\netl = 0\n',
+         "4: pools.etl: expected a whole number >= 1, got 0"),
+        ('db = "sqlite:///t.db"\n[pools]\n"" = 2\n', "3: pools: expected a pool name, got ''"),
+        ('db = "sqlite:///t.db"\npools = 3\n', "2: pools: expected a table of pool name = size"),
+    ]:
+        toml.write_text(text)
+        res = tp("run", "j.yaml", db=False)
+        assert res.code == 2, (text, res)
+        assert res.err.startswith(f"taskplan: {toml}:{words}"), (text, res.err)
+        assert res.err.count("\n") == 1, res.err
+    assert not (tp.home / "t.db").exists()
+
+
 def test_bad_timezone_or_lease_in_taskplan_toml_is_refused_up_front(tp: Taskplan) -> None:
     toml = tp.home / "taskplan.toml"
     tp.write("j.yaml", """
