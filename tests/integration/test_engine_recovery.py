@@ -275,3 +275,27 @@ def test_status_says_a_run_pinned_to_a_dead_foreground_process_waits_for_recover
     gone = (f"the run's foreground process (pid {owner.pid}) is gone; it is recovered as soon"
             " as an agent or `taskplan run` starts on this machine")
     assert set(waiting.explain(store, run_id).values()) == {gone}
+
+
+def test_status_does_not_count_a_dead_agent_as_busy(store: Store) -> None:
+    """The only agent was killed (its lease still runs): a ready task run does not wait 'for a
+    free slot (every capable agent is busy)' of a process that is gone."""
+    from taskplan.engine import waiting
+
+    engine = Engine(store)
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        agent_id = engine.register_agent("killed", "this-host", owner.pid, 1, 30.0)
+        run_id = engine.create_run(apply_job(engine, """
+            job: dead_busy
+            tasks:
+              a: {python: "tpjobs:record"}
+              b: {python: "tpjobs:record"}
+            """))
+        assert len(engine.step(agent_id, [], 1, run_id).claims) == 1
+        assert set(waiting.explain(store, run_id).values()) == {
+            "waiting for a free slot (every capable agent is busy)"}
+    finally:
+        owner.kill()
+        owner.wait()
+    assert set(waiting.explain(store, run_id).values()) == {"no agent alive"}

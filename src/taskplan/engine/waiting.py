@@ -9,6 +9,7 @@ every capable agent is busy. A pending task run waits for its upstreams (a stage
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -37,23 +38,35 @@ def explain_in(tx: Tx, run_id: int, now: float) -> dict[int, str]:
     facts = wait_facts(tx, run_id, now)
     if facts is None or facts.state not in (RunState.QUEUED, RunState.RUNNING, RunState.STOPPING):
         return {}
-    pin_lost = _pin_lost(tx, facts.pin_agent_id, now) if facts.pin_agent_id is not None else None
+    gone = _gone_agents(tx)
+    if gone:
+        # Killed, their leases still running: they take nothing, nor are they busy.
+        facts = dataclasses.replace(facts, agents=[a for a in facts.agents if a.id not in gone])
+    pin_lost = (_pin_lost(tx, facts.pin_agent_id, now, gone)
+                if facts.pin_agent_id is not None else None)
     return {t.id: reason(facts, t, now, pin_lost) for t in facts.tasks}
 
 
-def _pin_lost(tx: Tx, pin_agent_id: int, now: float) -> str | None:
-    """Why the run's foreground process will not take its task runs, when it is gone (this
-    machine) or silent past its lease: the run stays pinned to it until it is recovered."""
+def _gone_agents(tx: Tx) -> dict[int, int]:
+    """Agent id -> pid, of the live agents of this machine whose process is gone."""
     from taskplan import procs
-    from taskplan.store import console, ops
+    from taskplan.store import ops
 
     where = procs.machine()
-    if where is not None:
-        for local in ops.agents_of_machine(tx, where):
-            if local.id == pin_agent_id and procs.is_gone(local.pid, local.process):
-                return (f"the run's foreground process (pid {local.pid}) is gone; it is"
-                        " recovered as soon as an agent or `taskplan run` starts on this"
-                        " machine")
+    if where is None:
+        return {}
+    return {a.id: a.pid for a in ops.agents_of_machine(tx, where)
+            if procs.is_gone(a.pid, a.process)}
+
+
+def _pin_lost(tx: Tx, pin_agent_id: int, now: float, gone: dict[int, int]) -> str | None:
+    """Why the run's foreground process will not take its task runs, when it is gone (this
+    machine) or silent past its lease: the run stays pinned to it until it is recovered."""
+    from taskplan.store import console
+
+    if pin_agent_id in gone:
+        return (f"the run's foreground process (pid {gone[pin_agent_id]}) is gone; it is"
+                " recovered as soon as an agent or `taskplan run` starts on this machine")
     agents = console.agents(tx, now, include_gone=False)
     for agent in agents:
         if agent.id == pin_agent_id and agent.state == "expired":
@@ -77,19 +90,14 @@ def orphans_in(tx: Tx, run_id: int, now: float | None = None) -> dict[int, str]:
     `taskplan run` or agent), so nothing recovers them until an agent or run starts here or
     another agent's beat finds the lease expired; or its lease ran out (an agent of another
     machine, dead or cut off), so the next beat of a live agent recovers them."""
-    from taskplan import procs
-    from taskplan.store import console, ops
+    from taskplan.store import console
     from taskplan.store.claims import running_claims_of_agent
 
     now = time.time() if now is None else now
-    notes: dict[int, str] = {}
-    where = procs.machine()
-    if where is not None:
-        notes = {claim.task_run_id: f"its agent (pid {agent.pid}) is gone; it is recovered as"
-                                    " soon as an agent or `taskplan run` starts on this machine"
-                 for agent in ops.agents_of_machine(tx, where)
-                 if procs.is_gone(agent.pid, agent.process)
-                 for claim in running_claims_of_agent(tx, agent.id) if claim.run_id == run_id}
+    notes = {claim.task_run_id: f"its agent (pid {pid}) is gone; it is recovered as soon as an"
+                                " agent or `taskplan run` starts on this machine"
+             for agent_id, pid in _gone_agents(tx).items()
+             for claim in running_claims_of_agent(tx, agent_id) if claim.run_id == run_id}
     agents = console.agents(tx, now, include_gone=False)
     silent = [a for a in agents if a.state == "expired" and a.running]
     if not silent:
