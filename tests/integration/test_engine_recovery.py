@@ -299,3 +299,21 @@ def test_status_does_not_count_a_dead_agent_as_busy(store: Store) -> None:
         owner.kill()
         owner.wait()
     assert set(waiting.explain(store, run_id).values()) == {"no agent alive"}
+
+
+def test_run_detach_warns_when_the_only_agent_was_killed(store: Store) -> None:
+    """`run --detach` warns "no agent alive" when none is: an agent killed a moment ago (its
+    lease still running) will not take the run."""
+    from taskplan.engine import waiting
+    from taskplan.spec import load_job_text
+
+    engine = Engine(store)
+    spec = load_job_text("job: detached\ntasks:\n  a: {shell: 'true'}\n", "job.yaml", ".")
+    owner = subprocess.Popen(["sleep", "60"])
+    try:
+        engine.register_agent("killed", "this-host", owner.pid, 1, 30.0)
+        assert waiting.unserved(store, spec) == []
+    finally:
+        owner.kill()
+        owner.wait()
+    assert waiting.unserved(store, spec) == ["no agent alive"]

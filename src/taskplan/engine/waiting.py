@@ -188,7 +188,9 @@ def unserved(store: Store, spec: JobSpec, now: float | None = None,
     """
     now = time.time() if now is None else now
     with store.read() as tx:
-        label_sets = [a.labels for a in live_agents(tx, now) if a.state == "alive"]
+        gone = _gone_agents(tx)  # killed a moment ago: they will not take it
+        label_sets = [a.labels for a in live_agents(tx, now)
+                      if a.state == "alive" and a.id not in gone]
     if own_labels is not None:
         label_sets.append(frozenset(own_labels))
     if not label_sets:
