@@ -385,6 +385,38 @@ def test_status_of_a_stopping_run_says_what_will_not_start(engine: Engine,
     assert why[ids["z"]] == "run stopping: nothing new starts"
 
 
+@pytest.mark.parametrize("policy", ["stop", "cancel"])
+def test_retry_of_a_task_reruns_what_it_waits_for_that_a_halt_left_unstarted(
+        engine: Engine, store: Store, tmp_path: Path, policy: str) -> None:
+    """Under on_failure stop, `extract_a` fails and `extract_b` never starts (skipped).
+    `retry --task extract_a` reran extract_a, then `load`, which waits for both, as if
+    extract_b had been skipped on purpose: load ran on half of its input, and the run
+    succeeded. A task that never started because its run halted, and that the retried
+    tasks wait for, runs again with them."""
+    marker = tmp_path / "fixed"
+    run_id, _ = run_job(engine, f"""
+        job: halted_inputs
+        on_failure: {policy}
+        tasks:
+          extract_a: {{python: "tpjobs:flaky", priority: 10}}
+          extract_b: {{python: "tpjobs:record"}}
+          load: {{python: "tpjobs:record", depends_on: [extract_a, extract_b]}}
+          report: {{python: "tpjobs:record", depends_on: [extract_b]}}
+        """, params={"marker": str(marker)}, slots=1)
+    assert states(store, run_id) == {"extract_a": "failed", "extract_b": "skipped",
+                                     "load": "skipped", "report": "skipped"}
+    marker.write_text("ok")
+    engine.retry_run(run_id, "extract_a")
+    run_agent(engine, run_id)
+    got = tasks(store, run_id)
+    # report does not depend on extract_a: outside the retry, it stays as it was
+    assert {n: t["state"] for n, t in got.items()} == {
+        "extract_a": "succeeded", "extract_b": "succeeded", "load": "succeeded",
+        "report": "skipped"}
+    assert got["extract_b"]["finished_at"] <= got["load"]["started_at"]
+    assert engine.run_state(run_id) == "succeeded"
+
+
 def test_finished_runs_refuse_retry_stop_and_cancel(engine: Engine, store: Store) -> None:
     run_id, _ = run_job(engine, """
         job: settled

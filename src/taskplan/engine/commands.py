@@ -305,6 +305,8 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
             definitions.forget_run_meta(ctx, run_id)
         graph = _RunGraph(run_ops.task_runs_for_retry(tx, run_id), run_ops.edges_of_run(tx, run_id))
         scope = graph.scope(run_id, task)
+        if task is not None:
+            scope |= graph.halted_inputs(scope, spec)
         disabled = {t.name for t in spec.tasks if not t.enabled}
         redo = {t.id for t in graph.top if t.id in scope
                 and graph.state[t.id] != TaskState.SUCCEEDED and t.task not in disabled}
@@ -399,6 +401,38 @@ class _RunGraph:
                     if waiting[d] == 0:
                         todo.append(d)
         return carries
+
+    def halted_inputs(self, scope: set[int], spec: JobSpec) -> set[int]:
+        """The task runs outside `scope` that tasks of it wait for (directly, or through
+        others of these) and that never started because their run halted (on_failure stop,
+        cancel or finish_stage; `stop`, `cancel`): they run again with the scope, or its
+        tasks would run without them as if they had been skipped on purpose.
+
+        An enabled task with trigger all_success or all_done ends skipped only so (its rule
+        never skips it; one with a failed upstream carries the failure instead); a
+        one_failed one may have been skipped by its rule, and is left as it ended."""
+        waits = {t.name for t in spec.tasks
+                 if t.enabled and t.trigger != TriggerRule.ONE_FAILED}
+        names = {t.id: (t.kind, t.task) for t in self.top}
+        carries = self.carrying_failure(spec)
+        found: set[int] = set()
+        todo = [u for i in scope for u in self.ups.get(i, ())]
+        while todo:
+            u = todo.pop()
+            if u in scope or u in found or u not in names:
+                continue
+            kind, name = names[u]
+            if kind == TaskRunKind.BARRIER:
+                # A stage barrier: what the stage's tasks (and the stages below) left
+                todo.extend(self.ups.get(u, ()))
+                if self.state[u] != TaskState.SUCCEEDED:
+                    found.add(u)
+                continue
+            if (self.state[u] == TaskState.SKIPPED and name in waits
+                    and u not in carries):
+                found.add(u)
+                todo.extend(self.ups.get(u, ()))
+        return found
 
     def scope(self, run_id: int, task: str | None) -> set[int]:
         """The top-level task runs a retry reconsiders: all, or `task` and its downstream."""
