@@ -238,3 +238,20 @@ def test_the_command_reference_gives_each_option_its_default() -> None:
             elif said.group(1) not in (str(default), "the CPUs, 2 to 8"):
                 wrong.append(f"taskplan {name} {flag}: says {said.group(1)}, is {default}")
     assert wrong == []
+
+
+def test_every_option_the_docs_name_exists() -> None:
+    """A renamed or removed option left behind in a page is one a reader types and gets
+    'No such option' for."""
+    known = {opt for p in cli.params for opt in p.opts}
+    for _, cmd in commands():
+        known |= {opt for p in cmd.params if isinstance(p, click.Option)
+                  for opt in (*p.opts, *p.secondary_opts)}
+    # Not taskplan's: the benchmark harnesses' own, a peer's, and a task's arguments.
+    others = {"--help", "--repeat", "--rows", "--prefect-python", "--log-level", "--day",
+              "--full"}
+    pages = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md")), *sorted(DOCS.glob("*/*.md"))]
+    unknown = sorted(f"{page.name}: {opt}" for page in pages
+                     for opt in set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", page.read_text()))
+                     if opt not in known | others)
+    assert unknown == []
