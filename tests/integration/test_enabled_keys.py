@@ -81,6 +81,31 @@ def test_retry_latest_skips_a_failed_task_the_current_version_disables(engine: E
     assert engine.run_state(run_id) == "succeeded"
 
 
+def test_retry_latest_follows_the_current_versions_trigger_rules_and_priorities(
+        engine: Engine, store: Store) -> None:
+    """`retry --latest` onto a version where a cleanup task became `trigger: all_done`: the
+    rerun judged it by the rule its run was created with, and it ended upstream_failed again
+    instead of running."""
+    job = """
+        job: relaxed
+        tasks:
+          a: {shell: "exit 1"}
+          cleanup: {shell: "true", depends_on: [a]}
+        """
+    run_id = start_run(engine, job)
+    run_agent(engine, run_id)
+    assert tasks(store, run_id)["cleanup"]["state"] == "upstream_failed"
+    apply_job(engine, job.replace('depends_on: [a]}', 'depends_on: [a], trigger: all_done,'
+                                                      ' priority: 7}'))
+    engine.retry_run(run_id, latest=True)
+    run_agent(engine, run_id)
+    got = tasks(store, run_id)
+    assert (got["a"]["state"], got["cleanup"]["state"]) == ("failed", "succeeded")
+    with store.read() as tx:
+        assert tx.one("SELECT trigger_rule, priority, rank FROM task_runs WHERE id = :i",
+                      {"i": got["cleanup"]["id"]}) == ("all_done", 7, -7)
+
+
 def test_retry_of_a_disabled_task_says_it_is_disabled_not_succeeded(engine: Engine) -> None:
     # "task off and what depends on it already succeeded" was said of a task that never ran.
     run_id = start_run(engine, """

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskplan.dataclass import dataclass
-from taskplan.engine import definitions, transitions
+from taskplan.engine import definitions, runs, transitions
 from taskplan.engine.context import Context
 from taskplan.engine.definitions import job_spec, unknown_job
 from taskplan.engine.records import Delta
@@ -25,7 +25,7 @@ from taskplan.model import (
 )
 from taskplan.store import job_admin, ops, run_ops, sched_ops
 from taskplan.store.db import Tx
-from taskplan.store.run_ops import Reset
+from taskplan.store.run_ops import Reset, TaskSettings
 
 
 @dataclass(frozen=True)
@@ -302,6 +302,11 @@ def retry_run(ctx: Context, run_id: int, task: str | None = None, *, latest: boo
         if repin is not None:
             ops.repin_run(tx, run_id, repin.version_id, str(spec.on_failure), spec.max_parallel,
                           spec.priority)
+            # The task runs' copies of what the version says of each task, which claims and
+            # trigger rules read (the wiring is the same: _latest_spec checked it).
+            run_ops.retarget_task_runs(tx, run_id, [
+                TaskSettings(t.name, str(t.trigger), t.priority, t.pool,
+                             runs.label_set(ctx, tx, t.agent_labels)) for t in spec.tasks])
             definitions.forget_run_meta(ctx, run_id)
         graph = _RunGraph(run_ops.task_runs_for_retry(tx, run_id), run_ops.edges_of_run(tx, run_id))
         scope = graph.scope(run_id, task)

@@ -134,6 +134,34 @@ def reset_task_runs(tx: Tx, resets: Sequence[Reset], now: float) -> None:
     )
 
 
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a task run keeps of its task's definition besides its place in the graph."""
+
+    task: str
+    trigger_rule: str
+    priority: int
+    pool: str | None
+    label_set: int | None
+
+
+def retarget_task_runs(tx: Tx, run_id: int, settings: Sequence[TaskSettings]) -> None:
+    """A run moved to another version of its job (retry --latest): its task runs (items
+    included) take that version's trigger rules, priorities, pools and label sets. A
+    foreach parent takes no pool room (its items do)."""
+    tx.many(
+        "UPDATE task_runs SET trigger_rule = :rule, priority = :p, rank = -:p,"
+        " pool = CASE WHEN kind = 'foreach' THEN NULL ELSE :pool END, label_set = :ls"
+        " WHERE run_id = :r AND task = :t",
+        [{"rule": s.trigger_rule, "p": s.priority, "pool": s.pool, "ls": s.label_set,
+          "r": run_id, "t": s.task} for s in settings],
+    )
+    top = max((s.label_set or 0 for s in settings), default=0)
+    if top:
+        tx.run("UPDATE runs SET max_label_set = :m WHERE id = :r"
+               " AND COALESCE(max_label_set, 0) < :m", {"m": top, "r": run_id})
+
+
 def items_to_rerun(tx: Tx, parent_id: int) -> tuple[int, list[int]]:
     """How many items a foreach parent has, and the ids of those that did not succeed."""
     rows = tx.all("SELECT id, state FROM task_runs WHERE parent_id = :p ORDER BY item_index",
