@@ -255,3 +255,34 @@ def test_every_option_the_docs_name_exists() -> None:
                      for opt in set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", page.read_text()))
                      if opt not in known | others)
     assert unknown == []
+
+
+def test_every_command_line_in_the_docs_uses_options_of_its_command() -> None:
+    """`taskplan CMD ... --flag` in a page, inline or in an example block: the flag must be
+    one of CMD's (or a global one), so that copying the line works."""
+    found = dict(commands())
+    global_opts = {opt for p in cli.params for opt in p.opts} | {"--help", "-h"}
+    pages = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md")), *sorted(DOCS.glob("*/*.md"))]
+    wrong = []
+    for page in pages:
+        text = page.read_text()
+        lines = re.findall(r"`(taskplan [^`\n]+)`", text)
+        for block in re.findall(r"```(?:sh|bash|console)?\n(.*?)```", text, re.S):
+            lines += [line.split(" #")[0] for line in block.splitlines() if "taskplan " in line]
+        for line in lines:
+            line = re.sub(r"'[^']*'|\"[^\"]*\"", "''", line)  # a quoted value is no option
+            for part in re.split(r"&&|\||;|─", line):
+                m = re.search(r"taskplan\s+((?:-\S+\s+(?:[^-\s]\S*\s+)?)*)([a-z][a-z-]*)"
+                              r"(?:\s+([a-z][a-z-]*))?(.*)", part)
+                if m is None or m.group(2) not in found:
+                    continue
+                name, rest = m.group(2), f"{m.group(3) or ''} {m.group(4)}"
+                if m.group(3) and f"{name} {m.group(3)}" in found:
+                    name = f"{name} {m.group(3)}"
+                opts = global_opts | {opt for p in found[name].params
+                                      if isinstance(p, click.Option)
+                                      for opt in (*p.opts, *p.secondary_opts)}
+                wrong += [f"{page.name}: taskplan {name} {flag}"
+                          for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", rest)
+                          if flag not in opts]
+    assert wrong == []
