@@ -128,6 +128,7 @@ def _where(path: Path | None, key: str) -> str:
 # The store keeps a pool's name in a column of this many characters (as a job file's pool
 # names are bounded): a longer one passed here and PostgreSQL refused it mid-command.
 MAX_POOL_NAME = 200
+POOL_MAX = 2**31 - 1  # the store's integer column, as a job file's pool sizes are bounded
 
 
 def _checked_pools(path: Path | None, pools: object) -> dict[str, int]:
@@ -144,8 +145,9 @@ def _checked_pools(path: Path | None, pools: object) -> dict[str, int]:
         if len(name) > MAX_POOL_NAME:
             raise UsageError(f"{at}: pools: expected a pool name of at most {MAX_POOL_NAME}"
                              f" characters (the store keeps no more), got one of {len(name)}")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise UsageError(f"{at}: pools.{name}: expected a whole number >= 1, got {size!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= POOL_MAX:
+            raise UsageError(f"{at}: pools.{name}: expected a whole number from 1 to"
+                             f" {POOL_MAX}, got {size!r}")
     return {str(k): int(v) for k, v in pools.items()}
 
 

@@ -232,7 +232,8 @@ def test_bad_smtp_settings_and_notify_entries_are_refused_up_front(tp: Taskplan)
         ('console_url = "taskplan.example.com"\n',
          "console_url: expected the web console's http:// or https:// URL, such as"
          " \"https://taskplan.example.com\", got 'taskplan.example.com'"),
-        ("pools = {mart = true}\n", "pools.mart: expected a whole number >= 1, got True"),
+        ("pools = {mart = true}\n", "pools.mart: expected a whole number from 1 to 2147483647, got"
+         " True"),
         ('connections = "conns.yaml"\n', "[connections] must map names to URLs (e.g. mart ="
          ' "postgresql://etl:***@db/mart")'),
     ]:

@@ -77,8 +77,9 @@ def test_unknown_key_in_taskplan_toml(tp: Taskplan) -> None:
 
 
 def test_a_bad_pool_of_taskplan_toml_is_named_at_its_line(tp: Taskplan) -> None:
-    # A name longer than the store keeps went through and PostgreSQL refused it mid-command
-    # ("StringDataRightTruncation: value too long ..."); a bad size named only [pools].
+    # A name longer than the store keeps, or a size past its integer column, went through
+    # and PostgreSQL refused it mid-command ("StringDataRightTruncation: value too long ...",
+    # "NumericValueOutOfRange"); a bad size named only [pools].
     toml = tp.home / "taskplan.toml"
     tp.write("j.yaml", """
         job: j
@@ -90,7 +91,9 @@ def test_a_bad_pool_of_taskplan_toml_is_named_at_its_line(tp: Taskplan) -> None:
          "4: pools: expected a pool name of at most 200 characters (the store keeps no more),"
          " got one of 201"),
         ('db = "sqlite:///t.db"\n[pools]\nmart = 2\netl = 0\n',
-         "4: pools.etl: expected a whole number >= 1, got 0"),
+         "4: pools.etl: expected a whole number from 1 to 2147483647, got 0"),
+        ('db = "sqlite:///t.db"\n[pools]\nmart = 3000000000\n',
+         "3: pools.mart: expected a whole number from 1 to 2147483647, got 3000000000"),
         ('db = "sqlite:///t.db"\n[pools]\n"" = 2\n', "3: pools: expected a pool name, got ''"),
         ('db = "sqlite:///t.db"\npools = 3\n', "2: pools: expected a table of pool name = size"),
     ]:
