@@ -405,3 +405,22 @@ def test_a_task_starts_in_a_fresh_session_whatever_the_one_before_set(
                            **({"depends_on": [f"t{i - 1}"]} if i else {})} for i in range(8)}
         run_id, _ = run_job(engine, job(chain), params={"n": 1}, slots=1)
         assert {t["state"] for t in tasks(store, run_id).values()} == {"succeeded"}
+
+
+def test_a_timestamp_with_time_zone_under_a_non_iso_datestyle(engine: Engine, store: Store,
+                                                               target: Target) -> None:
+    """A database whose DateStyle is German, SQL or Postgres (as pgAgent's users' often are)
+    failed every sql task returning a timestamptz: psycopg reads those only in ISO style
+    ("can't parse timestamptz with DateStyle 'German, DMY'"). The value comes back as the
+    server's own text, which binds back to it on that server."""
+    if target.kind != "postgresql":
+        pytest.skip("PostgreSQL's DateStyle")
+    sql = ("SET DateStyle = 'German, DMY';"
+           " SELECT TIMESTAMPTZ '2026-01-02 03:04:05+00' AT TIME ZONE 'UTC' AS plain,"
+           " TIMESTAMPTZ '2026-01-02 03:04:05+00' AS at")
+    run_id, _ = run_job(engine, job({"s": {"sql": sql}}))
+    got = tasks(store, run_id)["s"]
+    assert got["state"] == "succeeded", got["error"]
+    row = got["result"]["rows"][0]
+    assert row["plain"] == "2026-01-02T03:04:05"
+    assert row["at"].startswith(("02.01.2026 ", "01.02.2026 ")), row["at"]

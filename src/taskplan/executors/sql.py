@@ -192,7 +192,8 @@ def _seconds(value: Any) -> float:
 
 def _server_text_loaders(dbapi_connection: Any) -> None:
     """PostgreSQL values Python's types cannot hold ('infinity' and '-infinity' timestamps and
-    dates, BC dates, years past 9999) failed the whole statement (`timestamp too large`), and
+    dates, BC dates, years past 9999; a timestamptz in a DateStyle other than ISO) failed the
+    whole statement (`timestamp too large`), and
     an interval came back as Python's `-1 day, 23:00:00`, which no server reads back. Such a
     date comes back as PostgreSQL's own text, and so does every interval ('1 mon 02:00:00') and
     bytea ('\\x00ff'), so a foreach item or a result holds what the server wrote and binds
@@ -220,7 +221,9 @@ def _server_text_loaders(dbapi_connection: Any) -> None:
             def load(self, data: Any) -> Any:
                 try:
                     return self.inner.load(data)
-                except DataError:
+                except (DataError, NotImplementedError):
+                    # NotImplementedError: a timestamptz in a DateStyle other than ISO
+                    # (German, SQL, Postgres), which psycopg does not read.
                     return bytes(data).decode()
 
         adapters.register_loader(oid, Lenient)
