@@ -21,9 +21,9 @@
   process holds (within the busy timeout) is running, and fires what fell due meanwhile. An
   outage (the store unavailable) and a clock jump count as downtime. `on_misfire: skip` fires
   none of the missed (only on-time firings); `run_once` fires the latest due firing once;
-  `run_all` fires every missed one, at most
-  `RUN_ALL_CAP` (100, the latest ones), queued behind each other unless `on_overlap: allow`. Missed firings that make no run are recorded with a
-  note (the latest RUN_ALL_CAP + 1 of them: older ones are not looked at).
+  `run_all` fires every missed one, at most `RUN_ALL_CAP` (100, the latest ones), queued
+  behind each other unless `on_overlap: allow`. Missed firings that make no run are recorded
+  with a note (the latest RUN_ALL_CAP + 1 of them: older ones are not looked at).
 * **Overlap** (a top-level run of the job queued, running or stopping at firing time): `skip`
   records the firing with no run and a note; `queue` creates the run `queued`; it starts when
   the job has no run in progress (the engine's run-end hook, and the scheduler's sweep); at
