@@ -105,6 +105,10 @@ def backfill(engine: Engine, job: str, start: datetime, end: datetime, *,
     if start.timestamp() > end.timestamp():
         raise UsageError(f"--from {start.isoformat()} is after --to (or after now:"
                          " a backfill covers past firings only)")
+    if max_active is not None and max_active > MAX_FIRINGS:
+        # A backfill makes at most MAX_FIRINGS runs, so a larger bound is the same bound; kept
+        # so, it fits the store's integer column (3000000000 did not, on PostgreSQL).
+        max_active = MAX_FIRINGS
     found, version_id, spec = locate(engine, job)
     params = declared_params(spec, params or {})
     out = Backfill(job, start, end, firings=firings_in(engine, version_id, start, end,

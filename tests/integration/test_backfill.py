@@ -164,3 +164,14 @@ def test_a_backfilled_run_starts_no_earlier_than_it_was_created(store: Store) ->
         rows = tx.all("SELECT id, created_at, started_at FROM runs WHERE trigger = 'backfill'")
     assert len(rows) == 4
     assert [i for i, created, started in rows if started < created] == []
+
+
+def test_a_max_active_past_the_store_integers_starts_every_run(eng: Engine,
+                                                                store: Store) -> None:
+    # `backfill --max-active 3000000000` on PostgreSQL failed 'NumericValueOutOfRange:
+    # integer out of range': the store keeps it in an integer column. A backfill makes at most
+    # MAX_FIRINGS runs, so any bound past that is no bound at all.
+    apply(eng, job(every="10s"))
+    out = backfill(eng, "tick", at(T0 + 10), at(T0 + 40), max_active=3_000_000_000)
+    assert len(out.created) == 4
+    assert [s for _, s, _, _ in backfill_runs(store)] == ["running"] * 4
