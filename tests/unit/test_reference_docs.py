@@ -286,3 +286,27 @@ def test_every_command_line_in_the_docs_uses_options_of_its_command() -> None:
                           for flag in re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", rest)
                           if flag not in opts]
     assert wrong == []
+
+
+def whole_examples() -> list[tuple[str, str]]:
+    """The complete job, calendar and connections files shown in the README and docs/*.md
+    (fragments, with `...` or alternatives for one key, are left out)."""
+    pages = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]
+    found = []
+    for page in pages:
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S):
+            top = re.findall(r"^([a-z_]+):", block, re.M)
+            if ("..." in block or len(top) != len(set(top))
+                    or not ({"job", "tasks"} <= set(top) or top[:1] in (["calendar"],
+                                                                        ["connections"]))):
+                continue
+            found.append((page.name, block))
+    return found
+
+
+@pytest.mark.parametrize("index", range(len(whole_examples())))
+def test_every_whole_example_of_the_docs_validates(index: int, tmp_path: Path) -> None:
+    page, text = whole_examples()[index]
+    path = tmp_path / f"{Path(page).stem}{index}.yaml"
+    path.write_text(text)
+    assert [str(p) for p in validate_files([path])] == [], page
