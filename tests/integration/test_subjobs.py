@@ -173,3 +173,40 @@ def test_templates_inside_a_list_or_mapping_param_are_rendered(engine: Engine, s
     got = json.loads(params)
     assert got["names"] == ["x", "7", ["one"]]
     assert got["opts"] == {"user": "bob", "n": 1}
+
+
+def test_cancelling_the_child_run_cancels_its_job_task_without_a_retry(engine: Engine,
+                                                                      store: Store) -> None:
+    """`taskplan cancel CHILD`: the job task took the cancelled run for a failure and, with
+    retries left, started another run of the child job at once."""
+    apply_job(engine, """
+        job: unserved_child
+        tasks:
+          nap: {shell: "true", agent_labels: [nobody_has_this]}
+        """)
+    run_id = start_run(engine, """
+        job: parent_of_cancelled
+        tasks:
+          sub: {job: unserved_child, retries: 2}
+          after: {python: "tpjobs:record", depends_on: [sub]}
+          handler: {python: "tpjobs:record", depends_on: [sub], trigger: one_failed}
+        """)
+
+    def children() -> list[int]:
+        with store.read() as tx:
+            return [int(r) for (r,) in tx.all(
+                "SELECT id FROM runs WHERE root_run_id = :r AND id <> :r ORDER BY id",
+                {"r": run_id})]
+
+    run_agent(engine, run_id, slots=2, until=lambda a: bool(children()))
+    [child] = children()
+    assert engine.cancel_run(child) == "cancelled"
+    top = tasks(store, run_id)
+    assert top["sub"]["state"] == "cancelled" and top["sub"]["attempts"] == 1
+    assert top["sub"]["error"] == f"run {child} was cancelled"
+    assert children() == [child]  # no second run of the child job
+    run_agent(engine, run_id, slots=2)
+    top = tasks(store, run_id)
+    # A cancelled upstream counts as failed, as a killed task's does.
+    assert (top["after"]["state"], top["handler"]["state"]) == ("upstream_failed", "succeeded")
+    assert engine.run_state(run_id) == "failed"

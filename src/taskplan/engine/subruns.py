@@ -133,9 +133,16 @@ def child_run_ended(ctx: Context, tx: Tx, run: RunRow, now: float,
     if claim is None:
         return
     child = {"run_id": run.id, "state": run.state}
-    outcome = (Outcome(TaskState.SUCCEEDED, result=child) if run.state == RunState.SUCCEEDED
-               else Outcome(TaskState.FAILED, result=child,
-                            error=f"run {run.id} ended {run.state}"))
+    if run.state == RunState.SUCCEEDED:
+        outcome = Outcome(TaskState.SUCCEEDED, result=child)
+    elif run.state == RunState.CANCELLED:
+        # Someone stopped or cancelled the child run itself: the job task ends with it, as
+        # a killed attempt does, and does not start another run of the child job.
+        outcome = Outcome(TaskState.CANCELLED, result=child,
+                          error=f"run {run.id} was cancelled")
+    else:
+        outcome = Outcome(TaskState.FAILED, result=child,
+                          error=f"run {run.id} ended {run.state}")
     if result is not None:
         result.ends.append(AttemptEnd(claim, outcome))
     transitions.finish(ctx, tx, claim, outcome, now,
