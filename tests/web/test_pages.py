@@ -4,11 +4,13 @@ big foreach run is summarised and paged instead of listed."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from web_helpers import HOSTILE, apply_text, run_to_end
 
 from taskplan.engine import Engine
+from taskplan.spec import load_definitions
 
 
 def test_every_page_renders(client: Any, demo: tuple[Engine, int]) -> None:
@@ -383,3 +385,30 @@ def test_agents_page_links_every_agents_running_task_runs(client: Any, engine: E
     first_row = first_row[:first_row.index("</tr>")]
     # A busy agent lists its first 20 and says how many more it runs.
     assert first_row.count('href="/runs/') == 20 and "490 more" in first_row
+
+
+def test_job_page_gives_a_business_calendars_skips_their_reason(client: Any, engine: Engine,
+                                                                tmp_path: Path) -> None:
+    """A schedule on a business calendar: the job page listed its weekend firings among the
+    next firings as if they would run (the API and `taskplan next` say they are skipped)."""
+    (tmp_path / "cal.yaml").write_text("calendar: office\nholidays: []\n")
+    (tmp_path / "job.yaml").write_text(
+        "job: weekdays\ntimezone: UTC\nschedules:\n  - at: '02:30'\n    calendar: office\n"
+        "tasks:\n  a: {shell: 'true'}\n")
+    found = load_definitions([tmp_path / "cal.yaml", tmp_path / "job.yaml"])
+    for cal in found.calendars:
+        engine.apply_calendar(cal)
+    for job in found.jobs:
+        engine.apply(job)
+    listed = client.get("/api/v1/jobs/weekdays/next").json()
+    skipped = [f for f in listed if f.get("skipped")]
+    assert skipped and len(listed) - len(skipped) == 10
+    section = client.get("/jobs/weekdays").text.split("<h2>Next firings")[1].split("</ul>")[0]
+    items = re.findall(r"<li[^>]*>([^<]+?) <span class=\"muted\">(.*?)</span></li>", section)
+    assert len(items) == len(listed)
+    for (at, text), f in zip(items, listed, strict=True):
+        assert at == (f["at"][:16].replace("T", " ") if f.get("skipped") else f["at"])
+        if f.get("skipped"):
+            assert text == f"skipped: {f['skipped']} (schedule {f['schedule']})", text
+        else:
+            assert text == f"schedule {f['schedule']}", text
