@@ -254,3 +254,21 @@ def test_a_broken_server_call_connection_is_dropped_and_replaced(pg: Store) -> N
     assert again is not None and again[0][0] != pid[0][0]
     with pg.tx():
         assert pg.call("SELECT 1", {}, wake=False) is None  # a transaction is open here
+
+
+def test_a_server_idle_session_timeout_does_not_drop_the_stores_connections(pg: Store) -> None:
+    """A server (or database) with idle_session_timeout set dropped every connection the store
+    kept between turns: an idle agent met a dropped connection at each heartbeat, took it for
+    an outage, and never got to recover others' work. The store's sessions opt out of it."""
+    with raw(pg) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f'ALTER DATABASE "{name}" SET idle_session_timeout = 1000')
+    st = Store(pg.url, migrate_schema=False)
+    try:
+        with st.read() as tx:
+            assert tx.scalar("SELECT 1") == 1
+        time.sleep(1.5)  # past the server's limit, as an agent between two beats
+        with st.read() as tx:
+            assert tx.scalar("SHOW idle_session_timeout") == "0"
+    finally:
+        st.close()

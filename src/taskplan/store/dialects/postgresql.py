@@ -159,12 +159,27 @@ class PostgresDialect(Dialect):
             conn = psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://", 1),
                                    autocommit=autocommit, **connect_args())
         except psycopg.Error as exc:
+            # libpq's reason spans lines ("Connection refused\n\tIs the server running..."):
+            # one line in a log.
+            reason = " ".join(mask_url(str(exc)).split())
             raise StoreUnavailableError(
-                f"cannot reach the store {mask_url(self.url)}: {mask_url(str(exc))}"
-            ) from exc
+                f"cannot reach the store {mask_url(self.url)}: {reason}") from exc
         # Strings go as `text`, not `unknown`: one bind used both as a column value and in a
         # comparison (`state = :s ... CASE WHEN :s = 'ready'`) then has one type.
         conn.adapters.register_dumper(str, _text_dumper())
+        if conn.info.server_version >= 140000:
+            # A server or database with idle_session_timeout would drop the connections an
+            # agent keeps between beats (and its LISTEN one), each drop an outage to ride out.
+            # Set per session after connecting: an older server refuses the name at connect.
+            try:
+                conn.execute("SET idle_session_timeout = 0")
+                if not autocommit:
+                    conn.commit()
+            except psycopg.Error as exc:
+                conn.close()
+                raise StoreUnavailableError(
+                    f"cannot reach the store {mask_url(self.url)}:"
+                    f" {' '.join(mask_url(str(exc)).split())}") from exc
         return conn
 
     def new_connection(self) -> Any:
