@@ -216,6 +216,24 @@ def test_numbers_and_dates_out_of_range_are_named_not_overflowed(tp: Taskplan) -
         assert said in res.err and "Error" not in res.err, (args, res.err)
 
 
+def test_slots_past_what_the_store_keeps_are_refused_before_anything_is_stored(
+        tp: Taskplan) -> None:
+    """agents.slots is a 32-bit integer on PostgreSQL: `run FILE --workers 3000000000` failed
+    there with NumericValueOutOfRange after the job was stored (and the SQLite store took it)."""
+    tp.write("w.yaml", "job: w\ntasks:\n  a: {shell: echo w}\n")
+    too_many = str(2**31)
+    cases = [(("run", "w.yaml", "--workers", too_many), "'--workers'"),
+             (("retry", "1", "--workers", too_many), "'--workers'"),
+             (("forecast", "w", "--workers", too_many), "'--workers'"),
+             (("agent", "--slots", too_many), "'--slots'"),
+             (("serve", "--slots", too_many), "'--slots'")]
+    for (args, said), res in zip(cases, tp.many(*(a for a, _ in cases)), strict=True):
+        assert res.code == 2, (args, res)
+        one_line(res.err)
+        assert said in res.err and f"1<=x<={2**31 - 1}" in res.err, (args, res.err)
+    assert not os.path.exists(tp.db_path)  # nothing was stored, no store made
+
+
 def test_a_taskplan_toml_that_is_not_utf8_is_named(tp: Taskplan) -> None:
     (tp.home / "taskplan.toml").write_bytes(b'timezone = "UTC"\n# caf\xe9\n')
     res = tp("runs", db=False)

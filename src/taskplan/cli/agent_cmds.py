@@ -25,8 +25,8 @@ from taskplan.cli.common import (
     print_json,
     setup_logging,
     short_time,
+    slot_count,
     stop_signals,
-    whole,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS
 from taskplan.cli.routing_opts import labels_option, parse_labels
@@ -41,7 +41,7 @@ MAX_NAME = 200  # agents.name
 
 
 @click.command("agent")
-@click.option("--slots", type=whole(1), default=DEFAULT_WORKERS,
+@click.option("--slots", type=slot_count(), default=DEFAULT_WORKERS,
               show_default=True, help="Task runs executed at once.")
 @click.option("--name", default=None,
               help="Shown by `taskplan agents` (default HOST:PID); at most 200 printable"

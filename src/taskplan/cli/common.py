@@ -106,6 +106,16 @@ def whole(minimum: int) -> click.IntRange:
     return click.IntRange(minimum, INT64_MAX)
 
 
+# agents.slots is a 32-bit integer on PostgreSQL: more slots than that failed mid-command
+# (after `run FILE` had stored the job), so --workers/--slots stop there.
+SLOTS_MAX = 2**31 - 1
+
+
+def slot_count() -> click.IntRange:
+    """A --workers or --slots option: 1 up to what the store keeps."""
+    return click.IntRange(1, SLOTS_MAX)
+
+
 class Seconds(click.types.FloatParamType):
     """A number of seconds from `minimum` to `maximum`. Not click's FloatRange: it takes nan
     (which no bound refuses, as nan compares false) and inf."""

@@ -28,8 +28,8 @@ from taskplan.cli.common import (
     parse_params,
     parse_run_id,
     share_connections,
+    slot_count,
     stop_signals,
-    whole,
 )
 from taskplan.cli.progress import PipeProgress, RichProgress
 from taskplan.cli.routing_opts import labels_option, parse_labels
@@ -107,7 +107,7 @@ def file_hint(name: str) -> str:
 @click.argument("job_or_file")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a job parameter (repeatable).")
-@click.option("--workers", type=whole(1), default=DEFAULT_WORKERS,
+@click.option("--workers", type=slot_count(), default=DEFAULT_WORKERS,
               show_default=True, help="Slots that execute tasks in parallel.")
 @click.option("--detach", is_flag=True, help="Create the run, print its id and return.")
 @click.option("--distributed", is_flag=True,
@@ -236,7 +236,7 @@ def warn_unserved(engine: Engine, version_id: int, run_id: int,
 @click.command("retry")
 @click.argument("run")
 @click.option("--task", default=None, help="Only this task and what depends on it.")
-@click.option("--workers", type=whole(1), default=DEFAULT_WORKERS,
+@click.option("--workers", type=slot_count(), default=DEFAULT_WORKERS,
               show_default=True, help="Slots that execute the retried tasks in this process.")
 @click.option("--detach", is_flag=True, help="Reset the run and return; agents execute it.")
 @click.option("--latest", is_flag=True,

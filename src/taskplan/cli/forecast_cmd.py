@@ -17,7 +17,7 @@ from taskplan.cli.common import (
     json_option,
     parse_params,
     print_json,
-    whole,
+    slot_count,
 )
 from taskplan.errors import UsageError
 from taskplan.forecast import RunForecast
@@ -106,7 +106,7 @@ def deadline_verdict(spec: JobSpec, forecast: RunForecast, start: float, zone: s
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A parameter of the run (repeatable); history of runs with the same values"
                    " is preferred.")
-@click.option("--workers", type=whole(1), default=None,
+@click.option("--workers", type=slot_count(), default=None,
               help="Slots to run it on [default: the slots of the agents alive now, else the"
                    " default of `taskplan run`].")
 @click.option("--at", "at", default=None, metavar="TIME",

@@ -25,8 +25,8 @@ from taskplan.cli.common import (
     prepare_daemon,
     print_json,
     setup_logging,
+    slot_count,
     stop_signals,
-    whole,
 )
 from taskplan.cli.execute import DEFAULT_WORKERS, load_if_file
 from taskplan.cli.routing_opts import labels_option, parse_labels
@@ -198,7 +198,7 @@ def scheduler_cmd(lease: float, log_format: str, quiet: bool, verbose: int,
 
 
 @click.command("serve")
-@click.option("--slots", type=whole(1), default=DEFAULT_WORKERS, show_default=True,
+@click.option("--slots", type=slot_count(), default=DEFAULT_WORKERS, show_default=True,
               help="Slots of the agent.")
 @click.option("--lease", type=LEASE, default=6.0, show_default=True,
               help="Seconds the scheduler's leader lease lasts.")
