@@ -202,6 +202,25 @@ def _name_lengths(r: Reporter, header: Header | None, defaults: Settings | None,
     for name, t in tasks.items():
         check(("tasks", name), name, "a task name", at_key=True)
         check(("tasks", name, "pool"), t.pool, "a pool name")
+    _label_sets(r, header, tasks)
+
+
+# A task's labels, its job's included, are kept sorted and comma-joined in a column of this
+# many characters (label_sets.labels): a longer set failed every run on PostgreSQL.
+MAX_LABEL_SET = 2000
+
+
+def _label_sets(r: Reporter, header: Header | None, tasks: Mapping[str, TaskModel]) -> None:
+    job_labels = set(header.agent_labels) if header is not None else set()
+    sets: list[tuple[Path, set[str]]] = [(("agent_labels",), job_labels)]
+    sets += [(("tasks", name, "agent_labels"), job_labels | set(t.agent_labels))
+             for name, t in tasks.items() if t.agent_labels]
+    for path, labels in sets:
+        size = len(",".join(labels))
+        if size > MAX_LABEL_SET:
+            r.at_key(path, f"expected agent labels of at most {MAX_LABEL_SET} characters in all"
+                           f" (the job's and the task's, comma-joined: the store keeps no more),"
+                           f" got {size}")
 
 
 def calendar_name_length(r: Reporter, name: str) -> None:

@@ -336,6 +336,23 @@ def test_names_longer_than_the_store_keeps_are_refused_where_written() -> None:
     assert len(spec.name) == 200 and len(spec.tasks[0].name) == 200
 
 
+def test_agent_labels_longer_in_all_than_the_store_keeps_are_refused_where_written() -> None:
+    # A task's label set (its job's labels and its own, comma-joined) is kept in a column of
+    # 2000 characters: 25 labels of 100 passed validate and failed every run on PostgreSQL.
+    many = ", ".join(f"{c}{'x' * 99}" for c in "abcdefghijklmnopqrs")  # 19 x 100 + 18 commas
+    found = {(p.line, p.col): p.message for p in _problems(
+        f"job: j\nagent_labels: [{many}]\ntasks:\n"
+        f"  ok: {{shell: \"true\"}}\n"
+        f"  big: {{shell: \"true\", agent_labels: [{'y' * 100}]}}\n")}
+    assert set(found) == {(5, 24)}, found
+    assert found[(5, 24)] == ("tasks.big.agent_labels: expected agent labels of at most 2000"
+                              " characters in all (the job's and the task's, comma-joined: the"
+                              " store keeps no more), got 2019")
+    spec = load_job_text(f"job: j\nagent_labels: [{many}]\ntasks:\n  a: {{shell: x}}\n",
+                         "job.yaml", "/jobs")
+    assert len(",".join(spec.tasks[0].agent_labels)) == 1918
+
+
 def test_long_sql_and_stored_long_names_still_load() -> None:
     # The bound is on names in files only: SQL text has none, and a version a SQLite store
     # kept before (with a longer name) still loads.
