@@ -162,6 +162,35 @@ def test_stop_run_from_another_thread_drains(engine: Engine, store: Store,
     assert engine.run_state(run_id) == "cancelled"
 
 
+def test_a_task_failing_while_its_run_drains_leaves_its_dependants_skipped(
+        engine: Engine, store: Store, tmp_path: Path) -> None:
+    """After `taskplan stop`, tasks that never started end skipped. A running task that
+    failed during the drain left its dependants upstream_failed instead (the run's
+    on_failure being continue), as if the run had gone on."""
+    flag = tmp_path / "running"
+    run_id = start_run(engine, """
+        job: user_stop_failing
+        tasks:
+          long: {shell: "touch {{ params.flag }}; sleep 0.3; exit 3"}
+          after: {python: "tpjobs:record", depends_on: [long]}
+          handler: {python: "tpjobs:record", depends_on: [long], trigger: one_failed}
+          last: {python: "tpjobs:record", depends_on: [after], trigger: one_failed}
+        """, params={"flag": str(flag)})
+    answers: list[str] = []
+
+    def stopper() -> None:
+        wait_for(flag.exists, what="the long task to start")
+        answers.append(engine.stop_run(run_id))
+
+    thread = in_thread(stopper)
+    run_agent(engine, run_id, slots=1)
+    thread.join(5)
+    assert answers == ["stopping"]
+    assert states(store, run_id) == {
+        "long": "failed", "after": "skipped", "handler": "skipped", "last": "skipped"}
+    assert engine.run_state(run_id) == "cancelled"
+
+
 def test_cancel_run_from_another_thread_kills(engine: Engine, store: Store,
                                               tmp_path: Path) -> None:
     pidfile = tmp_path / "sleeper.pid"

@@ -247,6 +247,9 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
     # Outside `continue`, a task that never starts because an upstream failed ends
     # `skipped` (docs/job-file.md), yet still counts as failed for its own dependants' rules.
     skip_failed = on_failure != OnFailure.CONTINUE
+    # Read when first needed (rarely): a run halted by `stop` or `cancel` starts nothing
+    # more either, and its tasks that never start end skipped.
+    user_halted: bool | None = None
     carries_failure: set[int] = set(carried)
     while work:
         row, state = work.popleft()
@@ -282,9 +285,13 @@ def settle(tx: Tx, run_id: int, on_failure: str, first: Iterable[tuple[TaskRunRo
             if dep.pending_up > 0:
                 continue
             new = resolve_trigger(dep.kind, dep.trigger_rule, dep.failed_up)
-            if skip_failed and new == TaskState.UPSTREAM_FAILED and dep.kind != TaskRunKind.BARRIER:
-                new = TaskState.SKIPPED
-                carries_failure.add(dep.id)
+            if new == TaskState.UPSTREAM_FAILED and dep.kind != TaskRunKind.BARRIER:
+                if not skip_failed and user_halted is None:
+                    halted = ops.run_row(tx, run_id)
+                    user_halted = halted is not None and halted.halt in USER_HALTS
+                if skip_failed or user_halted:
+                    new = TaskState.SKIPPED
+                    carries_failure.add(dep.id)
             delta.writes.append((dep.id, str(new)))
             if new == TaskState.READY:
                 delta.ready += 1
