@@ -174,6 +174,31 @@ def test_succeeded_run_has_nothing_to_retry(client: Any, engine: Engine) -> None
     assert r.status_code == 409 and "already succeeded" in r.json()["error"]
 
 
+def test_a_fixed_job_is_retried_on_its_current_version_from_the_console(
+        client: Any, engine: Engine) -> None:
+    """Fix the job file, apply, press Retry: the console reran the broken version the run had
+    pinned, failed again, and never said a newer one was current (`retry --latest` had no
+    button). The run page now says so and offers Retry on the current version."""
+    from web_helpers import apply_text
+
+    broken = "job: fixme\ntasks:\n  a: {shell: 'true'}\n  b: {shell: 'exit 3', depends_on: [a]}\n"
+    run_id = engine.create_run(apply_text(engine, broken))
+    assert run_to_end(engine, run_id) == "failed"
+    assert "Retry on v" not in client.get(f"/runs/{run_id}").text
+    apply_text(engine, broken.replace("exit 3", "true"))
+    page = client.get(f"/runs/{run_id}").text
+    assert "This run pinned v1; v2 is current." in page
+    assert f'action="/api/v1/runs/{run_id}/tasks/b/retry?latest=true"' in page
+    assert ">Retry on v1</button>" in page and ">Retry on v2</button>" in page
+    assert ">Retry run on v2</button>" in page
+    r = client.post(f"/api/v1/runs/{run_id}/tasks/b/retry", params={"latest": "true"})
+    assert r.status_code == 200 and r.json()["reset"] == 1, r.text
+    assert run_to_end(engine, run_id) == "succeeded"
+    run = client.get(f"/api/v1/runs/{run_id}").json()
+    assert run["version"] == 2, run
+    assert "This run pinned" not in client.get(f"/runs/{run_id}").text
+
+
 def test_pause_and_resume(client: Any, engine: Engine) -> None:
     assert client.post("/api/v1/jobs/demo/pause").json() == {"job": "demo", "paused": True,
                                                              "changed": True}

@@ -38,10 +38,11 @@ def cancel(ctx: Ctx, run_id: int) -> dict[str, Any]:
     return {"run_id": run_id, "state": ctx.engine.cancel_run(run_id)}
 
 
-def retry(ctx: Ctx, run_id: int, task: str | None = None) -> dict[str, Any]:
-    """`taskplan retry RUN [--task T] --detach`: reset what did not succeed; agents run it.
-    The engine refuses (409) a run still going and one with nothing left to retry."""
-    count = ctx.engine.retry_run(run_id, task)
+def retry(ctx: Ctx, run_id: int, task: str | None = None, latest: bool = False
+          ) -> dict[str, Any]:
+    """`taskplan retry RUN [--task T] [--latest] --detach`: reset what did not succeed; agents
+    run it. The engine refuses (409) a run still going and one with nothing left to retry."""
+    count = ctx.engine.retry_run(run_id, task, latest=latest)
     return {"run_id": run_id, "reset": count, "state": ctx.engine.run_state(run_id)}
 
 

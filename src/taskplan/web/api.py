@@ -289,16 +289,21 @@ def cancel_run(request: Request, run_id: RunId) -> JSONOut:
     return JSONOut(actions.cancel(ctx_of(request), run_id))
 
 
+# A run reruns the version it pinned: after a fix is applied, the console's "Retry on vN"
+# asks for the current one, as `taskplan retry --latest` does.
+RETRY_LATEST = Query(False, description="rerun on the job's current version (`retry --latest`)")
+
+
 @router.post("/runs/{run_id}/retry", response_model=OBJECT, dependencies=NO_BODY,
              summary="Rerun in place what did not succeed")
-def retry_run(request: Request, run_id: RunId) -> JSONOut:
-    return JSONOut(actions.retry(ctx_of(request), run_id))
+def retry_run(request: Request, run_id: RunId, latest: bool = RETRY_LATEST) -> JSONOut:
+    return JSONOut(actions.retry(ctx_of(request), run_id, latest=latest))
 
 
 @router.post("/runs/{run_id}/tasks/{task}/retry", response_model=OBJECT, dependencies=NO_BODY,
              summary="Rerun one task and what depends on it")
-def retry_task(request: Request, run_id: RunId, task: str) -> JSONOut:
-    return JSONOut(actions.retry(ctx_of(request), run_id, task))
+def retry_task(request: Request, run_id: RunId, task: str, latest: bool = RETRY_LATEST) -> JSONOut:
+    return JSONOut(actions.retry(ctx_of(request), run_id, task, latest=latest))
 
 
 @router.get("/runs/{run_id}/tasks/{task}/logs", response_model=OBJECT,

@@ -155,6 +155,9 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
         "table": table[:TABLE_PAGE], "table_more": len(table) > TABLE_PAGE,
         "reasons": reasons, "predicted": predicted,
         "foreach": [n for n in graph.nodes if n.kind == TaskRunKind.FOREACH],
+        # (job, pinned, current) when a newer version was applied since the run started.
+        "stale": (ctx.engine.stale_pin(run_id)
+                  if info.state in ("failed", "cancelled", "succeeded") else None),
     }
 
 
