@@ -210,3 +210,48 @@ def test_cancelling_the_child_run_cancels_its_job_task_without_a_retry(engine: E
     # A cancelled upstream counts as failed, as a killed task's does.
     assert (top["after"]["state"], top["handler"]["state"]) == ("upstream_failed", "succeeded")
     assert engine.run_state(run_id) == "failed"
+
+
+def test_stopping_the_parent_drains_its_child_run_too(engine: Engine, store: Store) -> None:
+    """`taskplan stop PARENT` drains the run: nothing new starts. Its child run went on
+    starting its tasks to its end, as if the stop had not reached it."""
+    from taskplan.agent import Agent
+
+    apply_job(engine, """
+        job: two_step_child
+        params: {sleep_first: 1.0}
+        tasks:
+          first: {python: "tpjobs:record"}
+          second: {python: "tpjobs:record", depends_on: [first]}
+        """)
+    run_id = start_run(engine, """
+        job: parent_stopped
+        tasks:
+          sub: {job: two_step_child}
+          after: {python: "tpjobs:record", depends_on: [sub]}
+        """)
+    answers: list[str] = []
+
+    def stopper() -> None:
+        def first_running() -> bool:
+            with store.read() as tx:
+                return tx.scalar("SELECT COUNT(*) FROM task_runs t JOIN runs r ON r.id ="
+                                 " t.run_id WHERE r.root_run_id = :r AND r.id <> :r AND"
+                                 " t.task = 'first' AND t.state = 'running'",
+                                 {"r": run_id}) == 1
+        wait_for(first_running, 10, "the child's first task to run")
+        answers.append(engine.stop_run(run_id))
+
+    thread = threading.Thread(target=stopper, daemon=True)
+    thread.start()
+    Agent(engine, slots=2, root_run_id=run_id).run(
+        until=lambda a: engine.run_state(run_id) in ("cancelled", "failed", "succeeded"))
+    thread.join(5)
+    assert answers == ["stopping"]
+    top = tasks(store, run_id)
+    child = child_of(store, top["sub"]["id"])
+    assert {n: t["state"] for n, t in tasks(store, child[0]).items()} == {
+        "first": "succeeded", "second": "skipped"}
+    assert child[3] == "cancelled"
+    assert {n: t["state"] for n, t in top.items()} == {"sub": "cancelled", "after": "skipped"}
+    assert engine.run_state(run_id) == "cancelled"

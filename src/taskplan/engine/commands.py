@@ -25,6 +25,7 @@ from taskplan.model import (
 )
 from taskplan.store import job_admin, ops, run_ops, sched_ops
 from taskplan.store.db import Tx
+from taskplan.store.ops import RunRow
 from taskplan.store.run_ops import Reset, TaskSettings
 
 
@@ -216,16 +217,39 @@ def _halt_by_user(ctx: Context, run_id: int, halt: Halt) -> str:
             verb = "cancel" if halt == Halt.USER_CANCEL else "stop"
             raise ConflictError(f"run {run_id} already {run.state}, nothing to {verb}")
         now = ctx.clock()
-        ops.set_halt(tx, run_id, halt, None)
-        run.halt = halt
-        if halt == Halt.USER_CANCEL or run.running == 0:
-            run = transitions.finalize(ctx, tx, run, now, cancel_running=halt == Halt.USER_CANCEL)
-            transitions.run_ended(ctx, tx, run, now, None)
+        if halt == Halt.USER_STOP:
+            state = _drain(ctx, tx, run, now)
         else:
-            ops.set_run_state(tx, run_id, RunState.STOPPING, now=now)
-            run.state = str(RunState.STOPPING)
+            ops.set_halt(tx, run_id, halt, None)
+            run.halt = halt
+            run = transitions.finalize(ctx, tx, run, now, cancel_running=True)
+            transitions.run_ended(ctx, tx, run, now, None)
+            state = run.state
         tx.wake = True
-        return run.state
+        return state
+
+
+def _drain(ctx: Context, tx: Tx, run: RunRow, now: float) -> str:
+    """Stop a run (nothing new starts, running tasks finish), and the child runs its running
+    job tasks started, whose new tasks are new work of this run too (a cancel reaches them
+    through transitions.finalize). Returns the run's state."""
+    ops.set_halt(tx, run.id, Halt.USER_STOP, None)
+    for child_id in run_ops.active_child_runs(tx, run.id):
+        child = ops.run_row(tx, child_id, lock=True)
+        if child is not None and child.state not in TERMINAL_RUN_STATES:
+            # A child that ends now ends its job task (cancelled), which may end this run.
+            _drain(ctx, tx, child, now)
+    fresh = ops.run_row(tx, run.id)
+    assert fresh is not None
+    if fresh.state in TERMINAL_RUN_STATES:
+        return fresh.state
+    if fresh.running == 0:
+        fresh = transitions.finalize(ctx, tx, fresh, now, cancel_running=False)
+        transitions.run_ended(ctx, tx, fresh, now, None)
+    elif fresh.state != RunState.STOPPING:
+        ops.set_run_state(tx, run.id, RunState.STOPPING, now=now)
+        fresh.state = str(RunState.STOPPING)
+    return fresh.state
 
 
 def stale_pin(ctx: Context, run_id: int) -> tuple[str, int, int] | None:

@@ -63,6 +63,13 @@ def set_child_run(tx: Tx, task_run_id: int, child_run_id: int) -> None:
            {"c": child_run_id, "i": task_run_id})
 
 
+def active_child_runs(tx: Tx, run_id: int) -> list[int]:
+    """The child runs the run's running job tasks wait for, by id."""
+    return [int(c) for (c,) in tx.all(
+        "SELECT child_run_id FROM task_runs WHERE run_id = :r AND state = 'running'"
+        " AND child_run_id IS NOT NULL ORDER BY child_run_id", {"r": run_id})]
+
+
 def job_ancestry(tx: Tx, run_id: int | None, limit: int = 1000) -> list[str]:
     """Job names from this run up through the runs that started it (job tasks)."""
     names: list[str] = []
