@@ -383,3 +383,57 @@ def test_a_filter_being_chosen_survives_a_live_change(console: tuple[Server, Pat
     page.wait_for_url(f"**/runs/{run_id}?state=failed")
     assert page.locator('tr[data-task="flaky"]').count() == 1
     assert page.locator('tr[data-task="gate"]').count() == 0
+
+
+def test_live_parts_outlast_an_error_answer(console: tuple[Server, Path], page: Any) -> None:
+    """One error answer (a proxy's 502 while the console restarts, a 503 while the store is
+    away) stopped a task page's live tail for good, and a run page whose refetch after a
+    change got one kept the old state until reloaded. Both ask again."""
+    import re
+
+    server, home = console
+    (home / "chatty.yaml").write_text(
+        "job: chatty\ntasks:\n  talk:\n    shell: >-\n"
+        f"      i=0; while [ ! -f {home}/hush ]; do i=$((i+1)); echo line $i; sleep 0.2; done\n"
+        "  next:\n    shell: exit 1\n    depends_on: [talk]\n")
+    cli(home, "apply", "chatty.yaml")
+    run_id = server.http.post("/api/v1/jobs/chatty/runs").json()["run_id"]
+    refused: list[str] = []
+
+    def bad_gateway(route: Any) -> None:
+        if route.request.resource_type != "fetch":
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(status=502, content_type="text/plain", body="bad gateway")
+
+    def refuse_until_some(pattern: re.Pattern[str]) -> None:
+        refused.clear()
+        page.route(pattern, bad_gateway)
+        for _ in range(200):  # the route's handler runs while Playwright is waiting
+            if refused:
+                break
+            page.wait_for_timeout(100)
+        assert refused
+
+    page.goto(f"{server.base}/runs/{run_id}/tasks/talk")
+    page.locator("#output", has_text="line 2").wait_for()
+    logs = re.compile(r".*/logs\?.*")
+    refuse_until_some(logs)
+    page.unroute(logs)
+    seen = int(page.locator("#output").inner_text().split()[-1])
+    page.locator("#output", has_text=f"line {seen + 5}\n").wait_for()
+
+    page.goto(f"{server.base}/runs/{run_id}")
+    page.wait_for_selector('#run-state[data-state="running"]')
+    this_page = re.compile(rf".*/runs/{run_id}$")
+    refused.clear()
+    page.route(this_page, bad_gateway)
+    (home / "hush").write_text("")
+    for _ in range(600):
+        if refused and server.http.get(f"/api/v1/runs/{run_id}").json()["state"] == "failed":
+            break
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(1000)  # the last change's refetch is refused too
+    page.unroute(this_page)
+    page.wait_for_selector('#run-state[data-state="failed"]')

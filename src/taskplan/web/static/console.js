@@ -15,10 +15,18 @@
   }
 
   // -- live regions: refetch this page and swap each [data-live] element ------------------
-  let busy = false, again = false, lastSwap = 0;
+  let busy = false, again = false, lastSwap = 0, retry = null;
+  // An answer that may be better later (a proxy's 502 while the console restarts, a 503
+  // while the store is away, no answer at all) is asked again: the change that caused the
+  // refetch is not announced twice, so dropping it left the page stale until reloaded.
+  const passing = (status) => status >= 500 || status === 429;
+  function later(fn, ms) {
+    if (!retry) retry = setTimeout(() => { retry = null; fn(); }, ms);
+  }
   async function refresh() {
     if (busy) { again = true; return; }
     busy = true;
+    let failed = false;
     try {
       const wait = 500 - (Date.now() - lastSwap);  // at most two swaps a second
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
@@ -37,10 +45,14 @@
         lastSwap = Date.now();
         bindActions(document);
         startTails();
+      } else {
+        failed = passing(resp.status);
       }
+    } catch (e) {
+      failed = true;
     } finally {
       busy = false;
-      if (again) { again = false; refresh(); }
+      if (again) { again = false; refresh(); } else if (failed) later(refresh, 3000);
     }
   }
   const live = document.querySelector("[data-live][data-watch]");
@@ -131,7 +143,7 @@
       async function poll() {
         try {
           const resp = await fetch(pre.dataset.tail + "&offset=" + offset, { credentials: "same-origin" });
-          if (!resp.ok) return;
+          if (!resp.ok) { if (passing(resp.status)) setTimeout(poll, 3000); return; }
           const data = await resp.json();
           if (data.data) pre.appendChild(document.createTextNode(data.data.replace(ESC, "")));
           offset = data.next_offset;
