@@ -63,6 +63,21 @@ def test_a_password_in_clear_is_refused_and_nothing_stored(tp: Taskplan, url: st
     assert not tp.db_path.exists() or tp.ok("connections", "--json").json() == []
 
 
+def test_a_connection_name_longer_than_the_store_keeps_is_refused_at_its_line(
+        tp: Taskplan) -> None:
+    # connections.name is 200 characters: PostgreSQL refused a longer one in the middle of
+    # an apply (StringDataRightTruncation).
+    tp.write("connections.yaml", f"""
+        connections:
+          ok: "sqlite:///ok.db"
+          {'m' * 201}: "sqlite:///mart.db"
+    """)
+    res = tp("apply", "connections.yaml")
+    assert res.code == 2, res
+    assert "connections.yaml:3:3:" in res.err and "at most 200 characters" in res.err, res.err
+    assert not tp.db_path.exists() or tp.ok("connections", "--json").json() == []
+
+
 def test_a_query_password_is_masked() -> None:
     from taskplan.redact import mask_url
 

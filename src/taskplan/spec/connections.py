@@ -21,6 +21,7 @@ from taskplan.spec.schema import StrictModel
 from taskplan.spec.source import Positions
 
 CONNECTION_NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+MAX_CONNECTION_NAME = 200  # connections.name
 # user:password@ in a URL; the password is in clear unless it is one ${...} reference.
 _USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:(?P<pw>[^@\s]*)@")
 _REFERENCE = re.compile(r"^\$\{[^}]+\}$")
@@ -58,6 +59,9 @@ def analyse_connections(data: dict[str, Any], positions: Positions, filename: st
         path = ("connections", name)
         if not re.fullmatch(CONNECTION_NAME_RE, name):
             r.at_key(path, f"connection name {name!r}: expected letters, digits, _ . and -")
+        elif len(name) > MAX_CONNECTION_NAME:
+            r.at_key(path, f"expected a connection name of at most {MAX_CONNECTION_NAME}"
+                           f" characters (the store keeps no more), got one of {len(name)}")
         elif "://" not in url:
             r.at_value(path, "expected a URL such as postgresql://user@host/db")
         elif clear_password(url):
