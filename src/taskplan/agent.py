@@ -322,15 +322,17 @@ class Agent:
                         now_m - idle_since >= self.exit_when_idle):
                     # Not idle while other agents hold work and have not heartbeated since we
                     # became idle: if they are dead, their work comes back when their lease
-                    # ends, and we are there to reap and run it.
+                    # ends, and we are there to reap and run it. Nor while a task waits for
+                    # its retry: leaving then left its run running with nobody to retry it.
                     now = self.engine.clock()
                     due = self.engine.recovery_due(self.agent_id, now - (now_m - idle_since))
-                    if due is None:
+                    if due is None and next_retry is None:
                         return
                     holding = True
-                    # (not before leases may be reaped again: beating sooner reaps nothing)
-                    reap_at = max(now_m + max(0.0, due - now), self._reap_after)
-                    next_beat = min(next_beat, reap_at + 0.05)
+                    if due is not None:
+                        # (not before leases may be reaped again: beating sooner reaps nothing)
+                        reap_at = max(now_m + max(0.0, due - now), self._reap_after)
+                        next_beat = min(next_beat, reap_at + 0.05)
                 if (result is not None and result.claims and len(result.claims) >= free
                         and self.busy < self.slots):
                     # Every free slot got work: there may be more ready than one round took.

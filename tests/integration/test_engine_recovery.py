@@ -208,6 +208,21 @@ def test_exit_when_idle_waits_for_work_a_lease_will_hand_back(
     assert steps[0] < 100, steps
 
 
+def test_exit_when_idle_waits_for_a_retry_to_come_due(store: Store) -> None:
+    """A task failed and waits 2 s for its retry: an agent told to exit after 0.2 s idle left,
+    and the run stayed running with nobody to retry it. A retry to come is work to come."""
+    engine = Engine(store)
+    run_id = engine.create_run(apply_job(engine, """
+        job: idle_retry
+        tasks:
+          flaky: {shell: "test {{ run.attempt }} -gt 1", retries: 1, retry_delay: 2s}
+        """))
+    Agent(engine, slots=1, exit_when_idle=0.2).run()
+    got = tasks(store, run_id)["flaky"]
+    assert (got["state"], got["attempts"]) == ("succeeded", 2)
+    assert engine.run_state(run_id) == "succeeded"
+
+
 def test_an_unreadable_proc_entry_is_not_a_dead_process(monkeypatch: pytest.MonkeyPatch,
                                                         tmp_path: Path) -> None:
     """Only "no such process" means gone: /proc hidden from us (hidepid) says nothing."""
