@@ -147,6 +147,18 @@ def test_detach_warns_and_status_says_no_agent_alive(tp: Taskplan) -> None:
     assert states(status) == {n: "ready" for n in ("plain0", "etl0", "gpu0", "both0")}
 
 
+def test_detach_of_a_run_that_ended_at_once_gives_no_agent_warning(tp: Taskplan) -> None:
+    # Every task disabled: the run succeeds as it is created, and no agent is needed.
+    tp.write("off.yaml", """
+        job: off
+        tasks:
+          a: {shell: "true", enabled: false}
+    """)
+    res = tp.ok("run", "off.yaml", "--detach")
+    assert res.out.strip() == "1" and res.err == "", res.err
+    assert tp.status(1)["state"] == "succeeded"
+
+
 def test_bad_labels_and_foreground_runs_lacking_labels_are_refused(tp: Taskplan) -> None:
     path = routed_job(tp, per_kind=1)
     res = tp("run", str(path), "--labels", "etl,has space")

@@ -227,6 +227,8 @@ def warn_unserved(engine: Engine, version_id: int, run_id: int,
     no live agent can take (some of) the run's work."""
     from taskplan.engine import waiting  # (with the routing reads: for these flags only)
 
+    if engine.run_state(run_id) in TERMINAL_RUN_STATES:
+        return  # ended as it was made (every task disabled): nothing waits for an agent
     for why in waiting.unserved(engine.store, engine.job_spec(version_id),
                                 own_labels=own_labels):
         click.echo(f"warning: {why}: run {run_id} waits until one starts"
