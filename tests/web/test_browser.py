@@ -437,3 +437,30 @@ def test_live_parts_outlast_an_error_answer(console: tuple[Server, Path], page: 
     page.wait_for_timeout(1000)  # the last change's refetch is refused too
     page.unroute(this_page)
     page.wait_for_selector('#run-state[data-state="failed"]')
+
+
+def test_keyboard_focus_stays_where_it_was_across_a_live_change(
+        console: tuple[Server, Path], page: Any) -> None:
+    """A live change (or a button's own refetch) swapped the region holding the focused link
+    or button, and the focus fell back to the page's start: a keyboard user on a running
+    run's page lost their place at every change, and Disable on the jobs page sent the next
+    Tab to the top bar. The focus stays on the same link, or the button in its place."""
+    server, home = console
+    run_id = server.http.post("/api/v1/jobs/browser/runs").json()["run_id"]
+    page.goto(f"{server.base}/runs/{run_id}")
+    page.wait_for_selector('tr[data-task="gate"][data-state="running"]')
+    page.focus('tr[data-task="gate"] a')
+    (home / "go").write_text("")
+    page.wait_for_selector('#run-state[data-state="failed"]')
+    focused = "document.activeElement.getAttribute('href')"
+    assert page.evaluate(focused) == f"/runs/{run_id}/tasks/gate"
+
+    page.goto(server.base + "/jobs")
+    row = page.locator('tr[data-job="typed"]')
+    row.locator("button").focus()
+    page.keyboard.press("Enter")
+    row.locator("button:has-text('Enable')").wait_for()
+    assert page.evaluate("document.activeElement.textContent") == "Enable"
+    page.keyboard.press("Enter")
+    row.locator("button:has-text('Disable')").wait_for()
+    assert server.http.get("/api/v1/jobs/typed").json()["paused"] is False

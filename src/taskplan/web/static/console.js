@@ -23,6 +23,26 @@
   function later(fn, ms) {
     if (!retry) retry = setTimeout(() => { retry = null; fn(); }, ms);
   }
+  // Swapping a region drops the element the keyboard focus was on, and the focus with it
+  // (back to the page's start): put it back on the same link, else on what stands in the
+  // button's or field's place (Disable turned into Enable).
+  const FOCUSABLE = "a[href], button, input, select, textarea";
+  function focusIn(region) {
+    const was = document.activeElement;
+    if (!was || was === document.body || !region.contains(was)) return null;
+    const index = Array.from(region.querySelectorAll(FOCUSABLE)).indexOf(was);
+    const href = was.getAttribute("href"), tag = was.tagName;
+    return () => {
+      const now = Array.from(region.querySelectorAll(FOCUSABLE));
+      let to = href === null ? null : now.find((n) => n.getAttribute("href") === href);
+      if (!to && href === null) {
+        for (let i = Math.min(index, now.length - 1); i >= 0 && !to; i--) {
+          if (now[i].tagName === tag) to = now[i];
+        }
+      }
+      if (to) to.focus({ preventScroll: true });
+    };
+  }
   async function refresh() {
     if (busy) { again = true; return; }
     busy = true;
@@ -39,8 +59,10 @@
           if (!f) return;
           // A region with a key (a task's output) is swapped only when its key changed.
           if (el.dataset.liveKey !== undefined && el.dataset.liveKey === f.dataset.liveKey) return;
+          const focus = focusIn(el);
           el.replaceChildren(...Array.from(f.childNodes).map((n) => document.importNode(n, true)));
           if (f.dataset.liveKey !== undefined) el.dataset.liveKey = f.dataset.liveKey;
+          if (focus) focus();
         });
         lastSwap = Date.now();
         bindActions(document);
@@ -96,13 +118,16 @@
   async function submit(event) {
     const form = event.currentTarget;
     event.preventDefault();
+    // Not button.disabled: that takes the keyboard focus off the button for good. A form
+    // being sent ignores another press instead.
+    if (form.classList.contains("busy")) return;
     if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
     let body = null;
     if (form.hasAttribute("data-params")) {
       try { body = JSON.stringify({ params: paramsOf(form) }); } catch (e) { flash(e.message, true); return; }
     }
-    const button = form.querySelector("button");
-    if (button) button.disabled = true;
+    form.classList.add("busy");
+    let leaving = false;  // a second press while the new run's page loads would start another
     try {
       const resp = await fetch(form.action, {
         method: "POST", credentials: "same-origin", body,
@@ -111,7 +136,11 @@
       let data = {};
       try { data = await resp.json(); } catch (e) { data = { error: resp.statusText }; }
       if (!resp.ok) { flash(data.error || ("HTTP " + resp.status), true); return; }
-      if (form.hasAttribute("data-goto-run") && data.run_id) { location.href = "/runs/" + data.run_id; return; }
+      if (form.hasAttribute("data-goto-run") && data.run_id) {
+        leaving = true;
+        location.href = "/runs/" + data.run_id;
+        return;
+      }
       const parts = [];
       if (data.run_id) parts.push("run " + data.run_id);
       if (data.job) parts.push(data.job);
@@ -123,7 +152,7 @@
     } catch (e) {
       flash(String(e), true);
     } finally {
-      if (button) button.disabled = false;
+      if (!leaving) form.classList.remove("busy");
     }
   }
   function bindActions(root) {
@@ -132,6 +161,10 @@
     });
   }
   bindActions(document);
+  // Back to a page kept in the browser's cache: the Run now form left busy must take a press.
+  window.addEventListener("pageshow", (e) => {
+    if (e.persisted) document.querySelectorAll("form.busy").forEach((f) => f.classList.remove("busy"));
+  });
 
   // -- log tails: poll the logs API from an offset while the attempt runs -------------------
   const ESC = /\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
