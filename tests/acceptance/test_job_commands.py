@@ -54,6 +54,24 @@ def test_delete_keeps_history_or_purges_it(tp: Taskplan) -> None:
     assert tp.ok("runs", "--json").json() == []
 
 
+def test_the_history_a_delete_kept_can_be_purged_later(tp: Taskplan) -> None:
+    # `delete --purge-history` of a job deleted with its history kept said "no job named":
+    # the only way to drop those runs was to apply the job again and delete it again.
+    tp.write("nightly.yaml", JOB)
+    tp.ok("apply", "nightly.yaml")
+    tp.ok("run", "nightly")
+    tp.ok("run", "nightly")
+    assert "history kept: 2 run(s)" in tp.ok("delete", "nightly").out
+    dry = tp.ok("delete", "nightly", "--purge-history", "--dry-run").out
+    assert "2 run(s)" in dry and len(tp.ok("runs", "--json").json()) == 2
+    assert "with its 2 run(s)" in tp.ok("delete", "nightly", "--purge-history").out
+    assert tp.ok("runs", "--json").json() == []
+    res = tp("delete", "nightly", "--purge-history")
+    assert res.code == 2 and "no job named 'nightly'" in res.err
+    res = tp("delete", "nightly")  # without --purge-history: nothing left to delete
+    assert res.code == 2 and "no job named 'nightly'" in res.err
+
+
 def test_delete_is_refused_while_a_run_is_active_unless_forced(tp: Taskplan) -> None:
     tp.write("slow.yaml", """
         job: slow

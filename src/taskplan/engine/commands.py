@@ -61,7 +61,13 @@ def delete_job(ctx: Context, name: str, *, force: bool = False, purge_history: b
                dry_run: bool = False) -> JobDeletion:
     """Delete a job: it leaves `jobs`, the scheduler and triggers; its runs stay readable
     unless `purge_history`. Refused (ConflictError) while a run of it is active, unless
-    `force`, which deletes it, then cancels those runs (their ends then fire nothing)."""
+    `force`, which deletes it, then cancels those runs (their ends then fire nothing).
+    With `purge_history`, a job deleted before with its history kept has that history
+    purged now."""
+    if purge_history:
+        retired = _purge_retired(ctx, name, dry_run)
+        if retired is not None:
+            return retired
     callers = _callers_of(ctx, name)
     if callers and not force:
         raise ConflictError(
@@ -117,6 +123,23 @@ def delete_job(ctx: Context, name: str, *, force: bool = False, purge_history: b
                 total = job_admin.purge_job(tx, job.job_id)
         return JobDeletion(name, sorted(cancelled), total, purge_history)
     raise ConflictError(f"job {name} keeps starting runs; pause it, then delete it")
+
+
+def _purge_retired(ctx: Context, name: str, dry_run: bool) -> JobDeletion | None:
+    """Purge the kept history of a job deleted before; None when no such job exists."""
+    with ctx.store.tx() as tx:
+        job_id = job_admin.retired_job(tx, name)
+        if job_id is None:
+            return None
+        active = job_admin.active_runs(tx, job_id)
+        if active:  # runs a forced delete cancelled, not ended yet
+            raise ConflictError(f"job {name} was deleted but its runs"
+                                f" {', '.join(map(str, sorted(active)))} are still active")
+        total = job_admin.run_count(tx, job_id)
+        if not dry_run:
+            job_admin.purge_job(tx, job_id)
+            tx.wake = True
+    return JobDeletion(name, [], total, True)
 
 
 def _callers_of(ctx: Context, name: str) -> list[str]:

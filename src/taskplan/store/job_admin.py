@@ -42,6 +42,13 @@ class RunOwner:
     exists: bool  # False once the job was deleted (its runs stay readable)
 
 
+def retired_job(tx: Tx, name: str) -> int | None:
+    """The id of a job deleted with its history kept (no current version), if any."""
+    found = tx.scalar("SELECT id FROM jobs WHERE name = :n AND current_version_id IS NULL",
+                      {"n": name})
+    return None if found is None else int(found)
+
+
 def job_of_run(tx: Tx, run_id: int) -> RunOwner | None:
     """The job of a run; None for an unknown run."""
     row = tx.one("SELECT j.name, j.current_version_id FROM runs r JOIN jobs j"
