@@ -412,3 +412,23 @@ def test_job_page_gives_a_business_calendars_skips_their_reason(client: Any, eng
             assert text == f"skipped: {f['skipped']} (schedule {f['schedule']})", text
         else:
             assert text == f"schedule {f['schedule']}", text
+
+
+def test_a_runs_deadline_shows_on_its_page_and_in_the_runs_list(engine: Engine,
+                                                                client: Any) -> None:
+    """`taskplan status RUN` says `deadline: 06:00 at_risk` and `taskplan runs` has a DEADLINE
+    column, but the console showed a run's deadline nowhere: an operator watching a late run
+    in the browser could not see it would miss, or had missed, its deadline."""
+    version_id = apply_text(engine, "job: due\ndeadline: {within: 1s, of: start}\n"
+                                    "tasks:\n  t: {shell: 'sleep 1.5'}\n")
+    run_id = engine.create_run(version_id)
+    assert run_to_end(engine, run_id) == "succeeded"
+    status = client.get(f"/api/v1/runs/{run_id}").json()
+    assert status["deadline"]["state"] == "missed"
+    page = client.get(f"/runs/{run_id}").text
+    assert re.search(r"<dt>Deadline</dt><dd[^>]*>[^<]*missed", page), page
+    listed = client.get("/runs?job=due").text
+    assert "<th>Deadline</th>" in listed
+    assert re.search(rf'<tr data-run="{run_id}">.*missed', listed)
+    # A run of a job without a deadline has none to show.
+    assert "<dt>Deadline</dt>" not in client.get("/runs/1").text

@@ -43,7 +43,7 @@ env.filters.update(when=text.when, ansi=text.ansi_html, masked=text.masked,
                    marks=text.run_marks,
                    tojson_pretty=lambda v: json.dumps(v, indent=2, default=str,
                                                       ensure_ascii=False))
-env.globals.update(took=text.took, quote=lambda s: quote(str(s), safe=""),
+env.globals.update(took=text.took, deadline=text.deadline, quote=lambda s: quote(str(s), safe=""),
                    RUN_STATES=[s.value for s in RunState], TRIGGERS=TRIGGERS,
                    TASK_STATES=[s.value for s in TaskState])
 

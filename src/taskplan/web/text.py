@@ -12,8 +12,10 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from taskplan import shapes
 from taskplan.redact import mask_url
 from taskplan.spec.durations import elapsed_text
+from taskplan.store.reports import RunInfo
 
 _SGR = re.compile(r"\x1b\[([0-9;]*)m")
 _OTHER_ESC = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
@@ -24,6 +26,21 @@ def when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# Deadline standings that mean trouble, drawn as errors are.
+DEADLINE_BAD = ("at_risk", "missed", "not_met")
+
+
+def deadline(r: RunInfo, now: float) -> dict[str, str] | None:
+    """A run's deadline as `taskplan status` says it (`2026-12-05 06:00:00 at_risk`, or
+    `pending` when it counts from a start still to come), or None for a run without one."""
+    shown = shapes.run_deadline(r, now)
+    if shown is None:
+        return None
+    state = str(shown["state"])
+    return {"text": state if r.deadline_at is None else f"{when(r.deadline_at)} {state}",
+            "state": state, "bad": "error-text" if state in DEADLINE_BAD else ""}
 
 
 def took(start: float | None, end: float | None, now: float | None = None) -> str:
