@@ -30,3 +30,22 @@ def test_at_a_time_of_day_is_the_next_such_wall_time(now: str, at: str, expected
     got = parse_at(at, PARIS, "UTC",
                    datetime.fromisoformat(now).replace(tzinfo=UTC))
     assert got.astimezone(UTC).replace(tzinfo=None) == datetime.fromisoformat(expected)
+
+
+def test_gantt_bars_stay_inside_the_box() -> None:
+    """A task of ~0 s at the very end of the forecast (a report after a long extract) was drawn
+    one column past the box's right edge: `|      #|` was one character wider than the
+    header's box."""
+    from taskplan.cli.forecast_cmd import GANTT_WIDTH, gantt
+    from taskplan.forecast.plan import RunForecast
+
+    fc = RunForecast(finish_at=103.1, critical_path=["extract", "load", "report"],
+                     tasks={"extract": (100.0, 103.1), "load": (103.1, 103.1),
+                            "report": (103.1, 103.1)}, basis="")
+    lines = gantt(fc, 100.0)
+    width = len(lines[0])
+    for line in lines:
+        assert len(line) == width, line
+        box = line[line.index("|") + 1:-1]
+        assert len(box) == GANTT_WIDTH and line.endswith("|"), line
+    assert lines[-1].endswith(" #|")  # still drawn, in the box's last column

@@ -80,7 +80,8 @@ def gantt(forecast: RunForecast, start: float) -> list[str]:
     name_w = max([len(n) for n, _ in rows] + [4])
     lines = [f"{'TASK':<{name_w}}  {'START':>8}  {'TOOK':>8}  |{'':<{GANTT_WIDTH}}|"]
     for name, (s, e) in rows:
-        lo = round((s - start) / total * GANTT_WIDTH)
+        # Every task gets at least one column, inside the box even when it ends the run.
+        lo = min(round((s - start) / total * GANTT_WIDTH), GANTT_WIDTH - 1)
         hi = max(lo + 1, round((e - start) / total * GANTT_WIDTH))
         bar = " " * lo + ("#" if name in critical else "=") * (hi - lo)
         lines.append(f"{name:<{name_w}}  {'+' + _span(s - start):>8}  {_span(e - s):>8}  "
