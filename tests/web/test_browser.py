@@ -464,3 +464,25 @@ def test_keyboard_focus_stays_where_it_was_across_a_live_change(
     page.keyboard.press("Enter")
     row.locator("button:has-text('Disable')").wait_for()
     assert server.http.get("/api/v1/jobs/typed").json()["paused"] is False
+
+
+def test_buttons_still_work_after_the_console_restarts(tmp_path: Path, page: Any) -> None:
+    """Without --token-file the CSRF token is drawn anew by each process: once the console
+    restarted (an upgrade), every button of a page left open answered 'missing or wrong CSRF
+    token (reload the page)', though the page went on updating live. The script fetches the
+    page's new token and sends the button again."""
+    db = f"sqlite:///{tmp_path / 'taskplan.db'}"
+    (tmp_path / "sched.yaml").write_text('job: sched\nschedules:\n  - at: "06:00"\n'
+                                         'tasks:\n  t: {shell: "true"}\n')
+    cli(tmp_path, "apply", "sched.yaml")
+    server = Server(["web"], db, tmp_path)
+    try:
+        page.goto(server.base + "/jobs/sched")
+        server.stop()
+        server = Server(["web"], db, tmp_path, port=server.port)
+        page.click("button:has-text('Disable schedules')")
+        page.locator("h1 .st-paused").wait_for()
+        assert page.locator("#flash .bad").count() == 0
+        assert server.http.get("/api/v1/jobs/sched").json()["paused"] is True
+    finally:
+        server.stop()

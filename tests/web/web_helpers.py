@@ -90,8 +90,9 @@ def wait_until(check: Callable[[], bool], timeout: float = 20.0, what: str = "co
 class Server:
     """A `taskplan web` or `taskplan serve --port` subprocess on a free port."""
 
-    def __init__(self, args: list[str], db: str, cwd: Path, token: str | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], db: str, cwd: Path, token: str | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = token
         self.stderr = ""  # what the server wrote there, once stopped

@@ -3,7 +3,21 @@
 // is set with textContent, never parsed as markup by this script.
 "use strict";
 (function () {
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  // Without --token-file each console process draws its own CSRF token: after a restart the
+  // page's is stale. Every page fetched again brings the current one.
+  let csrf = document.querySelector('meta[name="csrf-token"]').content;
+  function tokenOf(doc) {
+    const meta = doc.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : null;
+  }
+  async function freshToken() {
+    try {
+      const resp = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
+      return tokenOf(new DOMParser().parseFromString(await resp.text(), "text/html"));
+    } catch (e) {
+      return null;
+    }
+  }
 
   function flash(message, bad) {
     const box = document.getElementById("flash");
@@ -53,6 +67,7 @@
       const resp = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
       if (resp.ok) {
         const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        csrf = tokenOf(doc) || csrf;
         const fresh = doc.querySelectorAll("[data-live]");
         document.querySelectorAll("[data-live]").forEach((el, i) => {
           const f = fresh[i];
@@ -129,10 +144,15 @@
     form.classList.add("busy");
     let leaving = false;  // a second press while the new run's page loads would start another
     try {
-      const resp = await fetch(form.action, {
+      const send = () => fetch(form.action, {
         method: "POST", credentials: "same-origin", body,
         headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json", "Accept": "application/json" },
       });
+      let resp = await send();
+      if (resp.status === 403) {  // refused before anything was done: a stale token?
+        const token = await freshToken();
+        if (token && token !== csrf) { csrf = token; resp = await send(); }
+      }
       let data = {};
       try { data = await resp.json(); } catch (e) { data = { error: resp.statusText }; }
       if (!resp.ok) { flash(data.error || ("HTTP " + resp.status), true); return; }
