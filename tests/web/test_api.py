@@ -199,6 +199,21 @@ def test_a_fixed_job_is_retried_on_its_current_version_from_the_console(
     assert "This run pinned" not in client.get(f"/runs/{run_id}").text
 
 
+def test_a_paused_jobs_next_firings_are_none(client: Any) -> None:
+    """`taskplan next JOB --json` of a paused job is [] (its schedules make no runs); the API
+    that docs/web.md calls exactly that listed its firings, and the job page showed them as
+    the next firings."""
+    assert client.get("/api/v1/jobs/demo/next").json()
+    assert client.post("/api/v1/jobs/demo/pause").status_code == 200
+    assert client.get("/api/v1/jobs/demo/next").json() == []
+    assert client.get("/api/v1/jobs/demo/next", params={"after": "nope"}).status_code == 422
+    section = client.get("/jobs/demo").text.split("<h2>Next firings")[1].split("</ul>")[0]
+    assert "schedule nightly" not in section
+    assert "none: the job is paused" in section
+    assert client.post("/api/v1/jobs/demo/resume").status_code == 200
+    assert client.get("/api/v1/jobs/demo/next").json()
+
+
 def test_pause_and_resume(client: Any, engine: Engine) -> None:
     assert client.post("/api/v1/jobs/demo/pause").json() == {"job": "demo", "paused": True,
                                                              "changed": True}

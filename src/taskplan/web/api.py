@@ -187,6 +187,8 @@ def job_next(request: Request, job: str, n: int = Query(10, ge=1, le=1000),
     ctx = ctx_of(request)
     spec = views.without_paused(ctx, views.job_spec(ctx, job))
     start = parse_after(after, spec, ctx.timezone) if after else None
+    if views.job_paused(ctx, job):  # as `next --json`: a paused job's schedules make no runs
+        return JSONOut([])
     return JSONOut(views.next_list(ctx, spec, n, start))
 
 

@@ -91,7 +91,8 @@ def job_page(request: Request, job: str) -> Response:
     obj = views.job_detail(ctx, job)
     spec = views.job_spec(ctx, job)
     paused = {s["schedule"] for s in obj["schedules"] if s["paused"]}
-    upcoming = views.next_list(ctx, views.without_paused(ctx, spec, paused), 10)
+    upcoming = ([] if obj["paused"]
+                else views.next_list(ctx, views.without_paused(ctx, spec, paused), 10))
     with ctx.engine.store.read() as tx:
         runs = console.runs_page(tx, console.RunFilter(job=job), 20)
     # (name, shown, is JSON): a default that is not text is shown as JSON, and the form's

@@ -18,7 +18,7 @@ from taskplan.errors import NotFoundError, UsageError
 from taskplan.model import TERMINAL_TASK_STATES, JobSpec, ScheduleSpec, TaskRunKind
 from taskplan.redact import mask_url
 from taskplan.spec.checks import MAX_NAME
-from taskplan.store import console, ops, reports, sched_ops
+from taskplan.store import console, job_admin, ops, reports, sched_ops
 from taskplan.store.reports import RunInfo, TaskRunInfo
 from taskplan.timing import next_firings, without_schedules
 from taskplan.timing.jobs import calendar_names, calendar_skips, next_with_skips
@@ -98,6 +98,14 @@ def without_paused(ctx: Ctx, spec: JobSpec, paused: Collection[str] | None = Non
         return spec
     keys = ctx.engine.paused_schedules(spec.name) if paused is None else paused
     return without_schedules(spec, keys)
+
+
+def job_paused(ctx: Ctx, name: str) -> bool:
+    """Whether the job is paused (`taskplan pause JOB`): none of its schedules makes a run,
+    so it has no next firings (`taskplan next JOB --json` is [])."""
+    with ctx.engine.store.read() as tx:
+        found = job_admin.live_job(tx, name)
+        return found is not None and sched_ops.job_paused(tx, found.job_id)
 
 
 def calendars_of(ctx: Ctx, spec: JobSpec) -> dict[str, Any] | None:
