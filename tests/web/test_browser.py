@@ -486,3 +486,35 @@ def test_buttons_still_work_after_the_console_restarts(tmp_path: Path, page: Any
         assert server.http.get("/api/v1/jobs/sched").json()["paused"] is True
     finally:
         server.stop()
+
+
+def test_the_live_tail_follows_the_end_of_a_long_output(console: tuple[Server, Path],
+                                                        page: Any) -> None:
+    """The output box holds 70% of the window and scrolls; the tail appended below its
+    visible part and the box stayed at the top, so a task page of a long output showed no
+    new line at all. A tail opens at the end and follows it, unless scrolled up to read."""
+    server, home = console
+    (home / "long.yaml").write_text(
+        "job: longout\ntasks:\n  talk:\n    shell: >-\n"
+        f"      seq 1 400; i=0; while [ ! -f {home}/hush ]; do i=$((i+1)); echo tick $i;"
+        " sleep 0.2; done\n")
+    cli(home, "apply", "long.yaml")
+    run_id = server.http.post("/api/v1/jobs/longout/runs").json()["run_id"]
+    page.goto(f"{server.base}/runs/{run_id}/tasks/talk")
+    page.locator("#output", has_text="tick 2").wait_for()
+    at_end = ("(p => p.scrollHeight > p.clientHeight"
+              " && p.scrollHeight - p.scrollTop - p.clientHeight < 4)"
+              "(document.getElementById('output'))")
+    seen = int(page.locator("#output").inner_text().split()[-1])
+    page.locator("#output", has_text=f"tick {seen + 3}\n").wait_for()
+    assert page.evaluate(at_end)
+    page.evaluate("document.getElementById('output').scrollTop = 0")
+    seen = int(page.locator("#output").inner_text().split()[-1])
+    page.locator("#output", has_text=f"tick {seen + 3}\n").wait_for()
+    assert page.evaluate("document.getElementById('output').scrollTop") == 0
+    # Back at the end when the attempt ends: its whole output replaces the tail, at the end.
+    page.evaluate("(p => { p.scrollTop = p.scrollHeight; })(document.getElementById('output'))")
+    (home / "hush").write_text("")
+    page.wait_for_selector('#task-state[data-state="succeeded"]')
+    page.locator("#output:not([data-tail])").wait_for()
+    assert page.evaluate(at_end)

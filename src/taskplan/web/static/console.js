@@ -75,7 +75,11 @@
           // A region with a key (a task's output) is swapped only when its key changed.
           if (el.dataset.liveKey !== undefined && el.dataset.liveKey === f.dataset.liveKey) return;
           const focus = focusIn(el);
+          const tail = el.querySelector("pre[data-tail]");
+          const followed = tail && atEnd(tail);
           el.replaceChildren(...Array.from(f.childNodes).map((n) => document.importNode(n, true)));
+          const box = followed && el.querySelector("pre");
+          if (box) box.scrollTop = box.scrollHeight;
           if (f.dataset.liveKey !== undefined) el.dataset.liveKey = f.dataset.liveKey;
           if (focus) focus();
         });
@@ -188,17 +192,25 @@
 
   // -- log tails: poll the logs API from an offset while the attempt runs -------------------
   const ESC = /\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
+  const atEnd = (box) => box.scrollHeight - box.scrollTop - box.clientHeight < 4;
   function startTails() {
     document.querySelectorAll("pre[data-tail]").forEach((pre) => {
       if (pre.dataset.tailing) return;
       pre.dataset.tailing = "1";
       let offset = parseInt(pre.dataset.offset || "0", 10);
+      // The box scrolls: a tail opens at its end and follows it (as logs --follow), unless
+      // scrolled up to read, where it stays.
+      pre.scrollTop = pre.scrollHeight;
       async function poll() {
         try {
           const resp = await fetch(pre.dataset.tail + "&offset=" + offset, { credentials: "same-origin" });
           if (!resp.ok) { if (passing(resp.status)) setTimeout(poll, 3000); return; }
           const data = await resp.json();
-          if (data.data) pre.appendChild(document.createTextNode(data.data.replace(ESC, "")));
+          if (data.data) {
+            const follow = atEnd(pre);
+            pre.appendChild(document.createTextNode(data.data.replace(ESC, "")));
+            if (follow) pre.scrollTop = pre.scrollHeight;
+          }
           offset = data.next_offset;
           if (!data.done) setTimeout(poll, 1000);
         } catch (e) { setTimeout(poll, 3000); }
