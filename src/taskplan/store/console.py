@@ -485,9 +485,11 @@ def cluster_metrics(tx: Tx, now: float, bounds: list[float]) -> ClusterMetrics:
         "SELECT j.name, " + _histogram_sql("a.finished_at - a.started_at", bounds)
         + " FROM attempts a JOIN runs r ON r.id = a.run_id JOIN jobs j ON j.id = r.job_id"
         " WHERE a.finished_at IS NOT NULL GROUP BY j.name")}
+    # A backfill takes its firings through these rows too, weeks after they were due: its
+    # runs would make every backfill look like a scheduler weeks late.
     lag = tx.one("SELECT " + _histogram_sql("r.started_at - f.fire_at", bounds)
                  + " FROM schedule_firings f JOIN runs r ON r.id = f.run_id"
-                 " WHERE r.started_at IS NOT NULL")
+                 " WHERE r.started_at IS NOT NULL AND r.trigger = 'schedule'")
     # The latest attempt of a task run started when it was claimed; ready_at is when it
     # became claimable (retries move it forward). The two may come from different clocks
     # (PostgreSQL's server step), so a claim can look a hair earlier: it counts as 0.
