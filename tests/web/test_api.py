@@ -191,6 +191,9 @@ def test_a_fixed_job_is_retried_on_its_current_version_from_the_console(
     assert f'action="/api/v1/runs/{run_id}/tasks/b/retry?latest=true"' in page
     assert ">Retry on v1</button>" in page and ">Retry on v2</button>" in page
     assert ">Retry run on v2</button>" in page
+    task_page = client.get(f"/runs/{run_id}/tasks/b").text
+    assert ">Retry this task on v1</button>" in task_page
+    assert ">Retry this task on v2</button>" in task_page
     r = client.post(f"/api/v1/runs/{run_id}/tasks/b/retry", params={"latest": "true"})
     assert r.status_code == 200 and r.json()["reset"] == 1, r.text
     assert run_to_end(engine, run_id) == "succeeded"

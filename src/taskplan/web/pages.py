@@ -186,7 +186,9 @@ def task_page(request: Request, run_id: RunId, task: str, item: int | None = num
     tr = views.task_run_of(ctx, run_id, task, item)
     store = ctx.engine.store
     values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item,
-                              "since": mark}
+                              "since": mark, "stale": (
+                                  ctx.engine.stale_pin(run_id)
+                                  if info.state in ("failed", "cancelled") else None)}
     if tr.kind == TaskRunKind.FOREACH:
         _, graph = views.run_graph(ctx, run_id)
         with store.read() as tx:
