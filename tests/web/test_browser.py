@@ -518,3 +518,28 @@ def test_the_live_tail_follows_the_end_of_a_long_output(console: tuple[Server, P
     page.wait_for_selector('#task-state[data-state="succeeded"]')
     page.locator("#output:not([data-tail])").wait_for()
     assert page.evaluate(at_end)
+
+
+def test_the_agents_page_follows_agents_coming_and_going(tmp_path: Path, page: Any) -> None:
+    """The agents page changed only on a run's event: an agent that started (or died, its
+    heartbeat ageing, its lease running out) was not shown until reloaded, a killed agent
+    staying 'alive, 5s ago' for good. The page is fetched again every few seconds."""
+    import os
+
+    db = f"sqlite:///{tmp_path / 'taskplan.db'}"
+    (tmp_path / "one.yaml").write_text('job: one\ntasks:\n  t: {shell: "true"}\n')
+    cli(tmp_path, "apply", "one.yaml")
+    server = Server(["web"], db, tmp_path)
+    agent = None
+    try:
+        page.goto(server.base + "/agents")
+        page.locator("main", has_text="No agent is running").wait_for()
+        agent = subprocess.Popen([TASKPLAN, "agent", "--slots", "3"], cwd=tmp_path,
+                                 env=clean_env(db), stderr=subprocess.DEVNULL)
+        page.locator("td", has_text=f":{agent.pid}").first.wait_for()
+        assert page.locator("main", has_text="No agent is running").count() == 0
+    finally:
+        if agent is not None:
+            os.kill(agent.pid, 15)
+            agent.wait(15)
+        server.stop()

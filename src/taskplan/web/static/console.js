@@ -112,6 +112,11 @@
     watch();
     window.addEventListener("beforeunload", () => source.close());
   }
+  // What changes with time alone (an agent's heartbeat age, a lease running out, an agent
+  // starting) makes no event: such a page is also fetched again every few seconds.
+  if (live && live.dataset.every) {
+    setInterval(() => { if (!document.hidden) refresh(); }, 1000 * parseFloat(live.dataset.every));
+  }
 
   // -- actions: POST with the CSRF token, show the outcome --------------------------------
   // Only the fields changed are sent: an untouched form starts the run `taskplan run JOB`
