@@ -198,3 +198,24 @@ def test_a_store_of_a_newer_taskplan_or_of_another_program_is_refused_in_one_lin
                            " table says '3f2a9c1b7d', a revision of another program (check"
                            " --db)\n"), res.err
     assert foreign.read_bytes() == before
+
+
+def test_an_agent_whose_clock_is_ahead_is_not_heard_from_in_the_future(tp: Taskplan) -> None:
+    """An agent on a machine whose clock runs a few seconds ahead (or one that beat between
+    the command reading the clock and reading the store) was listed `(-5s ago)`."""
+    import time
+
+    from taskplan.engine import Engine
+    from taskplan.store import ops
+    from taskplan.store.db import Store
+
+    tp.ok("apply", tp.write("nightly.yaml", JOB))
+    store = Store(tp.url)
+    try:
+        agent = Engine(store).register_agent("ahead", "h2", 1, 2, 600.0)
+        with store.tx() as tx:
+            ops.heartbeat(tx, agent, time.time() + 5, 600.0, None)
+    finally:
+        store.close()
+    out = tp.ok("agents").out
+    assert "(0s ago)" in out and "-" not in out.split("(")[1], out

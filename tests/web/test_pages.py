@@ -432,3 +432,18 @@ def test_a_runs_deadline_shows_on_its_page_and_in_the_runs_list(engine: Engine,
     assert re.search(rf'<tr data-run="{run_id}">.*missed', listed)
     # A run of a job without a deadline has none to show.
     assert "<dt>Deadline</dt>" not in client.get("/runs/1").text
+
+
+def test_an_agent_whose_clock_is_ahead_is_heard_from_0s_ago(client: Any, engine: Engine) -> None:
+    """An agent on a machine whose clock runs ahead of the console's was shown `-5s ago`."""
+    import time
+
+    from taskplan.store import ops
+
+    agent = engine.register_agent("ahead", "h2", 1, 2, 600.0)
+    with engine.store.tx() as tx:
+        ops.heartbeat(tx, agent, time.time() + 5, 600.0, None)
+    page = client.get("/agents").text
+    row = page[page.index('data-agent="ahead"'):]
+    row = row[:row.index("</tr>")]
+    assert "<td>0s ago</td>" in row, row

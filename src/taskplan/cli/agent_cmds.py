@@ -148,7 +148,7 @@ def agents_cmd(show_all: bool, as_json: bool, db: str | None) -> None:
     header = ("ID", "NAME", "HOST", "PID", "SLOTS", "RUNNING", "HEARTBEAT", "STATE", "LABELS")
     table = [header] + [
         (str(a.id), a.name, a.host, str(a.pid), str(a.slots), str(a.running),
-         f"{short_time(a.heartbeat_at)} ({now - a.heartbeat_at:.0f}s ago)", a.state,
+         f"{short_time(a.heartbeat_at)} ({max(now - a.heartbeat_at, 0):.0f}s ago)", a.state,
          ",".join(a.labels)) for a in agents]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
