@@ -174,11 +174,27 @@ def test_a_dry_run_against_no_store_creates_none(tp: Taskplan) -> None:
         assert out.startswith(f"store {tp.url}: would be created\n"), out
         assert "nightly: would be version 1 (new)" in out
         assert not tp.db_path.exists()
-    assert "calendar ops: would be applied" in out
+    assert "calendar ops: would be version 1 (new)" in out
     # against a store that exists, the dry run compares with it (and still writes nothing)
     tp.ok("apply", "jobs/nightly.yaml")
     out = tp.ok("apply", "--dry-run", "jobs").out
     assert "would be created" not in out and "nightly: would be version 1 (unchanged)" in out
+
+
+def test_a_dry_run_says_whether_a_calendar_would_change(tp: Taskplan) -> None:
+    """`apply --dry-run` said `calendar ops: would be applied` whether the file was the one
+    applied or a changed one, as jobs say `would be version N (new|unchanged)`."""
+    tp.write("cal.yaml", "calendar: ops\ndates: [2030-01-02]\n")
+    tp.ok("apply", "cal.yaml")
+    assert tp.ok("apply", "--dry-run", "cal.yaml").out == (
+        "calendar ops: would be version 1 (unchanged)\n")
+    tp.write("cal.yaml", "calendar: ops\ndates: [2030-01-03]\n")
+    assert tp.ok("apply", "--dry-run", "cal.yaml").out == "calendar ops: would be version 2 (new)\n"
+    tp.write("new.yaml", "calendar: other\n")
+    assert tp.ok("apply", "--dry-run", "new.yaml").out == (
+        "calendar other: would be version 1 (new)\n")
+    assert tp.ok("calendars", "ops", "--from", "2030-01-01", "--to", "2030-01-05",
+                 "--json").json()[0]["date"] == "2030-01-02"  # nothing was applied
 
 
 def test_a_job_file_moved_to_another_folder_follows_it(tp: Taskplan) -> None:

@@ -96,7 +96,9 @@ def apply_cmd(paths: tuple[str, ...], prune: bool, dry_run: bool, db: str | None
     _apply_connections(engine, found, dry_run)
     for cal in found.calendars:  # first: the jobs of the same command may name them
         if dry_run:
-            click.echo(f"calendar {cal.name}: would be applied")
+            number, changed = engine.calendar_preview(cal)
+            click.echo(f"calendar {cal.name}: would be version {number}"
+                       f" ({'new' if changed else 'unchanged'})")
             continue
         number, changed = engine.apply_calendar(cal)
         click.echo(f"calendar {cal.name}: version {number} "
@@ -126,7 +128,7 @@ def _preview_new_store(ctx: Context, found: Definitions) -> None:
     for name in sorted(found.connections):
         click.echo(f"connection {name}: would be applied")
     for cal in found.calendars:
-        click.echo(f"calendar {cal.name}: would be applied")
+        click.echo(f"calendar {cal.name}: would be version 1 (new)")
     for spec in found.jobs:
         click.echo(f"{spec.name}: would be version 1 (new)")
 

@@ -86,6 +86,14 @@ def apply_calendar(ctx: Context, cal: BusinessCalendar) -> tuple[int, bool]:
             cal.source_path, ctx.clock())
 
 
+def calendar_preview(ctx: Context, cal: BusinessCalendar) -> tuple[int, bool]:
+    """`apply --dry-run` of a calendar: (the version number it would get, changed)."""
+    from taskplan.spec import definition_hash
+
+    with ctx.store.read() as tx:
+        return calendar_ops.preview_calendar(tx, cal.name, definition_hash(cal.definition))
+
+
 def business_calendars(ctx: Context) -> dict[str, BusinessCalendar]:
     """Every applied calendar at its current version."""
     from taskplan.spec import calendar_from_definition

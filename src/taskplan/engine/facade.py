@@ -95,6 +95,9 @@ class Engine:
     def apply_calendar(self, cal: BusinessCalendar) -> tuple[int, bool]:
         return definitions.apply_calendar(self.ctx, cal)
 
+    def calendar_preview(self, cal: BusinessCalendar) -> tuple[int, bool]:
+        return definitions.calendar_preview(self.ctx, cal)
+
     def business_calendars(self) -> dict[str, BusinessCalendar]:
         return definitions.business_calendars(self.ctx)
 

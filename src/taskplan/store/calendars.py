@@ -18,6 +18,19 @@ class StoredCalendar:
     updated_at: float
 
 
+def preview_calendar(tx: Tx, name: str, digest: str) -> tuple[int, bool]:
+    """What `apply_calendar` would answer, writing nothing: (version number, changed)."""
+    row = tx.one("SELECT v.version, v.spec_hash FROM calendars c"
+                 " LEFT JOIN calendar_versions v ON v.id = c.current_version_id"
+                 " WHERE c.name = :n", {"n": name})
+    if row is None:
+        return 1, True
+    version, spec_hash = row
+    if spec_hash == digest:
+        return int(version), False
+    return int(version or 0) + 1, True
+
+
 def apply_calendar(tx: Tx, name: str, definition: str, digest: str, source: str, now: float
                    ) -> tuple[int, bool]:
     """Store a calendar definition; a new version only when it changed.
