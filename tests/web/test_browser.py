@@ -543,3 +543,22 @@ def test_the_agents_page_follows_agents_coming_and_going(tmp_path: Path, page: A
             os.kill(agent.pid, 15)
             agent.wait(15)
         server.stop()
+
+
+def test_a_running_runs_times_move_on_without_events(console: tuple[Server, Path],
+                                                     page: Any) -> None:
+    """A run page (and a task page) drew 'Took' and the Gantt's running bars at the last
+    event: a task running an hour without a state change showed the run as 'Took 3s' all
+    along. While the run goes on, the pages are fetched again every few seconds."""
+    server, home = console
+    run_id = server.http.post("/api/v1/jobs/browser/runs").json()["run_id"]
+    took = {f"/runs/{run_id}": "dl.header dt:has-text('Took') + dd",
+            f"/runs/{run_id}/tasks/gate": "tr.selected td:nth-child(5)"}
+    for url, where in took.items():
+        page.goto(server.base + url)
+        page.wait_for_selector('[data-state="running"]')
+        first = page.locator(where).inner_text()
+        page.wait_for_function("([sel, t]) => document.querySelector(sel).textContent !== t",
+                               arg=[where.replace(":has-text('Took')", ":nth-of-type(4)"),
+                                    first], timeout=15_000)
+    (home / "go").write_text("")

@@ -29,7 +29,7 @@
   }
 
   // -- live regions: refetch this page and swap each [data-live] element ------------------
-  let busy = false, again = false, lastSwap = 0, retry = null;
+  let busy = false, again = false, lastSwap = 0, lastFetch = Date.now(), retry = null;
   // An answer that may be better later (a proxy's 502 while the console restarts, a 503
   // while the store is away, no answer at all) is asked again: the change that caused the
   // refetch is not announced twice, so dropping it left the page stale until reloaded.
@@ -64,6 +64,7 @@
     try {
       const wait = 500 - (Date.now() - lastSwap);  // at most two swaps a second
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      lastFetch = Date.now();
       const resp = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
       if (resp.ok) {
         const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
@@ -81,6 +82,8 @@
           const box = followed && el.querySelector("pre");
           if (box) box.scrollTop = box.scrollHeight;
           if (f.dataset.liveKey !== undefined) el.dataset.liveKey = f.dataset.liveKey;
+          if (f.dataset.every !== undefined) el.dataset.every = f.dataset.every;
+          else delete el.dataset.every;
           if (focus) focus();
         });
         lastSwap = Date.now();
@@ -114,8 +117,12 @@
   }
   // What changes with time alone (an agent's heartbeat age, a lease running out, an agent
   // starting) makes no event: such a page is also fetched again every few seconds.
-  if (live && live.dataset.every) {
-    setInterval(() => { if (!document.hidden) refresh(); }, 1000 * parseFloat(live.dataset.every));
+  // A run page says so only while its run goes on (each refetch brings the page's say).
+  if (live) {
+    setInterval(() => {
+      const every = parseFloat(live.dataset.every || "0");
+      if (every && !document.hidden && !busy && Date.now() - lastFetch >= 1000 * every) refresh();
+    }, 1000);
   }
 
   // -- actions: POST with the CSRF token, show the outcome --------------------------------
