@@ -447,3 +447,19 @@ def test_an_agent_whose_clock_is_ahead_is_heard_from_0s_ago(client: Any, engine:
     row = page[page.index('data-agent="ahead"'):]
     row = row[:row.index("</tr>")]
     assert "<td>0s ago</td>" in row, row
+
+
+def test_older_runs_link_follows_the_live_list(client: Any, demo: tuple[Engine, int]) -> None:
+    """The runs page's 'Older runs' link sat outside the part a live change swaps: runs that
+    new ones pushed off the first page were skipped by its stale before=, or (the list having
+    had no second page) could not be reached at all until reloaded."""
+    engine, run_id = demo
+    assert "Older runs" not in client.get("/runs").text  # one run: no second page yet
+    ids = [engine.create_run(engine.run_meta(run_id).version_id) for _ in range(55)]
+    page = client.get("/runs").text
+    live = page[page.index("<div data-live"):]
+    live = live[:live.index("</div>")]
+    assert f'before={ids[-50]}">Older runs' in live
+    # Runs going on: their times grow with no event, the page says to fetch it again.
+    assert 'data-every="5"' in page
+    assert 'data-every' not in client.get(f"/runs?before={ids[0]}").text
