@@ -141,3 +141,16 @@ def test_ctrl_c_ends_follow_quietly_with_130(tp: Taskplan) -> None:
     res = finish(follower)
     # (The newline ends the line where the terminal echoed ^C.)
     assert (res.code, res.out, res.err) == (130, "", "\n"), res
+
+
+def test_a_password_a_task_printed_is_masked_by_logs(tp: Taskplan) -> None:
+    # The console's task page and the logs API mask it; `taskplan logs` printed it in clear.
+    tp.write("leak.yaml", """
+        job: leak
+        tasks:
+          say: {shell: "echo cannot reach postgresql://bob:hunter2@db/mart"}
+    """)
+    tp.ok("run", "leak.yaml")
+    for args in (("logs", "1", "say"), ("logs", "1", "say", "--raw"),
+                 ("logs", "1", "say", "--follow")):
+        assert tp.ok(*args).out == "cannot reach postgresql://bob:***@db/mart\n", args

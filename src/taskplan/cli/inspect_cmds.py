@@ -26,6 +26,7 @@ from taskplan.cli.common import (
 from taskplan.cli.terminal_text import safe, safe_line
 from taskplan.errors import NotFoundError, StoreUnavailableError, UsageError
 from taskplan.model import TERMINAL_TASK_STATES, RunState
+from taskplan.redact import mask_url
 from taskplan.store import ops, reports, run_ops
 
 log = logging.getLogger(__name__)
@@ -309,13 +310,15 @@ def _item_named(task: str, item_index: int | None) -> tuple[str, int | None]:
 
 class _LogWriter:
     """Writes log chunks to stdout, escaped unless raw; a CR ending a chunk waits for the
-    next one, in case it is half of a CRLF line end."""
+    next one, in case it is half of a CRLF line end. A URL's password the task printed is
+    masked either way, as the console masks it."""
 
     def __init__(self, raw: bool) -> None:
         self.raw = raw
         self.held = ""
 
     def write(self, data: str) -> None:
+        data = mask_url(data)
         if self.raw:
             sys.stdout.write(data)
             return
