@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from taskplan.model import TaskRunKind
+from taskplan.redact import mask_url
 
 if TYPE_CHECKING:
     from taskplan.backfill import Backfill
@@ -92,7 +93,8 @@ def run_status(info: RunInfo, tasks: list[TaskRunInfo],
             row["attempt_list"] = [attempt(a) for a in attempts.get(t.id, [])]
     out = {
         "run_id": info.run_id, "job": info.job, "version": info.version,
-        "state": info.state, "params": info.params, "created_at": iso(info.created_at),
+        "state": info.state, "params": masked_params(info.params),
+        "created_at": iso(info.created_at),
         "started_at": iso(info.started_at), "finished_at": iso(info.finished_at),
         "tasks": rows,
     }
@@ -177,3 +179,19 @@ def agent(a: AgentInfo) -> dict[str, Any]:
             "running": a.running, "state": a.state, "labels": a.labels,
             "started_at": iso(a.started_at), "heartbeat_at": iso(a.heartbeat_at),
             "lease_until": iso(a.lease_until)}
+
+
+def masked_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's params as shown: a URL's password in any text among them is ***, as on the
+    console's run page (a param may carry a connection URL)."""
+    return {k: _masked(v) for k, v in params.items()}
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value

@@ -625,3 +625,33 @@ def test_a_task_error_quoting_a_password_is_masked(engine: Engine, tmp_path: Any
         assert task["error"] == "RuntimeError: cannot reach postgresql://etl:***@db/mart"
         assert task["attempt_list"][0]["error"] == task["error"]
         assert "hunter2" not in client.get(f"/runs/{run_id}").text
+
+
+def test_a_param_holding_a_password_is_masked_as_the_run_page_does(engine: Engine,
+                                                                   tmp_path: Any) -> None:
+    """A run given a connection URL as a param: the run page masked its password, while
+    `GET /api/v1/runs/ID` and `status` (text and --json) showed it in clear."""
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from taskplan.cli.main import cli
+    from taskplan.web.app import create_app
+
+    version_id = apply_text(engine, """
+        job: copy
+        params: {src: "", hops: []}
+        tasks:
+          c: {shell: "true"}
+        """, tmp_path)
+    run_id = engine.create_run(version_id, {
+        "src": "postgresql://etl:hunter2@db/mart",
+        "hops": ["mysql://a:b3cret@h/x", {"via": "postgresql://u:p4ss@g/y"}]})
+    with TestClient(create_app(engine)) as client:
+        r = client.get(f"/api/v1/runs/{run_id}")
+    assert r.status_code == 200
+    assert r.json()["params"] == {"src": "postgresql://etl:***@db/mart",
+                                  "hops": ["mysql://a:***@h/x", {"via": "postgresql://u:***@g/y"}]}
+    for args in (["status", str(run_id)], ["status", str(run_id), "--json"]):
+        out = CliRunner().invoke(cli, ["--db", engine.store.url, *args]).output
+        assert "etl:***@db/mart" in out, out
+        assert all(secret not in out for secret in ("hunter2", "b3cret", "p4ss")), out

@@ -98,7 +98,8 @@ def status_cmd(run: str | None, show_attempts: bool, db: str | None, as_json: bo
         click.echo(f"deadline: {deadline_text(info, time.time())}")
     if info.params:
         click.echo("params: " + safe_line(", ".join(f"{k}={_param_text(v)}"
-                                                    for k, v in info.params.items())))
+                                                    for k, v in
+                                                    shapes.masked_params(info.params).items())))
     click.echo(f"{'TASK':<30} {'KIND':<7} {'STATE':<16} {'TRY':>3} {'STARTED':<20} "
                f"{'TOOK':>8}  DETAIL")
     for t in tasks_:
