@@ -562,3 +562,46 @@ def test_a_running_runs_times_move_on_without_events(console: tuple[Server, Path
                                arg=[where.replace(":has-text('Took')", ":nth-of-type(4)"),
                                     first], timeout=15_000)
     (home / "go").write_text("")
+
+
+# Headless Chromium shows every tab; a tab put in the background is told so this way.
+HIDEABLE = """
+window.__hidden = false;
+Object.defineProperty(document, "hidden", { get: () => window.__hidden });
+Object.defineProperty(document, "visibilityState",
+                      { get: () => (window.__hidden ? "hidden" : "visible") });
+window.__show = (shown) => {
+  window.__hidden = !shown;
+  document.dispatchEvent(new Event("visibilitychange"));
+};
+"""
+
+
+def test_tabs_in_the_background_leave_connections_free(tmp_path: Path, page: Any) -> None:
+    """Each live page held its event stream open, and a browser opens at most 6 connections
+    to one server over HTTP/1.1: with six run pages open in tabs, a seventh page of the
+    console never loaded. A tab in the background closes its stream and catches up when
+    shown again."""
+    db = f"sqlite:///{tmp_path / 'taskplan.db'}"
+    (tmp_path / "one.yaml").write_text('job: one\ntasks:\n  t: {shell: "true"}\n')
+    cli(tmp_path, "apply", "one.yaml")
+    server = Server(["web"], db, tmp_path)  # no agent: the runs stay queued
+    try:
+        context = page.context
+        context.add_init_script(HIDEABLE)
+        tabs = []
+        for _ in range(6):
+            run_id = server.http.post("/api/v1/jobs/one/runs").json()["run_id"]
+            tab = context.new_page()
+            tab.goto(f"{server.base}/runs/{run_id}")
+            tab.evaluate("window.__show(false)")
+            tabs.append((tab, run_id))
+        seventh = context.new_page()
+        seventh.goto(server.base + "/jobs", timeout=10_000)
+        assert seventh.locator("main h1").inner_text() == "Jobs"
+        tab, run_id = tabs[0]
+        assert server.http.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+        tab.evaluate("window.__show(true)")
+        tab.wait_for_selector('#run-state[data-state="cancelled"]')
+    finally:
+        server.stop()

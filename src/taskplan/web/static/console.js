@@ -101,19 +101,36 @@
   }
   const live = document.querySelector("[data-live][data-watch]");
   if (live && window.EventSource) {
-    let source = null;
+    // A stream holds a connection open, and a browser opens at most 6 to one server over
+    // HTTP/1.1: six live tabs left no room for a seventh page. Only a tab shown keeps its
+    // stream; one put in the background closes it and catches up when shown again.
+    let source = null, timer = null;
     const watch = () => {
-      source = new EventSource(live.dataset.watch);
-      source.addEventListener("change", refresh);
+      timer = null;
+      if (source || document.hidden) return;
+      const s = source = new EventSource(live.dataset.watch);
+      s.addEventListener("change", refresh);
       // The browser reopens a dropped stream by itself, but gives up for good on an answer
       // that is no stream (a 503 while the store is unreachable): open it again later. It
       // starts from the page's own event id, so what changed meanwhile is announced.
-      source.addEventListener("error", () => {
-        if (source.readyState === EventSource.CLOSED) setTimeout(watch, 5000);
+      s.addEventListener("error", () => {
+        if (s.readyState === EventSource.CLOSED && source === s) {
+          source = null;
+          timer = setTimeout(watch, 5000);
+        }
       });
     };
+    const unwatch = () => {
+      if (source) { source.close(); source = null; }
+      if (timer) { clearTimeout(timer); timer = null; }
+    };
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) { unwatch(); return; }
+      watch();
+      refresh();
+    });
     watch();
-    window.addEventListener("beforeunload", () => source.close());
+    window.addEventListener("beforeunload", unwatch);
   }
   // What changes with time alone (an agent's heartbeat age, a lease running out, an agent
   // starting) makes no event: such a page is also fetched again every few seconds.
