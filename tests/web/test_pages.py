@@ -463,3 +463,17 @@ def test_older_runs_link_follows_the_live_list(client: Any, demo: tuple[Engine, 
     # Runs going on: their times grow with no event, the page says to fetch it again.
     assert 'data-every="5"' in page
     assert 'data-every' not in client.get(f"/runs?before={ids[0]}").text
+
+
+def test_no_retry_button_that_can_only_be_refused(engine: Engine, client: Any) -> None:
+    """The run page offered Retry on a task skipped (its trigger rule unmet) in a run that
+    succeeded, where retry is always refused ('run 2 already succeeded, nothing to retry',
+    as `taskplan retry` says); the task page rightly offered none."""
+    version_id = apply_text(engine, "job: sk\ntasks:\n  a: {shell: 'true'}\n"
+                                    "  b: {shell: 'true', depends_on: [a], trigger: one_failed}\n")
+    run_id = engine.create_run(version_id)
+    assert run_to_end(engine, run_id) == "succeeded"
+    assert client.post(f"/api/v1/runs/{run_id}/tasks/b/retry").status_code == 409
+    page = client.get(f"/runs/{run_id}").text
+    row = re.search(r'<tr data-task="b" data-state="skipped">.*?</tr>', page, re.S)
+    assert row is not None and "/retry" not in row.group(0)
