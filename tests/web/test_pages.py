@@ -477,3 +477,16 @@ def test_no_retry_button_that_can_only_be_refused(engine: Engine, client: Any) -
     page = client.get(f"/runs/{run_id}").text
     row = re.search(r'<tr data-task="b" data-state="skipped">.*?</tr>', page, re.S)
     assert row is not None and "/retry" not in row.group(0)
+
+
+def test_a_sub_job_task_is_of_kind_job_as_status_says(engine: Engine, client: Any) -> None:
+    """`taskplan status RUN` (and the API) call a task that runs another job `job`; the run
+    page's table and the task page said `task`."""
+    apply_text(engine, "job: leaf\ntasks:\n  x: {shell: 'true'}\n")
+    version_id = apply_text(engine, "job: tree\ntasks:\n  sub: {job: leaf}\n")
+    run_id = engine.create_run(version_id)
+    kinds = {t["name"]: t["kind"] for t in client.get(f"/api/v1/runs/{run_id}").json()["tasks"]}
+    assert kinds == {"sub": "job"}
+    row = re.search(r'<tr data-task="sub".*?</tr>', client.get(f"/runs/{run_id}").text, re.S)
+    assert row is not None and "<td>job</td>" in row.group(0)
+    assert "<dt>Kind</dt><dd>job" in client.get(f"/runs/{run_id}/tasks/sub").text

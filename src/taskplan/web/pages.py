@@ -131,7 +131,7 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
     spec = ctx.engine.job_spec(ctx.engine.run_meta(run_id).version_id)
     first = min((n.id for n in graph.nodes), default=1)
     with store.read() as tx:
-        links = console.run_links(tx, info, [t.name for t in spec.tasks if t.kind == "job"])
+        links = console.run_links(tx, info, sorted(sub_jobs(spec)))
         counts: dict[str, int] = {}
         for n in graph.nodes:
             if n.kind == TaskRunKind.FOREACH:
@@ -154,12 +154,18 @@ def run_parts(ctx: Ctx, run_id: int, after: int, state: str | None) -> dict[str,
         "gantt_svg": svg.gantt_svg(graph, bars, run_start=info.started_at, critical=critical,
                                    predicted=predicted),
         "table": table[:TABLE_PAGE], "table_more": len(table) > TABLE_PAGE,
-        "reasons": reasons, "predicted": predicted,
+        "reasons": reasons, "predicted": predicted, "sub_jobs": sub_jobs(spec),
         "foreach": [n for n in graph.nodes if n.kind == TaskRunKind.FOREACH],
         # (job, pinned, current) when a newer version was applied since the run started.
         "stale": (ctx.engine.stale_pin(run_id)
                   if info.state in ("failed", "cancelled", "succeeded") else None),
     }
+
+
+def sub_jobs(spec: JobSpec) -> set[str]:
+    """Tasks that run another job: their rows are stored as `task`, `status` calls them
+    `job`, and so do the pages."""
+    return {t.name for t in spec.tasks if t.kind == "job"}
 
 
 def check_task_state(state: str | None) -> None:
@@ -185,7 +191,10 @@ def task_page(request: Request, run_id: RunId, task: str, item: int | None = num
     info = views.run_or_404(ctx, run_id)
     tr = views.task_run_of(ctx, run_id, task, item)
     store = ctx.engine.store
+    spec = ctx.engine.job_spec(ctx.engine.run_meta(run_id).version_id)
     values: dict[str, Any] = {"run": info, "tr": tr, "task": task, "item": item,
+                              "kind": ("job" if tr.kind == TaskRunKind.TASK
+                                       and tr.name in sub_jobs(spec) else tr.kind),
                               "since": mark, "stale": (
                                   ctx.engine.stale_pin(run_id)
                                   if info.state in ("failed", "cancelled") else None)}
