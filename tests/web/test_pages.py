@@ -490,3 +490,33 @@ def test_a_sub_job_task_is_of_kind_job_as_status_says(engine: Engine, client: An
     row = re.search(r'<tr data-task="sub".*?</tr>', client.get(f"/runs/{run_id}").text, re.S)
     assert row is not None and "<td>job</td>" in row.group(0)
     assert "<dt>Kind</dt><dd>job" in client.get(f"/runs/{run_id}/tasks/sub").text
+
+
+def test_schedules_on_a_business_calendar_say_so_in_words(client: Any, engine: Engine,
+                                                          tmp_path: Path) -> None:
+    """The jobs and job pages described `business_day: 3` at 07:00 as `calendar at 07:00`
+    (every day at 07:00), and never named the business calendar or the shift."""
+    (tmp_path / "cal.yaml").write_text("calendar: office\nholidays: []\n")
+    (tmp_path / "job.yaml").write_text(
+        "job: books\ntimezone: UTC\nschedules:\n"
+        "  - {name: daily, at: '06:00', calendar: office}\n"
+        "  - {name: mid, monthdays: [15], at: '09:00', calendar: office, shift: next}\n"
+        "  - {name: close, business_day: 3, at: '07:00', calendar: office}\n"
+        "  - {name: month_end, business_day: -1, at: '18:00', calendar: office}\n"
+        "  - {name: plain, at: '05:00'}\n"
+        "tasks:\n  a: {shell: 'true'}\n")
+    found = load_definitions([tmp_path / "cal.yaml", tmp_path / "job.yaml"])
+    for cal in found.calendars:
+        engine.apply_calendar(cal)
+    for job in found.jobs:
+        engine.apply(job)
+    texts = [s["text"] for s in client.get("/api/v1/jobs/books").json()["schedules"]]
+    assert texts == [
+        "daily: calendar at 06:00, on office's business days",
+        "mid: calendar at 09:00 days 15, on office's business days (a closed day's firing"
+        " moves to the next business day)",
+        "close: business day 3 of each month at 07:00 (calendar office)",
+        "month_end: last business day of each month at 18:00 (calendar office)",
+        "plain: calendar at 05:00",
+    ], texts
+    assert "close: business day 3 of each month at 07:00" in client.get("/jobs").text

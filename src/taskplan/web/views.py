@@ -15,7 +15,7 @@ from taskplan.dataclass import dataclass
 from taskplan.engine import Engine
 from taskplan.engine.triggers import trigger_waits
 from taskplan.errors import NotFoundError, UsageError
-from taskplan.model import TERMINAL_TASK_STATES, JobSpec, ScheduleSpec, TaskRunKind
+from taskplan.model import TERMINAL_TASK_STATES, JobSpec, ScheduleSpec, Shift, TaskRunKind
 from taskplan.redact import mask_url
 from taskplan.spec.checks import MAX_NAME
 from taskplan.store import console, job_admin, ops, reports, sched_ops
@@ -75,6 +75,19 @@ def schedule_words(s: ScheduleSpec) -> str:
         if c.months:
             parts.append("months " + ",".join(map(str, c.months)))
         text = "calendar " + (" ".join(parts) or "every day")
+        if s.business_day is not None:
+            # The calendar form holds only the times here: the days are business days.
+            n = s.business_day
+            which = (f"business day {n}" if n > 0 else "last business day" if n == -1
+                     else f"business day {-n} from the end")
+            times = [p for p in parts if not p.startswith(("on ", "days "))]
+            text = f"{which} of each month" + "".join(" " + p for p in times)
+            text += f" (calendar {s.business_calendar})"
+        elif s.business_calendar is not None:
+            text += f", on {s.business_calendar}'s business days"
+            if s.shift != Shift.SKIP:
+                text += (f" (a closed day's firing moves to the {s.shift.value} business"
+                         " day)")
     else:
         text = "?"
     if s.name:
