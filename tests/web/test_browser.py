@@ -605,3 +605,28 @@ def test_tabs_in_the_background_leave_connections_free(tmp_path: Path, page: Any
         tab.wait_for_selector('#run-state[data-state="cancelled"]')
     finally:
         server.stop()
+
+
+def test_a_page_whose_session_ended_says_so(tmp_path: Path, page: Any) -> None:
+    """With --token-file, once the session ended (Log out in another tab, the console
+    restarted with another token) a live page stopped changing without a word (its refetch
+    landed on the login page) and a button said 'a token is required (Authorization: Bearer
+    TOKEN)'. The page says it is logged out and links to the login page."""
+    db = f"sqlite:///{tmp_path / 'taskplan.db'}"
+    (tmp_path / "one.yaml").write_text('job: one\ntasks:\n  t: {shell: "true"}\n')
+    (tmp_path / "token").write_text("s3cret-token\n")
+    cli(tmp_path, "apply", "one.yaml")
+    server = Server(["web", "--token-file", "token"], db, tmp_path, token="s3cret-token")
+    try:
+        run_id = server.http.post("/api/v1/jobs/one/runs").json()["run_id"]
+        page.goto(f"{server.base}/runs/{run_id}")
+        page.fill("input[name=token]", "s3cret-token")
+        page.click("form.login button")
+        page.wait_for_selector("#run-state")
+        page.context.clear_cookies()
+        assert server.http.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+        gone = page.locator("#flash .bad", has_text="logged out")
+        gone.wait_for()
+        assert gone.locator("a").get_attribute("href") == f"/login?next=%2Fruns%2F{run_id}"
+    finally:
+        server.stop()

@@ -28,6 +28,25 @@
     setTimeout(() => div.remove(), bad ? 10000 : 5000);
   }
 
+  // With --token-file a session can end under an open page (Log out in another tab, the
+  // console restarted with another token): its refetches then land on the login page and its
+  // buttons are refused. Say so, once, with the way back, rather than go quietly stale.
+  let loggedOut = null;
+  function sessionGone() {
+    if (loggedOut) return;
+    loggedOut = document.createElement("div");
+    loggedOut.className = "bad";
+    loggedOut.append("You are logged out: this page no longer changes and its buttons are refused. ");
+    const link = document.createElement("a");
+    link.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+    link.textContent = "Log in again";
+    loggedOut.append(link);
+    document.getElementById("flash").appendChild(loggedOut);
+  }
+  function sessionBack() {
+    if (loggedOut) { loggedOut.remove(); loggedOut = null; }
+  }
+
   // -- live regions: refetch this page and swap each [data-live] element ------------------
   let busy = false, again = false, lastSwap = 0, lastFetch = Date.now(), retry = null;
   // An answer that may be better later (a proxy's 502 while the console restarts, a 503
@@ -66,7 +85,10 @@
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       lastFetch = Date.now();
       const resp = await fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } });
-      if (resp.ok) {
+      if (resp.redirected && new URL(resp.url).pathname === "/login") {
+        sessionGone();
+      } else if (resp.ok) {
+        sessionBack();
         const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
         csrf = tokenOf(doc) || csrf;
         const fresh = doc.querySelectorAll("[data-live]");
@@ -188,6 +210,7 @@
       }
       let data = {};
       try { data = await resp.json(); } catch (e) { data = { error: resp.statusText }; }
+      if (resp.status === 401) { sessionGone(); return; }
       if (!resp.ok) { flash(data.error || ("HTTP " + resp.status), true); return; }
       if (form.hasAttribute("data-goto-run") && data.run_id) {
         leaving = true;
