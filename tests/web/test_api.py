@@ -200,6 +200,11 @@ def test_a_fixed_job_is_retried_on_its_current_version_from_the_console(
     run = client.get(f"/api/v1/runs/{run_id}").json()
     assert run["version"] == 2, run
     assert "This run pinned" not in client.get(f"/runs/{run_id}").text
+    # A run that succeeded has nothing to rerun: no word about versions.
+    done = engine.create_run(apply_text(engine, "job: done\ntasks:\n  a: {shell: 'true'}\n"))
+    assert run_to_end(engine, done) == "succeeded"
+    apply_text(engine, "job: done\ntasks:\n  a: {shell: 'exit 0'}\n")
+    assert "This run pinned" not in client.get(f"/runs/{done}").text
 
 
 def test_a_paused_jobs_next_firings_are_none(client: Any) -> None:
