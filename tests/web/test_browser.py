@@ -211,14 +211,16 @@ def test_long_names_wrap_inside_the_window(console: tuple[Server, Path], page: A
     columns (state, versions, buttons) out of sight."""
     server, home = console
     job, task = "j" + "x" * 199, "t" * 200
+    # A schedule's name too: the jobs page's schedule column ran 1,600 pixels wide.
     (home / "long.yaml").write_text(f"job: {job}\ndescription: {'d' * 2000}\n"
+                                    f"schedules:\n  - cron: '0 3 * * *'\n    name: {'s' * 150}\n"
                                     f"tasks:\n  {task}:\n    shell: echo {'o' * 3000}\n")
     cli(home, "apply", "long.yaml")
     run_id = server.http.post(f"/api/v1/jobs/{job}/runs").json()["run_id"]
     wait_until(lambda: server.http.get(f"/api/v1/runs/{run_id}").json()["state"] == "succeeded",
                60.0, "the long run to end")
-    for url in ("/jobs", f"/jobs/{job}", "/runs", f"/runs?job={job}", f"/runs/{run_id}",
-                f"/runs/{run_id}/tasks/{task}"):
+    for url in ("/jobs", f"/jobs/{job}", "/calendar", "/runs", f"/runs?job={job}",
+                f"/runs/{run_id}", f"/runs/{run_id}/tasks/{task}"):
         page.goto(server.base + url)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1280, (url[:40], width)
