@@ -504,6 +504,8 @@ def test_schedules_on_a_business_calendar_say_so_in_words(client: Any, engine: E
         "  - {name: close, business_day: 3, at: '07:00', calendar: office}\n"
         "  - {name: month_end, business_day: -1, at: '18:00', calendar: office}\n"
         "  - {name: plain, at: '05:00'}\n"
+        "  - {name: cron, cron: '0 4 * * *', calendar: office, shift: previous}\n"
+        "  - {name: hourly, every: 1h, calendar: office}\n"
         "tasks:\n  a: {shell: 'true'}\n")
     found = load_definitions([tmp_path / "cal.yaml", tmp_path / "job.yaml"])
     for cal in found.calendars:
@@ -518,5 +520,8 @@ def test_schedules_on_a_business_calendar_say_so_in_words(client: Any, engine: E
         "close: business day 3 of each month at 07:00 (calendar office)",
         "month_end: last business day of each month at 18:00 (calendar office)",
         "plain: calendar at 05:00",
+        "cron: cron 0 4 * * *, on office's business days (a closed day's firing moves to the"
+        " previous business day)",
+        "hourly: every 1h, on office's business days",
     ], texts
     assert "close: business day 3 of each month at 07:00" in client.get("/jobs").text

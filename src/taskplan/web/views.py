@@ -83,13 +83,12 @@ def schedule_words(s: ScheduleSpec) -> str:
             times = [p for p in parts if not p.startswith(("on ", "days "))]
             text = f"{which} of each month" + "".join(" " + p for p in times)
             text += f" (calendar {s.business_calendar})"
-        elif s.business_calendar is not None:
-            text += f", on {s.business_calendar}'s business days"
-            if s.shift != Shift.SKIP:
-                text += (f" (a closed day's firing moves to the {s.shift.value} business"
-                         " day)")
     else:
         text = "?"
+    if s.business_calendar is not None and s.business_day is None:
+        text += f", on {s.business_calendar}'s business days"
+        if s.shift != Shift.SKIP:
+            text += f" (a closed day's firing moves to the {s.shift.value} business day)"
     if s.name:
         text = f"{s.name}: {text}"
     if s.max_runs is not None:
