@@ -632,3 +632,28 @@ def test_a_page_whose_session_ended_says_so(tmp_path: Path, page: Any) -> None:
         assert gone.locator("a").get_attribute("href") == f"/login?next=%2Fruns%2F{run_id}"
     finally:
         server.stop()
+
+
+def test_a_long_agent_name_wraps_inside_the_window(tmp_path: Path, page: Any) -> None:
+    """`taskplan agent --name` takes any length: a 200-character name widened the agents page
+    and the task page's attempts table to 2,100 pixels, the state column out of sight."""
+    import os
+
+    db = f"sqlite:///{tmp_path / 'taskplan.db'}"
+    (tmp_path / "one.yaml").write_text('job: one\ntasks:\n  t: {shell: "true"}\n')
+    cli(tmp_path, "apply", "one.yaml")
+    server = Server(["web"], db, tmp_path)
+    agent = subprocess.Popen([TASKPLAN, "agent", "--name", "a" * 200], cwd=tmp_path,
+                             env=clean_env(db), stderr=subprocess.DEVNULL)
+    try:
+        run_id = server.http.post("/api/v1/jobs/one/runs").json()["run_id"]
+        wait_until(lambda: server.http.get(f"/api/v1/runs/{run_id}").json()["state"]
+                   == "succeeded", 60.0, "the run to end")
+        for url in ("/agents", f"/runs/{run_id}/tasks/t"):
+            page.goto(server.base + url)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 1280, (url, width)
+    finally:
+        os.kill(agent.pid, 15)
+        agent.wait(15)
+        server.stop()
