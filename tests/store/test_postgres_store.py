@@ -272,3 +272,14 @@ def test_a_server_idle_session_timeout_does_not_drop_the_stores_connections(pg: 
             assert tx.scalar("SHOW idle_session_timeout") == "0"
     finally:
         st.close()
+
+
+def test_an_unreachable_server_is_one_line_naming_it() -> None:
+    """libpq's reason spans two lines ("Connection refused" / a tab and "Is the server
+    running..."), which a log split in two; it is one line, a sentence each."""
+    with pytest.raises(StoreUnavailableError) as info:
+        Store("postgresql://postgres@127.0.0.1:1/nothing_here", migrate_schema=False)
+    text = str(info.value)
+    assert "\n" not in text and "\t" not in text, text
+    assert text.startswith("cannot reach the store postgresql://postgres@127.0.0.1:1/"), text
+    assert "Connection refused; Is the server running" in text, text

@@ -66,6 +66,11 @@ def _text_dumper() -> type:
     return Text
 
 
+def _one_line(reason: str) -> str:
+    """libpq's lines ("Connection refused", "Is the server running ...?") as one sentence each."""
+    return "; ".join(" ".join(line.split()) for line in reason.splitlines() if line.strip())
+
+
 def connect_args() -> dict[str, Any]:
     """Fail fast on a dead server and notice a silently dropped one (TCP keepalives)."""
     return {
@@ -161,7 +166,7 @@ class PostgresDialect(Dialect):
         except psycopg.Error as exc:
             # libpq's reason spans lines ("Connection refused\n\tIs the server running..."):
             # one line in a log.
-            reason = " ".join(mask_url(str(exc)).split())
+            reason = _one_line(mask_url(str(exc)))
             raise StoreUnavailableError(
                 f"cannot reach the store {mask_url(self.url)}: {reason}") from exc
         # Strings go as `text`, not `unknown`: one bind used both as a column value and in a
@@ -179,7 +184,7 @@ class PostgresDialect(Dialect):
                 conn.close()
                 raise StoreUnavailableError(
                     f"cannot reach the store {mask_url(self.url)}:"
-                    f" {' '.join(mask_url(str(exc)).split())}") from exc
+                    f" {_one_line(mask_url(str(exc)))}") from exc
         return conn
 
     def new_connection(self) -> Any:
