@@ -657,3 +657,23 @@ def test_a_long_agent_name_wraps_inside_the_window(tmp_path: Path, page: Any) ->
         os.kill(agent.pid, 15)
         agent.wait(15)
         server.stop()
+
+
+def test_the_live_tail_keeps_an_escape_split_between_two_reads(console: tuple[Server, Path],
+                                                               page: Any) -> None:
+    """A colour code the task printed in two writes (stored as two chunks, read by two polls)
+    showed in the live tail as '[31mred': its first half's ESC was dropped as a control
+    character and the rest was text. The tail holds an unfinished sequence for the next read."""
+    server, home = console
+    (home / "split.yaml").write_text(
+        "job: split\ntasks:\n  talk:\n    shell: >-\n"
+        f"      while [ ! -f {home}/say ]; do sleep 0.05; done; printf 'start\\n\\033[3';"
+        f" sleep 1.5; printf '1mred\\033[0m\\n'; while [ ! -f {home}/hush ]; do sleep 0.1; done\n")
+    cli(home, "apply", "split.yaml")
+    run_id = server.http.post("/api/v1/jobs/split/runs").json()["run_id"]
+    page.goto(f"{server.base}/runs/{run_id}/tasks/talk")
+    page.wait_for_selector("#output[data-tail]")
+    (home / "say").write_text("")
+    page.locator("#output", has_text="red").wait_for()
+    assert page.locator("#output").inner_text() == "start\nred\n"
+    (home / "hush").write_text("")

@@ -244,12 +244,14 @@
 
   // -- log tails: poll the logs API from an offset while the attempt runs -------------------
   const ESC = /\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/g;
+  const UNFINISHED = /\x1b(\[[0-9;?]*|\][^\x07\x1b]*\x1b?)?$/;
   const atEnd = (box) => box.scrollHeight - box.scrollTop - box.clientHeight < 4;
   function startTails() {
     document.querySelectorAll("pre[data-tail]").forEach((pre) => {
       if (pre.dataset.tailing) return;
       pre.dataset.tailing = "1";
       let offset = parseInt(pre.dataset.offset || "0", 10);
+      let held = "";  // an escape sequence cut by the end of a read: the next read ends it
       // The box scrolls: a tail opens at its end and follows it (as logs --follow), unless
       // scrolled up to read, where it stays.
       pre.scrollTop = pre.scrollHeight;
@@ -258,9 +260,13 @@
           const resp = await fetch(pre.dataset.tail + "&offset=" + offset, { credentials: "same-origin" });
           if (!resp.ok) { if (passing(resp.status)) setTimeout(poll, 3000); return; }
           const data = await resp.json();
-          if (data.data) {
+          let text = held + (data.data || "");
+          const cut = data.done ? -1 : text.search(UNFINISHED);
+          held = cut < 0 ? "" : text.slice(cut);
+          if (cut >= 0) text = text.slice(0, cut);
+          if (text) {
             const follow = atEnd(pre);
-            pre.appendChild(document.createTextNode(data.data.replace(ESC, "")));
+            pre.appendChild(document.createTextNode(text.replace(ESC, "")));
             if (follow) pre.scrollTop = pre.scrollHeight;
           }
           offset = data.next_offset;
