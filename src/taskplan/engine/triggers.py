@@ -18,7 +18,6 @@ A trigger fires exactly once per set of qualifying upstream runs:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import field
 
@@ -59,6 +58,8 @@ def firing_key(parts: dict[str, int]) -> str:
     key = upstream_runs(parts)
     if len(key) <= _KEY_MAX:
         return key
+    import hashlib  # (a long key only: not loaded by every run's import of this module)
+
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 

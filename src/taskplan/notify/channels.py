@@ -7,15 +7,12 @@ again could help. httpx, smtplib and apprise are imported on first use.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
 import re
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from typing import Any
@@ -82,6 +79,9 @@ def expand(text: str | None) -> str | None:
 
 def sign(secret: str, body: bytes) -> str:
     """The X-Taskplan-Signature header value for this body."""
+    import hashlib  # (not at import: every `taskplan run` loads this module, few sign)
+    import hmac
+
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
@@ -245,6 +245,8 @@ def command(channel: Channel, payload: dict[str, Any]) -> Sent:
     # Its stderr goes to a file and its stdout nowhere, not to pipes: a process the command
     # leaves running (`page-oncall &`) keeps its pipes open, and waiting for their end made a
     # try that had succeeded time out, and be sent again.
+    import tempfile  # (with shutil and random: for a command channel's try only)
+
     with tempfile.TemporaryFile() as stderr:
         try:
             proc = subprocess.Popen(list(channel.target), stdin=subprocess.PIPE,
