@@ -3,6 +3,7 @@ built in one place so that the CLI and the web API print exactly the same object
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -194,4 +195,16 @@ def _masked(value: Any) -> Any:
         return [_masked(v) for v in value]
     if isinstance(value, dict):
         return {k: _masked(v) for k, v in value.items()}
+    return value
+
+
+def finite(value: Any) -> Any:
+    """NaN and infinities (a SQL row's float) as null, at any depth: JSON has no such
+    numbers (the CLI's --json and the web API write the same)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
     return value

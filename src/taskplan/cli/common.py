@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import signal
 import sys
@@ -364,18 +363,10 @@ def print_json(value: Any) -> None:
         text = json.dumps(value, indent=2, default=str, allow_nan=False)
     except ValueError:
         # A NaN or infinity (a SQL row's float) is no JSON: null, as the web API gives it.
-        text = json.dumps(_finite(value), indent=2, default=str, allow_nan=False)
+        from taskplan.shapes import finite
+
+        text = json.dumps(finite(value), indent=2, default=str, allow_nan=False)
     click.echo(text)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import difflib
 import json
-import math
 import time
 from datetime import date, datetime
 from typing import Annotated, Any
@@ -28,17 +27,6 @@ from taskplan.web.live import ChangeWatcher
 from taskplan.web.views import Ctx
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities (a SQL row's float) as null: JSON has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 class JSONOut(JSONResponse):
     """The API's answers: pydantic's writer (fast; NaN and infinities as null), and where it
     refuses text holding a lone surrogate (a file name os.listdir decoded from bytes that are
@@ -51,7 +39,7 @@ class JSONOut(JSONResponse):
         try:
             return pydantic_core.to_json(content, inf_nan_mode="null")
         except pydantic_core.PydanticSerializationError:
-            return json.dumps(_finite(content), separators=(",", ":"),
+            return json.dumps(shapes.finite(content), separators=(",", ":"),
                               default=str).encode("ascii")
 
 
