@@ -52,16 +52,9 @@ def address_problem(address: object) -> str | None:
     if not isinstance(address, str) or "@" not in address or any(
             c.isspace() for c in address):
         return ADDRESS_EXPECTED
-    from email.message import EmailMessage  # only where there is an address to check
-
-    msg = EmailMessage()
-    try:
-        msg["To"] = address
-        found = msg["To"].addresses
-    except Exception:  # the header parser raises IndexError, ValueError, its own errors
-        return ADDRESS_EXPECTED
-    if len(found) != 1 or found[0].display_name or not (found[0].username
-                                                         and found[0].domain):
+    found = _header_addresses("To", address)
+    if found is None or len(found) != 1 or found[0].display_name or not (
+            found[0].username and found[0].domain):
         return ADDRESS_EXPECTED
     return None
 
@@ -69,15 +62,21 @@ def address_problem(address: object) -> str | None:
 def sender_problem(address: str) -> bool:
     """Whether `address` cannot be the From of a message (and its envelope's sender): one
     address with a user and a domain, a display name allowed ("Ops <ops@example.com>")."""
-    from email.message import EmailMessage
+    found = _header_addresses("From", address)
+    return found is None or len(found) != 1 or not (found[0].username and found[0].domain)
+
+
+def _header_addresses(header: str, address: str) -> list[Any] | None:
+    """The addresses a message's `header` holds once set to `address`; None when the header
+    parser refuses it."""
+    from email.message import EmailMessage  # only where there is an address to check
 
     msg = EmailMessage()
     try:
-        msg["From"] = address
-        found = msg["From"].addresses
+        msg[header] = address
+        return list(msg[header].addresses)
     except Exception:  # the header parser raises IndexError, ValueError, its own errors
-        return True
-    return len(found) != 1 or not (found[0].username and found[0].domain)
+        return None
 
 
 COMMAND_QUOTES_EXPECTED = ("expected a command line with its quotes closed, like ./alert.sh"
