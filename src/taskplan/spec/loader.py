@@ -5,7 +5,7 @@ once. Checking a document is spec/analysis.py's, imported here only when a file 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import field
 from pathlib import Path
 from typing import Any
@@ -230,10 +230,7 @@ def _call_cycles(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Proble
                                if t.kind == "job" and t.command != spec.name)
              for spec in specs}
     problems: list[Problem] = []
-    for start in sorted(calls):
-        path = _path_back(calls, start)
-        if path is None or min(name for name, _ in path) != start:
-            continue
+    for start, path in _rings(calls):
         task = path[0][1]
         out = _analyse_file(files_of[start])  # positions: a cached check keeps none
         line, col = out.positions.value(("tasks", task, "job"))
@@ -286,10 +283,7 @@ def _trigger_cycles(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Pro
                                for k, job in enumerate(t.after) if job != spec.name)
              for spec in specs}
     problems: list[Problem] = []
-    for start in sorted(waits):
-        path = _path_back(waits, start)
-        if path is None or min(name for name, _ in path) != start:
-            continue
+    for start, path in _rings(waits):
         index, k = (int(n) for n in path[0][1].split("."))
         out = _analyse_file(files_of[start])
         line, col = out.positions.value(("triggers", index, "after", k))
@@ -298,6 +292,15 @@ def _trigger_cycles(specs: list[JobSpec], files_of: dict[str, Path]) -> list[Pro
                                 f"triggers[{index}].after[{k}]: trigger cycle: {ring} (each"
                                 " run of one would start the next, for ever)"))
     return problems
+
+
+def _rings(calls: dict[str, list[tuple[str, str]]]
+           ) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """Each ring of `calls` once: (its first job by name, the way from it back to it)."""
+    for start in sorted(calls):
+        path = _path_back(calls, start)
+        if path is not None and min(name for name, _ in path) == start:
+            yield start, path
 
 
 def _path_back(calls: dict[str, list[tuple[str, str]]], start: str
