@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -185,26 +185,28 @@ def agent(a: AgentInfo) -> dict[str, Any]:
 def masked_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """A run's params as shown: a URL's password in any text among them is ***, as on the
     console's run page (a param may carry a connection URL)."""
-    return {k: _masked(v) for k, v in params.items()}
-
-
-def _masked(value: Any) -> Any:
-    if isinstance(value, str):
-        return mask_url(value)
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    return value
+    return {k: _leaves(v, _mask_text) for k, v in params.items()}
 
 
 def finite(value: Any) -> Any:
     """NaN and infinities (a SQL row's float) as null, at any depth: JSON has no such
     numbers (the CLI's --json and the web API write the same)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    return _leaves(value, _finite_number)
+
+
+def _leaves(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """`value` (JSON-like: dicts, lists and tuples of scalars) with `leaf` applied to every
+    scalar in it; tuples come back as lists, as JSON writes them."""
     if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
+        return {k: _leaves(v, leaf) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
+        return [_leaves(v, leaf) for v in value]
+    return leaf(value)
+
+
+def _mask_text(value: Any) -> Any:
+    return mask_url(value) if isinstance(value, str) else value
+
+
+def _finite_number(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
